@@ -1,0 +1,44 @@
+"""Task contract: prompts with reference answers, an optional demonstration, and a verifier."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass
+class Problem:
+    prompt: str  # exactly the text fed to the policy (already templated)
+    answer: str  # reference answer, as a string
+    demo: Optional[str] = None  # a reference completion (for SFT / LUFFY / SRFT / HPT), ends with the answer
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class Reward:
+    total: float  # the scalar reward used by single-reward estimators
+    components: dict[str, float] = field(default_factory=dict)  # named rewards (GDPO), may be empty
+
+
+class Task:
+    """A verifiable task. ``train_problems`` samples from the training distribution with ``rng``;
+    ``eval_problems`` is a fixed held-out split, disjoint from training where the task allows it."""
+
+    name: str = "task"
+    reward_names: tuple[str, ...] = ("correct",)
+
+    def train_problems(self, n: int, rng: np.random.Generator) -> list[Problem]:
+        raise NotImplementedError
+
+    def eval_problems(self, n: int) -> list[Problem]:
+        raise NotImplementedError
+
+    def verify(self, problem: Problem, completion: str) -> Reward:
+        """Score a completion. Model output is data: never eval it."""
+        raise NotImplementedError
+
+    def alphabet(self) -> str:
+        """Characters that prompts, demos and answers use (the tiny tokenizer's vocabulary)."""
+        raise NotImplementedError

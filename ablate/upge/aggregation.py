@@ -1,0 +1,77 @@
+"""Loss aggregation: how per-token losses become one scalar (outside the four slots, always explicit).
+
+Peers disagree most here (peer_semantics §1.4, §2.2, §8.3). Every mode normalises by the *minibatch*
+(``Normalizer``), not the microbatch, so gradient accumulation over microbatches gives exactly the
+gradient of the whole-minibatch objective (verl's engine path ≥ Feb 2026).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from ablate.errors import choice_error
+
+MODES = ("token-mean", "token-sum", "seq-mean-token-mean", "seq-mean-token-sum",
+         "seq-mean-token-sum-norm")
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Counts over the whole minibatch that one optimizer step covers."""
+
+    num_tokens: float  # valid response tokens
+    num_seqs: float  # rows with at least one valid token
+    horizon: int  # padded response length T (the default Dr.GRPO constant)
+
+    @classmethod
+    def of(cls, response_mask: torch.Tensor) -> "Normalizer":
+        m = response_mask.float()
+        return cls(num_tokens=float(m.sum().clamp_min(1.0)),
+                   num_seqs=float((m.sum(-1) > 0).sum().clamp_min(1)),
+                   horizon=int(m.shape[-1]))
+
+
+class Aggregation:
+    """Turn a [B, T] loss matrix into a scalar.
+
+    modes (verl names): ``token-mean`` Σ L·M / N_tokens (DAPO; TRL ``dapo``/``bnpo``);
+    ``token-sum`` Σ L·M; ``seq-mean-token-mean`` mean_i of token means (original GRPO; TRL ``grpo``);
+    ``seq-mean-token-sum`` mean_i of token sums; ``seq-mean-token-sum-norm`` that divided by a constant
+    C (Dr.GRPO; C = ``constant`` or the padded horizon; TRL ``dr_grpo`` with C=max_completion_length).
+    ``legacy_no_seq_mean`` reproduces verl ≤ Jan 2026 / HPT ``loss_remove_token_mean``: Σ L·M / C.
+    """
+
+    def __init__(self, mode: str = "token-mean", constant: Optional[float] = None,
+                 legacy_no_seq_mean: bool = False):
+        if mode not in MODES:
+            raise choice_error("aggregation.mode", mode, MODES)
+        if constant is not None and constant <= 0:
+            raise ValueError(f"aggregation.constant must be > 0, got {constant}")
+        self.mode = mode
+        self.constant = constant
+        self.legacy_no_seq_mean = legacy_no_seq_mean
+
+    def __call__(self, loss_mat: torch.Tensor, mask: torch.Tensor,
+                 norm: Optional[Normalizer] = None) -> torch.Tensor:
+        mask = mask.to(loss_mat.dtype)
+        norm = norm or Normalizer.of(mask)
+        lm = loss_mat * mask
+        if self.mode == "token-mean":
+            return lm.sum() / norm.num_tokens
+        if self.mode == "token-sum":
+            return lm.sum()
+        seq_sum = lm.sum(-1)
+        if self.mode == "seq-mean-token-mean":
+            return (seq_sum / mask.sum(-1).clamp_min(1.0)).sum() / norm.num_seqs
+        if self.mode == "seq-mean-token-sum":
+            return seq_sum.sum() / norm.num_seqs
+        c = float(self.constant if self.constant is not None else norm.horizon)
+        if self.legacy_no_seq_mean:
+            return seq_sum.sum() / c
+        return seq_sum.sum() / norm.num_seqs / c
+
+    def __repr__(self) -> str:
+        return f"Aggregation(mode={self.mode!r}, constant={self.constant!r})"

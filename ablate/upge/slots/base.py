@@ -1,0 +1,155 @@
+"""Base classes of the four UPGE slots and the per-microbatch context they read.
+
+A slot is a small class whose constructor takes named, typed parameters (what a YAML file under
+conf/<family>/ sets) and whose ``__call__`` is a pure tensor function of the context. No slot knows
+about the trainer, the tracker or Ray.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import ClassVar, Optional
+
+import torch
+
+from ablate.upge.batch import RolloutBatch
+
+LOG_RATIO_CLAMP = 20.0  # verl clamps the log-ratio to ±20 before exp (peer_semantics §8.9)
+
+
+@dataclass
+class TokenContext:
+    """Everything a mask, denominator or likelihood slot may read, for one microbatch.
+
+    ``logp`` carries the gradient; every other tensor is detached. ``entropy`` is the current
+    policy's per-token entropy at the sampling temperature (detached), when the trainer computed it.
+    """
+
+    logp: torch.Tensor  # [B, T] log π_θ(y_t), requires grad
+    old_logp: torch.Tensor  # [B, T] behaviour log-probs
+    advantages: torch.Tensor  # [B, T]
+    response_mask: torch.Tensor  # [B, T] float {0, 1}
+    is_demo: torch.Tensor  # [B] bool
+    group_ids: Optional[torch.Tensor] = None  # [B]
+    entropy: Optional[torch.Tensor] = None  # [B, T] detached
+    entropy_grad: Optional[torch.Tensor] = None  # [B, T] with grad (entropy bonus only)
+    ref_logp: Optional[torch.Tensor] = None  # [B, T] frozen KL reference model
+    extras: dict = field(default_factory=dict)
+
+    @cached_property
+    def log_ratio(self) -> torch.Tensor:
+        """Detached, clamped log ρ = log π_θ − log π_old, zero on padding."""
+        lr = (self.logp.detach() - self.old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+        return lr * self.response_mask
+
+    @cached_property
+    def ratio(self) -> torch.Tensor:
+        """Detached token ratio ρ (1 on padding)."""
+        return torch.exp(self.log_ratio)
+
+    @cached_property
+    def lengths(self) -> torch.Tensor:
+        """Valid tokens per row as float, clamped to ≥ 1 so empty rows never divide by zero."""
+        return self.response_mask.sum(-1).clamp_min(1.0)
+
+    @cached_property
+    def seq_log_ratio(self) -> torch.Tensor:
+        """Detached GSPO log s_i = mean_t log ρ_t over valid tokens, [B]."""
+        return self.log_ratio.sum(-1) / self.lengths
+
+    @classmethod
+    def from_batch(cls, batch: RolloutBatch, logp: torch.Tensor, entropy: Optional[torch.Tensor] = None,
+                   entropy_grad: Optional[torch.Tensor] = None) -> "TokenContext":
+        if batch.advantages is None:
+            raise ValueError("batch.advantages is None: run the advantage slot before the estimator")
+        return cls(logp=logp, old_logp=batch.old_logp.detach(), advantages=batch.advantages.detach(),
+                   response_mask=batch.response_mask.to(logp.dtype), is_demo=batch.demo_mask(),
+                   group_ids=batch.group_ids, entropy=None if entropy is None else entropy.detach(),
+                   entropy_grad=entropy_grad, ref_logp=batch.ref_logp, extras=batch.extras)
+
+
+@dataclass
+class MaskResult:
+    """``keep`` is the stabilisation mask M (bool, [B, T]); ``events`` names why tokens were dropped.
+
+    Standard event names (each a bool [B, T], a subset of ~keep): ``clip_low`` (A<0, ratio below
+    1−ε_low), ``clip_high`` (A>0, ratio above 1+ε_high), ``clip_dual`` (A<0, ratio above c), and any
+    variant-specific ones (``cov``, ``entropy``, ``divergence``, ``seq_clip_low``, ...).
+    """
+
+    keep: torch.Tensor
+    events: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Slot:
+    """Common base: the family name is what `ablate slots` groups variants by."""
+
+    family: ClassVar[str] = ""
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class Mask(Slot):
+    """Slot 1: which tokens keep their gradient. Computed from detached quantities only."""
+
+    family = "mask"
+
+    def __call__(self, ctx: TokenContext) -> MaskResult:
+        raise NotImplementedError
+
+
+class Denominator(Slot):
+    """Slot 2: log π_ref per token, detached (or a detached function of π_θ).
+
+    The applied importance weight is π_θ/π_ref: π_ref = sg(π_θ) gives weight 1 and ∇log π.
+    """
+
+    family = "denominator"
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Likelihood(Slot):
+    """Slot 4: log g(π_θ) per token, carrying the gradient (identity: ``ctx.logp``)."""
+
+    family = "likelihood"
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Advantage(Slot):
+    """Slot 3: Â per token [B, T], computed once per rollout batch from rewards and groups."""
+
+    family = "advantage"
+
+    def __call__(self, batch: RolloutBatch) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Regularizer(Slot):
+    """Additive loss term outside the four slots (KL to a reference model, entropy bonus, ...).
+
+    Returns the per-token term [B, T] to be aggregated with the estimator's normaliser, or a scalar.
+    """
+
+    family = "regularizer"
+    coef: float = 0.0
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        raise NotImplementedError
+
+
+FAMILIES: dict[str, type[Slot]] = {
+    "mask": Mask,
+    "denominator": Denominator,
+    "advantage": Advantage,
+    "likelihood": Likelihood,
+    "regularizer": Regularizer,
+}
