@@ -28,6 +28,9 @@ class Task:
 
     name: str = "task"
     reward_names: tuple[str, ...] = ("correct",)
+    # Generation budget the task needs (answer + EOS); the trainer uses
+    # max(rollout.max_new_tokens, task.max_new_tokens). None = no requirement.
+    max_new_tokens: Optional[int] = None
 
     def train_problems(self, n: int, rng: np.random.Generator) -> list[Problem]:
         raise NotImplementedError
@@ -42,3 +45,15 @@ class Task:
     def alphabet(self) -> str:
         """Characters that prompts, demos and answers use (the tiny tokenizer's vocabulary)."""
         raise NotImplementedError
+
+    def spec(self) -> dict:
+        """A JSON-able description that identifies the task's data (keys the warm-start cache).
+
+        Tasks built by ``build_task`` return their ``_target_`` and constructor parameters
+        (plus a content hash for file-backed tasks)."""
+        cls = type(self)
+        params = getattr(self, "_spec", None)
+        if params is None:
+            params = {k: v for k, v in sorted(vars(self).items())
+                      if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}
+        return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **params}

@@ -1,0 +1,125 @@
+"""`ablate` command line: train, sweep, report, methods, slots, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ablate.errors import ConfigError
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ablate.config import compose_config
+    from ablate.train.api import run_config
+
+    cfg = compose_config(args.overrides)
+    summary = run_config(cfg, progress=not args.quiet)
+    fin = summary["final"]
+    init = summary.get("initial_eval", {})
+    keys = [k for k in ("eval/pass@1", "eval/pass@8") if k in fin]
+    parts = [f"{k.split('/')[1]} {init.get(k, float('nan')):.3f} -> {fin[k]:.3f}" for k in keys]
+    print(f"[ablate] {summary['name']}: {summary['steps_done']} steps in {summary['wall_s']:.1f}s; "
+          + "; ".join(parts) + f"; entropy {fin.get('train/entropy', float('nan')):.3f}")
+    print(f"[ablate] run dir: {summary['run_dir']}")
+    if summary["wandb"].get("dir"):
+        print(f"[ablate] W&B ({summary['wandb'].get('mode')}): {summary['wandb']['dir']}"
+              + ("  (upload later with `wandb sync <dir>`)" if summary['wandb'].get('mode') == 'offline' else ""))
+    return 0
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from ablate.methods.catalog import format_table, load_presets
+
+    recs = load_presets()
+    if args.json:
+        print(json.dumps(recs, indent=2, ensure_ascii=False))
+    else:
+        print(format_table(recs))
+    return 0
+
+
+def _cmd_slots(args: argparse.Namespace) -> int:
+    from ablate.registry import SLOT_FAMILIES, describe_variants
+
+    fams = tuple(args.family) if args.family else SLOT_FAMILIES + ("aggregation",)
+    infos = describe_variants(fams)
+    if args.json:
+        print(json.dumps([vars(i) for i in infos], indent=2, default=str))
+        return 0
+    cur = None
+    for i in infos:
+        if i.family != cur:
+            cur = i.family
+            print(f"\n{cur}:")
+        params = ", ".join(f"{k}={v!r}" for k, v in i.params.items())
+        print(f"  {i.name:<26} {i.target.rsplit('.', 1)[-1]}({params})")
+        if i.doc:
+            print(f"  {'':<26} {i.doc}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ablate.report import generate_report
+
+    sweep_dir = Path(args.sweep_dir)
+    if not sweep_dir.is_dir():
+        raise ConfigError(f"report: sweep dir {str(sweep_dir)!r} does not exist")
+    out = generate_report(sweep_dir, out_dir=Path(args.output) if args.output else None)
+    print(f"[ablate] report: {out}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from bench.__main__ import main as bench_main  # bench/ lives at the repo root
+
+    return int(bench_main(args.rest) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ablate", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="one training run: ablate train method=grpo [overrides]")
+    t.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. method=dapo mask=none train.lr=3e-4")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_train)
+    m = sub.add_parser("methods", help="the method catalog (presets)")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=_cmd_methods)
+    s = sub.add_parser("slots", help="every slot variant with its parameters")
+    s.add_argument("family", nargs="*", help="mask, denominator, advantage, likelihood, aggregation")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_cmd_slots)
+    r = sub.add_parser("report", help="(re)generate the report of a sweep directory")
+    r.add_argument("sweep_dir")
+    r.add_argument("-o", "--output", help="output dir (default reports/<sweep name>)")
+    r.set_defaults(func=_cmd_report)
+    try:
+        from ablate.sweep.cli import add_sweep_parser
+        add_sweep_parser(sub)
+    except ImportError:  # pragma: no cover - sweep extra missing
+        pass
+    b = sub.add_parser("bench", help="benchmarks (ratios against peers); see bench/README.md")
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b.set_defaults(func=_cmd_bench)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""`train/grad_var`, `train/grad_norm`, `train/grad_snr` from the gradient-accumulation microbatches
+the trainer already runs: no extra forward or backward.
+
+Protocol (per optimizer step)::
+
+    opt.zero_grad(); meter.start()
+    for each of the K microbatches:  loss_k.backward(); meter.after_backward()
+    metrics = meter.finish()          # before grad clipping / unscaling and before opt.step()
+
+``after_backward`` reads the accumulated ``.grad`` and differences it with the previous snapshot,
+which yields that microbatch's contribution g_k; only ‖g_k‖² (a device scalar) is kept. Because
+the loss is normalised by minibatch totals, Σ_k g_k = ĝ, the minibatch gradient in ``.grad``.
+
+Estimator. Microbatch k holds a share w_k of the minibatch normaliser (Σ w_k = 1; w_k = 1/K for
+equal chunks, the default). Then ĝ_k = g_k / w_k is an unbiased estimate of the expected
+gradient from microbatch k alone, and ĝ = Σ_k w_k ĝ_k. We report
+
+    train/grad_var = K/(K−1) · Σ_k w_k ‖ĝ_k − ĝ‖²  =  K/(K−1) · (Σ_k ‖g_k‖²/w_k − ‖ĝ‖²)
+
+which for equal chunks is (1/(K−1)) Σ_k ‖K·g_k − ĝ‖², the unbiased sample estimate of the
+trace of the covariance of one microbatch's gradient estimate K·g_k. If the minibatch's N samples
+are i.i.d. with per-sample gradient covariance Σ, its expectation is tr(Σ)·K/N for *any* sizes
+n_k = w_k·N (derivation: Var(ĝ_k − ĝ) = Σ(1/n_k − 1/N), and Σ_k w_k(1/n_k − 1/N) = (K−1)/N).
+
+    train/grad_norm = ‖ĝ‖                 (pre-clip; equal to clip_grad_norm_'s return value)
+    train/grad_snr  = ‖ĝ‖² / (grad_var/K)  (signal over the variance of the mean, tr Cov(ĝ) ≈ tr Σ/N)
+
+grad_var scales like 1/(microbatch size), so compare it only between runs with the same
+microbatch layout; grad_snr does not depend on K (both numerator and denominator refer to the
+full minibatch) and is the number to compare across configurations. An SNR ≫ 1 means the
+minibatch gradient direction is well determined; ≲ 1 means it is mostly noise.
+
+Assumptions and biases.
+* Microbatches are exchangeable (i.i.d.) chunks of the minibatch, e.g. a random permutation cut
+  into pieces; sorted or grouped chunks (all samples of one GRPO group in one microbatch) measure
+  between-chunk variance, which includes the within-group correlation.
+* Unequal chunks: pass ``weight`` (the chunk's share of the normaliser: sequences for seq-mean
+  aggregations, valid tokens for token-mean) to stay unbiased. Without it the equal-weight
+  formula is biased upward by ‖E g‖²·K·Σ_k (K·w_k − 1)²/(K−1) (a spread of chunk sizes reads
+  as variance), e.g. chunks of 3 and 1 samples inflate grad_var by 2·‖E g‖² for K=2. With
+  token-level normalisation the "samples" are sequences with random token counts, so the
+  weights are themselves random and the estimate is approximate.
+* K = 1 (no accumulation) gives no variance information: grad_var and grad_snr are ``None``
+  (never NaN) and the trainer omits them; grad_norm is still reported. Microbatches with zero
+  weight are ignored (they count as absent for K).
+* If grad_var is exactly 0, grad_snr is +inf (written as null by the run store).
+* Single process only: under DDP ``no_sync`` the last microbatch's ``.grad`` also carries the
+  cross-rank average, so differences are not per-microbatch contributions. With AMP's
+  GradScaler, call finish() before ``unscale_``: grad_var and grad_norm are then in scaled units
+  (×S², ×S) and grad_snr is unaffected.
+
+Cost. One extra gradient-sized buffer (the previous snapshot; float32 for half-precision grads),
+and per microbatch an in-place subtract, a norm and a copy through ``torch._foreach_*`` kernels:
+O(P) memory traffic per microbatch, O(K·P) per step, for P parameters; no forward/backward, no
+per-parameter Python kernels beyond one foreach call per (device, dtype) group, and no host sync
+until ``finish()`` (one ``.tolist()``). Norms accumulate in float64 (float32 on MPS), which keeps
+the subtraction Σ‖g_k‖²/w_k − ‖ĝ‖² accurate up to SNRs far beyond those of RL gradients.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Optional
+
+import torch
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+class GradVarianceMeter:
+    """Per-step gradient variance / norm / SNR from gradient-accumulation microbatches.
+
+    ``params``: the trainable parameters (those with ``requires_grad``; others are ignored).
+    ``record_contributions``: keep each microbatch's flat g_k in ``self.contributions`` (tests and
+    debugging only: K extra gradient copies).
+    """
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], record_contributions: bool = False):
+        self.params: list[torch.nn.Parameter] = [p for p in params if p.requires_grad]
+        if not self.params:
+            raise ValueError("GradVarianceMeter: no parameters with requires_grad=True")
+        for p in self.params:
+            if p.layout != torch.strided:
+                raise ValueError("GradVarianceMeter: only dense (strided) parameters are supported")
+        self.record_contributions = bool(record_contributions)
+        self.contributions: list[torch.Tensor] = []
+        self._prev: list[Optional[torch.Tensor]] = [None] * len(self.params)
+        self._have: list[bool] = [False] * len(self.params)  # prev holds this step's snapshot
+        dev = self.params[0].device
+        self._device = dev
+        self._acc = torch.float32 if dev.type == "mps" else torch.float64
+        self._sq: list[torch.Tensor] = []
+        self._weights: list[Optional[float]] = []
+        self._active = False
+
+    # ------------------------------------------------------------------------------ protocol
+    def start(self) -> None:
+        """Begin an optimizer step; call right after ``zero_grad``."""
+        self._have = [False] * len(self.params)
+        self._sq = []
+        self._weights = []
+        self.contributions = []
+        self._active = True
+
+    def after_backward(self, weight: Optional[float] = None) -> None:
+        """Record the contribution of the microbatch whose backward just ran.
+
+        ``weight``: this microbatch's share of the minibatch loss normaliser (any positive scale;
+        normalised over the step). Give it for every microbatch of the step or for none."""
+        if not self._active:
+            raise RuntimeError("GradVarianceMeter.after_backward() called before start()")
+        if weight is not None:
+            weight = float(weight)
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"GradVarianceMeter: weight must be finite and >= 0, got {weight}")
+        # groups: key -> (prev buffers that already hold a snapshot, their current grads)
+        diff: dict[tuple, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        fresh: dict[tuple, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        vanished: list[torch.Tensor] = []  # grad set to None mid-step: contribution is −prev
+        for i, p in enumerate(self.params):
+            g = p.grad
+            if g is None:
+                if self._have[i]:
+                    vanished.append(self._prev[i])
+                    self._have[i] = False
+                continue
+            if g.layout != torch.strided:
+                raise ValueError("GradVarianceMeter: sparse gradients are not supported")
+            buf = self._prev[i]
+            if buf is None or buf.shape != g.shape or buf.device != g.device:
+                buf = torch.empty_like(g, dtype=torch.float32 if g.dtype in _HALF else g.dtype,
+                                       memory_format=torch.contiguous_format)
+                self._prev[i] = buf
+                self._have[i] = False
+            key = (g.device, g.dtype, buf.dtype)
+            target = diff if self._have[i] else fresh
+            bl, gl = target.setdefault(key, ([], []))
+            bl.append(buf)
+            gl.append(g)
+            self._have[i] = True
+
+        norms: list[torch.Tensor] = []
+        flat_parts: dict[int, torch.Tensor] = {}
+        for bufs, grads in diff.values():
+            torch._foreach_sub_(bufs, grads)  # buf = prev − grad = −g_k
+            norms.extend(self._norms(bufs))
+            if self.record_contributions:
+                for b in bufs:
+                    flat_parts[id(b)] = (-b).reshape(-1).to(self._acc).to(self._device)
+            torch._foreach_copy_(bufs, grads)
+        for bufs, grads in fresh.values():  # previous snapshot is zero: g_k = grad
+            norms.extend(self._norms(grads))
+            torch._foreach_copy_(bufs, grads)
+            if self.record_contributions:
+                for b in bufs:
+                    flat_parts[id(b)] = b.reshape(-1).to(self._acc).to(self._device)
+        if vanished:
+            norms.extend(self._norms(vanished))
+            if self.record_contributions:
+                for b in vanished:
+                    flat_parts[id(b)] = (-b).reshape(-1).to(self._acc).to(self._device)
+        if norms:
+            sq = torch.stack([n.to(self._device, self._acc) for n in norms]).square().sum()
+        else:
+            sq = torch.zeros((), dtype=self._acc, device=self._device)
+        self._sq.append(sq)
+        self._weights.append(weight)
+        if self.record_contributions:
+            parts = []
+            for i, p in enumerate(self.params):
+                b = self._prev[i]
+                part = flat_parts.get(id(b)) if b is not None else None
+                parts.append(part if part is not None
+                             else torch.zeros(p.numel(), dtype=self._acc, device=self._device))
+            self.contributions.append(torch.cat(parts))
+
+    def finish(self) -> dict[str, Optional[float]]:
+        """Metrics of the step: ``train/grad_norm`` (float), ``train/grad_var`` and
+        ``train/grad_snr`` (float, or None when fewer than two microbatches carried weight).
+        One host sync. Leaves ``.grad`` untouched."""
+        if not self._active:
+            raise RuntimeError("GradVarianceMeter.finish() called before start()")
+        K = len(self._sq)
+        if K == 0:
+            raise RuntimeError("GradVarianceMeter.finish(): no after_backward() since start()")
+        self._active = False
+        ws = self._weights
+        if all(w is None for w in ws):
+            w = [1.0 / K] * K
+        elif any(w is None for w in ws):
+            raise ValueError("GradVarianceMeter: pass weight= for every microbatch of a step or for none")
+        else:
+            tot = sum(ws)  # type: ignore[arg-type]
+            if tot <= 0:
+                raise ValueError("GradVarianceMeter: microbatch weights sum to zero")
+            w = [float(x) / tot for x in ws]  # type: ignore[arg-type]
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if grads:
+            gnorm2 = torch.stack([n.to(self._device, self._acc) for n in self._norms(grads)]).square().sum()
+        else:
+            gnorm2 = torch.zeros((), dtype=self._acc, device=self._device)
+        keep = [k for k in range(K) if w[k] > 0]
+        k_eff = len(keep)
+        if k_eff < 2:
+            return {"train/grad_norm": math.sqrt(max(float(gnorm2), 0.0)),
+                    "train/grad_var": None, "train/grad_snr": None}
+        inv_w = torch.tensor([1.0 / w[k] for k in keep], dtype=self._acc, device=self._device)
+        sq = torch.stack([self._sq[k] for k in keep])
+        var = (k_eff / (k_eff - 1)) * ((sq * inv_w).sum() - gnorm2)
+        var = var.clamp_min(0.0)
+        gnorm_f, var_f = torch.stack([gnorm2, var]).tolist()  # the one host sync
+        snr = gnorm_f / (var_f / k_eff) if var_f > 0 else math.inf
+        return {"train/grad_norm": math.sqrt(max(gnorm_f, 0.0)), "train/grad_var": var_f,
+                "train/grad_snr": snr}
+
+    # ------------------------------------------------------------------------------ helpers
+    def _norms(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        by_dev: dict[tuple, list[torch.Tensor]] = {}
+        for t in tensors:
+            by_dev.setdefault((t.device, t.dtype), []).append(t)
+        out: list[torch.Tensor] = []
+        for (dev, _), ts in by_dev.items():
+            acc = torch.float32 if dev.type == "mps" else torch.float64
+            out.extend(torch._foreach_norm(ts, 2, dtype=acc))
+        return out

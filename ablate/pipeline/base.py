@@ -1,0 +1,103 @@
+"""Pipeline stages: what happens to a step's samples between the verifier and the advantage slot.
+
+Stages see per-row Python lists (B is a few hundred), so filters, reward shaping and demonstration
+mixing stay readable. A stage with ``refill = True`` may drop groups; the trainer then generates
+more prompts until the step's prompt budget is met (DAPO dynamic sampling).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ablate.tasks.base import Problem
+
+
+@dataclass
+class Rollouts:
+    """The samples of one step, grouped by prompt (``group`` = index into ``problems``)."""
+
+    problems: list[Problem]
+    prompt_ids: list[list[int]] = field(default_factory=list)  # per problem, unpadded
+    group: list[int] = field(default_factory=list)
+    response_ids: list[list[int]] = field(default_factory=list)  # includes EOS when generated
+    texts: list[str] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    components: list[dict[str, float]] = field(default_factory=list)
+    is_demo: list[bool] = field(default_factory=list)
+    truncated: list[bool] = field(default_factory=list)
+    loss_weight: list[float] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.group)
+
+    def rows_of(self, g: int) -> list[int]:
+        return [i for i, gg in enumerate(self.group) if gg == g]
+
+    def keep_rows(self, rows: list[int]) -> "Rollouts":
+        """Keep ``rows`` and renumber groups densely (problems without rows are dropped)."""
+        used = sorted({self.group[i] for i in rows})
+        remap = {g: k for k, g in enumerate(used)}
+        pick = lambda xs: [xs[i] for i in rows]  # noqa: E731
+        return Rollouts(problems=[self.problems[g] for g in used],
+                        prompt_ids=[self.prompt_ids[g] for g in used] if self.prompt_ids else [],
+                        group=[remap[self.group[i]] for i in rows],
+                        response_ids=pick(self.response_ids), texts=pick(self.texts),
+                        rewards=pick(self.rewards), components=pick(self.components),
+                        is_demo=pick(self.is_demo), truncated=pick(self.truncated),
+                        loss_weight=pick(self.loss_weight))
+
+    def extend(self, other: "Rollouts") -> "Rollouts":
+        off = len(self.problems)
+        return Rollouts(problems=self.problems + other.problems,
+                        prompt_ids=self.prompt_ids + other.prompt_ids,
+                        group=self.group + [g + off for g in other.group],
+                        response_ids=self.response_ids + other.response_ids,
+                        texts=self.texts + other.texts, rewards=self.rewards + other.rewards,
+                        components=self.components + other.components,
+                        is_demo=self.is_demo + other.is_demo,
+                        truncated=self.truncated + other.truncated,
+                        loss_weight=self.loss_weight + other.loss_weight)
+
+    def add_row(self, g: int, ids: list[int], text: str, reward: float, components: dict,
+                is_demo: bool, truncated: bool = False, loss_weight: float = 1.0) -> None:
+        self.group.append(g)
+        self.response_ids.append(ids)
+        self.texts.append(text)
+        self.rewards.append(reward)
+        self.components.append(components)
+        self.is_demo.append(is_demo)
+        self.truncated.append(truncated)
+        self.loss_weight.append(loss_weight)
+
+
+@dataclass
+class StageEnv:
+    """What a stage may use besides the samples: the tokenizer (to encode demonstrations), the task
+    (to verify them), the response budget, and the step number."""
+
+    tokenizer: Any
+    task: Any
+    max_new_tokens: int
+    step: int = 0
+    stats: dict[str, float] = field(default_factory=dict)  # stages write train/* diagnostics here
+
+
+class Stage:
+    refill: bool = False  # may drop groups; the trainer regenerates to refill the batch
+    needs_rollouts: bool = True  # False: the stage builds its rows itself (SFT)
+
+    def __call__(self, r: Rollouts, env: StageEnv) -> Rollouts:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+def encode_demo(problem: Problem, env: StageEnv) -> Optional[list[int]]:
+    """Token ids of the problem's demonstration + EOS, truncated to the response budget."""
+    if problem.demo is None:
+        return None
+    tok = env.tokenizer
+    ids = tok(problem.demo, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    return ids[: env.max_new_tokens]

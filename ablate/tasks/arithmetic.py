@@ -1,0 +1,113 @@
+"""Synthetic integer arithmetic ("12+35=" → "47"): the default task of the embedded setup.
+
+Difficulty grows with ``digits`` (operand size), ``ops`` (any of "+-*") and ``num_operands``.
+The eval split is a fixed set of ``eval_size`` problems drawn with ``seed``; training never samples
+them.
+"""
+
+from __future__ import annotations
+
+import re
+import numpy as np
+
+from ablate.errors import ConfigError
+from ablate.tasks.base import Problem, Reward, Task
+from ablate.tasks.expr import parse_expr
+
+_INT = re.compile(r"-?\d{1,30}")
+
+
+class Arithmetic(Task):
+    """``a op b op c =`` with integer answer (usual precedence); demo is the answer itself."""
+
+    name = "arithmetic"
+    reward_names = ("correct", "format")
+
+    def __init__(self, digits: int = 2, ops: str = "+", num_operands: int = 2, seed: int = 1234,
+                 eval_size: int = 256):
+        if not isinstance(digits, int) or not 1 <= digits <= 9:
+            raise ConfigError(f"task.digits: must be an integer in 1..9, got {digits!r}")
+        if not isinstance(ops, str) or not ops or any(c not in "+-*" for c in ops) or \
+                len(set(ops)) != len(ops):
+            raise ConfigError(f"task.ops: must be a non-empty string of distinct characters from "
+                              f"'+-*', got {ops!r}")
+        if not isinstance(num_operands, int) or not 2 <= num_operands <= 6:
+            raise ConfigError(f"task.num_operands: must be an integer in 2..6, got {num_operands!r}")
+        if not isinstance(eval_size, int) or eval_size < 1:
+            raise ConfigError(f"task.eval_size: must be a positive integer, got {eval_size!r}")
+        self.digits, self.ops, self.num_operands = digits, ops, num_operands
+        self.seed, self.eval_size = int(seed), eval_size
+        self._spec = dict(digits=digits, ops=ops, num_operands=num_operands, seed=self.seed,
+                          eval_size=eval_size)
+        self._lo = 0 if digits == 1 else 10 ** (digits - 1)
+        self._hi = 10 ** digits - 1
+        space = (self._hi - self._lo + 1) ** num_operands * len(ops) ** (num_operands - 1)
+        if eval_size > space // 2:
+            raise ConfigError(f"task.eval_size: {eval_size} is more than half of the {space} distinct "
+                              f"problems (digits={digits}, ops={ops!r}, num_operands={num_operands})")
+        rng = np.random.default_rng([self.seed, 0xE7A1])
+        self._eval: list[Problem] = []
+        self._eval_keys: set[tuple] = set()
+        while len(self._eval) < eval_size:
+            key = self._draw(rng)
+            if key not in self._eval_keys:
+                self._eval_keys.add(key)
+                self._eval.append(self._problem(key))
+        self._eval_prompts = {p.prompt for p in self._eval}
+        # answer length bounds the generation budget: answer chars + EOS
+        self.max_new_tokens = self._max_answer_chars() + 1
+
+    # -- problems --------------------------------------------------------------------------
+    def _draw(self, rng: np.random.Generator) -> tuple:
+        nums = tuple(int(x) for x in rng.integers(self._lo, self._hi + 1, size=self.num_operands))
+        ops = tuple(self.ops[int(i)] for i in rng.integers(0, len(self.ops), size=self.num_operands - 1))
+        return nums, ops
+
+    @staticmethod
+    def _expr(key: tuple) -> str:
+        nums, ops = key
+        parts = [str(nums[0])]
+        for op, n in zip(ops, nums[1:]):
+            parts += [op, str(n)]
+        return "".join(parts)
+
+    def _problem(self, key: tuple) -> Problem:
+        expr = self._expr(key)
+        value, _ = parse_expr(expr, self.ops)
+        ans = str(int(value))
+        return Problem(prompt=expr + "=", answer=ans, demo=ans, meta={"expr": expr})
+
+    def _max_answer_chars(self) -> int:
+        hi, lo, k = self._hi, self._lo, self.num_operands
+        biggest = hi ** k if "*" in self.ops else hi * k
+        neg = "-" in self.ops
+        return len(str(biggest)) + (1 if neg else 0)
+
+    def train_problems(self, n: int, rng: np.random.Generator) -> list[Problem]:
+        out: list[Problem] = []
+        while len(out) < n:
+            key = self._draw(rng)
+            if key not in self._eval_keys:
+                out.append(self._problem(key))
+        return out
+
+    def eval_problems(self, n: int) -> list[Problem]:
+        if n > self.eval_size:
+            raise ConfigError(f"eval.num_prompts: {n} exceeds task.eval_size={self.eval_size}")
+        return list(self._eval[:n])
+
+    def is_eval(self, problem: Problem) -> bool:
+        """Whether ``problem`` belongs to the held-out split."""
+        return problem.prompt in self._eval_prompts
+
+    # -- verifier --------------------------------------------------------------------------
+    def verify(self, problem: Problem, completion: str) -> Reward:
+        text = completion.strip() if isinstance(completion, str) else ""
+        ok_format = _INT.fullmatch(text) is not None
+        correct = ok_format and int(text) == int(problem.answer)
+        return Reward(total=float(correct), components={"correct": float(correct),
+                                                        "format": float(ok_format)})
+
+    def alphabet(self) -> str:
+        return "0123456789" + "".join(sorted(set(self.ops) | {"-", "="}))
+

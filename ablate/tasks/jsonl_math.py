@@ -1,0 +1,210 @@
+"""Math word problems from a local JSONL file (GSM8K / MATH style), verified with math-verify.
+
+GSM8K answers ``"... #### 42"`` give the reference ``"42"``; a ``\\boxed{...}`` in the answer is
+used likewise. The model's final answer is the last ``\\boxed{...}``, else the text after the last
+``####``, else the last number; it is compared with ``math_verify.parse``/``verify`` and, failing
+that, numerically. Model output is only ever parsed, never evaluated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import string
+import threading
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ablate.errors import ConfigError
+from ablate.tasks.base import Problem, Reward, Task
+
+PRINTABLE = "".join(c for c in string.printable if c not in "\r\x0b\x0c")  # digits, letters, punct, " \t\n"
+_NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
+_CALC = re.compile(r"<<[^<>]*>>")  # GSM8K calculator annotations
+MAX_ANSWER_CHARS = 64
+
+
+def _clean_number(s: str) -> str:
+    s = s.strip().rstrip(".").replace(",", "").replace("$", "").strip()
+    return s
+
+
+def last_boxed(text: str) -> Optional[str]:
+    """Content of the last ``\\boxed{...}`` (balanced braces), or None."""
+    i = text.rfind("\\boxed")
+    while i != -1:
+        j = text.find("{", i)
+        if j != -1 and text[i + len("\\boxed"):j].strip() == "":
+            depth, k = 0, j
+            while k < len(text):
+                if text[k] == "{":
+                    depth += 1
+                elif text[k] == "}":
+                    depth -= 1
+                    if depth == 0:
+                        return text[j + 1:k].strip()
+                k += 1
+        i = text.rfind("\\boxed", 0, i)
+    return None
+
+
+def extract_answer(text: str) -> Optional[str]:
+    """The final answer of a solution: last ``\\boxed{}``, else after the last ``####``, else the
+    last number. None when there is none."""
+    if not isinstance(text, str):
+        return None
+    boxed = last_boxed(text)
+    if boxed:
+        return boxed
+    if "####" in text:
+        tail = text.rsplit("####", 1)[1].strip()
+        nums = _NUM.findall(tail)
+        if nums:
+            return _clean_number(nums[0])
+        tail = tail.splitlines()[0].strip() if tail else ""
+        return tail or None
+    nums = _NUM.findall(text)
+    return _clean_number(nums[-1]) if nums else None
+
+
+def _to_float(s: str) -> Optional[float]:
+    s = _clean_number(s)
+    try:
+        if re.fullmatch(r"-?\d+/\d+", s):
+            a, b = s.split("/")
+            return int(a) / int(b) if int(b) != 0 else None
+        if re.fullmatch(r"-?(\d+\.?\d*|\.\d+)", s):
+            return float(s)
+    except (ValueError, OverflowError):
+        return None
+    return None
+
+
+def answers_match(reference: str, predicted: str) -> bool:
+    """math-verify equivalence of two final answers, with a plain numeric fallback."""
+    if predicted is None or reference is None:
+        return False
+    if len(predicted) > MAX_ANSWER_CHARS:
+        return False
+    main = threading.current_thread() is threading.main_thread()
+    # math-verify's timeout uses SIGALRM, which only works in the main thread; off it, keep
+    # sympy away from inputs that could explode (towers of powers).
+    use_mv = main or not any(t in predicted for t in ("^", "**", "!"))
+    if use_mv:
+        try:
+            from math_verify import parse, verify
+            to = 3 if main else None
+            gold = parse(reference if "$" in reference or "\\" in reference else f"${reference}$",
+                         parsing_timeout=to)
+            pred = parse(predicted if "$" in predicted or "\\" in predicted else f"${predicted}$",
+                         parsing_timeout=to)
+            if gold and pred and verify(gold, pred, timeout_seconds=to):
+                return True
+        except Exception:  # math-verify/sympy failures count as "not verified"
+            pass
+    a, b = _to_float(reference), _to_float(predicted)
+    if a is None or b is None:
+        return _clean_number(reference) == _clean_number(predicted)
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+
+
+class JsonlMath(Task):
+    """Problems from ``path`` (one JSON object per line); a fixed ``eval_fraction`` is held out."""
+
+    name = "jsonl_math"
+    reward_names = ("correct", "format")
+
+    def __init__(self, path: str, question_key: str = "question", answer_key: str = "answer",
+                 prompt_template: str = "Q: {question}\nA: ", eval_fraction: float = 0.2,
+                 seed: int = 0, demo_key: Optional[str] = None, max_new_tokens: int = 128):
+        if path is None or str(path) in ("", "???"):
+            raise ConfigError("task.path: required (a local .jsonl file of problems)")
+        p = Path(str(path)).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"task.path: file not found: {p}")
+        if not 0.0 <= float(eval_fraction) < 1.0:
+            raise ConfigError(f"task.eval_fraction: must be in [0, 1), got {eval_fraction!r}")
+        if "{question}" not in prompt_template:
+            raise ConfigError("task.prompt_template: must contain '{question}'")
+        raw = p.read_bytes()
+        rows = []
+        for lineno, line in enumerate(raw.decode("utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"task.path: {p}:{lineno} is not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise ConfigError(f"task.path: {p}:{lineno} is not a JSON object")
+            for fld, key in (("question_key", question_key), ("answer_key", answer_key),
+                             ("demo_key", demo_key)):
+                if key is not None and key not in obj:
+                    raise ConfigError(f"task.{fld}: key {key!r} missing in {p}:{lineno}; "
+                                      f"keys there: {', '.join(sorted(obj))}")
+            rows.append(obj)
+        if len(rows) < 2:
+            raise ConfigError(f"task.path: {p} holds {len(rows)} problem(s); need at least 2")
+        self.path, self.question_key, self.answer_key = str(p), question_key, answer_key
+        self.prompt_template, self.eval_fraction, self.seed = prompt_template, float(eval_fraction), int(seed)
+        self.demo_key = demo_key
+        self.max_new_tokens = int(max_new_tokens)
+        self._spec = dict(path=str(p), sha256=hashlib.sha256(raw).hexdigest(), question_key=question_key,
+                          answer_key=answer_key, prompt_template=prompt_template,
+                          eval_fraction=self.eval_fraction, seed=self.seed, demo_key=demo_key,
+                          max_new_tokens=self.max_new_tokens)
+        problems = [self._problem(i, r) for i, r in enumerate(rows)]
+        order = np.random.default_rng(self.seed).permutation(len(problems))
+        n_eval = int(round(self.eval_fraction * len(problems)))
+        if self.eval_fraction > 0:
+            n_eval = min(max(n_eval, 1), len(problems) - 1)
+        self._eval = [problems[i] for i in order[:n_eval]]
+        self._train = [problems[i] for i in order[n_eval:]]
+
+    def _problem(self, idx: int, row: dict) -> Problem:
+        question = str(row[self.question_key])
+        raw_answer = str(row[self.answer_key])
+        ref = extract_answer(raw_answer) if ("####" in raw_answer or "\\boxed" in raw_answer) else None
+        ref = ref if ref is not None else _clean_number(raw_answer)
+        if self.demo_key is not None:
+            demo = str(row[self.demo_key])
+        elif "####" in raw_answer or "\\boxed" in raw_answer:
+            demo = _CALC.sub("", raw_answer).strip()
+        else:
+            demo = ref
+        try:
+            prompt = self.prompt_template.format(question=question)
+        except (KeyError, IndexError, ValueError) as e:
+            raise ConfigError(f"task.prompt_template: cannot format ({e}); use only {{question}} "
+                              "(double other braces)") from None
+        return Problem(prompt=prompt, answer=ref, demo=demo, meta={"index": idx})
+
+    def train_problems(self, n: int, rng: np.random.Generator) -> list[Problem]:
+        idx = rng.choice(len(self._train), size=n, replace=n > len(self._train))
+        return [self._train[int(i)] for i in idx]
+
+    def eval_problems(self, n: int) -> list[Problem]:
+        """The first ``n`` held-out problems (all of them when the split is smaller)."""
+        return list(self._eval[:n])
+
+    @property
+    def num_train(self) -> int:
+        return len(self._train)
+
+    @property
+    def num_eval(self) -> int:
+        return len(self._eval)
+
+    def verify(self, problem: Problem, completion: str) -> Reward:
+        pred = extract_answer(completion)
+        ok_format = pred is not None
+        correct = ok_format and answers_match(problem.answer, pred)
+        return Reward(total=float(correct), components={"correct": float(correct),
+                                                        "format": float(ok_format)})
+
+    def alphabet(self) -> str:
+        return PRINTABLE

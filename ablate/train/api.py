@@ -1,0 +1,74 @@
+"""Entry point shared by `ablate train` and sweep trials: overrides in, run store + summary out."""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from omegaconf import DictConfig
+
+from ablate.config import compose_config, to_plain
+
+SLOT_KEYS = ("mask", "denominator", "advantage", "likelihood", "aggregation")
+
+
+def default_name(cfg: DictConfig) -> str:
+    ch = cfg.choices
+    return f"{ch.get('method') or 'custom'}-{ch.get('task')}-s{cfg.seed}"
+
+
+def default_run_dir(cfg: DictConfig, name: str) -> Path:
+    root = Path(os.environ.get("ABLATE_RUNS", "runs"))
+    return root / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def slot_tags(cfg: DictConfig) -> list[str]:
+    ch = cfg.choices
+    return [f"{k}:{ch.get(k)}" for k in SLOT_KEYS + ("method", "task") if ch.get(k)]
+
+
+def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
+               reporter: Optional[Callable[[dict], None]] = None,
+               extra_tracker: Optional[dict] = None, progress: bool = False) -> dict:
+    """Train one run of a composed config; always writes summary.json, re-raises on failure."""
+    from ablate.tracking import build_tracker
+    from ablate.train.trainer import Trainer
+
+    name = str(cfg.get("name") or default_name(cfg))
+    rd = Path(run_dir or cfg.get("run_dir") or default_run_dir(cfg, name)).resolve()
+    rd.mkdir(parents=True, exist_ok=True)
+    plain = to_plain(cfg)
+    extra = dict(extra_tracker or {})
+    tracker = build_tracker(cfg.tracker, run_dir=rd, config=plain, name=name,
+                            group=extra.get("group"), job_type=extra.get("job_type"),
+                            tags=list(extra.get("tags") or slot_tags(cfg)))
+    t0 = time.perf_counter()
+    try:
+        trainer = Trainer(cfg, tracker=tracker, reporter=reporter)
+        result = trainer.run(progress=progress)
+    except BaseException as e:  # record, then let the caller (CLI, sweep) decide
+        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))[-4000:]
+        tracker.finish(status="failed", summary={"wall_s": time.perf_counter() - t0,
+                                                 "slots": dict(cfg.choices), "seed": int(cfg.seed),
+                                                 "traceback": tb},
+                       error=f"{type(e).__name__}: {e}")
+        raise
+    summary = {"status": "finished", "run_dir": str(rd), "name": name, "slots": dict(cfg.choices),
+               "method": cfg.choices.get("method"), "seed": int(cfg.seed), **result,
+               "wandb": {"run_id": tracker.wandb_run_id, "dir": tracker.wandb_dir,
+                         "mode": getattr(tracker, "wandb_mode", None)}}
+    tracker.finish(status="finished", summary=summary)
+    return summary
+
+
+def run_training(overrides: Sequence[str], run_dir: str | Path | None = None,
+                 reporter: Optional[Callable[[dict], None]] = None,
+                 extra_tracker: Optional[dict] = None, progress: bool = False) -> dict:
+    """Compose ``overrides`` into a config and train it (the sweep's default trainable)."""
+    cfg = compose_config(list(overrides))
+    return run_config(cfg, run_dir=run_dir, reporter=reporter, extra_tracker=extra_tracker,
+                      progress=progress)

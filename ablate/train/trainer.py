@@ -1,0 +1,397 @@
+"""The trainer loop: rollout → rewards → pipeline → advantage → epochs × minibatches × microbatches
+of the UPGE loss → optimizer step → metrics → tracker; Pass@k on the held-out split every N steps.
+
+It knows no algorithm: everything method-specific is in the slots, the regularizers and the stages
+that `build_algorithm` returns.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from ablate.metrics.entropy import token_entropy_mean
+from ablate.metrics.gradvar import GradVarianceMeter
+from ablate.metrics.passk import pass_at_k_metrics
+from ablate.pipeline.base import Rollouts, StageEnv
+from ablate.policy.build import build_policy
+from ablate.policy.forward import token_logprobs
+from ablate.rollout import build_engine
+from ablate.tasks import build_task
+from ablate.train.components import Algorithm, build_algorithm
+from ablate.upge.aggregation import Normalizer
+from ablate.upge.batch import RolloutBatch
+from ablate.upge.functional import zero_advantage_group_fraction
+
+Reporter = Callable[[dict], None]
+
+
+@dataclass
+class Timers:
+    """Wall-clock seconds per phase of one step (CPU ops are synchronous, so no device syncs)."""
+
+    acc: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        self.acc[name] = self.acc.get(name, 0.0) + time.perf_counter() - t0
+
+    def pop(self) -> dict[str, float]:
+        out, self.acc = self.acc, {}
+        return out
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+def _pad_rows(rows: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max((len(r) for r in rows), default=0)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if not r:
+            continue
+        sl = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, sl] = torch.tensor(r, dtype=torch.long)
+        mask[i, sl] = 1
+    return ids, mask
+
+
+def _chunks(n: int, k: int) -> list[torch.Tensor]:
+    return [c for c in torch.arange(n).tensor_split(max(1, min(k, n))) if c.numel() > 0]
+
+
+class Trainer:
+    """One training run. ``run()`` returns the summary dict the run store also writes."""
+
+    def __init__(self, cfg: DictConfig, tracker=None, reporter: Optional[Reporter] = None):
+        self.cfg = cfg
+        self.tracker = tracker
+        self.reporter = reporter
+        self.seed = int(cfg.seed)
+        if cfg.get("threads"):
+            torch.set_num_threads(int(cfg.threads))
+        _seed_everything(self.seed)
+        self.device = resolve_device(str(cfg.device))
+        self.algo: Algorithm = build_algorithm(cfg)
+        self.task = build_task(cfg.task)
+        self.policy = build_policy(cfg.model, self.task, self.seed, self.device)
+        self.model, self.tok = self.policy.model, self.policy.tokenizer
+        self.ref_model = None
+        if self.algo.needs_ref_model:
+            self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.engine = build_engine(cfg.rollout)
+        self.temperature = float(cfg.rollout.temperature)
+        self.max_new_tokens = int(cfg.rollout.max_new_tokens)
+        t = cfg.train
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=float(t.lr),
+                                     betas=tuple(t.betas), weight_decay=float(t.weight_decay))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_lambda)
+        self.rng = np.random.default_rng(self.seed)
+        self.timers = Timers()
+        self.meter = GradVarianceMeter([p for p in self.model.parameters() if p.requires_grad]) \
+            if t.metrics.grad_var else None
+        self.last_eval: dict[str, float] = {}
+        self.history_final: dict[str, float] = {}
+
+    # ----------------------------------------------------------------------------------- schedule
+    def _lr_lambda(self, step: int) -> float:
+        t = self.cfg.train
+        warm = int(t.warmup_steps)
+        if warm and step < warm:
+            return (step + 1) / warm
+        total = max(1, int(t.steps) * int(t.epochs) * int(t.minibatches) - warm)
+        frac = min(1.0, (step - warm) / total)
+        kind = str(t.scheduler)
+        if kind == "constant":
+            return 1.0
+        if kind == "linear":
+            return 1.0 - frac
+        if kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * frac))
+        from ablate.errors import choice_error
+        raise choice_error("train.scheduler", kind, ["constant", "linear", "cosine"])
+
+    # ----------------------------------------------------------------------------------- rollout
+    def _generate(self, problems, n: int, temperature: float, seed: int):
+        prompts = [p.prompt for p in problems]
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)
+        self.model.eval()
+        with torch.no_grad():
+            out = self.engine.generate(self.model, self.tok, prompts, n, temperature=temperature,
+                                       top_p=float(self.cfg.rollout.top_p),
+                                       max_new_tokens=self.max_new_tokens, generator=gen)
+        return out
+
+    def _rollouts_for(self, problems, step: int, round_: int, env: StageEnv) -> Rollouts:
+        r = Rollouts(problems=list(problems))
+        G = int(self.cfg.train.group_size)
+        if any(not s.needs_rollouts for s in self.algo.stages):
+            r.prompt_ids = [self.tok(p.prompt)["input_ids"] for p in problems]
+        else:
+            out = self._generate(problems, G, self.temperature, self._seed_for(step, round_))
+            P = out.prompt_len
+            am = out.attention_mask[:, :P]
+            for j in range(len(problems)):
+                row = j * G
+                r.prompt_ids.append(out.input_ids[row, :P][am[row].bool()].tolist())
+            resp = out.input_ids[:, P:]
+            lens = out.response_mask.sum(-1).long().tolist()
+            for i in range(resp.shape[0]):
+                j = i // G
+                rew = self.task.verify(problems[j], out.texts[i])
+                r.add_row(j, resp[i, : lens[i]].tolist(), out.texts[i], float(rew.total),
+                          dict(rew.components), is_demo=False, truncated=bool(out.truncated[i]))
+        for stage in self.algo.stages:
+            r = stage(r, env)
+        return r
+
+    def _seed_for(self, step: int, round_: int = 0, salt: int = 0) -> int:
+        return (self.seed * 1_000_003 + step * 7_919 + round_ * 104_729 + salt) % (2**31 - 1)
+
+    def collect(self, step: int) -> tuple[Rollouts, dict[str, float]]:
+        """Sample prompts, generate, verify, run the stages; refill if a stage dropped groups."""
+        P = int(self.cfg.train.prompts_per_step)
+        env = StageEnv(tokenizer=self.tok, task=self.task, max_new_tokens=self.max_new_tokens, step=step)
+        refill = [s for s in self.algo.stages if s.refill]
+        rounds = max([getattr(s, "max_gen_batches", 1) for s in refill], default=1)
+        total: Optional[Rollouts] = None
+        for round_ in range(rounds):
+            problems = self.task.train_problems(P, self.rng)
+            r = self._rollouts_for(problems, step, round_, env)
+            total = r if total is None else total.extend(r)
+            if len(total.problems) >= P or not refill:
+                break
+        assert total is not None
+        if len(total.problems) > P:  # trim to exactly the prompt budget
+            total = total.keep_rows([i for i, g in enumerate(total.group) if g < P])
+        env.stats["train/gen_rounds"] = float(round_ + 1)
+        return total, env.stats
+
+    # ----------------------------------------------------------------------------------- batch
+    def assemble(self, r: Rollouts) -> RolloutBatch:
+        """Pad prompts left and responses right into one RolloutBatch (old/ref log-probs filled)."""
+        if len(r) == 0:
+            raise RuntimeError("the pipeline left no samples this step (all groups filtered out)")
+        pad = self.tok.pad_token_id
+        p_ids, p_mask = _pad_rows([r.prompt_ids[g] for g in r.group], pad, left=True)
+        r_ids, r_mask = _pad_rows(r.response_ids, pad, left=False)
+        if r_ids.shape[1] == 0:
+            r_ids = torch.full((len(r), 1), pad, dtype=torch.long)
+            r_mask = torch.zeros((len(r), 1), dtype=torch.long)
+        names = list(getattr(self.task, "reward_names", ()) or ())
+        comps = None
+        if names and any(r.components):
+            comps = torch.tensor([[float(c.get(n, 0.0)) for n in names] for c in r.components],
+                                 dtype=torch.float32)
+        batch = RolloutBatch(
+            input_ids=torch.cat([p_ids, r_ids], 1), attention_mask=torch.cat([p_mask, r_mask], 1),
+            response_mask=r_mask.float(), old_logp=torch.zeros(r_mask.shape),
+            rewards=torch.tensor(r.rewards, dtype=torch.float32),
+            group_ids=torch.tensor(r.group, dtype=torch.long), prompt_len=p_ids.shape[1],
+            reward_components=comps, is_demo=torch.tensor(r.is_demo, dtype=torch.bool),
+            loss_weights=(torch.tensor(r.loss_weight, dtype=torch.float32)
+                          if any(w != 1.0 for w in r.loss_weight) else None),
+        ).to(self.device)
+        with self.timers("logp"), torch.no_grad():
+            self.model.eval()
+            batch.old_logp = self._logp_no_grad(self.model, batch)
+            if self.ref_model is not None:
+                batch.ref_logp = self._logp_no_grad(self.ref_model, batch)
+        return batch
+
+    def _logp_no_grad(self, model, batch: RolloutBatch) -> torch.Tensor:
+        parts = []
+        for idx in _chunks(batch.batch_size, int(self.cfg.train.microbatches)):
+            lp, _ = token_logprobs(model, batch.input_ids[idx], batch.attention_mask[idx],
+                                   batch.prompt_len, self.temperature)
+            parts.append(lp)
+        return torch.cat(parts, 0) * batch.response_mask
+
+    # ----------------------------------------------------------------------------------- update
+    def update(self, batch: RolloutBatch, step: int) -> dict[str, float]:
+        t = self.cfg.train
+        est = self.algo.estimator
+        want_entropy = bool(t.metrics.entropy) or self.algo.needs_entropy
+        ent_grad = est.needs_entropy_grad
+        self.model.train()
+        sums: dict[str, float] = {}
+        weights: dict[str, float] = {}
+        extremes: dict[str, float] = {}
+        ent_sum, ent_tok = 0.0, 0.0
+        steps_done, skipped = 0, 0
+        gv_acc: dict[str, list[float]] = {}
+        gen = torch.Generator().manual_seed(self._seed_for(step, salt=17))
+        for _epoch in range(int(t.epochs)):
+            perm = torch.randperm(batch.batch_size, generator=gen)
+            for mb_idx in _chunks(batch.batch_size, int(t.minibatches)):
+                mb = batch.select(perm[mb_idx].to(self.device))
+                norm = Normalizer.of(mb.response_mask)
+                self.opt.zero_grad(set_to_none=True)
+                if self.meter is not None:
+                    self.meter.start()
+                for mc_idx in _chunks(mb.batch_size, int(t.microbatches)):
+                    mc = mb.select(mc_idx.to(self.device))
+                    with self.timers("forward_backward"):
+                        logp, ent = token_logprobs(self.model, mc.input_ids, mc.attention_mask,
+                                                   mc.prompt_len, self.temperature,
+                                                   with_entropy=want_entropy, entropy_grad=ent_grad)
+                        with self.timers("estimator"):
+                            out = est(mc, logp, entropy=ent, entropy_grad=ent if ent_grad else None,
+                                      norm=norm)
+                        if not torch.isfinite(out.loss):
+                            raise FloatingPointError(f"non-finite loss {out.loss.item()} at step {step}")
+                        out.loss.backward()
+                    if self.meter is not None:
+                        self.meter.after_backward()
+                    with self.timers("metrics"):
+                        w = out.num_tokens
+                        for k, v in out.metrics.items():
+                            fv = float(v)
+                            if k.endswith("_max"):
+                                extremes[k] = max(extremes.get(k, -math.inf), fv)
+                            elif k.endswith("_min"):
+                                extremes[k] = min(extremes.get(k, math.inf), fv)
+                            else:
+                                sums[k] = sums.get(k, 0.0) + fv * w
+                                weights[k] = weights.get(k, 0.0) + w
+                        if ent is not None:
+                            ent_sum += float(token_entropy_mean(ent.detach(), mc.response_mask)) * w
+                            ent_tok += w
+                with self.timers("optimizer"):
+                    if self.meter is not None:
+                        for k, v in (self.meter.finish() or {}).items():
+                            if v is not None:
+                                gv_acc.setdefault(k, []).append(float(v))
+                    gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                           float(t.max_grad_norm))
+                    gnorm_f = float(gnorm)
+                    gv_acc.setdefault("train/grad_norm_preclip", []).append(gnorm_f)
+                    if not math.isfinite(gnorm_f) or (t.skip_grad_norm and gnorm_f > float(t.skip_grad_norm)):
+                        skipped += 1
+                        self.opt.zero_grad(set_to_none=True)
+                    else:
+                        self.opt.step()
+                        self.sched.step()
+                        steps_done += 1
+        m = {f"train/{k}": sums[k] / max(weights[k], 1e-12) for k in sums}
+        m.update({f"train/{k}": v for k, v in extremes.items()})
+        if ent_tok:
+            m["train/entropy"] = ent_sum / ent_tok
+        for k, vs in gv_acc.items():
+            m[k if k.startswith("train/") else f"train/{k}"] = float(np.mean(vs))
+        if "train/grad_norm" not in m and "train/grad_norm_preclip" in m:
+            m["train/grad_norm"] = m["train/grad_norm_preclip"]
+        m["train/optimizer_steps"] = float(steps_done)
+        m["train/skipped_steps"] = float(skipped)
+        m["train/lr"] = float(self.sched.get_last_lr()[0])
+        return m
+
+    # ----------------------------------------------------------------------------------- eval
+    def evaluate(self, step: int) -> tuple[dict[str, float], list[dict]]:
+        e = self.cfg.eval
+        problems = self.task.eval_problems(int(e.num_prompts))
+        n = int(e.n)
+        temp = float(e.temperature) if e.get("temperature") is not None else self.temperature
+        correct = np.zeros((len(problems), n), dtype=np.float64)
+        samples: list[dict] = []
+        chunk = max(1, 256 // n)
+        with torch.random.fork_rng():
+            for s in range(0, len(problems), chunk):
+                probs = problems[s: s + chunk]
+                out = self._generate(probs, n, temp, self._seed_for(step, salt=31 + s))
+                for i, text in enumerate(out.texts):
+                    j = i // n
+                    rew = self.task.verify(probs[j], text)
+                    correct[s + j, i % n] = 1.0 if rew.total >= 1.0 else 0.0
+                    if len(samples) < int(e.num_samples_logged) and i % n == 0:
+                        samples.append({"step": step, "prompt": probs[j].prompt, "response": text,
+                                        "reward": float(rew.total), "answer": probs[j].answer})
+        return pass_at_k_metrics(correct), samples
+
+    # ----------------------------------------------------------------------------------- loop
+    def _emit(self, metrics: dict[str, float], step: int) -> None:
+        clean = {k: float(v) for k, v in metrics.items()}
+        self.history_final.update(clean)
+        with self.timers("logging"):
+            if self.tracker is not None:
+                self.tracker.log(clean, step=step)
+        if self.reporter is not None:
+            self.reporter({**self.last_eval, **clean, "step": step})
+
+    def run(self, progress: bool = True) -> dict:
+        from tqdm.auto import tqdm
+
+        t = self.cfg.train
+        steps = int(t.steps)
+        every = int(self.cfg.eval.every) if self.cfg.eval.every else 0
+        t_start = time.perf_counter()
+        ev, samples = self.evaluate(0)
+        self.last_eval = dict(ev)
+        self.initial_eval = dict(ev)
+        if self.tracker is not None:
+            self.tracker.log_samples(samples, step=0)
+        self._emit({**ev, "eval/step": 0.0}, step=0)
+        bar = tqdm(range(1, steps + 1), desc=str(self.cfg.get("name") or "train"), disable=not progress,
+                   dynamic_ncols=True, leave=False)
+        for step in bar:
+            t0 = time.perf_counter()
+            with self.timers("rollout"):
+                rollouts, stage_stats = self.collect(step)
+            batch = self.assemble(rollouts)
+            with self.timers("advantage"):
+                batch.advantages = self.algo.advantage(batch).to(batch.response_mask.dtype) \
+                    * batch.response_mask
+            m = self.update(batch, step)
+            m.update(stage_stats)
+            with self.timers("metrics"):
+                rm = batch.response_mask
+                on = ~batch.demo_mask()
+                m["train/reward_mean"] = float(batch.rewards[on].mean()) if bool(on.any()) else float("nan")
+                m["train/response_len"] = float(rm.sum(-1)[on].float().mean()) if bool(on.any()) else 0.0
+                m["train/truncated_frac"] = float(np.mean([x for x, d in zip(rollouts.truncated, rollouts.is_demo) if not d] or [0.0]))
+                m["train/frac_zero_adv_groups"] = float(zero_advantage_group_fraction(
+                    batch.advantages, batch.group_ids, rm))
+                m["train/batch_rows"] = float(batch.batch_size)
+                m["train/demo_frac"] = float(batch.demo_mask().float().mean())
+            step_s = time.perf_counter() - t0
+            m["perf/step_s"] = step_s
+            m["perf/tokens_per_s"] = float(rm.sum()) / max(step_s, 1e-9)
+            if (every and step % every == 0) or step == steps:
+                with self.timers("eval"):
+                    ev, samples = self.evaluate(step)
+                self.last_eval = dict(ev)
+                m.update(ev)
+                m["eval/step"] = float(step)
+                if self.tracker is not None:
+                    self.tracker.log_samples(samples, step=step)
+            for k, v in self.timers.pop().items():
+                m[f"perf/{k}_s"] = v
+            self._emit(m, step)
+            if progress:
+                bar.set_postfix(reward=f"{m['train/reward_mean']:.2f}",
+                                pass1=f"{self.last_eval.get('eval/pass@1', float('nan')):.2f}")
+        bar.close()
+        wall = time.perf_counter() - t_start
+        return {"final": dict(self.history_final), "initial_eval": self.initial_eval,
+                "wall_s": wall, "steps_done": steps}

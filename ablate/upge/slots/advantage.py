@@ -1,0 +1,427 @@
+"""Slot 3, the advantage Â: one estimator class per family, every peer convention a named parameter.
+
+Each class maps a RolloutBatch to Â [B, T]. Outcome estimators compute one scalar per response
+(``per_response``, [B]) and broadcast it over the valid tokens (× response_mask); REINFORCE++ and the
+batch-whitened variants are token-level. Shared rules (peer_semantics §8.1, §2.1):
+
+* NaN rewards (unscorable) are left out of every statistic and get Â = 0 (TRL).
+* Groups are rows with the same ``group_ids`` value, in any order; a group whose rows (of those in
+  the statistics) all hold the same reward gets Â = 0 exactly, for every group-baseline estimator.
+* ``singleton`` decides groups with a single member in the statistics: ``"raw"`` = verl (mean 0,
+  std 1 ⇒ Â = raw reward), ``"zero"`` = TRL / verl ``rloo_vectorized`` (Â = 0).
+* ``include_demos`` (where offered) decides whether demonstration rows (``batch.is_demo``) enter the
+  group statistics (LUFFY/SRFT: on ∪ off) or not (HPT's split version: on-policy only); demos always
+  receive an advantage computed from the group statistics.
+* Zero-length responses count in group statistics by their reward, but have no tokens, so their Â
+  row is all zero and they weigh nothing in token-weighted whitening.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Optional, Sequence
+
+import torch
+
+from ablate.errors import ConfigError, choice_error
+from ablate.upge import functional as F
+from ablate.upge.batch import RolloutBatch
+from ablate.upge.slots.base import Advantage
+
+SINGLETON_MODES = ("raw", "zero")
+WHITEN_MODES = ("token", "sequence", "none")
+ZERO_STD_MODES = ("eps", "one")
+
+
+def _choice(owner: str, name: str, value: object, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise choice_error(f"advantage {owner}.{name}", value, allowed)
+    return value  # type: ignore[return-value]
+
+
+def _nonneg(owner: str, name: str, value: float) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"advantage {owner}.{name}: expected a number >= 0, got {value!r}") from None
+    if not v >= 0:
+        raise ConfigError(f"advantage {owner}.{name}: expected a number >= 0, got {value!r}")
+    return v
+
+
+def _out_dtype(batch: RolloutBatch) -> torch.dtype:
+    dts = [t.dtype for t in (batch.rewards, batch.response_mask) if t is not None and t.is_floating_point()]
+    out = dts[0] if dts else torch.float32
+    for d in dts[1:]:
+        out = torch.promote_types(out, d)
+    return out
+
+
+def _rewards(batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rewards as float64 [B] with NaN replaced by 0, valid [B] bool = reward not NaN)."""
+    r = batch.rewards.reshape(-1).to(torch.float64)
+    if r.shape[0] != batch.batch_size:
+        raise ValueError(f"batch.rewards: expected shape [{batch.batch_size}], got {tuple(batch.rewards.shape)}")
+    valid = ~torch.isnan(r)
+    return torch.where(valid, r, torch.zeros_like(r)), valid
+
+
+def _broadcast(a: torch.Tensor, batch: RolloutBatch) -> torch.Tensor:
+    dt = _out_dtype(batch)
+    return a.to(dt)[:, None] * batch.response_mask.to(dt)
+
+
+class _Outcome(Advantage):
+    """One scalar per response, broadcast over its valid tokens."""
+
+    zero_constant_groups: ClassVar[bool] = True
+
+    def _stats_rows(self, batch: RolloutBatch, valid: torch.Tensor) -> torch.Tensor:
+        if getattr(self, "include_demos", True):
+            return valid
+        return valid & ~batch.demo_mask()
+
+    def _compute(self, r: torch.Tensor, valid: torch.Tensor, stats: torch.Tensor,
+                 batch: RolloutBatch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def per_response(self, batch: RolloutBatch) -> torch.Tensor:
+        """Â per response, float64 [B] (0 for NaN rewards)."""
+        r, valid = _rewards(batch)
+        stats = self._stats_rows(batch, valid)
+        a = self._compute(r, valid, stats, batch)
+        if self.zero_constant_groups:
+            const = F.group_all_equal(r, batch.group_ids, stats)
+            # rows equal to their constant group's value (a demo left out of the stats may differ)
+            grp_val = F.group_max(r, batch.group_ids, stats)
+            a = torch.where(const & (r == grp_val), torch.zeros_like(a), a)
+        return torch.where(valid, a, torch.zeros_like(a))
+
+    def __call__(self, batch: RolloutBatch) -> torch.Tensor:
+        return _broadcast(self.per_response(batch), batch)
+
+
+def _singleton(a: torch.Tensor, single: torch.Tensor, raw: torch.Tensor, mode: str) -> torch.Tensor:
+    return torch.where(single, raw if mode == "raw" else torch.zeros_like(a), a)
+
+
+# --------------------------------------------------------------------------------------------------
+# constant-type advantages
+# --------------------------------------------------------------------------------------------------
+
+class Constant(Advantage):
+    """Â ≡ value on every valid token (SFT row of UPGE Table 1; rewards are ignored)."""
+
+    def __init__(self, value: float = 1.0):
+        self.value = float(value)
+
+    def __call__(self, batch: RolloutBatch) -> torch.Tensor:
+        dt = _out_dtype(batch)
+        return torch.full(batch.response_mask.shape, self.value, dtype=dt) * batch.response_mask.to(dt)
+
+
+class Sign(_Outcome):
+    """Â = +1 if reward > threshold else −1 (REINFORCE row of UPGE Table 1, Ahmadian et al. 2024)."""
+
+    zero_constant_groups = False
+
+    def __init__(self, threshold: float = 0.5):
+        self.threshold = float(threshold)
+
+    def _compute(self, r, valid, stats, batch):
+        return torch.where(r > self.threshold, torch.ones_like(r), -torch.ones_like(r))
+
+
+# --------------------------------------------------------------------------------------------------
+# group baselines
+# --------------------------------------------------------------------------------------------------
+
+class GroupZScore(_Outcome):
+    """Â = (r − mean_g)/(std_g + ε) (GRPO, Shao et al. 2024; defaults = verl ``grpo`` 2026-08)."""
+
+    def __init__(self, eps: float = 1e-6, unbiased: bool = True, eps_placement: str = "std",
+                 singleton: str = "raw", include_demos: bool = True, zero_std: str = "eps"):
+        n = type(self).__name__
+        self.eps = _nonneg(n, "eps", eps)
+        self.unbiased = bool(unbiased)
+        self.eps_placement = _choice(n, "eps_placement", eps_placement, F.EPS_PLACEMENTS)
+        self.singleton = _choice(n, "singleton", singleton, SINGLETON_MODES)
+        self.include_demos = bool(include_demos)
+        # "one": std == 0 replaced by 1 before dividing (HPT compute_grpo_outcome_advantage_split)
+        self.zero_std = _choice(n, "zero_std", zero_std, ZERO_STD_MODES)
+
+    def _compute(self, r, valid, stats, batch):
+        gs = F.group_stats(r, batch.group_ids, stats, unbiased=self.unbiased)
+        single = gs.count <= 1
+        mean = torch.where(single, torch.zeros_like(gs.mean), gs.mean)
+        var = torch.where(single, torch.ones_like(gs.var), torch.nan_to_num(gs.var, nan=1.0))
+        if self.zero_std == "one":
+            var = torch.where(var == 0, torch.ones_like(var), var)
+        a = F.divide_by_std(r - mean, var, self.eps, self.eps_placement)
+        # verl: singleton ⇒ mean 0, std 1 ⇒ r/(1+ε) ("raw"); TRL: r − r = 0 ("zero")
+        return torch.where(single & (self.singleton == "zero"), torch.zeros_like(a), a)
+
+
+class GroupCentered(_Outcome):
+    """Â = r − mean_g (Dr. GRPO, Liu et al. 2025; verl ``norm_adv_by_std_in_grpo=False``, TRL ``scale_rewards="none"``)."""
+
+    def __init__(self, singleton: str = "raw", include_demos: bool = True):
+        self.singleton = _choice(type(self).__name__, "singleton", singleton, SINGLETON_MODES)
+        self.include_demos = bool(include_demos)
+
+    def _compute(self, r, valid, stats, batch):
+        gs = F.group_stats(r, batch.group_ids, stats)
+        return _singleton(r - gs.mean, gs.count <= 1, r, self.singleton)
+
+
+class LeaveOneOut(_Outcome):
+    """Â = r − mean of the other group members (RLOO, Ahmadian et al. 2024; verl ``rloo``/``rloo_vectorized``, TRL)."""
+
+    def __init__(self, singleton: str = "raw", include_demos: bool = True):
+        self.singleton = _choice(type(self).__name__, "singleton", singleton, SINGLETON_MODES)
+        self.include_demos = bool(include_demos)
+
+    def _compute(self, r, valid, stats, batch):
+        s = F.group_sum(r, batch.group_ids, stats)
+        n = F.group_count(batch.group_ids, stats)
+        own = stats.to(r.dtype)
+        others = n - own  # rows outside the statistics (demos left out) use every member
+        base = (s - own * r) / others.clamp_min(1)
+        return _singleton(r - base, others < 1, r, self.singleton)
+
+
+class LengthWeightedBaseline(_Outcome):
+    """Â = r − Σ_j L_j r_j / Σ_j L_j within the group (OPO, arXiv 2505.23585; verl ``opo``)."""
+
+    def __init__(self, singleton: str = "raw"):
+        self.singleton = _choice(type(self).__name__, "singleton", singleton, SINGLETON_MODES)
+
+    def _compute(self, r, valid, stats, batch):
+        lengths = batch.response_mask.to(torch.float64).sum(-1)
+        base = F.group_mean(r, batch.group_ids, stats, weights=lengths)  # Σ L = 0 ⇒ baseline 0
+        n = F.group_count(batch.group_ids, stats)
+        return _singleton(r - base, n <= 1, r, self.singleton)  # verl: singleton ⇒ baseline 0
+
+
+class GPG(_Outcome):
+    """Â = α(r − mean_g)/f_norm, α = B/#nonzero rewards in the batch (GPG, arXiv 2504.02546; verl ``gpg``)."""
+
+    def __init__(self, f_norm: float = 1.0, singleton: str = "raw"):
+        n = type(self).__name__
+        self.f_norm = float(f_norm)
+        if self.f_norm == 0:
+            raise ConfigError(f"advantage {n}.f_norm: must be non-zero, got {f_norm!r}")
+        self.singleton = _choice(n, "singleton", singleton, SINGLETON_MODES)
+
+    def alpha(self, batch: RolloutBatch) -> float:
+        """verl: α = bsz / count_nonzero(scores) over the whole batch (1 if no reward is non-zero);
+        NaN-reward rows are not counted in bsz."""
+        r, valid = _rewards(batch)
+        nnz = int(((r != 0) & valid).sum())
+        return float(valid.sum()) / nnz if nnz else 1.0
+
+    def _compute(self, r, valid, stats, batch):
+        gs = F.group_stats(r, batch.group_ids, stats)
+        centred = _singleton(r - gs.mean, gs.count <= 1, r, self.singleton)
+        return self.alpha(batch) * centred / self.f_norm
+
+
+class BatchZScore(_Outcome):
+    """Â = (r − mean_g)/(std_batch + ε) (TRL ``scale_rewards="batch"``, Lite-PPO arXiv 2508.08221)."""
+
+    def __init__(self, eps: float = 1e-4, unbiased: bool = True, eps_placement: str = "std",
+                 singleton: str = "zero"):
+        n = type(self).__name__
+        self.eps = _nonneg(n, "eps", eps)
+        self.unbiased = bool(unbiased)
+        self.eps_placement = _choice(n, "eps_placement", eps_placement, F.EPS_PLACEMENTS)
+        self.singleton = _choice(n, "singleton", singleton, SINGLETON_MODES)
+
+    def _compute(self, r, valid, stats, batch):
+        gs = F.group_stats(r, batch.group_ids, stats)
+        var = torch.nan_to_num(F.masked_var(r, stats, unbiased=self.unbiased), nan=0.0)
+        a = F.divide_by_std(r - gs.mean, var, self.eps, self.eps_placement)
+        return _singleton(a, gs.count <= 1, F.divide_by_std(r, var, self.eps, self.eps_placement),
+                          self.singleton)
+
+
+# --------------------------------------------------------------------------------------------------
+# batch-whitened (token-level) estimators
+# --------------------------------------------------------------------------------------------------
+
+class ReinforcePlusPlus(Advantage):
+    """Â_t = whiten(discounted return-to-go of the outcome reward) over the batch's tokens (REINFORCE++, arXiv 2501.03262; verl ``reinforce_plus_plus``)."""
+
+    def __init__(self, gamma: float = 1.0, eps: float = 1e-8, unbiased: bool = True, eps_placement: str = "var"):
+        n = type(self).__name__
+        self.gamma = float(gamma)
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ConfigError(f"advantage {n}.gamma: expected a number in [0, 1], got {gamma!r}")
+        self.eps = _nonneg(n, "eps", eps)
+        self.unbiased = bool(unbiased)
+        self.eps_placement = _choice(n, "eps_placement", eps_placement, F.EPS_PLACEMENTS)
+
+    def __call__(self, batch: RolloutBatch) -> torch.Tensor:
+        r, valid = _rewards(batch)
+        mask = batch.response_mask.to(torch.float64) * valid.to(torch.float64)[:, None]
+        returns = F.return_to_go(F.place_on_last_token(r, mask), mask, self.gamma)
+        a = F.masked_whiten(returns, mask, unbiased=self.unbiased, eps=self.eps, eps_placement=self.eps_placement)
+        return a.to(_out_dtype(batch)) * batch.response_mask.to(_out_dtype(batch))
+
+
+class ReinforcePlusPlusBaseline(Advantage):
+    """Â = whiten(r − mean_g) over the batch's valid tokens (REINFORCE++-baseline; verl ``reinforce_plus_plus_baseline``, OpenRLHF ``reinforce_baseline`` = unbiased False)."""
+
+    def __init__(self, eps: float = 1e-8, unbiased: bool = True, eps_placement: str = "var",
+                 singleton: str = "raw"):
+        n = type(self).__name__
+        self.eps = _nonneg(n, "eps", eps)
+        self.unbiased = bool(unbiased)
+        self.eps_placement = _choice(n, "eps_placement", eps_placement, F.EPS_PLACEMENTS)
+        self.singleton = _choice(n, "singleton", singleton, SINGLETON_MODES)
+
+    def __call__(self, batch: RolloutBatch) -> torch.Tensor:
+        # centring first (all-equal groups give exactly 0 here); whitening then shifts every token by
+        # the batch mean, as verl/OpenRLHF do, so all-equal groups end at −μ/σ, not at 0.
+        centred = GroupCentered(singleton=self.singleton).per_response(batch)
+        _, valid = _rewards(batch)
+        mask = batch.response_mask.to(torch.float64) * valid.to(torch.float64)[:, None]
+        a = F.masked_whiten(centred[:, None].expand(mask.shape), mask, unbiased=self.unbiased,
+                            eps=self.eps, eps_placement=self.eps_placement)
+        return a.to(_out_dtype(batch)) * batch.response_mask.to(_out_dtype(batch))
+
+
+class DecoupledMultiReward(Advantage):
+    """Â = whiten(Σ_k w_k · group-z-score(reward_k)) (GDPO, arXiv 2601.05242; verl ``gdpo``, TRL ``normalize_then_sum``)."""
+
+    def __init__(self, weights: Optional[list[float]] = None, eps: float = 1e-6, unbiased: bool = True,
+                 eps_placement: str = "std", singleton: str = "raw", whiten: str = "token",
+                 whiten_eps: float = 1e-8, whiten_eps_placement: str = "var"):
+        n = type(self).__name__
+        self.weights = None if weights is None else [float(w) for w in weights]
+        self.eps = _nonneg(n, "eps", eps)
+        self.unbiased = bool(unbiased)
+        self.eps_placement = _choice(n, "eps_placement", eps_placement, F.EPS_PLACEMENTS)
+        self.singleton = _choice(n, "singleton", singleton, SINGLETON_MODES)
+        # "token": verl masked_whiten over valid tokens; "sequence": TRL z-score over responses
+        self.whiten = _choice(n, "whiten", whiten, WHITEN_MODES)
+        self.whiten_eps = _nonneg(n, "whiten_eps", whiten_eps)
+        self.whiten_eps_placement = _choice(n, "whiten_eps_placement", whiten_eps_placement, F.EPS_PLACEMENTS)
+
+    def per_component(self, batch: RolloutBatch) -> torch.Tensor:
+        """Group z-score of each reward component, float64 [B, K] (0 where the component is NaN)."""
+        rc = batch.reward_components
+        if rc is None:
+            raise ValueError("batch.reward_components is None: DecoupledMultiReward (GDPO) needs the "
+                             "named rewards [B, K] in RolloutBatch.reward_components")
+        rc = rc.to(torch.float64).reshape(batch.batch_size, -1)
+        if self.weights is not None and len(self.weights) != rc.shape[1]:
+            raise ConfigError(f"advantage {type(self).__name__}.weights: {len(self.weights)} weights for "
+                              f"{rc.shape[1]} reward components")
+        z = GroupZScore(eps=self.eps, unbiased=self.unbiased, eps_placement=self.eps_placement,
+                        singleton=self.singleton)
+        cols = []
+        for k in range(rc.shape[1]):  # K is the number of reward functions (small), never groups
+            cols.append(z.per_response(_with_rewards(batch, rc[:, k])))
+        return torch.stack(cols, dim=1)
+
+    def __call__(self, batch: RolloutBatch) -> torch.Tensor:
+        a_k = self.per_component(batch)
+        w = torch.ones(a_k.shape[1], dtype=a_k.dtype) if self.weights is None else \
+            torch.tensor(self.weights, dtype=a_k.dtype)
+        a = (a_k * w).sum(1)
+        valid = ~torch.isnan(batch.reward_components.to(torch.float64).reshape(batch.batch_size, -1)).all(1)
+        mask = batch.response_mask.to(torch.float64) * valid.to(torch.float64)[:, None]
+        if self.whiten == "token":
+            out = F.masked_whiten(a[:, None].expand(mask.shape), mask, unbiased=self.unbiased,
+                                  eps=self.whiten_eps, eps_placement=self.whiten_eps_placement)
+        elif self.whiten == "sequence":
+            var = torch.nan_to_num(F.masked_var(a, valid, unbiased=self.unbiased), nan=0.0)
+            a = F.divide_by_std(a - F.masked_mean(a, valid), var, self.whiten_eps, self.whiten_eps_placement)
+            out = torch.where(valid, a, torch.zeros_like(a))[:, None] * mask
+        else:
+            out = a[:, None] * mask
+        dt = _out_dtype(batch)
+        return out.to(dt) * batch.response_mask.to(dt)
+
+
+def _with_rewards(batch: RolloutBatch, rewards: torch.Tensor) -> RolloutBatch:
+    from dataclasses import replace
+    return replace(batch, rewards=rewards)
+
+
+# --------------------------------------------------------------------------------------------------
+# BNPO
+# --------------------------------------------------------------------------------------------------
+
+def beta_params_from_success_rates(p: torch.Tensor) -> tuple[float, float]:
+    """BNPO's (α, β) from per-prompt success rates p (one per group), as in the official code
+    (changyi7231/BNPO, recipe/bnpo/src/bnpo_ray_trainer.py::compute_bnpo_outcome_advantage):
+    method-of-moments Beta fit (a, b) with m = mean(p), v = unbiased var(p),
+    a = m(m(1−m)/v − 1), b = (1−m)(m(1−m)/v − 1); then α = max(1, 1 + a/3), β = max(1, 1 + b/3).
+    With fewer than 2 prompts, or v = 0 (the fit is undefined), α = β = 1 (REINFORCE with baseline;
+    the official code also gives (1, 1) for a single prompt).
+    """
+    p = p.to(torch.float64)
+    if p.numel() < 2:
+        return 1.0, 1.0
+    m = float(p.mean())
+    v = float(p.var(unbiased=True))
+    if not v > 0:
+        return 1.0, 1.0
+    c = m * (1 - m) / v - 1
+    return max(1.0, 1 + m * c / 3), max(1.0, 1 + (1 - m) * c / 3)
+
+
+class BetaNormalized(_Outcome):
+    """Â = (R − p̂)/f_N(p̂; α, β), f_N the Beta pdf, p̂ the group success rate (BNPO, arXiv 2506.02864)."""
+
+    def __init__(self, alpha: Optional[float] = None, beta: Optional[float] = None, eps: float = 1e-6,
+                 min_value: float = 0.0, max_value: float = 1.0, max_weight: float = 1e6,
+                 singleton: str = "raw"):
+        n = type(self).__name__
+        for name, v in (("alpha", alpha), ("beta", beta)):
+            if v is not None and not float(v) > 0:
+                raise ConfigError(f"advantage {n}.{name}: expected null (fit) or a number > 0, got {v!r}")
+        self.alpha = None if alpha is None else float(alpha)
+        self.beta = None if beta is None else float(beta)
+        self.eps = _nonneg(n, "eps", eps)
+        if not self.eps < 0.5:
+            raise ConfigError(f"advantage {n}.eps: expected a number in [0, 0.5), got {eps!r}")
+        self.min_value, self.max_value = float(min_value), float(max_value)
+        if not self.max_value > self.min_value:
+            raise ConfigError(f"advantage {n}.max_value: must exceed min_value ({min_value!r}), got {max_value!r}")
+        self.max_weight = _nonneg(n, "max_weight", max_weight)
+        # "raw": singleton p̂ = 0 (official code, like verl's mean 0); "zero": Â = 0
+        self.singleton = _choice(n, "singleton", singleton, SINGLETON_MODES)
+
+    def alpha_beta(self, batch: RolloutBatch) -> tuple[float, float]:
+        """(α, β) used for this batch: the fixed values, or the fit over non-singleton groups' p̂."""
+        if self.alpha is not None and self.beta is not None:
+            return self.alpha, self.beta
+        r, valid = _rewards(batch)
+        s = (r - self.min_value) / (self.max_value - self.min_value)
+        inv, g = F.group_index(batch.group_ids)
+        cnt = torch.zeros(g, dtype=torch.float64).index_add_(0, inv, valid.to(torch.float64))
+        tot = torch.zeros(g, dtype=torch.float64).index_add_(0, inv, torch.where(valid, s, torch.zeros_like(s)))
+        p = (tot / cnt.clamp_min(1))[cnt >= 2]
+        a, b = beta_params_from_success_rates(p)
+        return (self.alpha if self.alpha is not None else a), (self.beta if self.beta is not None else b)
+
+    def _compute(self, r, valid, stats, batch):
+        s = (r - self.min_value) / (self.max_value - self.min_value)
+        gs = F.group_stats(s, batch.group_ids, stats)
+        single = gs.count <= 1
+        p = torch.where(single, torch.zeros_like(gs.mean), gs.mean)
+        a, b = self.alpha_beta(batch)
+        pc = p.clamp(self.eps, 1 - self.eps)
+        log_pdf = (a - 1) * torch.log(pc) + (b - 1) * torch.log1p(-pc) - \
+            (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
+        weight = torch.exp(-log_pdf).clamp(max=self.max_weight)
+        adv = weight * (s - p)
+        return torch.where(single & (self.singleton == "zero"), torch.zeros_like(adv), adv)
+
+
+__all__ = ["Constant", "Sign", "GroupZScore", "GroupCentered", "LeaveOneOut", "LengthWeightedBaseline", "GPG",
+           "BatchZScore", "ReinforcePlusPlus", "ReinforcePlusPlusBaseline", "DecoupledMultiReward",
+           "BetaNormalized", "beta_params_from_success_rates"]

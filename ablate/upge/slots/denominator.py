@@ -1,0 +1,109 @@
+"""Slot 2, the denominator π_ref: log π_ref per token, detached (or a detached function of π_θ).
+
+The estimator applies the weight π_θ/π_ref = exp(log g − log π_ref): π_ref = sg(π_θ) gives weight 1
+and gradient ∇log π (REINFORCE/SFT); π_ref = π_old gives the PPO ratio; π_ref = sg(π_θ/w) gives a
+weight w with gradient w·∇log π (GSPO, CISPO, DPPO, MinPRO).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+
+from ablate.upge.slots.base import Denominator, TokenContext
+from ablate.upge.slots.mask import DemoRouting, check_number, valid_tokens
+
+
+class CurrentPolicy(Denominator):
+    """π_ref = sg(π_θ): weight 1, gradient ∇log π (SFT, REINFORCE, RLOO, GPG; verl `gpg`)."""
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        return ctx.logp.detach()
+
+
+class Behaviour(Denominator):
+    """π_ref = π_old, the behaviour policy: weight ρ = π_θ/π_old (PPO, GRPO, DAPO; verl `vanilla`)."""
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        return ctx.old_logp.detach()
+
+
+class Unit(Denominator):
+    """π_ref ≡ 1: weight π_θ, gradient ∇π (offline demonstrations in LUFFY 2504.14945 / SRFT)."""
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        return torch.zeros_like(ctx.logp).detach()
+
+
+class GSPOSequence(Denominator):
+    """GSPO-token denominator (2507.18071; verl `gspo`): log π_ref_t = sg(log π_t − log s_i).
+
+    The weight is the sequence ratio s_i = exp(mean_t log ρ_{i,t}) at every token of row i, with
+    gradient s_i·∇log π_t; under seq-mean-token-mean this is ∇ of the GSPO objective s_i·A_i.
+    ``max_log_ratio`` caps log s_i (verl: 10.0; TRL: none, the default here).
+    """
+
+    def __init__(self, max_log_ratio: Optional[float] = None):
+        self.max_log_ratio = check_number("max_log_ratio", max_log_ratio, none_ok=True)
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        log_s = ctx.seq_log_ratio
+        if self.max_log_ratio is not None:
+            log_s = log_s.clamp(max=self.max_log_ratio)
+        return ctx.logp.detach() - log_s[:, None]
+
+
+class ClippedRatio(Denominator):
+    """Bounded IS weight w = sg(clip(ρ)) with gradient w·∇log π (CISPO 2506.13585; DPPO 2602.04879).
+
+    w = clip(ρ, 1−eps_low, 1+eps_high) (verl `cispo`; either bound None = open), then
+    min(w, max_ratio) when set (TRL `cispo`: min(ρ, epsilon_high) with an absolute cap such as 5.0;
+    verl DPPO: sg(min(ρ, clip_ratio_c=20))). log π_ref = sg(log π_θ − log w).
+    """
+
+    def __init__(self, eps_low: Optional[float] = 0.2, eps_high: Optional[float] = 0.28,
+                 max_ratio: Optional[float] = None):
+        self.eps_low = check_number("eps_low", eps_low, low=0.0, high=1.0, high_inclusive=False, none_ok=True)
+        self.eps_high = check_number("eps_high", eps_high, low=0.0, none_ok=True)
+        self.max_ratio = check_number("max_ratio", max_ratio, low=0.0, low_inclusive=False, none_ok=True)
+
+    def log_weight(self, ctx: TokenContext) -> torch.Tensor:
+        """log w: the clipped log-ratio, then capped by max_ratio (clip first, min last)."""
+        lw = ctx.log_ratio
+        if self.eps_low is not None:
+            lw = lw.clamp(min=math.log(1.0 - self.eps_low))
+        if self.eps_high is not None:
+            lw = lw.clamp(max=math.log(1.0 + self.eps_high))
+        if self.max_ratio is not None:
+            lw = lw.clamp(max=math.log(self.max_ratio))
+        return lw
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        return ctx.logp.detach() - self.log_weight(ctx)
+
+
+class PrefixMin(Denominator):
+    """MinPRO prefix-min weight (2601.22718): w_t = sg(min_{j≤t} ρ_j) over valid tokens, gradient ∇log π.
+
+    A non-cumulative stand-in for the exact trajectory weight Π_{j≤t} ρ_j; padding never lowers it.
+    """
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        valid = valid_tokens(ctx)
+        lr = ctx.log_ratio
+        big = torch.full_like(lr, torch.finfo(lr.dtype).max)
+        cm = torch.cummin(torch.where(valid, lr, big), dim=-1).values
+        log_w = torch.where(valid, cm, torch.zeros_like(lr))
+        return ctx.logp.detach() - log_w
+
+
+class DemoSplit(DemoRouting, Denominator):
+    """Different denominators for on-policy and demonstration rows (LUFFY: π_old on-policy, ≡1 on demos)."""
+
+    def __init__(self, on_policy: Any, demo: Any):
+        DemoRouting.__init__(self, on_policy, demo)
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        return self.route(ctx, self.merge_tensors).detach()

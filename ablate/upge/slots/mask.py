@@ -1,0 +1,358 @@
+"""Slot 1, the stabilisation mask M: which tokens keep their gradient (PPO clip and its relatives).
+
+Every mask reads detached quantities only (ratio, advantages, entropy, ...) and returns a
+``MaskResult``: ``keep`` (bool [B, T]) and named ``events`` (bool [B, T], each a subset of the
+valid tokens that ``keep`` drops). This module also holds ``DemoRouting``, the one implementation
+of "on-policy rows use one slot, demonstration rows another" shared by the mask, denominator and
+likelihood ``DemoSplit`` variants, and the small parameter checks the slot modules share.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Optional, Sequence
+
+import torch
+
+from ablate.errors import choice_error
+from ablate.upge.slots.base import FAMILIES, Mask, MaskResult, Slot, TokenContext
+
+# --------------------------------------------------------------------------------------------
+# Shared helpers (also used by denominator.py, likelihood.py and regularizers.py)
+# --------------------------------------------------------------------------------------------
+
+
+def _interval(low, high, low_inclusive, high_inclusive) -> str:
+    lo = "-inf" if low is None else f"{low:g}"
+    hi = "inf" if high is None else f"{high:g}"
+    return f"{'[' if low is not None and low_inclusive else '('}{lo}, {hi}{']' if high is not None and high_inclusive else ')'}"
+
+
+def check_number(name: str, value: Any, *, low: Optional[float] = None, high: Optional[float] = None,
+                 low_inclusive: bool = True, high_inclusive: bool = True,
+                 none_ok: bool = False) -> Optional[float]:
+    """Validate a numeric parameter; raise a one-line ValueError naming it and the allowed range."""
+    allowed = _interval(low, high, low_inclusive, high_inclusive) + (" or null" if none_ok else "")
+    if value is None:
+        if none_ok:
+            return None
+        raise ValueError(f"{name} must be a number in {allowed}, got None")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number in {allowed}, got {value!r}")
+    v = float(value)
+    bad = math.isnan(v)
+    if low is not None:
+        bad |= v < low or (v == low and not low_inclusive)
+    if high is not None:
+        bad |= v > high or (v == high and not high_inclusive)
+    if bad:
+        raise ValueError(f"{name} must be a number in {allowed}, got {value!r}")
+    return v
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[str]) -> str:
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise choice_error(name, value, allowed)
+    return value
+
+
+def valid_tokens(ctx: TokenContext) -> torch.Tensor:
+    """bool [B, T]: the response tokens that count (``response_mask > 0``)."""
+    return ctx.response_mask > 0
+
+
+def _result(events: dict[str, torch.Tensor], like: torch.Tensor) -> MaskResult:
+    """keep = not any event (padding is kept: the aggregation ignores it anyway)."""
+    dropped = torch.zeros_like(like, dtype=torch.bool)
+    for ev in events.values():
+        dropped = dropped | ev
+    return MaskResult(keep=~dropped, events=events)
+
+
+def as_slot(family: str, name: str, value: Any) -> Slot:
+    """A slot instance of ``family``: pass instances through, build variant names and
+    ``{_target_: ...}`` mappings with the registry."""
+    base = FAMILIES[family]
+    if isinstance(value, base):
+        return value
+    if isinstance(value, (str, Mapping)):
+        from ablate.registry import build  # lazy: the registry imports slot modules by name
+        return build(family, value, field=name)
+    raise ValueError(f"{name} must be a {base.__name__} (an instance, a conf/{family}/ variant name "
+                     f"or a {{_target_: ...}} mapping), got {type(value).__name__}")
+
+
+def restrict_rows(ctx: TokenContext, rows: torch.Tensor) -> TokenContext:
+    """The same context with ``response_mask`` zeroed outside ``rows`` ([B] bool), so batch
+    statistics (quantiles, covariances, sequence means) only see those rows."""
+    rm = ctx.response_mask * rows.to(ctx.response_mask.dtype)[:, None]
+    return dataclasses.replace(ctx, response_mask=rm)
+
+
+class DemoRouting:
+    """Mixin: route on-policy rows (``ctx.is_demo`` False) to ``on_policy`` and demonstration rows
+    to ``demo``. Each part is evaluated on a context restricted to its own rows; rows are merged
+    with ``merge``. Shared by ``mask.DemoSplit``, ``denominator.DemoSplit``, ``likelihood.DemoSplit``.
+    """
+
+    family: ClassVar[str]
+
+    def __init__(self, on_policy: Any, demo: Any):
+        self.on_policy = as_slot(self.family, "on_policy", on_policy)
+        self.demo = as_slot(self.family, "demo", demo)
+
+    def route(self, ctx: TokenContext, merge: Callable[[Any, Any, torch.Tensor], Any]) -> Any:
+        is_demo = ctx.is_demo.to(device=ctx.response_mask.device).bool()
+        n_demo = int(is_demo.sum())
+        if n_demo == 0:
+            return self.on_policy(ctx)
+        if n_demo == is_demo.numel():
+            return self.demo(ctx)
+        on = self.on_policy(restrict_rows(ctx, ~is_demo))
+        off = self.demo(restrict_rows(ctx, is_demo))
+        return merge(on, off, is_demo[:, None])
+
+    @staticmethod
+    def merge_tensors(on: torch.Tensor, off: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return torch.where(rows, off, on)
+
+
+# --------------------------------------------------------------------------------------------
+# Masks
+# --------------------------------------------------------------------------------------------
+
+
+class NoMask(Mask):
+    """M ≡ 1: every token keeps its gradient (REINFORCE, SFT, GPG, CISPO, the UPGE paper's "1")."""
+
+    def __call__(self, ctx: TokenContext) -> MaskResult:
+        return MaskResult(keep=torch.ones_like(ctx.response_mask, dtype=torch.bool), events={})
+
+
+def _ppo_events(ctx: TokenContext, eps_low: float, eps_high: float,
+                dual_clip: Optional[float]) -> dict[str, torch.Tensor]:
+    ratio, adv, valid = ctx.ratio, ctx.advantages, valid_tokens(ctx)
+    events = {
+        "clip_low": valid & (adv < 0) & (ratio < 1.0 - eps_low),
+        "clip_high": valid & (adv > 0) & (ratio > 1.0 + eps_high),
+    }
+    if dual_clip is not None:
+        events["clip_dual"] = valid & (adv < 0) & (ratio > dual_clip)
+    return events
+
+
+class PPOClip(Mask):
+    """PPO clip as a mask (PPO 1707.06347; DAPO clip-higher 2503.14476; verl `vanilla` dual clip).
+
+    M = 0 where (A>0 ∧ ρ>1+ε_high) [``clip_high``], (A<0 ∧ ρ<1−ε_low) [``clip_low``] or, with
+    ``dual_clip`` c > 1, (A<0 ∧ ρ>c) [``clip_dual``]. With π_ref = π_old and the identity likelihood
+    −M·ρ·A has the gradient of −min(ρA, clip(ρ, 1−ε_l, 1+ε_h)A) (and of verl's min(·, −cA) for A<0).
+    ``eps_high`` None means ε_high = ε_low (verl ``clip_ratio``, TRL ``epsilon_high=None``).
+    """
+
+    def __init__(self, eps_low: float = 0.2, eps_high: Optional[float] = None,
+                 dual_clip: Optional[float] = None):
+        self.eps_low = check_number("eps_low", eps_low, low=0.0, high=1.0, high_inclusive=False)
+        eh = check_number("eps_high", eps_high, low=0.0, none_ok=True)
+        self.eps_high = self.eps_low if eh is None else eh
+        self.dual_clip = check_number("dual_clip", dual_clip, low=1.0, low_inclusive=False, none_ok=True)
+
+    def __call__(self, ctx: TokenContext) -> MaskResult:
+        return _result(_ppo_events(ctx, self.eps_low, self.eps_high, self.dual_clip), ctx.response_mask)
+
+
+class SequenceClip(Mask):
+    """GSPO sequence-level clip (2507.18071; verl `gspo`, TRL importance_sampling_level="sequence").
+
+    On s_i = exp(mean_t log ρ_{i,t}) broadcast to every token of row i: M = 0 where
+    (A>0 ∧ s>1+ε_high) or (A<0 ∧ s<1−ε_low), with the token's own advantage (GSPO-token form).
+    Events ``seq_clip_high``/``seq_clip_low``; the same tensors are also reported as
+    ``clip_high``/``clip_low`` so ``train/clip_frac_*`` dashboards line up with token-level clips.
+    """
+
+    def __init__(self, eps_low: float = 3e-4, eps_high: Optional[float] = 4e-4):
+        self.eps_low = check_number("eps_low", eps_low, low=0.0, high=1.0, high_inclusive=False)
+        eh = check_number("eps_high", eps_high, low=0.0, none_ok=True)
+        self.eps_high = self.eps_low if eh is None else eh
+
+    def __call__(self, ctx: TokenContext) -> MaskResult:
+        s = torch.exp(ctx.seq_log_ratio)[:, None]
+        adv, valid = ctx.advantages, valid_tokens(ctx)
+        low = valid & (adv < 0) & (s < 1.0 - self.eps_low)
+        high = valid & (adv > 0) & (s > 1.0 + self.eps_high)
+        return _result({"seq_clip_low": low, "seq_clip_high": high, "clip_low": low, "clip_high": high},
+                       ctx.response_mask)
+
+
+class ClipCov(Mask):
+    """Clip-Cov (Entropy Mechanism, 2505.22617; verl `clip_cov`): PPO clip plus random high-cov drops.
+
+    Among valid tokens not already clipped, cov = (logp − mean logp)(A − mean A) (means over the
+    valid tokens of the microbatch); up to max(⌊clip_ratio·N_valid⌋, 1) tokens (verl's count; the
+    paper writes ⌈·⌉, equal whenever clip_ratio·N < 2) with cov_lb < cov < cov_ub are drawn
+    uniformly at random and dropped (event ``cov``). The draw uses a ``torch.Generator`` seeded
+    with ``seed`` at construction, so a fresh instance reproduces the same sequence of masks.
+    """
+
+    def __init__(self, eps_low: float = 0.2, eps_high: Optional[float] = None, clip_ratio: float = 2e-4,
+                 cov_lb: float = 1.0, cov_ub: float = 5.0, seed: int = 0):
+        self.eps_low = check_number("eps_low", eps_low, low=0.0, high=1.0, high_inclusive=False)
+        eh = check_number("eps_high", eps_high, low=0.0, none_ok=True)
+        self.eps_high = self.eps_low if eh is None else eh
+        self.clip_ratio = check_number("clip_ratio", clip_ratio, low=0.0, high=1.0, low_inclusive=False)
+        self.cov_lb = check_number("cov_lb", cov_lb)
+        self.cov_ub = check_number("cov_ub", cov_ub, low=self.cov_lb, low_inclusive=False)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        self.seed = seed
+        self._gen = torch.Generator().manual_seed(seed)
+
+    def __call__(self, ctx: TokenContext) -> MaskResult:
+        events = _ppo_events(ctx, self.eps_low, self.eps_high, None)
+        valid = valid_tokens(ctx)
+        cov_ev = torch.zeros_like(valid)
+        n_valid = int(valid.sum())
+        if n_valid > 0:
+            lp = torch.where(valid, ctx.logp.detach(), torch.zeros_like(ctx.response_mask))
+            adv = torch.where(valid, ctx.advantages, torch.zeros_like(ctx.response_mask))
+            cov = (adv - adv.sum() / n_valid) * (lp - lp.sum() / n_valid)
+            cand = valid & ~events["clip_low"] & ~events["clip_high"] & (cov > self.cov_lb) & (cov < self.cov_ub)
+            idx = cand.flatten().nonzero().squeeze(1)
+            k = min(max(int(self.clip_ratio * n_valid), 1), idx.numel())
+            if k > 0:
+                perm = torch.randperm(idx.numel(), generator=self._gen)[:k].to(idx.device)
+                flat = cov_ev.flatten()
+                flat[idx[perm]] = True
+                cov_ev = flat.view_as(valid)
+        events["cov"] = cov_ev
+        return _result(events, ctx.response_mask)
+
+
+class TopEntropy(Mask):
+    """Keep only high-entropy tokens ("Beyond the 80/20 rule", 2506.01939; TRL top_entropy_quantile).
+
+    keep ⇔ H ≥ quantile(H over valid tokens, 1 − quantile) with linear interpolation (torch.quantile,
+    as TRL); ties at the threshold are kept. Statistics are over the microbatch the estimator sees.
+    Event ``entropy``. Needs the trainer to compute ``ctx.entropy`` (``needs_entropy``).
+    """
+
+    needs_entropy: ClassVar[bool] = True
+    _QUANTILE_MAX_NUMEL = 1 << 24  # torch.quantile's input limit; larger inputs use a sort
+
+    def __init__(self, quantile: float = 0.2):
+        self.quantile = check_number("quantile", quantile, low=0.0, high=1.0, low_inclusive=False)
+
+    @classmethod
+    def _threshold(cls, vals: torch.Tensor, q: float) -> torch.Tensor:
+        if vals.numel() <= cls._QUANTILE_MAX_NUMEL:
+            return torch.quantile(vals, q)
+        s = vals.sort().values  # same linear interpolation as torch.quantile
+        pos = q * (s.numel() - 1)
+        lo, hi = int(math.floor(pos)), int(math.ceil(pos))
+        return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+    def __call__(self, ctx: TokenContext) -> MaskResult:
+        if ctx.entropy is None:
+            raise ValueError("TopEntropy needs ctx.entropy (per-token entropy of the current policy); "
+                             "the trainer computes it when the mask has needs_entropy=True")
+        valid = valid_tokens(ctx)
+        h = ctx.entropy.detach()
+        if h.dtype not in (torch.float32, torch.float64):
+            h = h.float()
+        if not bool(valid.any()):
+            return _result({"entropy": torch.zeros_like(valid)}, ctx.response_mask)
+        thr = self._threshold(h[valid], 1.0 - self.quantile)
+        return _result({"entropy": valid & ~(h >= thr)}, ctx.response_mask)
+
+
+class DivergenceMask(Mask):
+    """DPPO divergence mask ("Rethinking the Trust Region in LLM RL", 2602.04879; verl dppo_tv/dppo_kl).
+
+    Anchored to the behaviour policy, on probabilities p = π_θ(y_t), q = π_old(y_t):
+    ``tv``: keep if A>0 ∧ p−q ≤ δ_high, or A<0 ∧ p−q ≥ −δ_low;
+    ``kl``: with b = KL(Bern(q) ‖ Bern(p)) = q·log(q/p) + (1−q)·log((1−q+1e-8)/(1−p+1e-8)) (verl),
+    drop only moves in the direction the advantage pushes: A>0 drops p>q ∧ b>δ_high, A<0 drops
+    p<q ∧ b>δ_low. A = 0 tokens are kept (verl sends them to the A<0 branch; they carry no gradient
+    either way, only ``mask_frac`` differs). Event ``divergence``. Pair with
+    ``denominator=dppo_truncated`` (sg(min(ρ, 20))) for verl's DPPO loss.
+    """
+
+    KINDS = ("tv", "kl")
+
+    def __init__(self, kind: str = "tv", delta_low: float = 0.1, delta_high: float = 0.1):
+        self.kind = check_choice("kind", kind, self.KINDS)
+        self.delta_low = check_number("delta_low", delta_low, low=0.0, low_inclusive=False)
+        self.delta_high = check_number("delta_high", delta_high, low=0.0, low_inclusive=False)
+
+    def __call__(self, ctx: TokenContext) -> MaskResult:
+        valid = valid_tokens(ctx)
+        zeros = torch.zeros_like(ctx.response_mask)
+        lp = torch.where(valid, ctx.logp.detach(), zeros)  # padding → p = q = 1, never dropped
+        old = torch.where(valid, ctx.old_logp, zeros)
+        p, q = torch.exp(lp), torch.exp(old)
+        if self.kind == "tv":
+            ok_pos = (p - q) <= self.delta_high
+            ok_neg = (p - q) >= -self.delta_low
+        else:
+            b = q * (old - lp) + (1.0 - q) * torch.log((1.0 - q + 1e-8) / (1.0 - p + 1e-8))
+            ok_pos = (b <= self.delta_high) | (p <= q)
+            ok_neg = (b <= self.delta_low) | (p >= q)
+        adv = ctx.advantages
+        drop = ((adv > 0) & ~ok_pos) | ((adv < 0) & ~ok_neg)
+        return _result({"divergence": valid & drop}, ctx.response_mask)
+
+
+def _merge_events(results: Sequence[MaskResult]) -> dict[str, torch.Tensor]:
+    events: dict[str, torch.Tensor] = {}
+    for r in results:
+        for name, ev in r.events.items():
+            events[name] = events[name] | ev if name in events else ev
+    return events
+
+
+class AllOf(Mask):
+    """Logical AND of several masks (e.g. clip-higher ∧ top-entropy); events OR-ed per name."""
+
+    def __init__(self, masks: list):
+        if not isinstance(masks, (list, tuple)) or not masks:
+            raise ValueError(f"masks must be a non-empty list of masks, got {masks!r}")
+        self.masks = [as_slot("mask", f"masks[{i}]", m) for i, m in enumerate(masks)]
+
+    @property
+    def needs_entropy(self) -> bool:
+        return any(getattr(m, "needs_entropy", False) for m in self.masks)
+
+    def __call__(self, ctx: TokenContext) -> MaskResult:
+        results = [m(ctx) for m in self.masks]
+        keep = results[0].keep
+        for r in results[1:]:
+            keep = keep & r.keep
+        return MaskResult(keep=keep, events=_merge_events(results))
+
+
+class DemoSplit(DemoRouting, Mask):
+    """Different masks for on-policy and demonstration rows (LUFFY 2504.14945: clip on-policy only)."""
+
+    def __init__(self, on_policy: Any, demo: Any):
+        DemoRouting.__init__(self, on_policy, demo)
+
+    @property
+    def needs_entropy(self) -> bool:
+        return any(getattr(m, "needs_entropy", False) for m in (self.on_policy, self.demo))
+
+    @staticmethod
+    def _merge(on: MaskResult, off: MaskResult, rows: torch.Tensor) -> MaskResult:
+        keep = torch.where(rows, off.keep, on.keep)
+        events = {}
+        for name in list(on.events) + [n for n in off.events if n not in on.events]:
+            a = on.events.get(name)
+            b = off.events.get(name)
+            a = torch.zeros_like(keep) if a is None else a
+            b = torch.zeros_like(keep) if b is None else b
+            events[name] = torch.where(rows, b, a)
+        return MaskResult(keep=keep, events=events)
+
+    def __call__(self, ctx: TokenContext) -> MaskResult:
+        return self.route(ctx, self._merge)
