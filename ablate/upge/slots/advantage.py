@@ -19,6 +19,7 @@ batch-whitened variants are token-level. Shared rules (peer_semantics §8.1, §2
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import ClassVar, Optional, Sequence
 
 import torch
@@ -346,7 +347,6 @@ class DecoupledMultiReward(Advantage):
 
 
 def _with_rewards(batch: RolloutBatch, rewards: torch.Tensor) -> RolloutBatch:
-    from dataclasses import replace
     return replace(batch, rewards=rewards)
 
 

@@ -53,8 +53,8 @@ def check_number(name: str, value: Any, *, low: Optional[float] = None, high: Op
 
 def check_choice(name: str, value: Any, allowed: Iterable[str]) -> str:
     allowed = tuple(allowed)
-    if value not in allowed:
-        raise choice_error(name, value, allowed)
+    if value not in allowed:  # plain ValueError: the registry prefixes it with the field and class
+        raise ValueError(str(choice_error(name, value, allowed)))
     return value
 
 

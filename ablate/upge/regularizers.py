@@ -1,0 +1,99 @@
+"""Regularizers: additive loss terms outside the four UPGE slots (KL to a frozen reference, entropy).
+
+Each returns the per-token term [B, T] to *minimise*; the estimator aggregates it (with the policy
+loss's mode, or the mode named by ``aggregation``) and adds ``coef`` times it to the loss.
+conf/regularizers/<name>.yaml is a mapping of term name → ``{_target_: ..., coef: ...}``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Optional
+
+import torch
+
+from ablate.upge.aggregation import MODES
+from ablate.upge.slots.base import LOG_RATIO_CLAMP, Regularizer, TokenContext
+from ablate.upge.slots.mask import check_choice, check_number, valid_tokens
+
+KL_ESTIMATORS = ("k1", "k2", "k3", "abs")
+KL_ALIASES = {"kl": "k1", "mse": "k2", "low_var_kl": "k3"}  # verl's names
+KL_CLAMPS = ("verl", "openrlhf", "none")
+KL_RESULT_CLAMP = 10.0
+
+
+def _check_aggregation(value: Optional[str]) -> Optional[str]:
+    return None if value is None else check_choice("aggregation", value, MODES)
+
+
+class KLPenalty(Regularizer):
+    """KL(π_θ ‖ π_ref) loss term, k1/k2/k3 estimators (GRPO 2402.03300; verl use_kl_loss; TRL beta).
+
+    With d = log π_θ − log π_ref: ``k1`` = d, ``abs`` = |d|, ``k2`` = ½d², ``k3`` (verl
+    ``low_var_kl``) = e^{−d} + d − 1; a ``+`` suffix (e.g. ``k3+``) gives that value with k2's
+    gradient (verl straight-through). verl aliases ``kl``/``mse``/``low_var_kl`` are accepted.
+    ``clamp``: ``verl`` (k3 exponent to ±20, k3 result to ±10), ``openrlhf`` (every estimator's result
+    to ±10), ``none`` (TRL). Needs a frozen reference model (``needs_ref_model``).
+    """
+
+    needs_ref_model: ClassVar[bool] = True
+
+    def __init__(self, coef: float = 0.001, estimator: str = "k3", clamp: str = "verl",
+                 aggregation: Optional[str] = None):
+        self.coef = check_number("coef", coef, low=0.0)
+        allowed = KL_ESTIMATORS + tuple(KL_ALIASES)
+        self.estimator = check_choice("estimator", estimator, allowed + tuple(e + "+" for e in allowed))
+        self.clamp = check_choice("clamp", clamp, KL_CLAMPS)
+        self.aggregation = _check_aggregation(aggregation)
+
+    def _value(self, kind: str, d: torch.Tensor) -> torch.Tensor:
+        if kind == "k1":
+            out = d
+        elif kind == "abs":
+            out = d.abs()
+        elif kind == "k2":
+            out = 0.5 * d.square()
+        else:  # k3: e^x − x − 1 with x = log π_ref − log π_θ
+            x = -d
+            if self.clamp != "none":  # verl clamps the exponent; for openrlhf it changes no clamped value
+                x = x.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+            out = torch.exp(x) - x - 1.0
+            if self.clamp == "verl":
+                out = out.clamp(-KL_RESULT_CLAMP, KL_RESULT_CLAMP)
+        if self.clamp == "openrlhf":
+            out = out.clamp(-KL_RESULT_CLAMP, KL_RESULT_CLAMP)
+        return out
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        if ctx.ref_logp is None:
+            raise ValueError("KLPenalty needs ctx.ref_logp (log-probs of a frozen reference model); "
+                             "the trainer loads one when a regularizer has needs_ref_model=True")
+        valid = valid_tokens(ctx)
+        d = torch.where(valid, ctx.logp - ctx.ref_logp.detach(), torch.zeros_like(ctx.logp))
+        straight_through = self.estimator.endswith("+")
+        name = self.estimator.rstrip("+")
+        kind = KL_ALIASES.get(name, name)
+        value = self._value(kind, d)
+        if straight_through and kind != "k2":
+            k2 = 0.5 * d.square()
+            value = k2 - k2.detach() + value.detach()
+        return value
+
+
+class EntropyBonus(Regularizer):
+    """Entropy bonus −c·H (verl entropy_coeff; TRL entropy_coef; HPT 0.001): returns −H per token.
+
+    ``aggregation`` defaults to token-mean: TRL's bonus is the mean per-token entropy whatever the
+    loss_type (set None to follow the policy loss's mode, as verl does).
+    """
+
+    needs_entropy_grad: ClassVar[bool] = True
+
+    def __init__(self, coef: float = 0.001, aggregation: Optional[str] = "token-mean"):
+        self.coef = check_number("coef", coef, low=0.0)
+        self.aggregation = _check_aggregation(aggregation)
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        if ctx.entropy_grad is None:
+            raise ValueError("EntropyBonus needs ctx.entropy_grad (per-token entropy with gradient); "
+                             "the trainer computes it when a regularizer has needs_entropy_grad=True")
+        return -ctx.entropy_grad

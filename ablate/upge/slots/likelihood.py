@@ -1,0 +1,62 @@
+"""Slot 4, the likelihood g: log g(π_θ) per token, the function of π_θ that carries the gradient.
+
+Identity (log g = log π_θ) is the default; LUFFY's policy shaping and GSPO's length-averaged
+sequence log-likelihood replace it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ablate.upge.slots.base import Likelihood, TokenContext
+from ablate.upge.slots.mask import DemoRouting, check_number, valid_tokens
+
+
+class Identity(Likelihood):
+    """g(π) = π: log g = log π_θ, the plain policy-gradient score (PPO, GRPO, REINFORCE, ...)."""
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        return ctx.logp
+
+
+class PolicyShaping(Likelihood):
+    """LUFFY policy shaping f(π) = π/(π+γ) (2504.14945; HPT repo ``off_policy_reshape``).
+
+    log g = log π − log(π + γ); with π_ref ≡ 1 the gradient is γ/(π+γ)²·∇π, which upweights
+    low-probability demonstration tokens.
+    """
+
+    def __init__(self, gamma: float = 0.1):
+        self.gamma = check_number("gamma", gamma, low=0.0, low_inclusive=False)
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        logp = ctx.logp
+        return logp - torch.logaddexp(logp, torch.full_like(logp, math.log(self.gamma)))
+
+
+class SequenceMean(Likelihood):
+    """GSPO length-averaged sequence log-likelihood (2507.18071): ∇ = ∇ mean_t log π over valid tokens.
+
+    Every token carries the value sg(log π_t) + (m_i − sg(m_i)), m_i = mean_t log π_{i,t}, so its value
+    is the token's own log π and its gradient (1/|y_i|)·Σ_t ∇log π_{i,t}. Pair with the
+    ``gspo_sequence`` denominator for the GSPO weight s_i.
+    """
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        logp = ctx.logp
+        valid = valid_tokens(ctx)
+        m = torch.where(valid, logp, torch.zeros_like(logp)).sum(-1) / ctx.lengths.to(logp.dtype)
+        return logp.detach() + (m - m.detach())[:, None]
+
+
+class DemoSplit(DemoRouting, Likelihood):
+    """Different likelihoods for on-policy and demonstration rows (LUFFY: identity on-policy, shaping on demos)."""
+
+    def __init__(self, on_policy: Any, demo: Any):
+        DemoRouting.__init__(self, on_policy, demo)
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        return self.route(ctx, self.merge_tensors)
