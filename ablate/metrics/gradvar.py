@@ -36,8 +36,8 @@ Assumptions and biases.
   between-chunk variance, which includes the within-group correlation.
 * Unequal chunks: pass ``weight`` (the chunk's share of the normaliser: sequences for seq-mean
   aggregations, valid tokens for token-mean) to stay unbiased. Without it the equal-weight
-  formula is biased upward by ‖E g‖²·K·Σ_k (K·w_k − 1)²/(K−1) (a spread of chunk sizes reads
-  as variance), e.g. chunks of 3 and 1 samples inflate grad_var by 2·‖E g‖² for K=2. With
+  formula is biased upward by ‖μ‖²·Σ_k (K·w_k − 1)²/(K−1), μ the expected gradient (a spread
+  of chunk sizes reads as variance): chunks of 3 and 1 samples add 0.5·‖μ‖² for K=2. With
   token-level normalisation the "samples" are sequences with random token counts, so the
   weights are themselves random and the estimate is approximate.
 * K = 1 (no accumulation) gives no variance information: grad_var and grad_snr are ``None``
@@ -53,8 +53,12 @@ Cost. One extra gradient-sized buffer (the previous snapshot; float32 for half-p
 and per microbatch an in-place subtract, a norm and a copy through ``torch._foreach_*`` kernels:
 O(P) memory traffic per microbatch, O(K·P) per step, for P parameters; no forward/backward, no
 per-parameter Python kernels beyond one foreach call per (device, dtype) group, and no host sync
-until ``finish()`` (one ``.tolist()``). Norms accumulate in float64 (float32 on MPS), which keeps
-the subtraction Σ‖g_k‖²/w_k − ‖ĝ‖² accurate up to SNRs far beyond those of RL gradients.
+until ``finish()`` (one ``.tolist()``). Per-tensor norms are taken in the gradient's dtype
+(float32 for half grads) and their squares summed in float64 (float32 on MPS); the relative error
+of each squared norm (~1e-7) keeps the subtraction Σ‖g_k‖²/w_k − ‖ĝ‖² accurate to about
+1e-7·SNR, i.e. 1% at SNR 1e5, far beyond the SNRs of RL gradients. Measured on CPU (1 thread,
+1.0M-param Llama, 64×48-token minibatch, busy 2-core machine): 0.9-1.5 ms per microbatch
+(~1 ns per parameter), 0.5-3 % of the step time for K = 1, 2, 4.
 """
 
 from __future__ import annotations
@@ -139,30 +143,26 @@ class GradVarianceMeter:
             gl.append(g)
             self._have[i] = True
 
-        norms: list[torch.Tensor] = []
+        sq = torch.zeros((), dtype=self._acc, device=self._device)
         flat_parts: dict[int, torch.Tensor] = {}
         for bufs, grads in diff.values():
             torch._foreach_sub_(bufs, grads)  # buf = prev − grad = −g_k
-            norms.extend(self._norms(bufs))
+            sq = sq + self._sq_norm(bufs)
             if self.record_contributions:
                 for b in bufs:
                     flat_parts[id(b)] = (-b).reshape(-1).to(self._acc).to(self._device)
             torch._foreach_copy_(bufs, grads)
         for bufs, grads in fresh.values():  # previous snapshot is zero: g_k = grad
-            norms.extend(self._norms(grads))
+            sq = sq + self._sq_norm(grads)
             torch._foreach_copy_(bufs, grads)
             if self.record_contributions:
                 for b in bufs:
                     flat_parts[id(b)] = b.reshape(-1).to(self._acc).to(self._device)
         if vanished:
-            norms.extend(self._norms(vanished))
+            sq = sq + self._sq_norm(vanished)
             if self.record_contributions:
                 for b in vanished:
                     flat_parts[id(b)] = (-b).reshape(-1).to(self._acc).to(self._device)
-        if norms:
-            sq = torch.stack([n.to(self._device, self._acc) for n in norms]).square().sum()
-        else:
-            sq = torch.zeros((), dtype=self._acc, device=self._device)
         self._sq.append(sq)
         self._weights.append(weight)
         if self.record_contributions:
@@ -194,11 +194,7 @@ class GradVarianceMeter:
             if tot <= 0:
                 raise ValueError("GradVarianceMeter: microbatch weights sum to zero")
             w = [float(x) / tot for x in ws]  # type: ignore[arg-type]
-        grads = [p.grad for p in self.params if p.grad is not None]
-        if grads:
-            gnorm2 = torch.stack([n.to(self._device, self._acc) for n in self._norms(grads)]).square().sum()
-        else:
-            gnorm2 = torch.zeros((), dtype=self._acc, device=self._device)
+        gnorm2 = self._sq_norm([p.grad for p in self.params if p.grad is not None])
         keep = [k for k in range(K) if w[k] > 0]
         k_eff = len(keep)
         if k_eff < 2:
@@ -214,12 +210,15 @@ class GradVarianceMeter:
                 "train/grad_snr": snr}
 
     # ------------------------------------------------------------------------------ helpers
-    def _norms(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _sq_norm(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """Σ‖t‖² over ``tensors`` as a 0-d accumulator-dtype tensor on the meter's device: one
+        foreach norm per (device, dtype) group (float32 for half grads), then squares summed in
+        float64."""
         by_dev: dict[tuple, list[torch.Tensor]] = {}
         for t in tensors:
             by_dev.setdefault((t.device, t.dtype), []).append(t)
-        out: list[torch.Tensor] = []
-        for (dev, _), ts in by_dev.items():
-            acc = torch.float32 if dev.type == "mps" else torch.float64
-            out.extend(torch._foreach_norm(ts, 2, dtype=acc))
-        return out
+        total = torch.zeros((), dtype=self._acc, device=self._device)
+        for (_, dt), ts in by_dev.items():
+            norms = torch._foreach_norm(ts, 2, dtype=torch.float32) if dt in _HALF else torch._foreach_norm(ts, 2)
+            total = total + torch.stack(norms).to(self._device, self._acc).square().sum()
+        return total

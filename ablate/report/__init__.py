@@ -1,0 +1,30 @@
+"""Sweep comparison reports: ``generate_report(sweep_dir)`` reads a sweep directory and writes
+report.md, a self-contained report.html and figures/*.png (load → stats/effects → plots → render)."""
+
+from .build import build_document, generate_report
+from .load import Sweep, SweepFormatError, load_sweep
+
+__all__ = ["Sweep", "SweepFormatError", "build_document", "generate_report", "load_sweep", "main"]
+
+
+def main(argv=None) -> int:
+    """``python -m ablate.report <sweep_dir> [--out DIR] [--presets methods.json]``."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="ablate report", description="Write a comparison report for a sweep.")
+    ap.add_argument("sweep_dir")
+    ap.add_argument("--out", default=None, help="output directory (default: reports/<sweep name>)")
+    ap.add_argument("--presets", default=None, help="JSON file from `ablate methods --json` for method labels")
+    args = ap.parse_args(argv)
+    presets = None
+    if args.presets:
+        with open(args.presets, encoding="utf-8") as f:
+            presets = json.load(f)
+    try:
+        out = generate_report(args.sweep_dir, args.out, presets)
+    except SweepFormatError as e:
+        print(f"ablate report: {e}")
+        return 2
+    print(out / "report.html")
+    return 0

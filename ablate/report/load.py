@@ -31,7 +31,13 @@ DERIVED = {
 }
 
 
-class SweepFormatError(ValueError):
+try:  # the project's one-line user-error type, so `ablate report` prints it cleanly
+    from ablate.errors import ConfigError as _UserError
+except Exception:  # pragma: no cover - report used standalone
+    _UserError = ValueError  # type: ignore[misc,assignment]
+
+
+class SweepFormatError(_UserError):
     """The sweep directory lacks a file the report cannot do without."""
 
 
@@ -180,6 +186,17 @@ def load_sweep(sweep_dir) -> Sweep:
         r = by_id[tid]
         slots = {str(k): _scalar(v) for k, v in (r.get("slots") or {}).items()}
         params = {str(k): _scalar(v) for k, v in (r.get("params") or {}).items() if k != "seed"}
+        # other config-group choices (task, model, regularizers, ...) and the method preset are
+        # factors too: constant ones show in the header, swept ones get effects
+        choices = r.get("choices") if isinstance(r.get("choices"), dict) else {}
+        for g, v in choices.items():
+            g = str(g)
+            if v is None:
+                continue
+            if g not in slots and g not in SLOT_ORDER and g != "method" and g not in params:
+                params[g] = _scalar(v)
+        if r.get("method") is not None and "method" not in params:
+            params["method"] = _scalar(r.get("method"))
         slot_names.update(slots)
         param_names.update(params)
         status = str(r.get("status") or "pending")
@@ -197,6 +214,7 @@ def load_sweep(sweep_dir) -> Sweep:
             "trial_id": tid,
             "status": status if status in STATUSES else "other:" + status,
             "method": r.get("method"),
+            "tune_trial_id": r.get("tune_trial_id"),
             "seed": r.get("seed"),
             "combo": str(r["combo"]) if r.get("combo") else _combo_key(slots, params),
             "run_dir": str(run_dir),

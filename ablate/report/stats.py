@@ -9,7 +9,7 @@ runs (n < 3) they are optimistic, which the report says next to them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -160,8 +160,7 @@ def stratified_bootstrap_ci(
         return Interval(float("nan"), float("nan"), float("nan"), 0)
     flat = np.concatenate(strata)
     point = float(fn(flat[None, :])[0])
-    n_runs = min(s.size for s in strata)
-    if n_runs < 2:
+    if max(s.size for s in strata) < 2:  # nothing to resample
         return Interval(point, float("nan"), float("nan"), int(flat.size))
     rng = np.random.default_rng(seed)
     lo, hi = _percentiles(fn(_stratified_resample(strata, n_boot, rng)), alpha)
@@ -175,6 +174,34 @@ def _paired_strata(x, y) -> tuple[list[np.ndarray], list[np.ndarray]]:
         return [], []
     keep = [i for i in range(len(sx)) if sx[i].size and sy[i].size]
     return [sx[i] for i in keep], [sy[i] for i in keep]
+
+
+def bootstrap_mean_of_means_ci(
+    strata,
+    *,
+    n_boot: int = DEFAULT_N_BOOT,
+    alpha: float = DEFAULT_ALPHA,
+    seed: int = 0,
+) -> Interval:
+    """Mean of the per-stratum means (each stratum weighted equally, e.g. each combination of a
+    factorial design), with runs resampled within each stratum. Strata with one run contribute a
+    fixed value; no interval when no stratum has two runs."""
+    ss = [s for s in _as_strata(list(strata)) if s.size]
+    if not ss:
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
+    point = float(np.mean([s.mean() for s in ss]))
+    n = int(sum(s.size for s in ss))
+    if max(s.size for s in ss) < 2:
+        return Interval(point, float("nan"), float("nan"), n)
+    rng = np.random.default_rng(seed)
+    acc = np.zeros(n_boot)
+    for s in ss:
+        if s.size == 1:
+            acc += s[0]
+        else:
+            acc += s[rng.integers(0, s.size, size=(n_boot, s.size))].mean(axis=1)
+    lo, hi = _percentiles(acc / len(ss), alpha)
+    return Interval(point, lo, hi, n)
 
 
 def _poi_batch(xb: np.ndarray, yb: np.ndarray) -> np.ndarray:

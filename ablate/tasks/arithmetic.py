@@ -78,7 +78,7 @@ class Arithmetic(Task):
         return Problem(prompt=expr + "=", answer=ans, demo=ans, meta={"expr": expr})
 
     def _max_answer_chars(self) -> int:
-        hi, lo, k = self._hi, self._lo, self.num_operands
+        hi, k = self._hi, self.num_operands
         biggest = hi ** k if "*" in self.ops else hi * k
         neg = "-" in self.ops
         return len(str(biggest)) + (1 if neg else 0)

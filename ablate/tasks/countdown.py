@@ -1,7 +1,7 @@
 """Countdown: combine the given numbers, each exactly once, with + - * to reach a target.
 
-Prompt ``"3,7,12->19:"``; a correct completion is an expression such as ``"12+7"``... that uses
-every number once (``"3*12-17"`` style). The verifier parses the expression with ``ast`` (never
+Prompt ``"3,7,12->9:"``; a correct completion is an expression that uses every number exactly
+once, e.g. ``"3*7-12"``. The verifier parses the expression with ``ast`` (never
 eval), checks the multiset of numbers and the value. Rewards: ``correct`` and ``format`` (the
 completion parses as an arithmetic expression), so GDPO-style estimators get two signals.
 Demonstrations come from a brute-force solver (the shortest solution).
@@ -9,11 +9,31 @@ Demonstrations come from a brute-force solver (the shortest solution).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ablate.errors import ConfigError
 from ablate.tasks.base import Problem, Reward, Task
-from ablate.tasks.expr import ExprError, expressions, parse_expr, solve
+from ablate.tasks.expr import ExprError, expressions, parse_expr
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _table(nums: tuple[int, ...], ops: str) -> tuple[tuple[int, ...], dict[int, str]]:
+    """For sorted ``nums``: the positive integer values of every expression (with multiplicity,
+    so targets are drawn as often as expressions reach them) and each value's shortest solution
+    (the brute-force solver's answer, see ``expr.solve``)."""
+    cands: list[int] = []
+    best: dict[int, str] = {}
+    for v, text in expressions(nums, ops):
+        if v.denominator != 1 or v <= 0:
+            continue
+        k = int(v)
+        cands.append(k)
+        cur = best.get(k)
+        if cur is None or (len(text), text) < (len(cur), cur):
+            best[k] = text
+    return tuple(cands), best
 
 
 class Countdown(Task):
@@ -59,11 +79,11 @@ class Countdown(Task):
     def _draw(self, rng: np.random.Generator) -> Problem:
         while True:
             nums = tuple(int(x) for x in rng.integers(1, self.max_number + 1, size=self.num_numbers))
-            cands = [int(v) for v, _ in expressions(nums, self.ops) if v.denominator == 1 and v > 0]
+            cands, best = _table(tuple(sorted(nums)), self.ops)
             if cands:
                 break
         target = cands[int(rng.integers(0, len(cands)))]
-        demo = solve(nums, target, self.ops)
+        demo = best[target]
         prompt = ",".join(map(str, nums)) + f"->{target}:"
         return Problem(prompt=prompt, answer=demo, demo=demo,
                        meta={"numbers": list(nums), "target": target})

@@ -112,6 +112,23 @@ def answers_match(reference: str, predicted: str) -> bool:
     return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
 
 
+def _resolve_path(path: str) -> Path:
+    """``path`` as given; a relative path missing from the cwd is also tried against Hydra's
+    original working directory (Hydra may chdir into the run directory)."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.is_file():
+        return p.resolve() if p.exists() else p
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        if HydraConfig.initialized():
+            alt = Path(HydraConfig.get().runtime.cwd) / p
+            if alt.is_file():
+                return alt.resolve()
+    except Exception:  # hydra absent or not running
+        pass
+    return p
+
+
 class JsonlMath(Task):
     """Problems from ``path`` (one JSON object per line); a fixed ``eval_fraction`` is held out."""
 
@@ -123,7 +140,7 @@ class JsonlMath(Task):
                  seed: int = 0, demo_key: Optional[str] = None, max_new_tokens: int = 128):
         if path is None or str(path) in ("", "???"):
             raise ConfigError("task.path: required (a local .jsonl file of problems)")
-        p = Path(str(path)).expanduser()
+        p = _resolve_path(str(path))
         if not p.is_file():
             raise ConfigError(f"task.path: file not found: {p}")
         if not 0.0 <= float(eval_fraction) < 1.0:

@@ -23,9 +23,8 @@ from ablate.metrics.entropy import token_entropy_mean
 from ablate.metrics.gradvar import GradVarianceMeter
 from ablate.metrics.passk import pass_at_k_metrics
 from ablate.pipeline.base import Rollouts, StageEnv
-from ablate.policy.build import build_policy
-from ablate.policy.forward import token_logprobs
-from ablate.rollout import build_engine
+from ablate.policy import build_policy, token_logprobs
+from ablate.rollout import build_engine, resolve_max_new_tokens
 from ablate.tasks import build_task
 from ablate.train.components import Algorithm, build_algorithm
 from ablate.upge.aggregation import Normalizer
@@ -101,7 +100,7 @@ class Trainer:
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.engine = build_engine(cfg.rollout)
         self.temperature = float(cfg.rollout.temperature)
-        self.max_new_tokens = int(cfg.rollout.max_new_tokens)
+        self.max_new_tokens = resolve_max_new_tokens(int(cfg.rollout.max_new_tokens), self.task)
         t = cfg.train
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=float(t.lr),
                                      betas=tuple(t.betas), weight_decay=float(t.weight_decay))

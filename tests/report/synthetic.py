@@ -193,13 +193,17 @@ def make_sweep(
         key = tuple(s_vals.get(s) for s in ("mask", "denominator", "advantage", "likelihood", "aggregation"))
         trial = {
             "trial_id": tid,
+            "tune_trial_id": f"tune{combos.index(combo):04d}" if journal else tid,
+            "key": f"{i}|seed={sd}",
             "status": status,
             "slots": s_vals,
+            "choices": {**s_vals, "model": "tiny", "rollout": "hf"},
             "method": method_for.get(key),
             "params": {**p_vals, "seed": sd},
             "seed": sd,
             "combo": _dump({"slots": s_vals, "params": p_vals}),
             "final": final,
+            "value": final.get("eval/pass@1"),
             "run_dir": run_dir,
             "wandb_run_id": wandb["run_id"],
             "wandb_dir": wandb["dir"],
@@ -208,7 +212,7 @@ def make_sweep(
             "steps_done": steps_done,
         }
         trial_lines.append(_dump(trial))
-        optuna_trials.append((s_vals, p_vals, status, final.get("eval/pass@1")))
+        optuna_trials.append((combos.index(combo), s_vals, p_vals, status, final.get("eval/pass@1")))
     (out / "trials.jsonl").write_text("".join(line + "\n" for line in trial_lines))
 
     if journal:
@@ -217,6 +221,9 @@ def make_sweep(
 
 
 def _write_journal(out: Path, name: str, slots: dict, params: dict, trials: list) -> None:
+    """Like the real runner's Optuna searches: one study trial per proposal (combination) whose
+    value is the mean over its seeds; a proposal with a failed seed is FAIL; one with an
+    early-stopped seed is COMPLETE with its truncated value (what ASHA + OptunaSearch record)."""
     import optuna
     from optuna.distributions import CategoricalDistribution
     from optuna.storages import JournalStorage
@@ -227,14 +234,21 @@ def _write_journal(out: Path, name: str, slots: dict, params: dict, trials: list
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     dists = {s: CategoricalDistribution(list(v)) for s, v in slots.items() if len(v) > 1}
     dists.update({p: CategoricalDistribution(list(v)) for p, v in params.items() if len(v) > 1})
-    for s_vals, p_vals, status, value in trials:
-        vals = {**s_vals, **p_vals}
+    by_combo: dict[int, list] = {}
+    for ci, s_vals, p_vals, status, value in trials:
+        by_combo.setdefault(ci, []).append((s_vals, p_vals, status, value))
+    for ci in sorted(by_combo):
+        rows = by_combo[ci]
+        vals = {**rows[0][0], **rows[0][1]}
         ps = {k: vals[k] for k in dists}
-        if status == "failed":
-            t = optuna.trial.create_trial(
-                params=ps, distributions=dists, state=optuna.trial.TrialState.FAIL
-            )
+        statuses = [r[2] for r in rows]
+        if "failed" in statuses:
+            t = optuna.trial.create_trial(params=ps, distributions=dists, state=optuna.trial.TrialState.FAIL)
+        elif "early_stopped" in statuses:
+            stopped = [r[3] for r in rows if r[2] == "early_stopped"]
+            t = optuna.trial.create_trial(params=ps, distributions=dists, value=stopped[0])
         else:
-            # ASHA-stopped trials enter the study as COMPLETE with their truncated value
-            t = optuna.trial.create_trial(params=ps, distributions=dists, value=value)
+            t = optuna.trial.create_trial(
+                params=ps, distributions=dists, value=sum(r[3] for r in rows) / len(rows)
+            )
         study.add_trial(t)

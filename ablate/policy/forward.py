@@ -1,0 +1,108 @@
+"""Token log-probs and entropies of response tokens in one forward pass (shared by rollout,
+trainer and warm start, so the behaviour and training log-probs are computed identically).
+
+Layout (same as ``RolloutOutput``/``RolloutBatch``): ``input_ids`` is [B, P+T] with the prompt
+left-padded to P and the response right-padded to T; ``attention_mask`` is 0 on both paddings.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+@functools.lru_cache(maxsize=64)
+def _accepts_logits_to_keep(cls: type) -> bool:
+    try:
+        return "logits_to_keep" in inspect.signature(cls.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """0, 1, 2, ... counted over attended tokens only (left padding gets 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+def token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   prompt_len: int, temperature: float, with_entropy: bool = False,
+                   entropy_grad: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """log π(y_t | y_<t) of the response tokens ``input_ids[:, prompt_len:]`` under
+    ``logits / temperature`` ([B, T]), and the per-token entropy of that distribution ([B, T],
+    detached unless ``entropy_grad``) or None.
+
+    Values on padded response positions are finite but meaningless: multiply by the response mask.
+    """
+    if temperature is None or temperature <= 0:
+        raise ValueError(f"temperature must be > 0 for log-probs, got {temperature!r}")
+    L = input_ids.shape[1]
+    T = L - prompt_len
+    if prompt_len < 1 or T < 1:
+        raise ValueError(f"need 1 <= prompt_len < sequence length, got prompt_len={prompt_len}, length={L}")
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask,
+                  position_ids=position_ids_from_mask(attention_mask), use_cache=False)
+    if _accepts_logits_to_keep(type(model)):
+        kwargs["logits_to_keep"] = T + 1  # logits at positions P-1 .. L-1
+    logits = model(**kwargs).logits
+    logits = logits[:, -(T + 1):-1, :].float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    logp_all = F.log_softmax(logits, dim=-1)
+    targets = input_ids[:, prompt_len:]
+    logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    entropy = None
+    if with_entropy:
+        src = logp_all if entropy_grad else logp_all.detach()
+        entropy = -(src.exp() * src).sum(-1)
+    return logp, entropy
+
+
+def pack(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], pad_id: int,
+         device: torch.device | str | None = None) -> dict:
+    """Left-pad prompts to P and right-pad responses to T.
+
+    Returns ``input_ids`` [B, P+T] long, ``attention_mask`` [B, P+T] long, ``response_mask``
+    [B, T] float and ``prompt_len`` P."""
+    if len(prompt_ids) != len(response_ids):
+        raise ValueError("pack: prompts and responses differ in number")
+    P = max(len(p) for p in prompt_ids)
+    T = max(1, max(len(r) for r in response_ids))
+    B = len(prompt_ids)
+    ids = torch.full((B, P + T), pad_id, dtype=torch.long)
+    att = torch.zeros((B, P + T), dtype=torch.long)
+    rmask = torch.zeros((B, T), dtype=torch.float32)
+    for i, (p, r) in enumerate(zip(prompt_ids, response_ids)):
+        if p:
+            ids[i, P - len(p):P] = torch.as_tensor(list(p), dtype=torch.long)
+            att[i, P - len(p):P] = 1
+        if r:
+            ids[i, P:P + len(r)] = torch.as_tensor(list(r), dtype=torch.long)
+            att[i, P:P + len(r)] = 1
+            rmask[i, :len(r)] = 1.0
+    if device is not None:
+        ids, att, rmask = ids.to(device), att.to(device), rmask.to(device)
+    return {"input_ids": ids, "attention_mask": att, "response_mask": rmask, "prompt_len": P}
+
+
+def encode_pairs(tokenizer, prompts: Sequence[str], responses: Sequence[str], add_eos: bool = True,
+                 max_response_tokens: Optional[int] = None,
+                 device: torch.device | str | None = None) -> dict:
+    """Tokenize (prompt, response) text pairs in the rollout layout (see :func:`pack`).
+
+    Prompts are encoded with the tokenizer's special tokens (e.g. BOS), responses without, plus
+    EOS when ``add_eos``; responses longer than ``max_response_tokens`` are cut (EOS kept last)."""
+    p_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+    r_ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    out_r = []
+    for r in r_ids:
+        r = list(r) + ([eos] if add_eos else [])
+        if max_response_tokens is not None and len(r) > max_response_tokens:
+            r = r[:max_response_tokens - 1] + ([eos] if add_eos else r[max_response_tokens - 1:max_response_tokens])
+        out_r.append(r)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    return pack(p_ids, out_r, pad, device)

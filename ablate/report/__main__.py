@@ -1,0 +1,7 @@
+"""``python -m ablate.report <sweep_dir>``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

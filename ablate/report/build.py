@@ -1,0 +1,480 @@
+"""Assemble the report document from a loaded sweep and write report.md, report.html and
+figures/*.png. ``generate_report`` is the entry point (re-exported by ablate.report).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import plots
+from .aggregate import (
+    Combo,
+    build_combos,
+    build_units,
+    combos_without_full_budget,
+    fixed_settings,
+    load_default_presets,
+    normalise_presets,
+    poi_matrix,
+    is_missing,
+    seed_noise_sd,
+    top_comparisons,
+    trial_desc,
+    varying,
+)
+from .effects import importances, interactions, marginal_effects
+from .findings import fci, findings
+from .load import Sweep, load_sweep
+from .render import Bullets, Code, Details, Heading, Image, Para, Pre, Strong, Table, to_html, to_markdown
+from .stats import DEFAULT_N_BOOT
+
+TOP_COMPARE = 5
+TOP_SAMPLES = 3
+SAMPLES_PER_COMBO = 3
+MAX_SAMPLE_CHARS = 1200
+MAX_LEADERBOARD = 100
+MAX_INTERACTION_TABLES = 4
+
+
+def _dur(s: float) -> str:
+    if not np.isfinite(s):
+        return "n/a"
+    s = int(round(s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h {m:02d}m {sec:02d}s" if h else f"{m}m {sec:02d}s"
+
+
+def _g(x) -> str:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if not np.isfinite(x) else f"{x:.4g}"
+
+
+def _first_line(s, n: int = 160) -> str:
+    line = (str(s).strip().splitlines() or [""])[0]
+    return line if len(line) <= n else line[: n - 1] + "…"
+
+
+def _seed_list(values) -> str:
+    vals = sorted({v for v in values if v is not None and v == v}, key=lambda v: (str(type(v)), v))
+    return ", ".join(str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in vals) or "none"
+
+
+class _Figs:
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+
+    def add(self, blocks: list, name: str, png: bytes | None, alt: str, caption: str = "") -> None:
+        if png is None:
+            return
+        self.files[name] = png
+        blocks.append(Image(name, png, alt, caption))
+
+
+def build_document(sweep: Sweep, presets: list[dict]) -> tuple[str, list, dict[str, bytes]]:
+    metric, mode = sweep.metric, sweep.mode
+    t = sweep.trials
+    figs = _Figs()
+    combos = build_combos(sweep, presets)
+    units, tk = build_units(sweep, combos)
+    comps = top_comparisons(units, mode, TOP_COMPARE)
+    effects = marginal_effects(sweep)
+    inters, not_crossed = interactions(sweep)
+    imp = importances(sweep)
+    noise = seed_noise_sd(combos)
+    blocks: list = []
+
+    # ------------------------------------------------------------------ overview
+    counts = t["status"].value_counts().to_dict() if not t.empty else {}
+    other = sum(v for k, v in counts.items() if k not in ("finished", "failed", "early_stopped"))
+    meta = sweep.meta
+    blocks.append(Heading(2, "Overview", "overview"))
+    rows = [
+        ["Sweep", sweep.name],
+        ["Target metric", f"{metric} ({mode})"],
+        ["Search algorithm", f"{meta.get('algorithm') or 'n/a'}; scheduler: {meta.get('scheduler') or 'none'}"],
+        ["Budget", f"max_t = {meta.get('max_t', 'n/a')}; full budget taken as "
+                   f"{_g(sweep.budget) if sweep.budget is not None else 'n/a'} steps"],
+        ["Trials", f"{len(t)} total: {counts.get('finished', 0)} finished, {counts.get('failed', 0)} failed, "
+                   f"{counts.get('early_stopped', 0)} early-stopped, {other} other (running/pending)"],
+        ["Full-budget trials", str(len(sweep.full_budget()))],
+        ["Combinations", f"{t['combo'].nunique() if not t.empty else 0} in total, {len(combos)} with full-budget results"],
+        ["Seeds", _seed_list(t["seed"].tolist()) if not t.empty else "none"],
+        ["Total compute time", f"{_dur(float(np.nansum(t['wall_s'])) if not t.empty else float('nan'))} (sum of wall_s)"],
+        ["Started / finished", f"{meta.get('started') or 'n/a'} / {meta.get('finished') or 'not finished'}"],
+        ["ablate version", str(meta.get("ablate_version") or "n/a")],
+        ["Git commit", [Code(str(meta.get("git_commit") or "n/a"))]],
+        ["Search space file", [Code(str(meta.get("search_space_file") or "n/a"))]],
+    ]
+    blocks.append(Table(["field", "value"], rows))
+    fixed = fixed_settings(sweep)
+    if fixed:
+        blocks.append(Para(["Fixed across the sweep: "] + _join_codes([f"{k}={v}" for k, v in sorted(fixed.items())]) + ["."]))
+    blocks.append(Heading(3, "Search space"))
+    blocks.append(Pre(sweep.search_space_text or "(search_space.yaml missing)", "yaml", raw_output=False))
+    if sweep.warnings:
+        blocks.append(Details(f"Loader notes ({len(sweep.warnings)})", [Bullets(list(sweep.warnings[:50]))]))
+
+    # ------------------------------------------------------------------ findings
+    blocks.append(Heading(2, "Findings", "findings"))
+    blocks.append(Bullets(findings(sweep, combos, units, comps, effects, inters, imp, noise, tk)))
+
+    # ------------------------------------------------------------------ leaderboard
+    blocks.append(Heading(2, "Leaderboard", "leaderboard"))
+    blocks.append(Para(
+        f"One row per combination of slots and hyperparameters (seeds pooled), best {metric} first. "
+        "Pass@k: mean over seeds with 95% percentile-bootstrap CI. Final entropy, reward and response "
+        "length are the last logged values; gradient variance is the mean over the run; wall time is per "
+        "seed. Only full-budget finished trials count."
+    ))
+    blocks.append(_leaderboard_table(sweep, combos))
+    if len(combos) > MAX_LEADERBOARD:
+        blocks.append(Para(f"Showing the top {MAX_LEADERBOARD} of {len(combos)} combinations."))
+    missing = combos_without_full_budget(sweep, combos)
+    if missing:
+        blocks.append(Para(f"{len(missing)} combination(s) have no full-budget result (failed, stopped or still running) and are not ranked."))
+    figs.add(blocks, "leaderboard.png", plots.leaderboard_plot(combos, metric), "Leaderboard forest plot")
+
+    # ------------------------------------------------------------------ slot effects
+    blocks.append(Heading(2, "Slot effects", "slot-effects"))
+    blocks.append(Heading(3, "Marginal means"))
+    if effects:
+        kind = effects[0].ci_kind
+        blocks.append(Para(
+            f"Mean {metric} per variant of each swept slot and hyperparameter over full-budget trials. "
+            + ("Each combination is weighted equally and seeds are resampled within combinations, so the "
+               "CI measures seed noise given the design. " if kind == "stratified" else
+               "Combinations are unreplicated, so trials are resampled (the CI then also contains the "
+               "spread over the other factors). ")
+            + "In non-factorial designs (random, TPE) marginal means are confounded with what the "
+            "search chose to sample."
+        ))
+        rows = []
+        for eff in effects:
+            best = eff.best(mode)
+            for lv in eff.levels:
+                rows.append([
+                    [Code(eff.name)] + ([" (binned)"] if eff.binned else [])
+                    + ([" (conditional)"] if eff.conditional else []),
+                    [Strong(lv.label)] if lv is best else lv.label,
+                    fci(lv.ci), str(lv.n), str(lv.n_combos),
+                ])
+        blocks.append(Table(["factor", "variant", f"{metric} [95% CI]", "trials", "combinations"], rows,
+                            ["l", "l", "r", "r", "r"]))
+        figs.add(blocks, "marginals.png", plots.marginals_plot(effects, metric), "Marginal means per variant")
+    else:
+        blocks.append(Para("No slot or hyperparameter takes more than one value among full-budget trials."))
+
+    blocks.append(Heading(3, "Interactions"))
+    if inters:
+        blocks.append(Para(
+            "Cell means (trials) for pairs of slots whose variants are fully crossed; the residual RMS is "
+            "the deviation of the cell means from an additive model (row + column − grand mean): 0 means "
+            "no interaction. " + (f"Pooled seed noise sd of one trial: {noise:.3g}." if np.isfinite(noise) else "")
+        ))
+        for it in inters[:MAX_INTERACTION_TABLES]:
+            blocks.append(Para([Strong(f"{it.a} × {it.b}"), f" (residual RMS {it.residual_rms:.3g})"]))
+            header = [f"{it.a} \\ {it.b}"] + it.cols + ["row mean"]
+            rows = []
+            for r, rname in enumerate(it.rows):
+                rows.append([rname] + [f"{it.means[r, c]:.3f} ({it.counts[r, c]})" for c in range(len(it.cols))]
+                            + [f"{np.mean(it.means[r]):.3f}"])
+            rows.append(["column mean"] + [f"{np.mean(it.means[:, c]):.3f}" for c in range(len(it.cols))] + [""])
+            blocks.append(Table(header, rows, ["l"] + ["r"] * (len(it.cols) + 1)))
+        if len(inters) > MAX_INTERACTION_TABLES:
+            blocks.append(Para("Smaller interactions: " + ", ".join(
+                f"{it.a} × {it.b} ({it.residual_rms:.3g})" for it in inters[MAX_INTERACTION_TABLES:]) + "."))
+        figs.add(blocks, "interactions.png", plots.interactions_plot(inters, metric), "Interaction heatmaps")
+    elif len(varying(sweep)[0]) < 2:
+        blocks.append(Para("Fewer than two slots are swept: no slot interactions to show."))
+    else:
+        blocks.append(Para("No pair of swept slots is fully crossed in the full-budget trials."))
+    if not_crossed:
+        blocks.append(Para("Not fully crossed (skipped): " + ", ".join(f"{a} × {b}" for a, b in not_crossed) + "."))
+
+    blocks.append(Heading(3, "Importances"))
+    if imp.available:
+        blocks.append(Para(
+            f"Source: {imp.source}; {imp.n_trials} {imp.unit} used"
+            + (f", {imp.n_excluded} excluded" if imp.n_excluded else "")
+            + ". fANOVA: share of the variance of the target explained by each parameter (random-forest "
+            "functional ANOVA). PED-ANOVA (Optuna 5's default): how much each parameter matters for "
+            "reaching the top 10% of trials. They answer different questions; both are shown."
+        ))
+        names = sorted(set(imp.fanova or {}) | set(imp.ped_anova or {}),
+                       key=lambda k: (-(imp.fanova or {}).get(k, 0.0), k))
+        rows = [[Code(n), _g((imp.fanova or {}).get(n)) if imp.fanova else "n/a",
+                 _g((imp.ped_anova or {}).get(n)) if imp.ped_anova else "n/a"] for n in names]
+        blocks.append(Table(["parameter", "fANOVA", "PED-ANOVA"], rows, ["l", "r", "r"]))
+        figs.add(blocks, "importances.png", plots.importance_plot(imp), "Parameter importances")
+    if imp.notes:
+        blocks.append(Bullets(list(imp.notes)))
+
+    # ------------------------------------------------------------------ robust aggregates
+    blocks.append(Heading(2, "Robust aggregates", "robust"))
+    if units:
+        strata = f"tasks ({tk})" if tk else "one stratum per combination (its seeds)"
+        blocks.append(Para(
+            "Interquartile mean (mean of the middle 50% of runs) with 95% stratified-bootstrap CIs, "
+            f"strata = {strata}; probability of improvement P(X better than Y) is the Mann–Whitney "
+            "statistic over runs (rliable's methodology, Agarwal et al. 2021), with a stratified-bootstrap CI."
+        ))
+        if max(u.iqm.n for u in units) < 4:
+            blocks.append(Para("With fewer than 4 runs per unit the IQM trims nothing and equals the mean."))
+        if tk:
+            blocks.append(Para("Units M01… pool combinations over tasks: " + "; ".join(
+                f"{u.uid} = {u.desc} ({', '.join(u.combo_ids)})" for u in units[:MAX_LEADERBOARD])))
+        rows = [[u.uid, u.desc, fci(u.iqm), fci(u.mean), fci(u.median), str(u.iqm.n)] for u in units[:MAX_LEADERBOARD]]
+        blocks.append(Table(["unit", "combination", "IQM [95% CI]", "mean [95% CI]", "median [95% CI]", "runs"],
+                            rows, ["l", "l", "r", "r", "r", "r"]))
+        if comps:
+            blocks.append(Heading(3, f"Pairwise comparisons among the top {min(TOP_COMPARE, len(units))}"))
+            rows = []
+            for c in comps:
+                if not c.diff.has_ci:
+                    verdict = "not testable (single seed)"
+                elif c.significant():
+                    verdict = "significant (diff CI excludes 0)"
+                else:
+                    verdict = "within seed noise"
+                rows.append([f"{c.a} vs {c.b}", fci(c.diff, signed=True), fci(c.poi, 2), verdict])
+            blocks.append(Table(["pair", "mean difference X − Y [95% CI]", "P(X better than Y) [95% CI]", "verdict"],
+                                rows, ["l", "r", "r", "l"]))
+        ids, pm = poi_matrix(units, mode)
+        figs.add(blocks, "robust.png", plots.robust_plot(units, ids, pm, metric), "IQM and probability of improvement")
+    else:
+        blocks.append(Para("No full-budget results."))
+
+    # ------------------------------------------------------------------ curves
+    blocks.append(Heading(2, "Curves", "curves"))
+    if combos:
+        n = min(plots.TOP_CURVES, len(combos))
+        blocks.append(Para(f"Top {n} combinations by {metric}; lines are means over seeds, bands ±1 standard error."))
+    figs.add(blocks, "curves.png", plots.curves_plot(sweep, combos), "Training curves")
+    figs.add(blocks, "pass_at_k.png", plots.passk_plot(combos, sweep.pass_ks), "Pass@k vs k")
+    if not combos or sweep.metrics.empty:
+        blocks.append(Para("No logged metrics to plot."))
+
+    # ------------------------------------------------------------------ failed / stopped
+    blocks.append(Heading(2, "Failed and stopped trials", "failed"))
+    cid = {c.key: c.cid for c in combos}
+    failed = t[t["status"] == "failed"] if not t.empty else t
+    stopped = t[t["status"] == "early_stopped"] if not t.empty else t
+    if len(failed):
+        rows = [[r.trial_id, _combo_cell(sweep, cid, failed, r), str(r.seed), _g(r.steps_done),
+                 _first_line(r.error if _present(r.error) else "(no error recorded)")]
+                for r in failed.itertuples()]
+        blocks.append(Table(["trial", "combination", "seed", "steps", "error"], rows, ["l", "l", "r", "r", "l"]))
+        details = []
+        for r in failed.itertuples():
+            details += [Para([Code(str(r.trial_id))]),
+                        Pre(str(r.error) if _present(r.error) else "(no error recorded)")]
+        blocks.append(Details(f"Full error messages ({len(failed)})", details))
+    else:
+        blocks.append(Para("No failed trials."))
+    if len(stopped):
+        blocks.append(Para(f"Early-stopped trials (truncated; excluded from statistics): {len(stopped)}."))
+        rows = [[r.trial_id, _combo_cell(sweep, cid, stopped, r), str(r.seed), _g(r.steps_done),
+                 _g(stopped.at[r.Index, sweep.target_col])] for r in stopped.itertuples()]
+        blocks.append(Table(["trial", "combination", "seed", "steps", f"last {metric}"], rows, ["l", "l", "r", "r", "r"]))
+    others = t[~t["status"].isin(["finished", "failed", "early_stopped"])] if not t.empty else t
+    if len(others):
+        blocks.append(Para(f"Trials neither finished nor failed (running/pending/other): {len(others)}: "
+                           + ", ".join(f"{r.trial_id} ({r.status})" for r in others.itertuples()) + "."))
+
+    # ------------------------------------------------------------------ samples
+    blocks.append(Heading(2, "Sample generations", "samples"))
+    blocks += _samples(sweep, combos)
+
+    # ------------------------------------------------------------------ trials / W&B
+    blocks.append(Heading(2, "Trials and W&B runs", "trials"))
+    blocks += _trials_section(sweep, combos)
+
+    # ------------------------------------------------------------------ methods
+    blocks.append(Heading(2, "How the numbers are computed", "methods"))
+    blocks.append(Bullets([
+        f"Full budget: status finished and steps_done ≥ {_g(sweep.budget) if sweep.budget is not None else 'the budget'}. "
+        "Early-stopped (ASHA) trials enter an Optuna study as COMPLETE with truncated values; they are "
+        "excluded from every statistic and importance here.",
+        f"CIs: 95% percentile bootstrap, {DEFAULT_N_BOOT} resamples, fixed seeds (the report is deterministic).",
+        "Significance: a pairwise difference is called significant only when its bootstrap CI excludes 0; "
+        "a slot variant is called better only when the marginal-mean CIs do not overlap. No correction "
+        "for multiple comparisons.",
+        "IQM = scipy.stats.trim_mean(scores, 0.25) over all runs; probability of improvement = "
+        "P(X > Y) + ½P(X = Y) over pairs of runs, averaged over tasks.",
+        "Importances: Optuna FanovaImportanceEvaluator(seed=0) and PedAnovaImportanceEvaluator() on "
+        "full-budget trials only.",
+    ]))
+
+    title = f"Sweep report: {sweep.name}"
+    return title, blocks, figs.files
+
+
+def _present(v) -> bool:
+    return not is_missing(v) and str(v) != ""
+
+
+def _combo_cell(sweep: Sweep, cid: dict, frame, r) -> str:
+    """A ranked combination's id, else the trial's own slot/param description."""
+    if r.combo in cid:
+        return cid[r.combo]
+    return trial_desc(sweep, frame.loc[r.Index]) or str(r.combo)
+
+
+def _join_codes(items: list[str]) -> list:
+    out: list = []
+    for i, s in enumerate(items):
+        if i:
+            out.append(", ")
+        out.append(Code(s))
+    return out
+
+
+def _ci2(iv) -> str:
+    """Point estimate over its CI on a second line (keeps the wide leaderboard narrow)."""
+    return fci(iv).replace(" [", "\n[").replace(" (no CI", "\n(no CI")
+
+
+def _leaderboard_table(sweep: Sweep, combos: list[Combo]) -> Table:
+    metric = sweep.metric
+    pk_cols = [k for k in sweep.pass_ks]
+    target_is_pk = metric in {f"eval/pass@{k}" for k in pk_cols}
+    header = ["#", "method", "combination"]
+    align = ["l", "l", "l"]
+    if not target_is_pk:
+        header.append(f"{metric} [95% CI]")
+        align.append("r")
+    header += [f"pass@{k} [95% CI]" for k in pk_cols]
+    align += ["r"] * len(pk_cols)
+    extra_names = ["final entropy", "mean grad var", "final reward", "response len", "wall time (s)"]
+    header += extra_names + ["seeds"]
+    align += ["r"] * (len(extra_names) + 1)
+    any_bad = any(c.n_stopped or c.n_failed for c in combos)
+    if any_bad:
+        header.append("stopped / failed")
+        align.append("r")
+    rows = []
+    for c in combos[:MAX_LEADERBOARD]:
+        row = [c.cid, c.label or "", c.desc]
+        if not target_is_pk:
+            row.append(_ci2(c.target))
+        row += [_ci2(c.pass_k[k]) if k in c.pass_k else "n/a" for k in pk_cols]
+        row += [_g(c.extras.get(n)) for n in extra_names]
+        row.append(str(len(c.values)))
+        if any_bad:
+            row.append(f"{c.n_stopped} / {c.n_failed}")
+        rows.append(row)
+    return Table(header, rows, align, css="leaderboard")
+
+
+def _samples(sweep: Sweep, combos: list[Combo]) -> list:
+    out: list = []
+    shown = 0
+    for c in combos[:TOP_SAMPLES]:
+        recs, src = [], None
+        for tid in c.trial_ids:
+            recs = sweep.samples(tid)
+            if recs:
+                src = tid
+                break
+        if not recs:
+            continue
+        steps = [r.get("step") for r in recs if isinstance(r.get("step"), (int, float))]
+        last = max(steps) if steps else None
+        pick = [r for r in recs if last is None or r.get("step") == last][:SAMPLES_PER_COMBO]
+        out.append(Heading(3, f"{c.cid} {c.label}".strip()))
+        out.append(Para([f"{c.desc}; trial ", Code(str(src)), f", step {_g(last)}."]))
+        for i, r in enumerate(pick, 1):
+            resp = str(r.get("response", ""))
+            if len(resp) > MAX_SAMPLE_CHARS:
+                resp = resp[:MAX_SAMPLE_CHARS] + f"… [{len(resp) - MAX_SAMPLE_CHARS} more characters]"
+            out.append(Para([Strong(f"Sample {i}"), f" — reward {_g(r.get('reward'))}; prompt:"]))
+            out.append(Pre(str(r.get("prompt", ""))[:MAX_SAMPLE_CHARS]))
+            out.append(Para("Response:"))
+            out.append(Pre(resp))
+            shown += 1
+    if not shown:
+        out.append(Para("No samples.jsonl records for the top combinations."))
+    return out
+
+
+def _trials_section(sweep: Sweep, combos: list[Combo]) -> list:
+    t = sweep.trials
+    if t.empty:
+        return [Para("No trials.")]
+    cid = {c.key: c.cid for c in combos}
+    rows = []
+    for r in t.sort_values("trial_id", kind="mergesort").itertuples():
+        rows.append([
+            str(r.trial_id), str(r.status), cid.get(r.combo, "—"), str(r.seed),
+            _g(t.at[r.Index, sweep.target_col]),
+            _g(r.steps_done), _g(r.wall_s), [Code(str(r.wandb_run_id))] if _present(r.wandb_run_id) else "—",
+        ])
+    out: list = [Details(f"All {len(t)} trials", [Table(
+        ["trial", "status", "combination", "seed", sweep.metric, "steps", "wall (s)", "W&B run id"],
+        rows, ["l", "l", "l", "r", "r", "r", "r", "l"])])]
+    offline = t[(t["wandb_mode"].astype(str) == "offline") | t["wandb_dir"].astype(str).str.contains("offline-run")]
+    offline = offline[offline["wandb_dir"].map(_present)]
+    if len(offline):
+        dirs = sorted({_wandb_path(sweep, r.run_dir, str(r.wandb_dir)) for r in offline.itertuples()})
+        out.append(Para(
+            f"{len(dirs)} W&B run(s) were logged offline. Upload them from the sweep directory with "
+            "(paths that exist under the sweep directory are given relative to it, others as recorded):"
+        ))
+        cmds = Pre("\n".join(f"wandb sync {_shell_quote(d)}" for d in dirs), "bash", raw_output=True)
+        out.append(cmds if len(dirs) <= 10 else Details(f"wandb sync commands ({len(dirs)})", [cmds]))
+    elif t["wandb_run_id"].map(_present).any():
+        out.append(Para("All W&B runs with a recorded id were logged online (or their mode is unknown)."))
+    return out
+
+
+def _wandb_path(sweep: Sweep, run_dir, wandb_dir: str) -> str:
+    p = Path(wandb_dir)
+    if p.is_absolute():
+        return wandb_dir
+    for base in (sweep.path / str(run_dir), sweep.path):
+        if (base / p).exists():
+            try:
+                return str((base / p).relative_to(sweep.path))
+            except ValueError:
+                return str(base / p)
+    return wandb_dir
+
+
+def _shell_quote(s: str) -> str:
+    import shlex
+
+    return shlex.quote(s)
+
+
+def generate_report(sweep_dir, out_dir=None, presets=None) -> Path:
+    """Read ``sweep_dir`` and write ``report.md``, ``report.html`` (self-contained) and
+    ``figures/*.png`` into ``out_dir`` (default: ``reports/<sweep name>`` under the current
+    directory). ``presets``: the method catalog (``ablate methods --json``) for labels; when None it
+    is loaded from ``ablate.methods.catalog`` if that exists. Returns the output directory."""
+    sweep = load_sweep(sweep_dir)
+    plist = normalise_presets(presets) if presets is not None else load_default_presets()
+    title, blocks, figures = build_document(sweep, plist)
+    out = Path(out_dir) if out_dir is not None else Path("reports") / _safe_name(sweep.name)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    for old in fig_dir.glob("*.png"):
+        if old.name not in figures:
+            old.unlink()
+    for name, png in sorted(figures.items()):
+        (fig_dir / name).write_bytes(png)
+    (out / "report.md").write_text(to_markdown(title, blocks), encoding="utf-8")
+    (out / "report.html").write_text(to_html(title, blocks), encoding="utf-8")
+    return out
+
+
+def _safe_name(name: str) -> str:
+    import re
+
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+    return s or "sweep"

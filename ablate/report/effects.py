@@ -1,0 +1,421 @@
+"""Slot effects: marginal means per slot variant / hyperparameter level (bootstrap CIs), pairwise
+slot interactions where the design crosses them, and fANOVA + PED-ANOVA importances computed on
+full-budget trials only (ASHA-stopped trials are COMPLETE in the Optuna study with truncated values).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+
+from .aggregate import _fmt_value, is_missing, varying
+from .load import Sweep
+from .stats import Interval, bootstrap_ci, bootstrap_mean_of_means_ci, stable_seed
+
+MAX_LEVELS = 8  # numeric hyperparameters with more distinct values are binned into quartiles
+MIN_TRIALS_IMPORTANCE = 4
+
+
+@dataclass
+class Level:
+    label: str
+    n: int
+    n_combos: int
+    ci: Interval
+
+
+@dataclass
+class FactorEffect:
+    name: str
+    kind: str  # "slot" | "param"
+    levels: list[Level]
+    binned: bool = False
+    conditional: bool = False  # some trials do not have this parameter (they are left out)
+    ci_kind: str = "stratified"  # "stratified": seeds resampled within combinations; "trials"
+
+    @property
+    def spread(self) -> float:
+        pts = [lv.ci.point for lv in self.levels if np.isfinite(lv.ci.point)]
+        return float(max(pts) - min(pts)) if len(pts) > 1 else 0.0
+
+    def best(self, mode: str) -> Level:
+        sign = 1.0 if mode == "max" else -1.0
+        return max(self.levels, key=lambda lv: (sign * lv.ci.point, lv.label))
+
+    def separated_from_best(self, mode: str) -> tuple[list[Level], list[Level]]:
+        """Levels whose CI lies entirely below (max) / above (min) the best level's CI, and the rest."""
+        best = self.best(mode)
+        sep, overlap = [], []
+        for lv in self.levels:
+            if lv is best:
+                continue
+            if not (best.ci.has_ci and lv.ci.has_ci):
+                overlap.append(lv)
+            elif (mode == "max" and lv.ci.hi < best.ci.lo) or (mode == "min" and lv.ci.lo > best.ci.hi):
+                sep.append(lv)
+            else:
+                overlap.append(lv)
+        return sep, overlap
+
+
+@dataclass
+class Interaction:
+    a: str
+    b: str
+    rows: list[str]
+    cols: list[str]
+    means: np.ndarray  # (rows, cols) cell means
+    counts: np.ndarray
+    residual_rms: float  # RMS of cell means minus the additive (row + col − grand) fit
+
+
+@dataclass
+class Importances:
+    source: str = ""
+    unit: str = "full-budget trials"
+    n_trials: int = 0
+    n_excluded: int = 0
+    fanova: dict[str, float] | None = None
+    ped_anova: dict[str, float] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def available(self) -> bool:
+        return bool(self.fanova or self.ped_anova)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _level_labels(col: pd.Series) -> tuple[pd.Series, list[str], bool]:
+    """Map values to level labels; numeric columns with many values become quartile bins."""
+    vals = col.tolist()
+    distinct = sorted({_fmt_value(v) for v in vals})
+    numeric = all(_is_number(v) and math.isfinite(float(v)) for v in vals)
+    if numeric and len(set(vals)) > MAX_LEVELS:
+        x = col.astype(float).to_numpy()
+        edges = np.unique(np.quantile(x, [0, 0.25, 0.5, 0.75, 1.0]))
+        idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+        labels = [f"[{edges[i]:.3g}, {edges[i + 1]:.3g}]" for i in range(len(edges) - 1)]
+        return pd.Series([labels[i] for i in idx], index=col.index), labels, True
+    if numeric:
+        order = sorted(set(vals), key=float)
+        labels = [_fmt_value(v) for v in order]
+        return col.map(_fmt_value), labels, False
+    return col.map(_fmt_value), distinct, False
+
+
+def replicated(fb: pd.DataFrame) -> bool:
+    """True when at least half of the combinations have two or more full-budget seeds."""
+    if fb.empty:
+        return False
+    sizes = fb.groupby("combo").size()
+    return bool((sizes >= 2).mean() >= 0.5)
+
+
+def marginal_effects(sweep: Sweep) -> list[FactorEffect]:
+    """Marginal mean of the target per level of each varying slot and hyperparameter over the
+    full-budget trials: the mean of the combination means (each combination weighted equally, so a
+    lost seed does not tilt a level), with seeds resampled within each combination. The CI thus
+    measures seed noise given the design. Unreplicated designs (random search) fall back to the
+    plain mean over trials with trials resampled."""
+    fb = sweep.full_budget()
+    if fb.empty:
+        return []
+    vs, vp = varying(sweep)
+    y = fb[sweep.target_col].to_numpy(dtype=float)
+    combo = fb["combo"].to_numpy()
+    strat = replicated(fb)
+    out = []
+    for kind, names in (("slot", vs), ("param", vp)):
+        for name in names:
+            col_all = fb[("slot." if kind == "slot" else "param.") + name]
+            present = ~col_all.map(is_missing).to_numpy(dtype=bool)
+            col = col_all[present]
+            if col.empty:
+                continue
+            lab, order, binned = _level_labels(col)
+            lab = lab.reindex(col_all.index)
+            levels = []
+            for label in order:
+                m = (lab == label).to_numpy()
+                if not m.any():
+                    continue
+                seed = stable_seed("marginal", name, label)
+                if strat:
+                    ym, cm = y[m], combo[m]
+                    strata = [ym[cm == k] for k in sorted(set(cm.tolist()))]
+                    ci = bootstrap_mean_of_means_ci(strata, seed=seed)
+                else:
+                    ci = bootstrap_ci(y[m], seed=seed)
+                levels.append(
+                    Level(
+                        label=label,
+                        n=int(m.sum()),
+                        n_combos=int(fb.loc[m, "combo"].nunique()),
+                        ci=ci,
+                    )
+                )
+            if len(levels) > 1:
+                out.append(
+                    FactorEffect(
+                        name=name, kind=kind, levels=levels, binned=binned,
+                        conditional=not present.all(), ci_kind="stratified" if strat else "trials",
+                    )
+                )
+    return out
+
+
+def interactions(sweep: Sweep) -> tuple[list[Interaction], list[tuple[str, str]]]:
+    """Cell-mean tables for every pair of varying slots whose levels are fully crossed in the
+    full-budget trials (sorted by residual RMS, largest first), and the pairs that are not crossed."""
+    fb = sweep.full_budget()
+    vs, _ = varying(sweep)
+    crossed, not_crossed = [], []
+    if fb.empty:
+        return [], []
+    y = fb[sweep.target_col].astype(float)
+    for a, b in combinations(vs, 2):
+        ca, cb = fb["slot." + a].map(_fmt_value), fb["slot." + b].map(_fmt_value)
+        rows, cols = sorted(ca.unique()), sorted(cb.unique())
+        if len(rows) < 2 or len(cols) < 2:
+            continue
+        grouped = y.groupby([ca, cb])
+        means_s, counts_s = grouped.mean(), grouped.size()
+        means = np.full((len(rows), len(cols)), np.nan)
+        counts = np.zeros((len(rows), len(cols)), dtype=int)
+        for (ra, rb), v in means_s.items():
+            means[rows.index(ra), cols.index(rb)] = v
+            counts[rows.index(ra), cols.index(rb)] = counts_s[(ra, rb)]
+        if (counts == 0).any():
+            not_crossed.append((a, b))
+            continue
+        grand = means.mean()
+        fit = means.mean(axis=1, keepdims=True) + means.mean(axis=0, keepdims=True) - grand
+        rms = float(np.sqrt(np.mean((means - fit) ** 2)))
+        crossed.append(Interaction(a, b, rows, cols, means, counts, rms))
+    crossed.sort(key=lambda it: (-it.residual_rms, it.a, it.b))
+    return crossed, not_crossed
+
+
+# ---------------------------------------------------------------- importances
+
+
+def _quiet_optuna():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def _close(a, b) -> bool:
+    if _is_number(a) and _is_number(b):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    return str(a) == str(b)
+
+
+def _candidate_values(row: pd.Series, sweep: Sweep) -> dict:
+    cand = {}
+    for s in sweep.slot_names:
+        v = row.get("slot." + s)
+        for k in (s, "slots." + s, "slot." + s):
+            cand[k] = v
+    for p in sweep.param_names:
+        v = row.get("param." + p)
+        for k in (p, "params." + p, "param." + p):
+            cand[k] = v
+    return cand
+
+
+def _journal_trials(sweep: Sweep, fb: pd.DataFrame, notes: list[str]):
+    """COMPLETE trials of the sweep's Optuna study matched to full-budget trials, or None."""
+    optuna = _quiet_optuna()
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    try:
+        storage = JournalStorage(JournalFileBackend(str(sweep.journal_path)))
+        names = sorted(s.study_name for s in storage.get_all_studies())
+        name = sweep.name if sweep.name in names else (names[0] if len(names) == 1 else None)
+        if name is None:
+            notes.append(f"optuna.journal holds no study named '{sweep.name}' ({len(names)} studies).")
+            return None
+        study = optuna.load_study(study_name=name, storage=storage)
+        frozen = study.get_trials(deepcopy=False)
+        direction = study.direction
+    except Exception as e:  # a corrupt or foreign journal must not kill the report
+        notes.append(f"optuna.journal could not be read ({e.__class__.__name__}: {e}).")
+        return None
+
+    complete = [t for t in frozen if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    by_id = {str(r.trial_id): r for _, r in fb.iterrows()}
+    cands = [(_candidate_values(r, sweep), float(r[sweep.target_col])) for _, r in fb.iterrows()]
+    # Optuna searches run every seed of a proposal in one Tune trial and report the mean over
+    # seeds: a proposal is full-budget when all its rows are
+    t_all = sweep.trials
+    if "tune_trial_id" in t_all.columns and t_all["tune_trial_id"].notna().any():
+        for tune_id, g in t_all[t_all["tune_trial_id"].notna()].groupby("tune_trial_id", sort=True):
+            if g["full_budget"].all() and np.isfinite(g[sweep.target_col].astype(float)).all():
+                by_id.setdefault(str(tune_id), g.iloc[0])
+                cands.append((_candidate_values(g.iloc[0], sweep),
+                              float(g[sweep.target_col].astype(float).mean())))
+    kept = []
+    for t in complete:
+        tid = next(
+            (str(t.user_attrs[k]) for k in ("trial_id", "ablate_trial_id", "ray_trial_id") if k in t.user_attrs),
+            None,
+        )
+        if tid is not None and tid in by_id:
+            kept.append(t)
+            continue
+        for cand, val in cands:
+            if _close(t.value, val) and all(k in cand and _close(cand[k], v) for k, v in t.params.items()):
+                kept.append(t)
+                break
+    return name, direction, complete, kept
+
+
+def _memory_study(sweep: Sweep, fb: pd.DataFrame):
+    """An in-memory study with one trial per full-budget trial: varying slots as categorical,
+    varying hyperparameters as categorical (≤ 8 values) or float/int ranges."""
+    optuna = _quiet_optuna()
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    vs, vp = varying(sweep)
+    if vs and "method" in vp:
+        vp = [p for p in vp if p != "method"]  # presets are slot bundles: avoid collinear factors
+    dists, cols = {}, {}
+    for s in vs:
+        col = fb["slot." + s].map(lambda v: None if is_missing(v) else str(v))
+        choices = sorted({v for v in col.tolist() if v is not None})
+        if len(choices) > 1:
+            dists[s], cols[s] = CategoricalDistribution(choices), col
+    missing: dict[str, np.ndarray] = {}
+    for p in vp:
+        col_all = fb["param." + p]
+        missing[p] = col_all.map(is_missing).to_numpy(dtype=bool)
+        col = col_all.where(~missing[p], None)
+        vals = [v for v in col.tolist() if not is_missing(v)]
+        if not vals:
+            continue
+        if all(_is_number(v) and math.isfinite(float(v)) for v in vals) and len(set(vals)) > MAX_LEVELS:
+            lo, hi = float(min(vals)), float(max(vals))
+            if all(isinstance(v, (int, np.integer)) for v in vals):
+                dists[p] = IntDistribution(int(lo), int(hi))
+                cols[p] = col.map(lambda v: None if is_missing(v) else int(v))
+            else:
+                dists[p] = FloatDistribution(lo, hi, log=lo > 0 and hi / lo >= 100)
+                cols[p] = col.astype(float)
+        else:
+            choices = sorted({_fmt_value(v) for v in vals})
+            if len(choices) > 1:
+                dists[p], cols[p] = CategoricalDistribution(choices), col.map(_fmt_value)
+    direction = "maximize" if sweep.mode == "max" else "minimize"
+    study = optuna.create_study(direction=direction)
+    trials = []
+    y = fb[sweep.target_col].astype(float).tolist()
+    for i in range(len(fb)):
+        params = {}
+        for k, c in cols.items():
+            v = c.iloc[i]
+            if is_missing(v) or (k in missing and missing[k][i]):
+                continue  # conditional parameter not sampled in this trial
+            params[k] = v.item() if hasattr(v, "item") else v
+        trials.append(optuna.trial.create_trial(
+            params=params, distributions={k: dists[k] for k in params}, value=y[i]))
+    study.add_trials(trials)
+    return study, dists
+
+
+def importances(sweep: Sweep, *, fanova_seed: int = 0) -> Importances:
+    """fANOVA and PED-ANOVA (Optuna 5's default evaluator) on full-budget trials only."""
+    imp = Importances()
+    fb = sweep.full_budget().sort_values("trial_id", kind="mergesort")
+    n_all_complete = int(sweep.trials["status"].isin(["finished", "early_stopped"]).sum()) if not sweep.trials.empty else 0
+    if len(fb) < MIN_TRIALS_IMPORTANCE:
+        imp.notes.append(
+            f"Importances skipped: {len(fb)} full-budget trial(s), at least {MIN_TRIALS_IMPORTANCE} needed."
+        )
+        return imp
+    try:
+        optuna = _quiet_optuna()
+    except ImportError:
+        imp.notes.append("Importances skipped: optuna is not installed.")
+        return imp
+
+    study = None
+    if sweep.journal_path is not None:
+        got = _journal_trials(sweep, fb, imp.notes)
+        if got is not None:
+            name, direction, complete, kept = got
+            varying_params = {
+                k for k in {k for t in kept for k in t.params}
+                if len({str(t.params.get(k)) for t in kept}) > 1
+            }
+            if len(kept) >= MIN_TRIALS_IMPORTANCE and varying_params:
+                study = optuna.create_study(direction=direction)
+                study.add_trials(kept)
+                imp.source = f"Optuna study '{name}' (optuna.journal)"
+                imp.unit = "full-budget study trials"
+                imp.n_trials = len(kept)
+                imp.n_excluded = len(complete) - len(kept)
+                if imp.n_excluded:
+                    imp.notes.append(
+                        f"{imp.n_excluded} of {len(complete)} COMPLETE study trials were excluded: "
+                        "not full-budget (e.g. ASHA-stopped with a truncated value) or not matched "
+                        "to a finished trial."
+                    )
+            elif kept:
+                imp.notes.append(
+                    f"The Optuna study has {len(kept)} full-budget trial(s) ({len(complete)} COMPLETE, "
+                    f"{len(complete) - len(kept)} not full-budget), too few for importances; using an "
+                    "in-memory study of the full-budget runs (one per seed) instead."
+                )
+            else:
+                imp.notes.append(
+                    f"None of the {len(complete)} COMPLETE study trials could be matched to a "
+                    "full-budget finished trial; using an in-memory study of the full-budget runs instead."
+                )
+    if study is None:
+        study, dists = _memory_study(sweep, fb)
+        if not dists:
+            imp.notes.append("Importances skipped: no slot or hyperparameter takes more than one value.")
+            return imp
+        imp.source = "in-memory Optuna study of the full-budget finished trials"
+        imp.n_trials = len(fb)
+        imp.n_excluded = max(0, n_all_complete - len(fb))
+
+    from optuna.importance import (
+        FanovaImportanceEvaluator,
+        PedAnovaImportanceEvaluator,
+        get_param_importances,
+    )
+
+    def run(evaluator, label):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = get_param_importances(study, evaluator=evaluator)
+            return dict(sorted(((str(k), float(v)) for k, v in res.items()), key=lambda kv: (-kv[1], kv[0])))
+        except ImportError as e:
+            imp.notes.append(f"{label} skipped: {e} (fANOVA needs scikit-learn).")
+        except Exception as e:
+            imp.notes.append(f"{label} failed: {e.__class__.__name__}: {e}")
+        return None
+
+    imp.fanova = run(FanovaImportanceEvaluator(seed=fanova_seed), "fANOVA")
+    imp.ped_anova = run(PedAnovaImportanceEvaluator(), "PED-ANOVA")
+    if imp.fanova is not None and imp.ped_anova:
+        left_out = sorted(set(imp.ped_anova) - set(imp.fanova))
+        if left_out:
+            imp.notes.append(
+                "fANOVA leaves out conditional parameters (sampled in only some trials): "
+                + ", ".join(left_out) + "."
+            )
+    return imp

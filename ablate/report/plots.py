@@ -1,0 +1,272 @@
+"""Report figures as PNG bytes, drawn with matplotlib's object API on the Agg canvas (no pyplot
+state, no display). Output is deterministic: fixed sizes and DPI, no timestamps in PNG metadata.
+Heavy figures are bounded: curves and Pass@k for the top ``TOP_CURVES`` combinations only.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .aggregate import Combo, Unit
+from .effects import FactorEffect, Importances, Interaction
+from .load import Sweep
+
+DPI = 100
+TOP_CURVES = 6
+TOP_FOREST = 20
+CURVE_METRICS = (
+    ("eval/pass@1", "Pass@1"),
+    ("train/entropy", "entropy"),
+    ("train/grad_var", "gradient variance"),
+    ("train/reward_mean", "reward"),
+)
+
+
+def _colors(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    return [cmap(i % 10) for i in range(n)]
+
+
+def _new(w: float, h: float) -> Figure:
+    fig = Figure(figsize=(w, h), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _combo_name(c: Combo) -> str:
+    return f"{c.cid} {c.label}".strip()
+
+
+def _err(ci) -> tuple[float, float]:
+    if not ci.has_ci:
+        return 0.0, 0.0
+    return max(0.0, ci.point - ci.lo), max(0.0, ci.hi - ci.point)
+
+
+def leaderboard_plot(combos: list[Combo], metric: str) -> bytes | None:
+    head = combos[:TOP_FOREST]
+    if not head:
+        return None
+    fig = _new(8.5, 1.2 + 0.32 * len(head))
+    ax = fig.add_subplot(1, 1, 1)
+    ys = np.arange(len(head))[::-1]
+    for y, c in zip(ys, head):
+        lo, hi = _err(c.target)
+        ax.errorbar(c.target.point, y, xerr=[[lo], [hi]], fmt="o", color="C0", capsize=3, zorder=3)
+        ax.scatter(c.values, np.full(len(c.values), y), s=12, color="0.45", zorder=2, marker="|")
+    ax.set_yticks(ys, [_combo_name(c) for c in head], fontsize=8)
+    ax.set_xlabel(f"{metric} (mean over seeds, 95% bootstrap CI; ticks = seeds)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(f"Top {len(head)} combinations")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def marginals_plot(effects: list[FactorEffect], metric: str) -> bytes | None:
+    if not effects:
+        return None
+    ncols = min(3, len(effects))
+    nrows = int(np.ceil(len(effects) / ncols))
+    maxlev = max(len(e.levels) for e in effects)
+    fig = _new(4.0 * ncols, nrows * (1.3 + 0.34 * maxlev))
+    # one x-range for all panels so that effect sizes compare across factors
+    x_lo = min(min(lv.ci.lo if lv.ci.has_ci else lv.ci.point for lv in e.levels) for e in effects)
+    x_hi = max(max(lv.ci.hi if lv.ci.has_ci else lv.ci.point for lv in e.levels) for e in effects)
+    pad = 0.05 * (x_hi - x_lo) if x_hi > x_lo else 0.01
+    for i, eff in enumerate(effects):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        ys = np.arange(len(eff.levels))[::-1]
+        for y, lv in zip(ys, eff.levels):
+            lo, hi = _err(lv.ci)
+            ax.errorbar(lv.ci.point, y, xerr=[[lo], [hi]], fmt="o", capsize=3,
+                        color="C1" if eff.kind == "param" else "C0")
+        ax.set_yticks(ys, [lv.label for lv in eff.levels], fontsize=8)
+        ax.set_title(eff.name, fontsize=9)
+        if np.isfinite(x_lo) and np.isfinite(x_hi):
+            ax.set_xlim(x_lo - pad, x_hi + pad)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"Marginal mean of {metric} per variant (95% CI; shared x-axis)", fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def interactions_plot(inters: list[Interaction], metric: str, top: int = 3) -> bytes | None:
+    head = inters[:top]
+    if not head:
+        return None
+    fig = _new(4.6 * len(head), 3.9)
+    vmin = min(float(np.nanmin(it.means)) for it in head)
+    vmax = max(float(np.nanmax(it.means)) for it in head)
+    for i, it in enumerate(head):
+        ax = fig.add_subplot(1, len(head), i + 1)
+        im = ax.imshow(it.means, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+        ax.set_xticks(range(len(it.cols)), it.cols, rotation=30, ha="right", fontsize=7)
+        ax.set_yticks(range(len(it.rows)), it.rows, fontsize=7)
+        ax.set_xlabel(it.b, fontsize=8)
+        ax.set_ylabel(it.a, fontsize=8)
+        mid = (vmin + vmax) / 2
+        for r in range(len(it.rows)):
+            for c in range(len(it.cols)):
+                v = it.means[r, c]
+                ax.text(c, r, f"{v:.3f}", ha="center", va="center", fontsize=7,
+                        color="black" if v > mid else "white")
+        ax.set_title(f"{it.a} × {it.b} (resid. RMS {it.residual_rms:.3g})", fontsize=8)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(f"Cell means of {metric}", fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def importance_plot(imp: Importances) -> bytes | None:
+    if not imp.available:
+        return None
+    names = sorted(set(imp.fanova or {}) | set(imp.ped_anova or {}),
+                   key=lambda k: (-(imp.fanova or {}).get(k, 0.0), k))
+    fig = _new(7.5, 1.2 + 0.45 * len(names))
+    ax = fig.add_subplot(1, 1, 1)
+    ys = np.arange(len(names))[::-1]
+    h = 0.38
+    if imp.fanova:
+        ax.barh(ys + h / 2, [imp.fanova.get(n, 0.0) for n in names], height=h, label="fANOVA", color="C0")
+    if imp.ped_anova:
+        ax.barh(ys - h / 2, [imp.ped_anova.get(n, 0.0) for n in names], height=h, label="PED-ANOVA", color="C2")
+    ax.set_yticks(ys, names, fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("normalised importance")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"Importance ({imp.n_trials} {imp.unit})", fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def robust_plot(units: list[Unit], ids: list[str], poi: np.ndarray, metric: str) -> bytes | None:
+    head = units[:TOP_FOREST]
+    if not head:
+        return None
+    has_poi = len(ids) >= 2
+    fig = _new(12.5 if has_poi else 7.0, max(3.4, 1.2 + 0.3 * len(head)))
+    ax = fig.add_subplot(1, 2 if has_poi else 1, 1)
+    ys = np.arange(len(head))[::-1]
+    for y, u in zip(ys, head):
+        lo, hi = _err(u.iqm)
+        ax.errorbar(u.iqm.point, y, xerr=[[lo], [hi]], fmt="s", color="C3", capsize=3)
+    ax.set_yticks(ys, [u.uid for u in head], fontsize=8)
+    ax.set_xlabel(f"IQM of {metric} (95% stratified bootstrap CI)", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("Interquartile mean", fontsize=10)
+    if has_poi:
+        ax2 = fig.add_subplot(1, 2, 2)
+        im = ax2.imshow(poi, cmap="RdBu", vmin=0, vmax=1)
+        ax2.set_xticks(range(len(ids)), ids, fontsize=8)
+        ax2.set_yticks(range(len(ids)), ids, fontsize=8)
+        ax2.set_xlabel("Y")
+        ax2.set_ylabel("X")
+        for i in range(len(ids)):
+            for j in range(len(ids)):
+                if i != j and np.isfinite(poi[i, j]):
+                    ax2.text(j, i, f"{poi[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                             color="white" if abs(poi[i, j] - 0.5) > 0.3 else "black")
+        ax2.set_title("P(X better than Y)", fontsize=10)
+        fig.colorbar(im, ax=ax2, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _curve_table(sweep: Sweep, combos: list[Combo], metric: str) -> pd.DataFrame:
+    m = sweep.metrics
+    if metric not in m.columns:
+        return pd.DataFrame()
+    owner = {tid: c.cid for c in combos for tid in c.trial_ids}
+    d = m.loc[m["trial_id"].isin(list(owner)), ["trial_id", "step", metric]].dropna()
+    if d.empty:
+        return pd.DataFrame()
+    d = d.assign(cid=d["trial_id"].map(owner))
+    g = d.groupby(["cid", "step"], sort=True)[metric]
+    out = pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1), "n": g.size()}).reset_index()
+    out["se"] = (out["sd"] / np.sqrt(out["n"])).fillna(0.0)
+    return out
+
+
+def curves_plot(sweep: Sweep, combos: list[Combo]) -> bytes | None:
+    head = combos[:TOP_CURVES]
+    if not head or sweep.metrics.empty:
+        return None
+    fig = _new(11.0, 7.2)
+    colors = dict(zip([c.cid for c in head], _colors(len(head))))
+    names = {c.cid: _combo_name(c) for c in head}
+    drawn = False
+    panels = list(CURVE_METRICS)
+    if sweep.metric != panels[0][0] and sweep.metric in sweep.metrics.columns:
+        panels[0] = (sweep.metric, "target")
+    for i, (metric, title) in enumerate(panels):
+        ax = fig.add_subplot(2, 2, i + 1)
+        tab = _curve_table(sweep, head, metric)
+        if tab.empty:
+            ax.text(0.5, 0.5, f"{metric} not logged", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=9, color="0.4")
+        for cid in [c.cid for c in head]:
+            part = tab[tab["cid"] == cid] if not tab.empty else tab
+            if part.empty:
+                continue
+            x = part["step"].to_numpy(float)
+            y = part["mean"].to_numpy(float)
+            se = part["se"].to_numpy(float)
+            ax.plot(x, y, color=colors[cid], lw=1.4, label=names[cid],
+                    marker="o" if len(x) <= 12 else None, ms=3)
+            ax.fill_between(x, y - se, y + se, color=colors[cid], alpha=0.18, lw=0)
+            drawn = True
+        ax.set_title(f"{title} ({metric})", fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if metric == "train/grad_var" and not tab.empty and (tab["mean"] > 0).all():
+            ax.set_yscale("log")
+    if not drawn:
+        return None
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    if not handles:
+        for ax in fig.axes:
+            handles, labels = ax.get_legend_handles_labels()
+            if handles:
+                break
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
+    fig.suptitle(f"Training curves, top {len(head)} combinations (mean over seeds ± 1 s.e.)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
+    return _png(fig)
+
+
+def passk_plot(combos: list[Combo], ks: list[int]) -> bytes | None:
+    head = [c for c in combos[:TOP_CURVES] if c.pass_k]
+    if not head or len(ks) < 2:
+        return None
+    fig = _new(7.5, 4.6)
+    ax = fig.add_subplot(1, 1, 1)
+    for color, c in zip(_colors(len(head)), head):
+        kk = [k for k in ks if k in c.pass_k and np.isfinite(c.pass_k[k].point)]
+        y = np.array([c.pass_k[k].point for k in kk])
+        lo = np.array([_err(c.pass_k[k])[0] for k in kk])
+        hi = np.array([_err(c.pass_k[k])[1] for k in kk])
+        ax.errorbar(kk, y, yerr=[lo, hi], marker="o", ms=4, capsize=3, color=color, label=_combo_name(c))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("k")
+    ax.set_ylabel("Pass@k at the final evaluation")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Pass@k vs k (mean over seeds, 95% bootstrap CI)", fontsize=10)
+    fig.tight_layout()
+    return _png(fig)

@@ -1,0 +1,148 @@
+"""vLLM rollout engine (GPU only; ``pip install 'ablate-upge[gpu]'``).
+
+vLLM only samples token ids here; the behaviour log-probs are recomputed with the trainer's own
+:func:`ablate.policy.forward.token_logprobs` on the HF model (as verl does), so ρ ≡ 1 before the
+first update whatever vLLM's logprob mode. The engine runs colocated in the trainer process
+(``VLLM_ENABLE_V1_MULTIPROCESSING=0``, as TRL's colocate mode) and ``sync_weights`` pushes the HF
+parameters into the vLLM model with ``load_weights`` after each optimizer step.
+
+Status: written against the documented ``vllm.LLM`` / ``SamplingParams`` API; not exercised by the
+CPU test suite (vLLM is not installable there). On a CPU machine it fails at construction with a
+one-line ConfigError.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ablate.errors import ConfigError
+from ablate.rollout.base import RolloutEngine, RolloutOutput
+from ablate.rollout.common import assemble, eos_ids_of, seed_from
+
+NEEDS = "rollout=vllm needs a GPU and the `gpu` extra (pip install 'ablate-upge[gpu]'); use rollout=hf on CPU"
+
+
+class VLLMEngine(RolloutEngine):
+    def __init__(self, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 8,
+                 top_k: int = 0, gpu_memory_utilization: float = 0.4, dtype: str = "auto",
+                 enforce_eager: bool = True, max_model_len: Optional[int] = None,
+                 logprob_batch_size: Optional[int] = None):
+        if not torch.cuda.is_available():
+            raise ConfigError(NEEDS)
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            raise ConfigError(NEEDS) from None
+        if not 0 < top_p <= 1:
+            raise ConfigError(f"rollout.top_p: must be in (0, 1], got {top_p!r}")
+        self.temperature, self.top_p, self.max_new_tokens = float(temperature), float(top_p), int(max_new_tokens)
+        self.top_k = int(top_k)
+        self.gpu_memory_utilization, self.dtype = float(gpu_memory_utilization), dtype
+        self.enforce_eager, self.max_model_len = bool(enforce_eager), max_model_len
+        self.logprob_batch_size = logprob_batch_size
+        self._llm = None
+        self._tmp: Optional[tempfile.TemporaryDirectory] = None
+
+    # -- engine lifecycle -------------------------------------------------------------------
+    def _ensure_llm(self, model: torch.nn.Module, tokenizer) -> None:
+        if self._llm is not None:
+            return
+        from vllm import LLM
+
+        path = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
+        if not (path and (Path(path) / "config.json").is_file()):
+            # an in-memory model (tiny / warm-started): hand vLLM a checkpoint on disk
+            self._tmp = tempfile.TemporaryDirectory(prefix="ablate-vllm-")
+            path = self._tmp.name
+            model.save_pretrained(path, safe_serialization=True)
+            tokenizer.save_pretrained(path)
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # keep the model in-process
+        kw = dict(model=path, tokenizer=path, dtype=self.dtype, enforce_eager=self.enforce_eager,
+                  gpu_memory_utilization=self.gpu_memory_utilization, seed=0)
+        if self.max_model_len:
+            kw["max_model_len"] = int(self.max_model_len)
+        self._llm = LLM(**kw)
+        self.sync_weights(model)  # the checkpoint on disk may predate in-memory updates
+
+    def _vllm_model(self):
+        eng = self._llm.llm_engine
+        paths = (
+            lambda: eng.model_executor.driver_worker.worker.model_runner.model,
+            lambda: eng.engine_core.engine_core.model_executor.driver_worker.worker.model_runner.model,
+            lambda: eng.model_executor.driver_worker.model_runner.model,
+        )
+        for get in paths:
+            try:
+                m = get()
+                if m is not None:
+                    return m
+            except AttributeError:
+                continue
+        raise RuntimeError("rollout=vllm: cannot reach the in-process vLLM model to load weights "
+                           "(this vLLM version runs it out of process; set VLLM_ENABLE_V1_MULTIPROCESSING=0)")
+
+    def sync_weights(self, model: torch.nn.Module) -> None:
+        if self._llm is None:
+            return
+        target = self._vllm_model()
+        with torch.no_grad():
+            target.load_weights(((name, t.detach()) for name, t in model.state_dict().items()))
+        reset = getattr(self._llm, "reset_prefix_cache", None)
+        if reset is not None:
+            reset()
+
+    # -- sampling ---------------------------------------------------------------------------
+    def generate(self, model: torch.nn.Module, tokenizer, prompts: list[str], n: int, *,
+                 temperature: Optional[float] = None, top_p: Optional[float] = None,
+                 max_new_tokens: Optional[int] = None,
+                 generator: Optional[torch.Generator] = None) -> RolloutOutput:
+        from vllm import SamplingParams
+
+        self._ensure_llm(model, tokenizer)
+        temperature = self.temperature if temperature is None else float(temperature)
+        top_p = self.top_p if top_p is None else float(top_p)
+        max_new_tokens = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+        device = next(model.parameters()).device
+        eos_ids = eos_ids_of(model, tokenizer)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+
+        prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
+        seed = seed_from(generator)
+        sp = dict(n=n, temperature=max(temperature, 0.0), top_p=top_p, max_tokens=max_new_tokens,
+                  stop_token_ids=eos_ids, skip_special_tokens=True)
+        if self.top_k > 0:
+            sp["top_k"] = self.top_k
+        requests = []
+        for j, ids in enumerate(prompt_ids):
+            params = SamplingParams(**sp, seed=None if seed is None else (seed + j) % (2**31))
+            requests.append(({"prompt_token_ids": list(ids)}, params))
+        outs = self._llm.generate([r[0] for r in requests], [r[1] for r in requests], use_tqdm=False)
+
+        rows: list[list[int]] = []
+        for o in outs:  # one RequestOutput per prompt, in order
+            if len(o.outputs) != n:
+                raise RuntimeError(f"rollout=vllm: expected {n} samples per prompt, got {len(o.outputs)}")
+            for c in o.outputs:
+                ids = list(c.token_ids)
+                if c.finish_reason == "stop" and (not ids or ids[-1] not in eos_ids):
+                    ids.append(eos_ids[0])  # stopped on EOS but the id was not returned
+                rows.append(ids[:max_new_tokens])
+        P = max(len(p) for p in prompt_ids)
+        T = max(1, max(len(r) for r in rows))
+        B = len(rows)
+        p_ids = torch.full((B, P), pad_id, dtype=torch.long)
+        p_att = torch.zeros((B, P), dtype=torch.long)
+        resp = torch.full((B, T), pad_id, dtype=torch.long)
+        for i, r in enumerate(rows):
+            p = prompt_ids[i // n]
+            p_ids[i, P - len(p):] = torch.as_tensor(p)
+            p_att[i, P - len(p):] = 1
+            if r:
+                resp[i, :len(r)] = torch.as_tensor(r)
+        return assemble(model, tokenizer, p_ids.to(device), p_att.to(device), resp.to(device), eos_ids,
+                        pad_id, temperature if temperature > 0 else 1.0, self.logprob_batch_size)

@@ -1,0 +1,263 @@
+"""The local run store: one directory per run, plain files, the source of truth for reports.
+
+    <run_dir>/config.yaml     the resolved config (written once, at start)
+    <run_dir>/metrics.jsonl   one JSON object per log call: {"step", "time", **metrics}
+    <run_dir>/samples.jsonl   model generations: {"step", "prompt", "response", "reward", ...}
+    <run_dir>/summary.json    status (running → finished | failed | early_stopped), error and
+                              traceback tail, final metrics (last value of each key), wall time,
+                              W&B run id/dir/mode, slot choices, method, seed
+
+JSON lines are flushed one at a time, so a killed run keeps every line logged before it died
+(``load_run`` skips a torn last line). ``time`` is Unix time in seconds. NaN and ±inf are written
+as ``null`` (strict JSON). Strings (prompts, model output) are stored raw; escaping them is the
+report's job. summary.json is rewritten atomically (temp file + rename); a run that was killed
+still says ``"running"``, with its start time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+import yaml
+
+FINAL_STATUSES = ("finished", "failed", "early_stopped")
+RESERVED_KEYS = ("step", "time")
+TRACEBACK_TAIL_CHARS = 4000
+
+
+def to_jsonable(x: Any) -> Any:
+    """Plain JSON values: numpy/torch scalars → Python numbers, NaN/±inf → None, tuples → lists,
+    mappings with string keys; anything else → ``str(x)``."""
+    if x is None or isinstance(x, (bool, str)):
+        return x
+    if isinstance(x, int):
+        return x
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if getattr(x, "ndim", None) == 0 and callable(getattr(x, "item", None)):  # numpy/torch scalars
+        try:
+            return to_jsonable(x.item())
+        except Exception:  # noqa: BLE001 - fall through to the generic cases
+            pass
+    if isinstance(x, Mapping):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in x]
+    if hasattr(x, "tolist") and callable(x.tolist):  # numpy / torch arrays
+        try:
+            return to_jsonable(x.tolist())
+        except Exception:  # noqa: BLE001
+            pass
+    if isinstance(x, Path):
+        return str(x)
+    return str(x)
+
+
+def _plain_config(config: Any) -> Any:
+    try:  # omegaconf containers → plain, resolved python
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(config, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(config, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a hard dependency
+        pass
+    return config
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(to_jsonable(obj), ensure_ascii=False, allow_nan=False)
+
+
+class RunStore:
+    """Writes the files of one run directory; see the module docstring for the layout."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.start_time = time.time()
+        self._t0 = time.perf_counter()
+        self.final: dict[str, Any] = {}  # last value of each metric key
+        self.last_step: Optional[int] = None
+        self.num_logs = 0
+        self._metrics_f = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self._samples_f = None
+        self._summary: dict[str, Any] = {}
+        self.closed = False
+
+    # ------------------------------------------------------------------------------ paths
+    @property
+    def config_path(self) -> Path:
+        return self.run_dir / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+    @property
+    def samples_path(self) -> Path:
+        return self.run_dir / "samples.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.run_dir / "summary.json"
+
+    # ------------------------------------------------------------------------------ writing
+    def write_config(self, config: Any) -> None:
+        """Write the resolved config (dict or omegaconf container) to config.yaml."""
+        plain = to_jsonable(_plain_config(config))
+        text = yaml.safe_dump(plain, sort_keys=False, allow_unicode=True, default_flow_style=False)
+        _atomic_write(self.config_path, text)
+
+    def log(self, metrics: Mapping[str, Any], step: int, t: Optional[float] = None) -> None:
+        """Append one line ``{"step": step, "time": t or now, **metrics}`` and flush it."""
+        bad = [k for k in metrics if k in RESERVED_KEYS]
+        if bad:
+            raise ValueError(f"RunStore.log: metric names {bad} are reserved (the line's own step/time)")
+        rec = {"step": int(step), "time": float(time.time() if t is None else t)}
+        clean = {str(k): to_jsonable(v) for k, v in metrics.items()}
+        rec.update(clean)
+        self._metrics_f.write(_dumps(rec) + "\n")
+        self._metrics_f.flush()
+        self.final.update(clean)
+        self.last_step = int(step)
+        self.num_logs += 1
+
+    def log_samples(self, rows: Iterable[Mapping[str, Any]], step: int) -> int:
+        """Append generation rows (each gets ``step`` unless it has one); returns how many."""
+        if self._samples_f is None:
+            self._samples_f = open(self.samples_path, "a", encoding="utf-8")
+        n = 0
+        for row in rows:
+            rec = {"step": int(step)}
+            rec.update({str(k): v for k, v in row.items()})
+            self._samples_f.write(_dumps(rec) + "\n")
+            n += 1
+        self._samples_f.flush()
+        return n
+
+    def write_summary(self, **fields: Any) -> dict:
+        """Merge ``fields`` into the summary and rewrite summary.json atomically."""
+        self._summary.update(fields)
+        self._summary.setdefault("start_time", self.start_time)
+        _atomic_write(self.summary_path, json.dumps(to_jsonable(self._summary), ensure_ascii=False,
+                                                    indent=2, allow_nan=False) + "\n")
+        return dict(self._summary)
+
+    def finish(self, status: str, summary: Optional[Mapping[str, Any]] = None,
+               error: Optional[str | BaseException] = None) -> dict:
+        """Write the final summary.json and close the files. ``summary`` entries win over the
+        defaults (``final``: last logged value of each key; ``wall_s``). ``error`` may be a string
+        or an exception; the traceback tail comes from the exception, or from the exception being
+        handled when finish() is called inside an ``except`` block."""
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"RunStore.finish: status {status!r} not in {FINAL_STATUSES}")
+        fields: dict[str, Any] = {
+            "status": status,
+            "final": dict(self.final),
+            "wall_s": time.perf_counter() - self._t0,
+            "end_time": time.time(),
+            "last_step": self.last_step,
+            "num_logs": self.num_logs,
+            "error": None,
+        }
+        if error is not None:
+            fields["error"] = _error_message(error)
+            tb = _traceback_tail(error)
+            if tb:
+                fields["traceback"] = tb
+        for k, v in (summary or {}).items():
+            if k == "status":
+                continue  # the argument is authoritative
+            if k == "error" and v is None and fields.get("error"):
+                continue
+            fields[str(k)] = v
+        out = self.write_summary(**fields)
+        self.close()
+        return out
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for f in (self._metrics_f, self._samples_f):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+    os.replace(tmp, path)
+
+
+def _error_message(error: str | BaseException) -> str:
+    if isinstance(error, BaseException):
+        return f"{type(error).__name__}: {error}"
+    return str(error)
+
+
+def _traceback_tail(error: str | BaseException) -> Optional[str]:
+    if isinstance(error, BaseException):
+        exc = error
+    else:
+        exc = sys.exc_info()[1]
+    if exc is None:
+        return None
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return tb[-TRACEBACK_TAIL_CHARS:]
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict], int]:
+    """Records of a JSONL file and the number of unreadable lines (e.g. a torn last line)."""
+    if not path.exists():
+        return [], 0
+    out, bad = [], 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(rec, dict):
+                out.append(rec)
+            else:
+                bad += 1
+    return out, bad
+
+
+def load_run(run_dir: Path) -> dict:
+    """Read a run directory back: ``{"run_dir", "config", "metrics", "samples", "summary",
+    "bad_lines"}``; missing files give None / []. Metric values logged as NaN/inf come back as
+    None. Unparseable lines are skipped and counted in ``bad_lines``."""
+    rd = Path(run_dir)
+    if not rd.is_dir():
+        raise FileNotFoundError(f"load_run: {rd} is not a directory")
+    config = None
+    if (rd / "config.yaml").exists():
+        config = yaml.safe_load((rd / "config.yaml").read_text(encoding="utf-8"))
+    summary = None
+    if (rd / "summary.json").exists():
+        try:
+            summary = json.loads((rd / "summary.json").read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            summary = None
+    metrics, bad_m = _read_jsonl(rd / "metrics.jsonl")
+    samples, bad_s = _read_jsonl(rd / "samples.jsonl")
+    return {"run_dir": str(rd), "config": config, "metrics": metrics, "samples": samples,
+            "summary": summary, "bad_lines": {"metrics": bad_m, "samples": bad_s}}

@@ -1,0 +1,180 @@
+"""``Tracker``: the run store plus an optional W&B run behind one interface (``build_tracker``).
+
+The run store is written first and is authoritative; W&B is best effort (a W&B failure warns once
+and is recorded under ``summary.json: wandb.error``). Config: ``conf/tracker/{wandb,none}.yaml``::
+
+    wandb: {enabled: true, project: ablate, entity: null, mode: auto, group: null, tags: [], job_type: null}
+
+The ``group``/``job_type`` arguments of ``build_tracker`` (a sweep passes its id and "trial") win over
+the config's; tags are the config's plus the given ones (or, when none are given, one
+``<slot>:<choice>`` tag per slot choice found under ``config["choices"]``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+from ablate.errors import ConfigError
+from ablate.tracking.run_store import RunStore
+from ablate.tracking.wandb_logger import WandbLogger, clean_tags, resolve_mode
+
+WANDB_KEYS = ("enabled", "project", "entity", "mode", "group", "tags", "job_type")
+SLOT_KEYS = ("mask", "denominator", "advantage", "likelihood", "aggregation")
+TAG_KEYS = SLOT_KEYS + ("method", "task")
+
+
+class Tracker:
+    """``log`` / ``log_samples`` / ``finish`` to the run store and, if enabled, to W&B."""
+
+    def __init__(self, store: RunStore, wandb: Optional[WandbLogger] = None,
+                 info: Optional[Mapping[str, Any]] = None):
+        self.store = store
+        self.wandb = wandb
+        self.info = dict(info or {})
+        self.finished = False
+        self.final_summary: Optional[dict] = None
+
+    # ------------------------------------------------------------------------------ logging
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        self.store.log(metrics, step)
+        if self.wandb is not None:
+            self.wandb.log(metrics, step)
+
+    def log_samples(self, rows: Iterable[Mapping[str, Any]], step: int) -> None:
+        rows = [dict(r) for r in rows]
+        if not rows:
+            return
+        self.store.log_samples(rows, step)
+        if self.wandb is not None:
+            self.wandb.log_samples(rows, step)
+
+    def finish(self, status: str, summary: Optional[Mapping[str, Any]] = None,
+               error: Optional[str | BaseException] = None) -> dict:
+        """Close W&B (exit code 0 when finished, else 1) and write the final summary.json.
+        Idempotent: a second call returns the first call's summary."""
+        if self.finished:
+            return dict(self.final_summary or {})
+        if self.wandb is not None:
+            self.wandb.finish(exit_code=0 if status == "finished" else 1, summary={"status": status})
+        fields = dict(self.info)
+        fields["wandb"] = self._wandb_info()
+        for k, v in (summary or {}).items():
+            if k == "wandb" and isinstance(v, Mapping):
+                fields["wandb"] = {**fields["wandb"], **{kk: vv for kk, vv in v.items() if vv is not None}}
+            else:
+                fields[k] = v
+        out = self.store.finish(status, fields, error=error)
+        self.finished = True
+        self.final_summary = out
+        return dict(out)
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.finished:
+            if exc is None:
+                self.finish("finished")
+            else:
+                self.finish("failed", error=exc)
+
+    # ------------------------------------------------------------------------------ identity
+    def _wandb_info(self) -> dict:
+        w = self.wandb
+        return {"run_id": self.wandb_run_id, "dir": self.wandb_dir, "mode": self.wandb_mode,
+                "error": None if w is None else w.error}
+
+    @property
+    def run_dir(self) -> Path:
+        return self.store.run_dir
+
+    @property
+    def wandb_run_id(self) -> Optional[str]:
+        return None if self.wandb is None else self.wandb.run_id
+
+    @property
+    def wandb_dir(self) -> Optional[str]:
+        return None if self.wandb is None else self.wandb.run_dir
+
+    @property
+    def wandb_mode(self) -> str:
+        return "disabled" if self.wandb is None else self.wandb.effective_mode
+
+
+# ---------------------------------------------------------------------------------- building
+def _plain(x: Any) -> Any:
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(x, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(x, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return x
+
+
+def wandb_settings(tracker_cfg: Any) -> dict:
+    """The validated ``tracker.wandb`` block with defaults filled in."""
+    cfg = _plain(tracker_cfg) or {}
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"tracker: expected a mapping, got {type(cfg).__name__}")
+    wb = cfg.get("wandb") or {}
+    if not isinstance(wb, Mapping):
+        raise ConfigError(f"tracker.wandb: expected a mapping, got {type(wb).__name__}")
+    unknown = sorted(set(map(str, wb)) - set(WANDB_KEYS))
+    if unknown:
+        raise ConfigError(f"tracker.wandb: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(WANDB_KEYS)}")
+    out = {"enabled": bool(wb.get("enabled", False)), "project": str(wb.get("project") or "ablate"),
+           "entity": wb.get("entity"), "mode": wb.get("mode", "auto"), "group": wb.get("group"),
+           "tags": list(wb.get("tags") or []), "job_type": wb.get("job_type")}
+    if isinstance(wb.get("tags"), str):
+        raise ConfigError("tracker.wandb.tags: expected a list of strings, got a string")
+    return out
+
+
+def choices_of(config: Mapping[str, Any]) -> dict:
+    ch = config.get("choices") if isinstance(config, Mapping) else None
+    return dict(ch) if isinstance(ch, Mapping) else {}
+
+
+def build_tracker(tracker_cfg: Any, run_dir: Path, config: Mapping[str, Any], name: str,
+                  group: Optional[str] = None, job_type: Optional[str] = None,
+                  tags: Optional[list[str]] = None) -> Tracker:
+    """Create the run directory's store (config.yaml + a "running" summary.json) and, when
+    ``tracker.wandb.enabled`` and the resolved mode is not disabled, a W&B run under
+    ``<run_dir>/wandb/``. Bad tracker config raises ``ConfigError``; W&B failures never raise."""
+    wb = wandb_settings(tracker_cfg)
+    config = _plain(config) or {}
+    choices = choices_of(config)
+    method = choices.get("method")
+    if method is None and isinstance(config.get("method"), Mapping):
+        method = config["method"].get("name")
+    elif method is None and isinstance(config.get("method"), str):
+        method = config["method"]
+    group = group if group is not None else wb["group"]
+    job_type = job_type if job_type is not None else (wb["job_type"] or "train")
+    given = list(tags or [])
+    derived = [] if given else [f"{k}:{choices[k]}" for k in TAG_KEYS if choices.get(k)]
+    all_tags = clean_tags(list(wb["tags"]) + given + derived)
+
+    store = RunStore(Path(run_dir))
+    store.write_config(config)
+    info = {"name": name, "run_dir": str(store.run_dir), "slots": choices or None, "method": method,
+            "seed": config.get("seed"), "group": group, "job_type": job_type, "tags": all_tags,
+            "host": socket.gethostname(), "pid": os.getpid()}
+    logger = None
+    if wb["enabled"]:
+        mode = resolve_mode(wb["mode"])  # ConfigError on a bad mode, before any run starts
+        if mode != "disabled":
+            wconf = dict(config)
+            if choices and "slots" not in wconf:  # dashboards filter by slots.mask etc.
+                wconf["slots"] = {k: choices[k] for k in SLOT_KEYS if k in choices}
+            logger = WandbLogger(project=wb["project"], mode=mode, entity=wb["entity"], group=group,
+                                 job_type=job_type, tags=all_tags, name=name, config=wconf,
+                                 dir=store.run_dir)
+    tracker = Tracker(store, logger, info=info)
+    store.write_summary(status="running", **info, wandb=tracker._wandb_info())
+    return tracker

@@ -1,0 +1,260 @@
+"""Weights & Biases logging through the real ``wandb`` library, never fatal to a run.
+
+Files go under ``<dir>/wandb/`` (``offline-run-<date>-<id>/run-<id>.wandb`` offline), so a user can
+``wandb sync <run_dir>/wandb/offline-run-*`` later. Every wandb call is wrapped: the first
+failure (import, init, log, finish) logs one warning and disables W&B for the rest of the run;
+the local run store carries on. Modes: ``offline``, ``online``, ``disabled`` (wandb is not even
+imported) and ``auto`` (see :func:`resolve_mode`). ``ABLATE_WANDB_MODE`` overrides the configured
+mode (tests and CI set it to ``offline`` or ``disabled``).
+
+``finish`` waits (up to ``flush_timeout_s``, 20 s) until the run's .wandb log ends with its exit
+record: wandb 0.31's ``run.finish()`` can return a few milliseconds before wandb-core has written
+the last records, and a reader or ``wandb sync`` started right away would see a truncated run.
+
+Charts: ``train/step`` is declared the step metric of ``train/*``, ``eval/*`` and ``perf/*`` and is
+added to every ``log`` call, so eval points logged at the same step as training points line up.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import netrc
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from urllib.parse import urlparse
+
+from ablate.errors import choice_error
+
+log = logging.getLogger("ablate.tracking")
+
+MODES = ("offline", "online", "disabled", "auto")
+STEP_METRIC = "train/step"
+METRIC_PREFIXES = ("train", "eval", "perf")
+MAX_TAG_LEN = 64  # W&B rejects longer tags
+
+
+def api_key_configured() -> bool:
+    """True when a W&B API key is available without asking anyone: ``WANDB_API_KEY`` is set, or
+    the netrc file (``NETRC`` or ~/.netrc) has an entry for the W&B host (``WANDB_BASE_URL``,
+    default api.wandb.ai), which is where ``wandb login`` stores it. No network access."""
+    if os.environ.get("WANDB_API_KEY", "").strip():
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
+    candidates = [os.environ.get("NETRC")] if os.environ.get("NETRC") else \
+        [os.path.expanduser("~/.netrc"), os.path.expanduser("~/_netrc")]
+    for path in candidates:
+        try:
+            if path and os.path.isfile(path):
+                auth = netrc.netrc(path).authenticators(host)
+                if auth and auth[2]:
+                    return True
+        except (netrc.NetrcParseError, OSError):
+            continue
+    return False
+
+
+def resolve_mode(mode: Optional[str], field: str = "tracker.wandb.mode") -> str:
+    """The effective mode: ``offline`` | ``online`` | ``disabled``.
+
+    ``ABLATE_WANDB_MODE`` (if set) replaces ``mode``. ``auto`` resolves to: ``WANDB_MODE`` if set
+    (``dryrun`` = offline, ``run`` = online), ``disabled`` if ``WANDB_DISABLED`` is true, ``online`` if
+    an API key is configured (:func:`api_key_configured`), else ``offline``."""
+    env = os.environ.get("ABLATE_WANDB_MODE", "").strip().lower()
+    if env:
+        if env not in MODES:
+            raise choice_error("ABLATE_WANDB_MODE", env, MODES)
+        mode = env
+    mode = "auto" if mode is None else str(mode).strip().lower()
+    if mode not in MODES:
+        raise choice_error(field, mode, MODES)
+    if mode != "auto":
+        return mode
+    wm = os.environ.get("WANDB_MODE", "").strip().lower()
+    wm = {"dryrun": "offline", "run": "online"}.get(wm, wm)
+    if wm in ("offline", "online", "disabled"):
+        return wm
+    if os.environ.get("WANDB_DISABLED", "").strip().lower() in ("1", "true", "yes"):
+        return "disabled"
+    return "online" if api_key_configured() else "offline"
+
+
+def clean_tags(tags: Iterable[Any]) -> list[str]:
+    """Non-empty, de-duplicated (order kept), at most 64 characters each."""
+    out: list[str] = []
+    for t in tags or ():
+        s = str(t).strip()[:MAX_TAG_LEN]
+        if s and s not in out:
+            out.append(s)
+    return out
+
+
+class WandbLogger:
+    """One W&B run. Construct it, ``log``/``log_samples`` any number of times, ``finish`` once.
+
+    Never raises after construction-time validation of ``mode``: ``failed`` tells whether W&B was
+    disabled by an error (message in ``error``)."""
+
+    def __init__(self, project: str = "ablate", mode: str = "offline", entity: Optional[str] = None,
+                 group: Optional[str] = None, job_type: Optional[str] = None, tags: Sequence[str] = (),
+                 name: Optional[str] = None, config: Optional[Mapping[str, Any]] = None,
+                 dir: Optional[Path | str] = None, step_metric: str = STEP_METRIC,
+                 metric_prefixes: Sequence[str] = METRIC_PREFIXES):
+        self.requested_mode = mode
+        self.mode = resolve_mode(mode)
+        self.step_metric = step_metric
+        self.run = None
+        self.failed = False
+        self.error: Optional[str] = None
+        self.finished = False
+        self.flush_timeout_s = 20.0
+        self._wandb = None
+        self.tags = clean_tags(tags)
+        if self.mode == "disabled":
+            return
+        self._guard("init", self._init, project=project, entity=entity, group=group,
+                    job_type=job_type, name=name, config=config, dir=dir,
+                    metric_prefixes=metric_prefixes)
+
+    # ------------------------------------------------------------------------------ guard
+    def _guard(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self.failed:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - W&B must never kill a run
+            self.failed = True
+            self.error = f"wandb {what} failed: {type(e).__name__}: {e}"
+            log.warning("%s; W&B is disabled for the rest of this run (the local run store keeps "
+                        "everything)", self.error)
+            if what not in ("init", "finish") and self.run is not None:
+                try:  # close the partial run so its files stay syncable; no second warning
+                    self.run.finish(exit_code=1)
+                    self._wait_written()
+                except Exception:  # noqa: BLE001
+                    pass
+            return None
+
+    @property
+    def active(self) -> bool:
+        return self.run is not None and not self.failed and not self.finished
+
+    # ------------------------------------------------------------------------------ wandb calls
+    def _init(self, project: str, entity: Optional[str], group: Optional[str], job_type: Optional[str],
+              name: Optional[str], config: Optional[Mapping[str, Any]], dir: Optional[Path | str],
+              metric_prefixes: Sequence[str]) -> None:
+        import wandb
+
+        self._wandb = wandb
+        root = Path(dir) if dir is not None else Path.cwd()
+        root = root.resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        self.run = wandb.init(project=project, entity=entity, group=group, job_type=job_type,
+                              tags=self.tags or None, name=name,
+                              config=dict(config) if config is not None else None,
+                              dir=str(root), mode=self.mode, reinit="create_new")
+        if self.run is None:  # pragma: no cover - wandb returns a run or raises
+            raise RuntimeError("wandb.init returned None")
+        self.run.define_metric(self.step_metric)
+        for prefix in metric_prefixes:
+            self.run.define_metric(f"{prefix}/*", step_metric=self.step_metric)
+
+    def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        """Log one row; ``train/step`` = ``step`` is added. None values are dropped."""
+        if not self.active:
+            return
+        row = {str(k): _scalar(v) for k, v in metrics.items()}
+        row = {k: v for k, v in row.items() if v is not None}
+        row[self.step_metric] = int(step)
+        self._guard("log", self.run.log, row)
+
+    def log_samples(self, rows: Sequence[Mapping[str, Any]], step: int, key: str = "eval/samples") -> None:
+        """Log generations as a ``wandb.Table`` (columns: the union of the rows' keys, in order)."""
+        if not self.active or not rows:
+            return
+        self._guard("log_samples", self._log_table, list(rows), int(step), key)
+
+    def _log_table(self, rows: list[Mapping[str, Any]], step: int, key: str) -> None:
+        cols: list[str] = ["step"]
+        for r in rows:
+            for k in r:
+                if str(k) not in cols:
+                    cols.append(str(k))
+        data = [[_cell(step if (c == "step" and "step" not in r) else r.get(c)) for c in cols]
+                for r in rows]
+        table = self._wandb.Table(columns=cols, data=data, allow_mixed_types=True)
+        self.run.log({key: table, self.step_metric: step})
+
+    def finish(self, exit_code: int = 0, summary: Optional[Mapping[str, Any]] = None) -> None:
+        """Write ``summary`` scalars into the run summary and close the run (idempotent)."""
+        if self.finished:
+            return
+        if self.active:
+            if summary:
+                self._guard("summary", self.run.summary.update,
+                            {str(k): _scalar(v) for k, v in summary.items() if _scalar(v) is not None})
+            if self.active:
+                self._guard("finish", self._finish_run, int(exit_code))
+        self.finished = True
+
+    def _finish_run(self, exit_code: int) -> None:
+        self.run.finish(exit_code=exit_code)
+        self._wait_written()
+
+    def _wait_written(self) -> None:
+        """Block (bounded) until the .wandb log holds the exit record (see wait_until_complete)."""
+        if self.mode == "disabled" or self.run_dir is None:
+            return
+        from ablate.tracking.wandb_reader import wait_until_complete
+
+        try:
+            if not wait_until_complete(self.run_dir, timeout=self.flush_timeout_s):
+                log.warning("W&B run %s: the .wandb log has no exit record %.0f s after finish; it "
+                            "may be incomplete", self.run_id, self.flush_timeout_s)
+        except Exception:  # noqa: BLE001 - waiting is best effort
+            pass
+
+    # ------------------------------------------------------------------------------ identity
+    @property
+    def run_id(self) -> Optional[str]:
+        return getattr(self.run, "id", None) if self.run is not None else None
+
+    @property
+    def run_dir(self) -> Optional[str]:
+        """The W&B run directory (``.../wandb/offline-run-<date>-<id>``), the argument of ``wandb sync``."""
+        if self.run is None:
+            return None
+        try:
+            d = getattr(self.run.settings, "sync_dir", None)
+            if d:
+                return str(d)
+            return str(Path(self.run.dir).parent)
+        except Exception:  # noqa: BLE001
+            return None
+
+    @property
+    def effective_mode(self) -> str:
+        """``offline`` / ``online`` / ``disabled``, or ``failed`` when init failed."""
+        if self.mode != "disabled" and self.run is None and self.failed:
+            return "failed"
+        return self.mode
+
+
+def _scalar(v: Any) -> Any:
+    """Python scalar for wandb (numpy/torch 0-d → number); other values pass through."""
+    if getattr(v, "ndim", None) == 0 and callable(getattr(v, "item", None)):
+        try:
+            v = v.item()
+        except Exception:  # noqa: BLE001
+            return v
+    return v
+
+
+def _cell(v: Any) -> Any:
+    v = _scalar(v)
+    if v is None or isinstance(v, (bool, int, str)):
+        return v
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    return str(v)
