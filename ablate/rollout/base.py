@@ -31,7 +31,10 @@ class RolloutEngine:
 
     def generate(self, model: torch.nn.Module, tokenizer, prompts: list[str], n: int, *,
                  temperature: float, top_p: float, max_new_tokens: int,
-                 generator: Optional[torch.Generator] = None) -> RolloutOutput:
+                 generator: Optional[torch.Generator] = None,
+                 compute_logprobs: bool = True) -> RolloutOutput:
+        """``compute_logprobs=False`` leaves ``old_logp`` zero: callers that score the final batch
+        themselves (the trainer, after pipeline stages) or only need texts (eval) skip a forward."""
         raise NotImplementedError
 
     def sync_weights(self, model: torch.nn.Module) -> None:

@@ -48,7 +48,7 @@ def seed_from(generator: Optional[torch.Generator]) -> Optional[int]:
 
 def assemble(model: torch.nn.Module, tokenizer, p_ids: torch.Tensor, p_att: torch.Tensor,
              responses: torch.Tensor, eos_ids: list[int], pad_id: int, logprob_temperature: float,
-             logprob_batch_size: Optional[int] = None) -> RolloutOutput:
+             logprob_batch_size: Optional[int] = None, compute_logprobs: bool = True) -> RolloutOutput:
     """Cut ``responses`` [B, T] at the first EOS, join them to the left-padded prompts [B, P] and
     score the sampled tokens with ``token_logprobs`` at ``logprob_temperature``."""
     tokens, rmask, truncated = cut_at_eos(responses, eos_ids, pad_id)
@@ -56,14 +56,14 @@ def assemble(model: torch.nn.Module, tokenizer, p_ids: torch.Tensor, p_att: torc
     B = p_ids.shape[0]
     input_ids = torch.cat([p_ids, tokens], dim=1)
     attention_mask = torch.cat([p_att.long(), rmask.long()], dim=1)
-    lb = logprob_batch_size or B
-    logps = []
-    with torch.no_grad():
-        for s in range(0, B, lb):
-            lp, _ = token_logprobs(model, input_ids[s:s + lb], attention_mask[s:s + lb], P,
-                                   logprob_temperature)
-            logps.append(lp)
-    old_logp = torch.cat(logps, 0) * rmask
+    if compute_logprobs:
+        lb = logprob_batch_size or B
+        with torch.no_grad():
+            logps = [token_logprobs(model, input_ids[s:s + lb], attention_mask[s:s + lb], P,
+                                    logprob_temperature)[0] for s in range(0, B, lb)]
+        old_logp = torch.cat(logps, 0) * rmask
+    else:
+        old_logp = torch.zeros(rmask.shape, device=rmask.device)
     texts = []
     for row, m in zip(tokens.tolist(), rmask.sum(-1).long().tolist()):
         ids = row[:m]

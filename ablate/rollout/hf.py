@@ -46,7 +46,8 @@ class HFEngine(RolloutEngine):
     def generate(self, model: torch.nn.Module, tokenizer, prompts: list[str], n: int, *,
                  temperature: Optional[float] = None, top_p: Optional[float] = None,
                  max_new_tokens: Optional[int] = None,
-                 generator: Optional[torch.Generator] = None) -> RolloutOutput:
+                 generator: Optional[torch.Generator] = None,
+                 compute_logprobs: bool = True) -> RolloutOutput:
         from transformers import GenerationConfig
 
         temperature = self.temperature if temperature is None else float(temperature)
@@ -90,4 +91,5 @@ class HFEngine(RolloutEngine):
             r0 += c.shape[0]
         # generate only stops a row early at an EOS, so a row without EOS used the whole budget
         return assemble(model, tokenizer, p_ids, p_att, resp, eos_ids, pad_id,
-                        temperature if sample else 1.0, self.logprob_batch_size)
+                        temperature if sample else 1.0, self.logprob_batch_size,
+                        compute_logprobs=compute_logprobs)

@@ -100,7 +100,8 @@ class VLLMEngine(RolloutEngine):
     def generate(self, model: torch.nn.Module, tokenizer, prompts: list[str], n: int, *,
                  temperature: Optional[float] = None, top_p: Optional[float] = None,
                  max_new_tokens: Optional[int] = None,
-                 generator: Optional[torch.Generator] = None) -> RolloutOutput:
+                 generator: Optional[torch.Generator] = None,
+                 compute_logprobs: bool = True) -> RolloutOutput:
         from vllm import SamplingParams
 
         self._ensure_llm(model, tokenizer)
@@ -145,4 +146,5 @@ class VLLMEngine(RolloutEngine):
             if r:
                 resp[i, :len(r)] = torch.as_tensor(r)
         return assemble(model, tokenizer, p_ids.to(device), p_att.to(device), resp.to(device), eos_ids,
-                        pad_id, temperature if temperature > 0 else 1.0, self.logprob_batch_size)
+                        pad_id, temperature if temperature > 0 else 1.0, self.logprob_batch_size,
+                        compute_logprobs=compute_logprobs)

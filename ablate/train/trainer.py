@@ -132,14 +132,15 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------- rollout
     def _generate(self, problems, n: int, temperature: float, seed: int):
+        """Sample ``n`` responses per problem; log-probs are scored later, once, on the final batch."""
         prompts = [p.prompt for p in problems]
-        gen = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)  # the engine seeds a forked RNG from it
         self.model.eval()
         with torch.no_grad():
             out = self.engine.generate(self.model, self.tok, prompts, n, temperature=temperature,
                                        top_p=float(self.cfg.rollout.top_p),
-                                       max_new_tokens=self.max_new_tokens, generator=gen)
+                                       max_new_tokens=self.max_new_tokens, generator=gen,
+                                       compute_logprobs=False)
         return out
 
     def _rollouts_for(self, problems, step: int, round_: int, env: StageEnv) -> Rollouts:
@@ -262,7 +263,7 @@ class Trainer:
                             raise FloatingPointError(f"non-finite loss {out.loss.item()} at step {step}")
                         out.loss.backward()
                     if self.meter is not None:
-                        self.meter.after_backward()
+                        self.meter.after_backward(weight=est.aggregation.weight_of(mc.response_mask))
                     with self.timers("metrics"):
                         w = out.num_tokens
                         for k, v in out.metrics.items():

@@ -73,5 +73,13 @@ class Aggregation:
             return seq_sum.sum() / c
         return seq_sum.sum() / norm.num_seqs / c
 
+    def weight_of(self, mask: torch.Tensor) -> float:
+        """This chunk's share of the normaliser, in its units (tokens or non-empty sequences);
+        the gradient-variance meter uses it to weigh unequal microbatches."""
+        m = mask.float()
+        if self.mode.startswith("token"):
+            return float(m.sum())
+        return float((m.sum(-1) > 0).sum())
+
     def __repr__(self) -> str:
         return f"Aggregation(mode={self.mode!r}, constant={self.constant!r})"

@@ -1,0 +1,482 @@
+"""Run a validated search space with Ray Tune (+ Optuna): the driver side of `ablate sweep`.
+
+Sweep directory ``<output_dir>/<name>/``: sweep.json, search_space.yaml (resolved), trials.jsonl,
+trials/<trial_id>/ (run stores), optuna.journal (Optuna searches), tune*/ (Tune experiment dirs).
+
+Seeds: grid and random searches make each (configuration, seed) its own Tune trial, so replicates
+run in parallel. Optuna searches make each Optuna proposal one Tune trial that runs every seed in
+turn (run dirs trials/<id>/seed_<s>/) and reports the mean over seeds as the objective, so Optuna
+only ever sees seed-aggregated values; with ASHA, rungs judge a proposal on its first seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+import ablate
+from ablate.errors import ConfigError
+from ablate.sweep.ledger import FINAL_STATUSES, Ledger, make_callback
+from ablate.sweep.space import (DEFAULT_TRAINABLE, SearchSpace, OptunaSpace, assignment_overrides,
+                                load_search_space, plan_trials, preflight_assignments)
+
+REPO_ROOT = Path(ablate.__file__).resolve().parent.parent
+EXIT_INTERRUPTED = 130
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        return d if isinstance(d, dict) else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def wandb_mode(space: SearchSpace) -> str:
+    env = os.environ.get("WANDB_MODE")
+    if env:
+        return env
+    mode = space.wandb.get("mode", "auto")
+    if mode != "auto":
+        return mode
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        if "api.wandb.ai" in (Path.home() / ".netrc").read_text():
+            return "online"
+    except OSError:
+        pass
+    return "offline"
+
+
+def worker_env(space: SearchSpace, sweep_dir: Path) -> dict[str, str]:
+    """Environment every trial process gets (absolute paths: Tune changes the trial cwd)."""
+    from ablate.registry import conf_dir
+
+    env = {
+        "WANDB_MODE": wandb_mode(space),
+        "WANDB_DIR": str(Path(os.environ["WANDB_DIR"]).resolve()) if os.environ.get("WANDB_DIR")
+        else str(sweep_dir),
+        "WANDB_PROJECT": os.environ.get("WANDB_PROJECT") or str(space.wandb["project"]),
+        "WANDB_SILENT": os.environ.get("WANDB_SILENT", "true"),
+        "ABLATE_CONF_DIR": str(conf_dir()),
+    }
+    if space.wandb.get("entity") and not os.environ.get("WANDB_ENTITY"):
+        env["WANDB_ENTITY"] = str(space.wandb["entity"])
+    for k in ("ABLATE_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM",
+              "WANDB_API_KEY", "WANDB_ENTITY", "WANDB_BASE_URL"):
+        if os.environ.get(k):
+            env[k] = os.environ[k]
+    if env.get("ABLATE_CACHE"):
+        env["ABLATE_CACHE"] = str(Path(env["ABLATE_CACHE"]).resolve())
+    paths = [str(REPO_ROOT), os.getcwd()] + [p for p in os.environ.get("PYTHONPATH", "").split(
+        os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
+
+def check_trainable(space: SearchSpace) -> Callable:
+    from ablate.registry import import_target
+
+    fn = import_target(space.trainable, "trainable")
+    if not callable(fn):
+        raise ConfigError(f"trainable: {space.trainable} is not callable")
+    return fn
+
+
+def preflight(space: SearchSpace, limit: int = 48) -> int:
+    """Compose the config of a few trials (every group option) so bad overrides fail now."""
+    from ablate.config import compose_config
+
+    n = 0
+    for a in preflight_assignments(space, limit):
+        ov = list(space.base_overrides) + assignment_overrides(a) + [
+            f"seed={space.seeds[0]}", "name=preflight"]
+        try:
+            compose_config(ov)
+        except ConfigError as e:
+            raise ConfigError(f"{e} [trial overrides: {' '.join(ov)}]") from None
+        n += 1
+    return n
+
+
+def describe(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path) -> str:
+    lines = [f"sweep {space.name}: {space.algorithm}"
+             + (f", scheduler {space.scheduler['type']} (max_t={space.scheduler['max_t']:g})"
+                if space.scheduler else "")
+             + f", metric {space.metric} ({space.mode}), seeds {space.seeds}",
+             f"sweep dir: {sweep_dir}", f"trainable: {space.trainable}",
+             f"base overrides: {' '.join(space.base_overrides) or '(none)'}"]
+    if specs is not None:
+        lines.append(f"{len(specs)} trials:")
+        for i, s in enumerate(specs):
+            lines.append(f"  [{i:>3}] seed={s['seed']:<3} {s['combo']}")
+    else:
+        axes = [f"{a} in {o}" for a, o in space.categorical_axes()]
+        axes += [f"{k}: {p.to_dict()}" for k, p in space.params.items()]
+        lines.append(f"{space.num_samples} Optuna proposals x {len(space.seeds)} seed(s), run in "
+                     f"one trial per proposal; axes:")
+        lines += [f"  {a}" for a in axes]
+    return "\n".join(lines)
+
+
+def _stored_space(sweep_dir: Path) -> dict | None:
+    try:
+        return yaml.safe_load((sweep_dir / "search_space.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def _space_diff(a: dict, b: dict) -> list[str]:
+    ignore = {"output_dir", "description"}
+    keys = (set(a) | set(b)) - ignore
+    return sorted(k for k in keys if a.get(k) != b.get(k))
+
+
+def _trial_dirname(trial) -> str:
+    return str(trial.trial_id)
+
+
+def _make_search(space: SearchSpace, sweep_dir: Path):
+    if not space.is_optuna:
+        return None
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from ray.tune.search.optuna import OptunaSearch
+
+    seed = space.search_seed
+    if space.algorithm == "optuna_tpe":
+        sampler = optuna.samplers.TPESampler(seed=seed)
+    elif space.algorithm == "optuna_random":
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        sampler = optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    storage = JournalStorage(JournalFileBackend(str(sweep_dir / "optuna.journal")))
+    return OptunaSearch(space=OptunaSpace(space), metric=space.metric, mode=space.mode,
+                        sampler=sampler, study_name=space.name, storage=storage)
+
+
+def _make_scheduler(space: SearchSpace):
+    if not space.scheduler:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    s = space.scheduler
+    # Rungs strictly below max_t and no stop *at* max_t: a trial that survives its rungs ends by
+    # itself, so its run store (summary.json, final eval) is complete.
+    return ASHAScheduler(time_attr=s["time_attr"], max_t=float(s["max_t"]) * (1 - 1e-9),
+                         grace_period=s["grace_period"], reduction_factor=s["reduction_factor"],
+                         brackets=int(s["brackets"]), stop_last_trials=False)
+
+
+def _token_auth_for_attach() -> None:
+    """Attaching to a cluster: use token auth when a Ray token is on this machine (what `ray start`
+    does for the head; a driver connecting by address does not do it by itself in Ray 2.60)."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+            or (Path.home() / ".ray" / "auth_token").is_file()):
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if "ray" in sys.modules:  # Ray caches its config at import: refresh it
+        try:
+            from ray._private.authentication.authentication_token_setup import _enable_token_auth
+            _enable_token_auth()
+        except Exception:  # noqa: BLE001 - best effort; Ray then reports the auth error itself
+            pass
+
+
+def _init_ray(address: str | None, num_cpus: float | None, env: dict, space: SearchSpace,
+              log: Callable[[str], None]) -> bool:
+    """Start or attach to Ray; returns True when this call started it (and must shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        log("using the Ray instance already initialised in this process")
+        return False
+    runtime_env = {"env_vars": env}
+    if address:
+        log(f"attaching to Ray cluster at {address}")
+
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+    else:
+        cpus = num_cpus or max(os.cpu_count() or 1, math.ceil(space.resources["cpu"]))
+        ray.init(address="local", num_cpus=int(math.ceil(cpus)), include_dashboard=False,
+                 runtime_env=runtime_env, log_to_driver=True)
+    return True
+
+
+def _check_cluster(space: SearchSpace) -> None:
+    import ray
+
+    res = ray.cluster_resources()
+    for k, need in (("CPU", space.resources["cpu"]), ("GPU", space.resources["gpu"])):
+        have = float(res.get(k, 0))
+        if need > 0 and have < need:
+            raise ConfigError(f"resources.{k.lower()}: each trial needs {need:g} but the Ray "
+                              f"cluster has {have:g} {k}(s)")
+
+
+def _saved_trials(experiment_dir: Path) -> list:
+    """Tune's trials as saved on disk. After an interrupt the live Trial objects read TERMINATED
+    (Tune stops them on cleanup); the saved state keeps them RUNNING/PENDING, i.e. resumable."""
+    import logging
+
+    from ray.tune import ExperimentAnalysis
+
+    lg = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = lg.level
+    lg.setLevel(logging.ERROR)  # "Failed to fetch metrics" for trials that never reported
+    try:
+        return list(ExperimentAnalysis(str(experiment_dir)).trials)
+    except Exception:  # noqa: BLE001 - the callback's table stands
+        return []
+    finally:
+        lg.setLevel(level)
+
+
+def generate_report_safely(sweep_dir: Path, name: str, log: Callable[[str], None]) -> Path | None:
+    try:
+        from ablate.report import generate_report  # built in parallel; optional here
+    except Exception as e:  # noqa: BLE001
+        log(f"report: skipped (ablate.report.generate_report not importable: {e})")
+        return None
+    out = Path("reports") / name
+    try:
+        res = generate_report(sweep_dir, out_dir=out)
+    except Exception as e:  # noqa: BLE001 - the trials table is written; the report is extra
+        log(f"report: failed ({type(e).__name__}: {' '.join(str(e).split())[:500]})")
+        return None
+    if isinstance(res, (str, Path)):
+        return Path(res)
+    return out
+
+
+def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
+              address: str | None = None, resume: bool = False, output_dir: str | None = None,
+              name: str | None = None, dry_run: bool = False, num_cpus: float | None = None,
+              report: bool = True, log: Callable[[str], None] | None = None) -> int:
+    """Validate, then run (or resume) a sweep. Returns a process exit code (0, or 130 when the
+    sweep was interrupted and can be resumed). Raises ConfigError for bad input, before Ray starts."""
+    log = log or (lambda m: print(m, flush=True))
+    space = load_search_space(space_file, extra_overrides=overrides, name=name,
+                              output_dir=output_dir)
+    specs = plan_trials(space)
+    sweep_dir = (Path(space.output_dir) / space.name).resolve()
+    if space.trainable == DEFAULT_TRAINABLE:
+        preflight(space)
+
+    if dry_run:
+        log(describe(space, specs, sweep_dir))
+        return 0
+
+    # ---- the sweep directory: fresh, or the one being resumed
+    resolved = space.to_dict()
+    meta_path = sweep_dir / "sweep.json"
+    if resume:
+        if not meta_path.is_file():
+            raise ConfigError(f"--resume: no sweep to resume at {sweep_dir} (no sweep.json); "
+                              f"run without --resume to start it")
+        stored = _stored_space(sweep_dir)
+        if isinstance(stored, dict):
+            diff = _space_diff(stored, json.loads(json.dumps(resolved, default=str)))
+            if diff:
+                raise ConfigError(f"--resume: the search space differs from the one the sweep "
+                                  f"started with (fields: {', '.join(diff)}); resume it unchanged "
+                                  f"or start a new sweep with --name")
+    elif sweep_dir.exists() and any((sweep_dir / f).exists()
+                                    for f in ("sweep.json", "trials.jsonl", "tune")):
+        raise ConfigError(f"sweep dir {sweep_dir} already holds a sweep; pass --resume to continue "
+                          f"it, or --name/--output-dir for a new one")
+    check_trainable(space)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / "trials").mkdir(exist_ok=True)
+
+    meta = _read_json(meta_path) if resume else {}
+    experiments: list[str] = list(meta.get("tune_experiments") or [])
+    meta.update({
+        "name": space.name, "description": space.description,
+        "search_space_file": str(Path(space.source).resolve()) if space.source else None,
+        "metric": space.metric, "mode": space.mode, "algorithm": space.algorithm,
+        "scheduler": space.scheduler["type"] if space.scheduler else None,
+        "scheduler_config": space.scheduler, "max_t": space.max_t,
+        "seeds": space.seeds, "num_samples": space.num_samples,
+        "num_planned_trials": len(specs) if specs is not None else None,
+        "started": meta.get("started") or _now(), "finished": None, "status": "running",
+        "ablate_version": ablate.__version__, "git_commit": _git_commit(),
+        "trainable": space.trainable, "optuna_journal": "optuna.journal" if space.is_optuna else None,
+        "resumed": (meta.get("resumed") or 0) + (1 if resume else 0),
+    })
+    if not resume:
+        header = (f"# resolved search space of sweep {space.name}"
+                  + (f" (from {space.source})" if space.source else "") + "\n")
+        (sweep_dir / "search_space.yaml").write_text(
+            header + yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
+
+    env = worker_env(space, sweep_dir)
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # evals are not every step
+    ledger_ctx = {"metric": space.metric, "seeds": space.seeds, "optuna": space.is_optuna,
+                  "base_overrides": space.base_overrides,
+                  "specs": {s["key"]: s for s in specs} if specs is not None else None}
+    trial_ctx = {**ledger_ctx, "name": space.name, "sweep_dir": str(sweep_dir),
+                 "trainable": space.trainable, "env": env, "cwd": os.getcwd()}
+
+    if address:
+        _token_auth_for_attach()
+    import ray
+    from ray import tune
+
+    started_ray = _init_ray(address, num_cpus, env, space, log)
+    try:
+        _check_cluster(space)
+        from ablate.sweep.trial import run_trial
+
+        trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=trial_ctx),
+                                        {"cpu": space.resources["cpu"],
+                                         "gpu": space.resources["gpu"]})
+        tuner = None
+        experiment = None
+        if resume and experiments:
+            last = sweep_dir / experiments[-1]
+            if tune.Tuner.can_restore(str(last)):
+                try:
+                    tuner = tune.Tuner.restore(str(last), trainable=trainable,
+                                               resume_unfinished=True, resume_errored=False,
+                                               restart_errored=False)
+                    experiment = experiments[-1]
+                    log(f"resuming Tune experiment {last}")
+                except Exception as e:  # noqa: BLE001 - fall back to the trials.jsonl ledger
+                    log(f"Tune state at {last} unusable ({type(e).__name__}: {e}); resuming from "
+                        f"trials.jsonl instead")
+                    tuner = None
+            else:
+                log(f"no restorable Tune state at {last}; resuming from trials.jsonl")
+
+        todo = specs
+        if tuner is None:
+            ledger = Ledger(sweep_dir, ledger_ctx).load()
+            num_samples = 1
+            if resume:
+                ledger.drop_pending_placeholders()
+                recovered = ledger.recover()
+                if recovered:
+                    log(f"recovered {recovered} ended run(s) from the trials' outcome files")
+                stale = [k for k, r in ledger.rows.items() if r.get("status") not in FINAL_STATUSES]
+                for k in stale:  # interrupted attempts: rerun below under new trial ids
+                    del ledger.rows[k]
+                ledger.write()
+                if specs is not None:
+                    done = ledger.finished_keys()
+                    todo = [s for s in specs if s["key"] not in done]
+                    log(f"{len(specs) - len(todo)} of {len(specs)} trials already measured; "
+                        f"{len(todo)} to run")
+                else:
+                    done_props = {r.get("tune_trial_id") for r in ledger.rows.values()
+                                  if r.get("status") in FINAL_STATUSES}
+                    num_samples = max(0, int(space.num_samples or 0) - len(done_props))
+                    log(f"{len(done_props)} of {space.num_samples} Optuna proposals already "
+                        f"measured; {num_samples} to run")
+            elif specs is None:
+                num_samples = int(space.num_samples or 0)
+            experiment = "tune" if not experiments else f"tune-{len(experiments) + 1}"
+            while (sweep_dir / experiment).exists():
+                experiment += "x"
+            experiments.append(experiment)
+            if (todo is not None and todo) or (specs is None and num_samples > 0):
+                if todo is not None:
+                    ledger.add_pending(todo, experiment)
+                    ledger.write()
+                tuner = tune.Tuner(
+                    trainable,
+                    param_space=({"trial": tune.grid_search([s["key"] for s in todo])}
+                                 if todo is not None else None),
+                    tune_config=tune.TuneConfig(
+                        metric=space.metric, mode=space.mode,
+                        search_alg=_make_search(space, sweep_dir),
+                        scheduler=_make_scheduler(space),
+                        num_samples=num_samples if specs is None else 1,
+                        max_concurrent_trials=space.max_concurrent,
+                        reuse_actors=False, trial_dirname_creator=_trial_dirname),
+                    run_config=tune.RunConfig(
+                        name=experiment, storage_path=str(sweep_dir),
+                        failure_config=tune.FailureConfig(max_failures=0),
+                        callbacks=[make_callback(Ledger(sweep_dir, ledger_ctx), experiment, todo)]),
+                )
+            else:
+                log("nothing left to run")
+                experiments.pop()
+        meta["tune_experiments"] = experiments
+        _write_json(meta_path, meta)
+
+        log(f"sweep {space.name}: {sweep_dir}")
+        t0 = time.time()
+        trials = []
+        if tuner is not None:
+            tuner.fit()  # trial failures are recorded, never raised
+            trials = _saved_trials(sweep_dir / (experiment or "tune"))
+        # final rewrite of the table from Tune's view of every trial + the trials' outcome files
+        ledger = Ledger(sweep_dir, ledger_ctx).load()
+        for i, t in enumerate(trials):
+            ledger.update_trial(t, experiment or "tune", i)
+        ledger.recover()
+        if trials and specs is not None:
+            have = {r["key"] for r in ledger.rows.values() if not r["trial_id"].startswith("pending-")}
+            for rid in [k for k, r in ledger.rows.items()
+                        if k.startswith("pending-") and r["key"] in have]:
+                del ledger.rows[rid]
+        ledger.write()
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+    counts = ledger.counts()
+    unfinished = counts.get("running", 0) + counts.get("pending", 0)
+    meta.update(status="interrupted" if unfinished else "finished",
+                finished=None if unfinished else _now(), counts=counts,
+                wall_s=round(time.time() - t0, 1))
+    _write_json(meta_path, meta)
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    log(f"sweep {space.name}: {summary} ({meta['wall_s']:.0f} s)")
+    log(f"trials table: {sweep_dir / 'trials.jsonl'}")
+    if unfinished:
+        log(f"sweep interrupted with {unfinished} unfinished trial(s); continue with: "
+            f"ablate sweep {space.source or '<file>'} --resume"
+            + (f" --output-dir {space.output_dir}" if output_dir else "")
+            + (f" --name {space.name}" if name else ""))
+        return EXIT_INTERRUPTED
+    if report:
+        path = generate_report_safely(sweep_dir, space.name, log)
+        if path is not None:
+            meta["report"] = str(path)
+            _write_json(meta_path, meta)
+            log(f"report: {path}")
+    return 0

@@ -1,0 +1,658 @@
+"""Search-space files (search_spaces/*.yaml): load, validate with one-line errors, expand to trials.
+
+A search space names categorical axes over config groups (``slots``, ``methods``), hyperparameter
+axes (``params``, Hydra keys, optionally conditional via ``when``), a replicate axis (``seeds``),
+the objective (``metric``/``mode``), the search algorithm and an optional ASHA scheduler.
+Everything is checked here, before Ray starts: group options against ``conf/<group>/*.yaml``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import math
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from ablate.config import GROUPS
+from ablate.errors import ConfigError, choice_error
+from ablate.registry import variant_names
+
+DEFAULT_TRAINABLE = "ablate.train.api.run_training"
+ALGORITHMS = ("grid", "random", "optuna_tpe", "optuna_random", "optuna_cmaes")
+OPTUNA_ALGORITHMS = ("optuna_tpe", "optuna_random", "optuna_cmaes")
+SCHEDULERS = ("asha", "none")
+PARAM_TYPES = ("choice", "uniform", "loguniform", "int")
+MODES = ("max", "min")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+SLOT_FAMILIES = ("mask", "denominator", "advantage", "likelihood", "aggregation")
+TOP_KEYS = ("name", "description", "trainable", "base_overrides", "slots", "methods", "params",
+            "seeds", "metric", "mode", "search", "scheduler", "resources", "max_concurrent",
+            "output_dir", "wandb")
+SLOT_GROUPS = tuple(g for g in GROUPS if g != "method")  # `method` is swept with `methods:`
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_KEY_RE = re.compile(r"^(\+\+?)?[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*$")
+_PLAIN_STR_RE = re.compile(r"^[A-Za-z_/][A-Za-z0-9_.\-/@:]*$")
+
+
+# ------------------------------------------------------------------------------------ model
+@dataclass
+class Param:
+    """One hyperparameter axis, keyed by its Hydra override key (``train.lr``)."""
+
+    key: str
+    type: str
+    values: list | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    when: dict[str, list] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {"type": self.type}
+        if self.type == "choice":
+            d["values"] = list(self.values or [])
+        else:
+            d["low"], d["high"] = self.low, self.high
+            if self.type == "int" and self.log:
+                d["log"] = True
+            if self.step is not None:
+                d["step"] = self.step
+        if self.when:
+            d["when"] = {k: list(v) for k, v in self.when.items()}
+        return d
+
+    def active(self, assignment: Mapping[str, Any]) -> bool:
+        return all(assignment.get(k) in vals for k, vals in self.when.items())
+
+
+@dataclass
+class SearchSpace:
+    name: str
+    metric: str
+    mode: str = "max"
+    description: str = ""
+    trainable: str = DEFAULT_TRAINABLE
+    base_overrides: list[str] = field(default_factory=list)
+    slots: dict[str, list[str]] = field(default_factory=dict)
+    methods: list[str] = field(default_factory=list)
+    params: dict[str, Param] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    algorithm: str = "grid"
+    num_samples: int | None = None
+    search_seed: int = 0
+    scheduler: dict | None = None
+    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
+    max_concurrent: int | None = None
+    output_dir: str = "runs"
+    wandb: dict[str, Any] = field(default_factory=lambda: {"project": "ablate", "mode": "auto",
+                                                            "entity": None})
+    source: str | None = None  # the file it was read from
+
+    # -------------------------------------------------------------------------- derived
+    @property
+    def is_optuna(self) -> bool:
+        return self.algorithm in OPTUNA_ALGORITHMS
+
+    def categorical_axes(self) -> list[tuple[str, list]]:
+        """(axis name, options) for the config-group axes, in override order."""
+        axes: list[tuple[str, list]] = []
+        if self.methods:
+            axes.append(("method", list(self.methods)))
+        for g in SLOT_GROUPS:
+            if g in self.slots:
+                axes.append((g, list(self.slots[g])))
+        return axes
+
+    def axis_options(self, axis: str) -> list | None:
+        for name, opts in self.categorical_axes():
+            if name == axis:
+                return opts
+        p = self.params.get(axis)
+        return list(p.values or []) if p is not None and p.type == "choice" else None
+
+    def swept_keys(self) -> list[str]:
+        return [a for a, _ in self.categorical_axes()] + list(self.params)
+
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {"name": self.name}
+        if self.description:
+            d["description"] = self.description
+        d["trainable"] = self.trainable
+        d["base_overrides"] = list(self.base_overrides)
+        d["slots"] = {g: list(v) for g, v in self.slots.items()}
+        d["methods"] = list(self.methods)
+        d["params"] = {k: p.to_dict() for k, p in self.params.items()}
+        d["seeds"] = list(self.seeds)
+        d["metric"], d["mode"] = self.metric, self.mode
+        search: dict[str, Any] = {"algorithm": self.algorithm, "seed": self.search_seed}
+        if self.num_samples is not None:
+            search["num_samples"] = self.num_samples
+        d["search"] = search
+        d["scheduler"] = dict(self.scheduler) if self.scheduler else None
+        d["resources"] = dict(self.resources)
+        d["max_concurrent"] = self.max_concurrent
+        d["output_dir"] = self.output_dir
+        d["wandb"] = dict(self.wandb)
+        return d
+
+    @property
+    def max_t(self) -> float | None:
+        return self.scheduler.get("max_t") if self.scheduler else None
+
+
+# ------------------------------------------------------------------------------ validation
+def _num(field_: str, v: Any, *, integer: bool = False) -> float | int:
+    """A number from YAML; PyYAML reads ``1e-5`` (no dot) as a string, so accept numeric strings."""
+    if isinstance(v, bool) or v is None:
+        raise ConfigError(f"{field_}: expected a number, got {v!r}")
+    if isinstance(v, str):
+        try:
+            v = float(v.strip())
+        except ValueError:
+            raise ConfigError(f"{field_}: expected a number, got {v!r}") from None
+    if not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+        raise ConfigError(f"{field_}: expected a finite number, got {v!r}")
+    if integer:
+        if float(v) != int(v):
+            raise ConfigError(f"{field_}: expected an integer, got {v!r}")
+        return int(v)
+    return float(v) if isinstance(v, float) else v
+
+
+def _mapping(field_: str, v: Any, allowed: Iterable[str] | None = None) -> dict:
+    if v is None:
+        return {}
+    if not isinstance(v, Mapping):
+        raise ConfigError(f"{field_}: expected a mapping, got {type(v).__name__} {v!r}")
+    v = dict(v)
+    if allowed is not None:
+        allowed = list(allowed)
+        for k in v:
+            if k not in allowed:
+                raise choice_error(f"{field_}: key", k, allowed)
+    return v
+
+
+def _list(field_: str, v: Any) -> list:
+    if v is None:
+        return []
+    if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+        return [v]
+    if not isinstance(v, (list, tuple)):
+        raise ConfigError(f"{field_}: expected a list, got {type(v).__name__} {v!r}")
+    return list(v)
+
+
+def _scalar_ok(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
+def _check_variants(field_: str, group: str, options: list) -> list[str]:
+    if not options:
+        raise ConfigError(f"{field_}: needs at least one option")
+    known = variant_names(group)
+    out: list[str] = []
+    for o in options:
+        if not isinstance(o, str):
+            raise ConfigError(f"{field_}: options are config file names (strings), got {o!r}")
+        if o not in known:
+            raise choice_error(field_, o, known)
+        if o in out:
+            raise ConfigError(f"{field_}: option {o!r} is listed twice")
+        out.append(o)
+    return out
+
+
+def _parse_param(key: str, spec: Any) -> Param:
+    f = f"params.{key}"
+    if not _KEY_RE.match(key):
+        raise ConfigError(f"{f}: not a Hydra config key (like train.lr or mask.eps_high)")
+    bare = key.lstrip("+")
+    if bare in GROUPS:
+        raise ConfigError(f"{f}: {bare!r} is a config group; sweep it under slots: (or methods:)")
+    if bare in ("seed", "name"):
+        raise ConfigError(f"{f}: {bare!r} is set by the sweep; use seeds: for replicates")
+    if not isinstance(spec, Mapping):
+        if isinstance(spec, list):  # shorthand: a plain list is a choice
+            spec = {"type": "choice", "values": spec}
+        else:
+            raise ConfigError(f"{f}: expected a mapping like {{type: uniform, low: 0.1, high: 0.3}}")
+    spec = dict(spec)
+    ptype = spec.get("type")
+    if ptype is None:
+        raise ConfigError(f"{f}.type: missing; allowed: {', '.join(PARAM_TYPES)}")
+    if ptype not in PARAM_TYPES:
+        raise choice_error(f"{f}.type", ptype, PARAM_TYPES)
+    allowed = {"choice": ("type", "values", "when"),
+               "uniform": ("type", "low", "high", "step", "when"),
+               "loguniform": ("type", "low", "high", "when"),
+               "int": ("type", "low", "high", "step", "log", "when")}[ptype]
+    _mapping(f, spec, allowed)
+    p = Param(key=key, type=ptype)
+    if ptype == "choice":
+        vals = _list(f"{f}.values", spec.get("values"))
+        if not vals:
+            raise ConfigError(f"{f}.values: a choice needs a non-empty list of values")
+        for v in vals:
+            if not _scalar_ok(v):
+                raise ConfigError(f"{f}.values: values must be scalars (number, string, bool, "
+                                  f"null), got {v!r}")
+        if len(set(map(repr, vals))) != len(vals):
+            raise ConfigError(f"{f}.values: duplicate values in {vals!r}")
+        p.values = vals
+    else:
+        for b in ("low", "high"):
+            if b not in spec:
+                raise ConfigError(f"{f}.{b}: missing (a {ptype} range needs low and high)")
+        integer = ptype == "int"
+        p.low = _num(f"{f}.low", spec["low"], integer=integer)
+        p.high = _num(f"{f}.high", spec["high"], integer=integer)
+        if not p.low < p.high:
+            raise ConfigError(f"{f}: low ({p.low}) must be < high ({p.high})")
+        p.log = ptype == "loguniform" or bool(spec.get("log", False))
+        if p.log and p.low <= 0:
+            raise ConfigError(f"{f}.low: a log range needs low > 0, got {p.low}")
+        if spec.get("step") is not None:
+            p.step = _num(f"{f}.step", spec["step"], integer=integer)
+            if p.step <= 0:
+                raise ConfigError(f"{f}.step: must be > 0, got {p.step}")
+            if p.log:
+                raise ConfigError(f"{f}.step: cannot be combined with a log range")
+    if spec.get("when") is not None:
+        when = _mapping(f"{f}.when", spec["when"])
+        if not when:
+            raise ConfigError(f"{f}.when: empty condition")
+        p.when = {str(k): _list(f"{f}.when.{k}", v) for k, v in when.items()}
+    return p
+
+
+def validate(data: Any, source: str | None = None) -> SearchSpace:
+    """Check a parsed search-space mapping; raise one-line ConfigErrors; return the model."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"search space{f' {source}' if source else ''}: expected a YAML mapping "
+                          f"at the top level")
+    data = _mapping("search space", data, TOP_KEYS)
+
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigError("name: missing (the sweep name; it also names the sweep directory)")
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"name: {name!r} may use only letters, digits, '_', '-' and '.'")
+    metric = data.get("metric")
+    if not isinstance(metric, str) or not metric:
+        raise ConfigError("metric: missing (the reported key to optimise, e.g. eval/pass@1)")
+    mode = data.get("mode", "max")
+    if mode not in MODES:
+        raise choice_error("mode", mode, MODES)
+    space = SearchSpace(name=name, metric=metric, mode=mode, source=source)
+    space.description = str(data.get("description") or "").strip()
+
+    trainable = data.get("trainable") or DEFAULT_TRAINABLE
+    if not isinstance(trainable, str) or "." not in trainable or not all(
+            part.isidentifier() for part in trainable.split(".")):
+        raise ConfigError(f"trainable: {trainable!r} is not a dotted import path "
+                          f"(like {DEFAULT_TRAINABLE})")
+    space.trainable = trainable
+
+    base = _list("base_overrides", data.get("base_overrides"))
+    for o in base:
+        if not isinstance(o, str) or ("=" not in o and not o.startswith("~")):
+            raise ConfigError(f"base_overrides: {o!r} is not a Hydra override (key=value)")
+    space.base_overrides = [str(o) for o in base]
+
+    slots = _mapping("slots", data.get("slots"))
+    for g, opts in slots.items():
+        if g == "method":
+            raise ConfigError("slots.method: sweep whole presets with the top-level methods: list")
+        if g not in SLOT_GROUPS:
+            raise choice_error("slots: group", g, SLOT_GROUPS)
+        space.slots[g] = _check_variants(f"slots.{g}", g, _list(f"slots.{g}", opts))
+    if "methods" in data and data["methods"] is not None:
+        space.methods = _check_variants("methods", "method", _list("methods", data["methods"]))
+
+    params = _mapping("params", data.get("params"))
+    for key, spec in params.items():
+        space.params[str(key)] = _parse_param(str(key), spec)
+    # conditions refer to categorical axes declared before the parameter
+    seen: dict[str, list] = {a: opts for a, opts in space.categorical_axes()}
+    for key, p in space.params.items():
+        for axis, vals in p.when.items():
+            if axis not in seen:
+                raise choice_error(f"params.{key}.when: axis", axis, list(seen) or ["(none swept)"])
+            for v in vals:
+                if v not in seen[axis]:
+                    raise choice_error(f"params.{key}.when.{axis}", v, seen[axis])
+        if p.type == "choice":
+            seen[key] = list(p.values or [])
+
+    seeds = data.get("seeds", [0])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ConfigError(f"seeds: an integer means range(seeds) and must be >= 1, got {seeds}")
+        seeds = list(range(seeds))
+    seeds = _list("seeds", seeds)
+    if not seeds:
+        raise ConfigError("seeds: needs at least one seed")
+    space.seeds = [int(_num("seeds", s, integer=True)) for s in seeds]
+    if len(set(space.seeds)) != len(space.seeds):
+        raise ConfigError(f"seeds: duplicate seeds in {space.seeds}")
+
+    search = _mapping("search", data.get("search"), ("algorithm", "num_samples", "seed"))
+    algo = search.get("algorithm", "grid")
+    if algo not in ALGORITHMS:
+        raise choice_error("search.algorithm", algo, ALGORITHMS)
+    space.algorithm = algo
+    if algo == "optuna_cmaes" and importlib.util.find_spec("cmaes") is None:
+        raise ConfigError("search.algorithm: optuna_cmaes needs the 'cmaes' package "
+                          "(pip install cmaes); allowed without it: "
+                          + ", ".join(a for a in ALGORITHMS if a != "optuna_cmaes"))
+    if algo == "grid":
+        if search.get("num_samples") is not None:
+            raise ConfigError("search.num_samples: grid runs every combination once per seed; "
+                              "remove num_samples, or pick a sampler (random, optuna_tpe, ...)")
+        for key, p in space.params.items():
+            if p.type != "choice":
+                raise ConfigError(f"params.{key}: grid search crosses only choice params; a "
+                                  f"{p.type} range needs a sampler (search.algorithm: random, "
+                                  f"optuna_tpe, optuna_random)")
+    else:
+        if search.get("num_samples") is None:
+            raise ConfigError(f"search.num_samples: required for algorithm {algo} (how many "
+                              f"configurations to sample; each runs once per seed)")
+        space.num_samples = int(_num("search.num_samples", search["num_samples"], integer=True))
+        if space.num_samples < 1:
+            raise ConfigError(f"search.num_samples: must be >= 1, got {space.num_samples}")
+    space.search_seed = int(_num("search.seed", search.get("seed", 0), integer=True))
+
+    sched = data.get("scheduler")
+    if isinstance(sched, str):
+        sched = {"type": sched}
+    if sched is not None:
+        sched = _mapping("scheduler", sched, ("type", "time_attr", "max_t", "grace_period",
+                                              "reduction_factor", "brackets"))
+        stype = sched.get("type")
+        if stype is None:
+            raise ConfigError(f"scheduler.type: missing; allowed: {', '.join(SCHEDULERS)}")
+        if stype not in SCHEDULERS:
+            raise choice_error("scheduler.type", stype, SCHEDULERS)
+        if stype == "asha":
+            if sched.get("max_t") is None:
+                raise ConfigError("scheduler.max_t: required for asha (the full budget in "
+                                  "time_attr units, e.g. train.steps)")
+            max_t = _num("scheduler.max_t", sched["max_t"])
+            grace = _num("scheduler.grace_period", sched.get("grace_period", 1))
+            rf = _num("scheduler.reduction_factor", sched.get("reduction_factor", 2))
+            brackets = int(_num("scheduler.brackets", sched.get("brackets", 1), integer=True))
+            time_attr = sched.get("time_attr", "step")
+            if not isinstance(time_attr, str) or not time_attr:
+                raise ConfigError(f"scheduler.time_attr: expected a reported key, got {time_attr!r}")
+            if max_t <= 0:
+                raise ConfigError(f"scheduler.max_t: must be > 0, got {max_t}")
+            if not 0 < grace < max_t:
+                raise ConfigError(f"scheduler.grace_period: must be > 0 and < max_t ({max_t}), "
+                                  f"got {grace}")
+            if rf <= 1:
+                raise ConfigError(f"scheduler.reduction_factor: must be > 1, got {rf}")
+            if brackets < 1:
+                raise ConfigError(f"scheduler.brackets: must be >= 1, got {brackets}")
+            space.scheduler = {"type": "asha", "time_attr": time_attr, "max_t": max_t,
+                               "grace_period": grace, "reduction_factor": rf, "brackets": brackets}
+
+    res = _mapping("resources", data.get("resources"), ("cpu", "gpu"))
+    cpu = _num("resources.cpu", res.get("cpu", 1))
+    gpu = _num("resources.gpu", res.get("gpu", 0))
+    if cpu <= 0:
+        raise ConfigError(f"resources.cpu: must be > 0, got {cpu}")
+    if gpu < 0:
+        raise ConfigError(f"resources.gpu: must be >= 0, got {gpu}")
+    space.resources = {"cpu": float(cpu), "gpu": float(gpu)}
+
+    mc = data.get("max_concurrent")
+    if mc is not None:
+        mc = int(_num("max_concurrent", mc, integer=True))
+        if mc < 1:
+            raise ConfigError(f"max_concurrent: must be >= 1, got {mc}")
+    space.max_concurrent = mc
+
+    out = data.get("output_dir", "runs")
+    if not isinstance(out, str) or not out:
+        raise ConfigError(f"output_dir: expected a directory path, got {out!r}")
+    space.output_dir = out
+
+    wb = _mapping("wandb", data.get("wandb"), ("project", "mode", "entity"))
+    wmode = wb.get("mode", "auto")
+    if wmode not in WANDB_MODES:
+        raise choice_error("wandb.mode", wmode, WANDB_MODES)
+    space.wandb = {"project": str(wb.get("project") or "ablate"), "mode": wmode,
+                   "entity": wb.get("entity")}
+
+    swept = set(space.swept_keys())
+    for o in space.base_overrides:
+        k = o.split("=", 1)[0].lstrip("+~")
+        if k in swept:
+            raise ConfigError(f"base_overrides: {o!r} sets {k!r}, which the sweep varies; remove "
+                              f"one of them")
+        if k in ("seed", "name"):
+            raise ConfigError(f"base_overrides: {o!r}: the sweep sets {k} per trial"
+                              + (" (use seeds:)" if k == "seed" else ""))
+    return space
+
+
+def load_search_space(path: str | Path, *, extra_overrides: Iterable[str] = (),
+                      name: str | None = None, output_dir: str | None = None) -> SearchSpace:
+    """Read and validate a search-space YAML; CLI overrides are appended to base_overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"search space: file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"search space {path}: invalid YAML ({' '.join(str(e).split())})") from None
+    if isinstance(data, Mapping):
+        data = dict(data)
+        if name:
+            data["name"] = name
+        if output_dir:
+            data["output_dir"] = output_dir
+        extra = list(extra_overrides)
+        if extra:
+            data["base_overrides"] = _list("base_overrides", data.get("base_overrides")) + extra
+    return validate(data, source=str(path))
+
+
+# ------------------------------------------------------------------------------- expansion
+def fmt_value(v: Any) -> str:
+    """A value as text for combo keys (short, stable)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return format(v, ".6g")
+    return "null" if v is None else str(v)
+
+
+def hydra_value(v: Any) -> str:
+    """A scalar as a Hydra override value."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)
+    s = str(v)
+    if _PLAIN_STR_RE.match(s) and s.lower() not in ("true", "false", "null", "none", "nan", "inf"):
+        return s
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def assignment_overrides(assignment: Mapping[str, Any]) -> list[str]:
+    """Hydra overrides of one assignment: the method preset first, then slots, then params."""
+    out: list[str] = []
+    if "method" in assignment:
+        out.append(f"method={assignment['method']}")
+    for g in SLOT_GROUPS:
+        if g in assignment:
+            out.append(f"{g}={assignment[g]}")
+    for k, v in assignment.items():
+        if k != "method" and k not in GROUPS:
+            out.append(f"{k}={hydra_value(v)}")
+    return out
+
+
+def combo_key(assignment: Mapping[str, Any]) -> str:
+    """The string key of a slot/param combination (seed excluded): 'mask=none,train.lr=0.0003'."""
+    parts = [o.split("=", 1) for o in assignment_overrides(assignment)]
+    shown = [f"{k}={fmt_value(assignment[k]) if k in assignment else v}" for k, v in parts]
+    return ",".join(shown) or "base"
+
+
+def categorical_key(assignment: Mapping[str, Any]) -> str:
+    """Only the config-group choices (method + slots): the W&B job_type of a trial."""
+    sub = {k: v for k, v in assignment.items() if k == "method" or k in GROUPS}
+    return combo_key(sub)
+
+
+def spec_key(assignment: Mapping[str, Any], seed: int) -> str:
+    return f"{combo_key(assignment)}|seed={seed}"
+
+
+def _ordered(space: SearchSpace, assignment: Mapping[str, Any]) -> dict:
+    """Assignment in canonical order (categorical axes, then params as declared)."""
+    out = {a: assignment[a] for a, _ in space.categorical_axes() if a in assignment}
+    out.update({k: assignment[k] for k in space.params if k in assignment})
+    return out
+
+
+def grid_assignments(space: SearchSpace) -> list[dict]:
+    """Cross product of categorical axes and choice params; conditional params only where active."""
+    axes = space.categorical_axes()
+    combos: list[dict] = [{}]
+    for axis, opts in axes:
+        combos = [{**c, axis: o} for c in combos for o in opts]
+    for key, p in space.params.items():
+        nxt: list[dict] = []
+        for c in combos:
+            if p.active(c):
+                nxt.extend({**c, key: v} for v in (p.values or []))
+            else:
+                nxt.append(c)
+        combos = nxt
+    seen: set[str] = set()
+    out = []
+    for c in combos:
+        k = combo_key(c)
+        if k not in seen:
+            seen.add(k)
+            out.append(_ordered(space, c))
+    return out
+
+
+def sample_param(p: Param, rng: random.Random) -> Any:
+    if p.type == "choice":
+        return (p.values or [])[rng.randrange(len(p.values or []))]
+    lo, hi = float(p.low), float(p.high)  # type: ignore[arg-type]
+    if p.type == "int":
+        if p.log:
+            v = int(math.floor(math.exp(rng.uniform(math.log(lo), math.log(hi + 1)))))
+        else:
+            step = int(p.step or 1)
+            v = int(lo) + step * rng.randrange((int(hi) - int(lo)) // step + 1)
+        return max(int(lo), min(int(hi), v))
+    if p.log:
+        return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    v = rng.uniform(lo, hi)
+    if p.step:
+        v = lo + round((v - lo) / p.step) * p.step
+        v = min(hi, v)
+    return float(v)
+
+
+def random_assignments(space: SearchSpace) -> list[dict]:
+    """``num_samples`` independent draws (seeded by ``search.seed``), honouring ``when``."""
+    rng = random.Random(space.search_seed)
+    out = []
+    for _ in range(int(space.num_samples or 0)):
+        a: dict[str, Any] = {}
+        for axis, opts in space.categorical_axes():
+            a[axis] = opts[rng.randrange(len(opts))]
+        for key, p in space.params.items():
+            if p.active(a):
+                a[key] = sample_param(p, rng)
+        out.append(a)
+    return out
+
+
+def plan_trials(space: SearchSpace) -> list[dict] | None:
+    """The trial specs of grid/random searches ({key, combo, assign, seed}); None for Optuna.
+
+    Seeds are the outer loop, so the first replicate of every combination runs first.
+    """
+    if space.is_optuna:
+        return None
+    assigns = grid_assignments(space) if space.algorithm == "grid" else random_assignments(space)
+    specs = []
+    seen: set[str] = set()
+    for seed in space.seeds:
+        for i, a in enumerate(assigns):
+            key = spec_key(a, seed)
+            if key in seen:  # random draws can repeat a categorical-only combination
+                key = f"{key}#{i}"
+            seen.add(key)
+            specs.append({"key": key, "combo": combo_key(a), "assign": a, "seed": seed})
+    return specs
+
+
+class OptunaSpace:
+    """Define-by-run space for OptunaSearch: categorical axes, then params (conditional via when).
+
+    A module-level class holding plain data, so Tune can pickle it into its searcher state.
+    """
+
+    def __init__(self, space: SearchSpace):
+        self.categorical = space.categorical_axes()
+        self.params = [(k, p.to_dict()) for k, p in space.params.items()]
+
+    def __call__(self, trial) -> None:
+        chosen: dict[str, Any] = {}
+        for axis, opts in self.categorical:
+            chosen[axis] = trial.suggest_categorical(axis, opts)
+        for key, spec in self.params:
+            when = spec.get("when") or {}
+            if not all(chosen.get(a) in vals for a, vals in when.items()):
+                continue
+            t = spec["type"]
+            if t == "choice":
+                chosen[key] = trial.suggest_categorical(key, spec["values"])
+            elif t == "int":
+                chosen[key] = trial.suggest_int(key, int(spec["low"]), int(spec["high"]),
+                                                step=int(spec.get("step") or 1),
+                                                log=bool(spec.get("log", False)))
+            else:
+                chosen[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]),
+                                                  log=t == "loguniform", step=spec.get("step"))
+        return None
+
+
+def preflight_assignments(space: SearchSpace, limit: int = 48) -> list[dict]:
+    """A few assignments that exercise every config-group option (for a compose dry run)."""
+    if space.algorithm == "grid":
+        pool = grid_assignments(space)
+    else:
+        pool = []
+        cats = space.categorical_axes()
+        for combo in itertools.islice(itertools.product(*[o for _, o in cats]), limit):
+            a = dict(zip([n for n, _ in cats], combo))
+            for key, p in space.params.items():
+                if p.active(a):
+                    a[key] = p.values[0] if p.type == "choice" else (
+                        int(p.low) if p.type == "int" else float(p.low))  # type: ignore[arg-type]
+            pool.append(a)
+    return pool[:limit]

@@ -1,0 +1,239 @@
+"""The function Ray Tune runs for one trial: overrides in, the configured trainable called per seed.
+
+Runs in a Ray worker. It never lets a trainer failure escape as anything but a recorded failure:
+the outcome of every run (seed) is written to ``<sweep_dir>/trials/<trial_id>/sweep_trial.json``
+before the trial ends, then a failure is re-raised as ``TrialFailed`` so Tune marks the trial
+ERROR (and Optuna FAIL) while the sweep goes on. A trial whose outcome file already says
+finished/failed (a restored trial that had completed before the driver died) is replayed, not rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ablate.sweep.space import assignment_overrides, categorical_key, combo_key
+
+OUTCOME_FILE = "sweep_trial.json"
+COMPLETE_KEY = "sweep/complete"  # present in the last result of a trial that ran to its end
+
+
+class TrialFailed(RuntimeError):
+    """A trial's run raised or produced no finite objective; the message is the recorded error."""
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key + "/"))
+        else:
+            out[key] = v
+    return out
+
+
+def _scalar(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    item = getattr(v, "item", None)
+    if callable(item) and getattr(v, "ndim", 0) == 0:
+        try:
+            return item()
+        except Exception:  # noqa: BLE001
+            return None
+    return None
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def one_line(e: BaseException) -> str:
+    msg = " ".join(str(e).split())
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str, allow_nan=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class _Reporter:
+    """Forwards the trainer's metrics to ``ray.tune.report``: flat, scalar, with step, seed and the
+    objective carried forward between evals (Tune's schedulers/searchers need it in every result)."""
+
+    def __init__(self, metric: str, seed: int, seed_index: int, require_metric: bool,
+                 report: Callable[[dict], None]):
+        self.metric, self.seed, self.seed_index = metric, seed, seed_index
+        self.require_metric = require_metric
+        self._report = report
+        self.last_value: Any = None
+        self.last: dict[str, Any] = {}
+        self.steps_done = 0
+        self.n = 0
+
+    def __call__(self, metrics: Mapping[str, Any]) -> None:
+        flat = {k: _scalar(v) for k, v in _flatten(dict(metrics)).items()}
+        flat = {k: v for k, v in flat.items() if v is not None}
+        self.n += 1
+        step = flat.get("step")
+        if not _finite(step):
+            step = self.n
+            flat["step"] = step
+        self.steps_done = max(self.steps_done, int(step))
+        if self.metric in flat:
+            self.last_value = flat[self.metric]
+        elif self.last_value is not None:
+            flat[self.metric] = self.last_value
+        self.last.update(flat)
+        if self.require_metric and self.metric not in flat:
+            return  # an Optuna searcher needs the objective in every result it sees
+        flat["seed"] = self.seed
+        flat["sweep/seed_index"] = self.seed_index
+        self._report(flat)
+
+
+def _import(path: str) -> Callable:
+    import importlib
+
+    mod, _, attr = path.rpartition(".")
+    return getattr(importlib.import_module(mod), attr)
+
+
+def _clean_run_dir(run_dir: Path) -> None:
+    """A run dir left by an interrupted attempt is cleared so the rerun starts from nothing."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def run_trial(config: dict, ctx: dict) -> None:
+    """Tune function trainable. ``config`` is ``{"trial": <spec key>}`` (grid/random: one seed) or the
+    flat Optuna proposal (all of ``ctx['seeds']`` run here, one after another)."""
+    from ray import tune
+
+    os.environ.update({k: str(v) for k, v in (ctx.get("env") or {}).items()})
+    if ctx.get("cwd") and os.path.isdir(ctx["cwd"]):
+        os.chdir(ctx["cwd"])  # relative paths in overrides resolve where the sweep was launched
+
+    if "trial" in config:  # grid/random: the spec key, looked up in the planned specs
+        spec = ctx["specs"][config["trial"]]
+        assign, seeds, per_seed_dirs = dict(spec["assign"]), [int(spec["seed"])], False
+    else:
+        assign = {k: v for k, v in config.items()}
+        seeds, per_seed_dirs = [int(s) for s in ctx["seeds"]], True
+    metric = ctx["metric"]
+    trial_id = tune.get_context().get_trial_id() or "trial"
+    sweep_dir = Path(ctx["sweep_dir"])
+    trial_dir = sweep_dir / "trials" / trial_id
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    outcome_path = trial_dir / OUTCOME_FILE
+
+    # ---- replay a trial that already completed (restored after the driver died)
+    if outcome_path.is_file():
+        try:
+            prev = json.loads(outcome_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            prev = {}
+        if prev.get("status") == "finished" and prev.get("final_report"):
+            tune.report(prev["final_report"])
+            return
+        if prev.get("status") == "failed":
+            raise TrialFailed(prev.get("error") or "failed")
+
+    trainable = _import(ctx["trainable"])
+    combo = combo_key(assign)
+    extra_tracker = {"group": ctx["name"], "job_type": categorical_key(assign)[:64],
+                     "tags": [f"{k}:{v}"[:64] for k, v in assign.items()
+                              if k == "method" or "." not in k][:20]}
+    outcome: dict[str, Any] = {"trial_id": trial_id, "combo": combo, "assign": assign,
+                               "seeds": seeds, "status": "running", "runs": [],
+                               "started": time.time()}
+    _write_json(outcome_path, outcome)
+
+    finals: list[dict] = []
+    values: list[float] = []
+    errors: list[str] = []
+    for i, seed in enumerate(seeds):
+        run_dir = trial_dir / f"seed_{seed}" if per_seed_dirs else trial_dir
+        if per_seed_dirs:
+            _clean_run_dir(run_dir)
+        else:  # keep sweep_trial.json, drop what an interrupted attempt left
+            for p in trial_dir.iterdir():
+                if p.name != OUTCOME_FILE:
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run_name = f"{ctx['name']}-{trial_id}" + (f"-s{seed}" if per_seed_dirs else "")
+        overrides = (list(ctx["base_overrides"]) + assignment_overrides(assign)
+                     + [f"seed={seed}", f"name={run_name}"])
+        rep = _Reporter(metric, seed, i, require_metric=bool(ctx.get("optuna")), report=tune.report)
+        run: dict[str, Any] = {"seed": seed, "run_dir": str(run_dir.relative_to(sweep_dir)),
+                               "overrides": overrides, "status": "running", "error": None,
+                               "started": time.time()}
+        outcome["runs"].append(run)
+        _write_json(outcome_path, outcome)
+        t0 = time.perf_counter()
+        summary: dict = {}
+        try:
+            summary = trainable(overrides, str(run_dir), rep, dict(extra_tracker)) or {}
+        except SystemExit:  # Tune stopped the trial inside tune.report: a scheduler decision or
+            # an interrupted sweep; only the driver knows which ("stopped" is not a final status)
+            run.update(status="stopped", steps_done=rep.steps_done,
+                       wall_s=time.perf_counter() - t0, final=rep.last, ended=time.time())
+            outcome.update(status="stopped", ended=time.time())
+            _write_json(outcome_path, outcome)
+            raise
+        except Exception as e:  # noqa: BLE001 - every trainer failure is recorded, not fatal
+            run.update(status="failed", error=one_line(e)[:2000])
+        run["wall_s"] = float(summary.get("wall_s") or (time.perf_counter() - t0))
+        run["ended"] = time.time()
+        final = summary.get("final") if isinstance(summary.get("final"), Mapping) else {}
+        final = {k: _scalar(v) for k, v in _flatten(dict(final)).items()}
+        if not final:
+            final = {k: v for k, v in rep.last.items() if k not in ("seed", "sweep/seed_index")}
+        steps = summary.get("steps_done")
+        run["steps_done"] = int(steps) if _finite(steps) else rep.steps_done
+        wb = summary.get("wandb") if isinstance(summary.get("wandb"), Mapping) else {}
+        run["wandb_run_id"], run["wandb_dir"] = wb.get("run_id"), wb.get("dir")
+        run["final"] = final
+        if run["status"] != "failed":
+            value = final.get(metric, rep.last_value)
+            if value is None:
+                run.update(status="failed", error=f"metric {metric!r} was never reported "
+                           f"(reported: {', '.join(sorted(rep.last)[:12]) or 'nothing'})")
+            elif not _finite(value):
+                run.update(status="failed", error=f"metric {metric!r} is {value} (non-finite)")
+            else:
+                run["status"] = "finished"
+                values.append(float(value))
+                finals.append(final)
+        if run["status"] == "failed":
+            errors.append(f"seed {seed}: {run['error']}" if len(seeds) > 1 else run["error"])
+        _write_json(outcome_path, outcome)
+
+    outcome["ended"] = time.time()
+    if errors:
+        outcome.update(status="failed", error="; ".join(errors)[:2000])
+        _write_json(outcome_path, outcome)
+        raise TrialFailed(outcome["error"])
+
+    # final result: the single run's final metrics, or (several seeds) the mean over seeds
+    report: dict[str, Any] = {}
+    keys = set().union(*[f.keys() for f in finals]) if finals else set()
+    for k in sorted(keys):
+        vals = [f[k] for f in finals if _finite(f.get(k))]
+        if len(vals) == len(finals) and vals:
+            report[k] = sum(vals) / len(vals)
+    report[metric] = sum(values) / len(values)
+    report["step"] = max(r.get("steps_done") or 0 for r in outcome["runs"])
+    report[COMPLETE_KEY] = 1
+    report["sweep/num_seeds"] = len(values)
+    outcome.update(status="finished", objective=report[metric], final_report=report)
+    _write_json(outcome_path, outcome)
+    tune.report(report)
