@@ -94,6 +94,7 @@ def _resolve_cfg(model_cfg: Any) -> dict:
     cfg = dict(cfg)
     cfg.pop("_target_", None)
     cfg.pop("name", None)
+    cfg.pop("seed", None)  # read by the trainer (policy_seed), not part of the architecture
     for k in cfg:
         if k not in MODEL_DEFAULTS:
             raise choice_error("model: field", k, MODEL_DEFAULTS)

@@ -57,6 +57,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def policy_seed(cfg: DictConfig) -> int:
+    """Seed of the initial weights and warm start: ``model.seed``, else the run's seed."""
+    s = cfg.model.get("seed")
+    return int(cfg.seed if s is None else s)
+
+
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
@@ -93,8 +99,9 @@ class Trainer:
         self.device = resolve_device(str(cfg.device))
         self.algo: Algorithm = build_algorithm(cfg)
         self.task = build_task(cfg.task)
-        self.policy = build_policy(cfg.model, self.task, self.seed, self.device)
+        self.policy = build_policy(cfg.model, self.task, policy_seed(cfg), self.device)
         self.model, self.tok = self.policy.model, self.policy.tokenizer
+        _seed_everything(self.seed)  # the warm start (or its cache hit) must not shift the RL seed
         self.ref_model = None
         if self.algo.needs_ref_model:
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
