@@ -27,9 +27,11 @@ examples:
 """
 
 
-def _add_arguments(p: argparse.ArgumentParser) -> None:
+def _add_arguments(p: argparse.ArgumentParser, remainder: bool = False) -> None:
     p.add_argument("file", help="search-space YAML (see search_spaces/)")
-    p.add_argument("overrides", nargs="*", metavar="override",
+    # as a subcommand the main parser cannot intermix options and positionals: take the rest
+    # verbatim and sort options from overrides in run_from_args
+    p.add_argument("overrides", nargs=argparse.REMAINDER if remainder else "*", metavar="override",
                    help="Hydra overrides appended to every trial's base_overrides (key=value)")
     p.add_argument("--address", default=None, metavar="auto|HOST:PORT",
                    help="attach to an existing Ray cluster (default: start a local Ray)")
@@ -50,7 +52,7 @@ def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("sweep", help="run a sweep from a search-space file",
                               description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_arguments(p)
+    _add_arguments(p, remainder=True)
     p.set_defaults(func=run_from_args)
     return p
 
@@ -62,9 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _merge_trailing_options(args: argparse.Namespace) -> argparse.Namespace:
+    """Options written after the file/overrides (``sweep f.yaml a=b --resume``) via a subparser."""
+    rest = list(args.overrides or [])
+    if not any(a.startswith("-") for a in rest):
+        return args
+    late = build_parser().parse_intermixed_args([args.file] + rest)
+    defaults = build_parser().parse_args([args.file])
+    for k, v in vars(late).items():
+        if k == "overrides" or v != getattr(defaults, k, None):
+            setattr(args, k, v)
+    return args
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     from ablate.sweep.runner import EXIT_INTERRUPTED, run_sweep
 
+    args = _merge_trailing_options(args)
     try:
         return run_sweep(args.file, list(args.overrides or []), address=args.address,
                          resume=args.resume, output_dir=args.output_dir, name=args.name,

@@ -22,8 +22,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from ablate.sweep.space import (GROUPS, SLOT_FAMILIES, assignment_overrides, combo_key,
-                                spec_key)
+from ablate.sweep.space import (GROUPS, SLOT_FAMILIES, active_assignment, assignment_overrides,
+                                combo_key, spec_key)
 from ablate.sweep.trial import COMPLETE_KEY, OUTCOME_FILE
 
 FINAL_STATUSES = ("finished", "failed", "early_stopped")
@@ -115,6 +115,7 @@ class Ledger:
         self.ctx = dict(ctx)
         self.rows: dict[str, dict] = {}
         self._loaded = False
+        self._choices: dict[str, dict] = {}
 
     # -------------------------------------------------------------------------- persistence
     def load(self) -> "Ledger":
@@ -150,7 +151,11 @@ class Ledger:
                        else f"trials/{tune_id}")
         overrides = run.get("overrides") or (list(self.ctx["base_overrides"])
                                              + assignment_overrides(assign) + [f"seed={seed}"])
-        choices = _read_choices(self.sweep_dir / run_rel) if run_rel else None
+        choices = self._choices.get(run_rel) if run_rel else None
+        if choices is None and run_rel:
+            choices = _read_choices(self.sweep_dir / run_rel)
+            if choices is not None:  # written once at the start of a run: cache it
+                self._choices[run_rel] = choices
         src = choices or _choices_from_overrides(overrides)
         slots = {g: src.get(g) for g in SLOT_FAMILIES if src.get(g) is not None}
         summary = _read_json(self.sweep_dir / run_rel / "summary.json") if run_rel else {}
@@ -200,7 +205,7 @@ class Ledger:
                 return
             assign, seeds = dict(spec["assign"]), [int(spec["seed"])]
         else:
-            assign = {k: v for k, v in config.items()}
+            assign = active_assignment(config, self.ctx.get("conditions") or {})
             seeds = [int(s) for s in self.ctx["seeds"]]
         status = _TUNE_STATUS.get(str(trial.status), "pending")
         last = dict(trial.last_result or {})
@@ -222,8 +227,8 @@ class Ledger:
         for i, seed in enumerate(seeds):
             run = runs.get(seed)
             rs = run.get("status") if run else None
-            if status == "pending":
-                row_status = "pending"
+            if status == "pending":  # seeds of an interrupted proposal that did finish show so
+                row_status = rs if rs in ("finished", "failed") and multi else "pending"
             elif status == "running":  # a later seed of a running proposal is pending
                 row_status = (rs if rs in ("running", "finished", "failed")
                               else "running" if rs == "stopped" else "pending")
@@ -235,6 +240,8 @@ class Ledger:
                 row_status = rs if rs in FINAL_STATUSES else "failed"
             row_last = last if (not multi or last.get("seed") == seed) else {}
             rid = f"{tune_id}-s{seed}" if multi else tune_id
+            if run is None and multi and row_status in FINAL_STATUSES:
+                run = {"run_dir": None, "steps_done": 0}  # a later seed the proposal never ran
             row = self._row(trial_id=rid, tune_id=tune_id, status=row_status, assign=assign,
                             seed=seed, run=run, last=row_last,
                             error=error if row_status == "failed" else None,

@@ -26,8 +26,9 @@ import yaml
 import ablate
 from ablate.errors import ConfigError
 from ablate.sweep.ledger import FINAL_STATUSES, Ledger, make_callback
-from ablate.sweep.space import (DEFAULT_TRAINABLE, SearchSpace, OptunaSpace, assignment_overrides,
-                                load_search_space, plan_trials, preflight_assignments)
+from ablate.sweep.space import (DEFAULT_TRAINABLE, OptunaSpace, SearchSpace, assignment_overrides,
+                                conditions, load_search_space, plan_trials,
+                                preflight_assignments)
 
 REPO_ROOT = Path(ablate.__file__).resolve().parent.parent
 EXIT_INTERRUPTED = 130
@@ -148,6 +149,21 @@ def describe(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path) -> s
     return "\n".join(lines)
 
 
+def _budget(space: SearchSpace) -> float | None:
+    """The full budget in steps: the scheduler's max_t, else train.steps from base_overrides."""
+    if space.max_t is not None:
+        return space.max_t
+    steps = None
+    for o in space.base_overrides:
+        k, _, v = o.lstrip("+").partition("=")
+        if k == "train.steps":
+            try:
+                steps = int(v)
+            except ValueError:
+                steps = None
+    return steps
+
+
 def _stored_space(sweep_dir: Path) -> dict | None:
     try:
         return yaml.safe_load((sweep_dir / "search_space.yaml").read_text(encoding="utf-8"))
@@ -163,6 +179,51 @@ def _space_diff(a: dict, b: dict) -> list[str]:
 
 def _trial_dirname(trial) -> str:
     return str(trial.trial_id)
+
+
+class _SpecValue:
+    """``tune.sample_from`` helper: shows a planned trial's axis value as its own config column
+    (the trial itself only reads ``config["trial"]``, the spec key)."""
+
+    def __init__(self, specs: dict, axis: str):
+        self.specs, self.axis = specs, axis
+
+    def __call__(self, spec):
+        s = self.specs.get(spec.config["trial"]) or {}
+        return s.get("seed") if self.axis == "seed" else s.get("assign", {}).get(self.axis)
+
+
+def _grid_param_space(space: SearchSpace, todo: list[dict]) -> dict:
+    from ray import tune
+
+    specs = {s["key"]: s for s in todo}
+    ps: dict[str, Any] = {"trial": tune.grid_search([s["key"] for s in todo])}
+    for axis in space.swept_keys() + ["seed"]:
+        ps[axis] = tune.sample_from(_SpecValue(specs, axis))
+    return ps
+
+
+def _progress_reporter(space: SearchSpace):
+    """Tune's CLIReporter: one column per swept axis (and seed), the metric and the step."""
+    from ray.tune import CLIReporter
+
+    class SafeCLIReporter(CLIReporter):
+        """A progress table that can never take the sweep down."""
+
+        def report(self, *args, **kwargs):
+            try:
+                super().report(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001
+                print(f"(progress table unavailable: {type(e).__name__}: {e})", flush=True)
+
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the new output engine ignores custom reporters
+    params = {a: a for a in space.swept_keys()}
+    if not space.is_optuna:
+        params["seed"] = "seed"
+    metrics = {space.metric: space.metric, "step": "step", "training_iteration": "iter",
+               "time_total_s": "time (s)"}
+    return SafeCLIReporter(parameter_columns=params, metric_columns=metrics, max_column_length=28,
+                       max_report_frequency=10, max_progress_rows=40)
 
 
 def _make_search(space: SearchSpace, sweep_dir: Path):
@@ -328,7 +389,7 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
         "search_space_file": str(Path(space.source).resolve()) if space.source else None,
         "metric": space.metric, "mode": space.mode, "algorithm": space.algorithm,
         "scheduler": space.scheduler["type"] if space.scheduler else None,
-        "scheduler_config": space.scheduler, "max_t": space.max_t,
+        "scheduler_config": space.scheduler, "max_t": _budget(space),
         "seeds": space.seeds, "num_samples": space.num_samples,
         "num_planned_trials": len(specs) if specs is not None else None,
         "started": meta.get("started") or _now(), "finished": None, "status": "running",
@@ -346,7 +407,8 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # evals are not every step
     ledger_ctx = {"metric": space.metric, "seeds": space.seeds, "optuna": space.is_optuna,
                   "base_overrides": space.base_overrides,
-                  "specs": {s["key"]: s for s in specs} if specs is not None else None}
+                  "specs": {s["key"]: s for s in specs} if specs is not None else None,
+                  "conditions": conditions(space)}
     trial_ctx = {**ledger_ctx, "name": space.name, "sweep_dir": str(sweep_dir),
                  "trainable": space.trainable, "env": env, "cwd": os.getcwd()}
 
@@ -390,9 +452,18 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
                 recovered = ledger.recover()
                 if recovered:
                     log(f"recovered {recovered} ended run(s) from the trials' outcome files")
-                stale = [k for k, r in ledger.rows.items() if r.get("status") not in FINAL_STATUSES]
-                for k in stale:  # interrupted attempts: rerun below under new trial ids
-                    del ledger.rows[k]
+                # an attempt that did not end (every seed of a proposal) reruns below under a new
+                # trial id; its rows go (its directory stays on disk)
+                by_trial: dict[str, list] = {}
+                for k, r in ledger.rows.items():
+                    by_trial.setdefault(str(r.get("tune_trial_id") or k), []).append(k)
+                done_trials = set()
+                for tid, keys in by_trial.items():
+                    if all(ledger.rows[k].get("status") in FINAL_STATUSES for k in keys):
+                        done_trials.add(tid)
+                    else:
+                        for k in keys:
+                            del ledger.rows[k]
                 ledger.write()
                 if specs is not None:
                     done = ledger.finished_keys()
@@ -400,10 +471,8 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
                     log(f"{len(specs) - len(todo)} of {len(specs)} trials already measured; "
                         f"{len(todo)} to run")
                 else:
-                    done_props = {r.get("tune_trial_id") for r in ledger.rows.values()
-                                  if r.get("status") in FINAL_STATUSES}
-                    num_samples = max(0, int(space.num_samples or 0) - len(done_props))
-                    log(f"{len(done_props)} of {space.num_samples} Optuna proposals already "
+                    num_samples = max(0, int(space.num_samples or 0) - len(done_trials))
+                    log(f"{len(done_trials)} of {space.num_samples} Optuna proposals already "
                         f"measured; {num_samples} to run")
             elif specs is None:
                 num_samples = int(space.num_samples or 0)
@@ -417,8 +486,7 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
                     ledger.write()
                 tuner = tune.Tuner(
                     trainable,
-                    param_space=({"trial": tune.grid_search([s["key"] for s in todo])}
-                                 if todo is not None else None),
+                    param_space=(_grid_param_space(space, todo) if todo is not None else None),
                     tune_config=tune.TuneConfig(
                         metric=space.metric, mode=space.mode,
                         search_alg=_make_search(space, sweep_dir),
@@ -428,7 +496,8 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
                         reuse_actors=False, trial_dirname_creator=_trial_dirname),
                     run_config=tune.RunConfig(
                         name=experiment, storage_path=str(sweep_dir),
-                        failure_config=tune.FailureConfig(max_failures=0),
+                        failure_config=tune.FailureConfig(max_failures=0), verbose=1,
+                        progress_reporter=_progress_reporter(space),
                         callbacks=[make_callback(Ledger(sweep_dir, ledger_ctx), experiment, todo)]),
                 )
             else:

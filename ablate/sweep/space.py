@@ -1,9 +1,37 @@
 """Search-space files (search_spaces/*.yaml): load, validate with one-line errors, expand to trials.
 
-A search space names categorical axes over config groups (``slots``, ``methods``), hyperparameter
-axes (``params``, Hydra keys, optionally conditional via ``when``), a replicate axis (``seeds``),
-the objective (``metric``/``mode``), the search algorithm and an optional ASHA scheduler.
-Everything is checked here, before Ray starts: group options against ``conf/<group>/*.yaml``.
+Every field is checked before Ray starts; group options against ``conf/<group>/*.yaml``::
+
+    name: quickstart                  # required; the sweep dir is <output_dir>/<name>
+    description: ...                  # optional, shown in the report
+    trainable: ablate.train.api.run_training   # optional import path, same signature
+    base_overrides: [task=addition, train.steps=30]   # Hydra overrides of every trial
+    slots:                            # categorical axes over config groups (not `method`)
+      mask: [ppo_clip, clip_higher, none]
+    methods: [grpo, dapo]             # axis over whole presets (method=<name>); crossed with slots
+    params:                           # hyperparameter axes, keyed by Hydra key
+      train.lr: {type: loguniform, low: 1.0e-5, high: 1.0e-3}
+      train.epochs: {type: choice, values: [1, 4]}          # a plain list is a choice too
+      train.minibatches: {type: int, low: 1, high: 4}       # inclusive; optional step, log
+      mask.eps_high: {type: uniform, low: 0.2, high: 0.4, when: {mask: [clip_higher]}}
+    seeds: [0, 1, 2]                  # replicate axis (an integer n means 0..n-1); default [0]
+    metric: eval/pass@1               # required: a key the trainable reports
+    mode: max                         # max | min (default max)
+    search: {algorithm: grid, num_samples: 8, seed: 0}
+        # grid: every combination of slots/methods/choice params (no ranges, no num_samples);
+        # random: num_samples seeded draws; optuna_tpe | optuna_random | optuna_cmaes (needs
+        # the cmaes package): num_samples Optuna proposals, define-by-run (conditional via when)
+    scheduler: {type: asha, time_attr: step, max_t: 30, grace_period: 10, reduction_factor: 2}
+        # or null; rungs at grace_period·rf^k < max_t, a trial that survives runs to its end
+    resources: {cpu: 1, gpu: 0}       # per trial; fractional gpu allowed
+    max_concurrent: 2                 # optional cap on simultaneous trials
+    output_dir: runs
+    wandb: {project: ablate, mode: auto, entity: null}   # auto: online iff a W&B key exists
+
+``when`` refers to a swept categorical axis declared before the parameter (a slot group, ``method``
+or a choice param); an inactive parameter is left out of the trial's overrides. Numbers such as
+``1e-5`` (read as strings by YAML 1.1) are accepted. Keys set by the sweep (seed, name, swept
+axes) may not appear in base_overrides.
 """
 
 from __future__ import annotations
@@ -620,13 +648,15 @@ class OptunaSpace:
         self.categorical = space.categorical_axes()
         self.params = [(k, p.to_dict()) for k, p in space.params.items()]
 
-    def __call__(self, trial) -> None:
+    def __call__(self, trial) -> dict:
         chosen: dict[str, Any] = {}
+        inactive: dict[str, Any] = {}
         for axis, opts in self.categorical:
             chosen[axis] = trial.suggest_categorical(axis, opts)
         for key, spec in self.params:
             when = spec.get("when") or {}
             if not all(chosen.get(a) in vals for a, vals in when.items()):
+                inactive[key] = None  # present (as None) so every trial has every column
                 continue
             t = spec["type"]
             if t == "choice":
@@ -638,7 +668,20 @@ class OptunaSpace:
             else:
                 chosen[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]),
                                                   log=t == "loguniform", step=spec.get("step"))
-        return None
+        return inactive
+
+
+def conditions(space: SearchSpace) -> dict[str, dict[str, list]]:
+    return {k: {a: list(v) for a, v in p.when.items()} for k, p in space.params.items() if p.when}
+
+
+def active_assignment(config: Mapping[str, Any], conds: Mapping[str, Mapping[str, list]]) -> dict:
+    """A trial config without the params whose ``when`` does not hold (Optuna fills them with None)."""
+    out = dict(config)
+    for key, when in conds.items():
+        if key in out and not all(out.get(a) in vals for a, vals in when.items()):
+            del out[key]
+    return out
 
 
 def preflight_assignments(space: SearchSpace, limit: int = 48) -> list[dict]:

@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ablate.sweep.space import assignment_overrides, categorical_key, combo_key
+from ablate.sweep.space import (active_assignment, assignment_overrides, categorical_key,
+                                combo_key)
 
 OUTCOME_FILE = "sweep_trial.json"
 COMPLETE_KEY = "sweep/complete"  # present in the last result of a trial that ran to its end
@@ -95,9 +96,13 @@ class _Reporter:
         self.last.update(flat)
         if self.require_metric and self.metric not in flat:
             return  # an Optuna searcher needs the objective in every result it sees
-        flat["seed"] = self.seed
-        flat["sweep/seed_index"] = self.seed_index
-        self._report(flat)
+        # the metric and step first: Tune's progress table shows the first few reported keys
+        out = {self.metric: flat.pop(self.metric)} if self.metric in flat else {}
+        out["step"] = flat.pop("step")
+        out.update(flat)
+        out["seed"] = self.seed
+        out["sweep/seed_index"] = self.seed_index
+        self._report(out)
 
 
 def _import(path: str) -> Callable:
@@ -113,7 +118,27 @@ def _clean_run_dir(run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def _wandb_teardown() -> None:
+    """Stop this process's W&B service now (Ray ends the actor right after the trial, and a
+    service killed first makes wandb's atexit hook print a traceback)."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and hasattr(wandb, "teardown"):
+        try:
+            wandb.teardown()
+        except Exception:  # noqa: BLE001 - cosmetic
+            pass
+
+
 def run_trial(config: dict, ctx: dict) -> None:
+    try:
+        _run_trial(config, ctx)
+    finally:
+        _wandb_teardown()
+
+
+def _run_trial(config: dict, ctx: dict) -> None:
     """Tune function trainable. ``config`` is ``{"trial": <spec key>}`` (grid/random: one seed) or the
     flat Optuna proposal (all of ``ctx['seeds']`` run here, one after another)."""
     from ray import tune
@@ -126,7 +151,7 @@ def run_trial(config: dict, ctx: dict) -> None:
         spec = ctx["specs"][config["trial"]]
         assign, seeds, per_seed_dirs = dict(spec["assign"]), [int(spec["seed"])], False
     else:
-        assign = {k: v for k, v in config.items()}
+        assign = active_assignment(config, ctx.get("conditions") or {})
         seeds, per_seed_dirs = [int(s) for s in ctx["seeds"]], True
     metric = ctx["metric"]
     trial_id = tune.get_context().get_trial_id() or "trial"
@@ -136,6 +161,7 @@ def run_trial(config: dict, ctx: dict) -> None:
     outcome_path = trial_dir / OUTCOME_FILE
 
     # ---- replay a trial that already completed (restored after the driver died)
+    prev: dict = {}
     if outcome_path.is_file():
         try:
             prev = json.loads(outcome_path.read_text(encoding="utf-8"))
@@ -146,12 +172,17 @@ def run_trial(config: dict, ctx: dict) -> None:
             return
         if prev.get("status") == "failed":
             raise TrialFailed(prev.get("error") or "failed")
+    # seeds of an interrupted multi-seed trial that already finished are kept, not rerun
+    reuse = {int(r["seed"]): r for r in prev.get("runs", [])
+             if per_seed_dirs and prev.get("assign") == assign and r.get("status") == "finished"
+             and isinstance(r.get("final"), Mapping) and _finite(r["final"].get(metric))}
 
     trainable = _import(ctx["trainable"])
     combo = combo_key(assign)
     extra_tracker = {"group": ctx["name"], "job_type": categorical_key(assign)[:64],
                      "tags": [f"{k}:{v}"[:64] for k, v in assign.items()
-                              if k == "method" or "." not in k][:20]}
+                              if k == "method" or "." not in k][:20],
+                     "project": os.environ.get("WANDB_PROJECT")}  # the search space's wandb.project
     outcome: dict[str, Any] = {"trial_id": trial_id, "combo": combo, "assign": assign,
                                "seeds": seeds, "status": "running", "runs": [],
                                "started": time.time()}
@@ -161,6 +192,23 @@ def run_trial(config: dict, ctx: dict) -> None:
     values: list[float] = []
     errors: list[str] = []
     for i, seed in enumerate(seeds):
+        if seed in reuse:
+            run = dict(reuse[seed], reused=True)
+            outcome["runs"].append(run)
+            _write_json(outcome_path, outcome)
+            final = dict(run["final"])
+            result = {metric: final[metric], "step": int(run.get("steps_done") or 0)}
+            result.update({k: v for k, v in final.items() if k not in result and _scalar(v) is not None})
+            result.update({"seed": seed, "sweep/seed_index": i})
+            try:
+                tune.report(result)
+            except SystemExit:
+                outcome.update(status="stopped", ended=time.time())
+                _write_json(outcome_path, outcome)
+                raise
+            values.append(float(final[metric]))
+            finals.append(final)
+            continue
         run_dir = trial_dir / f"seed_{seed}" if per_seed_dirs else trial_dir
         if per_seed_dirs:
             _clean_run_dir(run_dir)
@@ -224,7 +272,7 @@ def run_trial(config: dict, ctx: dict) -> None:
         raise TrialFailed(outcome["error"])
 
     # final result: the single run's final metrics, or (several seeds) the mean over seeds
-    report: dict[str, Any] = {}
+    report: dict[str, Any] = {metric: None, "step": 0}  # shown first in Tune's table
     keys = set().union(*[f.keys() for f in finals]) if finals else set()
     for k in sorted(keys):
         vals = [f[k] for f in finals if _finite(f.get(k))]

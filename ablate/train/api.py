@@ -41,8 +41,10 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
     name = str(cfg.get("name") or default_name(cfg))
     rd = Path(run_dir or cfg.get("run_dir") or default_run_dir(cfg, name)).resolve()
     rd.mkdir(parents=True, exist_ok=True)
-    plain = to_plain(cfg)
     extra = dict(extra_tracker or {})
+    if extra.get("project") and cfg.get("tracker") and "wandb" in cfg.tracker:
+        cfg.tracker.wandb.project = str(extra["project"])
+    plain = to_plain(cfg)
     tracker = build_tracker(cfg.tracker, run_dir=rd, config=plain, name=name,
                             group=extra.get("group"), job_type=extra.get("job_type"),
                             tags=list(extra.get("tags") or slot_tags(cfg)))
@@ -50,6 +52,10 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
     try:
         trainer = Trainer(cfg, tracker=tracker, reporter=reporter)
         result = trainer.run(progress=progress)
+    except SystemExit:  # Ray Tune stops a trial (ASHA) by raising SystemExit in the reporter
+        tracker.finish(status="early_stopped", summary={"wall_s": time.perf_counter() - t0,
+                                                        "slots": dict(cfg.choices), "seed": int(cfg.seed)})
+        raise
     except BaseException as e:  # record, then let the caller (CLI, sweep) decide
         tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))[-4000:]
         tracker.finish(status="failed", summary={"wall_s": time.perf_counter() - t0,

@@ -1,0 +1,108 @@
+"""A cheap stand-in for ablate.train.api.run_training with the same signature (sweep tests only).
+
+Behaviour is driven by ``fake.*`` overrides (the sweep passes base_overrides through untouched):
+  fake.steps=N           steps to run (default 4), reporting {"step", "eval/pass@1", "train/loss"}
+  fake.sleep=S           seconds per step (default 0)
+  fake.fail_when=K:V     raise RuntimeError when the override K=V is present
+  fake.nan_when=K:V      report NaN metrics and return a NaN final value when K=V is present
+  fake.marker_dir=DIR    write DIR/<key>.start.<n> / DIR/<key>.finish.<n> per invocation
+The metric depends on the overrides only (mask=ppo_clip is best), so results are reproducible.
+A minimal run store is written: config.yaml (with ``choices``), metrics.jsonl, summary.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+GROUPS = ("mask", "denominator", "advantage", "likelihood", "aggregation", "regularizers",
+          "pipeline", "task", "model", "rollout", "tracker", "method")
+MASK_SCORE = {"ppo_clip": 0.3, "clip_higher": 0.25, "none": 0.1}
+
+
+def _opts(overrides: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for o in overrides:
+        k, sep, v = o.lstrip("+").partition("=")
+        if sep:
+            out[k] = v
+    return out
+
+
+def trial_key(overrides: Sequence[str]) -> str:
+    """Identity of a run for marker files: its overrides without name= and fake.* ones."""
+    kept = sorted(o for o in overrides if not o.startswith(("name=", "fake.")))
+    return hashlib.sha1("|".join(kept).encode()).hexdigest()[:12]
+
+
+def _matches(spec: Optional[str], opts: dict) -> bool:
+    if not spec:
+        return False
+    k, _, v = spec.partition(":")
+    return opts.get(k) == v
+
+
+def _mark(opts: dict, key: str, what: str, overrides: Sequence[str]) -> None:
+    d = opts.get("fake.marker_dir")
+    if d:
+        Path(d).mkdir(parents=True, exist_ok=True)
+        (Path(d) / f"{key}.{what}.{uuid.uuid4().hex[:8]}").write_text(
+            json.dumps({"pid": os.getpid(), "time": time.time(), "overrides": list(overrides)}))
+
+
+def fake_run_training(overrides: Sequence[str], run_dir: str,
+                      reporter: Optional[Callable[[dict], None]] = None,
+                      extra_tracker: Optional[dict] = None) -> dict:
+    opts = _opts(overrides)
+    key = trial_key(overrides)
+    steps = int(opts.get("fake.steps", 4))
+    sleep = float(opts.get("fake.sleep", 0))
+    seed = int(opts.get("seed", 0))
+    rd = Path(run_dir)
+    rd.mkdir(parents=True, exist_ok=True)
+    choices = {g: opts.get(g) for g in GROUPS}
+    (rd / "config.yaml").write_text(
+        "choices:\n" + "".join(f"  {g}: {v if v is not None else 'null'}\n"
+                               for g, v in choices.items())
+        + f"seed: {seed}\nextra_tracker: {json.dumps(extra_tracker or {})}\n")
+    _mark(opts, key, "start", overrides)
+    t_start = time.time()
+    nan = _matches(opts.get("fake.nan_when"), opts)
+    base = MASK_SCORE.get(opts.get("mask", ""), 0.2) + 0.01 * seed
+    if "train.lr" in opts:
+        base += 0.1 - abs(math.log10(float(opts["train.lr"])) + 4) * 0.05
+    if opts.get("mask.eps_high"):
+        base += 0.1 * float(opts["mask.eps_high"])
+    if opts.get("train.epochs"):
+        base += 0.01 * int(opts["train.epochs"])
+    last = {}
+    with open(rd / "metrics.jsonl", "w") as mf:
+        for step in range(1, steps + 1):
+            if sleep:
+                time.sleep(sleep)
+            if _matches(opts.get("fake.fail_when"), opts) and step == 2:
+                summary = {"status": "failed", "error": "RuntimeError: injected failure"}
+                (rd / "summary.json").write_text(json.dumps(summary))
+                raise RuntimeError("injected failure")
+            val = float("nan") if nan and step >= 2 else base * step / steps
+            last = {"step": step, "eval/pass@1": val, "train/loss": 1.0 / step}
+            mf.write(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
+                                 for k, v in last.items()}) + "\n")
+            mf.flush()
+            if reporter is not None:
+                reporter(dict(last))
+    t_end = time.time()
+    _mark(opts, key, "finish", overrides)
+    final = {k: v for k, v in last.items() if k != "step"}
+    summary = {"status": "finished", "final": final, "wall_s": t_end - t_start,
+               "steps_done": steps, "t_start": t_start, "t_end": t_end, "pid": os.getpid(),
+               "wandb": {"run_id": f"fake-{key}", "dir": None, "mode": "disabled"}}
+    (rd / "summary.json").write_text(json.dumps(
+        summary, default=lambda x: None).replace("NaN", "null"))
+    return summary

@@ -1,0 +1,153 @@
+"""Search-space validation (one-line errors, before Ray) and expansion; no Ray here."""
+
+from __future__ import annotations
+
+import pytest
+
+from ablate.errors import ConfigError
+from ablate.sweep import runner
+from ablate.sweep.cli import sweep_main
+from ablate.sweep.space import (OptunaSpace, assignment_overrides, combo_key, hydra_value,
+                                load_search_space, plan_trials)
+from tests.sweep.conftest import write_space
+
+BAD = [
+    ("unknown slot group", {"slots": {"masks": ["none"]}}, "slots: group: unknown value 'masks'"),
+    ("unknown variant", {"slots": {"mask": ["ppo_clip", "ppo_clp"]}},
+     "slots.mask: unknown value 'ppo_clp'; allowed: clip_higher, none, ppo_clip"),
+    ("unknown method", {"methods": ["grpo", "grpo2"]}, "methods: unknown value 'grpo2'"),
+    ("low >= high", {"search": {"algorithm": "random", "num_samples": 2},
+                     "params": {"train.lr": {"type": "uniform", "low": 0.3, "high": 0.1}}},
+     "params.train.lr: low (0.3) must be < high (0.1)"),
+    ("log with low <= 0", {"search": {"algorithm": "random", "num_samples": 2},
+                           "params": {"train.lr": {"type": "loguniform", "low": 0, "high": 1}}},
+     "params.train.lr.low: a log range needs low > 0"),
+    ("missing metric", {"metric": None}, "metric: missing"),
+    ("bad mode", {"mode": "maximize"}, "mode: unknown value 'maximize'; allowed: max, min"),
+    ("unknown algorithm", {"search": {"algorithm": "bayes"}},
+     "search.algorithm: unknown value 'bayes'"),
+    ("unknown scheduler", {"scheduler": {"type": "pbt"}}, "scheduler.type: unknown value 'pbt'"),
+    ("num_samples missing", {"search": {"algorithm": "optuna_tpe"}},
+     "search.num_samples: required for algorithm optuna_tpe"),
+    ("range in grid", {"params": {"train.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-3}}},
+     "params.train.lr: grid search crosses only choice params"),
+    ("unknown param type", {"params": {"train.lr": {"type": "normal"}}},
+     "params.train.lr.type: unknown value 'normal'"),
+    ("when on unswept axis", {"params": {"mask.eps_high": {"type": "choice", "values": [0.2],
+                                                          "when": {"advantage": ["rloo"]}}}},
+     "params.mask.eps_high.when: axis: unknown value 'advantage'"),
+    ("when value unknown", {"params": {"mask.eps_high": {"type": "choice", "values": [0.2],
+                                                        "when": {"mask": ["dual"]}}}},
+     "params.mask.eps_high.when.mask: unknown value 'dual'"),
+    ("unknown top-level key", {"slot": {"mask": ["none"]}}, "search space: key: unknown value 'slot'"),
+    ("swept key in base overrides", {"base_overrides": ["mask=none"]},
+     "base_overrides: 'mask=none' sets 'mask', which the sweep varies"),
+    ("asha grace >= max_t", {"scheduler": {"type": "asha", "max_t": 4, "grace_period": 4}},
+     "scheduler.grace_period: must be > 0 and < max_t"),
+]
+
+
+@pytest.mark.parametrize("label,fields,msg", BAD, ids=[b[0] for b in BAD])
+def test_bad_space_fails_with_one_line_before_ray(label, fields, msg, tmp_path, conf_env,
+                                                  monkeypatch, capsys):
+    def no_ray(*a, **k):
+        raise AssertionError("Ray must not start for an invalid search space")
+
+    monkeypatch.setattr(runner, "_init_ray", no_ray)
+    f = write_space(tmp_path / "s.yaml", **fields)
+    with pytest.raises(ConfigError) as ei:
+        load_search_space(f)
+    text = str(ei.value)
+    assert msg in text and "\n" not in text
+    # the CLI prints exactly that one line and exits 2, without starting Ray
+    assert sweep_main([str(f)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {text}"]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_yaml_exponent_strings_are_numbers(tmp_path, conf_env):
+    # PyYAML reads 1e-5 (no dot) as a string: ranges must still work
+    f = write_space(tmp_path / "s.yaml", search={"algorithm": "random", "num_samples": 3},
+                    params={"train.lr": {"type": "loguniform", "low": "1e-5", "high": "1e-3"}})
+    space = load_search_space(f)
+    assert space.params["train.lr"].low == 1e-5
+    specs = plan_trials(space)
+    assert len(specs) == 3 and all(1e-5 <= s["assign"]["train.lr"] <= 1e-3 for s in specs)
+    assert plan_trials(load_search_space(f)) == specs  # seeded: reproducible
+
+
+def test_grid_expansion_with_conditional_choice_and_seeds(tmp_path, conf_env):
+    f = write_space(tmp_path / "s.yaml", methods=["grpo"], seeds=[0, 1, 2],
+                    slots={"mask": ["ppo_clip", "clip_higher"], "advantage": ["group_zscore"]},
+                    params={"train.epochs": {"type": "choice", "values": [1, 4]},
+                            "mask.eps_high": {"type": "choice", "values": [0.28, 0.35],
+                                              "when": {"mask": ["clip_higher"]}}})
+    specs = plan_trials(load_search_space(f))
+    combos = sorted({s["combo"] for s in specs})
+    # ppo_clip x 2 epochs + clip_higher x 2 epochs x 2 eps_high = 6 combos, x 3 seeds
+    assert len(combos) == 6 and len(specs) == 18
+    assert [s["seed"] for s in specs[:6]] == [0] * 6  # seeds are the outer loop
+    a = next(s["assign"] for s in specs if "mask.eps_high" in s["assign"])
+    assert assignment_overrides(a) == ["method=grpo", "mask=clip_higher", "advantage=group_zscore",
+                                       f"train.epochs={a['train.epochs']}",
+                                       f"mask.eps_high={a['mask.eps_high']!r}"]
+    assert "mask.eps_high" not in combo_key({"mask": "ppo_clip", "train.epochs": 1})
+    assert len({s["key"] for s in specs}) == 18
+
+
+def test_hydra_value_quoting():
+    assert hydra_value(3e-4) == "0.0003" and hydra_value(1e-05) == "1e-05"
+    assert hydra_value(True) == "true" and hydra_value(None) == "null" and hydra_value(4) == "4"
+    assert hydra_value("token_mean") == "token_mean"
+    assert hydra_value("a b,c") == "'a b,c'" and hydra_value("true") == "'true'"
+
+
+def test_optuna_define_by_run_is_conditional(tmp_path, conf_env):
+    import optuna
+
+    f = write_space(tmp_path / "s.yaml", search={"algorithm": "optuna_random", "num_samples": 8},
+                    slots={"mask": ["ppo_clip", "clip_higher"]},
+                    params={"train.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-3},
+                            "train.minibatches": {"type": "int", "low": 1, "high": 4},
+                            "mask.eps_high": {"type": "uniform", "low": 0.2, "high": 0.4,
+                                              "when": {"mask": ["clip_higher"]}}})
+    space = load_search_space(f)
+    assert plan_trials(space) is None
+    fn = OptunaSpace(space)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0))
+    for _ in range(12):
+        t = study.ask()
+        fn(t)
+        assert ("mask.eps_high" in t.params) == (t.params["mask"] == "clip_higher")
+        assert 1 <= t.params["train.minibatches"] <= 4
+        study.tell(t, 0.0)
+    import pickle
+
+    pickle.loads(pickle.dumps(fn))  # Tune pickles the searcher (and this space) into its state
+
+
+def test_cli_overrides_name_and_output_dir(tmp_path, conf_env, capsys):
+    f = write_space(tmp_path / "s.yaml")
+    rc = sweep_main([str(f), "fake.sleep=0", "--name", "other", "--output-dir",
+                     str(tmp_path / "o"), "--dry-run"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert f"sweep dir: {tmp_path / 'o' / 'other'}" in out
+    assert "fake.steps=3 fake.sleep=0" in out and "2 trials:" in out
+    assert not (tmp_path / "o").exists()  # a dry run writes nothing
+
+
+def test_subcommand_parser_takes_options_after_overrides(tmp_path, conf_env, capsys):
+    import argparse
+
+    from ablate.sweep.cli import add_sweep_parser
+
+    parser = argparse.ArgumentParser(prog="ablate")
+    add_sweep_parser(parser.add_subparsers(dest="cmd"))
+    f = write_space(tmp_path / "s.yaml")
+    args = parser.parse_args(["sweep", str(f), "fake.sleep=0", "--dry-run", "fake.steps=2",
+                              "--name", "n2"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "sweep n2:" in out and "fake.steps=3 fake.sleep=0 fake.steps=2" in out
