@@ -7,7 +7,7 @@ from typing import Sequence
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ablate.errors import ConfigError, choice_error
-from ablate.registry import conf_dir
+from ablate.registry import conf_dir, plain
 
 GROUPS = ("mask", "denominator", "advantage", "likelihood", "aggregation", "regularizers",
           "pipeline", "task", "model", "rollout", "tracker", "method")
@@ -48,4 +48,4 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
 
 
 def to_plain(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return plain(cfg)

@@ -44,19 +44,18 @@ def import_target(target: str, field: str = "_target_") -> Any:
         raise choice_error(f"{field} ({mod_name})", attr, public) from None
 
 
-def _params_of(cls: type) -> dict[str, inspect.Parameter]:
+def params_of(cls: type) -> dict[str, inspect.Parameter]:
     sig = inspect.signature(cls.__init__)
     return {n: p for n, p in sig.parameters.items()
             if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
 
-def _to_plain(cfg: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-        if isinstance(cfg, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
+def plain(cfg: Any) -> Any:
+    """OmegaConf node → plain dict/list (resolved); anything else unchanged."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
     return cfg
 
 
@@ -69,7 +68,7 @@ def build(family: str, cfg: Any, field: str | None = None) -> Any:
     from ablate.upge.slots.base import FAMILIES
 
     field = field or family
-    cfg = _to_plain(cfg)
+    cfg = plain(cfg)
     if isinstance(cfg, str):  # a bare variant name: look it up in conf/<family>/
         cfg = load_variant(family, cfg)
     if not isinstance(cfg, Mapping) or "_target_" not in cfg:
@@ -80,7 +79,7 @@ def build(family: str, cfg: Any, field: str | None = None) -> Any:
     if base is not None and not (inspect.isclass(cls) and issubclass(cls, base)):
         raise ConfigError(f"{field}._target_: {cfg['_target_']} is not a {base.__name__} "
                           f"(subclass ablate.upge.slots.base.{base.__name__})")
-    allowed = _params_of(cls)
+    allowed = params_of(cls)
     for k in params:
         if k not in allowed:
             raise choice_error(f"{field}: parameter of {cls.__name__}", k, allowed) if allowed else \
@@ -142,7 +141,7 @@ def describe_variants(families: tuple[str, ...] = SLOT_FAMILIES + ("aggregation"
             doc = ""
             try:
                 cls = import_target(target)
-                for n, p in _params_of(cls).items():
+                for n, p in params_of(cls).items():
                     params[n] = None if p.default is inspect.Parameter.empty else p.default
                 doc = (inspect.getdoc(cls) or "").splitlines()[0] if inspect.getdoc(cls) else ""
             except ConfigError as e:

@@ -14,6 +14,18 @@ def _group_rewards(r: Rollouts, on_policy_only: bool = True) -> dict[int, list[f
     return out
 
 
+def _add_demo_group(out: Rollouts, r: Rollouts, g: int, env: StageEnv, loss_weight: float = 1.0) -> None:
+    """Append problem ``g`` of ``r`` to ``out`` as a new group holding one demonstration row."""
+    p = r.problems[g]
+    ids = encode_demo(p, env)
+    if ids is None:
+        return
+    k = len(out.problems)
+    out.problems.append(p)
+    out.prompt_ids.append(r.prompt_ids[g])
+    out.add_row(k, ids, p.demo or "", 1.0, {}, is_demo=True, loss_weight=loss_weight)
+
+
 class DynamicSampling(Stage):
     """DAPO dynamic sampling (arXiv 2503.14476): drop groups whose rewards are all equal; the trainer
     generates more prompts (up to ``max_gen_batches`` generation rounds) to refill the batch."""
@@ -70,14 +82,8 @@ class DemosOnly(Stage):
 
     def __call__(self, r: Rollouts, env: StageEnv) -> Rollouts:
         out = Rollouts(problems=[])
-        for g, p in enumerate(r.problems):
-            ids = encode_demo(p, env)
-            if ids is None:
-                continue
-            k = len(out.problems)
-            out.problems.append(p)
-            out.prompt_ids.append(r.prompt_ids[g])
-            out.add_row(k, ids, p.demo or "", 1.0, {}, is_demo=True)
+        for g in range(len(r.problems)):
+            _add_demo_group(out, r, g, env)
         if not out.problems:
             raise ValueError("pipeline DemosOnly: the task has no demonstrations (Problem.demo is None)")
         return out
@@ -132,14 +138,7 @@ class HPTGate(Stage):
             (sft if solved <= self.gate else keep).append(g)
         out = r.keep_rows([i for i, g in enumerate(r.group) if g in set(keep)]) if keep else Rollouts([])
         for g in sft:
-            p = r.problems[g]
-            ids = encode_demo(p, env)
-            if ids is None:
-                continue
-            k = len(out.problems)
-            out.problems.append(p)
-            out.prompt_ids.append(r.prompt_ids[g])
-            out.add_row(k, ids, p.demo or "", 1.0, {}, is_demo=True, loss_weight=self.sft_coef)
+            _add_demo_group(out, r, g, env, loss_weight=self.sft_coef)
         env.stats["train/sft_frac"] = len(sft) / max(1, len(r.problems))
         return out
 
@@ -150,10 +149,10 @@ STAGES = {c.__name__: c for c in (DynamicSampling, RejectUniformGroups, Overlong
 
 def build_stages(stage_cfgs) -> list[Stage]:
     """Build the ``pipeline.stages`` list; each item is {_target_: ..., params}."""
-    from ablate.registry import _params_of, import_target, _to_plain
+    from ablate.registry import import_target, params_of, plain
 
     out: list[Stage] = []
-    for k, sc in enumerate(_to_plain(stage_cfgs) or []):
+    for k, sc in enumerate(plain(stage_cfgs) or []):
         field = f"pipeline.stages[{k}]"
         if not isinstance(sc, dict) or "_target_" not in sc:
             raise choice_error(field, sc, [f"{{_target_: ablate.pipeline.stages.{n}}}" for n in STAGES])
@@ -162,7 +161,7 @@ def build_stages(stage_cfgs) -> list[Stage]:
             raise choice_error(f"{field}._target_", sc["_target_"],
                                [f"ablate.pipeline.stages.{n}" for n in STAGES])
         params = {k2: v for k2, v in sc.items() if k2 != "_target_"}
-        allowed = _params_of(cls)
+        allowed = params_of(cls)
         for p in params:
             if p not in allowed:
                 raise choice_error(f"{field}: parameter of {cls.__name__}", p, allowed)

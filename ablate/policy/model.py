@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ablate.errors import ConfigError, choice_error
+from ablate.registry import plain
 from ablate.policy.forward import encode_pairs, token_logprobs
 from ablate.policy.tokenizer import build_tokenizer
 
@@ -77,18 +78,8 @@ class Policy:
     info: dict = field(default_factory=dict)  # num_params, source, warm_start {cache_hit, path, seconds, loss}
 
 
-def _plain(cfg: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return cfg
-
-
 def _resolve_cfg(model_cfg: Any) -> dict:
-    cfg = _plain(model_cfg) or {}
+    cfg = plain(model_cfg) or {}
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"model: expected a mapping, got {cfg!r}")
     cfg = dict(cfg)

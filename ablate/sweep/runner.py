@@ -25,7 +25,7 @@ import yaml
 
 import ablate
 from ablate.errors import ConfigError
-from ablate.sweep.ledger import FINAL_STATUSES, Ledger, make_callback
+from ablate.sweep.ledger import FINAL_STATUSES, Ledger, _read_json, make_callback
 from ablate.sweep.space import (DEFAULT_TRAINABLE, OptunaSpace, SearchSpace, assignment_overrides,
                                 conditions, load_search_space, plan_trials,
                                 preflight_assignments)
@@ -53,12 +53,6 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-        return d if isinstance(d, dict) else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def wandb_mode(space: SearchSpace) -> str:

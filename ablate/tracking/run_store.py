@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 import yaml
+from ablate.registry import plain
 
 FINAL_STATUSES = ("finished", "failed", "early_stopped")
 RESERVED_KEYS = ("step", "time")
@@ -58,17 +59,6 @@ def to_jsonable(x: Any) -> Any:
     if isinstance(x, Path):
         return str(x)
     return str(x)
-
-
-def _plain_config(config: Any) -> Any:
-    try:  # omegaconf containers → plain, resolved python
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(config, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(config, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a hard dependency
-        pass
-    return config
 
 
 def _dumps(obj: Any) -> str:
@@ -111,8 +101,8 @@ class RunStore:
     # ------------------------------------------------------------------------------ writing
     def write_config(self, config: Any) -> None:
         """Write the resolved config (dict or omegaconf container) to config.yaml."""
-        plain = to_jsonable(_plain_config(config))
-        text = yaml.safe_dump(plain, sort_keys=False, allow_unicode=True, default_flow_style=False)
+        data = to_jsonable(plain(config))
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
         _atomic_write(self.config_path, text)
 
     def log(self, metrics: Mapping[str, Any], step: int, t: Optional[float] = None) -> None:

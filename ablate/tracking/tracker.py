@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 from ablate.errors import ConfigError
+from ablate.registry import plain
 from ablate.tracking.run_store import RunStore
 from ablate.tracking.wandb_logger import WandbLogger, clean_tags, resolve_mode
 
@@ -105,20 +106,9 @@ class Tracker:
 
 
 # ---------------------------------------------------------------------------------- building
-def _plain(x: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(x, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(x, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return x
-
-
 def wandb_settings(tracker_cfg: Any) -> dict:
     """The validated ``tracker.wandb`` block with defaults filled in."""
-    cfg = _plain(tracker_cfg) or {}
+    cfg = plain(tracker_cfg) or {}
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"tracker: expected a mapping, got {type(cfg).__name__}")
     wb = cfg.get("wandb") or {}
@@ -147,7 +137,7 @@ def build_tracker(tracker_cfg: Any, run_dir: Path, config: Mapping[str, Any], na
     ``tracker.wandb.enabled`` and the resolved mode is not disabled, a W&B run under
     ``<run_dir>/wandb/``. Bad tracker config raises ``ConfigError``; W&B failures never raise."""
     wb = wandb_settings(tracker_cfg)
-    config = _plain(config) or {}
+    config = plain(config) or {}
     choices = choices_of(config)
     method = choices.get("method")
     if method is None and isinstance(config.get("method"), Mapping):

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from ablate.pipeline.base import Stage
 from ablate.pipeline.stages import build_stages
-from ablate.registry import _to_plain, build
+from ablate.registry import build, plain
 from ablate.upge.estimator import UPGE
 from ablate.upge.slots.base import Advantage
 
@@ -34,7 +34,7 @@ class Algorithm:
 
 
 def build_algorithm(cfg: DictConfig) -> Algorithm:
-    regs_cfg = _to_plain(cfg.get("regularizers")) or {}
+    regs_cfg = plain(cfg.get("regularizers")) or {}
     regs = {name: build("regularizer", rc, f"regularizers.{name}") for name, rc in regs_cfg.items()}
     est = UPGE(mask=build("mask", cfg.mask), denominator=build("denominator", cfg.denominator),
                likelihood=build("likelihood", cfg.likelihood),
