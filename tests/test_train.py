@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from ablate.config import compose_config
 from ablate.methods.catalog import load_presets
@@ -120,3 +121,28 @@ def test_default_grpo_run_beats_the_warm_start(tmp_path, seed, monkeypatch):
     cfg = compose_config(["method=grpo", f"seed={seed}", "tracker=none"])
     summary = run_config(cfg, run_dir=tmp_path / "run")
     assert summary["final"]["eval/pass@1"] > summary["initial_eval"]["eval/pass@1"]
+
+
+@pytest.mark.parametrize("minibatches,epochs", [(1, 1), (2, 2)])
+def test_behaviour_logprobs_equal_the_pre_update_policy(tmp_path, minibatches, epochs):
+    """old_logp comes from the first training forward (first minibatch) or a no-grad pass (the
+    rest); both must equal the policy that generated the batch, scored before any update."""
+    from ablate.policy import token_logprobs
+    from ablate.train.trainer import Trainer
+
+    cfg = compose_config(FAST + ["method=grpo", "regularizers=none", f"train.minibatches={minibatches}",
+                                 f"train.epochs={epochs}"])
+    tr = Trainer(cfg)
+    rollouts, _ = tr.collect(1)
+    batch = tr.assemble(rollouts)
+    with torch.no_grad():
+        expect, _ = token_logprobs(tr.model, batch.input_ids, batch.attention_mask,
+                                   batch.prompt_len, tr.temperature)
+    batch.advantages = tr.algo.advantage(batch) * batch.response_mask
+    m = tr.update(batch, 1)
+    torch.testing.assert_close(batch.old_logp, expect * batch.response_mask, rtol=1e-5, atol=1e-5)
+    if minibatches == 1 and epochs == 1:
+        assert m["train/ratio_mean"] == pytest.approx(1.0, abs=1e-6)
+        assert "logp" not in tr.timers.acc  # no extra scoring pass at all
+    else:
+        assert "logp" in tr.timers.acc

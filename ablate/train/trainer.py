@@ -63,6 +63,16 @@ def policy_seed(cfg: DictConfig) -> int:
     return int(cfg.seed if s is None else s)
 
 
+def _disable_dropout(model: torch.nn.Module) -> None:
+    """Dropout off (as TRL's disable_dropout): train-mode and eval-mode log-probs must agree, or
+    ρ ≠ 1 on-policy and the behaviour log-probs would depend on which pass scored them."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    if hasattr(model, "config") and hasattr(model.config, "attention_dropout"):
+        model.config.attention_dropout = 0.0
+
+
 def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % (2**32))
@@ -102,6 +112,7 @@ class Trainer:
         self.policy = build_policy(cfg.model, self.task, policy_seed(cfg), self.device)
         self.model, self.tok = self.policy.model, self.policy.tokenizer
         _seed_everything(self.seed)  # the warm start (or its cache hit) must not shift the RL seed
+        _disable_dropout(self.model)
         self.ref_model = None
         if self.algo.needs_ref_model:
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
@@ -220,12 +231,23 @@ class Trainer:
             loss_weights=(torch.tensor(r.loss_weight, dtype=torch.float32)
                           if any(w != 1.0 for w in r.loss_weight) else None),
         ).to(self.device)
-        with self.timers("logp"), torch.no_grad():
-            self.model.eval()
-            batch.old_logp = self._logp_no_grad(self.model, batch)
-            if self.ref_model is not None:
+        if self.ref_model is not None:
+            with self.timers("logp"), torch.no_grad():
                 batch.ref_logp = self._logp_no_grad(self.ref_model, batch)
-        return batch
+        return batch  # old_logp is filled by update(): see _fill_old_logp
+
+    def _fill_old_logp(self, batch: RolloutBatch, first_rows: torch.Tensor) -> None:
+        """Behaviour log-probs, scored once. Rows of the first minibatch are trained before any
+        optimizer step, so π_old = π_θ there and their first training forward provides old_logp
+        (no extra pass; with one minibatch and one epoch there is no extra forward at all, like TRL
+        with num_iterations=1). Only the other rows need a no-grad forward now."""
+        rest = torch.ones(batch.batch_size, dtype=torch.bool)
+        rest[first_rows] = False
+        if bool(rest.any()):
+            idx = rest.nonzero().squeeze(-1).to(self.device)
+            with self.timers("logp"), torch.no_grad():
+                self.model.eval()
+                batch.old_logp[idx] = self._logp_no_grad(self.model, batch.select(idx))
 
     def _logp_no_grad(self, model, batch: RolloutBatch) -> torch.Tensor:
         parts = []
@@ -241,7 +263,6 @@ class Trainer:
         est = self.algo.estimator
         want_entropy = bool(t.metrics.entropy) or self.algo.needs_entropy
         ent_grad = est.needs_entropy_grad
-        self.model.train()
         sums: dict[str, float] = {}
         weights: dict[str, float] = {}
         extremes: dict[str, float] = {}
@@ -249,10 +270,15 @@ class Trainer:
         steps_done, skipped = 0, 0
         gv_acc: dict[str, list[float]] = {}
         gen = torch.Generator().manual_seed(self._seed_for(step, salt=17))
-        for _epoch in range(int(t.epochs)):
-            perm = torch.randperm(batch.batch_size, generator=gen)
-            for mb_idx in _chunks(batch.batch_size, int(t.minibatches)):
-                mb = batch.select(perm[mb_idx].to(self.device))
+        perms = [torch.randperm(batch.batch_size, generator=gen) for _ in range(int(t.epochs))]
+        mb_chunks = _chunks(batch.batch_size, int(t.minibatches))
+        self._fill_old_logp(batch, perms[0][mb_chunks[0]])
+        self.model.train()
+        for epoch, perm in enumerate(perms):
+            for mb_no, mb_idx in enumerate(mb_chunks):
+                on_policy = epoch == 0 and mb_no == 0  # no optimizer step yet: π_old = π_θ
+                mb_rows = perm[mb_idx].to(self.device)
+                mb = batch.select(mb_rows)
                 norm = Normalizer.of(mb.response_mask)
                 self.opt.zero_grad(set_to_none=True)
                 if self.meter is not None:
@@ -263,6 +289,9 @@ class Trainer:
                         logp, ent = token_logprobs(self.model, mc.input_ids, mc.attention_mask,
                                                    mc.prompt_len, self.temperature,
                                                    with_entropy=want_entropy, entropy_grad=ent_grad)
+                        if on_policy:
+                            mc.old_logp = logp.detach() * mc.response_mask
+                            batch.old_logp[mb_rows[mc_idx.to(self.device)]] = mc.old_logp
                         with self.timers("estimator"):
                             out = est(mc, logp, entropy=ent, entropy_grad=ent if ent_grad else None,
                                       norm=norm)
