@@ -73,10 +73,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from bench.__main__ import main as bench_main  # bench/ lives at the repo root
+def _bench(argv: list[str]) -> int:
+    """`ablate bench [args]` = `python -m bench [args]` (bench/ lives at the repo root)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from bench.__main__ import main as bench_main
 
-    return int(bench_main(args.rest) or 0)
+    return int(bench_main(argv) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,14 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
         add_sweep_parser(sub)
     except ImportError:  # pragma: no cover - sweep extra missing
         pass
-    b = sub.add_parser("bench", help="benchmarks (ratios against peers); see bench/README.md")
-    b.add_argument("rest", nargs=argparse.REMAINDER)
-    b.set_defaults(func=_cmd_bench)
+    sub.add_parser("bench", help="benchmarks (ratios against peers); see bench/README.md",
+                   add_help=False)  # dispatched before parsing: its options are bench's own
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        return _bench(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -487,7 +487,7 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
                         scheduler=_make_scheduler(space),
                         num_samples=num_samples if specs is None else 1,
                         max_concurrent_trials=space.max_concurrent,
-                        reuse_actors=False, trial_dirname_creator=_trial_dirname),
+                        reuse_actors=True, trial_dirname_creator=_trial_dirname),
                     run_config=tune.RunConfig(
                         name=experiment, storage_path=str(sweep_dir),
                         failure_config=tune.FailureConfig(max_failures=0), verbose=1,

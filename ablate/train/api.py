@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+import torch
 from omegaconf import DictConfig
 
 from ablate.config import compose_config, to_plain
@@ -49,6 +50,7 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
                             group=extra.get("group"), job_type=extra.get("job_type"),
                             tags=list(extra.get("tags") or slot_tags(cfg)))
     t0 = time.perf_counter()
+    threads = torch.get_num_threads()  # cfg.threads is process-wide: restore it (reused Ray actors)
     try:
         trainer = Trainer(cfg, tracker=tracker, reporter=reporter)
         result = trainer.run(progress=progress)
@@ -63,6 +65,8 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
                                                  "traceback": tb},
                        error=f"{type(e).__name__}: {e}")
         raise
+    finally:
+        torch.set_num_threads(threads)
     summary = {"status": "finished", "run_dir": str(rd), "name": name, "slots": dict(cfg.choices),
                "method": cfg.choices.get("method"), "seed": int(cfg.seed), **result,
                "wandb": {"run_id": tracker.wandb_run_id, "dir": tracker.wandb_dir,

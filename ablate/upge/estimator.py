@@ -91,10 +91,11 @@ class UPGE:
                 if ev not in ("clip_low", "clip_high", "clip_dual"):
                     metrics[f"mask/{ev}_frac"] = _masked_mean(t, rm, n)
             ratio = ctx.ratio
+            pad = rm <= 0
             metrics["ratio_mean"] = _masked_mean(ratio, rm, n)
-            big = torch.finfo(ratio.dtype).max
-            metrics["ratio_max"] = torch.where(rm > 0, ratio, torch.full_like(ratio, -big)).max()
-            metrics["ratio_min"] = torch.where(rm > 0, ratio, torch.full_like(ratio, big)).min()
+            big = torch.finfo(ratio.dtype).max  # finite even for an empty microbatch
+            metrics["ratio_max"] = ratio.masked_fill(pad, -big).amax()
+            metrics["ratio_min"] = ratio.masked_fill(pad, big).amin()
             # k3 estimate of KL(π_θ || π_old) from samples of π_old: E[r − 1 − log r], r = π_old/π_θ
             lr = -ctx.log_ratio
             metrics["kl_old"] = _masked_mean(torch.exp(lr) - 1.0 - lr, rm, n)

@@ -1,0 +1,51 @@
+"""Smoke tests of the benchmark entry point (bench/, `python -m bench --quick`).
+
+The default test runs the cheapest section (estimator overhead: no TRL, no Ray) in quick mode and
+checks the table, the one-line summary and the JSON file; it takes a few seconds. The TRL / step
+section needs the `bench` extra (`pip install -e '.[bench]'`) and is marked slow.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from bench.__main__ import main
+
+
+def _run(tmp_path, capsys, sections: str) -> tuple[dict, list[str]]:
+    out = tmp_path / "bench.json"
+    rc = main(["--quick", "--only", sections, "--out", str(out)])
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.strip()]
+    assert rc == 0, "\n".join(lines)
+    doc = json.loads(out.read_text())
+    return doc, lines
+
+
+@pytest.mark.timeout(60)
+def test_bench_quick_estimator(tmp_path, capsys):
+    doc, lines = _run(tmp_path, capsys, "estimator")
+    assert lines[-1].startswith("bench: ") and str(tmp_path / "bench.json") in lines[-1]
+    assert any(x.startswith("estimator grpo") for x in lines)
+    rows = [r for r in doc["rows"] if r["section"] == "estimator"]
+    assert {r["metric"].split()[1] for r in rows} == {"grpo", "dapo", "gspo"}
+    for r in rows:
+        assert r["value"] > 0 and r["target"] == "<= 1.05" and isinstance(r["met"], bool)
+    det = doc["sections"]["estimator"]["details"]
+    # the composed estimator and the hand-fused loss compute the same gradient
+    assert all(d["grad_rel_diff"] < 1e-5 for d in det.values())
+    m = doc["machine"]
+    assert m["cores"] >= 1 and m["versions"]["torch"] and doc["quick"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(importlib.util.find_spec("trl") is None, reason="needs the bench extra (trl)")
+def test_bench_quick_step_vs_trl(tmp_path, capsys):
+    doc, lines = _run(tmp_path, capsys, "step")
+    det = doc["sections"]["step"]["details"]
+    assert det["same_initial_weights"], det["initial_weights_sha"]
+    names = [r["metric"] for r in doc["rows"]]
+    assert any("ablate / TRL" in n for n in names) and any("ablate / floor" in n for n in names)
