@@ -63,10 +63,3 @@ class RolloutBatch:
         out = {f.name: getattr(self, f.name).to(device) for f in fields(self)
                if isinstance(getattr(self, f.name), torch.Tensor)}
         return replace(self, **out)
-
-    @staticmethod
-    def concat(batches: list["RolloutBatch"]) -> "RolloutBatch":
-        """Row-wise concatenation; token tensors are right-padded to the longest T (and P aligned)."""
-        if len(batches) == 1:
-            return batches[0]
-        raise NotImplementedError("concat of several batches is done by the rollout engine")

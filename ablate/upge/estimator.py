@@ -13,8 +13,8 @@ import torch
 
 from ablate.upge.aggregation import Aggregation, Normalizer
 from ablate.upge.batch import RolloutBatch
-from ablate.upge.slots.base import (LOG_RATIO_CLAMP, Denominator, Likelihood, Mask, Regularizer,
-                                    TokenContext)
+from ablate.upge.slots.base import (LOG_RATIO_CLAMP, Denominator, Likelihood, Mask, MaskResult,
+                                    Regularizer, TokenContext)
 
 
 @dataclass
@@ -47,7 +47,7 @@ class UPGE:
         return any(getattr(r, "needs_entropy_grad", False) and r.coef != 0
                    for r in self.regularizers.values())
 
-    def per_token(self, ctx: TokenContext) -> tuple[torch.Tensor, "MaskResultT"]:
+    def per_token(self, ctx: TokenContext) -> tuple[torch.Tensor, MaskResult]:
         """The unaggregated loss matrix −M·Â·g/π_ref and the mask result."""
         m = self.mask(ctx)
         log_ref = self.denominator(ctx).detach()
@@ -110,6 +110,3 @@ class UPGE:
         return (f"UPGE(mask={self.mask!r}, denominator={self.denominator!r}, "
                 f"likelihood={self.likelihood!r}, aggregation={self.aggregation!r}, "
                 f"regularizers={self.regularizers!r})")
-
-
-MaskResultT = object  # forward alias for type hints above
