@@ -25,6 +25,7 @@ import yaml
 from ablate.sweep.space import (GROUPS, SLOT_FAMILIES, active_assignment, assignment_overrides,
                                 combo_key, spec_key)
 from ablate.sweep.trial import COMPLETE_KEY, OUTCOME_FILE
+from ablate.tracking.run_store import read_jsonl
 
 FINAL_STATUSES = ("finished", "failed", "early_stopped")
 _TUNE_STATUS = {"PENDING": "pending", "PAUSED": "pending", "RUNNING": "running",
@@ -55,22 +56,9 @@ def _jsonable(x: Any) -> Any:
 
 
 def read_rows(path: Path) -> list[dict]:
-    out = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return out
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(r, dict) and r.get("trial_id"):
-            out.append(r)
-    return out
+    """Trial rows of a trials.jsonl (a torn last line from a killed driver is skipped)."""
+    rows, _bad = read_jsonl(path)
+    return [r for r in rows if r.get("trial_id")]
 
 
 def _read_json(path: Path) -> dict:

@@ -209,7 +209,7 @@ def _traceback_tail(error: str | BaseException) -> Optional[str]:
     return tb[-TRACEBACK_TAIL_CHARS:]
 
 
-def _read_jsonl(path: Path) -> tuple[list[dict], int]:
+def read_jsonl(path: Path) -> tuple[list[dict], int]:
     """Records of a JSONL file and the number of unreadable lines (e.g. a torn last line)."""
     if not path.exists():
         return [], 0
@@ -247,7 +247,7 @@ def load_run(run_dir: Path) -> dict:
             summary = json.loads((rd / "summary.json").read_text(encoding="utf-8"))
         except json.JSONDecodeError:
             summary = None
-    metrics, bad_m = _read_jsonl(rd / "metrics.jsonl")
-    samples, bad_s = _read_jsonl(rd / "samples.jsonl")
+    metrics, bad_m = read_jsonl(rd / "metrics.jsonl")
+    samples, bad_s = read_jsonl(rd / "samples.jsonl")
     return {"run_dir": str(rd), "config": config, "metrics": metrics, "samples": samples,
             "summary": summary, "bad_lines": {"metrics": bad_m, "samples": bad_s}}

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ablate.metrics.entropy import token_entropy_mean
+from ablate.metrics.entropy import token_entropy_sum_count
 from ablate.metrics.gradvar import GradVarianceMeter
 from ablate.metrics.passk import pass_at_k_metrics
 from ablate.pipeline.base import Rollouts, StageEnv
@@ -263,10 +263,11 @@ class Trainer:
         est = self.algo.estimator
         want_entropy = bool(t.metrics.entropy) or self.algo.needs_entropy
         ent_grad = est.needs_entropy_grad
-        sums: dict[str, float] = {}
-        weights: dict[str, float] = {}
-        extremes: dict[str, float] = {}
-        ent_sum, ent_tok = 0.0, 0.0
+        # metrics stay on the device as tensors; one host sync per step (below), none per microbatch
+        sums: dict[str, torch.Tensor] = {}
+        weights: dict[str, torch.Tensor] = {}
+        extremes: dict[str, torch.Tensor] = {}
+        ent_sum = ent_tok = None
         steps_done, skipped = 0, 0
         gv_acc: dict[str, list[float]] = {}
         gen = torch.Generator().manual_seed(self._seed_for(step, salt=17))
@@ -303,17 +304,18 @@ class Trainer:
                     with self.timers("metrics"):
                         w = out.num_tokens
                         for k, v in out.metrics.items():
-                            fv = float(v)
+                            v = v.detach().double()
                             if k.endswith("_max"):
-                                extremes[k] = max(extremes.get(k, -math.inf), fv)
+                                extremes[k] = torch.maximum(extremes[k], v) if k in extremes else v
                             elif k.endswith("_min"):
-                                extremes[k] = min(extremes.get(k, math.inf), fv)
+                                extremes[k] = torch.minimum(extremes[k], v) if k in extremes else v
                             else:
-                                sums[k] = sums.get(k, 0.0) + fv * w
-                                weights[k] = weights.get(k, 0.0) + w
+                                sums[k] = sums[k] + v * w if k in sums else v * w
+                                weights[k] = weights[k] + w if k in weights else w
                         if ent is not None:
-                            ent_sum += float(token_entropy_mean(ent.detach(), mc.response_mask)) * w
-                            ent_tok += w
+                            es, ec = token_entropy_sum_count(ent, mc.response_mask)
+                            ent_sum = es if ent_sum is None else ent_sum + es
+                            ent_tok = ec if ent_tok is None else ent_tok + ec
                 with self.timers("optimizer"):
                     if self.meter is not None:
                         for k, v in (self.meter.finish() or {}).items():
@@ -330,10 +332,14 @@ class Trainer:
                         self.opt.step()
                         self.sched.step()
                         steps_done += 1
-        m = {f"train/{k}": sums[k] / max(weights[k], 1e-12) for k in sums}
-        m.update({f"train/{k}": v for k, v in extremes.items()})
-        if ent_tok:
-            m["train/entropy"] = ent_sum / ent_tok
+        keys = list(sums) + list(extremes)
+        vals = [sums[k] / torch.clamp(torch.as_tensor(weights[k], dtype=torch.float64), min=1e-12)
+                for k in sums] + list(extremes.values())
+        if ent_tok is not None:
+            keys.append("entropy")
+            vals.append(ent_sum / ent_tok.clamp_min(1.0))
+        m = dict(zip((f"train/{k}" for k in keys),
+                     torch.stack([v.double() for v in vals]).cpu().tolist() if vals else []))
         for k, vs in gv_acc.items():
             m[k if k.startswith("train/") else f"train/{k}"] = float(np.mean(vs))
         if "train/grad_norm" not in m and "train/grad_norm_preclip" in m:

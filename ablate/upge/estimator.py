@@ -24,7 +24,7 @@ class EstimatorOutput:
 
     loss: torch.Tensor
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)
-    num_tokens: float = 0.0
+    num_tokens: torch.Tensor | float = 0.0  # 0-d tensor: no host sync inside the estimator
 
 
 def _masked_mean(x: torch.Tensor, m: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
@@ -104,7 +104,7 @@ class UPGE:
                 metrics["kl_ref"] = _masked_mean(torch.exp(d) - 1.0 - d, rm, n)
             metrics["adv_mean"] = _masked_mean(ctx.advantages, rm, n)
             metrics["adv_abs_mean"] = _masked_mean(ctx.advantages.abs(), rm, n)
-        return EstimatorOutput(loss=loss, metrics=metrics, num_tokens=float(n))
+        return EstimatorOutput(loss=loss, metrics=metrics, num_tokens=n)
 
     def __repr__(self) -> str:
         return (f"UPGE(mask={self.mask!r}, denominator={self.denominator!r}, "

@@ -72,6 +72,14 @@ def _broadcast(a: torch.Tensor, batch: RolloutBatch) -> torch.Tensor:
     return a.to(dt)[:, None] * batch.response_mask.to(dt)
 
 
+def _std_conventions(obj: Advantage, eps: float, unbiased: bool, eps_placement: str) -> None:
+    """Validate and set the std-normalisation conventions peers disagree on (eps, Bessel, where ε goes)."""
+    n = type(obj).__name__
+    obj.eps = _nonneg(n, "eps", eps)
+    obj.unbiased = bool(unbiased)
+    obj.eps_placement = _choice(n, "eps_placement", eps_placement, F.EPS_PLACEMENTS)
+
+
 class _Outcome(Advantage):
     """One scalar per response, broadcast over its valid tokens."""
 
@@ -143,9 +151,7 @@ class GroupZScore(_Outcome):
     def __init__(self, eps: float = 1e-6, unbiased: bool = True, eps_placement: str = "std",
                  singleton: str = "raw", include_demos: bool = True, zero_std: str = "eps"):
         n = type(self).__name__
-        self.eps = _nonneg(n, "eps", eps)
-        self.unbiased = bool(unbiased)
-        self.eps_placement = _choice(n, "eps_placement", eps_placement, F.EPS_PLACEMENTS)
+        _std_conventions(self, eps, unbiased, eps_placement)
         self.singleton = _choice(n, "singleton", singleton, SINGLETON_MODES)
         self.include_demos = bool(include_demos)
         # "one": std == 0 replaced by 1 before dividing (HPT compute_grpo_outcome_advantage_split)
@@ -233,9 +239,7 @@ class BatchZScore(_Outcome):
     def __init__(self, eps: float = 1e-4, unbiased: bool = True, eps_placement: str = "std",
                  singleton: str = "zero"):
         n = type(self).__name__
-        self.eps = _nonneg(n, "eps", eps)
-        self.unbiased = bool(unbiased)
-        self.eps_placement = _choice(n, "eps_placement", eps_placement, F.EPS_PLACEMENTS)
+        _std_conventions(self, eps, unbiased, eps_placement)
         self.singleton = _choice(n, "singleton", singleton, SINGLETON_MODES)
 
     def _compute(self, r, valid, stats, batch):
@@ -258,9 +262,7 @@ class ReinforcePlusPlus(Advantage):
         self.gamma = float(gamma)
         if not 0.0 <= self.gamma <= 1.0:
             raise ConfigError(f"advantage {n}.gamma: expected a number in [0, 1], got {gamma!r}")
-        self.eps = _nonneg(n, "eps", eps)
-        self.unbiased = bool(unbiased)
-        self.eps_placement = _choice(n, "eps_placement", eps_placement, F.EPS_PLACEMENTS)
+        _std_conventions(self, eps, unbiased, eps_placement)
 
     def __call__(self, batch: RolloutBatch) -> torch.Tensor:
         r, valid = _rewards(batch)
@@ -276,9 +278,7 @@ class ReinforcePlusPlusBaseline(Advantage):
     def __init__(self, eps: float = 1e-8, unbiased: bool = True, eps_placement: str = "var",
                  singleton: str = "raw"):
         n = type(self).__name__
-        self.eps = _nonneg(n, "eps", eps)
-        self.unbiased = bool(unbiased)
-        self.eps_placement = _choice(n, "eps_placement", eps_placement, F.EPS_PLACEMENTS)
+        _std_conventions(self, eps, unbiased, eps_placement)
         self.singleton = _choice(n, "singleton", singleton, SINGLETON_MODES)
 
     def __call__(self, batch: RolloutBatch) -> torch.Tensor:
@@ -300,9 +300,7 @@ class DecoupledMultiReward(Advantage):
                  whiten_eps: float = 1e-8, whiten_eps_placement: str = "var"):
         n = type(self).__name__
         self.weights = None if weights is None else [float(w) for w in weights]
-        self.eps = _nonneg(n, "eps", eps)
-        self.unbiased = bool(unbiased)
-        self.eps_placement = _choice(n, "eps_placement", eps_placement, F.EPS_PLACEMENTS)
+        _std_conventions(self, eps, unbiased, eps_placement)
         self.singleton = _choice(n, "singleton", singleton, SINGLETON_MODES)
         # "token": verl masked_whiten over valid tokens; "sequence": TRL z-score over responses
         self.whiten = _choice(n, "whiten", whiten, WHITEN_MODES)
