@@ -10,7 +10,7 @@ from ablate.errors import ConfigError, choice_error
 from ablate.registry import conf_dir, plain
 
 GROUPS = ("mask", "denominator", "advantage", "likelihood", "aggregation", "regularizers",
-          "pipeline", "task", "model", "rollout", "tracker", "method")
+          "objective", "pipeline", "task", "model", "rollout", "tracker", "method")
 
 
 def _group_options(group: str) -> list[str]:

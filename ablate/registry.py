@@ -19,6 +19,29 @@ import yaml
 from ablate.errors import ConfigError, choice_error
 
 SLOT_FAMILIES = ("mask", "denominator", "advantage", "likelihood")
+# a parameter with one of these names, annotated with the family's class, is built as a component
+# of that family (from a variant name or a mapping)
+NAMED_FAMILIES = {"mask": "Mask", "denominator": "Denominator", "advantage": "Advantage",
+                  "likelihood": "Likelihood", "aggregation": "Aggregation"}
+
+
+def component_params(cls: type) -> dict[str, str]:
+    """{parameter: family} for ``cls``'s parameters that take a slot component (see NAMED_FAMILIES)."""
+    out = {}
+    for name, p in params_of(cls).items():
+        base = NAMED_FAMILIES.get(name)
+        if base is not None and base in str(p.annotation):
+            out[name] = name
+    return out
+
+
+def families() -> dict[str, type]:
+    """Family name → base class that every ``_target_`` of the family must subclass."""
+    from ablate.objectives.base import Term
+    from ablate.pipeline.base import Stage
+    from ablate.upge.slots.base import FAMILIES
+
+    return {**FAMILIES, "term": Term, "stage": Stage}
 
 
 def conf_dir() -> Path:
@@ -62,11 +85,10 @@ def plain(cfg: Any) -> Any:
 def build(family: str, cfg: Any, field: str | None = None) -> Any:
     """Instantiate one component of ``family`` from ``{_target_: ..., **params}``.
 
-    Nested dicts with a ``_target_`` (e.g. the parts of a composed mask) are built recursively with
-    the family of the parameter's annotation when it names one, else the same family.
+    Nested dicts with a ``_target_`` (e.g. the parts of a composed mask) are built recursively: a
+    parameter named after a family (``mask``, ``advantage``, ``aggregation``, ...) as that family (a
+    bare string is then a variant name), any other as the same family.
     """
-    from ablate.upge.slots.base import FAMILIES
-
     field = field or family
     cfg = plain(cfg)
     if isinstance(cfg, str):  # a bare variant name: look it up in conf/<family>/
@@ -75,7 +97,7 @@ def build(family: str, cfg: Any, field: str | None = None) -> Any:
         raise ConfigError(f"{field}: expected a mapping with _target_, got {cfg!r}")
     params = {k: v for k, v in cfg.items() if k != "_target_"}
     cls = import_target(str(cfg["_target_"]), f"{field}._target_")
-    base = FAMILIES.get(family)
+    base = families().get(family)
     if base is not None and not (inspect.isclass(cls) and issubclass(cls, base)):
         raise ConfigError(f"{field}._target_: {cfg['_target_']} is not a {base.__name__} "
                           f"(subclass ablate.upge.slots.base.{base.__name__})")
@@ -88,8 +110,12 @@ def build(family: str, cfg: Any, field: str | None = None) -> Any:
     if missing:
         raise ConfigError(f"{field}: {cls.__name__} needs parameter(s) {', '.join(missing)}")
     built = {}
+    named = component_params(cls)
     for k, v in params.items():
-        built[k] = _build_nested(family, v, f"{field}.{k}")
+        if k in named and named[k] != family and isinstance(v, (str, Mapping)):
+            built[k] = build(named[k], v, f"{field}.{k}")
+        else:
+            built[k] = _build_nested(family, v, f"{field}.{k}")
     try:
         return cls(**built)
     except ConfigError:

@@ -47,7 +47,7 @@ def test_preset_composes_and_builds_its_slots(name):
     cfg = compose_config([f"method={name}"])
     assert cfg.choices["method"] == name
     algo = build_algorithm(cfg)
-    assert algo.estimator is not None and algo.advantage is not None
+    assert algo.objective.terms and algo.objective.primary.advantage is not None
 
 
 def test_unknown_method_fails_with_one_line():

@@ -1,8 +1,9 @@
 """Pipeline stages: what happens to a step's samples between the verifier and the advantage slot.
 
 Stages see per-row Python lists (B is a few hundred), so filters, reward shaping and demonstration
-mixing stay readable. A stage with ``refill = True`` may drop groups; the trainer then generates
-more prompts until the step's prompt budget is met (DAPO dynamic sampling).
+mixing stay readable. A stage that may drop groups declares ``Needs(refill_rounds=k)``; the trainer
+then generates more prompts, up to k rounds, until the step's prompt budget is met (DAPO dynamic
+sampling). A stage that builds its rows itself declares ``Needs(rollouts=False)`` (SFT).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ablate.component import Component
 from ablate.tasks.base import Problem
 
 
@@ -27,6 +29,7 @@ class Rollouts:
     is_demo: list[bool] = field(default_factory=list)
     truncated: list[bool] = field(default_factory=list)
     loss_weight: list[float] = field(default_factory=list)
+    meta: list[dict] = field(default_factory=list)  # verifier metadata per row
 
     def __len__(self) -> int:
         return len(self.group)
@@ -45,7 +48,7 @@ class Rollouts:
                         response_ids=pick(self.response_ids), texts=pick(self.texts),
                         rewards=pick(self.rewards), components=pick(self.components),
                         is_demo=pick(self.is_demo), truncated=pick(self.truncated),
-                        loss_weight=pick(self.loss_weight))
+                        loss_weight=pick(self.loss_weight), meta=pick(self.meta))
 
     def extend(self, other: "Rollouts") -> "Rollouts":
         off = len(self.problems)
@@ -57,10 +60,11 @@ class Rollouts:
                         components=self.components + other.components,
                         is_demo=self.is_demo + other.is_demo,
                         truncated=self.truncated + other.truncated,
-                        loss_weight=self.loss_weight + other.loss_weight)
+                        loss_weight=self.loss_weight + other.loss_weight, meta=self.meta + other.meta)
 
     def add_row(self, g: int, ids: list[int], text: str, reward: float, components: dict,
-                is_demo: bool, truncated: bool = False, loss_weight: float = 1.0) -> None:
+                is_demo: bool, truncated: bool = False, loss_weight: float = 1.0,
+                meta: Optional[dict] = None) -> None:
         self.group.append(g)
         self.response_ids.append(ids)
         self.texts.append(text)
@@ -69,6 +73,7 @@ class Rollouts:
         self.is_demo.append(is_demo)
         self.truncated.append(truncated)
         self.loss_weight.append(loss_weight)
+        self.meta.append(dict(meta or {}))
 
 
 @dataclass
@@ -83,15 +88,13 @@ class StageEnv:
     stats: dict[str, float] = field(default_factory=dict)  # stages write train/* diagnostics here
 
 
-class Stage:
-    refill: bool = False  # may drop groups; the trainer regenerates to refill the batch
-    needs_rollouts: bool = True  # False: the stage builds its rows itself (SFT)
+class Stage(Component):
+    """A pipeline stage: Rollouts in, Rollouts out (see the module docstring for its needs)."""
+
+    family = "stage"
 
     def __call__(self, r: Rollouts, env: StageEnv) -> Rollouts:
         raise NotImplementedError
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
 def encode_demo(problem: Problem, env: StageEnv) -> Optional[list[int]]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from ablate.component import Needs
 from ablate.errors import choice_error
 from ablate.pipeline.base import Rollouts, Stage, StageEnv, encode_demo
 
@@ -30,12 +33,13 @@ class DynamicSampling(Stage):
     """DAPO dynamic sampling (arXiv 2503.14476): drop groups whose rewards are all equal; the trainer
     generates more prompts (up to ``max_gen_batches`` generation rounds) to refill the batch."""
 
-    refill = True
-
     def __init__(self, max_gen_batches: int = 3):
         if max_gen_batches < 1:
             raise ValueError("pipeline.DynamicSampling.max_gen_batches must be >= 1")
         self.max_gen_batches = max_gen_batches
+
+    def needs(self) -> Needs:
+        return Needs(refill_rounds=self.max_gen_batches)
 
     def __call__(self, r: Rollouts, env: StageEnv) -> Rollouts:
         gr = _group_rewards(r)
@@ -47,8 +51,6 @@ class DynamicSampling(Stage):
 
 class RejectUniformGroups(DynamicSampling):
     """Reinforce-Rej (arXiv 2504.11343): discard all-correct and all-wrong prompts, no refill."""
-
-    refill = False
 
     def __init__(self) -> None:
         super().__init__(max_gen_batches=1)
@@ -78,7 +80,7 @@ class OverlongShaping(Stage):
 class DemosOnly(Stage):
     """SFT: replace each prompt's rollouts by its demonstration (one row per prompt)."""
 
-    needs_rollouts = False
+    NEEDS: ClassVar[Needs] = Needs(rollouts=False)
 
     def __call__(self, r: Rollouts, env: StageEnv) -> Rollouts:
         out = Rollouts(problems=[])

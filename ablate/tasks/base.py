@@ -20,6 +20,7 @@ class Problem:
 class Reward:
     total: float  # the scalar reward used by single-reward estimators
     components: dict[str, float] = field(default_factory=dict)  # named rewards (GDPO), may be empty
+    meta: dict = field(default_factory=dict)  # verifier metadata (extracted answer, label, ...)
 
 
 class Task:

@@ -70,7 +70,7 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
     summary = {"status": "finished", "run_dir": str(rd), "name": name, "slots": dict(cfg.choices),
                "method": cfg.choices.get("method"), "seed": int(cfg.seed), **result,
                "wandb": {"run_id": tracker.wandb_run_id, "dir": tracker.wandb_dir,
-                         "mode": getattr(tracker, "wandb_mode", None)}}
+                         "mode": tracker.wandb_mode}}
     tracker.finish(status="finished", summary=summary)
     return summary
 

@@ -1,8 +1,10 @@
 """The trainer loop: rollout → rewards → pipeline → advantage → epochs × minibatches × microbatches
 of the UPGE loss → optimizer step → metrics → tracker; Pass@k on the held-out split every N steps.
 
-It knows no algorithm: everything method-specific is in the slots, the regularizers and the stages
-that `build_algorithm` returns.
+It knows no algorithm: everything method-specific is in the objective (terms with their slots,
+regularizers) and the stages that `build_algorithm` returns. The step is planned from the union of
+what those components declare they need (``Algorithm.needs()``): a reference model, entropy, a
+scoring pass before the advantage, whole groups per microbatch, the step context.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from ablate.component import load_tree_state, observe_tree, tree_state
 from ablate.metrics.entropy import token_entropy_sum_count
 from ablate.metrics.gradvar import GradVarianceMeter
 from ablate.metrics.passk import pass_at_k_metrics
@@ -27,9 +30,11 @@ from ablate.policy import build_policy, token_logprobs
 from ablate.rollout import build_engine, resolve_max_new_tokens
 from ablate.tasks import build_task
 from ablate.train.components import Algorithm, build_algorithm
-from ablate.upge.aggregation import Normalizer
+from ablate.train.partition import partition
+from ablate.train.state import TrainingState, load_rng_state, rng_state
 from ablate.upge.batch import RolloutBatch
-from ablate.upge.functional import zero_advantage_group_fraction
+from ablate.upge.diagnostics import DiagAccumulator
+from ablate.upge.functional import group_reward_stats, zero_advantage_group_fraction
 
 Reporter = Callable[[dict], None]
 
@@ -95,11 +100,17 @@ def _chunks(n: int, k: int) -> list[torch.Tensor]:
     return [c for c in torch.arange(n).tensor_split(max(1, min(k, n))) if c.numel() > 0]
 
 
+def _temp_key(t: float) -> str:
+    return f"old_logp@{t:g}"
+
+
 class Trainer:
     """One training run. ``run()`` returns the summary dict the run store also writes."""
 
-    def __init__(self, cfg: DictConfig, tracker=None, reporter: Optional[Reporter] = None):
+    def __init__(self, cfg: DictConfig, tracker=None, reporter: Optional[Reporter] = None,
+                 on_step_end: Optional[Callable[["Trainer", int], None]] = None):
         self.cfg = cfg
+        self.on_step_end = on_step_end  # e.g. a checkpoint hook: called after each logged step
         self.tracker = tracker
         self.reporter = reporter
         self.seed = int(cfg.seed)
@@ -108,13 +119,15 @@ class Trainer:
         _seed_everything(self.seed)
         self.device = resolve_device(str(cfg.device))
         self.algo: Algorithm = build_algorithm(cfg)
+        self.plan = self.algo.needs()
+        self.objective = self.algo.objective
         self.task = build_task(cfg.task)
         self.policy = build_policy(cfg.model, self.task, policy_seed(cfg), self.device)
         self.model, self.tok = self.policy.model, self.policy.tokenizer
         _seed_everything(self.seed)  # the warm start (or its cache hit) must not shift the RL seed
         _disable_dropout(self.model)
         self.ref_model = None
-        if self.algo.needs_ref_model:
+        if self.plan.ref_model:
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.engine = build_engine(cfg.rollout)
         self.temperature = float(cfg.rollout.temperature)
@@ -128,7 +141,29 @@ class Trainer:
         self.meter = GradVarianceMeter([p for p in self.model.parameters() if p.requires_grad]) \
             if t.metrics.grad_var else None
         self.last_eval: dict[str, float] = {}
+        self.initial_eval: dict[str, float] = {}
         self.history_final: dict[str, float] = {}
+        self.state = TrainingState(total_steps=int(t.steps))
+
+    # ----------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        """Everything a checkpoint needs to continue this run exactly (see ablate/train/state.py)."""
+        return {"state": self.state.state_dict(), "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "rng": rng_state(self.rng), "components": tree_state(self.algo),
+                "last_eval": dict(self.last_eval), "initial_eval": dict(self.initial_eval),
+                "history_final": dict(self.history_final)}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.state.load_state_dict(d["state"])
+        self.model.load_state_dict(d["model"])
+        self.opt.load_state_dict(d["optimizer"])
+        self.sched.load_state_dict(d["scheduler"])
+        load_rng_state(self.rng, d["rng"])
+        load_tree_state(self.algo, d["components"])
+        self.last_eval = dict(d["last_eval"])
+        self.initial_eval = dict(d["initial_eval"])
+        self.history_final = dict(d["history_final"])
 
     # ----------------------------------------------------------------------------------- schedule
     def _lr_lambda(self, step: int) -> float:
@@ -164,7 +199,7 @@ class Trainer:
     def _rollouts_for(self, problems, step: int, round_: int, env: StageEnv) -> Rollouts:
         r = Rollouts(problems=list(problems))
         G = int(self.cfg.train.group_size)
-        if any(not s.needs_rollouts for s in self.algo.stages):
+        if not self.plan.rollouts:
             r.prompt_ids = [self.tok(p.prompt)["input_ids"] for p in problems]
         else:
             out = self._generate(problems, G, self.temperature, self._seed_for(step, round_))
@@ -179,7 +214,8 @@ class Trainer:
                 j = i // G
                 rew = self.task.verify(problems[j], out.texts[i])
                 r.add_row(j, resp[i, : lens[i]].tolist(), out.texts[i], float(rew.total),
-                          dict(rew.components), is_demo=False, truncated=bool(out.truncated[i]))
+                          dict(rew.components), is_demo=False, truncated=bool(out.truncated[i]),
+                          meta=rew.meta)
         for stage in self.algo.stages:
             r = stage(r, env)
         return r
@@ -191,14 +227,13 @@ class Trainer:
         """Sample prompts, generate, verify, run the stages; refill if a stage dropped groups."""
         P = int(self.cfg.train.prompts_per_step)
         env = StageEnv(tokenizer=self.tok, task=self.task, max_new_tokens=self.max_new_tokens, step=step)
-        refill = [s for s in self.algo.stages if s.refill]
-        rounds = max([getattr(s, "max_gen_batches", 1) for s in refill], default=1)
+        rounds = max(1, int(self.plan.refill_rounds))
         total: Optional[Rollouts] = None
         for round_ in range(rounds):
             problems = self.task.train_problems(P, self.rng)
             r = self._rollouts_for(problems, step, round_, env)
             total = r if total is None else total.extend(r)
-            if len(total.problems) >= P or not refill:
+            if len(total.problems) >= P:
                 break
         assert total is not None
         if len(total.problems) > P:  # trim to exactly the prompt budget
@@ -217,7 +252,7 @@ class Trainer:
         if r_ids.shape[1] == 0:
             r_ids = torch.full((len(r), 1), pad, dtype=torch.long)
             r_mask = torch.zeros((len(r), 1), dtype=torch.long)
-        names = list(getattr(self.task, "reward_names", ()) or ())
+        names = list(self.task.reward_names or ())
         comps = None
         if names and any(r.components):
             comps = torch.tensor([[float(c.get(n, 0.0)) for n in names] for c in r.components],
@@ -231,89 +266,120 @@ class Trainer:
             loss_weights=(torch.tensor(r.loss_weight, dtype=torch.float32)
                           if any(w != 1.0 for w in r.loss_weight) else None),
         ).to(self.device)
+        batch.rows = self._row_data(r, batch, names)
+        if self.plan.step_info:
+            batch.info = self.state.info()
         if self.ref_model is not None:
             with self.timers("logp"), torch.no_grad():
-                batch.ref_logp = self._logp_no_grad(self.ref_model, batch)
-        return batch  # old_logp is filled by update(): see _fill_old_logp
+                batch.ref_logp = self._logp_no_grad(self.ref_model, batch)[0]
+        if self.plan.prescoring:
+            self._prescore(batch)
+        return batch  # otherwise old_logp is filled by update(): see _fill_old_logp
+
+    def _row_data(self, r: Rollouts, batch: RolloutBatch, names: list[str]) -> dict:
+        """Per-row side data every component may read (sliced with the rows, see RolloutBatch)."""
+        dev = batch.response_mask.device
+        gm, gv, gs = group_reward_stats(batch.rewards, batch.group_ids, ~batch.demo_mask())
+        rows: dict = {"truncated": torch.tensor(r.truncated, dtype=torch.bool, device=dev),
+                      "group_size": gs, "group_reward_mean": gm, "group_reward_var": gv,
+                      "meta": list(r.meta), "answer": [r.problems[g].answer for g in r.group],
+                      "prompt": [r.problems[g].prompt for g in r.group]}
+        if batch.reward_components is not None:
+            for k, n in enumerate(names):
+                rows[f"reward/{n}"] = batch.reward_components[:, k]
+        return rows
+
+    def _prescore(self, batch: RolloutBatch) -> None:
+        """The scoring a component asked for before the advantage: behaviour log-probs of every row,
+        the behaviour policy's entropy, log-probs at extra temperatures (one no-grad pass each)."""
+        with self.timers("logp"), torch.no_grad():
+            self.model.eval()
+            lp, ent = self._logp_no_grad(self.model, batch, with_entropy=self.plan.entropy_before_advantage)
+            batch.old_logp = lp
+            batch.extras["old_logp_complete"] = True
+            if ent is not None:
+                batch.rows["old_entropy"] = ent
+            for t in sorted(self.plan.temperatures):
+                batch.rows[_temp_key(t)] = self._logp_no_grad(self.model, batch, temperature=float(t))[0]
 
     def _fill_old_logp(self, batch: RolloutBatch, first_rows: torch.Tensor) -> None:
         """Behaviour log-probs, scored once. Rows of the first minibatch are trained before any
         optimizer step, so π_old = π_θ there and their first training forward provides old_logp
         (no extra pass; with one minibatch and one epoch there is no extra forward at all, like TRL
         with num_iterations=1). Only the other rows need a no-grad forward now."""
+        if batch.extras.get("old_logp_complete"):
+            return
         rest = torch.ones(batch.batch_size, dtype=torch.bool)
         rest[first_rows] = False
         if bool(rest.any()):
             idx = rest.nonzero().squeeze(-1).to(self.device)
             with self.timers("logp"), torch.no_grad():
                 self.model.eval()
-                batch.old_logp[idx] = self._logp_no_grad(self.model, batch.select(idx))
+                batch.old_logp[idx] = self._logp_no_grad(self.model, batch.select(idx))[0]
 
-    def _logp_no_grad(self, model, batch: RolloutBatch) -> torch.Tensor:
-        parts = []
+    def _logp_no_grad(self, model, batch: RolloutBatch, with_entropy: bool = False,
+                      temperature: Optional[float] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(log-probs, entropy or None) of every row, zero on padding, in microbatch-sized chunks."""
+        parts, ents = [], []
+        temp = self.temperature if temperature is None else temperature
         for idx in _chunks(batch.batch_size, int(self.cfg.train.microbatches)):
-            lp, _ = token_logprobs(model, batch.input_ids[idx], batch.attention_mask[idx],
-                                   batch.prompt_len, self.temperature)
+            lp, ent = token_logprobs(model, batch.input_ids[idx], batch.attention_mask[idx],
+                                     batch.prompt_len, temp, with_entropy=with_entropy)
             parts.append(lp)
-        return torch.cat(parts, 0) * batch.response_mask
+            if ent is not None:
+                ents.append(ent)
+        rm = batch.response_mask
+        return torch.cat(parts, 0) * rm, (torch.cat(ents, 0) * rm if ents else None)
 
     # ----------------------------------------------------------------------------------- update
     def update(self, batch: RolloutBatch, step: int) -> dict[str, float]:
         t = self.cfg.train
-        est = self.algo.estimator
-        want_entropy = bool(t.metrics.entropy) or self.algo.needs_entropy
-        ent_grad = est.needs_entropy_grad
-        # metrics stay on the device as tensors; one host sync per step (below), none per microbatch
-        sums: dict[str, torch.Tensor] = {}
-        weights: dict[str, torch.Tensor] = {}
-        extremes: dict[str, torch.Tensor] = {}
+        obj = self.objective
+        want_entropy = bool(t.metrics.entropy) or self.plan.entropy
+        ent_grad = self.plan.entropy_grad
+        # diagnostics stay on the device as tensors; one host sync per step (below), none per microbatch
+        acc = DiagAccumulator()
         ent_sum = ent_tok = None
         steps_done, skipped = 0, 0
         gv_acc: dict[str, list[float]] = {}
         gen = torch.Generator().manual_seed(self._seed_for(step, salt=17))
-        perms = [torch.randperm(batch.batch_size, generator=gen) for _ in range(int(t.epochs))]
-        mb_chunks = _chunks(batch.batch_size, int(t.minibatches))
-        self._fill_old_logp(batch, perms[0][mb_chunks[0]])
+        groups = batch.group_ids.cpu() if self.plan.whole_groups else None
+        epochs = [partition(batch.batch_size, int(t.minibatches), gen, groups) for _ in range(int(t.epochs))]
+        self._fill_old_logp(batch, epochs[0][0])
         self.model.train()
-        for epoch, perm in enumerate(perms):
-            for mb_no, mb_idx in enumerate(mb_chunks):
+        for epoch, minibatches in enumerate(epochs):
+            for mb_no, mb_rows_cpu in enumerate(minibatches):
                 on_policy = epoch == 0 and mb_no == 0  # no optimizer step yet: π_old = π_θ
-                mb_rows = perm[mb_idx].to(self.device)
+                mb_rows = mb_rows_cpu.to(self.device)
                 mb = batch.select(mb_rows)
-                norm = Normalizer.of(mb.response_mask)
+                norms = obj.normalizers(mb)
                 self.opt.zero_grad(set_to_none=True)
                 if self.meter is not None:
                     self.meter.start()
-                for mc_idx in _chunks(mb.batch_size, int(t.microbatches)):
-                    mc = mb.select(mc_idx.to(self.device))
+                mb_groups = groups[mb_rows_cpu] if groups is not None else None
+                for mc_idx_cpu in partition(mb.batch_size, int(t.microbatches), None, mb_groups):
+                    mc_idx = mc_idx_cpu.to(self.device)
+                    mc = mb.select(mc_idx)
                     with self.timers("forward_backward"):
                         logp, ent = token_logprobs(self.model, mc.input_ids, mc.attention_mask,
                                                    mc.prompt_len, self.temperature,
-                                                   with_entropy=want_entropy, entropy_grad=ent_grad)
-                        if on_policy:
+                                                   with_entropy=want_entropy or ent_grad,
+                                                   entropy_grad=ent_grad)
+                        if on_policy and not batch.extras.get("old_logp_complete"):
                             mc.old_logp = logp.detach() * mc.response_mask
-                            batch.old_logp[mb_rows[mc_idx.to(self.device)]] = mc.old_logp
+                            batch.old_logp[mb_rows[mc_idx]] = mc.old_logp
                         with self.timers("estimator"):
-                            out = est(mc, logp, entropy=ent, entropy_grad=ent if ent_grad else None,
-                                      norm=norm)
+                            out = obj(mc, logp, norms, entropy=ent,
+                                      entropy_grad=ent if ent_grad else None)
                         if not torch.isfinite(out.loss):
                             raise FloatingPointError(f"non-finite loss {out.loss.item()} at step {step}")
                         out.loss.backward()
                     if self.meter is not None:
-                        self.meter.after_backward(weight=est.aggregation.weight_of(mc.response_mask))
+                        self.meter.after_backward(weight=obj.chunk_weight(mc))
                     with self.timers("metrics"):
-                        w = out.num_tokens
-                        for k, v in out.metrics.items():
-                            v = v.detach().double()
-                            if k.endswith("_max"):
-                                extremes[k] = torch.maximum(extremes[k], v) if k in extremes else v
-                            elif k.endswith("_min"):
-                                extremes[k] = torch.minimum(extremes[k], v) if k in extremes else v
-                            else:
-                                sums[k] = sums[k] + v * w if k in sums else v * w
-                                weights[k] = weights[k] + w if k in weights else w
+                        acc.add(out.diags, out.num_tokens)
                         if ent is not None:
-                            es, ec = token_entropy_sum_count(ent, mc.response_mask)
+                            es, ec = token_entropy_sum_count(ent.detach(), mc.response_mask)
                             ent_sum = es if ent_sum is None else ent_sum + es
                             ent_tok = ec if ent_tok is None else ent_tok + ec
                 with self.timers("optimizer"):
@@ -332,14 +398,9 @@ class Trainer:
                         self.opt.step()
                         self.sched.step()
                         steps_done += 1
-        keys = list(sums) + list(extremes)
-        vals = [sums[k] / torch.clamp(torch.as_tensor(weights[k], dtype=torch.float64), min=1e-12)
-                for k in sums] + list(extremes.values())
+        m = acc.result(prefix="train/")
         if ent_tok is not None:
-            keys.append("entropy")
-            vals.append(ent_sum / ent_tok.clamp_min(1.0))
-        m = dict(zip((f"train/{k}" for k in keys),
-                     torch.stack([v.double() for v in vals]).cpu().tolist() if vals else []))
+            m["train/entropy"] = float(ent_sum / ent_tok.clamp_min(1.0))
         for k, vs in gv_acc.items():
             m[k if k.startswith("train/") else f"train/{k}"] = float(np.mean(vs))
         if "train/grad_norm" not in m and "train/grad_norm_preclip" in m:
@@ -388,13 +449,16 @@ class Trainer:
         steps = int(t.steps)
         every = int(self.cfg.eval.every) if self.cfg.eval.every else 0
         t_start = time.perf_counter()
-        ev, samples = self.evaluate(0)
-        self.last_eval = dict(ev)
-        self.initial_eval = dict(ev)
-        if self.tracker is not None:
-            self.tracker.log_samples(samples, step=0)
-        self._emit({**ev, "eval/step": 0.0}, step=0)
-        bar = tqdm(range(1, steps + 1), desc=str(self.cfg.get("name") or "train"), disable=not progress,
+        start = self.state.step + 1  # > 1 when resumed from a checkpoint (load_state_dict)
+        if start == 1:
+            ev, samples = self.evaluate(0)
+            self.last_eval = dict(ev)
+            self.initial_eval = dict(ev)
+            if self.tracker is not None:
+                self.tracker.log_samples(samples, step=0)
+            self._emit({**ev, "eval/step": 0.0}, step=0)
+        bar = tqdm(range(start, steps + 1), initial=start - 1, total=steps,
+                   desc=str(self.cfg.get("name") or "train"), disable=not progress,
                    dynamic_ncols=True, leave=False)
         for step in bar:
             t0 = time.perf_counter()
@@ -402,8 +466,7 @@ class Trainer:
                 rollouts, stage_stats = self.collect(step)
             batch = self.assemble(rollouts)
             with self.timers("advantage"):
-                batch.advantages = self.algo.advantage(batch).to(batch.response_mask.dtype) \
-                    * batch.response_mask
+                self.objective.compute_advantages(batch)
             m = self.update(batch, step)
             m.update(stage_stats)
             with self.timers("metrics"):
@@ -429,7 +492,12 @@ class Trainer:
                     self.tracker.log_samples(samples, step=step)
             for k, v in self.timers.pop().items():
                 m[f"perf/{k}_s"] = v
+            observe_tree(self.algo, self.state.info(), m)
+            self.state.step = step
+            self.state.last_metrics = dict(m)
             self._emit(m, step)
+            if self.on_step_end is not None:
+                self.on_step_end(self, step)
             if progress:
                 bar.set_postfix(reward=f"{m['train/reward_mean']:.2f}",
                                 pass1=f"{self.last_eval.get('eval/pass@1', float('nan')):.2f}")

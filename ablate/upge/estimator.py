@@ -2,6 +2,8 @@
 
 This is the only place the four slots meet. With the identity likelihood and π_ref = π_old,
 −M·ρ·Â has the same gradient as PPO's −min(ρÂ, clip(ρ)Â): every clip is a mask (tests prove it).
+Inside an objective (ablate/objectives) a UPGE estimator is one term; regularizers then belong to
+the objective (``apply_regularizers``).
 """
 
 from __future__ import annotations
@@ -11,28 +13,63 @@ from typing import Mapping, Optional
 
 import torch
 
+from ablate.component import Component
 from ablate.upge.aggregation import Aggregation, Normalizer
 from ablate.upge.batch import RolloutBatch
+from ablate.upge.diagnostics import Diag, maximum, mean, minimum
 from ablate.upge.slots.base import (LOG_RATIO_CLAMP, Denominator, Likelihood, Mask, MaskResult,
                                     Regularizer, TokenContext)
 
 
 @dataclass
 class EstimatorOutput:
-    """``loss`` carries the gradient; ``metrics`` are detached 0-d tensors, means over the valid
-    tokens of this microbatch (the trainer weights them by ``num_tokens`` across microbatches)."""
+    """``loss`` carries the gradient; ``diags`` are detached 0-d values with explicit reductions
+    (means are over the valid tokens of this microbatch, weighted by ``num_tokens`` across chunks)."""
 
     loss: torch.Tensor
-    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+    diags: dict[str, Diag] = field(default_factory=dict)
     num_tokens: torch.Tensor | float = 0.0  # 0-d tensor: no host sync inside the estimator
 
+    @property
+    def metrics(self) -> dict[str, torch.Tensor]:
+        return {k: d.value for k, d in self.diags.items()}
 
-def _masked_mean(x: torch.Tensor, m: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+
+def masked_mean(x: torch.Tensor, m: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     return (x.to(m.dtype) * m).sum() / n
 
 
-class UPGE:
+def kl_k3(log_q_over_p: torch.Tensor) -> torch.Tensor:
+    """Schulman's k3 estimator of KL(q‖p) from samples of q: (r − 1) − log r with r = p/q.
+
+    ``log_q_over_p`` = log q − log p per sample; unbiased for KL(q‖p) and ≥ 0 per sample."""
+    log_r = -log_q_over_p
+    return torch.expm1(log_r) - log_r
+
+
+def apply_regularizers(regularizers: Mapping[str, Regularizer], ctx: TokenContext, norm: Normalizer,
+                       default: Aggregation) -> tuple[torch.Tensor, dict[str, Diag]]:
+    """Σ coef·term, each [B, T] term aggregated with its own mode or ``default``."""
+    total = torch.zeros((), dtype=ctx.logp.dtype, device=ctx.logp.device)
+    diags: dict[str, Diag] = {}
+    for name, reg in regularizers.items():
+        if reg.coef == 0:
+            continue
+        term = reg(ctx)
+        if term.dim() == 2:
+            agg = Aggregation(reg.aggregation) if reg.aggregation else default
+            value = agg(term, ctx.response_mask, norm)
+        else:
+            value = term
+        total = total + reg.coef * value
+        diags[f"reg/{name}"] = mean(value)
+    return total, diags
+
+
+class UPGE(Component):
     """Composes mask, denominator, likelihood, aggregation and regularizers into one loss."""
+
+    family = "estimator"
 
     def __init__(self, mask: Mask, denominator: Denominator, likelihood: Likelihood,
                  aggregation: Aggregation, regularizers: Optional[Mapping[str, Regularizer]] = None):
@@ -42,19 +79,63 @@ class UPGE:
         self.aggregation = aggregation
         self.regularizers = dict(regularizers or {})
 
-    @property
-    def needs_entropy_grad(self) -> bool:
-        return any(getattr(r, "needs_entropy_grad", False) and r.coef != 0
-                   for r in self.regularizers.values())
-
-    def per_token(self, ctx: TokenContext) -> tuple[torch.Tensor, MaskResult]:
-        """The unaggregated loss matrix −M·Â·g/π_ref and the mask result."""
+    def per_token(self, ctx: TokenContext) -> tuple[torch.Tensor, MaskResult, torch.Tensor]:
+        """The unaggregated loss matrix −M·Â·g/π_ref, the mask result and the detached weight g/π_ref."""
         m = self.mask(ctx)
         log_ref = self.denominator(ctx).detach()
         log_g = self.likelihood(ctx)
         surrogate = torch.exp((log_g - log_ref).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
         loss_mat = -(m.keep.to(surrogate.dtype) * ctx.advantages * surrogate)
-        return loss_mat, m
+        return loss_mat, m, surrogate.detach()
+
+    def policy_loss(self, ctx: TokenContext, norm: Normalizer) -> tuple[torch.Tensor, dict[str, Diag]]:
+        """The aggregated surrogate and its diagnostics (no regularizers)."""
+        rm = ctx.response_mask
+        loss_mat, m, weight = self.per_token(ctx)
+        if ctx.loss_weights is not None:
+            loss_mat = loss_mat * ctx.loss_weights.to(loss_mat.dtype)[:, None]
+        pg_loss = self.aggregation(loss_mat, rm, norm)
+        with torch.no_grad():
+            diags = self._diagnostics(ctx, m, weight, norm)
+        diags["pg_loss"] = mean(pg_loss)
+        return pg_loss, diags
+
+    def _diagnostics(self, ctx: TokenContext, m: MaskResult, weight: torch.Tensor,
+                     norm: Normalizer) -> dict[str, Diag]:
+        rm = ctx.response_mask
+        n = rm.sum().clamp_min(1.0)
+        keep = m.keep.to(rm.dtype)
+        d: dict[str, Diag] = {"mask_frac": mean(masked_mean(1.0 - keep, rm, n))}
+        for ev in ("clip_low", "clip_high", "clip_dual"):
+            t = m.events.get(ev)
+            d[f"clip_frac_{ev.split('_')[1]}"] = mean(
+                masked_mean(t, rm, n) if t is not None else torch.zeros((), dtype=rm.dtype))
+        for ev, t in m.events.items():
+            if ev not in ("clip_low", "clip_high", "clip_dual"):
+                d[f"mask/{ev}_frac"] = mean(masked_mean(t, rm, n))
+        # peer-comparable value (verl/TRL pg_loss): masked tokens count the constant their
+        # min/clip objective gives them instead of 0; same gradient as pg_loss
+        clipped = m.clipped_weight if m.clipped_weight is not None else torch.zeros_like(weight)
+        peer_w = torch.where(m.keep, weight, clipped.to(weight.dtype))
+        peer_mat = -ctx.advantages * peer_w
+        if ctx.loss_weights is not None:
+            peer_mat = peer_mat * ctx.loss_weights.to(peer_mat.dtype)[:, None]
+        d["pg_loss_peer"] = mean(self.aggregation(peer_mat, rm, norm))
+        ratio = ctx.ratio
+        pad = rm <= 0
+        d["ratio_mean"] = mean(masked_mean(ratio, rm, n))
+        big = torch.finfo(ratio.dtype).max  # finite even for an empty microbatch
+        d["ratio_max"] = maximum(ratio.masked_fill(pad, -big).amax())
+        d["ratio_min"] = minimum(ratio.masked_fill(pad, big).amin())
+        # KL(π_old ‖ π_θ) from samples of π_old: k3 with r = π_θ/π_old (ρ − 1 − log ρ ≥ 0)
+        d["kl_old"] = mean(masked_mean(kl_k3(-ctx.log_ratio), rm, n))
+        if ctx.ref_logp is not None:
+            # KL(π_θ ‖ π_ref) from samples of π_θ (on-policy rows): r = π_ref/π_θ
+            lq = (ctx.logp.detach() - ctx.ref_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+            d["kl_ref"] = mean(masked_mean(kl_k3(lq), rm, n))
+        d["adv_mean"] = mean(masked_mean(ctx.advantages, rm, n))
+        d["adv_abs_mean"] = mean(masked_mean(ctx.advantages.abs(), rm, n))
+        return d
 
     def __call__(self, batch: RolloutBatch, logp: torch.Tensor, entropy: Optional[torch.Tensor] = None,
                  entropy_grad: Optional[torch.Tensor] = None,
@@ -62,51 +143,12 @@ class UPGE:
         ctx = TokenContext.from_batch(batch, logp, entropy=entropy, entropy_grad=entropy_grad)
         rm = ctx.response_mask
         norm = norm or Normalizer.of(rm)
-        loss_mat, m = self.per_token(ctx)
-        if batch.loss_weights is not None:
-            loss_mat = loss_mat * batch.loss_weights.to(loss_mat.dtype)[:, None]
-        pg_loss = self.aggregation(loss_mat, rm, norm)
-        loss = pg_loss
-        n = rm.sum().clamp_min(1.0)
-        metrics: dict[str, torch.Tensor] = {"pg_loss": pg_loss.detach()}
-        for name, reg in self.regularizers.items():
-            if reg.coef == 0:
-                continue
-            term = reg(ctx)
-            if term.dim() == 2:
-                agg = getattr(reg, "aggregation", None)
-                value = Aggregation(agg)(term, rm, norm) if agg else self.aggregation(term, rm, norm)
-            else:
-                value = term
-            loss = loss + reg.coef * value
-            metrics[f"reg/{name}"] = value.detach()
-        with torch.no_grad():
-            keep = m.keep.to(rm.dtype)
-            metrics["mask_frac"] = _masked_mean(1.0 - keep, rm, n)
-            for ev in ("clip_low", "clip_high", "clip_dual"):
-                t = m.events.get(ev)
-                metrics[f"clip_frac_{ev.split('_')[1]}"] = (
-                    _masked_mean(t, rm, n) if t is not None else torch.zeros((), dtype=rm.dtype))
-            for ev, t in m.events.items():
-                if ev not in ("clip_low", "clip_high", "clip_dual"):
-                    metrics[f"mask/{ev}_frac"] = _masked_mean(t, rm, n)
-            ratio = ctx.ratio
-            pad = rm <= 0
-            metrics["ratio_mean"] = _masked_mean(ratio, rm, n)
-            big = torch.finfo(ratio.dtype).max  # finite even for an empty microbatch
-            metrics["ratio_max"] = ratio.masked_fill(pad, -big).amax()
-            metrics["ratio_min"] = ratio.masked_fill(pad, big).amin()
-            # k3 estimate of KL(π_θ || π_old) from samples of π_old: E[r − 1 − log r], r = π_old/π_θ
-            lr = -ctx.log_ratio
-            metrics["kl_old"] = _masked_mean(torch.exp(lr) - 1.0 - lr, rm, n)
-            if ctx.ref_logp is not None:
-                d = (ctx.ref_logp - logp.detach()).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-                metrics["kl_ref"] = _masked_mean(torch.exp(d) - 1.0 - d, rm, n)
-            metrics["adv_mean"] = _masked_mean(ctx.advantages, rm, n)
-            metrics["adv_abs_mean"] = _masked_mean(ctx.advantages.abs(), rm, n)
-        return EstimatorOutput(loss=loss, metrics=metrics, num_tokens=n)
+        loss, diags = self.policy_loss(ctx, norm)
+        reg, reg_diags = apply_regularizers(self.regularizers, ctx, norm, self.aggregation)
+        diags.update(reg_diags)
+        return EstimatorOutput(loss=loss + reg, diags=diags, num_tokens=rm.sum().clamp_min(1.0))
 
-    def __repr__(self) -> str:
-        return (f"UPGE(mask={self.mask!r}, denominator={self.denominator!r}, "
+    def extra_repr(self) -> str:
+        return (f"mask={self.mask!r}, denominator={self.denominator!r}, "
                 f"likelihood={self.likelihood!r}, aggregation={self.aggregation!r}, "
-                f"regularizers={self.regularizers!r})")
+                f"regularizers={self.regularizers!r}")

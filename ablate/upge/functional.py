@@ -162,6 +162,16 @@ def group_stats(x: torch.Tensor, group_ids: torch.Tensor, mask: Optional[torch.T
     return GroupStats(mean=mean, var=var, count=count)
 
 
+def group_reward_stats(rewards: torch.Tensor, group_ids: torch.Tensor,
+                       rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per row: (mean, population variance, count) of its group's rewards over ``rows`` (NaN
+    rewards left out). With 0/1 rewards the mean is p̂ and the variance p̂(1−p̂)."""
+    r = rewards.to(torch.float64)
+    m = _as_bool(rows) & ~torch.isnan(r)
+    st = group_stats(torch.nan_to_num(r), group_ids, m, unbiased=False)
+    return st.mean, torch.nan_to_num(st.var), st.count
+
+
 def _group_extreme(x: torch.Tensor, group_ids: torch.Tensor, mask: Optional[torch.Tensor], op: str) -> torch.Tensor:
     inv, g = group_index(group_ids)
     m = torch.ones_like(x, dtype=torch.bool) if mask is None else _as_bool(mask)

@@ -11,6 +11,7 @@ from typing import ClassVar, Optional
 
 import torch
 
+from ablate.component import Needs
 from ablate.upge.aggregation import MODES
 from ablate.upge.slots.base import LOG_RATIO_CLAMP, Regularizer, TokenContext
 from ablate.upge.slots.mask import check_choice, check_number, valid_tokens
@@ -32,10 +33,10 @@ class KLPenalty(Regularizer):
     ``low_var_kl``) = e^{−d} + d − 1; a ``+`` suffix (e.g. ``k3+``) gives that value with k2's
     gradient (verl straight-through). verl aliases ``kl``/``mse``/``low_var_kl`` are accepted.
     ``clamp``: ``verl`` (k3 exponent to ±20, k3 result to ±10), ``openrlhf`` (every estimator's result
-    to ±10), ``none`` (TRL). Needs a frozen reference model (``needs_ref_model``).
+    to ±10), ``none`` (TRL). Declares ``Needs(ref_model=True)`` (a frozen reference model).
     """
 
-    needs_ref_model: ClassVar[bool] = True
+    NEEDS: ClassVar[Needs] = Needs(ref_model=True)
 
     def __init__(self, coef: float = 0.001, estimator: str = "k3", clamp: str = "verl",
                  aggregation: Optional[str] = None):
@@ -66,7 +67,7 @@ class KLPenalty(Regularizer):
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
         if ctx.ref_logp is None:
             raise ValueError("KLPenalty needs ctx.ref_logp (log-probs of a frozen reference model); "
-                             "the trainer loads one when a regularizer has needs_ref_model=True")
+                             "the trainer loads one when a component declares Needs(ref_model=True)")
         valid = valid_tokens(ctx)
         d = torch.where(valid, ctx.logp - ctx.ref_logp.detach(), torch.zeros_like(ctx.logp))
         straight_through = self.estimator.endswith("+")
@@ -86,7 +87,7 @@ class EntropyBonus(Regularizer):
     loss_type (set None to follow the policy loss's mode, as verl does).
     """
 
-    needs_entropy_grad: ClassVar[bool] = True
+    NEEDS: ClassVar[Needs] = Needs(entropy_grad=True)
 
     def __init__(self, coef: float = 0.001, aggregation: Optional[str] = "token-mean"):
         self.coef = check_number("coef", coef, low=0.0)
@@ -95,5 +96,5 @@ class EntropyBonus(Regularizer):
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
         if ctx.entropy_grad is None:
             raise ValueError("EntropyBonus needs ctx.entropy_grad (per-token entropy with gradient); "
-                             "the trainer computes it when a regularizer has needs_entropy_grad=True")
+                             "the trainer computes it when a component declares Needs(entropy_grad=True)")
         return -ctx.entropy_grad

@@ -316,8 +316,8 @@ def test_regularizer_entropy_and_ref_flags_reach_the_estimator():
     regs = {k: registry.build("regularizer", v)
             for k, v in registry.load_variant("regularizers", "kl_k3_entropy").items()}
     est = UPGE(NoMask(), Behaviour(), Identity(), Aggregation("token-mean"), regs)
-    assert est.needs_entropy_grad
-    assert any(getattr(r, "needs_ref_model", False) for r in est.regularizers.values())
+    needs = est.needs()
+    assert needs.entropy_grad and needs.ref_model and not needs.entropy
     logp, old, adv, mask = random_case((3, 4), 902)
     ent = torch.rand(3, 4, dtype=D, requires_grad=True)
     out = est(make_batch(old, adv, mask, ref_logp=old.clone()), logp, entropy_grad=ent)

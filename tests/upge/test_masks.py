@@ -258,7 +258,7 @@ def test_all_of_ands_keeps_and_ors_events():
     assert set(r.events) == {"clip_low", "clip_high", "entropy"}
     both = AllOf([PPOClip(0.2, 0.28), PPOClip(0.2, 0.28, dual_clip=3.0)])(ctx)
     assert both.events["clip_high"][:, 0].tolist() == [True, False, False, False, False]
-    assert AllOf([TopEntropy()]).needs_entropy and not hasattr(PPOClip(), "needs_entropy")
+    assert AllOf([TopEntropy()]).needs().entropy and not PPOClip().needs().entropy
 
 
 def test_demo_split_mask_clips_only_on_policy_rows_like_luffy():

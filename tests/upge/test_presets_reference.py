@@ -88,9 +88,8 @@ def ablate_grad(c: Case, method: str, *overrides: str) -> torch.Tensor:
     then the UPGE estimator."""
     algo = algorithm(method, *overrides)
     batch = to_batch(c)
-    batch.advantages = algo.advantage(batch).to(batch.response_mask.dtype) * batch.response_mask
     logp = c.logp.detach().clone().requires_grad_(True)
-    out = algo.estimator(batch, logp)
+    out = algo.objective.batch_loss(batch, logp)
     assert torch.isfinite(out.loss)
     (g,) = torch.autograd.grad(out.loss, logp)
     return g

@@ -93,7 +93,7 @@ def test_kl_without_reference_raises_one_line_and_flags_ref_model():
     with pytest.raises(ValueError, match="ref_logp") as e:
         KLPenalty()(ctx)
     assert "\n" not in str(e.value)
-    assert KLPenalty.needs_ref_model is True and KLPenalty().needs_ref_model
+    assert KLPenalty().needs().ref_model and not KLPenalty(coef=0).needs().ref_model
 
 
 def test_entropy_bonus_returns_minus_entropy_and_needs_entropy_grad():
@@ -102,7 +102,7 @@ def test_entropy_bonus_returns_minus_entropy_and_needs_entropy_grad():
     ctx.entropy_grad = h
     out = EntropyBonus(coef=0.01)(ctx)
     assert torch.equal(out.detach(), -h.detach()) and out.requires_grad
-    assert EntropyBonus.needs_entropy_grad is True and EntropyBonus().aggregation == "token-mean"
+    assert EntropyBonus().needs().entropy_grad and EntropyBonus().aggregation == "token-mean"
     ctx.entropy_grad = None
     with pytest.raises(ValueError, match="entropy_grad"):
         EntropyBonus()(ctx)
@@ -122,7 +122,7 @@ def test_entropy_bonus_is_mean_token_entropy_whatever_loss_type_like_trl():
     ent = torch.tensor([[1.0, 2.0, 9.0, 9.0], [3.0, 4.0, 5.0, 6.0]], dtype=D, requires_grad=True)
     est = UPGE(NoMask(), Behaviour(), Identity(), Aggregation("seq-mean-token-sum"),
                {"entropy": EntropyBonus(coef=0.5)})
-    assert est.needs_entropy_grad
+    assert est.needs().entropy_grad
     out = est(_batch(mask), torch.full((2, 4), -1.0, dtype=D, requires_grad=True), entropy_grad=ent)
     assert math.isclose(out.metrics["reg/entropy"].item(), -21 / 6)  # token mean, not 10.5 (seq-mean-token-sum)
     assert math.isclose(out.loss.item(), 0.5 * -21 / 6)

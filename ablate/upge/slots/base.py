@@ -2,17 +2,19 @@
 
 A slot is a small class whose constructor takes named, typed parameters (what a YAML file under
 conf/<family>/ sets) and whose ``__call__`` is a pure tensor function of the context. No slot knows
-about the trainer, the tracker or Ray.
+about the trainer, the tracker or Ray. Slots are ``Component``s: what they need beyond logp and Â
+(entropy, reference log-probs, step context, ...) they declare with ``NEEDS``/``needs()``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 
+from ablate.component import Component, Needs, StepInfo
 from ablate.upge.batch import RolloutBatch
 
 LOG_RATIO_CLAMP = 20.0  # verl clamps the log-ratio to ±20 before exp (peer_semantics §8.9)
@@ -23,7 +25,9 @@ class TokenContext:
     """Everything a mask, denominator or likelihood slot may read, for one microbatch.
 
     ``logp`` carries the gradient; every other tensor is detached. ``entropy`` is the current
-    policy's per-token entropy at the sampling temperature (detached), when the trainer computed it.
+    policy's per-token entropy at the sampling temperature (detached), when a component declared
+    ``Needs(entropy=True)``. ``rows`` is the batch's per-row side data (see ``RolloutBatch``),
+    ``info`` the step context (``Needs(step_info=True)``).
     """
 
     logp: torch.Tensor  # [B, T] log π_θ(y_t), requires grad
@@ -35,6 +39,10 @@ class TokenContext:
     entropy: Optional[torch.Tensor] = None  # [B, T] detached
     entropy_grad: Optional[torch.Tensor] = None  # [B, T] with grad (entropy bonus only)
     ref_logp: Optional[torch.Tensor] = None  # [B, T] frozen KL reference model
+    rewards: Optional[torch.Tensor] = None  # [B] scalar rewards
+    loss_weights: Optional[torch.Tensor] = None  # [B] per-row loss multipliers (pipeline gates)
+    rows: dict[str, Any] = field(default_factory=dict)  # per-row side data, sliced with the rows
+    info: Optional[StepInfo] = None
     extras: dict = field(default_factory=dict)
 
     @cached_property
@@ -58,15 +66,24 @@ class TokenContext:
         """Detached GSPO log s_i = mean_t log ρ_t over valid tokens, [B]."""
         return self.log_ratio.sum(-1) / self.lengths
 
+    @cached_property
+    def seq_logp(self) -> torch.Tensor:
+        """Σ_t log π_θ over valid tokens, [B], carrying the gradient."""
+        return (self.logp * self.response_mask).sum(-1)
+
     @classmethod
     def from_batch(cls, batch: RolloutBatch, logp: torch.Tensor, entropy: Optional[torch.Tensor] = None,
-                   entropy_grad: Optional[torch.Tensor] = None) -> "TokenContext":
-        if batch.advantages is None:
+                   entropy_grad: Optional[torch.Tensor] = None,
+                   advantages: Optional[torch.Tensor] = None) -> "TokenContext":
+        adv = batch.advantages if advantages is None else advantages
+        if adv is None:
             raise ValueError("batch.advantages is None: run the advantage slot before the estimator")
-        return cls(logp=logp, old_logp=batch.old_logp.detach(), advantages=batch.advantages.detach(),
+        return cls(logp=logp, old_logp=batch.old_logp.detach(), advantages=adv.detach(),
                    response_mask=batch.response_mask.to(logp.dtype), is_demo=batch.demo_mask(),
                    group_ids=batch.group_ids, entropy=None if entropy is None else entropy.detach(),
-                   entropy_grad=entropy_grad, ref_logp=batch.ref_logp, extras=batch.extras)
+                   entropy_grad=entropy_grad, ref_logp=batch.ref_logp, rewards=batch.rewards,
+                   loss_weights=batch.loss_weights, rows=batch.rows, info=batch.info,
+                   extras=batch.extras)
 
 
 @dataclass
@@ -80,18 +97,12 @@ class MaskResult:
 
     keep: torch.Tensor
     events: dict[str, torch.Tensor] = field(default_factory=dict)
+    # the constant weight a peer's min/clip objective gives each masked token (PPO: 1±ε, dual c);
+    # only for the peer-comparable loss value ``pg_loss_peer``; None = masked tokens count 0
+    clipped_weight: Optional[torch.Tensor] = None
 
 
-class Slot:
-    """Common base: the family name is what `ablate slots` groups variants by."""
-
-    family: ClassVar[str] = ""
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.extra_repr()})"
+Slot = Component  # the four slots, regularizers, terms and stages share one contract
 
 
 class Mask(Slot):
@@ -141,6 +152,10 @@ class Regularizer(Slot):
 
     family = "regularizer"
     coef: float = 0.0
+    aggregation: Optional[str] = None  # None: the objective's primary aggregation
+
+    def needs(self) -> Needs:
+        return Needs() if self.coef == 0 else super().needs()
 
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
         raise NotImplementedError

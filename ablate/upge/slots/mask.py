@@ -16,6 +16,7 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping, Optional, Sequenc
 import torch
 
 from ablate.errors import choice_error
+from ablate.component import Needs
 from ablate.upge.slots.base import FAMILIES, Mask, MaskResult, Slot, TokenContext
 
 # --------------------------------------------------------------------------------------------
@@ -160,7 +161,15 @@ class PPOClip(Mask):
         self.dual_clip = check_number("dual_clip", dual_clip, low=1.0, low_inclusive=False, none_ok=True)
 
     def __call__(self, ctx: TokenContext) -> MaskResult:
-        return _result(_ppo_events(ctx, self.eps_low, self.eps_high, self.dual_clip), ctx.response_mask)
+        events = _ppo_events(ctx, self.eps_low, self.eps_high, self.dual_clip)
+        out = _result(events, ctx.response_mask)
+        w = torch.zeros_like(ctx.ratio)
+        w = torch.where(events["clip_high"], torch.full_like(w, 1.0 + self.eps_high), w)
+        w = torch.where(events["clip_low"], torch.full_like(w, 1.0 - self.eps_low), w)
+        if "clip_dual" in events:
+            w = torch.where(events["clip_dual"], torch.full_like(w, float(self.dual_clip)), w)
+        out.clipped_weight = w
+        return out
 
 
 class SequenceClip(Mask):
@@ -235,10 +244,10 @@ class TopEntropy(Mask):
 
     keep ⇔ H ≥ quantile(H over valid tokens, 1 − quantile) with linear interpolation (torch.quantile,
     as TRL); ties at the threshold are kept. Statistics are over the microbatch the estimator sees.
-    Event ``entropy``. Needs the trainer to compute ``ctx.entropy`` (``needs_entropy``).
+    Event ``entropy``. Declares ``Needs(entropy=True)`` so the trainer computes ``ctx.entropy``.
     """
 
-    needs_entropy: ClassVar[bool] = True
+    NEEDS: ClassVar[Needs] = Needs(entropy=True)
     _QUANTILE_MAX_NUMEL = 1 << 24  # torch.quantile's input limit; larger inputs use a sort
 
     def __init__(self, quantile: float = 0.2):
@@ -256,7 +265,7 @@ class TopEntropy(Mask):
     def __call__(self, ctx: TokenContext) -> MaskResult:
         if ctx.entropy is None:
             raise ValueError("TopEntropy needs ctx.entropy (per-token entropy of the current policy); "
-                             "the trainer computes it when the mask has needs_entropy=True")
+                             "the trainer computes it when a component declares Needs(entropy=True)")
         valid = valid_tokens(ctx)
         h = ctx.entropy.detach()
         if h.dtype not in (torch.float32, torch.float64):
@@ -320,10 +329,6 @@ class AllOf(Mask):
             raise ValueError(f"masks must be a non-empty list of masks, got {masks!r}")
         self.masks = [as_slot("mask", f"masks[{i}]", m) for i, m in enumerate(masks)]
 
-    @property
-    def needs_entropy(self) -> bool:
-        return any(getattr(m, "needs_entropy", False) for m in self.masks)
-
     def __call__(self, ctx: TokenContext) -> MaskResult:
         results = [m(ctx) for m in self.masks]
         keep = results[0].keep
@@ -337,10 +342,6 @@ class DemoSplit(DemoRouting, Mask):
 
     def __init__(self, on_policy: Any, demo: Any):
         DemoRouting.__init__(self, on_policy, demo)
-
-    @property
-    def needs_entropy(self) -> bool:
-        return any(getattr(m, "needs_entropy", False) for m in (self.on_policy, self.demo))
 
     @staticmethod
     def _merge(on: MaskResult, off: MaskResult, rows: torch.Tensor) -> MaskResult:

@@ -1,0 +1,145 @@
+"""The component contract shared by every configurable part (slots, terms, regularizers, stages).
+
+A component *declares* what it needs (``needs()``), may keep state that a trial checkpoint saves
+(``state_dict``/``load_state_dict``), and may watch the training loop (``observe``, once after every
+step). The trainer plans a step from the union of the declared needs; it never inspects a component's
+attributes and never names a method (DESIGN §1.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Iterator, Mapping
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a component needs the trainer to provide. ``a | b`` is the union (what both need).
+
+    Scoring fields run one no-grad pass over the whole batch *before* the advantage slot, and only
+    when some component asks; otherwise behaviour log-probs come lazily from the first training
+    forward (no extra pass, as today).
+    """
+
+    entropy: bool = False  # ctx.entropy: detached per-token entropy of π_θ in the training forward
+    entropy_grad: bool = False  # ctx.entropy_grad: per-token entropy carrying the gradient
+    ref_model: bool = False  # a frozen copy of the initial policy: batch.ref_logp before the advantage
+    logp_before_advantage: bool = False  # batch.old_logp complete before the advantage slot
+    entropy_before_advantage: bool = False  # batch.rows["old_entropy"]: behaviour entropy per token
+    temperatures: frozenset = frozenset()  # batch.rows[f"old_logp@{T:g}"]: behaviour log-probs at T
+    whole_groups: bool = False  # minibatches and microbatches keep each prompt's rows together
+    step_info: bool = False  # batch.info / ctx.info: step, total steps, last step's metrics
+    refill_rounds: int = 1  # stages: generation rounds allowed to refill groups a stage dropped
+    rollouts: bool = True  # stages: False = the stage builds its rows itself (no generation)
+
+    def __or__(self, other: "Needs") -> "Needs":
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if f.name == "rollouts":
+                out[f.name] = a and b
+            elif f.name == "refill_rounds":
+                out[f.name] = max(a, b)
+            elif f.name == "temperatures":
+                out[f.name] = frozenset(a) | frozenset(b)
+            else:
+                out[f.name] = a or b
+        return Needs(**out)
+
+    @property
+    def prescoring(self) -> bool:
+        """A no-grad scoring pass over the whole batch must run before the advantage slot."""
+        return self.logp_before_advantage or self.entropy_before_advantage or bool(self.temperatures)
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Step context a component may read (declared with ``Needs(step_info=True)``)."""
+
+    step: int  # 1-based RL step being trained
+    total_steps: int
+    last_metrics: Mapping[str, float] = field(default_factory=dict)  # the previous step's metrics
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done before this step, in [0, 1) (for schedules)."""
+        return (self.step - 1) / max(1, self.total_steps)
+
+
+class Component:
+    """Base of every configurable part. ``family`` groups variants for `ablate slots`."""
+
+    family: ClassVar[str] = ""
+    NEEDS: ClassVar[Needs] = Needs()  # what every instance of the class needs
+
+    def needs(self) -> Needs:
+        """This component's needs and its parts' (override when they depend on parameters)."""
+        out = self.NEEDS
+        for _, child in self.children():
+            out = out | child.needs()
+        return out
+
+    def children(self) -> Iterator[tuple[str, "Component"]]:
+        """Direct sub-components (e.g. the masks of ``AllOf``), found among the attributes."""
+        for name, v in vars(self).items():
+            if isinstance(v, Component):
+                yield name, v
+            elif isinstance(v, (list, tuple)):
+                for i, x in enumerate(v):
+                    if isinstance(x, Component):
+                        yield f"{name}.{i}", x
+            elif isinstance(v, dict):
+                for k, x in v.items():
+                    if isinstance(x, Component):
+                        yield f"{name}.{k}", x
+
+    def walk(self, prefix: str = "") -> Iterator[tuple[str, "Component"]]:
+        """This component and all its parts, depth first, with dotted paths."""
+        yield prefix, self
+        for name, child in self.children():
+            yield from child.walk(f"{prefix}.{name}" if prefix else name)
+
+    # ------------------------------------------------------------------ training state
+    def state_dict(self) -> dict:
+        """State that must survive a checkpoint (adaptive coefficients, trackers, dual variables)."""
+        return {}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no state, got keys {sorted(state)}")
+
+    def observe(self, info: StepInfo, metrics: Mapping[str, float]) -> None:
+        """Called once after every training step with that step's metrics (default: nothing)."""
+
+    # ------------------------------------------------------------------ display
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+def union_needs(components) -> Needs:
+    out = Needs()
+    for c in components:
+        out = out | c.needs()
+    return out
+
+
+def tree_state(root: Component) -> dict[str, dict]:
+    """{path: state} for every part of ``root`` that keeps state."""
+    return {path: s for path, c in root.walk() if (s := c.state_dict())}
+
+
+def load_tree_state(root: Component, state: Mapping[str, Mapping]) -> None:
+    parts = dict(root.walk())
+    unknown = sorted(set(state) - set(parts))
+    if unknown:
+        raise ValueError(f"checkpoint has state for unknown components {unknown}")
+    for path, c in parts.items():
+        c.load_state_dict(state.get(path, {}))
+
+
+def observe_tree(root: Component, info: StepInfo, metrics: Mapping[str, float]) -> None:
+    for _, c in root.walk():
+        c.observe(info, metrics)

@@ -1,0 +1,162 @@
+"""Objectives: a method's loss as a weighted sum of terms (DESIGN §1.1).
+
+A ``Term`` maps one microbatch context to a scalar loss (plus diagnostics). A UPGE estimator (four
+slots + aggregation) is one kind of term (``ablate.objectives.upge.UPGETerm``); regression,
+group-coupled and value losses are others. Each term may own an advantage slot, computed once per
+rollout batch, and may be restricted to a kind of row (``rows``: all, policy or demo); it is
+normalised over its own rows of the minibatch, so gradient accumulation stays exact per term.
+The objective adds the run's regularizers once, and is the one thing the trainer asks for needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar, Mapping, Optional
+
+import torch
+
+from ablate.component import Component, Needs
+from ablate.errors import ConfigError
+from ablate.upge.aggregation import Aggregation, Normalizer
+from ablate.upge.batch import RolloutBatch
+from ablate.upge.diagnostics import Diag, mean
+from ablate.upge.estimator import apply_regularizers
+from ablate.upge.slots.base import Advantage, Regularizer, TokenContext
+
+ROW_KINDS = ("all", "policy", "demo")
+
+
+@dataclass
+class TermOutput:
+    loss: torch.Tensor
+    diags: dict[str, Diag] = field(default_factory=dict)
+
+
+class Term(Component):
+    """One weighted loss term. Subclasses implement ``loss(ctx, norm)``.
+
+    ``weight`` multiplies the term; ``rows`` restricts it to policy rows, demonstration rows, or all.
+    ``advantage`` (optional) is this term's advantage slot: ``ctx.advantages`` holds its output.
+    ``aggregation`` is how the term reduces tokens (used for its normaliser share in gradient
+    variance, and by regularizers that follow the primary term).
+    """
+
+    family = "term"
+
+    def __init__(self, weight: float = 1.0, rows: str = "all", advantage: Optional[Advantage] = None,
+                 aggregation: Optional[Aggregation] = None):
+        try:
+            self.weight = float(weight)
+        except (TypeError, ValueError):
+            raise ConfigError(f"weight: expected a number, got {weight!r}") from None
+        if rows not in ROW_KINDS:
+            raise ConfigError(f"rows: unknown value {rows!r}; allowed: {', '.join(ROW_KINDS)}")
+        self.rows = rows
+        self.advantage = advantage
+        self.aggregation = aggregation or Aggregation("token-mean")
+
+    def row_select(self, batch: RolloutBatch) -> Optional[torch.Tensor]:
+        """[B] bool of the rows this term trains on (None = all)."""
+        if self.rows == "all":
+            return None
+        demo = batch.demo_mask()
+        return demo if self.rows == "demo" else ~demo
+
+    def loss(self, ctx: TokenContext, norm: Normalizer) -> TermOutput:
+        raise NotImplementedError
+
+
+def _restrict(batch: RolloutBatch, sel: Optional[torch.Tensor]) -> torch.Tensor:
+    rm = batch.response_mask
+    return rm if sel is None else rm * sel.to(rm.dtype)[:, None]
+
+
+@dataclass
+class ObjectiveOutput:
+    loss: torch.Tensor
+    diags: dict[str, Diag]
+    num_tokens: torch.Tensor
+
+
+class Objective(Component):
+    """Σ_k weight_k · term_k + Σ coef · regularizer. The first term is the primary one: its
+    advantage is ``batch.advantages``, its diagnostics keep the unprefixed names of DESIGN §4, and
+    regularizers without their own aggregation follow its aggregation."""
+
+    family = "objective"
+    NEEDS: ClassVar[Needs] = Needs()
+
+    def __init__(self, terms: Mapping[str, Term], regularizers: Optional[Mapping[str, Regularizer]] = None):
+        if not terms:
+            raise ConfigError("objective.terms: at least one term is needed")
+        self.terms = dict(terms)
+        self.regularizers = dict(regularizers or {})
+
+    @property
+    def primary(self) -> Term:
+        return next(iter(self.terms.values()))
+
+    # ------------------------------------------------------------------ once per rollout batch
+    def compute_advantages(self, batch: RolloutBatch) -> None:
+        """Run each term's advantage slot once; the primary's (or zeros) becomes ``batch.advantages``."""
+        rm = batch.response_mask
+        primary: Optional[torch.Tensor] = None
+        for name, term in self.terms.items():
+            if term.advantage is None:
+                continue
+            adv = term.advantage(batch).to(rm.dtype) * rm
+            batch.rows[f"adv/{name}"] = adv
+            if primary is None:
+                primary = adv
+        batch.advantages = primary if primary is not None else torch.zeros_like(rm)
+
+    # ------------------------------------------------------------------ once per minibatch
+    def normalizers(self, mb: RolloutBatch) -> dict[str, Normalizer]:
+        """Each term's counts over its own rows of the minibatch ("" = all rows, for regularizers)."""
+        out = {"": Normalizer.of(mb.response_mask)}
+        for name, term in self.terms.items():
+            out[name] = Normalizer.of(_restrict(mb, term.row_select(mb)))
+        return out
+
+    def chunk_weight(self, mc: RolloutBatch) -> float:
+        """This microbatch's share of the primary term's normaliser (gradient-variance weights)."""
+        return self.primary.aggregation.weight_of(_restrict(mc, self.primary.row_select(mc)))
+
+    def batch_loss(self, batch: RolloutBatch, logp: torch.Tensor, entropy: Optional[torch.Tensor] = None,
+                   entropy_grad: Optional[torch.Tensor] = None) -> ObjectiveOutput:
+        """Advantages, then the loss of the whole batch as one minibatch (tests, references)."""
+        self.compute_advantages(batch)
+        return self(batch, logp, self.normalizers(batch), entropy=entropy, entropy_grad=entropy_grad)
+
+    # ------------------------------------------------------------------ per microbatch
+    def __call__(self, mc: RolloutBatch, logp: torch.Tensor, norms: Mapping[str, Normalizer],
+                 entropy: Optional[torch.Tensor] = None,
+                 entropy_grad: Optional[torch.Tensor] = None) -> ObjectiveOutput:
+        base = TokenContext.from_batch(mc, logp, entropy=entropy, entropy_grad=entropy_grad,
+                                       advantages=mc.advantages if mc.advantages is not None
+                                       else torch.zeros_like(mc.response_mask))
+        loss = torch.zeros((), dtype=logp.dtype, device=logp.device)
+        diags: dict[str, Diag] = {}
+        multi = len(self.terms) > 1
+        for k, (name, term) in enumerate(self.terms.items()):
+            sel = term.row_select(mc)
+            ctx = base
+            adv = mc.rows.get(f"adv/{name}")
+            if adv is not None:
+                ctx = dataclasses.replace(ctx, advantages=adv.detach())
+            if sel is not None:
+                ctx = dataclasses.replace(ctx, response_mask=_restrict(mc, sel).to(logp.dtype))
+            out = term.loss(ctx, norms[name])
+            loss = loss + term.weight * out.loss
+            n_term = ctx.response_mask.sum().clamp_min(1.0)
+            prefix = "" if k == 0 else f"{name}/"
+            for dk, dv in out.diags.items():
+                if dv.reduce == "mean" and dv.weight is None:
+                    dv = Diag(dv.value, "mean", n_term)
+                diags[prefix + dk] = dv
+            if multi:
+                diags[f"loss/{name}"] = mean(out.loss.detach(), n_term)
+        reg, reg_diags = apply_regularizers(self.regularizers, base, norms[""], self.primary.aggregation)
+        diags.update(reg_diags)
+        return ObjectiveOutput(loss=loss + reg, diags=diags, num_tokens=base.response_mask.sum().clamp_min(1.0))

@@ -1,0 +1,36 @@
+"""Split a batch's rows into minibatches/microbatches: random row chunks, or whole prompt groups.
+
+With ``groups`` given (a component declared ``Needs(whole_groups=True)``) every chunk holds whole
+groups, so a loss that couples the responses of one prompt sees all of them; chunks are balanced by
+row count. Gradient accumulation stays exact either way: losses are normalised over the minibatch.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+
+def partition(n: int, k: int, gen: Optional[torch.Generator],
+              groups: Optional[torch.Tensor] = None) -> list[torch.Tensor]:
+    """Row indices of ``k`` chunks of ``range(n)``; shuffled with ``gen`` (None: in order)."""
+    k = max(1, k)
+    if groups is None:
+        order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+        return [c for c in order.tensor_split(min(k, max(n, 1))) if c.numel() > 0]
+    ids = groups.reshape(-1).cpu()
+    uniq = torch.unique(ids)
+    if gen is not None:
+        uniq = uniq[torch.randperm(uniq.numel(), generator=gen)]
+    members = [torch.nonzero(ids == g).reshape(-1) for g in uniq]
+    k = min(k, len(members)) if members else 1
+    target = n / k
+    chunks: list[list[torch.Tensor]] = [[]]
+    filled = 0
+    for rows in members:  # greedy in order: close a chunk once it reaches its share of rows
+        if chunks[-1] and filled >= target * len(chunks) and len(chunks) < k:
+            chunks.append([])
+        chunks[-1].append(rows)
+        filled += rows.numel()
+    return [torch.cat(c) for c in chunks if c]
