@@ -74,8 +74,9 @@ def _disable_dropout(model: torch.nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
-    if hasattr(model, "config") and hasattr(model.config, "attention_dropout"):
-        model.config.attention_dropout = 0.0
+    config = vars(model).get("config")
+    if config is not None and "attention_dropout" in vars(config):
+        config.attention_dropout = 0.0
 
 
 def _seed_everything(seed: int) -> None:
