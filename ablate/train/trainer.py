@@ -469,6 +469,9 @@ class Trainer:
             with self.timers("advantage"):
                 self.objective.compute_advantages(batch)
             m = self.update(batch, step)
+            if m["train/optimizer_steps"] > 0:  # the engine samples the next step from these weights
+                with self.timers("weight_sync"):
+                    self.engine.sync_weights(self.model)
             m.update(stage_stats)
             with self.timers("metrics"):
                 rm = batch.response_mask
