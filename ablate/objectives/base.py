@@ -20,7 +20,7 @@ from ablate.component import Component, Needs
 from ablate.errors import ConfigError
 from ablate.upge.aggregation import Aggregation, Normalizer
 from ablate.upge.batch import RolloutBatch
-from ablate.upge.diagnostics import Diag, mean
+from ablate.upge.diagnostics import Diag, partial
 from ablate.upge.estimator import apply_regularizers
 from ablate.upge.slots.base import Advantage, Regularizer, TokenContext
 
@@ -112,11 +112,12 @@ class Objective(Component):
         batch.advantages = primary if primary is not None else torch.zeros_like(rm)
 
     # ------------------------------------------------------------------ once per minibatch
-    def normalizers(self, mb: RolloutBatch) -> dict[str, Normalizer]:
-        """Each term's counts over its own rows of the minibatch ("" = all rows, for regularizers)."""
-        out = {"": Normalizer.of(mb.response_mask)}
+    def normalizers(self, mb: RolloutBatch, reducer=None) -> dict[str, Normalizer]:
+        """Each term's counts over its own rows of the minibatch ("" = all rows, for regularizers);
+        ``reducer`` sums them over the workers of a multi-worker trial."""
+        out = {"": Normalizer.of(mb.response_mask, reducer)}
         for name, term in self.terms.items():
-            out[name] = Normalizer.of(_restrict(mb, term.row_select(mb)))
+            out[name] = Normalizer.of(_restrict(mb, term.row_select(mb)), reducer)
         return out
 
     def chunk_weight(self, mc: RolloutBatch) -> float:
@@ -156,7 +157,7 @@ class Objective(Component):
                     dv = Diag(dv.value, "mean", n_term)
                 diags[prefix + dk] = dv
             if multi:
-                diags[f"loss/{name}"] = mean(out.loss.detach(), n_term)
+                diags[f"loss/{name}"] = partial(out.loss)
         reg, reg_diags = apply_regularizers(self.regularizers, base, norms[""], self.primary.aggregation)
         diags.update(reg_diags)
         return ObjectiveOutput(loss=loss + reg, diags=diags, num_tokens=base.response_mask.sum().clamp_min(1.0))

@@ -30,6 +30,7 @@ from ablate.policy import build_policy, token_logprobs
 from ablate.rollout import build_engine, resolve_max_new_tokens
 from ablate.tasks import build_task
 from ablate.train.components import Algorithm, build_algorithm
+from ablate.train.distributed import Dist
 from ablate.train.partition import partition
 from ablate.train.state import TrainingState, load_rng_state, rng_state
 from ablate.upge.batch import RolloutBatch
@@ -109,8 +110,10 @@ class Trainer:
     """One training run. ``run()`` returns the summary dict the run store also writes."""
 
     def __init__(self, cfg: DictConfig, tracker=None, reporter: Optional[Reporter] = None,
-                 on_step_end: Optional[Callable[["Trainer", int], None]] = None):
+                 on_step_end: Optional[Callable[["Trainer", int], None]] = None,
+                 dist: Optional[Dist] = None):
         self.cfg = cfg
+        self.dist = dist or Dist()  # one worker of a multi-worker trial (ablate/train/distributed.py)
         self.on_step_end = on_step_end  # e.g. a checkpoint hook: called after each logged step
         self.tracker = tracker
         self.reporter = reporter
@@ -130,6 +133,8 @@ class Trainer:
         self.ref_model = None
         if self.plan.ref_model:
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        res = cfg.get("resources") or {}
+        self.train_model = self.dist.wrap(self.model, str(res.get("strategy", "ddp")))
         self.engine = build_engine(cfg.rollout)
         self.temperature = float(cfg.rollout.temperature)
         self.max_new_tokens = resolve_max_new_tokens(int(cfg.rollout.max_new_tokens), self.task)
@@ -139,8 +144,9 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_lambda)
         self.rng = np.random.default_rng(self.seed)
         self.timers = Timers()
+        sharded = self.dist.active and self.train_model is self.model  # FSDP2: sharded gradients
         self.meter = GradVarianceMeter([p for p in self.model.parameters() if p.requires_grad]) \
-            if t.metrics.grad_var else None
+            if t.metrics.grad_var and not sharded else None
         self.last_eval: dict[str, float] = {}
         self.initial_eval: dict[str, float] = {}
         self.history_final: dict[str, float] = {}
@@ -198,12 +204,28 @@ class Trainer:
         return out
 
     def _rollouts_for(self, problems, step: int, round_: int, env: StageEnv) -> Rollouts:
+        """Generate and verify (each worker its share of the prompts, gathered), then the stages
+        on the whole set, identically on every worker."""
+        if self.dist.active and self.plan.rollouts:
+            mine = self._sampled(problems[self.dist.shard(len(problems))], step, round_)
+            parts = self.dist.all_gather_object(mine)
+            r = parts[0]
+            for part in parts[1:]:
+                r = r.extend(part)
+        else:
+            r = self._sampled(problems, step, round_)
+        for stage in self.algo.stages:
+            r = stage(r, env)
+        return r
+
+    def _sampled(self, problems, step: int, round_: int) -> Rollouts:
         r = Rollouts(problems=list(problems))
         G = int(self.cfg.train.group_size)
         if not self.plan.rollouts:
             r.prompt_ids = [self.tok(p.prompt)["input_ids"] for p in problems]
         else:
-            out = self._generate(problems, G, self.temperature, self._seed_for(step, round_))
+            out = self._generate(problems, G, self.temperature,
+                                 self._seed_for(step, round_, salt=1_000_033 * self.dist.rank))
             P = out.prompt_len
             am = out.attention_mask[:, :P]
             for j in range(len(problems)):
@@ -217,8 +239,6 @@ class Trainer:
                 r.add_row(j, resp[i, : lens[i]].tolist(), out.texts[i], float(rew.total),
                           dict(rew.components), is_demo=False, truncated=bool(out.truncated[i]),
                           meta=rew.meta)
-        for stage in self.algo.stages:
-            r = stage(r, env)
         return r
 
     def _seed_for(self, step: int, round_: int = 0, salt: int = 0) -> int:
@@ -303,14 +323,15 @@ class Trainer:
             for t in sorted(self.plan.temperatures):
                 batch.rows[_temp_key(t)] = self._logp_no_grad(self.model, batch, temperature=float(t))[0]
 
-    def _fill_old_logp(self, batch: RolloutBatch, first_rows: torch.Tensor) -> None:
+    def _fill_old_logp(self, batch: RolloutBatch, first_rows: torch.Tensor,
+                       needed: Optional[torch.Tensor] = None) -> None:
         """Behaviour log-probs, scored once. Rows of the first minibatch are trained before any
         optimizer step, so π_old = π_θ there and their first training forward provides old_logp
         (no extra pass; with one minibatch and one epoch there is no extra forward at all, like TRL
         with num_iterations=1). Only the other rows need a no-grad forward now."""
         if batch.extras.get("old_logp_complete"):
             return
-        rest = torch.ones(batch.batch_size, dtype=torch.bool)
+        rest = torch.ones(batch.batch_size, dtype=torch.bool) if needed is None else needed.clone()
         rest[first_rows] = False
         if bool(rest.any()):
             idx = rest.nonzero().squeeze(-1).to(self.device)
@@ -333,59 +354,80 @@ class Trainer:
         return torch.cat(parts, 0) * rm, (torch.cat(ents, 0) * rm if ents else None)
 
     # ----------------------------------------------------------------------------------- update
+    def _local_rows(self, batch: RolloutBatch) -> torch.Tensor:
+        """Rows of this worker's share of the prompt groups (all rows on a single worker)."""
+        ids = batch.group_ids.cpu()
+        groups = torch.unique(ids)
+        mine = groups[self.dist.shard(len(groups))] if self.dist.rank < self.dist.world - 1 \
+            else groups[self.dist.shard(len(groups)).start:]
+        return torch.nonzero(torch.isin(ids, mine)).reshape(-1)
+
     def update(self, batch: RolloutBatch, step: int) -> dict[str, float]:
         t = self.cfg.train
         obj = self.objective
+        dist = self.dist
+        reducer = dist if dist.active else None
+        sync_ids = batch.input_ids[:1, :1]
+        # the minibatches are cut from the whole batch exactly as on one worker; each worker trains
+        # on the rows of its own prompts in each of them (the advantages saw the whole batch)
+        local = torch.zeros(batch.batch_size, dtype=torch.bool)
+        local[self._local_rows(batch)] = True
         want_entropy = bool(t.metrics.entropy) or self.plan.entropy
         ent_grad = self.plan.entropy_grad
         # diagnostics stay on the device as tensors; one host sync per step (below), none per microbatch
         acc = DiagAccumulator()
-        ent_sum = ent_tok = None
-        steps_done, skipped = 0, 0
+        ent = torch.zeros(2, dtype=torch.float64, device=self.device)  # Σ H·m, Σ m
+        steps_done, skipped, n_minibatches = 0, 0, 0
         gv_acc: dict[str, list[float]] = {}
         gen = torch.Generator().manual_seed(self._seed_for(step, salt=17))
         groups = batch.group_ids.cpu() if self.plan.whole_groups else None
-        epochs = [partition(batch.batch_size, int(t.minibatches), gen, groups) for _ in range(int(t.epochs))]
-        self._fill_old_logp(batch, epochs[0][0])
+        k_mb = int(t.minibatches)
+        epochs = [[rows[local[rows]] for rows in partition(batch.batch_size, k_mb, gen, groups)]
+                  for _ in range(int(t.epochs))]
+        self._fill_old_logp(batch, epochs[0][0], local)
         self.model.train()
         for epoch, minibatches in enumerate(epochs):
             for mb_no, mb_rows_cpu in enumerate(minibatches):
                 on_policy = epoch == 0 and mb_no == 0  # no optimizer step yet: π_old = π_θ
                 mb_rows = mb_rows_cpu.to(self.device)
                 mb = batch.select(mb_rows)
-                norms = obj.normalizers(mb)
+                norms = obj.normalizers(mb, reducer)
                 self.opt.zero_grad(set_to_none=True)
                 if self.meter is not None:
                     self.meter.start()
                 mb_groups = groups[mb_rows_cpu] if groups is not None else None
-                for mc_idx_cpu in partition(mb.batch_size, int(t.microbatches), None, mb_groups):
+                chunks = partition(mb.batch_size, int(t.microbatches), None, mb_groups) if mb.batch_size else []
+                for mc_idx_cpu in chunks:
                     mc_idx = mc_idx_cpu.to(self.device)
                     mc = mb.select(mc_idx)
-                    with self.timers("forward_backward"):
-                        logp, ent = token_logprobs(self.model, mc.input_ids, mc.attention_mask,
-                                                   mc.prompt_len, self.temperature,
-                                                   with_entropy=want_entropy or ent_grad,
-                                                   entropy_grad=ent_grad)
+                    with self.timers("forward_backward"), self._no_sync():
+                        logp, ent_t = token_logprobs(self.train_model, mc.input_ids, mc.attention_mask,
+                                                     mc.prompt_len, self.temperature,
+                                                     with_entropy=want_entropy or ent_grad,
+                                                     entropy_grad=ent_grad)
                         if on_policy and not batch.extras.get("old_logp_complete"):
                             mc.old_logp = logp.detach() * mc.response_mask
                             batch.old_logp[mb_rows[mc_idx]] = mc.old_logp
                         with self.timers("estimator"):
-                            out = obj(mc, logp, norms, entropy=ent,
-                                      entropy_grad=ent if ent_grad else None)
+                            out = obj(mc, logp, norms, entropy=ent_t,
+                                      entropy_grad=ent_t if ent_grad else None)
                         if not torch.isfinite(out.loss):
                             raise FloatingPointError(f"non-finite loss {out.loss.item()} at step {step}")
-                        out.loss.backward()
+                        (out.loss * dist.world).backward()  # DDP averages over workers
                     if self.meter is not None:
                         self.meter.after_backward(weight=obj.chunk_weight(mc))
                     with self.timers("metrics"):
                         acc.add(out.diags, out.num_tokens)
-                        if ent is not None:
-                            es, ec = token_entropy_sum_count(ent.detach(), mc.response_mask)
-                            ent_sum = es if ent_sum is None else ent_sum + es
-                            ent_tok = ec if ent_tok is None else ent_tok + ec
+                        if ent_t is not None:
+                            es, ec = token_entropy_sum_count(ent_t.detach(), mc.response_mask)
+                            ent = ent + torch.stack([es, ec]).to(ent)
+                n_minibatches += 1
                 with self.timers("optimizer"):
+                    self._sync_grads(sync_ids)
                     if self.meter is not None:
-                        for k, v in (self.meter.finish() or {}).items():
+                        res = self.meter.finish(reducer=reducer, scale=1.0 / dist.world) \
+                            if chunks or dist.active else {}
+                        for k, v in res.items():
                             if v is not None:
                                 gv_acc.setdefault(k, []).append(float(v))
                     gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
@@ -399,9 +441,10 @@ class Trainer:
                         self.opt.step()
                         self.sched.step()
                         steps_done += 1
-        m = acc.result(prefix="train/")
-        if ent_tok is not None:
-            m["train/entropy"] = float(ent_sum / ent_tok.clamp_min(1.0))
+        m = acc.result(prefix="train/", minibatches=n_minibatches, reducer=reducer)
+        ent = dist.all_reduce(ent)
+        if (want_entropy or ent_grad) and float(ent[1]) > 0:
+            m["train/entropy"] = float(ent[0] / ent[1])
         for k, vs in gv_acc.items():
             m[k if k.startswith("train/") else f"train/{k}"] = float(np.mean(vs))
         if "train/grad_norm" not in m and "train/grad_norm_preclip" in m:
@@ -411,10 +454,31 @@ class Trainer:
         m["train/lr"] = float(self.sched.get_last_lr()[0])
         return m
 
+    @contextmanager
+    def _no_sync(self) -> Iterator[None]:
+        """Accumulate locally: workers exchange gradients once per minibatch (``_sync_grads``)."""
+        if self.train_model is self.model:
+            yield
+        else:
+            with self.train_model.no_sync():
+                yield
+
+    def _sync_grads(self, ids: torch.Tensor) -> None:
+        """All-reduce the accumulated gradients through DDP: a zero-weighted forward/backward on one
+        token leaves each worker's gradient at the average of the workers' accumulations (DDP
+        includes gradients accumulated under ``no_sync`` in the next synchronised backward)."""
+        if self.train_model is self.model:
+            return
+        out = self.train_model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+        (out.logits.float().sum() * 0.0).backward()
+
     # ----------------------------------------------------------------------------------- eval
     def evaluate(self, step: int) -> tuple[dict[str, float], list[dict]]:
         e = self.cfg.eval
         problems = self.task.eval_problems(int(e.num_prompts))
+        if self.dist.active:  # each worker its share of the eval prompts; Pass@k over all of them
+            per = -(-len(problems) // self.dist.world)
+            problems = problems[self.dist.rank * per:(self.dist.rank + 1) * per]
         n = int(e.n)
         temp = float(e.temperature) if e.get("temperature") is not None else self.temperature
         correct = np.zeros((len(problems), n), dtype=np.float64)
@@ -431,6 +495,10 @@ class Trainer:
                     if len(samples) < int(e.num_samples_logged) and i % n == 0:
                         samples.append({"step": step, "prompt": probs[j].prompt, "response": text,
                                         "reward": float(rew.total), "answer": probs[j].answer})
+        if self.dist.active:
+            parts = self.dist.all_gather_object((correct, samples))
+            correct = np.concatenate([c for c, _ in parts if len(c)], 0)
+            samples = [x for _, ss in parts for x in ss][: int(e.num_samples_logged)]
         return pass_at_k_metrics(correct), samples
 
     # ----------------------------------------------------------------------------------- loop

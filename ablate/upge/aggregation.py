@@ -27,11 +27,16 @@ class Normalizer:
     horizon: int  # padded response length T (the default Dr.GRPO constant)
 
     @classmethod
-    def of(cls, response_mask: torch.Tensor) -> "Normalizer":
+    def of(cls, response_mask: torch.Tensor, reducer=None) -> "Normalizer":
+        """Counts of ``response_mask``; with ``reducer`` (an object with ``all_reduce(t, op)``, e.g.
+        ablate.train.distributed.Dist) the counts of every worker's share of the minibatch."""
         m = response_mask.float()
-        return cls(num_tokens=float(m.sum().clamp_min(1.0)),
-                   num_seqs=float((m.sum(-1) > 0).sum().clamp_min(1)),
-                   horizon=int(m.shape[-1]))
+        counts = torch.stack([m.sum(), (m.sum(-1) > 0).sum().float()]).double().cpu()
+        horizon = torch.tensor([float(m.shape[-1])], dtype=torch.float64)
+        if reducer is not None:
+            counts, horizon = reducer.all_reduce(counts, "sum"), reducer.all_reduce(horizon, "max")
+        return cls(num_tokens=max(float(counts[0]), 1.0), num_seqs=max(float(counts[1]), 1.0),
+                   horizon=int(horizon[0]))
 
 
 class Aggregation:
