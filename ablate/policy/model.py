@@ -31,6 +31,7 @@ from ablate.errors import ConfigError, choice_error
 from ablate.registry import plain
 from ablate.policy.forward import encode_pairs, token_logprobs
 from ablate.policy.tokenizer import build_tokenizer
+from ablate.tasks.chat import apply_prompt_format
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "rope_theta": 10000.0,
     "dtype": "float32",
     "attn_implementation": "sdpa",
+    "gradient_checkpointing": False,
+    "lora": None,
     "warm_start": None,
 }
 WARM_DEFAULTS: dict[str, Any] = {
@@ -76,6 +79,7 @@ class Policy:
     model: torch.nn.Module
     tokenizer: Any
     info: dict = field(default_factory=dict)  # num_params, source, warm_start {cache_hit, path, seconds, loss}
+    task: Any = None  # the task with prompts in this tokenizer's format (task.prompt_format)
 
 
 def _resolve_cfg(model_cfg: Any) -> dict:
@@ -322,6 +326,11 @@ def build_policy(model_cfg: Any, task, seed: int, device: torch.device | str = "
     """The policy for ``task``: a tiny LM (char tokenizer over ``task.alphabet()``) or the local
     checkpoint at ``model_cfg.path``, optionally SFT-warm-started on the task's demonstrations."""
     cfg = _resolve_cfg(model_cfg)
+    # applied after the (cached) warm start, so not part of its cache key
+    lora_cfg, grad_ckpt = cfg.pop("lora"), bool(cfg.pop("gradient_checkpointing"))
+    if lora_cfg is not None:
+        from ablate.policy.lora import lora_config
+        lora_config(lora_cfg)  # validate before anything is built
     device = torch.device(device)
     dtype = DTYPES[cfg["dtype"]]
     ws = cfg["warm_start"]
@@ -335,12 +344,14 @@ def build_policy(model_cfg: Any, task, seed: int, device: torch.device | str = "
             try:
                 t0 = time.perf_counter()
                 model, tok = _load_local(cache_dir, dtype, cfg["attn_implementation"])
+                task = apply_prompt_format(task, tok)
                 meta = json.loads((cache_dir / "ablate_warmstart.json").read_text())
                 model.to(device).eval()
                 info["warm_start"] = {**meta.get("result", {}), "cache_hit": True, "path": str(cache_dir),
                                       "load_seconds": time.perf_counter() - t0}
-                info["num_params"] = count_params(model)
-                return Policy(model=model, tokenizer=tok, info=info)
+                return _finish(model, tok, info, task, lora_cfg, grad_ckpt)
+            except ConfigError:
+                raise
             except Exception as e:  # corrupt cache entry: rebuild it
                 log.warning("warm-start cache %s unreadable (%s); rebuilding", cache_dir, e)
                 shutil.rmtree(cache_dir, ignore_errors=True)
@@ -350,6 +361,7 @@ def build_policy(model_cfg: Any, task, seed: int, device: torch.device | str = "
     else:
         tok = build_tokenizer(task.alphabet(), model_max_length=max(4096, cfg["max_position_embeddings"]))
         model = _new_tiny_model(cfg, tok, seed)
+    task = apply_prompt_format(task, tok)
     model.to(device)
     if do_warm:
         result = sft_warm_start(model, tok, task, ws, seed, device)
@@ -361,6 +373,16 @@ def build_policy(model_cfg: Any, task, seed: int, device: torch.device | str = "
                 _save_atomic(model, tok, cache_dir, meta)
             except OSError as e:  # a read-only cache must not stop training
                 log.warning("could not write warm-start cache %s: %s", cache_dir, e)
+    return _finish(model, tok, info, task, lora_cfg, grad_ckpt)
+
+
+def _finish(model, tok, info: dict, task, lora_cfg, grad_ckpt: bool) -> Policy:
+    """LoRA adapters and gradient checkpointing go on after the warm start."""
+    from ablate.policy.lora import apply_lora
+    if grad_ckpt:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model = apply_lora(model, lora_cfg)
     model.eval()
     info["num_params"] = count_params(model)
-    return Policy(model=model, tokenizer=tok, info=info)
+    info["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return Policy(model=model, tokenizer=tok, info=info, task=task)

@@ -59,7 +59,12 @@ class VLLMEngine(RolloutEngine):
             # an in-memory model (tiny / warm-started): hand vLLM a checkpoint on disk
             self._tmp = tempfile.TemporaryDirectory(prefix="ablate-vllm-")
             path = self._tmp.name
-            model.save_pretrained(path, safe_serialization=True)
+            from ablate.policy.lora import is_lora, merged
+            if is_lora(model):  # a base-architecture checkpoint with the adapters merged
+                with merged(model) as state:
+                    model.get_base_model().save_pretrained(path, state_dict=state, safe_serialization=True)
+            else:
+                model.save_pretrained(path, safe_serialization=True)
             tokenizer.save_pretrained(path)
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # keep the model in-process
         kw = dict(model=path, tokenizer=path, dtype=self.dtype, enforce_eager=self.enforce_eager,
@@ -89,9 +94,14 @@ class VLLMEngine(RolloutEngine):
     def sync_weights(self, model: torch.nn.Module) -> None:
         if self._llm is None:
             return
+        from ablate.policy.lora import is_lora, merged
         target = self._vllm_model()
         with torch.no_grad():
-            target.load_weights(((name, t.detach()) for name, t in model.state_dict().items()))
+            if is_lora(model):  # vLLM holds the base architecture: push base + merged adapters
+                with merged(model) as state:
+                    target.load_weights(((n, t.detach()) for n, t in state.items()))
+            else:
+                target.load_weights(((name, t.detach()) for name, t in model.state_dict().items()))
         reset = getattr(self._llm, "reset_prefix_cache", None)
         if reset is not None:
             reset()

@@ -198,7 +198,7 @@ class JsonlMath(Task):
         except (KeyError, IndexError, ValueError) as e:
             raise ConfigError(f"task.prompt_template: cannot format ({e}); use only {{question}} "
                               "(double other braces)") from None
-        return Problem(prompt=prompt, answer=ref, demo=demo, meta={"index": idx})
+        return Problem(prompt=prompt, answer=ref, demo=demo, meta={"index": idx}, question=str(question))
 
     def train_problems(self, n: int, rng: np.random.Generator) -> list[Problem]:
         idx = rng.choice(len(self._train), size=n, replace=n > len(self._train))

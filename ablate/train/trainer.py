@@ -27,6 +27,7 @@ from ablate.metrics.gradvar import GradVarianceMeter
 from ablate.metrics.passk import pass_at_k_metrics
 from ablate.pipeline.base import Rollouts, StageEnv
 from ablate.policy import build_policy, token_logprobs
+from ablate.policy.lora import FrozenBase, is_lora, load_policy_state, policy_state
 from ablate.rollout import build_engine, resolve_max_new_tokens
 from ablate.tasks import build_task
 from ablate.train.components import Algorithm, build_algorithm
@@ -128,18 +129,20 @@ class Trainer:
         self.task = build_task(cfg.task)
         self.policy = build_policy(cfg.model, self.task, policy_seed(cfg), self.device)
         self.model, self.tok = self.policy.model, self.policy.tokenizer
+        self.task = self.policy.task  # prompts in the tokenizer's format (task.prompt_format)
         _seed_everything(self.seed)  # the warm start (or its cache hit) must not shift the RL seed
         _disable_dropout(self.model)
         self.ref_model = None
-        if self.plan.ref_model:
-            self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        if self.plan.ref_model:  # under LoRA the frozen base is the reference: no second copy
+            self.ref_model = FrozenBase(self.model) if is_lora(self.model) else \
+                copy.deepcopy(self.model).eval().requires_grad_(False)
         res = cfg.get("resources") or {}
         self.train_model = self.dist.wrap(self.model, str(res.get("strategy", "ddp")))
         self.engine = build_engine(cfg.rollout)
         self.temperature = float(cfg.rollout.temperature)
         self.max_new_tokens = resolve_max_new_tokens(int(cfg.rollout.max_new_tokens), self.task)
         t = cfg.train
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=float(t.lr),
+        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=float(t.lr),
                                      betas=tuple(t.betas), weight_decay=float(t.weight_decay))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_lambda)
         self.rng = np.random.default_rng(self.seed)
@@ -155,7 +158,7 @@ class Trainer:
     # ----------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
         """Everything a checkpoint needs to continue this run exactly (see ablate/train/state.py)."""
-        return {"state": self.state.state_dict(), "model": self.model.state_dict(),
+        return {"state": self.state.state_dict(), "model": policy_state(self.model),
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                 "rng": rng_state(self.rng), "components": tree_state(self.algo),
                 "last_eval": dict(self.last_eval), "initial_eval": dict(self.initial_eval),
@@ -163,7 +166,7 @@ class Trainer:
 
     def load_state_dict(self, d: dict) -> None:
         self.state.load_state_dict(d["state"])
-        self.model.load_state_dict(d["model"])
+        load_policy_state(self.model, d["model"])
         self.opt.load_state_dict(d["optimizer"])
         self.sched.load_state_dict(d["scheduler"])
         load_rng_state(self.rng, d["rng"])
