@@ -91,21 +91,22 @@ def minpro_loss(logp, c: Case, eps: float = 0.2) -> torch.Tensor:
 # Reinforce-Rej (vatsal-kr/Minimal-RL: plusplus loss, k3 KL 0.001, entropy 0.001; ±1 reward reading)
 # ------------------------------------------------------------------------------------------------
 
+def reinforce_rej_advantages(rewards, group_ids) -> list:
+    """Â = ±1 (r > 0.5), 0 where a group of ≥ 2 responses has one reward value (std = 0)."""
+    out = [1.0 if r > 0.5 else -1.0 for r in rewards]
+    for rows in _groups(group_ids).values():
+        if len(rows) > 1 and len({rewards[i] for i in rows}) == 1:
+            for i in rows:
+                out[i] = 0.0
+    return out
+
+
 def reinforce_rej_loss(logp, c: Case, entropy_fn, kl_coef: float = 0.001, ent_coef: float = 0.001) -> torch.Tensor:
-    """On the batch after rejecting all-correct/all-wrong groups: Â = ±1, verl plusplus (clip 0.2,
-    dual 3), token-mean, + kl_coef·k3 KL − ent_coef·H (both token-mean)."""
-    adv = broadcast([1.0 if r > 0.5 else -1.0 for r in c.rewards], c.mask)
+    """verl plusplus (clip 0.2, dual 3) with the Reinforce-Rej advantage, token-mean over every row,
+    + kl_coef·k3 KL − ent_coef·H (both token-mean)."""
+    adv = broadcast(reinforce_rej_advantages(c.rewards, c.group_ids), c.mask)
     pg = token_mean(verl_vanilla_tokens(logp, c.old_logp, adv, 0.2, 0.2, 3.0), c)
     return pg + kl_coef * token_mean(k3_kl(logp, c.ref_logp), c) - ent_coef * token_mean(entropy_fn(logp), c)
-
-
-def mixed_groups_only(c: Case) -> list:
-    """Row indices Reinforce-Rej keeps: groups whose rewards are not all equal (singletons dropped)."""
-    keep = []
-    for rows in _groups(c.group_ids).values():
-        if len({c.rewards[i] for i in rows}) > 1:
-            keep += rows
-    return sorted(keep)
 
 
 # ------------------------------------------------------------------------------------------------

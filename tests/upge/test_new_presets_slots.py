@@ -46,13 +46,6 @@ def with_singleton(c: Case, reward: float = 1.0, length: int = 3, seed: int = 7)
                 is_demo=c.is_demo + [False], loss_weights=c.loss_weights + [1.0])
 
 
-def sub_case(c: Case, rows: list) -> Case:
-    idx = torch.tensor(rows)
-    return Case(logp=c.logp[idx], old_logp=c.old_logp[idx], ref_logp=c.ref_logp[idx], mask=c.mask[idx],
-                rewards=[c.rewards[i] for i in rows], group_ids=[c.group_ids[i] for i in rows],
-                is_demo=[c.is_demo[i] for i in rows], loss_weights=[c.loss_weights[i] for i in rows])
-
-
 def full_case(G: int, seed: int = 0, **kw) -> Case:
     return with_singleton(make_case(G, seed, **kw))
 
@@ -149,19 +142,21 @@ def entropy_like(logp: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("G", GS)
 def test_reinforce_rej_gradient_matches_minimal_rl_plusplus_with_kl_and_entropy(G):
-    """Reinforce-Rej (Minimal-RL fork): on the groups the pipeline keeps (reject_uniform drops
-    all-equal groups and singletons), Â = ±1, verl plusplus loss (clip 0.2, dual clip 3), token-mean,
-    + 0.001 k3 KL − 0.001 entropy."""
-    cfg = preset_cfg("reinforce_rej")
-    assert str(cfg.pipeline.stages[0]["_target_"]).endswith("RejectUniformGroups")
-    c = sub_case(full_case(G, spread=1.5), ref.mixed_groups_only(full_case(G, spread=1.5)))
-    assert len(set(c.group_ids)) < len(set(full_case(G).group_ids))
-    algo = build_algorithm(cfg)
+    """Reinforce-Rej (Minimal-RL fork): Â = ±1, 0 for all-equal groups (they stay in the batch and
+    count in every token-mean; a singleton keeps its sign), verl plusplus loss (clip 0.2, dual clip
+    3), token-mean, + 0.001 k3 KL − 0.001 entropy."""
+    c = case_where(_dual_active, G, spread=1.6)
+    c = with_singleton(c)
+    algo = algorithm_of("reinforce_rej")
     logp = c.logp.detach().clone().requires_grad_(True)
     h = entropy_like(logp)
     out = algo.objective.batch_loss(to_batch(c), logp, entropy=h.detach(), entropy_grad=h)
     (got,) = torch.autograd.grad(out.loss, logp)
     assert_same(got, ref_grad(ref.reinforce_rej_loss, c, entropy_fn=entropy_like))
+
+
+def algorithm_of(method: str, *overrides: str):
+    return build_algorithm(preset_cfg(method, tuple(overrides)))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -130,12 +130,18 @@ class Constant(Advantage):
 
 
 class Sign(_Outcome):
-    """Â = +1 if reward > threshold else −1 (REINFORCE row of UPGE Table 1, Ahmadian et al. 2024)."""
+    """Â = +1 if reward > threshold else −1 (REINFORCE row of UPGE Table 1, Ahmadian et al. 2024).
+
+    ``zero_uniform_groups``: Â = 0 for groups of ≥ 2 rows that all hold the same reward (Reinforce-Rej
+    as coded in Minimal-RL ``compute_reinforce_rej_outcome_advantage``: std = 0 ⇒ 0; the rows stay in
+    the batch, unlike pipeline=reject_uniform which drops them).
+    """
 
     zero_constant_groups = False
 
-    def __init__(self, threshold: float = 0.5):
+    def __init__(self, threshold: float = 0.5, zero_uniform_groups: bool = False):
         self.threshold = float(threshold)
+        self.zero_constant_groups = bool(zero_uniform_groups)
 
     def _compute(self, r, valid, stats, batch):
         return torch.where(r > self.threshold, torch.ones_like(r), -torch.ones_like(r))
