@@ -484,7 +484,7 @@ class BundleMixedVaR(Advantage):
             z = torch.stack([r[p].sum() for p in papers])
             if n_papers == 1:
                 q_d = q_u = z[0]
-                std = torch.ones((), dtype=r.dtype)
+                std = torch.ones((), dtype=r.dtype, device=r.device)
             else:
                 q_d, q_u = torch.quantile(z, self.alpha), torch.quantile(z, self.beta)
                 std = z.std(unbiased=True)
@@ -547,7 +547,7 @@ class LengthAdvantageReweight(_Outcome):
         lengths = batch.response_mask.to(torch.float64).sum(-1)
         out = r.clone()
         for rows in _groups_in_order(batch.group_ids, stats):
-            idx = torch.tensor(rows)
+            idx = torch.tensor(rows, device=r.device)
             if len(rows) > 1:
                 g = r[idx]
                 out[idx] = (g - g.mean()) / (g.std(unbiased=True) + self.eps)

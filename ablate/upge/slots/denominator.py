@@ -62,7 +62,8 @@ class ClippedRatio(Denominator):
 
     w = clip(ρ, 1−eps_low, 1+eps_high) (verl `cispo`; either bound None = open), then
     min(w, max_ratio) when set (TRL `cispo`: min(ρ, epsilon_high) with an absolute cap such as 5.0;
-    verl DPPO: sg(min(ρ, clip_ratio_c=20))). log π_ref = sg(log π_θ − log w).
+    verl DPPO: sg(min(ρ, clip_ratio_c)), 20 when the config has no clip_ratio_c, 10000 in verl's DPPO
+    example). log π_ref = sg(log π_θ − log w).
     """
 
     def __init__(self, eps_low: Optional[float] = 0.2, eps_high: Optional[float] = 0.28,

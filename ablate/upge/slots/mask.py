@@ -294,8 +294,8 @@ class DivergenceMask(Mask):
     ``kl``: with b = KL(Bern(q) ‖ Bern(p)) = q·log(q/p) + (1−q)·log((1−q+1e-8)/(1−p+1e-8)) (verl),
     drop only moves in the direction the advantage pushes: A>0 drops p>q ∧ b>δ_high, A<0 drops
     p<q ∧ b>δ_low. A = 0 tokens are kept (verl sends them to the A<0 branch; they carry no gradient
-    either way, only ``mask_frac`` differs). Event ``divergence``. Pair with
-    ``denominator=dppo_truncated`` (sg(min(ρ, 20))) for verl's DPPO loss.
+    either way, only ``mask_frac`` differs). Event ``divergence``. Pair with a DPPO denominator
+    (``dppo_truncated``: sg(min(ρ, 20)); ``dppo_truncated_verl_example``: C = 10000) for verl's loss.
     """
 
     KINDS = ("tv", "kl")
