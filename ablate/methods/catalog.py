@@ -170,7 +170,9 @@ def format_catalog(ents: list[dict[str, Any]] | None = None) -> str:
 
     ents = entries() if ents is None else ents
     pre = [e for e in ents if e["kind"] == "preset"]
-    lis = [e for e in ents if e["kind"] == "listed"]
+    order = {"needs machinery": 0, "not expressible": 1, "out of scope": 2}
+    lis = sorted((e for e in ents if e["kind"] == "listed"),
+                 key=lambda e: (order.get(e["status"], 3), e.get("row") or 0))
     cols = ("name", "status", "fidelity", "evidence", "objective/slots", "listed as", "arxiv")
     rows = []
     for e in pre:

@@ -31,8 +31,9 @@ def _plain(v: Any) -> Any:
     if isinstance(v, dict):
         return {str(k): _plain(x) for k, x in v.items()}
     if isinstance(v, (frozenset, set)):
-        return sorted(_plain(x) for x in v)
-    return repr(v)
+        return sorted((_plain(x) for x in v), key=repr)
+    r = repr(v)  # tensors, state buffers: a short repr, never the whole value
+    return r if len(r) <= 80 else r[:79] + "…"
 
 
 def node(obj: Any) -> dict[str, Any]:
