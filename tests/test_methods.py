@@ -234,3 +234,18 @@ def test_docs_name_every_listed_method_and_preset():
     for r in load_presets():
         assert f"### {r['name']}" in md
     assert f"**{coverage()['runs']} run by a preset**" in md
+
+
+@pytest.mark.parametrize("name", sorted(r["name"] for r in load_presets()))
+def test_every_preset_has_a_decomposition(name):
+    """`ablate methods NAME` builds the preset and shows every term with classes for its slots."""
+    from ablate.methods.describe import describe, format_description
+
+    d = describe(name)
+    assert d["status"] == "runs" and d["objective"]["terms"]
+    for t in d["objective"]["terms"]:
+        assert t["class"].startswith("ablate.") and isinstance(t["params"], dict), (name, t)
+        for fam, slot in t["slots"].items():
+            assert slot["family"] == fam and "." in slot["class"], (name, fam)
+    text = format_description(d)
+    assert text.startswith(f"{name}:") and "objective:" in text and "pipeline stages:" in text
