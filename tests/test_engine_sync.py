@@ -25,9 +25,11 @@ class RecordingEngine(HFEngine):
     instances: list["RecordingEngine"] = []
 
     def __init__(self, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 8,
-                 top_k: int = 0, batch_size=None, logprob_batch_size=None):
+                 top_k: int = 0, batch_size=None, logprob_batch_size=None, is_correction="none",
+                 is_cap=2.0):
         super().__init__(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                         top_k=top_k, batch_size=batch_size, logprob_batch_size=logprob_batch_size)
+                         top_k=top_k, batch_size=batch_size, logprob_batch_size=logprob_batch_size,
+                         is_correction=is_correction, is_cap=is_cap)
         self.pushes: list[dict[str, torch.Tensor]] = []
         self.stale_generations = 0
         RecordingEngine.instances.append(self)
@@ -60,3 +62,49 @@ def test_weights_are_pushed_after_every_update_and_generation_uses_them():
     assert all(torch.equal(final[k], v) for k, v in eng.pushes[-1].items())
     assert any(not torch.equal(eng.pushes[0][k], eng.pushes[1][k]) for k in final)  # weights moved
     assert eng.stale_generations == 0  # steps 2, 3 and the final eval sampled the pushed weights
+
+
+class MismatchedEngine(HFEngine):
+    """Reports its own log-probs, off from the trainer's by a known amount (even rows −0.5, odd +1)."""
+
+    reports_logprobs = True
+
+    def generate(self, model, tokenizer, prompts, n, **kw):
+        from ablate.policy import token_logprobs
+        out = super().generate(model, tokenizer, prompts, n, **kw)
+        with torch.no_grad():
+            lp, _ = token_logprobs(model, out.input_ids, out.attention_mask, out.prompt_len,
+                                   kw.get("temperature") or 1.0)
+        shift = torch.tensor([0.5 if i % 2 == 0 else -1.0 for i in range(lp.shape[0])])[:, None]
+        out.engine_logp = (lp + shift) * out.response_mask
+        return out
+
+
+@pytest.mark.parametrize("mode,even,odd", [("truncate", pytest.approx(0.60653066, rel=1e-4), 2.0),
+                                           ("mask", 1.0, 0.0)])
+def test_train_inference_correction_weights_tokens_by_behaviour_over_engine(mode, even, odd):
+    from ablate.train.trainer import Trainer
+
+    tr = Trainer(compose_config(FAST[:-1] + [
+        "method=grpo", "rollout._target_=tests.test_engine_sync.MismatchedEngine",
+        f"rollout.is_correction={mode}", "rollout.is_cap=2.0"]))
+    assert tr.plan.logp_before_advantage  # the weights need π_old before the loss
+    rollouts, _ = tr.collect(1)
+    batch = tr.assemble(rollouts)
+    w, rm = batch.rows["is_weight"], batch.response_mask.bool()
+    for i in range(batch.batch_size):
+        vals = w[i][rm[i]]
+        if vals.numel():
+            assert all(float(v) == (even if i % 2 == 0 else odd) for v in vals), (i, vals)
+    tr.objective.compute_advantages(batch)
+    m = tr.update(batch, 1)
+    assert "train/is_weight_mean" in m
+
+
+def test_correction_without_engine_logprobs_is_one_line_error():
+    from ablate.errors import ConfigError
+    from ablate.rollout import build_engine
+    with pytest.raises(ConfigError, match="rollout.is_correction: 'truncate' needs an engine"):
+        build_engine({"_target_": "ablate.rollout.hf.HFEngine", "is_correction": "truncate"})
+    with pytest.raises(ConfigError, match="rollout.is_correction: unknown value 'tis'"):
+        build_engine({"_target_": "ablate.rollout.hf.HFEngine", "is_correction": "tis"})

@@ -17,10 +17,13 @@ __all__ = ["Problem", "Reward", "Task", "build_task"]
 def build_task(task_cfg: Any) -> Task:
     """Instantiate the task of ``task_cfg`` with one-line ConfigErrors for unknown/missing fields."""
     from ablate.registry import build
-
     from ablate.tasks.chat import PROMPT_FORMATS
 
+    from ablate.registry import load_variant
+
     cfg = _plain(task_cfg)
+    if isinstance(cfg, str):  # a variant name under conf/task/
+        cfg = load_variant("task", cfg)
     fmt, system = "raw", None
     if isinstance(cfg, dict):
         cfg = dict(cfg)

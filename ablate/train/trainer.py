@@ -29,6 +29,7 @@ from ablate.pipeline.base import Rollouts, StageEnv
 from ablate.policy import build_policy, token_logprobs
 from ablate.policy.lora import FrozenBase, is_lora, load_policy_state, policy_state
 from ablate.rollout import build_engine, resolve_max_new_tokens
+from ablate.rollout.base import is_weights
 from ablate.tasks import build_task
 from ablate.train.components import Algorithm, build_algorithm
 from ablate.train.distributed import Dist
@@ -139,6 +140,7 @@ class Trainer:
         res = cfg.get("resources") or {}
         self.train_model = self.dist.wrap(self.model, str(res.get("strategy", "ddp")))
         self.engine = build_engine(cfg.rollout)
+        self.plan = self.plan | self.engine.needs()  # e.g. a train–inference IS correction
         self.temperature = float(cfg.rollout.temperature)
         self.max_new_tokens = resolve_max_new_tokens(int(cfg.rollout.max_new_tokens), self.task)
         t = cfg.train
@@ -236,12 +238,13 @@ class Trainer:
                 r.prompt_ids.append(out.input_ids[row, :P][am[row].bool()].tolist())
             resp = out.input_ids[:, P:]
             lens = out.response_mask.sum(-1).long().tolist()
+            eng = out.engine_logp.tolist() if out.engine_logp is not None else None
             for i in range(resp.shape[0]):
                 j = i // G
                 rew = self.task.verify(problems[j], out.texts[i])
                 r.add_row(j, resp[i, : lens[i]].tolist(), out.texts[i], float(rew.total),
                           dict(rew.components), is_demo=False, truncated=bool(out.truncated[i]),
-                          meta=rew.meta)
+                          meta=rew.meta, engine_logp=eng[i][: lens[i]] if eng is not None else None)
         return r
 
     def _seed_for(self, step: int, round_: int = 0, salt: int = 0) -> int:
@@ -298,7 +301,21 @@ class Trainer:
                 batch.ref_logp = self._logp_no_grad(self.ref_model, batch)[0]
         if self.plan.prescoring:
             self._prescore(batch)
+        if self.engine.is_correction != "none":
+            self._is_correction(r, batch)
         return batch  # otherwise old_logp is filled by update(): see _fill_old_logp
+
+    def _is_correction(self, r: Rollouts, batch: RolloutBatch) -> None:
+        """Per-token train–inference weights π_old/π_engine (rows without engine log-probs: 1)."""
+        eng = torch.zeros_like(batch.old_logp)
+        has = torch.zeros(batch.batch_size, dtype=torch.bool, device=eng.device)
+        for i, lp in enumerate(r.engine_logp):
+            if lp:
+                eng[i, :len(lp)] = torch.tensor(lp, dtype=eng.dtype)
+                has[i] = True
+        w = is_weights(batch.old_logp, eng, self.engine.is_correction, self.engine.is_cap)
+        batch.rows["engine_logp"] = eng
+        batch.rows["is_weight"] = torch.where(has[:, None], w, torch.ones_like(w)) * batch.response_mask
 
     def _row_data(self, r: Rollouts, batch: RolloutBatch, names: list[str]) -> dict:
         """Per-row side data every component may read (sliced with the rows, see RolloutBatch)."""

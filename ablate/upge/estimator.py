@@ -94,6 +94,9 @@ class UPGE(Component):
         loss_mat, m, weight = self.per_token(ctx)
         if ctx.loss_weights is not None:
             loss_mat = loss_mat * ctx.loss_weights.to(loss_mat.dtype)[:, None]
+        iw = ctx.rows.get("is_weight")  # train–inference correction (rollout.is_correction)
+        if iw is not None:
+            loss_mat = loss_mat * iw.to(loss_mat.dtype)
         pg_loss = self.aggregation(loss_mat, rm, norm)
         with torch.no_grad():
             diags = self._diagnostics(ctx, m, weight, norm)
@@ -133,6 +136,9 @@ class UPGE(Component):
             # KL(π_θ ‖ π_ref) from samples of π_θ (on-policy rows): r = π_ref/π_θ
             lq = (ctx.logp.detach() - ctx.ref_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
             d["kl_ref"] = mean(masked_mean(kl_k3(lq), rm, n))
+        iw = ctx.rows.get("is_weight")
+        if iw is not None:
+            d["is_weight_mean"] = mean(masked_mean(iw, rm, n))
         d["adv_mean"] = mean(masked_mean(ctx.advantages, rm, n))
         d["adv_abs_mean"] = mean(masked_mean(ctx.advantages.abs(), rm, n))
         return d
