@@ -3,6 +3,14 @@ with every method of the reference paper lists (``listed.yaml``, see ``ablate.me
 
 Which slots a preset changes relative to GRPO, and which listed methods run, are computed from the
 files, so neither can drift.
+
+Keys of a preset's ``method:`` block (all strings): required ``name``, ``title``, ``paper`` (paper
+title), ``arxiv`` (id), ``fidelity`` (exact | approximation), ``evidence`` (code | paper | abstract:
+what the preset was read from); recommended ``notes`` (sources, and what differs from the paper when
+``fidelity: approximation``) and ``formula`` (one line, ``L = ...`` with the defaults, describing
+what the preset computes); optional ``hyperparameters`` (the paper's / released script's defaults,
+including those this preset does not set, e.g. lr or group size) and ``peer_differences`` (where the
+verl/TRL implementations differ). ``ablate methods NAME``, ``--json`` and docs/methods.md show all.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ FIDELITY = ("exact", "approximation")
 EVIDENCE = ("code", "paper", "abstract")
 REQUIRED = ("name", "title", "paper", "arxiv", "fidelity", "evidence")
 RECOMMENDED = ("notes", "formula")  # reported by missing_recommended(), not a failure
-METHOD_FIELDS = REQUIRED + ("notes", "formula", "peer_differences")
+METHOD_FIELDS = REQUIRED + ("notes", "formula", "hyperparameters", "peer_differences")
 BASELINE = "grpo"
 UPGE_OBJECTIVES = (None, "upge")  # objectives built from the top-level slots
 
@@ -39,6 +47,7 @@ def _read(path: Path) -> dict[str, Any]:
     for g in SLOTS + OPTIONS:
         rec[g] = groups.get(g)
     rec.update({k: v for k, v in meta.items() if k != "name"})
+    rec["method_keys"] = sorted(meta)
     extra = {k: v for k, v in data.items() if k not in ("defaults", "method")}
     if extra:
         rec["settings"] = extra
@@ -67,7 +76,8 @@ def _uses_slots(rec: dict[str, Any]) -> bool:
 
 
 def check_presets(recs: list[dict[str, Any]] | None = None) -> list[str]:
-    """Problems with the catalog: missing fields, unknown fidelity/evidence, variants with no YAML file.
+    """Problems with the catalog: missing fields, unknown method-block keys (e.g. a second spelling of
+    ``hyperparameters``), unknown fidelity/evidence, variants with no YAML file.
 
     A preset that selects its own objective (``override /objective``) need not name the four slots."""
     from ablate.registry import variant_names
@@ -82,6 +92,10 @@ def check_presets(recs: list[dict[str, Any]] | None = None) -> list[str]:
             problems.append(f"method {r['name']}: fidelity {r.get('fidelity')!r} not in {FIDELITY}")
         if r.get("evidence") and r.get("evidence") not in EVIDENCE:
             problems.append(f"method {r['name']}: evidence {r.get('evidence')!r} not in {EVIDENCE}")
+        unknown = [k for k in r.get("method_keys", ()) if k not in METHOD_FIELDS]
+        if unknown:
+            problems.append(f"method {r['name']}: unknown key(s) {', '.join(map(repr, unknown))} in the method "
+                            f"block; allowed: {', '.join(METHOD_FIELDS)}")
         for g in SLOTS + OPTIONS:
             v = r.get(g)
             if v and v not in variant_names(g):
@@ -128,7 +142,7 @@ def entries() -> list[dict[str, Any]]:
              "listed_as": listed_as,
              "lists": sorted({x for i in listed_as for x in listed.by_id[i]["lists"]}),
              "file": r.get("file")}
-        for k in ("notes", "formula", "peer_differences"):
+        for k in ("notes", "formula", "hyperparameters", "peer_differences"):
             e[k] = r.get(k)
         # flat slot keys too (older consumers read r["mask"], ...)
         e.update(slot_summary(r))

@@ -135,7 +135,7 @@ def _describe_preset(rec: dict[str, Any], listed) -> dict[str, Any]:
     return {
         "name": rec["name"], "kind": "preset", "status": "runs",
         **{k: rec.get(k) for k in ("title", "paper", "arxiv", "fidelity", "evidence", "notes", "formula",
-                                    "peer_differences", "file")},
+                                    "hyperparameters", "peer_differences", "file")},
         "listed_as": listed_as,
         "choices": {k: v for k, v in dict(getattr(cfg, "choices", {}) or {}).items()},
         "objective": {"class": node(obj)["class"], "terms": terms,
@@ -156,6 +156,8 @@ def format_description(d: dict[str, Any]) -> str:
     if d["listed_as"]:
         lines.append(f"  listed:   {', '.join(d['listed_as'])} (reference paper lists)")
     lines.append(f"  formula:  {d.get('formula') or '(no formula: field missing in the preset)'}")
+    if d.get("hyperparameters"):
+        lines.append(f"  defaults: {d['hyperparameters']}")
     lines.append("objective: " + d["objective"]["class"].rsplit(".", 1)[-1])
     for t in d["objective"]["terms"]:
         params = ", ".join(f"{k}={v!r}" for k, v in t["params"].items())

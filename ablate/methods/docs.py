@@ -140,6 +140,8 @@ def render_markdown() -> str:
                 f"Fidelity: **{_cell(r.get('fidelity'))}**; evidence: {_cell(r.get('evidence'))}"
                 + (f"; runs listed method {', '.join(e['listed_as'])}" if e["listed_as"] else "") + ".", ""]
         out += [f"Formula: `{r['formula']}`" if r.get("formula") else "Formula: *(missing in the preset)*", ""]
+        if r.get("hyperparameters"):
+            out += [f"Paper defaults: {r['hyperparameters']}", ""]
         out += ["| group | variant | class(parameters) |", "|---|---|---|", *_config_lines(r, root), ""]
         if r.get("settings"):
             out += [f"Preset settings: `{_render_cfg(r['settings'])}`", ""]
