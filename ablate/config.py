@@ -1,8 +1,9 @@
-"""Compose a run's config from conf/ with the Hydra compose API (scoped: safe inside Ray workers)."""
+"""Compose a run's config from conf/ with the Hydra compose API (scoped: safe inside Ray workers),
+then validate it against the typed schema (ablate/schema.py) before anything is created."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -26,6 +27,19 @@ def check_overrides(overrides: Sequence[str]) -> None:
             raise choice_error(key, val, _group_options(key))
 
 
+def register_defaults() -> None:
+    """Put the schema's defaults into Hydra's ConfigStore: ``ablate_root`` (top-level scalars,
+    train, eval; first in conf/config.yaml's defaults) and ``model/schema`` (conf/model/*.yaml
+    extend it). The schema is then the one source of defaults."""
+    from hydra.core.config_store import ConfigStore
+
+    from ablate.schema import model_defaults, root_defaults
+
+    cs = ConfigStore.instance()
+    cs.store(name="ablate_root", node=root_defaults())
+    cs.store(group="model", name="schema", node=model_defaults())
+
+
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """The resolved run config; ``cfg.choices`` records which file each group came from."""
     from hydra import compose, initialize_config_dir
@@ -34,6 +48,7 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
 
     overrides = list(overrides)
     check_overrides(overrides)
+    register_defaults()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
             cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
@@ -49,3 +64,77 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
 
 def to_plain(cfg: DictConfig) -> dict:
     return plain(cfg)
+
+
+def _plain_checked(cfg: Any) -> dict:
+    """Resolved plain dict; a missing mandatory value (``???``) is a one-line error naming it."""
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    if not isinstance(cfg, (DictConfig, dict)):
+        raise ConfigError(f"config: got {cfg!r}; allowed: a mapping")
+    if isinstance(cfg, dict):
+        cfg = OmegaConf.create(cfg)
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as e:
+        key = e.full_key or "config"
+        raise ConfigError(f"{key}: required value is missing (set {key}=...)") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{e.full_key or 'config'}: {' '.join(str(e).split())[:300]}") from None
+
+
+def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bool] = None) -> Any:
+    """Check a composed run config completely; raise a one-line ConfigError for the first problem.
+
+    The schema checks types and ranges of every plain field; with ``build`` the components are
+    built (slots, objective, pipeline stages, the task and its data) and the rollout engine's
+    parameters are checked against its signature: cheap, and nothing is written. The device must
+    exist. Returns the task built (or None)."""
+    from ablate.schema import RunConfig, check
+
+    data = _plain_checked(cfg)
+    run = check(RunConfig, data)
+    dev = run.device
+    if dev.startswith("cuda"):
+        if cuda_available is None:
+            import torch
+            cuda_available = torch.cuda.is_available()
+        if not cuda_available:
+            raise ConfigError(f"device: got {dev!r}, but CUDA is not available here; "
+                              "allowed: cpu, auto")
+    if not build:
+        return None
+    from ablate.registry import import_target, params_of
+    from ablate.tasks import build_task
+    from ablate.train.components import build_algorithm
+
+    dcfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(data)
+    build_algorithm(dcfg)
+    rollout = dict(data["rollout"])
+    target = str(rollout.pop("_target_"))
+    cls = import_target(target, "rollout._target_")
+    allowed = params_of(cls)
+    for k in rollout:
+        if k not in allowed:
+            raise choice_error(f"rollout: parameter of {cls.__name__}", k, allowed)
+    task = build_task(data["task"])
+    check_task_fits(task, run)
+    return task
+
+
+def check_task_fits(task: Any, run: Any) -> None:
+    """The task's longest training sequence (prompt + demonstration) must fit the tiny model's
+    context (char tokenizer: one token per character, plus BOS and EOS)."""
+    longest = getattr(task, "longest_example", None)
+    if run.model.path is not None or longest is None:
+        return
+    found = longest()
+    if found is None:
+        return
+    row, n_chars = found
+    ctx = run.model.max_position_embeddings
+    if n_chars + 2 > ctx:
+        raise ConfigError(f"task: row {row} has {n_chars} characters of prompt + demonstration, "
+                          f"over model.max_position_embeddings={ctx} of the char-level tiny model; "
+                          f"allowed: raise model.max_position_embeddings, or set task.max_chars "
+                          f"with task.on_overlong=truncate|skip")
