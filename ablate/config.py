@@ -20,9 +20,14 @@ def _group_options(group: str) -> list[str]:
 
 
 def check_overrides(overrides: Sequence[str]) -> None:
-    """Fail with one line for ``group=unknown`` before Hydra prints its multi-line error."""
+    """Fail with one line for ``group=unknown`` or an unknown schema key (``train.stpes=3``)
+    before Hydra prints its multi-line error."""
+    from ablate.schema import check_key
+
     for ov in overrides:
         key, sep, val = ov.lstrip("+~").partition("=")
+        if "." in key:
+            check_key(key)
         if sep and key in GROUPS and val and val not in _group_options(key) and "," not in val:
             raise choice_error(key, val, _group_options(key))
 
@@ -83,13 +88,15 @@ def _plain_checked(cfg: Any) -> dict:
         raise ConfigError(f"{e.full_key or 'config'}: {' '.join(str(e).split())[:300]}") from None
 
 
-def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bool] = None) -> Any:
+def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bool] = None,
+                    task_cache: Optional[dict] = None) -> Any:
     """Check a composed run config completely; raise a one-line ConfigError for the first problem.
 
     The schema checks types and ranges of every plain field; with ``build`` the components are
     built (slots, objective, pipeline stages, the task and its data) and the rollout engine's
     parameters are checked against its signature: cheap, and nothing is written. The device must
-    exist. Returns the task built (or None)."""
+    exist. Returns the task built (or None); ``task_cache`` (a dict) reuses tasks built from the
+    same task config (a sweep preflight checks many trials of one data set)."""
     from ablate.schema import RunConfig, check
 
     data = _plain_checked(cfg)
@@ -104,22 +111,35 @@ def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bo
                               "allowed: cpu, auto")
     if not build:
         return None
-    from ablate.registry import import_target, params_of
+    import json
+
     from ablate.tasks import build_task
     from ablate.train.components import build_algorithm
 
     dcfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(data)
     build_algorithm(dcfg)
-    rollout = dict(data["rollout"])
+    check_rollout(data["rollout"])
+    key = json.dumps(data["task"], sort_keys=True, default=str)
+    task = task_cache.get(key) if task_cache is not None else None
+    if task is None:
+        task = build_task(data["task"])
+        if task_cache is not None:
+            task_cache[key] = task
+    check_task_fits(task, run)
+    return task
+
+
+def check_rollout(rollout_cfg: Any) -> None:
+    """The engine class exists and takes every given parameter (not built: vLLM would start)."""
+    from ablate.registry import import_target, params_of
+
+    rollout = dict(rollout_cfg)
     target = str(rollout.pop("_target_"))
     cls = import_target(target, "rollout._target_")
     allowed = params_of(cls)
     for k in rollout:
         if k not in allowed:
             raise choice_error(f"rollout: parameter of {cls.__name__}", k, allowed)
-    task = build_task(data["task"])
-    check_task_fits(task, run)
-    return task
 
 
 def check_task_fits(task: Any, run: Any) -> None:

@@ -394,3 +394,24 @@ def check(model: type[BaseModel], data: Any, prefix: str = "") -> BaseModel:
         return model.model_validate(dict(data))
     except ValidationError as e:
         raise config_error(e, model, prefix, data) from None
+
+
+SCHEMA_GROUPS: dict[str, type[BaseModel]] = {"train": TrainConfig, "eval": EvalConfig,
+                                             "model": ModelConfig}
+
+
+def check_key(key: str) -> None:
+    """A dotted override key into a schema group (``train.stpes``) must name a field: one line
+    with the fields allowed there, before Hydra's own multi-line message."""
+    parts = key.split(".")
+    cur: Optional[type[BaseModel]] = SCHEMA_GROUPS.get(parts[0])
+    for i, part in enumerate(parts[1:], 1):
+        if cur is None:
+            return
+        if part not in cur.model_fields:
+            parent = ".".join(parts[:i])
+            raise ConfigError(f"{parent}: unknown key {part!r}; allowed: "
+                              + ", ".join(cur.model_fields))
+        ann = cur.model_fields[part].annotation
+        cur = next((c for c in (ann, *typing.get_args(ann))
+                    if isinstance(c, type) and issubclass(c, BaseModel)), None)
