@@ -3,6 +3,8 @@ then validate it against the typed schema (ablate/schema.py) before anything is 
 
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
 from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -45,21 +47,60 @@ def register_defaults() -> None:
     cs.store(group="model", name="schema", node=model_defaults())
 
 
+_BASE_CACHE: "OrderedDict[tuple, DictConfig]" = OrderedDict()
+_BASE_CACHE_SIZE = 32
+
+
+def _is_group_override(ov: str) -> bool:
+    """``mask=none``, ``+pipeline=dapo``, ``~regularizers``, ``hydra.*``: they shape the defaults
+    list. Everything else (``train.lr=3e-4``, ``mask.eps_low=0.3``) is a value override."""
+    key = ov.lstrip("+~").partition("=")[0].split("@")[0]
+    return key in GROUPS or key.startswith("hydra") or (conf_dir() / key).is_dir()
+
+
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """The resolved run config; ``cfg.choices`` records which file each group came from."""
-    from hydra import compose, initialize_config_dir
+    """The resolved run config; ``cfg.choices`` records which file each group came from.
+
+    Hydra composes the defaults list (group choices) and then applies the value overrides to the
+    merged config; the composed config of each set of group choices is cached, and the value
+    overrides are applied to a copy with Hydra's own parser and override code, so repeated
+    composes (a sweep preflight over every trial) cost a copy instead of a full compose."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     overrides = list(overrides)
     check_overrides(overrides)
     register_defaults()
+    groups = [o for o in overrides if _is_group_override(o)]
+    values = [o for o in overrides if not _is_group_override(o)]
     try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
-            cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+        key = (str(conf_dir()), tuple(groups))
+        base = _BASE_CACHE.get(key)
+        if base is None:
+            base = _compose_groups(groups)
+            _BASE_CACHE[key] = base
+            while len(_BASE_CACHE) > _BASE_CACHE_SIZE:
+                _BASE_CACHE.popitem(last=False)
+        else:
+            _BASE_CACHE.move_to_end(key)
+        cfg = copy.deepcopy(base)
+        if values:
+            from hydra._internal.config_loader_impl import ConfigLoaderImpl
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+
+            parsed = OverridesParser.create().parse_overrides(values)
+            ConfigLoaderImpl._apply_overrides_to_config(parsed, cfg)
     except (HydraException, OmegaConfBaseException) as e:
         msg = " ".join(str(e).split())
         raise ConfigError(f"config: {msg}") from None
+    return cfg
+
+
+def _compose_groups(overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
     choices = {g: cfg.hydra.runtime.choices.get(g) for g in GROUPS}
     with open_dict(cfg):
         del cfg["hydra"]
@@ -130,16 +171,11 @@ def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bo
 
 
 def check_rollout(rollout_cfg: Any) -> None:
-    """The engine class exists and takes every given parameter (not built: vLLM would start)."""
-    from ablate.registry import import_target, params_of
+    """Build the engine: the registry checks its parameters against the class signature and the
+    engine its own (vLLM: a GPU and the package). Engines load no model when built."""
+    from ablate.rollout import build_engine
 
-    rollout = dict(rollout_cfg)
-    target = str(rollout.pop("_target_"))
-    cls = import_target(target, "rollout._target_")
-    allowed = params_of(cls)
-    for k in rollout:
-        if k not in allowed:
-            raise choice_error(f"rollout: parameter of {cls.__name__}", k, allowed)
+    build_engine(rollout_cfg)
 
 
 def check_task_fits(task: Any, run: Any) -> None:
