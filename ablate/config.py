@@ -150,6 +150,12 @@ def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bo
         if not cuda_available:
             raise ConfigError(f"device: got {dev!r}, but CUDA is not available here; "
                               "allowed: cpu, auto")
+        if ":" in dev:
+            import torch
+            n = torch.cuda.device_count()
+            if int(dev.split(":")[1]) >= n:
+                raise ConfigError(f"device: got {dev!r}; allowed: cpu, auto, cuda, "
+                                  f"cuda:0..cuda:{n - 1} ({n} GPU(s) here)")
     if not build:
         return None
     import json
