@@ -246,16 +246,7 @@ def model_defaults() -> dict:
 
 
 def _dump(m: BaseModel) -> dict:
-    d = m.model_dump(mode="python", by_alias=True)
-    return _lists(d)
-
-
-def _lists(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _lists(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_lists(x) for x in v]
-    return v
+    return m.model_dump(mode="python", by_alias=True)
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -355,8 +346,7 @@ def _fmt(v: Any) -> str:
     return s if len(s) <= 80 else s[:77] + "..."
 
 
-def config_error(e: ValidationError, root: type[BaseModel], prefix: str = "",
-                 data: Any = None) -> ConfigError:
+def config_error(e: ValidationError, root: type[BaseModel], prefix: str = "") -> ConfigError:
     """The first error of ``e`` as one line: '<field>: got <value>; allowed: <what>'."""
     err = e.errors(include_url=False)[0]
     loc = tuple(err.get("loc", ()))
@@ -393,7 +383,7 @@ def check(model: type[BaseModel], data: Any, prefix: str = "") -> BaseModel:
     try:
         return model.model_validate(dict(data))
     except ValidationError as e:
-        raise config_error(e, model, prefix, data) from None
+        raise config_error(e, model, prefix) from None
 
 
 SCHEMA_GROUPS: dict[str, type[BaseModel]] = {"train": TrainConfig, "eval": EvalConfig,
