@@ -12,7 +12,13 @@ import torch
 
 from ablate.errors import ConfigError
 
-LORA_FIELDS = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
+
+def _lora_defaults() -> dict:
+    from ablate.schema import LoraSchema  # the one source of model.lora's defaults
+    return LoraSchema().model_dump()
+
+
+LORA_FIELDS = _lora_defaults()
 
 
 def lora_config(cfg: Optional[Mapping[str, Any]]):

@@ -27,7 +27,7 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 import torch
 
-from ablate.errors import ConfigError, choice_error
+from ablate.errors import ConfigError
 from ablate.registry import plain
 from ablate.policy.forward import encode_pairs, token_logprobs
 from ablate.policy.tokenizer import build_tokenizer
@@ -37,38 +37,8 @@ log = logging.getLogger(__name__)
 
 WARMSTART_FORMAT = 1  # bump when the warm-start procedure changes (invalidates caches)
 
-ARCHS = ("llama", "qwen2")
-MODEL_DEFAULTS: dict[str, Any] = {
-    "arch": "llama",
-    "path": None,
-    "hidden_size": 128,
-    "num_layers": 4,
-    "num_heads": 4,
-    "num_kv_heads": None,
-    "intermediate_size": 256,
-    "max_position_embeddings": 128,
-    "tie_word_embeddings": True,
-    "rope_theta": 10000.0,
-    "dtype": "float32",
-    "attn_implementation": "sdpa",
-    "gradient_checkpointing": False,
-    "lora": None,
-    "warm_start": None,
-}
-WARM_DEFAULTS: dict[str, Any] = {
-    "steps": 0,
-    "batch_size": 128,
-    "lr": 3.0e-3,
-    "weight_decay": 0.0,
-    "warmup_steps": 10,
-    "min_lr_ratio": 0.1,
-    "max_grad_norm": 1.0,
-    "target_pass1": None,  # stop once the probe's expected pass@1 reaches this (null: run all steps)
-    "check_every": 10,
-    "probe_size": 256,
-    "cache": True,
-    "on_checkpoint": False,  # also warm-start a model loaded from `path`
-}
+# Defaults, types and ranges of model.* and model.warm_start.*: ablate/schema.py (ModelConfig,
+# WarmStartConfig), the one source that conf/model/tiny.yaml also extends.
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -83,39 +53,20 @@ class Policy:
 
 
 def _resolve_cfg(model_cfg: Any) -> dict:
+    """``model_cfg`` checked against the schema, with its defaults filled in; ``warm_start`` is
+    always a mapping (``null`` = no warm start: ``steps: 0``)."""
+    from ablate.schema import ModelConfig, WarmStartConfig, check
+
     cfg = plain(model_cfg) or {}
     if not isinstance(cfg, Mapping):
-        raise ConfigError(f"model: expected a mapping, got {cfg!r}")
+        raise ConfigError(f"model: got {cfg!r}; allowed: a mapping")
     cfg = dict(cfg)
     cfg.pop("_target_", None)
     cfg.pop("name", None)
-    cfg.pop("seed", None)  # read by the trainer (policy_seed), not part of the architecture
-    for k in cfg:
-        if k not in MODEL_DEFAULTS:
-            raise choice_error("model: field", k, MODEL_DEFAULTS)
-    out = {**MODEL_DEFAULTS, **cfg}
-    if out["arch"] not in ARCHS:
-        raise choice_error("model.arch", out["arch"], ARCHS)
-    if out["dtype"] not in DTYPES:
-        raise choice_error("model.dtype", out["dtype"], DTYPES)
-    ws = out["warm_start"]
-    if ws is None or ws is False:
-        ws = {}
-    if not isinstance(ws, Mapping):
-        raise ConfigError(f"model.warm_start: expected a mapping or null, got {ws!r}")
-    for k in ws:
-        if k not in WARM_DEFAULTS:
-            raise choice_error("model.warm_start: field", k, WARM_DEFAULTS)
-    out["warm_start"] = {**WARM_DEFAULTS, **ws}
-    t = out["warm_start"]["target_pass1"]
-    if t is not None and not (isinstance(t, (int, float)) and 0 < t <= 1):
-        raise ConfigError(f"model.warm_start.target_pass1: must be in (0, 1] or null, got {t!r}")
-    for k in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings"):
-        if not isinstance(out[k], int) or out[k] < 1:
-            raise ConfigError(f"model.{k}: must be a positive integer, got {out[k]!r}")
-    if out["hidden_size"] % out["num_heads"]:
-        raise ConfigError(f"model.num_heads: {out['num_heads']} does not divide "
-                          f"model.hidden_size={out['hidden_size']}")
+    out = check(ModelConfig, cfg, "model.").model_dump()
+    out.pop("seed", None)  # read by the trainer (policy_seed), not part of the architecture
+    if out["warm_start"] is None:
+        out["warm_start"] = {**WarmStartConfig().model_dump(), "steps": 0}
     return out
 
 
@@ -248,12 +199,13 @@ def sft_warm_start(model: torch.nn.Module, tokenizer, task, ws: dict, seed: int,
                    callback: Optional[Callable[[int, torch.nn.Module, float], None]] = None) -> dict:
     """Supervised fine-tuning on ``task`` demonstrations: loss on response tokens (demo + EOS).
 
-    ``ws`` holds the warm-start fields (see ``WARM_DEFAULTS``). With ``target_pass1`` set, training
+    ``ws`` holds the warm-start fields (see ``ablate.schema.WarmStartConfig``). With ``target_pass1`` set, training
     stops at the first check (every ``check_every`` steps) where the expected pass@1 at temperature
     1 on a fixed probe of ``probe_size`` training problems reaches the target; ``steps`` is then a
     cap. This pins the RL starting point across seeds (the SFT curve of a tiny model on addition
     has a seed-dependent knee). ``callback(step, model, loss)`` runs after each optimizer step."""
-    ws = {**WARM_DEFAULTS, **ws}
+    from ablate.schema import WarmStartConfig, check
+    ws = check(WarmStartConfig, ws, "model.warm_start.").model_dump()
     steps, bs = int(ws["steps"]), int(ws["batch_size"])
     target = ws["target_pass1"]
     rng = np.random.default_rng([int(seed), 0x5F7])

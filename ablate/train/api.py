@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from omegaconf import DictConfig
 
-from ablate.config import compose_config, to_plain
+from ablate.config import compose_config, to_plain, validate_config
 
 SLOT_KEYS = ("mask", "denominator", "advantage", "likelihood", "aggregation")
 
@@ -38,11 +38,14 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
                dist=None) -> dict:
     """Train one run of a composed config; always writes summary.json, re-raises on failure.
 
-    With ``resources.workers > 1`` the run is a Ray Train TorchTrainer of that many workers
-    (ablate/train/distributed.py); rank 0 writes the run store and the W&B run."""
+    The config is validated first (schema, components, task data): a ConfigError leaves nothing
+    behind (no run dir, no W&B run, no warm start). With ``resources.workers > 1`` the run is a
+    Ray Train TorchTrainer of that many workers (ablate/train/distributed.py); rank 0 writes the
+    run store and the W&B run."""
     from ablate.tracking import build_tracker
     from ablate.train.trainer import Trainer
 
+    validate_config(cfg)
     name = str(cfg.get("name") or default_name(cfg))
     rd = Path(run_dir or cfg.get("run_dir") or default_run_dir(cfg, name)).resolve()
     res = cfg.get("resources") or {}
