@@ -113,11 +113,11 @@ class Objective(Component):
 
     # ------------------------------------------------------------------ once per minibatch
     def normalizers(self, mb: RolloutBatch, reducer=None) -> dict[str, Normalizer]:
-        """Each term's counts over its own rows of the minibatch ("" = all rows, for regularizers);
-        ``reducer`` sums them over the workers of a multi-worker trial."""
-        out = {"": Normalizer.of(mb.response_mask, reducer)}
+        """Each term's counts (tokens, sequences, prompt groups) over its own rows of the minibatch
+        ("" = all rows, for regularizers); ``reducer`` sums them over the workers of a multi-worker trial."""
+        out = {"": Normalizer.of(mb.response_mask, reducer, mb.group_ids)}
         for name, term in self.terms.items():
-            out[name] = Normalizer.of(_restrict(mb, term.row_select(mb)), reducer)
+            out[name] = Normalizer.of(_restrict(mb, term.row_select(mb)), reducer, mb.group_ids)
         return out
 
     def chunk_weight(self, mc: RolloutBatch) -> float:
