@@ -226,3 +226,25 @@ def copo_loss(logp, c: Case, answers, eps: float = 0.2, dual: float = 3.0) -> to
         total = total + tok.mean()
         n += 1
     return total / n
+
+
+def srft_loss(logp, c: Case, entropy: torch.Tensor) -> torch.Tensor:
+    """SRFT as the HPT authors re-implemented it (srft_type "paper"), each part a token-mean over its
+    own rows: rollouts −c_i·log π (c_i = 0.1·exp(H̄_i) if correct else −1); demos −Â_i·π_θ (Â GRPO
+    z-score over on ∪ off) and 0.5·exp(−H̄_i)·NLL; H̄_i = mean token entropy of row i (detached)."""
+    adv = grpo_advantages(c.rewards, c.group_ids)
+    on, n_on, off, sft, n_demo = 0.0, 0, 0.0, 0.0, 0
+    for i in range(c.B):
+        L = c.length(i)
+        if L == 0:
+            continue
+        h = float(entropy[i, :L].mean())
+        if c.is_demo[i]:
+            off = off + (-adv[i] * torch.exp(logp[i, :L])).sum()
+            sft = sft + (-0.5 * math.exp(-h) * logp[i, :L]).sum()
+            n_demo += L
+        else:
+            coef = 0.1 * math.exp(h) if c.rewards[i] > 0.5 else -1.0
+            on = on + (-coef * logp[i, :L]).sum()
+            n_on += L
+    return on / max(n_on, 1) + off / max(n_demo, 1) + sft / max(n_demo, 1)

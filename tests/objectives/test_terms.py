@@ -31,7 +31,7 @@ from tests.upge.reference_losses import Case, D
 T = 6
 GS = (2, 4, 8)
 TOL = dict(rtol=1e-9, atol=1e-12)
-PRESETS = ("rebel", "copg", "oapl", "real", "chord", "hpt", "copo")
+PRESETS = ("rebel", "copg", "oapl", "real", "chord", "hpt", "copo", "srft")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -129,19 +129,26 @@ def algorithm(method: str, *overrides: str):
     return build_algorithm(preset_cfg(method, tuple(overrides)))
 
 
-def ablate_grad(c: Case, method: str, *overrides: str, answers=None, entropy: bool = False) -> torch.Tensor:
+def token_entropy(c: Case) -> torch.Tensor:
+    """Detached per-token entropies (values on padding are garbage on purpose)."""
+    g = torch.Generator().manual_seed(11)
+    return 0.2 + 2.0 * torch.rand(c.logp.shape, generator=g, dtype=D)
+
+
+def ablate_grad(c: Case, method: str, *overrides: str, answers=None, entropy_grad: bool = False) -> torch.Tensor:
     algo = algorithm(method, *overrides)
     batch = to_batch(c, answers)
     logp = c.logp.detach().clone().requires_grad_(True)
-    out = algo.objective.batch_loss(batch, logp, entropy_grad=fake_entropy(logp) if entropy else None)
+    out = algo.objective.batch_loss(batch, logp, entropy=token_entropy(c),
+                                    entropy_grad=fake_entropy(logp) if entropy_grad else None)
     assert torch.isfinite(out.loss)
     (g,) = torch.autograd.grad(out.loss, logp)
     return g
 
 
-def ref_grad(fn, c: Case, *args, entropy: bool = False, **kw) -> torch.Tensor:
+def ref_grad(fn, c: Case, *args, entropy_grad: bool = False, **kw) -> torch.Tensor:
     logp = c.logp.detach().clone().requires_grad_(True)
-    if entropy:
+    if entropy_grad:
         kw["entropy"] = fake_entropy(logp)
     (g,) = torch.autograd.grad(fn(logp, c, *args, **kw), logp)
     assert g.abs().sum() > 0, "degenerate case: the reference gradient is zero"
@@ -231,8 +238,8 @@ def test_hpt_gradient_matches_official_code_two_terms(G, sft_coef):
     if sft_coef is None:
         sft_coef = float(cfg.pipeline.stages[0].sft_coef)
     c = group_case(G, layout="hpt", sft_coef=sft_coef)
-    assert_same(ablate_grad(c, "hpt", entropy=True),
-                ref_grad(ref.hpt_loss, c, constant=constant, entropy=True))
+    assert_same(ablate_grad(c, "hpt", entropy_grad=True),
+                ref_grad(ref.hpt_loss, c, constant=constant, entropy_grad=True))
 
 
 @pytest.mark.parametrize("G", GS)
@@ -244,6 +251,15 @@ def test_copo_gradient_matches_authors_code_soft_with_forced(G):
     local, glob, w = ref.copo_weights(c, ans)
     assert any(0.01 < x < 0.99 for x in w) or any(x < 0.01 for x in w)  # the global term is active
     assert_same(ablate_grad(c, "copo", answers=ans), ref_grad(ref.copo_loss, c, ans))
+
+
+@pytest.mark.parametrize("G", GS)
+def test_srft_gradient_matches_hpt_authors_reimplementation(G):
+    """SRFT (HPT authors' re-implementation, srft_type "paper"): rollouts −c·log π with c = 0.1·e^{H̄}
+    (correct) or −1; demos −Â·π_θ (Â over on ∪ off) + 0.5·e^{−H̄}·NLL; per-row mean entropy H̄."""
+    c = group_case(G, layout="mix")
+    assert algorithm("srft").needs().entropy
+    assert_same(ablate_grad(c, "srft"), ref_grad(ref.srft_loss, c, entropy=token_entropy(c)))
 
 
 def test_copo_falls_back_to_the_completion_as_the_answer():
@@ -264,19 +280,20 @@ def test_copo_falls_back_to_the_completion_as_the_answer():
 # a multi-term objective is the sum of its terms
 # ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method,layout", [("chord", "mix"), ("hpt", "hpt"), ("copo", "rl")])
+@pytest.mark.parametrize("method,layout", [("chord", "mix"), ("hpt", "hpt"), ("copo", "rl"), ("srft", "mix")])
 def test_multi_term_objective_equals_the_weighted_sum_of_its_terms(method, layout):
     c = group_case(4, layout=layout)
     ans = answers_for(c)
     algo = algorithm(method, "regularizers=none")
     obj = algo.objective
-    assert len(obj.terms) == 2
+    assert len(obj.terms) >= 2
     logp = c.logp.detach().clone().requires_grad_(True)
-    total = obj.batch_loss(to_batch(c, ans), logp).loss
+    ent = token_entropy(c)
+    total = obj.batch_loss(to_batch(c, ans), logp, entropy=ent).loss
     parts = []
     for name, term in obj.terms.items():
         single = Objective({name: term})  # applies the term's weight
-        parts.append(single.batch_loss(to_batch(c, ans), logp).loss)
+        parts.append(single.batch_loss(to_batch(c, ans), logp, entropy=ent).loss)
     torch.testing.assert_close(total, sum(parts), **TOL)
     g_total = torch.autograd.grad(total, logp, retain_graph=True)[0]
     g_parts = torch.autograd.grad(sum(parts), logp)[0]
@@ -302,14 +319,14 @@ def accumulated_grad(method: str, c: Case, k: int, whole_groups: bool = True, an
                        batch.group_ids if whole_groups else None)
     for idx in chunks:
         mc = batch.select(idx)
-        out = obj(mc, logp[idx], norms, entropy_grad=fake_entropy(logp[idx]))
+        out = obj(mc, logp[idx], norms, entropy=token_entropy(c)[idx], entropy_grad=fake_entropy(logp[idx]))
         grad = grad + torch.autograd.grad(out.loss, logp)[0]
     return grad, chunks
 
 
 @pytest.mark.parametrize("method", PRESETS)
 def test_group_intact_microbatches_give_the_one_batch_gradient(method):
-    layout = {"chord": "mix", "hpt": "hpt"}.get(method, "rl")
+    layout = {"chord": "mix", "srft": "mix", "hpt": "hpt"}.get(method, "rl")
     c = group_case(4, layout=layout)
     ans = answers_for(c)
     one, _ = accumulated_grad(method, c, 1, answers=ans)
