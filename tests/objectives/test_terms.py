@@ -425,3 +425,26 @@ def test_a_sweep_can_list_objective_as_an_axis(tmp_path):
     p.write_text(p.read_text().replace("rebel]", "rebell]"))
     with pytest.raises(ConfigError, match="rebell"):
         load_search_space(p)
+
+
+def test_bad_term_parameter_is_one_clear_line():
+    from ablate.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        algorithm("rebel", "objective.terms.rebel.pairs=triples")
+    msg = str(e.value)
+    assert "pairs" in msg and "triples" in msg and "adjacent" in msg and "\n" not in msg
+    with pytest.raises(ConfigError, match="pairs: none"):
+        algorithm("oapl", "objective.terms.oapl.pairs=all")
+
+
+def test_gradient_variance_weights_count_every_term():
+    """HPT minibatch with only SFT rows: the RL term has no rows, the chunk still weighs its SFT share."""
+    c = group_case(4, layout="hpt")
+    obj = algorithm("hpt").objective
+    batch = to_batch(c)
+    sft_rows = torch.tensor([i for i in range(c.B) if c.is_demo[i]])
+    mb = batch.select(sft_rows)
+    obj.normalizers(mb)
+    w = [obj.chunk_weight(mb.select(torch.tensor([k]))) for k in range(mb.batch_size)]
+    assert all(x > 0 for x in w) and sum(w) == pytest.approx(1.0)
