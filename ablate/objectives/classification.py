@@ -22,7 +22,7 @@ from ablate.errors import ConfigError
 from ablate.objectives.base import Term, TermOutput
 from ablate.objectives.grouped import dense_groups, group_log1p_sum_exp, participants, sequence_log_ratio
 from ablate.upge.aggregation import Normalizer
-from ablate.upge.diagnostics import mean
+from ablate.upge.diagnostics import mean, partial
 from ablate.upge.slots.base import TokenContext
 
 
@@ -51,7 +51,7 @@ class GroupLogistic(Term):
         idx = torch.nonzero(participants(ctx.response_mask)).reshape(-1)
         if idx.numel() == 0:
             zero = (ctx.logp * 0).sum()
-            return TermOutput(loss=zero, diags={"pg_loss": mean(zero.detach())})
+            return TermOutput(loss=zero, diags={"pg_loss": partial(zero)})
         s = sequence_log_ratio(ctx.logp, ctx.old_logp, ctx.response_mask, mean=self.length_mean)[idx]
         pos = ctx.rewards.to(s.device)[idx] > self.threshold
         inv, G = dense_groups(ctx.group_ids[idx])
@@ -59,6 +59,6 @@ class GroupLogistic(Term):
         l_neg = group_log1p_sum_exp(s / self.tau, inv, G, ~pos)
         value = (l_pos + l_neg).sum() / norm.num_groups
         with torch.no_grad():
-            diags = {"pg_loss": mean(value.detach()), "real/pos_frac": mean(pos.to(s.dtype).mean()),
+            diags = {"pg_loss": partial(value), "real/pos_frac": mean(pos.to(s.dtype).mean()),
                      "real/log_ratio_mean": mean(s.mean())}
         return TermOutput(loss=value, diags=diags)

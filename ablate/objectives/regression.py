@@ -34,7 +34,7 @@ from ablate.objectives.base import Term, TermOutput
 from ablate.objectives.grouped import (adjacent_pairs, all_pairs_sum, dense_groups, group_sums,
                                        participants, sequence_log_ratio)
 from ablate.upge.aggregation import Normalizer
-from ablate.upge.diagnostics import mean
+from ablate.upge.diagnostics import mean, partial
 from ablate.upge.slots.base import TokenContext
 
 BASES = ("old", "ref")
@@ -114,7 +114,7 @@ class LogRatioRegression(Term):
         idx = torch.nonzero(rows).reshape(-1)
         zero = (ctx.logp * 0).sum()
         if idx.numel() == 0:
-            return TermOutput(loss=zero, diags={"pg_loss": mean(zero.detach())})
+            return TermOutput(loss=zero, diags={"pg_loss": partial(zero)})
         base = ctx.old_logp if self.base == "old" else ctx.ref_logp
         if base is None:
             raise ValueError("base: 'ref' needs reference log-probs (Needs(ref_model=True))")
@@ -143,6 +143,6 @@ class LogRatioRegression(Term):
         denom = norm.num_groups if self.normalize == "groups" else norm.num_seqs
         value = (c * per_group).sum() / denom
         with torch.no_grad():
-            diags = {"pg_loss": mean(value.detach()), "regression/log_ratio_abs": mean(s.abs().mean()),
+            diags = {"pg_loss": partial(value), "regression/log_ratio_abs": mean(s.abs().mean()),
                      "regression/target_mean": mean(r.mean())}
         return TermOutput(loss=value, diags=diags)

@@ -21,7 +21,7 @@ from ablate.component import Needs
 from ablate.errors import ConfigError
 from ablate.objectives.base import Term, TermOutput
 from ablate.upge.aggregation import Aggregation, Normalizer
-from ablate.upge.diagnostics import mean
+from ablate.upge.diagnostics import mean, partial
 from ablate.upge.slots.base import TokenContext
 
 
@@ -73,5 +73,5 @@ class TokenNLL(Term):
         value = self.aggregation(-w * logp, rm, norm)
         with torch.no_grad():
             n = rm.sum().clamp_min(1.0)
-            diags = {"pg_loss": mean(value.detach()), "sft/nll": mean((-logp.detach() * rm).sum() / n)}
+            diags = {"pg_loss": partial(value), "sft/nll": mean((-logp.detach() * rm).sum() / n)}
         return TermOutput(loss=value, diags=diags)

@@ -351,7 +351,7 @@ def test_normalizer_counts_groups_with_a_valid_row():
     from ablate.upge.aggregation import Normalizer
 
     m = torch.tensor([[1.0, 1.0], [0.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
-    n = Normalizer.of(m, torch.tensor([5, 5, 9, 7]))
+    n = Normalizer.of(m, group_ids=torch.tensor([5, 5, 9, 7]))
     assert (n.num_groups, n.num_seqs, n.num_tokens) == (2.0, 2.0, 3.0)
     assert Normalizer.of(m).num_groups == 1.0
 
