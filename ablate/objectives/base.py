@@ -100,7 +100,7 @@ class Objective(Component):
 
     # ------------------------------------------------------------------ once per rollout batch
     def compute_advantages(self, batch: RolloutBatch) -> None:
-        """Run each term's advantage slot once; the primary's (or zeros) becomes ``batch.advantages``."""
+        """Run each term's advantage slot once; the first one's becomes ``batch.advantages``."""
         rm = batch.response_mask
         primary: Optional[torch.Tensor] = None
         for name, term in self.terms.items():
@@ -110,7 +110,7 @@ class Objective(Component):
             batch.rows[f"adv/{name}"] = adv
             if primary is None:
                 primary = adv
-        batch.advantages = primary if primary is not None else torch.zeros_like(rm)
+        batch.advantages = primary  # None: no term has an advantage slot (REBEL, REAL, ...)
 
     # ------------------------------------------------------------------ once per minibatch
     def normalizers(self, mb: RolloutBatch, reducer=None) -> dict[str, Normalizer]:

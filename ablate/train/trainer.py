@@ -567,8 +567,9 @@ class Trainer:
                 m["train/reward_mean"] = float(batch.rewards[on].mean()) if bool(on.any()) else float("nan")
                 m["train/response_len"] = float(rm.sum(-1)[on].float().mean()) if bool(on.any()) else 0.0
                 m["train/truncated_frac"] = float(np.mean([x for x, d in zip(rollouts.truncated, rollouts.is_demo) if not d] or [0.0]))
-                m["train/frac_zero_adv_groups"] = float(zero_advantage_group_fraction(
-                    batch.advantages, batch.group_ids, rm))
+                if batch.advantages is not None:  # objectives without an advantage slot log none
+                    m["train/frac_zero_adv_groups"] = float(zero_advantage_group_fraction(
+                        batch.advantages, batch.group_ids, rm))
                 m["train/batch_rows"] = float(batch.batch_size)
                 m["train/demo_frac"] = float(batch.demo_mask().float().mean())
             step_s = time.perf_counter() - t0
