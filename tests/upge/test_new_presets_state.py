@@ -124,8 +124,14 @@ def test_p3o_gradient_matches_pairwise_trajectory_clip(G):
     assert_same(grad("p3o", batch_of(c), c.logp), ref_grad(ref.p3o_loss, c))
 
 
+@pytest.fixture
+def shared_cache(tmp_path_factory, monkeypatch):
+    """The warm-start cache of the test session (shared with tests/test_train.py)."""
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
 @pytest.mark.parametrize("method", ["rloo", "reinforce_pp"])
-def test_scoring_before_advantage_gives_the_hand_kl_in_reward(tmp_path, monkeypatch, method):
+def test_scoring_before_advantage_gives_the_hand_kl_in_reward(shared_cache, method):
     """In the trainer: the prescoring pass fills old/ref log-probs before the advantage slot; the
     advantages equal a hand computation from a direct forward of the two models."""
     import torch.nn.functional as Fn
@@ -134,7 +140,6 @@ def test_scoring_before_advantage_gives_the_hand_kl_in_reward(tmp_path, monkeypa
     from ablate.train.trainer import Trainer
     from tests.test_train import FAST
 
-    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path / "cache"))
     tr = Trainer(compose_config(FAST + [f"method={method}"]))
     assert tr.plan.prescoring and tr.ref_model is not None
     with torch.no_grad():  # move the policy away from the frozen reference so that KL ≠ 0
@@ -384,13 +389,12 @@ def test_r2vpo_lambda_round_trips_through_component_state():
         assert tree_state(algorithm(m)) == {}, m
 
 
-def test_r2vpo_lambda_is_updated_by_training_and_saved_in_the_checkpoint(tmp_path, monkeypatch):
+def test_r2vpo_lambda_is_updated_by_training_and_saved_in_the_checkpoint(shared_cache):
     """On-policy (1 epoch, 1 minibatch) ρ ≡ 1, so Var̂ = 0 and λ = 1 − 2·0.01 after two steps."""
     from ablate.config import compose_config
     from ablate.train.trainer import Trainer
     from tests.test_train import FAST
 
-    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path / "cache"))
     cfg = compose_config(FAST + ["method=r2vpo"])
     tr = Trainer(cfg)
     tr.run(progress=False)
