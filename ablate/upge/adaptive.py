@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar, Mapping, Optional
 
 import torch
@@ -55,34 +56,50 @@ class ProximalKL(Regularizer):
 class RatioVariance(Regularizer):
     """λ·(Var(ρ) − δ) with Var(ρ) = E_old[(ρ − 1)²] (the second central moment: E_old[ρ] = 1), as a
     token mean, so microbatch accumulation is exact. λ is a dual variable, not a hyperparameter:
-    after every step ``observe`` sets λ ← [λ + η·(Var̂ − δ)]₊ with Var̂ the token mean of (ρ − 1)²
-    over every microbatch this step trained on; λ is saved by ``state_dict``. ``coef`` is a fixed
-    multiplier (1: the Lagrangian itself), so the term is evaluated (and Var̂ measured) even at λ = 0.
+    after every step ``observe`` sets λ ← [λ + η·(Var̂ − δ)]₊ and ``state_dict`` saves it.
+
+    The term's forward value is the constraint violation Var − δ and its gradient λ·∇Var
+    (straight-through), so the logged ``train/reg/<name>`` is Var̂ − δ of the step, reduced exactly
+    over microbatches and workers; ``observe`` reads it from ``metric`` (every worker then takes
+    the same dual step). Without that metric (a direct call) it uses its own running Var̂ of the
+    microbatches it saw. ``coef`` is a fixed multiplier (1: the Lagrangian itself), so the term is
+    evaluated, and Var̂ measured, even at λ = 0.
     """
 
-    def __init__(self, lam_init: float = 1.0, lr: float = 1.0, delta: float = 0.01, coef: float = 1.0):
+    def __init__(self, lam_init: float = 1.0, lr: float = 1.0, delta: float = 0.01, coef: float = 1.0,
+                 metric: Optional[str] = "train/reg/ratio_var"):
         self.lam = check_number("lam_init", lam_init, low=0.0)
         self.lr = check_number("lr", lr, low=0.0)
         self.delta = check_number("delta", delta, low=0.0)
         self.coef = check_number("coef", coef, low=0.0)
+        self.metric = None if metric is None else str(metric)
         self.aggregation = "token-mean"
         self._sq: Optional[torch.Tensor] = None
         self._n: Optional[torch.Tensor] = None
 
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
         rm = ctx.response_mask
-        dev = (_ratio(ctx) - 1.0) * rm
-        sq = dev.square()
+        sq = ((_ratio(ctx) - 1.0) * rm).square()
         with torch.no_grad():  # running Var̂ of this step, on the device (no host sync here)
             s, n = sq.detach().sum(), rm.sum()
             self._sq = s if self._sq is None else self._sq + s
             self._n = n if self._n is None else self._n + n
-        return self.lam * (sq - self.delta * rm)
+        x = sq - self.delta * rm
+        return self.lam * x + (1.0 - self.lam) * x.detach()  # value Var − δ, gradient λ·∇Var
+
+    def violation(self, metrics: Mapping[str, float]) -> Optional[float]:
+        """Var̂ − δ of the step just trained (None if nothing was measured)."""
+        v = metrics.get(self.metric) if self.metric else None
+        if v is not None and math.isfinite(float(v)):
+            return float(v)
+        if self._n is not None and float(self._n) > 0:
+            return float(self._sq) / float(self._n) - self.delta
+        return None
 
     def observe(self, info: StepInfo, metrics: Mapping[str, float]) -> None:
-        if self._n is not None and float(self._n) > 0:
-            var_hat = float(self._sq) / float(self._n)
-            self.lam = max(0.0, self.lam + self.lr * (var_hat - self.delta))
+        v = self.violation(metrics)
+        if v is not None:
+            self.lam = max(0.0, self.lam + self.lr * v)
         self._sq = self._n = None
 
     def state_dict(self) -> dict:
@@ -94,4 +111,4 @@ class RatioVariance(Regularizer):
         self._sq = self._n = None
 
     def extra_repr(self) -> str:
-        return f"lam={self.lam!r}, lr={self.lr!r}, delta={self.delta!r}, coef={self.coef!r}"
+        return f"lam={self.lam!r}, lr={self.lr!r}, delta={self.delta!r}, coef={self.coef!r}, metric={self.metric!r}"

@@ -371,10 +371,22 @@ def test_r2vpo_dual_ascent_matches_hand_numbers():
     big(_ctx([0.0]))
     big.observe(info, {})
     assert big.lam == 0.0  # projected onto λ ≥ 0
-    # the term value λ(Var − δ) at the current λ, as the Lagrangian says
+    # the term's value is the violation Var − δ, its gradient λ·∇Var (straight-through)
     ctx = _ctx([math.log(1.2), math.log(0.9)])
+    ctx.logp.requires_grad_(True)
     val = reg(ctx)
-    assert float((val * ctx.response_mask).sum() / ctx.response_mask.sum()) == pytest.approx(0.5 * (0.025 - 0.01))
+    mean = (val * ctx.response_mask).sum() / ctx.response_mask.sum()
+    assert float(mean.detach()) == pytest.approx(0.025 - 0.01)
+    (g,) = torch.autograd.grad(mean, ctx.logp)
+    rho = torch.tensor([1.2, 0.9], dtype=D)
+    want = 0.5 * 2 * (rho - 1) * rho / 2  # λ · d/dlogp mean((ρ−1)²), ρ = e^{logp − old}
+    torch.testing.assert_close(g[0, :2], want)
+    assert float(g[0, 2]) == 0.0
+    # the logged, worker-reduced violation wins over the local estimate
+    reg2 = RatioVariance(lam_init=1.0, lr=1.0, delta=0.01)
+    reg2(_ctx([math.log(1.5)]))  # local Var̂ 0.25
+    reg2.observe(info, {"train/reg/ratio_var": 0.09})
+    assert reg2.lam == pytest.approx(1.09, abs=1e-12)
 
 
 def test_r2vpo_lambda_round_trips_through_component_state():
@@ -399,12 +411,13 @@ def test_r2vpo_lambda_is_updated_by_training_and_saved_in_the_checkpoint(shared_
     cfg = compose_config(FAST + ["method=r2vpo"])
     tr = Trainer(cfg)
     tr.run(progress=False)
-    assert tr.algo.objective.regularizers["ratio_var"].lam == pytest.approx(0.98, abs=1e-12)
+    assert tr.history_final["train/reg/ratio_var"] == pytest.approx(-0.01, abs=1e-7)  # what observe reads
+    assert tr.algo.objective.regularizers["ratio_var"].lam == pytest.approx(0.98, abs=1e-7)
     sd = tr.state_dict()
     assert sd["components"]["objective.regularizers.ratio_var"] == {"lam": pytest.approx(0.98)}
     fresh = Trainer(cfg)
     fresh.load_state_dict(sd)
-    assert fresh.algo.objective.regularizers["ratio_var"].lam == pytest.approx(0.98, abs=1e-12)
+    assert fresh.algo.objective.regularizers["ratio_var"].lam == tr.algo.objective.regularizers["ratio_var"].lam
 
 
 # ------------------------------------------------------------------------------------------------
