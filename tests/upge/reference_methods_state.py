@@ -71,7 +71,8 @@ def rloo_kl_loss(logp, c: Case, beta: float = 0.05) -> torch.Tensor:
 
 def reinforce_pp_kl_advantages(c: Case, beta: float = 0.01, clamp: float = 10.0) -> torch.Tensor:
     """REINFORCE++ (OpenRLHF compute_reward, γ = 1): r_t = −β·kl_t (+ r on the last token),
-    G_t = Σ_{s≥t} r_s, then verl masked_whiten over all valid tokens (unbiased var, +1e-8)."""
+    G_t = Σ_{s≥t} r_s, then OpenRLHF global whitening over all valid tokens: (G − μ)·rsqrt(max(σ², 1e-8))
+    with the biased σ²."""
     G = torch.zeros(c.B, c.mask.shape[1], dtype=D)
     for i in range(c.B):
         L = c.length(i)
@@ -80,8 +81,8 @@ def reinforce_pp_kl_advantages(c: Case, beta: float = 0.01, clamp: float = 10.0)
             G[i, t] = sum(tok[t:])
     xs = [float(G[i, t]) for i in range(c.B) for t in range(c.length(i))]
     m = _mean(xs)
-    var = sum((x - m) ** 2 for x in xs) / (len(xs) - 1)
-    return per_token(c, lambda i, t: (float(G[i, t]) - m) / math.sqrt(var + 1e-8))
+    var = sum((x - m) ** 2 for x in xs) / len(xs)
+    return per_token(c, lambda i, t: (float(G[i, t]) - m) / math.sqrt(max(var, 1e-8)))
 
 
 def reinforce_pp_kl_loss(logp, c: Case, beta: float = 0.01, eps: float = 0.2) -> torch.Tensor:

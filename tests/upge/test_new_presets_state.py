@@ -93,8 +93,9 @@ def test_rloo_gradient_matches_paper_with_kl_in_the_reward(G):
 
 @pytest.mark.parametrize("G", GS)
 def test_reinforce_pp_gradient_matches_openrlhf_token_kl_reward(G):
-    """REINFORCE++: r_t = −0.01·clamp(kl_t, ±10) + r·1[last], γ = 1 return-to-go, token whitening,
-    PPO clip 0.2, token-mean. One token's KL is pushed past the ±10 clamp (OpenRLHF)."""
+    """REINFORCE++ (OpenRLHF): r_t = −0.01·clamp(kl_t, ±10) + r·1[last], γ = 1 return-to-go, token
+    whitening with the biased variance, PPO clip 0.2, token-mean. One token's KL is pushed past the
+    ±10 clamp."""
     c = case(G)
     c.ref_logp[0, 0] = c.old_logp[0, 0] - 15.0
     adv = ref.reinforce_pp_kl_advantages(c)
