@@ -4,12 +4,17 @@ Stages see per-row Python lists (B is a few hundred), so filters, reward shaping
 mixing stay readable. A stage that may drop groups declares ``Needs(refill_rounds=k)``; the trainer
 then generates more prompts, up to k rounds, until the step's prompt budget is met (DAPO dynamic
 sampling). A stage that builds its rows itself declares ``Needs(rollouts=False)`` (SFT).
+
+Before generation every stage may choose the step's prompts and how many samples each gets
+(``Stage.plan``: prompt samplers, per-prompt rollout budgets), so group sizes may differ within a
+batch. A stage that generates with the current policy inside the step (a greedy baseline, a
+rephrased demonstration) declares ``Needs(generation=True)`` and calls ``env.generate``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ablate.component import Component, StepInfo
 from ablate.tasks.base import Problem
@@ -81,10 +86,26 @@ class Rollouts:
 
 
 @dataclass
+class Generated:
+    """What ``StageEnv.generate`` returns: rows are prompt-major (row j*n + s = sample s of prompt j)."""
+
+    response_ids: list[list[int]]  # includes EOS when generated
+    texts: list[str]
+    truncated: list[bool]
+
+
+# generate(prompts, n, temperature) with the current policy through the rollout engine
+GenerateFn = Callable[[list[str], int, float], Generated]
+
+
+@dataclass
 class StageEnv:
     """What a stage may use besides the samples: the tokenizer (to encode demonstrations), the task
-    (to verify them), the response budget, the step number, and the step context (``info``: step,
-    total steps, last metrics; filled when a component declares ``Needs(step_info=True)``)."""
+    (to verify them), the response budget, the step number, the step context (``info``: step,
+    total steps, last metrics; filled when a component declares ``Needs(step_info=True)``), the run's
+    RNG (checkpointed with the trial), the configured group size, and, for stages with
+    ``Needs(generation=True)``, ``generate`` (its extra generations are timed as perf/extra_gen_s and
+    counted in train/extra_gen_tokens)."""
 
     tokenizer: Any
     task: Any
@@ -92,6 +113,9 @@ class StageEnv:
     step: int = 0
     info: Optional[StepInfo] = None
     stats: dict[str, float] = field(default_factory=dict)  # stages write train/* diagnostics here
+    rng: Any = None  # numpy Generator of the run (prompt sampling)
+    group_size: int = 1  # train.group_size: the default samples per prompt
+    generate: Optional[GenerateFn] = None
 
 
 class Stage(Component):
@@ -99,8 +123,13 @@ class Stage(Component):
 
     family = "stage"
 
+    def plan(self, problems: list[Problem], counts: list[int], env: StageEnv
+             ) -> tuple[list[Problem], list[int]]:
+        """Before generation: the step's prompts and samples per prompt (default: unchanged)."""
+        return problems, counts
+
     def __call__(self, r: Rollouts, env: StageEnv) -> Rollouts:
-        raise NotImplementedError
+        return r
 
 
 def encode_demo(problem: Problem, env: StageEnv) -> Optional[list[int]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+import hashlib
+
 import numpy as np
 
 
@@ -15,6 +17,15 @@ class Problem:
     demo: Optional[str] = None  # a reference completion (for SFT / LUFFY / SRFT / HPT), ends with the answer
     meta: dict = field(default_factory=dict)
     question: Optional[str] = None  # the bare question (a chat template wraps it); None = prompt
+
+    @property
+    def uid(self) -> str:
+        """A stable id of the prompt (keys per-prompt history): ``meta["id"]`` when the task sets
+        one, else a hash of the prompt text (identical prompts are the same prompt)."""
+        given = self.meta.get("id")
+        if given is not None:
+            return str(given)
+        return hashlib.sha1(self.prompt.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass

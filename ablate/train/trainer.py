@@ -25,7 +25,7 @@ from ablate.component import load_tree_state, observe_tree, tree_state
 from ablate.metrics.entropy import token_entropy_sum_count
 from ablate.metrics.gradvar import GradVarianceMeter
 from ablate.metrics.passk import pass_at_k_metrics
-from ablate.pipeline.base import Rollouts, StageEnv
+from ablate.pipeline.base import Generated, Rollouts, StageEnv
 from ablate.policy import build_policy, token_logprobs
 from ablate.policy.lora import FrozenBase, is_lora, load_policy_state, policy_state
 from ablate.rollout import build_engine, resolve_max_new_tokens
@@ -139,6 +139,8 @@ class Trainer:
                 copy.deepcopy(self.model).eval().requires_grad_(False)
         res = cfg.get("resources") or {}
         self.train_model = self.dist.wrap(self.model, str(res.get("strategy", "ddp")))
+        if self.plan.values:  # the value model starts from the (warm-started) policy
+            self.algo.critic.attach(self.model)
         self.engine = build_engine(cfg.rollout)
         self.plan = self.plan | self.engine.needs()  # e.g. a train–inference IS correction
         self.temperature = float(cfg.rollout.temperature)
@@ -198,7 +200,9 @@ class Trainer:
     # ----------------------------------------------------------------------------------- rollout
     def _generate(self, problems, n: int, temperature: float, seed: int):
         """Sample ``n`` responses per problem; log-probs are scored later, once, on the final batch."""
-        prompts = [p.prompt for p in problems]
+        return self._sample([p.prompt for p in problems], n, temperature, seed)
+
+    def _sample(self, prompts: list[str], n: int, temperature: float, seed: int):
         gen = torch.Generator().manual_seed(seed)  # the engine seeds a forked RNG from it
         self.model.eval()
         with torch.no_grad():
@@ -208,39 +212,72 @@ class Trainer:
                                        compute_logprobs=False)
         return out
 
+    def _stage_generate(self, step: int, env: StageEnv):
+        """``env.generate`` for stages with Needs(generation=True): the current policy through the
+        rollout engine; time in perf/extra_gen_s, tokens in train/extra_gen_tokens."""
+        calls = [0]
+
+        def generate(prompts: list[str], n: int, temperature: float) -> Generated:
+            calls[0] += 1
+            with self.timers("extra_gen"):
+                out = self._sample(list(prompts), int(n), float(temperature),
+                                   self._seed_for(step, salt=101 + 13 * calls[0]))
+            P = out.prompt_len
+            lens = out.response_mask.sum(-1).long().tolist()
+            ids = [out.input_ids[i, P:P + k].tolist() for i, k in enumerate(lens)]
+            env.stats["train/extra_gen_tokens"] = env.stats.get("train/extra_gen_tokens", 0.0) + float(sum(lens))
+            return Generated(response_ids=ids, texts=list(out.texts),
+                             truncated=[bool(x) for x in out.truncated])
+        return generate
+
     def _rollouts_for(self, problems, step: int, round_: int, env: StageEnv) -> Rollouts:
-        """Generate and verify (each worker its share of the prompts, gathered), then the stages
-        on the whole set, identically on every worker."""
+        """Plan (prompt samplers, per-prompt budgets), generate and verify (each worker its share of
+        the prompts, gathered), then the stages on the whole set, identically on every worker."""
+        counts = [int(self.cfg.train.group_size)] * len(problems)
+        for stage in self.algo.stages:  # before generation: which prompts, how many samples each
+            problems, counts = stage.plan(list(problems), list(counts), env)
+        problems = [p for p, c in zip(problems, counts) if c > 0]
+        counts = [c for c in counts if c > 0]
         if self.dist.active and self.plan.rollouts:
-            mine = self._sampled(problems[self.dist.shard(len(problems))], step, round_)
+            sh = self.dist.shard(len(problems))
+            mine = self._sampled(problems[sh], counts[sh], step, round_)
             parts = self.dist.all_gather_object(mine)
             r = parts[0]
             for part in parts[1:]:
                 r = r.extend(part)
         else:
-            r = self._sampled(problems, step, round_)
+            r = self._sampled(problems, counts, step, round_)
+        if not r.problems:
+            return r
         for stage in self.algo.stages:
             r = stage(r, env)
         return r
 
-    def _sampled(self, problems, step: int, round_: int) -> Rollouts:
+    def _sampled(self, problems, counts: list[int], step: int, round_: int) -> Rollouts:
+        """``counts[j]`` samples of problem j (group sizes may differ within a batch)."""
         r = Rollouts(problems=list(problems))
-        G = int(self.cfg.train.group_size)
+        if not problems:
+            return r
         if not self.plan.rollouts:
             r.prompt_ids = [self.tok(p.prompt)["input_ids"] for p in problems]
         else:
-            out = self._generate(problems, G, self.temperature,
-                                 self._seed_for(step, round_, salt=1_000_033 * self.dist.rank))
+            seed = self._seed_for(step, round_, salt=1_000_033 * self.dist.rank)
+            owner = [j for j, c in enumerate(counts) for _ in range(c)]  # row → prompt
+            if len(set(counts)) == 1:  # one batched call with n per prompt (uniform groups)
+                out = self._generate(problems, counts[0], self.temperature, seed)
+            else:  # variable group sizes: each prompt repeated by its count, one sample each
+                out = self._generate([problems[j] for j in owner], 1, self.temperature, seed)
             P = out.prompt_len
             am = out.attention_mask[:, :P]
+            first = {j: i for i, j in reversed(list(enumerate(owner)))}
             for j in range(len(problems)):
-                row = j * G
+                row = first[j]
                 r.prompt_ids.append(out.input_ids[row, :P][am[row].bool()].tolist())
             resp = out.input_ids[:, P:]
             lens = out.response_mask.sum(-1).long().tolist()
             eng = out.engine_logp.tolist() if out.engine_logp is not None else None
             for i in range(resp.shape[0]):
-                j = i // G
+                j = owner[i]
                 rew = self.task.verify(problems[j], out.texts[i])
                 r.add_row(j, resp[i, : lens[i]].tolist(), out.texts[i], float(rew.total),
                           dict(rew.components), is_demo=False, truncated=bool(out.truncated[i]),
@@ -254,7 +291,10 @@ class Trainer:
         """Sample prompts, generate, verify, run the stages; refill if a stage dropped groups."""
         P = int(self.cfg.train.prompts_per_step)
         env = StageEnv(tokenizer=self.tok, task=self.task, max_new_tokens=self.max_new_tokens, step=step,
-                       info=self.state.info() if self.plan.step_info else None)
+                       info=self.state.info() if self.plan.step_info else None,
+                       rng=self.rng, group_size=int(self.cfg.train.group_size))
+        if self.plan.generation:
+            env.generate = self._stage_generate(step, env)
         rounds = max(1, int(self.plan.refill_rounds))
         total: Optional[Rollouts] = None
         for round_ in range(rounds):
@@ -304,6 +344,9 @@ class Trainer:
             self._prescore(batch)
         if self.engine.is_correction != "none":
             self._is_correction(r, batch)
+        if self.plan.values:
+            with self.timers("values"):
+                batch.rows["values"] = self.algo.critic.score(batch)
         return batch  # otherwise old_logp is filled by update(): see _fill_old_logp
 
     def _is_correction(self, r: Rollouts, batch: RolloutBatch) -> None:
@@ -561,6 +604,9 @@ class Trainer:
             if m["train/optimizer_steps"] > 0:  # the engine samples the next step from these weights
                 with self.timers("weight_sync"):
                     self.engine.sync_weights(self.model)
+            if self.plan.values:  # the value model trains on the targets the advantage wrote
+                with self.timers("critic"):
+                    m.update(self.algo.critic.update(batch, step))
             m.update(stage_stats)
             with self.timers("metrics"):
                 rm = batch.response_mask
