@@ -469,3 +469,42 @@ def test_every_mask_handles_variable_group_sizes(name):
     ctx = TokenContext.from_batch(b, logp, entropy=torch.rand(b.old_logp.shape))
     keep = build("mask", name)(ctx).keep
     assert keep.shape == b.response_mask.shape and keep.dtype == torch.bool
+
+
+def test_critic_config_errors_are_one_line_config_errors():
+    from omegaconf import OmegaConf
+
+    from ablate.train.components import build_critic
+
+    for bad, field in (({"lr": -1.0}, "critic.lr"), ({"init": "zeros"}, "critic.init"),
+                       ({"cliprange_value": 0}, "critic.cliprange_value"), ({"foo": 1}, "foo")):
+        cfg = OmegaConf.create({"critic": {"_target_": "ablate.critic.ValueModel", **bad}})
+        with pytest.raises(ConfigError, match=field):
+            build_critic(cfg)
+    cfg = OmegaConf.create({"critic": {"_target_": "ablate.tasks.base.Problem"}})
+    with pytest.raises(ConfigError, match="value model"):
+        build_critic(cfg)
+
+
+def test_fresh_critic_differs_from_the_policy_body_and_scores_zero_first():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ablate.critic import ValueModel
+
+    torch.manual_seed(0)
+    policy = LlamaForCausalLM(LlamaConfig(vocab_size=11, hidden_size=16, num_hidden_layers=1,
+                                          num_attention_heads=2, intermediate_size=32))
+    same, fresh = ValueModel(init="policy"), ValueModel(init="fresh")
+    same.attach(policy)
+    fresh.attach(policy)
+    w = "layers.0.mlp.up_proj.weight"
+    assert torch.equal(same._body.state_dict()[w], policy.model.state_dict()[w])
+    assert not torch.equal(fresh._body.state_dict()[w], policy.model.state_dict()[w])
+    b = _batch([1.0, 0.0], torch.tensor([[1.0, 1, 0], [1, 0, 0]]))
+    b.input_ids = torch.randint(0, 11, (2, 4))
+    v = same.score(b)
+    assert v.shape == (2, 3) and torch.equal(v, torch.zeros(2, 3))  # zero-initialised head
+    b.rows["values"] = v
+    m = same.update(b, step=1)
+    assert m["train/value_loss"] == pytest.approx(0.5 * (1.0 + 1.0) / 3)  # MC targets r at each token
+    assert not torch.equal(same.score(b), v)  # it learned
