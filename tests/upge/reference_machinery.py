@@ -68,8 +68,9 @@ def dual_clip_loss(logp, old_logp, adv, eps_low: float, eps_high: float, c_dual:
 
 
 def knapsack_loss(logp, c: Case) -> torch.Tensor:
-    """Knapsack RL's GRPO: z-score Â (any group sizes), clip (0.2, 0.28), dual clip 10, token-mean."""
-    adv = broadcast(grpo_advantages(c.rewards, c.group_ids), c.mask)
+    """Knapsack RL's GRPO: z-score Â (any group sizes) clipped to ±5, clip (0.2, 0.28), dual clip 10,
+    token-mean."""
+    adv = broadcast([max(-5.0, min(5.0, a)) for a in grpo_advantages(c.rewards, c.group_ids)], c.mask)
     return token_mean(dual_clip_loss(logp, c.old_logp, adv, 0.2, 0.28, 10.0), c)
 
 

@@ -120,3 +120,16 @@ class ReMaxBaseline(Advantage):
                          device=batch.rewards.device)
         r = torch.nan_to_num(batch.rewards.to(torch.float64))
         return (r - b).to(batch.response_mask.dtype)[:, None] * batch.response_mask
+
+
+class ClippedAdvantage(Advantage):
+    """Â of an inner estimator clipped to [−limit, limit] (Knapsack RL's script clips Â to ±5, which
+    a z-score reaches in large groups: one success among N gives (N−1)/√N > 5 for N ≥ 28)."""
+
+    def __init__(self, advantage: Advantage, limit: float = 5.0):
+        if not isinstance(limit, (int, float)) or isinstance(limit, bool) or not limit > 0:
+            raise ConfigError(f"advantage ClippedAdvantage.limit: expected a number > 0, got {limit!r}")
+        self.advantage, self.limit = advantage, float(limit)
+
+    def __call__(self, batch: RolloutBatch) -> torch.Tensor:
+        return self.advantage(batch).clamp(-self.limit, self.limit)
