@@ -108,6 +108,8 @@ class Rephrase(Stage):
                     r.components[worst] = dict(rew.components)
                     r.truncated[worst] = bool(gen.truncated[row])
                     r.meta[worst] = {**rew.meta, "repo_rephrased": True}
+                    if r.engine_logp:  # the engine's log-probs were of the replaced response
+                        r.engine_logp[worst] = []
                     replaced += 1
                     break
         env.stats["train/repo_replaced"] = float(replaced)
