@@ -6,7 +6,7 @@ Hydra composes ``conf/`` as before; ``register_defaults()`` puts the defaults of
 YAML files hold only what a variant changes. ``validate_run(cfg)`` checks a composed config
 against the schema (strict: ``train.steps=2.5`` is an error, not a coercion) and raises one-line
 :class:`ablate.errors.ConfigError` s naming the field, the bad value and what is allowed. Component
-groups (slots, objective, pipeline, task) are checked by the registry when they are built (their
+groups (slots, objective, pipeline, critic, task) are checked by the registry when they are built (their
 parameters are the classes' signatures); the schema only requires their ``_target_`` mappings.
 """
 
@@ -214,6 +214,7 @@ class RunConfig(Group):
     regularizers: dict[str, Component] = Field(default_factory=dict)
     objective: dict[str, Any] = Field(default_factory=dict)  # checked by build_objective
     pipeline: dict[str, Any] = Field(default_factory=dict)  # checked by build_stages
+    critic: dict[str, Any] = Field(default_factory=dict)  # value model; checked by build_critic
     method: Optional[dict[str, Any]] = None  # preset metadata (title, paper, ...), see catalog
     choices: dict[str, Optional[str]] = Field(default_factory=dict)
 
