@@ -440,8 +440,17 @@ def _var_groups_batch(seed: int = 0):
                truncated=(lengths == T).tolist())
     b.group_ids = gids
     b.reward_components = torch.stack([rewards, torch.randint(0, 2, (B,), generator=g).float()], 1)
-    b.rows["meta"] = [{"remax_baseline": float(k % 2)} for k in gids.tolist()]
     b.old_logp = -torch.rand(B, T, generator=g) * mask
+    # the side data the trainer fills when a variant declares it: greedy / stage advantages in the
+    # rows' metadata, group statistics, prescored log-probs, a reference model, the step context
+    from ablate.component import StepInfo
+    from ablate.upge.functional import group_reward_stats
+    b.rows["meta"] = [{"remax_baseline": float(k % 2), "d3s_advantage": 0.5} for k in gids.tolist()]
+    gm, gv, gs = group_reward_stats(b.rewards, gids, torch.ones(B, dtype=torch.bool))
+    b.rows.update({"group_reward_mean": gm, "group_reward_var": gv, "group_size": gs,
+                   "old_logp@0.8": b.old_logp - 0.1, "old_logp@1.2": b.old_logp + 0.1})
+    b.ref_logp = b.old_logp - 0.05 * mask
+    b.info = StepInfo(step=1, total_steps=2)
     return b
 
 
