@@ -8,7 +8,9 @@ Row fields: trial_id (unique per row), tune_trial_id, key (combo|seed), status
 (finished|failed|early_stopped|running|pending), slots {mask, denominator, advantage, likelihood,
 aggregation}, choices (every config group, when the run's config.yaml exists), method, params,
 seed, combo, final (metrics), value (final[metric]), run_dir (relative to the sweep dir),
-wandb_run_id, wandb_dir, error, wall_s, steps_done, started, ended, overrides, experiment.
+wandb_run_id, wandb_dir, error, failure_kind (failed rows: "trial" = the run's own code or
+config, "infrastructure" = its process died; --resume reruns those), wall_s, steps_done, started,
+ended, overrides, experiment, resumed_from_step (a run continued from a trial checkpoint).
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ from ablate.sweep.trial import COMPLETE_KEY, OUTCOME_FILE
 from ablate.tracking.run_store import read_jsonl
 
 FINAL_STATUSES = ("finished", "failed", "early_stopped")
+INFRA = "infrastructure"  # failure_kind of a run whose process died (actor died, node lost)
+
+
+def is_done(row: Mapping[str, Any]) -> bool:
+    """A row --resume keeps: final, except a run that failed for infrastructure reasons."""
+    return row.get("status") in FINAL_STATUSES and not (
+        row.get("status") == "failed" and row.get("failure_kind") == INFRA)
 _TUNE_STATUS = {"PENDING": "pending", "PAUSED": "pending", "RUNNING": "running",
                 "TERMINATED": "finished", "ERROR": "failed"}
 _SKIP_FINAL = {"seed", "sweep/seed_index", COMPLETE_KEY, "sweep/num_seeds", "done",
@@ -124,8 +133,7 @@ class Ledger:
 
     def finished_keys(self) -> set[str]:
         """Spec keys of runs already measured (finished, failed or early-stopped)."""
-        return {r["key"] for r in self.load().rows.values()
-                if r.get("status") in FINAL_STATUSES and r.get("key")}
+        return {r["key"] for r in self.load().rows.values() if is_done(r) and r.get("key")}
 
     # -------------------------------------------------------------------------- row building
     def _row(self, *, trial_id: str, tune_id: str, status: str, assign: dict, seed: int,
@@ -174,6 +182,9 @@ class Ledger:
             "wandb_run_id": run.get("wandb_run_id") or wb.get("run_id"),
             "wandb_dir": run.get("wandb_dir") or wb.get("dir"),
             "error": run.get("error") or error,
+            "failure_kind": (("trial" if run.get("error_kind") == "trial" or run.get("status")
+                              == "failed" else INFRA) if status == "failed" else None),
+            "resumed_from_step": run.get("resumed_from_step"),
             "wall_s": run.get("wall_s") if run.get("wall_s") is not None else summary.get("wall_s"),
             "steps_done": steps,
             "started": run.get("started"),

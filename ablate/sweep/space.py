@@ -25,6 +25,8 @@ Every field is checked before Ray starts; group options against ``conf/<group>/*
         # or null; rungs at grace_period·rf^k < max_t, a trial that survives runs to its end
     resources: {cpu: 1, gpu: 0}       # per trial; fractional gpu allowed
     max_concurrent: 2                 # optional cap on simultaneous trials
+    max_failures: 2                   # retries of a trial after an infrastructure failure (actor
+                                      # died, node lost), from its last checkpoint; own errors: none
     output_dir: runs
     wandb: {project: ablate, mode: auto, entity: null}   # auto: online iff a W&B key exists
 
@@ -61,7 +63,7 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 SLOT_FAMILIES = ("mask", "denominator", "advantage", "likelihood", "aggregation")
 TOP_KEYS = ("name", "description", "trainable", "base_overrides", "slots", "methods", "params",
             "seeds", "metric", "mode", "search", "scheduler", "resources", "max_concurrent",
-            "output_dir", "wandb")
+            "max_failures", "output_dir", "wandb")
 SLOT_GROUPS = tuple(g for g in GROUPS if g != "method")  # `method` is swept with `methods:`
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _KEY_RE = re.compile(r"^(\+\+?)?[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*$")
@@ -118,6 +120,7 @@ class SearchSpace:
     scheduler: dict | None = None
     resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
     max_concurrent: int | None = None
+    max_failures: int = 2
     output_dir: str = "runs"
     wandb: dict[str, Any] = field(default_factory=lambda: {"project": "ablate", "mode": "auto",
                                                             "entity": None})
@@ -166,6 +169,7 @@ class SearchSpace:
         d["scheduler"] = dict(self.scheduler) if self.scheduler else None
         d["resources"] = dict(self.resources)
         d["max_concurrent"] = self.max_concurrent
+        d["max_failures"] = self.max_failures
         d["output_dir"] = self.output_dir
         d["wandb"] = dict(self.wandb)
         return d
@@ -448,6 +452,12 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
         if mc < 1:
             raise ConfigError(f"max_concurrent: must be >= 1, got {mc}")
     space.max_concurrent = mc
+
+    mf = data.get("max_failures", 2)
+    mf = int(_num("max_failures", mf, integer=True))
+    if mf < 0:
+        raise ConfigError(f"max_failures: must be >= 0, got {mf}")
+    space.max_failures = mf
 
     out = data.get("output_dir", "runs")
     if not isinstance(out, str) or not out:
