@@ -138,7 +138,7 @@ class Ledger:
     # -------------------------------------------------------------------------- row building
     def _row(self, *, trial_id: str, tune_id: str, status: str, assign: dict, seed: int,
              run: dict | None, last: Mapping[str, Any], error: str | None, order: int,
-             experiment: str) -> dict:
+             experiment: str, failure_kind: str | None = None) -> dict:
         metric = self.ctx["metric"]
         run = run or {}
         run_rel = run.get("run_dir")
@@ -182,8 +182,8 @@ class Ledger:
             "wandb_run_id": run.get("wandb_run_id") or wb.get("run_id"),
             "wandb_dir": run.get("wandb_dir") or wb.get("dir"),
             "error": run.get("error") or error,
-            "failure_kind": (("trial" if run.get("error_kind") == "trial" or run.get("status")
-                              == "failed" else INFRA) if status == "failed" else None),
+            "failure_kind": (failure_kind or ("trial" if run.get("status") == "failed" else INFRA))
+            if status == "failed" else None,
             "resumed_from_step": run.get("resumed_from_step"),
             "wall_s": run.get("wall_s") if run.get("wall_s") is not None else summary.get("wall_s"),
             "steps_done": steps,
@@ -244,7 +244,8 @@ class Ledger:
             row = self._row(trial_id=rid, tune_id=tune_id, status=row_status, assign=assign,
                             seed=seed, run=run, last=row_last,
                             error=error if row_status == "failed" else None,
-                            order=order * 1000 + i, experiment=experiment)
+                            order=order * 1000 + i, experiment=experiment,
+                            failure_kind="trial" if outcome.get("status") == "failed" else None)
             self.rows[rid] = row
 
     def recover(self) -> int:
@@ -271,7 +272,8 @@ class Ledger:
                     seed=seed, run=run or None, last={},
                     error=(run.get("error") or out.get("error")) if rs == "failed" else None,
                     order=(old or {}).get("order", 10**6 + i),
-                    experiment=(old or {}).get("experiment") or "recovered")
+                    experiment=(old or {}).get("experiment") or "recovered",
+                    failure_kind="trial")
                 n += 1
         return n
 

@@ -381,7 +381,7 @@ def _run_trial(config: dict, ctx: dict) -> None:
 
     outcome["ended"] = time.time()
     if errors:
-        outcome.update(status="failed", error="; ".join(errors)[:2000])
+        outcome.update(status="failed", error="; ".join(errors)[:2000], error_kind="trial")
         _write_json(outcome_path, outcome)
         raise TrialFailed(outcome["error"])
 
