@@ -112,7 +112,7 @@ def _fmt(v: Any) -> str:
 
 
 def make_console_callback(*, metric: str, mode: str, label: Callable[[Any], str],
-                          total: int | None):
+                          total: int | None, sweep_dir: str | None = None):
     """A Tune Callback printing a line per trial start / end and the best value so far. The bar
     counts trials that ended (finished, stopped early or failed); ``total`` is the planned number."""
     from ray.tune import Callback
@@ -168,12 +168,22 @@ def make_console_callback(*, metric: str, mode: str, label: Callable[[Any], str]
         def on_trial_error(self, iteration, trials, trial, **info):
             self.failed += 1
             err = None
-            try:
-                text = trial.get_error() or ""
-                lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-                err = lines[-1][:300] if lines else None
-            except Exception:  # noqa: BLE001 - the line is cosmetic
-                err = None
+            if sweep_dir:  # the trial's own record of its error (sweep_trial.json)
+                import json
+
+                try:
+                    out = json.loads((Path(sweep_dir) / "trials" / str(trial.trial_id)
+                                      / "sweep_trial.json").read_text(encoding="utf-8"))
+                    err = str(out.get("error") or "")[:300] or None
+                except (OSError, ValueError):
+                    err = None
+            if err is None:
+                try:
+                    text = trial.get_error() or ""
+                    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+                    err = lines[-1][:300] if lines else None
+                except Exception:  # noqa: BLE001 - the line is cosmetic
+                    err = None
             self._end(trial, "FAILED", error=err or "failed (see the trial's error.txt)")
 
         def on_experiment_end(self, trials, **info):

@@ -460,7 +460,7 @@ def _run_tune(space, specs, sweep_dir, meta, meta_path, experiments, ledger_ctx,
     t0 = time.time()
     try:
         _check_cluster(space)
-        from ablate.sweep.trial import run_trial
+        from ablate.sweep.trial import make_no_retry_callback, run_trial
 
         trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=trial_ctx),
                                         {"cpu": space.resources["cpu"],
@@ -541,11 +541,13 @@ def _run_tune(space, specs, sweep_dir, meta, meta_path, experiments, ledger_ctx,
                         failure_config=tune.FailureConfig(max_failures=space.max_failures),
                         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                         verbose=1, progress_reporter=_progress_reporter(space, verbose),
-                        callbacks=[make_callback(Ledger(sweep_dir, ledger_ctx), experiment, todo),
+                        callbacks=[make_no_retry_callback(),
+                                   make_callback(Ledger(sweep_dir, ledger_ctx), experiment, todo),
                                    make_console_callback(
                                        metric=space.metric, mode=space.mode,
                                        label=_trial_label(ledger_ctx),
-                                       total=len(todo) if todo is not None else num_samples)]),
+                                       total=len(todo) if todo is not None else num_samples,
+                                       sweep_dir=str(sweep_dir))]),
                 )
             else:
                 log("nothing left to run")

@@ -33,6 +33,7 @@ from ablate.sweep.space import (active_assignment, assignment_overrides, categor
 
 OUTCOME_FILE = "sweep_trial.json"
 CHECKPOINT_FILE = "state.pt"
+OWN_ERROR_KEY = "sweep/own_error"  # in the last result of a trial failing in its own code
 COMPLETE_KEY = "sweep/complete"  # present in the last result of a trial that ran to its end
 
 
@@ -42,6 +43,31 @@ class TrialFailed(RuntimeError):
 
 class MetricNotLogged(RuntimeError):
     """The sweep's metric is absent from a trial's results after its first training step."""
+
+
+def make_no_retry_callback():
+    """A Tune Callback: a trial that declares an error in its own code (``OWN_ERROR_KEY`` in its
+    last result, sent just before it raises) gets no retries; FailureConfig.max_failures is
+    then spent only on infrastructure failures (actor died, node lost)."""
+    from ray.tune import Callback
+
+    class NoRetryOnOwnError(Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result.get(OWN_ERROR_KEY):
+                trial.max_failures = 0
+
+    return NoRetryOnOwnError()
+
+
+def _declare_own_error(metric: str, last_value: Any, optuna: bool) -> None:
+    """Tell the driver (make_no_retry_callback) that the coming failure is the trial's own."""
+    from ray import tune
+
+    if optuna and last_value is None:
+        return  # Optuna's searcher needs the metric in every result; Tune's retry replays it
+    out = {metric: last_value} if last_value is not None else {}
+    out[OWN_ERROR_KEY] = 1
+    tune.report(out)
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -273,6 +299,7 @@ def _run_trial(config: dict, ctx: dict) -> None:
             tune.report(prev["final_report"])
             return
         if prev.get("status") == "failed":
+            _declare_own_error(ctx["metric"], prev.get("last_value"), bool(ctx.get("optuna")))
             raise TrialFailed(prev.get("error") or "failed")
     # seeds of an interrupted multi-seed trial that already finished are kept, not rerun
     reuse = {int(r["seed"]): r for r in prev.get("runs", [])
@@ -381,8 +408,11 @@ def _run_trial(config: dict, ctx: dict) -> None:
 
     outcome["ended"] = time.time()
     if errors:
-        outcome.update(status="failed", error="; ".join(errors)[:2000], error_kind="trial")
+        last_value = next((v for v in reversed(values)), None)
+        outcome.update(status="failed", error="; ".join(errors)[:2000], error_kind="trial",
+                       last_value=last_value)
         _write_json(outcome_path, outcome)
+        _declare_own_error(metric, last_value, bool(ctx.get("optuna")))
         raise TrialFailed(outcome["error"])
 
     # final result: the single run's final metrics, or (several seeds) the mean over seeds
