@@ -1,7 +1,9 @@
 """The local Ray a sweep started, recorded in ``<sweep_dir>/ray_session.json`` (session dir, the
 pids of its processes), so that after a killed driver ``--resume`` stops what that session left
-running, and nothing else: a process is stopped only if it is one of ours (same user) and its
-command line names that session (its pid alone could have been reused)."""
+running, and nothing else: a process is stopped only if it is one of ours (same user) and it
+names that session, in its command line (raylet, GCS, log monitor) or by holding files open in
+the session dir (Ray's agents and workers, whose process titles read "ray::..."); a recorded pid
+alone could have been reused."""
 
 from __future__ import annotations
 
@@ -68,9 +70,27 @@ def _mine(pid: int) -> bool:
         return False
 
 
+def _holds_session_files(pid: int, session_name: str) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if session_name in os.readlink(f"/proc/{pid}/fd/{fd}"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def belongs(pid: int, session_name: str) -> bool:
+    """Whether live process ``pid`` is part of the Ray session ``session_name``."""
+    return session_name in _cmdline(pid) or _holds_session_files(pid, session_name)
+
+
 def session_processes(session_name: str) -> list[int]:
-    """Live processes of this user whose command line names the session (Ray's raylet, GCS,
-    agents and workers all carry the session dir or name in their arguments)."""
+    """Live processes of this user that belong to the session (see ``belongs``)."""
     out = []
     me = os.getpid()
     for p in Path("/proc").iterdir():
@@ -79,7 +99,7 @@ def session_processes(session_name: str) -> list[int]:
         pid = int(p.name)
         if pid == me or not _mine(pid):
             continue
-        if session_name in _cmdline(pid):
+        if belongs(pid, session_name):
             out.append(pid)
     return sorted(out)
 
@@ -97,7 +117,7 @@ def cleanup_leftovers(sweep_dir: Path, log: Callable[[str], None]) -> list[int]:
         return []
     pids = [p for p in dict.fromkeys([*map(int, rec.get("pids") or []),
                                       *session_processes(name)])
-            if _mine(p) and name in _cmdline(p)]
+            if _mine(p) and belongs(p, name)]
     if not pids:
         return []
     stopped = list(pids)
@@ -108,9 +128,9 @@ def cleanup_leftovers(sweep_dir: Path, log: Callable[[str], None]) -> list[int]:
             except (ProcessLookupError, PermissionError):
                 pass
         end = time.time() + wait
-        while time.time() < end and any(name in _cmdline(p) for p in pids):
+        while time.time() < end and any(belongs(p, name) for p in pids):
             time.sleep(0.1)
-        pids = [p for p in pids if name in _cmdline(p)]
+        pids = [p for p in pids if belongs(p, name)]
         if not pids:
             break
     log(f"stopped {len(stopped)} leftover process(es) of the sweep's earlier Ray session {name}")
