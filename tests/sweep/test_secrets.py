@@ -40,26 +40,27 @@ def test_worker_env_carries_no_credentials(monkeypatch, tmp_path):
     assert env["WANDB_PROJECT"] and env["ABLATE_CONF_DIR"]  # the rest still travels
 
 
-def _session_dir() -> Path:
-    import ray._private.worker as rw
-
-    return Path(rw._global_node.get_session_dir_path())
-
-
-def test_sweep_writes_no_secret_in_its_dir_or_the_ray_session_logs(tmp_path, conf_env, ray_local,
-                                                                   monkeypatch):
+def test_sweep_writes_no_secret_in_its_dir_or_the_ray_session_logs(tmp_path, fake_conf_dir):
+    """A sweep that starts its own Ray (a subprocess, as `ablate sweep` runs) with a key set."""
     secret = f"fake-wandb-key-{uuid.uuid4().hex}"
-    monkeypatch.setenv("WANDB_API_KEY", secret)
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    monkeypatch.chdir(tmp_path)
-    f = write_space(tmp_path / "s.yaml", name="s", base_overrides=["fake.steps=2"])
-    assert run_sweep(f, report=False, log=lambda m: None) == 0
+    f = write_space(tmp_path / "s.yaml", name="s", slots={}, base_overrides=["fake.steps=1"])
+    env = {**os.environ, "ABLATE_CONF_DIR": str(fake_conf_dir), "PYTHONPATH": str(REPO),
+           "WANDB_API_KEY": secret, "WANDB_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    res = subprocess.run(sweep_cmd(str(f), "--num-cpus", "1", "--no-report"), cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     sweep_dir = tmp_path / "runs" / "s"
-    assert len(read_trials(sweep_dir)) == 2
-    needle = secret.encode()
-    assert _files_containing(sweep_dir, needle) == []
-    logs = _session_dir() / "logs"
+    (row,) = read_trials(sweep_dir)
+    summary = json.loads((sweep_dir / row["run_dir"] / "summary.json").read_text())
+    assert summary["saw_wandb_key"]  # the worker has it: inherited, not sent
+    rec = json.loads((sweep_dir / RECORD).read_text())
+    assert rec["shut_down"] and session_processes(rec["session_name"]) == []
+    logs = Path(rec["session_dir"]) / "logs"
     assert (logs / "runtime_env_agent.log").is_file()  # where env_vars used to be written
+    needle = secret.encode()
+    assert needle not in (res.stdout + res.stderr).encode()
+    assert _files_containing(sweep_dir, needle) == []
     assert _files_containing(logs, needle) == []
 
 
