@@ -84,7 +84,8 @@ class RunStore:
         self.num_samples = 0
         if resume is not None:
             self._rewind(resume)
-        self._metrics_f = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self.metrics_path.touch()  # exists from the start; opened on the first log (a store
+        self._metrics_f = None     # abandoned before then holds no open file)
         self._samples_f = None
         self._summary: dict[str, Any] = {}
         self.closed = False
@@ -154,6 +155,8 @@ class RunStore:
         rec = {"step": int(step), "time": float(time.time() if t is None else t)}
         clean = {str(k): to_jsonable(v) for k, v in metrics.items()}
         rec.update(clean)
+        if self._metrics_f is None:
+            self._metrics_f = open(self.metrics_path, "a", encoding="utf-8")
         self._metrics_f.write(_dumps(rec) + "\n")
         self._metrics_f.flush()
         self.final.update(clean)

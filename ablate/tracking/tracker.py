@@ -156,6 +156,8 @@ def build_tracker(tracker_cfg: Any, run_dir: Path, config: Mapping[str, Any], na
     given = list(tags or [])
     derived = [] if given else [f"{k}:{choices[k]}" for k in TAG_KEYS if choices.get(k)]
     all_tags = clean_tags(list(wb["tags"]) + given + derived)
+    # validated before the run store exists (ConfigError on a bad mode)
+    mode = resolve_mode(wb["mode"]) if wb["enabled"] else "disabled"
 
     store = RunStore(Path(run_dir), resume=resume)
     store.write_config(config)
@@ -164,7 +166,6 @@ def build_tracker(tracker_cfg: Any, run_dir: Path, config: Mapping[str, Any], na
             "host": socket.gethostname(), "pid": os.getpid()}
     logger = None
     if wb["enabled"]:
-        mode = resolve_mode(wb["mode"])  # ConfigError on a bad mode, before any run starts
         if mode != "disabled":
             wconf = dict(config)
             if choices and "slots" not in wconf:  # dashboards filter by slots.mask etc.
