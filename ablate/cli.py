@@ -68,7 +68,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError(f"report: sweep dir {str(sweep_dir)!r} does not exist")
-    out = generate_report(sweep_dir, out_dir=Path(args.output) if args.output else None)
+    out = generate_report(sweep_dir, out_dir=Path(args.output) if args.output else None,
+                          log=lambda m: print(f"[ablate] {m}"))
     print(f"[ablate] report: {out}")
     return 0
 

@@ -299,6 +299,17 @@ class Ledger:
         return out
 
 
+def rows_from_run_dirs(sweep_dir: str | Path, meta: Mapping[str, Any]) -> list[dict]:
+    """Ledger rows of every ended trial, rebuilt from the trials' own files alone (outcome file,
+    config.yaml, summary.json): what a report falls back on when a trials.jsonl line is torn."""
+    ctx = {"metric": meta.get("metric") or "eval/pass@1", "seeds": list(meta.get("seeds") or []),
+           "optuna": bool(meta.get("optuna_journal")), "base_overrides": []}
+    led = Ledger(sweep_dir, ctx)
+    led._loaded = True  # start from nothing: only the run directories speak
+    led.recover()
+    return list(led.rows.values())
+
+
 def make_callback(ledger: Ledger, experiment: str, specs: list[dict] | None = None):
     """A ray.tune Callback that keeps trials.jsonl current (throttled on results)."""
     from ray.tune import Callback

@@ -324,7 +324,7 @@ def generate_report_safely(sweep_dir: Path, name: str, log: Callable[[str], None
         return None
     out = Path("reports") / name
     try:
-        res = generate_report(sweep_dir, out_dir=out)
+        res = generate_report(sweep_dir, out_dir=out, log=log)
     except Exception as e:  # noqa: BLE001 - the trials table is written; the report is extra
         log(f"report: failed ({type(e).__name__}: {' '.join(str(e).split())[:500]})")
         return None
