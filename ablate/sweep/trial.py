@@ -216,21 +216,43 @@ def _checkpoint_hook(rep: _Reporter, seed: int, seed_index: int) -> Callable:
     return on_step_end
 
 
+def _progress(state: Mapping[str, Any]) -> tuple[int, int]:
+    return int(state.get("seed_index", 0)), int(state.get("step", 0))
+
+
 def _load_checkpoint() -> dict | None:
-    """The trial's latest Tune checkpoint (a retried or restored trial), or None."""
+    """The trial's latest checkpoint: Tune's (a retried or restored trial), or a newer one in the
+    trial's own storage dir (Tune's saved experiment state lags behind when the driver is killed
+    with -9, so a restored trial may be handed an older checkpoint than it wrote, or none)."""
     from ray import tune
 
-    ck = tune.get_checkpoint()
-    if ck is None:
-        return None
     import torch
 
-    with ck.as_directory() as d:
+    def load(d: Path) -> dict | None:
         p = Path(d) / CHECKPOINT_FILE
         if not p.is_file():
             return None
-        # our own file, written by _checkpoint_hook (numpy RNG states need full unpickling)
-        return torch.load(p, map_location="cpu", weights_only=False)
+        try:  # our own file, written by _checkpoint_hook (numpy RNG states need full unpickling)
+            return torch.load(p, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001 - a checkpoint cut short by a kill: use an older one
+            return None
+
+    best = None
+    ck = tune.get_checkpoint()
+    if ck is not None:
+        with ck.as_directory() as d:
+            best = load(Path(d))
+    try:
+        trial_dir = Path(tune.get_context().get_trial_dir())
+    except Exception:  # noqa: BLE001 - no storage dir known: Tune's checkpoint only
+        return best
+    for d in sorted(trial_dir.glob("checkpoint_*"), reverse=True):
+        state = load(d)
+        if state is not None:
+            if best is None or _progress(state) > _progress(best):
+                best = state
+            break
+    return best
 
 
 def _import(path: str) -> Callable:

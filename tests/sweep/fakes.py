@@ -115,7 +115,8 @@ def dying_run_training(overrides: Sequence[str], run_dir: str,
                        extra_tracker: Optional[dict] = None, resume: Optional[dict] = None,
                        on_step_end: Optional[Callable] = None) -> dict:
     """The real run_training, whose worker process SIGKILLs itself after step ``fake.die_at`` the
-    first time (``fake.die_marker`` records that it did): an infrastructure failure mid-run."""
+    first time (``fake.die_marker`` records that it did): an infrastructure failure mid-run.
+    ``fake.step_sleep=S`` sleeps after each step (time to kill the driver mid-run)."""
     import signal
 
     from ablate.train.api import run_training
@@ -124,9 +125,13 @@ def dying_run_training(overrides: Sequence[str], run_dir: str,
     die_at = int(opts.get("fake.die_at", 0))
     marker = Path(opts["fake.die_marker"]) if opts.get("fake.die_marker") else None
 
+    step_sleep = float(opts.get("fake.step_sleep", 0))
+
     def hook(trainer, step: int) -> None:
         if on_step_end is not None:
             on_step_end(trainer, step)
+        if step_sleep:
+            time.sleep(step_sleep)
         if step == die_at and marker is not None and not marker.exists():
             marker.write_text(json.dumps({"pid": os.getpid(), "step": step}))
             os.kill(os.getpid(), signal.SIGKILL)

@@ -84,3 +84,42 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_with_identical_metrics(t
 
     run_training(base + ["seed=5"], tmp_path / "reference")
     assert metric_rows(run_dir) == metric_rows(tmp_path / "reference")
+
+
+@pytest.mark.slow  # ~90 s: a sweep in a subprocess killed with -9 mid-trial, then --resume
+def test_a_killed_driver_resumes_its_trial_from_the_last_checkpoint(tmp_path, ray_local,
+                                                                     monkeypatch):
+    import os
+    import signal
+    import subprocess
+
+    from tests.sweep.conftest import REPO, sweep_cmd, wait_for
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path / "cache"))
+    base = TINY + ["train.steps=8", "train.checkpoint_every=2", "method=grpo"]
+    f = write_space(tmp_path / "kd.yaml", name="kd", trainable="tests.sweep.fakes.dying_run_training",
+                    slots={}, seeds=[1], base_overrides=base + ["fake.step_sleep=3"])
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    env.pop("ABLATE_CONF_DIR", None)
+    log = open(tmp_path / "driver.log", "w")
+    proc = subprocess.Popen(sweep_cmd(str(f), "--num-cpus", "1", "--no-report"), cwd=tmp_path,
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    sweep_dir = tmp_path / "runs" / "kd"
+    try:
+        assert wait_for(lambda: any(sweep_dir.glob("tune/*/checkpoint_000001/state.pt"))
+                        or proc.poll() is not None, 240)
+        assert proc.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        log.close()
+    logs: list[str] = []
+    assert run_sweep(f, resume=True, report=False, log=logs.append) == 0
+    (row,) = read_trials(sweep_dir)
+    assert row["status"] == "finished" and row["resumed_from_step"] >= 4, (row, logs)
+    from ablate.train.api import run_training
+
+    run_training(base + ["seed=1"], tmp_path / "reference")
+    assert metric_rows(sweep_dir / row["run_dir"]) == metric_rows(tmp_path / "reference")
