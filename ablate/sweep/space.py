@@ -41,7 +41,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import math
-import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -593,39 +592,53 @@ def grid_assignments(space: SearchSpace) -> list[dict]:
     return out
 
 
-def sample_param(p: Param, rng: random.Random) -> Any:
+def tune_domain(p: Param):
+    """The Ray Tune search domain of a param (tune.choice / uniform / loguniform / q* / randint)."""
+    from ray import tune
+
     if p.type == "choice":
-        return (p.values or [])[rng.randrange(len(p.values or []))]
+        return tune.choice(list(p.values or []))
     lo, hi = float(p.low), float(p.high)  # type: ignore[arg-type]
     if p.type == "int":
         if p.log:
-            v = int(math.floor(math.exp(rng.uniform(math.log(lo), math.log(hi + 1)))))
-        else:
-            step = int(p.step or 1)
-            v = int(lo) + step * rng.randrange((int(hi) - int(lo)) // step + 1)
-        return max(int(lo), min(int(hi), v))
+            return tune.lograndint(int(lo), int(hi) + 1)  # upper bound exclusive
+        return tune.qrandint(int(lo), int(hi), int(p.step or 1))  # upper bound inclusive
     if p.log:
-        return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-    v = rng.uniform(lo, hi)
-    if p.step:
-        v = lo + round((v - lo) / p.step) * p.step
-        v = min(hi, v)
-    return float(v)
+        return tune.qloguniform(lo, hi, p.step) if p.step else tune.loguniform(lo, hi)
+    return tune.quniform(lo, hi, p.step) if p.step else tune.uniform(lo, hi)
+
+
+def _py(v: Any) -> Any:
+    item = getattr(v, "item", None)
+    return item() if callable(item) else v
 
 
 def random_assignments(space: SearchSpace) -> list[dict]:
-    """``num_samples`` independent draws (seeded by ``search.seed``), honouring ``when``."""
-    rng = random.Random(space.search_seed)
+    """``num_samples`` draws by Ray Tune's own sampler (its domains and variant generator, seeded
+    by ``search.seed``), drawn up front so each (draw, seed) is a planned trial with a stable key;
+    a conditional param is kept only where its ``when`` holds."""
+    import numpy as np
+    from ray.tune.search.variant_generator import generate_variants
+
+    spec: dict[str, Any] = {axis: _tune_choice(opts) for axis, opts in space.categorical_axes()}
+    spec.update({key: tune_domain(p) for key, p in space.params.items()})
+    rs = np.random.RandomState(space.search_seed)
     out = []
     for _ in range(int(space.num_samples or 0)):
-        a: dict[str, Any] = {}
-        for axis, opts in space.categorical_axes():
-            a[axis] = opts[rng.randrange(len(opts))]
+        _, cfg = next(generate_variants({"config": spec}, random_state=rs))
+        drawn = cfg["config"]
+        a: dict[str, Any] = {axis: _py(drawn[axis]) for axis, _ in space.categorical_axes()}
         for key, p in space.params.items():
             if p.active(a):
-                a[key] = sample_param(p, rng)
+                a[key] = _py(drawn[key])
         out.append(a)
     return out
+
+
+def _tune_choice(opts: list):
+    from ray import tune
+
+    return tune.choice(list(opts))
 
 
 def plan_trials(space: SearchSpace) -> list[dict] | None:
