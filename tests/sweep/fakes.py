@@ -6,6 +6,7 @@ Behaviour is driven by ``fake.*`` overrides (the sweep passes base_overrides thr
   fake.fail_when=K:V     raise RuntimeError when the override K=V is present
   fake.nan_when=K:V      report NaN metrics and return a NaN final value when K=V is present
   fake.marker_dir=DIR    write DIR/<key>.start.<n> / DIR/<key>.finish.<n> per invocation
+  fake.die_marker=FILE   SIGKILL the worker at step fake.die_at (default 2) unless FILE exists
 (``dying_run_training`` below is the real trainer with an injected worker death.)
 The metric depends on the overrides only (mask=ppo_clip is best), so results are reproducible.
 A minimal run store is written: config.yaml (with ``choices``), metrics.jsonl, summary.json.
@@ -87,6 +88,11 @@ def fake_run_training(overrides: Sequence[str], run_dir: str,
         for step in range(1, steps + 1):
             if sleep:
                 time.sleep(sleep)
+            if opts.get("fake.die_marker") and step == int(opts.get("fake.die_at", 2)) \
+                    and not Path(opts["fake.die_marker"]).exists():
+                import signal  # the worker process dies (once): an infrastructure failure
+                Path(opts["fake.die_marker"]).write_text(str(os.getpid()))
+                os.kill(os.getpid(), signal.SIGKILL)
             if _matches(opts.get("fake.fail_when"), opts) and step == 2:
                 summary = {"status": "failed", "error": "RuntimeError: injected failure"}
                 (rd / "summary.json").write_text(json.dumps(summary))

@@ -104,3 +104,21 @@ def test_save_model_rejects_unknown_values(tmp_path):
     with pytest.raises(ConfigError, match="train.save_model"):
         run_training(TINY + ["train.save_model=sometimes"], tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_summaries_left_running_become_interrupted(tmp_path):
+    from ablate.sweep.runner import mark_interrupted_runs
+    from ablate.tracking.run_store import RunStore
+
+    for name, finish in (("a", False), ("b", True)):
+        s = RunStore(tmp_path / "trials" / name)
+        s.write_summary(status="running")
+        s.log({"x": 1.0}, step=1)
+        if finish:
+            s.finish("finished")
+        else:
+            s.close()  # as a killed process leaves it
+    assert mark_interrupted_runs(tmp_path) == 1
+    a = json.loads((tmp_path / "trials" / "a" / "summary.json").read_text())
+    b = json.loads((tmp_path / "trials" / "b" / "summary.json").read_text())
+    assert a["status"] == "interrupted" and "--resume" in a["error"] and b["status"] == "finished"

@@ -60,6 +60,23 @@ def test_a_metric_no_trial_logs_fails_trials_after_their_first_result(tmp_path, 
     assert any("FAILED" in m and "eval/pass@3" in m for m in logs), logs
 
 
+def test_resume_retries_a_trial_that_failed_for_infrastructure_reasons(tmp_path, conf_env,
+                                                                      ray_local, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    markers, died = tmp_path / "markers", tmp_path / "died"
+    f = write_space(tmp_path / "inf.yaml", name="inf", slots={"mask": ["ppo_clip"]},
+                    max_failures=0,  # no retry within the run: the failure stands until --resume
+                    base_overrides=["fake.steps=3", f"fake.die_marker={died}",
+                                    f"fake.marker_dir={markers}"])
+    assert run_sweep(f, report=False, log=lambda m: None) == EXIT_ALL_FAILED
+    (row,) = read_trials(tmp_path / "runs" / "inf")
+    assert row["status"] == "failed" and row["failure_kind"] == "infrastructure", row
+    assert run_sweep(f, resume=True, report=False, log=lambda m: None) == 0
+    (row,) = read_trials(tmp_path / "runs" / "inf")
+    assert row["status"] == "finished"
+    assert sum(_markers(markers, "finish").values()) == 1
+
+
 @pytest.mark.slow  # ~60-90 s on 2 busy cores: two real trainer starts in Ray workers + a reference
 def test_a_killed_worker_is_retried_from_its_checkpoint_with_identical_metrics(tmp_path,
                                                                                ray_local,
