@@ -32,13 +32,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
-    from ablate.methods.catalog import format_table, load_presets
+    from ablate.methods.catalog import entries, format_catalog
 
-    recs = load_presets()
-    if args.json:
-        print(json.dumps(recs, indent=2, ensure_ascii=False))
+    if args.name:
+        from ablate.methods.describe import describe, format_description
+
+        d = describe(args.name)
+        print(json.dumps(d, indent=2, ensure_ascii=False) if args.json else format_description(d))
+    elif args.markdown:
+        from ablate.methods.docs import render_markdown
+
+        sys.stdout.write(render_markdown())
+    elif args.json:
+        print(json.dumps(entries(), indent=2, ensure_ascii=False))
     else:
-        print(format_table(recs))
+        print(format_catalog())
     return 0
 
 
@@ -118,8 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. method=dapo mask=none train.lr=3e-4")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
-    m = sub.add_parser("methods", help="the method catalog (presets)")
+    m = sub.add_parser("methods", help="the method catalog: presets and every listed paper's method")
+    m.add_argument("name", nargs="?", help="a preset or listed method: print its full decomposition")
     m.add_argument("--json", action="store_true")
+    m.add_argument("--markdown", action="store_true", help="docs/methods.md (see ablate.methods.docs)")
     m.set_defaults(func=_cmd_methods)
     s = sub.add_parser("slots", help="every slot variant with its parameters")
     s.add_argument("family", nargs="*", help="mask, denominator, advantage, likelihood, aggregation")

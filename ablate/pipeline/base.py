@@ -30,6 +30,7 @@ class Rollouts:
     truncated: list[bool] = field(default_factory=list)
     loss_weight: list[float] = field(default_factory=list)
     meta: list[dict] = field(default_factory=list)  # verifier metadata per row
+    engine_logp: list[list[float]] = field(default_factory=list)  # the engine's own log-probs ([] = none)
 
     def __len__(self) -> int:
         return len(self.group)
@@ -48,7 +49,8 @@ class Rollouts:
                         response_ids=pick(self.response_ids), texts=pick(self.texts),
                         rewards=pick(self.rewards), components=pick(self.components),
                         is_demo=pick(self.is_demo), truncated=pick(self.truncated),
-                        loss_weight=pick(self.loss_weight), meta=pick(self.meta))
+                        loss_weight=pick(self.loss_weight), meta=pick(self.meta),
+                        engine_logp=pick(self.engine_logp))
 
     def extend(self, other: "Rollouts") -> "Rollouts":
         off = len(self.problems)
@@ -60,11 +62,12 @@ class Rollouts:
                         components=self.components + other.components,
                         is_demo=self.is_demo + other.is_demo,
                         truncated=self.truncated + other.truncated,
-                        loss_weight=self.loss_weight + other.loss_weight, meta=self.meta + other.meta)
+                        loss_weight=self.loss_weight + other.loss_weight, meta=self.meta + other.meta,
+                        engine_logp=self.engine_logp + other.engine_logp)
 
     def add_row(self, g: int, ids: list[int], text: str, reward: float, components: dict,
                 is_demo: bool, truncated: bool = False, loss_weight: float = 1.0,
-                meta: Optional[dict] = None) -> None:
+                meta: Optional[dict] = None, engine_logp: Optional[list[float]] = None) -> None:
         self.group.append(g)
         self.response_ids.append(ids)
         self.texts.append(text)
@@ -74,6 +77,7 @@ class Rollouts:
         self.truncated.append(truncated)
         self.loss_weight.append(loss_weight)
         self.meta.append(dict(meta or {}))
+        self.engine_logp.append(list(engine_logp or []))
 
 
 @dataclass

@@ -121,19 +121,10 @@ def check_trainable(space: SearchSpace) -> Callable:
 
 
 def preflight(space: SearchSpace, limit: int = 48) -> int:
-    """Compose the config of a few trials (every group option) so bad overrides fail now."""
-    from ablate.config import compose_config
+    """Compose and fully validate every trial's config (ablate.sweep.preflight) before Ray starts."""
+    from ablate.sweep.preflight import preflight as validate_trials
 
-    n = 0
-    for a in preflight_assignments(space, limit):
-        ov = list(space.base_overrides) + assignment_overrides(a) + [
-            f"seed={space.seeds[0]}", "name=preflight"]
-        try:
-            compose_config(ov)
-        except ConfigError as e:
-            raise ConfigError(f"{e} [trial overrides: {' '.join(ov)}]") from None
-        n += 1
-    return n
+    return validate_trials(space)
 
 
 def describe(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path) -> str:

@@ -4,7 +4,8 @@ Every field is checked before Ray starts; group options against ``conf/<group>/*
 
     name: quickstart                  # required; the sweep dir is <output_dir>/<name>
     description: ...                  # optional, shown in the report
-    trainable: ablate.train.api.run_training   # optional import path, same signature
+    trainable: train                  # optional: a registered trainable (ablate/sweep/trainables.py),
+                                      # never an import path; default train (= ablate train per trial)
     base_overrides: [task=addition, train.steps=30]   # Hydra overrides of every trial
     slots:                            # categorical axes over config groups (not `method`)
       mask: [ppo_clip, clip_higher, none]
@@ -325,12 +326,10 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
     space = SearchSpace(name=name, metric=metric, mode=mode, source=source)
     space.description = str(data.get("description") or "").strip()
 
-    trainable = data.get("trainable") or DEFAULT_TRAINABLE
-    if not isinstance(trainable, str) or "." not in trainable or not all(
-            part.isidentifier() for part in trainable.split(".")):
-        raise ConfigError(f"trainable: {trainable!r} is not a dotted import path "
-                          f"(like {DEFAULT_TRAINABLE})")
-    space.trainable = trainable
+    from ablate.sweep.trainables import resolve
+
+    # the registered function's import path (what the trial processes import), never the file's
+    space.trainable = resolve(data.get("trainable") or DEFAULT_TRAINABLE).path
 
     base = _list("base_overrides", data.get("base_overrides"))
     for o in base:
@@ -372,6 +371,9 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
     if not seeds:
         raise ConfigError("seeds: needs at least one seed")
     space.seeds = [int(_num("seeds", s, integer=True)) for s in seeds]
+    for sd in space.seeds:
+        if sd < 0:
+            raise ConfigError(f"seeds: got {sd}; allowed: integers >= 0")
     if len(set(space.seeds)) != len(space.seeds):
         raise ConfigError(f"seeds: duplicate seeds in {space.seeds}")
 

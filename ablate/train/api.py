@@ -13,7 +13,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from omegaconf import DictConfig
 
-from ablate.config import compose_config, to_plain
+from ablate.config import compose_config, to_plain, validate_config
 
 SLOT_KEYS = ("mask", "denominator", "advantage", "likelihood", "aggregation")
 
@@ -100,21 +100,28 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
                reporter: Optional[Callable[[dict], None]] = None,
                extra_tracker: Optional[dict] = None, progress: bool = False,
                resume: Optional[dict] = None,
-               on_step_end: Optional[Callable] = None) -> dict:
+               on_step_end: Optional[Callable] = None, dist=None) -> dict:
     """Train one run of a composed config; always writes summary.json, re-raises on failure.
 
-    ``resume``: a trial checkpoint ({"trainer": Trainer.state_dict(), "store": run store
-    position}) to continue from; ``on_step_end(trainer, step)``: called after each logged step
-    (the sweep's trial checkpoints)."""
+    The config is validated first (schema, components, task data): a ConfigError leaves nothing
+    behind (no run dir, no W&B run, no warm start). With ``resources.workers > 1`` the run is a
+    Ray Train TorchTrainer of that many workers (ablate/train/distributed.py); rank 0 writes the
+    run store and the W&B run. ``resume``: a trial checkpoint ({"trainer": Trainer.state_dict(),
+    "store": run store position}) to continue from; ``on_step_end(trainer, step)``: called after
+    each logged step (the sweep's trial checkpoints)."""
     from ablate.tracking import build_tracker
     from ablate.train.trainer import Trainer
 
+    validate_config(cfg)
     save = str(cfg.train.get("save_model") or "none")
     if save not in SAVE_MODEL:
         from ablate.errors import choice_error
         raise choice_error("train.save_model", save, SAVE_MODEL)
     name = str(cfg.get("name") or default_name(cfg))
     rd = Path(run_dir or cfg.get("run_dir") or default_run_dir(cfg, name)).resolve()
+    res = cfg.get("resources") or {}
+    if dist is None and int(res.get("workers", 1)) > 1:
+        return _run_multiworker(cfg, rd, name, extra_tracker)
     rd.mkdir(parents=True, exist_ok=True)
     extra = dict(extra_tracker or {})
     if extra.get("project") and cfg.get("tracker") and "wandb" in cfg.tracker:
@@ -129,7 +136,7 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
     try:
         if resume is None and save != "none":
             shutil.rmtree(rd / MODEL_DIR, ignore_errors=True)  # a fresh run's model, never an old one
-        trainer = Trainer(cfg, tracker=tracker, reporter=reporter, on_step_end=_chain(
+        trainer = Trainer(cfg, tracker=tracker, reporter=reporter, dist=dist, on_step_end=_chain(
             [_BestModel(rd) if save == "best" else None, on_step_end]))
         if resume is not None:
             trainer.load_state_dict(resume["trainer"])
@@ -157,6 +164,42 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
                          "mode": tracker.wandb_mode}}
     tracker.finish(status="finished", summary=summary)
     return summary
+
+
+def _run_multiworker(cfg: DictConfig, rd: Path, name: str, extra_tracker: Optional[dict]) -> dict:
+    import json
+
+    from ablate.train.distributed import run_workers
+    rd.mkdir(parents=True, exist_ok=True)
+    run_workers(cfg, _worker_main, {"cfg": to_plain(cfg), "run_dir": str(rd), "name": name,
+                                    "extra": dict(extra_tracker or {})}, storage_path=str(rd / "ray_train"))
+    summary = json.loads((rd / "summary.json").read_text())
+    if summary.get("status") != "finished":
+        raise RuntimeError(f"multi-worker run ended with status {summary.get('status')!r}: {summary.get('error')}")
+    return summary
+
+
+def _worker_main(config: dict) -> None:
+    """One Ray Train worker: the same Trainer, told its rank; only rank 0 tracks."""
+    import ray.train
+    import ray.train.torch
+    from omegaconf import OmegaConf
+
+    from ablate.train.distributed import worker_dist
+    from ablate.train.trainer import Trainer
+
+    cfg = OmegaConf.create(config["cfg"])
+    dist = worker_dist()
+    cfg.device = str(ray.train.torch.get_device())
+
+    def report(m: dict) -> None:
+        ray.train.report({k: float(v) for k, v in m.items() if isinstance(v, (int, float))})
+
+    if dist.is_main:
+        run_config(cfg, run_dir=config["run_dir"], reporter=report, extra_tracker=config["extra"],
+                   dist=dist)
+    else:
+        Trainer(cfg, tracker=None, reporter=report, dist=dist).run(progress=False)
 
 
 def run_training(overrides: Sequence[str], run_dir: str | Path | None = None,
