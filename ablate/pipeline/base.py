@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ablate.component import Component
+from ablate.component import Component, StepInfo
 from ablate.tasks.base import Problem
 
 
@@ -83,12 +83,14 @@ class Rollouts:
 @dataclass
 class StageEnv:
     """What a stage may use besides the samples: the tokenizer (to encode demonstrations), the task
-    (to verify them), the response budget, and the step number."""
+    (to verify them), the response budget, the step number, and the step context (``info``: step,
+    total steps, last metrics; filled when a component declares ``Needs(step_info=True)``)."""
 
     tokenizer: Any
     task: Any
     max_new_tokens: int
     step: int = 0
+    info: Optional[StepInfo] = None
     stats: dict[str, float] = field(default_factory=dict)  # stages write train/* diagnostics here
 
 

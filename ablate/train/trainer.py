@@ -253,7 +253,8 @@ class Trainer:
     def collect(self, step: int) -> tuple[Rollouts, dict[str, float]]:
         """Sample prompts, generate, verify, run the stages; refill if a stage dropped groups."""
         P = int(self.cfg.train.prompts_per_step)
-        env = StageEnv(tokenizer=self.tok, task=self.task, max_new_tokens=self.max_new_tokens, step=step)
+        env = StageEnv(tokenizer=self.tok, task=self.task, max_new_tokens=self.max_new_tokens, step=step,
+                       info=self.state.info() if self.plan.step_info else None)
         rounds = max(1, int(self.plan.refill_rounds))
         total: Optional[Rollouts] = None
         for round_ in range(rounds):

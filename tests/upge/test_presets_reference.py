@@ -356,24 +356,23 @@ def test_drgrpo_gradient_matches_verl_seq_mean_token_sum_norm_and_trl_dr_grpo(G)
 
 @pytest.mark.parametrize("G", GS)
 def test_rloo_gradient_matches_paper_leave_one_out_reinforce(G):
-    """RLOO (Ahmadian et al. 2024): Â_i = r_i − mean_{j≠i} r_j, on-policy, the completion as one
-    action: −(1/N) Σ_i Â_i Σ_t log π_θ. The paper folds a KL penalty into the reward
-    (r − β log π/π_ref); the preset omits it."""
+    """RLOO (Ahmadian et al. 2024) without its KL term (``advantage=rloo``): Â_i = r_i − mean_{j≠i} r_j,
+    on-policy, the completion as one action: −(1/N) Σ_i Â_i Σ_t log π_θ. The preset itself folds
+    the KL into the reward: tests/upge/test_new_presets_state.py."""
     c = make_case(G)
-    assert_same(ablate_grad(c, "rloo"), ref_grad(ref.rloo_loss, c))
+    assert_same(ablate_grad(c, "rloo", "advantage=rloo"), ref_grad(ref.rloo_loss, c))
 
 
 @pytest.mark.parametrize("G", GS)
 def test_reinforce_pp_gradient_matches_verl_reinforce_plus_plus(G):
-    """REINFORCE++ (verl reinforce_plus_plus, γ = 1): return-to-go of the outcome reward, whitened
-    over all valid tokens of the batch (unbiased var, +1e-8), PPO clip ε = 0.2, token-mean.
-
-    The paper also puts a per-token KL penalty −β·KL_t into the reward (so the return varies along
-    the sequence); the preset omits it."""
+    """REINFORCE++ without its KL term (``advantage=reinforce_pp``; verl reinforce_plus_plus, γ = 1):
+    return-to-go of the outcome reward, whitened over all valid tokens of the batch (unbiased var,
+    +1e-8), PPO clip ε = 0.2, token-mean. The preset itself adds the per-token KL penalty −β·KL_t
+    to the reward: tests/upge/test_new_presets_state.py."""
     c = make_case(G)
     adv = ref.whiten_tokens(ref.return_to_go(c.rewards, c.mask), c.mask)
     assert int(ref.ppo_clipped_tokens(c, adv, 0.2, 0.2).sum()) > 0
-    assert_same(ablate_grad(c, "reinforce_pp"), ref_grad(ref.reinforce_pp_loss, c))
+    assert_same(ablate_grad(c, "reinforce_pp", "advantage=reinforce_pp"), ref_grad(ref.reinforce_pp_loss, c))
 
 
 @pytest.mark.parametrize("G", GS)

@@ -24,9 +24,11 @@ from typing import ClassVar, Optional, Sequence
 
 import torch
 
+from ablate.component import Needs
 from ablate.errors import ConfigError, choice_error
 from ablate.upge import functional as F
 from ablate.upge.batch import RolloutBatch
+from ablate.upge.kl_reward import check_kl_estimator, token_kl
 from ablate.upge.slots.base import Advantage
 
 SINGLETON_MODES = ("raw", "zero")
@@ -110,6 +112,34 @@ class _Outcome(Advantage):
         return _broadcast(self.per_response(batch), batch)
 
 
+class _KLInReward:
+    """Mixin: token KL penalty −β·kl_t folded into the reward before the advantage (REINFORCE++,
+    RLOO, P3O). Only with β > 0 does it need the prescoring pass and the reference model."""
+
+    kl_coef: float = 0.0
+    kl_estimator: str = "k1"
+    kl_clamp: Optional[float] = None
+
+    def _init_kl(self, kl_coef: float, kl_estimator: str, kl_clamp: Optional[float]) -> None:
+        n = type(self).__name__
+        self.kl_coef = _nonneg(n, "kl_coef", kl_coef)
+        self.kl_estimator = check_kl_estimator(kl_estimator, f"advantage {n}.kl_estimator")
+        self.kl_clamp = None if kl_clamp is None else _nonneg(n, "kl_clamp", kl_clamp)
+
+    def needs(self) -> Needs:
+        base = super().needs()  # type: ignore[misc]
+        if self.kl_coef > 0:
+            return base | Needs(logp_before_advantage=True, ref_model=True)
+        return base
+
+    def kl_tokens(self, batch: RolloutBatch) -> torch.Tensor:
+        """β·kl_t per valid token, float64 [B, T] (zeros when β = 0)."""
+        if self.kl_coef == 0:
+            return torch.zeros(batch.response_mask.shape, dtype=torch.float64,
+                               device=batch.response_mask.device)
+        return self.kl_coef * token_kl(batch, self.kl_estimator, self.kl_clamp)
+
+
 def _singleton(a: torch.Tensor, single: torch.Tensor, raw: torch.Tensor, mode: str) -> torch.Tensor:
     return torch.where(single, raw if mode == "raw" else torch.zeros_like(a), a)
 
@@ -187,12 +217,23 @@ class GroupCentered(_Outcome):
         return _singleton(r - gs.mean, gs.count <= 1, r, self.singleton)
 
 
-class LeaveOneOut(_Outcome):
-    """Â = r − mean of the other group members (RLOO, Ahmadian et al. 2024; verl ``rloo``/``rloo_vectorized``, TRL)."""
+class LeaveOneOut(_KLInReward, _Outcome):
+    """Â = R − mean of the other group members (RLOO, Ahmadian et al. 2024; verl ``rloo``/``rloo_vectorized``, TRL).
 
-    def __init__(self, singleton: str = "raw", include_demos: bool = True):
+    With ``kl_coef`` β > 0 the reward is R = r − β·Σ_t kl_t, the sequence KL to the reference folded
+    into the reward (the RLOO paper; TRL ``RLOOTrainer`` with k1)."""
+
+    def __init__(self, singleton: str = "raw", include_demos: bool = True, kl_coef: float = 0.0,
+                 kl_estimator: str = "k1", kl_clamp: Optional[float] = None):
         self.singleton = _choice(type(self).__name__, "singleton", singleton, SINGLETON_MODES)
         self.include_demos = bool(include_demos)
+        self._init_kl(kl_coef, kl_estimator, kl_clamp)
+
+    def per_response(self, batch: RolloutBatch) -> torch.Tensor:
+        if self.kl_coef > 0:
+            shaped = batch.rewards.reshape(-1).to(torch.float64) - self.kl_tokens(batch).sum(-1)
+            batch = _with_rewards(batch, shaped)
+        return super().per_response(batch)
 
     def _compute(self, r, valid, stats, batch):
         s = F.group_sum(r, batch.group_ids, stats)
@@ -260,20 +301,26 @@ class BatchZScore(_Outcome):
 # batch-whitened (token-level) estimators
 # --------------------------------------------------------------------------------------------------
 
-class ReinforcePlusPlus(Advantage):
-    """Â_t = whiten(discounted return-to-go of the outcome reward) over the batch's tokens (REINFORCE++, arXiv 2501.03262; verl ``reinforce_plus_plus``)."""
+class ReinforcePlusPlus(_KLInReward, Advantage):
+    """Â_t = whiten(discounted return-to-go of the token rewards) over the batch's tokens (REINFORCE++, arXiv 2501.03262; verl ``reinforce_plus_plus``).
 
-    def __init__(self, gamma: float = 1.0, eps: float = 1e-8, unbiased: bool = True, eps_placement: str = "var"):
+    Token rewards: the outcome reward on the last token, and with ``kl_coef`` β > 0 also −β·kl_t on
+    every token (the paper's KL in the reward; OpenRLHF ``compute_reward``, verl ``apply_kl_penalty``)."""
+
+    def __init__(self, gamma: float = 1.0, eps: float = 1e-8, unbiased: bool = True, eps_placement: str = "var",
+                 kl_coef: float = 0.0, kl_estimator: str = "k1", kl_clamp: Optional[float] = None):
         n = type(self).__name__
         self.gamma = float(gamma)
         if not 0.0 <= self.gamma <= 1.0:
             raise ConfigError(f"advantage {n}.gamma: expected a number in [0, 1], got {gamma!r}")
         _std_conventions(self, eps, unbiased, eps_placement)
+        self._init_kl(kl_coef, kl_estimator, kl_clamp)
 
     def __call__(self, batch: RolloutBatch) -> torch.Tensor:
         r, valid = _rewards(batch)
         mask = batch.response_mask.to(torch.float64) * valid.to(torch.float64)[:, None]
-        returns = F.return_to_go(F.place_on_last_token(r, mask), mask, self.gamma)
+        token_rewards = F.place_on_last_token(r, mask) - self.kl_tokens(batch) * mask
+        returns = F.return_to_go(token_rewards, mask, self.gamma)
         a = F.masked_whiten(returns, mask, unbiased=self.unbiased, eps=self.eps, eps_placement=self.eps_placement)
         return a.to(_out_dtype(batch)) * batch.response_mask.to(_out_dtype(batch))
 
