@@ -220,7 +220,7 @@ def _progress(state: Mapping[str, Any]) -> tuple[int, int]:
     return int(state.get("seed_index", 0)), int(state.get("step", 0))
 
 
-def _load_checkpoint() -> dict | None:
+def _load_checkpoint(sweep_dir: Path, trial_id: str) -> dict | None:
     """The trial's latest checkpoint: Tune's (a retried or restored trial), or a newer one in the
     trial's own storage dir (Tune's saved experiment state lags behind when the driver is killed
     with -9, so a restored trial may be handed an older checkpoint than it wrote, or none)."""
@@ -242,11 +242,9 @@ def _load_checkpoint() -> dict | None:
     if ck is not None:
         with ck.as_directory() as d:
             best = load(Path(d))
-    try:
-        trial_dir = Path(tune.get_context().get_trial_dir())
-    except Exception:  # noqa: BLE001 - no storage dir known: Tune's checkpoint only
-        return best
-    for d in sorted(trial_dir.glob("checkpoint_*"), reverse=True):
+    # the trial's storage dirs: <sweep_dir>/<experiment>/<trial_id> (see runner._trial_dirname)
+    for d in sorted(sweep_dir.glob(f"*/{trial_id}/checkpoint_*"), key=lambda p: p.name,
+                    reverse=True):
         state = load(d)
         if state is not None:
             if best is None or _progress(state) > _progress(best):
@@ -330,7 +328,7 @@ def _run_trial(config: dict, ctx: dict) -> None:
 
     trainable = _import(ctx["trainable"])
     checkpoints = _accepts_checkpoints(trainable)
-    ckpt = _load_checkpoint() if checkpoints else None
+    ckpt = _load_checkpoint(sweep_dir, trial_id) if checkpoints else None
     combo = combo_key(assign)
     extra_tracker = {"group": ctx["name"], "job_type": categorical_key(assign)[:64],
                      "tags": [f"{k}:{v}"[:64] for k, v in assign.items()

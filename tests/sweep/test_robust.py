@@ -125,8 +125,11 @@ def test_a_killed_driver_resumes_its_trial_from_the_last_checkpoint(tmp_path, ra
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     sweep_dir = tmp_path / "runs" / "kd"
     try:
-        assert wait_for(lambda: any(sweep_dir.glob("tune/*/checkpoint_000001/state.pt"))
-                        or proc.poll() is not None, 240)
+        def past_second_checkpoint() -> bool:  # step 5 logged: the step-4 checkpoint is complete
+            return any(sweep_dir.glob("tune/*/checkpoint_000001/state.pt")) and any(
+                len(p.read_text().splitlines()) >= 6 for p in sweep_dir.glob("trials/*/metrics.jsonl"))
+
+        assert wait_for(lambda: past_second_checkpoint() or proc.poll() is not None, 240)
         assert proc.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
