@@ -76,18 +76,46 @@ def _cmd_report(args: argparse.Namespace) -> int:
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError(f"report: sweep dir {str(sweep_dir)!r} does not exist")
-    out = generate_report(sweep_dir, out_dir=Path(args.output) if args.output else None)
+    out = generate_report(sweep_dir, out_dir=Path(args.output) if args.output else None,
+                          log=lambda m: print(f"[ablate] {m}"))
     print(f"[ablate] report: {out}")
     return 0
 
 
-def _bench(argv: list[str]) -> int:
-    """`ablate bench [args]` = `python -m bench [args]` (bench/ lives at the repo root)."""
-    root = str(Path(__file__).resolve().parent.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from bench.__main__ import main as bench_main
+def _bench_root() -> Path:
+    """Where a source checkout keeps bench/: next to the ablate package (editable install)."""
+    return Path(__file__).resolve().parent.parent / "bench"
 
+
+def _load_bench():
+    """bench/__main__ of the source checkout, imported as package ``bench`` from its own
+    location (no sys.path change); ConfigError when ablate runs from an installed package."""
+    import importlib
+    import importlib.util
+
+    root = _bench_root()
+    if not (root / "__init__.py").is_file() or not (root / "__main__.py").is_file():
+        raise ConfigError(f"bench: `ablate bench` needs a source checkout of ablate (the "
+                          f"benchmarks live in its bench/ directory, not in the installed package; "
+                          f"looked for {root}); clone the repository and run "
+                          f"`pip install -e '.[cpu,bench]'` there")
+    have = sys.modules.get("bench")
+    if have is None or Path(getattr(have, "__file__", "") or "").resolve().parent != root:
+        spec = importlib.util.spec_from_file_location(
+            "bench", root / "__init__.py", submodule_search_locations=[str(root)])
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["bench"] = mod
+        spec.loader.exec_module(mod)
+    return importlib.import_module("bench.__main__")
+
+
+def _bench(argv: list[str]) -> int:
+    """`ablate bench [args]` = `python -m bench [args]` in a source checkout."""
+    try:
+        bench_main = _load_bench().main
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return int(bench_main(argv) or 0)
 
 

@@ -55,6 +55,11 @@ class TrainConfig(Group):
     scheduler: Literal["constant", "cosine", "linear"] = "constant"
     warmup_steps: int = Field(0, ge=0)
     log_every: int = Field(1, ge=1)
+    checkpoint_every: int = Field(10, ge=0, description="sweep trials: a Ray Tune checkpoint every "
+                                  "N steps and at the last one; 0 = the last one only")
+    save_model: Literal["final", "best", "none"] = Field(
+        "none", description="an HF checkpoint in <run_dir>/model that model.path loads: after the "
+        "last step, or at the eval with the highest eval/pass@1")
     metrics: Metrics = Field(default_factory=Metrics)
 
     @model_validator(mode="after")

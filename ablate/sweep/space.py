@@ -26,6 +26,8 @@ Every field is checked before Ray starts; group options against ``conf/<group>/*
         # or null; rungs at grace_period·rf^k < max_t, a trial that survives runs to its end
     resources: {cpu: 1, gpu: 0}       # per trial; fractional gpu allowed
     max_concurrent: 2                 # optional cap on simultaneous trials
+    max_failures: 2                   # retries of a trial after an infrastructure failure (actor
+                                      # died, node lost), from its last checkpoint; own errors: none
     output_dir: runs
     wandb: {project: ablate, mode: auto, entity: null}   # auto: online iff a W&B key exists
 
@@ -40,7 +42,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import math
-import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +63,7 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 SLOT_FAMILIES = ("mask", "denominator", "advantage", "likelihood", "aggregation")
 TOP_KEYS = ("name", "description", "trainable", "base_overrides", "slots", "methods", "params",
             "seeds", "metric", "mode", "search", "scheduler", "resources", "max_concurrent",
-            "output_dir", "wandb")
+            "max_failures", "output_dir", "wandb")
 SLOT_GROUPS = tuple(g for g in GROUPS if g != "method")  # `method` is swept with `methods:`
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _KEY_RE = re.compile(r"^(\+\+?)?[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*$")
@@ -119,6 +120,7 @@ class SearchSpace:
     scheduler: dict | None = None
     resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
     max_concurrent: int | None = None
+    max_failures: int = 2
     output_dir: str = "runs"
     wandb: dict[str, Any] = field(default_factory=lambda: {"project": "ablate", "mode": "auto",
                                                             "entity": None})
@@ -167,6 +169,7 @@ class SearchSpace:
         d["scheduler"] = dict(self.scheduler) if self.scheduler else None
         d["resources"] = dict(self.resources)
         d["max_concurrent"] = self.max_concurrent
+        d["max_failures"] = self.max_failures
         d["output_dir"] = self.output_dir
         d["wandb"] = dict(self.wandb)
         return d
@@ -451,6 +454,12 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
             raise ConfigError(f"max_concurrent: must be >= 1, got {mc}")
     space.max_concurrent = mc
 
+    mf = data.get("max_failures", 2)
+    mf = int(_num("max_failures", mf, integer=True))
+    if mf < 0:
+        raise ConfigError(f"max_failures: must be >= 0, got {mf}")
+    space.max_failures = mf
+
     out = data.get("output_dir", "runs")
     if not isinstance(out, str) or not out:
         raise ConfigError(f"output_dir: expected a directory path, got {out!r}")
@@ -585,39 +594,53 @@ def grid_assignments(space: SearchSpace) -> list[dict]:
     return out
 
 
-def sample_param(p: Param, rng: random.Random) -> Any:
+def tune_domain(p: Param):
+    """The Ray Tune search domain of a param (tune.choice / uniform / loguniform / q* / randint)."""
+    from ray import tune
+
     if p.type == "choice":
-        return (p.values or [])[rng.randrange(len(p.values or []))]
+        return tune.choice(list(p.values or []))
     lo, hi = float(p.low), float(p.high)  # type: ignore[arg-type]
     if p.type == "int":
         if p.log:
-            v = int(math.floor(math.exp(rng.uniform(math.log(lo), math.log(hi + 1)))))
-        else:
-            step = int(p.step or 1)
-            v = int(lo) + step * rng.randrange((int(hi) - int(lo)) // step + 1)
-        return max(int(lo), min(int(hi), v))
+            return tune.lograndint(int(lo), int(hi) + 1)  # upper bound exclusive
+        return tune.qrandint(int(lo), int(hi), int(p.step or 1))  # upper bound inclusive
     if p.log:
-        return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-    v = rng.uniform(lo, hi)
-    if p.step:
-        v = lo + round((v - lo) / p.step) * p.step
-        v = min(hi, v)
-    return float(v)
+        return tune.qloguniform(lo, hi, p.step) if p.step else tune.loguniform(lo, hi)
+    return tune.quniform(lo, hi, p.step) if p.step else tune.uniform(lo, hi)
+
+
+def _py(v: Any) -> Any:
+    item = getattr(v, "item", None)
+    return item() if callable(item) else v
 
 
 def random_assignments(space: SearchSpace) -> list[dict]:
-    """``num_samples`` independent draws (seeded by ``search.seed``), honouring ``when``."""
-    rng = random.Random(space.search_seed)
+    """``num_samples`` draws by Ray Tune's own sampler (its domains and variant generator, seeded
+    by ``search.seed``), drawn up front so each (draw, seed) is a planned trial with a stable key;
+    a conditional param is kept only where its ``when`` holds."""
+    import numpy as np
+    from ray.tune.search.variant_generator import generate_variants
+
+    spec: dict[str, Any] = {axis: _tune_choice(opts) for axis, opts in space.categorical_axes()}
+    spec.update({key: tune_domain(p) for key, p in space.params.items()})
+    rs = np.random.RandomState(space.search_seed)
     out = []
     for _ in range(int(space.num_samples or 0)):
-        a: dict[str, Any] = {}
-        for axis, opts in space.categorical_axes():
-            a[axis] = opts[rng.randrange(len(opts))]
+        _, cfg = next(generate_variants({"config": spec}, random_state=rs))
+        drawn = cfg["config"]
+        a: dict[str, Any] = {axis: _py(drawn[axis]) for axis, _ in space.categorical_axes()}
         for key, p in space.params.items():
             if p.active(a):
-                a[key] = sample_param(p, rng)
+                a[key] = _py(drawn[key])
         out.append(a)
     return out
+
+
+def _tune_choice(opts: list):
+    from ray import tune
+
+    return tune.choice(list(opts))
 
 
 def plan_trials(space: SearchSpace) -> list[dict] | None:

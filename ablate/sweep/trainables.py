@@ -7,7 +7,8 @@ os.system``) would make it code. The functions a sweep may call are registered h
 - by whoever runs the sweep, like PYTHONPATH: ``ABLATE_TRAINABLES="name=pkg.module.function,..."``;
 - by an installed package: an ``ablate.trainables`` entry point (``name = "pkg.module:function"``).
 
-Every trainable has run_training's signature: ``(overrides, run_dir, reporter, extra_tracker)``.
+Every trainable has run_training's signature: ``(overrides, run_dir, reporter, extra_tracker)``;
+one that also takes ``resume`` and ``on_step_end`` gets trial checkpoints (ablate/sweep/trial.py).
 ``validates`` marks trainables that take ablate run configs, so the sweep preflight composes and
 validates every trial's config before Ray starts.
 """
