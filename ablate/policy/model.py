@@ -293,20 +293,21 @@ def build_policy(model_cfg: Any, task, seed: int, device: torch.device | str = "
     if do_warm and ws["cache"]:
         cache_dir = cache_root() / warm_start_key(cfg, task, seed, device)
         if (cache_dir / "ablate_warmstart.json").is_file():
+            loaded = None
             try:
                 t0 = time.perf_counter()
                 model, tok = _load_local(cache_dir, dtype, cfg["attn_implementation"])
-                task = apply_prompt_format(task, tok)
                 meta = json.loads((cache_dir / "ablate_warmstart.json").read_text())
                 model.to(device).eval()
                 info["warm_start"] = {**meta.get("result", {}), "cache_hit": True, "path": str(cache_dir),
                                       "load_seconds": time.perf_counter() - t0}
-                return _finish(model, tok, info, task, lora_cfg, grad_ckpt)
-            except ConfigError:
-                raise
-            except Exception as e:  # corrupt cache entry: rebuild it
+                loaded = model, tok
+            except Exception as e:  # corrupt cache entry (a ConfigError from the loader too): rebuild it
                 log.warning("warm-start cache %s unreadable (%s); rebuilding", cache_dir, e)
                 shutil.rmtree(cache_dir, ignore_errors=True)
+            if loaded is not None:
+                model, tok = loaded
+                return _finish(model, tok, info, apply_prompt_format(task, tok), lora_cfg, grad_ckpt)
 
     if cfg["path"]:
         model, tok = _load_local(cfg["path"], dtype, cfg["attn_implementation"])

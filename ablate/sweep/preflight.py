@@ -69,7 +69,7 @@ def preflight(space: SearchSpace) -> int:
     tasks: dict[str, Any] = {}
     n = 0
     for a in trial_assignments(space):
-        ov = list(space.base_overrides) + assignment_overrides(a) + [
+        ov = space.run_overrides() + assignment_overrides(a) + [
             f"seed={space.seeds[0]}", "name=preflight"]
         try:
             validate_config(compose_config(ov), task_cache=tasks)

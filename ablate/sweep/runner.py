@@ -272,17 +272,22 @@ def _init_ray(address: str | None, num_cpus: float | None, env: dict, space: Sea
 
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=verbose)
     else:
-        cpus = num_cpus or max(os.cpu_count() or 1, math.ceil(space.resources["cpu"]))
+        cpus = num_cpus or max(os.cpu_count() or 1, math.ceil(
+            space.resources["cpu"] * int(space.resources.get("workers", 1))))
         ray.init(address="local", num_cpus=int(math.ceil(cpus)), include_dashboard=False,
                  runtime_env=runtime_env, log_to_driver=verbose)
     return True
+
+
+DRIVER_CPU = 0.01  # what a multi-worker trial's own process reserves (Tune needs a non-empty bundle)
 
 
 def _check_cluster(space: SearchSpace) -> None:
     import ray
 
     res = ray.cluster_resources()
-    for k, need in (("CPU", space.resources["cpu"]), ("GPU", space.resources["gpu"])):
+    w = int(space.resources.get("workers", 1))
+    for k, need in (("CPU", space.resources["cpu"] * w), ("GPU", space.resources["gpu"] * w)):
         have = float(res.get(k, 0))
         if need > 0 and have < need:
             raise ConfigError(f"resources.{k.lower()}: each trial needs {need:g} but the Ray "
@@ -397,7 +402,7 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
     env = worker_env(space, sweep_dir)
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # evals are not every step
     ledger_ctx = {"metric": space.metric, "seeds": space.seeds, "optuna": space.is_optuna,
-                  "base_overrides": space.base_overrides,
+                  "base_overrides": space.run_overrides(),
                   "specs": {s["key"]: s for s in specs} if specs is not None else None,
                   "conditions": conditions(space)}
     trial_ctx = {**ledger_ctx, "name": space.name, "sweep_dir": str(sweep_dir),
@@ -453,9 +458,11 @@ def _run_tune(space, specs, sweep_dir, meta, meta_path, experiments, ledger_ctx,
         _check_cluster(space)
         from ablate.sweep.trial import make_no_retry_callback, run_trial
 
+        # a multi-worker trial only drives its Ray Train workers, which reserve their own resources
+        multi = int(space.resources.get("workers", 1)) > 1
         trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=trial_ctx),
-                                        {"cpu": space.resources["cpu"],
-                                         "gpu": space.resources["gpu"]})
+                                        {"cpu": DRIVER_CPU if multi else space.resources["cpu"],
+                                         "gpu": 0.0 if multi else space.resources["gpu"]})
         tuner = None
         experiment = None
         if resume and experiments:

@@ -24,7 +24,8 @@ Every field is checked before Ray starts; group options against ``conf/<group>/*
         # the cmaes package): num_samples Optuna proposals, define-by-run (conditional via when)
     scheduler: {type: asha, time_attr: step, max_t: 30, grace_period: 10, reduction_factor: 2}
         # or null; rungs at grace_period·rf^k < max_t, a trial that survives runs to its end
-    resources: {cpu: 1, gpu: 0}       # per trial; fractional gpu allowed
+    resources: {cpu: 1, gpu: 0}       # per trial; fractional gpu allowed; with workers: N (> 1)
+                                      # each trial is a Ray Train run of N workers of cpu/gpu each
     max_concurrent: 2                 # optional cap on simultaneous trials
     max_failures: 2                   # retries of a trial after an infrastructure failure (actor
                                       # died, node lost), from its last checkpoint; own errors: none
@@ -147,6 +148,16 @@ class SearchSpace:
                 return opts
         p = self.params.get(axis)
         return list(p.values or []) if p is not None and p.type == "choice" else None
+
+    def run_overrides(self) -> list[str]:
+        """base_overrides plus what the trial resources imply: with ``resources.workers`` > 1 each
+        trial is a Ray Train run of that many workers with ``cpu``/``gpu`` each."""
+        w = int(self.resources.get("workers", 1))
+        if w <= 1:
+            return list(self.base_overrides)
+        return list(self.base_overrides) + [
+            f"resources.workers={w}", f"resources.cpu_per_worker={self.resources['cpu']:g}",
+            f"resources.gpu_per_worker={self.resources['gpu']:g}"]
 
     def swept_keys(self) -> list[str]:
         return [a for a, _ in self.categorical_axes()] + list(self.params)
@@ -438,14 +449,17 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
             space.scheduler = {"type": "asha", "time_attr": time_attr, "max_t": max_t,
                                "grace_period": grace, "reduction_factor": rf, "brackets": brackets}
 
-    res = _mapping("resources", data.get("resources"), ("cpu", "gpu"))
+    res = _mapping("resources", data.get("resources"), ("cpu", "gpu", "workers"))
     cpu = _num("resources.cpu", res.get("cpu", 1))
     gpu = _num("resources.gpu", res.get("gpu", 0))
+    workers = int(_num("resources.workers", res.get("workers", 1), integer=True))
     if cpu <= 0:
         raise ConfigError(f"resources.cpu: must be > 0, got {cpu}")
     if gpu < 0:
         raise ConfigError(f"resources.gpu: must be >= 0, got {gpu}")
-    space.resources = {"cpu": float(cpu), "gpu": float(gpu)}
+    if workers < 1:
+        raise ConfigError(f"resources.workers: must be >= 1, got {workers}")
+    space.resources = {"cpu": float(cpu), "gpu": float(gpu), "workers": workers}
 
     mc = data.get("max_concurrent")
     if mc is not None:

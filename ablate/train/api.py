@@ -166,6 +166,9 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
     return summary
 
 
+WORKER_CHECKPOINT = "worker_state.pt"
+
+
 def _run_multiworker(cfg: DictConfig, rd: Path, name: str, extra_tracker: Optional[dict]) -> dict:
     import json
 
@@ -180,7 +183,12 @@ def _run_multiworker(cfg: DictConfig, rd: Path, name: str, extra_tracker: Option
 
 
 def _worker_main(config: dict) -> None:
-    """One Ray Train worker: the same Trainer, told its rank; only rank 0 tracks."""
+    """One Ray Train worker: the same Trainer, told its rank; only rank 0 tracks. Every
+    ``train.checkpoint_every`` steps and at the end, rank 0's state goes into a Ray Train checkpoint;
+    a restarted run (a retried or resumed trial: same run name and storage) continues from the
+    latest one on every worker."""
+    import tempfile
+
     import ray.train
     import ray.train.torch
     from omegaconf import OmegaConf
@@ -191,15 +199,39 @@ def _worker_main(config: dict) -> None:
     cfg = OmegaConf.create(config["cfg"])
     dist = worker_dist()
     cfg.device = str(ray.train.torch.get_device())
+    resume = None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            resume = torch.load(Path(d) / WORKER_CHECKPOINT, weights_only=False)
+    last: dict = {}
 
-    def report(m: dict) -> None:
-        ray.train.report({k: float(v) for k, v in m.items() if isinstance(v, (int, float))})
+    def stash(m: dict) -> None:  # reported once per step, with the checkpoint when there is one
+        last.clear()
+        last.update({k: float(v) for k, v in m.items() if isinstance(v, (int, float))})
+
+    def on_step_end(trainer, step: int) -> None:
+        every = int(trainer.cfg.train.get("checkpoint_every") or 0)
+        if step != trainer.state.total_steps and not (every > 0 and step % every == 0):
+            ray.train.report(dict(last))
+            return
+        with tempfile.TemporaryDirectory(prefix="ablate-wckpt-") as d:
+            if dist.is_main:
+                tracker = trainer.tracker
+                torch.save({"trainer": trainer.state_dict(),
+                            "store": tracker.position() if tracker is not None else None},
+                           Path(d) / WORKER_CHECKPOINT)
+            ray.train.report(dict(last), checkpoint=ray.train.Checkpoint.from_directory(d)
+                             if dist.is_main else None)
 
     if dist.is_main:
-        run_config(cfg, run_dir=config["run_dir"], reporter=report, extra_tracker=config["extra"],
-                   dist=dist)
+        run_config(cfg, run_dir=config["run_dir"], reporter=stash, extra_tracker=config["extra"],
+                   dist=dist, resume=resume, on_step_end=on_step_end)
     else:
-        Trainer(cfg, tracker=None, reporter=report, dist=dist).run(progress=False)
+        tr = Trainer(cfg, tracker=None, reporter=stash, dist=dist, on_step_end=on_step_end)
+        if resume is not None:
+            tr.load_state_dict(resume["trainer"])
+        tr.run(progress=False)
 
 
 def run_training(overrides: Sequence[str], run_dir: str | Path | None = None,

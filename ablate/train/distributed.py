@@ -117,10 +117,12 @@ def run_workers(cfg, train_fn: Callable[[dict], None], loop_config: dict,
                             resources_per_worker={"CPU": float(res.cpu_per_worker),
                                                   **({"GPU": gpu} if gpu > 0 else {})})
     backend = str(res.backend) if res.backend != "auto" else ("nccl" if gpu > 0 else "gloo")
+    # a fixed name under the run's own storage: running it again (a retried or resumed trial)
+    # restores Ray Train's latest checkpoint, which the workers read with ray.train.get_checkpoint()
     trainer = TorchTrainer(train_fn, train_loop_config=loop_config, scaling_config=scaling,
                            torch_config=TorchConfig(backend=backend),
                            run_config=RunConfig(storage_path=storage_path, callbacks=callbacks,
-                                                name=f"workers-{loop_config.get('name', 'run')}"))
+                                                name="workers"))
     trainer.fit()
 
 

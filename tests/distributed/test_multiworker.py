@@ -98,3 +98,67 @@ def test_ablate_train_runs_two_ray_train_workers(tmp_path, cache):
     assert summary["status"] == "finished" and summary["steps_done"] == 2
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 2 and "eval/pass@4" in rows[-1] and math.isfinite(rows[-1]["train/pg_loss"])
+
+
+from ablate.pipeline.base import Stage  # noqa: E402
+
+
+class CrashAtStep3(Stage):
+    """Fails at step 3 the first time (a marker file remembers): the interruption a multi-worker
+    run must resume from."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __call__(self, r, env):
+        if env.step == 3 and not Path(self.marker).exists():
+            Path(self.marker).write_text("crashed")
+            raise RuntimeError("injected failure at step 3")
+        return r
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith("perf/") and k != "time"} for r in rows]
+
+
+@pytest.mark.slow
+def test_multiworker_run_resumes_from_its_ray_train_checkpoint(tmp_path, cache, monkeypatch):
+    import ray
+
+    from ablate.train.api import run_config
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
+    base = FAST + ["method=grpo", "resources.workers=2", "resources.cpu_per_worker=0.5", "train.steps=4",
+                   "train.checkpoint_every=2"]
+    stage = f"+pipeline.stages=[{{_target_: tests.distributed.test_multiworker.CrashAtStep3, marker: {tmp_path / 'm'}}}]"
+    (tmp_path / "done").write_text("x")  # the reference run never crashes
+    try:
+        run_config(compose_config(base + [stage.replace(str(tmp_path / "m"), str(tmp_path / "done"))]),
+                   run_dir=tmp_path / "ref")
+        with pytest.raises(Exception, match="injected failure"):
+            run_config(compose_config(base + [stage]), run_dir=tmp_path / "run")
+        summary = run_config(compose_config(base + [stage]), run_dir=tmp_path / "run")
+    finally:
+        ray.shutdown()
+    assert summary["status"] == "finished" and summary["steps_done"] == 4
+    assert _rows(tmp_path / "run") == _rows(tmp_path / "ref")
+
+
+@pytest.mark.slow
+def test_two_trial_sweep_of_two_worker_trials(tmp_path, cache):
+    import subprocess
+    import sys
+
+    import yaml
+    space = {"name": "mw", "base_overrides": FAST + ["method=grpo"], "slots": {"mask": ["ppo_clip", "none"]},
+             "seeds": [0], "metric": "eval/pass@1", "mode": "max", "search": {"algorithm": "grid"},
+             "scheduler": None, "resources": {"cpu": 0.5, "gpu": 0, "workers": 2}, "max_concurrent": 2,
+             "output_dir": str(tmp_path / "runs"), "wandb": {"mode": "disabled"}}
+    f = tmp_path / "mw.yaml"
+    f.write_text(yaml.safe_dump(space))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    p = subprocess.run([sys.executable, "-m", "ablate.cli", "sweep", str(f), "--no-report", "--num-cpus", "2"],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    ledger = [json.loads(x) for x in (tmp_path / "runs" / "mw" / "trials.jsonl").read_text().splitlines()]
+    assert sorted(r["status"] for r in ledger) == ["finished", "finished"]
