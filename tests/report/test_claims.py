@@ -198,3 +198,18 @@ def test_shipped_claim_sweeps_validate_and_round_trip():
         again = validate(d)
         assert [c.to_dict() for c in again.claims] == [c.to_dict() for c in sp.claims]
     assert len(ids) == 7
+
+
+def test_search_space_validates_claims_against_its_axes():
+    from ablate.sweep.space import validate
+
+    base = {"name": "s", "metric": "eval/pass@1", "slots": {"mask": ["ppo_clip", "clip_higher"]},
+            "params": {"train.epochs": [1, 4]}, "report": {"metrics": ["train/kl_old"]}}
+    sp = validate({**base, "claims": [claim("c", "higher", a={"mask": "clip_higher", "train.epochs": 4},
+                                            b={"mask": "ppo_clip", "train.epochs": 4})]})
+    assert sp.claims[0].a == {"mask": "clip_higher", "train.epochs": 4}
+    assert sp.to_dict()["report"] == {"metrics": ["train/kl_old"]}
+    with pytest.raises(ConfigError, match=r"claims.c.a: axis.*allowed: mask, train.epochs"):
+        validate({**base, "claims": [claim("c", "higher", a={"advantage": "opo"})]})
+    with pytest.raises(ConfigError, match="report: key"):
+        validate({**base, "report": {"metric": ["x"]}})
