@@ -188,7 +188,7 @@ def test_shipped_claim_sweeps_validate_and_round_trip():
     from ablate.sweep.space import load_search_space, validate
 
     files = sorted(Path("search_spaces/claims").glob("*.yaml"))
-    assert len(files) == 5
+    assert len(files) == 6
     ids = set()
     for f in files:
         sp = load_search_space(f)
@@ -197,7 +197,7 @@ def test_shipped_claim_sweeps_validate_and_round_trip():
         d = {k: v for k, v in json.loads(json.dumps(sp.to_dict(), default=str)).items() if v != []}
         again = validate(d)
         assert [c.to_dict() for c in again.claims] == [c.to_dict() for c in sp.claims]
-    assert len(ids) == 7
+    assert len(ids) == 8
 
 
 def test_search_space_validates_claims_against_its_axes():
