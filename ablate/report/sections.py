@@ -90,7 +90,7 @@ def claims_table(results: list[ClaimResult], with_sweep: bool = False) -> Table:
 def claim_blocks(results: list[ClaimResult], heading: bool = True, with_sweep: bool = False) -> list:
     blocks: list = [Heading(2, "Claims", "claims")] if heading else []
     blocks.append(Para(
-        "Published claims re-tested on this sweep. a − b is the difference of the arms' marginal "
+        "Published claims re-tested on " + ("these sweeps" if with_sweep else "this sweep") + ". a − b is the difference of the arms' marginal "
         "means of the per-run value (combinations weighted equally, seeds resampled within "
         "combinations; 95% percentile bootstrap). Verdict: reproduced only when the CI excludes 0 "
         "in the expected direction; contradicted when it excludes 0 in the other; inconclusive "
