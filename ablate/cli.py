@@ -32,13 +32,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
-    from ablate.methods.catalog import format_table, load_presets
+    from ablate.methods.catalog import entries, format_catalog
 
-    recs = load_presets()
-    if args.json:
-        print(json.dumps(recs, indent=2, ensure_ascii=False))
+    if args.name:
+        from ablate.methods.describe import describe, format_description
+
+        d = describe(args.name)
+        print(json.dumps(d, indent=2, ensure_ascii=False) if args.json else format_description(d))
+    elif args.markdown:
+        from ablate.methods.docs import render_markdown
+
+        sys.stdout.write(render_markdown())
+    elif args.json:
+        print(json.dumps(entries(), indent=2, ensure_ascii=False))
     else:
-        print(format_table(recs))
+        print(format_catalog())
     return 0
 
 
@@ -72,7 +80,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"report: sweep dir {str(sweep_dir)!r} does not exist")
     metrics = [check_metric_name("--metric", m) for m in args.metric or []]
     out = generate_report(sweep_dir, out_dir=Path(args.output) if args.output else None,
-                          metrics=metrics)
+                          log=lambda m: print(f"[ablate] {m}"), metrics=metrics)
     print(f"[ablate] report: {out}")
     return 0
 
@@ -84,13 +92,40 @@ def _cmd_claims(args: argparse.Namespace) -> int:
                       report_dir=args.report_dir, readme=args.readme, num_cpus=args.num_cpus)
 
 
-def _bench(argv: list[str]) -> int:
-    """`ablate bench [args]` = `python -m bench [args]` (bench/ lives at the repo root)."""
-    root = str(Path(__file__).resolve().parent.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from bench.__main__ import main as bench_main
+def _bench_root() -> Path:
+    """Where a source checkout keeps bench/: next to the ablate package (editable install)."""
+    return Path(__file__).resolve().parent.parent / "bench"
 
+
+def _load_bench():
+    """bench/__main__ of the source checkout, imported as package ``bench`` from its own
+    location (no sys.path change); ConfigError when ablate runs from an installed package."""
+    import importlib
+    import importlib.util
+
+    root = _bench_root()
+    if not (root / "__init__.py").is_file() or not (root / "__main__.py").is_file():
+        raise ConfigError(f"bench: `ablate bench` needs a source checkout of ablate (the "
+                          f"benchmarks live in its bench/ directory, not in the installed package; "
+                          f"looked for {root}); clone the repository and run "
+                          f"`pip install -e '.[cpu,bench]'` there")
+    have = sys.modules.get("bench")
+    if have is None or Path(getattr(have, "__file__", "") or "").resolve().parent != root:
+        spec = importlib.util.spec_from_file_location(
+            "bench", root / "__init__.py", submodule_search_locations=[str(root)])
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["bench"] = mod
+        spec.loader.exec_module(mod)
+    return importlib.import_module("bench.__main__")
+
+
+def _bench(argv: list[str]) -> int:
+    """`ablate bench [args]` = `python -m bench [args]` in a source checkout."""
+    try:
+        bench_main = _load_bench().main
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return int(bench_main(argv) or 0)
 
 
@@ -101,8 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. method=dapo mask=none train.lr=3e-4")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
-    m = sub.add_parser("methods", help="the method catalog (presets)")
+    m = sub.add_parser("methods", help="the method catalog: presets and every listed paper's method")
+    m.add_argument("name", nargs="?", help="a preset or listed method: print its full decomposition")
     m.add_argument("--json", action="store_true")
+    m.add_argument("--markdown", action="store_true", help="docs/methods.md (see ablate.methods.docs)")
     m.set_defaults(func=_cmd_methods)
     s = sub.add_parser("slots", help="every slot variant with its parameters")
     s.add_argument("family", nargs="*", help="mask, denominator, advantage, likelihood, aggregation")

@@ -31,6 +31,9 @@ class Needs:
     step_info: bool = False  # batch.info / ctx.info: step, total steps, last step's metrics
     refill_rounds: int = 1  # stages: generation rounds allowed to refill groups a stage dropped
     rollouts: bool = True  # stages: False = the stage builds its rows itself (no generation)
+    values: bool = False  # a value model scores batch.rows["values"] [B, T] before the advantage
+    #                       and is trained after the policy step (Algorithm.critic)
+    generation: bool = False  # stages: StageEnv.generate samples with the current policy
 
     def __or__(self, other: "Needs") -> "Needs":
         out: dict[str, Any] = {}

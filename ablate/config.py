@@ -1,8 +1,11 @@
-"""Compose a run's config from conf/ with the Hydra compose API (scoped: safe inside Ray workers)."""
+"""Compose a run's config from conf/ with the Hydra compose API (scoped: safe inside Ray workers),
+then validate it against the typed schema (ablate/schema.py) before anything is created."""
 
 from __future__ import annotations
 
-from typing import Sequence
+import copy
+from collections import OrderedDict
+from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -19,27 +22,85 @@ def _group_options(group: str) -> list[str]:
 
 
 def check_overrides(overrides: Sequence[str]) -> None:
-    """Fail with one line for ``group=unknown`` before Hydra prints its multi-line error."""
+    """Fail with one line for ``group=unknown`` or an unknown schema key (``train.stpes=3``)
+    before Hydra prints its multi-line error."""
+    from ablate.schema import check_key
+
     for ov in overrides:
         key, sep, val = ov.lstrip("+~").partition("=")
+        if "." in key:
+            check_key(key)
         if sep and key in GROUPS and val and val not in _group_options(key) and "," not in val:
             raise choice_error(key, val, _group_options(key))
 
 
+def register_defaults() -> None:
+    """Put the schema's defaults into Hydra's ConfigStore: ``ablate_root`` (top-level scalars,
+    train, eval; first in conf/config.yaml's defaults) and ``model/schema`` (conf/model/*.yaml
+    extend it). The schema is then the one source of defaults."""
+    from hydra.core.config_store import ConfigStore
+
+    from ablate.schema import model_defaults, root_defaults
+
+    cs = ConfigStore.instance()
+    cs.store(name="ablate_root", node=root_defaults())
+    cs.store(group="model", name="schema", node=model_defaults())
+
+
+_BASE_CACHE: "OrderedDict[tuple, DictConfig]" = OrderedDict()
+_BASE_CACHE_SIZE = 32
+
+
+def _is_group_override(ov: str) -> bool:
+    """``mask=none``, ``+pipeline=dapo``, ``~regularizers``, ``hydra.*``: they shape the defaults
+    list. Everything else (``train.lr=3e-4``, ``mask.eps_low=0.3``) is a value override."""
+    key = ov.lstrip("+~").partition("=")[0].split("@")[0]
+    return key in GROUPS or key.startswith("hydra") or (conf_dir() / key).is_dir()
+
+
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """The resolved run config; ``cfg.choices`` records which file each group came from."""
-    from hydra import compose, initialize_config_dir
+    """The resolved run config; ``cfg.choices`` records which file each group came from.
+
+    Hydra composes the defaults list (group choices) and then applies the value overrides to the
+    merged config; the composed config of each set of group choices is cached, and the value
+    overrides are applied to a copy with Hydra's own parser and override code, so repeated
+    composes (a sweep preflight over every trial) cost a copy instead of a full compose."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     overrides = list(overrides)
     check_overrides(overrides)
+    register_defaults()
+    groups = [o for o in overrides if _is_group_override(o)]
+    values = [o for o in overrides if not _is_group_override(o)]
     try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
-            cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+        key = (str(conf_dir()), tuple(groups))
+        base = _BASE_CACHE.get(key)
+        if base is None:
+            base = _compose_groups(groups)
+            _BASE_CACHE[key] = base
+            while len(_BASE_CACHE) > _BASE_CACHE_SIZE:
+                _BASE_CACHE.popitem(last=False)
+        else:
+            _BASE_CACHE.move_to_end(key)
+        cfg = copy.deepcopy(base)
+        if values:
+            from hydra._internal.config_loader_impl import ConfigLoaderImpl
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+
+            parsed = OverridesParser.create().parse_overrides(values)
+            ConfigLoaderImpl._apply_overrides_to_config(parsed, cfg)
     except (HydraException, OmegaConfBaseException) as e:
         msg = " ".join(str(e).split())
         raise ConfigError(f"config: {msg}") from None
+    return cfg
+
+
+def _compose_groups(overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
     choices = {g: cfg.hydra.runtime.choices.get(g) for g in GROUPS}
     with open_dict(cfg):
         del cfg["hydra"]
@@ -49,3 +110,93 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
 
 def to_plain(cfg: DictConfig) -> dict:
     return plain(cfg)
+
+
+def _plain_checked(cfg: Any) -> dict:
+    """Resolved plain dict; a missing mandatory value (``???``) is a one-line error naming it."""
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    if not isinstance(cfg, (DictConfig, dict)):
+        raise ConfigError(f"config: got {cfg!r}; allowed: a mapping")
+    if isinstance(cfg, dict):
+        cfg = OmegaConf.create(cfg)
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as e:
+        key = e.full_key or "config"
+        raise ConfigError(f"{key}: required value is missing (set {key}=...)") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{e.full_key or 'config'}: {' '.join(str(e).split())[:300]}") from None
+
+
+def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bool] = None,
+                    task_cache: Optional[dict] = None) -> Any:
+    """Check a composed run config completely; raise a one-line ConfigError for the first problem.
+
+    The schema checks types and ranges of every plain field; with ``build`` the components are
+    built (slots, objective, pipeline stages, the task and its data) and the rollout engine's
+    parameters are checked against its signature: cheap, and nothing is written. The device must
+    exist. Returns the task built (or None); ``task_cache`` (a dict) reuses tasks built from the
+    same task config (a sweep preflight checks many trials of one data set)."""
+    from ablate.schema import RunConfig, check
+
+    data = _plain_checked(cfg)
+    run = check(RunConfig, data)
+    dev = run.device
+    if dev.startswith("cuda"):
+        if cuda_available is None:
+            import torch
+            cuda_available = torch.cuda.is_available()
+        if not cuda_available:
+            raise ConfigError(f"device: got {dev!r}, but CUDA is not available here; "
+                              "allowed: cpu, auto")
+        if ":" in dev:
+            import torch
+            n = torch.cuda.device_count()
+            if int(dev.split(":")[1]) >= n:
+                raise ConfigError(f"device: got {dev!r}; allowed: cpu, auto, cuda, "
+                                  f"cuda:0..cuda:{n - 1} ({n} GPU(s) here)")
+    if not build:
+        return None
+    import json
+
+    from ablate.tasks import build_task
+    from ablate.train.components import build_algorithm
+
+    dcfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(data)
+    build_algorithm(dcfg)
+    check_rollout(data["rollout"])
+    key = json.dumps(data["task"], sort_keys=True, default=str)
+    task = task_cache.get(key) if task_cache is not None else None
+    if task is None:
+        task = build_task(data["task"])
+        if task_cache is not None:
+            task_cache[key] = task
+    check_task_fits(task, run)
+    return task
+
+
+def check_rollout(rollout_cfg: Any) -> None:
+    """Build the engine: the registry checks its parameters against the class signature and the
+    engine its own (vLLM: a GPU and the package). Engines load no model when built."""
+    from ablate.rollout import build_engine
+
+    build_engine(rollout_cfg)
+
+
+def check_task_fits(task: Any, run: Any) -> None:
+    """The task's longest training sequence (prompt + demonstration) must fit the tiny model's
+    context (char tokenizer: one token per character, plus BOS and EOS)."""
+    longest = getattr(task, "longest_example", None)
+    if run.model.path is not None or longest is None:
+        return
+    found = longest()
+    if found is None:
+        return
+    row, n_chars = found
+    ctx = run.model.max_position_embeddings
+    if n_chars + 2 > ctx:
+        raise ConfigError(f"task: row {row} has {n_chars} characters of prompt + demonstration, "
+                          f"over model.max_position_embeddings={ctx} of the char-level tiny model; "
+                          f"allowed: raise model.max_position_embeddings, or set task.max_chars "
+                          f"with task.on_overlong=truncate|skip")

@@ -1,7 +1,8 @@
 """Section 2: overhead of the composed UPGE estimator against a hand-fused loss.
 
 For GRPO, DAPO and GSPO the estimator is built exactly as the trainer builds it
-(``build_algorithm(compose_config(["method=...", "regularizers=none"])).estimator``) and called on
+(the UPGE estimator of the primary objective term of
+``build_algorithm(compose_config(["method=...", "regularizers=none"]))``) and called on
 a ``RolloutBatch`` (it returns the loss and ~12 detached diagnostics). The reference is one
 hand-written function per method that computes the same loss the way a peer library would
 (``-min(ρA, clip(ρ)A)`` then the aggregation), with no diagnostics. Both run forward + backward of
@@ -92,7 +93,7 @@ def make_batch(B: int, T: int, G: int = 8, seed: int = 0, P: int = 8):
 def estimators(methods) -> dict:
     from ablate.config import compose_config
     from ablate.train.components import build_algorithm
-    return {m: build_algorithm(compose_config([f"method={m}", "regularizers=none"])).estimator
+    return {m: build_algorithm(compose_config([f"method={m}", "regularizers=none"])).objective.primary.estimator
             for m in methods}
 
 
@@ -104,7 +105,7 @@ def _loss_only(est, batch, logp, norm):
     """The composed loss without the estimator's diagnostics (slots + aggregation)."""
     from ablate.upge.slots.base import TokenContext
     ctx = TokenContext.from_batch(batch, logp)
-    loss_mat, _ = est.per_token(ctx)
+    loss_mat, _, _ = est.per_token(ctx)
     return est.aggregation(loss_mat, ctx.response_mask, norm)
 
 

@@ -22,12 +22,15 @@ from ablate.tasks.jsonl_math import PRINTABLE
 # a short warm start for tests: small model, 100 steps → expected pass@1 ≈ 0.013-0.016 on addition
 # (2-3x chance); the default config runs on to pass@1 ≈ 0.3
 SHORT = {"hidden_size": 96, "num_layers": 2, "num_heads": 4, "intermediate_size": 192,
-         "warm_start": {"steps": 100, "batch_size": 64, "lr": 5.0e-3, "warmup_steps": 5}}
+         "warm_start": {"steps": 100, "batch_size": 64, "lr": 5.0e-3, "warmup_steps": 5,
+                        "min_lr_ratio": 0.1, "target_pass1": None}}
 
 
 def tiny_cfg() -> dict:
-    with open(conf_dir() / "model" / "tiny.yaml") as f:
-        return yaml.safe_load(f)
+    """The default model config as Hydra composes it (conf/model/tiny.yaml over the schema)."""
+    from ablate.config import compose_config
+    from ablate.registry import plain
+    return plain(compose_config([]).model)
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +92,11 @@ def test_default_tiny_model_size_and_archs(addition):
 
 
 def test_model_config_errors(addition, tmp_path):
-    with pytest.raises(ConfigError, match="model: field: unknown value 'hidden'; allowed: .*hidden_size"):
+    with pytest.raises(ConfigError, match="model: unknown key 'hidden'; allowed: .*hidden_size"):
         build_policy({"hidden": 64}, addition, 0)
-    with pytest.raises(ConfigError, match="model.arch: unknown value 'gpt9'; allowed: llama, qwen2"):
+    with pytest.raises(ConfigError, match="model.arch: got 'gpt9'; allowed: one of llama, qwen2"):
         build_policy({"arch": "gpt9"}, addition, 0)
-    with pytest.raises(ConfigError, match="model.warm_start: field: unknown value 'step'"):
+    with pytest.raises(ConfigError, match="model.warm_start: unknown key 'step'"):
         build_policy({"warm_start": {"step": 3}}, addition, 0)
     with pytest.raises(ConfigError, match="model.path: not a local directory"):
         build_policy({"path": str(tmp_path / "missing")}, addition, 0)

@@ -174,12 +174,19 @@ class GradVarianceMeter:
                              else torch.zeros(p.numel(), dtype=self._acc, device=self._device))
             self.contributions.append(torch.cat(parts))
 
-    def finish(self) -> dict[str, Optional[float]]:
+    def finish(self, reducer=None, scale: float = 1.0) -> dict[str, Optional[float]]:
         """Metrics of the step: ``train/grad_norm`` (float), ``train/grad_var`` and
         ``train/grad_snr`` (float, or None when fewer than two microbatches carried weight).
-        One host sync. Leaves ``.grad`` untouched."""
+        One host sync. Leaves ``.grad`` untouched.
+
+        Multi-worker (``reducer`` with ``all_reduce(t, op)``, called after the gradients were
+        all-reduced): the microbatches of every worker count, each local contribution multiplied by
+        ``scale`` (1/world when each worker's loss was scaled by the world size for DDP's average)."""
         if not self._active:
             raise RuntimeError("GradVarianceMeter.finish() called before start()")
+        if reducer is not None:
+            self._active = False
+            return self._finish_distributed(reducer, scale)
         K = len(self._sq)
         if K == 0:
             raise RuntimeError("GradVarianceMeter.finish(): no after_backward() since start()")
@@ -207,6 +214,35 @@ class GradVarianceMeter:
         gnorm_f, var_f = torch.stack([gnorm2, var]).tolist()  # the one host sync
         snr = gnorm_f / (var_f / k_eff) if var_f > 0 else math.inf
         return {"train/grad_norm": math.sqrt(max(gnorm_f, 0.0)), "train/grad_var": var_f,
+                "train/grad_snr": snr}
+
+    def _finish_distributed(self, reducer, scale: float) -> dict[str, Optional[float]]:
+        """The estimator above over the microbatches of all workers (weights = each chunk's share of
+        the global normaliser; equal weights when none were given)."""
+        ws = self._weights
+        given = [w for w in ws if w is not None]
+        if given and len(given) != len(ws):
+            raise ValueError("GradVarianceMeter: pass weight= for every microbatch of a step or for none")
+        weighted = torch.tensor([1.0 if given else 0.0], dtype=torch.float64)
+        any_weighted = float(reducer.all_reduce(weighted, "max")[0]) > 0
+        raw = [float(w) if w is not None else 1.0 for w in ws] if any_weighted else [1.0] * len(ws)
+        keep = [k for k in range(len(ws)) if raw[k] > 0]
+        local = torch.zeros(3, dtype=torch.float64)  # [Σ sq_k / raw_k, Σ raw_k, K]
+        if keep:
+            inv = torch.tensor([1.0 / raw[k] for k in keep], dtype=self._acc, device=self._device)
+            sq = torch.stack([self._sq[k] for k in keep]) * (scale * scale)
+            local[0] = float((sq * inv).sum())
+            local[1] = sum(raw[k] for k in keep)
+            local[2] = len(keep)
+        tot = reducer.all_reduce(local, "sum")
+        gnorm2 = float(self._sq_norm([p.grad for p in self.params if p.grad is not None]))
+        k_eff = int(tot[2])
+        if k_eff < 2:
+            return {"train/grad_norm": math.sqrt(max(gnorm2, 0.0)), "train/grad_var": None,
+                    "train/grad_snr": None}
+        var = max(0.0, (k_eff / (k_eff - 1)) * (float(tot[0]) * float(tot[1]) - gnorm2))
+        snr = gnorm2 / (var / k_eff) if var > 0 else math.inf
+        return {"train/grad_norm": math.sqrt(max(gnorm2, 0.0)), "train/grad_var": var,
                 "train/grad_snr": snr}
 
     # ------------------------------------------------------------------------------ helpers

@@ -20,7 +20,7 @@ from ablate.component import Component, Needs
 from ablate.errors import ConfigError
 from ablate.upge.aggregation import Aggregation, Normalizer
 from ablate.upge.batch import RolloutBatch
-from ablate.upge.diagnostics import Diag, mean
+from ablate.upge.diagnostics import Diag, partial
 from ablate.upge.estimator import apply_regularizers
 from ablate.upge.slots.base import Advantage, Regularizer, TokenContext
 
@@ -92,6 +92,7 @@ class Objective(Component):
             raise ConfigError("objective.terms: at least one term is needed")
         self.terms = dict(terms)
         self.regularizers = dict(regularizers or {})
+        self._norms: dict[str, Normalizer] = {}
 
     @property
     def primary(self) -> Term:
@@ -99,7 +100,7 @@ class Objective(Component):
 
     # ------------------------------------------------------------------ once per rollout batch
     def compute_advantages(self, batch: RolloutBatch) -> None:
-        """Run each term's advantage slot once; the primary's (or zeros) becomes ``batch.advantages``."""
+        """Run each term's advantage slot once; the first one's becomes ``batch.advantages``."""
         rm = batch.response_mask
         primary: Optional[torch.Tensor] = None
         for name, term in self.terms.items():
@@ -109,19 +110,33 @@ class Objective(Component):
             batch.rows[f"adv/{name}"] = adv
             if primary is None:
                 primary = adv
-        batch.advantages = primary if primary is not None else torch.zeros_like(rm)
+        batch.advantages = primary  # None: no term has an advantage slot (REBEL, REAL, ...)
 
     # ------------------------------------------------------------------ once per minibatch
-    def normalizers(self, mb: RolloutBatch) -> dict[str, Normalizer]:
-        """Each term's counts over its own rows of the minibatch ("" = all rows, for regularizers)."""
-        out = {"": Normalizer.of(mb.response_mask)}
+    def normalizers(self, mb: RolloutBatch, reducer=None) -> dict[str, Normalizer]:
+        """Each term's counts (tokens, sequences, prompt groups) over its own rows of the minibatch
+        ("" = all rows, for regularizers); ``reducer`` sums them over the workers of a multi-worker trial."""
+        out = {"": Normalizer.of(mb.response_mask, reducer, mb.group_ids)}
         for name, term in self.terms.items():
-            out[name] = Normalizer.of(_restrict(mb, term.row_select(mb)))
+            out[name] = Normalizer.of(_restrict(mb, term.row_select(mb)), reducer, mb.group_ids)
+        self._norms = out  # the current minibatch's, for chunk_weight
         return out
 
     def chunk_weight(self, mc: RolloutBatch) -> float:
-        """This microbatch's share of the primary term's normaliser (gradient-variance weights)."""
-        return self.primary.aggregation.weight_of(_restrict(mc, self.primary.row_select(mc)))
+        """This microbatch's share of the loss (gradient-variance weights): Σ_k |weight_k| × the
+        chunk's fraction of term k's minibatch normaliser (tokens or sequences, per its aggregation).
+        One term: proportional to its count, as before; several: a term with no rows in the chunk
+        (HPT's RL term when every prompt went to SFT) adds nothing instead of zeroing the chunk."""
+        norms = self._norms
+        total = 0.0
+        for name, term in self.terms.items():
+            agg = term.aggregation
+            share = agg.weight_of(_restrict(mc, term.row_select(mc)))
+            norm = norms.get(name)
+            if norm is not None:
+                share /= norm.num_tokens if agg.mode.startswith("token") else norm.num_seqs
+            total += abs(term.weight) * share
+        return total
 
     def batch_loss(self, batch: RolloutBatch, logp: torch.Tensor, entropy: Optional[torch.Tensor] = None,
                    entropy_grad: Optional[torch.Tensor] = None) -> ObjectiveOutput:
@@ -156,7 +171,7 @@ class Objective(Component):
                     dv = Diag(dv.value, "mean", n_term)
                 diags[prefix + dk] = dv
             if multi:
-                diags[f"loss/{name}"] = mean(out.loss.detach(), n_term)
+                diags[f"loss/{name}"] = partial(out.loss)
         reg, reg_diags = apply_regularizers(self.regularizers, base, norms[""], self.primary.aggregation)
         diags.update(reg_diags)
         return ObjectiveOutput(loss=loss + reg, diags=diags, num_tokens=base.response_mask.sum().clamp_min(1.0))

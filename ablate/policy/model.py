@@ -27,45 +27,18 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 import torch
 
-from ablate.errors import ConfigError, choice_error
+from ablate.errors import ConfigError
 from ablate.registry import plain
 from ablate.policy.forward import encode_pairs, token_logprobs
 from ablate.policy.tokenizer import build_tokenizer
+from ablate.tasks.chat import apply_prompt_format
 
 log = logging.getLogger(__name__)
 
 WARMSTART_FORMAT = 1  # bump when the warm-start procedure changes (invalidates caches)
 
-ARCHS = ("llama", "qwen2")
-MODEL_DEFAULTS: dict[str, Any] = {
-    "arch": "llama",
-    "path": None,
-    "hidden_size": 128,
-    "num_layers": 4,
-    "num_heads": 4,
-    "num_kv_heads": None,
-    "intermediate_size": 256,
-    "max_position_embeddings": 128,
-    "tie_word_embeddings": True,
-    "rope_theta": 10000.0,
-    "dtype": "float32",
-    "attn_implementation": "sdpa",
-    "warm_start": None,
-}
-WARM_DEFAULTS: dict[str, Any] = {
-    "steps": 0,
-    "batch_size": 128,
-    "lr": 3.0e-3,
-    "weight_decay": 0.0,
-    "warmup_steps": 10,
-    "min_lr_ratio": 0.1,
-    "max_grad_norm": 1.0,
-    "target_pass1": None,  # stop once the probe's expected pass@1 reaches this (null: run all steps)
-    "check_every": 10,
-    "probe_size": 256,
-    "cache": True,
-    "on_checkpoint": False,  # also warm-start a model loaded from `path`
-}
+# Defaults, types and ranges of model.* and model.warm_start.*: ablate/schema.py (ModelConfig,
+# WarmStartConfig), the one source that conf/model/tiny.yaml also extends.
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -76,42 +49,24 @@ class Policy:
     model: torch.nn.Module
     tokenizer: Any
     info: dict = field(default_factory=dict)  # num_params, source, warm_start {cache_hit, path, seconds, loss}
+    task: Any = None  # the task with prompts in this tokenizer's format (task.prompt_format)
 
 
 def _resolve_cfg(model_cfg: Any) -> dict:
+    """``model_cfg`` checked against the schema, with its defaults filled in; ``warm_start`` is
+    always a mapping (``null`` = no warm start: ``steps: 0``)."""
+    from ablate.schema import ModelConfig, WarmStartConfig, check
+
     cfg = plain(model_cfg) or {}
     if not isinstance(cfg, Mapping):
-        raise ConfigError(f"model: expected a mapping, got {cfg!r}")
+        raise ConfigError(f"model: got {cfg!r}; allowed: a mapping")
     cfg = dict(cfg)
     cfg.pop("_target_", None)
     cfg.pop("name", None)
-    cfg.pop("seed", None)  # read by the trainer (policy_seed), not part of the architecture
-    for k in cfg:
-        if k not in MODEL_DEFAULTS:
-            raise choice_error("model: field", k, MODEL_DEFAULTS)
-    out = {**MODEL_DEFAULTS, **cfg}
-    if out["arch"] not in ARCHS:
-        raise choice_error("model.arch", out["arch"], ARCHS)
-    if out["dtype"] not in DTYPES:
-        raise choice_error("model.dtype", out["dtype"], DTYPES)
-    ws = out["warm_start"]
-    if ws is None or ws is False:
-        ws = {}
-    if not isinstance(ws, Mapping):
-        raise ConfigError(f"model.warm_start: expected a mapping or null, got {ws!r}")
-    for k in ws:
-        if k not in WARM_DEFAULTS:
-            raise choice_error("model.warm_start: field", k, WARM_DEFAULTS)
-    out["warm_start"] = {**WARM_DEFAULTS, **ws}
-    t = out["warm_start"]["target_pass1"]
-    if t is not None and not (isinstance(t, (int, float)) and 0 < t <= 1):
-        raise ConfigError(f"model.warm_start.target_pass1: must be in (0, 1] or null, got {t!r}")
-    for k in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_position_embeddings"):
-        if not isinstance(out[k], int) or out[k] < 1:
-            raise ConfigError(f"model.{k}: must be a positive integer, got {out[k]!r}")
-    if out["hidden_size"] % out["num_heads"]:
-        raise ConfigError(f"model.num_heads: {out['num_heads']} does not divide "
-                          f"model.hidden_size={out['hidden_size']}")
+    out = check(ModelConfig, cfg, "model.").model_dump()
+    out.pop("seed", None)  # read by the trainer (policy_seed), not part of the architecture
+    if out["warm_start"] is None:
+        out["warm_start"] = {**WarmStartConfig().model_dump(), "steps": 0}
     return out
 
 
@@ -244,12 +199,13 @@ def sft_warm_start(model: torch.nn.Module, tokenizer, task, ws: dict, seed: int,
                    callback: Optional[Callable[[int, torch.nn.Module, float], None]] = None) -> dict:
     """Supervised fine-tuning on ``task`` demonstrations: loss on response tokens (demo + EOS).
 
-    ``ws`` holds the warm-start fields (see ``WARM_DEFAULTS``). With ``target_pass1`` set, training
+    ``ws`` holds the warm-start fields (see ``ablate.schema.WarmStartConfig``). With ``target_pass1`` set, training
     stops at the first check (every ``check_every`` steps) where the expected pass@1 at temperature
     1 on a fixed probe of ``probe_size`` training problems reaches the target; ``steps`` is then a
     cap. This pins the RL starting point across seeds (the SFT curve of a tiny model on addition
     has a seed-dependent knee). ``callback(step, model, loss)`` runs after each optimizer step."""
-    ws = {**WARM_DEFAULTS, **ws}
+    from ablate.schema import WarmStartConfig, check
+    ws = check(WarmStartConfig, ws, "model.warm_start.").model_dump()
     steps, bs = int(ws["steps"]), int(ws["batch_size"])
     target = ws["target_pass1"]
     rng = np.random.default_rng([int(seed), 0x5F7])
@@ -322,6 +278,11 @@ def build_policy(model_cfg: Any, task, seed: int, device: torch.device | str = "
     """The policy for ``task``: a tiny LM (char tokenizer over ``task.alphabet()``) or the local
     checkpoint at ``model_cfg.path``, optionally SFT-warm-started on the task's demonstrations."""
     cfg = _resolve_cfg(model_cfg)
+    # applied after the (cached) warm start, so not part of its cache key
+    lora_cfg, grad_ckpt = cfg.pop("lora"), bool(cfg.pop("gradient_checkpointing"))
+    if lora_cfg is not None:
+        from ablate.policy.lora import lora_config
+        lora_config(lora_cfg)  # validate before anything is built
     device = torch.device(device)
     dtype = DTYPES[cfg["dtype"]]
     ws = cfg["warm_start"]
@@ -335,12 +296,14 @@ def build_policy(model_cfg: Any, task, seed: int, device: torch.device | str = "
             try:
                 t0 = time.perf_counter()
                 model, tok = _load_local(cache_dir, dtype, cfg["attn_implementation"])
+                task = apply_prompt_format(task, tok)
                 meta = json.loads((cache_dir / "ablate_warmstart.json").read_text())
                 model.to(device).eval()
                 info["warm_start"] = {**meta.get("result", {}), "cache_hit": True, "path": str(cache_dir),
                                       "load_seconds": time.perf_counter() - t0}
-                info["num_params"] = count_params(model)
-                return Policy(model=model, tokenizer=tok, info=info)
+                return _finish(model, tok, info, task, lora_cfg, grad_ckpt)
+            except ConfigError:
+                raise
             except Exception as e:  # corrupt cache entry: rebuild it
                 log.warning("warm-start cache %s unreadable (%s); rebuilding", cache_dir, e)
                 shutil.rmtree(cache_dir, ignore_errors=True)
@@ -350,6 +313,7 @@ def build_policy(model_cfg: Any, task, seed: int, device: torch.device | str = "
     else:
         tok = build_tokenizer(task.alphabet(), model_max_length=max(4096, cfg["max_position_embeddings"]))
         model = _new_tiny_model(cfg, tok, seed)
+    task = apply_prompt_format(task, tok)
     model.to(device)
     if do_warm:
         result = sft_warm_start(model, tok, task, ws, seed, device)
@@ -361,6 +325,16 @@ def build_policy(model_cfg: Any, task, seed: int, device: torch.device | str = "
                 _save_atomic(model, tok, cache_dir, meta)
             except OSError as e:  # a read-only cache must not stop training
                 log.warning("could not write warm-start cache %s: %s", cache_dir, e)
+    return _finish(model, tok, info, task, lora_cfg, grad_ckpt)
+
+
+def _finish(model, tok, info: dict, task, lora_cfg, grad_ckpt: bool) -> Policy:
+    """LoRA adapters and gradient checkpointing go on after the warm start."""
+    from ablate.policy.lora import apply_lora
+    if grad_ckpt:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model = apply_lora(model, lora_cfg)
     model.eval()
     info["num_params"] = count_params(model)
-    return Policy(model=model, tokenizer=tok, info=info)
+    info["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return Policy(model=model, tokenizer=tok, info=info, task=task)

@@ -125,6 +125,12 @@ def build_document(sweep: Sweep, presets: list[dict],
     blocks.append(Pre(sweep.search_space_text or "(search_space.yaml missing)", "yaml", raw_output=False))
     if sweep.warnings:
         blocks.append(Details(f"Loader notes ({len(sweep.warnings)})", [Bullets(list(sweep.warnings[:50]))]))
+    if sweep.skipped:
+        blocks.append(Heading(3, f"Skipped trials ({len(sweep.skipped)})"))
+        blocks.append(Para("Trials left out of the statistics (excluded) or read only in part, and why."))
+        blocks.append(Bullets([skipped_line(s) for s in sweep.skipped[:MAX_SKIPPED]]
+                              + ([f"... and {len(sweep.skipped) - MAX_SKIPPED} more"]
+                                 if len(sweep.skipped) > MAX_SKIPPED else [])))
 
     # ------------------------------------------------------------------ findings
     blocks.append(Heading(2, "Findings", "findings"))
@@ -184,7 +190,8 @@ def build_document(sweep: Sweep, presets: list[dict],
     blocks.append(Heading(3, "Interactions"))
     if inters:
         blocks.append(Para(
-            "Cell means (trials) for pairs of slots whose variants are fully crossed; the residual RMS is "
+            "Cell means (trials) for pairs of swept factors (slots and hyperparameters) whose values are "
+            "fully crossed; the residual RMS is "
             "the deviation of the cell means from an additive model (row + column − grand mean): 0 means "
             "no interaction. " + (f"Pooled seed noise sd of one trial: {noise:.3g}." if np.isfinite(noise) else "")
         ))
@@ -201,10 +208,11 @@ def build_document(sweep: Sweep, presets: list[dict],
             blocks.append(Para("Smaller interactions: " + ", ".join(
                 f"{it.a} × {it.b} ({it.residual_rms:.3g})" for it in inters[MAX_INTERACTION_TABLES:]) + "."))
         figs.add(blocks, "interactions.png", plots.interactions_plot(inters, metric), "Interaction heatmaps")
-    elif len(varying(sweep)[0]) < 2:
-        blocks.append(Para("Fewer than two slots are swept: no slot interactions to show."))
+    elif sum(len(v) for v in varying(sweep)) < 2:
+        blocks.append(Para("Fewer than two factors (slots, hyperparameters) are swept: no interactions "
+                           "to show."))
     else:
-        blocks.append(Para("No pair of swept slots is fully crossed in the full-budget trials."))
+        blocks.append(Para("No pair of swept factors is fully crossed in the full-budget trials."))
     if not_crossed:
         blocks.append(Para("Not fully crossed (skipped): " + ", ".join(f"{a} × {b}" for a, b in not_crossed) + "."))
 
@@ -469,13 +477,27 @@ def _shell_quote(s: str) -> str:
     return shlex.quote(s)
 
 
-def generate_report(sweep_dir, out_dir=None, presets=None, metrics=()) -> Path:
+MAX_SKIPPED = 200
+
+
+def skipped_line(s: dict) -> str:
+    kind = "excluded" if s.get("excluded") else "partly read"
+    combo = f" ({s['combo']})" if s.get("combo") else ""
+    return f"{s['trial_id']}{combo}: {kind}: {s['reason']}"
+
+
+def generate_report(sweep_dir, out_dir=None, presets=None, log=None, metrics=()) -> Path:
     """Read ``sweep_dir`` and write ``report.md``, ``report.html`` (self-contained) and
     ``figures/*.png`` into ``out_dir`` (default: ``reports/<sweep name>`` under the current
     directory). ``presets``: the method catalog (``ablate methods --json``) for labels; when None it
-    is loaded from ``ablate.methods.catalog`` if that exists. ``metrics``: extra logged metrics
-    to analyse (``ablate report --metric NAME``). Returns the output directory."""
+    is loaded from ``ablate.methods.catalog`` if that exists. Returns the output directory.
+    ``log``: gets one line per skipped trial (the console of `ablate report` / `ablate sweep`).
+    ``metrics``: extra logged metrics to analyse (``ablate report --metric NAME``)."""
     sweep = load_sweep(sweep_dir)
+    if log is not None and sweep.skipped:
+        log(f"report: {len(sweep.skipped)} trial(s) skipped or partly read:")
+        for s in sweep.skipped[:MAX_SKIPPED]:
+            log(f"  {skipped_line(s)}")
     plist = normalise_presets(presets) if presets is not None else load_default_presets()
     title, blocks, figures = build_document(sweep, plist, metrics)
     out = Path(out_dir) if out_dir is not None else Path("reports") / _safe_name(sweep.name)

@@ -184,17 +184,24 @@ def marginal_effects(sweep: Sweep, values: pd.Series | None = None,
 
 
 def interactions(sweep: Sweep) -> tuple[list[Interaction], list[tuple[str, str]]]:
-    """Cell-mean tables for every pair of varying slots whose levels are fully crossed in the
-    full-budget trials (sorted by residual RMS, largest first), and the pairs that are not crossed."""
+    """Cell-mean tables for every pair of varying factors (slots, and hyperparameters such as
+    train.epochs: slot × hyperparameter interactions count as much as slot × slot ones) whose
+    levels are fully crossed in the full-budget trials (sorted by residual RMS, largest first), and
+    the pairs that are not crossed. Numeric hyperparameters with many values are binned; trials
+    where a conditional parameter is unset do not enter its pairs."""
     fb = sweep.full_budget()
-    vs, _ = varying(sweep)
+    vs, vp = varying(sweep)
     crossed, not_crossed = [], []
     if fb.empty:
         return [], []
-    y = fb[sweep.target_col].astype(float)
-    for a, b in combinations(vs, 2):
-        ca, cb = fb["slot." + a].map(_fmt_value), fb["slot." + b].map(_fmt_value)
-        rows, cols = sorted(ca.unique()), sorted(cb.unique())
+    factors = [(s, "slot." + s) for s in vs] + [(p, "param." + p) for p in vp]
+    for (a, col_a), (b, col_b) in combinations(factors, 2):
+        sub = fb[fb[col_a].map(lambda v: not is_missing(v)) & fb[col_b].map(lambda v: not is_missing(v))]
+        if sub.empty:
+            continue
+        y = sub[sweep.target_col].astype(float)
+        ca, rows, _ = _level_labels(sub[col_a])
+        cb, cols, _ = _level_labels(sub[col_b])
         if len(rows) < 2 or len(cols) < 2:
             continue
         grouped = y.groupby([ca, cb])

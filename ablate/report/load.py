@@ -4,6 +4,9 @@ One row per trial in ``Sweep.trials`` (slots as ``slot.<name>``, hyperparameters
 ``param.<name>``, final metrics as ``final.<metric>``, per-run summaries derived from
 metrics.jsonl); one row per logged step in ``Sweep.metrics``. Bad lines and missing files become
 notes in ``Sweep.warnings``, never exceptions: a report of a half-broken sweep is still a report.
+A trial whose trials.jsonl line is unreadable (torn by a killed driver) but whose run directory is
+complete is recovered from its own files; ``Sweep.skipped`` names every trial left out of the
+statistics or read only in part, and why.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class Sweep:
     budget: float | None
     journal_path: Path | None
     warnings: list[str] = field(default_factory=list)
+    # {"trial_id", "combo", "excluded" (left out of the statistics), "reason"}
+    skipped: list[dict] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -169,6 +174,17 @@ def load_sweep(sweep_dir) -> Sweep:
     if not (path / "trials.jsonl").exists():
         raise SweepFormatError(f"{path / 'trials.jsonl'} is missing: not a sweep directory?")
     records = [r for r in _read_jsonl(path / "trials.jsonl", warnings) if isinstance(r, dict)]
+    skipped: list[dict] = []
+    torn = _bad_lines(path / "trials.jsonl")
+    recovered = _recover_rows(path, meta, records)
+    if recovered:
+        warnings.append(f"{len(recovered)} trial(s) missing from trials.jsonl recovered from their "
+                        f"run directories: {', '.join(str(r['trial_id']) for r in recovered)}")
+        records += recovered
+    if torn > len(recovered):
+        skipped.append({"trial_id": "(unknown)", "combo": "", "excluded": True,
+                        "reason": f"{torn - len(recovered)} unreadable line(s) in trials.jsonl "
+                                  f"that no complete run directory accounts for"})
 
     # the last record of a trial id wins (a runner may append status updates)
     by_id: dict[str, dict] = {}
@@ -204,6 +220,22 @@ def load_sweep(sweep_dir) -> Sweep:
         rd = Path(run_dir) if Path(run_dir).is_absolute() else path / run_dir
         summary = _read_json(rd / "summary.json", warnings)
         summary = summary if isinstance(summary, dict) else {}
+        combo_text = str(r["combo"]) if r.get("combo") else ""
+        if status != "finished":
+            err = r.get("error") or summary.get("error")
+            skipped.append({"trial_id": tid, "combo": combo_text, "excluded": True,
+                            "reason": f"status {status}" + (f": {_one_line(err)}" if err else "")})
+        if status in ("finished", "early_stopped"):
+            if not (rd / "metrics.jsonl").is_file():
+                skipped.append({"trial_id": tid, "combo": combo_text, "excluded": False,
+                                "reason": f"metrics.jsonl missing in {run_dir} (no curves; final "
+                                          f"values from trials.jsonl/summary.json)"})
+            else:
+                bad = _bad_lines(rd / "metrics.jsonl")
+                if bad:
+                    skipped.append({"trial_id": tid, "combo": combo_text, "excluded": False,
+                                    "reason": f"{bad} unreadable line(s) in {run_dir}/metrics.jsonl "
+                                              f"(those steps are missing from the curves)"})
         wandb = summary.get("wandb") if isinstance(summary.get("wandb"), dict) else {}
         final = r.get("final") if isinstance(r.get("final"), dict) else None
         if not final and isinstance(summary.get("final"), dict):
@@ -304,6 +336,19 @@ def load_sweep(sweep_dir) -> Sweep:
             fb &= trials["steps_done"].isna() | (trials["steps_done"] >= budget)
         trials["full_budget"] = fb
 
+    if not trials.empty:
+        target = trials["final." + metric].astype(float)
+        for tid, combo, fb, st, v in zip(trials["trial_id"], trials["combo"], trials["full_budget"],
+                                         trials["status"], target):
+            if st != "finished":
+                continue  # named above with its status
+            if not np.isfinite(v):
+                skipped.append({"trial_id": tid, "combo": combo, "excluded": True,
+                                "reason": f"no final {metric}"})
+            elif not fb:
+                skipped.append({"trial_id": tid, "combo": combo, "excluded": True,
+                                "reason": f"ran fewer steps than the full budget ({budget:g})"})
+
     slot_list = [s for s in SLOT_ORDER if s in slot_names] + sorted(slot_names - set(SLOT_ORDER))
     pass_ks = sorted(
         int(m.group(1)) for k in final_keys if (m := PASS_AT_RE.match(k)) is not None
@@ -321,4 +366,39 @@ def load_sweep(sweep_dir) -> Sweep:
         budget=budget,
         journal_path=journal if journal.is_file() else None,
         warnings=warnings,
+        skipped=skipped,
     )
+
+
+def _one_line(x, n: int = 200) -> str:
+    s = " ".join(str(x).split())
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _bad_lines(path: Path) -> int:
+    """Unreadable (e.g. torn) lines of a JSONL file."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return 0
+    bad = 0
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+    return bad
+
+
+def _recover_rows(path: Path, meta: dict, records: list[dict]) -> list[dict]:
+    """Rows for ended trials whose run directory is complete but which trials.jsonl lacks (its
+    line was torn), rebuilt from their own files by the sweep's ledger."""
+    try:
+        from ablate.sweep.ledger import rows_from_run_dirs
+    except Exception:  # noqa: BLE001 - report used without the sweep package
+        return []
+    have_ids = {str(r.get("trial_id")) for r in records}
+    have_dirs = {str(r.get("run_dir")) for r in records if r.get("run_dir")}
+    return [r for r in rows_from_run_dirs(path, meta)
+            if str(r.get("trial_id")) not in have_ids and str(r.get("run_dir")) not in have_dirs]

@@ -46,8 +46,11 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _combo_name(c: Combo) -> str:
-    return f"{c.cid} {c.label}".strip()
+def _combo_name(c: Combo, width: int = 60) -> str:
+    """A legend entry that names the combination (its swept values), not just its id."""
+    what = c.desc if c.desc and c.desc != "(single combination)" else ""
+    text = " ".join(x for x in (c.cid, c.label, what) if x)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _err(ci) -> tuple[float, float]:

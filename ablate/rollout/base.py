@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
+
+from ablate.component import Component, Needs
+from ablate.errors import ConfigError
+
+IS_CORRECTIONS = ("none", "truncate", "mask")
 
 
 @dataclass
@@ -24,10 +29,47 @@ class RolloutOutput:
     prompt_len: int  # P
     texts: list[str]  # decoded responses (special tokens stripped)
     truncated: torch.Tensor  # [B] bool: no EOS within max_new_tokens
+    engine_logp: Optional[torch.Tensor] = None  # [B, T] the engine's own log-probs (logprobs=engine)
 
 
-class RolloutEngine:
-    """Generates ``n`` samples for each prompt. Engines: hf (default), vllm (GPU)."""
+def is_weights(old_logp: torch.Tensor, engine_logp: torch.Tensor, mode: str, cap: float) -> torch.Tensor:
+    """Train–inference mismatch correction per token, w = π_old/π_engine (detached):
+    ``truncate`` min(w, C) (verl/MiniRL truncated IS), ``mask`` 1 where 1/C ≤ w ≤ C else 0
+    (masked IS), ``none`` 1."""
+    if mode == "none":
+        return torch.ones_like(old_logp)
+    w = torch.exp((old_logp - engine_logp).clamp(-20.0, 20.0))
+    if mode == "truncate":
+        return w.clamp(max=cap)
+    return ((w >= 1.0 / cap) & (w <= cap)).to(old_logp.dtype)
+
+
+class RolloutEngine(Component):
+    """Generates ``n`` samples for each prompt. Engines: hf (default), vllm (GPU).
+
+    ``is_correction``/``is_cap``: with an engine that reports its own log-probs
+    (``RolloutOutput.engine_logp``), the loss of each token is weighted by the train–inference
+    correction of ``is_weights``; that needs the behaviour log-probs before the advantage.
+    """
+
+    family = "rollout"
+    is_correction: str = "none"
+    is_cap: float = 2.0
+    reports_logprobs: ClassVar[bool] = False
+
+    def set_correction(self, is_correction: str, is_cap: float) -> None:
+        if is_correction not in IS_CORRECTIONS:
+            raise ConfigError(f"rollout.is_correction: unknown value {is_correction!r}; "
+                              f"allowed: {', '.join(IS_CORRECTIONS)}")
+        if not (isinstance(is_cap, (int, float)) and is_cap > 1):
+            raise ConfigError(f"rollout.is_cap: expected a number > 1, got {is_cap!r}")
+        if is_correction != "none" and not self.reports_logprobs:
+            raise ConfigError(f"rollout.is_correction: {is_correction!r} needs an engine that reports its "
+                              "own log-probs (rollout=vllm with rollout.logprobs=engine)")
+        self.is_correction, self.is_cap = is_correction, float(is_cap)
+
+    def needs(self) -> Needs:
+        return Needs(logp_before_advantage=self.is_correction != "none")
 
     def generate(self, model: torch.nn.Module, tokenizer, prompts: list[str], n: int, *,
                  temperature: float, top_p: float, max_new_tokens: int,

@@ -30,7 +30,8 @@ class HFEngine(RolloutEngine):
 
     def __init__(self, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 8,
                  top_k: int = 0, batch_size: Optional[int] = None,
-                 logprob_batch_size: Optional[int] = None):
+                 logprob_batch_size: Optional[int] = None, is_correction: str = "none",
+                 is_cap: float = 2.0):
         if temperature is None or temperature < 0:
             raise ConfigError(f"rollout.temperature: must be >= 0, got {temperature!r}")
         if not 0 < top_p <= 1:
@@ -42,6 +43,7 @@ class HFEngine(RolloutEngine):
                 raise ConfigError(f"rollout.{name}: must be a positive integer or null, got {v!r}")
         self.temperature, self.top_p, self.max_new_tokens = float(temperature), float(top_p), max_new_tokens
         self.top_k, self.batch_size, self.logprob_batch_size = int(top_k), batch_size, logprob_batch_size
+        self.set_correction(is_correction, is_cap)
 
     def generate(self, model: torch.nn.Module, tokenizer, prompts: list[str], n: int, *,
                  temperature: Optional[float] = None, top_p: Optional[float] = None,

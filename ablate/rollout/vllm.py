@@ -31,7 +31,8 @@ class VLLMEngine(RolloutEngine):
     def __init__(self, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 8,
                  top_k: int = 0, gpu_memory_utilization: float = 0.4, dtype: str = "auto",
                  enforce_eager: bool = True, max_model_len: Optional[int] = None,
-                 logprob_batch_size: Optional[int] = None):
+                 logprob_batch_size: Optional[int] = None, logprobs: str = "trainer",
+                 is_correction: str = "none", is_cap: float = 2.0, sleep_mode: bool = False):
         if not torch.cuda.is_available():
             raise ConfigError(NEEDS)
         try:
@@ -45,6 +46,12 @@ class VLLMEngine(RolloutEngine):
         self.gpu_memory_utilization, self.dtype = float(gpu_memory_utilization), dtype
         self.enforce_eager, self.max_model_len = bool(enforce_eager), max_model_len
         self.logprob_batch_size = logprob_batch_size
+        if logprobs not in ("trainer", "engine"):
+            raise ConfigError(f"rollout.logprobs: unknown value {logprobs!r}; allowed: engine, trainer")
+        self.logprobs = logprobs
+        self.reports_logprobs = logprobs == "engine"  # keep vLLM's own log-probs for the IS correction
+        self.set_correction(is_correction, is_cap)
+        self.sleep_mode = bool(sleep_mode)  # colocated: release GPU memory between generations
         self._llm = None
         self._tmp: Optional[tempfile.TemporaryDirectory] = None
 
@@ -59,11 +66,17 @@ class VLLMEngine(RolloutEngine):
             # an in-memory model (tiny / warm-started): hand vLLM a checkpoint on disk
             self._tmp = tempfile.TemporaryDirectory(prefix="ablate-vllm-")
             path = self._tmp.name
-            model.save_pretrained(path, safe_serialization=True)
+            from ablate.policy.lora import is_lora, merged
+            if is_lora(model):  # a base-architecture checkpoint with the adapters merged
+                with merged(model) as state:
+                    model.get_base_model().save_pretrained(path, state_dict=state, safe_serialization=True)
+            else:
+                model.save_pretrained(path, safe_serialization=True)
             tokenizer.save_pretrained(path)
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # keep the model in-process
         kw = dict(model=path, tokenizer=path, dtype=self.dtype, enforce_eager=self.enforce_eager,
-                  gpu_memory_utilization=self.gpu_memory_utilization, seed=0)
+                  gpu_memory_utilization=self.gpu_memory_utilization, seed=0,
+                  enable_sleep_mode=self.sleep_mode)
         if self.max_model_len:
             kw["max_model_len"] = int(self.max_model_len)
         self._llm = LLM(**kw)
@@ -89,12 +102,19 @@ class VLLMEngine(RolloutEngine):
     def sync_weights(self, model: torch.nn.Module) -> None:
         if self._llm is None:
             return
+        if self.sleep_mode:
+            self._llm.wake_up()
+        from ablate.policy.lora import is_lora, merged
         target = self._vllm_model()
         with torch.no_grad():
-            target.load_weights(((name, t.detach()) for name, t in model.state_dict().items()))
-        reset = getattr(self._llm, "reset_prefix_cache", None)
-        if reset is not None:
-            reset()
+            if is_lora(model):  # vLLM holds the base architecture: push base + merged adapters
+                with merged(model) as state:
+                    target.load_weights(((n, t.detach()) for n, t in state.items()))
+            else:
+                target.load_weights(((name, t.detach()) for name, t in model.state_dict().items()))
+        self._llm.reset_prefix_cache()
+        if self.sleep_mode:
+            self._llm.sleep(level=1)
 
     # -- sampling ---------------------------------------------------------------------------
     def generate(self, model: torch.nn.Module, tokenizer, prompts: list[str], n: int, *,
@@ -105,6 +125,8 @@ class VLLMEngine(RolloutEngine):
         from vllm import SamplingParams
 
         self._ensure_llm(model, tokenizer)
+        if self.sleep_mode:
+            self._llm.wake_up()
         temperature = self.temperature if temperature is None else float(temperature)
         top_p = self.top_p if top_p is None else float(top_p)
         max_new_tokens = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
@@ -118,21 +140,29 @@ class VLLMEngine(RolloutEngine):
                   stop_token_ids=eos_ids, skip_special_tokens=True)
         if self.top_k > 0:
             sp["top_k"] = self.top_k
+        if self.reports_logprobs:
+            sp["logprobs"] = 0  # the sampled token's log-prob
         requests = []
         for j, ids in enumerate(prompt_ids):
             params = SamplingParams(**sp, seed=None if seed is None else (seed + j) % (2**31))
             requests.append(({"prompt_token_ids": list(ids)}, params))
         outs = self._llm.generate([r[0] for r in requests], [r[1] for r in requests], use_tqdm=False)
+        if self.sleep_mode:
+            self._llm.sleep(level=1)
 
         rows: list[list[int]] = []
+        eng_lp: list[list[float]] = []
         for o in outs:  # one RequestOutput per prompt, in order
             if len(o.outputs) != n:
                 raise RuntimeError(f"rollout=vllm: expected {n} samples per prompt, got {len(o.outputs)}")
             for c in o.outputs:
                 ids = list(c.token_ids)
+                lps = [float(d[t].logprob) for d, t in zip(c.logprobs, ids)] if self.reports_logprobs else []
                 if c.finish_reason == "stop" and (not ids or ids[-1] not in eos_ids):
                     ids.append(eos_ids[0])  # stopped on EOS but the id was not returned
+                    lps.append(0.0)
                 rows.append(ids[:max_new_tokens])
+                eng_lp.append(lps[:max_new_tokens])
         P = max(len(p) for p in prompt_ids)
         T = max(1, max(len(r) for r in rows))
         B = len(rows)
@@ -145,6 +175,13 @@ class VLLMEngine(RolloutEngine):
             p_att[i, P - len(p):] = 1
             if r:
                 resp[i, :len(r)] = torch.as_tensor(r)
-        return assemble(model, tokenizer, p_ids.to(device), p_att.to(device), resp.to(device), eos_ids,
-                        pad_id, temperature if temperature > 0 else 1.0, self.logprob_batch_size,
-                        compute_logprobs=compute_logprobs)
+        out = assemble(model, tokenizer, p_ids.to(device), p_att.to(device), resp.to(device), eos_ids,
+                       pad_id, temperature if temperature > 0 else 1.0, self.logprob_batch_size,
+                       compute_logprobs=compute_logprobs)
+        if self.reports_logprobs:
+            lp = torch.zeros(out.response_mask.shape, device=device)
+            for i, row in enumerate(eng_lp):
+                if row:
+                    lp[i, :len(row)] = torch.tensor(row[: lp.shape[1]], device=device)
+            out.engine_logp = lp * out.response_mask
+        return out

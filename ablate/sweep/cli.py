@@ -45,6 +45,9 @@ def _add_arguments(p: argparse.ArgumentParser, remainder: bool = False) -> None:
     p.add_argument("--num-cpus", type=float, default=None, metavar="N",
                    help="CPUs of the local Ray instance (default: all cores)")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's own output (status tables, worker logs) instead of writing "
+                        "it to <sweep_dir>/ray.log")
 
 
 def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
@@ -85,7 +88,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         return run_sweep(args.file, list(args.overrides or []), address=args.address,
                          resume=args.resume, output_dir=args.output_dir, name=args.name,
                          dry_run=args.dry_run, num_cpus=args.num_cpus,
-                         report=not args.no_report)
+                         report=not args.no_report, verbose=args.verbose)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -8,7 +8,9 @@ Row fields: trial_id (unique per row), tune_trial_id, key (combo|seed), status
 (finished|failed|early_stopped|running|pending), slots {mask, denominator, advantage, likelihood,
 aggregation}, choices (every config group, when the run's config.yaml exists), method, params,
 seed, combo, final (metrics), value (final[metric]), run_dir (relative to the sweep dir),
-wandb_run_id, wandb_dir, error, wall_s, steps_done, started, ended, overrides, experiment.
+wandb_run_id, wandb_dir, error, failure_kind (failed rows: "trial" = the run's own code or
+config, "infrastructure" = its process died; --resume reruns those), wall_s, steps_done, started,
+ended, overrides, experiment, resumed_from_step (a run continued from a trial checkpoint).
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ from ablate.sweep.trial import COMPLETE_KEY, OUTCOME_FILE
 from ablate.tracking.run_store import read_jsonl
 
 FINAL_STATUSES = ("finished", "failed", "early_stopped")
+INFRA = "infrastructure"  # failure_kind of a run whose process died (actor died, node lost)
+
+
+def is_done(row: Mapping[str, Any]) -> bool:
+    """A row --resume keeps: final, except a run that failed for infrastructure reasons."""
+    return row.get("status") in FINAL_STATUSES and not (
+        row.get("status") == "failed" and row.get("failure_kind") == INFRA)
 _TUNE_STATUS = {"PENDING": "pending", "PAUSED": "pending", "RUNNING": "running",
                 "TERMINATED": "finished", "ERROR": "failed"}
 _SKIP_FINAL = {"seed", "sweep/seed_index", COMPLETE_KEY, "sweep/num_seeds", "done",
@@ -124,13 +133,12 @@ class Ledger:
 
     def finished_keys(self) -> set[str]:
         """Spec keys of runs already measured (finished, failed or early-stopped)."""
-        return {r["key"] for r in self.load().rows.values()
-                if r.get("status") in FINAL_STATUSES and r.get("key")}
+        return {r["key"] for r in self.load().rows.values() if is_done(r) and r.get("key")}
 
     # -------------------------------------------------------------------------- row building
     def _row(self, *, trial_id: str, tune_id: str, status: str, assign: dict, seed: int,
              run: dict | None, last: Mapping[str, Any], error: str | None, order: int,
-             experiment: str) -> dict:
+             experiment: str, failure_kind: str | None = None) -> dict:
         metric = self.ctx["metric"]
         run = run or {}
         run_rel = run.get("run_dir")
@@ -174,6 +182,9 @@ class Ledger:
             "wandb_run_id": run.get("wandb_run_id") or wb.get("run_id"),
             "wandb_dir": run.get("wandb_dir") or wb.get("dir"),
             "error": run.get("error") or error,
+            "failure_kind": (failure_kind or ("trial" if run.get("status") == "failed" else INFRA))
+            if status == "failed" else None,
+            "resumed_from_step": run.get("resumed_from_step"),
             "wall_s": run.get("wall_s") if run.get("wall_s") is not None else summary.get("wall_s"),
             "steps_done": steps,
             "started": run.get("started"),
@@ -233,7 +244,8 @@ class Ledger:
             row = self._row(trial_id=rid, tune_id=tune_id, status=row_status, assign=assign,
                             seed=seed, run=run, last=row_last,
                             error=error if row_status == "failed" else None,
-                            order=order * 1000 + i, experiment=experiment)
+                            order=order * 1000 + i, experiment=experiment,
+                            failure_kind="trial" if outcome.get("status") == "failed" else None)
             self.rows[rid] = row
 
     def recover(self) -> int:
@@ -260,7 +272,8 @@ class Ledger:
                     seed=seed, run=run or None, last={},
                     error=(run.get("error") or out.get("error")) if rs == "failed" else None,
                     order=(old or {}).get("order", 10**6 + i),
-                    experiment=(old or {}).get("experiment") or "recovered")
+                    experiment=(old or {}).get("experiment") or "recovered",
+                    failure_kind="trial")
                 n += 1
         return n
 
@@ -284,6 +297,17 @@ class Ledger:
         for r in self.rows.values():
             out[r["status"]] = out.get(r["status"], 0) + 1
         return out
+
+
+def rows_from_run_dirs(sweep_dir: str | Path, meta: Mapping[str, Any]) -> list[dict]:
+    """Ledger rows of every ended trial, rebuilt from the trials' own files alone (outcome file,
+    config.yaml, summary.json): what a report falls back on when a trials.jsonl line is torn."""
+    ctx = {"metric": meta.get("metric") or "eval/pass@1", "seeds": list(meta.get("seeds") or []),
+           "optuna": bool(meta.get("optuna_journal")), "base_overrides": []}
+    led = Ledger(sweep_dir, ctx)
+    led._loaded = True  # start from nothing: only the run directories speak
+    led.recover()
+    return list(led.rows.values())
 
 
 def make_callback(ledger: Ledger, experiment: str, specs: list[dict] | None = None):

@@ -25,13 +25,25 @@ import yaml
 
 import ablate
 from ablate.errors import ConfigError
-from ablate.sweep.ledger import FINAL_STATUSES, Ledger, _read_json, make_callback
-from ablate.sweep.space import (DEFAULT_TRAINABLE, OptunaSpace, SearchSpace, assignment_overrides,
-                                conditions, load_search_space, plan_trials,
-                                preflight_assignments)
+from ablate.sweep.console import (RAY_LOG, Console, make_console_callback, redirect_output,
+                                  use_console)
+from ablate.sweep.ledger import Ledger, _read_json, is_done, make_callback
+from ablate.sweep.ray_session import cleanup_leftovers, mark_shut_down, record_session
+from ablate.sweep.space import (DEFAULT_TRAINABLE, OptunaSpace, SearchSpace, active_assignment,
+                                assignment_overrides, combo_key, conditions, load_search_space,
+                                plan_trials, preflight_assignments)
 
 REPO_ROOT = Path(ablate.__file__).resolve().parent.parent
 EXIT_INTERRUPTED = 130
+EXIT_ALL_FAILED = 1
+# never sent to workers through runtime_env (Ray logs env_vars in plain text): local workers
+# inherit the driver's environment; on a cluster, give the nodes their own credentials
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "AUTH")
+
+
+def is_secret(name: str) -> bool:
+    up = name.upper()
+    return any(w in up for w in _SECRET_WORDS)
 
 
 def _now() -> str:
@@ -73,7 +85,8 @@ def wandb_mode(space: SearchSpace) -> str:
 
 
 def worker_env(space: SearchSpace, sweep_dir: Path) -> dict[str, str]:
-    """Environment every trial process gets (absolute paths: Tune changes the trial cwd)."""
+    """Environment every trial process gets (absolute paths: Tune changes the trial cwd). No
+    credential: it travels in runtime_env, which Ray writes to its logs (see is_secret)."""
     from ablate.registry import conf_dir
 
     env = {
@@ -87,7 +100,7 @@ def worker_env(space: SearchSpace, sweep_dir: Path) -> dict[str, str]:
     if space.wandb.get("entity") and not os.environ.get("WANDB_ENTITY"):
         env["WANDB_ENTITY"] = str(space.wandb["entity"])
     for k in ("ABLATE_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM",
-              "WANDB_API_KEY", "WANDB_ENTITY", "WANDB_BASE_URL"):
+              "WANDB_ENTITY", "WANDB_BASE_URL"):
         if os.environ.get(k):
             env[k] = os.environ[k]
     if env.get("ABLATE_CACHE"):
@@ -95,7 +108,7 @@ def worker_env(space: SearchSpace, sweep_dir: Path) -> dict[str, str]:
     paths = [str(REPO_ROOT), os.getcwd()] + [p for p in os.environ.get("PYTHONPATH", "").split(
         os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    return env
+    return {k: v for k, v in env.items() if not is_secret(k)}
 
 
 def check_trainable(space: SearchSpace) -> Callable:
@@ -108,19 +121,10 @@ def check_trainable(space: SearchSpace) -> Callable:
 
 
 def preflight(space: SearchSpace, limit: int = 48) -> int:
-    """Compose the config of a few trials (every group option) so bad overrides fail now."""
-    from ablate.config import compose_config
+    """Compose and fully validate every trial's config (ablate.sweep.preflight) before Ray starts."""
+    from ablate.sweep.preflight import preflight as validate_trials
 
-    n = 0
-    for a in preflight_assignments(space, limit):
-        ov = list(space.base_overrides) + assignment_overrides(a) + [
-            f"seed={space.seeds[0]}", "name=preflight"]
-        try:
-            compose_config(ov)
-        except ConfigError as e:
-            raise ConfigError(f"{e} [trial overrides: {' '.join(ov)}]") from None
-        n += 1
-    return n
+    return validate_trials(space)
 
 
 def describe(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path) -> str:
@@ -166,7 +170,7 @@ def _stored_space(sweep_dir: Path) -> dict | None:
 
 
 def _space_diff(a: dict, b: dict) -> list[str]:
-    ignore = {"output_dir", "description"}
+    ignore = {"output_dir", "description", "max_failures"}
     keys = (set(a) | set(b)) - ignore
     return sorted(k for k in keys if a.get(k) != b.get(k))
 
@@ -175,30 +179,16 @@ def _trial_dirname(trial) -> str:
     return str(trial.trial_id)
 
 
-class _SpecValue:
-    """``tune.sample_from`` helper: shows a planned trial's axis value as its own config column
-    (the trial itself only reads ``config["trial"]``, the spec key)."""
-
-    def __init__(self, specs: dict, axis: str):
-        self.specs, self.axis = specs, axis
-
-    def __call__(self, spec):
-        s = self.specs.get(spec.config["trial"]) or {}
-        return s.get("seed") if self.axis == "seed" else s.get("assign", {}).get(self.axis)
-
-
 def _grid_param_space(space: SearchSpace, todo: list[dict]) -> dict:
+    """One Tune grid axis over the planned (configuration, seed) keys: Tune's own grid search runs
+    them; each trial reads its spec (assignment + seed) from the key."""
     from ray import tune
 
-    specs = {s["key"]: s for s in todo}
-    ps: dict[str, Any] = {"trial": tune.grid_search([s["key"] for s in todo])}
-    for axis in space.swept_keys() + ["seed"]:
-        ps[axis] = tune.sample_from(_SpecValue(specs, axis))
-    return ps
+    return {"trial": tune.grid_search([s["key"] for s in todo])}
 
 
-def _progress_reporter(space: SearchSpace):
-    """Tune's CLIReporter: one column per swept axis (and seed), the metric and the step."""
+def _progress_reporter(space: SearchSpace, verbose: bool):
+    """Tune's status table: on the console with --verbose, else into ray.log (fd 2 is there)."""
     from ray.tune import CLIReporter
 
     class SafeCLIReporter(CLIReporter):
@@ -211,13 +201,11 @@ def _progress_reporter(space: SearchSpace):
                 print(f"(progress table unavailable: {type(e).__name__}: {e})", flush=True)
 
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the new output engine ignores custom reporters
-    params = {a: a for a in space.swept_keys()}
-    if not space.is_optuna:
-        params["seed"] = "seed"
+    params = {"trial": "trial"} if not space.is_optuna else {a: a for a in space.swept_keys()}
     metrics = {space.metric: space.metric, "step": "step", "training_iteration": "iter",
                "time_total_s": "time (s)"}
     return SafeCLIReporter(parameter_columns=params, metric_columns=metrics, max_column_length=28,
-                       max_report_frequency=10, max_progress_rows=40)
+                           max_report_frequency=10 if verbose else 60, max_progress_rows=40)
 
 
 def _make_search(space: SearchSpace, sweep_dir: Path):
@@ -271,7 +259,7 @@ def _token_auth_for_attach() -> None:
 
 
 def _init_ray(address: str | None, num_cpus: float | None, env: dict, space: SearchSpace,
-              log: Callable[[str], None]) -> bool:
+              log: Callable[[str], None], verbose: bool = False) -> bool:
     """Start or attach to Ray; returns True when this call started it (and must shut it down)."""
     import ray
 
@@ -282,11 +270,11 @@ def _init_ray(address: str | None, num_cpus: float | None, env: dict, space: Sea
     if address:
         log(f"attaching to Ray cluster at {address}")
 
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=verbose)
     else:
         cpus = num_cpus or max(os.cpu_count() or 1, math.ceil(space.resources["cpu"]))
         ray.init(address="local", num_cpus=int(math.ceil(cpus)), include_dashboard=False,
-                 runtime_env=runtime_env, log_to_driver=True)
+                 runtime_env=runtime_env, log_to_driver=verbose)
     return True
 
 
@@ -327,7 +315,7 @@ def generate_report_safely(sweep_dir: Path, name: str, log: Callable[[str], None
         return None
     out = Path("reports") / name
     try:
-        res = generate_report(sweep_dir, out_dir=out)
+        res = generate_report(sweep_dir, out_dir=out, log=log)
     except Exception as e:  # noqa: BLE001 - the trials table is written; the report is extra
         log(f"report: failed ({type(e).__name__}: {' '.join(str(e).split())[:500]})")
         return None
@@ -339,10 +327,13 @@ def generate_report_safely(sweep_dir: Path, name: str, log: Callable[[str], None
 def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
               address: str | None = None, resume: bool = False, output_dir: str | None = None,
               name: str | None = None, dry_run: bool = False, num_cpus: float | None = None,
-              report: bool = True, log: Callable[[str], None] | None = None) -> int:
-    """Validate, then run (or resume) a sweep. Returns a process exit code (0, or 130 when the
-    sweep was interrupted and can be resumed). Raises ConfigError for bad input, before Ray starts."""
-    log = log or (lambda m: print(m, flush=True))
+              report: bool = True, log: Callable[[str], None] | None = None,
+              verbose: bool = False) -> int:
+    """Validate, then run (or resume) a sweep. Returns a process exit code: 0; 1 when every trial
+    failed; 130 when the sweep was interrupted and can be resumed. Raises ConfigError for bad
+    input, before Ray starts. Ray's own output goes to <sweep_dir>/ray.log unless ``verbose``."""
+    console = Console(log)
+    log = console
     space = load_search_space(space_file, extra_overrides=overrides, name=name,
                               output_dir=output_dir)
     specs = plan_trials(space)
@@ -375,6 +366,12 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
     check_trainable(space)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "trials").mkdir(exist_ok=True)
+    if resume:
+        if not address:
+            cleanup_leftovers(sweep_dir, log)
+        n = mark_interrupted_runs(sweep_dir)
+        if n:
+            log(f"{n} run(s) of the earlier attempt were cut off mid-run (summary: interrupted)")
 
     meta = _read_json(meta_path) if resume else {}
     experiments: list[str] = list(meta.get("tune_experiments") or [])
@@ -411,10 +408,50 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
     import ray
     from ray import tune
 
-    started_ray = _init_ray(address, num_cpus, env, space, log)
+    with use_console(console), redirect_output(sweep_dir / RAY_LOG, console, enabled=not verbose):
+        if not verbose:
+            log(f"Ray's output: {sweep_dir / RAY_LOG} (--verbose shows it here)")
+        result = _run_tune(space, specs, sweep_dir, meta, meta_path, experiments, ledger_ctx,
+                           trial_ctx, env, resume=resume, address=address, num_cpus=num_cpus,
+                           log=log, verbose=verbose, ray=ray, tune=tune)
+    ledger, t0 = result
+    return _finish(space, sweep_dir, meta, meta_path, ledger, t0, log=log, report=report,
+                   output_dir=output_dir, name=name)
+
+
+def mark_interrupted_runs(sweep_dir: Path) -> int:
+    """Run dirs whose summary.json still says "running" (their process is gone) → "interrupted"."""
+    from ablate.tracking.run_store import mark_interrupted
+
+    n = 0
+    for p in sorted((sweep_dir / "trials").glob("**/summary.json")):
+        n += mark_interrupted(p.parent, "the run's process ended before it did (sweep killed or "
+                                        "interrupted); --resume continues it")
+    return n
+
+
+def _trial_label(ctx: dict) -> Callable:
+    specs = ctx.get("specs")
+
+    def label(trial) -> str:
+        cfg = dict(trial.config or {})
+        if specs is not None and "trial" in cfg:
+            s = specs.get(cfg["trial"]) or {}
+            return f"{s.get('combo') or '(base)'} seed={s.get('seed')}"
+        a = active_assignment(cfg, ctx.get("conditions") or {})
+        return combo_key(a) or "(base)"
+    return label
+
+
+def _run_tune(space, specs, sweep_dir, meta, meta_path, experiments, ledger_ctx, trial_ctx, env, *,
+              resume, address, num_cpus, log, verbose, ray, tune):
+    started_ray = _init_ray(address, num_cpus, env, space, log, verbose=verbose)
+    if started_ray and not address:
+        record_session(sweep_dir)
+    t0 = time.time()
     try:
         _check_cluster(space)
-        from ablate.sweep.trial import run_trial
+        from ablate.sweep.trial import make_no_retry_callback, run_trial
 
         trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=trial_ctx),
                                         {"cpu": space.resources["cpu"],
@@ -425,8 +462,10 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
             last = sweep_dir / experiments[-1]
             if tune.Tuner.can_restore(str(last)):
                 try:
+                    # errored trials restart from their last checkpoint: an infrastructure
+                    # failure continues; one that failed in its own code replays that failure
                     tuner = tune.Tuner.restore(str(last), trainable=trainable,
-                                               resume_unfinished=True, resume_errored=False,
+                                               resume_unfinished=True, resume_errored=True,
                                                restart_errored=False)
                     experiment = experiments[-1]
                     log(f"resuming Tune experiment {last}")
@@ -453,7 +492,7 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
                     by_trial.setdefault(str(r.get("tune_trial_id") or k), []).append(k)
                 done_trials = set()
                 for tid, keys in by_trial.items():
-                    if all(ledger.rows[k].get("status") in FINAL_STATUSES for k in keys):
+                    if all(is_done(ledger.rows[k]) for k in keys):
                         done_trials.add(tid)
                     else:
                         for k in keys:
@@ -490,9 +529,16 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
                         reuse_actors=True, trial_dirname_creator=_trial_dirname),
                     run_config=tune.RunConfig(
                         name=experiment, storage_path=str(sweep_dir),
-                        failure_config=tune.FailureConfig(max_failures=0), verbose=1,
-                        progress_reporter=_progress_reporter(space),
-                        callbacks=[make_callback(Ledger(sweep_dir, ledger_ctx), experiment, todo)]),
+                        failure_config=tune.FailureConfig(max_failures=space.max_failures),
+                        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                        verbose=1, progress_reporter=_progress_reporter(space, verbose),
+                        callbacks=[make_no_retry_callback(),
+                                   make_callback(Ledger(sweep_dir, ledger_ctx), experiment, todo),
+                                   make_console_callback(
+                                       metric=space.metric, mode=space.mode,
+                                       label=_trial_label(ledger_ctx),
+                                       total=len(todo) if todo is not None else num_samples,
+                                       sweep_dir=str(sweep_dir))]),
                 )
             else:
                 log("nothing left to run")
@@ -501,7 +547,6 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
         _write_json(meta_path, meta)
 
         log(f"sweep {space.name}: {sweep_dir}")
-        t0 = time.time()
         trials = []
         if tuner is not None:
             tuner.fit()  # trial failures are recorded, never raised
@@ -520,16 +565,36 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
     finally:
         if started_ray:
             ray.shutdown()
+            mark_shut_down(sweep_dir)
+        mark_interrupted_runs(sweep_dir)
+    return ledger, t0
 
+
+def _finish(space, sweep_dir, meta, meta_path, ledger, t0, *, log, report, output_dir, name) -> int:
     counts = ledger.counts()
     unfinished = counts.get("running", 0) + counts.get("pending", 0)
-    meta.update(status="interrupted" if unfinished else "finished",
-                finished=None if unfinished else _now(), counts=counts,
-                wall_s=round(time.time() - t0, 1))
+    total = sum(counts.values())
+    failed = counts.get("failed", 0)
+    all_failed = total > 0 and failed == total
+    meta.update(status="interrupted" if unfinished else ("failed" if all_failed else "finished"),
+                finished=None if unfinished else _now(), counts=counts, num_trials=total,
+                num_failed=failed, wall_s=round(time.time() - t0, 1))
     _write_json(meta_path, meta)
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-    log(f"sweep {space.name}: {summary} ({meta['wall_s']:.0f} s)")
+    log(f"sweep {space.name}: {summary} of {total} trial(s) ({meta['wall_s']:.0f} s)"
+        + (f"; {failed} of {total} failed" if failed else ""))
+    if failed:
+        errs: dict[str, int] = {}
+        for r in ledger.rows.values():
+            if r.get("status") == "failed":
+                e = str(r.get("error") or "unknown error")[:200]
+                errs[e] = errs.get(e, 0) + 1
+        for e, n in sorted(errs.items(), key=lambda kv: -kv[1])[:5]:
+            log(f"  {n} x {e}")
     log(f"trials table: {sweep_dir / 'trials.jsonl'}")
+    if all_failed:
+        log(f"every trial failed: no result to report (exit code {EXIT_ALL_FAILED})")
+        return EXIT_ALL_FAILED
     if unfinished:
         log(f"sweep interrupted with {unfinished} unfinished trial(s); continue with: "
             f"ablate sweep {space.source or '<file>'} --resume"

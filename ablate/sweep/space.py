@@ -4,7 +4,8 @@ Every field is checked before Ray starts; group options against ``conf/<group>/*
 
     name: quickstart                  # required; the sweep dir is <output_dir>/<name>
     description: ...                  # optional, shown in the report
-    trainable: ablate.train.api.run_training   # optional import path, same signature
+    trainable: train                  # optional: a registered trainable (ablate/sweep/trainables.py),
+                                      # never an import path; default train (= ablate train per trial)
     base_overrides: [task=addition, train.steps=30]   # Hydra overrides of every trial
     slots:                            # categorical axes over config groups (not `method`)
       mask: [ppo_clip, clip_higher, none]
@@ -25,6 +26,8 @@ Every field is checked before Ray starts; group options against ``conf/<group>/*
         # or null; rungs at grace_period·rf^k < max_t, a trial that survives runs to its end
     resources: {cpu: 1, gpu: 0}       # per trial; fractional gpu allowed
     max_concurrent: 2                 # optional cap on simultaneous trials
+    max_failures: 2                   # retries of a trial after an infrastructure failure (actor
+                                      # died, node lost), from its last checkpoint; own errors: none
     output_dir: runs
     wandb: {project: ablate, mode: auto, entity: null}   # auto: online iff a W&B key exists
     report: {metrics: [train/kl_old]}  # extra metrics with report statistics (see ablate/sweep/claims.py)
@@ -41,7 +44,6 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import math
-import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +66,7 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 SLOT_FAMILIES = ("mask", "denominator", "advantage", "likelihood", "aggregation")
 TOP_KEYS = ("name", "description", "trainable", "base_overrides", "slots", "methods", "params",
             "seeds", "metric", "mode", "search", "scheduler", "resources", "max_concurrent",
-            "output_dir", "wandb", "report", "claims")
+            "max_failures", "output_dir", "wandb", "report", "claims")
 SLOT_GROUPS = tuple(g for g in GROUPS if g != "method")  # `method` is swept with `methods:`
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _KEY_RE = re.compile(r"^(\+\+?)?[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*$")
@@ -121,6 +123,7 @@ class SearchSpace:
     scheduler: dict | None = None
     resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
     max_concurrent: int | None = None
+    max_failures: int = 2
     output_dir: str = "runs"
     wandb: dict[str, Any] = field(default_factory=lambda: {"project": "ablate", "mode": "auto",
                                                             "entity": None})
@@ -171,6 +174,7 @@ class SearchSpace:
         d["scheduler"] = dict(self.scheduler) if self.scheduler else None
         d["resources"] = dict(self.resources)
         d["max_concurrent"] = self.max_concurrent
+        d["max_failures"] = self.max_failures
         d["output_dir"] = self.output_dir
         d["wandb"] = dict(self.wandb)
         if self.report.metrics:
@@ -331,12 +335,10 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
     space = SearchSpace(name=name, metric=metric, mode=mode, source=source)
     space.description = str(data.get("description") or "").strip()
 
-    trainable = data.get("trainable") or DEFAULT_TRAINABLE
-    if not isinstance(trainable, str) or "." not in trainable or not all(
-            part.isidentifier() for part in trainable.split(".")):
-        raise ConfigError(f"trainable: {trainable!r} is not a dotted import path "
-                          f"(like {DEFAULT_TRAINABLE})")
-    space.trainable = trainable
+    from ablate.sweep.trainables import resolve
+
+    # the registered function's import path (what the trial processes import), never the file's
+    space.trainable = resolve(data.get("trainable") or DEFAULT_TRAINABLE).path
 
     base = _list("base_overrides", data.get("base_overrides"))
     for o in base:
@@ -378,6 +380,9 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
     if not seeds:
         raise ConfigError("seeds: needs at least one seed")
     space.seeds = [int(_num("seeds", s, integer=True)) for s in seeds]
+    for sd in space.seeds:
+        if sd < 0:
+            raise ConfigError(f"seeds: got {sd}; allowed: integers >= 0")
     if len(set(space.seeds)) != len(space.seeds):
         raise ConfigError(f"seeds: duplicate seeds in {space.seeds}")
 
@@ -457,6 +462,12 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
         if mc < 1:
             raise ConfigError(f"max_concurrent: must be >= 1, got {mc}")
     space.max_concurrent = mc
+
+    mf = data.get("max_failures", 2)
+    mf = int(_num("max_failures", mf, integer=True))
+    if mf < 0:
+        raise ConfigError(f"max_failures: must be >= 0, got {mf}")
+    space.max_failures = mf
 
     out = data.get("output_dir", "runs")
     if not isinstance(out, str) or not out:
@@ -597,39 +608,53 @@ def grid_assignments(space: SearchSpace) -> list[dict]:
     return out
 
 
-def sample_param(p: Param, rng: random.Random) -> Any:
+def tune_domain(p: Param):
+    """The Ray Tune search domain of a param (tune.choice / uniform / loguniform / q* / randint)."""
+    from ray import tune
+
     if p.type == "choice":
-        return (p.values or [])[rng.randrange(len(p.values or []))]
+        return tune.choice(list(p.values or []))
     lo, hi = float(p.low), float(p.high)  # type: ignore[arg-type]
     if p.type == "int":
         if p.log:
-            v = int(math.floor(math.exp(rng.uniform(math.log(lo), math.log(hi + 1)))))
-        else:
-            step = int(p.step or 1)
-            v = int(lo) + step * rng.randrange((int(hi) - int(lo)) // step + 1)
-        return max(int(lo), min(int(hi), v))
+            return tune.lograndint(int(lo), int(hi) + 1)  # upper bound exclusive
+        return tune.qrandint(int(lo), int(hi), int(p.step or 1))  # upper bound inclusive
     if p.log:
-        return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
-    v = rng.uniform(lo, hi)
-    if p.step:
-        v = lo + round((v - lo) / p.step) * p.step
-        v = min(hi, v)
-    return float(v)
+        return tune.qloguniform(lo, hi, p.step) if p.step else tune.loguniform(lo, hi)
+    return tune.quniform(lo, hi, p.step) if p.step else tune.uniform(lo, hi)
+
+
+def _py(v: Any) -> Any:
+    item = getattr(v, "item", None)
+    return item() if callable(item) else v
 
 
 def random_assignments(space: SearchSpace) -> list[dict]:
-    """``num_samples`` independent draws (seeded by ``search.seed``), honouring ``when``."""
-    rng = random.Random(space.search_seed)
+    """``num_samples`` draws by Ray Tune's own sampler (its domains and variant generator, seeded
+    by ``search.seed``), drawn up front so each (draw, seed) is a planned trial with a stable key;
+    a conditional param is kept only where its ``when`` holds."""
+    import numpy as np
+    from ray.tune.search.variant_generator import generate_variants
+
+    spec: dict[str, Any] = {axis: _tune_choice(opts) for axis, opts in space.categorical_axes()}
+    spec.update({key: tune_domain(p) for key, p in space.params.items()})
+    rs = np.random.RandomState(space.search_seed)
     out = []
     for _ in range(int(space.num_samples or 0)):
-        a: dict[str, Any] = {}
-        for axis, opts in space.categorical_axes():
-            a[axis] = opts[rng.randrange(len(opts))]
+        _, cfg = next(generate_variants({"config": spec}, random_state=rs))
+        drawn = cfg["config"]
+        a: dict[str, Any] = {axis: _py(drawn[axis]) for axis, _ in space.categorical_axes()}
         for key, p in space.params.items():
             if p.active(a):
-                a[key] = sample_param(p, rng)
+                a[key] = _py(drawn[key])
         out.append(a)
     return out
+
+
+def _tune_choice(opts: list):
+    from ray import tune
+
+    return tune.choice(list(opts))
 
 
 def plan_trials(space: SearchSpace) -> list[dict] | None:

@@ -5,14 +5,25 @@ the outcome of every run (seed) is written to ``<sweep_dir>/trials/<trial_id>/sw
 before the trial ends, then a failure is re-raised as ``TrialFailed`` so Tune marks the trial
 ERROR (and Optuna FAIL) while the sweep goes on. A trial whose outcome file already says
 finished/failed (a restored trial that had completed before the driver died) is replayed, not rerun.
+
+Checkpoints: with a trainable that takes ``resume``/``on_step_end`` (the default, run_training),
+every ``train.checkpoint_every`` steps and at the last step the trial reports its result together
+with a Ray Tune checkpoint (``state.pt``: Trainer.state_dict(), the run store's position, the
+reporter's state). When Tune restarts the trial (an infrastructure failure retried under
+``max_failures``, or ``--resume`` via Tuner.restore) ``tune.get_checkpoint()`` hands it back and the
+run continues from that step, appending to its metrics.jsonl where the checkpoint left it.
+Errors in the trial's own code are recorded as failed in sweep_trial.json; a Tune retry of such a
+trial replays that failure without running anything again.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -21,11 +32,42 @@ from ablate.sweep.space import (active_assignment, assignment_overrides, categor
                                 combo_key)
 
 OUTCOME_FILE = "sweep_trial.json"
+CHECKPOINT_FILE = "state.pt"
+OWN_ERROR_KEY = "sweep/own_error"  # in the last result of a trial failing in its own code
 COMPLETE_KEY = "sweep/complete"  # present in the last result of a trial that ran to its end
 
 
 class TrialFailed(RuntimeError):
     """A trial's run raised or produced no finite objective; the message is the recorded error."""
+
+
+class MetricNotLogged(RuntimeError):
+    """The sweep's metric is absent from a trial's results after its first training step."""
+
+
+def make_no_retry_callback():
+    """A Tune Callback: a trial that declares an error in its own code (``OWN_ERROR_KEY`` in its
+    last result, sent just before it raises) gets no retries; FailureConfig.max_failures is
+    then spent only on infrastructure failures (actor died, node lost)."""
+    from ray.tune import Callback
+
+    class NoRetryOnOwnError(Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result.get(OWN_ERROR_KEY):
+                trial.max_failures = 0
+
+    return NoRetryOnOwnError()
+
+
+def _declare_own_error(metric: str, last_value: Any, optuna: bool) -> None:
+    """Tell the driver (make_no_retry_callback) that the coming failure is the trial's own."""
+    from ray import tune
+
+    if optuna and last_value is None:
+        return  # Optuna's searcher needs the metric in every result; Tune's retry replays it
+    out = {metric: last_value} if last_value is not None else {}
+    out[OWN_ERROR_KEY] = 1
+    tune.report(out)
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -68,10 +110,14 @@ def _write_json(path: Path, obj: Any) -> None:
 
 class _Reporter:
     """Forwards the trainer's metrics to ``ray.tune.report``: flat, scalar, with step, seed and the
-    objective carried forward between evals (Tune's schedulers/searchers need it in every result)."""
+    objective carried forward between evals (Tune's schedulers/searchers need it in every result).
+
+    A result is held until the trainer's step ends (``flush``), so a checkpoint taken then goes to
+    Tune with that step's result. The metric must appear by the first training step's result
+    (evals run before step 1): otherwise the trial fails at once, naming what it does log."""
 
     def __init__(self, metric: str, seed: int, seed_index: int, require_metric: bool,
-                 report: Callable[[dict], None]):
+                 report: Callable[..., None]):
         self.metric, self.seed, self.seed_index = metric, seed, seed_index
         self.require_metric = require_metric
         self._report = report
@@ -79,6 +125,18 @@ class _Reporter:
         self.last: dict[str, Any] = {}
         self.steps_done = 0
         self.n = 0
+        self.pending: dict | None = None
+        self.last_out: dict | None = None
+        self.metric_checked = False
+
+    def state(self) -> dict:
+        return {"last_value": self.last_value, "last": dict(self.last),
+                "steps_done": self.steps_done, "n": self.n, "metric_checked": self.metric_checked}
+
+    def load_state(self, d: Mapping[str, Any]) -> None:
+        self.last_value, self.last = d["last_value"], dict(d["last"])
+        self.steps_done, self.n = int(d["steps_done"]), int(d["n"])
+        self.metric_checked = bool(d.get("metric_checked"))
 
     def __call__(self, metrics: Mapping[str, Any]) -> None:
         flat = {k: _scalar(v) for k, v in _flatten(dict(metrics)).items()}
@@ -94,6 +152,14 @@ class _Reporter:
         elif self.last_value is not None:
             flat[self.metric] = self.last_value
         self.last.update(flat)
+        if not self.metric_checked and int(step) >= 1:
+            self.metric_checked = True
+            if self.last_value is None:
+                logged = sorted(k for k in self.last if k not in ("step",))
+                raise MetricNotLogged(
+                    f"metric {self.metric!r} is not logged by this trial (after step {int(step)} "
+                    f"it logs: {', '.join(logged[:30]) or 'nothing'}"
+                    f"{', ...' if len(logged) > 30 else ''}); fix `metric:` in the search space")
         if self.require_metric and self.metric not in flat:
             return  # an Optuna searcher needs the objective in every result it sees
         # the metric and step first: Tune's progress table shows the first few reported keys
@@ -102,7 +168,89 @@ class _Reporter:
         out.update(flat)
         out["seed"] = self.seed
         out["sweep/seed_index"] = self.seed_index
-        self._report(out)
+        self.flush()
+        self.pending = out
+
+    def flush(self, checkpoint: Any = None) -> None:
+        """Send the held result (with ``checkpoint`` when given) to Tune."""
+        out = self.pending if self.pending is not None else self.last_out
+        self.pending = None
+        if out is None:
+            return
+        if checkpoint is None:
+            if out is not self.last_out:
+                self._report(out)
+        else:
+            self._report(out, checkpoint=checkpoint)
+        self.last_out = out
+
+
+def _accepts_checkpoints(fn: Callable) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "resume" in params and "on_step_end" in params
+
+
+def _checkpoint_hook(rep: _Reporter, seed: int, seed_index: int) -> Callable:
+    """The trainer's ``on_step_end``: a Tune checkpoint every ``train.checkpoint_every`` steps and
+    at the last one, reported with that step's result; other steps just flush the result."""
+    from ray import tune
+    import torch
+
+    def on_step_end(trainer, step: int) -> None:
+        every = int(trainer.cfg.train.get("checkpoint_every") or 0)
+        if step != trainer.state.total_steps and not (every > 0 and step % every == 0):
+            rep.flush()
+            return
+        tracker = trainer.tracker
+        state = {"seed": seed, "seed_index": seed_index, "step": int(step),
+                 "trainer": trainer.state_dict(),
+                 "store": tracker.position() if tracker is not None else None,
+                 "reporter": rep.state()}
+        with tempfile.TemporaryDirectory(prefix="ablate-ckpt-") as d:
+            torch.save(state, Path(d) / CHECKPOINT_FILE)
+            rep.flush(checkpoint=tune.Checkpoint.from_directory(d))
+
+    return on_step_end
+
+
+def _progress(state: Mapping[str, Any]) -> tuple[int, int]:
+    return int(state.get("seed_index", 0)), int(state.get("step", 0))
+
+
+def _load_checkpoint(sweep_dir: Path, trial_id: str) -> dict | None:
+    """The trial's latest checkpoint: Tune's (a retried or restored trial), or a newer one in the
+    trial's own storage dir (Tune's saved experiment state lags behind when the driver is killed
+    with -9, so a restored trial may be handed an older checkpoint than it wrote, or none)."""
+    from ray import tune
+
+    import torch
+
+    def load(d: Path) -> dict | None:
+        p = Path(d) / CHECKPOINT_FILE
+        if not p.is_file():
+            return None
+        try:  # our own file, written by _checkpoint_hook (numpy RNG states need full unpickling)
+            return torch.load(p, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001 - a checkpoint cut short by a kill: use an older one
+            return None
+
+    best = None
+    ck = tune.get_checkpoint()
+    if ck is not None:
+        with ck.as_directory() as d:
+            best = load(Path(d))
+    # the trial's storage dirs: <sweep_dir>/<experiment>/<trial_id> (see runner._trial_dirname)
+    for d in sorted(sweep_dir.glob(f"*/{trial_id}/checkpoint_*"), key=lambda p: p.name,
+                    reverse=True):
+        state = load(d)
+        if state is not None:
+            if best is None or _progress(state) > _progress(best):
+                best = state
+            break
+    return best
 
 
 def _import(path: str) -> Callable:
@@ -171,6 +319,7 @@ def _run_trial(config: dict, ctx: dict) -> None:
             tune.report(prev["final_report"])
             return
         if prev.get("status") == "failed":
+            _declare_own_error(ctx["metric"], prev.get("last_value"), bool(ctx.get("optuna")))
             raise TrialFailed(prev.get("error") or "failed")
     # seeds of an interrupted multi-seed trial that already finished are kept, not rerun
     reuse = {int(r["seed"]): r for r in prev.get("runs", [])
@@ -178,6 +327,8 @@ def _run_trial(config: dict, ctx: dict) -> None:
              and isinstance(r.get("final"), Mapping) and _finite(r["final"].get(metric))}
 
     trainable = _import(ctx["trainable"])
+    checkpoints = _accepts_checkpoints(trainable)
+    ckpt = _load_checkpoint(sweep_dir, trial_id) if checkpoints else None
     combo = combo_key(assign)
     extra_tracker = {"group": ctx["name"], "job_type": categorical_key(assign)[:64],
                      "tags": [f"{k}:{v}"[:64] for k, v in assign.items()
@@ -210,12 +361,14 @@ def _run_trial(config: dict, ctx: dict) -> None:
             finals.append(final)
             continue
         run_dir = trial_dir / f"seed_{seed}" if per_seed_dirs else trial_dir
-        if per_seed_dirs:
-            _clean_run_dir(run_dir)
-        else:  # keep sweep_trial.json, drop what an interrupted attempt left
-            for p in trial_dir.iterdir():
-                if p.name != OUTCOME_FILE:
-                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        resume = ckpt if ckpt is not None and int(ckpt.get("seed", -1)) == seed else None
+        if resume is None:  # a fresh start: drop what an interrupted attempt left
+            if per_seed_dirs:
+                _clean_run_dir(run_dir)
+            else:  # keep sweep_trial.json
+                for p in trial_dir.iterdir():
+                    if p.name != OUTCOME_FILE:
+                        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         run_name = f"{ctx['name']}-{trial_id}" + (f"-s{seed}" if per_seed_dirs else "")
         overrides = (list(ctx["base_overrides"]) + assignment_overrides(assign)
@@ -224,12 +377,20 @@ def _run_trial(config: dict, ctx: dict) -> None:
         run: dict[str, Any] = {"seed": seed, "run_dir": str(run_dir.relative_to(sweep_dir)),
                                "overrides": overrides, "status": "running", "error": None,
                                "started": time.time()}
+        kwargs: dict[str, Any] = {}
+        if checkpoints:
+            kwargs["on_step_end"] = _checkpoint_hook(rep, seed, i)
+            if resume is not None:
+                rep.load_state(resume["reporter"])
+                kwargs["resume"] = resume
+                run["resumed_from_step"] = int(resume["step"])
         outcome["runs"].append(run)
         _write_json(outcome_path, outcome)
         t0 = time.perf_counter()
         summary: dict = {}
         try:
-            summary = trainable(overrides, str(run_dir), rep, dict(extra_tracker)) or {}
+            summary = trainable(overrides, str(run_dir), rep, dict(extra_tracker), **kwargs) or {}
+            rep.flush()
         except SystemExit:  # Tune stopped the trial inside tune.report: a scheduler decision or
             # an interrupted sweep; only the driver knows which ("stopped" is not a final status)
             run.update(status="stopped", steps_done=rep.steps_done,
@@ -238,7 +399,7 @@ def _run_trial(config: dict, ctx: dict) -> None:
             _write_json(outcome_path, outcome)
             raise
         except Exception as e:  # noqa: BLE001 - every trainer failure is recorded, not fatal
-            run.update(status="failed", error=one_line(e)[:2000])
+            run.update(status="failed", error=one_line(e)[:2000], error_kind="trial")
         run["wall_s"] = float(summary.get("wall_s") or (time.perf_counter() - t0))
         run["ended"] = time.time()
         final = summary.get("final") if isinstance(summary.get("final"), Mapping) else {}
@@ -267,8 +428,11 @@ def _run_trial(config: dict, ctx: dict) -> None:
 
     outcome["ended"] = time.time()
     if errors:
-        outcome.update(status="failed", error="; ".join(errors)[:2000])
+        last_value = next((v for v in reversed(values)), None)
+        outcome.update(status="failed", error="; ".join(errors)[:2000], error_kind="trial",
+                       last_value=last_value)
         _write_json(outcome_path, outcome)
+        _declare_own_error(metric, last_value, bool(ctx.get("optuna")))
         raise TrialFailed(outcome["error"])
 
     # final result: the single run's final metrics, or (several seeds) the mean over seeds

@@ -17,12 +17,27 @@ __all__ = ["Problem", "Reward", "Task", "build_task"]
 def build_task(task_cfg: Any) -> Task:
     """Instantiate the task of ``task_cfg`` with one-line ConfigErrors for unknown/missing fields."""
     from ablate.registry import build
+    from ablate.tasks.chat import PROMPT_FORMATS
+
+    from ablate.registry import load_variant
 
     cfg = _plain(task_cfg)
+    if isinstance(cfg, str):  # a variant name under conf/task/
+        cfg = load_variant("task", cfg)
+    fmt, system = "raw", None
+    if isinstance(cfg, dict):
+        cfg = dict(cfg)
+        fmt = cfg.pop("prompt_format", "raw")
+        system = cfg.pop("system_prompt", None)
+    if fmt not in PROMPT_FORMATS:
+        raise ConfigError(f"task.prompt_format: unknown value {fmt!r}; allowed: {', '.join(PROMPT_FORMATS)}")
+    if system is not None and not isinstance(system, str):
+        raise ConfigError(f"task.system_prompt: expected text or null, got {system!r}")
     task = build("task", cfg, "task")
     if not isinstance(task, Task):
         raise ConfigError(f"task._target_: {type(task).__name__} is not a Task "
                           "(subclass ablate.tasks.base.Task)")
+    task.prompt_format, task.system_prompt = fmt, system
     return task
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+import hashlib
+
 import numpy as np
 
 
@@ -14,6 +16,16 @@ class Problem:
     answer: str  # reference answer, as a string
     demo: Optional[str] = None  # a reference completion (for SFT / LUFFY / SRFT / HPT), ends with the answer
     meta: dict = field(default_factory=dict)
+    question: Optional[str] = None  # the bare question (a chat template wraps it); None = prompt
+
+    @property
+    def uid(self) -> str:
+        """A stable id of the prompt (keys per-prompt history): ``meta["id"]`` when the task sets
+        one, else a hash of the prompt text (identical prompts are the same prompt)."""
+        given = self.meta.get("id")
+        if given is not None:
+            return str(given)
+        return hashlib.sha1(self.prompt.encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass
@@ -32,6 +44,9 @@ class Task:
     # Generation budget the task needs (answer + EOS); the trainer uses
     # max(rollout.max_new_tokens, task.max_new_tokens). None = no requirement.
     max_new_tokens: Optional[int] = None
+    # how prompts reach the policy (set by build_task from task.prompt_format / task.system_prompt)
+    prompt_format: str = "raw"
+    system_prompt: Optional[str] = None
 
     def train_problems(self, n: int, rng: np.random.Generator) -> list[Problem]:
         raise NotImplementedError
@@ -57,4 +72,7 @@ class Task:
         if params is None:
             params = {k: v for k, v in sorted(vars(self).items())
                       if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}
-        return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **params}
+        out = {"_target_": f"{cls.__module__}.{cls.__qualname__}", **params}
+        if self.prompt_format != "raw":  # the prompts differ, so does a warm start on them
+            out.update(prompt_format=self.prompt_format, system_prompt=self.system_prompt)
+        return out

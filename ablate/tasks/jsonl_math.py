@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 import string
@@ -26,6 +27,8 @@ PRINTABLE = "".join(c for c in string.printable if c not in "\r\x0b\x0c")  # dig
 _NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 _CALC = re.compile(r"<<[^<>]*>>")  # GSM8K calculator annotations
 MAX_ANSWER_CHARS = 64
+OVERLONG = ("error", "truncate", "skip")
+log = logging.getLogger(__name__)
 
 
 def _clean_number(s: str) -> str:
@@ -137,19 +140,48 @@ class JsonlMath(Task):
 
     def __init__(self, path: str, question_key: str = "question", answer_key: str = "answer",
                  prompt_template: str = "Q: {question}\nA: ", eval_fraction: float = 0.2,
-                 seed: int = 0, demo_key: Optional[str] = None, max_new_tokens: int = 128):
+                 seed: int = 0, demo_key: Optional[str] = None, max_new_tokens: int = 128,
+                 max_chars: int = 8192, on_overlong: str = "error"):
+        """Rows are checked as they are read: a null, missing, empty or non-text field is an error
+        naming its line. A question, answer or demonstration longer than ``max_chars`` is an error
+        (``on_overlong: error``), or its row is dropped (``skip``) or cut (``truncate``: questions
+        keep their first ``max_chars`` characters, demonstrations their last, which hold the final
+        answer); both are logged with the line numbers."""
         if path is None or str(path) in ("", "???"):
             raise ConfigError("task.path: required (a local .jsonl file of problems)")
         p = _resolve_path(str(path))
         if not p.is_file():
             raise ConfigError(f"task.path: file not found: {p}")
-        if not 0.0 <= float(eval_fraction) < 1.0:
-            raise ConfigError(f"task.eval_fraction: must be in [0, 1), got {eval_fraction!r}")
-        if "{question}" not in prompt_template:
-            raise ConfigError("task.prompt_template: must contain '{question}'")
+        if isinstance(eval_fraction, bool) or not isinstance(eval_fraction, (int, float)) \
+                or not 0.0 <= float(eval_fraction) < 1.0:
+            raise ConfigError(f"task.eval_fraction: got {eval_fraction!r}; allowed: a number in [0, 1)")
+        if not isinstance(prompt_template, str) or "{question}" not in prompt_template:
+            raise ConfigError(f"task.prompt_template: got {prompt_template!r}; allowed: a string "
+                              "containing '{question}'")
+        for fld, v in (("max_new_tokens", max_new_tokens), ("max_chars", max_chars)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"task.{fld}: got {v!r}; allowed: an integer >= 1")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"task.seed: got {seed!r}; allowed: an integer >= 0")
+        if on_overlong not in OVERLONG:
+            raise ConfigError(f"task.on_overlong: got {on_overlong!r}; allowed: {', '.join(OVERLONG)}")
+        for fld, key in (("question_key", question_key), ("answer_key", answer_key),
+                         ("demo_key", demo_key)):
+            if not (isinstance(key, str) and key) and not (fld == "demo_key" and key is None):
+                raise ConfigError(f"task.{fld}: got {key!r}; allowed: a field name (string)")
+        self.path, self.question_key, self.answer_key = str(p), question_key, answer_key
+        self.prompt_template, self.eval_fraction, self.seed = prompt_template, float(eval_fraction), int(seed)
+        self.demo_key = demo_key
+        self.max_new_tokens = int(max_new_tokens)
+        self.max_chars, self.on_overlong = int(max_chars), on_overlong
         raw = p.read_bytes()
-        rows = []
-        for lineno, line in enumerate(raw.decode("utf-8").splitlines(), 1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"task.path: {p} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        problems: list[Problem] = []
+        altered: list[int] = []
+        for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -160,21 +192,35 @@ class JsonlMath(Task):
                 raise ConfigError(f"task.path: {p}:{lineno} is not a JSON object")
             for fld, key in (("question_key", question_key), ("answer_key", answer_key),
                              ("demo_key", demo_key)):
-                if key is not None and key not in obj:
+                if key is None:
+                    continue
+                if key not in obj:
                     raise ConfigError(f"task.{fld}: key {key!r} missing in {p}:{lineno}; "
                                       f"keys there: {', '.join(sorted(obj))}")
-            rows.append(obj)
-        if len(rows) < 2:
-            raise ConfigError(f"task.path: {p} holds {len(rows)} problem(s); need at least 2")
-        self.path, self.question_key, self.answer_key = str(p), question_key, answer_key
-        self.prompt_template, self.eval_fraction, self.seed = prompt_template, float(eval_fraction), int(seed)
-        self.demo_key = demo_key
-        self.max_new_tokens = int(max_new_tokens)
+                v = obj[key]
+                if v is None or isinstance(v, (bool, dict, list)) or not str(v).strip():
+                    raise ConfigError(f"task.path: {p}:{lineno}: {key!r} is {json.dumps(v)[:40]}; "
+                                      "allowed: a non-empty string or number")
+            prob = self._problem(len(problems), obj, f"{p}:{lineno}")
+            if prob is None:
+                altered.append(lineno)
+                continue
+            if prob.meta.pop("truncated", False):
+                altered.append(lineno)
+            problems.append(prob)
+        if altered:
+            what = "truncated" if on_overlong == "truncate" else "skipped"
+            shown = ", ".join(map(str, altered[:10])) + (", ..." if len(altered) > 10 else "")
+            log.warning("task: %d over-long row(s) of %s %s (task.on_overlong=%s, task.max_chars=%d): "
+                        "lines %s", len(altered), p, what, on_overlong, self.max_chars, shown)
+        self.num_overlong = len(altered)
+        if len(problems) < 2:
+            raise ConfigError(f"task.path: {p} holds {len(problems)} usable problem(s); need at least 2")
         self._spec = dict(path=str(p), sha256=hashlib.sha256(raw).hexdigest(), question_key=question_key,
                           answer_key=answer_key, prompt_template=prompt_template,
                           eval_fraction=self.eval_fraction, seed=self.seed, demo_key=demo_key,
-                          max_new_tokens=self.max_new_tokens)
-        problems = [self._problem(i, r) for i, r in enumerate(rows)]
+                          max_new_tokens=self.max_new_tokens, max_chars=self.max_chars,
+                          on_overlong=on_overlong)
         order = np.random.default_rng(self.seed).permutation(len(problems))
         n_eval = int(round(self.eval_fraction * len(problems)))
         if self.eval_fraction > 0:
@@ -182,23 +228,56 @@ class JsonlMath(Task):
         self._eval = [problems[i] for i in order[:n_eval]]
         self._train = [problems[i] for i in order[n_eval:]]
 
-    def _problem(self, idx: int, row: dict) -> Problem:
-        question = str(row[self.question_key])
+    def _fit(self, where: str, what: str, text: str, keep_tail: bool) -> Optional[str]:
+        """``text`` within ``max_chars``: as is, cut (truncate), None (skip), or an error."""
+        if len(text) <= self.max_chars:
+            return text
+        if self.on_overlong == "error":
+            raise ConfigError(f"task.max_chars: {where}: {what} has {len(text)} characters, over "
+                              f"task.max_chars={self.max_chars}; allowed: shorten it, raise "
+                              "task.max_chars, or set task.on_overlong=truncate|skip")
+        if self.on_overlong == "skip":
+            return None
+        return text[-self.max_chars:] if keep_tail else text[:self.max_chars]
+
+    def _problem(self, idx: int, row: dict, where: str) -> Optional[Problem]:
+        raw_q = str(row[self.question_key])
         raw_answer = str(row[self.answer_key])
+        question = self._fit(where, repr(self.question_key), raw_q, keep_tail=False)
         ref = extract_answer(raw_answer) if ("####" in raw_answer or "\\boxed" in raw_answer) else None
         ref = ref if ref is not None else _clean_number(raw_answer)
+        if self.on_overlong == "truncate" and len(ref) > self.max_chars:
+            raise ConfigError(f"task.max_chars: {where}: the reference answer has {len(ref)} "
+                              f"characters, over task.max_chars={self.max_chars} (an answer cannot "
+                              "be truncated); allowed: fix the row, raise task.max_chars, or set "
+                              "task.on_overlong=skip")
+        ref_fit = self._fit(where, "the reference answer", ref, keep_tail=True)
         if self.demo_key is not None:
-            demo = str(row[self.demo_key])
+            demo_raw, demo_what = str(row[self.demo_key]), repr(self.demo_key)
         elif "####" in raw_answer or "\\boxed" in raw_answer:
-            demo = _CALC.sub("", raw_answer).strip()
+            demo_raw, demo_what = _CALC.sub("", raw_answer).strip(), repr(self.answer_key)
         else:
-            demo = ref
+            demo_raw, demo_what = ref, repr(self.answer_key)
+        demo = self._fit(where, demo_what, demo_raw, keep_tail=True)
+        if question is None or ref_fit is None or demo is None:
+            return None
         try:
             prompt = self.prompt_template.format(question=question)
         except (KeyError, IndexError, ValueError) as e:
             raise ConfigError(f"task.prompt_template: cannot format ({e}); use only {{question}} "
                               "(double other braces)") from None
-        return Problem(prompt=prompt, answer=ref, demo=demo, meta={"index": idx})
+        meta = {"index": idx, "line": int(where.rsplit(":", 1)[1])}
+        if question != raw_q or demo != demo_raw:
+            meta["truncated"] = True
+        return Problem(prompt=prompt, answer=ref, demo=demo, meta=meta, question=question)
+
+    def longest_example(self) -> Optional[tuple[int, int]]:
+        """(line, characters) of the longest prompt + demonstration (warm-start sequence)."""
+        probs = self._train + self._eval
+        if not probs:
+            return None
+        p = max(probs, key=lambda q: len(q.prompt) + len(q.demo or q.answer))
+        return int(p.meta.get("line", 0)), len(p.prompt) + len(p.demo or p.answer)
 
     def train_problems(self, n: int, rng: np.random.Generator) -> list[Problem]:
         idx = rng.choice(len(self._train), size=n, replace=n > len(self._train))

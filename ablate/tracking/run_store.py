@@ -11,7 +11,11 @@ JSON lines are flushed one at a time, so a killed run keeps every line logged be
 (``load_run`` skips a torn last line). ``time`` is Unix time in seconds. NaN and ±inf are written
 as ``null`` (strict JSON). Strings (prompts, model output) are stored raw; escaping them is the
 report's job. summary.json is rewritten atomically (temp file + rename); a run that was killed
-still says ``"running"``, with its start time.
+still says ``"running"`` until a sweep marks it ``"interrupted"`` (``mark_interrupted``).
+
+Resuming (a trial checkpoint): ``position()`` is what a checkpoint stores (line counts and byte
+offsets of metrics.jsonl / samples.jsonl, the last value of each key); ``RunStore(run_dir,
+resume=position)`` truncates both files back to it, so the resumed run appends without duplicates.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import yaml
 from ablate.registry import plain
 
 FINAL_STATUSES = ("finished", "failed", "early_stopped")
+INTERRUPTED = "interrupted"  # killed mid-run; may be resumed from a checkpoint
 RESERVED_KEYS = ("step", "time")
 TRACEBACK_TAIL_CHARS = 4000
 
@@ -68,7 +73,7 @@ def _dumps(obj: Any) -> str:
 class RunStore:
     """Writes the files of one run directory; see the module docstring for the layout."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, resume: Optional[Mapping[str, Any]] = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.start_time = time.time()
@@ -76,7 +81,11 @@ class RunStore:
         self.final: dict[str, Any] = {}  # last value of each metric key
         self.last_step: Optional[int] = None
         self.num_logs = 0
-        self._metrics_f = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self.num_samples = 0
+        if resume is not None:
+            self._rewind(resume)
+        self.metrics_path.touch()  # exists from the start; opened on the first log (a store
+        self._metrics_f = None     # abandoned before then holds no open file)
         self._samples_f = None
         self._summary: dict[str, Any] = {}
         self.closed = False
@@ -98,6 +107,39 @@ class RunStore:
     def summary_path(self) -> Path:
         return self.run_dir / "summary.json"
 
+    # ------------------------------------------------------------------------------ resuming
+    def position(self) -> dict[str, Any]:
+        """Where the files stand now (what a trial checkpoint records)."""
+        def size(path: Path, f) -> int:
+            if f is not None:
+                f.flush()
+            return path.stat().st_size if path.exists() else 0
+
+        return {"metrics_lines": self.num_logs, "metrics_bytes": size(self.metrics_path, self._metrics_f),
+                "samples_lines": self.num_samples,
+                "samples_bytes": size(self.samples_path, self._samples_f),
+                "final": dict(self.final), "last_step": self.last_step,
+                "start_time": self.start_time}
+
+    def _rewind(self, pos: Mapping[str, Any]) -> None:
+        """Cut metrics.jsonl / samples.jsonl back to a recorded position (lines logged after the
+        checkpoint by the interrupted attempt are dropped; the resumed run logs them again)."""
+        for path, key in ((self.metrics_path, "metrics"), (self.samples_path, "samples")):
+            n = int(pos.get(f"{key}_bytes") or 0)
+            have = path.stat().st_size if path.exists() else 0
+            if have < n:
+                raise RuntimeError(f"cannot resume {path}: it has {have} bytes, the checkpoint "
+                                   f"recorded {n}")
+            if path.exists():
+                with open(path, "r+b") as f:
+                    f.truncate(n)
+        self.num_logs = int(pos.get("metrics_lines") or 0)
+        self.num_samples = int(pos.get("samples_lines") or 0)
+        self.final = dict(pos.get("final") or {})
+        self.last_step = pos.get("last_step")
+        if pos.get("start_time"):
+            self.start_time = float(pos["start_time"])
+
     # ------------------------------------------------------------------------------ writing
     def write_config(self, config: Any) -> None:
         """Write the resolved config (dict or omegaconf container) to config.yaml."""
@@ -113,6 +155,8 @@ class RunStore:
         rec = {"step": int(step), "time": float(time.time() if t is None else t)}
         clean = {str(k): to_jsonable(v) for k, v in metrics.items()}
         rec.update(clean)
+        if self._metrics_f is None:
+            self._metrics_f = open(self.metrics_path, "a", encoding="utf-8")
         self._metrics_f.write(_dumps(rec) + "\n")
         self._metrics_f.flush()
         self.final.update(clean)
@@ -130,6 +174,7 @@ class RunStore:
             self._samples_f.write(_dumps(rec) + "\n")
             n += 1
         self._samples_f.flush()
+        self.num_samples += n
         return n
 
     def write_summary(self, **fields: Any) -> dict:
@@ -182,6 +227,22 @@ class RunStore:
                     f.close()
                 except OSError:
                     pass
+
+
+def mark_interrupted(run_dir: Path, reason: str) -> bool:
+    """A summary.json still saying "running" after its process is gone becomes "interrupted"
+    (with ``reason``); returns whether it changed. A resumed run rewrites it as it goes."""
+    path = Path(run_dir) / "summary.json"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    if not isinstance(summary, dict) or summary.get("status") != "running":
+        return False
+    summary.update(status=INTERRUPTED, error=reason, end_time=time.time())
+    _atomic_write(path, json.dumps(to_jsonable(summary), ensure_ascii=False, indent=2,
+                                   allow_nan=False) + "\n")
+    return True
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -82,6 +82,10 @@ class Tracker:
             else:
                 self.finish("failed", error=exc)
 
+    def position(self) -> dict:
+        """The run store's position, for a trial checkpoint (see ``RunStore.position``)."""
+        return self.store.position()
+
     # ------------------------------------------------------------------------------ identity
     def _wandb_info(self) -> dict:
         w = self.wandb
@@ -132,10 +136,13 @@ def choices_of(config: Mapping[str, Any]) -> dict:
 
 def build_tracker(tracker_cfg: Any, run_dir: Path, config: Mapping[str, Any], name: str,
                   group: Optional[str] = None, job_type: Optional[str] = None,
-                  tags: Optional[list[str]] = None) -> Tracker:
+                  tags: Optional[list[str]] = None,
+                  resume: Optional[Mapping[str, Any]] = None) -> Tracker:
     """Create the run directory's store (config.yaml + a "running" summary.json) and, when
     ``tracker.wandb.enabled`` and the resolved mode is not disabled, a W&B run under
-    ``<run_dir>/wandb/``. Bad tracker config raises ``ConfigError``; W&B failures never raise."""
+    ``<run_dir>/wandb/``. Bad tracker config raises ``ConfigError``; W&B failures never raise.
+    ``resume``: a run store position from a trial checkpoint (the files are cut back to it; a
+    resumed run gets a new W&B run in the same group, logging from the resumed step on)."""
     wb = wandb_settings(tracker_cfg)
     config = plain(config) or {}
     choices = choices_of(config)
@@ -149,15 +156,16 @@ def build_tracker(tracker_cfg: Any, run_dir: Path, config: Mapping[str, Any], na
     given = list(tags or [])
     derived = [] if given else [f"{k}:{choices[k]}" for k in TAG_KEYS if choices.get(k)]
     all_tags = clean_tags(list(wb["tags"]) + given + derived)
+    # validated before the run store exists (ConfigError on a bad mode)
+    mode = resolve_mode(wb["mode"]) if wb["enabled"] else "disabled"
 
-    store = RunStore(Path(run_dir))
+    store = RunStore(Path(run_dir), resume=resume)
     store.write_config(config)
     info = {"name": name, "run_dir": str(store.run_dir), "slots": choices or None, "method": method,
             "seed": config.get("seed"), "group": group, "job_type": job_type, "tags": all_tags,
             "host": socket.gethostname(), "pid": os.getpid()}
     logger = None
     if wb["enabled"]:
-        mode = resolve_mode(wb["mode"])  # ConfigError on a bad mode, before any run starts
         if mode != "disabled":
             wconf = dict(config)
             if choices and "slots" not in wconf:  # dashboards filter by slots.mask etc.

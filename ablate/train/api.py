@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import traceback
 from datetime import datetime
@@ -12,7 +13,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from omegaconf import DictConfig
 
-from ablate.config import compose_config, to_plain
+from ablate.config import compose_config, to_plain, validate_config
 
 SLOT_KEYS = ("mask", "denominator", "advantage", "likelihood", "aggregation")
 
@@ -32,15 +33,95 @@ def slot_tags(cfg: DictConfig) -> list[str]:
     return [f"{k}:{ch.get(k)}" for k in SLOT_KEYS + ("method", "task") if ch.get(k)]
 
 
+SAVE_MODEL = ("final", "best", "none")
+BEST_METRIC = "eval/pass@1"  # what train.save_model=best maximises (measured at every eval)
+MODEL_DIR = "model"
+
+
+def save_model(trainer, run_dir: Path, step: int, metrics: Optional[dict] = None) -> Path:
+    """An HF-format checkpoint (``model.save_pretrained`` + tokenizer) that ``model.path`` loads,
+    written next to the old one and swapped in (a kill mid-save leaves the previous one intact)."""
+    import json
+    import tempfile
+
+    out = Path(run_dir) / MODEL_DIR
+    tmp = Path(tempfile.mkdtemp(prefix=f".{MODEL_DIR}.", dir=run_dir))
+    try:
+        trainer.model.save_pretrained(str(tmp), safe_serialization=True)
+        trainer.tok.save_pretrained(str(tmp))
+        meta = {"step": int(step), "metrics": dict(metrics or {}), "seed": int(trainer.seed)}
+        (tmp / "ablate_model.json").write_text(json.dumps(meta, indent=1, default=str))
+        old = out.with_name(f".{MODEL_DIR}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+class _BestModel:
+    """``train.save_model=best``: rewrite <run_dir>/model at every eval that beats the best so far
+    (the best value lives in model/ablate_model.json, so a resumed run keeps comparing to it)."""
+
+    def __init__(self, run_dir: Path):
+        import json
+
+        self.run_dir = run_dir
+        self.best = float("-inf")
+        try:
+            meta = json.loads((run_dir / MODEL_DIR / "ablate_model.json").read_text())
+            self.best = float(meta["metrics"][BEST_METRIC])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+
+    def __call__(self, trainer, step: int) -> None:
+        m = trainer.state.last_metrics
+        v = m.get(BEST_METRIC)
+        if v is not None and "eval/step" in m and float(v) > self.best:
+            self.best = float(v)
+            save_model(trainer, self.run_dir, step, {BEST_METRIC: float(v)})
+
+
+def _chain(hooks: list) -> Optional[Callable]:
+    hooks = [h for h in hooks if h is not None]
+    if not hooks:
+        return None
+
+    def on_step_end(trainer, step: int) -> None:
+        for h in hooks:
+            h(trainer, step)
+    return on_step_end
+
+
 def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
                reporter: Optional[Callable[[dict], None]] = None,
-               extra_tracker: Optional[dict] = None, progress: bool = False) -> dict:
-    """Train one run of a composed config; always writes summary.json, re-raises on failure."""
+               extra_tracker: Optional[dict] = None, progress: bool = False,
+               resume: Optional[dict] = None,
+               on_step_end: Optional[Callable] = None, dist=None) -> dict:
+    """Train one run of a composed config; always writes summary.json, re-raises on failure.
+
+    The config is validated first (schema, components, task data): a ConfigError leaves nothing
+    behind (no run dir, no W&B run, no warm start). With ``resources.workers > 1`` the run is a
+    Ray Train TorchTrainer of that many workers (ablate/train/distributed.py); rank 0 writes the
+    run store and the W&B run. ``resume``: a trial checkpoint ({"trainer": Trainer.state_dict(),
+    "store": run store position}) to continue from; ``on_step_end(trainer, step)``: called after
+    each logged step (the sweep's trial checkpoints)."""
     from ablate.tracking import build_tracker
     from ablate.train.trainer import Trainer
 
+    validate_config(cfg)
+    save = str(cfg.train.get("save_model") or "none")
+    if save not in SAVE_MODEL:
+        from ablate.errors import choice_error
+        raise choice_error("train.save_model", save, SAVE_MODEL)
     name = str(cfg.get("name") or default_name(cfg))
     rd = Path(run_dir or cfg.get("run_dir") or default_run_dir(cfg, name)).resolve()
+    res = cfg.get("resources") or {}
+    if dist is None and int(res.get("workers", 1)) > 1:
+        return _run_multiworker(cfg, rd, name, extra_tracker)
     rd.mkdir(parents=True, exist_ok=True)
     extra = dict(extra_tracker or {})
     if extra.get("project") and cfg.get("tracker") and "wandb" in cfg.tracker:
@@ -48,12 +129,22 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
     plain = to_plain(cfg)
     tracker = build_tracker(cfg.tracker, run_dir=rd, config=plain, name=name,
                             group=extra.get("group"), job_type=extra.get("job_type"),
-                            tags=list(extra.get("tags") or slot_tags(cfg)))
+                            tags=list(extra.get("tags") or slot_tags(cfg)),
+                            resume=(resume or {}).get("store"))
     t0 = time.perf_counter()
     threads = torch.get_num_threads()  # cfg.threads is process-wide: restore it (reused Ray actors)
     try:
-        trainer = Trainer(cfg, tracker=tracker, reporter=reporter)
+        if resume is None and save != "none":
+            shutil.rmtree(rd / MODEL_DIR, ignore_errors=True)  # a fresh run's model, never an old one
+        trainer = Trainer(cfg, tracker=tracker, reporter=reporter, dist=dist, on_step_end=_chain(
+            [_BestModel(rd) if save == "best" else None, on_step_end]))
+        if resume is not None:
+            trainer.load_state_dict(resume["trainer"])
         result = trainer.run(progress=progress)
+        if save == "final":
+            save_model(trainer, rd, trainer.state.step, trainer.last_eval)
+        if save != "none":
+            result["model_dir"] = str(rd / MODEL_DIR)
     except SystemExit:  # Ray Tune stops a trial (ASHA) by raising SystemExit in the reporter
         tracker.finish(status="early_stopped", summary={"wall_s": time.perf_counter() - t0,
                                                         "slots": dict(cfg.choices), "seed": int(cfg.seed)})
@@ -75,10 +166,48 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
     return summary
 
 
+def _run_multiworker(cfg: DictConfig, rd: Path, name: str, extra_tracker: Optional[dict]) -> dict:
+    import json
+
+    from ablate.train.distributed import run_workers
+    rd.mkdir(parents=True, exist_ok=True)
+    run_workers(cfg, _worker_main, {"cfg": to_plain(cfg), "run_dir": str(rd), "name": name,
+                                    "extra": dict(extra_tracker or {})}, storage_path=str(rd / "ray_train"))
+    summary = json.loads((rd / "summary.json").read_text())
+    if summary.get("status") != "finished":
+        raise RuntimeError(f"multi-worker run ended with status {summary.get('status')!r}: {summary.get('error')}")
+    return summary
+
+
+def _worker_main(config: dict) -> None:
+    """One Ray Train worker: the same Trainer, told its rank; only rank 0 tracks."""
+    import ray.train
+    import ray.train.torch
+    from omegaconf import OmegaConf
+
+    from ablate.train.distributed import worker_dist
+    from ablate.train.trainer import Trainer
+
+    cfg = OmegaConf.create(config["cfg"])
+    dist = worker_dist()
+    cfg.device = str(ray.train.torch.get_device())
+
+    def report(m: dict) -> None:
+        ray.train.report({k: float(v) for k, v in m.items() if isinstance(v, (int, float))})
+
+    if dist.is_main:
+        run_config(cfg, run_dir=config["run_dir"], reporter=report, extra_tracker=config["extra"],
+                   dist=dist)
+    else:
+        Trainer(cfg, tracker=None, reporter=report, dist=dist).run(progress=False)
+
+
 def run_training(overrides: Sequence[str], run_dir: str | Path | None = None,
                  reporter: Optional[Callable[[dict], None]] = None,
-                 extra_tracker: Optional[dict] = None, progress: bool = False) -> dict:
-    """Compose ``overrides`` into a config and train it (the sweep's default trainable)."""
+                 extra_tracker: Optional[dict] = None, progress: bool = False,
+                 resume: Optional[dict] = None, on_step_end: Optional[Callable] = None) -> dict:
+    """Compose ``overrides`` into a config and train it (the sweep's default trainable; it takes
+    ``resume``/``on_step_end``, so its trials checkpoint and resume mid-run)."""
     cfg = compose_config(list(overrides))
     return run_config(cfg, run_dir=run_dir, reporter=reporter, extra_tracker=extra_tracker,
-                      progress=progress)
+                      progress=progress, resume=resume, on_step_end=on_step_end)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from omegaconf import DictConfig
 
@@ -22,16 +22,18 @@ DEFAULT_OBJECTIVE = {"terms": {"pg": {"_target_": "ablate.objectives.upge.UPGETe
 
 
 class Algorithm(Component):
-    """Everything method-specific of a run: the objective and the pipeline stages."""
+    """Everything method-specific of a run: the objective, the pipeline stages, and the value model
+    (``critic``, built only when some component declares ``Needs(values=True)``)."""
 
     family = "algorithm"
 
-    def __init__(self, objective: Objective, stages: list[Stage]):
+    def __init__(self, objective: Objective, stages: list[Stage], critic: Optional[Component] = None):
         self.objective = objective
         self.stages = list(stages)
+        self.critic = critic
 
     def needs(self) -> Needs:
-        return union_needs([self.objective, *self.stages])
+        return union_needs([self.objective, *self.stages, *([self.critic] if self.critic else [])])
 
 
 def _inherit(term_cfg: Mapping[str, Any], root: DictConfig, field: str) -> dict:
@@ -65,6 +67,32 @@ def build_objective(cfg: DictConfig) -> Objective:
     return Objective(terms, regs)
 
 
+DEFAULT_CRITIC = {"_target_": "ablate.critic.ValueModel"}
+
+
+def build_critic(cfg: DictConfig) -> Component:
+    """The ``critic`` config group (conf/critic/): a value model component."""
+    from ablate.critic import ValueModel
+
+    cc = plain(cfg.get("critic")) or DEFAULT_CRITIC
+    if not isinstance(cc, Mapping) or "_target_" not in cc:
+        raise ConfigError(f"critic: expected a mapping with _target_, got {cc!r}")
+    cls = import_target(str(cc["_target_"]), "critic._target_")
+    if not (inspect.isclass(cls) and issubclass(cls, ValueModel)):
+        raise ConfigError(f"critic._target_: {cc['_target_']} is not a value model "
+                          "(subclass ablate.critic.ValueModel)")
+    params = {k: v for k, v in cc.items() if k != "_target_"}
+    from ablate.registry import params_of
+
+    allowed = params_of(cls)
+    for k in params:
+        if k not in allowed:
+            raise ConfigError(f"critic: unknown parameter {k!r}; allowed: {', '.join(allowed)}")
+    return cls(**params)
+
+
 def build_algorithm(cfg: DictConfig) -> Algorithm:
     stages = build_stages((cfg.get("pipeline") or {}).get("stages", []))
-    return Algorithm(objective=build_objective(cfg), stages=stages)
+    objective = build_objective(cfg)
+    critic = build_critic(cfg) if union_needs([objective, *stages]).values else None
+    return Algorithm(objective=objective, stages=stages, critic=critic)

@@ -28,8 +28,9 @@ def partition(n: int, k: int, gen: Optional[torch.Generator],
     target = n / k
     chunks: list[list[torch.Tensor]] = [[]]
     filled = 0
-    for rows in members:  # greedy in order: close a chunk once it reaches its share of rows
-        if chunks[-1] and filled >= target * len(chunks) and len(chunks) < k:
+    for i, rows in enumerate(members):  # in order: close a chunk once it reaches its share of rows,
+        left = len(members) - i  # or when each remaining group must open a chunk of its own
+        if chunks[-1] and len(chunks) < k and (filled >= target * len(chunks) or left <= k - len(chunks)):
             chunks.append([])
         chunks[-1].append(rows)
         filled += rows.numel()

@@ -25,11 +25,14 @@ from ablate.component import load_tree_state, observe_tree, tree_state
 from ablate.metrics.entropy import token_entropy_sum_count
 from ablate.metrics.gradvar import GradVarianceMeter
 from ablate.metrics.passk import pass_at_k_metrics
-from ablate.pipeline.base import Rollouts, StageEnv
+from ablate.pipeline.base import Generated, Rollouts, StageEnv
 from ablate.policy import build_policy, token_logprobs
+from ablate.policy.lora import FrozenBase, is_lora, load_policy_state, policy_state
 from ablate.rollout import build_engine, resolve_max_new_tokens
+from ablate.rollout.base import is_weights
 from ablate.tasks import build_task
 from ablate.train.components import Algorithm, build_algorithm
+from ablate.train.distributed import Dist
 from ablate.train.partition import partition
 from ablate.train.state import TrainingState, load_rng_state, rng_state
 from ablate.upge.batch import RolloutBatch
@@ -74,8 +77,9 @@ def _disable_dropout(model: torch.nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
-    if hasattr(model, "config") and hasattr(model.config, "attention_dropout"):
-        model.config.attention_dropout = 0.0
+    config = vars(model).get("config")
+    if config is not None and "attention_dropout" in vars(config):
+        config.attention_dropout = 0.0
 
 
 def _seed_everything(seed: int) -> None:
@@ -108,8 +112,10 @@ class Trainer:
     """One training run. ``run()`` returns the summary dict the run store also writes."""
 
     def __init__(self, cfg: DictConfig, tracker=None, reporter: Optional[Reporter] = None,
-                 on_step_end: Optional[Callable[["Trainer", int], None]] = None):
+                 on_step_end: Optional[Callable[["Trainer", int], None]] = None,
+                 dist: Optional[Dist] = None):
         self.cfg = cfg
+        self.dist = dist or Dist()  # one worker of a multi-worker trial (ablate/train/distributed.py)
         self.on_step_end = on_step_end  # e.g. a checkpoint hook: called after each logged step
         self.tracker = tracker
         self.reporter = reporter
@@ -124,22 +130,30 @@ class Trainer:
         self.task = build_task(cfg.task)
         self.policy = build_policy(cfg.model, self.task, policy_seed(cfg), self.device)
         self.model, self.tok = self.policy.model, self.policy.tokenizer
+        self.task = self.policy.task  # prompts in the tokenizer's format (task.prompt_format)
         _seed_everything(self.seed)  # the warm start (or its cache hit) must not shift the RL seed
         _disable_dropout(self.model)
         self.ref_model = None
-        if self.plan.ref_model:
-            self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        if self.plan.ref_model:  # under LoRA the frozen base is the reference: no second copy
+            self.ref_model = FrozenBase(self.model) if is_lora(self.model) else \
+                copy.deepcopy(self.model).eval().requires_grad_(False)
+        res = cfg.get("resources") or {}
+        self.train_model = self.dist.wrap(self.model, str(res.get("strategy", "ddp")))
+        if self.plan.values:  # the value model starts from the (warm-started) policy
+            self.algo.critic.attach(self.model)
         self.engine = build_engine(cfg.rollout)
+        self.plan = self.plan | self.engine.needs()  # e.g. a train–inference IS correction
         self.temperature = float(cfg.rollout.temperature)
         self.max_new_tokens = resolve_max_new_tokens(int(cfg.rollout.max_new_tokens), self.task)
         t = cfg.train
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=float(t.lr),
+        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=float(t.lr),
                                      betas=tuple(t.betas), weight_decay=float(t.weight_decay))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_lambda)
         self.rng = np.random.default_rng(self.seed)
         self.timers = Timers()
+        sharded = self.dist.active and self.train_model is self.model  # FSDP2: sharded gradients
         self.meter = GradVarianceMeter([p for p in self.model.parameters() if p.requires_grad]) \
-            if t.metrics.grad_var else None
+            if t.metrics.grad_var and not sharded else None
         self.last_eval: dict[str, float] = {}
         self.initial_eval: dict[str, float] = {}
         self.history_final: dict[str, float] = {}
@@ -148,7 +162,7 @@ class Trainer:
     # ----------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
         """Everything a checkpoint needs to continue this run exactly (see ablate/train/state.py)."""
-        return {"state": self.state.state_dict(), "model": self.model.state_dict(),
+        return {"state": self.state.state_dict(), "model": policy_state(self.model),
                 "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                 "rng": rng_state(self.rng), "components": tree_state(self.algo),
                 "last_eval": dict(self.last_eval), "initial_eval": dict(self.initial_eval),
@@ -156,7 +170,7 @@ class Trainer:
 
     def load_state_dict(self, d: dict) -> None:
         self.state.load_state_dict(d["state"])
-        self.model.load_state_dict(d["model"])
+        load_policy_state(self.model, d["model"])
         self.opt.load_state_dict(d["optimizer"])
         self.sched.load_state_dict(d["scheduler"])
         load_rng_state(self.rng, d["rng"])
@@ -186,7 +200,9 @@ class Trainer:
     # ----------------------------------------------------------------------------------- rollout
     def _generate(self, problems, n: int, temperature: float, seed: int):
         """Sample ``n`` responses per problem; log-probs are scored later, once, on the final batch."""
-        prompts = [p.prompt for p in problems]
+        return self._sample([p.prompt for p in problems], n, temperature, seed)
+
+    def _sample(self, prompts: list[str], n: int, temperature: float, seed: int):
         gen = torch.Generator().manual_seed(seed)  # the engine seeds a forked RNG from it
         self.model.eval()
         with torch.no_grad():
@@ -196,28 +212,76 @@ class Trainer:
                                        compute_logprobs=False)
         return out
 
+    def _stage_generate(self, step: int, env: StageEnv):
+        """``env.generate`` for stages with Needs(generation=True): the current policy through the
+        rollout engine; time in perf/extra_gen_s, tokens in train/extra_gen_tokens."""
+        calls = [0]
+
+        def generate(prompts: list[str], n: int, temperature: float) -> Generated:
+            calls[0] += 1
+            with self.timers("extra_gen"):
+                out = self._sample(list(prompts), int(n), float(temperature),
+                                   self._seed_for(step, salt=101 + 13 * calls[0]))
+            P = out.prompt_len
+            lens = out.response_mask.sum(-1).long().tolist()
+            ids = [out.input_ids[i, P:P + k].tolist() for i, k in enumerate(lens)]
+            env.stats["train/extra_gen_tokens"] = env.stats.get("train/extra_gen_tokens", 0.0) + float(sum(lens))
+            return Generated(response_ids=ids, texts=list(out.texts),
+                             truncated=[bool(x) for x in out.truncated])
+        return generate
+
     def _rollouts_for(self, problems, step: int, round_: int, env: StageEnv) -> Rollouts:
+        """Plan (prompt samplers, per-prompt budgets), generate and verify (each worker its share of
+        the prompts, gathered), then the stages on the whole set, identically on every worker."""
+        counts = [int(self.cfg.train.group_size)] * len(problems)
+        for stage in self.algo.stages:  # before generation: which prompts, how many samples each
+            problems, counts = stage.plan(list(problems), list(counts), env)
+        problems = [p for p, c in zip(problems, counts) if c > 0]
+        counts = [c for c in counts if c > 0]
+        if self.dist.active and self.plan.rollouts:
+            sh = self.dist.shard(len(problems))
+            mine = self._sampled(problems[sh], counts[sh], step, round_)
+            parts = self.dist.all_gather_object(mine)
+            r = parts[0]
+            for part in parts[1:]:
+                r = r.extend(part)
+        else:
+            r = self._sampled(problems, counts, step, round_)
+        if not r.problems:
+            return r
+        for stage in self.algo.stages:
+            r = stage(r, env)
+        return r
+
+    def _sampled(self, problems, counts: list[int], step: int, round_: int) -> Rollouts:
+        """``counts[j]`` samples of problem j (group sizes may differ within a batch)."""
         r = Rollouts(problems=list(problems))
-        G = int(self.cfg.train.group_size)
+        if not problems:
+            return r
         if not self.plan.rollouts:
             r.prompt_ids = [self.tok(p.prompt)["input_ids"] for p in problems]
         else:
-            out = self._generate(problems, G, self.temperature, self._seed_for(step, round_))
+            seed = self._seed_for(step, round_, salt=1_000_033 * self.dist.rank)
+            owner = [j for j, c in enumerate(counts) for _ in range(c)]  # row → prompt
+            if len(set(counts)) == 1:  # one batched call with n per prompt (uniform groups)
+                out = self._generate(problems, counts[0], self.temperature, seed)
+            else:  # variable group sizes: each prompt repeated by its count, one sample each
+                out = self._generate([problems[j] for j in owner], 1, self.temperature, seed)
             P = out.prompt_len
             am = out.attention_mask[:, :P]
+            first = {j: i for i, j in reversed(list(enumerate(owner)))}
             for j in range(len(problems)):
-                row = j * G
+                row = first[j]
                 r.prompt_ids.append(out.input_ids[row, :P][am[row].bool()].tolist())
             resp = out.input_ids[:, P:]
             lens = out.response_mask.sum(-1).long().tolist()
+            eng = out.engine_logp.tolist() if out.engine_logp is not None else None
             for i in range(resp.shape[0]):
-                j = i // G
+                j = owner[i]
                 rew = self.task.verify(problems[j], out.texts[i])
                 r.add_row(j, resp[i, : lens[i]].tolist(), out.texts[i], float(rew.total),
                           dict(rew.components), is_demo=False, truncated=bool(out.truncated[i]),
-                          meta=rew.meta)
-        for stage in self.algo.stages:
-            r = stage(r, env)
+                          meta=rew.meta, engine_logp=eng[i][: lens[i]] if eng is not None else None)
         return r
 
     def _seed_for(self, step: int, round_: int = 0, salt: int = 0) -> int:
@@ -226,7 +290,11 @@ class Trainer:
     def collect(self, step: int) -> tuple[Rollouts, dict[str, float]]:
         """Sample prompts, generate, verify, run the stages; refill if a stage dropped groups."""
         P = int(self.cfg.train.prompts_per_step)
-        env = StageEnv(tokenizer=self.tok, task=self.task, max_new_tokens=self.max_new_tokens, step=step)
+        env = StageEnv(tokenizer=self.tok, task=self.task, max_new_tokens=self.max_new_tokens, step=step,
+                       info=self.state.info() if self.plan.step_info else None,
+                       rng=self.rng, group_size=int(self.cfg.train.group_size))
+        if self.plan.generation:
+            env.generate = self._stage_generate(step, env)
         rounds = max(1, int(self.plan.refill_rounds))
         total: Optional[Rollouts] = None
         for round_ in range(rounds):
@@ -274,7 +342,24 @@ class Trainer:
                 batch.ref_logp = self._logp_no_grad(self.ref_model, batch)[0]
         if self.plan.prescoring:
             self._prescore(batch)
+        if self.engine.is_correction != "none":
+            self._is_correction(r, batch)
+        if self.plan.values:
+            with self.timers("values"):
+                batch.rows["values"] = self.algo.critic.score(batch)
         return batch  # otherwise old_logp is filled by update(): see _fill_old_logp
+
+    def _is_correction(self, r: Rollouts, batch: RolloutBatch) -> None:
+        """Per-token train–inference weights π_old/π_engine (rows without engine log-probs: 1)."""
+        eng = torch.zeros_like(batch.old_logp)
+        has = torch.zeros(batch.batch_size, dtype=torch.bool, device=eng.device)
+        for i, lp in enumerate(r.engine_logp):
+            if lp:
+                eng[i, :len(lp)] = torch.tensor(lp, dtype=eng.dtype)
+                has[i] = True
+        w = is_weights(batch.old_logp, eng, self.engine.is_correction, self.engine.is_cap)
+        batch.rows["engine_logp"] = eng
+        batch.rows["is_weight"] = torch.where(has[:, None], w, torch.ones_like(w)) * batch.response_mask
 
     def _row_data(self, r: Rollouts, batch: RolloutBatch, names: list[str]) -> dict:
         """Per-row side data every component may read (sliced with the rows, see RolloutBatch)."""
@@ -302,14 +387,15 @@ class Trainer:
             for t in sorted(self.plan.temperatures):
                 batch.rows[_temp_key(t)] = self._logp_no_grad(self.model, batch, temperature=float(t))[0]
 
-    def _fill_old_logp(self, batch: RolloutBatch, first_rows: torch.Tensor) -> None:
+    def _fill_old_logp(self, batch: RolloutBatch, first_rows: torch.Tensor,
+                       needed: Optional[torch.Tensor] = None) -> None:
         """Behaviour log-probs, scored once. Rows of the first minibatch are trained before any
         optimizer step, so π_old = π_θ there and their first training forward provides old_logp
         (no extra pass; with one minibatch and one epoch there is no extra forward at all, like TRL
         with num_iterations=1). Only the other rows need a no-grad forward now."""
         if batch.extras.get("old_logp_complete"):
             return
-        rest = torch.ones(batch.batch_size, dtype=torch.bool)
+        rest = torch.ones(batch.batch_size, dtype=torch.bool) if needed is None else needed.clone()
         rest[first_rows] = False
         if bool(rest.any()):
             idx = rest.nonzero().squeeze(-1).to(self.device)
@@ -332,59 +418,80 @@ class Trainer:
         return torch.cat(parts, 0) * rm, (torch.cat(ents, 0) * rm if ents else None)
 
     # ----------------------------------------------------------------------------------- update
+    def _local_rows(self, batch: RolloutBatch) -> torch.Tensor:
+        """Rows of this worker's share of the prompt groups (all rows on a single worker)."""
+        ids = batch.group_ids.cpu()
+        groups = torch.unique(ids)
+        mine = groups[self.dist.shard(len(groups))] if self.dist.rank < self.dist.world - 1 \
+            else groups[self.dist.shard(len(groups)).start:]
+        return torch.nonzero(torch.isin(ids, mine)).reshape(-1)
+
     def update(self, batch: RolloutBatch, step: int) -> dict[str, float]:
         t = self.cfg.train
         obj = self.objective
+        dist = self.dist
+        reducer = dist if dist.active else None
+        sync_ids = batch.input_ids[:1, :1]
+        # the minibatches are cut from the whole batch exactly as on one worker; each worker trains
+        # on the rows of its own prompts in each of them (the advantages saw the whole batch)
+        local = torch.zeros(batch.batch_size, dtype=torch.bool)
+        local[self._local_rows(batch)] = True
         want_entropy = bool(t.metrics.entropy) or self.plan.entropy
         ent_grad = self.plan.entropy_grad
         # diagnostics stay on the device as tensors; one host sync per step (below), none per microbatch
         acc = DiagAccumulator()
-        ent_sum = ent_tok = None
-        steps_done, skipped = 0, 0
+        ent = torch.zeros(2, dtype=torch.float64, device=self.device)  # Σ H·m, Σ m
+        steps_done, skipped, n_minibatches = 0, 0, 0
         gv_acc: dict[str, list[float]] = {}
         gen = torch.Generator().manual_seed(self._seed_for(step, salt=17))
         groups = batch.group_ids.cpu() if self.plan.whole_groups else None
-        epochs = [partition(batch.batch_size, int(t.minibatches), gen, groups) for _ in range(int(t.epochs))]
-        self._fill_old_logp(batch, epochs[0][0])
+        k_mb = int(t.minibatches)
+        epochs = [[rows[local[rows]] for rows in partition(batch.batch_size, k_mb, gen, groups)]
+                  for _ in range(int(t.epochs))]
+        self._fill_old_logp(batch, epochs[0][0], local)
         self.model.train()
         for epoch, minibatches in enumerate(epochs):
             for mb_no, mb_rows_cpu in enumerate(minibatches):
                 on_policy = epoch == 0 and mb_no == 0  # no optimizer step yet: π_old = π_θ
                 mb_rows = mb_rows_cpu.to(self.device)
                 mb = batch.select(mb_rows)
-                norms = obj.normalizers(mb)
+                norms = obj.normalizers(mb, reducer)
                 self.opt.zero_grad(set_to_none=True)
                 if self.meter is not None:
                     self.meter.start()
                 mb_groups = groups[mb_rows_cpu] if groups is not None else None
-                for mc_idx_cpu in partition(mb.batch_size, int(t.microbatches), None, mb_groups):
+                chunks = partition(mb.batch_size, int(t.microbatches), None, mb_groups) if mb.batch_size else []
+                for mc_idx_cpu in chunks:
                     mc_idx = mc_idx_cpu.to(self.device)
                     mc = mb.select(mc_idx)
-                    with self.timers("forward_backward"):
-                        logp, ent = token_logprobs(self.model, mc.input_ids, mc.attention_mask,
-                                                   mc.prompt_len, self.temperature,
-                                                   with_entropy=want_entropy or ent_grad,
-                                                   entropy_grad=ent_grad)
+                    with self.timers("forward_backward"), self._no_sync():
+                        logp, ent_t = token_logprobs(self.train_model, mc.input_ids, mc.attention_mask,
+                                                     mc.prompt_len, self.temperature,
+                                                     with_entropy=want_entropy or ent_grad,
+                                                     entropy_grad=ent_grad)
                         if on_policy and not batch.extras.get("old_logp_complete"):
                             mc.old_logp = logp.detach() * mc.response_mask
                             batch.old_logp[mb_rows[mc_idx]] = mc.old_logp
                         with self.timers("estimator"):
-                            out = obj(mc, logp, norms, entropy=ent,
-                                      entropy_grad=ent if ent_grad else None)
+                            out = obj(mc, logp, norms, entropy=ent_t,
+                                      entropy_grad=ent_t if ent_grad else None)
                         if not torch.isfinite(out.loss):
                             raise FloatingPointError(f"non-finite loss {out.loss.item()} at step {step}")
-                        out.loss.backward()
+                        (out.loss * dist.world).backward()  # DDP averages over workers
                     if self.meter is not None:
                         self.meter.after_backward(weight=obj.chunk_weight(mc))
                     with self.timers("metrics"):
                         acc.add(out.diags, out.num_tokens)
-                        if ent is not None:
-                            es, ec = token_entropy_sum_count(ent.detach(), mc.response_mask)
-                            ent_sum = es if ent_sum is None else ent_sum + es
-                            ent_tok = ec if ent_tok is None else ent_tok + ec
+                        if ent_t is not None:
+                            es, ec = token_entropy_sum_count(ent_t.detach(), mc.response_mask)
+                            ent = ent + torch.stack([es, ec]).to(ent)
+                n_minibatches += 1
                 with self.timers("optimizer"):
+                    self._sync_grads(sync_ids)
                     if self.meter is not None:
-                        for k, v in (self.meter.finish() or {}).items():
+                        res = self.meter.finish(reducer=reducer, scale=1.0 / dist.world) \
+                            if chunks or dist.active else {}
+                        for k, v in res.items():
                             if v is not None:
                                 gv_acc.setdefault(k, []).append(float(v))
                     gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
@@ -398,9 +505,10 @@ class Trainer:
                         self.opt.step()
                         self.sched.step()
                         steps_done += 1
-        m = acc.result(prefix="train/")
-        if ent_tok is not None:
-            m["train/entropy"] = float(ent_sum / ent_tok.clamp_min(1.0))
+        m = acc.result(prefix="train/", minibatches=n_minibatches, reducer=reducer)
+        ent = dist.all_reduce(ent)
+        if (want_entropy or ent_grad) and float(ent[1]) > 0:
+            m["train/entropy"] = float(ent[0] / ent[1])
         for k, vs in gv_acc.items():
             m[k if k.startswith("train/") else f"train/{k}"] = float(np.mean(vs))
         if "train/grad_norm" not in m and "train/grad_norm_preclip" in m:
@@ -410,10 +518,31 @@ class Trainer:
         m["train/lr"] = float(self.sched.get_last_lr()[0])
         return m
 
+    @contextmanager
+    def _no_sync(self) -> Iterator[None]:
+        """Accumulate locally: workers exchange gradients once per minibatch (``_sync_grads``)."""
+        if self.train_model is self.model:
+            yield
+        else:
+            with self.train_model.no_sync():
+                yield
+
+    def _sync_grads(self, ids: torch.Tensor) -> None:
+        """All-reduce the accumulated gradients through DDP: a zero-weighted forward/backward on one
+        token leaves each worker's gradient at the average of the workers' accumulations (DDP
+        includes gradients accumulated under ``no_sync`` in the next synchronised backward)."""
+        if self.train_model is self.model:
+            return
+        out = self.train_model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+        (out.logits.float().sum() * 0.0).backward()
+
     # ----------------------------------------------------------------------------------- eval
     def evaluate(self, step: int) -> tuple[dict[str, float], list[dict]]:
         e = self.cfg.eval
         problems = self.task.eval_problems(int(e.num_prompts))
+        if self.dist.active:  # each worker its share of the eval prompts; Pass@k over all of them
+            per = -(-len(problems) // self.dist.world)
+            problems = problems[self.dist.rank * per:(self.dist.rank + 1) * per]
         n = int(e.n)
         temp = float(e.temperature) if e.get("temperature") is not None else self.temperature
         correct = np.zeros((len(problems), n), dtype=np.float64)
@@ -430,6 +559,10 @@ class Trainer:
                     if len(samples) < int(e.num_samples_logged) and i % n == 0:
                         samples.append({"step": step, "prompt": probs[j].prompt, "response": text,
                                         "reward": float(rew.total), "answer": probs[j].answer})
+        if self.dist.active:
+            parts = self.dist.all_gather_object((correct, samples))
+            correct = np.concatenate([c for c, _ in parts if len(c)], 0)
+            samples = [x for _, ss in parts for x in ss][: int(e.num_samples_logged)]
         return pass_at_k_metrics(correct), samples
 
     # ----------------------------------------------------------------------------------- loop
@@ -468,6 +601,12 @@ class Trainer:
             with self.timers("advantage"):
                 self.objective.compute_advantages(batch)
             m = self.update(batch, step)
+            if m["train/optimizer_steps"] > 0:  # the engine samples the next step from these weights
+                with self.timers("weight_sync"):
+                    self.engine.sync_weights(self.model)
+            if self.plan.values:  # the value model trains on the targets the advantage wrote
+                with self.timers("critic"):
+                    m.update(self.algo.critic.update(batch, step))
             m.update(stage_stats)
             with self.timers("metrics"):
                 rm = batch.response_mask
@@ -478,8 +617,9 @@ class Trainer:
                     # length dynamics split by outcome (Dr. GRPO's claim is about incorrect answers)
                     m[f"train/response_len_{tag}"] = float(rm.sum(-1)[sel].float().mean()) if bool(sel.any()) else float("nan")
                 m["train/truncated_frac"] = float(np.mean([x for x, d in zip(rollouts.truncated, rollouts.is_demo) if not d] or [0.0]))
-                m["train/frac_zero_adv_groups"] = float(zero_advantage_group_fraction(
-                    batch.advantages, batch.group_ids, rm))
+                if batch.advantages is not None:  # objectives without an advantage slot log none
+                    m["train/frac_zero_adv_groups"] = float(zero_advantage_group_fraction(
+                        batch.advantages, batch.group_ids, rm))
                 m["train/batch_rows"] = float(batch.batch_size)
                 m["train/demo_frac"] = float(batch.demo_mask().float().mean())
             step_s = time.perf_counter() - t0

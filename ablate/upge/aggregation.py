@@ -25,13 +25,26 @@ class Normalizer:
     num_tokens: float  # valid response tokens
     num_seqs: float  # rows with at least one valid token
     horizon: int  # padded response length T (the default Dr.GRPO constant)
+    num_groups: float = 1.0  # prompt groups with at least one such row (group-coupled terms)
 
     @classmethod
-    def of(cls, response_mask: torch.Tensor) -> "Normalizer":
+    def of(cls, response_mask: torch.Tensor, reducer=None,
+           group_ids: Optional[torch.Tensor] = None) -> "Normalizer":
+        """Counts of ``response_mask`` (and of the prompt groups with a valid row, given ``group_ids``);
+        with ``reducer`` (an object with ``all_reduce(t, op)``, e.g. ablate.train.distributed.Dist) the
+        counts of every worker's share of the minibatch (workers hold whole prompt groups)."""
         m = response_mask.float()
-        return cls(num_tokens=float(m.sum().clamp_min(1.0)),
-                   num_seqs=float((m.sum(-1) > 0).sum().clamp_min(1)),
-                   horizon=int(m.shape[-1]))
+        nonempty = m.sum(-1) > 0
+        groups = 0.0
+        if group_ids is not None:
+            groups = float(torch.unique(group_ids.reshape(-1)[nonempty.to(group_ids.device)]).numel())
+        counts = torch.stack([m.sum(), nonempty.sum().float()]).double().cpu()
+        counts = torch.cat([counts, torch.tensor([groups], dtype=torch.float64)])
+        horizon = torch.tensor([float(m.shape[-1])], dtype=torch.float64)
+        if reducer is not None:
+            counts, horizon = reducer.all_reduce(counts, "sum"), reducer.all_reduce(horizon, "max")
+        return cls(num_tokens=max(float(counts[0]), 1.0), num_seqs=max(float(counts[1]), 1.0),
+                   horizon=int(horizon[0]), num_groups=max(float(counts[2]), 1.0))
 
 
 class Aggregation:

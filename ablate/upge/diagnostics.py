@@ -2,7 +2,10 @@
 
 A component returns ``{name: Diag(value, reduce)}``; ``mean`` is weighted by ``weight`` (the
 chunk's valid tokens unless the producer says otherwise), ``max``/``min`` are extremes over chunks,
-``sum`` adds. Values stay on the device until ``DiagAccumulator.result`` (one host sync per step).
+``sum`` adds, ``partial`` is a chunk's share of a minibatch quantity (a loss normalised by the
+minibatch totals): the shares add up to the minibatch value, reported as the mean over the step's
+minibatches, so it does not depend on how minibatches are cut into microbatches or workers.
+Values stay on the device until ``DiagAccumulator.result`` (one host sync per step).
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from typing import Mapping, Optional
 
 import torch
 
-REDUCTIONS = ("mean", "max", "min", "sum")
+REDUCTIONS = ("mean", "max", "min", "sum", "partial")
+_OPS = {"mean": "sum", "sum": "sum", "partial": "sum", "max": "max", "min": "min"}
 
 
 @dataclass
@@ -28,6 +32,10 @@ class Diag:
 
 def mean(v: torch.Tensor, weight: Optional[torch.Tensor | float] = None) -> Diag:
     return Diag(v.detach(), "mean", weight)
+
+
+def partial(v: torch.Tensor) -> Diag:
+    return Diag(v.detach(), "partial")
 
 
 def maximum(v: torch.Tensor) -> Diag:
@@ -66,10 +74,42 @@ class DiagAccumulator:
             else:
                 self._acc[k] = self._acc[k] + v
 
-    def result(self, prefix: str = "") -> dict[str, float]:
-        if not self._acc:
+    def result(self, prefix: str = "", minibatches: int = 1, reducer=None) -> dict[str, float]:
+        """The step's values; ``minibatches`` divides ``partial`` sums; ``reducer`` (an object with
+        ``all_reduce(t, op)``) combines the workers of a multi-worker trial exactly."""
+        keys = sorted(self._acc)  # the same order on every worker
+        if reducer is not None:
+            keys = sorted(set().union(*reducer.all_gather_object(keys)))
+        if not keys:
             return {}
-        keys = list(self._acc)
-        vals = [self._acc[k] / self._w[k].clamp_min(1e-12) if self._kind[k] == "mean" else self._acc[k]
-                for k in keys]
+        dev = next(iter(self._acc.values())).device if self._acc else torch.device("cpu")
+        zero = torch.zeros((), dtype=torch.float64, device=dev)
+        acc = {k: self._acc.get(k, zero) for k in keys}
+        wts = {k: self._w.get(k, zero) for k in keys if self._kind.get(k, "mean") == "mean"}
+        if reducer is not None:
+            kinds = {}
+            for part in reducer.all_gather_object(dict(self._kind)):
+                kinds.update(part)
+            self._kind = kinds
+            for k in keys:
+                op = _OPS[self._kind[k]]
+                have = torch.tensor([1.0 if k in self._acc else 0.0], dtype=torch.float64)
+                if op != "sum" and float(reducer.all_reduce(have, "sum")[0]) < reducer.world:
+                    # a worker without this value: reduce over those that have it
+                    fill = float("-inf") if op == "max" else float("inf")
+                    v = self._acc.get(k, torch.full((), fill, dtype=torch.float64, device=dev))
+                    acc[k] = reducer.all_reduce(v.reshape(1), op).reshape(())
+                else:
+                    acc[k] = reducer.all_reduce(acc[k].reshape(1), op).reshape(())
+                if k in wts:
+                    wts[k] = reducer.all_reduce(wts[k].reshape(1), "sum").reshape(())
+        vals = []
+        for k in keys:
+            kind = self._kind[k]
+            if kind == "mean":
+                vals.append(acc[k] / wts[k].clamp_min(1e-12))
+            elif kind == "partial":
+                vals.append(acc[k] / max(1, minibatches))
+            else:
+                vals.append(acc[k])
         return dict(zip((prefix + k for k in keys), torch.stack(vals).cpu().tolist()))

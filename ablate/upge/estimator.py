@@ -16,7 +16,7 @@ import torch
 from ablate.component import Component
 from ablate.upge.aggregation import Aggregation, Normalizer
 from ablate.upge.batch import RolloutBatch
-from ablate.upge.diagnostics import Diag, maximum, mean, minimum
+from ablate.upge.diagnostics import Diag, maximum, mean, minimum, partial
 from ablate.upge.slots.base import (LOG_RATIO_CLAMP, Denominator, Likelihood, Mask, MaskResult,
                                     Regularizer, TokenContext)
 
@@ -62,7 +62,7 @@ def apply_regularizers(regularizers: Mapping[str, Regularizer], ctx: TokenContex
         else:
             value = term
         total = total + reg.coef * value
-        diags[f"reg/{name}"] = mean(value)
+        diags[f"reg/{name}"] = partial(value)
     return total, diags
 
 
@@ -94,10 +94,13 @@ class UPGE(Component):
         loss_mat, m, weight = self.per_token(ctx)
         if ctx.loss_weights is not None:
             loss_mat = loss_mat * ctx.loss_weights.to(loss_mat.dtype)[:, None]
+        iw = ctx.rows.get("is_weight")  # train–inference correction (rollout.is_correction)
+        if iw is not None:
+            loss_mat = loss_mat * iw.to(loss_mat.dtype)
         pg_loss = self.aggregation(loss_mat, rm, norm)
         with torch.no_grad():
             diags = self._diagnostics(ctx, m, weight, norm)
-        diags["pg_loss"] = mean(pg_loss)
+        diags["pg_loss"] = partial(pg_loss)
         return pg_loss, diags
 
     def _diagnostics(self, ctx: TokenContext, m: MaskResult, weight: torch.Tensor,
@@ -120,7 +123,7 @@ class UPGE(Component):
         peer_mat = -ctx.advantages * peer_w
         if ctx.loss_weights is not None:
             peer_mat = peer_mat * ctx.loss_weights.to(peer_mat.dtype)[:, None]
-        d["pg_loss_peer"] = mean(self.aggregation(peer_mat, rm, norm))
+        d["pg_loss_peer"] = partial(self.aggregation(peer_mat, rm, norm))
         ratio = ctx.ratio
         pad = rm <= 0
         d["ratio_mean"] = mean(masked_mean(ratio, rm, n))
@@ -133,6 +136,9 @@ class UPGE(Component):
             # KL(π_θ ‖ π_ref) from samples of π_θ (on-policy rows): r = π_ref/π_θ
             lq = (ctx.logp.detach() - ctx.ref_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
             d["kl_ref"] = mean(masked_mean(kl_k3(lq), rm, n))
+        iw = ctx.rows.get("is_weight")
+        if iw is not None:
+            d["is_weight_mean"] = mean(masked_mean(iw, rm, n))
         d["adv_mean"] = mean(masked_mean(ctx.advantages, rm, n))
         d["adv_abs_mean"] = mean(masked_mean(ctx.advantages.abs(), rm, n))
         return d

@@ -14,6 +14,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE = "tests.sweep.fakes.fake_run_training"
+# a search space may only name a registered trainable: register the fake the way a user registers
+# their own (inherited by the `ablate sweep` subprocesses these tests start)
+os.environ["ABLATE_TRAINABLES"] = f"fake={FAKE},dying=tests.sweep.fakes.dying_run_training"
 FAKE_VARIANTS = {
     "mask": ["none", "ppo_clip", "clip_higher"],
     "advantage": ["group_zscore", "group_centered"],

@@ -6,6 +6,8 @@ Behaviour is driven by ``fake.*`` overrides (the sweep passes base_overrides thr
   fake.fail_when=K:V     raise RuntimeError when the override K=V is present
   fake.nan_when=K:V      report NaN metrics and return a NaN final value when K=V is present
   fake.marker_dir=DIR    write DIR/<key>.start.<n> / DIR/<key>.finish.<n> per invocation
+  fake.die_marker=FILE   SIGKILL the worker at step fake.die_at (default 2) unless FILE exists
+(``dying_run_training`` below is the real trainer with an injected worker death.)
 The metric depends on the overrides only (mask=ppo_clip is best), so results are reproducible.
 A minimal run store is written: config.yaml (with ``choices``), metrics.jsonl, summary.json.
 """
@@ -86,6 +88,11 @@ def fake_run_training(overrides: Sequence[str], run_dir: str,
         for step in range(1, steps + 1):
             if sleep:
                 time.sleep(sleep)
+            if opts.get("fake.die_marker") and step == int(opts.get("fake.die_at", 2)) \
+                    and not Path(opts["fake.die_marker"]).exists():
+                import signal  # the worker process dies (once): an infrastructure failure
+                Path(opts["fake.die_marker"]).write_text(str(os.getpid()))
+                os.kill(os.getpid(), signal.SIGKILL)
             if _matches(opts.get("fake.fail_when"), opts) and step == 2:
                 summary = {"status": "failed", "error": "RuntimeError: injected failure"}
                 (rd / "summary.json").write_text(json.dumps(summary))
@@ -102,7 +109,38 @@ def fake_run_training(overrides: Sequence[str], run_dir: str,
     final = {k: v for k, v in last.items() if k != "step"}
     summary = {"status": "finished", "final": final, "wall_s": t_end - t_start,
                "steps_done": steps, "t_start": t_start, "t_end": t_end, "pid": os.getpid(),
+               "saw_wandb_key": bool(os.environ.get("WANDB_API_KEY")),
                "wandb": {"run_id": f"fake-{key}", "dir": None, "mode": "disabled"}}
     (rd / "summary.json").write_text(json.dumps(
         summary, default=lambda x: None).replace("NaN", "null"))
     return summary
+
+
+def dying_run_training(overrides: Sequence[str], run_dir: str,
+                       reporter: Optional[Callable[[dict], None]] = None,
+                       extra_tracker: Optional[dict] = None, resume: Optional[dict] = None,
+                       on_step_end: Optional[Callable] = None) -> dict:
+    """The real run_training, whose worker process SIGKILLs itself after step ``fake.die_at`` the
+    first time (``fake.die_marker`` records that it did): an infrastructure failure mid-run.
+    ``fake.step_sleep=S`` sleeps after each step (time to kill the driver mid-run)."""
+    import signal
+
+    from ablate.train.api import run_training
+
+    opts = _opts(overrides)
+    die_at = int(opts.get("fake.die_at", 0))
+    marker = Path(opts["fake.die_marker"]) if opts.get("fake.die_marker") else None
+
+    step_sleep = float(opts.get("fake.step_sleep", 0))
+
+    def hook(trainer, step: int) -> None:
+        if on_step_end is not None:
+            on_step_end(trainer, step)
+        if step_sleep:
+            time.sleep(step_sleep)
+        if step == die_at and marker is not None and not marker.exists():
+            marker.write_text(json.dumps({"pid": os.getpid(), "step": step}))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    real = [o for o in overrides if not o.startswith("fake.")]
+    return run_training(real, run_dir, reporter, extra_tracker, resume=resume, on_step_end=hook)

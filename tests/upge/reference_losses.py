@@ -397,21 +397,6 @@ def gdpo_loss(logp, c: Case, eps: float = 0.2) -> torch.Tensor:
     return seq_mean_token_mean(ppo_clip_loss(logp, c.old_logp, adv, eps, eps), c)
 
 
-def hpt_loss(logp, c: Case, constant: float) -> torch.Tensor:
-    """HPT as the preset states it: RL rows −(R − mean_G)·ρ (no clip, π_old), SFT rows
-    −sft_coef·log π (Â ≡ 1, π_ref = π_θ); both summed over tokens, divided by (N_seq · L_max)."""
-    adv = centered_advantages(c.rewards, c.group_ids)
-    rows = c.nonempty_rows()
-    total = 0.0
-    for i in rows:
-        L = c.length(i)
-        if c.is_demo[i]:
-            total = total + (-c.loss_weights[i] * logp[i, :L]).sum()
-        else:
-            total = total + (-adv[i] * torch.exp(logp[i, :L] - c.old_logp[i, :L])).sum() * c.loss_weights[i]
-    return total / (len(rows) * constant)
-
-
 def _groups(group_ids) -> dict:
     out: dict = {}
     for i, g in enumerate(group_ids):

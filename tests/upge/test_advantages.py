@@ -426,9 +426,17 @@ def test_every_advantage_yaml_builds_and_runs():
     names = variant_names("advantage")
     assert EXPECTED_VARIANTS <= set(names)
     b = make_batch([1, 0, 0, 1], group_ids=[0, 0, 1, 1], components=[[1, 0], [0, 1], [0, 0], [1, 1]])
+    # side data the trainer supplies when a variant declares it (KL in the reward, DCPO, D³S,
+    # a critic's values for GAE, ReMax's greedy reward)
+    from ablate.component import StepInfo
+    b.ref_logp = torch.full_like(b.old_logp, -0.1)
+    b.rows = {"old_logp@0.8": torch.full_like(b.old_logp, -0.2), "old_logp@1.2": torch.full_like(b.old_logp, -0.3),
+              "meta": [{"d3s_advantage": 0.5, "remax_baseline": 0.0} for _ in range(4)],
+              "values": torch.zeros_like(b.response_mask)}
+    b.info = StepInfo(step=1, total_steps=2)
     for name in names:
         cfg = load_variant("advantage", name)
-        assert cfg["_target_"].startswith("ablate.upge.slots.advantage.")
+        assert cfg["_target_"].startswith("ablate.upge.slots.")
         est = build("advantage", cfg)
         assert isinstance(est, A.Advantage)
         a = est(b)

@@ -299,8 +299,13 @@ def test_bad_mask_parameters_raise_one_line(cls, kwargs, param):
 
 @pytest.mark.parametrize("name", registry.variant_names("mask"))
 def test_every_mask_yaml_builds(name):
+    from ablate.component import StepInfo
+
     m = registry.build("mask", registry.load_variant("mask", name))
-    r = m(make_ctx([[0.0, -1.0]], [[0.0, -1.2]], [[1.0, -1.0]], entropy=[[0.5, 1.0]]))
+    ctx = make_ctx([[0.0, -1.0]], [[0.0, -1.2]], [[1.0, -1.0]], entropy=[[0.5, 1.0]])
+    ctx.rows = {"group_reward_var": torch.tensor([0.25], dtype=D)}  # per-row data the trainer fills
+    ctx.info = StepInfo(step=1, total_steps=2) if m.needs().step_info else None
+    r = m(ctx)
     assert r.keep.dtype == torch.bool and r.keep.shape == (1, 2)
 
 

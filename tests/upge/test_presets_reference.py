@@ -11,9 +11,9 @@ Batches (``make_case``): G ∈ {2, 4, 8}, three groups, binary rewards with one 
 all-equal group, right padding with varied lengths (one full-length and one zero-length row,
 garbage log-probs on padding), π_old perturbed around π_θ (|log ρ| ≤ 0.45) so that the PPO clip is
 active on some tokens, a frozen reference model's log-probs for the KL term. Methods with
-demonstrations get their rows as the pipeline stage leaves them (sft: DemosOnly; luffy/srft:
-MixDemos, G−1 rollouts + 1 demo per group; hpt: HPTGate, unsolved groups replaced by one SFT row
-with loss weight sft_coef).
+demonstrations get their rows as the pipeline stage leaves them (sft: DemosOnly; luffy:
+MixDemos, G−1 rollouts + 1 demo per group). Presets with a multi-term or non-UPGE objective (hpt,
+srft, chord, copo, rebel, copg, oapl, real) are tested in tests/objectives/test_terms.py.
 
 Pipeline stages (DAPO dynamic sampling and overlong shaping, the demo mixing and the HPT gate
 themselves) run before the advantage slot and are outside the estimator: these tests cover the loss
@@ -35,6 +35,7 @@ from ablate.errors import ConfigError
 from ablate.train.components import build_algorithm
 from ablate.upge.batch import RolloutBatch
 from tests.upge import reference_losses as ref
+from tests.objectives.test_terms import PRESETS as OBJECTIVE_PRESETS  # tested there (incl. hpt)
 from tests.upge.reference_losses import D, Case
 
 T = 6  # padded response length of the test batches (≤ rollout.max_new_tokens)
@@ -216,16 +217,30 @@ def n_clipped(c: Case, per_response_adv, eps_low: float, eps_high: float, rows=N
     return int(clipped.sum())
 
 
+def referenced_everywhere() -> set:
+    """REFERENCED here plus the ``REFERENCED`` sets of the other tests/upge/test_*.py modules."""
+    import importlib
+    import pkgutil
+
+    import tests.upge as pkg
+
+    names = set(REFERENCED)
+    for m in pkgutil.iter_modules(pkg.__path__):
+        if m.name.startswith("test_") and m.name != "test_presets_reference":
+            names |= set(getattr(importlib.import_module(f"tests.upge.{m.name}"), "REFERENCED", ()))
+    return names
+
+
 def test_every_preset_has_a_reference_test():
     from ablate.methods.catalog import load_presets
 
     names = {r["name"] for r in load_presets()}
-    missing = sorted(names - REFERENCED)
+    missing = sorted(names - referenced_everywhere())
     assert not missing, f"presets without a reference-gradient test here: {missing}"
 
 
-REFERENCED = {"sft", "ppo", "grpo", "reinforce", "cispo", "gspo", "srft", "luffy", "dapo", "drgrpo", "rloo",
-              "reinforce_pp", "opo", "gpg", "clip_cov", "bnpo", "gdpo", "hpt"}
+REFERENCED = {"sft", "grpo", "reinforce", "cispo", "gspo", "luffy", "dapo", "drgrpo", "rloo",
+              "reinforce_pp", "opo", "gpg", "clip_cov", "bnpo", "gdpo"} | set(OBJECTIVE_PRESETS)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -240,19 +255,6 @@ def test_sft_gradient_matches_upge_table1_token_mean_nll(G):
     HPT's compute_sft_pure_loss (masked mean over all demo tokens)."""
     c = make_case(G, layout="sft")
     assert_same(ablate_grad(c, "sft"), ref_grad(ref.sft_loss, c))
-
-
-@pytest.mark.parametrize("G", GS)
-def test_ppo_gradient_matches_verl_vanilla_with_gae_lambda1_no_critic(G):
-    """PPO as the preset claims: GAE with γ = λ = 1 and V ≡ 0 (the outcome reward as return),
-    whitened over the batch's tokens as verl does for GAE, PPO clip ε = 0.2, token-mean.
-
-    Real PPO has what the preset lacks: a learned value model (GAE with V, λ = 0.95) and, in RLHF,
-    a per-token KL penalty in the reward."""
-    c = make_case(G)
-    adv = ref.whiten_tokens(ref.gae_advantages(c.rewards, c.mask), c.mask)
-    assert int(ref.ppo_clipped_tokens(c, adv, 0.2, 0.2).sum()) > 0
-    assert_same(ablate_grad(c, "ppo"), ref_grad(ref.ppo_loss, c))
 
 
 @pytest.mark.parametrize("G", GS)
@@ -293,20 +295,6 @@ def test_gspo_gradient_matches_paper_sequence_objective(G):
 
     c = case_where(clipped_and_free, G, gspo=True)
     assert_same(ablate_grad(c, "gspo"), ref_grad(ref.gspo_loss, c))
-
-
-@pytest.mark.parametrize("G", GS)
-def test_srft_gradient_matches_upge_table1_offline_row(G):
-    """SRFT as UPGE Table 1 reads it: demos with π_ref ≡ 1 (−Â·π_θ), Â z-scored over on ∪ off,
-    on-policy rollouts PPO-clipped with π_old, token-mean (pipeline MixDemos: G−1 + 1 demo).
-
-    The SRFT paper has what the preset lacks: an explicit SFT (NLL) term on the demonstrations,
-    entropy-aware weights (w_SFT = 0.5·sg(e^{−H}), w_RL = 0.1·sg(e^{H}) on positive rollouts) and
-    different treatment of positive and negative self-rollouts."""
-    c = make_case(G, layout="mix")
-    on_rows = [not d for d in c.is_demo]
-    assert n_clipped(c, ref.grpo_advantages(c.rewards, c.group_ids), 0.2, 0.2, rows=on_rows) > 0
-    assert_same(ablate_grad(c, "srft"), ref_grad(ref.offpolicy_mix_loss, c, shaping_gamma=None))
 
 
 @pytest.mark.parametrize("G", GS)
@@ -355,24 +343,23 @@ def test_drgrpo_gradient_matches_verl_seq_mean_token_sum_norm_and_trl_dr_grpo(G)
 
 @pytest.mark.parametrize("G", GS)
 def test_rloo_gradient_matches_paper_leave_one_out_reinforce(G):
-    """RLOO (Ahmadian et al. 2024): Â_i = r_i − mean_{j≠i} r_j, on-policy, the completion as one
-    action: −(1/N) Σ_i Â_i Σ_t log π_θ. The paper folds a KL penalty into the reward
-    (r − β log π/π_ref); the preset omits it."""
+    """RLOO (Ahmadian et al. 2024) without its KL term (``advantage=rloo``): Â_i = r_i − mean_{j≠i} r_j,
+    on-policy, the completion as one action: −(1/N) Σ_i Â_i Σ_t log π_θ. The preset itself folds
+    the KL into the reward: tests/upge/test_new_presets_state.py."""
     c = make_case(G)
-    assert_same(ablate_grad(c, "rloo"), ref_grad(ref.rloo_loss, c))
+    assert_same(ablate_grad(c, "rloo", "advantage=rloo"), ref_grad(ref.rloo_loss, c))
 
 
 @pytest.mark.parametrize("G", GS)
 def test_reinforce_pp_gradient_matches_verl_reinforce_plus_plus(G):
-    """REINFORCE++ (verl reinforce_plus_plus, γ = 1): return-to-go of the outcome reward, whitened
-    over all valid tokens of the batch (unbiased var, +1e-8), PPO clip ε = 0.2, token-mean.
-
-    The paper also puts a per-token KL penalty −β·KL_t into the reward (so the return varies along
-    the sequence); the preset omits it."""
+    """REINFORCE++ without its KL term (``advantage=reinforce_pp``; verl reinforce_plus_plus, γ = 1):
+    return-to-go of the outcome reward, whitened over all valid tokens of the batch (unbiased var,
+    +1e-8), PPO clip ε = 0.2, token-mean. The preset itself adds the per-token KL penalty −β·KL_t
+    to the reward: tests/upge/test_new_presets_state.py."""
     c = make_case(G)
     adv = ref.whiten_tokens(ref.return_to_go(c.rewards, c.mask), c.mask)
     assert int(ref.ppo_clipped_tokens(c, adv, 0.2, 0.2).sum()) > 0
-    assert_same(ablate_grad(c, "reinforce_pp"), ref_grad(ref.reinforce_pp_loss, c))
+    assert_same(ablate_grad(c, "reinforce_pp", "advantage=reinforce_pp"), ref_grad(ref.reinforce_pp_loss, c))
 
 
 @pytest.mark.parametrize("G", GS)
@@ -457,26 +444,6 @@ def test_gdpo_gradient_matches_verl_gdpo(G):
 
     c = case_where(has_gradient, G, components=True)
     assert_same(ablate_grad(c, "gdpo"), ref_grad(ref.gdpo_loss, c))
-
-
-@pytest.mark.parametrize("sft_coef", [None, 0.3])
-@pytest.mark.parametrize("G", GS)
-def test_hpt_gradient_matches_official_code_gate_rows(G, sft_coef):
-    """HPT as the preset states it: per prompt, RL rows (≥ 1 solve, gate 0) −(R − mean_G)·ρ with no
-    clip and π_old; SFT rows (HPTGate's demo row, loss weight sft_coef) −sft_coef·log π; all
-    Σ_tokens / (N_seq · L_max). sft_coef: the pipeline's (1.0 for the 7B runs) and 0.3 (1.5B).
-
-    The official code has what the preset lacks: the SFT rows' loss is a token-mean over demo tokens
-    added as sft_coef·L_SFT (not the RL rows' Σ/L_max), its RL aggregation (legacy
-    ``loss_remove_token_mean``) divides by L_max only, not by the number of sequences, and the total
-    carries an entropy bonus of 0.001 and the max_grad_norm = 80 skip guard."""
-    cfg = preset_cfg("hpt")
-    constant = float(cfg.aggregation.constant)
-    assert constant == float(cfg.rollout.max_new_tokens)
-    if sft_coef is None:
-        sft_coef = float(cfg.pipeline.stages[0].sft_coef)
-    c = make_case(G, layout="hpt", sft_coef=sft_coef)
-    assert_same(ablate_grad(c, "hpt"), ref_grad(ref.hpt_loss, c, constant=constant))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -166,6 +166,9 @@ def test_every_regularizers_yaml_is_a_mapping_of_buildable_terms(name):
         reg = registry.build("regularizer", sub, field=f"regularizers.{term}")
         ctx = pi_ctx()
         ctx.entropy_grad = torch.ones(1, 1, dtype=D, requires_grad=True)
+        if reg.needs().step_info:  # the step context, as the trainer supplies it when declared
+            from ablate.component import StepInfo
+            ctx.info = StepInfo(step=1, total_steps=2)
         assert reg(ctx).shape == (1, 1) and reg.coef > 0
 
 

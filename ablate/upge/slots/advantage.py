@@ -24,9 +24,11 @@ from typing import ClassVar, Optional, Sequence
 
 import torch
 
+from ablate.component import Needs
 from ablate.errors import ConfigError, choice_error
 from ablate.upge import functional as F
 from ablate.upge.batch import RolloutBatch
+from ablate.upge.kl_reward import check_kl_estimator, token_kl
 from ablate.upge.slots.base import Advantage
 
 SINGLETON_MODES = ("raw", "zero")
@@ -110,6 +112,34 @@ class _Outcome(Advantage):
         return _broadcast(self.per_response(batch), batch)
 
 
+class _KLInReward:
+    """Mixin: token KL penalty −β·kl_t folded into the reward before the advantage (REINFORCE++,
+    RLOO, P3O). Only with β > 0 does it need the prescoring pass and the reference model."""
+
+    kl_coef: float = 0.0
+    kl_estimator: str = "k1"
+    kl_clamp: Optional[float] = None
+
+    def _init_kl(self, kl_coef: float, kl_estimator: str, kl_clamp: Optional[float]) -> None:
+        n = type(self).__name__
+        self.kl_coef = _nonneg(n, "kl_coef", kl_coef)
+        self.kl_estimator = check_kl_estimator(kl_estimator, f"advantage {n}.kl_estimator")
+        self.kl_clamp = None if kl_clamp is None else _nonneg(n, "kl_clamp", kl_clamp)
+
+    def needs(self) -> Needs:
+        base = super().needs()  # type: ignore[misc]
+        if self.kl_coef > 0:
+            return base | Needs(logp_before_advantage=True, ref_model=True)
+        return base
+
+    def kl_tokens(self, batch: RolloutBatch) -> torch.Tensor:
+        """β·kl_t per valid token, float64 [B, T] (zeros when β = 0)."""
+        if self.kl_coef == 0:
+            return torch.zeros(batch.response_mask.shape, dtype=torch.float64,
+                               device=batch.response_mask.device)
+        return self.kl_coef * token_kl(batch, self.kl_estimator, self.kl_clamp)
+
+
 def _singleton(a: torch.Tensor, single: torch.Tensor, raw: torch.Tensor, mode: str) -> torch.Tensor:
     return torch.where(single, raw if mode == "raw" else torch.zeros_like(a), a)
 
@@ -130,12 +160,18 @@ class Constant(Advantage):
 
 
 class Sign(_Outcome):
-    """Â = +1 if reward > threshold else −1 (REINFORCE row of UPGE Table 1, Ahmadian et al. 2024)."""
+    """Â = +1 if reward > threshold else −1 (REINFORCE row of UPGE Table 1, Ahmadian et al. 2024).
+
+    ``zero_uniform_groups``: Â = 0 for groups of ≥ 2 rows that all hold the same reward (Reinforce-Rej
+    as coded in Minimal-RL ``compute_reinforce_rej_outcome_advantage``: std = 0 ⇒ 0; the rows stay in
+    the batch, unlike pipeline=reject_uniform which drops them).
+    """
 
     zero_constant_groups = False
 
-    def __init__(self, threshold: float = 0.5):
+    def __init__(self, threshold: float = 0.5, zero_uniform_groups: bool = False):
         self.threshold = float(threshold)
+        self.zero_constant_groups = bool(zero_uniform_groups)
 
     def _compute(self, r, valid, stats, batch):
         return torch.where(r > self.threshold, torch.ones_like(r), -torch.ones_like(r))
@@ -181,12 +217,23 @@ class GroupCentered(_Outcome):
         return _singleton(r - gs.mean, gs.count <= 1, r, self.singleton)
 
 
-class LeaveOneOut(_Outcome):
-    """Â = r − mean of the other group members (RLOO, Ahmadian et al. 2024; verl ``rloo``/``rloo_vectorized``, TRL)."""
+class LeaveOneOut(_KLInReward, _Outcome):
+    """Â = R − mean of the other group members (RLOO, Ahmadian et al. 2024; verl ``rloo``/``rloo_vectorized``, TRL).
 
-    def __init__(self, singleton: str = "raw", include_demos: bool = True):
+    With ``kl_coef`` β > 0 the reward is R = r − β·Σ_t kl_t, the sequence KL to the reference folded
+    into the reward (the RLOO paper; TRL ``RLOOTrainer`` with k1)."""
+
+    def __init__(self, singleton: str = "raw", include_demos: bool = True, kl_coef: float = 0.0,
+                 kl_estimator: str = "k1", kl_clamp: Optional[float] = None):
         self.singleton = _choice(type(self).__name__, "singleton", singleton, SINGLETON_MODES)
         self.include_demos = bool(include_demos)
+        self._init_kl(kl_coef, kl_estimator, kl_clamp)
+
+    def per_response(self, batch: RolloutBatch) -> torch.Tensor:
+        if self.kl_coef > 0:
+            shaped = batch.rewards.reshape(-1).to(torch.float64) - self.kl_tokens(batch).sum(-1)
+            batch = _with_rewards(batch, shaped)
+        return super().per_response(batch)
 
     def _compute(self, r, valid, stats, batch):
         s = F.group_sum(r, batch.group_ids, stats)
@@ -254,20 +301,26 @@ class BatchZScore(_Outcome):
 # batch-whitened (token-level) estimators
 # --------------------------------------------------------------------------------------------------
 
-class ReinforcePlusPlus(Advantage):
-    """Â_t = whiten(discounted return-to-go of the outcome reward) over the batch's tokens (REINFORCE++, arXiv 2501.03262; verl ``reinforce_plus_plus``)."""
+class ReinforcePlusPlus(_KLInReward, Advantage):
+    """Â_t = whiten(discounted return-to-go of the token rewards) over the batch's tokens (REINFORCE++, arXiv 2501.03262; verl ``reinforce_plus_plus``).
 
-    def __init__(self, gamma: float = 1.0, eps: float = 1e-8, unbiased: bool = True, eps_placement: str = "var"):
+    Token rewards: the outcome reward on the last token, and with ``kl_coef`` β > 0 also −β·kl_t on
+    every token (the paper's KL in the reward; OpenRLHF ``compute_reward``, verl ``apply_kl_penalty``)."""
+
+    def __init__(self, gamma: float = 1.0, eps: float = 1e-8, unbiased: bool = True, eps_placement: str = "var",
+                 kl_coef: float = 0.0, kl_estimator: str = "k1", kl_clamp: Optional[float] = None):
         n = type(self).__name__
         self.gamma = float(gamma)
         if not 0.0 <= self.gamma <= 1.0:
             raise ConfigError(f"advantage {n}.gamma: expected a number in [0, 1], got {gamma!r}")
         _std_conventions(self, eps, unbiased, eps_placement)
+        self._init_kl(kl_coef, kl_estimator, kl_clamp)
 
     def __call__(self, batch: RolloutBatch) -> torch.Tensor:
         r, valid = _rewards(batch)
         mask = batch.response_mask.to(torch.float64) * valid.to(torch.float64)[:, None]
-        returns = F.return_to_go(F.place_on_last_token(r, mask), mask, self.gamma)
+        token_rewards = F.place_on_last_token(r, mask) - self.kl_tokens(batch) * mask
+        returns = F.return_to_go(token_rewards, mask, self.gamma)
         a = F.masked_whiten(returns, mask, unbiased=self.unbiased, eps=self.eps, eps_placement=self.eps_placement)
         return a.to(_out_dtype(batch)) * batch.response_mask.to(_out_dtype(batch))
 
@@ -420,6 +473,136 @@ class BetaNormalized(_Outcome):
         return torch.where(single & (self.singleton == "zero"), torch.zeros_like(adv), adv)
 
 
+# --------------------------------------------------------------------------------------------------
+# RiskPO and ADORA (group-outcome reshaping read from the authors' code)
+# --------------------------------------------------------------------------------------------------
+
+def _groups_in_order(group_ids: torch.Tensor, valid: torch.Tensor) -> list[list[int]]:
+    """Row indices of each group, groups in order of first appearance, rows in batch order
+    (rows with ``valid`` False left out; a group with no valid row is dropped)."""
+    order: dict[int, list[int]] = {}
+    for i, (g, ok) in enumerate(zip(group_ids.tolist(), valid.tolist())):
+        lst = order.setdefault(int(g), [])
+        if ok:
+            lst.append(i)
+    return [rows for rows in order.values() if rows]
+
+
+CREDIT_MODES = ("sum-mean", "uniform")
+
+
+class BundleMixedVaR(Advantage):
+    """RiskPO bundle Mixed-VaR advantage as released ("Risk-based Policy Optimization", 2510.00911;
+    RTkenny/RiskPO core_algos.compute_grpo_bundle_rvar_outcome_advantage_quantile_tracking).
+
+    Bundles are ``bundle_size`` consecutive prompts (groups in batch order, the last bundle may be
+    smaller); "paper" j of a bundle is the j-th response of each of its prompts (j < the smallest
+    group), scored z_j = Σ_q r_{q,j}. With q_d, q_u the linear-interpolation quantiles α, β of the
+    bundle's z and σ its unbiased std (one paper: q_d = q_u = z, σ = 1):
+    A_RVaR = [(z − q_d)₊ − (z − q_u)₊]/(β − α + ε), A_CVaR = −(q_d − z)₊/(α + ε),
+    A = (w·A_CVaR + A_RVaR)/(w + 1)/(σ + ε) (``normalize_std``), split over the paper's responses by
+    ``credit``: "sum-mean" (released script) A·d_{q,j}/Σ_q d_{q,j}, d = r − mean_q r, equal shares
+    when abs(Σ d) ≤ 1e-6; "uniform": every response gets A. Responses past the smallest group and
+    NaN rewards get 0. The released quantile tracker never reaches this function (§catalog_gap 3.1).
+    """
+
+    def __init__(self, bundle_size: int = 5, alpha: float = 0.2, beta: float = 0.8, w_mix: float = 1.5,
+                 eps: float = 1e-6, normalize_std: bool = True, credit: str = "sum-mean"):
+        n = type(self).__name__
+        if isinstance(bundle_size, bool) or not isinstance(bundle_size, int) or bundle_size < 1:
+            raise ConfigError(f"advantage {n}.bundle_size: expected an integer >= 1, got {bundle_size!r}")
+        self.bundle_size = bundle_size
+        self.alpha, self.beta = float(alpha), float(beta)
+        if not 0.0 < self.alpha < self.beta < 1.0:
+            raise ConfigError(f"advantage {n}.alpha/beta: expected 0 < alpha < beta < 1, got {alpha!r}, {beta!r}")
+        self.w_mix = _nonneg(n, "w_mix", w_mix)
+        self.eps = _nonneg(n, "eps", eps)
+        self.normalize_std = bool(normalize_std)
+        self.credit = _choice(n, "credit", credit, CREDIT_MODES)
+
+    def per_response(self, batch: RolloutBatch) -> torch.Tensor:
+        r, valid = _rewards(batch)
+        out = torch.zeros_like(r)
+        groups = _groups_in_order(batch.group_ids, valid)
+        for b in range(0, len(groups), self.bundle_size):
+            bundle = groups[b:b + self.bundle_size]
+            n_papers = min(len(rows) for rows in bundle)
+            papers = [[rows[j] for rows in bundle] for j in range(n_papers)]
+            z = torch.stack([r[p].sum() for p in papers])
+            if n_papers == 1:
+                q_d = q_u = z[0]
+                std = torch.ones((), dtype=r.dtype, device=r.device)
+            else:
+                q_d, q_u = torch.quantile(z, self.alpha), torch.quantile(z, self.beta)
+                std = z.std(unbiased=True)
+            means = {rows[0]: r[rows].mean() for rows in bundle}
+            row_mean = {i: means[rows[0]] for rows in bundle for i in rows}
+            for p, zj in zip(papers, z):
+                a = ((zj - q_d).clamp_min(0) - (zj - q_u).clamp_min(0)) / (self.beta - self.alpha + self.eps)
+                cvar = -(q_d - zj).clamp_min(0) / (self.alpha + self.eps)
+                a = (self.w_mix * cvar + a) / (self.w_mix + 1)
+                if self.normalize_std:
+                    a = a / (std + self.eps)
+                if self.credit == "uniform":
+                    out[p] = a
+                    continue
+                d = torch.stack([r[i] - row_mean[i] for i in p])
+                tot = d.sum()
+                out[p] = a * d / tot if float(tot.abs()) > 1e-6 else a / len(p)
+        return out
+
+    def __call__(self, batch: RolloutBatch) -> torch.Tensor:
+        return _broadcast(self.per_response(batch), batch)
+
+
+class LengthAdvantageReweight(_Outcome):
+    """ADORA length-advantage reweighting as in the 2025 code (ShadeCloak/ADORA
+    core_algos.compute_grpo_outcome_advantage_ADORA; paper "ADORA: Training Reasoning Models with
+    Dynamic Advantage Estimation on Reinforcement Learning", 2602.10019, generalises it).
+
+    Â = (r − mean_g)/(std_g + ε) (Bessel std; a singleton group keeps its raw reward), then every
+    group *without* the length advantage — max length of its correct responses (r >
+    ``correct_threshold``) not greater than the mean length of its incorrect ones (r ≤ threshold and
+    length < ``max_length_threshold`` when set) — is multiplied by ``lam``. No correct response ⇒
+    no length advantage; correct but no (counted) incorrect ones ⇒ length advantage.
+    """
+
+    zero_constant_groups = False
+
+    def __init__(self, lam: float = 0.1, correct_threshold: float = 0.5,
+                 max_length_threshold: Optional[int] = None, eps: float = 1e-6):
+        n = type(self).__name__
+        self.lam = _nonneg(n, "lam", lam)
+        self.correct_threshold = float(correct_threshold)
+        if max_length_threshold is not None and (isinstance(max_length_threshold, bool) or
+                                                 not isinstance(max_length_threshold, int) or
+                                                 max_length_threshold < 1):
+            raise ConfigError(f"advantage {n}.max_length_threshold: expected null or an integer >= 1, "
+                              f"got {max_length_threshold!r}")
+        self.max_length_threshold = max_length_threshold
+        self.eps = _nonneg(n, "eps", eps)
+
+    def length_advantage(self, r: torch.Tensor, lengths: torch.Tensor, rows: list[int]) -> bool:
+        pos = [i for i in rows if r[i] > self.correct_threshold]
+        neg = [i for i in rows if r[i] <= self.correct_threshold and
+               (self.max_length_threshold is None or lengths[i] < self.max_length_threshold)]
+        max_pos = max((float(lengths[i]) for i in pos), default=-math.inf)
+        mean_neg = sum(float(lengths[i]) for i in neg) / len(neg) if neg else -math.inf
+        return max_pos > mean_neg
+
+    def _compute(self, r, valid, stats, batch):
+        lengths = batch.response_mask.to(torch.float64).sum(-1)
+        out = r.clone()
+        for rows in _groups_in_order(batch.group_ids, stats):
+            idx = torch.tensor(rows, device=r.device)
+            if len(rows) > 1:
+                g = r[idx]
+                out[idx] = (g - g.mean()) / (g.std(unbiased=True) + self.eps)
+            if not self.length_advantage(r, lengths, rows):
+                out[idx] = out[idx] * self.lam
+        return out
+
+
 __all__ = ["Constant", "Sign", "GroupZScore", "GroupCentered", "LeaveOneOut", "LengthWeightedBaseline", "GPG",
            "BatchZScore", "ReinforcePlusPlus", "ReinforcePlusPlusBaseline", "DecoupledMultiReward",
-           "BetaNormalized", "beta_params_from_success_rates"]
+           "BetaNormalized", "beta_params_from_success_rates", "BundleMixedVaR", "LengthAdvantageReweight"]

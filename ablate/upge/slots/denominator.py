@@ -42,7 +42,9 @@ class GSPOSequence(Denominator):
 
     The weight is the sequence ratio s_i = exp(mean_t log ρ_{i,t}) at every token of row i, with
     gradient s_i·∇log π_t; under seq-mean-token-mean this is ∇ of the GSPO objective s_i·A_i.
-    ``max_log_ratio`` caps log s_i (verl: 10.0; TRL: none, the default here).
+    ``max_log_ratio`` caps the *weight* at e^cap and keeps its gradient e^cap·∇log π (TRL: no cap,
+    the default here). verl's ``clamp(log s, max=10)`` also zeroes the gradient beyond the cap: add
+    the mask ``SequenceClip(max_log_ratio=10)`` (conf: mask=gspo_seq_clip_verl) for that.
     """
 
     def __init__(self, max_log_ratio: Optional[float] = None):
@@ -60,7 +62,8 @@ class ClippedRatio(Denominator):
 
     w = clip(ρ, 1−eps_low, 1+eps_high) (verl `cispo`; either bound None = open), then
     min(w, max_ratio) when set (TRL `cispo`: min(ρ, epsilon_high) with an absolute cap such as 5.0;
-    verl DPPO: sg(min(ρ, clip_ratio_c=20))). log π_ref = sg(log π_θ − log w).
+    verl DPPO: sg(min(ρ, clip_ratio_c)), 20 when the config has no clip_ratio_c, 10000 in verl's DPPO
+    example). log π_ref = sg(log π_θ − log w).
     """
 
     def __init__(self, eps_low: Optional[float] = 0.2, eps_high: Optional[float] = 0.28,
@@ -97,6 +100,32 @@ class PrefixMin(Denominator):
         cm = torch.cummin(torch.where(valid, lr, big), dim=-1).values
         log_w = torch.where(valid, cm, torch.zeros_like(lr))
         return ctx.logp.detach() - log_w
+
+
+class HazardPenalty(Denominator):
+    """MHPO Decoupled Hazard Penalty (2603.16929): log π_ref = log π_old + sg ζ, so that with the
+    ``LogFidelity`` likelihood (same ``c``) the per-token weight is exp(ψ − sg ζ).
+
+    ζ = (softplus(ψ)/λ₊)^{k₊} + (softplus(−ψ)/λ₋)^{k₋} on the detached ψ = c·tanh(log r / c)
+    (Weibull cumulative hazards for expansion r > 1 and contraction r < 1; semi-gradient: ζ only
+    scales the gradient). At r = 1, ζ = (ln2/λ₊)^{k₊} + (ln2/λ₋)^{k₋} (≈ 1.33 with the defaults).
+    """
+
+    def __init__(self, c: float = 1.5, k_pos: float = 1.5, lam_pos: float = 1.0, k_neg: float = 2.0,
+                 lam_neg: float = 0.8):
+        self.c = check_number("c", c, low=0.0, low_inclusive=False)
+        self.k_pos = check_number("k_pos", k_pos, low=0.0, low_inclusive=False)
+        self.lam_pos = check_number("lam_pos", lam_pos, low=0.0, low_inclusive=False)
+        self.k_neg = check_number("k_neg", k_neg, low=0.0, low_inclusive=False)
+        self.lam_neg = check_number("lam_neg", lam_neg, low=0.0, low_inclusive=False)
+
+    def zeta(self, ctx: TokenContext) -> torch.Tensor:
+        psi = self.c * torch.tanh(ctx.log_ratio / self.c)
+        sp = torch.nn.functional.softplus
+        return (sp(psi) / self.lam_pos) ** self.k_pos + (sp(-psi) / self.lam_neg) ** self.k_neg
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        return (ctx.old_logp + self.zeta(ctx)).detach()
 
 
 class DemoSplit(DemoRouting, Denominator):

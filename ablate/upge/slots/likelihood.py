@@ -52,6 +52,25 @@ class SequenceMean(Likelihood):
         return logp.detach() + (m - m.detach())[:, None]
 
 
+class LogFidelity(Likelihood):
+    """MHPO Log-Fidelity Modulator ("MHPO: Modulated Hazard-aware Policy Optimization", 2603.16929).
+
+    log g = log π_old + ψ, ψ = c·tanh(log r / c), r = π_θ/π_old (unclamped, with gradient): near
+    r = 1 ψ ≈ log r, far from it the gradient sech²(log r / c)·∇log π fades smoothly; with π_ref
+    = π_old the weight is e^ψ ≤ e^c. Pair with ``denominator=mhpo`` (the hazard penalty), same c.
+    """
+
+    def __init__(self, c: float = 1.5):
+        self.c = check_number("c", c, low=0.0, low_inclusive=False)
+
+    def psi(self, ctx: TokenContext) -> torch.Tensor:
+        """ψ per token, carrying the gradient (padding: garbage; the aggregation drops it)."""
+        return self.c * torch.tanh((ctx.logp - ctx.old_logp) / self.c)
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        return ctx.old_logp.detach() + self.psi(ctx)
+
+
 class DemoSplit(DemoRouting, Likelihood):
     """Different likelihoods for on-policy and demonstration rows (LUFFY: identity on-policy, shaping on demos)."""
 

@@ -179,20 +179,30 @@ class SequenceClip(Mask):
     (A>0 ∧ s>1+ε_high) or (A<0 ∧ s<1−ε_low), with the token's own advantage (GSPO-token form).
     Events ``seq_clip_high``/``seq_clip_low``; the same tensors are also reported as
     ``clip_high``/``clip_low`` so ``train/clip_frac_*`` dashboards line up with token-level clips.
+
+    ``max_log_ratio`` (verl ``compute_policy_loss_gspo``: 10.0; TRL: none, the default) reproduces
+    verl's ``clamp(log s, max=10)``, which caps the weight *and* zeroes the gradient of every token
+    of a row with log s_i > cap (event ``seq_ratio_cap``; only A < 0 rows are not already clipped).
+    Pair it with ``denominator.max_log_ratio`` at the same cap for verl's weight value.
     """
 
-    def __init__(self, eps_low: float = 3e-4, eps_high: Optional[float] = 4e-4):
+    def __init__(self, eps_low: float = 3e-4, eps_high: Optional[float] = 4e-4,
+                 max_log_ratio: Optional[float] = None):
         self.eps_low = check_number("eps_low", eps_low, low=0.0, high=1.0, high_inclusive=False)
         eh = check_number("eps_high", eps_high, low=0.0, none_ok=True)
         self.eps_high = self.eps_low if eh is None else eh
+        self.max_log_ratio = check_number("max_log_ratio", max_log_ratio, none_ok=True)
 
     def __call__(self, ctx: TokenContext) -> MaskResult:
-        s = torch.exp(ctx.seq_log_ratio)[:, None]
+        log_s = ctx.seq_log_ratio[:, None]
+        s = torch.exp(log_s)
         adv, valid = ctx.advantages, valid_tokens(ctx)
         low = valid & (adv < 0) & (s < 1.0 - self.eps_low)
         high = valid & (adv > 0) & (s > 1.0 + self.eps_high)
-        return _result({"seq_clip_low": low, "seq_clip_high": high, "clip_low": low, "clip_high": high},
-                       ctx.response_mask)
+        events = {"seq_clip_low": low, "seq_clip_high": high, "clip_low": low, "clip_high": high}
+        if self.max_log_ratio is not None:
+            events["seq_ratio_cap"] = valid & (log_s > self.max_log_ratio) & ~low & ~high
+        return _result(events, ctx.response_mask)
 
 
 class ClipCov(Mask):
@@ -284,8 +294,8 @@ class DivergenceMask(Mask):
     ``kl``: with b = KL(Bern(q) ‖ Bern(p)) = q·log(q/p) + (1−q)·log((1−q+1e-8)/(1−p+1e-8)) (verl),
     drop only moves in the direction the advantage pushes: A>0 drops p>q ∧ b>δ_high, A<0 drops
     p<q ∧ b>δ_low. A = 0 tokens are kept (verl sends them to the A<0 branch; they carry no gradient
-    either way, only ``mask_frac`` differs). Event ``divergence``. Pair with
-    ``denominator=dppo_truncated`` (sg(min(ρ, 20))) for verl's DPPO loss.
+    either way, only ``mask_frac`` differs). Event ``divergence``. Pair with a DPPO denominator
+    (``dppo_truncated``: sg(min(ρ, 20)); ``dppo_truncated_verl_example``: C = 10000) for verl's loss.
     """
 
     KINDS = ("tv", "kl")
@@ -311,6 +321,73 @@ class DivergenceMask(Mask):
         adv = ctx.advantages
         drop = ((adv > 0) & ~ok_pos) | ((adv < 0) & ~ok_neg)
         return _result({"divergence": valid & drop}, ctx.response_mask)
+
+
+class AdaptiveClip(Mask):
+    """BAPO adaptive clip bounds ("BAPO: Stabilizing Off-Policy RL for LLMs via Balanced Policy
+    Optimization with Adaptive Clipping", 2510.18927; WooooDyy/BAPO recipe/bapo/policy_loss.py).
+
+    Bounds are ratio bounds [c_low, c_high] (not 1±ε), chosen anew on every call (verl calls its
+    loss once per micro-batch; no state across calls). Contributions use the clipped value
+    ρ̃·Â with ρ̃ = min(ρ, c_high) for Â ≥ 0 and max(ρ, c_low) for Â < 0 over the valid tokens;
+    P = Σ max(ρ̃Â, 0), N = Σ max(−ρ̃Â, 0), ratio = P/(N + eps) (inf when N = 0). While ratio <
+    ``target``: raise c_low by ``low_step`` up to ``low_max``; then, while still below, raise c_high by
+    ``high_step`` up to ``high_max`` (the released loop, float arithmetic as written there).
+    Then PPO clip on those bounds plus verl's dual clip (A<0 ∧ ρ>``dual_clip``), as in the recipe.
+
+    As released, raising c_low can only lower P/N (the clipped value max(ρ, c_low)·Â of a negative
+    token grows in magnitude), so whenever the target is unmet at the start c_low ends at low_max.
+    """
+
+    def __init__(self, low_start: float = 0.8, low_max: float = 0.95, low_step: float = 0.05,
+                 high_start: float = 1.2, high_max: float = 2.0, high_step: float = 0.1,
+                 target: float = 0.5, eps: float = 1e-8, dual_clip: Optional[float] = 3.0):
+        self.low_start = check_number("low_start", low_start, low=0.0, high=1.0, low_inclusive=False)
+        self.low_max = check_number("low_max", low_max, low=self.low_start, high=1.0)
+        self.low_step = check_number("low_step", low_step, low=0.0)
+        self.high_start = check_number("high_start", high_start, low=1.0)
+        self.high_max = check_number("high_max", high_max, low=self.high_start)
+        self.high_step = check_number("high_step", high_step, low=0.0)
+        self.target = check_number("target", target, low=0.0)
+        self.eps = check_number("eps", eps, low=0.0)
+        self.dual_clip = check_number("dual_clip", dual_clip, low=1.0, low_inclusive=False, none_ok=True)
+
+    def _pos_neg_ratio(self, ratio: torch.Tensor, adv: torch.Tensor, rm: torch.Tensor,
+                       low: float, high: float) -> float:
+        eff = torch.where(adv >= 0, ratio.clamp(max=high), ratio.clamp(min=low))
+        contrib = eff * adv * rm
+        pos = float(contrib.clamp(min=0).sum())
+        neg = float((-contrib.clamp(max=0)).sum())
+        return math.inf if neg <= 0 else pos / (neg + self.eps)
+
+    def bounds(self, ctx: TokenContext) -> tuple[float, float]:
+        """(c_low, c_high) the released search picks for this microbatch."""
+        ratio, adv, rm = ctx.ratio, ctx.advantages, ctx.response_mask
+        low, high = self.low_start, self.high_start
+        r = self._pos_neg_ratio(ratio, adv, rm, low, high)
+        while r < self.target and low < self.low_max and self.low_step > 0:
+            low = min(low + self.low_step, self.low_max)
+            r = self._pos_neg_ratio(ratio, adv, rm, low, high)
+        while r < self.target and high < self.high_max and self.high_step > 0:
+            high = min(high + self.high_step, self.high_max)
+            r = self._pos_neg_ratio(ratio, adv, rm, low, high)
+        return low, high
+
+    def __call__(self, ctx: TokenContext) -> MaskResult:
+        low, high = self.bounds(ctx)
+        ratio, adv, valid = ctx.ratio, ctx.advantages, valid_tokens(ctx)
+        events = {"clip_low": valid & (adv < 0) & (ratio < low),
+                  "clip_high": valid & (adv > 0) & (ratio > high)}
+        if self.dual_clip is not None:
+            events["clip_dual"] = valid & (adv < 0) & (ratio > self.dual_clip)
+        out = _result(events, ctx.response_mask)
+        w = torch.zeros_like(ratio)
+        w = torch.where(events["clip_high"], torch.full_like(w, high), w)
+        w = torch.where(events["clip_low"], torch.full_like(w, low), w)
+        if "clip_dual" in events:
+            w = torch.where(events["clip_dual"], torch.full_like(w, float(self.dual_clip)), w)
+        out.clipped_weight = w
+        return out
 
 
 def _merge_events(results: Sequence[MaskResult]) -> dict[str, torch.Tensor]:

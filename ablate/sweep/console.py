@@ -1,0 +1,192 @@
+"""What a person sees while a sweep runs: one line per trial start and end (with the best result
+so far) and a progress bar over trials; Ray's own output goes to ``<sweep_dir>/ray.log``.
+
+``redirect_output`` points the process's stdout/stderr file descriptors (Ray's C++ logs, Tune's
+status tables, Python logging, warnings) at the log file while Ray runs and hands back a stream on
+the real terminal for our own lines; ``--verbose`` skips it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, TextIO
+
+RAY_LOG = "ray.log"
+
+
+class Console:
+    """Where our own lines go: ``write`` (a line) and, on a terminal stream, a tqdm bar."""
+
+    def __init__(self, log: Callable[[str], None] | None = None, stream: TextIO | None = None):
+        self.stream = stream or sys.stdout
+        self._custom = log
+        self.bar = None
+
+    def __call__(self, msg: str) -> None:
+        if self._custom is not None:
+            self._custom(msg)
+            return
+        if self.bar is not None:
+            self.bar.write(msg, file=self.stream)
+        else:
+            print(msg, file=self.stream, flush=True)
+
+    def start_bar(self, total: int | None, desc: str) -> None:
+        if self._custom is not None or not total:
+            return
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit="trial", file=self.stream, leave=False,
+                        dynamic_ncols=True)
+
+    def advance(self, postfix: str | None = None) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            if postfix:
+                self.bar.set_postfix_str(postfix, refresh=True)
+
+    def close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@contextmanager
+def redirect_output(log_path: Path, console: Console, enabled: bool = True) -> Iterator[None]:
+    """fd 1/2 → ``log_path`` (appended) for the block; ``console`` keeps writing to the terminal."""
+    if not enabled:
+        yield
+        return
+    for s in (sys.stdout, sys.stderr):
+        try:
+            s.flush()
+        except (OSError, ValueError):
+            pass
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    term = os.fdopen(os.dup(saved_out), "w", buffering=1, encoding="utf-8", errors="replace")
+    old_stream = console.stream
+    console.stream = term
+    with open(log_path, "a", encoding="utf-8") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            for s in (sys.stdout, sys.stderr):
+                try:
+                    s.flush()
+                except (OSError, ValueError):
+                    pass
+            os.dup2(saved_out, 1)
+            os.dup2(saved_err, 2)
+            os.close(saved_out)
+            os.close(saved_err)
+            console.stream = old_stream
+            term.close()
+
+
+_CURRENT: list[Console] = [Console()]
+
+
+def current() -> Console:
+    """The console of the sweep running in this process (callbacks look it up when called, so a
+    callback restored from Tune's saved state prints to the resumed sweep's console)."""
+    return _CURRENT[-1]
+
+
+@contextmanager
+def use_console(console: Console) -> Iterator[Console]:
+    _CURRENT.append(console)
+    try:
+        yield console
+    finally:
+        _CURRENT.remove(console)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def make_console_callback(*, metric: str, mode: str, label: Callable[[Any], str],
+                          total: int | None, sweep_dir: str | None = None):
+    """A Tune Callback printing a line per trial start / end and the best value so far. The bar
+    counts trials that ended (finished, stopped early or failed); ``total`` is the planned number."""
+    from ray.tune import Callback
+
+    sign = 1.0 if mode == "max" else -1.0
+
+    class ConsoleCallback(Callback):
+        def __init__(self):
+            self.best: tuple[float, str] | None = None
+            self.ended = 0
+            self.failed = 0
+            self.started: set[str] = set()
+
+        def setup(self, **info):
+            current().start_bar(total, "trials")
+
+        def _prefix(self) -> str:
+            return f"[{self.ended}/{total}]" if total else f"[{self.ended}]"
+
+        def _best(self) -> str:
+            if self.best is None:
+                return "best: none yet"
+            return f"best {metric}={_fmt(self.best[0])} ({self.best[1]})"
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            tid = str(trial.trial_id)
+            again = tid in self.started
+            self.started.add(tid)
+            current()(f"{self._prefix()} {'restarted' if again else 'started'} {tid} "
+                    f"{label(trial)}")
+
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            current()(f"{self._prefix()} retrying {trial.trial_id} after an infrastructure failure "
+                    f"(from its last checkpoint)")
+
+        def _end(self, trial, what: str, value: Any = None, error: str | None = None):
+            self.ended += 1
+            desc = label(trial)
+            if isinstance(value, (int, float)) and math.isfinite(float(value)):
+                if self.best is None or sign * float(value) > sign * self.best[0]:
+                    self.best = (float(value), desc)
+                res = f"{metric}={_fmt(value)}"
+            else:
+                res = error or f"no {metric}"
+            current().advance(self._best())
+            current()(f"{self._prefix()} {what} {trial.trial_id} {desc}: {res}; {self._best()}")
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            last: Mapping[str, Any] = trial.last_result or {}
+            complete = bool(last.get("sweep/complete"))
+            self._end(trial, "finished" if complete else "stopped early", last.get(metric))
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.failed += 1
+            err = None
+            if sweep_dir:  # the trial's own record of its error (sweep_trial.json)
+                import json
+
+                try:
+                    out = json.loads((Path(sweep_dir) / "trials" / str(trial.trial_id)
+                                      / "sweep_trial.json").read_text(encoding="utf-8"))
+                    err = str(out.get("error") or "")[:300] or None
+                except (OSError, ValueError):
+                    err = None
+            if err is None:
+                try:
+                    text = trial.get_error() or ""
+                    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+                    err = lines[-1][:300] if lines else None
+                except Exception:  # noqa: BLE001 - the line is cosmetic
+                    err = None
+            self._end(trial, "FAILED", error=err or "failed (see the trial's error.txt)")
+
+        def on_experiment_end(self, trials, **info):
+            current().close_bar()
+
+    return ConsoleCallback()

@@ -1,0 +1,114 @@
+"""Regularizers with a schedule or a state across steps: MDPO's annealed KL to the behaviour policy
+(arXiv 2005.09814) and R²VPO's ratio-variance constraint with a primal–dual multiplier (2601.03320)."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, Mapping, Optional
+
+import torch
+
+from ablate.component import Needs, StepInfo
+from ablate.upge.regularizers import _check_aggregation
+from ablate.upge.slots.base import LOG_RATIO_CLAMP, Regularizer, TokenContext
+from ablate.upge.slots.mask import check_choice, check_number, valid_tokens
+
+PROXIMAL_ESTIMATORS = ("k1", "k3")
+
+
+def _ratio(ctx: TokenContext) -> torch.Tensor:
+    """ρ = π_θ/π_old per token, carrying the gradient (1 on padding)."""
+    valid = valid_tokens(ctx)
+    lr = torch.where(valid, ctx.logp - ctx.old_logp.detach(), torch.zeros_like(ctx.logp))
+    return torch.exp(lr.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
+
+
+class ProximalKL(Regularizer):
+    """(1/t_k)·KL(π_θ ‖ π_old) from the behaviour samples, t_k = 1 − progress (MDPO's step size,
+    annealed linearly from 1 over training, so the proximity weight grows as 1/(1 − k/K)).
+
+    Per token, with ρ = π_θ/π_old on tokens sampled from π_old: ``k1`` = ρ·log ρ (unbiased for
+    KL(π_θ‖π_old)), ``k3`` = ρ·log ρ − (ρ − 1) (same expectation since E_old[ρ] = 1, ≥ 0, and a zero
+    gradient at ρ = 1). ``coef`` multiplies 1/t_k. Reads the step context (``ctx.info``).
+    """
+
+    NEEDS: ClassVar[Needs] = Needs(step_info=True)
+
+    def __init__(self, coef: float = 1.0, estimator: str = "k3", aggregation: Optional[str] = None):
+        self.coef = check_number("coef", coef, low=0.0)
+        self.estimator = check_choice("estimator", estimator, PROXIMAL_ESTIMATORS)
+        self.aggregation = _check_aggregation(aggregation)
+
+    @staticmethod
+    def inverse_step_size(info: Optional[StepInfo]) -> float:
+        if info is None:
+            raise ValueError("ProximalKL needs ctx.info (declared Needs(step_info=True))")
+        return 1.0 / max(1e-8, 1.0 - info.progress)
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        rho = _ratio(ctx)
+        kl = rho * torch.log(rho)
+        if self.estimator == "k3":
+            kl = kl - (rho - 1.0)
+        return self.inverse_step_size(ctx.info) * kl * ctx.response_mask
+
+
+class RatioVariance(Regularizer):
+    """λ·(Var(ρ) − δ) with Var(ρ) = E_old[(ρ − 1)²] (the second central moment: E_old[ρ] = 1), as a
+    token mean, so microbatch accumulation is exact. λ is a dual variable, not a hyperparameter:
+    after every step ``observe`` sets λ ← [λ + η·(Var̂ − δ)]₊ and ``state_dict`` saves it.
+
+    The term's forward value is the constraint violation Var − δ and its gradient λ·∇Var
+    (straight-through), so the logged ``train/reg/<name>`` is Var̂ − δ of the step, reduced exactly
+    over microbatches and workers; ``observe`` reads it from ``metric`` (every worker then takes
+    the same dual step). Without that metric (a direct call) it uses its own running Var̂ of the
+    microbatches it saw. ``coef`` is a fixed multiplier (1: the Lagrangian itself), so the term is
+    evaluated, and Var̂ measured, even at λ = 0.
+    """
+
+    def __init__(self, lam_init: float = 1.0, lr: float = 1.0, delta: float = 0.01, coef: float = 1.0,
+                 metric: Optional[str] = "train/reg/ratio_var"):
+        self.lam = check_number("lam_init", lam_init, low=0.0)
+        self.lr = check_number("lr", lr, low=0.0)
+        self.delta = check_number("delta", delta, low=0.0)
+        self.coef = check_number("coef", coef, low=0.0)
+        self.metric = None if metric is None else str(metric)
+        self.aggregation = "token-mean"
+        self._sq: Optional[torch.Tensor] = None
+        self._n: Optional[torch.Tensor] = None
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        rm = ctx.response_mask
+        sq = ((_ratio(ctx) - 1.0) * rm).square()
+        with torch.no_grad():  # running Var̂ of this step, on the device (no host sync here)
+            s, n = sq.detach().sum(), rm.sum()
+            self._sq = s if self._sq is None else self._sq + s
+            self._n = n if self._n is None else self._n + n
+        x = sq - self.delta * rm
+        return self.lam * x + (1.0 - self.lam) * x.detach()  # value Var − δ, gradient λ·∇Var
+
+    def violation(self, metrics: Mapping[str, float]) -> Optional[float]:
+        """Var̂ − δ of the step just trained (None if nothing was measured)."""
+        v = metrics.get(self.metric) if self.metric else None
+        if v is not None and math.isfinite(float(v)):
+            return float(v)
+        if self._n is not None and float(self._n) > 0:
+            return float(self._sq) / float(self._n) - self.delta
+        return None
+
+    def observe(self, info: StepInfo, metrics: Mapping[str, float]) -> None:
+        v = self.violation(metrics)
+        if v is not None:
+            self.lam = max(0.0, self.lam + self.lr * v)
+        self._sq = self._n = None
+
+    def state_dict(self) -> dict:
+        return {"lam": float(self.lam)}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        if state:
+            self.lam = float(state["lam"])
+        self._sq = self._n = None
+
+    def extra_repr(self) -> str:
+        return f"lam={self.lam!r}, lr={self.lr!r}, delta={self.delta!r}, coef={self.coef!r}, metric={self.metric!r}"
