@@ -1,4 +1,4 @@
-"""`ablate` command line: train, sweep, report, methods, slots, bench."""
+"""`ablate` command line: train, sweep, report, claims, methods, slots, bench."""
 
 from __future__ import annotations
 
@@ -73,13 +73,23 @@ def _cmd_slots(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from ablate.report import generate_report
 
+    from ablate.sweep.claims import check_metric_name
+
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
         raise ConfigError(f"report: sweep dir {str(sweep_dir)!r} does not exist")
+    metrics = [check_metric_name("--metric", m) for m in args.metric or []]
     out = generate_report(sweep_dir, out_dir=Path(args.output) if args.output else None,
-                          log=lambda m: print(f"[ablate] {m}"))
+                          log=lambda m: print(f"[ablate] {m}"), metrics=metrics)
     print(f"[ablate] report: {out}")
     return 0
+
+
+def _cmd_claims(args: argparse.Namespace) -> int:
+    from ablate.sweep.claims_run import run_claims
+
+    return run_claims(args.files, report_only=args.report_only, output_dir=args.output_dir,
+                      report_dir=args.report_dir, readme=args.readme, num_cpus=args.num_cpus)
 
 
 def _bench_root() -> Path:
@@ -138,7 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="(re)generate the report of a sweep directory")
     r.add_argument("sweep_dir")
     r.add_argument("-o", "--output", help="output dir (default reports/<sweep name>)")
+    r.add_argument("--metric", action="append", metavar="NAME",
+                   help="also analyse this logged metric (marginal means, pairwise differences); repeatable")
     r.set_defaults(func=_cmd_report)
+    c = sub.add_parser("claims", help="re-test published claims: run search_spaces/claims/*.yaml, "
+                       "write reports/claims/claims.{md,html}")
+    c.add_argument("files", nargs="*", help="claim sweeps (default: every search_spaces/claims/*.yaml)")
+    c.add_argument("--report-only", action="store_true", help="no runs: report the sweeps on disk")
+    c.add_argument("--output-dir", default="runs/claims", help="parent of the sweep dirs (default runs/claims)")
+    c.add_argument("--report-dir", default="reports/claims", help="combined report dir (default reports/claims)")
+    c.add_argument("--readme", default="README.md",
+                   help="README whose claims block (between <!-- claims:begin/end --> markers) is regenerated")
+    c.add_argument("--num-cpus", type=float, default=None, metavar="N", help="CPUs of the local Ray instance")
+    c.set_defaults(func=_cmd_claims)
     try:
         from ablate.sweep.cli import add_sweep_parser
         add_sweep_parser(sub)

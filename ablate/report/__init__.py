@@ -16,13 +16,14 @@ def main(argv=None) -> int:
     ap.add_argument("sweep_dir")
     ap.add_argument("--out", default=None, help="output directory (default: reports/<sweep name>)")
     ap.add_argument("--presets", default=None, help="JSON file from `ablate methods --json` for method labels")
+    ap.add_argument("--metric", action="append", default=[], help="also analyse this logged metric (repeatable)")
     args = ap.parse_args(argv)
     presets = None
     if args.presets:
         with open(args.presets, encoding="utf-8") as f:
             presets = json.load(f)
     try:
-        out = generate_report(args.sweep_dir, args.out, presets)
+        out = generate_report(args.sweep_dir, args.out, presets, metrics=args.metric)
     except SweepFormatError as e:
         print(f"ablate report: {e}")
         return 2

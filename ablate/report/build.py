@@ -28,6 +28,9 @@ from .effects import importances, interactions, marginal_effects
 from .findings import fci, findings
 from .load import Sweep, load_sweep
 from .render import Bullets, Code, Details, Heading, Image, Para, Pre, Strong, Table, to_html, to_markdown
+from .claims import evaluate_claim, report_metrics, sweep_claims
+from .metric_stats import available_metrics
+from .sections import claim_blocks, metric_blocks
 from .stats import DEFAULT_N_BOOT
 
 TOP_COMPARE = 5
@@ -76,7 +79,10 @@ class _Figs:
         blocks.append(Image(name, png, alt, caption))
 
 
-def build_document(sweep: Sweep, presets: list[dict]) -> tuple[str, list, dict[str, bytes]]:
+def build_document(sweep: Sweep, presets: list[dict],
+                   metrics: list[str] | tuple[str, ...] = ()) -> tuple[str, list, dict[str, bytes]]:
+    """The report's blocks. ``metrics``: logged metrics analysed on top of the default set and
+    the search space's ``report.metrics``."""
     metric, mode = sweep.metric, sweep.mode
     t = sweep.trials
     figs = _Figs()
@@ -129,6 +135,11 @@ def build_document(sweep: Sweep, presets: list[dict]) -> tuple[str, list, dict[s
     # ------------------------------------------------------------------ findings
     blocks.append(Heading(2, "Findings", "findings"))
     blocks.append(Bullets(findings(sweep, combos, units, comps, effects, inters, imp, noise, tk)))
+
+    # ------------------------------------------------------------------ claims
+    claims = sweep_claims(sweep)
+    if claims:
+        blocks += claim_blocks([evaluate_claim(sweep, c) for c in claims])
 
     # ------------------------------------------------------------------ leaderboard
     blocks.append(Heading(2, "Leaderboard", "leaderboard"))
@@ -222,6 +233,12 @@ def build_document(sweep: Sweep, presets: list[dict]) -> tuple[str, list, dict[s
         figs.add(blocks, "importances.png", plots.importance_plot(imp), "Parameter importances")
     if imp.notes:
         blocks.append(Bullets(list(imp.notes)))
+
+    # ------------------------------------------------------------------ other metrics
+    wanted = list(dict.fromkeys(report_metrics(sweep) + list(metrics)))
+    have, missing = available_metrics(sweep, wanted)
+    have = [m for m in have if m != metric]
+    blocks += metric_blocks(sweep, have, missing)[0]
 
     # ------------------------------------------------------------------ robust aggregates
     blocks.append(Heading(2, "Robust aggregates", "robust"))
@@ -469,19 +486,20 @@ def skipped_line(s: dict) -> str:
     return f"{s['trial_id']}{combo}: {kind}: {s['reason']}"
 
 
-def generate_report(sweep_dir, out_dir=None, presets=None, log=None) -> Path:
+def generate_report(sweep_dir, out_dir=None, presets=None, log=None, metrics=()) -> Path:
     """Read ``sweep_dir`` and write ``report.md``, ``report.html`` (self-contained) and
     ``figures/*.png`` into ``out_dir`` (default: ``reports/<sweep name>`` under the current
     directory). ``presets``: the method catalog (``ablate methods --json``) for labels; when None it
     is loaded from ``ablate.methods.catalog`` if that exists. Returns the output directory.
-    ``log``: gets one line per skipped trial (the console of `ablate report` / `ablate sweep`)."""
+    ``log``: gets one line per skipped trial (the console of `ablate report` / `ablate sweep`).
+    ``metrics``: extra logged metrics to analyse (``ablate report --metric NAME``)."""
     sweep = load_sweep(sweep_dir)
     if log is not None and sweep.skipped:
         log(f"report: {len(sweep.skipped)} trial(s) skipped or partly read:")
         for s in sweep.skipped[:MAX_SKIPPED]:
             log(f"  {skipped_line(s)}")
     plist = normalise_presets(presets) if presets is not None else load_default_presets()
-    title, blocks, figures = build_document(sweep, plist)
+    title, blocks, figures = build_document(sweep, plist, metrics)
     out = Path(out_dir) if out_dir is not None else Path("reports") / _safe_name(sweep.name)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)

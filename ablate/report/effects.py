@@ -27,6 +27,7 @@ class Level:
     n: int
     n_combos: int
     ci: Interval
+    strata: list = field(default_factory=list, repr=False)  # per-combination run values (or one flat array)
 
 
 @dataclass
@@ -119,17 +120,25 @@ def replicated(fb: pd.DataFrame) -> bool:
     return bool((sizes >= 2).mean() >= 0.5)
 
 
-def marginal_effects(sweep: Sweep) -> list[FactorEffect]:
+def marginal_effects(sweep: Sweep, values: pd.Series | None = None,
+                     label: str = "marginal") -> list[FactorEffect]:
     """Marginal mean of the target per level of each varying slot and hyperparameter over the
     full-budget trials: the mean of the combination means (each combination weighted equally, so a
     lost seed does not tilt a level), with seeds resampled within each combination. The CI thus
     measures seed noise given the design. Unreplicated designs (random search) fall back to the
-    plain mean over trials with trials resampled."""
+    plain mean over trials with trials resampled.
+
+    ``values`` (indexed by trial_id) replaces the target by another per-run value (a logged
+    metric's final value, its mean over the run, ...); full-budget trials without a finite value
+    are left out. ``label`` keys the bootstrap seeds."""
     fb = sweep.full_budget()
+    if values is not None:
+        y_all = fb["trial_id"].map(values).astype(float)
+        fb = fb[np.isfinite(y_all.to_numpy())]
     if fb.empty:
         return []
     vs, vp = varying(sweep)
-    y = fb[sweep.target_col].to_numpy(dtype=float)
+    y = (fb[sweep.target_col] if values is None else fb["trial_id"].map(values)).to_numpy(dtype=float)
     combo = fb["combo"].to_numpy()
     strat = replicated(fb)
     out = []
@@ -143,23 +152,25 @@ def marginal_effects(sweep: Sweep) -> list[FactorEffect]:
             lab, order, binned = _level_labels(col)
             lab = lab.reindex(col_all.index)
             levels = []
-            for label in order:
-                m = (lab == label).to_numpy()
+            for lvl in order:
+                m = (lab == lvl).to_numpy()
                 if not m.any():
                     continue
-                seed = stable_seed("marginal", name, label)
+                seed = stable_seed(label, name, lvl)
                 if strat:
                     ym, cm = y[m], combo[m]
                     strata = [ym[cm == k] for k in sorted(set(cm.tolist()))]
                     ci = bootstrap_mean_of_means_ci(strata, seed=seed)
                 else:
+                    strata = [y[m]]
                     ci = bootstrap_ci(y[m], seed=seed)
                 levels.append(
                     Level(
-                        label=label,
+                        label=lvl,
                         n=int(m.sum()),
                         n_combos=int(fb.loc[m, "combo"].nunique()),
                         ci=ci,
+                        strata=strata,
                     )
                 )
             if len(levels) > 1:

@@ -31,6 +31,8 @@ Every field is checked before Ray starts; group options against ``conf/<group>/*
                                       # died, node lost), from its last checkpoint; own errors: none
     output_dir: runs
     wandb: {project: ablate, mode: auto, entity: null}   # auto: online iff a W&B key exists
+    report: {metrics: [train/kl_old]}  # extra metrics with report statistics (see ablate/sweep/claims.py)
+    claims: [...]                     # published claims re-tested by the report (ablate/sweep/claims.py)
 
 ``when`` refers to a swept categorical axis declared before the parameter (a slot group, ``method``
 or a choice param); an inactive parameter is left out of the trial's overrides. Numbers such as
@@ -53,6 +55,7 @@ import yaml
 from ablate.config import GROUPS
 from ablate.errors import ConfigError, choice_error
 from ablate.registry import variant_names
+from ablate.sweep.claims import Claim, ReportSpec, parse_claims, parse_report
 
 DEFAULT_TRAINABLE = "ablate.train.api.run_training"
 ALGORITHMS = ("grid", "random", "optuna_tpe", "optuna_random", "optuna_cmaes")
@@ -64,7 +67,7 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 SLOT_FAMILIES = ("mask", "denominator", "advantage", "likelihood", "aggregation")
 TOP_KEYS = ("name", "description", "trainable", "base_overrides", "slots", "methods", "params",
             "seeds", "metric", "mode", "search", "scheduler", "resources", "max_concurrent",
-            "max_failures", "output_dir", "wandb")
+            "max_failures", "output_dir", "wandb", "report", "claims")
 SLOT_GROUPS = tuple(g for g in GROUPS if g != "method")  # `method` is swept with `methods:`
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _KEY_RE = re.compile(r"^(\+\+?)?[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*$")
@@ -126,6 +129,8 @@ class SearchSpace:
     wandb: dict[str, Any] = field(default_factory=lambda: {"project": "ablate", "mode": "auto",
                                                             "entity": None})
     source: str | None = None  # the file it was read from
+    report: ReportSpec = field(default_factory=ReportSpec)  # extra metrics the report analyses
+    claims: list[Claim] = field(default_factory=list)  # published claims re-tested by the report
 
     # -------------------------------------------------------------------------- derived
     @property
@@ -183,6 +188,10 @@ class SearchSpace:
         d["max_failures"] = self.max_failures
         d["output_dir"] = self.output_dir
         d["wandb"] = dict(self.wandb)
+        if self.report.metrics:
+            d["report"] = self.report.to_dict()
+        if self.claims:
+            d["claims"] = [c.to_dict() for c in self.claims]
         return d
 
     @property
@@ -485,6 +494,11 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
         raise choice_error("wandb.mode", wmode, WANDB_MODES)
     space.wandb = {"project": str(wb.get("project") or "ablate"), "mode": wmode,
                    "entity": wb.get("entity")}
+
+    space.report = parse_report(data.get("report"))
+    axes = {a: opts for a, opts in space.categorical_axes()}
+    axes.update({k: list(p.values or []) for k, p in space.params.items() if p.type == "choice"})
+    space.claims = parse_claims(data.get("claims"), axes)
 
     swept = set(space.swept_keys())
     for o in space.base_overrides:

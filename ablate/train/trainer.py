@@ -613,6 +613,11 @@ class Trainer:
                 on = ~batch.demo_mask()
                 m["train/reward_mean"] = float(batch.rewards[on].mean()) if bool(on.any()) else float("nan")
                 m["train/response_len"] = float(rm.sum(-1)[on].float().mean()) if bool(on.any()) else 0.0
+                for tag, sel in (("correct", on & (batch.rewards > 0)), ("incorrect", on & (batch.rewards <= 0))):
+                    # length dynamics split by outcome (Dr. GRPO's claim is about incorrect answers);
+                    # not logged in a step without such rows
+                    if bool(sel.any()):
+                        m[f"train/response_len_{tag}"] = float(rm.sum(-1)[sel].float().mean())
                 m["train/truncated_frac"] = float(np.mean([x for x, d in zip(rollouts.truncated, rollouts.is_demo) if not d] or [0.0]))
                 if batch.advantages is not None:  # objectives without an advantage slot log none
                     m["train/frac_zero_adv_groups"] = float(zero_advantage_group_fraction(

@@ -1,0 +1,180 @@
+"""`ablate claims`: run every claim sweep (search_spaces/claims/*.yaml), then write one combined
+claims report (reports/claims/claims.md + claims.html) and regenerate the README's claims block.
+
+A claim sweep already finished on disk with the same search space is reused, an interrupted one is
+resumed, anything else is run; ``--report-only`` runs nothing. Verdicts come from
+``ablate.report.claims`` (the same code as the per-sweep report's Claims section).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from ablate.errors import ConfigError
+
+CLAIMS_DIR = Path("search_spaces") / "claims"
+BEGIN = "<!-- claims:begin"
+END = "<!-- claims:end -->"
+
+
+def claim_files(files: list[str] | None) -> list[Path]:
+    if files:
+        return [Path(f) for f in files]
+    from ablate.sweep.runner import REPO_ROOT
+
+    root = CLAIMS_DIR if CLAIMS_DIR.is_dir() else REPO_ROOT / CLAIMS_DIR
+    out = sorted(root.glob("*.yaml"))
+    if not out:
+        raise ConfigError(f"claims: no claim sweeps found under {root}")
+    return out
+
+
+def _state(sweep_dir: Path) -> str:
+    try:
+        return str(json.loads((sweep_dir / "sweep.json").read_text()).get("status") or "unknown")
+    except (OSError, json.JSONDecodeError):
+        return "absent"
+
+
+def _same_space(sweep_dir: Path, space) -> bool:
+    import yaml
+
+    from ablate.sweep.runner import _space_diff, _stored_space
+
+    stored = _stored_space(sweep_dir)
+    now = json.loads(json.dumps(space.to_dict(), default=str))
+    return isinstance(stored, dict) and not _space_diff(stored, yaml.safe_load(yaml.safe_dump(now)))
+
+
+def run_claims(files: list[str] | None = None, *, report_only: bool = False,
+               output_dir: str = "runs/claims", report_dir: str = "reports/claims",
+               readme: str | None = "README.md", num_cpus: float | None = None,
+               log: Callable[[str], None] | None = None) -> int:
+    from ablate.sweep.runner import run_sweep
+    from ablate.sweep.space import load_search_space
+
+    log = log or (lambda m: print(m, flush=True))
+    paths = claim_files(files)
+    spaces = []
+    for p in paths:  # validate every file before running any
+        space = load_search_space(p, output_dir=output_dir)
+        if not space.claims:
+            raise ConfigError(f"claims: {p} has no claims: section")
+        spaces.append((p, space))
+    rc = 0
+    for p, space in spaces:
+        sweep_dir = Path(output_dir) / space.name
+        state = _state(sweep_dir)
+        if report_only:
+            continue
+        if state == "finished":
+            if not _same_space(sweep_dir, space):
+                raise ConfigError(f"claims: {sweep_dir} holds a finished sweep of a different search "
+                                  f"space than {p}; move it away to rerun")
+            log(f"[claims] {space.name}: finished sweep on disk, reused")
+            continue
+        log(f"[claims] {space.name}: {'resuming' if state != 'absent' else 'running'} {p}")
+        code = run_sweep(p, output_dir=output_dir, resume=state != "absent", num_cpus=num_cpus, log=log)
+        rc = rc or code
+    out = write_claims_report([(p, s, Path(output_dir) / s.name) for p, s in spaces], Path(report_dir))
+    log(f"[claims] report: {out / 'claims.md'}")
+    if readme and Path(readme).is_file():
+        if update_readme(Path(readme), out):
+            log(f"[claims] README claims block regenerated: {readme}")
+    return rc
+
+
+def _results(entries):
+    from ablate.report.claims import evaluate_claim, sweep_claims
+    from ablate.report.load import SweepFormatError, load_sweep
+
+    results, notes, sweeps = [], [], []
+    for path, space, sweep_dir in entries:
+        try:
+            sweep = load_sweep(sweep_dir)
+        except SweepFormatError:
+            notes.append(f"{space.name}: no sweep at {sweep_dir} (not run yet); its claims are missing.")
+            continue
+        claims = sweep_claims(sweep) or list(space.claims)
+        sweeps.append((path, space, sweep))
+        results += [evaluate_claim(sweep, c) for c in claims]
+    return results, notes, sweeps
+
+
+def write_claims_report(entries, out_dir: Path) -> Path:
+    """claims.md + claims.html from the claim sweeps on disk (a pure function of them)."""
+    import numpy as np
+
+    from ablate.report.render import Bullets, Code, Heading, Para, Table, to_html, to_markdown
+    from ablate.report.sections import claim_blocks
+
+    results, notes, sweeps = _results(entries)
+    blocks: list = [Heading(2, "Summary", "summary")]
+    counts = {v: sum(r.verdict == v for r in results) for v in ("reproduced", "contradicted", "inconclusive")}
+    blocks.append(Para(
+        f"{len(results)} claim(s) from {len(sweeps)} sweep(s): {counts['reproduced']} reproduced, "
+        f"{counts['contradicted']} contradicted, {counts['inconclusive']} inconclusive. Every sweep "
+        "runs the embedded tiny char-level policy on CPU; a verdict is about this toy setting, not the "
+        "paper's scale. Regenerate with `ablate claims` (runs what is missing) or "
+        "`ablate claims --report-only`."))
+    if notes:
+        blocks.append(Bullets(notes))
+    blocks += claim_blocks(results, heading=True, with_sweep=True)
+    blocks.append(Heading(2, "Sweeps", "sweeps"))
+    rows = []
+    for path, space, sweep in sweeps:
+        t = sweep.trials
+        wall = float(np.nansum(t["wall_s"])) if not t.empty else float("nan")
+        fin = int((t["status"] == "finished").sum()) if not t.empty else 0
+        rows.append([[Code(space.name)], [Code(str(path))], f"{fin}/{len(t)}",
+                     ", ".join(str(s) for s in space.seeds), f"{wall:.0f}",
+                     str(sweep.meta.get("git_commit") or "n/a")[:10],
+                     [Code(f"reports/{space.name}/report.md")]])
+    blocks.append(Table(["sweep", "file", "finished/trials", "seeds", "compute (s)", "commit", "full report"],
+                        rows, ["l", "l", "r", "l", "r", "l", "l"]))
+    for path, space, sweep in sweeps:
+        blocks.append(Para([Code(space.name), ": " + (space.description or "") + " Fixed: "]
+                           + [Code(" ".join(space.base_overrides) or "(none)")]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    title = "Published claims re-tested by ablate"
+    (out_dir / "claims.md").write_text(to_markdown(title, blocks), encoding="utf-8")
+    (out_dir / "claims.html").write_text(to_html(title, blocks), encoding="utf-8")
+    (out_dir / "claims.json").write_text(json.dumps([{
+        "sweep": r.sweep, **r.claim.to_dict(), "verdict": r.verdict, "diff": r.diff.point,
+        "ci": [r.diff.lo, r.diff.hi], "n_a": r.n_a, "n_b": r.n_b, "mean_a": r.mean_a,
+        "mean_b": r.mean_b, "sentence": r.sentence} for r in results], indent=1, default=str) + "\n",
+        encoding="utf-8")
+    return out_dir
+
+
+def readme_block(report_dir: Path) -> str:
+    """The README's generated claims block: one line per claim, linking the combined report."""
+    data = json.loads((report_dir / "claims.json").read_text(encoding="utf-8"))
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"{BEGIN} (generated by `ablate claims`, {stamp}; do not edit by hand) -->",
+             f"Latest result: [{report_dir}/claims.md]({report_dir}/claims.md) "
+             f"([HTML]({report_dir}/claims.html)).", "",
+             "| claim | arXiv | verdict | a − b [95% CI] | runs a/b |", "|---|---|---|---|---|"]
+    for d in data:
+        lo, hi = d["ci"]
+        ci = "no CI" if lo is None or hi is None or lo != lo else f"[{lo:+.3g}, {hi:+.3g}]"
+        diff = "n/a" if d["diff"] is None or d["diff"] != d["diff"] else f"{d['diff']:+.3g}"
+        lines.append(f"| {d['id']} | {d['arxiv']} | {d['verdict']} | {diff} {ci} | {d['n_a']}/{d['n_b']} |")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, report_dir: Path) -> bool:
+    """Replace the block between the claims markers; False when the README has no markers."""
+    text = readme.read_text(encoding="utf-8")
+    pat = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    if not pat.search(text):
+        return False
+    new = pat.sub(lambda _: readme_block(report_dir), text, count=1)
+    if new != text:
+        readme.write_text(new, encoding="utf-8")
+    return True
