@@ -37,7 +37,7 @@ def _cache(tmp_path_factory, monkeypatch):
 def _run(tmp_path: Path, *overrides: str) -> tuple[dict, list[dict]]:
     cfg = compose_config(FAST + list(overrides))
     summary = run_config(cfg, run_dir=tmp_path / "run")
-    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     return summary, rows
 
 
@@ -83,7 +83,7 @@ def test_gsm8k_style_jsonl_trains_end_to_end_with_math_verifier(tmp_path):
                          "task.max_new_tokens=12", "model.warm_start.steps=5")
     assert summary["status"] == "finished"
     assert rows[-1]["train/response_len"] > 0
-    samples = [json.loads(line) for line in open(tmp_path / "run" / "samples.jsonl")]
+    samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     assert samples and all("response" in s for s in samples)
 
 
@@ -93,7 +93,7 @@ def test_nan_loss_fails_the_run_and_is_recorded(tmp_path):
     cfg = compose_config(FAST + ["method=grpo", "advantage=sign", "advantage._target_=tests.slot_fixtures.NaNAdvantage"])
     with pytest.raises(FloatingPointError):
         run_config(cfg, run_dir=tmp_path / "run")
-    summary = json.load(open(tmp_path / "run" / "summary.json"))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and "non-finite" in summary["error"]
 
 
