@@ -193,14 +193,7 @@ def bootstrap_mean_of_means_ci(
     n = int(sum(s.size for s in ss))
     if max(s.size for s in ss) < 2:
         return Interval(point, float("nan"), float("nan"), n)
-    rng = np.random.default_rng(seed)
-    acc = np.zeros(n_boot)
-    for s in ss:
-        if s.size == 1:
-            acc += s[0]
-        else:
-            acc += s[rng.integers(0, s.size, size=(n_boot, s.size))].mean(axis=1)
-    lo, hi = _percentiles(acc / len(ss), alpha)
+    lo, hi = _percentiles(_mean_of_means_draws(ss, n_boot, np.random.default_rng(seed)), alpha)
     return Interval(point, lo, hi, n)
 
 

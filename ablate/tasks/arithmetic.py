@@ -11,13 +11,13 @@ import re
 import numpy as np
 
 from ablate.errors import ConfigError
-from ablate.tasks.base import Problem, Reward, Task
+from ablate.tasks.base import GeneratedTask, Problem, Reward
 from ablate.tasks.expr import parse_expr
 
 _INT = re.compile(r"-?\d{1,30}")
 
 
-class Arithmetic(Task):
+class Arithmetic(GeneratedTask):
     """``a op b op c =`` with integer answer (usual precedence); demo is the answer itself."""
 
     name = "arithmetic"
@@ -46,13 +46,7 @@ class Arithmetic(Task):
             raise ConfigError(f"task.eval_size: {eval_size} is more than half of the {space} distinct "
                               f"problems (digits={digits}, ops={ops!r}, num_operands={num_operands})")
         rng = np.random.default_rng([self.seed, 0xE7A1])
-        self._eval: list[Problem] = []
-        self._eval_keys: set[tuple] = set()
-        while len(self._eval) < eval_size:
-            key = self._draw(rng)
-            if key not in self._eval_keys:
-                self._eval_keys.add(key)
-                self._eval.append(self._problem(key))
+        self._build_eval(rng)
         self._eval_prompts = {p.prompt for p in self._eval}
         # answer length bounds the generation budget: answer chars + EOS
         self.max_new_tokens = self._max_answer_chars() + 1
@@ -82,19 +76,6 @@ class Arithmetic(Task):
         biggest = hi ** k if "*" in self.ops else hi * k
         neg = "-" in self.ops
         return len(str(biggest)) + (1 if neg else 0)
-
-    def train_problems(self, n: int, rng: np.random.Generator) -> list[Problem]:
-        out: list[Problem] = []
-        while len(out) < n:
-            key = self._draw(rng)
-            if key not in self._eval_keys:
-                out.append(self._problem(key))
-        return out
-
-    def eval_problems(self, n: int) -> list[Problem]:
-        if n > self.eval_size:
-            raise ConfigError(f"eval.num_prompts: {n} exceeds task.eval_size={self.eval_size}")
-        return list(self._eval[:n])
 
     def is_eval(self, problem: Problem) -> bool:
         """Whether ``problem`` belongs to the held-out split."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Hashable, Optional
 
 import hashlib
 
@@ -76,3 +76,39 @@ class Task:
         if self.prompt_format != "raw":  # the prompts differ, so does a warm start on them
             out.update(prompt_format=self.prompt_format, system_prompt=self.system_prompt)
         return out
+
+
+class GeneratedTask(Task):
+    """A task whose problems are drawn as keys: a fixed held-out split of ``eval_size`` distinct keys
+    (drawn with its own seed) and training draws that never hit it."""
+
+    eval_size: int = 0
+
+    def _draw(self, rng: np.random.Generator) -> Hashable:
+        raise NotImplementedError
+
+    def _problem(self, key) -> Problem:
+        raise NotImplementedError
+
+    def _build_eval(self, rng: np.random.Generator) -> None:
+        self._eval: list[Problem] = []
+        self._eval_keys: set = set()
+        while len(self._eval) < self.eval_size:
+            key = self._draw(rng)
+            if key not in self._eval_keys:
+                self._eval_keys.add(key)
+                self._eval.append(self._problem(key))
+
+    def train_problems(self, n: int, rng: np.random.Generator) -> list[Problem]:
+        out: list[Problem] = []
+        while len(out) < n:
+            key = self._draw(rng)
+            if key not in self._eval_keys:
+                out.append(self._problem(key))
+        return out
+
+    def eval_problems(self, n: int) -> list[Problem]:
+        from ablate.errors import ConfigError
+        if n > self.eval_size:
+            raise ConfigError(f"eval.num_prompts: {n} exceeds task.eval_size={self.eval_size}")
+        return list(self._eval[:n])

@@ -40,7 +40,7 @@ import re
 import numpy as np
 
 from ablate.errors import ConfigError
-from ablate.tasks.base import Problem, Reward, Task
+from ablate.tasks.base import GeneratedTask, Problem, Reward
 
 _INT = re.compile(r"-?\d{1,40}")
 _STEP = r"\d\+\d\+\d=\d{1,2}"
@@ -71,7 +71,7 @@ def final_answer(completion: str) -> str | None:
     return tail if _INT.fullmatch(tail) else None
 
 
-class ScratchpadAddition(Task):
+class ScratchpadAddition(GeneratedTask):
     """``a+b=`` answered with a written carry scratchpad, then ``>`` and the sum."""
 
     name = "scratchpad_addition"
@@ -102,13 +102,7 @@ class ScratchpadAddition(Task):
             raise ConfigError(f"task.eval_size: {eval_size} is more than a quarter of the {space} "
                               f"distinct problems (min_digits={min_digits}, max_digits={max_digits})")
         rng = np.random.default_rng([self.seed, 0x5C7A])
-        self._eval: list[Problem] = []
-        self._eval_keys: set[tuple[int, int]] = set()
-        while len(self._eval) < eval_size:
-            key = self._draw(rng)
-            if key not in self._eval_keys:
-                self._eval_keys.add(key)
-                self._eval.append(self._problem(key))
+        self._build_eval(rng)
 
     @staticmethod
     def _count(n: int) -> int:
@@ -132,19 +126,6 @@ class ScratchpadAddition(Task):
         a, b = key
         return Problem(prompt=f"{a}+{b}=", answer=str(a + b), demo=scratchpad(a, b),
                        meta={"a": a, "b": b})
-
-    def train_problems(self, n: int, rng: np.random.Generator) -> list[Problem]:
-        out: list[Problem] = []
-        while len(out) < n:
-            key = self._draw(rng)
-            if key not in self._eval_keys:
-                out.append(self._problem(key))
-        return out
-
-    def eval_problems(self, n: int) -> list[Problem]:
-        if n > self.eval_size:
-            raise ConfigError(f"eval.num_prompts: {n} exceeds task.eval_size={self.eval_size}")
-        return list(self._eval[:n])
 
     def is_eval(self, problem: Problem) -> bool:
         """Whether ``problem`` belongs to the held-out split."""
