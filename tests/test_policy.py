@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from ablate.errors import ConfigError
 from ablate.policy import build_policy, build_tokenizer, count_params, encode_pairs
 from ablate.policy.model import _save_atomic, expected_pass1, warm_start_key
-from ablate.registry import conf_dir
 from ablate.rollout import build_engine
 from ablate.tasks import build_task
 from ablate.tasks.jsonl_math import PRINTABLE

@@ -24,7 +24,6 @@ the current parameters. It declares ``Needs(whole_groups=True)``.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
 import torch
 

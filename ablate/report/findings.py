@@ -25,8 +25,9 @@ def fsig(x: float) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:+.3f}"
 
 
-def fci(iv, digits: int = 3, signed: bool = False) -> str:
-    fmt = (lambda v: f"{v:+.{digits}f}") if signed else (lambda v: f"{v:.{digits}f}")
+def fci(iv, digits: int = 3, signed: bool = False, kind: str = "f") -> str:
+    """Point [lo, hi]: ``digits`` decimals (kind "f") or significant digits (kind "g")."""
+    fmt = (lambda v: f"{v:+.{digits}{kind}}") if signed else (lambda v: f"{v:.{digits}{kind}}")
     if not np.isfinite(iv.point):
         return "n/a"
     if not iv.has_ci:
@@ -56,7 +57,6 @@ def findings(
     out: list[list] = []
     metric, mode = sweep.metric, sweep.mode
     better = "higher" if mode == "max" else "lower"
-    t = sweep.trials
     n_fb = len(sweep.full_budget())
 
     if not combos:

@@ -3,9 +3,8 @@ blocks of the report's document model; also used by the combined claims report."
 
 from __future__ import annotations
 
-import numpy as np
-
 from .claims import AGG_WORDS, ClaimResult, arm_text
+from .findings import fci
 from .load import Sweep
 from .metric_stats import SHOWN_AGGREGATIONS, MetricStats, metric_stats
 from .render import Code, Details, Heading, Para, Strong, Table
@@ -16,12 +15,7 @@ VERDICT_MARK = {"reproduced": "reproduced", "contradicted": "CONTRADICTED", "inc
 
 def _fmt(iv, signed: bool = False) -> str:
     """Point [lo, hi] with 4 significant digits (metrics span 1e-4 .. 1e2)."""
-    f = (lambda v: f"{v:+.4g}") if signed else (lambda v: f"{v:.4g}")
-    if not np.isfinite(iv.point):
-        return "n/a"
-    if not iv.has_ci:
-        return f"{f(iv.point)} (no CI, n={iv.n})"
-    return f"{f(iv.point)} [{f(iv.lo)}, {f(iv.hi)}]"
+    return fci(iv, 4, signed, "g")
 
 
 def metric_blocks(sweep: Sweep, metrics: list[str], missing: list[str]) -> tuple[list, dict]:

@@ -30,8 +30,7 @@ from ablate.sweep.console import (RAY_LOG, Console, make_console_callback, redir
 from ablate.sweep.ledger import Ledger, _read_json, is_done, make_callback
 from ablate.sweep.ray_session import cleanup_leftovers, mark_shut_down, record_session
 from ablate.sweep.space import (DEFAULT_TRAINABLE, OptunaSpace, SearchSpace, active_assignment,
-                                assignment_overrides, combo_key, conditions, load_search_space,
-                                plan_trials, preflight_assignments)
+                                combo_key, conditions, load_search_space, plan_trials)
 
 REPO_ROOT = Path(ablate.__file__).resolve().parent.parent
 EXIT_INTERRUPTED = 130

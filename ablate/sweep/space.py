@@ -43,7 +43,6 @@ axes) may not appear in base_overrides.
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -735,20 +734,3 @@ def active_assignment(config: Mapping[str, Any], conds: Mapping[str, Mapping[str
         if key in out and not all(out.get(a) in vals for a, vals in when.items()):
             del out[key]
     return out
-
-
-def preflight_assignments(space: SearchSpace, limit: int = 48) -> list[dict]:
-    """A few assignments that exercise every config-group option (for a compose dry run)."""
-    if space.algorithm == "grid":
-        pool = grid_assignments(space)
-    else:
-        pool = []
-        cats = space.categorical_axes()
-        for combo in itertools.islice(itertools.product(*[o for _, o in cats]), limit):
-            a = dict(zip([n for n, _ in cats], combo))
-            for key, p in space.params.items():
-                if p.active(a):
-                    a[key] = p.values[0] if p.type == "choice" else (
-                        int(p.low) if p.type == "int" else float(p.low))  # type: ignore[arg-type]
-            pool.append(a)
-    return pool[:limit]

@@ -6,7 +6,6 @@ variant was chosen; adding a variant or a method only adds a YAML file and/or a 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from omegaconf import DictConfig

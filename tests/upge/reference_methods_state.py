@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import torch
 
 from tests.upge.reference_losses import (D, Case, _groups, grpo_advantages, ppo_clip_loss,
-                                         seq_mean_token_mean, seq_mean_token_sum, token_mean)
+                                         seq_mean_token_mean, token_mean)
 
 
 def _mean(xs: Sequence[float]) -> float:

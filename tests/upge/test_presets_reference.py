@@ -23,7 +23,6 @@ on the batch those stages produce, not the stages (tests/test_pipeline.py covers
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import pytest
 import torch
