@@ -26,7 +26,7 @@ from ablate.train.components import build_algorithm
 from ablate.train.partition import partition
 from ablate.upge.batch import RolloutBatch
 from tests.objectives import reference_terms as ref
-from tests.upge.reference_losses import Case, D
+from tests.upge.reference_losses import Case, D, token_case
 
 T = 6
 GS = (2, 4, 8)
@@ -77,15 +77,7 @@ def group_case(G: int, seed: int = 0, layout: str = "rl", spread: float = 0.45, 
     lengths = torch.randint(1, T + 1, (B,), generator=g)
     lengths[0] = T
     lengths[1] = 0  # a zero-length response in the first (mixed) group
-    mask = (torch.arange(T)[None, :] < lengths[:, None]).to(D)
-    valid = mask > 0
-    lp = -(0.05 + 2.95 * torch.rand(B, T, generator=g, dtype=D))
-    logp = torch.where(valid, lp, -3.0 * torch.rand(B, T, generator=g, dtype=D))
-    u = (2 * torch.rand(B, T, generator=g, dtype=D) - 1) * spread
-    old = torch.where(valid, lp - u, torch.zeros_like(lp))
-    refl = torch.where(valid, lp + (torch.rand(B, T, generator=g, dtype=D) - 0.5), torch.zeros_like(lp))
-    return Case(logp=logp, old_logp=old, ref_logp=refl, mask=mask, rewards=rewards, group_ids=gids,
-                is_demo=demo, loss_weights=lw)
+    return token_case(lengths, T, g, spread, rewards, gids, demo, lw)
 
 
 def to_batch(c: Case, answers=None) -> RolloutBatch:

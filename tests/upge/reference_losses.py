@@ -402,3 +402,19 @@ def _groups(group_ids) -> dict:
     for i, g in enumerate(group_ids):
         out.setdefault(int(g), []).append(i)
     return out
+
+
+def token_case(lengths: torch.Tensor, T: int, g: torch.Generator, spread: float, rewards, group_ids,
+               is_demo, loss_weights) -> Case:
+    """Rows of the given lengths: log π_θ ∈ [−3, −0.05] (garbage on padding), π_old = π_θ − u with
+    |u| ≤ ``spread``, π_ref within ±0.5 of π_θ (drawn from ``g`` in that order)."""
+    B = len(rewards)
+    mask = (torch.arange(T)[None, :] < lengths[:, None]).to(D)
+    valid = mask > 0
+    lp = -(0.05 + 2.95 * torch.rand(B, T, generator=g, dtype=D))
+    logp = torch.where(valid, lp, -3.0 * torch.rand(B, T, generator=g, dtype=D))
+    u = (2 * torch.rand(B, T, generator=g, dtype=D) - 1) * spread
+    old = torch.where(valid, lp - u, torch.zeros_like(lp))
+    refl = torch.where(valid, lp + (torch.rand(B, T, generator=g, dtype=D) - 0.5), torch.zeros_like(lp))
+    return Case(logp=logp, old_logp=old, ref_logp=refl, mask=mask, rewards=rewards, group_ids=group_ids,
+                is_demo=is_demo, loss_weights=loss_weights)

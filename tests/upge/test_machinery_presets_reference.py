@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests.upge import reference_machinery as refm
-from tests.upge.reference_losses import D, Case
+from tests.upge.reference_losses import D, Case, token_case
 from tests.upge.test_presets_reference import T, algorithm, assert_same, make_case, to_batch
 
 SIZES = ((1, 3, 5, 2), (4, 4, 4), (2, 6, 1, 1, 3))
@@ -37,15 +37,7 @@ def var_case(sizes, seed: int = 0, spread: float = 0.45) -> Case:
     B = len(rewards)
     lengths = torch.randint(1, T + 1, (B,), generator=g)
     lengths[0], lengths[min(2, B - 1)] = T, 0
-    mask = (torch.arange(T)[None, :] < lengths[:, None]).to(D)
-    valid = mask > 0
-    lp = -(0.05 + 2.95 * torch.rand(B, T, generator=g, dtype=D))
-    logp = torch.where(valid, lp, -3.0 * torch.rand(B, T, generator=g, dtype=D))
-    u = (2 * torch.rand(B, T, generator=g, dtype=D) - 1) * spread
-    old = torch.where(valid, lp - u, torch.zeros_like(lp))
-    refl = torch.where(valid, lp + (torch.rand(B, T, generator=g, dtype=D) - 0.5), torch.zeros_like(lp))
-    return Case(logp=logp, old_logp=old, ref_logp=refl, mask=mask, rewards=rewards, group_ids=gids,
-                is_demo=[False] * B, loss_weights=[1.0] * B)
+    return token_case(lengths, T, g, spread, rewards, gids, [False] * B, [1.0] * B)
 
 
 def side_data(c: Case, seed: int = 0):
