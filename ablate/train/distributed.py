@@ -58,9 +58,10 @@ class Dist:
         return out
 
     def shard(self, n: int) -> slice:
-        """This worker's contiguous share of ``n`` items (prompts)."""
+        """This worker's contiguous share of ``n`` items (prompts, groups); the last worker also
+        takes the remainder, so every item belongs to exactly one worker."""
         per = n // self.world
-        return slice(self.rank * per, (self.rank + 1) * per)
+        return slice(self.rank * per, n if self.rank == self.world - 1 else (self.rank + 1) * per)
 
     def normalizer(self, norm: Normalizer) -> Normalizer:
         """Counts of the whole minibatch, summed over workers (the horizon is the global max)."""

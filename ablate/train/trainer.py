@@ -421,8 +421,7 @@ class Trainer:
         """Rows of this worker's share of the prompt groups (all rows on a single worker)."""
         ids = batch.group_ids.cpu()
         groups = torch.unique(ids)
-        mine = groups[self.dist.shard(len(groups))] if self.dist.rank < self.dist.world - 1 \
-            else groups[self.dist.shard(len(groups)).start:]
+        mine = groups[self.dist.shard(len(groups))]
         return torch.nonzero(torch.isin(ids, mine)).reshape(-1)
 
     def update(self, batch: RolloutBatch, step: int) -> dict[str, float]:
@@ -540,8 +539,7 @@ class Trainer:
         e = self.cfg.eval
         problems = self.task.eval_problems(int(e.num_prompts))
         if self.dist.active:  # each worker its share of the eval prompts; Pass@k over all of them
-            per = -(-len(problems) // self.dist.world)
-            problems = problems[self.dist.rank * per:(self.dist.rank + 1) * per]
+            problems = problems[self.dist.shard(len(problems))]
         n = int(e.n)
         temp = float(e.temperature) if e.get("temperature") is not None else self.temperature
         correct = np.zeros((len(problems), n), dtype=np.float64)

@@ -249,3 +249,10 @@ def test_trainer_names_no_method_and_inspects_no_component():
                      (Path("ablate/train/trainer.py").read_text().splitlines()))
     for n in names:
         assert not re.search(rf"['\"]{re.escape(n)}['\"]", code), f"trainer names method {n!r}"
+
+
+@pytest.mark.parametrize("n,world", [(8, 2), (9, 2), (5, 3), (2, 4)])
+def test_worker_shards_cover_every_item_once(n, world):
+    from ablate.train.distributed import Dist
+    items = [i for r in range(world) for i in range(n)[Dist(r, world).shard(n)]]
+    assert items == list(range(n))
