@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from ablate.errors import ConfigError, choice_error
 from ablate.spec.targets import resolve
 
@@ -133,8 +131,11 @@ def load_variant(family: str, name: str) -> dict:
     path = conf_dir() / family / f"{name}.yaml"
     if not path.is_file():
         raise choice_error(family, name, variant_names(family))
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    from ablate.spec.yaml import load_file
+
+    data = load_file(path) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with _target_, got {type(data).__name__}")
     data.pop("defaults", None)
     return data
 

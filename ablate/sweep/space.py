@@ -49,8 +49,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import yaml
-
 from ablate.config import GROUPS
 from ablate.errors import ConfigError, choice_error
 from ablate.registry import variant_names
@@ -68,7 +66,10 @@ TOP_KEYS = ("name", "description", "trainable", "base_overrides", "slots", "meth
             "seeds", "metric", "mode", "search", "scheduler", "resources", "max_concurrent",
             "max_failures", "output_dir", "wandb", "report", "claims")
 SLOT_GROUPS = tuple(g for g in GROUPS if g != "method")  # `method` is swept with `methods:`
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MAX_SEEDS = 1000  # replicates per configuration
+MAX_SAMPLES = 10_000  # sampled configurations
+# what every trial reports (ablate/train/trainer.py reports "step"; Tune adds the others)
+TIME_ATTRS = ("step", "training_iteration", "time_total_s")
 _KEY_RE = re.compile(r"^(\+\+?)?[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*$")
 _PLAIN_STR_RE = re.compile(r"^[A-Za-z_/][A-Za-z0-9_.\-/@:]*$")
 
@@ -330,12 +331,16 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
         raise ConfigError(f"search space{f' {source}' if source else ''}: expected a YAML mapping "
                           f"at the top level")
     data = _mapping("search space", data, TOP_KEYS)
+    from ablate.config import check_interpolations
+    from ablate.schema import MAX_SEED, SLUG_ALLOWED, is_slug
+
+    check_interpolations(data, "search space")  # no ${oc.env:...}: a shared file is data
 
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigError("name: missing (the sweep name; it also names the sweep directory)")
-    if not _NAME_RE.match(name):
-        raise ConfigError(f"name: {name!r} may use only letters, digits, '_', '-' and '.'")
+    if not is_slug(name):
+        raise ConfigError(f"name: got {name!r}; allowed: {SLUG_ALLOWED}")
     metric = data.get("metric")
     if not isinstance(metric, str) or not metric:
         raise ConfigError("metric: missing (the reported key to optimise, e.g. eval/pass@1)")
@@ -383,16 +388,19 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
 
     seeds = data.get("seeds", [0])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise ConfigError(f"seeds: an integer means range(seeds) and must be >= 1, got {seeds}")
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise ConfigError(f"seeds: got {seeds}; allowed: an integer n in [1, {MAX_SEEDS}] "
+                              "(= seeds 0..n-1) or a list of seeds")
         seeds = list(range(seeds))
     seeds = _list("seeds", seeds)
     if not seeds:
         raise ConfigError("seeds: needs at least one seed")
+    if len(seeds) > MAX_SEEDS:
+        raise ConfigError(f"seeds: got {len(seeds)} seeds; allowed: at most {MAX_SEEDS}")
     space.seeds = [int(_num("seeds", s, integer=True)) for s in seeds]
     for sd in space.seeds:
-        if sd < 0:
-            raise ConfigError(f"seeds: got {sd}; allowed: integers >= 0")
+        if not 0 <= sd <= MAX_SEED:
+            raise ConfigError(f"seeds: got {sd}; allowed: integers in [0, {MAX_SEED}]")
     if len(set(space.seeds)) != len(space.seeds):
         raise ConfigError(f"seeds: duplicate seeds in {space.seeds}")
 
@@ -419,9 +427,13 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
             raise ConfigError(f"search.num_samples: required for algorithm {algo} (how many "
                               f"configurations to sample; each runs once per seed)")
         space.num_samples = int(_num("search.num_samples", search["num_samples"], integer=True))
-        if space.num_samples < 1:
-            raise ConfigError(f"search.num_samples: must be >= 1, got {space.num_samples}")
+        if not 1 <= space.num_samples <= MAX_SAMPLES:
+            raise ConfigError(f"search.num_samples: got {space.num_samples}; allowed: an integer "
+                              f"in [1, {MAX_SAMPLES}]")
     space.search_seed = int(_num("search.seed", search.get("seed", 0), integer=True))
+    if not 0 <= space.search_seed <= MAX_SEED:
+        raise ConfigError(f"search.seed: got {space.search_seed}; allowed: an integer in "
+                          f"[0, {MAX_SEED}]")
 
     sched = data.get("scheduler")
     if isinstance(sched, str):
@@ -443,8 +455,8 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
             rf = _num("scheduler.reduction_factor", sched.get("reduction_factor", 2))
             brackets = int(_num("scheduler.brackets", sched.get("brackets", 1), integer=True))
             time_attr = sched.get("time_attr", "step")
-            if not isinstance(time_attr, str) or not time_attr:
-                raise ConfigError(f"scheduler.time_attr: expected a reported key, got {time_attr!r}")
+            if time_attr not in TIME_ATTRS:
+                raise choice_error("scheduler.time_attr", time_attr, TIME_ATTRS)
             if max_t <= 0:
                 raise ConfigError(f"scheduler.max_t: must be > 0, got {max_t}")
             if not 0 < grace < max_t:
@@ -461,12 +473,12 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
     cpu = _num("resources.cpu", res.get("cpu", 1))
     gpu = _num("resources.gpu", res.get("gpu", 0))
     workers = int(_num("resources.workers", res.get("workers", 1), integer=True))
-    if cpu <= 0:
-        raise ConfigError(f"resources.cpu: must be > 0, got {cpu}")
-    if gpu < 0:
-        raise ConfigError(f"resources.gpu: must be >= 0, got {gpu}")
-    if workers < 1:
-        raise ConfigError(f"resources.workers: must be >= 1, got {workers}")
+    if not 0 < cpu <= 4096:
+        raise ConfigError(f"resources.cpu: got {cpu}; allowed: a number in (0, 4096]")
+    if not 0 <= gpu <= 1024:
+        raise ConfigError(f"resources.gpu: got {gpu}; allowed: a number in [0, 1024]")
+    if not 1 <= workers <= 1024:
+        raise ConfigError(f"resources.workers: got {workers}; allowed: an integer in [1, 1024]")
     space.resources = {"cpu": float(cpu), "gpu": float(gpu), "workers": workers}
 
     mc = data.get("max_concurrent")
@@ -517,10 +529,9 @@ def load_search_space(path: str | Path, *, extra_overrides: Iterable[str] = (),
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"search space: file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"search space {path}: invalid YAML ({' '.join(str(e).split())})") from None
+    from ablate.spec.yaml import load_file
+
+    data = load_file(path, f"search space {path}")
     if isinstance(data, Mapping):
         data = dict(data)
         if name:
