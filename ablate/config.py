@@ -152,6 +152,10 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
             ConfigLoaderImpl._apply_overrides_to_config(parsed, cfg)
     except (HydraException, OmegaConfBaseException) as e:
         msg = " ".join(str(e).split())
+        m = re.match(r"Could not override '([^']+)'", msg)
+        if m:
+            raise ConfigError(f"{m.group(1)}: not a key of the composed config; allowed: a key "
+                              f"it has (see conf/), or +{m.group(1)}=... to add one") from None
         raise ConfigError(f"config: {msg}") from None
     return cfg
 
@@ -184,7 +188,7 @@ def _plain_checked(cfg: Any) -> dict:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except MissingMandatoryValue as e:
         key = e.full_key or "config"
-        raise ConfigError(f"{key}: required value is missing (set {key}=...)") from None
+        raise ConfigError(f"{key}: required value is missing; allowed: set {key}=...") from None
     except OmegaConfBaseException as e:
         raise ConfigError(f"{e.full_key or 'config'}: {' '.join(str(e).split())[:300]}") from None
 
@@ -217,6 +221,15 @@ def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bo
             if int(dev.split(":")[1]) >= n:
                 raise ConfigError(f"device: got {dev!r}; allowed: cpu, auto, cuda, "
                                   f"cuda:0..cuda:{n - 1} ({n} GPU(s) here)")
+    mp = run.model.path
+    if mp is not None and mp.startswith(("/", ".", "~")) and \
+            not (Path(mp).expanduser() / "config.json").is_file():
+        raise ConfigError(f"model.path: got {run.model.path!r}, which holds no config.json; "
+                          "allowed: a local Hugging Face checkpoint directory, or null (tiny model)")
+    gpus = run.resources.gpu_per_worker
+    if gpus > 0 and not _on_cuda("cuda", cuda_available):
+        raise ConfigError(f"resources.gpu_per_worker: got {gpus:g}, but CUDA is not available "
+                          "here; allowed: 0")
     if run.model.dtype == "float16" and not _on_cuda(dev, cuda_available):
         raise ConfigError(f"model.dtype: got 'float16' with device={dev!r}; allowed on CPU: "
                           "float32, bfloat16 (float16 needs a GPU)")

@@ -122,7 +122,7 @@ def resolve(family: str, target: object, field: str | None = None) -> type:
     path = check_path(target, field)
     cls = import_path(path, field)
     if not (inspect.isclass(cls) and issubclass(cls, base)):
-        raise ConfigError(f"{field}: got {path!r}; allowed: a subclass of "
+        raise ConfigError(f"{field}: {path!r} is not a {base.__name__}; allowed: a subclass of "
                           f"{base.__module__}.{base.__qualname__} ({family})")
     if not _allowed_module(cls.__module__):  # e.g. ablate.x re-exporting a foreign class
         raise ConfigError(f"{field}: {path!r} is defined in {cls.__module__}, outside the "

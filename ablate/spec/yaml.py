@@ -90,7 +90,8 @@ def loads(text: str, source: str = "YAML") -> Any:
                               "alias bomb?); allowed: a plain document without deep aliases")
         return loader.construct_document(node)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: invalid YAML ({' '.join(str(e).split())[:300]})") from None
+        raise ConfigError(f"{source}: invalid YAML; allowed: a YAML mapping "
+                          f"({' '.join(str(e).split())[:300]})") from None
     except RecursionError:
         raise ConfigError(f"{source}: the YAML nests too deeply; allowed: a plain document") from None
     finally:

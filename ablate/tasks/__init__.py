@@ -46,7 +46,7 @@ def _plain(cfg: Any) -> Any:
     if isinstance(cfg, DictConfig):
         for key in cfg:
             if OmegaConf.is_missing(cfg, key):
-                raise ConfigError(f"task.{key}: required value is missing (set task.{key}=...)")
+                raise ConfigError(f"task.{key}: required value is missing; allowed: set task.{key}=...")
         try:
             return OmegaConf.to_container(cfg, resolve=True)
         except MissingMandatoryValue as e:  # pragma: no cover - nested ???
@@ -54,5 +54,5 @@ def _plain(cfg: Any) -> Any:
     if isinstance(cfg, dict):
         for k, v in cfg.items():
             if v == "???":
-                raise ConfigError(f"task.{k}: required value is missing (set task.{k}=...)")
+                raise ConfigError(f"task.{k}: required value is missing; allowed: set task.{k}=...")
     return cfg

@@ -151,7 +151,7 @@ class JsonlMath(Task):
             raise ConfigError("task.path: required (a local .jsonl file of problems)")
         p = _resolve_path(str(path))
         if not p.is_file():
-            raise ConfigError(f"task.path: file not found: {p}")
+            raise ConfigError(f"task.path: file not found: {p}; allowed: an existing local JSONL file")
         if isinstance(eval_fraction, bool) or not isinstance(eval_fraction, (int, float)) \
                 or not 0.0 <= float(eval_fraction) < 1.0:
             raise ConfigError(f"task.eval_fraction: got {eval_fraction!r}; allowed: a number in [0, 1)")
