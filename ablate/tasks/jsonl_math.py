@@ -215,7 +215,11 @@ class JsonlMath(Task):
                         "lines %s", len(altered), p, what, on_overlong, self.max_chars, shown)
         self.num_overlong = len(altered)
         if len(problems) < 2:
-            raise ConfigError(f"task.path: {p} holds {len(problems)} usable problem(s); need at least 2")
+            raise ConfigError(f"task.path: {p} holds {len(problems)} usable problem(s); allowed: a file with at least 2")
+        if not any(_to_float(q.answer) is not None for q in problems):
+            raise ConfigError(f"task.answer_key: no reference answer in {p} is a number (e.g. "
+                              f"{problems[0].answer[:40]!r}); allowed: a field holding numeric "
+                              "answers (the verifier compares numbers)")
         self._spec = dict(path=str(p), sha256=hashlib.sha256(raw).hexdigest(), question_key=question_key,
                           answer_key=answer_key, prompt_template=prompt_template,
                           eval_fraction=self.eval_fraction, seed=self.seed, demo_key=demo_key,
