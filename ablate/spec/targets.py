@@ -37,6 +37,9 @@ FAMILY_BASES: dict[str, str] = {
     "critic": "ablate.critic.value_model:ValueModel",
 }
 
+FAMILY_NAMES = {"term": "objective term", "stage": "pipeline stage", "rollout": "rollout engine",
+                "critic": "value model", "aggregation": "loss aggregation"}
+
 
 def _check_module_names(names: Iterable[str], source: str) -> list[str]:
     out = []
@@ -122,8 +125,9 @@ def resolve(family: str, target: object, field: str | None = None) -> type:
     path = check_path(target, field)
     cls = import_path(path, field)
     if not (inspect.isclass(cls) and issubclass(cls, base)):
-        raise ConfigError(f"{field}: {path!r} is not a {base.__name__}; allowed: a subclass of "
-                          f"{base.__module__}.{base.__qualname__} ({family})")
+        raise ConfigError(f"{field}: {path!r} is not a {base.__name__} (a "
+                          f"{FAMILY_NAMES.get(family, family)}); allowed: a subclass of "
+                          f"{base.__module__}.{base.__qualname__}")
     if not _allowed_module(cls.__module__):  # e.g. ablate.x re-exporting a foreign class
         raise ConfigError(f"{field}: {path!r} is defined in {cls.__module__}, outside the "
                           "allowed modules; allowed: ablate.* or a --plugins module")
