@@ -65,6 +65,9 @@ def check_overrides(overrides: Sequence[str]) -> None:
             raise ConfigError(f"override: got {ov!r}; allowed: key=value text")
         check_interpolation(ov, f"override {ov[:60]!r}")
         key, sep, val = ov.lstrip("+~").partition("=")
+        if key.split("/")[0].split(".")[0].split("@")[0] == "hydra":
+            raise ConfigError(f"{key}: Hydra's own settings (search path, output dirs) are not "
+                              "run config; allowed: the keys of conf/config.yaml and its groups")
         if "." in key:
             check_key(key)
         if sep and key in GROUPS and val.strip().startswith("["):

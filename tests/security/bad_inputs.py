@@ -79,6 +79,7 @@ TRAIN_BAD = [
     "tracker.wandb.project=${oc.env:%s}" % SECRET_VAR, "train.steps=${oc.env:STEPS}",
     "task.seed=${oc.decode:'1'}", "+method.note=${oc.env:%s,x}" % SECRET_VAR,
     # removed or missing groups
+    "hydra.searchpath=[file:///tmp]", "+hydra.job.chdir=true", "hydra/job_logging=disabled",
     "~rollout", "~tracker", "~model", "~task", "~seed", "task=gsm8k_jsonl",
     "task.digits=0", "task.digits=-1", "task.eval_size=0", "task._target_=",
 ]
