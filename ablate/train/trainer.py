@@ -536,6 +536,14 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------- eval
     def evaluate(self, step: int) -> tuple[dict[str, float], list[dict]]:
+        """Pass@k metrics and logged samples of the eval split (see ``evaluate_prompts``)."""
+        ev, samples, _ = self.evaluate_prompts(step)
+        return ev, samples
+
+    def evaluate_prompts(self, step: int) -> tuple[dict[str, float], list[dict], dict[str, list]]:
+        """Pass@k metrics, logged samples and the per-prompt counts they come from:
+        ``{"prompt_id": [...], "n": [...], "c": [...]}`` (kept in the run store's eval_prompts.jsonl,
+        the data ``ablate.stats.prompts`` models with seeds and prompts as separate effects)."""
         e = self.cfg.eval
         problems = self.task.eval_problems(int(e.num_prompts))
         if self.dist.active:  # each worker its share of the eval prompts; Pass@k over all of them
@@ -556,11 +564,15 @@ class Trainer:
                     if len(samples) < int(e.num_samples_logged) and i % n == 0:
                         samples.append({"step": step, "prompt": probs[j].prompt, "response": text,
                                         "reward": float(rew.total), "answer": probs[j].answer})
+        ids = [p.uid for p in problems]
         if self.dist.active:
-            parts = self.dist.all_gather_object((correct, samples))
-            correct = np.concatenate([c for c, _ in parts if len(c)], 0)
-            samples = [x for _, ss in parts for x in ss][: int(e.num_samples_logged)]
-        return pass_at_k_metrics(correct), samples
+            parts = self.dist.all_gather_object((correct, samples, ids))
+            correct = np.concatenate([c for c, _, _ in parts if len(c)], 0)
+            samples = [x for _, ss, _ in parts for x in ss][: int(e.num_samples_logged)]
+            ids = [x for _, _, ii in parts for x in ii]
+        per_prompt = {"prompt_id": ids, "n": [n] * len(ids),
+                      "c": [int(x) for x in correct.sum(1).round().astype(int)]}
+        return pass_at_k_metrics(correct), samples, per_prompt
 
     # ----------------------------------------------------------------------------------- loop
     def _emit(self, metrics: dict[str, float], step: int) -> None:
@@ -581,11 +593,12 @@ class Trainer:
         t_start = time.perf_counter()
         start = self.state.step + 1  # > 1 when resumed from a checkpoint (load_state_dict)
         if start == 1:
-            ev, samples = self.evaluate(0)
+            ev, samples, per_prompt = self.evaluate_prompts(0)
             self.last_eval = dict(ev)
             self.initial_eval = dict(ev)
             if self.tracker is not None:
                 self.tracker.log_samples(samples, step=0)
+                self.tracker.log_eval_prompts(**per_prompt, step=0)
             self._emit({**ev, "eval/step": 0.0}, step=0)
         bar = tqdm(range(start, steps + 1), initial=start - 1, total=steps,
                    desc=str(self.cfg.get("name") or "train"), disable=not progress,
@@ -626,12 +639,13 @@ class Trainer:
             m["perf/tokens_per_s"] = float(rm.sum()) / max(step_s, 1e-9)
             if (every and step % every == 0) or step == steps:
                 with self.timers("eval"):
-                    ev, samples = self.evaluate(step)
+                    ev, samples, per_prompt = self.evaluate_prompts(step)
                 self.last_eval = dict(ev)
                 m.update(ev)
                 m["eval/step"] = float(step)
                 if self.tracker is not None:
                     self.tracker.log_samples(samples, step=step)
+                    self.tracker.log_eval_prompts(**per_prompt, step=step)
             for k, v in self.timers.pop().items():
                 m[f"perf/{k}_s"] = v
             observe_tree(self.algo, self.state.info(), m)
