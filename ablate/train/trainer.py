@@ -32,7 +32,7 @@ from ablate.rollout.base import is_weights
 from ablate.tasks import build_task
 from ablate.train.components import Algorithm, build_algorithm
 from ablate.train.distributed import Dist
-from ablate.train.partition import partition
+from ablate.train.partition import group_units, partition
 from ablate.train.state import TrainingState, load_rng_state, rng_state
 from ablate.upge.batch import RolloutBatch
 from ablate.upge.diagnostics import DiagAccumulator
@@ -457,9 +457,9 @@ class Trainer:
                 self.opt.zero_grad(set_to_none=True)
                 if self.meter is not None:
                     self.meter.start()
-                mb_groups = groups[mb_rows_cpu] if groups is not None else None
-                chunks = partition(mb.batch_size, int(t.microbatches), None, mb_groups) if mb.batch_size else []
-                for mc_idx_cpu in chunks:
+                chunks = self._microbatches(batch, mb_rows_cpu, groups)
+                unit_weight = 0.0
+                for mc_idx_cpu, closes_unit in chunks:
                     mc_idx = mc_idx_cpu.to(self.device)
                     mc = mb.select(mc_idx)
                     with self.timers("forward_backward"), self._no_sync():
@@ -476,8 +476,11 @@ class Trainer:
                         if not torch.isfinite(out.loss):
                             raise FloatingPointError(f"non-finite loss {out.loss.item()} at step {step}")
                         (out.loss * dist.world).backward()  # DDP averages over workers
-                    if self.meter is not None:
-                        self.meter.after_backward(weight=obj.chunk_weight(mc))
+                    if self.meter is not None:  # one grad-var draw per whole-group unit
+                        unit_weight += obj.chunk_weight(mc)
+                        if closes_unit:
+                            self.meter.after_backward(weight=unit_weight)
+                            unit_weight = 0.0
                     with self.timers("metrics"):
                         acc.add(out.diags, out.num_tokens)
                         if ent_t is not None:
@@ -515,6 +518,21 @@ class Trainer:
         m["train/skipped_steps"] = float(skipped)
         m["train/lr"] = float(self.sched.get_last_lr()[0])
         return m
+
+    def _microbatches(self, batch: RolloutBatch, mb_rows: torch.Tensor,
+                      groups: Optional[torch.Tensor]) -> list[tuple[torch.Tensor, bool]]:
+        """One minibatch's microbatches as (rows, closes a grad-var unit): whole groups when a
+        component needs them; whole-group units when train/grad_var is measured (its estimator
+        needs independent units, and a prompt's responses are coupled: ablate/metrics/gradvar.py);
+        else row chunks. The gradient is the same either way (losses use minibatch totals)."""
+        n, k = mb_rows.numel(), int(self.cfg.train.microbatches)
+        if n == 0:
+            return []
+        if groups is not None:
+            return [(c, True) for c in partition(n, k, None, groups[mb_rows])]
+        if self.meter is not None:
+            return group_units(batch.group_ids.cpu()[mb_rows], k)
+        return [(c, True) for c in partition(n, k, None)]
 
     @contextmanager
     def _no_sync(self) -> Iterator[None]:
