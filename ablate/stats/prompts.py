@@ -150,9 +150,13 @@ def _random_prompts_var(ms: MeanSquares) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------- results
 @dataclass(frozen=True)
 class VarianceDecomposition:
-    """Variance of one seed's value (the arm difference, or one arm's pass@k) averaged over the
-    P eval prompts: ``eval_var`` from finite eval samples (∝ 1/n), ``seed_var`` between training
-    seeds (the observed rest). The SE of a comparison over S seeds is √((seed_var+eval_var)/S)."""
+    """Variance of one seed's value (one arm's pass@k, or the arm difference) averaged over the P
+    eval prompts. ``observed_var``: across seeds (what the test's SE uses: SE = √(observed/S)).
+    ``eval_var``: what eval sampling alone would give if each run's samples were drawn
+    independently (∝ 1/n). ``seed_var`` = max(observed − eval_var, 0): between training seeds.
+    The eval part of the observed variance is min(eval_var, observed). Arms of one seed share
+    their eval sampling streams (common random numbers), which cancels part of the eval noise of a
+    difference: then observed < eval_var can happen, and the eval part is an upper bound."""
 
     metric: str
     seed_var: float
@@ -163,24 +167,41 @@ class VarianceDecomposition:
     n_samples: float
 
     @property
+    def eval_part(self) -> float:
+        return self.observed_var - self.seed_var
+
+    @property
     def eval_share(self) -> float:
-        tot = self.seed_var + self.eval_var
-        return self.eval_var / tot if tot > 0 else math.nan
+        return self.eval_part / self.observed_var if self.observed_var > 0 else math.nan
 
     def projected_se(self, seeds: int, samples: Optional[float] = None) -> float:
-        """≈ SE of the mean over ``seeds`` seeds with ``samples`` eval samples per prompt."""
+        """≈ SE of the mean over ``seeds`` seeds with ``samples`` eval samples per prompt (the
+        eval part scales as n/samples); at the current sizes it is the observed SE."""
         m = self.n_samples if samples is None else float(samples)
         scale = self.n_samples / m if math.isfinite(m) else 0.0
-        return math.sqrt(max(self.seed_var + self.eval_var * scale, 0.0) / seeds)
+        return math.sqrt(max(self.seed_var + self.eval_part * scale, 0.0) / seeds)
 
     def advice(self) -> str:
         S, n = self.n_seeds, self.n_samples
         se, s2, n2, floor = (self.projected_se(S), self.projected_se(2 * S),
                              self.projected_se(S, 2 * n), self.projected_se(S, math.inf))
-        buy = "eval samples (cheap: no training)" if self.eval_share >= 0.5 else "seeds"
-        return (f"eval sampling is {100 * self.eval_share:.0f}% of the per-seed variance of "
-                f"{self.metric}; SE now {se:.4f}; with {2 * S} seeds {s2:.4f}; with n={2 * n:g} "
-                f"eval samples {n2:.4f} (floor with infinite samples {floor:.4f}): buy {buy}")
+        share = self.eval_share
+        buy = "eval samples (cheap: no training)" if share >= 0.5 else "seeds"
+        note = ("; the eval noise is at most this (correlated eval samples or seeds that barely "
+                "differ: independent sampling would give "
+                f"{self.eval_var:.3g} > observed {self.observed_var:.3g})"
+                if self.eval_var > self.observed_var else "")
+        lo, hi = self.observed_range()
+        return (f"eval sampling is {100 * share:.0f}% of the per-seed variance of {self.metric}"
+                f"{note}; SE now {se:.4f}; with {2 * S} seeds {s2:.4f}; with n={2 * n:g} eval "
+                f"samples {n2:.4f} (floor with infinite samples {floor:.4f}): buy {buy}; the "
+                f"observed variance has {S - 1} df (95% range ×{lo:.2g} to ×{hi:.2g})")
+
+    def observed_range(self, level: float = 0.95) -> tuple[float, float]:
+        """Factors of the 95% chi-square interval of the observed variance (S − 1 df): how much
+        the split above can be trusted (3 seeds: ×0.27 to ×39)."""
+        df = self.n_seeds - 1
+        return (df / float(sps.chi2.ppf(0.5 + level / 2, df)), df / float(sps.chi2.ppf(0.5 - level / 2, df)))
 
 
 @dataclass(frozen=True)
@@ -206,6 +227,7 @@ class PromptComparison:
         d = asdict(self)
         if self.variance is not None:
             d["variance"]["eval_share"] = self.variance.eval_share
+            d["variance"]["eval_part"] = self.variance.eval_part
             d["variance"]["advice"] = self.variance.advice()
         return d
 
@@ -305,24 +327,22 @@ def arm_from_runs(run_dirs: Sequence[Path], step: Optional[int] = None) -> dict:
 
     from ablate.tracking.run_store import read_eval_prompts
 
-    out: dict = {}
-    by_run = []
+    by_run: list[tuple[object, list[dict]]] = []
     for rd in map(Path, run_dirs):
-        cfg = yaml.safe_load((rd / "config.yaml").read_text(encoding="utf-8")) if (rd / "config.yaml").exists() else {}
+        cfg_path = rd / "config.yaml"
+        cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) if cfg_path.exists() else {}
         seed = (cfg or {}).get("seed", rd.name)
         rows = read_eval_prompts(rd)
         if not rows:
             raise ValueError(f"{rd}: no eval_prompts.jsonl rows (a run from before per-prompt eval data?)")
-        if seed in out or seed in [s for s, _ in by_run]:
+        if seed in [s for s, _ in by_run]:
             raise ValueError(f"{rd}: seed {seed} appears twice in one arm")
         by_run.append((seed, rows))
     common = set.intersection(*({r["step"] for r in rows} for _, rows in by_run))
     at = max(common) if step is None and common else step
     if at is None or at not in common:
         raise ValueError(f"eval step {step}: not in every run (common steps: {sorted(common)})")
-    for seed, rows in by_run:
-        out[seed] = [r for r in rows if r["step"] == at]
-    return out
+    return {seed: [r for r in rows if r["step"] == at] for seed, rows in by_run}
 
 
 def markdown(res: PromptComparison) -> str:

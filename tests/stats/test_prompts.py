@@ -3,7 +3,6 @@ unit; calibrated on simulated null data; variance decomposition; agreement with 
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -171,3 +170,20 @@ def test_cli_reads_run_dirs(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: eval step 3") and "\n" not in err
     assert yaml.safe_load((tmp_path / "a0" / "config.yaml").read_text())["seed"] == 0
+
+
+def test_shared_eval_streams_do_not_inflate_the_projected_se():
+    """Arms whose eval samples share random numbers (ablate's arms of one seed do) and barely
+    differ: the difference's eval noise cancels. The decomposition must not project the
+    independent-sampling SE: at the current sizes it equals the comparison's SE."""
+    rng = np.random.default_rng(8)
+    S, P, n = 4, 24, 8
+    p = 1 / (1 + np.exp(-rng.normal(0, 1, (S, P))))
+    u = rng.random((S, P, n))  # the shared stream
+    arms = [{s: [{"prompt_id": f"p{j}", "n": n, "c": int((u[s, j] < p[s, j] + 0.01 * a).sum())}
+                 for j in range(P)] for s in range(S)} for a in range(2)]
+    res = compare_prompts(*arms)
+    dec = res.variance
+    assert dec.eval_var > dec.observed_var  # independent sampling would claim much more noise
+    assert dec.projected_se(S) == pytest.approx(res.se, rel=1e-9)
+    assert dec.eval_share == pytest.approx(1.0) and "at most" in dec.advice()
