@@ -124,7 +124,7 @@ def test_variance_decomposition_tells_seeds_from_eval_samples():
     assert dec.projected_se(40, math.inf) < 0.5 * dec.projected_se(40)
     a, b = simulate(rng, 40, 32, n=64, seed_sd=0.3, run_sd=0.5)
     dec = variance_decomposition(a, b)
-    assert dec.eval_share < 0.25 and dec.advice().endswith("buy seeds")
+    assert dec.eval_share < 0.25 and "buy seeds;" in dec.advice()
     one = variance_decomposition(a, k=4)
     assert one.metric == "pass@4" and one.seed_var > 0 and one.n_seeds == 40
 
