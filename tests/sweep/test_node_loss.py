@@ -19,18 +19,30 @@ from tests.sweep.test_checkpoint import TINY, metric_rows
 from tests.sweep.test_cluster import _free_port, _listening
 
 
-def _ray(*args: str) -> subprocess.Popen:
+def _env() -> dict:
+    """What a process joining the cluster needs: token auth when this machine has a Ray token
+    (the head enables it by itself; see runner._token_auth_for_attach for the driver)."""
+    env = dict(os.environ)
+    if "RAY_AUTH_MODE" not in env and (env.get("RAY_AUTH_TOKEN") or env.get("RAY_AUTH_TOKEN_PATH")
+                                       or (Path.home() / ".ray" / "auth_token").is_file()):
+        env["RAY_AUTH_MODE"] = "token"
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def _ray(*args: str, log: Path) -> subprocess.Popen:
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    return subprocess.Popen([ray_bin, "start", *args, "--num-cpus=1", "--block",
-                             "--disable-usage-stats"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    with open(log, "w") as out:
+        return subprocess.Popen([ray_bin, "start", *args, "--num-cpus=1", "--block",
+                                 "--disable-usage-stats"], env=_env(),
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _alive_nodes(address: str) -> int:
     code = ("import ray; ray.init(address=%r, log_to_driver=False); "
             "print(sum(1 for n in ray.nodes() if n['Alive']))" % address)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=_env())
     try:
         return int(res.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -50,17 +62,22 @@ def _stop(proc: subprocess.Popen) -> None:
 def test_losing_a_node_resumes_its_trial_on_the_other_node(tmp_path, monkeypatch):
     monkeypatch.setenv("ABLATE_CACHE", str(tmp_path / "cache"))
     port = _free_port()
-    address = f"127.0.0.1:{port}"
     temp_dir = tempfile.mkdtemp(prefix="abl_nl_", dir="/tmp")  # short: Ray's socket paths
-    head = _ray("--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-                "--include-dashboard=false", f"--temp-dir={temp_dir}")
+    # the machine's own address: `ray start --address=127.0.0.1:...` would rewrite a loopback
+    # address to it anyway, so both nodes use it
+    import ray._private.services as services
+
+    ip = services.get_node_ip_address()
+    address = f"{ip}:{port}"
+    head = _ray("--head", f"--port={port}", f"--node-ip-address={ip}",
+                "--include-dashboard=false", f"--temp-dir={temp_dir}", log=tmp_path / "head.log")
     worker = None
     try:
         assert wait_for(lambda: _listening(port) or head.poll() is not None, 90)
         assert head.poll() is None, "ray start --head exited"
-        worker = _ray(f"--address={address}", "--node-ip-address=127.0.0.1")
+        worker = _ray(f"--address={address}", f"--node-ip-address={ip}", log=tmp_path / "node.log")
         assert wait_for(lambda: _alive_nodes(address) == 2 or worker.poll() is not None, 120)
-        assert worker.poll() is None, "ray start (worker node) exited"
+        assert worker.poll() is None, (tmp_path / "node.log").read_text()[-2000:]
 
         base = TINY + ["train.steps=6", "train.checkpoint_every=2", "method=grpo"]
         f = write_space(tmp_path / "nl.yaml", name="nl", slots={}, seeds=[1, 2], max_failures=2,
