@@ -241,7 +241,16 @@ def hedges_g(a, b, *, paired: bool = False, alpha: float = 0.05) -> Interval:
 
 
 def _nc_for(tobs: float, df: float, q: float) -> float:
-    """The noncentrality whose nct cdf at ``tobs`` is ``q``."""
-    f = lambda nc: st.nct.cdf(tobs, df, nc) - q  # noqa: E731
-    w = 10 + abs(tobs) * 2
-    return float(optimize.brentq(f, tobs - w, tobs + w))
+    """The noncentrality whose nct cdf at ``tobs`` is ``q`` (cdf falls as nc grows); NaN when the
+    bracket cannot be found numerically."""
+    f = lambda nc: float(st.nct.cdf(tobs, df, nc)) - q  # noqa: E731
+    lo, hi, w = tobs - 1.0, tobs + 1.0, 1.0
+    for _ in range(60):
+        flo, fhi = f(lo), f(hi)
+        if not (np.isfinite(flo) and np.isfinite(fhi)):
+            return NAN
+        if flo >= 0 >= fhi:
+            return float(optimize.brentq(f, lo, hi, xtol=1e-10))
+        w *= 2
+        lo, hi = (lo - w, hi) if flo < 0 else (lo, hi + w)
+    return NAN
