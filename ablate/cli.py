@@ -73,7 +73,7 @@ def _cmd_slots(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from ablate.report import generate_report
 
-    from ablate.sweep.claims import check_metric_name
+    from ablate.claims.spec import check_metric_name
 
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
@@ -86,7 +86,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_claims(args: argparse.Namespace) -> int:
-    from ablate.sweep.claims_run import run_claims
+    from ablate.claims.run import run_claims
 
     return run_claims(args.files, report_only=args.report_only, output_dir=args.output_dir,
                       report_dir=args.report_dir, readme=args.readme, num_cpus=args.num_cpus)

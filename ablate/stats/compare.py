@@ -149,8 +149,9 @@ def _pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
 
 def compare(a, b, *, paired: bool = False, alpha: float = 0.05, margin: float | None = None,
             effect: float | None = None, method: str = "auto", expect: str | None = None,
-            seed: int = 0) -> Comparison:
-    """Compare two arms' per-seed values (a − b). See the module docstring."""
+            seed: int = 0, detail: bool = True) -> Comparison:
+    """Compare two arms' per-seed values (a − b). See the module docstring. ``detail=False`` skips
+    the MDE and Hedges' g (root finding) when only the test is needed, e.g. for a large family."""
     if method not in METHODS:
         raise ValueError(f"compare: method {method!r}; allowed: {', '.join(METHODS)}")
     if margin is not None and not margin > 0:
@@ -178,10 +179,10 @@ def compare(a, b, *, paired: bool = False, alpha: float = 0.05, margin: float | 
         p, min_p = _permutation(x, y, paired, seed)
         name = "exact permutation" if np.isfinite(min_p) else "Monte Carlo permutation"
         name += " (interval from " + ("paired t)" if paired else "Welch t)")
-    c = Comparison(est, lo, hi, p, name, na, nb, _mde(se, df, alpha, POWER), "", paired, alpha,
-                   se, df, expect, effect, margin,
+    c = Comparison(est, lo, hi, p, name, na, nb, _mde(se, df, alpha, POWER) if detail else NAN, "",
+                   paired, alpha, se, df, expect, effect, margin,
                    float(tost_p(est, se, df, margin)) if margin is not None else NAN,
-                   min_p=min_p, hedges_g=hedges_g(x, y, paired=paired, alpha=alpha))
+                   min_p=min_p, hedges_g=hedges_g(x, y, paired=paired, alpha=alpha) if detail else None)
     return replace(c, verdict=decide(c))
 
 

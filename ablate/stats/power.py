@@ -24,7 +24,9 @@ def power(delta: float, se: float, df: float, alpha: float = 0.05) -> float:
         return float("nan")
     crit = st.t.ppf(1 - alpha / 2, df)
     nc = abs(delta) / se
-    return float(st.nct.sf(crit, df, nc) + st.nct.cdf(-crit, df, nc))
+    upper = float(st.nct.sf(crit, df, nc))
+    lower = float(st.nct.cdf(-crit, df, nc))  # the far tail; scipy gives NaN where it underflows
+    return upper + (lower if np.isfinite(lower) else 0.0)
 
 
 def mde(se: float, df: float, alpha: float = 0.05, target: float = POWER) -> float:

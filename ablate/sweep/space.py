@@ -31,8 +31,8 @@ Every field is checked before Ray starts; group options against ``conf/<group>/*
                                       # died, node lost), from its last checkpoint; own errors: none
     output_dir: runs
     wandb: {project: ablate, mode: auto, entity: null}   # auto: online iff a W&B key exists
-    report: {metrics: [train/kl_old]}  # extra metrics with report statistics (see ablate/sweep/claims.py)
-    claims: [...]                     # published claims re-tested by the report (ablate/sweep/claims.py)
+    report: {metrics: [train/kl_old]}  # extra metrics with report statistics (see ablate/claims/spec.py)
+    claims: [...]                     # published claims re-tested by the report (ablate/claims/spec.py)
 
 ``when`` refers to a swept categorical axis declared before the parameter (a slot group, ``method``
 or a choice param); an inactive parameter is left out of the trial's overrides. Numbers such as
@@ -54,7 +54,7 @@ import yaml
 from ablate.config import GROUPS
 from ablate.errors import ConfigError, choice_error
 from ablate.registry import variant_names
-from ablate.sweep.claims import Claim, ReportSpec, parse_claims, parse_report
+from ablate.claims.spec import Claim, ReportSpec, parse_claims, parse_report
 
 DEFAULT_TRAINABLE = "ablate.train.api.run_training"
 ALGORITHMS = ("grid", "random", "optuna_tpe", "optuna_random", "optuna_cmaes")

@@ -63,7 +63,7 @@ def make_claim_sweep(root, *, level: dict | None = None, slope: dict | None = No
 
 
 def claim(cid: str, expect: str, metric: str = "train/m", aggregation: str = "mean",
-          a: dict | None = None, b: dict | None = None) -> dict:
+          a: dict | None = None, b: dict | None = None, **extra) -> dict:
     return {"id": cid, "paper": "A paper", "arxiv": "2503.14476", "claim": f"claim {cid}",
             "a": a or {"mask": "clip_higher"}, "b": b or {"mask": "ppo_clip"}, "metric": metric,
-            "aggregation": aggregation, "expect": expect}
+            "aggregation": aggregation, "expect": expect, **extra}
