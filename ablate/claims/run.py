@@ -18,6 +18,8 @@ from typing import Callable
 from ablate.errors import ConfigError
 from ablate.stats import VERDICTS
 
+from .sequential import all_decided, batch_names, evaluate_sequential, load_batches, merge, plan_of
+
 CLAIMS_DIR = Path("search_spaces") / "claims"
 BEGIN = "<!-- claims:begin"
 END = "<!-- claims:end -->"
@@ -56,7 +58,6 @@ def run_claims(files: list[str] | None = None, *, report_only: bool = False,
                output_dir: str = "runs/claims", report_dir: str = "reports/claims",
                readme: str | None = "README.md", num_cpus: float | None = None,
                log: Callable[[str], None] | None = None) -> int:
-    from ablate.sweep.runner import run_sweep
     from ablate.sweep.space import load_search_space
 
     log = log or (lambda m: print(m, flush=True))
@@ -69,19 +70,12 @@ def run_claims(files: list[str] | None = None, *, report_only: bool = False,
         spaces.append((p, space))
     rc = 0
     for p, space in spaces:
-        sweep_dir = Path(output_dir) / space.name
-        state = _state(sweep_dir)
         if report_only:
             continue
-        if state == "finished":
-            if not _same_space(sweep_dir, space):
-                raise ConfigError(f"claims: {sweep_dir} holds a finished sweep of a different search "
-                                  f"space than {p}; move it away to rerun")
-            log(f"[claims] {space.name}: finished sweep on disk, reused")
-            continue
-        log(f"[claims] {space.name}: {'resuming' if state != 'absent' else 'running'} {p}")
-        code = run_sweep(p, output_dir=output_dir, resume=state != "absent", num_cpus=num_cpus, log=log)
-        rc = rc or code
+        if plan_of(space) is not None:
+            rc = rc or _run_sequential(p, space, Path(output_dir), num_cpus, log)
+        else:
+            rc = rc or _run_one(p, space, Path(output_dir), num_cpus, log)
     out = write_claims_report([(p, s, Path(output_dir) / s.name) for p, s in spaces], Path(report_dir))
     log(f"[claims] report: {out / 'claims.md'}")
     if readme and Path(readme).is_file():
@@ -90,12 +84,57 @@ def run_claims(files: list[str] | None = None, *, report_only: bool = False,
     return rc
 
 
+def _run_one(p: Path, space, output_dir: Path, num_cpus, log) -> int:
+    """Run (or resume, or reuse when finished) one claim sweep."""
+    from ablate.sweep.runner import run_sweep
+
+    sweep_dir = output_dir / space.name
+    state = _state(sweep_dir)
+    if state == "finished":
+        if not _same_space(sweep_dir, space):
+            raise ConfigError(f"claims: {sweep_dir} holds a finished sweep of a different search "
+                              f"space than {p}; move it away to rerun")
+        log(f"[claims] {space.name}: finished sweep on disk, reused")
+        return 0
+    log(f"[claims] {space.name}: {'resuming' if state != 'absent' else 'running'} {p}")
+    return run_sweep(p, output_dir=str(output_dir), resume=state != "absent", num_cpus=num_cpus, log=log)
+
+
+def _run_sequential(p: Path, space, output_dir: Path, num_cpus, log) -> int:
+    """Seed batches until every claim is decided (ablate.claims.sequential)."""
+    import copy
+
+    import yaml
+
+    plan = plan_of(space)
+    for k, (name, seeds) in enumerate(batch_names(space.name, plan)):
+        if k:
+            sweeps = load_batches(output_dir, space.name, plan)
+            results = evaluate_sequential(merge(sweeps), list(space.claims), plan)
+            if all_decided(results, plan):
+                log(f"[claims] {space.name}: every claim decided after {len(sweeps)} look(s)")
+                return 0
+            batch = copy.deepcopy(space)
+            batch.name, batch.seeds, batch.seed_range = name, seeds, None
+            bfile = output_dir / "_batches" / f"{name}.yaml"
+            bfile.parent.mkdir(parents=True, exist_ok=True)
+            bfile.write_text(yaml.safe_dump(json.loads(json.dumps(batch.to_dict(), default=str)),
+                                            sort_keys=False), encoding="utf-8")
+            log(f"[claims] {space.name}: undecided; adding seeds {seeds[0]}..{seeds[-1]}")
+            code = _run_one(bfile, batch, output_dir, num_cpus, log)
+        else:
+            code = _run_one(p, space, output_dir, num_cpus, log)
+        if code:
+            return code
+    return 0
+
+
 def _results(entries):
     from ablate.report.load import SweepFormatError, load_sweep
 
     from .evaluate import evaluate_claim, evaluate_family, sweep_claims
 
-    results, notes, sweeps = [], [], []
+    fixed, sequential, notes, sweeps = [], [], [], []
     for path, space, sweep_dir in entries:
         try:
             sweep = load_sweep(sweep_dir)
@@ -104,8 +143,13 @@ def _results(entries):
             continue
         claims = sweep_claims(sweep) or list(space.claims)
         sweeps.append((path, space, sweep))
-        results += [evaluate_claim(sweep, c) for c in claims]
-    return evaluate_family(results), notes, sweeps
+        plan = plan_of(space)
+        if plan is None:
+            fixed += [evaluate_claim(sweep, c) for c in claims]
+        else:  # a sequential sweep is its own family (recycled alpha spending)
+            merged = merge(load_batches(Path(sweep_dir).parent, space.name, plan))
+            sequential += evaluate_sequential(merged, claims, plan)
+    return evaluate_family(fixed) + sequential, notes, sweeps
 
 
 def write_claims_report(entries, out_dir: Path) -> Path:
@@ -135,7 +179,7 @@ def write_claims_report(entries, out_dir: Path) -> Path:
         wall = float(np.nansum(t["wall_s"])) if not t.empty else float("nan")
         fin = int((t["status"] == "finished").sum()) if not t.empty else 0
         rows.append([[Code(space.name)], [Code(str(path))], f"{fin}/{len(t)}",
-                     ", ".join(str(s) for s in space.seeds), f"{wall:.0f}",
+                     _seeds_text(space), f"{wall:.0f}",
                      str(sweep.meta.get("git_commit") or "n/a")[:10],
                      [Code(f"reports/{space.name}/report.md")]])
     blocks.append(Table(["sweep", "file", "finished/trials", "seeds", "compute (s)", "commit", "full report"],
@@ -176,6 +220,13 @@ def readme_block(report_dir: Path) -> str:
                      f"{d['n_a']}/{d['n_b']} |")
     lines.append(END)
     return "\n".join(lines)
+
+
+def _seeds_text(space) -> str:
+    sr = space.seed_range
+    if sr:
+        return f"sequential: {sr['min']} to {sr['max']}, batches of {sr['batch']}"
+    return ", ".join(str(s) for s in space.seeds)
 
 
 def _nan(x) -> bool:

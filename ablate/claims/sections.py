@@ -57,7 +57,11 @@ METHODS_TEXT = (
     "declared ±margin; underpowered when the minimum detectable effect (MDE: the difference this "
     "design detects with 80% power at this n and variance) exceeds the declared effect of "
     "interest; inconclusive otherwise; misspecified when the claim's sweep cannot test it. "
-    "Seeds column: seeds with values in arm a / arm b."
+    "Seeds column: seeds with values in arm a / arm b. Sweeps with sequential seeds "
+    "(seeds: {{min, max}}) are their own family: each look tests the undecided claims against "
+    "O'Brien–Fleming-type alpha-spending boundaries (Holm by recycling the spent alpha), stops a "
+    "claim when it is reproduced / contradicted or its repeated CI lies within ±margin, and every "
+    "look is listed under the claim."
 )
 
 
