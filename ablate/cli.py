@@ -1,4 +1,4 @@
-"""`ablate` command line: train, sweep, report, claims, methods, slots, bench."""
+"""`ablate` command line: train, sweep, report, claims, plan, methods, slots, bench."""
 
 from __future__ import annotations
 
@@ -92,6 +92,12 @@ def _cmd_claims(args: argparse.Namespace) -> int:
                       report_dir=args.report_dir, readme=args.readme, num_cpus=args.num_cpus)
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from ablate.claims.plan import main as plan_main
+
+    return plan_main(args.target, args.effect)
+
+
 def _bench_root() -> Path:
     """Where a source checkout keeps bench/: next to the ablate package (editable install)."""
     return Path(__file__).resolve().parent.parent / "bench"
@@ -161,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="README whose claims block (between <!-- claims:begin/end --> markers) is regenerated")
     c.add_argument("--num-cpus", type=float, default=None, metavar="N", help="CPUs of the local Ray instance")
     c.set_defaults(func=_cmd_claims)
+    pl = sub.add_parser("plan", help="power planning from a pilot sweep: seeds needed for 80%% power, "
+                        "MDE at the current seeds")
+    pl.add_argument("target", help="a sweep directory, or a search space file whose sweep has run")
+    pl.add_argument("--effect", type=float, default=None, metavar="DELTA",
+                    help="the difference to detect (default: each claim's effect, else the observed one)")
+    pl.set_defaults(func=_cmd_plan)
     try:
         from ablate.sweep.cli import add_sweep_parser
         add_sweep_parser(sub)

@@ -67,3 +67,24 @@ def test_seed_range_in_the_search_space():
                      ({"min": 3, "max": 5, "step": 1}, "seeds: key")):
         with pytest.raises(ConfigError, match=msg):
             validate({**base, "seeds": bad})
+
+
+def test_plan_matches_the_power_formulas(tmp_path, capsys):
+    import numpy as np
+
+    from ablate.claims.plan import plan_rows
+    from ablate.cli import main
+    from ablate.stats import mde, power
+    from ablate.stats.power import design_se
+
+    path = make_claim_sweep(tmp_path, n_seeds=5, level={"clip_higher": 1.02, "ppo_clip": 1.0},
+                            claims=[claim("small", "higher", effect=0.01)])
+    (row,) = plan_rows(path)
+    assert row.n == 5 and row.effect == 0.01 and row.mde_now == pytest.approx(mde(*design_se(row.sd_diff, 5, True)))
+    n = row.seeds_paired
+    assert power(0.01, *design_se(row.sd_diff, n, True)) >= 0.8 > power(0.01, *design_se(row.sd_diff, n - 1, True))
+    assert np.isfinite(row.rho)
+    assert main(["plan", str(path), "--effect", "0.05"]) == 0
+    out = capsys.readouterr().out
+    assert "claim small" in out and "To detect 0.05 (--effect)" in out
+    assert main(["plan", str(tmp_path / "nope")]) == 2
