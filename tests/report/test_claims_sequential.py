@@ -1,6 +1,8 @@
 """Sequential seeds for claims: looks, stopping and the look history on synthetic sweeps, the
 merge of seed batches, and the search-space format."""
 
+from pathlib import Path
+
 import pytest
 
 from ablate.claims.evaluate import sweep_claims
@@ -88,3 +90,69 @@ def test_plan_matches_the_power_formulas(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "claim small" in out and "To detect 0.05 (--effect)" in out
     assert main(["plan", str(tmp_path / "nope")]) == 2
+
+
+def test_claims_report_and_readme_block_from_synthetic_sweeps(tmp_path):
+    import json
+
+    import yaml
+
+    from ablate.claims.run import update_readme, write_claims_report
+    from ablate.sweep.space import validate
+
+    path = make_claim_sweep(tmp_path / "runs", level={"clip_higher": 1.5, "ppo_clip": 1.0},
+                            claims=[claim("up", "higher", effect=0.1), claim("none", "higher", metric="train/other"),
+                                    claim("bad", "lower", misspecified="wrong setting")])
+    data = {k: v for k, v in yaml.safe_load((path / "search_space.yaml").read_text()).items() if v != []}
+    space = validate(data)
+    out = write_claims_report([(path / "search_space.yaml", space, path)], tmp_path / "rep")
+    res = {d["id"]: d for d in json.loads((out / "claims.json").read_text())}
+    assert res["up"]["verdict"] == "reproduced" and res["up"]["p_holm"] >= res["up"]["p"]
+    assert res["bad"]["verdict"] == "misspecified" and res["up"]["n_seeds"] == 4
+    assert res["none"]["verdict"] in ("inconclusive", "underpowered") and res["none"]["mde"] > 0
+    md = (out / "claims.md").read_text()
+    assert "Holm-corrected over the 2 tested claim(s)" in md and "MDE" in md and "misspecified" in md
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- claims:begin old -->\nold\n<!-- claims:end -->\n")
+    assert update_readme(readme, out)
+    text = readme.read_text()
+    assert "| p (Holm) | MDE |" in text and "| up | 2503.14476 | reproduced |" in text
+
+
+@pytest.mark.parametrize("level, batches", [({"clip_higher": 1.0, "ppo_clip": 1.0}, 3),
+                                            ({"clip_higher": 1.5, "ppo_clip": 1.0}, None)])
+def test_claims_runner_adds_seed_batches_until_decided(tmp_path, monkeypatch, level, batches):
+    """`ablate claims` on a sequential claim sweep, with the sweep runner replaced by the synthetic
+    sweep writer (the runner itself is tested in tests/sweep)."""
+    import yaml
+
+    import ablate.sweep.runner as runner
+    from ablate.claims.run import run_claims
+
+    calls = []
+
+    def fake_run_sweep(space_file, output_dir, resume, num_cpus, log):
+        d = yaml.safe_load(Path(space_file).read_text())
+        seeds = d["seeds"] if isinstance(d["seeds"], list) else list(range(d["seeds"]["min"]))
+        calls.append(seeds)
+        make_claim_sweep(output_dir, name=d["name"], n_seeds=len(seeds), first_seed=seeds[0],
+                         level=level, seed=len(calls))
+        return 0
+
+    monkeypatch.setattr(runner, "run_sweep", fake_run_sweep)
+    space = {"name": "seq", "slots": {"mask": ["clip_higher", "ppo_clip"], "advantage": ["group_zscore", "opo"]},
+             "seeds": {"min": 3, "max": 5}, "metric": "eval/pass@1",
+             "claims": [claim("up", "higher")]}
+    f = tmp_path / "seq.yaml"
+    f.write_text(yaml.safe_dump(space))
+    assert run_claims([str(f)], output_dir=str(tmp_path / "runs"), report_dir=str(tmp_path / "rep"),
+                      readme=None, log=lambda m: None) == 0
+    import json
+
+    (res,) = json.loads((tmp_path / "rep" / "claims.json").read_text())
+    if batches:  # no effect: every look, seeds 0-2, then 3, then 4
+        assert calls == [[0, 1, 2], [3], [4]] and [lk["n"] for lk in res["looks"]] == [3, 4, 5]
+        assert res["verdict"] == "inconclusive"
+    else:
+        assert len(calls) < 3 and res["verdict"] == "reproduced"
+    assert "Sequential looks at up" in (tmp_path / "rep" / "claims.md").read_text()
