@@ -278,7 +278,7 @@ def build_document(sweep: Sweep, presets: list[dict],
         if comps:
             blocks.append(Heading(3, f"Pairwise comparisons among the top {min(TOP_COMPARE, len(units))}"))
             blocks.append(Para(
-                f"{comps[0].test.method} over shared seeds (Welch t when fewer than 2 are shared); p is "
+                f"{comps[0].test.method.capitalize()} over shared seeds (Welch t when fewer than 2 are shared); p is "
                 f"Holm-corrected over all {comps[0].n_family} pairs of ranked units, so choosing the top "
                 "ones after seeing the data does not inflate the error rate. MDE: the difference the "
                 "pair's test detects with 80% power."))
