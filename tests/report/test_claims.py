@@ -103,6 +103,8 @@ def test_run_values_equal_direct_computation(planted):
         assert run_values(planted, "train/m", "final")[tid] == pytest.approx(y[-1])
         assert run_values(planted, "train/m", "mean")[tid] == pytest.approx(y.mean())
         assert run_values(planted, "train/m", "slope")[tid] == pytest.approx(np.polyfit(x, y, 1)[0])
+        assert run_values(planted, "train/m", "auc")[tid] == pytest.approx(np.trapezoid(y, x) / np.ptp(x))
+        assert run_values(planted, "train/m", "last3")[tid] == pytest.approx(y[-3:].mean())
         ev = g.dropna(subset=["eval/pass@1"])
         d = (ev["eval/pass@1"] - ev["eval/pass@8"]).to_numpy()
         assert run_values(planted, "eval/pass@1 - eval/pass@8", "final")[tid] == pytest.approx(d[-1])
