@@ -92,20 +92,33 @@ def evaluate_sequential(sweep: Sweep, claims: list, plan: SequentialPlan) -> lis
     out = []
     for c in claims:
         r = replace(fixed[c.id], looks=history[c.id])
-        if c.id in decided or (history[c.id] and history[c.id][-1].n < plan.n_max):
+        if not c.misspecified:
             r = _sequential_verdict(r, decided.get(c.id, "continue"), plan)
         out.append(r)
     return out
 
 
 def _sequential_verdict(r: ClaimResult, decision: str, plan: SequentialPlan) -> ClaimResult:
-    """The claim's comparison at its last look, with that look's repeated CI and decision."""
+    """The claim's comparison at its last look, with that look's repeated CI and decision. A claim
+    no boundary decided is never reproduced / contradicted / equivalent (the fixed-n test at the
+    last look would spend alpha the design did not plan): underpowered when its MDE exceeds the
+    declared effect, else inconclusive."""
+    k = r.comparison
+    if decision in DECIDED:
+        verdict = decision
+    elif r.claim.effect is not None and not (k.mde <= r.claim.effect):
+        verdict = "underpowered"
+    else:
+        verdict = "inconclusive"
+    if not r.looks:
+        method = f"group-sequential, not yet looked at (fewer than {plan.n_min} seeds)"
+        return replace(r, comparison=replace(k, method=method, p_adjusted=float("nan"), verdict=verdict))
     lk = r.looks[-1]
-    verdict = decision if decision in DECIDED else "inconclusive"
+    more = lk.n < plan.n_max and decision not in DECIDED
     method = (f"paired t, group-sequential (O'Brien–Fleming-type spending), look "
               f"{len(r.looks)} at {lk.n} of ≤ {plan.n_max} seeds"
-              + ("" if decision in DECIDED else "; undecided, more seeds to come"))
-    comp = replace(r.comparison, low=lk.low, high=lk.high, estimate=lk.estimate, p_value=lk.p_value,
+              + ("; undecided, more seeds to come" if more else ""))
+    comp = replace(k, low=lk.low, high=lk.high, estimate=lk.estimate, p_value=lk.p_value,
                    p_adjusted=float("nan"), method=method, verdict=verdict)
     return replace(r, comparison=comp)
 

@@ -68,7 +68,8 @@ def t_interval(est, se, df, alpha: float = 0.05):
 
 def tost_p(est, se, df, margin: float):
     """p-value of TOST for |δ| < margin: the larger of the two one-sided p-values."""
-    with np.errstate(invalid="ignore", divide="ignore"):
+    est, se = np.asarray(est, dtype=float), np.asarray(se, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):  # se = 0: ±inf, p exactly 0 or 1
         p_low = st.t.sf((est + margin) / se, df)   # H0: δ ≤ −margin
         p_high = st.t.cdf((est - margin) / se, df)  # H0: δ ≥ +margin
     return np.maximum(p_low, p_high)

@@ -162,3 +162,30 @@ def test_cell_model_contrasts():
 def test_curve_summaries():
     assert auc([0, 1, 2], [0.0, 1.0, 1.0]) == pytest.approx(0.75)
     assert last_k_mean([3, 1, 2], [0.3, 0.1, 0.2], k=2) == pytest.approx(0.25)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as hs  # noqa: E402
+
+_vals = hs.lists(hs.floats(-1e3, 1e3, allow_nan=False), min_size=2, max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_vals, _vals, hs.booleans(), hs.floats(-50, 50, allow_nan=False))
+def test_compare_invariants(a, b, paired, shift):
+    """Swapping the arms negates the estimate and keeps p; a common shift changes nothing; the
+    interval holds the estimate; the verdict is one of the declared ones."""
+    if paired:
+        n = min(len(a), len(b))
+        a, b = a[:n], b[:n]
+    c = compare(a, b, paired=paired, margin=1.0, detail=False)
+    r = compare(b, a, paired=paired, margin=1.0, detail=False)
+    s = compare(np.add(a, shift), np.add(b, shift), paired=paired, margin=1.0, detail=False)
+    from ablate.stats import VERDICTS
+
+    assert c.verdict in VERDICTS + ("higher", "lower")
+    assert r.estimate == pytest.approx(-c.estimate, abs=1e-9)
+    if np.isfinite(c.p_value):
+        assert r.p_value == pytest.approx(c.p_value, abs=1e-9)
+        assert s.p_value == pytest.approx(c.p_value, abs=1e-6)
+        assert c.low <= c.estimate + 1e-9 and c.estimate - 1e-9 <= c.high
