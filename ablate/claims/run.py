@@ -164,8 +164,9 @@ def write_claims_report(entries, out_dir: Path) -> Path:
     blocks: list = [Heading(2, "Summary", "summary")]
     counts = {v: sum(r.verdict == v for r in results) for v in VERDICTS}
     blocks.append(Para(
-        f"{len(results)} claim(s) from {len(sweeps)} sweep(s): "
-        + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + ". Every sweep "
+        f"{len(results)} claim(s) from {len(sweeps)} sweep(s)"
+        + "".join(f"{', ' if i else ': '}{n} {v}" for i, (v, n) in enumerate((v, n) for v, n in counts.items() if n))
+        + ". Every sweep "
         "runs the embedded tiny char-level policy on CPU; a verdict is about this toy setting, not the "
         "paper's scale. Regenerate with `ablate claims` (runs what is missing) or "
         "`ablate claims --report-only`."))
