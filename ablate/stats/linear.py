@@ -75,10 +75,12 @@ class CellModel:
         n = int(sum(1 for c in self.cells_of if c in weights))
         if not weights:
             return Interval(NAN, NAN, NAN, 0)
-        if self.fit is None:
-            point = float(sum(w * self.cell_mean(c) for c, w in weights.items()))
-            return Interval(point, NAN, NAN, n)
-        r = self.fit.t_test(self._vector(weights)[None, :])
+        L = self._vector(weights)
+        if self.fit is None or not self._variance(L[None, :]).any():
+            point = float(L @ self.fit.params) if self.fit is not None else float(
+                sum(w * self.cell_mean(c) for c, w in weights.items()))
+            return Interval(point, NAN, NAN, n)  # no residual variance: nothing to test against
+        r = self.fit.t_test(L[None, :])
         lo, hi = np.asarray(r.conf_int(alpha=self.alpha)).ravel()
         return Interval(float(np.ravel(r.effect)[0]), float(lo), float(hi), n, float(np.ravel(r.pvalue)[0]))
 
@@ -98,12 +100,29 @@ class CellModel:
             w[c] = w.get(c, 0.0) - 1 / len(b)
         return self.contrast(w)
 
+    def _variance(self, L: np.ndarray) -> np.ndarray:
+        """Per-row variance of the contrasts (True where it is estimably positive)."""
+        v = np.einsum("ij,jk,ik->i", L, np.asarray(self.fit.cov_params()), L)
+        return v > 1e-12 * max(1.0, float(np.abs(self.y).max(initial=0.0)) ** 2)
+
+    def _independent(self, L: np.ndarray) -> np.ndarray | None:
+        """The rows of L whose contrasts are estimable and linearly independent in the fitted
+        covariance (None when none is): statsmodels would warn on a rank-deficient constraint."""
+        cov = np.asarray(self.fit.cov_params())
+        keep: list[int] = []
+        for i in range(len(L)):
+            cand = L[keep + [i]]
+            if np.linalg.matrix_rank(cand @ cov @ cand.T, tol=1e-10 * max(1.0, np.abs(cov).max())) == len(keep) + 1:
+                keep.append(i)
+        return L[keep] if keep else None
+
     def f_test(self, rows: list[dict]) -> tuple[float, float, int]:
         """(F, p, numerator df) of the joint hypothesis that every contrast in ``rows`` is 0."""
         if self.fit is None or not rows:
             return NAN, NAN, 0
-        L = np.vstack([self._vector(r) for r in rows])
-        L = L[np.linalg.svd(L, compute_uv=False) > 1e-12] if np.linalg.matrix_rank(L) < len(L) else L
+        L = self._independent(np.vstack([self._vector(r) for r in rows]))
+        if L is None:
+            return NAN, NAN, 0
         r = self.fit.f_test(L)
         return float(np.ravel(r.fvalue)[0]), float(r.pvalue), int(r.df_num)
 
