@@ -6,7 +6,7 @@ from __future__ import annotations
 from .findings import fci
 from .load import Sweep
 from .metric_stats import SHOWN_AGGREGATIONS, MetricStats, metric_stats
-from .render import Code, Details, Heading, Para, Strong, Table
+from .render import Code, Heading, Para, Table
 
 MAX_PAIRS = 30
 
