@@ -1,4 +1,4 @@
-"""`ablate` command line: train, sweep, report, claims, plan, methods, slots, bench."""
+"""`ablate` command line: train, sweep, report, claims, plan, probe, methods, slots, bench."""
 
 from __future__ import annotations
 
@@ -98,6 +98,18 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return plan_main(args.target, args.effect)
 
 
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from ablate.probe.estimators import probe_estimators, split_arms, write_result
+
+    res = probe_estimators(args.overrides, split_arms(args.arms), batches=args.batches,
+                           reference=args.reference,
+                           log=None if args.quiet else (lambda m: print(f"[ablate] probe: {m}")))
+    js, _ = write_result(res, Path(args.output))
+    print(res.markdown(), end="")
+    print(f"[ablate] probe: {js} (+ .md)")
+    return 0
+
+
 def _bench_root() -> Path:
     """Where a source checkout keeps bench/: next to the ablate package (editable install)."""
     return Path(__file__).resolve().parent.parent / "bench"
@@ -173,6 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--effect", type=float, default=None, metavar="DELTA",
                     help="the difference to detect (default: each claim's effect, else the observed one)")
     pl.set_defaults(func=_cmd_plan)
+    pr = sub.add_parser("probe", help="estimators' gradients at a fixed policy on shared rollout "
+                        "batches: variance and bias (ablate probe method=grpo --arms advantage=group_zscore,advantage=opo)")
+    pr.add_argument("overrides", nargs="*", help="overrides shared by every arm (as for train; "
+                    "model.path=<run_dir>/model probes a saved checkpoint, default the warm start)")
+    pr.add_argument("--arms", required=True, help="comma-separated arms, each one or more "
+                    "space-separated overrides (quoted); the arm's text is its label")
+    pr.add_argument("--batches", type=int, default=16, help="shared rollout batches (>= 2; default 16)")
+    pr.add_argument("--reference", default=None, help="the arm whose mean gradient is the reference (default: the first)")
+    pr.add_argument("-o", "--output", default="runs/probe/probe", help="writes OUTPUT.json and OUTPUT.md")
+    pr.add_argument("-q", "--quiet", action="store_true")
+    pr.set_defaults(func=_cmd_probe)
     try:
         from ablate.sweep.cli import add_sweep_parser
         add_sweep_parser(sub)

@@ -5,6 +5,7 @@ statsmodels; calibrated at the sizes ablate runs (3–10 seeds), see tests/stats
 Public API: ``compare`` → ``Comparison``; ``adjust`` / ``adjust_p`` (Holm, BH); ``mde``, ``power``,
 ``seeds_needed``; ``mean_ci``, ``location_ci``, ``Interval``; ``hedges_g``; ``CellModel``
 (factorial linear model); ``SequentialPlan``, ``boundaries``; ``auc``, ``last_k_mean``.
+``ablate.stats.prompts``: pass@k with seeds as replicates and prompts as a crossed effect.
 """
 
 from .curves import auc, last_k_mean
