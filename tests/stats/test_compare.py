@@ -167,11 +167,12 @@ def test_curve_summaries():
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as hs  # noqa: E402
 
-_vals = hs.lists(hs.floats(-1e3, 1e3, allow_nan=False), min_size=2, max_size=12)
+# integers: sums and shifts are exact in floating point, so the invariants hold exactly
+_vals = hs.lists(hs.integers(-1000, 1000).map(float), min_size=2, max_size=12)
 
 
 @settings(max_examples=60, deadline=None)
-@given(_vals, _vals, hs.booleans(), hs.floats(-50, 50, allow_nan=False))
+@given(_vals, _vals, hs.booleans(), hs.integers(-50, 50))
 def test_compare_invariants(a, b, paired, shift):
     """Swapping the arms negates the estimate and keeps p; a common shift changes nothing; the
     interval holds the estimate; the verdict is one of the declared ones."""
