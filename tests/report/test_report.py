@@ -1,8 +1,6 @@
 """End-to-end: synthetic sweep dir -> generate_report -> report.md, report.html, figures."""
 
 import re
-import shutil
-import time
 
 import pytest
 
@@ -135,17 +133,3 @@ def test_missing_sweep_files_give_one_clear_error(tmp_path):
     with pytest.raises(SweepFormatError, match="sweep.json"):
         load_sweep(tmp_path)
     assert main([str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-
-
-def test_performance_200_trials_x_100_steps(tmp_path):
-    slots = {"mask": ["none", "ppo_clip", "clip_higher", "dual_clip", "gspo"], "denominator": ["behaviour"],
-             "advantage": ["group_zscore", "group_center", "rloo", "reinforce_pp"],
-             "likelihood": ["identity", "luffy"]}
-    sw = make_sweep(tmp_path, name="big", slots=slots, n_seeds=5, n_steps=100, eval_every=10, journal=True)
-    t0 = time.perf_counter()
-    out = generate_report(sw, tmp_path / "out", presets=[GRPO])
-    dt = time.perf_counter() - t0
-    print(f"\ngenerate_report 200 trials x 100 steps: {dt:.2f} s")
-    assert len(list((out / "figures").glob("*.png"))) <= 8  # heavy figures are bounded
-    assert dt < 30.0  # target ≤ 10 s on an idle 2-core machine; slack for shared CI
-    shutil.rmtree(tmp_path / "out")
