@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ablate.sweep.space import (active_assignment, assignment_overrides, categorical_key,
-                                combo_key)
+from ablate.sweep.space import active_assignment, assignment_overrides, combo_key
+from ablate.tracking.wandb_logger import sweep_identity
 
 OUTCOME_FILE = "sweep_trial.json"
 CHECKPOINT_FILE = "state.pt"
@@ -330,10 +330,6 @@ def _run_trial(config: dict, ctx: dict) -> None:
     checkpoints = _accepts_checkpoints(trainable)
     ckpt = _load_checkpoint(sweep_dir, trial_id) if checkpoints else None
     combo = combo_key(assign)
-    extra_tracker = {"group": ctx["name"], "job_type": categorical_key(assign)[:64],
-                     "tags": [f"{k}:{v}"[:64] for k, v in assign.items()
-                              if k == "method" or "." not in k][:20],
-                     "project": os.environ.get("WANDB_PROJECT")}  # the search space's wandb.project
     outcome: dict[str, Any] = {"trial_id": trial_id, "combo": combo, "assign": assign,
                                "seeds": seeds, "status": "running", "runs": [],
                                "started": time.time()}
@@ -377,6 +373,9 @@ def _run_trial(config: dict, ctx: dict) -> None:
         run: dict[str, Any] = {"seed": seed, "run_dir": str(run_dir.relative_to(sweep_dir)),
                                "overrides": overrides, "status": "running", "error": None,
                                "started": time.time()}
+        # W&B: group = sweep, job_type/tags/name = every swept factor (ablate.tracking.wandb_logger)
+        extra_tracker = {**sweep_identity(ctx["name"], assign, seed, trial_id),
+                         "project": os.environ.get("WANDB_PROJECT")}  # the space's wandb.project
         kwargs: dict[str, Any] = {}
         if checkpoints:
             kwargs["on_step_end"] = _checkpoint_hook(rep, seed, i)

@@ -130,7 +130,8 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
     tracker = build_tracker(cfg.tracker, run_dir=rd, config=plain, name=name,
                             group=extra.get("group"), job_type=extra.get("job_type"),
                             tags=list(extra.get("tags") or slot_tags(cfg)),
-                            resume=(resume or {}).get("store"))
+                            resume=(resume or {}).get("store"), wandb_name=extra.get("name"),
+                            wandb_config=extra.get("config"))
     t0 = time.perf_counter()
     threads = torch.get_num_threads()  # cfg.threads is process-wide: restore it (reused Ray actors)
     try:
