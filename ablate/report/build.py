@@ -455,6 +455,11 @@ def _trials_section(sweep: Sweep, combos: list[Combo]) -> list:
         out.append(cmds if len(dirs) <= 10 else Details(f"wandb sync commands ({len(dirs)})", [cmds]))
     elif t["wandb_run_id"].map(_present).any():
         out.append(Para("All W&B runs with a recorded id were logged online (or their mode is unknown)."))
+    if sweep.journal_path is not None and Path(sweep.journal_path).is_file():
+        out.append(Para("The Optuna study (each trial's user attributes name its Tune trial, run "
+                        "directory and W&B run ids) opens in optuna-dashboard "
+                        "(pip install 'ablate-upge[dashboard]'), from the sweep directory:"))
+        out.append(Pre(f"optuna-dashboard {Path(sweep.journal_path).name}", "bash", raw_output=True))
     return out
 
 
@@ -510,6 +515,8 @@ def generate_report(sweep_dir, out_dir=None, presets=None, log=None, metrics=())
         (fig_dir / name).write_bytes(png)
     (out / "report.md").write_text(to_markdown(title, blocks), encoding="utf-8")
     (out / "report.html").write_text(to_html(title, blocks), encoding="utf-8")
+    if log is not None and sweep.journal_path is not None and Path(sweep.journal_path).is_file():
+        log(f"report: browse the Optuna study with: optuna-dashboard {sweep.journal_path}")
     return out
 
 

@@ -213,7 +213,8 @@ def _make_search(space: SearchSpace, sweep_dir: Path):
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
-    from ray.tune.search.optuna import OptunaSearch
+
+    from ablate.sweep.study import JOURNAL, make_linked_search
 
     seed = space.search_seed
     if space.algorithm == "optuna_tpe":
@@ -222,9 +223,11 @@ def _make_search(space: SearchSpace, sweep_dir: Path):
         sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
         sampler = optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    storage = JournalStorage(JournalFileBackend(str(sweep_dir / "optuna.journal")))
-    return OptunaSearch(space=OptunaSpace(space), metric=space.metric, mode=space.mode,
-                        sampler=sampler, study_name=space.name, storage=storage)
+    storage = JournalStorage(JournalFileBackend(str(sweep_dir / JOURNAL)))
+    # study trials carry user attributes linking them to their runs (ablate.sweep.study)
+    return make_linked_search(storage=storage, study_name=space.name, sweep_dir=sweep_dir,
+                              space=OptunaSpace(space), metric=space.metric, mode=space.mode,
+                              sampler=sampler)
 
 
 def _make_scheduler(space: SearchSpace):

@@ -113,5 +113,15 @@ def test_optuna_tpe_with_conditional_param_writes_journal(tmp_path, conf_env, ra
             mean = sum(r["value"] for r in rs) / 2
             assert any(abs(mean - v) < 1e-9 for v in complete)
             assert {r["run_dir"] for r in rs} == {f"trials/{tid}/seed_0", f"trials/{tid}/seed_1"}
+    # each study trial links to its Tune trial, run dirs and W&B ids (ablate.sweep.study)
+    links = {t.user_attrs.get("tune_trial_id"): t.user_attrs for t in study.trials}
+    assert set(links) == set(by_trial)
+    for tid, attrs in links.items():
+        assert attrs["run_dir"] == f"trials/{tid}" and (sweep_dir / attrs["run_dir"]).is_dir()
+        ran = sorted(attrs["seed_run_dirs"])
+        assert ran and ran == sorted(r["run_dir"] for r in by_trial[tid] if r["run_dir"])
+        assert all(w.startswith("fake-") for w in attrs["wandb_run_ids"])
+        if all(r["status"] == "finished" for r in by_trial[tid]):
+            assert len(attrs["wandb_run_ids"]) == len(ran) and attrs["status"] == "finished"
     meta = json.loads((sweep_dir / "sweep.json").read_text())
     assert meta["scheduler"] == "asha" and meta["max_t"] == 4 and meta["optuna_journal"]
