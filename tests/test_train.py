@@ -146,3 +146,19 @@ def test_behaviour_logprobs_equal_the_pre_update_policy(tmp_path, minibatches, e
         assert "logp" not in tr.timers.acc  # no extra scoring pass at all
     else:
         assert "logp" in tr.timers.acc
+
+
+def test_zero_advantage_notice_is_one_line_per_stretch_and_a_count_at_the_end():
+    from types import SimpleNamespace
+
+    from ablate.train.api import ZERO_ADV, _ZeroAdvantageNotice
+
+    said: list[str] = []
+    notice = _ZeroAdvantageNotice(say=said.append)
+    for step, frac in enumerate([1.0, 1.0, 1.0, 0.5, 1.0, 1.0, 0.0], start=1):
+        notice(SimpleNamespace(state=SimpleNamespace(last_metrics={ZERO_ADV: frac})), step)
+    notice.close(7)
+    assert len(said) == 3, said
+    assert said[0].startswith("step 1: every group has zero advantage")
+    assert said[1].startswith("step 5:") and "3 such step(s) so far" in said[1]
+    assert said[2].startswith("5 of 7 steps had zero advantage")

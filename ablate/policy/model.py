@@ -338,4 +338,37 @@ def _finish(model, tok, info: dict, task, lora_cfg, grad_ckpt: bool) -> Policy:
     model.eval()
     info["num_params"] = count_params(model)
     info["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    info.update(describe_model(model, lora=lora_cfg is not None))
     return Policy(model=model, tokenizer=tok, info=info, task=task)
+
+
+def describe_model(model: torch.nn.Module, lora: bool = False) -> dict:
+    """What the start-of-run line and summary.json say about the policy (as TRL and verl print):
+    architecture, dtype, total distinct parameters (tied counted once) and trainable ones."""
+    hf_cfg = getattr(model, "config", None)
+    archs = list(getattr(hf_cfg, "architectures", None) or [])
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    first = next(model.parameters(), None)
+    return {"architecture": archs[0] if archs else type(model).__name__,
+            "dtype": str(first.dtype).removeprefix("torch.") if first is not None else None,
+            "total_params": total, "lora": bool(lora)}
+
+
+def model_line(info: dict) -> str:
+    """One line: checkpoint, architecture, dtype, parameters (and trainable with LoRA)."""
+    def n(x: Any) -> str:
+        x = int(x or 0)
+        return f"{x / 1e9:.2f}B" if x >= 1e9 else f"{x / 1e6:.2f}M" if x >= 1e6 else f"{x:,}"
+
+    ws = info.get("warm_start") or {}
+    warm = ("" if not ws else f"; warm start: {'cache hit' if ws.get('cache_hit') else 'trained'}"
+            f" ({ws.get('steps', '?')} steps)")
+    total, trainable = info.get("total_params"), info.get("trainable_params")
+    share = f" ({100 * trainable / total:.2f}%)" if total and trainable is not None else ""
+    return (f"model {info.get('source')}: {info.get('architecture')}, {info.get('dtype')}, "
+            f"{n(total)} parameters, {n(trainable)} trainable{share}"
+            + (" (LoRA)" if info.get("lora") else "") + warm)
