@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -19,7 +20,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = compose_config(args.overrides)
     if args.print_config:
         return _print_config(cfg)
-    with quiet_third_party(enabled=not args.verbose):
+    from ablate.tracking import progress
+
+    with quiet_third_party(enabled=not args.verbose), \
+            (progress.to_console() if not args.quiet else contextlib.nullcontext()):
         summary = run_config(cfg, progress=not args.quiet)
     fin = summary["final"]
     init = summary.get("initial_eval", {})

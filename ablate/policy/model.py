@@ -29,6 +29,7 @@ import torch
 
 from ablate.errors import ConfigError
 from ablate.registry import plain
+from ablate.tracking import progress
 from ablate.policy.forward import encode_pairs, token_logprobs
 from ablate.policy.tokenizer import build_tokenizer
 from ablate.tasks.chat import apply_prompt_format
@@ -293,6 +294,7 @@ def build_policy(model_cfg: Any, task, seed: int, device: torch.device | str = "
     if do_warm and ws["cache"]:
         cache_dir = cache_root() / warm_start_key(cfg, task, seed, device)
         if (cache_dir / "ablate_warmstart.json").is_file():
+            progress.note("warm_start", cache="hit", force=True)
             loaded = None
             try:
                 t0 = time.perf_counter()
@@ -310,6 +312,7 @@ def build_policy(model_cfg: Any, task, seed: int, device: torch.device | str = "
                 return _finish(model, tok, info, apply_prompt_format(task, tok), lora_cfg, grad_ckpt)
 
     if cfg["path"]:
+        progress.note("loading_model", force=True, path=str(cfg["path"]))
         model, tok = _load_local(cfg["path"], dtype, cfg["attn_implementation"])
     else:
         tok = build_tokenizer(task.alphabet(), model_max_length=max(4096, cfg["max_position_embeddings"]))
@@ -317,7 +320,15 @@ def build_policy(model_cfg: Any, task, seed: int, device: torch.device | str = "
     task = apply_prompt_format(task, tok)
     model.to(device)
     if do_warm:
-        result = sft_warm_start(model, tok, task, ws, seed, device)
+        cache = "miss" if cache_dir is not None else "off"
+
+        def tick(step: int, _model, _loss: float) -> None:
+            progress.note("warm_start", cache=cache, step=step, target=int(ws["steps"]))
+
+        progress.note("warm_start", cache=cache, step=0, target=int(ws["steps"]), force=True)
+        result = sft_warm_start(model, tok, task, ws, seed, device, callback=tick)
+        progress.note("warm_start", cache=cache, step=result["steps"], target=int(ws["steps"]),
+                      done=True, force=True)
         info["warm_start"] = {**result, "cache_hit": False, "path": str(cache_dir) if cache_dir else None}
         if cache_dir is not None:
             meta = {"result": result, "model": {k: v for k, v in cfg.items() if k != "warm_start"},

@@ -350,6 +350,14 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
 
     if dry_run:
         log(describe(space, specs, sweep_dir))
+        if space.trainable == DEFAULT_TRAINABLE and int(space.resources.get("workers", 1)) == 1:
+            from ablate.sweep.estimate import estimate_line
+
+            log("calibrating (a 2-step run of the first trial, nothing kept) ...")
+            log(estimate_line(space, specs, num_cpus))
+        else:
+            log("estimated wall time: not calibrated (only single-worker runs of the default "
+                "trainable are)")
         return 0
 
     # ---- the sweep directory: fresh, or the one being resumed
@@ -547,7 +555,7 @@ def _run_tune(space, specs, sweep_dir, meta, meta_path, experiments, ledger_ctx,
                                        metric=space.metric, mode=space.mode,
                                        label=_trial_label(ledger_ctx),
                                        total=len(todo) if todo is not None else num_samples,
-                                       sweep_dir=str(sweep_dir))]),
+                                       sweep_dir=str(sweep_dir), steps=_budget(space))]),
                 )
             else:
                 log("nothing left to run")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ablate.sweep.space import active_assignment, assignment_overrides, combo_key
+from ablate.tracking import progress
 from ablate.tracking.wandb_logger import sweep_identity
 
 OUTCOME_FILE = "sweep_trial.json"
@@ -388,7 +389,11 @@ def _run_trial(config: dict, ctx: dict) -> None:
         t0 = time.perf_counter()
         summary: dict = {}
         try:
-            summary = trainable(overrides, str(run_dir), rep, dict(extra_tracker), **kwargs) or {}
+            # loading and warm-start progress for the sweep console (steps come as Tune results)
+            with progress.to_file(trial_dir / progress.PROGRESS_FILE):
+                progress.note("starting", force=True, seed=seed)
+                summary = trainable(overrides, str(run_dir), rep, dict(extra_tracker),
+                                    **kwargs) or {}
             rep.flush()
         except SystemExit:  # Tune stopped the trial inside tune.report: a scheduler decision or
             # an interrupted sweep; only the driver knows which ("stopped" is not a final status)
