@@ -134,6 +134,13 @@ class Spawner:
                                          "cmd": [str(c) for c in cmd][:3]}])
         return proc
 
+    def run(self, cmd, timeout: float, **kw) -> subprocess.CompletedProcess:
+        """Like ``subprocess.run(capture_output=True, text=True)``, in a stopped-at-teardown group
+        (``subprocess.run`` SIGKILLs only its child on Ctrl-C, orphaning a Ray it started)."""
+        proc = self(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+        out, err = proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
     def stop_all(self) -> None:
         mine = {p.pid for p in self.procs}
         for p in self.procs:

@@ -87,8 +87,11 @@ class _BestModel:
 
 
 def announce(msg: str) -> None:
-    """A run's own console line (``[ablate] ...``); in a sweep trial it goes to the sweep's ray.log."""
-    print(f"[ablate] {msg}", flush=True)
+    """A run's own console line (``[ablate] ...``), written around a progress bar (tqdm.write);
+    in a sweep trial it goes to the sweep's ray.log."""
+    from tqdm import tqdm
+
+    tqdm.write(f"[ablate] {msg}")
 
 
 ZERO_ADV = "train/frac_zero_adv_groups"

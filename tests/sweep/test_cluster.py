@@ -48,8 +48,8 @@ def test_sweep_attaches_to_existing_cluster(tmp_path, fake_conf_dir, spawn):
         env = child_env(ABLATE_CONF_DIR=str(fake_conf_dir), PYTHONPATH=str(REPO),
                         WANDB_MODE="disabled")
         env.pop("RAY_ADDRESS", None)
-        res = subprocess.run(sweep_cmd(str(f), "--address", f"127.0.0.1:{port}", "--no-report"),
-                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+        res = spawn.run(sweep_cmd(str(f), "--address", f"127.0.0.1:{port}", "--no-report"),
+                        cwd=tmp_path, env=env, timeout=240)
         assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
         assert f"attaching to Ray cluster at 127.0.0.1:{port}" in res.stdout
         rows = read_trials(tmp_path / "runs" / "cl")

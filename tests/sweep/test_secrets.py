@@ -41,15 +41,16 @@ def test_worker_env_carries_no_credentials(monkeypatch, tmp_path):
     assert env["WANDB_PROJECT"] and env["ABLATE_CONF_DIR"]  # the rest still travels
 
 
-def test_sweep_writes_no_secret_in_its_dir_or_the_ray_session_logs(tmp_path, fake_conf_dir):
+def test_sweep_writes_no_secret_in_its_dir_or_the_ray_session_logs(tmp_path, fake_conf_dir,
+                                                                   spawn):
     """A sweep that starts its own Ray (a subprocess, as `ablate sweep` runs) with a key set."""
     secret = f"fake-wandb-key-{uuid.uuid4().hex}"
     f = write_space(tmp_path / "s.yaml", name="s", slots={}, base_overrides=["fake.steps=1"])
     env = {**child_env(), "ABLATE_CONF_DIR": str(fake_conf_dir), "PYTHONPATH": str(REPO),
            "WANDB_API_KEY": secret, "WANDB_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    res = subprocess.run(sweep_cmd(str(f), "--num-cpus", "1", "--no-report"), cwd=tmp_path,
-                         env=env, capture_output=True, text=True, timeout=300)
+    res = spawn.run(sweep_cmd(str(f), "--num-cpus", "1", "--no-report"), cwd=tmp_path, env=env,
+                    timeout=300)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     sweep_dir = tmp_path / "runs" / "s"
     (row,) = read_trials(sweep_dir)
