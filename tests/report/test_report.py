@@ -193,3 +193,13 @@ def test_figures_are_not_clipped_and_legends_name_the_factors(tmp_path):
     names = [_combo_name(c) for c in combos]
     assert len(set(names)) == len(names) and all("train.lr=" in n for n in names)
     assert not any("GRPO" in n for n in names) and not any("…" in n for n in names)
+
+
+def test_report_says_how_to_open_the_optuna_journal(tmp_path):
+    sw = make_sweep(tmp_path, name="opt", slots={"mask": ["a", "b"]}, effects={}, n_seeds=1,
+                    n_failed=0, n_early_stopped=0, samples_per_trial=0, journal=True)
+    said: list[str] = []
+    out = generate_report(sw, tmp_path / "o", presets=[], log=said.append)
+    assert any(m.endswith(f"optuna-dashboard {sw / 'optuna.journal'}") for m in said), said
+    md = (out / "report.md").read_text()
+    assert "optuna-dashboard optuna.journal" in md and "user attributes" in md
