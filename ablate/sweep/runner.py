@@ -298,7 +298,8 @@ def _make_search(space: SearchSpace, sweep_dir: Path):
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
-    from ray.tune.search.optuna import OptunaSearch
+
+    from ablate.sweep.study import JOURNAL, make_linked_search
 
     seed = space.search_seed
     if space.algorithm == "optuna_tpe":
@@ -307,9 +308,11 @@ def _make_search(space: SearchSpace, sweep_dir: Path):
         sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
         sampler = optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    storage = JournalStorage(JournalFileBackend(str(sweep_dir / "optuna.journal")))
-    return OptunaSearch(space=OptunaSpace(space), metric=space.metric, mode=space.mode,
-                        sampler=sampler, study_name=space.name, storage=storage)
+    storage = JournalStorage(JournalFileBackend(str(sweep_dir / JOURNAL)))
+    # study trials carry user attributes linking them to their runs (ablate.sweep.study)
+    return make_linked_search(storage=storage, study_name=space.name, sweep_dir=sweep_dir,
+                              space=OptunaSpace(space), metric=space.metric, mode=space.mode,
+                              sampler=sampler)
 
 
 def _make_scheduler(space: SearchSpace):
@@ -438,6 +441,14 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
 
     if dry_run:
         log(describe(space, specs, sweep_dir))
+        if space.trainable == DEFAULT_TRAINABLE and int(space.resources.get("workers", 1)) == 1:
+            from ablate.sweep.estimate import estimate_line
+
+            log("calibrating (a 2-step run of the first trial, nothing kept) ...")
+            log(estimate_line(space, specs, num_cpus))
+        else:
+            log("estimated wall time: not calibrated (only single-worker runs of the default "
+                "trainable are)")
         return 0
     confirm_size(space, specs, yes, log)
     if address:
@@ -642,7 +653,7 @@ def _run_tune(space, specs, sweep_dir, meta, meta_path, experiments, ledger_ctx,
                                        metric=space.metric, mode=space.mode,
                                        label=_trial_label(ledger_ctx),
                                        total=len(todo) if todo is not None else num_samples,
-                                       sweep_dir=str(sweep_dir))]),
+                                       sweep_dir=str(sweep_dir), steps=_budget(space))]),
                 )
             else:
                 log("nothing left to run")

@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ablate.sweep.space import (active_assignment, assignment_overrides, categorical_key,
-                                combo_key)
+from ablate.sweep.space import active_assignment, assignment_overrides, combo_key
+from ablate.tracking import progress
+from ablate.tracking.wandb_logger import sweep_identity
 
 OUTCOME_FILE = "sweep_trial.json"
 CHECKPOINT_FILE = "state.pt"
@@ -343,10 +344,6 @@ def _run_trial(config: dict, ctx: dict) -> None:
     if resume_note:
         print(f"[ablate] trial {trial_id}: {resume_note}", flush=True)
     combo = combo_key(assign)
-    extra_tracker = {"group": ctx["name"], "job_type": categorical_key(assign)[:64],
-                     "tags": [f"{k}:{v}"[:64] for k, v in assign.items()
-                              if k == "method" or "." not in k][:20],
-                     "project": os.environ.get("WANDB_PROJECT")}  # the search space's wandb.project
     outcome: dict[str, Any] = {"trial_id": trial_id, "combo": combo, "assign": assign,
                                "seeds": seeds, "status": "running", "runs": [],
                                "started": time.time()}
@@ -392,6 +389,9 @@ def _run_trial(config: dict, ctx: dict) -> None:
         run: dict[str, Any] = {"seed": seed, "run_dir": str(run_dir.relative_to(sweep_dir)),
                                "overrides": overrides, "status": "running", "error": None,
                                "started": time.time()}
+        # W&B: group = sweep, job_type/tags/name = every swept factor (ablate.tracking.wandb_logger)
+        extra_tracker = {**sweep_identity(ctx["name"], assign, seed, trial_id),
+                         "project": os.environ.get("WANDB_PROJECT")}  # the space's wandb.project
         kwargs: dict[str, Any] = {}
         if checkpoints:
             kwargs["on_step_end"] = _checkpoint_hook(rep, seed, i)
@@ -404,7 +404,11 @@ def _run_trial(config: dict, ctx: dict) -> None:
         t0 = time.perf_counter()
         summary: dict = {}
         try:
-            summary = trainable(overrides, str(run_dir), rep, dict(extra_tracker), **kwargs) or {}
+            # loading and warm-start progress for the sweep console (steps come as Tune results)
+            with progress.to_file(trial_dir / progress.PROGRESS_FILE):
+                progress.note("starting", force=True, seed=seed)
+                summary = trainable(overrides, str(run_dir), rep, dict(extra_tracker),
+                                    **kwargs) or {}
             rep.flush()
         except SystemExit:  # Tune stopped the trial inside tune.report: a scheduler decision or
             # an interrupted sweep; only the driver knows which ("stopped" is not a final status)
