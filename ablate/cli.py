@@ -51,9 +51,10 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
 
 def _cmd_slots(args: argparse.Namespace) -> int:
-    from ablate.registry import SLOT_FAMILIES, describe_variants
+    from ablate.registry import describe_variants
+    from ablate.spec.groups import SLOT_FAMILIES
 
-    fams = tuple(args.family) if args.family else SLOT_FAMILIES + ("aggregation",)
+    fams = tuple(args.family) if args.family else SLOT_FAMILIES
     infos = describe_variants(fams)
     if args.json:
         print(json.dumps([vars(i) for i in infos], indent=2, default=str))

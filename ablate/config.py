@@ -11,9 +11,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ablate.errors import ConfigError, choice_error
 from ablate.registry import conf_dir, plain
-
-GROUPS = ("mask", "denominator", "advantage", "likelihood", "aggregation", "regularizers",
-          "objective", "pipeline", "task", "model", "rollout", "tracker", "method")
+from ablate.spec.groups import GROUPS
 
 
 def _group_options(group: str) -> list[str]:

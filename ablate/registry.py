@@ -17,31 +17,28 @@ from typing import Any, Mapping
 import yaml
 
 from ablate.errors import ConfigError, choice_error
-
-SLOT_FAMILIES = ("mask", "denominator", "advantage", "likelihood")
-# a parameter with one of these names, annotated with the family's class, is built as a component
-# of that family (from a variant name or a mapping)
-NAMED_FAMILIES = {"mask": "Mask", "denominator": "Denominator", "advantage": "Advantage",
-                  "likelihood": "Likelihood", "aggregation": "Aggregation"}
+from ablate.spec.groups import FAMILY_BASES, SLOT_FAMILIES, base_name
 
 
 def component_params(cls: type) -> dict[str, str]:
-    """{parameter: family} for ``cls``'s parameters that take a slot component (see NAMED_FAMILIES)."""
+    """{parameter: family} for ``cls``'s parameters that take a slot component: a parameter named
+    after a slot family and annotated with its base class is built as a component of that family
+    (from a variant name or a mapping)."""
     out = {}
     for name, p in params_of(cls).items():
-        base = NAMED_FAMILIES.get(name)
-        if base is not None and base in str(p.annotation):
+        if name in SLOT_FAMILIES and base_name(name) in str(p.annotation):
             out[name] = name
     return out
 
 
 def families() -> dict[str, type]:
-    """Family name → base class that every ``_target_`` of the family must subclass."""
-    from ablate.objectives.base import Term
-    from ablate.pipeline.base import Stage
-    from ablate.upge.slots.base import FAMILIES
-
-    return {**FAMILIES, "term": Term, "stage": Stage}
+    """Family name → base class that every ``_target_`` of the family must subclass (resolved by
+    name from ablate.spec.groups, so the registry imports no package above it)."""
+    out = {}
+    for fam, path in FAMILY_BASES.items():
+        mod, _, cls = path.rpartition(".")
+        out[fam] = getattr(importlib.import_module(mod), cls)
+    return out
 
 
 def conf_dir() -> Path:
@@ -156,7 +153,7 @@ class VariantInfo:
     doc: str
 
 
-def describe_variants(families: tuple[str, ...] = SLOT_FAMILIES + ("aggregation",)) -> list[VariantInfo]:
+def describe_variants(families: tuple[str, ...] = SLOT_FAMILIES) -> list[VariantInfo]:
     """Every YAML variant of every family with its class, parameters and their defaults."""
     out: list[VariantInfo] = []
     for fam in families:

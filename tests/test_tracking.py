@@ -18,6 +18,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from ablate.errors import ConfigError
+from ablate.spec.groups import SLOT_FAMILIES
 from ablate.tracking import (
     RunStore,
     WandbLogger,
@@ -194,8 +195,7 @@ def test_read_offline_run_metadata_config_and_summary(offline_run):
     assert info["name"] == "grpo-addition-s3"
     assert info["tags"] == ["extra", "mask:ppo_clip", "seed:3"]
     assert info["config"]["choices"]["mask"] == "ppo_clip"
-    assert info["config"]["slots"] == {k: CHOICES[k] for k in
-                                       ("mask", "denominator", "advantage", "likelihood", "aggregation")}
+    assert info["config"]["slots"] == {k: CHOICES[k] for k in SLOT_FAMILIES}
     assert info["config"]["train"]["lr"] == 1e-4
     assert info["summary"]["train/loss"] == pytest.approx(1 / STEPS)
     assert info["summary"]["status"] == "finished"

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ablate.spec.groups import UPGE_SLOTS
+
 from .load import Sweep
 from .stats import (
     Interval,
@@ -31,7 +33,6 @@ EXTRA_COLS = {
     "response len": "run.final_response_len",
     "wall time (s)": "wall_s",
 }
-FOUR_SLOTS = ("mask", "denominator", "advantage", "likelihood")
 
 
 @dataclass
@@ -175,9 +176,9 @@ def method_label(slots: dict, presets: list[dict], method: str | None = None) ->
     when only the four UPGE slots match; falls back to the runner's method name when no catalog."""
     exact, approx = [], []
     for p in presets:
-        if not all(s in p for s in FOUR_SLOTS):
+        if not all(s in p for s in UPGE_SLOTS):
             continue
-        if any(str(p[s]) != str(slots.get(s)) for s in FOUR_SLOTS):
+        if any(str(p[s]) != str(slots.get(s)) for s in UPGE_SLOTS):
             continue
         agg = p.get("aggregation")
         if agg is None or "aggregation" not in slots or str(agg) == str(slots.get("aggregation")):

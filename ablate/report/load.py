@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-SLOT_ORDER = ("mask", "denominator", "advantage", "likelihood", "aggregation")
+from ablate.spec.groups import SLOT_FAMILIES
+
 STATUSES = ("finished", "failed", "early_stopped", "running", "pending")
 PASS_AT_RE = re.compile(r"^eval/pass@(\d+)$")
 
@@ -209,7 +210,7 @@ def load_sweep(sweep_dir) -> Sweep:
             g = str(g)
             if v is None:
                 continue
-            if g not in slots and g not in SLOT_ORDER and g != "method" and g not in params:
+            if g not in slots and g not in SLOT_FAMILIES and g != "method" and g not in params:
                 params[g] = _scalar(v)
         if r.get("method") is not None and "method" not in params:
             params["method"] = _scalar(r.get("method"))
@@ -349,7 +350,7 @@ def load_sweep(sweep_dir) -> Sweep:
                 skipped.append({"trial_id": tid, "combo": combo, "excluded": True,
                                 "reason": f"ran fewer steps than the full budget ({budget:g})"})
 
-    slot_list = [s for s in SLOT_ORDER if s in slot_names] + sorted(slot_names - set(SLOT_ORDER))
+    slot_list = [s for s in SLOT_FAMILIES if s in slot_names] + sorted(slot_names - set(SLOT_FAMILIES))
     pass_ks = sorted(
         int(m.group(1)) for k in final_keys if (m := PASS_AT_RE.match(k)) is not None
     )

@@ -51,9 +51,9 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from ablate.config import GROUPS
 from ablate.errors import ConfigError, choice_error
 from ablate.registry import variant_names
+from ablate.spec.groups import GROUPS, SWEEP_GROUPS
 from ablate.sweep.claims import Claim, ReportSpec, parse_claims, parse_report
 
 DEFAULT_TRAINABLE = "ablate.train.api.run_training"
@@ -63,11 +63,9 @@ SCHEDULERS = ("asha", "none")
 PARAM_TYPES = ("choice", "uniform", "loguniform", "int")
 MODES = ("max", "min")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
-SLOT_FAMILIES = ("mask", "denominator", "advantage", "likelihood", "aggregation")
 TOP_KEYS = ("name", "description", "trainable", "base_overrides", "slots", "methods", "params",
             "seeds", "metric", "mode", "search", "scheduler", "resources", "max_concurrent",
             "max_failures", "output_dir", "wandb", "report", "claims")
-SLOT_GROUPS = tuple(g for g in GROUPS if g != "method")  # `method` is swept with `methods:`
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _KEY_RE = re.compile(r"^(\+\+?)?[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*$")
 _PLAIN_STR_RE = re.compile(r"^[A-Za-z_/][A-Za-z0-9_.\-/@:]*$")
@@ -141,7 +139,7 @@ class SearchSpace:
         axes: list[tuple[str, list]] = []
         if self.methods:
             axes.append(("method", list(self.methods)))
-        for g in SLOT_GROUPS:
+        for g in SWEEP_GROUPS:
             if g in self.slots:
                 axes.append((g, list(self.slots[g])))
         return axes
@@ -360,8 +358,8 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
     for g, opts in slots.items():
         if g == "method":
             raise ConfigError("slots.method: sweep whole presets with the top-level methods: list")
-        if g not in SLOT_GROUPS:
-            raise choice_error("slots: group", g, SLOT_GROUPS)
+        if g not in SWEEP_GROUPS:
+            raise choice_error("slots: group", g, SWEEP_GROUPS)
         space.slots[g] = _check_variants(f"slots.{g}", g, _list(f"slots.{g}", opts))
     if "methods" in data and data["methods"] is not None:
         space.methods = _check_variants("methods", "method", _list("methods", data["methods"]))
@@ -564,7 +562,7 @@ def assignment_overrides(assignment: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
     if "method" in assignment:
         out.append(f"method={assignment['method']}")
-    for g in SLOT_GROUPS:
+    for g in SWEEP_GROUPS:
         if g in assignment:
             out.append(f"{g}={assignment[g]}")
     for k, v in assignment.items():

@@ -19,12 +19,11 @@ from typing import Any, Iterable, Mapping, Optional
 
 from ablate.errors import ConfigError
 from ablate.registry import plain
+from ablate.spec.groups import SLOT_FAMILIES, TAG_GROUPS
 from ablate.tracking.run_store import RunStore
 from ablate.tracking.wandb_logger import WandbLogger, clean_tags, resolve_mode
 
 WANDB_KEYS = ("enabled", "project", "entity", "mode", "group", "tags", "job_type")
-SLOT_KEYS = ("mask", "denominator", "advantage", "likelihood", "aggregation")
-TAG_KEYS = SLOT_KEYS + ("method", "task")
 
 
 class Tracker:
@@ -154,7 +153,7 @@ def build_tracker(tracker_cfg: Any, run_dir: Path, config: Mapping[str, Any], na
     group = group if group is not None else wb["group"]
     job_type = job_type if job_type is not None else (wb["job_type"] or "train")
     given = list(tags or [])
-    derived = [] if given else [f"{k}:{choices[k]}" for k in TAG_KEYS if choices.get(k)]
+    derived = [] if given else [f"{k}:{choices[k]}" for k in TAG_GROUPS if choices.get(k)]
     all_tags = clean_tags(list(wb["tags"]) + given + derived)
     # validated before the run store exists (ConfigError on a bad mode)
     mode = resolve_mode(wb["mode"]) if wb["enabled"] else "disabled"
@@ -169,7 +168,7 @@ def build_tracker(tracker_cfg: Any, run_dir: Path, config: Mapping[str, Any], na
         if mode != "disabled":
             wconf = dict(config)
             if choices and "slots" not in wconf:  # dashboards filter by slots.mask etc.
-                wconf["slots"] = {k: choices[k] for k in SLOT_KEYS if k in choices}
+                wconf["slots"] = {k: choices[k] for k in SLOT_FAMILIES if k in choices}
             logger = WandbLogger(project=wb["project"], mode=mode, entity=wb["entity"], group=group,
                                  job_type=job_type, tags=all_tags, name=name, config=wconf,
                                  dir=store.run_dir)

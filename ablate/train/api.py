@@ -14,8 +14,8 @@ import torch
 from omegaconf import DictConfig
 
 from ablate.config import compose_config, to_plain, validate_config
+from ablate.spec.groups import TAG_GROUPS
 
-SLOT_KEYS = ("mask", "denominator", "advantage", "likelihood", "aggregation")
 
 
 def default_name(cfg: DictConfig) -> str:
@@ -30,7 +30,7 @@ def default_run_dir(cfg: DictConfig, name: str) -> Path:
 
 def slot_tags(cfg: DictConfig) -> list[str]:
     ch = cfg.choices
-    return [f"{k}:{ch.get(k)}" for k in SLOT_KEYS + ("method", "task") if ch.get(k)]
+    return [f"{k}:{ch.get(k)}" for k in TAG_GROUPS if ch.get(k)]
 
 
 SAVE_MODEL = ("final", "best", "none")

@@ -1,0 +1,1 @@
+"""The one owner of names, types and checks (groups, targets, safe YAML); see the modules."""
