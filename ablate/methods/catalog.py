@@ -172,8 +172,7 @@ def _table(cols: tuple[str, ...], rows: list[list[str]]) -> list[str]:
 
 def format_table(recs: list[dict[str, Any]]) -> str:
     """The presets as one aligned table (slots, fidelity, evidence, arXiv)."""
-    cols = ("name", "mask", "denominator", "advantage", "likelihood", "aggregation", "pipeline",
-            "fidelity", "evidence", "arxiv")
+    cols = ("name", *SLOT_FAMILIES, "pipeline", "fidelity", "evidence", "arxiv")
     rows = [[str(r.get(c) or "-") for c in cols] for r in recs]
     return "\n".join(_table(cols, rows))
 
