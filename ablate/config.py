@@ -127,74 +127,29 @@ def _plain_checked(cfg: Any) -> dict:
         raise ConfigError(f"{e.full_key or 'config'}: {' '.join(str(e).split())[:300]}") from None
 
 
-def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bool] = None,
-                    task_cache: Optional[dict] = None) -> Any:
-    """Check a composed run config completely; raise a one-line ConfigError for the first problem.
-
-    The schema checks types and ranges of every plain field; with ``build`` the components are
-    built (slots, objective, pipeline stages, the task and its data) and the rollout engine's
-    parameters are checked against its signature: cheap, and nothing is written. The device must
-    exist. Returns the task built (or None); ``task_cache`` (a dict) reuses tasks built from the
-    same task config (a sweep preflight checks many trials of one data set)."""
+def check_run(cfg: Any, *, cuda_available: Optional[bool] = None) -> Any:
+    """The typed ``RunConfig`` of a composed run config (schema: types and ranges of every plain
+    field) whose device exists; a one-line ConfigError for the first problem. Components are built
+    and checked one layer up, by ablate.train.validate.validate_config."""
     from ablate.schema import RunConfig, check
 
-    data = _plain_checked(cfg)
-    run = check(RunConfig, data)
-    dev = run.device
-    if dev.startswith("cuda"):
-        if cuda_available is None:
-            import torch
-            cuda_available = torch.cuda.is_available()
-        if not cuda_available:
-            raise ConfigError(f"device: got {dev!r}, but CUDA is not available here; "
-                              "allowed: cpu, auto")
-        if ":" in dev:
-            import torch
-            n = torch.cuda.device_count()
-            if int(dev.split(":")[1]) >= n:
-                raise ConfigError(f"device: got {dev!r}; allowed: cpu, auto, cuda, "
-                                  f"cuda:0..cuda:{n - 1} ({n} GPU(s) here)")
-    if not build:
-        return None
-    import json
-
-    from ablate.tasks import build_task
-    from ablate.train.components import build_algorithm
-
-    dcfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(data)
-    build_algorithm(dcfg)
-    check_rollout(data["rollout"])
-    key = json.dumps(data["task"], sort_keys=True, default=str)
-    task = task_cache.get(key) if task_cache is not None else None
-    if task is None:
-        task = build_task(data["task"])
-        if task_cache is not None:
-            task_cache[key] = task
-    check_task_fits(task, run)
-    return task
+    run = check(RunConfig, _plain_checked(cfg))
+    _check_device(run.device, cuda_available)
+    return run
 
 
-def check_rollout(rollout_cfg: Any) -> None:
-    """Build the engine: the registry checks its parameters against the class signature and the
-    engine its own (vLLM: a GPU and the package). Engines load no model when built."""
-    from ablate.rollout import build_engine
-
-    build_engine(rollout_cfg)
-
-
-def check_task_fits(task: Any, run: Any) -> None:
-    """The task's longest training sequence (prompt + demonstration) must fit the tiny model's
-    context (char tokenizer: one token per character, plus BOS and EOS)."""
-    longest = getattr(task, "longest_example", None)
-    if run.model.path is not None or longest is None:
+def _check_device(dev: str, cuda_available: Optional[bool]) -> None:
+    if not dev.startswith("cuda"):
         return
-    found = longest()
-    if found is None:
-        return
-    row, n_chars = found
-    ctx = run.model.max_position_embeddings
-    if n_chars + 2 > ctx:
-        raise ConfigError(f"task: row {row} has {n_chars} characters of prompt + demonstration, "
-                          f"over model.max_position_embeddings={ctx} of the char-level tiny model; "
-                          f"allowed: raise model.max_position_embeddings, or set task.max_chars "
-                          f"with task.on_overlong=truncate|skip")
+    import torch
+
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    if not cuda_available:
+        raise ConfigError(f"device: got {dev!r}, but CUDA is not available here; "
+                          "allowed: cpu, auto")
+    if ":" in dev:
+        n = torch.cuda.device_count()
+        if int(dev.split(":")[1]) >= n:
+            raise ConfigError(f"device: got {dev!r}; allowed: cpu, auto, cuda, "
+                              f"cuda:0..cuda:{n - 1} ({n} GPU(s) here)")

@@ -13,8 +13,9 @@ from typing import Callable, Optional, Sequence
 import torch
 from omegaconf import DictConfig
 
-from ablate.config import compose_config, to_plain, validate_config
+from ablate.config import compose_config, to_plain
 from ablate.spec.groups import TAG_GROUPS
+from ablate.train.validate import validate_config
 
 
 

@@ -23,7 +23,7 @@ import torch
 from ablate.config import compose_config
 from ablate.objectives.base import Objective
 from ablate.train.components import build_algorithm
-from ablate.train.partition import partition
+from ablate.upge.partition import partition
 from ablate.upge.batch import RolloutBatch
 from tests.objectives import reference_terms as ref
 from tests.upge.reference_losses import Case, D, token_case

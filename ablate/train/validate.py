@@ -1,0 +1,66 @@
+"""Check a composed run config completely before anything is created: the schema (ablate.config),
+then every component built (slots, objective, pipeline stages, critic, rollout engine, the task and
+its data). It lives in train/ because it builds what the trainer builds."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from ablate.config import check_run
+from ablate.errors import ConfigError
+from ablate.registry import plain
+from ablate.rollout import build_engine
+from ablate.tasks import build_task
+from ablate.train.components import build_algorithm
+
+
+def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bool] = None,
+                    task_cache: Optional[dict] = None) -> Any:
+    """Check a composed run config completely; raise a one-line ConfigError for the first problem.
+
+    The schema checks types and ranges of every plain field; with ``build`` the components are
+    built (slots, objective, pipeline stages, the task and its data) and the rollout engine's
+    parameters are checked against its signature: cheap, and nothing is written. The device must
+    exist. Returns the task built (or None); ``task_cache`` (a dict) reuses tasks built from the
+    same task config (a sweep preflight checks many trials of one data set)."""
+    run = check_run(cfg, cuda_available=cuda_available)
+    if not build:
+        return None
+    data = plain(cfg)  # resolved plain dict (already checked by the schema above)
+    dcfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    build_algorithm(dcfg)
+    check_rollout(data["rollout"])
+    key = json.dumps(data["task"], sort_keys=True, default=str)
+    task = task_cache.get(key) if task_cache is not None else None
+    if task is None:
+        task = build_task(data["task"])
+        if task_cache is not None:
+            task_cache[key] = task
+    check_task_fits(task, run)
+    return task
+
+
+def check_rollout(rollout_cfg: Any) -> None:
+    """Build the engine: the registry checks its parameters against the class signature and the
+    engine its own (vLLM: a GPU and the package). Engines load no model when built."""
+    build_engine(rollout_cfg)
+
+
+def check_task_fits(task: Any, run: Any) -> None:
+    """The task's longest training sequence (prompt + demonstration) must fit the tiny model's
+    context (char tokenizer: one token per character, plus BOS and EOS)."""
+    if run.model.path is not None:
+        return
+    found = task.longest_example()
+    if found is None:
+        return
+    row, n_chars = found
+    ctx = run.model.max_position_embeddings
+    if n_chars + 2 > ctx:
+        raise ConfigError(f"task: row {row} has {n_chars} characters of prompt + demonstration, "
+                          f"over model.max_position_embeddings={ctx} of the char-level tiny model; "
+                          f"allowed: raise model.max_position_embeddings, or set task.max_chars "
+                          f"with task.on_overlong=truncate|skip")

@@ -1,0 +1,38 @@
+"""Layering: the package import graph (python -m ablate.spec.imports) has no cycle."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from ablate.spec.imports import cycles, package_graph
+
+# Cycles that another issue removes; each entry must still be a cycle (so a fix forces its removal).
+# report <-> sweep: claims spec/evaluation move to ablate/claims/ (stats helper) and the report's
+# torn-line recovery through sweep.ledger goes with "one record of a trial".
+PENDING: list[list[str]] = [["report", "sweep"]]
+
+
+def test_cycles_finds_a_planted_cycle():
+    g = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(g) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_between_packages():
+    found = cycles(package_graph())
+    assert [c for c in found if c not in PENDING] == []
+    assert all(c in found for c in PENDING), "a pending cycle is gone: remove it from PENDING"
+
+
+def test_low_layers_import_nothing_above_them():
+    g = package_graph()
+    assert g["spec"] <= {"errors"} and g["errors"] == set() and g["component"] == set()
+    assert g["registry"] <= {"errors", "spec"}
+    assert g["config"] <= {"errors", "registry", "schema", "spec"}
+    assert "train" not in g["upge"] | g["critic"] | g["objectives"] | g["pipeline"]
+
+
+def test_import_graph_command_prints_edges():
+    out = subprocess.run([sys.executable, "-m", "ablate.spec.imports"], capture_output=True, text=True)
+    assert "train" in out.stdout and "cycle(s)" in out.stdout
