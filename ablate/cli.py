@@ -93,41 +93,8 @@ def _cmd_claims(args: argparse.Namespace) -> int:
                       report_dir=args.report_dir, readme=args.readme, num_cpus=args.num_cpus)
 
 
-def _bench_root() -> Path:
-    """Where a source checkout keeps bench/: next to the ablate package (editable install)."""
-    return Path(__file__).resolve().parent.parent / "bench"
-
-
-def _load_bench():
-    """bench/__main__ of the source checkout, imported as package ``bench`` from its own
-    location (no sys.path change); ConfigError when ablate runs from an installed package."""
-    import importlib
-    import importlib.util
-
-    root = _bench_root()
-    if not (root / "__init__.py").is_file() or not (root / "__main__.py").is_file():
-        raise ConfigError(f"bench: `ablate bench` needs a source checkout of ablate (the "
-                          f"benchmarks live in its bench/ directory, not in the installed package; "
-                          f"looked for {root}); clone the repository and run "
-                          f"`pip install -e '.[cpu,bench]'` there")
-    have = sys.modules.get("bench")
-    if have is None or Path(getattr(have, "__file__", "") or "").resolve().parent != root:
-        spec = importlib.util.spec_from_file_location(
-            "bench", root / "__init__.py", submodule_search_locations=[str(root)])
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["bench"] = mod
-        spec.loader.exec_module(mod)
-    return importlib.import_module("bench.__main__")
-
-
-def _bench(argv: list[str]) -> int:
-    """`ablate bench [args]` = `python -m bench [args]` in a source checkout."""
-    try:
-        bench_main = _load_bench().main
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return int(bench_main(argv) or 0)
+BENCH_HINT = ("bench: the benchmarks are not part of the installed package; from a source "
+              "checkout run `python -m bench [--quick] [--only ...]` (see bench/README.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,21 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="README whose claims block (between <!-- claims:begin/end --> markers) is regenerated")
     c.add_argument("--num-cpus", type=float, default=None, metavar="N", help="CPUs of the local Ray instance")
     c.set_defaults(func=_cmd_claims)
-    try:
-        from ablate.sweep.cli import add_sweep_parser
-        add_sweep_parser(sub)
-    except ImportError:  # pragma: no cover - sweep extra missing
-        pass
-    sub.add_parser("bench", help="benchmarks (ratios against peers); see bench/README.md",
-                   add_help=False)  # dispatched before parsing: its options are bench's own
+    from ablate.sweep.cli import add_sweep_parser
+
+    add_sweep_parser(sub)
+    sub.add_parser("bench", help="where the benchmarks are: `python -m bench` in a source checkout",
+                   add_help=False)
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:
-        return _bench(argv[1:])
+    if argv[:1] == ["bench"]:  # the cli never imports bench/: say where it is
+        print(f"error: {BENCH_HINT}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -9,6 +9,7 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ablate.adapters import apply_value_overrides
 from ablate.errors import ConfigError, choice_error
 from ablate.registry import conf_dir, plain
 from ablate.spec.groups import GROUPS
@@ -83,11 +84,7 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
             _BASE_CACHE.move_to_end(key)
         cfg = copy.deepcopy(base)
         if values:
-            from hydra._internal.config_loader_impl import ConfigLoaderImpl
-            from hydra.core.override_parser.overrides_parser import OverridesParser
-
-            parsed = OverridesParser.create().parse_overrides(values)
-            ConfigLoaderImpl._apply_overrides_to_config(parsed, cfg)
+            apply_value_overrides(cfg, values)
     except (HydraException, OmegaConfBaseException) as e:
         msg = " ".join(str(e).split())
         raise ConfigError(f"config: {msg}") from None

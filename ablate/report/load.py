@@ -395,10 +395,7 @@ def _bad_lines(path: Path) -> int:
 def _recover_rows(path: Path, meta: dict, records: list[dict]) -> list[dict]:
     """Rows for ended trials whose run directory is complete but which trials.jsonl lacks (its
     line was torn), rebuilt from their own files by the sweep's ledger."""
-    try:
-        from ablate.sweep.ledger import rows_from_run_dirs
-    except Exception:  # noqa: BLE001 - report used without the sweep package
-        return []
+    from ablate.sweep.ledger import rows_from_run_dirs
     have_ids = {str(r.get("trial_id")) for r in records}
     have_dirs = {str(r.get("run_dir")) for r in records if r.get("run_dir")}
     return [r for r in rows_from_run_dirs(path, meta)

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +27,7 @@ from ablate.errors import ConfigError
 from ablate.sweep.console import (RAY_LOG, Console, make_console_callback, redirect_output,
                                   use_console)
 from ablate.sweep.ledger import Ledger, _read_json, is_done, make_callback
+from ablate.adapters import refresh_ray_token_auth
 from ablate.sweep.ray_session import cleanup_leftovers, mark_shut_down, record_session
 from ablate.sweep.space import (DEFAULT_TRAINABLE, OptunaSpace, SearchSpace, active_assignment,
                                 combo_key, conditions, load_search_space, plan_trials)
@@ -249,17 +249,13 @@ def _token_auth_for_attach() -> None:
             or (Path.home() / ".ray" / "auth_token").is_file()):
         return
     os.environ["RAY_AUTH_MODE"] = "token"
-    if "ray" in sys.modules:  # Ray caches its config at import: refresh it
-        try:
-            from ray._private.authentication.authentication_token_setup import _enable_token_auth
-            _enable_token_auth()
-        except Exception:  # noqa: BLE001 - best effort; Ray then reports the auth error itself
-            pass
+    refresh_ray_token_auth()  # Ray caches its config at import
 
 
 def _init_ray(address: str | None, num_cpus: float | None, env: dict, space: SearchSpace,
-              log: Callable[[str], None], verbose: bool = False) -> bool:
-    """Start or attach to Ray; returns True when this call started it (and must shut it down)."""
+              log: Callable[[str], None], sweep_dir: Path, verbose: bool = False) -> bool:
+    """Start or attach to Ray; returns True when this call started it (and must shut it down). A
+    local start is recorded in the sweep dir (ablate/sweep/ray_session.py)."""
     import ray
 
     if ray.is_initialized():
@@ -273,8 +269,9 @@ def _init_ray(address: str | None, num_cpus: float | None, env: dict, space: Sea
     else:
         cpus = num_cpus or max(os.cpu_count() or 1, math.ceil(
             space.resources["cpu"] * int(space.resources.get("workers", 1))))
-        ray.init(address="local", num_cpus=int(math.ceil(cpus)), include_dashboard=False,
-                 runtime_env=runtime_env, log_to_driver=verbose)
+        ctx = ray.init(address="local", num_cpus=int(math.ceil(cpus)), include_dashboard=False,
+                       runtime_env=runtime_env, log_to_driver=verbose)
+        record_session(sweep_dir, str(ctx.address_info["session_dir"]))
     return True
 
 
@@ -312,11 +309,8 @@ def _saved_trials(experiment_dir: Path) -> list:
 
 
 def generate_report_safely(sweep_dir: Path, name: str, log: Callable[[str], None]) -> Path | None:
-    try:
-        from ablate.report import generate_report  # built in parallel; optional here
-    except Exception as e:  # noqa: BLE001
-        log(f"report: skipped (ablate.report.generate_report not importable: {e})")
-        return None
+    from ablate.report import generate_report  # lazy: pandas/matplotlib only when reporting
+
     out = Path("reports") / name
     try:
         res = generate_report(sweep_dir, out_dir=out, log=log)
@@ -449,9 +443,7 @@ def _trial_label(ctx: dict) -> Callable:
 
 def _run_tune(space, specs, sweep_dir, meta, meta_path, experiments, ledger_ctx, trial_ctx, env, *,
               resume, address, num_cpus, log, verbose, ray, tune):
-    started_ray = _init_ray(address, num_cpus, env, space, log, verbose=verbose)
-    if started_ray and not address:
-        record_session(sweep_dir)
+    started_ray = _init_ray(address, num_cpus, env, space, log, sweep_dir, verbose=verbose)
     t0 = time.time()
     try:
         _check_cluster(space)
