@@ -24,6 +24,7 @@ from ablate.component import load_tree_state, observe_tree, tree_state
 from ablate.metrics.entropy import token_entropy_sum_count
 from ablate.metrics.gradvar import GradVarianceMeter
 from ablate.metrics.passk import pass_at_k_metrics
+from ablate.optim import lr_schedule
 from ablate.pipeline.base import Generated, Rollouts, StageEnv
 from ablate.policy import build_policy, token_logprobs
 from ablate.policy.lora import FrozenBase, is_lora, load_policy_state, policy_state
@@ -32,11 +33,11 @@ from ablate.rollout.base import is_weights
 from ablate.tasks import build_task
 from ablate.train.components import Algorithm, build_algorithm
 from ablate.train.distributed import Dist
-from ablate.upge.partition import partition
 from ablate.train.state import TrainingState, load_rng_state, rng_state
 from ablate.upge.batch import RolloutBatch
 from ablate.upge.diagnostics import DiagAccumulator
 from ablate.upge.functional import group_reward_stats, zero_advantage_group_fraction
+from ablate.upge.partition import partition
 
 Reporter = Callable[[dict], None]
 
@@ -147,7 +148,8 @@ class Trainer:
         t = cfg.train
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=float(t.lr),
                                      betas=tuple(t.betas), weight_decay=float(t.weight_decay))
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_lambda)
+        self.sched = lr_schedule(self.opt, t.scheduler, int(t.warmup_steps),
+                                 int(t.steps) * int(t.epochs) * int(t.minibatches))
         self.rng = np.random.default_rng(self.seed)
         self.timers = Timers()
         sharded = self.dist.active and self.train_model is self.model  # FSDP2: sharded gradients
@@ -177,24 +179,6 @@ class Trainer:
         self.last_eval = dict(d["last_eval"])
         self.initial_eval = dict(d["initial_eval"])
         self.history_final = dict(d["history_final"])
-
-    # ----------------------------------------------------------------------------------- schedule
-    def _lr_lambda(self, step: int) -> float:
-        t = self.cfg.train
-        warm = int(t.warmup_steps)
-        if warm and step < warm:
-            return (step + 1) / warm
-        total = max(1, int(t.steps) * int(t.epochs) * int(t.minibatches) - warm)
-        frac = min(1.0, (step - warm) / total)
-        kind = str(t.scheduler)
-        if kind == "constant":
-            return 1.0
-        if kind == "linear":
-            return 1.0 - frac
-        if kind == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * frac))
-        from ablate.errors import choice_error
-        raise choice_error("train.scheduler", kind, ["constant", "linear", "cosine"])
 
     # ----------------------------------------------------------------------------------- rollout
     def _generate(self, problems, n: int, temperature: float, seed: int):
