@@ -24,12 +24,10 @@ from ablate.tracking import (
     WandbLogger,
     build_tracker,
     load_run,
-    read_offline_history,
-    read_offline_run,
     resolve_mode,
 )
 from ablate.tracking.tracker import wandb_settings
-from ablate.tracking.wandb_reader import find_wandb_file, iter_record_payloads
+from tests.wandb_reader import find_wandb_file, iter_record_payloads, read_offline_history, read_offline_run
 
 REPO = Path(__file__).resolve().parents[1]
 CHOICES = {"mask": "ppo_clip", "denominator": "behaviour", "advantage": "group_zscore",
