@@ -186,27 +186,6 @@ def _grid_param_space(space: SearchSpace, todo: list[dict]) -> dict:
     return {"trial": tune.grid_search([s["key"] for s in todo])}
 
 
-def _progress_reporter(space: SearchSpace, verbose: bool):
-    """Tune's status table: on the console with --verbose, else into ray.log (fd 2 is there)."""
-    from ray.tune import CLIReporter
-
-    class SafeCLIReporter(CLIReporter):
-        """A progress table that can never take the sweep down."""
-
-        def report(self, *args, **kwargs):
-            try:
-                super().report(*args, **kwargs)
-            except Exception as e:  # noqa: BLE001
-                print(f"(progress table unavailable: {type(e).__name__}: {e})", flush=True)
-
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the new output engine ignores custom reporters
-    params = {"trial": "trial"} if not space.is_optuna else {a: a for a in space.swept_keys()}
-    metrics = {space.metric: space.metric, "step": "step", "training_iteration": "iter",
-               "time_total_s": "time (s)"}
-    return SafeCLIReporter(parameter_columns=params, metric_columns=metrics, max_column_length=28,
-                           max_report_frequency=10 if verbose else 60, max_progress_rows=40)
-
-
 def _make_search(space: SearchSpace, sweep_dir: Path):
     if not space.is_optuna:
         return None
@@ -529,7 +508,7 @@ def _run_tune(space, specs, sweep_dir, meta, meta_path, experiments, ledger_ctx,
                         name=experiment, storage_path=str(sweep_dir),
                         failure_config=tune.FailureConfig(max_failures=space.max_failures),
                         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                        verbose=1, progress_reporter=_progress_reporter(space, verbose),
+                        verbose=1,  # Tune's own status table: ray.log, or the console with --verbose
                         callbacks=[make_no_retry_callback(),
                                    make_callback(Ledger(sweep_dir, ledger_ctx), experiment, todo),
                                    make_console_callback(
