@@ -23,14 +23,15 @@ from typing import Any, Callable
 import yaml
 
 import ablate
+from ablate.adapters import refresh_ray_token_auth
 from ablate.errors import ConfigError
 from ablate.sweep.console import (RAY_LOG, Console, make_console_callback, redirect_output,
                                   use_console)
 from ablate.sweep.ledger import Ledger, _read_json, is_done, make_callback
-from ablate.adapters import refresh_ray_token_auth
 from ablate.sweep.ray_session import cleanup_leftovers, mark_shut_down, record_session
 from ablate.sweep.space import (DEFAULT_TRAINABLE, OptunaSpace, SearchSpace, active_assignment,
                                 combo_key, conditions, load_search_space, plan_trials)
+from ablate.tracking.wandb_logger import resolve_mode
 
 REPO_ROOT = Path(ablate.__file__).resolve().parent.parent
 EXIT_INTERRUPTED = 130
@@ -67,20 +68,9 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def wandb_mode(space: SearchSpace) -> str:
-    env = os.environ.get("WANDB_MODE")
-    if env:
-        return env
-    mode = space.wandb.get("mode", "auto")
-    if mode != "auto":
-        return mode
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    try:
-        if "api.wandb.ai" in (Path.home() / ".netrc").read_text():
-            return "online"
-    except OSError:
-        pass
-    return "offline"
+    """The sweep's W&B mode, decided once here by the rule `ablate train` uses (resolve_mode) and
+    handed to every trial as WANDB_MODE."""
+    return resolve_mode(space.wandb.get("mode", "auto"), field="wandb.mode")
 
 
 def worker_env(space: SearchSpace, sweep_dir: Path) -> dict[str, str]:
