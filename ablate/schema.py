@@ -174,17 +174,17 @@ class RolloutConfig(Group):
 
 
 class WandbConfig(Group):
-    enabled: bool
-    project: str = Field(min_length=1)
+    enabled: bool = False
+    project: str = Field("ablate", min_length=1)
     entity: Optional[str] = None
-    mode: Literal["auto", "offline", "online", "disabled"]
+    mode: Literal["auto", "offline", "online", "disabled"] = "auto"
     group: Optional[str] = None
     job_type: Optional[str] = None
     tags: list[str] = Field(default_factory=list)
 
 
 class TrackerConfig(Group):
-    wandb: WandbConfig
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
 
 
 class Component(BaseModel):
