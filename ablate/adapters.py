@@ -1,6 +1,7 @@
 """The only place that touches private APIs of our dependencies (Hydra, Ray): each use is one
 function here, and tests/test_adapters.py fails loudly when an upgrade moves what it relies on.
-Nothing else in ablate may import ``hydra._internal`` or ``ray._private`` (the test greps)."""
+Nothing else in ablate may import ``hydra._internal``, ``ray._private`` or an underscore name of
+Ray (the test greps)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,11 @@ def refresh_ray_token_auth() -> None:
     from ray._private.authentication.authentication_token_setup import _enable_token_auth
 
     _enable_token_auth()
+
+
+def in_tune_session() -> bool:
+    """Whether this process runs inside a Ray Tune trial (then a multi-worker run reports through
+    Tune). Ray 2.60 has only the private ``ray.tune.trainable.trainable_fn_utils._in_tune_session``."""
+    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
+
+    return bool(_in_tune_session())

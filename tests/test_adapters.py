@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from ablate.adapters import apply_value_overrides
 
 ROOT = Path(__file__).resolve().parent.parent / "ablate"
-PRIVATE = ("hydra._internal", "ray._private")
+PRIVATE = ("hydra._internal", "ray._private", "import _in_tune_session")
 
 
 def test_private_apis_only_in_the_adapter():
@@ -34,3 +34,9 @@ def test_ray_private_token_refresh_still_exists():
     from ray._private.authentication.authentication_token_setup import _enable_token_auth
 
     assert callable(_enable_token_auth) and not inspect.signature(_enable_token_auth).parameters
+
+
+def test_ray_tune_session_probe_still_exists():
+    from ablate.adapters import in_tune_session
+
+    assert in_tune_session() is False  # not inside a Tune trial here

@@ -200,7 +200,7 @@ def _checkpoint_hook(rep: _Reporter, seed: int, seed_index: int) -> Callable:
     import torch
 
     def on_step_end(trainer, step: int) -> None:
-        every = int(trainer.cfg.train.get("checkpoint_every") or 0)
+        every = trainer.spec.train.checkpoint_every
         if step != trainer.state.total_steps and not (every > 0 and step % every == 0):
             rep.flush()
             return

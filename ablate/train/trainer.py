@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig
 
 from ablate.component import load_tree_state, observe_tree, tree_state
+from ablate.config import check_run
 from ablate.metrics.entropy import token_entropy_sum_count
 from ablate.metrics.gradvar import GradVarianceMeter
 from ablate.metrics.passk import pass_at_k_metrics
@@ -30,6 +31,7 @@ from ablate.policy import build_policy, token_logprobs
 from ablate.policy.lora import FrozenBase, is_lora, load_policy_state, policy_state
 from ablate.rollout import build_engine, resolve_max_new_tokens
 from ablate.rollout.base import is_weights
+from ablate.schema import RunConfig
 from ablate.tasks import build_task
 from ablate.train.components import Algorithm, build_algorithm
 from ablate.train.distributed import Dist
@@ -113,17 +115,18 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig, tracker=None, reporter: Optional[Reporter] = None,
                  on_step_end: Optional[Callable[["Trainer", int], None]] = None,
-                 dist: Optional[Dist] = None):
-        self.cfg = cfg
+                 dist: Optional[Dist] = None, spec: Optional[RunConfig] = None):
+        self.cfg = cfg  # the raw groups the component builders read
+        self.spec = spec if spec is not None else check_run(cfg)  # typed, checked once (run_config)
         self.dist = dist or Dist()  # one worker of a multi-worker trial (ablate/train/distributed.py)
         self.on_step_end = on_step_end  # e.g. a checkpoint hook: called after each logged step
         self.tracker = tracker
         self.reporter = reporter
-        self.seed = int(cfg.seed)
-        if cfg.get("threads"):
-            torch.set_num_threads(int(cfg.threads))
+        self.seed = self.spec.seed
+        if self.spec.threads:
+            torch.set_num_threads(self.spec.threads)
         _seed_everything(self.seed)
-        self.device = resolve_device(str(cfg.device))
+        self.device = resolve_device(self.spec.device)
         self.algo: Algorithm = build_algorithm(cfg)
         self.plan = self.algo.needs()
         self.objective = self.algo.objective
@@ -137,19 +140,17 @@ class Trainer:
         if self.plan.ref_model:  # under LoRA the frozen base is the reference: no second copy
             self.ref_model = FrozenBase(self.model) if is_lora(self.model) else \
                 copy.deepcopy(self.model).eval().requires_grad_(False)
-        res = cfg.get("resources") or {}
-        self.train_model = self.dist.wrap(self.model, str(res.get("strategy", "ddp")))
+        self.train_model = self.dist.wrap(self.model, self.spec.resources.strategy)
         if self.plan.values:  # the value model starts from the (warm-started) policy
             self.algo.critic.attach(self.model)
         self.engine = build_engine(cfg.rollout)
         self.plan = self.plan | self.engine.needs()  # e.g. a train–inference IS correction
-        self.temperature = float(cfg.rollout.temperature)
-        self.max_new_tokens = resolve_max_new_tokens(int(cfg.rollout.max_new_tokens), self.task)
-        t = cfg.train
-        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=float(t.lr),
-                                     betas=tuple(t.betas), weight_decay=float(t.weight_decay))
-        self.sched = lr_schedule(self.opt, t.scheduler, int(t.warmup_steps),
-                                 int(t.steps) * int(t.epochs) * int(t.minibatches))
+        self.temperature = self.spec.rollout.temperature
+        self.max_new_tokens = resolve_max_new_tokens(self.spec.rollout.max_new_tokens, self.task)
+        t = self.spec.train
+        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=t.lr,
+                                     betas=tuple(t.betas), weight_decay=t.weight_decay)
+        self.sched = lr_schedule(self.opt, t.scheduler, t.warmup_steps, t.steps * t.epochs * t.minibatches)
         self.rng = np.random.default_rng(self.seed)
         self.timers = Timers()
         sharded = self.dist.active and self.train_model is self.model  # FSDP2: sharded gradients
@@ -158,7 +159,7 @@ class Trainer:
         self.last_eval: dict[str, float] = {}
         self.initial_eval: dict[str, float] = {}
         self.history_final: dict[str, float] = {}
-        self.state = TrainingState(total_steps=int(t.steps))
+        self.state = TrainingState(total_steps=t.steps)
 
     # ----------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -190,7 +191,7 @@ class Trainer:
         self.model.eval()
         with torch.no_grad():
             out = self.engine.generate(self.model, self.tok, prompts, n, temperature=temperature,
-                                       top_p=float(self.cfg.rollout.top_p),
+                                       top_p=self.spec.rollout.top_p,
                                        max_new_tokens=self.max_new_tokens, generator=gen,
                                        compute_logprobs=False)
         return out
@@ -216,7 +217,7 @@ class Trainer:
     def _rollouts_for(self, problems, step: int, round_: int, env: StageEnv) -> Rollouts:
         """Plan (prompt samplers, per-prompt budgets), generate and verify (each worker its share of
         the prompts, gathered), then the stages on the whole set, identically on every worker."""
-        counts = [int(self.cfg.train.group_size)] * len(problems)
+        counts = [self.spec.train.group_size] * len(problems)
         for stage in self.algo.stages:  # before generation: which prompts, how many samples each
             problems, counts = stage.plan(list(problems), list(counts), env)
         problems = [p for p, c in zip(problems, counts) if c > 0]
@@ -272,10 +273,10 @@ class Trainer:
 
     def collect(self, step: int) -> tuple[Rollouts, dict[str, float]]:
         """Sample prompts, generate, verify, run the stages; refill if a stage dropped groups."""
-        P = int(self.cfg.train.prompts_per_step)
+        P = self.spec.train.prompts_per_step
         env = StageEnv(tokenizer=self.tok, task=self.task, max_new_tokens=self.max_new_tokens, step=step,
                        info=self.state.info() if self.plan.step_info else None,
-                       rng=self.rng, group_size=int(self.cfg.train.group_size))
+                       rng=self.rng, group_size=self.spec.train.group_size)
         if self.plan.generation:
             env.generate = self._stage_generate(step, env)
         rounds = max(1, int(self.plan.refill_rounds))
@@ -391,7 +392,7 @@ class Trainer:
         """(log-probs, entropy or None) of every row, zero on padding, in microbatch-sized chunks."""
         parts, ents = [], []
         temp = self.temperature if temperature is None else temperature
-        for idx in _chunks(batch.batch_size, int(self.cfg.train.microbatches)):
+        for idx in _chunks(batch.batch_size, self.spec.train.microbatches):
             lp, ent = token_logprobs(model, batch.input_ids[idx], batch.attention_mask[idx],
                                      batch.prompt_len, temp, with_entropy=with_entropy)
             parts.append(lp)
@@ -409,7 +410,7 @@ class Trainer:
         return torch.nonzero(torch.isin(ids, mine)).reshape(-1)
 
     def update(self, batch: RolloutBatch, step: int) -> dict[str, float]:
-        t = self.cfg.train
+        t = self.spec.train
         obj = self.objective
         dist = self.dist
         reducer = dist if dist.active else None
@@ -418,7 +419,7 @@ class Trainer:
         # on the rows of its own prompts in each of them (the advantages saw the whole batch)
         local = torch.zeros(batch.batch_size, dtype=torch.bool)
         local[self._local_rows(batch)] = True
-        want_entropy = bool(t.metrics.entropy) or self.plan.entropy
+        want_entropy = t.metrics.entropy or self.plan.entropy
         ent_grad = self.plan.entropy_grad
         # diagnostics stay on the device as tensors; one host sync per step (below), none per microbatch
         acc = DiagAccumulator()
@@ -427,9 +428,9 @@ class Trainer:
         gv_acc: dict[str, list[float]] = {}
         gen = torch.Generator().manual_seed(self._seed_for(step, salt=17))
         groups = batch.group_ids.cpu() if self.plan.whole_groups else None
-        k_mb = int(t.minibatches)
+        k_mb = t.minibatches
         epochs = [[rows[local[rows]] for rows in partition(batch.batch_size, k_mb, gen, groups)]
-                  for _ in range(int(t.epochs))]
+                  for _ in range(t.epochs)]
         self._fill_old_logp(batch, epochs[0][0], local)
         self.model.train()
         for epoch, minibatches in enumerate(epochs):
@@ -442,7 +443,7 @@ class Trainer:
                 if self.meter is not None:
                     self.meter.start()
                 mb_groups = groups[mb_rows_cpu] if groups is not None else None
-                chunks = partition(mb.batch_size, int(t.microbatches), None, mb_groups) if mb.batch_size else []
+                chunks = partition(mb.batch_size, t.microbatches, None, mb_groups) if mb.batch_size else []
                 for mc_idx_cpu in chunks:
                     mc_idx = mc_idx_cpu.to(self.device)
                     mc = mb.select(mc_idx)
@@ -477,10 +478,10 @@ class Trainer:
                             if v is not None:
                                 gv_acc.setdefault(k, []).append(float(v))
                     gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                                           float(t.max_grad_norm))
+                                                           t.max_grad_norm)
                     gnorm_f = float(gnorm)
                     gv_acc.setdefault("train/grad_norm_preclip", []).append(gnorm_f)
-                    if not math.isfinite(gnorm_f) or (t.skip_grad_norm and gnorm_f > float(t.skip_grad_norm)):
+                    if not math.isfinite(gnorm_f) or (t.skip_grad_norm and gnorm_f > t.skip_grad_norm):
                         skipped += 1
                         self.opt.zero_grad(set_to_none=True)
                     else:
@@ -559,9 +560,8 @@ class Trainer:
     def run(self, progress: bool = True) -> dict:
         from tqdm.auto import tqdm
 
-        t = self.cfg.train
-        steps = int(t.steps)
-        every = int(self.cfg.eval.every) if self.cfg.eval.every else 0
+        steps = self.spec.train.steps
+        every = self.spec.eval.every
         t_start = time.perf_counter()
         start = self.state.step + 1  # > 1 when resumed from a checkpoint (load_state_dict)
         if start == 1:
@@ -572,7 +572,7 @@ class Trainer:
                 self.tracker.log_samples(samples, step=0)
             self._emit({**ev, "eval/step": 0.0}, step=0)
         bar = tqdm(range(start, steps + 1), initial=start - 1, total=steps,
-                   desc=str(self.cfg.get("name") or "train"), disable=not progress,
+                   desc=self.spec.name or "train", disable=not progress,
                    dynamic_ncols=True, leave=False)
         for step in bar:
             t0 = time.perf_counter()

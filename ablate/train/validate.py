@@ -5,6 +5,7 @@ its data). It lives in train/ because it builds what the trainer builds."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
@@ -13,22 +14,32 @@ from ablate.config import check_run
 from ablate.errors import ConfigError
 from ablate.registry import plain
 from ablate.rollout import build_engine
+from ablate.schema import RunConfig
 from ablate.tasks import build_task
 from ablate.train.components import build_algorithm
 
 
+@dataclass(frozen=True)
+class Validated:
+    """What validation produced: the typed spec (flows down to the trainer and the tracker) and
+    the task it built (None without ``build``)."""
+
+    run: RunConfig
+    task: Any = None
+
+
 def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bool] = None,
-                    task_cache: Optional[dict] = None) -> Any:
+                    task_cache: Optional[dict] = None) -> Validated:
     """Check a composed run config completely; raise a one-line ConfigError for the first problem.
 
     The schema checks types and ranges of every plain field; with ``build`` the components are
     built (slots, objective, pipeline stages, the task and its data) and the rollout engine's
     parameters are checked against its signature: cheap, and nothing is written. The device must
-    exist. Returns the task built (or None); ``task_cache`` (a dict) reuses tasks built from the
-    same task config (a sweep preflight checks many trials of one data set)."""
+    exist. ``task_cache`` (a dict) reuses tasks built from the same task config (a sweep preflight
+    checks many trials of one data set)."""
     run = check_run(cfg, cuda_available=cuda_available)
     if not build:
-        return None
+        return Validated(run)
     data = plain(cfg)  # resolved plain dict (already checked by the schema above)
     dcfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
     build_algorithm(dcfg)
@@ -40,7 +51,7 @@ def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bo
         if task_cache is not None:
             task_cache[key] = task
     check_task_fits(task, run)
-    return task
+    return Validated(run, task)
 
 
 def check_rollout(rollout_cfg: Any) -> None:
