@@ -328,7 +328,15 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
         raise ConfigError(f"search space{f' {source}' if source else ''}: expected a YAML mapping "
                           f"at the top level")
     data = _mapping("search space", data, TOP_KEYS)
+    space = _identity(data, source)
+    for part in (_axes, _params, _seeds, _search, _scheduler, _run_options, _report):
+        part(space, data)
+    _check_base_overrides(space)
+    return space
 
+
+def _identity(data: Mapping, source: str | None) -> SearchSpace:
+    """name, metric, mode, description and the trainable."""
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigError("name: missing (the sweep name; it also names the sweep directory)")
@@ -347,7 +355,11 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
 
     # the registered function's import path (what the trial processes import), never the file's
     space.trainable = resolve(data.get("trainable") or DEFAULT_TRAINABLE).path
+    return space
 
+
+def _axes(space: SearchSpace, data: Mapping) -> None:
+    """base_overrides, slots (config groups) and methods (whole presets)."""
     base = _list("base_overrides", data.get("base_overrides"))
     for o in base:
         if not isinstance(o, str) or ("=" not in o and not o.startswith("~")):
@@ -364,6 +376,9 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
     if "methods" in data and data["methods"] is not None:
         space.methods = _check_variants("methods", "method", _list("methods", data["methods"]))
 
+
+def _params(space: SearchSpace, data: Mapping) -> None:
+    """Hyperparameter axes; ``when`` conditions name categorical axes declared before them."""
     params = _mapping("params", data.get("params"))
     for key, spec in params.items():
         space.params[str(key)] = _parse_param(str(key), spec)
@@ -379,6 +394,8 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
         if p.type == "choice":
             seen[key] = list(p.values or [])
 
+
+def _seeds(space: SearchSpace, data: Mapping) -> None:
     seeds = data.get("seeds", [0])
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if seeds < 1:
@@ -394,6 +411,9 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
     if len(set(space.seeds)) != len(space.seeds):
         raise ConfigError(f"seeds: duplicate seeds in {space.seeds}")
 
+
+def _search(space: SearchSpace, data: Mapping) -> None:
+    """search.algorithm, num_samples (samplers only) and seed."""
     search = _mapping("search", data.get("search"), ("algorithm", "num_samples", "seed"))
     algo = search.get("algorithm", "grid")
     if algo not in ALGORITHMS:
@@ -421,6 +441,9 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
             raise ConfigError(f"search.num_samples: must be >= 1, got {space.num_samples}")
     space.search_seed = int(_num("search.seed", search.get("seed", 0), integer=True))
 
+
+def _scheduler(space: SearchSpace, data: Mapping) -> None:
+    """Optional ASHA early stopping: rungs at grace_period * reduction_factor^k < max_t."""
     sched = data.get("scheduler")
     if isinstance(sched, str):
         sched = {"type": sched}
@@ -455,6 +478,9 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
             space.scheduler = {"type": "asha", "time_attr": time_attr, "max_t": max_t,
                                "grace_period": grace, "reduction_factor": rf, "brackets": brackets}
 
+
+def _run_options(space: SearchSpace, data: Mapping) -> None:
+    """resources, max_concurrent, max_failures, output_dir and wandb."""
     res = _mapping("resources", data.get("resources"), ("cpu", "gpu", "workers"))
     cpu = _num("resources.cpu", res.get("cpu", 1))
     gpu = _num("resources.gpu", res.get("gpu", 0))
@@ -492,11 +518,17 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
     space.wandb = {"project": str(wb.get("project") or "ablate"), "mode": wmode,
                    "entity": wb.get("entity")}
 
+
+def _report(space: SearchSpace, data: Mapping) -> None:
+    """report metrics and claims (claims name swept axes and their values)."""
     space.report = parse_report(data.get("report"))
     axes = {a: opts for a, opts in space.categorical_axes()}
     axes.update({k: list(p.values or []) for k, p in space.params.items() if p.type == "choice"})
     space.claims = parse_claims(data.get("claims"), axes)
 
+
+def _check_base_overrides(space: SearchSpace) -> None:
+    """base_overrides may not set what the sweep varies, nor seed/name (set per trial)."""
     swept = set(space.swept_keys())
     for o in space.base_overrides:
         k = o.split("=", 1)[0].lstrip("+~")
@@ -506,7 +538,6 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
         if k in ("seed", "name"):
             raise ConfigError(f"base_overrides: {o!r}: the sweep sets {k} per trial"
                               + (" (use seeds:)" if k == "seed" else ""))
-    return space
 
 
 def load_search_space(path: str | Path, *, extra_overrides: Iterable[str] = (),
