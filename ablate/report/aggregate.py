@@ -151,15 +151,11 @@ def normalise_presets(presets) -> list[dict]:
 
 
 def load_default_presets() -> list[dict]:
-    """The method catalog from ablate.methods.catalog.load_presets(), or [] when unavailable."""
-    try:
-        from ablate.methods.catalog import load_presets  # type: ignore[import-not-found]
-    except Exception:
-        return []
-    try:
-        return normalise_presets(load_presets())
-    except Exception:
-        return []
+    """The method catalog from ablate.methods.catalog.load_presets() (a broken catalog is an
+    error, not an empty list)."""
+    from ablate.methods.catalog import load_presets
+
+    return normalise_presets(load_presets())
 
 
 def _display_name(preset: dict) -> str:

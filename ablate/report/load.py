@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ablate.errors import ConfigError
 from ablate.spec.groups import SLOT_FAMILIES
 
 STATUSES = ("finished", "failed", "early_stopped", "running", "pending")
@@ -35,13 +36,7 @@ DERIVED = {
 }
 
 
-try:  # the project's one-line user-error type, so `ablate report` prints it cleanly
-    from ablate.errors import ConfigError as _UserError
-except Exception:  # pragma: no cover - report used standalone
-    _UserError = ValueError  # type: ignore[misc,assignment]
-
-
-class SweepFormatError(_UserError):
+class SweepFormatError(ConfigError):  # one-line user error: `ablate report` prints it cleanly
     """The sweep directory lacks a file the report cannot do without."""
 
 
