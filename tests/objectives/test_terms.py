@@ -299,7 +299,7 @@ def test_multi_term_objective_equals_the_weighted_sum_of_its_terms(method, layou
 
 def accumulated_grad(method: str, c: Case, k: int, whole_groups: bool = True, answers=None):
     """Σ over k microbatches of the objective's loss with the minibatch's normalisers (the trainer's
-    accumulation), split by ablate.train.partition (group-intact when ``whole_groups``)."""
+    accumulation), split by ablate.upge.partition (group-intact when ``whole_groups``)."""
     obj = algorithm(method).objective
     batch = to_batch(c, answers)
     obj.compute_advantages(batch)
