@@ -67,10 +67,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def policy_seed(cfg: DictConfig) -> int:
+def policy_seed(spec: RunConfig) -> int:
     """Seed of the initial weights and warm start: ``model.seed``, else the run's seed."""
-    s = cfg.model.get("seed")
-    return int(cfg.seed if s is None else s)
+    return spec.seed if spec.model.seed is None else spec.model.seed
 
 
 def _disable_dropout(model: torch.nn.Module) -> None:
@@ -131,7 +130,7 @@ class Trainer:
         self.plan = self.algo.needs()
         self.objective = self.algo.objective
         self.task = build_task(cfg.task)
-        self.policy = build_policy(cfg.model, self.task, policy_seed(cfg), self.device)
+        self.policy = build_policy(cfg.model, self.task, policy_seed(self.spec), self.device)
         self.model, self.tok = self.policy.model, self.policy.tokenizer
         self.task = self.policy.task  # prompts in the tokenizer's format (task.prompt_format)
         _seed_everything(self.seed)  # the warm start (or its cache hit) must not shift the RL seed
@@ -547,12 +546,12 @@ class Trainer:
         """Pass@k metrics, logged samples and the per-prompt counts they come from:
         ``{"prompt_id": [...], "n": [...], "c": [...]}`` (kept in the run store's eval_prompts.jsonl,
         the data ``ablate.stats.prompts`` models with seeds and prompts as separate effects)."""
-        e = self.cfg.eval
-        problems = self.task.eval_problems(int(e.num_prompts))
+        e = self.spec.eval
+        problems = self.task.eval_problems(e.num_prompts)
         if self.dist.active:  # each worker its share of the eval prompts; Pass@k over all of them
             problems = problems[self.dist.shard(len(problems))]
-        n = int(e.n)
-        temp = float(e.temperature) if e.get("temperature") is not None else self.temperature
+        n = e.n
+        temp = e.temperature if e.temperature is not None else self.temperature
         correct = np.zeros((len(problems), n), dtype=np.float64)
         samples: list[dict] = []
         chunk = max(1, 256 // n)
@@ -564,14 +563,14 @@ class Trainer:
                     j = i // n
                     rew = self.task.verify(probs[j], text)
                     correct[s + j, i % n] = 1.0 if rew.total >= 1.0 else 0.0
-                    if len(samples) < int(e.num_samples_logged) and i % n == 0:
+                    if len(samples) < e.num_samples_logged and i % n == 0:
                         samples.append({"step": step, "prompt": probs[j].prompt, "response": text,
                                         "reward": float(rew.total), "answer": probs[j].answer})
         ids = [p.uid for p in problems]
         if self.dist.active:
             parts = self.dist.all_gather_object((correct, samples, ids))
             correct = np.concatenate([c for c, _, _ in parts if len(c)], 0)
-            samples = [x for _, ss, _ in parts for x in ss][: int(e.num_samples_logged)]
+            samples = [x for _, ss, _ in parts for x in ss][: e.num_samples_logged]
             ids = [x for _, _, ii in parts for x in ii]
         per_prompt = {"prompt_id": ids, "n": [n] * len(ids),
                       "c": [int(x) for x in correct.sum(1).round().astype(int)]}
