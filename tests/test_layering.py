@@ -37,3 +37,19 @@ def test_low_layers_import_nothing_above_them():
 def test_import_graph_command_prints_edges():
     out = subprocess.run([sys.executable, "-m", "ablate.spec.imports"], capture_output=True, text=True)
     assert "train" in out.stdout and "cycle(s)" in out.stdout
+
+
+def test_ablate_never_imports_bench():
+    """bench/ measures ablate from outside; the package (cli included) does not depend on it."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "ablate"
+    offenders = []
+    for p in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n == "bench" or n.startswith("bench.") for n in names):
+                offenders.append(str(p.relative_to(root)))
+    assert offenders == []
