@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ablate.adapters import apply_value_overrides
 from ablate.errors import ConfigError, choice_error
 from ablate.registry import conf_dir, plain
+from ablate.schema import RunConfig, check, check_key, model_defaults, root_defaults
 from ablate.spec.groups import GROUPS
 
 
@@ -23,8 +24,6 @@ def _group_options(group: str) -> list[str]:
 def check_overrides(overrides: Sequence[str]) -> None:
     """Fail with one line for ``group=unknown`` or an unknown schema key (``train.stpes=3``)
     before Hydra prints its multi-line error."""
-    from ablate.schema import check_key
-
     for ov in overrides:
         key, sep, val = ov.lstrip("+~").partition("=")
         if "." in key:
@@ -38,8 +37,6 @@ def register_defaults() -> None:
     train, eval; first in conf/config.yaml's defaults) and ``model/schema`` (conf/model/*.yaml
     extend it). The schema is then the one source of defaults."""
     from hydra.core.config_store import ConfigStore
-
-    from ablate.schema import model_defaults, root_defaults
 
     cs = ConfigStore.instance()
     cs.store(name="ablate_root", node=root_defaults())
@@ -124,12 +121,10 @@ def _plain_checked(cfg: Any) -> dict:
         raise ConfigError(f"{e.full_key or 'config'}: {' '.join(str(e).split())[:300]}") from None
 
 
-def check_run(cfg: Any, *, cuda_available: Optional[bool] = None) -> Any:
+def check_run(cfg: Any, *, cuda_available: Optional[bool] = None) -> RunConfig:
     """The typed ``RunConfig`` of a composed run config (schema: types and ranges of every plain
     field) whose device exists; a one-line ConfigError for the first problem. Components are built
     and checked one layer up, by ablate.train.validate.validate_config."""
-    from ablate.schema import RunConfig, check
-
     run = check(RunConfig, _plain_checked(cfg))
     _check_device(run.device, cuda_available)
     return run

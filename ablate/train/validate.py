@@ -41,7 +41,7 @@ def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bo
     if not build:
         return Validated(run)
     data = plain(cfg)  # resolved plain dict (already checked by the schema above)
-    dcfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    dcfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(data)
     build_algorithm(dcfg)
     check_rollout(data["rollout"])
     key = json.dumps(data["task"], sort_keys=True, default=str)
