@@ -40,3 +40,25 @@ def test_trainer_reads_the_spec_it_is_given():
     assert tr.state.total_steps == 1 and tr.spec is spec
     ev, samples = tr.evaluate(0)
     assert samples == [] and "eval/pass@1" in ev
+
+
+def test_run_config_builds_components_and_task_once(tmp_path, monkeypatch):
+    """run_config hands validation's components and task to the trainer: each is built once."""
+    import ablate.train.trainer as trainer_mod
+    import ablate.train.validate as validate_mod
+    from ablate.train.api import run_config
+
+    calls = {"algo": 0, "task": 0}
+    real_algo, real_task = validate_mod.build_algorithm, validate_mod.build_task
+
+    def count(key, fn):
+        def wrapped(*a, **k):
+            calls[key] += 1
+            return fn(*a, **k)
+        return wrapped
+
+    for mod in (validate_mod, trainer_mod):
+        monkeypatch.setattr(mod, "build_algorithm", count("algo", real_algo))
+        monkeypatch.setattr(mod, "build_task", count("task", real_task))
+    out = run_config(compose_config([*FAST, "train.steps=1", "eval.every=0"]), run_dir=tmp_path / "r")
+    assert out["status"] == "finished" and calls == {"algo": 1, "task": 1}

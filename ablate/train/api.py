@@ -116,7 +116,8 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
     extra = dict(extra_tracker or {})
     if extra.get("project") and cfg.get("tracker") and "wandb" in cfg.tracker:
         cfg.tracker.wandb.project = str(extra["project"])
-    spec = validate_config(cfg).run  # the typed spec flows down from here
+    built = validate_config(cfg)  # the typed spec (and the built components) flow down from here
+    spec = built.run
     save = spec.train.save_model
     name = spec.name or default_name(cfg)
     rd = Path(run_dir or spec.run_dir or default_run_dir(cfg, name)).resolve()
@@ -133,7 +134,7 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
     try:
         if resume is None and save != "none":
             shutil.rmtree(rd / MODEL_DIR, ignore_errors=True)  # a fresh run's model, never an old one
-        trainer = Trainer(cfg, spec=spec, tracker=tracker, reporter=reporter, dist=dist, on_step_end=_chain(
+        trainer = Trainer(cfg, built=built, tracker=tracker, reporter=reporter, dist=dist, on_step_end=_chain(
             [_BestModel(rd) if save == "best" else None, on_step_end]))
         if resume is not None:
             trainer.load_state_dict(resume["trainer"])

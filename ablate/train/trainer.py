@@ -36,6 +36,7 @@ from ablate.tasks import build_task
 from ablate.train.components import Algorithm, build_algorithm
 from ablate.train.distributed import Dist
 from ablate.train.state import TrainingState, load_rng_state, rng_state
+from ablate.train.validate import Validated
 from ablate.upge.batch import RolloutBatch
 from ablate.upge.diagnostics import DiagAccumulator
 from ablate.upge.functional import group_reward_stats, zero_advantage_group_fraction
@@ -114,8 +115,11 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig, tracker=None, reporter: Optional[Reporter] = None,
                  on_step_end: Optional[Callable[["Trainer", int], None]] = None,
-                 dist: Optional[Dist] = None, spec: Optional[RunConfig] = None):
+                 dist: Optional[Dist] = None, spec: Optional[RunConfig] = None,
+                 built: Optional[Validated] = None):
         self.cfg = cfg  # the raw groups the component builders read
+        if built is not None:  # run_config's validation: its spec, components and task are reused
+            spec = built.run
         self.spec = spec if spec is not None else check_run(cfg)  # typed, checked once (run_config)
         self.dist = dist or Dist()  # one worker of a multi-worker trial (ablate/train/distributed.py)
         self.on_step_end = on_step_end  # e.g. a checkpoint hook: called after each logged step
@@ -126,10 +130,11 @@ class Trainer:
             torch.set_num_threads(self.spec.threads)
         _seed_everything(self.seed)
         self.device = resolve_device(self.spec.device)
-        self.algo: Algorithm = build_algorithm(cfg)
+        prebuilt = built is not None and built.algorithm is not None and built.task is not None
+        self.algo: Algorithm = built.algorithm if prebuilt else build_algorithm(cfg)
         self.plan = self.algo.needs()
         self.objective = self.algo.objective
-        self.task = build_task(cfg.task)
+        self.task = built.task if prebuilt else build_task(cfg.task)
         self.policy = build_policy(cfg.model, self.task, policy_seed(self.spec), self.device)
         self.model, self.tok = self.policy.model, self.policy.tokenizer
         self.task = self.policy.task  # prompts in the tokenizer's format (task.prompt_format)

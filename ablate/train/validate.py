@@ -16,16 +16,18 @@ from ablate.registry import plain
 from ablate.rollout import build_engine
 from ablate.schema import RunConfig
 from ablate.tasks import build_task
-from ablate.train.components import build_algorithm
+from ablate.train.components import Algorithm, build_algorithm
 
 
 @dataclass(frozen=True)
 class Validated:
-    """What validation produced: the typed spec (flows down to the trainer and the tracker) and
-    the task it built (None without ``build``)."""
+    """What validation produced: the typed spec (flows down to the trainer and the tracker) and,
+    with ``build``, the components and the task it built (the trainer uses them: nothing is built
+    twice)."""
 
     run: RunConfig
     task: Any = None
+    algorithm: Optional[Algorithm] = None
 
 
 def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bool] = None,
@@ -42,7 +44,7 @@ def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bo
         return Validated(run)
     data = plain(cfg)  # resolved plain dict (already checked by the schema above)
     dcfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(data)
-    build_algorithm(dcfg)
+    algorithm = build_algorithm(dcfg)
     check_rollout(data["rollout"])
     key = json.dumps(data["task"], sort_keys=True, default=str)
     task = task_cache.get(key) if task_cache is not None else None
@@ -51,7 +53,7 @@ def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bo
         if task_cache is not None:
             task_cache[key] = task
     check_task_fits(task, run)
-    return Validated(run, task)
+    return Validated(run, task, algorithm)
 
 
 def check_rollout(rollout_cfg: Any) -> None:
