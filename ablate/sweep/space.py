@@ -48,9 +48,9 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Mapping, Optional, Union
+from typing import Annotated, Any, Callable, ClassVar, Iterable, Mapping, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from ablate.errors import ConfigError, choice_error, choice_text
 from ablate.registry import variant_names
@@ -62,7 +62,10 @@ DEFAULT_TRAINABLE = "ablate.train.api.run_training"
 ALGORITHMS = ("grid", "random", "optuna_tpe", "optuna_random", "optuna_cmaes")
 OPTUNA_ALGORITHMS = ("optuna_tpe", "optuna_random", "optuna_cmaes")
 SCHEDULERS = ("asha", "none")
-PARAM_TYPES = ("choice", "uniform", "loguniform", "int")
+PARAM_KEYS = {"choice": ("type", "values", "when"), "uniform": ("type", "low", "high", "step", "when"),
+              "loguniform": ("type", "low", "high", "when"),
+              "int": ("type", "low", "high", "step", "log", "when")}  # the keys each param type takes
+PARAM_TYPES = tuple(PARAM_KEYS)
 MODES = ("max", "min")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 MAX_SEEDS = 1000  # replicates per configuration
@@ -208,127 +211,137 @@ class SearchSpace:
 # run on the built SearchSpace, whose axes they need.
 def _number(v: Any) -> float | int:
     """A number from YAML; PyYAML reads ``1e-5`` (no dot) as a string, so accept numeric strings."""
-    if isinstance(v, bool) or v is None:
-        raise Problem(f"got {v!r}; allowed: a number")
     if isinstance(v, str):
         try:
             v = float(v.strip())
         except ValueError:
-            raise Problem(f"got {v!r}; allowed: a number") from None
-    if not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+            pass
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise Problem(f"got {v!r}; allowed: a number")
+    if not math.isfinite(float(v)):
         raise Problem(f"got {v!r}; allowed: a finite number")
     return v
 
 
-def _integer(v: Any) -> int:
+def _integer(v: Any, loc: tuple = ()) -> int:
     x = _number(v)
     if float(x) != int(x):
-        raise Problem(f"got {v!r}; allowed: an integer")
+        raise Problem(f"got {v!r}; allowed: an integer", loc)
     return int(x)
-
-
-Number = Annotated[Union[int, float], BeforeValidator(_number)]
-Int = Annotated[int, BeforeValidator(_integer)]
 
 
 def _as_list(v: Any, loc: tuple = ()) -> list:
     """None -> [], a scalar -> [it], a list as is."""
-    if v is None:
-        return []
-    if isinstance(v, (str, int, float)) and not isinstance(v, bool):
-        return [v]
+    if v is None or isinstance(v, (str, int, float)) and not isinstance(v, bool):
+        return [] if v is None else [v]
     if not isinstance(v, (list, tuple)):
         raise Problem(f"got {type(v).__name__} {v!r}; allowed: a list", loc)
     return list(v)
 
 
 def _as_mapping(v: Any) -> dict:
-    if v is None:
-        return {}
-    if not isinstance(v, Mapping):
+    if v is not None and not isinstance(v, Mapping):
         raise Problem(f"got {type(v).__name__} {v!r}; allowed: a mapping")
-    return dict(v)
+    return dict(v or {})
 
 
-def _choice(v: Any, allowed: tuple, loc: tuple = ()) -> Any:
-    if v not in allowed:
+def _choice(v: Any, allowed: Iterable, loc: tuple = ()) -> Any:
+    if v not in tuple(allowed):
         raise Problem(choice_text(v, allowed), loc)
     return v
+
+
+def _within(ok: Callable[[Any], bool], what: str) -> AfterValidator:
+    def check(v: Any) -> Any:
+        if v is not None and not ok(v):
+            raise Problem(f"got {v}; allowed: {what}")
+        return v
+    return AfterValidator(check)
+
+
+def _required(what: str) -> BeforeValidator:
+    def check(v: Any) -> str:
+        if not isinstance(v, str) or not v:
+            raise Problem(f"missing{what}")
+        return v
+    return BeforeValidator(check)
+
+
+Number = Annotated[Union[int, float], BeforeValidator(_number)]
+Int = Annotated[int, BeforeValidator(_integer)]
+REQUIRED = Field(None, validate_default=True)  # missing is checked by the field's own validator
+
+
+def OneOf(allowed: tuple) -> BeforeValidator:  # noqa: N802 (used like a type)
+    return BeforeValidator(lambda v: _choice(v, allowed))
 
 
 class _Section(BaseModel):
     """A mapping with known keys (null = all defaults); any other key is an error."""
 
     model_config = ConfigDict(extra="forbid")
-
-    @classmethod
-    def _shorthand(cls, v: Any) -> Any:
-        return v
+    shorthand: ClassVar[Optional[str]] = None  # `scheduler: asha` = `scheduler: {type: asha}`
 
     @model_validator(mode="before")
     @classmethod
     def _known_keys(cls, v: Any) -> dict:
-        v = _as_mapping(cls._shorthand(v))
+        v = _as_mapping(cls._prepare(v))
+        keys = cls._keys(v)
         for k in v:
-            if k not in cls.model_fields:
-                raise Problem("key: " + choice_text(k, tuple(cls.model_fields)))
+            if k not in keys:
+                raise Problem("key: " + choice_text(k, keys))
         return v
 
+    @classmethod
+    def _prepare(cls, v: Any) -> Any:
+        return {cls.shorthand: v} if cls.shorthand and isinstance(v, str) else v
 
-PARAM_KEYS = {"choice": ("type", "values", "when"), "uniform": ("type", "low", "high", "step", "when"),
-              "loguniform": ("type", "low", "high", "when"),
-              "int": ("type", "low", "high", "step", "log", "when")}
+    @classmethod
+    def _keys(cls, v: dict) -> tuple:
+        return tuple(cls.model_fields)
 
 
-class ParamSpec(BaseModel):
-    """One ``params:`` entry (a plain list is a choice); ``key`` is set from its ``params:`` key."""
+def _values(v: Any) -> list:
+    vals = _as_list(v)
+    for x in vals:
+        if not (x is None or isinstance(x, (bool, int, float, str))):
+            raise Problem(f"got {x!r}; allowed: scalars (number, string, bool, null)")
+    if len(set(map(repr, vals))) != len(vals):
+        raise Problem(f"duplicate values in {vals!r}; allowed: each value once")
+    return vals
 
-    model_config = ConfigDict(extra="forbid")
+
+def _when(v: Any) -> dict:
+    if v is not None and not _as_mapping(v):
+        raise Problem("empty condition; allowed: {axis: [values]}")
+    return {str(k): _as_list(x, (str(k),)) for k, x in _as_mapping(v).items()}
+
+
+class ParamSpec(_Section):
+    """One ``params:`` entry (a plain list is a choice); the keys allowed depend on its type."""
 
     type: str
-    values: Optional[list] = None
+    values: Annotated[Optional[list], BeforeValidator(_values)] = None
     low: Optional[Number] = None
     high: Optional[Number] = None
     step: Optional[Number] = None
     log: bool = False
-    when: dict[str, list] = Field(default_factory=dict)
+    when: Annotated[dict[str, list], BeforeValidator(_when)] = Field(default_factory=dict)
 
-    @model_validator(mode="before")
     @classmethod
-    def _shape(cls, v: Any) -> dict:
+    def _keys(cls, v: dict) -> tuple:
+        if v.get("type") is None:
+            raise Problem(f"missing; allowed: {', '.join(PARAM_TYPES)}", ("type",))
+        return PARAM_KEYS[_choice(v["type"], PARAM_TYPES, ("type",))]
+
+    @classmethod
+    def _prepare(cls, v: Any) -> Any:
         if isinstance(v, list):
-            v = {"type": "choice", "values": v}
+            return {"type": "choice", "values": v}
         if not isinstance(v, Mapping):
             raise Problem(f"got {v!r}; allowed: a mapping like {{type: uniform, low: 0.1, high: 0.3}} "
                           "or a list")
-        if v.get("type") is None:
-            raise Problem(f"missing; allowed: {', '.join(PARAM_TYPES)}", ("type",))
-        ptype = _choice(v["type"], PARAM_TYPES, ("type",))
-        for k in v:
-            if k not in PARAM_KEYS[ptype]:
-                raise Problem("key: " + choice_text(k, PARAM_KEYS[ptype]))
-        return dict(v)
-
-    @field_validator("values", mode="before")
-    @classmethod
-    def _values(cls, v: Any) -> list:
-        vals = _as_list(v)
-        for x in vals:
-            if not (x is None or isinstance(x, (bool, int, float, str))):
-                raise Problem(f"got {x!r}; allowed: scalars (number, string, bool, null)")
-        if len(set(map(repr, vals))) != len(vals):
-            raise Problem(f"duplicate values in {vals!r}; allowed: each value once")
-        return vals
-
-    @field_validator("when", mode="before")
-    @classmethod
-    def _when(cls, v: Any) -> dict:
-        if v is None:
-            return {}
-        when = _as_mapping(v)
-        if not when:
-            raise Problem("empty condition; allowed: {axis: [values]}")
-        return {str(k): _as_list(x, (str(k),)) for k, x in when.items()}
+        return v
 
     @model_validator(mode="after")
     def _range(self) -> "ParamSpec":
@@ -336,15 +349,11 @@ class ParamSpec(BaseModel):
             if not self.values:
                 raise Problem("a choice needs values; allowed: a non-empty list", ("values",))
             return self
-        integer = self.type == "int"
         for b in ("low", "high", "step"):
-            x = getattr(self, b)
-            if x is None and b != "step":
+            if getattr(self, b) is None and b != "step":
                 raise Problem(f"missing; allowed: a number (a {self.type} range needs low and high)", (b,))
-            if integer and x is not None:
-                if float(x) != int(x):
-                    raise Problem(f"got {x!r}; allowed: an integer", (b,))
-                setattr(self, b, int(x))
+            if self.type == "int" and getattr(self, b) is not None:
+                setattr(self, b, _integer(getattr(self, b), (b,)))
         if not self.low < self.high:
             raise Problem(f"low ({self.low}) must be < high ({self.high}); allowed: low < high")
         self.log = self.type == "loguniform" or self.log
@@ -357,117 +366,71 @@ class ParamSpec(BaseModel):
         return self
 
     def to_param(self, key: str) -> Param:
-        return Param(key=key, type=self.type, values=self.values, low=self.low, high=self.high,
-                     log=self.log, step=self.step, when=self.when)
+        return Param(key=key, **self.model_dump())
+
+
+def _algorithm(v: Any) -> str:
+    if _choice(v, ALGORITHMS) == "optuna_cmaes" and importlib.util.find_spec("cmaes") is None:
+        raise Problem("optuna_cmaes needs the 'cmaes' package (pip install cmaes); allowed without "
+                      "it: " + ", ".join(a for a in ALGORITHMS if a != "optuna_cmaes"))
+    return v
 
 
 class Search(_Section):
-    algorithm: str = "grid"
+    algorithm: Annotated[str, BeforeValidator(_algorithm)] = "grid"
     num_samples: Optional[Int] = None
-    seed: Int = 0
-
-    @field_validator("algorithm", mode="before")
-    @classmethod
-    def _algorithm(cls, v: Any) -> str:
-        _choice(v, ALGORITHMS)
-        if v == "optuna_cmaes" and importlib.util.find_spec("cmaes") is None:
-            raise Problem("optuna_cmaes needs the 'cmaes' package (pip install cmaes); allowed without "
-                          "it: " + ", ".join(a for a in ALGORITHMS if a != "optuna_cmaes"))
-        return v
-
-    @field_validator("seed")
-    @classmethod
-    def _seed(cls, v: int) -> int:
-        if not 0 <= v <= MAX_SEED:
-            raise Problem(f"got {v}; allowed: an integer in [0, {MAX_SEED}]")
-        return v
+    seed: Annotated[Int, _within(lambda s: 0 <= s <= MAX_SEED, f"an integer in [0, {MAX_SEED}]")] = 0
 
     @model_validator(mode="after")
     def _samples(self) -> "Search":
-        n, algo = self.num_samples, self.algorithm
+        n, algo, loc = self.num_samples, self.algorithm, ("num_samples",)
         if algo == "grid" and n is not None:
             raise Problem("grid runs every combination once per seed; allowed: remove num_samples, or "
-                          "pick a sampler (random, optuna_tpe, ...)", ("num_samples",))
+                          "pick a sampler (random, optuna_tpe, ...)", loc)
         if algo != "grid" and n is None:
             raise Problem(f"required for algorithm {algo}; allowed: an integer in [1, {MAX_SAMPLES}] "
-                          "(configurations to sample; each runs once per seed)", ("num_samples",))
+                          "(configurations to sample; each runs once per seed)", loc)
         if n is not None and not 1 <= n <= MAX_SAMPLES:
-            raise Problem(f"got {n}; allowed: an integer in [1, {MAX_SAMPLES}]", ("num_samples",))
+            raise Problem(f"got {n}; allowed: an integer in [1, {MAX_SAMPLES}]", loc)
         return self
 
 
 class Scheduler(_Section):
     """Optional ASHA early stopping: rungs at grace_period * reduction_factor^k < max_t."""
 
-    type: str = Field(None, validate_default=True)
-    time_attr: str = "step"
+    shorthand = "type"
+    # Annotated before-validators run right to left: "missing" is checked first
+    type: Annotated[str, OneOf(SCHEDULERS), _required(f"; allowed: {', '.join(SCHEDULERS)}")] = REQUIRED
+    time_attr: Annotated[str, OneOf(TIME_ATTRS)] = "step"
     max_t: Optional[Number] = None
     grace_period: Number = 1
-    reduction_factor: Number = 2
-    brackets: Int = 1
-
-    @classmethod
-    def _shorthand(cls, v: Any) -> Any:
-        return {"type": v} if isinstance(v, str) else v
-
-    @field_validator("type", mode="before")
-    @classmethod
-    def _type(cls, v: Any) -> str:
-        if v is None:
-            raise Problem(f"missing; allowed: {', '.join(SCHEDULERS)}")
-        return _choice(v, SCHEDULERS)
-
-    @field_validator("time_attr", mode="before")
-    @classmethod
-    def _time_attr(cls, v: Any) -> str:
-        return _choice(v, TIME_ATTRS)
+    reduction_factor: Annotated[Number, _within(lambda x: x > 1, "a number > 1")] = 2
+    brackets: Annotated[Int, _within(lambda x: x >= 1, "an integer >= 1")] = 1
 
     @model_validator(mode="after")
     def _rungs(self) -> "Scheduler":
-        if self.type != "asha":
-            return self
         max_t, grace = self.max_t, self.grace_period
-        if max_t is None:
+        if self.type == "asha" and max_t is None:
             raise Problem("required for asha; allowed: a number > 0 (the full budget in time_attr units, "
                           "e.g. train.steps)", ("max_t",))
-        if max_t <= 0:
+        if self.type == "asha" and max_t <= 0:
             raise Problem(f"got {max_t}; allowed: a number > 0", ("max_t",))
-        if not 0 < grace < max_t:
+        if self.type == "asha" and not 0 < grace < max_t:
             raise Problem(f"must be > 0 and < max_t ({max_t}), got {grace}; allowed: a number in "
                           f"(0, {max_t})", ("grace_period",))
-        if self.reduction_factor <= 1:
-            raise Problem(f"got {self.reduction_factor}; allowed: a number > 1", ("reduction_factor",))
-        if self.brackets < 1:
-            raise Problem(f"got {self.brackets}; allowed: an integer >= 1", ("brackets",))
         return self
-
-    def to_dict(self) -> dict | None:
-        return self.model_dump() if self.type == "asha" else None
-
-
-def _bounded(lo: float, hi: float, what: str, lo_open: bool = False):
-    def check(v: float) -> float:
-        if not (lo < v if lo_open else lo <= v) or v > hi:
-            raise Problem(f"got {v}; allowed: {what}")
-        return v
-    return check
 
 
 class Resources(_Section):
-    cpu: Annotated[Number, AfterValidator(_bounded(0, 4096, "a number in (0, 4096]", lo_open=True))] = 1
-    gpu: Annotated[Number, AfterValidator(_bounded(0, 1024, "a number in [0, 1024]"))] = 0
-    workers: Annotated[Int, AfterValidator(_bounded(1, 1024, "an integer in [1, 1024]"))] = 1
+    cpu: Annotated[Number, _within(lambda x: 0 < x <= 4096, "a number in (0, 4096]")] = 1
+    gpu: Annotated[Number, _within(lambda x: 0 <= x <= 1024, "a number in [0, 1024]")] = 0
+    workers: Annotated[Int, _within(lambda x: 1 <= x <= 1024, "an integer in [1, 1024]")] = 1
 
 
 class Wandb(_Section):
     project: Any = None
-    mode: str = "auto"
+    mode: Annotated[str, OneOf(WANDB_MODES)] = "auto"
     entity: Any = None
-
-    @field_validator("mode", mode="before")
-    @classmethod
-    def _mode(cls, v: Any) -> str:
-        return _choice(v, WANDB_MODES)
 
 
 SEED_RANGE_KEYS = ("min", "max", "batch")
@@ -518,171 +481,103 @@ def _variants(group: str, options: list, loc: tuple = ()) -> list[str]:
     """Options of an axis over config group ``group``: names of conf/<group>/ files, each once."""
     if not options:
         raise Problem(f"needs at least one option; allowed: a list of conf/{group}/ names", loc)
-    known = variant_names(group)
-    out: list[str] = []
-    for o in options:
+    for i, o in enumerate(options):
         if not isinstance(o, str):
             raise Problem(f"got {o!r}; allowed: config file names (strings)", loc)
-        _choice(o, tuple(known), loc)
-        if o in out:
+        _choice(o, variant_names(group), loc)
+        if o in options[:i]:
             raise Problem(f"option {o!r} is listed twice; allowed: each option once", loc)
-        out.append(o)
-    return out
+    return list(options)
 
 
-def _required(v: Any, what: str) -> str:
+def _slots(v: Any) -> dict[str, list[str]]:
+    for g in _as_mapping(v):
+        if g == "method":
+            raise Problem("not a slot; allowed: sweep whole presets with the top-level methods: list",
+                          ("method",))
+        if g not in SWEEP_GROUPS:
+            raise Problem("group: " + choice_text(g, SWEEP_GROUPS))
+    return {g: _variants(g, _as_list(o, (g,)), (g,)) for g, o in _as_mapping(v).items()}
+
+
+def _params(v: Any) -> dict:
+    for key in map(str, _as_mapping(v)):
+        bare, loc = key.lstrip("+"), (key,)
+        if not _KEY_RE.match(key):
+            raise Problem("not a Hydra config key; allowed: dotted keys like train.lr or mask.eps_high", loc)
+        if bare in GROUPS:
+            raise Problem(f"{bare!r} is a config group; allowed: sweep it under slots: (or methods:)", loc)
+        if bare in ("seed", "name"):
+            raise Problem(f"{bare!r} is set by the sweep; allowed: seeds: for replicates", loc)
+    return {str(k): p for k, p in _as_mapping(v).items()}
+
+
+def _overrides(v: Any) -> list[str]:
+    for o in _as_list(v):
+        if not isinstance(o, str) or ("=" not in o and not o.startswith("~")):
+            raise Problem(f"{o!r} is not a Hydra override; allowed: key=value, +key=value, ~key")
+    return _as_list(v)
+
+
+def _name(v: Any) -> str:
+    if not is_slug(v):
+        raise Problem(f"got {v!r}; allowed: {SLUG_ALLOWED}")
+    return v
+
+
+def _trainable(v: Any) -> str:
+    from ablate.sweep.trainables import resolve
+
+    # the registered function's import path (what the trial processes import), never the file's
+    return resolve(v or DEFAULT_TRAINABLE).path
+
+
+def _output_dir(v: Any) -> str:
     if not isinstance(v, str) or not v:
-        raise Problem(f"missing{what}")
+        raise Problem(f"got {v!r}; allowed: a directory path")
     return v
 
 
 class SpaceFile(_Section):
     """A search-space file, key by key (see the module docstring)."""
 
-    name: str = Field(None, validate_default=True)
-    metric: str = Field(None, validate_default=True)
-    mode: str = "max"
-    description: str = ""
-    trainable: str = Field(None, validate_default=True)
-    base_overrides: list[str] = Field(default_factory=list)
-    slots: dict[str, list[str]] = Field(default_factory=dict)
-    methods: list[str] = Field(default_factory=list)
-    params: dict[str, ParamSpec] = Field(default_factory=dict)
-    seeds: Union[list[int], dict[str, int]] = Field(default_factory=lambda: [0])
+    name: Annotated[str, BeforeValidator(_name), _required(
+        " (the sweep name; it also names the sweep directory); allowed: " + SLUG_ALLOWED)] = REQUIRED
+    metric: Annotated[str, _required("; allowed: a reported key to optimise, e.g. eval/pass@1")] = REQUIRED
+    mode: Annotated[str, OneOf(MODES)] = "max"
+    description: Annotated[str, BeforeValidator(lambda v: str(v or "").strip())] = ""
+    trainable: Annotated[str, BeforeValidator(_trainable)] = REQUIRED
+    base_overrides: Annotated[list[str], BeforeValidator(_overrides)] = Field(default_factory=list)
+    slots: Annotated[dict[str, list[str]], BeforeValidator(_slots)] = Field(default_factory=dict)
+    methods: Annotated[list[str], BeforeValidator(lambda v: _variants("method", _as_list(v)) if v is not None
+                                                  else [])] = Field(default_factory=list)
+    params: Annotated[dict[str, ParamSpec], BeforeValidator(_params)] = Field(default_factory=dict)
+    seeds: Annotated[Union[list[int], dict[str, int]], BeforeValidator(_seeds)] = [0]
     search: Search = Field(default_factory=Search)
     scheduler: Optional[Scheduler] = None
     resources: Resources = Field(default_factory=Resources)
-    max_concurrent: Optional[Int] = None
-    max_failures: Int = 2
-    output_dir: str = "runs"
+    max_concurrent: Annotated[Optional[Int], _within(lambda x: x >= 1, "an integer >= 1, or null")] = None
+    max_failures: Annotated[Int, _within(lambda x: x >= 0, "an integer >= 0")] = 2
+    output_dir: Annotated[str, BeforeValidator(_output_dir)] = "runs"
     wandb: Wandb = Field(default_factory=Wandb)
-    report: ReportSpec = Field(None, validate_default=True)
-    claims: Any = None
-
-    @field_validator("name", mode="before")
-    @classmethod
-    def _name(cls, v: Any) -> str:
-        _required(v, f" (the sweep name; it also names the sweep directory); allowed: {SLUG_ALLOWED}")
-        if not is_slug(v):
-            raise Problem(f"got {v!r}; allowed: {SLUG_ALLOWED}")
-        return v
-
-    @field_validator("metric", mode="before")
-    @classmethod
-    def _metric(cls, v: Any) -> str:
-        return _required(v, "; allowed: a reported key to optimise, e.g. eval/pass@1")
-
-    @field_validator("mode", mode="before")
-    @classmethod
-    def _mode(cls, v: Any) -> str:
-        return _choice(v, MODES)
-
-    @field_validator("description", mode="before")
-    @classmethod
-    def _description(cls, v: Any) -> str:
-        return str(v or "").strip()
-
-    @field_validator("trainable", mode="before")
-    @classmethod
-    def _trainable(cls, v: Any) -> str:
-        from ablate.sweep.trainables import resolve
-
-        # the registered function's import path (what the trial processes import), never the file's
-        return resolve(v or DEFAULT_TRAINABLE).path
-
-    @field_validator("base_overrides", mode="before")
-    @classmethod
-    def _base_overrides(cls, v: Any) -> list[str]:
-        out = _as_list(v)
-        for o in out:
-            if not isinstance(o, str) or ("=" not in o and not o.startswith("~")):
-                raise Problem(f"{o!r} is not a Hydra override; allowed: key=value, +key=value, ~key")
-        return out
-
-    @field_validator("slots", mode="before")
-    @classmethod
-    def _slots(cls, v: Any) -> dict:
-        out = {}
-        for g, opts in _as_mapping(v).items():
-            if g == "method":
-                raise Problem("not a slot; allowed: sweep whole presets with the top-level methods: list",
-                              ("method",))
-            if g not in SWEEP_GROUPS:
-                raise Problem("group: " + choice_text(g, SWEEP_GROUPS))
-            out[g] = _variants(g, _as_list(opts, (g,)), (g,))
-        return out
-
-    @field_validator("methods", mode="before")
-    @classmethod
-    def _methods(cls, v: Any) -> list[str]:
-        return [] if v is None else _variants("method", _as_list(v))
-
-    @field_validator("params", mode="before")
-    @classmethod
-    def _params(cls, v: Any) -> dict:
-        params = {str(k): p for k, p in _as_mapping(v).items()}
-        for key in params:
-            bare = key.lstrip("+")
-            if not _KEY_RE.match(key):
-                raise Problem("not a Hydra config key; allowed: dotted keys like train.lr or mask.eps_high",
-                              (key,))
-            if bare in GROUPS:
-                raise Problem(f"{bare!r} is a config group; allowed: sweep it under slots: (or methods:)",
-                              (key,))
-            if bare in ("seed", "name"):
-                raise Problem(f"{bare!r} is set by the sweep; allowed: seeds: for replicates", (key,))
-        return params
-
-    @field_validator("seeds", mode="before")
-    @classmethod
-    def _seeds(cls, v: Any) -> list[int] | dict[str, int]:
-        return _seeds(v)
-
-    @field_validator("max_concurrent")
-    @classmethod
-    def _max_concurrent(cls, v: int | None) -> int | None:
-        if v is not None and v < 1:
-            raise Problem(f"got {v}; allowed: an integer >= 1, or null")
-        return v
-
-    @field_validator("max_failures")
-    @classmethod
-    def _max_failures(cls, v: int) -> int:
-        if v < 0:
-            raise Problem(f"got {v}; allowed: an integer >= 0")
-        return v
-
-    @field_validator("output_dir", mode="before")
-    @classmethod
-    def _output_dir(cls, v: Any) -> str:
-        if not isinstance(v, str) or not v:
-            raise Problem(f"got {v!r}; allowed: a directory path")
-        return v
-
-    @field_validator("report", mode="before")
-    @classmethod
-    def _report(cls, v: Any) -> ReportSpec:
-        return parse_report(v)
+    report: Annotated[ReportSpec, BeforeValidator(parse_report)] = REQUIRED
+    claims: Any = None  # checked against the swept axes once they are known (validate)
 
     def to_space(self, source: str | None) -> SearchSpace:
-        seed_range = self.seeds if isinstance(self.seeds, dict) else None
+        rng = self.seeds if isinstance(self.seeds, dict) else None
+        sched = self.scheduler.model_dump() if self.scheduler and self.scheduler.type == "asha" else None
         return SearchSpace(
             name=self.name, metric=self.metric, mode=self.mode, description=self.description,
             trainable=self.trainable, base_overrides=self.base_overrides, slots=self.slots,
             methods=self.methods, params={k: p.to_param(k) for k, p in self.params.items()},
-            seeds=list(range(seed_range["min"])) if seed_range else list(self.seeds),
-            seed_range=seed_range, algorithm=self.search.algorithm,
-            num_samples=self.search.num_samples, search_seed=self.search.seed,
-            scheduler=self.scheduler.to_dict() if self.scheduler else None,
+            seeds=list(range(rng["min"])) if rng else list(self.seeds), seed_range=rng,
+            algorithm=self.search.algorithm, num_samples=self.search.num_samples,
+            search_seed=self.search.seed, scheduler=sched, max_concurrent=self.max_concurrent,
             resources={"cpu": float(self.resources.cpu), "gpu": float(self.resources.gpu),
                        "workers": self.resources.workers},
-            max_concurrent=self.max_concurrent, max_failures=self.max_failures,
-            output_dir=self.output_dir, report=self.report, source=source,
+            max_failures=self.max_failures, output_dir=self.output_dir, report=self.report,
             wandb={"project": str(self.wandb.project or "ablate"), "mode": self.wandb.mode,
-                   "entity": self.wandb.entity})
-
-
-TOP_KEYS = tuple(SpaceFile.model_fields)
+                   "entity": self.wandb.entity}, source=source)
 
 
 def validate(data: Any, source: str | None = None) -> SearchSpace:
