@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ablate.train.eval_cache import ENV as EVAL_CACHE_ENV
 from ablate.sweep.space import (active_assignment, assignment_overrides, categorical_key,
                                 combo_key)
 
@@ -304,6 +305,7 @@ def _run_trial(config: dict, ctx: dict) -> None:
     metric = ctx["metric"]
     trial_id = tune.get_context().get_trial_id() or "trial"
     sweep_dir = Path(ctx["sweep_dir"])
+    os.environ[EVAL_CACHE_ENV] = str(sweep_dir / "eval_cache")  # evals shared across the arms
     trial_dir = sweep_dir / "trials" / trial_id
     trial_dir.mkdir(parents=True, exist_ok=True)
     outcome_path = trial_dir / OUTCOME_FILE

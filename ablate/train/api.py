@@ -110,6 +110,7 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
     "store": run store position}) to continue from; ``on_step_end(trainer, step)``: called after
     each logged step (the sweep's trial checkpoints)."""
     from ablate.tracking import build_tracker
+    from ablate.train.eval_cache import cache_from_env
     from ablate.train.trainer import Trainer
 
     validate_config(cfg)
@@ -137,7 +138,8 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
         if resume is None and save != "none":
             shutil.rmtree(rd / MODEL_DIR, ignore_errors=True)  # a fresh run's model, never an old one
         trainer = Trainer(cfg, tracker=tracker, reporter=reporter, dist=dist, on_step_end=_chain(
-            [_BestModel(rd) if save == "best" else None, on_step_end]))
+            [_BestModel(rd) if save == "best" else None, on_step_end]),
+            eval_cache=cache_from_env(bool(cfg.eval.get("cache", True))))
         if resume is not None:
             trainer.load_state_dict(resume["trainer"])
         result = trainer.run(progress=progress)

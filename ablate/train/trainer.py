@@ -32,6 +32,7 @@ from ablate.rollout.base import is_weights
 from ablate.tasks import build_task
 from ablate.train.components import Algorithm, build_algorithm
 from ablate.train.distributed import Dist
+from ablate.train.eval_cache import EvalCache, digest, tokenizer_identity, weights_digest
 from ablate.train.partition import group_units, partition
 from ablate.train.state import TrainingState, load_rng_state, rng_state
 from ablate.upge.batch import RolloutBatch
@@ -112,8 +113,9 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig, tracker=None, reporter: Optional[Reporter] = None,
                  on_step_end: Optional[Callable[["Trainer", int], None]] = None,
-                 dist: Optional[Dist] = None):
+                 dist: Optional[Dist] = None, eval_cache: Optional[EvalCache] = None):
         self.cfg = cfg
+        self.eval_cache = eval_cache  # evals shared by the runs of a sweep (ablate/train/eval_cache.py)
         self.dist = dist or Dist()  # one worker of a multi-worker trial (ablate/train/distributed.py)
         self.on_step_end = on_step_end  # e.g. a checkpoint hook: called after each logged step
         self.tracker = tracker
@@ -561,7 +563,28 @@ class Trainer:
     def evaluate_prompts(self, step: int) -> tuple[dict[str, float], list[dict], dict[str, list]]:
         """Pass@k metrics, logged samples and the per-prompt counts they come from:
         ``{"prompt_id": [...], "n": [...], "c": [...]}`` (kept in the run store's eval_prompts.jsonl,
-        the data ``ablate.stats.prompts`` models with seeds and prompts as separate effects)."""
+        the data ``ablate.stats.prompts`` models with seeds and prompts as separate effects).
+        With an eval cache, an eval whose inputs another run already evaluated is read back."""
+        if self.eval_cache is None or self.dist.active:
+            return self._evaluate_prompts(step)
+        return self.eval_cache.get_or_compute(self._eval_key(step), lambda: self._evaluate_prompts(step))
+
+    def _eval_key(self, step: int) -> str:
+        """Every input ``_evaluate_prompts(step)``'s result depends on; nothing else."""
+        from omegaconf import OmegaConf
+
+        c = self.cfg
+        problems = self.task.eval_problems(int(c.eval.num_prompts))
+        plain = {k: OmegaConf.to_container(c[k], resolve=True) for k in ("eval", "rollout", "model", "task")}
+        plain["eval"].pop("cache", None)
+        return digest({"weights": weights_digest(self.model), "tokenizer": tokenizer_identity(self.tok),
+                       "prompts": [[p.uid, p.prompt, p.answer, p.meta] for p in problems],
+                       "seed": self.seed, "step": step, "temperature": self.temperature,
+                       "max_new_tokens": self.max_new_tokens, "config": plain,
+                       "task": [type(self.task).__qualname__, self.task.spec()],
+                       "device": str(self.device), "threads": torch.get_num_threads()})
+
+    def _evaluate_prompts(self, step: int) -> tuple[dict[str, float], list[dict], dict[str, list]]:
         e = self.cfg.eval
         problems = self.task.eval_problems(int(e.num_prompts))
         if self.dist.active:  # each worker its share of the eval prompts; Pass@k over all of them
