@@ -1,8 +1,9 @@
-"""`ablate` command line: train, sweep, report, claims, probe, methods, slots, bench."""
+"""`ablate` command line: train, sweep, report, claims, plan, probe, methods, slots, bench."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -12,12 +13,46 @@ from typing import Optional, Sequence
 from ablate.errors import ConfigError
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from ablate.config import compose_config
-    from ablate.train.api import run_config
+def add_safety_arguments(p: argparse.ArgumentParser) -> None:
+    """``--plugins`` and ``--allow-outside``: what only the person at the command line may allow
+    (a config or search-space file cannot)."""
+    p.add_argument("--plugins", default=None, metavar="MOD[,MOD]",
+                   help="modules whose classes a _target_ may name besides ablate.* (e.g. "
+                        "--plugins my_slots for _target_: my_slots.RatioBand; the working "
+                        "directory is importable); also ABLATE_PLUGINS")
+    p.add_argument("--allow-outside", action="store_true",
+                   help="allow an output directory outside the working directory")
 
+
+def apply_plugins(args: argparse.Namespace) -> None:
+    from ablate.spec.targets import set_plugins
+
+    if getattr(args, "plugins", None):
+        set_plugins(args.plugins.split(","))
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ablate.config import check_output_dir, compose_config
+    from ablate.train.api import quiet_third_party, run_config
+
+    apply_plugins(args)
     cfg = compose_config(args.overrides)
-    summary = run_config(cfg, progress=not args.quiet)
+    if args.print_config:
+        return _print_config(cfg)
+    if cfg.get("run_dir"):
+        check_output_dir(cfg.run_dir, "run_dir", args.allow_outside)
+    elif os.environ.get("ABLATE_RUNS"):
+        check_output_dir(os.environ["ABLATE_RUNS"], "ABLATE_RUNS", args.allow_outside)
+    from ablate.tracking import progress
+
+    try:
+        with quiet_third_party(enabled=not args.verbose), \
+                (progress.to_console() if not args.quiet else contextlib.nullcontext()):
+            summary = run_config(cfg, progress=not args.quiet)
+    except OSError as e:  # disk full, directory removed mid-run: one line; summary says failed
+        print(f"error: run: {e.strerror or e} ({getattr(e, 'filename', None) or 'run dir'})",
+              file=sys.stderr)
+        return 1
     fin = summary["final"]
     init = summary.get("initial_eval", {})
     keys = [k for k in ("eval/pass@1", "eval/pass@8") if k in fin]
@@ -29,6 +64,38 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"[ablate] W&B ({summary['wandb'].get('mode')}): {summary['wandb']['dir']}"
               + ("  (upload later with `wandb sync <dir>`)" if summary['wandb'].get('mode') == 'offline' else ""))
     return 0
+
+
+def _print_config(cfg) -> int:
+    """The resolved, validated config as YAML (what a run would use); nothing is created."""
+    import yaml
+
+    from ablate.config import to_plain, validate_config
+
+    validate_config(cfg)
+    sys.stdout.write(yaml.safe_dump(to_plain(cfg), sort_keys=False))
+    return 0
+
+
+def _train_epilog() -> str:
+    """Config groups and their choices, read from the group list and conf/ (never hard-coded)."""
+    from ablate.config import GROUPS
+    from ablate.registry import conf_dir
+
+    lines = ["config groups (choose one with group=name; set a field with group.field=value):"]
+    for g in GROUPS:
+        opts = sorted(p.stem for p in (conf_dir() / g).glob("*.yaml"))
+        total, shown = len(opts), ", ".join(opts)
+        while len(shown) > 70:  # one line per group: as many names as fit, then the count
+            opts = opts[:-1]
+            shown = ", ".join(opts) + f", ... ({total} in all)"
+        lines.append(f"  {g:<13} {shown or '(none)'}")
+    lines += ["", "where to look:",
+              "  ablate slots [family]     every slot variant with its parameters and defaults",
+              "  ablate methods [name]     method presets: which slots each one fills",
+              f"  {conf_dir()}/<group>/<name>.yaml   the files behind each choice",
+              "  ablate train ... --print-config   the resolved config, without running"]
+    return "\n".join(lines)
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
@@ -73,7 +140,7 @@ def _cmd_slots(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from ablate.report import generate_report
 
-    from ablate.sweep.claims import check_metric_name
+    from ablate.claims.spec import check_metric_name
 
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
@@ -86,10 +153,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_claims(args: argparse.Namespace) -> int:
-    from ablate.sweep.claims_run import run_claims
+    from ablate.claims.run import run_claims
 
     return run_claims(args.files, report_only=args.report_only, output_dir=args.output_dir,
                       report_dir=args.report_dir, readme=args.readme, num_cpus=args.num_cpus)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from ablate.claims.plan import main as plan_main
+
+    return plan_main(args.target, args.effect)
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -144,9 +217,15 @@ def _bench(argv: list[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ablate", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="one training run: ablate train method=grpo [overrides]")
+    t = sub.add_parser("train", help="one training run: ablate train method=grpo [overrides]",
+                       epilog=_train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. method=dapo mask=none train.lr=3e-4")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_safety_arguments(t)
+    t.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (YAML) and exit without running or creating anything")
+    t.add_argument("-v", "--verbose", action="store_true",
+                   help="let third-party warnings and logs (transformers, peft, torch) through")
     t.set_defaults(func=_cmd_train)
     m = sub.add_parser("methods", help="the method catalog: presets and every listed paper's method")
     m.add_argument("name", nargs="?", help="a preset or listed method: print its full decomposition")
@@ -173,6 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="README whose claims block (between <!-- claims:begin/end --> markers) is regenerated")
     c.add_argument("--num-cpus", type=float, default=None, metavar="N", help="CPUs of the local Ray instance")
     c.set_defaults(func=_cmd_claims)
+    pl = sub.add_parser("plan", help="power planning from a pilot sweep: seeds needed for 80%% power, "
+                        "MDE at the current seeds")
+    pl.add_argument("target", help="a sweep directory, or a search space file whose sweep has run")
+    pl.add_argument("--effect", type=float, default=None, metavar="DELTA",
+                    help="the difference to detect (default: each claim's effect, else the observed one)")
+    pl.set_defaults(func=_cmd_plan)
     pr = sub.add_parser("probe", help="estimators' gradients at a fixed policy on shared rollout "
                         "batches: variance and bias (ablate probe method=grpo --arms advantage=group_zscore,advantage=opo)")
     pr.add_argument("overrides", nargs="*", help="overrides shared by every arm (as for train; "

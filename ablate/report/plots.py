@@ -41,16 +41,23 @@ def _new(w: float, h: float) -> Figure:
 
 
 def _png(fig: Figure) -> bytes:
+    """The figure with everything drawn on it: ``bbox_inches="tight"`` grows the canvas to hold
+    legends and long tick labels placed outside the axes, so nothing is clipped."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None}, bbox_inches="tight",
+                pad_inches=0.15)
     return buf.getvalue()
 
 
 def _combo_name(c: Combo, width: int = 60) -> str:
-    """A legend entry that names the combination (its swept values), not just its id."""
+    """A legend entry that names the combination by its swept values (``C02 mask=none,
+    train.epochs=4``), wrapped onto more lines rather than cut; the catalog look-alike stays in
+    the leaderboard's footnote."""
+    import textwrap
+
     what = c.desc if c.desc and c.desc != "(single combination)" else ""
-    text = " ".join(x for x in (c.cid, c.label, what) if x)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    text = " ".join(x for x in (c.cid, what) if x)
+    return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False)) or c.cid
 
 
 def _err(ci) -> tuple[float, float]:
@@ -71,7 +78,7 @@ def leaderboard_plot(combos: list[Combo], metric: str) -> bytes | None:
         ax.errorbar(c.target.point, y, xerr=[[lo], [hi]], fmt="o", color="C0", capsize=3, zorder=3)
         ax.scatter(c.values, np.full(len(c.values), y), s=12, color="0.45", zorder=2, marker="|")
     ax.set_yticks(ys, [_combo_name(c) for c in head], fontsize=8)
-    ax.set_xlabel(f"{metric} (mean over seeds, 95% bootstrap CI; ticks = seeds)")
+    ax.set_xlabel(f"{metric} (mean over seeds, 95% t interval; ticks = seeds)")
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(f"Top {len(head)} combinations")
     fig.tight_layout()
@@ -168,7 +175,7 @@ def robust_plot(units: list[Unit], ids: list[str], poi: np.ndarray, metric: str)
         lo, hi = _err(u.iqm)
         ax.errorbar(u.iqm.point, y, xerr=[[lo], [hi]], fmt="s", color="C3", capsize=3)
     ax.set_yticks(ys, [u.uid for u in head], fontsize=8)
-    ax.set_xlabel(f"IQM of {metric} (95% stratified bootstrap CI)", fontsize=8)
+    ax.set_xlabel(f"IQM of {metric} (95% BCa interval from 20 runs, else the point)", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     ax.set_title("Interquartile mean", fontsize=10)
     if has_poi:
@@ -246,9 +253,12 @@ def curves_plot(sweep: Sweep, combos: list[Combo]) -> bytes | None:
             handles, labels = ax.get_legend_handles_labels()
             if handles:
                 break
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
     fig.suptitle(f"Training curves, top {len(head)} combinations (mean over seeds ± 1 s.e.)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    # below the panels, as wide as the names need (the saved canvas grows to hold it)
+    widest = max(len(x) for lab in labels for x in lab.splitlines())
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=max(1, min(3, len(labels), 110 // max(widest, 1))), fontsize=8, frameon=False)
     return _png(fig)
 
 
@@ -270,6 +280,6 @@ def passk_plot(combos: list[Combo], ks: list[int]) -> bytes | None:
     ax.set_ylabel("Pass@k at the final evaluation")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title("Pass@k vs k (mean over seeds, 95% bootstrap CI)", fontsize=10)
+    ax.set_title("Pass@k vs k (mean over seeds, 95% t interval)", fontsize=10)
     fig.tight_layout()
     return _png(fig)

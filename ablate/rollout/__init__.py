@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ablate.errors import ConfigError
 from ablate.rollout.base import RolloutEngine, RolloutOutput
 
 __all__ = ["RolloutEngine", "RolloutOutput", "build_engine", "resolve_max_new_tokens"]
@@ -17,11 +16,7 @@ def build_engine(rollout_cfg: Any) -> RolloutEngine:
     """Instantiate the engine of ``rollout_cfg`` (``{_target_, **params}`` or a conf/rollout name)."""
     from ablate.registry import build
 
-    eng = build("rollout", rollout_cfg, "rollout")
-    if not isinstance(eng, RolloutEngine):
-        raise ConfigError(f"rollout._target_: {type(eng).__name__} is not a RolloutEngine "
-                          "(subclass ablate.rollout.base.RolloutEngine)")
-    return eng
+    return build("rollout", rollout_cfg, "rollout")  # vetted as a RolloutEngine before the call
 
 
 def resolve_max_new_tokens(rollout_max_new_tokens: int, task: Any) -> int:

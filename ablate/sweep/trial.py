@@ -28,9 +28,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ablate.sweep.space import active_assignment, assignment_overrides, combo_key
+from ablate.tracking import progress
+from ablate.tracking.wandb_logger import sweep_identity
 from ablate.train.eval_cache import ENV as EVAL_CACHE_ENV
-from ablate.sweep.space import (active_assignment, assignment_overrides, categorical_key,
-                                combo_key)
 
 OUTCOME_FILE = "sweep_trial.json"
 CHECKPOINT_FILE = "state.pt"
@@ -221,13 +222,16 @@ def _progress(state: Mapping[str, Any]) -> tuple[int, int]:
     return int(state.get("seed_index", 0)), int(state.get("step", 0))
 
 
-def _load_checkpoint(sweep_dir: Path, trial_id: str) -> dict | None:
+def _load_checkpoint(sweep_dir: Path, trial_id: str) -> tuple[dict | None, str | None]:
     """The trial's latest checkpoint: Tune's (a retried or restored trial), or a newer one in the
     trial's own storage dir (Tune's saved experiment state lags behind when the driver is killed
-    with -9, so a restored trial may be handed an older checkpoint than it wrote, or none)."""
+    with -9, so a restored trial may be handed an older checkpoint than it wrote, or none).
+    Returns it with a note saying which checkpoint was taken and why (None: nothing to resume)."""
     from ray import tune
 
     import torch
+
+    skipped: list[str] = []
 
     def load(d: Path) -> dict | None:
         p = Path(d) / CHECKPOINT_FILE
@@ -235,23 +239,31 @@ def _load_checkpoint(sweep_dir: Path, trial_id: str) -> dict | None:
             return None
         try:  # our own file, written by _checkpoint_hook (numpy RNG states need full unpickling)
             return torch.load(p, map_location="cpu", weights_only=False)
-        except Exception:  # noqa: BLE001 - a checkpoint cut short by a kill: use an older one
+        except Exception as e:  # noqa: BLE001 - a checkpoint cut short by a kill: use an older one
+            skipped.append(f"{Path(d).name} unreadable ({type(e).__name__})")
             return None
 
-    best = None
+    best, source = None, None
     ck = tune.get_checkpoint()
     if ck is not None:
         with ck.as_directory() as d:
-            best = load(Path(d))
+            best, source = load(Path(d)), "Tune's checkpoint"
     # the trial's storage dirs: <sweep_dir>/<experiment>/<trial_id> (see runner._trial_dirname)
     for d in sorted(sweep_dir.glob(f"*/{trial_id}/checkpoint_*"), key=lambda p: p.name,
                     reverse=True):
         state = load(d)
         if state is not None:
             if best is None or _progress(state) > _progress(best):
-                best = state
+                best, source = state, f"{d.name} (the newest readable in the trial's dir)"
             break
-    return best
+    if best is None:
+        return None, ("no readable checkpoint (" + "; ".join(skipped) + "): starting over"
+                      if skipped else None)
+    seed_index, step = _progress(best)
+    note = f"resumed from {source} at seed #{seed_index}, step {step}"
+    if skipped:
+        note += "; skipped " + "; ".join(skipped)
+    return best, note
 
 
 def _import(path: str) -> Callable:
@@ -330,15 +342,15 @@ def _run_trial(config: dict, ctx: dict) -> None:
 
     trainable = _import(ctx["trainable"])
     checkpoints = _accepts_checkpoints(trainable)
-    ckpt = _load_checkpoint(sweep_dir, trial_id) if checkpoints else None
+    ckpt, resume_note = _load_checkpoint(sweep_dir, trial_id) if checkpoints else (None, None)
+    if resume_note:
+        print(f"[ablate] trial {trial_id}: {resume_note}", flush=True)
     combo = combo_key(assign)
-    extra_tracker = {"group": ctx["name"], "job_type": categorical_key(assign)[:64],
-                     "tags": [f"{k}:{v}"[:64] for k, v in assign.items()
-                              if k == "method" or "." not in k][:20],
-                     "project": os.environ.get("WANDB_PROJECT")}  # the search space's wandb.project
     outcome: dict[str, Any] = {"trial_id": trial_id, "combo": combo, "assign": assign,
                                "seeds": seeds, "status": "running", "runs": [],
                                "started": time.time()}
+    if resume_note:
+        outcome["resume"] = resume_note
     _write_json(outcome_path, outcome)
 
     finals: list[dict] = []
@@ -379,6 +391,9 @@ def _run_trial(config: dict, ctx: dict) -> None:
         run: dict[str, Any] = {"seed": seed, "run_dir": str(run_dir.relative_to(sweep_dir)),
                                "overrides": overrides, "status": "running", "error": None,
                                "started": time.time()}
+        # W&B: group = sweep, job_type/tags/name = every swept factor (ablate.tracking.wandb_logger)
+        extra_tracker = {**sweep_identity(ctx["name"], assign, seed, trial_id),
+                         "project": os.environ.get("WANDB_PROJECT")}  # the space's wandb.project
         kwargs: dict[str, Any] = {}
         if checkpoints:
             kwargs["on_step_end"] = _checkpoint_hook(rep, seed, i)
@@ -391,7 +406,11 @@ def _run_trial(config: dict, ctx: dict) -> None:
         t0 = time.perf_counter()
         summary: dict = {}
         try:
-            summary = trainable(overrides, str(run_dir), rep, dict(extra_tracker), **kwargs) or {}
+            # loading and warm-start progress for the sweep console (steps come as Tune results)
+            with progress.to_file(trial_dir / progress.PROGRESS_FILE):
+                progress.note("starting", force=True, seed=seed)
+                summary = trainable(overrides, str(run_dir), rep, dict(extra_tracker),
+                                    **kwargs) or {}
             rep.flush()
         except SystemExit:  # Tune stopped the trial inside tune.report: a scheduler decision or
             # an interrupted sweep; only the driver knows which ("stopped" is not a final status)

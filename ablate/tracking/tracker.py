@@ -141,12 +141,16 @@ def choices_of(config: Mapping[str, Any]) -> dict:
 def build_tracker(tracker_cfg: Any, run_dir: Path, config: Mapping[str, Any], name: str,
                   group: Optional[str] = None, job_type: Optional[str] = None,
                   tags: Optional[list[str]] = None,
-                  resume: Optional[Mapping[str, Any]] = None) -> Tracker:
+                  resume: Optional[Mapping[str, Any]] = None,
+                  wandb_name: Optional[str] = None,
+                  wandb_config: Optional[Mapping[str, Any]] = None) -> Tracker:
     """Create the run directory's store (config.yaml + a "running" summary.json) and, when
     ``tracker.wandb.enabled`` and the resolved mode is not disabled, a W&B run under
     ``<run_dir>/wandb/``. Bad tracker config raises ``ConfigError``; W&B failures never raise.
     ``resume``: a run store position from a trial checkpoint (the files are cut back to it; a
-    resumed run gets a new W&B run in the same group, logging from the resumed step on)."""
+    resumed run gets a new W&B run in the same group, logging from the resumed step on).
+    ``wandb_name`` / ``wandb_config``: the W&B display name (default ``name``) and keys added to the
+    W&B config (a sweep's ``sweep_identity``: sweep, factors, seed)."""
     wb = wandb_settings(tracker_cfg)
     config = plain(config) or {}
     choices = choices_of(config)
@@ -174,8 +178,10 @@ def build_tracker(tracker_cfg: Any, run_dir: Path, config: Mapping[str, Any], na
             wconf = dict(config)
             if choices and "slots" not in wconf:  # dashboards filter by slots.mask etc.
                 wconf["slots"] = {k: choices[k] for k in SLOT_KEYS if k in choices}
+            wconf.update(wandb_config or {})
             logger = WandbLogger(project=wb["project"], mode=mode, entity=wb["entity"], group=group,
-                                 job_type=job_type, tags=all_tags, name=name, config=wconf,
+                                 job_type=job_type, tags=all_tags, name=wandb_name or name,
+                                 config=wconf,
                                  dir=store.run_dir)
     tracker = Tracker(store, logger, info=info)
     store.write_summary(status="running", **info, wandb=tracker._wandb_info())

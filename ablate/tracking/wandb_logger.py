@@ -90,6 +90,42 @@ def clean_tags(tags: Iterable[Any]) -> list[str]:
     return out
 
 
+def _short_keys(keys: Sequence[str]) -> dict[str, str]:
+    """``train.epochs`` → ``epochs`` where the last part is unambiguous among ``keys``."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+def _fit(text: str, limit: int = MAX_TAG_LEN) -> str:
+    """``text`` within W&B's 64-character limit; a cut one ends in a hash so it stays unique."""
+    if len(text) <= limit:
+        return text
+    import hashlib
+
+    digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+    return f"{text[:limit - 9]}~{digest}"
+
+
+def sweep_identity(sweep: str, factors: Mapping[str, Any], seed: int,
+                   trial_id: Optional[str] = None) -> dict:
+    """How a sweep trial appears in W&B: ``group`` = the sweep, ``job_type`` = the combination of
+    every swept factor (seed excluded, so "Group by job_type" pools a condition's seeds), one
+    ``<factor>:<value>`` tag per factor plus ``seed:<s>``, a ``name`` that reads as the combination
+    and seed, and ``config`` additions (``sweep``, ``factors``, ``seed``) to filter on."""
+    short = _short_keys(list(factors))
+    combo = ",".join(f"{short[k]}={_fmt_value(v)}" for k, v in factors.items()) or "base"
+    tags = [f"{k}:{_fmt_value(v)}" for k, v in factors.items()] + [f"seed:{int(seed)}"]
+    return {"group": _fit(sweep, 128), "job_type": _fit(combo), "tags": clean_tags(tags),
+            "name": _fit(f"{combo} s{int(seed)}", 128),
+            "config": {"sweep": {"name": sweep, "trial_id": trial_id},
+                       "factors": dict(factors),
+                       "seed": int(seed)}}
+
+
+def _fmt_value(v: Any) -> Any:
+    return f"{v:.4g}" if isinstance(v, float) else v
+
+
 class WandbLogger:
     """One W&B run. Construct it, ``log``/``log_samples`` any number of times, ``finish`` once.
 

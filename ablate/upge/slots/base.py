@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 
@@ -139,6 +139,8 @@ class Advantage(Slot):
     """Slot 3: Â per token [B, T], computed once per rollout batch from rewards and groups."""
 
     family = "advantage"
+    # a baseline from the other samples of the prompt's group: meaningless with group_size 1
+    group_relative: ClassVar[bool] = False
 
     def __call__(self, batch: RolloutBatch) -> torch.Tensor:
         raise NotImplementedError
