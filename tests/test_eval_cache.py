@@ -76,6 +76,10 @@ def test_weights_digest_follows_every_tensor():
     with torch.no_grad():
         m[1].bias[2] += 1e-6
     assert weights_digest(m) != d0
+    m.register_buffer("scale", torch.tensor(2.0, dtype=torch.bfloat16))  # 0-d, 2-byte dtype
+    d1 = weights_digest(m)
+    m.scale.fill_(3.0)
+    assert weights_digest(m) != d1
 
 
 RESULT = ({"eval/pass@1": 0.25, "eval/mean@4": float("nan")},

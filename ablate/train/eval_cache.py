@@ -37,7 +37,7 @@ def weights_digest(model: Any) -> str:
     for name, t in model.state_dict().items():
         t = t.detach()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        t = t.to("cpu").contiguous()
+        t = t.to("cpu").contiguous().reshape(-1)  # 1-d: 0-d tensors cannot be viewed as bytes
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
