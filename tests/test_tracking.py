@@ -18,17 +18,16 @@ import yaml
 from omegaconf import OmegaConf
 
 from ablate.errors import ConfigError
+from ablate.spec.groups import SLOT_FAMILIES
 from ablate.tracking import (
     RunStore,
     WandbLogger,
     build_tracker,
     load_run,
-    read_offline_history,
-    read_offline_run,
     resolve_mode,
 )
 from ablate.tracking.tracker import wandb_settings
-from ablate.tracking.wandb_reader import find_wandb_file, iter_record_payloads
+from tests.wandb_reader import find_wandb_file, iter_record_payloads, read_offline_history, read_offline_run
 
 REPO = Path(__file__).resolve().parents[1]
 CHOICES = {"mask": "ppo_clip", "denominator": "behaviour", "advantage": "group_zscore",
@@ -194,8 +193,7 @@ def test_read_offline_run_metadata_config_and_summary(offline_run):
     assert info["name"] == "grpo-addition-s3"
     assert info["tags"] == ["extra", "mask:ppo_clip", "seed:3"]
     assert info["config"]["choices"]["mask"] == "ppo_clip"
-    assert info["config"]["slots"] == {k: CHOICES[k] for k in
-                                       ("mask", "denominator", "advantage", "likelihood", "aggregation")}
+    assert info["config"]["slots"] == {k: CHOICES[k] for k in SLOT_FAMILIES}
     assert info["config"]["train"]["lr"] == 1e-4
     assert info["summary"]["train/loss"] == pytest.approx(1 / STEPS)
     assert info["summary"]["status"] == "finished"

@@ -63,7 +63,7 @@ def test_same_seed_gives_identical_metrics(tmp_path):
 
 
 def test_metrics_jsonl_has_design_names_and_wandb_history_reads_back(tmp_path, monkeypatch):
-    from ablate.tracking import read_offline_history
+    from tests.wandb_reader import read_offline_history
 
     monkeypatch.setenv("ABLATE_WANDB_MODE", "offline")
     summary, rows = _run(tmp_path, "method=grpo", "tracker=wandb")

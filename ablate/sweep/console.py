@@ -142,6 +142,26 @@ def trial_status(tid: str, result: Mapping[str, Any] | None, metric: str,
     return out
 
 
+def _trial_error(trial: Any, sweep_dir: str | None) -> str | None:
+    """One line of a failed trial's error: its own record (sweep_trial.json), else Tune's."""
+    if sweep_dir:
+        import json
+
+        try:
+            out = json.loads((Path(sweep_dir) / "trials" / str(trial.trial_id)
+                              / "sweep_trial.json").read_text(encoding="utf-8"))
+            err = str(out.get("error") or "")[:300] or None
+            if err:
+                return err
+        except (OSError, ValueError):
+            pass
+    try:
+        lines = [ln.strip() for ln in str(trial.get_error() or "").splitlines() if ln.strip()]
+    except Exception:  # noqa: BLE001 - the line is cosmetic
+        return None
+    return lines[-1][:300] if lines else None
+
+
 def make_console_callback(*, metric: str, mode: str, label: Callable[[Any], str],
                           total: int | None, sweep_dir: str | None = None,
                           steps: int | None = None):
@@ -237,23 +257,7 @@ def make_console_callback(*, metric: str, mode: str, label: Callable[[Any], str]
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.failed += 1
-            err = None
-            if sweep_dir:  # the trial's own record of its error (sweep_trial.json)
-                import json
-
-                try:
-                    out = json.loads((Path(sweep_dir) / "trials" / str(trial.trial_id)
-                                      / "sweep_trial.json").read_text(encoding="utf-8"))
-                    err = str(out.get("error") or "")[:300] or None
-                except (OSError, ValueError):
-                    err = None
-            if err is None:
-                try:
-                    text = trial.get_error() or ""
-                    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-                    err = lines[-1][:300] if lines else None
-                except Exception:  # noqa: BLE001 - the line is cosmetic
-                    err = None
+            err = _trial_error(trial, sweep_dir)
             self._end(trial, "FAILED", error=err or "failed (see the trial's error.txt)")
 
         def on_experiment_end(self, trials, **info):

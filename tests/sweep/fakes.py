@@ -24,8 +24,8 @@ import uuid
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-GROUPS = ("mask", "denominator", "advantage", "likelihood", "aggregation", "regularizers",
-          "pipeline", "task", "model", "rollout", "tracker", "method")
+from ablate.spec.groups import GROUPS
+
 MASK_SCORE = {"ppo_clip": 0.3, "clip_higher": 0.25, "none": 0.1}
 
 
