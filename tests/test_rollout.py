@@ -154,3 +154,18 @@ def test_engine_config():
             build_engine("vllm")
     task = build_task("addition")
     assert resolve_max_new_tokens(8, task) == 8 and resolve_max_new_tokens(2, task) == task.max_new_tokens
+
+
+def test_generation_stops_as_soon_as_every_row_has_ended(engine):
+    """No decode step after the last row's EOS: the response width is the longest row, not the budget."""
+    pol = build_policy(SMALL, build_task("addition"), seed=0, device="cpu")
+    head = pol.model.lm_head
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(head.weight)
+        biased.bias.zero_()
+        biased.bias[pol.tokenizer.eos_token_id] = 1e4  # every row ends at its first token
+    pol.model.lm_head = biased
+    out = engine.generate(pol.model, pol.tokenizer, PROMPTS, 4, temperature=1.0, max_new_tokens=50,
+                          generator=torch.Generator().manual_seed(0))
+    assert out.response_mask.shape[1] == 1 and not bool(out.truncated.any())
