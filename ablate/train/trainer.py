@@ -27,7 +27,7 @@ from ablate.metrics.passk import pass_at_k_metrics
 from ablate.pipeline.base import Generated, Rollouts, StageEnv
 from ablate.policy import build_policy, token_logprobs
 from ablate.policy.lora import FrozenBase, is_lora, load_policy_state, policy_state
-from ablate.rollout import build_engine, resolve_max_new_tokens
+from ablate.rollout import build_engine, pin_budget
 from ablate.rollout.base import is_weights
 from ablate.tasks import build_task
 from ablate.train.components import Algorithm, build_algorithm
@@ -123,10 +123,14 @@ class Trainer:
             torch.set_num_threads(int(cfg.threads))
         _seed_everything(self.seed)
         self.device = resolve_device(str(cfg.device))
+        self.task = build_task(cfg.task)
+        # the effective budget, before any component reads a length constant (${rollout.max_new_tokens})
+        self.budget = pin_budget(cfg, self.task)
+        if self.dist.is_main:
+            print(self.budget.describe(), flush=True)
         self.algo: Algorithm = build_algorithm(cfg)
         self.plan = self.algo.needs()
         self.objective = self.algo.objective
-        self.task = build_task(cfg.task)
         self.policy = build_policy(cfg.model, self.task, policy_seed(cfg), self.device)
         self.model, self.tok = self.policy.model, self.policy.tokenizer
         self.task = self.policy.task  # prompts in the tokenizer's format (task.prompt_format)
@@ -143,7 +147,7 @@ class Trainer:
         self.engine = build_engine(cfg.rollout)
         self.plan = self.plan | self.engine.needs()  # e.g. a train–inference IS correction
         self.temperature = float(cfg.rollout.temperature)
-        self.max_new_tokens = resolve_max_new_tokens(int(cfg.rollout.max_new_tokens), self.task)
+        self.max_new_tokens = self.budget.tokens
         t = cfg.train
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=float(t.lr),
                                      betas=tuple(t.betas), weight_decay=float(t.weight_decay))
