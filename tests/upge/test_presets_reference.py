@@ -281,13 +281,14 @@ def test_reinforce_gradient_matches_upge_table1_pm1_reinforce(G):
 
 @pytest.mark.parametrize("G", GS)
 def test_cispo_gradient_matches_verl_cispo(G):
-    """CISPO (verl compute_policy_loss_cispo): −sg(clip(ρ, 0.8, 1.28))·Â·log π, token-mean, no token
-    masked. MiniMax-M1 itself tuned only the upper bound (lower bound effectively off); TRL's
-    ``cispo`` uses an absolute cap min(ρ, ε_high) instead (denominator=cispo_trl)."""
+    """CISPO (verl compute_policy_loss_cispo with clip_ratio_low 0.2: denominator=cispo_lower):
+    −sg(clip(ρ, 0.8, 1.28))·Â·log π, token-mean, no token masked. The preset follows MiniMax-M1 (no
+    lower bound; tests/upge/test_authors_code.py); TRL's ``cispo`` uses an absolute cap min(ρ, ε_high)
+    instead (denominator=cispo_trl)."""
     c = make_case(G)
     adv = ref.grpo_advantages(c.rewards, c.group_ids)
     assert n_clipped(c, adv, 0.2, 0.28) > 0  # tokens a PPO clip would drop keep a (bounded) gradient
-    assert_same(ablate_grad(c, "cispo"), ref_grad(ref.cispo_loss, c))
+    assert_same(ablate_grad(c, "cispo", "denominator=cispo_lower"), ref_grad(ref.cispo_loss, c))
 
 
 @pytest.mark.parametrize("G", GS)
@@ -384,11 +385,11 @@ def test_opo_gradient_matches_verl_opo_on_policy(G):
 
 @pytest.mark.parametrize("G", GS)
 def test_gpg_gradient_matches_verl_gpg(G):
-    """GPG (verl compute_policy_loss_gpg + gpg advantage): −(1/Σ|o|) Σ Â log π,
-    Â = α (r − mean_G), α = B / #non-zero rewards. The paper's α = B/(B − M), M = #samples with a
-    zero gradient (all-equal groups), is what verl's α approximates."""
+    """GPG as verl ports it (advantage=gpg_verl; compute_policy_loss_gpg + gpg advantage):
+    −(1/Σ|o|) Σ Â log π, Â = α (r − mean_G), α = B / #non-zero rewards. The preset follows the
+    authors' α = B/(B − M) (tests/upge/test_authors_code.py)."""
     c = make_case(G)
-    assert_same(ablate_grad(c, "gpg"), ref_grad(ref.gpg_loss, c))
+    assert_same(ablate_grad(c, "gpg", "advantage=gpg_verl"), ref_grad(ref.gpg_loss, c))
 
 
 def has_cov_candidates(c):
