@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ablate.component import load_tree_state, observe_tree, tree_state
+from ablate.component import inert_note, load_tree_state, observe_tree, schedule_of, tree_state
 from ablate.metrics.entropy import token_entropy_sum_count
 from ablate.metrics.gradvar import GradVarianceMeter
 from ablate.metrics.passk import pass_at_k_metrics
@@ -130,6 +130,9 @@ class Trainer:
             print(self.budget.describe(), flush=True)
         self.algo: Algorithm = build_algorithm(cfg)
         self.plan = self.algo.needs()
+        self.schedule = schedule_of(self.algo, cfg.train.epochs, cfg.train.minibatches)
+        if self.dist.is_main and (note := inert_note(self.algo, self.schedule)):
+            print(note, flush=True)  # declared by the components (Acts), never inspected here
         self.objective = self.algo.objective
         self.policy = build_policy(cfg.model, self.task, policy_seed(cfg), self.device)
         self.model, self.tok = self.policy.model, self.policy.tokenizer

@@ -11,12 +11,15 @@ from typing import Any
 
 import torch
 
+from ablate.component import ACTS_NEUTRAL
 from ablate.upge.slots.base import Likelihood, TokenContext
 from ablate.upge.slots.mask import DemoRouting, check_number, valid_tokens
 
 
 class Identity(Likelihood):
     """g(π) = π: log g = log π_θ, the plain policy-gradient score (PPO, GRPO, REINFORCE, ...)."""
+
+    ACTS = ACTS_NEUTRAL  # g = π_θ: the family's neutral choice
 
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
         return ctx.logp
