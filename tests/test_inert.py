@@ -115,3 +115,22 @@ def test_sweep_preflight_keeps_a_factor_that_acts_in_some_trials():
                             params={"train.epochs": [1, 4], "train.minibatches": [2]})) == 4
     # a factor that changes training elsewhere (lr) is never refused
     assert preflight(_space(params={"train.lr": [1e-4, 3e-4]})) == 2
+
+
+@pytest.mark.parametrize("method,updates,group", [("dapo", 16, 16), ("gspo", 4, None), ("knapsack", 8, None),
+                                                  ("bapo", 8, 16), ("grpo", 1, None)])
+def test_presets_carry_the_papers_update_schedule(method, updates, group):
+    cfg = compose_config([f"method={method}"])
+    assert int(cfg.train.epochs) * int(cfg.train.minibatches) == updates
+    if group is not None:
+        assert int(cfg.train.group_size) == group
+    assert "schedule" in cfg.method and str(cfg.method.schedule)
+    algo = build_algorithm(cfg)
+    sched = schedule_of(algo, cfg.train.epochs, cfg.train.minibatches)
+    assert (inert_parts(algo, sched) == []) == (updates > 1)  # their clips act on their own schedule
+
+
+def test_dapo_preset_overlong_window_is_a_fifth_of_the_budget_and_refills_ten_rounds():
+    algo = build_algorithm(compose_config(["method=dapo"]))
+    overlong, dyn = algo.stages
+    assert overlong.cache_frac == 0.2 and dyn.max_gen_batches == 10 and algo.needs().refill_rounds == 10

@@ -57,7 +57,7 @@ def test_kl_coefficient_zero_needs_no_reference_model():
     assert build_algorithm(compose_config(["method=grpo"])).needs().ref_model
     assert not build_algorithm(compose_config(["method=grpo", "regularizers.kl.coef=0"])).needs().ref_model
     assert not build_algorithm(compose_config(["method=dapo"])).needs().ref_model
-    assert build_algorithm(compose_config(["method=dapo"])).needs().refill_rounds == 3
+    assert build_algorithm(compose_config(["method=dapo"])).needs().refill_rounds == 10  # verl DAPO recipe (issue 18)
     assert build_algorithm(compose_config(["method=sft"])).needs().rollouts is False
 
 
