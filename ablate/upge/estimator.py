@@ -120,6 +120,8 @@ class UPGE(Component):
         # min/clip objective gives them instead of 0; same gradient as pg_loss
         clipped = m.clipped_weight if m.clipped_weight is not None else torch.zeros_like(weight)
         peer_w = torch.where(m.keep, weight, clipped.to(weight.dtype))
+        if self.denominator.PEER_LOGP_VALUE:  # verl's gpg/cispo value: −Â·w·log π
+            peer_w = peer_w * ctx.logp.detach()
         peer_mat = -ctx.advantages * peer_w
         if ctx.loss_weights is not None:
             peer_mat = peer_mat * ctx.loss_weights.to(peer_mat.dtype)[:, None]

@@ -21,6 +21,7 @@ class CurrentPolicy(Denominator):
     """π_ref = sg(π_θ): weight 1, gradient ∇log π (SFT, REINFORCE, RLOO, GPG; verl `gpg`)."""
 
     ACTS = ACTS_NEUTRAL  # weight 1: the family's neutral choice
+    PEER_LOGP_VALUE = True  # verl compute_policy_loss_gpg: −Â·log π
 
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
         return ctx.logp.detach()
@@ -72,6 +73,8 @@ class ClippedRatio(Denominator):
     verl DPPO: sg(min(ρ, clip_ratio_c)), 20 when the config has no clip_ratio_c, 10000 in verl's DPPO
     example). log π_ref = sg(log π_θ − log w).
     """
+
+    PEER_LOGP_VALUE = True  # verl compute_policy_loss_cispo: −Â·sg(clip(ρ))·log π
 
     def acts(self) -> Acts:
         """sg(clip(1)) = 1 on-policy unless an absolute cap below 1 scales every token."""

@@ -211,7 +211,12 @@ class SequenceClip(Mask):
         events = {"seq_clip_low": low, "seq_clip_high": high, "clip_low": low, "clip_high": high}
         if self.max_log_ratio is not None:
             events["seq_ratio_cap"] = valid & (log_s > self.max_log_ratio) & ~low & ~high
-        return _result(events, ctx.response_mask)
+        out = _result(events, ctx.response_mask)
+        # the peer's min/clip value on a clipped row: clip(s)·Â with s at its bound (pg_loss_peer)
+        w = torch.zeros_like(ctx.ratio)
+        w = torch.where(high, torch.full_like(w, 1.0 + self.eps_high), w)
+        out.clipped_weight = torch.where(low, torch.full_like(w, 1.0 - self.eps_low), w)
+        return out
 
 
 class ClipCov(Mask):
@@ -408,6 +413,25 @@ def _merge_events(results: Sequence[MaskResult]) -> dict[str, torch.Tensor]:
         for name, ev in r.events.items():
             events[name] = events[name] | ev if name in events else ev
     return events
+
+
+class OffPolicySequenceMask(Mask):
+    """Off-policy sequence masking (DeepSeek-V3.2; TRL ``off_policy_mask_threshold``): drop every token
+    of a row whose advantage is negative and whose mean per-token log π_old − log π_θ exceeds δ.
+
+    TRL ``get_off_policy_mask``: seq_kl = Σ_t (log π_sampling − log π_θ) / max(|o|, 1) over the
+    completion mask; keep = Â ≥ 0 ∨ seq_kl ≤ δ (per token with the token's advantage). Event
+    ``off_policy``."""
+
+    ACTS = ACTS_ON_DRIFT  # log π_old − log π_θ ≡ 0 on-policy
+
+    def __init__(self, threshold: float = 0.5):
+        self.threshold = check_number("threshold", threshold)
+
+    def __call__(self, ctx: TokenContext) -> MaskResult:
+        seq_kl = (-ctx.log_ratio).sum(-1) / ctx.response_mask.sum(-1).clamp_min(1.0)
+        drop = valid_tokens(ctx) & (ctx.advantages < 0) & (seq_kl[:, None] > self.threshold)
+        return _result({"off_policy": drop}, ctx.response_mask)
 
 
 class AllOf(Mask):
