@@ -1,4 +1,4 @@
-"""`ablate` command line: train, sweep, report, claims, methods, slots, bench."""
+"""`ablate` command line: train, sweep, report, claims, probe, methods, slots, bench."""
 
 from __future__ import annotations
 
@@ -92,6 +92,18 @@ def _cmd_claims(args: argparse.Namespace) -> int:
                       report_dir=args.report_dir, readme=args.readme, num_cpus=args.num_cpus)
 
 
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from ablate.probe.estimators import probe_estimators, split_arms, write_result
+
+    res = probe_estimators(args.overrides, split_arms(args.arms), batches=args.batches,
+                           reference=args.reference,
+                           log=None if args.quiet else (lambda m: print(f"[ablate] probe: {m}")))
+    js, _ = write_result(res, Path(args.output))
+    print(res.markdown(), end="")
+    print(f"[ablate] probe: {js} (+ .md)")
+    return 0
+
+
 def _bench_root() -> Path:
     """Where a source checkout keeps bench/: next to the ablate package (editable install)."""
     return Path(__file__).resolve().parent.parent / "bench"
@@ -161,6 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="README whose claims block (between <!-- claims:begin/end --> markers) is regenerated")
     c.add_argument("--num-cpus", type=float, default=None, metavar="N", help="CPUs of the local Ray instance")
     c.set_defaults(func=_cmd_claims)
+    pr = sub.add_parser("probe", help="estimators' gradients at a fixed policy on shared rollout "
+                        "batches: variance and bias (ablate probe method=grpo --arms advantage=group_zscore,advantage=opo)")
+    pr.add_argument("overrides", nargs="*", help="overrides shared by every arm (as for train; "
+                    "model.path=<run_dir>/model probes a saved checkpoint, default the warm start)")
+    pr.add_argument("--arms", required=True, help="comma-separated arms, each one or more "
+                    "space-separated overrides (quoted); the arm's text is its label")
+    pr.add_argument("--batches", type=int, default=16, help="shared rollout batches (>= 2; default 16)")
+    pr.add_argument("--reference", default=None, help="the arm whose mean gradient is the reference (default: the first)")
+    pr.add_argument("-o", "--output", default="runs/probe/probe", help="writes OUTPUT.json and OUTPUT.md")
+    pr.add_argument("-q", "--quiet", action="store_true")
+    pr.set_defaults(func=_cmd_probe)
     try:
         from ablate.sweep.cli import add_sweep_parser
         add_sweep_parser(sub)

@@ -398,3 +398,101 @@ def test_grad_meter_bf16_params():
     torch.testing.assert_close(total, _flat_grad(list(lin.parameters())), rtol=2e-2, atol=1e-2)
     out = meter.finish()
     assert out["train/grad_var"] is not None and math.isfinite(out["train/grad_var"])
+
+
+# ------------------------------------------------- grad_var with whole-group units (GRPO-style)
+_GV_A, _GV_D = 4, 3
+
+
+def _gv_draw(rng, W, V, P, G):
+    """P prompts x ~ N(0, I), G actions each from softmax(W x), reward 1 for argmax(V x), group
+    z-score advantages: a prompt's G responses are coupled through their shared x and advantage."""
+    X = rng.standard_normal((P, _GV_D))
+    logits = X @ W.T
+    pi = np.exp(logits - logits.max(1, keepdims=True))
+    pi /= pi.sum(1, keepdims=True)
+    a = np.stack([rng.choice(_GV_A, size=G, p=pi[j]) for j in range(P)])
+    r = (a == (X @ V.T).argmax(1)[:, None]).astype(float)
+    adv = (r - r.mean(1, keepdims=True)) / (r.std(1, ddof=1, keepdims=True) + 1e-6)
+    return X, a, adv, pi
+
+
+def _gv_direct_grad(X, a, adv, pi):
+    """The minibatch gradient of −Σ A·log π(a|x)/N in closed form: −Σ A (e_a − π) xᵀ / N."""
+    P, G = a.shape
+    coef = -(adv[..., None] * (np.eye(_GV_A)[a] - pi[:, None, :])).sum(1) / (P * G)
+    return (coef.T @ X).ravel()
+
+
+def _gv_meter(W, V, P, G, k, draws, seed, layout):
+    """grad_var / (units) per draw through the meter and the trainer's microbatch choice."""
+    from ablate.train.partition import group_units, partition
+
+    rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    lin = torch.nn.Linear(_GV_D, _GV_A, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(W))
+    meter, out, N = GradVarianceMeter(lin.parameters()), [], P * G
+    for i in range(draws):
+        X, a, adv, pi = _gv_draw(rng, W, V, P, G)
+        xs, acts = torch.from_numpy(np.repeat(X, G, 0)), torch.from_numpy(a.reshape(-1))
+        ad = torch.from_numpy(adv.reshape(-1))
+        perm = torch.randperm(N, generator=gen)  # the minibatch's shuffled rows, as in the trainer
+        chunks = ([(perm[c], cl) for c, cl in group_units(torch.arange(P).repeat_interleave(G)[perm], k)]
+                  if layout == "units" else [(c, True) for c in partition(N, k, gen)])
+        lin.zero_grad(set_to_none=True)
+        meter.start()
+        units = 0
+        for rows, closes in chunks:
+            lp = torch.log_softmax(lin(xs[rows]), -1).gather(1, acts[rows, None]).squeeze(1)
+            (-(ad[rows] * lp).sum() / N).backward()
+            if closes:
+                meter.after_backward()
+                units += 1
+        if i == 0:  # autograd through the chunks = the closed form
+            np.testing.assert_allclose(lin.weight.grad.numpy().ravel(), _gv_direct_grad(X, a, adv, pi),
+                                       rtol=1e-10, atol=1e-12)
+        out.append(meter.finish()["train/grad_var"] / units)
+    return np.asarray(out)
+
+
+@pytest.mark.parametrize("P,G,k", [(8, 4, 4), (3, 8, 4)])
+def test_grad_var_with_whole_group_units_is_unbiased_for_grpo_style_batches(P, G, k):
+    """grad_var/K (K = whole-group units) estimates tr Cov(ĝ) of the minibatch gradient, checked
+    against the covariance of the closed-form gradient over many independent batches. The
+    scattered layout (random row chunks: a prompt's group split over microbatches) is biased,
+    so the tolerance has power. (8 prompts ≥ k: whole-group chunks; 3 < k: split groups, units
+    closed at group ends.)"""
+    rng = np.random.default_rng(0)
+    W, V = rng.standard_normal((_GV_A, _GV_D)) * 0.8, rng.standard_normal((_GV_A, _GV_D))
+    ref_rng = np.random.default_rng(1)
+    gs = np.stack([_gv_direct_grad(*_gv_draw(ref_rng, W, V, P, G)) for _ in range(20_000)])
+    ref = float(np.trace(np.cov(gs, rowvar=False)))
+    ref_se = ref * math.sqrt(2.0 / len(gs))  # ≥ the SE of a trace of a sample covariance
+    units = _gv_meter(W, V, P, G, k, 1000, 2, "units")
+    tol = 4 * math.hypot(units.std(ddof=1) / math.sqrt(len(units)), ref_se)
+    assert abs(units.mean() - ref) < tol, (units.mean(), ref, tol)
+    scattered = _gv_meter(W, V, P, G, k, 400, 3, "scattered")
+    assert abs(scattered.mean() - ref) > tol + 4 * scattered.std(ddof=1) / math.sqrt(len(scattered))
+
+
+def test_group_units_keep_groups_whole_and_cover_every_row_once():
+    from ablate.train.partition import group_units
+
+    gid = torch.tensor([3, 1, 3, 0, 1, 0, 3, 1, 0, 2, 2, 2])
+    for k in (1, 2, 3, 4, 6, 12):
+        units = group_units(gid, k)
+        rows = torch.cat([r for r, _ in units])
+        assert sorted(rows.tolist()) == list(range(12))
+        closed, members = [], []
+        for r, closes in units:  # a unit = the chunks up to a closing one
+            members.extend(r.tolist())
+            if closes:
+                closed.append(sorted(members))
+                members = []
+        assert not members and units[-1][1]
+        for u in closed:  # each unit is a union of whole groups
+            gs = set(gid[u].tolist())
+            assert sorted(u) == sorted(i for i in range(12) if int(gid[i]) in gs)
+        if k > 4:  # fewer groups than microbatches: each group its own unit, chunks ≈ 12/k rows
+            assert len(closed) == 4 and max(r.numel() for r, _ in units) <= math.ceil(12 / k) + 1

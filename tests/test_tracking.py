@@ -356,3 +356,32 @@ def test_tracker_config_files_and_validation(tmp_path):
     assert s["job_type"] == "train" and s["group"] is None
     assert not (tmp_path / "s" / "wandb").exists()
     assert tracker.finish("failed") == s  # idempotent
+
+
+def test_eval_prompts_round_trip_resume_and_torn_line(tmp_path):
+    """Per-prompt eval counts: one line per eval step; a resume cuts back to the checkpoint (no
+    duplicates, nothing lost) and a torn last line drops that eval step whole."""
+    from ablate.tracking.run_store import read_eval_prompts
+
+    s = RunStore(tmp_path)
+    s.log_eval_prompts(["p0", "p1"], [4, 4], [1, 4], step=0)
+    s.log({"eval/pass@1": 0.625}, step=0)
+    pos = s.position()
+    assert pos["eval_prompts_lines"] == 1 and pos["eval_prompts_bytes"] > 0
+    s.log_eval_prompts(["p0", "p1"], [4, 4], [2, 3], step=2)  # after the checkpoint: dropped
+    s.close()
+    with open(tmp_path / "eval_prompts.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 3, "prompt_id": ["p0"')  # torn by a kill
+    assert [r["step"] for r in read_eval_prompts(tmp_path)] == [0, 0, 2, 2]
+    r = RunStore(tmp_path, resume=pos)
+    assert r.num_eval_prompts == 1
+    r.log_eval_prompts(["p0", "p1"], [4, 4], [3, 3], step=2)
+    r.close()
+    assert read_eval_prompts(tmp_path) == [
+        {"step": 0, "prompt_id": "p0", "n": 4, "c": 1}, {"step": 0, "prompt_id": "p1", "n": 4, "c": 4},
+        {"step": 2, "prompt_id": "p0", "n": 4, "c": 3}, {"step": 2, "prompt_id": "p1", "n": 4, "c": 3}]
+    old = {k: v for k, v in pos.items() if not k.startswith("eval_prompts")}  # pre-feature checkpoint
+    RunStore(tmp_path, resume=old).close()
+    assert len(read_eval_prompts(tmp_path)) == 4  # left as it is
+    with pytest.raises(ValueError, match="0 <= c <= n"):
+        RunStore(tmp_path).log_eval_prompts(["p"], [2], [3], step=1)

@@ -25,15 +25,35 @@ n_k = w_k·N (derivation: Var(ĝ_k − ĝ) = Σ(1/n_k − 1/N), and Σ_k w_k(1/n
     train/grad_norm = ‖ĝ‖                 (pre-clip; equal to clip_grad_norm_'s return value)
     train/grad_snr  = ‖ĝ‖² / (grad_var/K)  (signal over the variance of the mean, tr Cov(ĝ) ≈ tr Σ/N)
 
+(K: the number of units; ‖ĝ‖² in the SNR is itself ‖μ‖² + tr Cov(ĝ) in expectation, so the SNR
+reads ≈ 1 + ‖μ‖²/tr Cov(ĝ): about 1, not 0, for a pure-noise gradient.)
+
 grad_var scales like 1/(microbatch size), so compare it only between runs with the same
 microbatch layout; grad_snr does not depend on K (both numerator and denominator refer to the
 full minibatch) and is the number to compare across configurations. An SNR ≫ 1 means the
 minibatch gradient direction is well determined; ≲ 1 means it is mostly noise.
 
+Units: whole prompt groups (what the trainer does). The estimator needs the K chunks to be
+independent draws. Responses of one prompt are not: they share the prompt and, through a group
+advantage (GRPO z-score, RLOO, ...), each other's rewards. Prompts are drawn i.i.d., so *whole
+groups* are the i.i.d. units: the trainer cuts the microbatches of a measured step along group
+boundaries (``ablate.train.partition.group_units``) and calls ``after_backward`` only where a
+unit ends (when a minibatch has fewer groups than microbatches, a group spans several
+microbatches and their contributions form one unit). Then E[grad_var/K] = tr Cov(ĝ) exactly for
+equal group sizes and equal weights (each unit's ĝ_k has mean μ and variance V; Σ_k w_k‖ĝ_k − ĝ‖²
+has mean (1 − 1/K)·V, and tr Cov(ĝ) = V/K); with unequal units it holds when Var(ĝ_k) ∝ 1/w_k
+(units of equally sized groups). Checked against the covariance of the closed-form gradient over
+20k independent batches of a softmax policy with group z-score advantages
+(tests/test_metrics.py::test_grad_var_with_whole_group_units_is_unbiased_for_grpo_style_batches):
+whole-group units are within MC error (±2%); random row chunks, which scatter a group over
+microbatches, are off by −36% to −57% there (the sign depends on whether the within-group
+correlation is positive, as there, or negative: +24% in the toy of reference/statistics.md §4).
+Fewer than two units in a minibatch (e.g. one prompt) gives no variance information: grad_var
+and grad_snr are omitted for that step.
+
 Assumptions and biases.
-* Microbatches are exchangeable (i.i.d.) chunks of the minibatch, e.g. a random permutation cut
-  into pieces; sorted or grouped chunks (all samples of one GRPO group in one microbatch) measure
-  between-chunk variance, which includes the within-group correlation.
+* Units are exchangeable: a random set of prompts, whole groups each (see above). Chunks that
+  split a group measure a variance that includes (or cancels) the within-group correlation.
 * Unequal chunks: pass ``weight`` (the chunk's share of the normaliser: sequences for seq-mean
   aggregations, valid tokens for token-mean) to stay unbiased. Without it the equal-weight
   formula is biased upward by ‖μ‖²·Σ_k (K·w_k − 1)²/(K−1), μ the expected gradient (a spread

@@ -3,6 +3,10 @@
     <run_dir>/config.yaml     the resolved config (written once, at start)
     <run_dir>/metrics.jsonl   one JSON object per log call: {"step", "time", **metrics}
     <run_dir>/samples.jsonl   model generations: {"step", "prompt", "response", "reward", ...}
+    <run_dir>/eval_prompts.jsonl  per-prompt eval counts, one line per eval step:
+                              {"step", "prompt_id": [...], "n": [...], "c": [...]} (prompt ids are
+                              ``Problem.uid()``, stable across seeds and arms; n samples, c correct),
+                              the raw data of pass@k that ``ablate.stats.prompts`` models
     <run_dir>/summary.json    status (running → finished | failed | early_stopped), error and
                               traceback tail, final metrics (last value of each key), wall time,
                               W&B run id/dir/mode, slot choices, method, seed
@@ -14,8 +18,10 @@ report's job. summary.json is rewritten atomically (temp file + rename); a run t
 still says ``"running"`` until a sweep marks it ``"interrupted"`` (``mark_interrupted``).
 
 Resuming (a trial checkpoint): ``position()`` is what a checkpoint stores (line counts and byte
-offsets of metrics.jsonl / samples.jsonl, the last value of each key); ``RunStore(run_dir,
-resume=position)`` truncates both files back to it, so the resumed run appends without duplicates.
+offsets of metrics.jsonl / samples.jsonl / eval_prompts.jsonl, the last value of each key);
+``RunStore(run_dir, resume=position)`` truncates the files back to it, so the resumed run appends
+without duplicates. One eval step is one line, so a torn write loses that step whole, never part
+of its prompts (``read_eval_prompts`` skips it; a resume cuts it off).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import yaml
 from ablate.registry import plain
@@ -35,6 +41,7 @@ from ablate.registry import plain
 FINAL_STATUSES = ("finished", "failed", "early_stopped")
 INTERRUPTED = "interrupted"  # killed mid-run; may be resumed from a checkpoint
 RESERVED_KEYS = ("step", "time")
+STREAMS = ("metrics", "samples", "eval_prompts")  # the append-only JSONL files a position covers
 TRACEBACK_TAIL_CHARS = 4000
 
 
@@ -82,11 +89,13 @@ class RunStore:
         self.last_step: Optional[int] = None
         self.num_logs = 0
         self.num_samples = 0
+        self.num_eval_prompts = 0
         if resume is not None:
             self._rewind(resume)
         self.metrics_path.touch()  # exists from the start; opened on the first log (a store
         self._metrics_f = None     # abandoned before then holds no open file)
         self._samples_f = None
+        self._eval_prompts_f = None
         self._summary: dict[str, Any] = {}
         self.closed = False
 
@@ -104,6 +113,10 @@ class RunStore:
         return self.run_dir / "samples.jsonl"
 
     @property
+    def eval_prompts_path(self) -> Path:
+        return self.run_dir / "eval_prompts.jsonl"
+
+    @property
     def summary_path(self) -> Path:
         return self.run_dir / "summary.json"
 
@@ -118,13 +131,19 @@ class RunStore:
         return {"metrics_lines": self.num_logs, "metrics_bytes": size(self.metrics_path, self._metrics_f),
                 "samples_lines": self.num_samples,
                 "samples_bytes": size(self.samples_path, self._samples_f),
+                "eval_prompts_lines": self.num_eval_prompts,
+                "eval_prompts_bytes": size(self.eval_prompts_path, self._eval_prompts_f),
                 "final": dict(self.final), "last_step": self.last_step,
                 "start_time": self.start_time}
 
     def _rewind(self, pos: Mapping[str, Any]) -> None:
-        """Cut metrics.jsonl / samples.jsonl back to a recorded position (lines logged after the
-        checkpoint by the interrupted attempt are dropped; the resumed run logs them again)."""
-        for path, key in ((self.metrics_path, "metrics"), (self.samples_path, "samples")):
+        """Cut the JSONL files back to a recorded position (lines logged after the checkpoint by
+        the interrupted attempt are dropped; the resumed run logs them again). A position from
+        before a file existed (no ``<stream>_bytes`` key) leaves that file as it is."""
+        for key in STREAMS:
+            path = self.run_dir / f"{key}.jsonl"
+            if key == "eval_prompts" and f"{key}_bytes" not in pos:
+                continue
             n = int(pos.get(f"{key}_bytes") or 0)
             have = path.stat().st_size if path.exists() else 0
             if have < n:
@@ -135,6 +154,7 @@ class RunStore:
                     f.truncate(n)
         self.num_logs = int(pos.get("metrics_lines") or 0)
         self.num_samples = int(pos.get("samples_lines") or 0)
+        self.num_eval_prompts = int(pos.get("eval_prompts_lines") or 0)
         self.final = dict(pos.get("final") or {})
         self.last_step = pos.get("last_step")
         if pos.get("start_time"):
@@ -176,6 +196,22 @@ class RunStore:
         self._samples_f.flush()
         self.num_samples += n
         return n
+
+    def log_eval_prompts(self, prompt_id: Sequence[str], n: Sequence[int], c: Sequence[int],
+                         step: int) -> None:
+        """Append one eval step's per-prompt counts as one line (flushed): ``prompt_id[j]`` had
+        ``n[j]`` samples of which ``c[j]`` were correct."""
+        ids, ns, cs = [str(x) for x in prompt_id], [int(x) for x in n], [int(x) for x in c]
+        if not len(ids) == len(ns) == len(cs):
+            raise ValueError(f"RunStore.log_eval_prompts: {len(ids)} ids, {len(ns)} n, {len(cs)} c")
+        if any(not 0 <= ci <= ni for ni, ci in zip(ns, cs)):
+            raise ValueError("RunStore.log_eval_prompts: need 0 <= c <= n for every prompt")
+        if self._eval_prompts_f is None:
+            self._eval_prompts_f = open(self.eval_prompts_path, "a", encoding="utf-8")
+        rec = {"step": int(step), "prompt_id": ids, "n": ns, "c": cs}
+        self._eval_prompts_f.write(_dumps(rec) + "\n")
+        self._eval_prompts_f.flush()
+        self.num_eval_prompts += 1
 
     def write_summary(self, **fields: Any) -> dict:
         """Merge ``fields`` into the summary and rewrite summary.json atomically."""
@@ -221,7 +257,7 @@ class RunStore:
         if self.closed:
             return
         self.closed = True
-        for f in (self._metrics_f, self._samples_f):
+        for f in (self._metrics_f, self._samples_f, self._eval_prompts_f):
             if f is not None:
                 try:
                     f.close()
@@ -290,6 +326,22 @@ def read_jsonl(path: Path) -> tuple[list[dict], int]:
             else:
                 bad += 1
     return out, bad
+
+
+def read_eval_prompts(run_dir: Path) -> list[dict]:
+    """The per-prompt eval counts of a run in long form: ``{"step", "prompt_id", "n", "c"}`` per
+    prompt and eval step, in logged order. A torn or malformed line (one whole eval step) is
+    skipped; a run without the file gives []."""
+    recs, _ = read_jsonl(Path(run_dir) / "eval_prompts.jsonl")
+    out: list[dict] = []
+    for rec in recs:
+        ids, ns, cs = rec.get("prompt_id"), rec.get("n"), rec.get("c")
+        if not (isinstance(ids, list) and isinstance(ns, list) and isinstance(cs, list)
+                and len(ids) == len(ns) == len(cs) and isinstance(rec.get("step"), int)):
+            continue
+        out.extend({"step": rec["step"], "prompt_id": str(i), "n": int(n), "c": int(c)}
+                   for i, n, c in zip(ids, ns, cs))
+    return out
 
 
 def load_run(run_dir: Path) -> dict:

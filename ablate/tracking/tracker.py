@@ -52,6 +52,10 @@ class Tracker:
         if self.wandb is not None:
             self.wandb.log_samples(rows, step)
 
+    def log_eval_prompts(self, prompt_id: list[str], n: list[int], c: list[int], step: int) -> None:
+        """Per-prompt eval counts of one eval step: run store only (``eval_prompts.jsonl``)."""
+        self.store.log_eval_prompts(prompt_id, n, c, step)
+
     def finish(self, status: str, summary: Optional[Mapping[str, Any]] = None,
                error: Optional[str | BaseException] = None) -> dict:
         """Close W&B (exit code 0 when finished, else 1) and write the final summary.json.

@@ -7,6 +7,7 @@ row count. Gradient accumulation stays exact either way: losses are normalised o
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -35,3 +36,28 @@ def partition(n: int, k: int, gen: Optional[torch.Generator],
         chunks[-1].append(rows)
         filled += rows.numel()
     return [torch.cat(c) for c in chunks if c]
+
+
+def group_units(groups: torch.Tensor, k: int) -> list[tuple[torch.Tensor, bool]]:
+    """About ``k`` microbatches of a minibatch whose rows carry prompt-group ids, for
+    ``train/grad_var``: ``(rows, closes_unit)`` pairs where the rows of each group are consecutive
+    and a unit (what the gradient-variance meter treats as one independent draw) ends only at a
+    group boundary. Responses of one prompt are correlated (the advantage couples them), so only
+    whole groups are i.i.d.; see ablate/metrics/gradvar.py. With at least ``k`` groups the chunks
+    are whole groups (``partition``); with fewer, each group is split into consecutive chunks of
+    about n/k rows (memory as requested) and its last chunk closes the unit."""
+    ids = groups.reshape(-1).cpu()
+    n = ids.numel()
+    if n == 0:
+        return []
+    k = max(1, k)
+    uniq = torch.unique(ids)
+    if uniq.numel() >= k:
+        return [(c, True) for c in partition(n, k, None, ids)]
+    out: list[tuple[torch.Tensor, bool]] = []
+    for g in uniq:
+        rows = torch.nonzero(ids == g).reshape(-1)
+        pieces = [c for c in rows.tensor_split(max(1, min(rows.numel(), math.ceil(k * rows.numel() / n))))
+                  if c.numel() > 0]
+        out.extend((c, i == len(pieces) - 1) for i, c in enumerate(pieces))
+    return out

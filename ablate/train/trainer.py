@@ -32,7 +32,7 @@ from ablate.rollout.base import is_weights
 from ablate.tasks import build_task
 from ablate.train.components import Algorithm, build_algorithm
 from ablate.train.distributed import Dist
-from ablate.train.partition import partition
+from ablate.train.partition import group_units, partition
 from ablate.train.state import TrainingState, load_rng_state, rng_state
 from ablate.upge.batch import RolloutBatch
 from ablate.upge.diagnostics import DiagAccumulator
@@ -464,9 +464,9 @@ class Trainer:
                 self.opt.zero_grad(set_to_none=True)
                 if self.meter is not None:
                     self.meter.start()
-                mb_groups = groups[mb_rows_cpu] if groups is not None else None
-                chunks = partition(mb.batch_size, int(t.microbatches), None, mb_groups) if mb.batch_size else []
-                for mc_idx_cpu in chunks:
+                chunks = self._microbatches(batch, mb_rows_cpu, groups)
+                unit_weight = 0.0
+                for mc_idx_cpu, closes_unit in chunks:
                     mc_idx = mc_idx_cpu.to(self.device)
                     mc = mb.select(mc_idx)
                     with self.timers("forward_backward"), self._no_sync():
@@ -483,8 +483,11 @@ class Trainer:
                         if not torch.isfinite(out.loss):
                             raise FloatingPointError(f"non-finite loss {out.loss.item()} at step {step}")
                         (out.loss * dist.world).backward()  # DDP averages over workers
-                    if self.meter is not None:
-                        self.meter.after_backward(weight=obj.chunk_weight(mc))
+                    if self.meter is not None:  # one grad-var draw per whole-group unit
+                        unit_weight += obj.chunk_weight(mc)
+                        if closes_unit:
+                            self.meter.after_backward(weight=unit_weight)
+                            unit_weight = 0.0
                     with self.timers("metrics"):
                         acc.add(out.diags, out.num_tokens)
                         if ent_t is not None:
@@ -523,6 +526,21 @@ class Trainer:
         m["train/lr"] = float(self.sched.get_last_lr()[0])
         return m
 
+    def _microbatches(self, batch: RolloutBatch, mb_rows: torch.Tensor,
+                      groups: Optional[torch.Tensor]) -> list[tuple[torch.Tensor, bool]]:
+        """One minibatch's microbatches as (rows, closes a grad-var unit): whole groups when a
+        component needs them; whole-group units when train/grad_var is measured (its estimator
+        needs independent units, and a prompt's responses are coupled: ablate/metrics/gradvar.py);
+        else row chunks. The gradient is the same either way (losses use minibatch totals)."""
+        n, k = mb_rows.numel(), int(self.cfg.train.microbatches)
+        if n == 0:
+            return []
+        if groups is not None:
+            return [(c, True) for c in partition(n, k, None, groups[mb_rows])]
+        if self.meter is not None:
+            return group_units(batch.group_ids.cpu()[mb_rows], k)
+        return [(c, True) for c in partition(n, k, None)]
+
     @contextmanager
     def _no_sync(self) -> Iterator[None]:
         """Accumulate locally: workers exchange gradients once per minibatch (``_sync_grads``)."""
@@ -543,6 +561,14 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------- eval
     def evaluate(self, step: int) -> tuple[dict[str, float], list[dict]]:
+        """Pass@k metrics and logged samples of the eval split (see ``evaluate_prompts``)."""
+        ev, samples, _ = self.evaluate_prompts(step)
+        return ev, samples
+
+    def evaluate_prompts(self, step: int) -> tuple[dict[str, float], list[dict], dict[str, list]]:
+        """Pass@k metrics, logged samples and the per-prompt counts they come from:
+        ``{"prompt_id": [...], "n": [...], "c": [...]}`` (kept in the run store's eval_prompts.jsonl,
+        the data ``ablate.stats.prompts`` models with seeds and prompts as separate effects)."""
         e = self.cfg.eval
         problems = self.task.eval_problems(int(e.num_prompts))
         if self.dist.active:  # each worker its share of the eval prompts; Pass@k over all of them
@@ -563,11 +589,15 @@ class Trainer:
                     if len(samples) < int(e.num_samples_logged) and i % n == 0:
                         samples.append({"step": step, "prompt": probs[j].prompt, "response": text,
                                         "reward": float(rew.total), "answer": probs[j].answer})
+        ids = [p.uid for p in problems]
         if self.dist.active:
-            parts = self.dist.all_gather_object((correct, samples))
-            correct = np.concatenate([c for c, _ in parts if len(c)], 0)
-            samples = [x for _, ss in parts for x in ss][: int(e.num_samples_logged)]
-        return pass_at_k_metrics(correct), samples
+            parts = self.dist.all_gather_object((correct, samples, ids))
+            correct = np.concatenate([c for c, _, _ in parts if len(c)], 0)
+            samples = [x for _, ss, _ in parts for x in ss][: int(e.num_samples_logged)]
+            ids = [x for _, _, ii in parts for x in ii]
+        per_prompt = {"prompt_id": ids, "n": [n] * len(ids),
+                      "c": [int(x) for x in correct.sum(1).round().astype(int)]}
+        return pass_at_k_metrics(correct), samples, per_prompt
 
     # ----------------------------------------------------------------------------------- loop
     def _emit(self, metrics: dict[str, float], step: int) -> None:
@@ -588,11 +618,12 @@ class Trainer:
         t_start = time.perf_counter()
         start = self.state.step + 1  # > 1 when resumed from a checkpoint (load_state_dict)
         if start == 1:
-            ev, samples = self.evaluate(0)
+            ev, samples, per_prompt = self.evaluate_prompts(0)
             self.last_eval = dict(ev)
             self.initial_eval = dict(ev)
             if self.tracker is not None:
                 self.tracker.log_samples(samples, step=0)
+                self.tracker.log_eval_prompts(**per_prompt, step=0)
             self._emit({**ev, "eval/step": 0.0}, step=0)
         bar = tqdm(range(start, steps + 1), initial=start - 1, total=steps,
                    desc=str(self.cfg.get("name") or "train"), disable=not progress,
@@ -633,12 +664,13 @@ class Trainer:
             m["perf/tokens_per_s"] = float(rm.sum()) / max(step_s, 1e-9)
             if (every and step % every == 0) or step == steps:
                 with self.timers("eval"):
-                    ev, samples = self.evaluate(step)
+                    ev, samples, per_prompt = self.evaluate_prompts(step)
                 self.last_eval = dict(ev)
                 m.update(ev)
                 m["eval/step"] = float(step)
                 if self.tracker is not None:
                     self.tracker.log_samples(samples, step=step)
+                    self.tracker.log_eval_prompts(**per_prompt, step=step)
             for k, v in self.timers.pop().items():
                 m[f"perf/{k}_s"] = v
             observe_tree(self.algo, self.state.info(), m)

@@ -222,7 +222,8 @@ def test_resume_from_trainer_state_continues_identically(tmp_path):
     def rows_of(tr):
         out = []
         tr.tracker = type("T", (), {"log": lambda self, m, step: out.append((step, m)),
-                                    "log_samples": lambda self, s, step: None})()
+                                    "log_samples": lambda self, s, step: None,
+                                    "log_eval_prompts": lambda self, prompt_id, n, c, step: None})()
         return out
 
     cfg = compose_config(FAST + ["method=dapo", "seed=2"])

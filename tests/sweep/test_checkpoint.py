@@ -122,3 +122,37 @@ def test_summaries_left_running_become_interrupted(tmp_path):
     a = json.loads((tmp_path / "trials" / "a" / "summary.json").read_text())
     b = json.loads((tmp_path / "trials" / "b" / "summary.json").read_text())
     assert a["status"] == "interrupted" and "--resume" in a["error"] and b["status"] == "finished"
+
+
+def test_resumed_run_keeps_per_prompt_eval_rows_exactly_once(tmp_path):
+    """eval_prompts.jsonl survives a kill after an eval step (and a torn line): the resumed run has
+    the uninterrupted run's rows, none duplicated or lost."""
+    from ablate.tracking.run_store import read_eval_prompts
+
+    ov = TINY + ["method=grpo", "seed=5", "train.steps=3", "eval.every=1"]
+    run_training(ov, tmp_path / "ref")
+    saved: dict[str, bytes] = {}
+
+    def hook(trainer, step):
+        if step == 1:
+            buf = io.BytesIO()
+            torch.save({"trainer": trainer.state_dict(), "store": trainer.tracker.position()}, buf)
+            saved["ckpt"] = buf.getvalue()
+        if step == 2:  # step 2's eval rows are on disk when it dies
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        run_training(ov, tmp_path / "cut", on_step_end=hook)
+    with open(tmp_path / "cut" / "eval_prompts.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 3, "prompt_id"')
+    assert sorted({r["step"] for r in read_eval_prompts(tmp_path / "cut")}) == [0, 1, 2]
+    run_training(ov, tmp_path / "cut", resume=torch.load(io.BytesIO(saved["ckpt"]), weights_only=False))
+    ref, got = read_eval_prompts(tmp_path / "ref"), read_eval_prompts(tmp_path / "cut")
+    assert [r["step"] for r in ref] == [s for s in range(4) for _ in range(4)]  # 4 prompts per eval
+    assert all(r["n"] == 2 and 0 <= r["c"] <= 2 for r in ref)
+    assert got == ref
+    # pass@1 in metrics.jsonl is the mean of c/n over the prompts of each eval step
+    evals = {r["step"]: r["eval/pass@1"] for r in metric_rows(tmp_path / "ref") if "eval/pass@1" in r}
+    for s, v in evals.items():
+        rows = [r for r in ref if r["step"] == s]
+        assert v == pytest.approx(sum(r["c"] / r["n"] for r in rows) / len(rows))
