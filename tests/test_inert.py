@@ -134,3 +134,12 @@ def test_dapo_preset_overlong_window_is_a_fifth_of_the_budget_and_refills_ten_ro
     algo = build_algorithm(compose_config(["method=dapo"]))
     overlong, dyn = algo.stages
     assert overlong.cache_frac == 0.2 and dyn.max_gen_batches == 10 and algo.needs().refill_rounds == 10
+
+
+def test_every_exact_preset_names_what_it_was_checked_against():
+    """Issue 18: an exact label says whose code it reproduces (the authors' repo, or 'port:' a peer)."""
+    from ablate.methods.catalog import load_presets
+    exact = [r for r in load_presets() if r.get("fidelity") == "exact"]
+    assert len(exact) >= 15
+    missing = [r["name"] for r in exact if not r.get("reference")]
+    assert missing == [], missing
