@@ -70,3 +70,17 @@ def test_rollout_max_new_tokens_alone_shortens_generation_and_the_constant(task)
     budget = pin_budget(cfg, build_task(cfg.task))
     assert budget.tokens == 9 < budget.task_tokens
     assert [c for c in _constants(cfg) if c is not None] == [9.0]
+
+
+def test_arithmetic_budget_has_slack_and_checks_it():
+    """addition: 8 tokens (the old effective budget); the DAPO window (20% → 2 tokens) then never
+    reaches a correct answer (≤ 3 digits + EOS)."""
+    from ablate.errors import ConfigError
+    from ablate.pipeline.stages import OverlongShaping
+    t = build_task("addition")
+    assert t.max_new_tokens == 8
+    window = OverlongShaping(cache_len=None, cache_frac=0.2).window(t.max_new_tokens)
+    assert t.max_new_tokens - window >= 4
+    assert build_task({"_target_": "ablate.tasks.arithmetic.Arithmetic", "max_new_tokens": None}).max_new_tokens == 4
+    with pytest.raises(ConfigError, match="task.max_new_tokens"):
+        build_task({"_target_": "ablate.tasks.arithmetic.Arithmetic", "max_new_tokens": 3})
