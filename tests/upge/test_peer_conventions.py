@@ -117,3 +117,30 @@ def test_sapo_gate_declared_inert_on_policy_gives_the_plain_gradient():
     assert Lk.SoftGate().acts().policy_drift
     torch.testing.assert_close(grad_of(sapo(make_batch(old, adv, mask), logp).loss, logp),
                                grad_of(plain(make_batch(old, adv, mask), logp).loss, logp))
+
+
+def trl_rloo_loss(logp, c, G: int, beta: float = 0.05, eps: float = 0.2):
+    """TRL RLOOTrainer (huggingface/trl@13b4eb95 trl/trainer/rloo_trainer.py): KL in the reward
+    (Σ_t old − ref), leave-one-out advantages, −min(s·A, clip(s, 1 ± ε)·A) on the sequence ratio
+    s = exp(Σ_t log π_θ − Σ_t log π_old), mean over sequences."""
+    m = c.mask
+    rewards = torch.tensor(c.rewards, dtype=logp.dtype)
+    kl = ((c.old_logp - c.ref_logp) * m).sum(-1)
+    rewards = rewards - beta * kl
+    grouped = rewards.view(-1, G)
+    baselines = ((grouped.sum(dim=1, keepdim=True) - grouped) / (G - 1)).view(-1)
+    advantages = rewards - baselines
+    coef_1 = torch.exp((logp * m).sum(1) - (c.old_logp * m).sum(1))
+    coef_2 = torch.clamp(coef_1, 1 - eps, 1 + eps)
+    return (-torch.min(coef_1 * advantages, coef_2 * advantages)).mean()
+
+
+@pytest.mark.parametrize("G", [2, 4])
+def test_rloo_sequence_ratio_clip_and_kl_in_reward_match_trl_rloo_trainer(G):
+    from tests.upge.test_presets_reference import ablate_grad, make_case, ref_grad
+    c = make_case(G, spread=0.15)
+    c.mask[1, 0] = 1.0  # TRL averages over every row: no empty response here
+    s = torch.exp(((c.logp - c.old_logp) * c.mask).sum(1))
+    assert bool(((s > 1.2) | (s < 0.8)).any())  # some sequence ratios reach the clip
+    got = ablate_grad(c, "rloo", "advantage=rloo_trl_kl", "denominator=trajectory", "mask=trajectory_clip")
+    torch.testing.assert_close(got, ref_grad(trl_rloo_loss, c, G=G))
