@@ -84,3 +84,9 @@ def test_arithmetic_budget_has_slack_and_checks_it():
     assert build_task({"_target_": "ablate.tasks.arithmetic.Arithmetic", "max_new_tokens": None}).max_new_tokens == 4
     with pytest.raises(ConfigError, match="task.max_new_tokens"):
         build_task({"_target_": "ablate.tasks.arithmetic.Arithmetic", "max_new_tokens": 3})
+
+
+def test_run_summary_records_the_effective_budget_and_its_source(tmp_path):
+    from tests.test_train import _run
+    summary, _ = _run(tmp_path, "method=drgrpo", "task=scratchpad", "rollout.max_new_tokens=12")
+    assert summary["generation_budget"] == {"tokens": 12, "source": "rollout.max_new_tokens"}

@@ -141,6 +141,7 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
         if resume is not None:
             trainer.load_state_dict(resume["trainer"])
         result = trainer.run(progress=progress)
+        result["generation_budget"] = {"tokens": trainer.budget.tokens, "source": trainer.budget.source}
         if save == "final":
             save_model(trainer, rd, trainer.state.step, trainer.last_eval)
         if save != "none":
