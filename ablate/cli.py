@@ -1,4 +1,4 @@
-"""`ablate` command line: train, sweep, report, claims, probe, methods, slots, bench."""
+"""`ablate` command line: train, sweep, report, claims, plan, probe, methods, slots, bench."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def _cmd_slots(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from ablate.report import generate_report
 
-    from ablate.sweep.claims import check_metric_name
+    from ablate.claims.spec import check_metric_name
 
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
@@ -86,10 +86,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_claims(args: argparse.Namespace) -> int:
-    from ablate.sweep.claims_run import run_claims
+    from ablate.claims.run import run_claims
 
     return run_claims(args.files, report_only=args.report_only, output_dir=args.output_dir,
                       report_dir=args.report_dir, readme=args.readme, num_cpus=args.num_cpus)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from ablate.claims.plan import main as plan_main
+
+    return plan_main(args.target, args.effect)
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -173,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="README whose claims block (between <!-- claims:begin/end --> markers) is regenerated")
     c.add_argument("--num-cpus", type=float, default=None, metavar="N", help="CPUs of the local Ray instance")
     c.set_defaults(func=_cmd_claims)
+    pl = sub.add_parser("plan", help="power planning from a pilot sweep: seeds needed for 80%% power, "
+                        "MDE at the current seeds")
+    pl.add_argument("target", help="a sweep directory, or a search space file whose sweep has run")
+    pl.add_argument("--effect", type=float, default=None, metavar="DELTA",
+                    help="the difference to detect (default: each claim's effect, else the observed one)")
+    pl.set_defaults(func=_cmd_plan)
     pr = sub.add_parser("probe", help="estimators' gradients at a fixed policy on shared rollout "
                         "batches: variance and bias (ablate probe method=grpo --arms advantage=group_zscore,advantage=opo)")
     pr.add_argument("overrides", nargs="*", help="overrides shared by every arm (as for train; "

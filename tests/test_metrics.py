@@ -12,7 +12,6 @@ import torch
 
 from ablate.metrics import (
     GradVarianceMeter,
-    bootstrap_ci,
     k_grid,
     pass_at_k,
     pass_at_k_metrics,
@@ -135,20 +134,6 @@ def test_pass_at_k_metrics_rejects_raw_rewards_and_empty():
         pass_at_k_metrics(np.array([[0.5, 1.0]]))
     with pytest.raises(ValueError, match="no prompts"):
         pass_at_k_metrics([])
-
-
-def test_bootstrap_ci_deterministic_and_covers_mean():
-    v = np.random.default_rng(1).random(200)
-    lo, hi = bootstrap_ci(v, level=0.95, reps=500, seed=0)
-    assert lo < v.mean() < hi
-    assert (lo, hi) == bootstrap_ci(v, level=0.95, reps=500, seed=0)
-    lo9, hi9 = bootstrap_ci(v, level=0.5, reps=500, seed=0)
-    assert lo < lo9 < hi9 < hi
-    assert bootstrap_ci([0.3]) == (0.3, 0.3)
-    with pytest.raises(ValueError):
-        bootstrap_ci([])
-
-# ----------------------------------------------------------------------------------------- entropy
 
 
 def test_entropy_mean_ignores_padding():

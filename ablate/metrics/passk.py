@@ -1,5 +1,5 @@
-"""Pass@k: the unbiased estimator of Chen et al. 2021 (arXiv 2107.03374), its eval metrics, and a
-bootstrap confidence interval over prompts.
+"""Pass@k: the unbiased estimator of Chen et al. 2021 (arXiv 2107.03374) and its eval metrics.
+(Intervals over prompts or seeds come from ``ablate.stats``.)
 
     pass@k = 1 − C(n−c, k) / C(n, k)          (n samples per prompt, c of them correct)
 
@@ -13,7 +13,7 @@ best@2 = 0.4375 where pass@2 = 0.5); see peer_semantics §1.9 / §8.8.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 
@@ -75,7 +75,7 @@ def _per_prompt_counts(correct: CorrectInput) -> tuple[np.ndarray, np.ndarray]:
 
 
 def pass_at_k_per_prompt(correct: CorrectInput, k: int) -> np.ndarray:
-    """Per-prompt unbiased pass@k (float64 array of length P), e.g. to bootstrap over prompts."""
+    """Per-prompt unbiased pass@k (float64 array of length P), e.g. for per-prompt models in ablate.stats."""
     ns, cs = _per_prompt_counts(correct)
     return np.asarray([pass_at_k(int(n), int(c), k) for n, c in zip(ns, cs)], dtype=np.float64)
 
@@ -100,29 +100,6 @@ def pass_at_k_metrics(correct: CorrectInput, prefix: str = "eval") -> dict[str, 
         out[f"{prefix}/pass@{k}"] = float(np.mean([pass_at_k(int(a), int(b), k) for a, b in zip(ns, cs)]))
     out[f"{prefix}/mean@{n}"] = float(np.mean(cs / ns))
     return out
-
-
-def bootstrap_ci(values: Union[Sequence[float], np.ndarray], level: float = 0.95, reps: int = 1000,
-                 seed: Optional[int] = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean of ``values`` (one value per prompt), resampling prompts
-    with replacement ``reps`` times. Deterministic for a given ``seed``. Returns (low, high);
-    (v, v) for a single value; NaN values are ignored."""
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
-    v = v[~np.isnan(v)]
-    if v.size == 0:
-        raise ValueError("bootstrap_ci: no (non-NaN) values")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"bootstrap_ci: level must be in (0, 1), got {level}")
-    if reps < 1:
-        raise ValueError(f"bootstrap_ci: reps must be >= 1, got {reps}")
-    if v.size == 1:
-        return float(v[0]), float(v[0])
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, v.size, size=(reps, v.size))
-    means = v[idx].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
 
 
 def _as_int(name: str, x: object) -> int:

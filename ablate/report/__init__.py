@@ -1,10 +1,20 @@
 """Sweep comparison reports: ``generate_report(sweep_dir)`` reads a sweep directory and writes
 report.md, a self-contained report.html and figures/*.png (load → stats/effects → plots → render)."""
 
-from .build import build_document, generate_report
 from .load import Sweep, SweepFormatError, load_sweep
 
 __all__ = ["Sweep", "SweepFormatError", "build_document", "generate_report", "load_sweep", "main"]
+
+
+def __getattr__(name: str):
+    """``build_document`` / ``generate_report`` are imported on first use: the report builds on
+    ablate.claims, which builds on the report's loader, so importing the package must not pull in
+    the builder (no import cycle)."""
+    if name in ("build_document", "generate_report"):
+        from . import build
+
+        return getattr(build, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv=None) -> int:
@@ -22,6 +32,8 @@ def main(argv=None) -> int:
     if args.presets:
         with open(args.presets, encoding="utf-8") as f:
             presets = json.load(f)
+    from .build import generate_report
+
     try:
         out = generate_report(args.sweep_dir, args.out, presets, metrics=args.metric)
     except SweepFormatError as e:

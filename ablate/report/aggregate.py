@@ -1,5 +1,8 @@
 """Per-combination aggregates over seeds: the leaderboard, known-method labels, robust aggregates
-(IQM with stratified bootstrap) and pairwise comparisons (difference CI, probability of improvement).
+(mean with a t interval; IQM and median with a BCa interval only from 20 runs) and pairwise
+comparisons of units (paired t over shared seeds via ``ablate.stats.compare``, Holm-corrected over
+every pair of ranked units so that picking the top ones afterwards does not bias the test; the
+probability of improvement is a descriptive point estimate).
 
 Only full-budget finished trials enter these numbers; early-stopped trials carry truncated values.
 """
@@ -12,16 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ablate.stats import Comparison, Interval, adjust, compare, location_ci, mean_ci, probability_of_improvement
+
 from .load import Sweep
-from .stats import (
-    Interval,
-    bootstrap_ci,
-    bootstrap_diff_ci,
-    probability_of_improvement,
-    probability_of_improvement_ci,
-    stable_seed,
-    stratified_bootstrap_ci,
-)
 
 TASK_KEYS = ("task", "task.name")
 EXTRA_COLS = {
@@ -63,20 +59,23 @@ class Unit:
     mean: Interval
     median: Interval
     combo_ids: list[str] = field(default_factory=list)
+    seeds: dict = field(default_factory=dict)  # task -> seeds of the values in strata[task]
 
 
 @dataclass
-class Comparison:
+class UnitComparison:
     a: str
     b: str
-    diff: Interval  # mean(a) - mean(b)
-    poi: Interval  # P(a better than b)
+    test: Comparison  # a − b (ablate.stats), p_adjusted: Holm over every pair of units
+    poi: float  # P(a better than b), descriptive
+    n_family: int = 1
+
+    @property
+    def diff(self) -> Interval:
+        return self.test.interval
 
     def significant(self) -> bool:
-        return self.diff.excludes(0.0)
-
-    def poi_significant(self) -> bool:
-        return self.poi.excludes(0.5)
+        return self.test.verdict in ("higher", "lower")
 
 
 def is_missing(v) -> bool:
@@ -219,9 +218,8 @@ def build_combos(sweep: Sweep, presets: list[dict]) -> list[Combo]:
         methods = sorted({str(m) for m in g["method"].dropna()}) if "method" in g else []
         label = method_label(slots, presets, methods[0] if len(methods) == 1 else None)
         vals = fb[target].to_numpy(dtype=float)
-        seed = stable_seed(key)
         pk = {
-            k: bootstrap_ci(fb[f"final.eval/pass@{k}"], seed=seed + k)
+            k: mean_ci(fb[f"final.eval/pass@{k}"])
             for k in sweep.pass_ks
             if f"final.eval/pass@{k}" in fb
         }
@@ -238,7 +236,7 @@ def build_combos(sweep: Sweep, presets: list[dict]) -> list[Combo]:
                 trial_ids=fb["trial_id"].tolist(),
                 seeds=fb["seed"].tolist(),
                 values=vals,
-                target=bootstrap_ci(vals, seed=seed),
+                target=mean_ci(vals),
                 pass_k=pk,
                 extras=extras,
                 n_stopped=int((g["status"] == "early_stopped").sum()),
@@ -274,19 +272,7 @@ def build_units(sweep: Sweep, combos: list[Combo]) -> tuple[list[Unit], str | No
     units: list[Unit] = []
     if tk is None:
         for c in combos:
-            seed = stable_seed("unit", c.key)
-            strata = {"": c.values}
-            units.append(
-                Unit(
-                    uid=c.cid,
-                    desc=c.desc,
-                    strata=strata,
-                    iqm=stratified_bootstrap_ci([c.values], "iqm", seed=seed),
-                    mean=stratified_bootstrap_ci([c.values], "mean", seed=seed),
-                    median=stratified_bootstrap_ci([c.values], "median", seed=seed),
-                    combo_ids=[c.cid],
-                )
-            )
+            units.append(_unit(c.cid, c.desc, {"": c.values}, {"": list(c.seeds)}, [c.cid]))
     else:
         groups: dict[str, list[Combo]] = {}
         for c in combos:
@@ -296,25 +282,16 @@ def build_units(sweep: Sweep, combos: list[Combo]) -> tuple[list[Unit], str | No
         for gkey in sorted(groups):
             cs = groups[gkey]
             strata = {task: np.array([]) for task in tasks}
+            seeds: dict = {task: [] for task in tasks}
             for c in cs:
-                strata[str(c.params.get(tk))] = np.concatenate([strata[str(c.params.get(tk))], c.values])
+                k = str(c.params.get(tk))
+                strata[k] = np.concatenate([strata[k], c.values])
+                seeds[k] += list(c.seeds)
             if any(v.size == 0 for v in strata.values()):
                 continue  # not evaluated on every task: not comparable
-            seed = stable_seed("unit", gkey)
-            arrs = [strata[k] for k in tasks]
             desc = cs[0].desc.replace(f"{tk}={_fmt_value(cs[0].params.get(tk))}", "").strip(", ")
             desc = ", ".join(x for x in (p.strip() for p in desc.split(",")) if x) or "(all)"
-            units.append(
-                Unit(
-                    uid="",
-                    desc=desc,
-                    strata=strata,
-                    iqm=stratified_bootstrap_ci(arrs, "iqm", seed=seed),
-                    mean=stratified_bootstrap_ci(arrs, "mean", seed=seed),
-                    median=stratified_bootstrap_ci(arrs, "median", seed=seed),
-                    combo_ids=[c.cid for c in cs],
-                )
-            )
+            units.append(_unit("", desc, strata, seeds, [c.cid for c in cs]))
         units.sort(key=lambda u: (-sign * u.mean.point, u.desc))
         for i, u in enumerate(units, 1):
             u.uid = f"M{i:02d}"
@@ -322,31 +299,60 @@ def build_units(sweep: Sweep, combos: list[Combo]) -> tuple[list[Unit], str | No
     return units, tk
 
 
+def _unit(uid: str, desc: str, strata: dict, seeds: dict, combo_ids: list[str]) -> Unit:
+    """A unit's aggregates over all its runs: mean (t interval), IQM and median (BCa from 20 runs)."""
+    flat = np.concatenate([np.asarray(v, float) for v in strata.values()]) if strata else np.array([])
+    return Unit(uid=uid, desc=desc, strata=strata, iqm=location_ci(flat, "iqm"), mean=mean_ci(flat),
+                median=location_ci(flat, "median"), combo_ids=combo_ids, seeds=seeds)
+
+
 def _oriented(values: np.ndarray, mode: str) -> np.ndarray:
     return values if mode == "max" else -values
 
 
-def compare_units(a: Unit, b: Unit, mode: str) -> Comparison:
+def _per_seed(u: Unit) -> dict:
+    """Seed → the unit's mean over tasks at that seed (seeds present on every task only)."""
+    by: dict = {}
+    for task, vals in u.strata.items():
+        for s, v in zip(u.seeds.get(task, []), np.asarray(vals, float)):
+            by.setdefault(s, {}).setdefault(task, []).append(v)
+    return {s: float(np.mean([np.mean(v) for v in d.values()])) for s, d in by.items()
+            if len(d) == len(u.strata)}
+
+
+def compare_units(a: Unit, b: Unit, detail: bool = True) -> Comparison:
+    """a − b: paired t over the seeds both units ran (same seed = same warm start and sampling
+    streams), Welch t over all runs when fewer than 2 seeds are shared."""
+    pa, pb = _per_seed(a), _per_seed(b)
+    shared = sorted(set(pa) & set(pb), key=str)
+    if len(shared) >= 2:
+        return compare([pa[s] for s in shared], [pb[s] for s in shared], paired=True, detail=detail)
+    fa = np.concatenate([np.asarray(v, float) for v in a.strata.values()])
+    fb = np.concatenate([np.asarray(v, float) for v in b.strata.values()])
+    return compare(fa, fb, detail=detail)
+
+
+def poi(a: Unit, b: Unit, mode: str) -> float:
+    """P(a better than b) over pairs of runs, averaged over tasks (descriptive)."""
     tasks = sorted(set(a.strata) & set(b.strata))
-    xa = [np.asarray(a.strata[k], dtype=float) for k in tasks]
-    xb = [np.asarray(b.strata[k], dtype=float) for k in tasks]
-    seed = stable_seed("cmp", a.uid, b.uid)
-    flat_a = np.concatenate(xa) if xa else np.array([])
-    flat_b = np.concatenate(xb) if xb else np.array([])
-    diff = bootstrap_diff_ci(flat_a, flat_b, seed=seed)
-    poi = probability_of_improvement_ci(
-        [_oriented(x, mode) for x in xa], [_oriented(x, mode) for x in xb], seed=seed + 1
-    )
-    return Comparison(a=a.uid, b=b.uid, diff=diff, poi=poi)
+    vals = [probability_of_improvement(_oriented(np.asarray(a.strata[k], float), mode),
+                                       _oriented(np.asarray(b.strata[k], float), mode)) for k in tasks]
+    return float(np.mean(vals)) if vals else float("nan")
 
 
-def top_comparisons(units: list[Unit], mode: str, top: int = 5) -> list[Comparison]:
-    """The best unit against each of the next ``top - 1`` units, then the remaining pairs among them."""
-    head = units[:top]
+def top_comparisons(units: list[Unit], mode: str, top: int = 5) -> list[UnitComparison]:
+    """Pairs among the ``top`` units (best first), with p-values Holm-corrected over the family of
+    every pair of ranked units: the family does not depend on the ranking, so choosing the top
+    pairs afterwards does not inflate the error rate."""
+    pairs = [(i, j) for i in range(len(units)) for j in range(i + 1, len(units))]
+    quick = [compare_units(units[i], units[j], detail=False) for i, j in pairs]
+    adj = adjust(quick, "holm")
     out = []
-    for i in range(len(head)):
-        for j in range(i + 1, len(head)):
-            out.append(compare_units(head[i], head[j], mode))
+    for (i, j), q in zip(pairs, adj):
+        if i < top and j < top:
+            full = compare_units(units[i], units[j]).adjusted(q.p_adjusted)
+            out.append(UnitComparison(units[i].uid, units[j].uid, full, poi(units[i], units[j], mode),
+                                      len(pairs)))
     return out
 
 
@@ -356,11 +362,7 @@ def poi_matrix(units: list[Unit], mode: str, top: int = 6) -> tuple[list[str], n
     for i, a in enumerate(head):
         for j, b in enumerate(head):
             if i != j:
-                tasks = sorted(set(a.strata) & set(b.strata))
-                m[i, j] = probability_of_improvement(
-                    [_oriented(np.asarray(a.strata[k], float), mode) for k in tasks],
-                    [_oriented(np.asarray(b.strata[k], float), mode) for k in tasks],
-                )
+                m[i, j] = poi(a, b, mode)
     return [u.uid for u in head], m
 
 
@@ -392,8 +394,8 @@ def trial_table(sweep: Sweep, combos: list[Combo]) -> pd.DataFrame:
 
 __all__ = [
     "Combo",
-    "Comparison",
     "Unit",
+    "UnitComparison",
     "build_combos",
     "build_units",
     "compare_units",

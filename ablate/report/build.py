@@ -24,14 +24,15 @@ from .aggregate import (
     trial_desc,
     varying,
 )
-from .effects import importances, interactions, marginal_effects
+from ablate.claims.evaluate import evaluate_sweep, report_metrics
+from ablate.claims.sections import claim_blocks
+
+from .effects import adjust_exploratory, importances, interactions, marginal_effects
 from .findings import fci, findings
 from .load import Sweep, load_sweep
 from .render import Bullets, Code, Details, Heading, Image, Para, Pre, Strong, Table, to_html, to_markdown
-from .claims import evaluate_claim, report_metrics, sweep_claims
 from .metric_stats import available_metrics
-from .sections import claim_blocks, metric_blocks
-from .stats import DEFAULT_N_BOOT
+from .sections import metric_blocks
 
 TOP_COMPARE = 5
 TOP_SAMPLES = 3
@@ -91,6 +92,7 @@ def build_document(sweep: Sweep, presets: list[dict],
     comps = top_comparisons(units, mode, TOP_COMPARE)
     effects = marginal_effects(sweep)
     inters, not_crossed = interactions(sweep)
+    n_explore = adjust_exploratory(effects, inters)
     imp = importances(sweep)
     noise = seed_noise_sd(combos)
     blocks: list = []
@@ -137,15 +139,16 @@ def build_document(sweep: Sweep, presets: list[dict],
     blocks.append(Bullets(findings(sweep, combos, units, comps, effects, inters, imp, noise, tk)))
 
     # ------------------------------------------------------------------ claims
-    claims = sweep_claims(sweep)
-    if claims:
-        blocks += claim_blocks([evaluate_claim(sweep, c) for c in claims])
+    claim_results = evaluate_sweep(sweep)
+    if claim_results:
+        blocks += claim_blocks(claim_results)
 
     # ------------------------------------------------------------------ leaderboard
     blocks.append(Heading(2, "Leaderboard", "leaderboard"))
     blocks.append(Para(
         f"One row per combination of slots and hyperparameters (seeds pooled), best {metric} first. "
-        "Pass@k: mean over seeds with 95% percentile-bootstrap CI. Final entropy, reward and response "
+        "Pass@k: mean over seeds with a 95% t interval. The ranking is descriptive: a row is not "
+        "tested against the others here (see the pairwise comparisons). Final entropy, reward and response "
         "length are the last logged values; gradient variance is the mean over the run; wall time is per "
         "seed. Only full-budget finished trials count."
     ))
@@ -164,10 +167,13 @@ def build_document(sweep: Sweep, presets: list[dict],
         kind = effects[0].ci_kind
         blocks.append(Para(
             f"Mean {metric} per variant of each swept slot and hyperparameter over full-budget trials. "
-            + ("Each combination is weighted equally and seeds are resampled within combinations, so the "
-               "CI measures seed noise given the design. " if kind == "stratified" else
-               "Combinations are unreplicated, so trials are resampled (the CI then also contains the "
-               "spread over the other factors). ")
+            + ("Each combination is weighted equally; 95% t intervals come from a linear model with a "
+               "mean per combination, seeds as a block effect and one seed variance pooled over the "
+               "sweep, so they measure seed noise given the design. The main-effect p is the factor's "
+               f"F test, Benjamini–Hochberg corrected over the report's {n_explore} factor and "
+               "interaction tests (exploratory). " if kind == "model" else
+               "Combinations are unreplicated, so the interval is a t interval over the level's trials "
+               "(it then also contains the spread over the other factors). ")
             + "In non-factorial designs (random, TPE) marginal means are confounded with what the "
             "search chose to sample."
         ))
@@ -180,9 +186,10 @@ def build_document(sweep: Sweep, presets: list[dict],
                     + ([" (conditional)"] if eff.conditional else []),
                     [Strong(lv.label)] if lv is best else lv.label,
                     fci(lv.ci), str(lv.n), str(lv.n_combos),
+                    _p(eff.p_adjusted) if lv is eff.levels[0] else "",
                 ])
-        blocks.append(Table(["factor", "variant", f"{metric} [95% CI]", "trials", "combinations"], rows,
-                            ["l", "l", "r", "r", "r"]))
+        blocks.append(Table(["factor", "variant", f"{metric} [95% CI]", "trials", "combinations",
+                             "main effect p (BH)"], rows, ["l", "l", "r", "r", "r", "r"]))
         figs.add(blocks, "marginals.png", plots.marginals_plot(effects, metric), "Marginal means per variant")
     else:
         blocks.append(Para("No slot or hyperparameter takes more than one value among full-budget trials."))
@@ -193,10 +200,13 @@ def build_document(sweep: Sweep, presets: list[dict],
             "Cell means (trials) for pairs of swept factors (slots and hyperparameters) whose values are "
             "fully crossed; the residual RMS is "
             "the deviation of the cell means from an additive model (row + column − grand mean): 0 means "
-            "no interaction. " + (f"Pooled seed noise sd of one trial: {noise:.3g}." if np.isfinite(noise) else "")
+            "no interaction. The interaction p is the F test of the cell-means model (pooled seed "
+            "variance), BH-corrected with the factor tests. "
+            + (f"Pooled seed noise sd of one trial: {noise:.3g}." if np.isfinite(noise) else "")
         ))
         for it in inters[:MAX_INTERACTION_TABLES]:
-            blocks.append(Para([Strong(f"{it.a} × {it.b}"), f" (residual RMS {it.residual_rms:.3g})"]))
+            blocks.append(Para([Strong(f"{it.a} × {it.b}"), f" (residual RMS {it.residual_rms:.3g}; "
+                                f"interaction p = {_p(it.p)}, BH-adjusted {_p(it.p_adjusted)})"]))
             header = [f"{it.a} \\ {it.b}"] + it.cols + ["row mean"]
             rows = []
             for r, rname in enumerate(it.rows):
@@ -223,13 +233,19 @@ def build_document(sweep: Sweep, presets: list[dict],
             + (f", {imp.n_excluded} excluded" if imp.n_excluded else "")
             + ". fANOVA: share of the variance of the target explained by each parameter (random-forest "
             "functional ANOVA). PED-ANOVA (Optuna 5's default): how much each parameter matters for "
-            "reaching the top 10% of trials. They answer different questions; both are shown."
+            "reaching the top 10% of trials. They answer different questions; both are shown. Both "
+            "always rank something first: the noise floor column is the factor's main-effect F test "
+            "against the pooled seed variance (BH-adjusted p); an importance whose p is not below "
+            "0.05 is not distinguishable from seed noise."
         ))
         names = sorted(set(imp.fanova or {}) | set(imp.ped_anova or {}),
                        key=lambda k: (-(imp.fanova or {}).get(k, 0.0), k))
+        floor = {e.name: e.p_adjusted for e in effects}
         rows = [[Code(n), _g((imp.fanova or {}).get(n)) if imp.fanova else "n/a",
-                 _g((imp.ped_anova or {}).get(n)) if imp.ped_anova else "n/a"] for n in names]
-        blocks.append(Table(["parameter", "fANOVA", "PED-ANOVA"], rows, ["l", "r", "r"]))
+                 _g((imp.ped_anova or {}).get(n)) if imp.ped_anova else "n/a",
+                 _p(floor.get(n, float("nan")))] for n in names]
+        blocks.append(Table(["parameter", "fANOVA", "PED-ANOVA", "noise floor: main effect p (BH)"], rows,
+                            ["l", "r", "r", "r"]))
         figs.add(blocks, "importances.png", plots.importance_plot(imp), "Parameter importances")
     if imp.notes:
         blocks.append(Bullets(list(imp.notes)))
@@ -245,9 +261,11 @@ def build_document(sweep: Sweep, presets: list[dict],
     if units:
         strata = f"tasks ({tk})" if tk else "one stratum per combination (its seeds)"
         blocks.append(Para(
-            "Interquartile mean (mean of the middle 50% of runs) with 95% stratified-bootstrap CIs, "
-            f"strata = {strata}; probability of improvement P(X better than Y) is the Mann–Whitney "
-            "statistic over runs (rliable's methodology, Agarwal et al. 2021), with a stratified-bootstrap CI."
+            "Mean over runs with a 95% t interval; interquartile mean (mean of the middle 50% of runs) "
+            "and median with a BCa bootstrap interval only from 20 runs (below that a bootstrap "
+            f"interval under-covers, so only the point is shown); strata = {strata}. Probability of "
+            "improvement P(X better than Y) is the Mann–Whitney statistic over runs (rliable, Agarwal "
+            "et al. 2021), shown as a descriptive point estimate."
         ))
         if max(u.iqm.n for u in units) < 4:
             blocks.append(Para("With fewer than 4 runs per unit the IQM trims nothing and equals the mean."))
@@ -259,17 +277,23 @@ def build_document(sweep: Sweep, presets: list[dict],
                             rows, ["l", "l", "r", "r", "r", "r"]))
         if comps:
             blocks.append(Heading(3, f"Pairwise comparisons among the top {min(TOP_COMPARE, len(units))}"))
+            blocks.append(Para(
+                f"{comps[0].test.method.capitalize()} over shared seeds (Welch t when fewer than 2 are shared); p is "
+                f"Holm-corrected over all {comps[0].n_family} pairs of ranked units, so choosing the top "
+                "ones after seeing the data does not inflate the error rate. MDE: the difference the "
+                "pair's test detects with 80% power."))
             rows = []
             for c in comps:
-                if not c.diff.has_ci:
+                if c.test.verdict == "untestable":
                     verdict = "not testable (single seed)"
                 elif c.significant():
-                    verdict = "significant (diff CI excludes 0)"
+                    verdict = "differs (adjusted p < 0.05)"
                 else:
                     verdict = "within seed noise"
-                rows.append([f"{c.a} vs {c.b}", fci(c.diff, signed=True), fci(c.poi, 2), verdict])
-            blocks.append(Table(["pair", "mean difference X − Y [95% CI]", "P(X better than Y) [95% CI]", "verdict"],
-                                rows, ["l", "r", "r", "l"]))
+                rows.append([f"{c.a} vs {c.b}", fci(c.diff, signed=True), _p(c.test.p_adjusted),
+                             _g(c.test.mde), _g(c.poi), verdict])
+            blocks.append(Table(["pair", "mean difference X − Y [95% CI]", "p (Holm)", "MDE",
+                                 "P(X better than Y)", "verdict"], rows, ["l", "r", "r", "r", "r", "l"]))
         ids, pm = poi_matrix(units, mode)
         figs.add(blocks, "robust.png", plots.robust_plot(units, ids, pm, metric), "IQM and probability of improvement")
     else:
@@ -326,18 +350,32 @@ def build_document(sweep: Sweep, presets: list[dict],
         f"Full budget: status finished and steps_done ≥ {_g(sweep.budget) if sweep.budget is not None else 'the budget'}. "
         "Early-stopped (ASHA) trials enter an Optuna study as COMPLETE with truncated values; they are "
         "excluded from every statistic and importance here.",
-        f"CIs: 95% percentile bootstrap, {DEFAULT_N_BOOT} resamples, fixed seeds (the report is deterministic).",
-        "Significance: a pairwise difference is called significant only when its bootstrap CI excludes 0; "
-        "a slot variant is called better only when the marginal-mean CIs do not overlap. No correction "
-        "for multiple comparisons.",
+        "Every interval and p-value comes from ablate.stats (scipy.stats, statsmodels). Intervals: 95% "
+        "Student t (a combination's mean over seeds; pass@k); marginal means, level differences and "
+        "interactions from a linear model with a mean per combination, seeds as a block effect and one "
+        "residual seed variance pooled over the sweep (statsmodels OLS t and F tests). IQM and median "
+        "get a BCa bootstrap interval only from 20 runs.",
+        "Pairs of units: paired t over shared seeds (Welch t otherwise), Holm-corrected over every "
+        "pair of ranked units. Factor and interaction F tests: one exploratory family, "
+        "Benjamini–Hochberg corrected. The metrics tables: Benjamini–Hochberg per column. Claims: Holm "
+        "over the sweep's claims, with the minimum detectable effect (80% power) of each test.",
         "IQM = scipy.stats.trim_mean(scores, 0.25) over all runs; probability of improvement = "
-        "P(X > Y) + ½P(X = Y) over pairs of runs, averaged over tasks.",
+        "P(X > Y) + ½P(X = Y) over pairs of runs, averaged over tasks (descriptive).",
         "Importances: Optuna FanovaImportanceEvaluator(seed=0) and PedAnovaImportanceEvaluator() on "
         "full-budget trials only.",
     ]))
 
     title = f"Sweep report: {sweep.name}"
     return title, blocks, figs.files
+
+
+def _p(x) -> str:
+    """A p-value with 2 significant digits; n/a when there is no test."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if not np.isfinite(x) else (f"{x:.2g}" if x >= 1e-4 else "< 0.0001")
 
 
 def _present(v) -> bool:

@@ -1,6 +1,9 @@
-"""Slot effects: marginal means per slot variant / hyperparameter level (bootstrap CIs), pairwise
-slot interactions where the design crosses them, and fANOVA + PED-ANOVA importances computed on
-full-budget trials only (ASHA-stopped trials are COMPLETE in the Optuna study with truncated values).
+"""Slot effects: marginal means per slot variant / hyperparameter level, main-effect and
+interaction F tests, all from one linear model of the factorial design (``ablate.stats.CellModel``:
+a mean per combination, seeds as a block effect, one residual seed variance pooled over the
+sweep), and fANOVA + PED-ANOVA importances computed on full-budget trials only (ASHA-stopped trials
+are COMPLETE in the Optuna study with truncated values). The tests of one report form an
+exploratory family, Benjamini–Hochberg corrected (``adjust_exploratory``).
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from ablate.stats import CellModel, Interval, adjust_p, mean_ci
+from ablate.stats.linear import factor_rows, interaction_rows
+
 from .aggregate import _fmt_value, is_missing, varying
 from .load import Sweep
-from .stats import Interval, bootstrap_ci, bootstrap_mean_of_means_ci, stable_seed
 
 MAX_LEVELS = 8  # numeric hyperparameters with more distinct values are binned into quartiles
 MIN_TRIALS_IMPORTANCE = 4
@@ -27,7 +32,8 @@ class Level:
     n: int
     n_combos: int
     ci: Interval
-    strata: list = field(default_factory=list, repr=False)  # per-combination run values (or one flat array)
+    cells: list = field(default_factory=list, repr=False)  # the combinations at this level
+    values: np.ndarray = field(default_factory=lambda: np.array([]), repr=False)  # its run values
 
 
 @dataclass
@@ -37,7 +43,21 @@ class FactorEffect:
     levels: list[Level]
     binned: bool = False
     conditional: bool = False  # some trials do not have this parameter (they are left out)
-    ci_kind: str = "stratified"  # "stratified": seeds resampled within combinations; "trials"
+    ci_kind: str = "model"  # "model": cell-means linear model, pooled seed variance; "trials"
+    model: CellModel | None = field(default=None, repr=False)
+    F: float = float("nan")  # main-effect F test against the pooled residual
+    p: float = float("nan")
+    p_adjusted: float = float("nan")  # BH over the report's exploratory family
+
+    def diff(self, a: Level, b: Level) -> Interval:
+        """Marginal mean of level a minus level b: a model contrast, or (unreplicated designs) a
+        Welch t over the levels' trials."""
+        if self.model is not None and self.model.fit is not None:
+            return self.model.diff(a.cells, b.cells)
+        from ablate.stats import compare
+
+        c = compare(a.values, b.values, detail=False)
+        return Interval(c.estimate, c.low, c.high, min(c.n_a, c.n_b), c.p_value)
 
     @property
     def spread(self) -> float:
@@ -49,19 +69,16 @@ class FactorEffect:
         return max(self.levels, key=lambda lv: (sign * lv.ci.point, lv.label))
 
     def separated_from_best(self, mode: str) -> tuple[list[Level], list[Level]]:
-        """Levels whose CI lies entirely below (max) / above (min) the best level's CI, and the rest."""
+        """Levels that differ from the best level (its contrast's p, Holm over the factor's levels,
+        below 0.05, and the factor's main effect significant after BH), and the rest."""
         best = self.best(mode)
-        sep, overlap = [], []
-        for lv in self.levels:
-            if lv is best:
-                continue
-            if not (best.ci.has_ci and lv.ci.has_ci):
-                overlap.append(lv)
-            elif (mode == "max" and lv.ci.hi < best.ci.lo) or (mode == "min" and lv.ci.lo > best.ci.hi):
-                sep.append(lv)
-            else:
-                overlap.append(lv)
-        return sep, overlap
+        others = [lv for lv in self.levels if lv is not best]
+        p_factor = self.p_adjusted if np.isfinite(self.p_adjusted) else self.p
+        if not (np.isfinite(p_factor) and p_factor < 0.05):
+            return [], others
+        ps = adjust_p([self.diff(best, lv).p for lv in others], "holm")
+        sep = [lv for lv, p in zip(others, ps) if np.isfinite(p) and p < 0.05]
+        return sep, [lv for lv in others if lv not in sep]
 
 
 @dataclass
@@ -73,6 +90,9 @@ class Interaction:
     means: np.ndarray  # (rows, cols) cell means
     counts: np.ndarray
     residual_rms: float  # RMS of cell means minus the additive (row + col − grand) fit
+    F: float = float("nan")  # interaction F test of the cell-means model (pooled seed variance)
+    p: float = float("nan")
+    p_adjusted: float = float("nan")  # BH over the report's exploratory family
 
 
 @dataclass
@@ -120,17 +140,21 @@ def replicated(fb: pd.DataFrame) -> bool:
     return bool((sizes >= 2).mean() >= 0.5)
 
 
-def marginal_effects(sweep: Sweep, values: pd.Series | None = None,
-                     label: str = "marginal") -> list[FactorEffect]:
+def sweep_model(fb: pd.DataFrame, y: np.ndarray) -> CellModel:
+    """The factorial linear model of one per-run value over the full-budget trials ``fb``."""
+    return CellModel(y, fb["combo"].tolist(), fb["seed"].tolist())
+
+
+def marginal_effects(sweep: Sweep, values: pd.Series | None = None) -> list[FactorEffect]:
     """Marginal mean of the target per level of each varying slot and hyperparameter over the
     full-budget trials: the mean of the combination means (each combination weighted equally, so a
-    lost seed does not tilt a level), with seeds resampled within each combination. The CI thus
-    measures seed noise given the design. Unreplicated designs (random search) fall back to the
-    plain mean over trials with trials resampled.
+    lost seed does not tilt a level) with a t interval from the cell-means model's pooled seed
+    variance, and the factor's main-effect F test. Unreplicated designs (random search) fall back to
+    the plain mean over trials with a t interval over trials (confounded with the other factors).
 
     ``values`` (indexed by trial_id) replaces the target by another per-run value (a logged
     metric's final value, its mean over the run, ...); full-budget trials without a finite value
-    are left out. ``label`` keys the bootstrap seeds."""
+    are left out."""
     fb = sweep.full_budget()
     if values is not None:
         y_all = fb["trial_id"].map(values).astype(float)
@@ -140,7 +164,8 @@ def marginal_effects(sweep: Sweep, values: pd.Series | None = None,
     vs, vp = varying(sweep)
     y = (fb[sweep.target_col] if values is None else fb["trial_id"].map(values)).to_numpy(dtype=float)
     combo = fb["combo"].to_numpy()
-    strat = replicated(fb)
+    model = sweep_model(fb, y)
+    fitted = model.fit is not None
     out = []
     for kind, names in (("slot", vs), ("param", vp)):
         for name in names:
@@ -156,31 +181,29 @@ def marginal_effects(sweep: Sweep, values: pd.Series | None = None,
                 m = (lab == lvl).to_numpy()
                 if not m.any():
                     continue
-                seed = stable_seed(label, name, lvl)
-                if strat:
-                    ym, cm = y[m], combo[m]
-                    strata = [ym[cm == k] for k in sorted(set(cm.tolist()))]
-                    ci = bootstrap_mean_of_means_ci(strata, seed=seed)
-                else:
-                    strata = [y[m]]
-                    ci = bootstrap_ci(y[m], seed=seed)
-                levels.append(
-                    Level(
-                        label=lvl,
-                        n=int(m.sum()),
-                        n_combos=int(fb.loc[m, "combo"].nunique()),
-                        ci=ci,
-                        strata=strata,
-                    )
-                )
+                cells = sorted(set(combo[m].tolist()), key=str)
+                levels.append(Level(label=lvl, n=int(m.sum()), n_combos=len(cells),
+                                    ci=model.mean(cells) if fitted else mean_ci(y[m]),
+                                    cells=cells, values=y[m]))
             if len(levels) > 1:
-                out.append(
-                    FactorEffect(
-                        name=name, kind=kind, levels=levels, binned=binned,
-                        conditional=not present.all(), ci_kind="stratified" if strat else "trials",
-                    )
-                )
+                eff = FactorEffect(name=name, kind=kind, levels=levels, binned=binned,
+                                   conditional=not present.all(), ci_kind="model" if fitted else "trials",
+                                   model=model if fitted else None)
+                if fitted:
+                    of = {c: lv.label for lv in levels for c in lv.cells}
+                    eff.F, eff.p, _ = model.f_test(factor_rows(of, [lv.label for lv in levels]))
+                out.append(eff)
     return out
+
+
+def adjust_exploratory(effects: list[FactorEffect], inters: list["Interaction"]) -> int:
+    """Benjamini–Hochberg over the report's factor and interaction tests (one exploratory family);
+    sets ``p_adjusted`` on each and returns the family size."""
+    items = list(effects) + list(inters)
+    q = adjust_p([it.p for it in items], "bh")
+    for it, v in zip(items, q):
+        it.p_adjusted = float(v)
+    return int(np.isfinite([it.p for it in items]).sum()) if items else 0
 
 
 def interactions(sweep: Sweep) -> tuple[list[Interaction], list[tuple[str, str]]]:
@@ -194,6 +217,7 @@ def interactions(sweep: Sweep) -> tuple[list[Interaction], list[tuple[str, str]]
     crossed, not_crossed = [], []
     if fb.empty:
         return [], []
+    model = sweep_model(fb, fb[sweep.target_col].to_numpy(dtype=float))
     factors = [(s, "slot." + s) for s in vs] + [(p, "param." + p) for p in vp]
     for (a, col_a), (b, col_b) in combinations(factors, 2):
         sub = fb[fb[col_a].map(lambda v: not is_missing(v)) & fb[col_b].map(lambda v: not is_missing(v))]
@@ -217,7 +241,12 @@ def interactions(sweep: Sweep) -> tuple[list[Interaction], list[tuple[str, str]]
         grand = means.mean()
         fit = means.mean(axis=1, keepdims=True) + means.mean(axis=0, keepdims=True) - grand
         rms = float(np.sqrt(np.mean((means - fit) ** 2)))
-        crossed.append(Interaction(a, b, rows, cols, means, counts, rms))
+        it = Interaction(a, b, rows, cols, means, counts, rms)
+        if model.fit is not None:
+            a_of = dict(zip(sub["combo"].tolist(), ca.tolist()))
+            b_of = dict(zip(sub["combo"].tolist(), cb.tolist()))
+            it.F, it.p, _ = model.f_test(interaction_rows(a_of, b_of, rows, cols))
+        crossed.append(it)
     crossed.sort(key=lambda it: (-it.residual_rms, it.a, it.b))
     return crossed, not_crossed
 

@@ -1,6 +1,9 @@
-"""Plain-language findings generated from the numbers. Rules: a difference is called significant
-only when its 95% bootstrap CI excludes 0 (combinations) or the CIs of two variants do not overlap
-(slot marginal means); everything else is reported as within seed noise. Few seeds are flagged.
+"""Plain-language findings generated from the numbers (all tests from ``ablate.stats``). Rules: two
+units differ only when their paired t test, Holm-corrected over every pair of ranked units, has
+p < 0.05; a factor matters only when its main-effect F test (cell-means model, pooled seed variance),
+Benjamini–Hochberg corrected over the report's factor and interaction tests, has p < 0.05, and a
+variant differs from the best one when its Holm-corrected contrast does too; the same holds for
+interactions. Everything else is reported as not distinguishable from seed noise.
 """
 
 from __future__ import annotations
@@ -9,13 +12,10 @@ from collections import Counter
 
 import numpy as np
 
-from .aggregate import Combo, Comparison, Unit
+from .aggregate import Combo, Unit, UnitComparison
 from .effects import FactorEffect, Importances, Interaction
 from .load import Sweep
 from .render import Code, Strong
-
-MIN_SEEDS = 3
-
 
 def f3(x: float) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.3f}"
@@ -47,7 +47,7 @@ def findings(
     sweep: Sweep,
     combos: list[Combo],
     units: list[Unit],
-    comparisons: list[Comparison],
+    comparisons: list[UnitComparison],
     effects: list[FactorEffect],
     inters: list[Interaction],
     imp: Importances,
@@ -71,17 +71,13 @@ def findings(
         + (f"{min(ns)}" if min(ns) == max(ns) else f"{min(ns)}–{max(ns)}")
         + "."
     ])
-    few = [c.cid for c in combos if len(c.values) < MIN_SEEDS]
-    if few:
-        what = "every combination" if len(few) == len(combos) else (
-            f"{len(few)} combination(s) ({_names(few[:8])}{', …' if len(few) > 8 else ''})"
+    single = [c.cid for c in combos if len(c.values) < 2]
+    if single:
+        what = "every combination" if len(single) == len(combos) else (
+            f"{len(single)} combination(s) ({_names(single[:8])}{', …' if len(single) > 8 else ''})"
         )
-        out.append([
-            Strong("Few seeds:"),
-            f" {what} has fewer than {MIN_SEEDS} seeds. Percentile bootstrap intervals from so few "
-            "runs are too narrow and single-seed results have none; treat differences involving "
-            "them as tentative.",
-        ])
+        out.append([f"{what.capitalize() if what[0].islower() else what} has a single full-budget "
+                    "seed: no interval or test for it."])
 
     best = combos[0]
     lab = f" ({best.label})" if best.label else ""
@@ -93,23 +89,25 @@ def findings(
     # pairwise comparisons, best unit first
     if comparisons:
         lead = comparisons[0].a
+        fam = comparisons[0].n_family
         mine = [c for c in comparisons if c.a == lead]
         sig = [c for c in mine if c.significant() and _direction_ok(c, mode)]
-        noise = [c for c in mine if c.diff.has_ci and not c.significant()]
-        untestable = [c for c in mine if not c.diff.has_ci]
+        noise = [c for c in mine if c.test.verdict == "inconclusive"]
+        untestable = [c for c in mine if c.test.verdict == "untestable"]
         if sig:
             ex = sig[0]
             out.append([
-                f"{lead} is {'better' } than {_names([c.b for c in sig])}: the 95% bootstrap CI of the "
-                f"mean difference excludes 0 (e.g. {lead} − {ex.b} = {fci(ex.diff, signed=True)}, "
-                f"P({lead} better than {ex.b}) = {fci(ex.poi, 2)})."
-                + _poi_caveat(sig)
+                f"{lead} is better than {_names([c.b for c in sig])} (paired t, Holm-corrected over "
+                f"all {fam} pairs of ranked units: e.g. {lead} − {ex.b} = {fci(ex.diff, signed=True)}, "
+                f"adjusted p = {ex.test.p_adjusted:.2g})."
             ])
         if noise:
+            ex = noise[0]
             out.append([
-                f"{lead} vs {_names([c.b for c in noise])}: within seed noise (difference CIs include 0"
-                + (f", e.g. {lead} − {noise[0].b} = {fci(noise[0].diff, signed=True)}" if noise else "")
-                + "); the ranking among these is not established."
+                f"{lead} vs {_names([c.b for c in noise])}: not distinguishable from seed noise "
+                f"(e.g. {lead} − {ex.b} = {fci(ex.diff, signed=True)}, adjusted p = "
+                f"{ex.test.p_adjusted:.2g}; a difference below about {ex.test.mde:.3g} would "
+                "likely go unseen at this number of seeds); the ranking among these is not established."
             ])
         if untestable:
             out.append([
@@ -121,12 +119,8 @@ def findings(
                 "Other separable pairs among the top "
                 f"{len({c.a for c in comparisons} | {c.b for c in comparisons})}: "
                 + ", ".join(f"{c.a} {'>' if c.diff.point > 0 else '<'} {c.b}" for c in others)
-                + f" ({metric}; difference CI excludes 0)."
+                + f" ({metric}; Holm-adjusted p < 0.05)."
             ])
-        out.append([
-            f"These are {len(comparisons)} unadjusted 95% comparisons; about 1 in 20 true "
-            "no-difference pairs would look separated by chance."
-        ])
 
     # slot and hyperparameter marginal effects, largest spread first
     for eff in sorted(effects, key=lambda e: (-e.spread, e.name)):
@@ -134,17 +128,18 @@ def findings(
         sep, overlap = eff.separated_from_best(mode)
         name = [Code(eff.name), ": "]
         if not best_lv.ci.has_ci:
-            out.append(name + [f"no CI available (unreplicated); spread of marginal means {f3(eff.spread)}."])
+            out.append(name + [f"no interval or test (unreplicated); spread of marginal means {f3(eff.spread)}."])
         elif not sep:
             out.append(name + [
-                "all variants within seed noise (marginal-mean CIs overlap; spread "
-                f"{f3(eff.spread)}): " + ", ".join(f"{lv.label} {f3(lv.ci.point)}" for lv in eff.levels)
-                + "."
+                "all variants within seed noise ("
+                + (f"main effect BH-adjusted p = {eff.p_adjusted:.2g}; " if np.isfinite(eff.p_adjusted) else "")
+                + f"spread {f3(eff.spread)}): "
+                + ", ".join(f"{lv.label} {f3(lv.ci.point)}" for lv in eff.levels) + "."
             ])
         else:
             msg = (
                 f"{best_lv.label} has the {'highest' if mode == 'max' else 'lowest'} marginal mean "
-                f"({fci(best_lv.ci)}); its CI separates from "
+                f"({fci(best_lv.ci)}; main effect BH-adjusted p = {eff.p_adjusted:.2g}); it differs from "
                 + ", ".join(f"{lv.label} ({f3(lv.ci.point)})" for lv in sep)
             )
             if overlap:
@@ -165,22 +160,19 @@ def findings(
             [r for r in (imp.fanova, imp.ped_anova) if r]) == 2 else (
             " The evaluators disagree on the top parameter (they answer different questions: "
             "variance explained vs reaching the top 10%)." if len(tops) > 1 else "")
-        out.append(["; ".join(parts) + f" (on {imp.n_trials} {imp.unit})." + agree])
+        out.append(["; ".join(parts) + f" (on {imp.n_trials} {imp.unit})." + agree + _floor(effects)])
 
-    if inters:
-        it = inters[0]
-        cell_n = float(np.mean(it.counts))
-        se = noise_sd / np.sqrt(cell_n) if np.isfinite(noise_sd) and cell_n > 0 else float("nan")
-        if np.isfinite(se) and se > 0:
-            if it.residual_rms <= 2 * se:
-                verdict = (f"comparable to the seed noise of a cell mean (s.e. ≈ {se:.3g}): "
-                           "no interaction beyond noise is visible")
-            else:
-                verdict = (f"{it.residual_rms / se:.1f}× the s.e. of a cell mean ({se:.3g}): the "
-                           "additive picture is incomplete, inspect the table (descriptive, no test)")
-            out.append([
-                f"Largest slot interaction: {it.a} × {it.b}, residual RMS {it.residual_rms:.3g} — {verdict}."
-            ])
+    tested = [it for it in inters if np.isfinite(it.p_adjusted)]
+    if tested:
+        it = min(tested, key=lambda x: (x.p_adjusted, -x.residual_rms))
+        if it.p_adjusted < 0.05:
+            verdict = (f"the additive picture is incomplete (interaction F test, BH-adjusted p = "
+                       f"{it.p_adjusted:.2g}); inspect its table")
+        else:
+            verdict = (f"no interaction is distinguishable from seed noise (smallest BH-adjusted "
+                       f"p = {it.p_adjusted:.2g})")
+        out.append([f"Interactions: strongest evidence for {it.a} × {it.b} (residual RMS "
+                    f"{it.residual_rms:.3g}): {verdict}."])
 
     if task_key:
         out.append([
@@ -190,16 +182,20 @@ def findings(
     return out
 
 
-def _direction_ok(c: Comparison, mode: str) -> bool:
-    return (c.diff.point > 0) == (mode == "max")
-
-
-def _poi_caveat(sig: list[Comparison]) -> str:
-    weak = [c.b for c in sig if c.poi.has_ci and not c.poi.excludes(0.5)]
-    if not weak:
+def _floor(effects: list[FactorEffect]) -> str:
+    """The importances' noise floor: which factors' main effects the linear model separates from
+    the pooled seed variance (BH over the report's family)."""
+    tested = [e for e in effects if np.isfinite(e.p_adjusted)]
+    if not tested:
         return ""
-    return (f" For {_names(weak)} the probability-of-improvement CI still includes 0.5, so the "
-            "evidence is weaker there.")
+    above = [e.name for e in tested if e.p_adjusted < 0.05]
+    return (" Noise floor (main-effect F tests against the pooled seed variance, BH): "
+            + (("above it: " + ", ".join(above)) if above else "no factor is above it, so the ranking "
+               "may be noise") + ".")
+
+
+def _direction_ok(c: UnitComparison, mode: str) -> bool:
+    return (c.diff.point > 0) == (mode == "max")
 
 
 def _failures(sweep: Sweep, out: list[list]) -> None:

@@ -1,7 +1,8 @@
 """Report statistics on any logged metric, not only the sweep's target: per-run values (final,
 mean over the run, slope over steps), marginal means per slot variant / hyperparameter level and
-pairwise differences between levels, with the same seed-aware bootstrap as the target's marginal
-means (each combination weighted equally, seeds resampled within combinations).
+pairwise differences between levels, from the same cell-means linear model as the target's
+marginal means (each combination weighted equally, pooled seed variance, seeds as blocks). The
+pairwise differences of one metric and aggregation are an exploratory table: Benjamini–Hochberg.
 
 A metric may also be a per-run difference ``"M1 - M2"`` (e.g. ``eval/pass@1 - eval/pass@8``):
 the difference is taken step by step where both are logged, then aggregated.
@@ -15,17 +16,18 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from ablate.sweep.claims import metric_terms
+from ablate.claims.spec import metric_terms
+from ablate.stats import Interval, adjust_p
+from ablate.stats.curves import auc, last_k_mean
 
-from .effects import FactorEffect, Level, marginal_effects
+from .effects import FactorEffect, marginal_effects
 from .load import Sweep
-from .stats import Interval, bootstrap_mean_of_means_diff_ci, stable_seed
 
 # always analysed when logged (the issue's list): entropy, gradient variance, response length,
 # KL to the reference, clip fractions
 DEFAULT_METRICS = ("train/entropy", "train/grad_var", "train/response_len", "train/kl_ref",
                    "train/clip_frac_low", "train/clip_frac_high")
-AGGREGATIONS = ("final", "mean", "slope")
+AGGREGATIONS = ("final", "mean", "slope", "auc", "last3")
 SHOWN_AGGREGATIONS = ("final", "mean")
 
 
@@ -53,7 +55,9 @@ def _slope(g: pd.DataFrame) -> float:
 def run_values(sweep: Sweep, metric: str, aggregation: str) -> pd.Series:
     """One value per trial (indexed by trial_id): ``final`` = the last finite logged value,
     ``mean`` = the mean of the logged values over the run, ``slope`` = least-squares slope of the
-    logged values against the step (units per step). Trials that never logged it are absent;
+    logged values against the step (units per step), ``auc`` = the normalised area under the
+    logged curve (a time-average), ``last3`` = the mean of the last 3 logged values. Trials that
+    never logged it are absent;
     ``final`` falls back to the trial's recorded final value when metrics.jsonl lacks the metric."""
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation {aggregation!r}; allowed: {', '.join(AGGREGATIONS)}")
@@ -70,6 +74,10 @@ def run_values(sweep: Sweep, metric: str, aggregation: str) -> pd.Series:
             out = out.combine_first(rec[np.isfinite(rec.to_numpy())])
     elif aggregation == "mean":
         out = g["value"].mean()
+    elif aggregation in ("auc", "last3"):
+        fn = (lambda d: auc(d["step"], d["value"])) if aggregation == "auc" else (
+            lambda d: last_k_mean(d["step"], d["value"], 3))
+        out = g.apply(fn, include_groups=False) if len(s) else pd.Series(dtype=float)
     else:
         out = g.apply(_slope, include_groups=False) if len(s) else pd.Series(dtype=float)
     out = out.astype(float)
@@ -81,7 +89,8 @@ class PairDiff:
     factor: str
     a: str
     b: str
-    diff: Interval  # marginal mean(a) − marginal mean(b)
+    diff: Interval  # marginal mean(a) − marginal mean(b), with its p
+    p_adjusted: float = float("nan")  # BH over the pairs of one metric and aggregation
 
 
 @dataclass
@@ -93,24 +102,19 @@ class MetricStats:
     pairs: list[PairDiff] = field(default_factory=list)
 
 
-def level_diff(a: Level, b: Level, seed: int) -> Interval:
-    """Difference of two levels' marginal means with the stratified bootstrap of both."""
-    return bootstrap_mean_of_means_diff_ci(a.strata, b.strata, seed=seed)
-
-
 def metric_stats(sweep: Sweep, metric: str, aggregation: str) -> MetricStats:
     """Marginal means per level and every pairwise level difference, for one metric/aggregation,
-    over the full-budget trials that logged it."""
+    over the full-budget trials that logged it; the pairs' p-values BH-corrected together."""
     vals = run_values(sweep, metric, aggregation)
     fb = sweep.full_budget()
     n = int(fb["trial_id"].isin(vals.index).sum()) if not fb.empty else 0
-    key = f"metric:{metric}:{aggregation}"
-    effects = marginal_effects(sweep, vals, label=key) if n else []
+    effects = marginal_effects(sweep, vals) if n else []
     pairs = []
     for eff in effects:
         for la, lb in combinations(eff.levels, 2):
-            pairs.append(PairDiff(eff.name, la.label, lb.label,
-                                  level_diff(la, lb, stable_seed(key, eff.name, la.label, lb.label))))
+            pairs.append(PairDiff(eff.name, la.label, lb.label, eff.diff(la, lb)))
+    for pr, q in zip(pairs, adjust_p([pr.diff.p for pr in pairs], "bh")):
+        pr.p_adjusted = float(q)
     return MetricStats(metric, aggregation, n, effects, pairs)
 
 
@@ -133,5 +137,5 @@ def available_metrics(sweep: Sweep, requested: list[str] | tuple[str, ...] = ())
     return have, missing
 
 
-__all__ = ["DEFAULT_METRICS", "MetricStats", "PairDiff", "available_metrics", "level_diff",
+__all__ = ["DEFAULT_METRICS", "MetricStats", "PairDiff", "available_metrics",
            "metric_stats", "run_values"]

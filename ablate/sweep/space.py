@@ -15,7 +15,8 @@ Every field is checked before Ray starts; group options against ``conf/<group>/*
       train.epochs: {type: choice, values: [1, 4]}          # a plain list is a choice too
       train.minibatches: {type: int, low: 1, high: 4}       # inclusive; optional step, log
       mask.eps_high: {type: uniform, low: 0.2, high: 0.4, when: {mask: [clip_higher]}}
-    seeds: [0, 1, 2]                  # replicate axis (an integer n means 0..n-1); default [0]
+    seeds: [0, 1, 2]                  # replicate axis (an integer n means 0..n-1); default [0];
+                                      # {min: 3, max: 20, batch: 1}: sequential seeds (ablate claims)
     metric: eval/pass@1               # required: a key the trainable reports
     mode: max                         # max | min (default max)
     search: {algorithm: grid, num_samples: 8, seed: 0}
@@ -31,8 +32,8 @@ Every field is checked before Ray starts; group options against ``conf/<group>/*
                                       # died, node lost), from its last checkpoint; own errors: none
     output_dir: runs
     wandb: {project: ablate, mode: auto, entity: null}   # auto: online iff a W&B key exists
-    report: {metrics: [train/kl_old]}  # extra metrics with report statistics (see ablate/sweep/claims.py)
-    claims: [...]                     # published claims re-tested by the report (ablate/sweep/claims.py)
+    report: {metrics: [train/kl_old]}  # extra metrics with report statistics (see ablate/claims/spec.py)
+    claims: [...]                     # published claims re-tested by the report (ablate/claims/spec.py)
 
 ``when`` refers to a swept categorical axis declared before the parameter (a slot group, ``method``
 or a choice param); an inactive parameter is left out of the trial's overrides. Numbers such as
@@ -54,7 +55,7 @@ import yaml
 from ablate.config import GROUPS
 from ablate.errors import ConfigError, choice_error
 from ablate.registry import variant_names
-from ablate.sweep.claims import Claim, ReportSpec, parse_claims, parse_report
+from ablate.claims.spec import Claim, ReportSpec, parse_claims, parse_report
 
 DEFAULT_TRAINABLE = "ablate.train.api.run_training"
 ALGORITHMS = ("grid", "random", "optuna_tpe", "optuna_random", "optuna_cmaes")
@@ -130,6 +131,9 @@ class SearchSpace:
     source: str | None = None  # the file it was read from
     report: ReportSpec = field(default_factory=ReportSpec)  # extra metrics the report analyses
     claims: list[Claim] = field(default_factory=list)  # published claims re-tested by the report
+    # sequential seeds {min, max, batch}: `ablate claims` adds seed batches until every claim is
+    # decided (ablate/claims/sequential.py); ``seeds`` then holds the first look's seeds
+    seed_range: dict[str, int] | None = None
 
     # -------------------------------------------------------------------------- derived
     @property
@@ -175,7 +179,7 @@ class SearchSpace:
         d["slots"] = {g: list(v) for g, v in self.slots.items()}
         d["methods"] = list(self.methods)
         d["params"] = {k: p.to_dict() for k, p in self.params.items()}
-        d["seeds"] = list(self.seeds)
+        d["seeds"] = dict(self.seed_range) if self.seed_range else list(self.seeds)
         d["metric"], d["mode"] = self.metric, self.mode
         search: dict[str, Any] = {"algorithm": self.algorithm, "seed": self.search_seed}
         if self.num_samples is not None:
@@ -382,6 +386,9 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
             seen[key] = list(p.values or [])
 
     seeds = data.get("seeds", [0])
+    if isinstance(seeds, Mapping):
+        space.seed_range = _seed_range(seeds)
+        seeds = list(range(space.seed_range["min"]))
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if seeds < 1:
             raise ConfigError(f"seeds: an integer means range(seeds) and must be >= 1, got {seeds}")
@@ -509,6 +516,28 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
             raise ConfigError(f"base_overrides: {o!r}: the sweep sets {k} per trial"
                               + (" (use seeds:)" if k == "seed" else ""))
     return space
+
+
+SEED_RANGE_KEYS = ("min", "max", "batch")
+
+
+def _seed_range(v: Mapping) -> dict[str, int]:
+    """``seeds: {min: 3, max: 20, batch: 1}``: sequential seeds 0..max-1, looked at from min on."""
+    for k in v:
+        if k not in SEED_RANGE_KEYS:
+            raise choice_error("seeds: key", k, SEED_RANGE_KEYS)
+    out = {}
+    for k, default in (("min", None), ("max", None), ("batch", 1)):
+        x = v.get(k, default)
+        if x is None:
+            raise ConfigError(f"seeds.{k}: missing (sequential seeds need min and max, e.g. "
+                              "{min: 3, max: 20})")
+        if isinstance(x, bool) or not isinstance(x, int):
+            raise ConfigError(f"seeds.{k}: expected an integer, got {x!r}")
+        out[k] = x
+    if not 2 <= out["min"] <= out["max"] or out["batch"] < 1:
+        raise ConfigError(f"seeds: need 2 <= min <= max and batch >= 1, got {dict(v)}")
+    return out
 
 
 def load_search_space(path: str | Path, *, extra_overrides: Iterable[str] = (),

@@ -19,14 +19,15 @@ ADVS = ("group_zscore", "opo")
 
 def make_claim_sweep(root, *, level: dict | None = None, slope: dict | None = None,
                      noise: float = 0.05, n_seeds: int = 4, n_steps: int = 20, claims: list | None = None,
-                     report_metrics: list | None = None, name: str = "claimsynth", seed: int = 0) -> Path:
+                     report_metrics: list | None = None, name: str = "claimsynth", seed: int = 0,
+                     first_seed: int = 0) -> Path:
     level = level or {"clip_higher": 1.0, "ppo_clip": 1.0}
     slope = slope or {"clip_higher": 0.0, "ppo_clip": 0.0}
     rng = np.random.default_rng(seed)
     out = Path(root) / name
     (out / "trials").mkdir(parents=True, exist_ok=True)
     space = {"name": name, "slots": {"mask": list(MASKS), "advantage": list(ADVS)}, "methods": [],
-             "params": {}, "seeds": list(range(n_seeds)), "metric": "eval/pass@1", "mode": "max"}
+             "params": {}, "seeds": list(range(first_seed, first_seed + n_seeds)), "metric": "eval/pass@1", "mode": "max"}
     if claims:
         space["claims"] = claims
     if report_metrics:
@@ -36,7 +37,7 @@ def make_claim_sweep(root, *, level: dict | None = None, slope: dict | None = No
                                                 "algorithm": "grid", "max_t": n_steps}))
     lines = []
     i = 0
-    for sd in range(n_seeds):
+    for sd in range(first_seed, first_seed + n_seeds):
         for mask in MASKS:
             for adv in ADVS:
                 tid = f"t{i:03d}"
@@ -63,7 +64,7 @@ def make_claim_sweep(root, *, level: dict | None = None, slope: dict | None = No
 
 
 def claim(cid: str, expect: str, metric: str = "train/m", aggregation: str = "mean",
-          a: dict | None = None, b: dict | None = None) -> dict:
+          a: dict | None = None, b: dict | None = None, **extra) -> dict:
     return {"id": cid, "paper": "A paper", "arxiv": "2503.14476", "claim": f"claim {cid}",
             "a": a or {"mask": "clip_higher"}, "b": b or {"mask": "ppo_clip"}, "metric": metric,
-            "aggregation": aggregation, "expect": expect}
+            "aggregation": aggregation, "expect": expect, **extra}

@@ -8,11 +8,11 @@ import pytest
 
 from ablate.errors import ConfigError
 from ablate.report import generate_report
-from ablate.report.claims import evaluate_claim, sweep_claims, verdict
+from ablate.claims.evaluate import evaluate_claim, evaluate_family, sweep_claims
+from ablate.claims.spec import parse_claims, parse_report
 from ablate.report.load import load_sweep
 from ablate.report.metric_stats import available_metrics, metric_stats, run_values
-from ablate.report.stats import Interval, bootstrap_mean_of_means_diff_ci
-from ablate.sweep.claims import parse_claims, parse_report
+from ablate.stats import compare
 
 from .claims_synth import ADVS, MASKS, claim, make_claim_sweep
 
@@ -32,7 +32,8 @@ def planted(tmp_path_factory):
 
 
 def _results(sw):
-    return {c.id: evaluate_claim(sw, c) for c in sweep_claims(sw)}
+    rs = evaluate_family([evaluate_claim(sw, c) for c in sweep_claims(sw)])
+    return {r.claim.id: r for r in rs}
 
 
 def test_planted_effect_is_reproduced_and_opposite_is_contradicted(planted):
@@ -43,13 +44,15 @@ def test_planted_effect_is_reproduced_and_opposite_is_contradicted(planted):
     # true difference of run means: 0.5 + 0.02 * mean(step) = 0.5 + 0.02 * 10.5
     assert r["up_mean"].diff.point == pytest.approx(0.71, abs=0.03)
     assert r["up_mean"].diff.lo > 0 and r["up_mean"].n_a == r["up_mean"].n_b == 8
+    # arms share seeds: a paired t over the 4 seeds (each seed's arm value: mean of its 2 combinations)
+    assert r["up_mean"].comparison.paired and r["up_mean"].n_seeds == 4
+    assert r["up_mean"].comparison.p_adjusted >= r["up_mean"].comparison.p_value  # Holm
     assert r["up_slope"].diff.point == pytest.approx(0.02, abs=0.005)
     assert "As claimed" in r["up_mean"].sentence and "Opposite" in r["down_mean"].sentence
 
 
 def test_no_effect_is_inconclusive(tmp_path):
-    # null effect: mostly inconclusive; percentile-bootstrap CIs from 4 seeds per combination are
-    # somewhat narrow, so a few of 10 null sweeps may exclude 0 by chance, never most of them
+    # null effect: t tests keep their level, so a null sweep is almost never reproduced/contradicted
     verdicts = []
     for s in range(10):
         sw = load_sweep(make_claim_sweep(tmp_path / str(s), seed=s,
@@ -58,8 +61,20 @@ def test_no_effect_is_inconclusive(tmp_path):
         assert {r["none"].verdict, r["none2"].verdict} in ({"inconclusive"}, {"reproduced", "contradicted"})
         verdicts.append(r["none"].verdict)
         if r["none"].verdict == "inconclusive":
-            assert r["none"].diff.lo < 0 < r["none"].diff.hi and "contains 0" in r["none"].sentence
-    assert verdicts.count("inconclusive") >= 7, verdicts
+            assert r["none"].diff.lo < 0 < r["none"].diff.hi and "No separable difference" in r["none"].sentence
+            assert "MDE" in r["none"].sentence and "Holm-adjusted p" in r["none"].sentence
+    assert verdicts.count("inconclusive") >= 9, verdicts
+
+
+def test_effect_of_interest_and_margin_give_four_way_verdicts(tmp_path):
+    claims = [claim("tiny_effect", "higher", effect=1e-4), claim("equiv", "higher", margin=0.5),
+              claim("wrong_setting", "higher", misspecified="the toy setting cannot show it")]
+    sw = load_sweep(make_claim_sweep(tmp_path, claims=claims))
+    r = _results(sw)
+    assert r["tiny_effect"].verdict == "underpowered" and r["tiny_effect"].comparison.mde > 1e-4
+    assert r["equiv"].verdict == "equivalent" and "equivalent within ±0.5" in r["equiv"].sentence
+    assert r["wrong_setting"].verdict == "misspecified"
+    assert np.isnan(r["wrong_setting"].comparison.p_adjusted)  # left out of the Holm family
 
 
 def test_single_seed_is_inconclusive_not_reproduced(tmp_path):
@@ -68,15 +83,16 @@ def test_single_seed_is_inconclusive_not_reproduced(tmp_path):
                                      claims=[claim("big", "higher", a={"mask": "clip_higher", "advantage": "opo"},
                                                    b={"mask": "ppo_clip", "advantage": "opo"})]))
     r = _results(sw)["big"]
-    assert r.diff.point > 7 and not r.diff.has_ci and r.verdict == "inconclusive"
+    assert r.diff.point > 7 and not r.diff.has_ci and r.verdict == "untestable"
 
 
 def test_verdict_rule():
-    assert verdict(Interval(0.3, 0.1, 0.5, 3), "higher") == "reproduced"
-    assert verdict(Interval(0.3, 0.1, 0.5, 3), "lower") == "contradicted"
-    assert verdict(Interval(-0.3, -0.5, -0.1, 3), "lower") == "reproduced"
-    assert verdict(Interval(0.3, -0.1, 0.5, 3), "higher") == "inconclusive"
-    assert verdict(Interval(0.3, float("nan"), float("nan"), 1), "higher") == "inconclusive"
+    up, down = [0.5, 0.6, 0.7, 0.65], [0.1, 0.15, 0.12, 0.2]
+    assert compare(up, down, paired=True, expect="higher").verdict == "reproduced"
+    assert compare(up, down, paired=True, expect="lower").verdict == "contradicted"
+    assert compare(down, up, paired=True, expect="lower").verdict == "reproduced"
+    assert compare([0.1, 0.5, 0.2], [0.3, 0.1, 0.4], paired=True, expect="higher").verdict == "inconclusive"
+    assert compare([0.3], [0.1], expect="higher").verdict == "untestable"
 
 
 def test_run_values_equal_direct_computation(planted):
@@ -87,6 +103,8 @@ def test_run_values_equal_direct_computation(planted):
         assert run_values(planted, "train/m", "final")[tid] == pytest.approx(y[-1])
         assert run_values(planted, "train/m", "mean")[tid] == pytest.approx(y.mean())
         assert run_values(planted, "train/m", "slope")[tid] == pytest.approx(np.polyfit(x, y, 1)[0])
+        assert run_values(planted, "train/m", "auc")[tid] == pytest.approx(np.trapezoid(y, x) / np.ptp(x))
+        assert run_values(planted, "train/m", "last3")[tid] == pytest.approx(y[-3:].mean())
         ev = g.dropna(subset=["eval/pass@1"])
         d = (ev["eval/pass@1"] - ev["eval/pass@8"]).to_numpy()
         assert run_values(planted, "eval/pass@1 - eval/pass@8", "final")[tid] == pytest.approx(d[-1])
@@ -116,18 +134,25 @@ def test_marginal_means_and_differences_equal_direct_computation(planted):
         assert abs(adv_pair.diff.point) < 0.1 * abs(mask_pair.diff.point)  # no planted advantage effect
 
 
-def test_diff_ci_equals_direct_bootstrap():
-    rng = np.random.default_rng(3)
-    a = [rng.normal(1, 1, 5), rng.normal(2, 1, 3)]
-    b = [rng.normal(0, 1, 4)]
-    iv = bootstrap_mean_of_means_diff_ci(a, b, n_boot=500, seed=11)
-    r = np.random.default_rng(11)
-    da = np.mean([s[r.integers(0, s.size, size=(500, s.size))].mean(axis=1) for s in a], axis=0)
-    db = b[0][r.integers(0, b[0].size, size=(500, b[0].size))].mean(axis=1)
-    lo, hi = np.percentile(da - db, [2.5, 97.5])
-    assert iv.point == pytest.approx(np.mean([s.mean() for s in a]) - b[0].mean())
-    assert (iv.lo, iv.hi) == pytest.approx((lo, hi))
-    assert iv.n == 4
+def test_pair_ci_equals_direct_linear_model(planted):
+    """A level difference equals the OLS contrast of combination means with the seed block."""
+    import statsmodels.formula.api as smf
+
+    vals = run_values(planted, "train/m", "mean")
+    t = planted.trials.assign(v=lambda d: d["trial_id"].map(vals))
+    fit = smf.ols("v ~ 0 + C(combo) + C(seed, Sum)", data=t).fit()
+    names = [n for n in fit.params.index if n.startswith("C(combo)")]
+    L = np.zeros(len(fit.params))
+    for n in names:
+        L[list(fit.params.index).index(n)] = 0.5 if '"clip_higher"' in n else -0.5
+    ref = fit.t_test(L)
+    st = metric_stats(planted, "train/m", "mean")
+    p = next(p for p in st.pairs if p.factor == "mask")
+    sign = 1 if p.a == "clip_higher" else -1
+    assert sign * p.diff.point == pytest.approx(float(np.ravel(ref.effect)[0]))
+    lo, hi = np.asarray(ref.conf_int()).ravel()
+    assert sorted([sign * p.diff.lo, sign * p.diff.hi]) == pytest.approx([lo, hi])
+    assert p.diff.p == pytest.approx(float(ref.pvalue)) and p.p_adjusted >= p.diff.p
 
 
 def test_default_and_requested_metrics(planted):

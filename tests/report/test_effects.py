@@ -86,6 +86,10 @@ def test_planted_interaction_is_largest(tmp_path):
     inters, _ = E.interactions(sw)
     assert (inters[0].a, inters[0].b) == ("mask", "advantage")
     assert inters[0].residual_rms == pytest.approx(0.05, abs=0.01)
+    # the interaction F test of the cell-means model (pooled seed variance) finds it; the others not
+    n = E.adjust_exploratory(E.marginal_effects(sw), inters)
+    assert n == 3 + 3 and inters[0].p_adjusted < 1e-6
+    assert all(it.p_adjusted > 0.01 for it in inters[1:])
 
 
 def test_not_crossed_pairs_are_reported(tmp_path):

@@ -3,7 +3,8 @@ claims report (reports/claims/claims.md + claims.html) and regenerate the README
 
 A claim sweep already finished on disk with the same search space is reused, an interrupted one is
 resumed, anything else is run; ``--report-only`` runs nothing. Verdicts come from
-``ablate.report.claims`` (the same code as the per-sweep report's Claims section).
+``ablate.claims.evaluate`` (the same code as the per-sweep report's Claims section), Holm-corrected
+over every claim of the run.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from pathlib import Path
 from typing import Callable
 
 from ablate.errors import ConfigError
+from ablate.stats import VERDICTS
+
+from .sequential import all_decided, batch_names, evaluate_sequential, load_batches, merge, plan_of
 
 CLAIMS_DIR = Path("search_spaces") / "claims"
 BEGIN = "<!-- claims:begin"
@@ -54,7 +58,6 @@ def run_claims(files: list[str] | None = None, *, report_only: bool = False,
                output_dir: str = "runs/claims", report_dir: str = "reports/claims",
                readme: str | None = "README.md", num_cpus: float | None = None,
                log: Callable[[str], None] | None = None) -> int:
-    from ablate.sweep.runner import run_sweep
     from ablate.sweep.space import load_search_space
 
     log = log or (lambda m: print(m, flush=True))
@@ -67,19 +70,12 @@ def run_claims(files: list[str] | None = None, *, report_only: bool = False,
         spaces.append((p, space))
     rc = 0
     for p, space in spaces:
-        sweep_dir = Path(output_dir) / space.name
-        state = _state(sweep_dir)
         if report_only:
             continue
-        if state == "finished":
-            if not _same_space(sweep_dir, space):
-                raise ConfigError(f"claims: {sweep_dir} holds a finished sweep of a different search "
-                                  f"space than {p}; move it away to rerun")
-            log(f"[claims] {space.name}: finished sweep on disk, reused")
-            continue
-        log(f"[claims] {space.name}: {'resuming' if state != 'absent' else 'running'} {p}")
-        code = run_sweep(p, output_dir=output_dir, resume=state != "absent", num_cpus=num_cpus, log=log)
-        rc = rc or code
+        if plan_of(space) is not None:
+            rc = rc or _run_sequential(p, space, Path(output_dir), num_cpus, log)
+        else:
+            rc = rc or _run_one(p, space, Path(output_dir), num_cpus, log)
     out = write_claims_report([(p, s, Path(output_dir) / s.name) for p, s in spaces], Path(report_dir))
     log(f"[claims] report: {out / 'claims.md'}")
     if readme and Path(readme).is_file():
@@ -88,11 +84,57 @@ def run_claims(files: list[str] | None = None, *, report_only: bool = False,
     return rc
 
 
+def _run_one(p: Path, space, output_dir: Path, num_cpus, log) -> int:
+    """Run (or resume, or reuse when finished) one claim sweep."""
+    from ablate.sweep.runner import run_sweep
+
+    sweep_dir = output_dir / space.name
+    state = _state(sweep_dir)
+    if state == "finished":
+        if not _same_space(sweep_dir, space):
+            raise ConfigError(f"claims: {sweep_dir} holds a finished sweep of a different search "
+                              f"space than {p}; move it away to rerun")
+        log(f"[claims] {space.name}: finished sweep on disk, reused")
+        return 0
+    log(f"[claims] {space.name}: {'resuming' if state != 'absent' else 'running'} {p}")
+    return run_sweep(p, output_dir=str(output_dir), resume=state != "absent", num_cpus=num_cpus, log=log)
+
+
+def _run_sequential(p: Path, space, output_dir: Path, num_cpus, log) -> int:
+    """Seed batches until every claim is decided (ablate.claims.sequential)."""
+    import copy
+
+    import yaml
+
+    plan = plan_of(space)
+    for k, (name, seeds) in enumerate(batch_names(space.name, plan)):
+        if k:
+            sweeps = load_batches(output_dir, space.name, plan)
+            results = evaluate_sequential(merge(sweeps), list(space.claims), plan)
+            if all_decided(results, plan):
+                log(f"[claims] {space.name}: every claim decided after {len(sweeps)} look(s)")
+                return 0
+            batch = copy.deepcopy(space)
+            batch.name, batch.seeds, batch.seed_range = name, seeds, None
+            bfile = output_dir / "_batches" / f"{name}.yaml"
+            bfile.parent.mkdir(parents=True, exist_ok=True)
+            bfile.write_text(yaml.safe_dump(json.loads(json.dumps(batch.to_dict(), default=str)),
+                                            sort_keys=False), encoding="utf-8")
+            log(f"[claims] {space.name}: undecided; adding seeds {seeds[0]}..{seeds[-1]}")
+            code = _run_one(bfile, batch, output_dir, num_cpus, log)
+        else:
+            code = _run_one(p, space, output_dir, num_cpus, log)
+        if code:
+            return code
+    return 0
+
+
 def _results(entries):
-    from ablate.report.claims import evaluate_claim, sweep_claims
     from ablate.report.load import SweepFormatError, load_sweep
 
-    results, notes, sweeps = [], [], []
+    from .evaluate import evaluate_claim, evaluate_family, sweep_claims
+
+    fixed, sequential, notes, sweeps = [], [], [], []
     for path, space, sweep_dir in entries:
         try:
             sweep = load_sweep(sweep_dir)
@@ -101,8 +143,13 @@ def _results(entries):
             continue
         claims = sweep_claims(sweep) or list(space.claims)
         sweeps.append((path, space, sweep))
-        results += [evaluate_claim(sweep, c) for c in claims]
-    return results, notes, sweeps
+        plan = plan_of(space)
+        if plan is None:
+            fixed += [evaluate_claim(sweep, c) for c in claims]
+        else:  # a sequential sweep is its own family (recycled alpha spending)
+            merged = merge(load_batches(Path(sweep_dir).parent, space.name, plan))
+            sequential += evaluate_sequential(merged, claims, plan)
+    return evaluate_family(fixed) + sequential, notes, sweeps
 
 
 def write_claims_report(entries, out_dir: Path) -> Path:
@@ -110,14 +157,16 @@ def write_claims_report(entries, out_dir: Path) -> Path:
     import numpy as np
 
     from ablate.report.render import Bullets, Code, Heading, Para, Table, to_html, to_markdown
-    from ablate.report.sections import claim_blocks
+
+    from .sections import claim_blocks
 
     results, notes, sweeps = _results(entries)
     blocks: list = [Heading(2, "Summary", "summary")]
-    counts = {v: sum(r.verdict == v for r in results) for v in ("reproduced", "contradicted", "inconclusive")}
+    counts = {v: sum(r.verdict == v for r in results) for v in VERDICTS}
     blocks.append(Para(
-        f"{len(results)} claim(s) from {len(sweeps)} sweep(s): {counts['reproduced']} reproduced, "
-        f"{counts['contradicted']} contradicted, {counts['inconclusive']} inconclusive. Every sweep "
+        f"{len(results)} claim(s) from {len(sweeps)} sweep(s)"
+        + "".join(f"{', ' if i else ': '}{n} {v}" for i, (v, n) in enumerate((v, n) for v, n in counts.items() if n))
+        + ". Every sweep "
         "runs the embedded tiny char-level policy on CPU; a verdict is about this toy setting, not the "
         "paper's scale. Regenerate with `ablate claims` (runs what is missing) or "
         "`ablate claims --report-only`."))
@@ -131,7 +180,7 @@ def write_claims_report(entries, out_dir: Path) -> Path:
         wall = float(np.nansum(t["wall_s"])) if not t.empty else float("nan")
         fin = int((t["status"] == "finished").sum()) if not t.empty else 0
         rows.append([[Code(space.name)], [Code(str(path))], f"{fin}/{len(t)}",
-                     ", ".join(str(s) for s in space.seeds), f"{wall:.0f}",
+                     _seeds_text(space), f"{wall:.0f}",
                      str(sweep.meta.get("git_commit") or "n/a")[:10],
                      [Code(f"reports/{space.name}/report.md")]])
     blocks.append(Table(["sweep", "file", "finished/trials", "seeds", "compute (s)", "commit", "full report"],
@@ -145,8 +194,10 @@ def write_claims_report(entries, out_dir: Path) -> Path:
     (out_dir / "claims.html").write_text(to_html(title, blocks), encoding="utf-8")
     (out_dir / "claims.json").write_text(json.dumps([{
         "sweep": r.sweep, **r.claim.to_dict(), "verdict": r.verdict, "diff": r.diff.point,
-        "ci": [r.diff.lo, r.diff.hi], "n_a": r.n_a, "n_b": r.n_b, "mean_a": r.mean_a,
-        "mean_b": r.mean_b, "sentence": r.sentence} for r in results], indent=1, default=str) + "\n",
+        "ci": [r.diff.lo, r.diff.hi], "p": r.comparison.p_value, "p_holm": r.comparison.p_adjusted,
+        "mde": r.comparison.mde, "method": r.comparison.method, "n_seeds": r.n_seeds,
+        "n_a": r.n_a, "n_b": r.n_b, "mean_a": r.mean_a, "mean_b": r.mean_b, "sentence": r.sentence,
+        "looks": [lk.to_dict() for lk in r.looks]} for r in results], indent=1, default=str) + "\n",
         encoding="utf-8")
     return out_dir
 
@@ -158,14 +209,29 @@ def readme_block(report_dir: Path) -> str:
     lines = [f"{BEGIN} (generated by `ablate claims`, {stamp}; do not edit by hand) -->",
              f"Latest result: [{report_dir}/claims.md]({report_dir}/claims.md) "
              f"([HTML]({report_dir}/claims.html)).", "",
-             "| claim | arXiv | verdict | a − b [95% CI] | runs a/b |", "|---|---|---|---|---|"]
+             "| claim | arXiv | verdict | a − b [95% CI] | p (Holm) | MDE | runs a/b |",
+             "|---|---|---|---|---|---|---|"]
     for d in data:
         lo, hi = d["ci"]
-        ci = "no CI" if lo is None or hi is None or lo != lo else f"[{lo:+.3g}, {hi:+.3g}]"
-        diff = "n/a" if d["diff"] is None or d["diff"] != d["diff"] else f"{d['diff']:+.3g}"
-        lines.append(f"| {d['id']} | {d['arxiv']} | {d['verdict']} | {diff} {ci} | {d['n_a']}/{d['n_b']} |")
+        ci = "no CI" if _nan(lo) or _nan(hi) else f"[{lo:+.3g}, {hi:+.3g}]"
+        diff = "n/a" if _nan(d["diff"]) else f"{d['diff']:+.3g}"
+        p = "n/a" if _nan(d.get("p_holm")) else f"{d['p_holm']:.3g}"
+        mde = "n/a" if _nan(d.get("mde")) else f"{d['mde']:.3g}"
+        lines.append(f"| {d['id']} | {d['arxiv']} | {d['verdict']} | {diff} {ci} | {p} | {mde} | "
+                     f"{d['n_a']}/{d['n_b']} |")
     lines.append(END)
     return "\n".join(lines)
+
+
+def _seeds_text(space) -> str:
+    sr = space.seed_range
+    if sr:
+        return f"sequential: {sr['min']} to {sr['max']}, batches of {sr['batch']}"
+    return ", ".join(str(s) for s in space.seeds)
+
+
+def _nan(x) -> bool:
+    return x is None or x != x
 
 
 def update_readme(readme: Path, report_dir: Path) -> bool:
