@@ -12,12 +12,40 @@ from typing import Optional, Sequence
 from ablate.errors import ConfigError
 
 
+def add_safety_arguments(p: argparse.ArgumentParser) -> None:
+    """``--plugins`` and ``--allow-outside``: what only the person at the command line may allow
+    (a config or search-space file cannot)."""
+    p.add_argument("--plugins", default=None, metavar="MOD[,MOD]",
+                   help="modules whose classes a _target_ may name besides ablate.* (e.g. "
+                        "--plugins my_slots for _target_: my_slots.RatioBand; the working "
+                        "directory is importable); also ABLATE_PLUGINS")
+    p.add_argument("--allow-outside", action="store_true",
+                   help="allow an output directory outside the working directory")
+
+
+def apply_plugins(args: argparse.Namespace) -> None:
+    from ablate.spec.targets import set_plugins
+
+    if getattr(args, "plugins", None):
+        set_plugins(args.plugins.split(","))
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ablate.config import compose_config
+    from ablate.config import check_output_dir, compose_config
     from ablate.train.api import run_config
 
+    apply_plugins(args)
     cfg = compose_config(args.overrides)
-    summary = run_config(cfg, progress=not args.quiet)
+    if cfg.get("run_dir"):
+        check_output_dir(cfg.run_dir, "run_dir", args.allow_outside)
+    elif os.environ.get("ABLATE_RUNS"):
+        check_output_dir(os.environ["ABLATE_RUNS"], "ABLATE_RUNS", args.allow_outside)
+    try:
+        summary = run_config(cfg, progress=not args.quiet)
+    except OSError as e:  # disk full, directory removed mid-run: one line; summary says failed
+        print(f"error: run: {e.strerror or e} ({getattr(e, 'filename', None) or 'run dir'})",
+              file=sys.stderr)
+        return 1
     fin = summary["final"]
     init = summary.get("initial_eval", {})
     keys = [k for k in ("eval/pass@1", "eval/pass@8") if k in fin]
@@ -153,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="one training run: ablate train method=grpo [overrides]")
     t.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. method=dapo mask=none train.lr=3e-4")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_safety_arguments(t)
     t.set_defaults(func=_cmd_train)
     m = sub.add_parser("methods", help="the method catalog: presets and every listed paper's method")
     m.add_argument("name", nargs="?", help="a preset or listed method: print its full decomposition")

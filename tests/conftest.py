@@ -6,6 +6,9 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# test fixtures name their own classes (tests.slot_fixtures.NaNAdvantage, ...): the tests package
+# is a plugin, as a user's module named with --plugins would be (ablate/spec/targets.py)
+os.environ.setdefault("ABLATE_PLUGINS", "tests")
 
 import torch  # noqa: E402
 

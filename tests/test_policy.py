@@ -190,3 +190,28 @@ def test_warm_start_stops_at_target(addition, tmp_path, monkeypatch):
     assert info["steps"] % 10 == 0 and info["steps"] < 150
     with pytest.raises(ConfigError, match="target_pass1"):
         build_policy({**SHORT, "warm_start": {**ws, "target_pass1": 2}}, addition, seed=0)
+
+
+def test_cache_entry_is_deleted_only_when_verifiably_corrupt(warm, addition, tmp_path,
+                                                              monkeypatch, caplog):
+    """A transient load error keeps the shared entry; a truncated weights file removes it."""
+    import ablate.policy.model as pm
+
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path))
+    first = build_policy(SHORT, addition, seed=0)
+    d = Path(first.info["warm_start"]["path"])
+    assert pm.cache_corruption(d) is None and "files" in json.loads((d / "ablate_warmstart.json").read_text())
+    real = pm._load_local
+    monkeypatch.setattr(pm, "_load_local", lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("can't start new thread")))
+    again = build_policy(SHORT, addition, seed=0)
+    assert again.info["warm_start"]["cache_hit"] is False
+    assert d.is_dir() and pm.cache_corruption(d) is None  # intact: kept for the other trials
+    monkeypatch.setattr(pm, "_load_local", real)
+    w = d / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    assert "checksum" in pm.cache_corruption(d) or "missing" in pm.cache_corruption(d)
+    rebuilt = build_policy(SHORT, addition, seed=0)
+    assert rebuilt.info["warm_start"]["cache_hit"] is False
+    assert pm.cache_corruption(d) is None  # rebuilt and rewritten
+    assert build_policy(SHORT, addition, seed=0).info["warm_start"]["cache_hit"] is True

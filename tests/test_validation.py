@@ -327,7 +327,8 @@ def test_schema_is_the_one_source_of_defaults():
 @pytest.mark.parametrize("overrides", [
     [], ["method=dapo", "train.steps=2", "eval.every=0", "threads=1"],
     ["train.lr=3", "eval.temperature=0.7", "model.warm_start=null", "train.skip_grad_norm=5"],
-    ["task=gsm8k_jsonl", f"task.path={FIXTURE}", "task.demo_key=demo"],
+    # the tiny model's 128 positions hold the prompt and the generation (check_context)
+    ["task=gsm8k_jsonl", f"task.path={FIXTURE}", "task.demo_key=demo", "task.max_new_tokens=12"],
 ])
 def test_valid_configs_pass(overrides):
     from ablate.config import compose_config, validate_config

@@ -166,21 +166,12 @@ STAGES = {c.__name__: c for c in (DynamicSampling, RejectUniformGroups, Overlong
 
 def build_stages(stage_cfgs) -> list[Stage]:
     """Build the ``pipeline.stages`` list; each item is {_target_: ..., params}."""
-    from ablate.registry import import_target, params_of, plain
+    from ablate.registry import build, plain
 
     out: list[Stage] = []
     for k, sc in enumerate(plain(stage_cfgs) or []):
         field = f"pipeline.stages[{k}]"
         if not isinstance(sc, dict) or "_target_" not in sc:
             raise choice_error(field, sc, [f"{{_target_: ablate.pipeline.stages.{n}}}" for n in STAGES])
-        cls = import_target(sc["_target_"], f"{field}._target_")
-        if not (isinstance(cls, type) and issubclass(cls, Stage)):
-            raise choice_error(f"{field}._target_", sc["_target_"],
-                               [f"ablate.pipeline.stages.{n}" for n in STAGES])
-        params = {k2: v for k2, v in sc.items() if k2 != "_target_"}
-        allowed = params_of(cls)
-        for p in params:
-            if p not in allowed:
-                raise choice_error(f"{field}: parameter of {cls.__name__}", p, allowed)
-        out.append(cls(**params))
+        out.append(build("stage", sc, field))
     return out

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ablate.errors import ConfigError
 from ablate.rollout.base import RolloutEngine, RolloutOutput
 
 __all__ = ["RolloutEngine", "RolloutOutput", "Budget", "build_engine", "pin_budget", "resolve_budget"]
@@ -18,11 +17,7 @@ def build_engine(rollout_cfg: Any) -> RolloutEngine:
     """Instantiate the engine of ``rollout_cfg`` (``{_target_, **params}`` or a conf/rollout name)."""
     from ablate.registry import build
 
-    eng = build("rollout", rollout_cfg, "rollout")
-    if not isinstance(eng, RolloutEngine):
-        raise ConfigError(f"rollout._target_: {type(eng).__name__} is not a RolloutEngine "
-                          "(subclass ablate.rollout.base.RolloutEngine)")
-    return eng
+    return build("rollout", rollout_cfg, "rollout")  # vetted as a RolloutEngine before the call
 
 
 DEFAULT_BUDGET = 64  # tokens, when neither rollout.max_new_tokens nor the task sets a budget

@@ -98,7 +98,7 @@ def worker_env(space: SearchSpace, sweep_dir: Path) -> dict[str, str]:
     }
     if space.wandb.get("entity") and not os.environ.get("WANDB_ENTITY"):
         env["WANDB_ENTITY"] = str(space.wandb["entity"])
-    for k in ("ABLATE_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM",
+    for k in ("ABLATE_CACHE", "ABLATE_PLUGINS", "HF_HOME", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM",
               "WANDB_ENTITY", "WANDB_BASE_URL"):
         if os.environ.get(k):
             env[k] = os.environ[k]
@@ -144,6 +144,91 @@ def describe(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path) -> s
                      f"one trial per proposal; axes:")
         lines += [f"  {a}" for a in axes]
     return "\n".join(lines)
+
+
+LARGE_SWEEP = 100  # trials: more asks for --yes (or a "y" at a terminal)
+ATTACH_TIMEOUT_S = 5.0
+
+
+def check_num_cpus(num_cpus: float | None) -> None:
+    if num_cpus is not None and not (isinstance(num_cpus, (int, float)) and
+                                     math.isfinite(num_cpus) and 0 < num_cpus <= 4096):
+        raise ConfigError(f"--num-cpus: got {num_cpus!r}; allowed: a number in (0, 4096], or "
+                          "leave it out for all cores")
+
+
+def check_machine(space: SearchSpace, address: str | None, num_cpus: float | None) -> None:
+    """A local Ray gets this machine: a trial must fit it (a cluster is checked once attached)."""
+    if address:
+        return
+    w = int(space.resources.get("workers", 1))
+    need_cpu = space.resources["cpu"] * w
+    have = float(num_cpus) if num_cpus is not None else float(os.cpu_count() or 1)
+    if need_cpu > have:
+        raise ConfigError(f"resources.cpu: each trial needs {need_cpu:g} CPU(s) but the local Ray "
+                          f"gets {have:g}; allowed: resources.cpu x workers <= {have:g} (or "
+                          "--num-cpus N, or --address of a cluster)")
+    if space.resources["gpu"] > 0:
+        import torch
+
+        n = torch.cuda.device_count()
+        if space.resources["gpu"] * w > n:
+            raise ConfigError(f"resources.gpu: each trial needs {space.resources['gpu'] * w:g} "
+                              f"GPU(s) but this machine has {n}; allowed: <= {n} (or --address "
+                              "of a cluster with GPUs)")
+
+
+def confirm_size(space: SearchSpace, specs: list[dict] | None, yes: bool,
+                 log: Callable[[str], None]) -> None:
+    """State a large sweep's size; without ``--yes`` ask at a terminal, refuse otherwise."""
+    n = len(specs) if specs is not None else int(space.num_samples or 0) * len(space.seeds)
+    if n <= LARGE_SWEEP:
+        return
+    log(f"sweep {space.name}: {n} trials")
+    if yes:
+        return
+    if sys.stdin is not None and sys.stdin.isatty():
+        answer = input(f"start {n} trials? [y/N] ").strip().lower()
+        if answer in ("y", "yes"):
+            return
+    raise ConfigError(f"sweep: {n} trials (more than {LARGE_SWEEP}); allowed: pass --yes to start "
+                      "it, or shrink seeds / num_samples / the axes")
+
+
+def _address_host_port(address: str) -> tuple[str, int] | None:
+    if address == "auto":
+        found = os.environ.get("RAY_ADDRESS")
+        if not found:
+            try:
+                found = Path("/tmp/ray/ray_current_cluster").read_text().strip()
+            except OSError:
+                raise ConfigError("--address: got 'auto' but no Ray cluster runs on this machine; "
+                                  "allowed: auto after `ray start --head`, or HOST:PORT") from None
+        address = found
+    address = address.split("://", 1)[-1]
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        if address.startswith("ray://") or address in ("local",):
+            return None
+        raise ConfigError(f"--address: got {address!r}; allowed: auto or HOST:PORT")
+    return host or "127.0.0.1", int(port)
+
+
+def check_address(address: str) -> None:
+    """Something answers at the cluster's address within ATTACH_TIMEOUT_S (Ray itself would
+    retry for minutes without a word)."""
+    import socket
+
+    hp = _address_host_port(address)
+    if hp is None:
+        return
+    try:
+        with socket.create_connection(hp, timeout=ATTACH_TIMEOUT_S):
+            pass
+    except OSError as e:
+        raise ConfigError(f"--address: nothing answers at {hp[0]}:{hp[1]} within "
+                          f"{ATTACH_TIMEOUT_S:g} s ({e.strerror or e}); allowed: the address of a "
+                          "running Ray head (`ray start --head`), or auto") from None
 
 
 def _budget(space: SearchSpace) -> float | None:
@@ -332,22 +417,31 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
               address: str | None = None, resume: bool = False, output_dir: str | None = None,
               name: str | None = None, dry_run: bool = False, num_cpus: float | None = None,
               report: bool = True, log: Callable[[str], None] | None = None,
-              verbose: bool = False) -> int:
+              verbose: bool = False, allow_outside: bool = True, yes: bool = True) -> int:
     """Validate, then run (or resume) a sweep. Returns a process exit code: 0; 1 when every trial
     failed; 130 when the sweep was interrupted and can be resumed. Raises ConfigError for bad
-    input, before Ray starts. Ray's own output goes to <sweep_dir>/ray.log unless ``verbose``."""
+    input, before Ray starts. Ray's own output goes to <sweep_dir>/ray.log unless ``verbose``.
+    ``allow_outside``/``yes`` are the CLI's ``--allow-outside`` (a sweep dir outside the working
+    directory) and ``--yes`` (start a large sweep without asking); callers in code decide."""
+    from ablate.config import check_output_dir
+
     console = Console(log)
     log = console
+    check_num_cpus(num_cpus)
     space = load_search_space(space_file, extra_overrides=overrides, name=name,
                               output_dir=output_dir)
     specs = plan_trials(space)
-    sweep_dir = (Path(space.output_dir) / space.name).resolve()
+    sweep_dir = check_output_dir(Path(space.output_dir) / space.name, "output_dir", allow_outside)
+    check_machine(space, address, num_cpus)
     if space.trainable == DEFAULT_TRAINABLE:
         preflight(space)
 
     if dry_run:
         log(describe(space, specs, sweep_dir))
         return 0
+    confirm_size(space, specs, yes, log)
+    if address:
+        check_address(address)
 
     # ---- the sweep directory: fresh, or the one being resumed
     resolved = space.to_dict()
@@ -368,8 +462,12 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
         raise ConfigError(f"sweep dir {sweep_dir} already holds a sweep; pass --resume to continue "
                           f"it, or --name/--output-dir for a new one")
     check_trainable(space)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / "trials").mkdir(exist_ok=True)
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / "trials").mkdir(exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"output_dir: cannot create {sweep_dir} ({e.strerror or e}); allowed: "
+                          "a writable directory") from None
     if resume:
         if not address:
             cleanup_leftovers(sweep_dir, log)

@@ -50,8 +50,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import yaml
-
 from ablate.config import GROUPS
 from ablate.errors import ConfigError, choice_error
 from ablate.registry import variant_names
@@ -69,7 +67,10 @@ TOP_KEYS = ("name", "description", "trainable", "base_overrides", "slots", "meth
             "seeds", "metric", "mode", "search", "scheduler", "resources", "max_concurrent",
             "max_failures", "output_dir", "wandb", "report", "claims")
 SLOT_GROUPS = tuple(g for g in GROUPS if g != "method")  # `method` is swept with `methods:`
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MAX_SEEDS = 1000  # replicates per configuration
+MAX_SAMPLES = 10_000  # sampled configurations
+# what every trial reports (ablate/train/trainer.py reports "step"; Tune adds the others)
+TIME_ATTRS = ("step", "training_iteration", "time_total_s")
 _KEY_RE = re.compile(r"^(\+\+?)?[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*$")
 _PLAIN_STR_RE = re.compile(r"^[A-Za-z_/][A-Za-z0-9_.\-/@:]*$")
 
@@ -206,17 +207,17 @@ class SearchSpace:
 def _num(field_: str, v: Any, *, integer: bool = False) -> float | int:
     """A number from YAML; PyYAML reads ``1e-5`` (no dot) as a string, so accept numeric strings."""
     if isinstance(v, bool) or v is None:
-        raise ConfigError(f"{field_}: expected a number, got {v!r}")
+        raise ConfigError(f"{field_}: got {v!r}; allowed: a number")
     if isinstance(v, str):
         try:
             v = float(v.strip())
         except ValueError:
-            raise ConfigError(f"{field_}: expected a number, got {v!r}") from None
+            raise ConfigError(f"{field_}: got {v!r}; allowed: a number") from None
     if not isinstance(v, (int, float)) or not math.isfinite(float(v)):
-        raise ConfigError(f"{field_}: expected a finite number, got {v!r}")
+        raise ConfigError(f"{field_}: got {v!r}; allowed: a finite number")
     if integer:
         if float(v) != int(v):
-            raise ConfigError(f"{field_}: expected an integer, got {v!r}")
+            raise ConfigError(f"{field_}: got {v!r}; allowed: an integer")
         return int(v)
     return float(v) if isinstance(v, float) else v
 
@@ -225,7 +226,7 @@ def _mapping(field_: str, v: Any, allowed: Iterable[str] | None = None) -> dict:
     if v is None:
         return {}
     if not isinstance(v, Mapping):
-        raise ConfigError(f"{field_}: expected a mapping, got {type(v).__name__} {v!r}")
+        raise ConfigError(f"{field_}: got {type(v).__name__} {v!r}; allowed: a mapping")
     v = dict(v)
     if allowed is not None:
         allowed = list(allowed)
@@ -241,7 +242,7 @@ def _list(field_: str, v: Any) -> list:
     if isinstance(v, (str, int, float)) and not isinstance(v, bool):
         return [v]
     if not isinstance(v, (list, tuple)):
-        raise ConfigError(f"{field_}: expected a list, got {type(v).__name__} {v!r}")
+        raise ConfigError(f"{field_}: got {type(v).__name__} {v!r}; allowed: a list")
     return list(v)
 
 
@@ -251,16 +252,16 @@ def _scalar_ok(v: Any) -> bool:
 
 def _check_variants(field_: str, group: str, options: list) -> list[str]:
     if not options:
-        raise ConfigError(f"{field_}: needs at least one option")
+        raise ConfigError(f"{field_}: needs at least one option; allowed: a list of conf/{group}/ names")
     known = variant_names(group)
     out: list[str] = []
     for o in options:
         if not isinstance(o, str):
-            raise ConfigError(f"{field_}: options are config file names (strings), got {o!r}")
+            raise ConfigError(f"{field_}: got {o!r}; allowed: config file names (strings)")
         if o not in known:
             raise choice_error(field_, o, known)
         if o in out:
-            raise ConfigError(f"{field_}: option {o!r} is listed twice")
+            raise ConfigError(f"{field_}: option {o!r} is listed twice; allowed: each option once")
         out.append(o)
     return out
 
@@ -268,17 +269,17 @@ def _check_variants(field_: str, group: str, options: list) -> list[str]:
 def _parse_param(key: str, spec: Any) -> Param:
     f = f"params.{key}"
     if not _KEY_RE.match(key):
-        raise ConfigError(f"{f}: not a Hydra config key (like train.lr or mask.eps_high)")
+        raise ConfigError(f"{f}: not a Hydra config key; allowed: dotted keys like train.lr or mask.eps_high")
     bare = key.lstrip("+")
     if bare in GROUPS:
-        raise ConfigError(f"{f}: {bare!r} is a config group; sweep it under slots: (or methods:)")
+        raise ConfigError(f"{f}: {bare!r} is a config group; allowed: sweep it under slots: (or methods:)")
     if bare in ("seed", "name"):
-        raise ConfigError(f"{f}: {bare!r} is set by the sweep; use seeds: for replicates")
+        raise ConfigError(f"{f}: {bare!r} is set by the sweep; allowed: seeds: for replicates")
     if not isinstance(spec, Mapping):
         if isinstance(spec, list):  # shorthand: a plain list is a choice
             spec = {"type": "choice", "values": spec}
         else:
-            raise ConfigError(f"{f}: expected a mapping like {{type: uniform, low: 0.1, high: 0.3}}")
+            raise ConfigError(f"{f}: got {spec!r}; allowed: a mapping like {{type: uniform, low: 0.1, high: 0.3}} or a list")
     spec = dict(spec)
     ptype = spec.get("type")
     if ptype is None:
@@ -294,36 +295,36 @@ def _parse_param(key: str, spec: Any) -> Param:
     if ptype == "choice":
         vals = _list(f"{f}.values", spec.get("values"))
         if not vals:
-            raise ConfigError(f"{f}.values: a choice needs a non-empty list of values")
+            raise ConfigError(f"{f}.values: a choice needs values; allowed: a non-empty list")
         for v in vals:
             if not _scalar_ok(v):
-                raise ConfigError(f"{f}.values: values must be scalars (number, string, bool, "
-                                  f"null), got {v!r}")
+                raise ConfigError(f"{f}.values: got {v!r}; allowed: scalars (number, string, bool, "
+                                  f"null)")
         if len(set(map(repr, vals))) != len(vals):
-            raise ConfigError(f"{f}.values: duplicate values in {vals!r}")
+            raise ConfigError(f"{f}.values: duplicate values in {vals!r}; allowed: each value once")
         p.values = vals
     else:
         for b in ("low", "high"):
             if b not in spec:
-                raise ConfigError(f"{f}.{b}: missing (a {ptype} range needs low and high)")
+                raise ConfigError(f"{f}.{b}: missing; allowed: a number (a {ptype} range needs low and high)")
         integer = ptype == "int"
         p.low = _num(f"{f}.low", spec["low"], integer=integer)
         p.high = _num(f"{f}.high", spec["high"], integer=integer)
         if not p.low < p.high:
-            raise ConfigError(f"{f}: low ({p.low}) must be < high ({p.high})")
+            raise ConfigError(f"{f}: low ({p.low}) must be < high ({p.high}); allowed: low < high")
         p.log = ptype == "loguniform" or bool(spec.get("log", False))
         if p.log and p.low <= 0:
-            raise ConfigError(f"{f}.low: a log range needs low > 0, got {p.low}")
+            raise ConfigError(f"{f}.low: a log range needs low > 0, got {p.low}; allowed: low > 0")
         if spec.get("step") is not None:
             p.step = _num(f"{f}.step", spec["step"], integer=integer)
             if p.step <= 0:
-                raise ConfigError(f"{f}.step: must be > 0, got {p.step}")
+                raise ConfigError(f"{f}.step: got {p.step}; allowed: a number > 0")
             if p.log:
-                raise ConfigError(f"{f}.step: cannot be combined with a log range")
+                raise ConfigError(f"{f}.step: cannot be combined with a log range; allowed: step or log")
     if spec.get("when") is not None:
         when = _mapping(f"{f}.when", spec["when"])
         if not when:
-            raise ConfigError(f"{f}.when: empty condition")
+            raise ConfigError(f"{f}.when: empty condition; allowed: {{axis: [values]}}")
         p.when = {str(k): _list(f"{f}.when.{k}", v) for k, v in when.items()}
     return p
 
@@ -331,18 +332,22 @@ def _parse_param(key: str, spec: Any) -> Param:
 def validate(data: Any, source: str | None = None) -> SearchSpace:
     """Check a parsed search-space mapping; raise one-line ConfigErrors; return the model."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"search space{f' {source}' if source else ''}: expected a YAML mapping "
-                          f"at the top level")
+        raise ConfigError(f"search space{f' {source}' if source else ''}: got "
+                          f"{type(data).__name__}; allowed: a YAML mapping at the top level")
     data = _mapping("search space", data, TOP_KEYS)
+    from ablate.config import check_interpolations
+    from ablate.schema import MAX_SEED, SLUG_ALLOWED, is_slug
+
+    check_interpolations(data, "search space")  # no ${oc.env:...}: a shared file is data
 
     name = data.get("name")
     if not isinstance(name, str) or not name:
-        raise ConfigError("name: missing (the sweep name; it also names the sweep directory)")
-    if not _NAME_RE.match(name):
-        raise ConfigError(f"name: {name!r} may use only letters, digits, '_', '-' and '.'")
+        raise ConfigError(f"name: missing (the sweep name; it also names the sweep directory); allowed: {SLUG_ALLOWED}")
+    if not is_slug(name):
+        raise ConfigError(f"name: got {name!r}; allowed: {SLUG_ALLOWED}")
     metric = data.get("metric")
     if not isinstance(metric, str) or not metric:
-        raise ConfigError("metric: missing (the reported key to optimise, e.g. eval/pass@1)")
+        raise ConfigError("metric: missing; allowed: a reported key to optimise, e.g. eval/pass@1")
     mode = data.get("mode", "max")
     if mode not in MODES:
         raise choice_error("mode", mode, MODES)
@@ -357,13 +362,13 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
     base = _list("base_overrides", data.get("base_overrides"))
     for o in base:
         if not isinstance(o, str) or ("=" not in o and not o.startswith("~")):
-            raise ConfigError(f"base_overrides: {o!r} is not a Hydra override (key=value)")
+            raise ConfigError(f"base_overrides: {o!r} is not a Hydra override; allowed: key=value, +key=value, ~key")
     space.base_overrides = [str(o) for o in base]
 
     slots = _mapping("slots", data.get("slots"))
     for g, opts in slots.items():
         if g == "method":
-            raise ConfigError("slots.method: sweep whole presets with the top-level methods: list")
+            raise ConfigError("slots.method: not a slot; allowed: sweep whole presets with the top-level methods: list")
         if g not in SLOT_GROUPS:
             raise choice_error("slots: group", g, SLOT_GROUPS)
         space.slots[g] = _check_variants(f"slots.{g}", g, _list(f"slots.{g}", opts))
@@ -390,18 +395,21 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
         space.seed_range = _seed_range(seeds)
         seeds = list(range(space.seed_range["min"]))
     if isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise ConfigError(f"seeds: an integer means range(seeds) and must be >= 1, got {seeds}")
+        if not 1 <= seeds <= MAX_SEEDS:
+            raise ConfigError(f"seeds: got {seeds}; allowed: an integer n in [1, {MAX_SEEDS}] "
+                              "(= seeds 0..n-1) or a list of seeds")
         seeds = list(range(seeds))
     seeds = _list("seeds", seeds)
     if not seeds:
-        raise ConfigError("seeds: needs at least one seed")
+        raise ConfigError("seeds: needs at least one seed; allowed: a list of integers >= 0, or n >= 1")
+    if len(seeds) > MAX_SEEDS:
+        raise ConfigError(f"seeds: got {len(seeds)} seeds; allowed: at most {MAX_SEEDS}")
     space.seeds = [int(_num("seeds", s, integer=True)) for s in seeds]
     for sd in space.seeds:
-        if sd < 0:
-            raise ConfigError(f"seeds: got {sd}; allowed: integers >= 0")
+        if not 0 <= sd <= MAX_SEED:
+            raise ConfigError(f"seeds: got {sd}; allowed: integers in [0, {MAX_SEED}]")
     if len(set(space.seeds)) != len(space.seeds):
-        raise ConfigError(f"seeds: duplicate seeds in {space.seeds}")
+        raise ConfigError(f"seeds: duplicate seeds in {space.seeds}; allowed: each seed once")
 
     search = _mapping("search", data.get("search"), ("algorithm", "num_samples", "seed"))
     algo = search.get("algorithm", "grid")
@@ -414,21 +422,25 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
                           + ", ".join(a for a in ALGORITHMS if a != "optuna_cmaes"))
     if algo == "grid":
         if search.get("num_samples") is not None:
-            raise ConfigError("search.num_samples: grid runs every combination once per seed; "
+            raise ConfigError("search.num_samples: grid runs every combination once per seed; allowed: "
                               "remove num_samples, or pick a sampler (random, optuna_tpe, ...)")
         for key, p in space.params.items():
             if p.type != "choice":
-                raise ConfigError(f"params.{key}: grid search crosses only choice params; a "
+                raise ConfigError(f"params.{key}: grid search crosses only choice params; allowed: a "
                                   f"{p.type} range needs a sampler (search.algorithm: random, "
                                   f"optuna_tpe, optuna_random)")
     else:
         if search.get("num_samples") is None:
-            raise ConfigError(f"search.num_samples: required for algorithm {algo} (how many "
-                              f"configurations to sample; each runs once per seed)")
+            raise ConfigError(f"search.num_samples: required for algorithm {algo}; allowed: an integer in "
+                              f"[1, {MAX_SAMPLES}] (configurations to sample; each runs once per seed)")
         space.num_samples = int(_num("search.num_samples", search["num_samples"], integer=True))
-        if space.num_samples < 1:
-            raise ConfigError(f"search.num_samples: must be >= 1, got {space.num_samples}")
+        if not 1 <= space.num_samples <= MAX_SAMPLES:
+            raise ConfigError(f"search.num_samples: got {space.num_samples}; allowed: an integer "
+                              f"in [1, {MAX_SAMPLES}]")
     space.search_seed = int(_num("search.seed", search.get("seed", 0), integer=True))
+    if not 0 <= space.search_seed <= MAX_SEED:
+        raise ConfigError(f"search.seed: got {space.search_seed}; allowed: an integer in "
+                          f"[0, {MAX_SEED}]")
 
     sched = data.get("scheduler")
     if isinstance(sched, str):
@@ -443,24 +455,24 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
             raise choice_error("scheduler.type", stype, SCHEDULERS)
         if stype == "asha":
             if sched.get("max_t") is None:
-                raise ConfigError("scheduler.max_t: required for asha (the full budget in "
+                raise ConfigError("scheduler.max_t: required for asha; allowed: a number > 0 (the full budget in "
                                   "time_attr units, e.g. train.steps)")
             max_t = _num("scheduler.max_t", sched["max_t"])
             grace = _num("scheduler.grace_period", sched.get("grace_period", 1))
             rf = _num("scheduler.reduction_factor", sched.get("reduction_factor", 2))
             brackets = int(_num("scheduler.brackets", sched.get("brackets", 1), integer=True))
             time_attr = sched.get("time_attr", "step")
-            if not isinstance(time_attr, str) or not time_attr:
-                raise ConfigError(f"scheduler.time_attr: expected a reported key, got {time_attr!r}")
+            if time_attr not in TIME_ATTRS:
+                raise choice_error("scheduler.time_attr", time_attr, TIME_ATTRS)
             if max_t <= 0:
-                raise ConfigError(f"scheduler.max_t: must be > 0, got {max_t}")
+                raise ConfigError(f"scheduler.max_t: got {max_t}; allowed: a number > 0")
             if not 0 < grace < max_t:
                 raise ConfigError(f"scheduler.grace_period: must be > 0 and < max_t ({max_t}), "
-                                  f"got {grace}")
+                                  f"got {grace}; allowed: a number in (0, {max_t})")
             if rf <= 1:
-                raise ConfigError(f"scheduler.reduction_factor: must be > 1, got {rf}")
+                raise ConfigError(f"scheduler.reduction_factor: got {rf}; allowed: a number > 1")
             if brackets < 1:
-                raise ConfigError(f"scheduler.brackets: must be >= 1, got {brackets}")
+                raise ConfigError(f"scheduler.brackets: got {brackets}; allowed: an integer >= 1")
             space.scheduler = {"type": "asha", "time_attr": time_attr, "max_t": max_t,
                                "grace_period": grace, "reduction_factor": rf, "brackets": brackets}
 
@@ -468,30 +480,30 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
     cpu = _num("resources.cpu", res.get("cpu", 1))
     gpu = _num("resources.gpu", res.get("gpu", 0))
     workers = int(_num("resources.workers", res.get("workers", 1), integer=True))
-    if cpu <= 0:
-        raise ConfigError(f"resources.cpu: must be > 0, got {cpu}")
-    if gpu < 0:
-        raise ConfigError(f"resources.gpu: must be >= 0, got {gpu}")
-    if workers < 1:
-        raise ConfigError(f"resources.workers: must be >= 1, got {workers}")
+    if not 0 < cpu <= 4096:
+        raise ConfigError(f"resources.cpu: got {cpu}; allowed: a number in (0, 4096]")
+    if not 0 <= gpu <= 1024:
+        raise ConfigError(f"resources.gpu: got {gpu}; allowed: a number in [0, 1024]")
+    if not 1 <= workers <= 1024:
+        raise ConfigError(f"resources.workers: got {workers}; allowed: an integer in [1, 1024]")
     space.resources = {"cpu": float(cpu), "gpu": float(gpu), "workers": workers}
 
     mc = data.get("max_concurrent")
     if mc is not None:
         mc = int(_num("max_concurrent", mc, integer=True))
         if mc < 1:
-            raise ConfigError(f"max_concurrent: must be >= 1, got {mc}")
+            raise ConfigError(f"max_concurrent: got {mc}; allowed: an integer >= 1, or null")
     space.max_concurrent = mc
 
     mf = data.get("max_failures", 2)
     mf = int(_num("max_failures", mf, integer=True))
     if mf < 0:
-        raise ConfigError(f"max_failures: must be >= 0, got {mf}")
+        raise ConfigError(f"max_failures: got {mf}; allowed: an integer >= 0")
     space.max_failures = mf
 
     out = data.get("output_dir", "runs")
     if not isinstance(out, str) or not out:
-        raise ConfigError(f"output_dir: expected a directory path, got {out!r}")
+        raise ConfigError(f"output_dir: got {out!r}; allowed: a directory path")
     space.output_dir = out
 
     wb = _mapping("wandb", data.get("wandb"), ("project", "mode", "entity"))
@@ -510,10 +522,10 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
     for o in space.base_overrides:
         k = o.split("=", 1)[0].lstrip("+~")
         if k in swept:
-            raise ConfigError(f"base_overrides: {o!r} sets {k!r}, which the sweep varies; remove "
+            raise ConfigError(f"base_overrides: {o!r} sets {k!r}, which the sweep varies; allowed: "
                               f"one of them")
         if k in ("seed", "name"):
-            raise ConfigError(f"base_overrides: {o!r}: the sweep sets {k} per trial"
+            raise ConfigError(f"base_overrides: {o!r}: the sweep sets {k} per trial; allowed: other keys"
                               + (" (use seeds:)" if k == "seed" else ""))
     return space
 
@@ -545,11 +557,10 @@ def load_search_space(path: str | Path, *, extra_overrides: Iterable[str] = (),
     """Read and validate a search-space YAML; CLI overrides are appended to base_overrides."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"search space: file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"search space {path}: invalid YAML ({' '.join(str(e).split())})") from None
+        raise ConfigError(f"search space: file not found: {path}; allowed: a search-space YAML file")
+    from ablate.spec.yaml import load_file
+
+    data = load_file(path, f"search space {path}")
     if isinstance(data, Mapping):
         data = dict(data)
         if name:

@@ -220,13 +220,16 @@ def _progress(state: Mapping[str, Any]) -> tuple[int, int]:
     return int(state.get("seed_index", 0)), int(state.get("step", 0))
 
 
-def _load_checkpoint(sweep_dir: Path, trial_id: str) -> dict | None:
+def _load_checkpoint(sweep_dir: Path, trial_id: str) -> tuple[dict | None, str | None]:
     """The trial's latest checkpoint: Tune's (a retried or restored trial), or a newer one in the
     trial's own storage dir (Tune's saved experiment state lags behind when the driver is killed
-    with -9, so a restored trial may be handed an older checkpoint than it wrote, or none)."""
+    with -9, so a restored trial may be handed an older checkpoint than it wrote, or none).
+    Returns it with a note saying which checkpoint was taken and why (None: nothing to resume)."""
     from ray import tune
 
     import torch
+
+    skipped: list[str] = []
 
     def load(d: Path) -> dict | None:
         p = Path(d) / CHECKPOINT_FILE
@@ -234,23 +237,31 @@ def _load_checkpoint(sweep_dir: Path, trial_id: str) -> dict | None:
             return None
         try:  # our own file, written by _checkpoint_hook (numpy RNG states need full unpickling)
             return torch.load(p, map_location="cpu", weights_only=False)
-        except Exception:  # noqa: BLE001 - a checkpoint cut short by a kill: use an older one
+        except Exception as e:  # noqa: BLE001 - a checkpoint cut short by a kill: use an older one
+            skipped.append(f"{Path(d).name} unreadable ({type(e).__name__})")
             return None
 
-    best = None
+    best, source = None, None
     ck = tune.get_checkpoint()
     if ck is not None:
         with ck.as_directory() as d:
-            best = load(Path(d))
+            best, source = load(Path(d)), "Tune's checkpoint"
     # the trial's storage dirs: <sweep_dir>/<experiment>/<trial_id> (see runner._trial_dirname)
     for d in sorted(sweep_dir.glob(f"*/{trial_id}/checkpoint_*"), key=lambda p: p.name,
                     reverse=True):
         state = load(d)
         if state is not None:
             if best is None or _progress(state) > _progress(best):
-                best = state
+                best, source = state, f"{d.name} (the newest readable in the trial's dir)"
             break
-    return best
+    if best is None:
+        return None, ("no readable checkpoint (" + "; ".join(skipped) + "): starting over"
+                      if skipped else None)
+    seed_index, step = _progress(best)
+    note = f"resumed from {source} at seed #{seed_index}, step {step}"
+    if skipped:
+        note += "; skipped " + "; ".join(skipped)
+    return best, note
 
 
 def _import(path: str) -> Callable:
@@ -328,7 +339,9 @@ def _run_trial(config: dict, ctx: dict) -> None:
 
     trainable = _import(ctx["trainable"])
     checkpoints = _accepts_checkpoints(trainable)
-    ckpt = _load_checkpoint(sweep_dir, trial_id) if checkpoints else None
+    ckpt, resume_note = _load_checkpoint(sweep_dir, trial_id) if checkpoints else (None, None)
+    if resume_note:
+        print(f"[ablate] trial {trial_id}: {resume_note}", flush=True)
     combo = combo_key(assign)
     extra_tracker = {"group": ctx["name"], "job_type": categorical_key(assign)[:64],
                      "tags": [f"{k}:{v}"[:64] for k, v in assign.items()
@@ -337,6 +350,8 @@ def _run_trial(config: dict, ctx: dict) -> None:
     outcome: dict[str, Any] = {"trial_id": trial_id, "combo": combo, "assign": assign,
                                "seeds": seeds, "status": "running", "runs": [],
                                "started": time.time()}
+    if resume_note:
+        outcome["resume"] = resume_note
     _write_json(outcome_path, outcome)
 
     finals: list[dict] = []

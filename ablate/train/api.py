@@ -96,6 +96,19 @@ def _chain(hooks: list) -> Optional[Callable]:
     return on_step_end
 
 
+def _make_run_dir(rd: Path) -> None:
+    from ablate.errors import ConfigError
+
+    try:
+        rd.mkdir(parents=True, exist_ok=True)
+        probe = rd / ".ablate_write_probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"run_dir: cannot write {rd} ({e.strerror or e}); allowed: a writable "
+                          "directory with free space") from None
+
+
 def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
                reporter: Optional[Callable[[dict], None]] = None,
                extra_tracker: Optional[dict] = None, progress: bool = False,
@@ -122,7 +135,7 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
     res = cfg.get("resources") or {}
     if dist is None and int(res.get("workers", 1)) > 1:
         return _run_multiworker(cfg, rd, name, extra_tracker)
-    rd.mkdir(parents=True, exist_ok=True)
+    _make_run_dir(rd)
     extra = dict(extra_tracker or {})
     if extra.get("project") and cfg.get("tracker") and "wandb" in cfg.tracker:
         cfg.tracker.wandb.project = str(extra["project"])
@@ -152,10 +165,14 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
         raise
     except BaseException as e:  # record, then let the caller (CLI, sweep) decide
         tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))[-4000:]
-        tracker.finish(status="failed", summary={"wall_s": time.perf_counter() - t0,
-                                                 "slots": dict(cfg.choices), "seed": int(cfg.seed),
-                                                 "traceback": tb},
-                       error=f"{type(e).__name__}: {e}")
+        try:
+            tracker.finish(status="failed", summary={"wall_s": time.perf_counter() - t0,
+                                                     "slots": dict(cfg.choices),
+                                                     "seed": int(cfg.seed), "traceback": tb},
+                           error=f"{type(e).__name__}: {e}")
+        except OSError:  # the disk is full or gone: at least never leave "running" behind
+            from ablate.tracking.run_store import mark_failed_in_place
+            mark_failed_in_place(rd, f"{type(e).__name__}: {e}")
         raise
     finally:
         torch.set_num_threads(threads)

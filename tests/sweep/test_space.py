@@ -127,7 +127,8 @@ def test_optuna_define_by_run_is_conditional(tmp_path, conf_env):
     pickle.loads(pickle.dumps(fn))  # Tune pickles the searcher (and this space) into its state
 
 
-def test_cli_overrides_name_and_output_dir(tmp_path, conf_env, capsys):
+def test_cli_overrides_name_and_output_dir(tmp_path, conf_env, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the CLI keeps output inside the working directory
     f = write_space(tmp_path / "s.yaml")
     rc = sweep_main([str(f), "fake.sleep=0", "--name", "other", "--output-dir",
                      str(tmp_path / "o"), "--dry-run"])
@@ -138,9 +139,10 @@ def test_cli_overrides_name_and_output_dir(tmp_path, conf_env, capsys):
     assert not (tmp_path / "o").exists()  # a dry run writes nothing
 
 
-def test_subcommand_parser_takes_options_after_overrides(tmp_path, conf_env, capsys):
+def test_subcommand_parser_takes_options_after_overrides(tmp_path, conf_env, capsys, monkeypatch):
     import argparse
 
+    monkeypatch.chdir(tmp_path)  # the CLI keeps output inside the working directory
     from ablate.sweep.cli import add_sweep_parser
 
     parser = argparse.ArgumentParser(prog="ablate")

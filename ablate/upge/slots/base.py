@@ -142,6 +142,8 @@ class Advantage(Slot):
     """Slot 3: Â per token [B, T], computed once per rollout batch from rewards and groups."""
 
     family = "advantage"
+    # a baseline from the other samples of the prompt's group: meaningless with group_size 1
+    group_relative: ClassVar[bool] = False
 
     def __call__(self, batch: RolloutBatch) -> torch.Tensor:
         raise NotImplementedError

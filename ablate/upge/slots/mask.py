@@ -38,9 +38,9 @@ def check_number(name: str, value: Any, *, low: Optional[float] = None, high: Op
     if value is None:
         if none_ok:
             return None
-        raise ValueError(f"{name} must be a number in {allowed}, got None")
+        raise ValueError(f"{name}: got None; allowed: a number in {allowed}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number in {allowed}, got {value!r}")
+        raise ValueError(f"{name}: got {value!r}; allowed: a number in {allowed}")
     v = float(value)
     bad = math.isnan(v)
     if low is not None:
@@ -48,7 +48,7 @@ def check_number(name: str, value: Any, *, low: Optional[float] = None, high: Op
     if high is not None:
         bad |= v > high or (v == high and not high_inclusive)
     if bad:
-        raise ValueError(f"{name} must be a number in {allowed}, got {value!r}")
+        raise ValueError(f"{name}: got {value!r}; allowed: a number in {allowed}")
     return v
 
 
