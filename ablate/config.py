@@ -281,7 +281,7 @@ def check_group_relative(advantage_cfg: Any, run: Any) -> None:
 def check_context(task: Any, run: Any) -> None:
     """Held-out prompts exist in the number asked for, and each prompt plus the generation
     budget fits the tiny char-level model's context."""
-    from ablate.rollout import resolve_max_new_tokens
+    from ablate.rollout import resolve_budget
 
     try:
         probs = task.eval_problems(run.eval.num_prompts)
@@ -289,11 +289,13 @@ def check_context(task: Any, run: Any) -> None:
         raise ConfigError(f"{e}; allowed: eval.num_prompts <= the task's held-out set") from None
     if run.model.path is not None or getattr(task, "prompt_format", "raw") != "raw" or not probs:
         return
-    new = resolve_max_new_tokens(run.rollout.max_new_tokens, task)
+    budget = resolve_budget(run.rollout.max_new_tokens, task)  # the one budget rule
+    new = budget.tokens
+    field = budget.source if budget.source != "default" else "rollout.max_new_tokens"
     longest = max(len(p.prompt) for p in probs)
     ctx = run.model.max_position_embeddings
     if longest + new + 1 > ctx:
-        raise ConfigError(f"rollout.max_new_tokens: {new} new tokens after a {longest}-character "
+        raise ConfigError(f"{field}: {new} new tokens after a {longest}-character "
                           f"prompt exceed model.max_position_embeddings={ctx}; allowed: "
                           f"max_new_tokens <= {max(0, ctx - longest - 1)}, or raise "
                           "model.max_position_embeddings")
