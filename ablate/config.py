@@ -11,11 +11,11 @@ from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ablate.adapters import apply_value_overrides
 from ablate.errors import ConfigError, choice_error
 from ablate.registry import conf_dir, plain
-
-GROUPS = ("mask", "denominator", "advantage", "likelihood", "aggregation", "regularizers",
-          "objective", "pipeline", "task", "model", "rollout", "tracker", "method")
+from ablate.schema import RunConfig, check, check_key, model_defaults, root_defaults
+from ablate.spec.groups import GROUPS
 
 
 def _group_options(group: str) -> list[str]:
@@ -58,8 +58,6 @@ def check_overrides(overrides: Sequence[str]) -> None:
     """Fail with one line for ``group=unknown``, an unknown schema key (``train.stpes=3``), a
     resolver in a value, or a list of group choices (``method=[grpo,dapo]``: a sweep's job)
     before Hydra prints its multi-line error."""
-    from ablate.schema import check_key
-
     for ov in overrides:
         if not isinstance(ov, str):
             raise ConfigError(f"override: got {ov!r}; allowed: key=value text")
@@ -102,8 +100,6 @@ def register_defaults() -> None:
     train, eval; first in conf/config.yaml's defaults) and ``model/schema`` (conf/model/*.yaml
     extend it). The schema is then the one source of defaults."""
     from hydra.core.config_store import ConfigStore
-
-    from ablate.schema import model_defaults, root_defaults
 
     cs = ConfigStore.instance()
     cs.store(name="ablate_root", node=root_defaults())
@@ -148,11 +144,7 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
             _BASE_CACHE.move_to_end(key)
         cfg = copy.deepcopy(base)
         if values:
-            from hydra._internal.config_loader_impl import ConfigLoaderImpl
-            from hydra.core.override_parser.overrides_parser import OverridesParser
-
-            parsed = OverridesParser.create().parse_overrides(values)
-            ConfigLoaderImpl._apply_overrides_to_config(parsed, cfg)
+            apply_value_overrides(cfg, values)
     except (HydraException, OmegaConfBaseException) as e:
         msg = " ".join(str(e).split())
         m = re.match(r"Could not override '([^']+)'", msg)
@@ -196,34 +188,15 @@ def _plain_checked(cfg: Any) -> dict:
         raise ConfigError(f"{e.full_key or 'config'}: {' '.join(str(e).split())[:300]}") from None
 
 
-def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bool] = None,
-                    task_cache: Optional[dict] = None) -> Any:
-    """Check a composed run config completely; raise a one-line ConfigError for the first problem.
-
-    The schema checks types and ranges of every plain field; with ``build`` the components are
-    built (slots, objective, pipeline stages, the task and its data) and the rollout engine's
-    parameters are checked against its signature: cheap, and nothing is written. The device must
-    exist. Returns the task built (or None); ``task_cache`` (a dict) reuses tasks built from the
-    same task config (a sweep preflight checks many trials of one data set)."""
-    from ablate.schema import RunConfig, check
-
+def check_run(cfg: Any, *, cuda_available: Optional[bool] = None) -> RunConfig:
+    """The typed ``RunConfig`` of a composed run config (schema: types and ranges of every plain
+    field; every ``_target_`` on the allow-list) whose device, dtype, GPU request and checkpoint
+    path exist here; a one-line ConfigError for the first problem. Components are built and
+    checked one layer up, by ablate.train.validate.validate_config."""
     data = _plain_checked(cfg)
     check_targets(data)
     run = check(RunConfig, data)
-    dev = run.device
-    if dev.startswith("cuda"):
-        if cuda_available is None:
-            import torch
-            cuda_available = torch.cuda.is_available()
-        if not cuda_available:
-            raise ConfigError(f"device: got {dev!r}, but CUDA is not available here; "
-                              "allowed: cpu, auto")
-        if ":" in dev:
-            import torch
-            n = torch.cuda.device_count()
-            if int(dev.split(":")[1]) >= n:
-                raise ConfigError(f"device: got {dev!r}; allowed: cpu, auto, cuda, "
-                                  f"cuda:0..cuda:{n - 1} ({n} GPU(s) here)")
+    _check_device(run.device, cuda_available)
     mp = run.model.path
     if mp is not None and mp.startswith(("/", ".", "~")) and \
             not (Path(mp).expanduser() / "config.json").is_file():
@@ -233,29 +206,10 @@ def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bo
     if gpus > 0 and not _on_cuda("cuda", cuda_available):
         raise ConfigError(f"resources.gpu_per_worker: got {gpus:g}, but CUDA is not available "
                           "here; allowed: 0")
-    if run.model.dtype == "float16" and not _on_cuda(dev, cuda_available):
-        raise ConfigError(f"model.dtype: got 'float16' with device={dev!r}; allowed on CPU: "
+    if run.model.dtype == "float16" and not _on_cuda(run.device, cuda_available):
+        raise ConfigError(f"model.dtype: got 'float16' with device={run.device!r}; allowed on CPU: "
                           "float32, bfloat16 (float16 needs a GPU)")
-    if not build:
-        return None
-    import json
-
-    from ablate.tasks import build_task
-    from ablate.train.components import build_algorithm
-
-    dcfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(data)
-    build_algorithm(dcfg)
-    check_rollout(data["rollout"])
-    key = json.dumps(data["task"], sort_keys=True, default=str)
-    task = task_cache.get(key) if task_cache is not None else None
-    if task is None:
-        task = build_task(data["task"])
-        if task_cache is not None:
-            task_cache[key] = task
-    check_task_fits(task, run)
-    check_group_relative(data["advantage"], run)
-    check_context(task, run)
-    return task
+    return run
 
 
 def _on_cuda(dev: str, cuda_available: Optional[bool]) -> bool:
@@ -265,40 +219,6 @@ def _on_cuda(dev: str, cuda_available: Optional[bool]) -> bool:
         import torch
         cuda_available = torch.cuda.is_available()
     return bool(cuda_available)
-
-
-def check_group_relative(advantage_cfg: Any, run: Any) -> None:
-    """A group baseline over one sample per prompt is no baseline (Â = the raw reward or 0)."""
-    from ablate.spec.targets import resolve
-
-    cls = resolve("advantage", advantage_cfg.get("_target_"), "advantage._target_")
-    if getattr(cls, "group_relative", False) and run.train.group_size < 2:
-        raise ConfigError(f"train.group_size: got {run.train.group_size} with the group-relative "
-                          f"advantage {cls.__name__}; allowed: >= 2 (or a batch-level advantage "
-                          "such as advantage=reinforce_pp)")
-
-
-def check_context(task: Any, run: Any) -> None:
-    """Held-out prompts exist in the number asked for, and each prompt plus the generation
-    budget fits the tiny char-level model's context."""
-    from ablate.rollout import resolve_budget
-
-    try:
-        probs = task.eval_problems(run.eval.num_prompts)
-    except ConfigError as e:
-        raise ConfigError(f"{e}; allowed: eval.num_prompts <= the task's held-out set") from None
-    if run.model.path is not None or getattr(task, "prompt_format", "raw") != "raw" or not probs:
-        return
-    budget = resolve_budget(run.rollout.max_new_tokens, task)  # the one budget rule
-    new = budget.tokens
-    field = budget.source if budget.source != "default" else "rollout.max_new_tokens"
-    longest = max(len(p.prompt) for p in probs)
-    ctx = run.model.max_position_embeddings
-    if longest + new + 1 > ctx:
-        raise ConfigError(f"{field}: {new} new tokens after a {longest}-character "
-                          f"prompt exceed model.max_position_embeddings={ctx}; allowed: "
-                          f"max_new_tokens <= {max(0, ctx - longest - 1)}, or raise "
-                          "model.max_position_embeddings")
 
 
 def check_targets(data: Any, path: str = "") -> None:
@@ -319,27 +239,18 @@ def check_targets(data: Any, path: str = "") -> None:
             check_targets(v, f"{path}[{i}]")
 
 
-def check_rollout(rollout_cfg: Any) -> None:
-    """Build the engine: the registry checks its parameters against the class signature and the
-    engine its own (vLLM: a GPU and the package). Engines load no model when built."""
-    from ablate.rollout import build_engine
-
-    build_engine(rollout_cfg)
-
-
-def check_task_fits(task: Any, run: Any) -> None:
-    """The task's longest training sequence (prompt + demonstration) must fit the tiny model's
-    context (char tokenizer: one token per character, plus BOS and EOS)."""
-    longest = getattr(task, "longest_example", None)
-    if run.model.path is not None or longest is None:
+def _check_device(dev: str, cuda_available: Optional[bool]) -> None:
+    if not dev.startswith("cuda"):
         return
-    found = longest()
-    if found is None:
-        return
-    row, n_chars = found
-    ctx = run.model.max_position_embeddings
-    if n_chars + 2 > ctx:
-        raise ConfigError(f"task: row {row} has {n_chars} characters of prompt + demonstration, "
-                          f"over model.max_position_embeddings={ctx} of the char-level tiny model; "
-                          f"allowed: raise model.max_position_embeddings, or set task.max_chars "
-                          f"with task.on_overlong=truncate|skip")
+    import torch
+
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    if not cuda_available:
+        raise ConfigError(f"device: got {dev!r}, but CUDA is not available here; "
+                          "allowed: cpu, auto")
+    if ":" in dev:
+        n = torch.cuda.device_count()
+        if int(dev.split(":")[1]) >= n:
+            raise ConfigError(f"device: got {dev!r}; allowed: cpu, auto, cuda, "
+                              f"cuda:0..cuda:{n - 1} ({n} GPU(s) here)")

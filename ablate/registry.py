@@ -14,29 +14,23 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ablate.errors import ConfigError, choice_error
-from ablate.spec.targets import resolve
-
-SLOT_FAMILIES = ("mask", "denominator", "advantage", "likelihood")
-# a parameter with one of these names, annotated with the family's class, is built as a component
-# of that family (from a variant name or a mapping)
-NAMED_FAMILIES = {"mask": "Mask", "denominator": "Denominator", "advantage": "Advantage",
-                  "likelihood": "Likelihood", "aggregation": "Aggregation"}
+from ablate.spec.groups import SLOT_FAMILIES, base_name
+from ablate.spec.targets import FAMILY_BASES, base_of, resolve
 
 
 def component_params(cls: type) -> dict[str, str]:
-    """{parameter: family} for ``cls``'s parameters that take a slot component (see NAMED_FAMILIES)."""
+    """{parameter: family} for ``cls``'s parameters that take a slot component: a parameter named
+    after a slot family and annotated with its base class is built as a component of that family
+    (from a variant name or a mapping)."""
     out = {}
     for name, p in params_of(cls).items():
-        base = NAMED_FAMILIES.get(name)
-        if base is not None and base in str(p.annotation):
+        if name in SLOT_FAMILIES and base_name(name) in str(p.annotation):
             out[name] = name
     return out
 
 
 def families() -> dict[str, type]:
     """Family name → base class that every ``_target_`` of the family must subclass."""
-    from ablate.spec.targets import FAMILY_BASES, base_of
-
     return {f: base_of(f) for f in FAMILY_BASES}
 
 
@@ -149,7 +143,7 @@ class VariantInfo:
     doc: str
 
 
-def describe_variants(families: tuple[str, ...] = SLOT_FAMILIES + ("aggregation",)) -> list[VariantInfo]:
+def describe_variants(families: tuple[str, ...] = SLOT_FAMILIES) -> list[VariantInfo]:
     """Every YAML variant of every family with its class, parameters and their defaults."""
     out: list[VariantInfo] = []
     for fam in families:

@@ -66,8 +66,9 @@ class TrainConfig(Group):
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
     skip_grad_norm: Optional[float] = Field(None, gt=0, description="skip the step when the "
                                             "pre-clip norm exceeds this (HPT guard); null = never")
-    scheduler: Literal["constant", "cosine", "linear"] = "constant"
-    warmup_steps: int = Field(0, ge=0)
+    scheduler: Literal["constant", "cosine", "linear"] = Field(
+        "constant", description="LR schedule over optimizer steps (transformers.get_scheduler)")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 over N optimizer steps")
     log_every: int = Field(1, ge=1)
     checkpoint_every: int = Field(10, ge=0, description="sweep trials: a Ray Tune checkpoint every "
                                   "N steps and at the last one; 0 = the last one only")
@@ -199,17 +200,17 @@ class RolloutConfig(Group):
 
 
 class WandbConfig(Group):
-    enabled: bool
-    project: str = Field(min_length=1)
+    enabled: bool = False
+    project: str = Field("ablate", min_length=1)
     entity: Optional[str] = None
-    mode: Literal["auto", "offline", "online", "disabled"]
+    mode: Literal["auto", "offline", "online", "disabled"] = "auto"
     group: Optional[str] = None
     job_type: Optional[str] = None
     tags: list[str] = Field(default_factory=list)
 
 
 class TrackerConfig(Group):
-    wandb: WandbConfig
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
 
 
 class Component(BaseModel):

@@ -215,3 +215,22 @@ def test_cache_entry_is_deleted_only_when_verifiably_corrupt(warm, addition, tmp
     assert rebuilt.info["warm_start"]["cache_hit"] is False
     assert pm.cache_corruption(d) is None  # rebuilt and rewritten
     assert build_policy(SHORT, addition, seed=0).info["warm_start"]["cache_hit"] is True
+
+
+def test_warm_start_reports_its_progress_then_a_cache_hit(addition, tmp_path, monkeypatch):
+    """What the sweep console shows while a trial warm-starts: cache miss with step/target, then
+    (same key again) a cache hit."""
+    from ablate.tracking import progress
+
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path))
+    cfg = {**SHORT, "warm_start": {**SHORT["warm_start"], "steps": 4, "target_pass1": None}}
+    seen: list[dict] = []
+    with progress.sink(seen.append, interval_s=0.0):
+        build_policy(cfg, addition, seed=0)
+        miss = list(seen)
+        seen.clear()
+        build_policy(cfg, addition, seed=0)
+    assert [r["step"] for r in miss if r["phase"] == "warm_start"] == [0, 1, 2, 3, 4, 4]
+    assert {r["cache"] for r in miss} == {"miss"} and miss[-1]["done"] and miss[-1]["target"] == 4
+    assert [progress.describe(r) for r in seen] == ["warm start (cache hit)"]
+    assert progress.describe(miss[2]) == "warm start (cache miss) 2/4"

@@ -331,7 +331,8 @@ def test_schema_is_the_one_source_of_defaults():
     ["task=gsm8k_jsonl", f"task.path={FIXTURE}", "task.demo_key=demo", "task.max_new_tokens=12"],
 ])
 def test_valid_configs_pass(overrides):
-    from ablate.config import compose_config, validate_config
+    from ablate.config import compose_config
+    from ablate.train.validate import validate_config
 
     assert validate_config(compose_config(overrides), cuda_available=False) is not None
 
@@ -353,7 +354,8 @@ def test_overlong_rows_truncated_or_skipped_by_named_option(data_dir, caplog):
 
 
 def test_device_cuda_without_cuda_is_one_line():
-    from ablate.config import compose_config, validate_config
+    from ablate.config import compose_config
+    from ablate.train.validate import validate_config
 
     with pytest.raises(ConfigError, match=r"^device: got 'cuda', but CUDA is not available"):
         validate_config(compose_config(["device=cuda"]), cuda_available=False)

@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from ablate.errors import ConfigError
+from ablate.spec.groups import SLOT_FAMILIES
 
-SLOT_ORDER = ("mask", "denominator", "advantage", "likelihood", "aggregation")
 _SCALARS = (str, int, float, bool, type(None))
 
 
@@ -76,10 +76,10 @@ def term_slots(term: dict[str, Any]) -> tuple[dict[str, tuple[str, dict]], list[
         for k, child in n["parts"].items():
             p = f"{path}.{k}" if path else k
             fam = child["family"]
-            if fam in SLOT_ORDER or fam == "regularizer":
-                if fam in SLOT_ORDER and fam not in slots:
+            if fam in SLOT_FAMILIES or fam == "regularizer":
+                if fam in SLOT_FAMILIES and fam not in slots:
                     slots[fam] = (p, child)
-                elif fam in SLOT_ORDER and render(slots[fam][1]) != render(child):
+                elif fam in SLOT_FAMILIES and render(slots[fam][1]) != render(child):
                     other.append((p, child))
                 continue
             if child["parts"]:
@@ -173,7 +173,7 @@ def format_description(d: dict[str, Any]) -> str:
     for t in d["objective"]["terms"]:
         params = ", ".join(f"{k}={v!r}" for k, v in t["params"].items())
         lines.append(f"  term {t['name']}: {t['class'].rsplit('.', 1)[-1]}({params})")
-        for fam in SLOT_ORDER:
+        for fam in SLOT_FAMILIES:
             s = t["slots"].get(fam)
             if s is not None:
                 lines.append(f"    {fam:<12} {render(s)}")

@@ -20,10 +20,10 @@ from typing import Any, Optional
 import yaml
 
 from ablate.registry import conf_dir
+from ablate.spec.groups import PRESET_OPTIONS, UPGE_SLOTS
 
 COMMAND = "python -m ablate.methods.docs"
-GROUPS = ("mask", "denominator", "advantage", "likelihood", "aggregation", "regularizers", "pipeline",
-          "objective")
+GROUPS = UPGE_SLOTS + PRESET_OPTIONS  # the groups a preset fills, in the catalog's column order
 
 
 def docs_path() -> Path:

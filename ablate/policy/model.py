@@ -30,6 +30,7 @@ import torch
 
 from ablate.errors import ConfigError
 from ablate.registry import plain
+from ablate.tracking import progress
 from ablate.policy.forward import encode_pairs, token_logprobs
 from ablate.policy.tokenizer import build_tokenizer
 from ablate.tasks.chat import apply_prompt_format
@@ -376,12 +377,14 @@ def build_policy(model_cfg: Any, task, seed: int, device: torch.device | str = "
         t0 = time.perf_counter()
         loaded = _load_cached(cache_dir, dtype, cfg["attn_implementation"], device)
         if loaded is not None:
+            progress.note("warm_start", cache="hit", force=True)
             model, tok, meta = loaded
             info["warm_start"] = {**meta.get("result", {}), "cache_hit": True, "path": str(cache_dir),
                                   "load_seconds": time.perf_counter() - t0}
             return _finish(model, tok, info, apply_prompt_format(task, tok), lora_cfg, grad_ckpt)
 
     if cfg["path"]:
+        progress.note("loading_model", force=True, path=str(cfg["path"]))
         model, tok = _load_local(cfg["path"], dtype, cfg["attn_implementation"])
     else:
         tok = build_tokenizer(task.alphabet(), model_max_length=max(4096, cfg["max_position_embeddings"]))
@@ -389,7 +392,15 @@ def build_policy(model_cfg: Any, task, seed: int, device: torch.device | str = "
     task = apply_prompt_format(task, tok)
     model.to(device)
     if do_warm:
-        result = sft_warm_start(model, tok, task, ws, seed, device)
+        cache = "miss" if cache_dir is not None else "off"
+
+        def tick(step: int, _model, _loss: float) -> None:
+            progress.note("warm_start", cache=cache, step=step, target=int(ws["steps"]))
+
+        progress.note("warm_start", cache=cache, step=0, target=int(ws["steps"]), force=True)
+        result = sft_warm_start(model, tok, task, ws, seed, device, callback=tick)
+        progress.note("warm_start", cache=cache, step=result["steps"], target=int(ws["steps"]),
+                      done=True, force=True)
         info["warm_start"] = {**result, "cache_hit": False, "path": str(cache_dir) if cache_dir else None}
         if cache_dir is not None:
             meta = {"result": result, "model": {k: v for k, v in cfg.items() if k != "warm_start"},
@@ -410,4 +421,37 @@ def _finish(model, tok, info: dict, task, lora_cfg, grad_ckpt: bool) -> Policy:
     model.eval()
     info["num_params"] = count_params(model)
     info["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    info.update(describe_model(model, lora=lora_cfg is not None))
     return Policy(model=model, tokenizer=tok, info=info, task=task)
+
+
+def describe_model(model: torch.nn.Module, lora: bool = False) -> dict:
+    """What the start-of-run line and summary.json say about the policy (as TRL and verl print):
+    architecture, dtype, total distinct parameters (tied counted once) and trainable ones."""
+    hf_cfg = getattr(model, "config", None)
+    archs = list(getattr(hf_cfg, "architectures", None) or [])
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    first = next(model.parameters(), None)
+    return {"architecture": archs[0] if archs else type(model).__name__,
+            "dtype": str(first.dtype).removeprefix("torch.") if first is not None else None,
+            "total_params": total, "lora": bool(lora)}
+
+
+def model_line(info: dict) -> str:
+    """One line: checkpoint, architecture, dtype, parameters (and trainable with LoRA)."""
+    def n(x: Any) -> str:
+        x = int(x or 0)
+        return f"{x / 1e9:.2f}B" if x >= 1e9 else f"{x / 1e6:.2f}M" if x >= 1e6 else f"{x:,}"
+
+    ws = info.get("warm_start") or {}
+    warm = ("" if not ws else f"; warm start: {'cache hit' if ws.get('cache_hit') else 'trained'}"
+            f" ({ws.get('steps', '?')} steps)")
+    total, trainable = info.get("total_params"), info.get("trainable_params")
+    share = f" ({100 * trainable / total:.2f}%)" if total and trainable is not None else ""
+    return (f"model {info.get('source')}: {info.get('architecture')}, {info.get('dtype')}, "
+            f"{n(total)} parameters, {n(trainable)} trainable{share}"
+            + (" (LoRA)" if info.get("lora") else "") + warm)

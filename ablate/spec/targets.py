@@ -17,25 +17,11 @@ import sys
 from typing import Iterable
 
 from ablate.errors import ConfigError, choice_error
+from ablate.spec.groups import FAMILY_BASES
 
 ENV = "ABLATE_PLUGINS"
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _cli_plugins: list[str] = []
-
-# family → "module:Class" of the base every target of the family must subclass
-FAMILY_BASES: dict[str, str] = {
-    "mask": "ablate.upge.slots.base:Mask",
-    "denominator": "ablate.upge.slots.base:Denominator",
-    "advantage": "ablate.upge.slots.base:Advantage",
-    "likelihood": "ablate.upge.slots.base:Likelihood",
-    "regularizer": "ablate.upge.slots.base:Regularizer",
-    "aggregation": "ablate.upge.aggregation:Aggregation",
-    "term": "ablate.objectives.base:Term",
-    "stage": "ablate.pipeline.base:Stage",
-    "task": "ablate.tasks.base:Task",
-    "rollout": "ablate.rollout.base:RolloutEngine",
-    "critic": "ablate.critic.value_model:ValueModel",
-}
 
 FAMILY_NAMES = {"term": "objective term", "stage": "pipeline stage", "rollout": "rollout engine",
                 "critic": "value model", "aggregation": "loss aggregation"}
@@ -83,7 +69,7 @@ def _allowed_module(mod: str) -> bool:
 def base_of(family: str) -> type:
     if family not in FAMILY_BASES:
         raise choice_error("component family", family, FAMILY_BASES)
-    mod, _, name = FAMILY_BASES[family].partition(":")
+    mod, _, name = FAMILY_BASES[family].rpartition(".")
     return getattr(importlib.import_module(mod), name)
 
 

@@ -47,7 +47,7 @@ def _add_arguments(p: argparse.ArgumentParser, remainder: bool = False) -> None:
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
     p.add_argument("--yes", action="store_true",
                    help="start a large sweep (more than 100 trials) without asking")
-    from ablate.cli import add_safety_arguments
+    from ablate.spec.cli_options import add_safety_arguments
 
     add_safety_arguments(p)
     p.add_argument("--verbose", action="store_true",
@@ -88,7 +88,7 @@ def _merge_trailing_options(args: argparse.Namespace) -> argparse.Namespace:
 def run_from_args(args: argparse.Namespace) -> int:
     from ablate.sweep.runner import EXIT_INTERRUPTED, run_sweep
 
-    from ablate.cli import apply_plugins
+    from ablate.spec.cli_options import apply_plugins
 
     try:
         args = _merge_trailing_options(args)

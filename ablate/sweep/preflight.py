@@ -69,7 +69,8 @@ def preflight(space: SearchSpace) -> int:
     trainable does not take ablate configs). Raises a one-line ConfigError for the first bad one."""
     if not resolve(space.trainable).validates:
         return 0
-    from ablate.config import compose_config, validate_config
+    from ablate.config import compose_config
+    from ablate.train.validate import validate_config
 
     tasks: dict[str, Any] = {}
     checked: list[tuple[dict, tuple]] = []

@@ -50,10 +50,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ablate.config import GROUPS
 from ablate.errors import ConfigError, choice_error
 from ablate.registry import variant_names
+from ablate.schema import MAX_SEED, SLUG_ALLOWED, is_slug
 from ablate.claims.spec import Claim, ReportSpec, parse_claims, parse_report
+from ablate.spec.groups import GROUPS, SWEEP_GROUPS
 
 DEFAULT_TRAINABLE = "ablate.train.api.run_training"
 ALGORITHMS = ("grid", "random", "optuna_tpe", "optuna_random", "optuna_cmaes")
@@ -62,11 +63,9 @@ SCHEDULERS = ("asha", "none")
 PARAM_TYPES = ("choice", "uniform", "loguniform", "int")
 MODES = ("max", "min")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
-SLOT_FAMILIES = ("mask", "denominator", "advantage", "likelihood", "aggregation")
 TOP_KEYS = ("name", "description", "trainable", "base_overrides", "slots", "methods", "params",
             "seeds", "metric", "mode", "search", "scheduler", "resources", "max_concurrent",
             "max_failures", "output_dir", "wandb", "report", "claims")
-SLOT_GROUPS = tuple(g for g in GROUPS if g != "method")  # `method` is swept with `methods:`
 MAX_SEEDS = 1000  # replicates per configuration
 MAX_SAMPLES = 10_000  # sampled configurations
 # what every trial reports (ablate/train/trainer.py reports "step"; Tune adds the others)
@@ -146,7 +145,7 @@ class SearchSpace:
         axes: list[tuple[str, list]] = []
         if self.methods:
             axes.append(("method", list(self.methods)))
-        for g in SLOT_GROUPS:
+        for g in SWEEP_GROUPS:
             if g in self.slots:
                 axes.append((g, list(self.slots[g])))
         return axes
@@ -336,10 +335,17 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
                           f"{type(data).__name__}; allowed: a YAML mapping at the top level")
     data = _mapping("search space", data, TOP_KEYS)
     from ablate.config import check_interpolations
-    from ablate.schema import MAX_SEED, SLUG_ALLOWED, is_slug
 
     check_interpolations(data, "search space")  # no ${oc.env:...}: a shared file is data
+    space = _identity(data, source)
+    for part in (_axes, _params, _seeds, _search, _scheduler, _run_options, _report):
+        part(space, data)
+    _check_base_overrides(space)
+    return space
 
+
+def _identity(data: Mapping, source: str | None) -> SearchSpace:
+    """name, metric, mode, description and the trainable."""
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"name: missing (the sweep name; it also names the sweep directory); allowed: {SLUG_ALLOWED}")
@@ -358,7 +364,11 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
 
     # the registered function's import path (what the trial processes import), never the file's
     space.trainable = resolve(data.get("trainable") or DEFAULT_TRAINABLE).path
+    return space
 
+
+def _axes(space: SearchSpace, data: Mapping) -> None:
+    """base_overrides, slots (config groups) and methods (whole presets)."""
     base = _list("base_overrides", data.get("base_overrides"))
     for o in base:
         if not isinstance(o, str) or ("=" not in o and not o.startswith("~")):
@@ -369,12 +379,15 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
     for g, opts in slots.items():
         if g == "method":
             raise ConfigError("slots.method: not a slot; allowed: sweep whole presets with the top-level methods: list")
-        if g not in SLOT_GROUPS:
-            raise choice_error("slots: group", g, SLOT_GROUPS)
+        if g not in SWEEP_GROUPS:
+            raise choice_error("slots: group", g, SWEEP_GROUPS)
         space.slots[g] = _check_variants(f"slots.{g}", g, _list(f"slots.{g}", opts))
     if "methods" in data and data["methods"] is not None:
         space.methods = _check_variants("methods", "method", _list("methods", data["methods"]))
 
+
+def _params(space: SearchSpace, data: Mapping) -> None:
+    """Hyperparameter axes; ``when`` conditions name categorical axes declared before them."""
     params = _mapping("params", data.get("params"))
     for key, spec in params.items():
         space.params[str(key)] = _parse_param(str(key), spec)
@@ -390,6 +403,8 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
         if p.type == "choice":
             seen[key] = list(p.values or [])
 
+
+def _seeds(space: SearchSpace, data: Mapping) -> None:
     seeds = data.get("seeds", [0])
     if isinstance(seeds, Mapping):
         space.seed_range = _seed_range(seeds)
@@ -411,6 +426,9 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
     if len(set(space.seeds)) != len(space.seeds):
         raise ConfigError(f"seeds: duplicate seeds in {space.seeds}; allowed: each seed once")
 
+
+def _search(space: SearchSpace, data: Mapping) -> None:
+    """search.algorithm, num_samples (samplers only) and seed."""
     search = _mapping("search", data.get("search"), ("algorithm", "num_samples", "seed"))
     algo = search.get("algorithm", "grid")
     if algo not in ALGORITHMS:
@@ -442,6 +460,9 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
         raise ConfigError(f"search.seed: got {space.search_seed}; allowed: an integer in "
                           f"[0, {MAX_SEED}]")
 
+
+def _scheduler(space: SearchSpace, data: Mapping) -> None:
+    """Optional ASHA early stopping: rungs at grace_period * reduction_factor^k < max_t."""
     sched = data.get("scheduler")
     if isinstance(sched, str):
         sched = {"type": sched}
@@ -476,6 +497,9 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
             space.scheduler = {"type": "asha", "time_attr": time_attr, "max_t": max_t,
                                "grace_period": grace, "reduction_factor": rf, "brackets": brackets}
 
+
+def _run_options(space: SearchSpace, data: Mapping) -> None:
+    """resources, max_concurrent, max_failures, output_dir and wandb."""
     res = _mapping("resources", data.get("resources"), ("cpu", "gpu", "workers"))
     cpu = _num("resources.cpu", res.get("cpu", 1))
     gpu = _num("resources.gpu", res.get("gpu", 0))
@@ -513,11 +537,17 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
     space.wandb = {"project": str(wb.get("project") or "ablate"), "mode": wmode,
                    "entity": wb.get("entity")}
 
+
+def _report(space: SearchSpace, data: Mapping) -> None:
+    """report metrics and claims (claims name swept axes and their values)."""
     space.report = parse_report(data.get("report"))
     axes = {a: opts for a, opts in space.categorical_axes()}
     axes.update({k: list(p.values or []) for k, p in space.params.items() if p.type == "choice"})
     space.claims = parse_claims(data.get("claims"), axes)
 
+
+def _check_base_overrides(space: SearchSpace) -> None:
+    """base_overrides may not set what the sweep varies, nor seed/name (set per trial)."""
     swept = set(space.swept_keys())
     for o in space.base_overrides:
         k = o.split("=", 1)[0].lstrip("+~")
@@ -527,7 +557,6 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
         if k in ("seed", "name"):
             raise ConfigError(f"base_overrides: {o!r}: the sweep sets {k} per trial; allowed: other keys"
                               + (" (use seeds:)" if k == "seed" else ""))
-    return space
 
 
 SEED_RANGE_KEYS = ("min", "max", "batch")
@@ -604,7 +633,7 @@ def assignment_overrides(assignment: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
     if "method" in assignment:
         out.append(f"method={assignment['method']}")
-    for g in SLOT_GROUPS:
+    for g in SWEEP_GROUPS:
         if g in assignment:
             out.append(f"{g}={assignment[g]}")
     for k, v in assignment.items():

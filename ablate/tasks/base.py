@@ -62,6 +62,11 @@ class Task:
         """Characters that prompts, demos and answers use (the tiny tokenizer's vocabulary)."""
         raise NotImplementedError
 
+    def longest_example(self) -> Optional[tuple[int, int]]:
+        """(row, characters) of the longest prompt + demonstration, checked against the tiny
+        model's context before training; None (generated tasks): nothing to check."""
+        return None
+
     def spec(self) -> dict:
         """A JSON-able description that identifies the task's data (keys the warm-start cache).
 

@@ -12,7 +12,7 @@ import torch
 
 from ablate.component import Component, Needs, StepInfo, load_tree_state, tree_state
 from ablate.config import compose_config
-from ablate.train.partition import partition
+from ablate.upge.partition import partition
 from ablate.upge.batch import RolloutBatch
 from ablate.upge.diagnostics import Diag, DiagAccumulator
 

@@ -55,7 +55,8 @@ OVERRIDE = st.builds(lambda k, v, op: f"{op}{k}={_render(v)}" if op != "~" else 
 
 
 def _check_run_overrides(overrides: list[str]) -> None:
-    from ablate.config import compose_config, validate_config
+    from ablate.config import compose_config
+    from ablate.train.validate import validate_config
 
     with tempfile.TemporaryDirectory() as tmp:
         old = os.getcwd()

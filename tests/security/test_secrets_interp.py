@@ -72,7 +72,8 @@ def test_search_space_fields_cannot_read_the_environment(field, value, secret, t
 
 
 def test_plain_references_still_work(tmp_path):
-    from ablate.config import compose_config, validate_config
+    from ablate.config import compose_config
+    from ablate.train.validate import validate_config
 
     cfg = compose_config(["tracker.wandb.group=${tracker.wandb.project}", "method=drgrpo"])
     validate_config(cfg, build=False)
