@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 from omegaconf import DictConfig
 
+from ablate.component import inert_note
 from ablate.config import compose_config, to_plain
 from ablate.schema import RunConfig
 from ablate.spec.groups import TAG_GROUPS
@@ -219,6 +220,9 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
         from ablate.policy.model import model_line
 
         announce(model_line(trainer.policy.info))
+        announce(trainer.budget.describe())
+        if note := inert_note(trainer.algo, trainer.schedule):
+            announce(note)
         if resume is not None:
             trainer.load_state_dict(resume["trainer"])
         result = trainer.run(progress=progress)

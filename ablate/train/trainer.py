@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ablate.component import inert_note, load_tree_state, observe_tree, schedule_of, tree_state
+from ablate.component import load_tree_state, observe_tree, schedule_of, tree_state
 from ablate.config import check_run
 from ablate.metrics.entropy import token_entropy_sum_count
 from ablate.metrics.gradvar import GradVarianceMeter
@@ -137,13 +137,10 @@ class Trainer:
             self.task = build_task(cfg.task)
             # the effective budget, before any component reads a length constant (L_max)
             self.budget = pin_budget(cfg, self.task)
-        if self.dist.is_main:
-            print(self.budget.describe(), flush=True)
         self.algo: Algorithm = built.algorithm if prebuilt else build_algorithm(cfg)
         self.plan = self.algo.needs()
-        self.schedule = schedule_of(self.algo, cfg.train.epochs, cfg.train.minibatches)
-        if self.dist.is_main and (note := inert_note(self.algo, self.schedule)):
-            print(note, flush=True)  # declared by the components (Acts), never inspected here
+        # what the schedule lets act (from the components' Acts declarations; api announces it)
+        self.schedule = schedule_of(self.algo, self.spec.train.epochs, self.spec.train.minibatches)
         self.objective = self.algo.objective
         self.policy = build_policy(cfg.model, self.task, policy_seed(self.spec), self.device)
         self.model, self.tok = self.policy.model, self.policy.tokenizer

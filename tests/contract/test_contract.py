@@ -226,7 +226,7 @@ def test_resume_from_trainer_state_continues_identically(tmp_path):
                                     "log_eval_prompts": lambda self, prompt_id, n, c, step: None})()
         return out
 
-    cfg = compose_config(FAST + ["method=dapo", "seed=2"])
+    cfg = compose_config(FAST + ["method=dapo", "train.prompts_per_step=8", "seed=2"])  # DAPO: 16 minibatches
     full = Trainer(cfg)
     log_full = rows_of(full)
     snap = {}
