@@ -103,6 +103,8 @@ class EvalConfig(Group):
     n: int = Field(8, ge=1, le=MAX_ROWS, description="samples per prompt (Pass@k for k = 1, 2, 4, ... <= n)")
     temperature: Optional[float] = Field(None, gt=0, description="null = rollout temperature")
     num_samples_logged: int = Field(8, ge=0, description="generations kept in samples.jsonl")
+    cache: bool = Field(True, description="in a sweep, reuse an eval whose inputs (weights, prompts, "
+                        "sampling seed, settings) another run of the sweep already evaluated")
 
 
 class ResourcesConfig(Group):

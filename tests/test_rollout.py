@@ -156,3 +156,18 @@ def test_engine_config():
     # the budget rule changed (issue 18): rollout.max_new_tokens, when set, wins even below the task's
     assert resolve_budget(8, task).tokens == 8 and resolve_budget(2, task).tokens == 2
     assert resolve_budget(None, task).tokens == task.max_new_tokens
+
+
+def test_generation_stops_as_soon_as_every_row_has_ended(engine):
+    """No decode step after the last row's EOS: the response width is the longest row, not the budget."""
+    pol = build_policy(SMALL, build_task("addition"), seed=0, device="cpu")
+    head = pol.model.lm_head
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(head.weight)
+        biased.bias.zero_()
+        biased.bias[pol.tokenizer.eos_token_id] = 1e4  # every row ends at its first token
+    pol.model.lm_head = biased
+    out = engine.generate(pol.model, pol.tokenizer, PROMPTS, 4, temperature=1.0, max_new_tokens=50,
+                          generator=torch.Generator().manual_seed(0))
+    assert out.response_mask.shape[1] == 1 and not bool(out.truncated.any())

@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping
 from ablate.sweep.space import active_assignment, assignment_overrides, combo_key
 from ablate.tracking import progress
 from ablate.tracking.wandb_logger import sweep_identity
+from ablate.train.eval_cache import ENV as EVAL_CACHE_ENV
 
 OUTCOME_FILE = "sweep_trial.json"
 CHECKPOINT_FILE = "state.pt"
@@ -346,6 +347,7 @@ def _run_trial(config: dict, ctx: dict) -> None:
         seeds, per_seed_dirs = [int(s) for s in ctx["seeds"]], True
     tr = _Trial(ctx, assign, seeds, per_seed_dirs, tune.get_context().get_trial_id() or "trial",
                 Path(ctx["sweep_dir"]))
+    os.environ[EVAL_CACHE_ENV] = str(tr.sweep_dir / "eval_cache")  # evals shared across the arms
     tr.dir.mkdir(parents=True, exist_ok=True)
     reuse = _replay_or_reuse(tr)
     if reuse is None:

@@ -189,6 +189,7 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
     "store": run store position}) to continue from; ``on_step_end(trainer, step)``: called after
     each logged step (the sweep's trial checkpoints)."""
     from ablate.tracking import build_tracker
+    from ablate.train.eval_cache import cache_from_env
     from ablate.train.trainer import Trainer
 
     extra = dict(extra_tracker or {})
@@ -216,7 +217,8 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
         zero_adv = _ZeroAdvantageNotice()
         trainer = Trainer(cfg, built=built, tracker=tracker, reporter=reporter, dist=dist,
                           on_step_end=_chain([_BestModel(rd) if save == "best" else None, zero_adv,
-                                              on_step_end]))
+                                              on_step_end]),
+                          eval_cache=cache_from_env(spec.eval.cache))
         from ablate.policy.model import model_line
 
         announce(model_line(trainer.policy.info))

@@ -35,6 +35,7 @@ from ablate.schema import RunConfig
 from ablate.tasks import build_task
 from ablate.train.components import Algorithm, build_algorithm
 from ablate.train.distributed import Dist
+from ablate.train.eval_cache import EvalCache, digest, tokenizer_identity, weights_digest
 from ablate.train.state import TrainingState, load_rng_state, rng_state
 from ablate.train.validate import Validated
 from ablate.upge.batch import RolloutBatch
@@ -116,8 +117,9 @@ class Trainer:
     def __init__(self, cfg: DictConfig, tracker=None, reporter: Optional[Reporter] = None,
                  on_step_end: Optional[Callable[["Trainer", int], None]] = None,
                  dist: Optional[Dist] = None, spec: Optional[RunConfig] = None,
-                 built: Optional[Validated] = None):
+                 built: Optional[Validated] = None, eval_cache: Optional[EvalCache] = None):
         self.cfg = cfg  # the raw groups the component builders read
+        self.eval_cache = eval_cache  # evals shared by the runs of a sweep (ablate/train/eval_cache.py)
         if built is not None:  # run_config's validation: its spec, components and task are reused
             spec = built.run
         self.spec = spec if spec is not None else check_run(cfg)  # typed, checked once (run_config)
@@ -557,7 +559,28 @@ class Trainer:
     def evaluate_prompts(self, step: int) -> tuple[dict[str, float], list[dict], dict[str, list]]:
         """Pass@k metrics, logged samples and the per-prompt counts they come from:
         ``{"prompt_id": [...], "n": [...], "c": [...]}`` (kept in the run store's eval_prompts.jsonl,
-        the data ``ablate.stats.prompts`` models with seeds and prompts as separate effects)."""
+        the data ``ablate.stats.prompts`` models with seeds and prompts as separate effects).
+        With an eval cache, an eval whose inputs another run already evaluated is read back."""
+        if self.eval_cache is None or self.dist.active:
+            return self._evaluate_prompts(step)
+        return self.eval_cache.get_or_compute(self._eval_key(step), lambda: self._evaluate_prompts(step))
+
+    def _eval_key(self, step: int) -> str:
+        """Every input ``_evaluate_prompts(step)``'s result depends on; nothing else."""
+        from omegaconf import OmegaConf
+
+        c = self.cfg
+        problems = self.task.eval_problems(self.spec.eval.num_prompts)
+        plain = {k: OmegaConf.to_container(c[k], resolve=True) for k in ("rollout", "model", "task")}
+        plain["eval"] = self.spec.eval.model_dump(exclude={"cache"})
+        return digest({"weights": weights_digest(self.model), "tokenizer": tokenizer_identity(self.tok),
+                       "prompts": [[p.uid, p.prompt, p.answer, p.meta] for p in problems],
+                       "seed": self.seed, "step": step, "temperature": self.temperature,
+                       "max_new_tokens": self.max_new_tokens, "config": plain,
+                       "task": [type(self.task).__qualname__, self.task.spec()],
+                       "device": str(self.device), "threads": torch.get_num_threads()})
+
+    def _evaluate_prompts(self, step: int) -> tuple[dict[str, float], list[dict], dict[str, list]]:
         e = self.spec.eval
         problems = self.task.eval_problems(e.num_prompts)
         if self.dist.active:  # each worker its share of the eval prompts; Pass@k over all of them
