@@ -195,8 +195,8 @@ class RolloutConfig(Group):
     temperature: float = Field(gt=0, description="sampling temperature of the rollouts")
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0, description="0 = off")
-    max_new_tokens: int = Field(ge=1, description="raised to task.max_new_tokens when the task "
-                                                  "needs more")
+    max_new_tokens: Optional[int] = Field(None, ge=1, description="generation budget; null = the "
+                                   "task's (ablate.rollout.resolve_budget: when set, it wins)")
     batch_size: Optional[int] = Field(None, ge=1, description="rows per generate call; null = all")
     logprob_batch_size: Optional[int] = Field(None, ge=1, description="rows per log-prob forward")
 

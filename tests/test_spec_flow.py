@@ -17,7 +17,8 @@ FAST = ["model.warm_start.steps=0", "train.prompts_per_step=2", "train.group_siz
 
 
 def test_validate_returns_the_typed_spec_and_the_task():
-    v = validate_config(compose_config(["method=dapo", "mask=none", *FAST]), cuda_available=False)
+    v = validate_config(compose_config(["method=dapo", "mask=none", *FAST, "train.minibatches=2"]),
+                        cuda_available=False)  # DAPO's 16 minibatches need more rows than FAST has
     assert isinstance(v, Validated) and isinstance(v.run, RunConfig)
     assert v.run.train.steps == 2 and v.run.choices["mask"] == "none"
     assert v.task is not None

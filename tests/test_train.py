@@ -45,7 +45,11 @@ def _run(tmp_path: Path, *overrides: str) -> tuple[dict, list[dict]]:
 
 @pytest.mark.parametrize("method", sorted(r["name"] for r in load_presets()))
 def test_every_preset_runs_a_few_steps(tmp_path, method):
-    summary, rows = _run(tmp_path, f"method={method}")
+    # a preset's paper schedule (DAPO: 16 minibatches) needs rows for every minibatch's 2
+    # microbatches: the CPU budget grows the batch, never drops the schedule (issue 18)
+    mb = int(compose_config([f"method={method}"]).train.minibatches)
+    more = [f"train.prompts_per_step={-(-mb * 2 // 4)}"] if mb * 2 > 16 else []
+    summary, rows = _run(tmp_path, f"method={method}", *more)
     assert summary["status"] == "finished" and summary["steps_done"] == 2
     last = rows[-1]
     assert last["step"] == 2 and math.isfinite(last["train/pg_loss"])
@@ -53,12 +57,13 @@ def test_every_preset_runs_a_few_steps(tmp_path, method):
 
 
 def test_same_seed_gives_identical_metrics(tmp_path):
-    _, a = _run(tmp_path / "a", "method=dapo", "seed=3")
-    _, b = _run(tmp_path / "b", "method=dapo", "seed=3")
+    dapo = ("method=dapo", "train.prompts_per_step=8")  # 32 rows for DAPO's 16 minibatches (issue 18)
+    _, a = _run(tmp_path / "a", *dapo, "seed=3")
+    _, b = _run(tmp_path / "b", *dapo, "seed=3")
     strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("perf/") and k != "time"}
                           for r in rows]  # noqa: E731
     assert strip(a) == strip(b)
-    _, c = _run(tmp_path / "c", "method=dapo", "seed=4")
+    _, c = _run(tmp_path / "c", *dapo, "seed=4")
     assert strip(c) != strip(a)
 
 

@@ -379,7 +379,9 @@ def test_preflight_checks_every_grid_trial_and_optuna_range_ends():
     from ablate.sweep.preflight import preflight, trial_assignments
     from ablate.sweep.space import validate
 
-    grid = validate({**BASE_SPACE, "slots": {"mask": ["ppo_clip", "none"]},
+    # two optimizer steps per batch: a mask factor on one on-policy step is refused (issue 18)
+    grid = validate({**BASE_SPACE, "base_overrides": ["train.steps=1", "train.minibatches=2"],
+                     "slots": {"mask": ["ppo_clip", "none"]},
                      "params": {"train.lr": [1e-4, 3e-4]}, "seeds": [0, 1]})
     assert preflight(grid) == 4  # every combination once (seeds only change seed=)
     opt = validate({**BASE_SPACE, "params": {"train.epochs": {"type": "int", "low": 1, "high": 3}},

@@ -29,7 +29,9 @@ FIDELITY = ("exact", "approximation")
 EVIDENCE = ("code", "paper", "abstract")
 REQUIRED = ("name", "title", "paper", "arxiv", "fidelity", "evidence")
 RECOMMENDED = ("notes", "formula")  # reported by missing_recommended(), not a failure
-METHOD_FIELDS = REQUIRED + ("notes", "formula", "hyperparameters", "peer_differences")
+METHOD_FIELDS = REQUIRED + ("notes", "formula", "hyperparameters", "peer_differences", "reference", "schedule")
+# reference: the authors' code or text the preset was checked against ("owner/repo@commit path");
+# schedule: the paper's update schedule and loop defaults, which the preset's train.* values set
 BASELINE = "grpo"
 UPGE_OBJECTIVES = (None, "upge")  # objectives built from the top-level slots
 

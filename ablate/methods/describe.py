@@ -135,7 +135,11 @@ def _describe_preset(rec: dict[str, Any], listed) -> dict[str, Any]:
     return {
         "name": rec["name"], "kind": "preset", "status": "runs",
         **{k: rec.get(k) for k in ("title", "paper", "arxiv", "fidelity", "evidence", "notes", "formula",
-                                    "hyperparameters", "peer_differences", "file")},
+                                    "hyperparameters", "peer_differences", "file", "reference",
+                                    "schedule")},
+        "train_schedule": {"epochs": int(cfg.train.epochs), "minibatches": int(cfg.train.minibatches),
+                           "group_size": int(cfg.train.group_size),
+                           "prompts_per_step": int(cfg.train.prompts_per_step)},
         "listed_as": listed_as,
         "choices": {k: v for k, v in dict(getattr(cfg, "choices", {}) or {}).items()},
         "objective": {"class": node(obj)["class"], "terms": terms,
@@ -158,6 +162,13 @@ def format_description(d: dict[str, Any]) -> str:
     lines.append(f"  formula:  {d.get('formula') or '(no formula: field missing in the preset)'}")
     if d.get("hyperparameters"):
         lines.append(f"  defaults: {d['hyperparameters']}")
+    ts = d["train_schedule"]
+    lines.append(f"  schedule: {ts['epochs']} epoch(s) × {ts['minibatches']} minibatch(es) = "
+                 f"{ts['epochs'] * ts['minibatches']} optimizer step(s) per rollout batch, "
+                 f"G = {ts['group_size']}, {ts['prompts_per_step']} prompts per step")
+    if d.get("schedule"):
+        lines.append(f"            paper: {d['schedule']}")
+    lines.append(f"  authors:  {d.get('reference') or '-'}")
     lines.append("objective: " + d["objective"]["class"].rsplit(".", 1)[-1])
     for t in d["objective"]["terms"]:
         params = ", ".join(f"{k}={v!r}" for k, v in t["params"].items())

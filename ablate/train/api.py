@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 from omegaconf import DictConfig
 
+from ablate.component import inert_note
 from ablate.config import compose_config, to_plain
 from ablate.schema import RunConfig
 from ablate.spec.groups import TAG_GROUPS
@@ -221,10 +222,14 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
         from ablate.policy.model import model_line
 
         announce(model_line(trainer.policy.info))
+        announce(trainer.budget.describe())
+        if note := inert_note(trainer.algo, trainer.schedule):
+            announce(note)
         if resume is not None:
             trainer.load_state_dict(resume["trainer"])
         result = trainer.run(progress=progress)
         zero_adv.close(int(result.get("steps_done") or 0))
+        result["generation_budget"] = {"tokens": trainer.budget.tokens, "source": trainer.budget.source}
         if save == "final":
             save_model(trainer, rd, trainer.state.step, trainer.last_eval)
         if save != "none":

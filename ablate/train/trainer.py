@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ablate.component import load_tree_state, observe_tree, tree_state
+from ablate.component import load_tree_state, observe_tree, schedule_of, tree_state
 from ablate.config import check_run
 from ablate.metrics.entropy import token_entropy_sum_count
 from ablate.metrics.gradvar import GradVarianceMeter
@@ -29,7 +29,7 @@ from ablate.optim import lr_schedule
 from ablate.pipeline.base import Generated, Rollouts, StageEnv
 from ablate.policy import build_policy, token_logprobs
 from ablate.policy.lora import FrozenBase, is_lora, load_policy_state, policy_state
-from ablate.rollout import build_engine, resolve_max_new_tokens
+from ablate.rollout import build_engine, pin_budget
 from ablate.rollout.base import is_weights
 from ablate.schema import RunConfig
 from ablate.tasks import build_task
@@ -133,10 +133,17 @@ class Trainer:
         _seed_everything(self.seed)
         self.device = resolve_device(self.spec.device)
         prebuilt = built is not None and built.algorithm is not None and built.task is not None
+        if prebuilt:  # validation built the task, pinned the budget, then built the components
+            self.task, self.budget = built.task, built.budget
+        else:
+            self.task = build_task(cfg.task)
+            # the effective budget, before any component reads a length constant (L_max)
+            self.budget = pin_budget(cfg, self.task)
         self.algo: Algorithm = built.algorithm if prebuilt else build_algorithm(cfg)
         self.plan = self.algo.needs()
+        # what the schedule lets act (from the components' Acts declarations; api announces it)
+        self.schedule = schedule_of(self.algo, self.spec.train.epochs, self.spec.train.minibatches)
         self.objective = self.algo.objective
-        self.task = built.task if prebuilt else build_task(cfg.task)
         self.policy = build_policy(cfg.model, self.task, policy_seed(self.spec), self.device)
         self.model, self.tok = self.policy.model, self.policy.tokenizer
         self.task = self.policy.task  # prompts in the tokenizer's format (task.prompt_format)
@@ -152,7 +159,7 @@ class Trainer:
         self.engine = build_engine(cfg.rollout)
         self.plan = self.plan | self.engine.needs()  # e.g. a train–inference IS correction
         self.temperature = self.spec.rollout.temperature
-        self.max_new_tokens = resolve_max_new_tokens(self.spec.rollout.max_new_tokens, self.task)
+        self.max_new_tokens = self.budget.tokens
         t = self.spec.train
         self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=t.lr,
                                      betas=tuple(t.betas), weight_decay=t.weight_decay)

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from ablate.config import check_run
 from ablate.errors import ConfigError
 from ablate.registry import plain
-from ablate.rollout import build_engine, resolve_max_new_tokens
+from ablate.rollout import Budget, build_engine, pin_budget, resolve_budget
 from ablate.schema import RunConfig
 from ablate.spec.targets import resolve
 from ablate.tasks import build_task
@@ -29,6 +29,7 @@ class Validated:
     run: RunConfig
     task: Any = None
     algorithm: Optional[Algorithm] = None
+    budget: Optional[Budget] = None  # the effective generation budget, pinned before the components
 
 
 def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bool] = None,
@@ -45,7 +46,6 @@ def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bo
         return Validated(run)
     data = plain(cfg)  # resolved plain dict (already checked by the schema above)
     dcfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(data)
-    algorithm = build_algorithm(dcfg)
     check_rollout(data["rollout"])
     key = json.dumps(data["task"], sort_keys=True, default=str)
     task = task_cache.get(key) if task_cache is not None else None
@@ -53,10 +53,14 @@ def validate_config(cfg: Any, *, build: bool = True, cuda_available: Optional[bo
         task = build_task(data["task"])
         if task_cache is not None:
             task_cache[key] = task
+    # the one budget rule, resolved for the built task and written into the config before any
+    # component reads a length constant (${rollout.max_new_tokens}: Dr.GRPO's / HPT's L_max)
+    budget = pin_budget(dcfg, task)
+    algorithm = build_algorithm(dcfg)
     check_task_fits(task, run)
     check_group_relative(data["advantage"], run)
-    check_context(task, run)
-    return Validated(run, task, algorithm)
+    check_context(task, run, budget)
+    return Validated(run, task, algorithm, budget)
 
 
 def check_group_relative(advantage_cfg: Any, run: RunConfig) -> None:
@@ -68,7 +72,7 @@ def check_group_relative(advantage_cfg: Any, run: RunConfig) -> None:
                           "such as advantage=reinforce_pp)")
 
 
-def check_context(task: Any, run: RunConfig) -> None:
+def check_context(task: Any, run: RunConfig, budget: Optional[Budget] = None) -> None:
     """Held-out prompts exist in the number asked for, and each prompt plus the generation
     budget fits the tiny char-level model's context."""
     try:
@@ -77,11 +81,13 @@ def check_context(task: Any, run: RunConfig) -> None:
         raise ConfigError(f"{e}; allowed: eval.num_prompts <= the task's held-out set") from None
     if run.model.path is not None or task.prompt_format != "raw" or not probs:
         return
-    new = resolve_max_new_tokens(run.rollout.max_new_tokens, task)
+    budget = budget or resolve_budget(run.rollout.max_new_tokens, task)  # the one budget rule
+    new = budget.tokens
+    field = budget.source if budget.source != "default" else "rollout.max_new_tokens"
     longest = max(len(p.prompt) for p in probs)
     ctx = run.model.max_position_embeddings
     if longest + new + 1 > ctx:
-        raise ConfigError(f"rollout.max_new_tokens: {new} new tokens after a {longest}-character "
+        raise ConfigError(f"{field}: {new} new tokens after a {longest}-character "
                           f"prompt exceed model.max_position_embeddings={ctx}; allowed: "
                           f"max_new_tokens <= {max(0, ctx - longest - 1)}, or raise "
                           "model.max_position_embeddings")

@@ -131,7 +131,10 @@ class UPGE(Component):
         # peer-comparable value (verl/TRL pg_loss): masked tokens count the constant their
         # min/clip objective gives them instead of 0; same gradient as pg_loss
         clipped = m.clipped_weight.to(weight.dtype) if m.clipped_weight is not None else 0.0
-        peer_mat = torch.where(m.keep, weight, clipped).mul_(ctx.advantages).neg_()
+        peer_w = torch.where(m.keep, weight, clipped)
+        if self.denominator.PEER_LOGP_VALUE:  # verl's gpg/cispo value: −Â·w·log π
+            peer_w = peer_w * ctx.logp.detach()
+        peer_mat = peer_w.mul_(ctx.advantages).neg_()
         if ctx.loss_weights is not None:
             peer_mat.mul_(ctx.loss_weights.to(peer_mat.dtype)[:, None])
         d["pg_loss_peer"] = partial(self.aggregation(peer_mat, rm, norm))

@@ -22,6 +22,8 @@ import torch
 
 from ablate.config import compose_config
 from ablate.objectives.base import Objective
+from ablate.rollout import pin_budget
+from ablate.tasks import build_task
 from ablate.train.components import build_algorithm
 from ablate.upge.partition import partition
 from ablate.upge.batch import RolloutBatch
@@ -113,8 +115,12 @@ def fake_entropy(logp: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=None)
 def preset_cfg(method: str, overrides: tuple = ()):
-    return compose_config([f"method={method}", *overrides])
+    """As the trainer builds it: composed, then the generation budget pinned for the built task."""
+    cfg = compose_config([f"method={method}", *overrides])
+    pin_budget(cfg, build_task(cfg.task))
+    return cfg
 
 
 def algorithm(method: str, *overrides: str):
@@ -226,7 +232,8 @@ def test_hpt_gradient_matches_official_code_two_terms(G, sft_coef):
     token entropy. The step-skip guard (grad norm > 80) is a train setting, checked here as such."""
     cfg = preset_cfg("hpt")
     constant = float(cfg.aggregation.constant)
-    assert constant == float(cfg.rollout.max_new_tokens) and float(cfg.train.skip_grad_norm) == 80
+    assert constant == float(build_task(cfg.task).max_new_tokens)  # the task's budget (rollout unset)
+    assert float(cfg.train.skip_grad_norm) == 80
     if sft_coef is None:
         sft_coef = float(cfg.pipeline.stages[0].sft_coef)
     c = group_case(G, layout="hpt", sft_coef=sft_coef)

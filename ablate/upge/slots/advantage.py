@@ -265,22 +265,35 @@ class LengthWeightedBaseline(_Outcome):
         return _singleton(r - base, n <= 1, r, self.singleton)  # verl: singleton ⇒ baseline 0
 
 
+GPG_ALPHA = ("authors", "verl")
+
+
 class GPG(_Outcome):
-    """Â = α(r − mean_g)/f_norm, α = B/#nonzero rewards in the batch (GPG, arXiv 2504.02546; verl ``gpg``)."""
+    """Â = α(r − mean_g)/f_norm (GPG, arXiv 2504.02546).
+
+    ``alpha="authors"`` (default): α = B/(B − M), M = samples in all-equal groups, as the authors'
+    code (AMAP-ML/GPG open-r1/src/open_r1/gpg_trainer.py: loss / inverse_alpha, inverse_alpha =
+    informative groups / groups). ``alpha="verl"``: verl's port, α = B / #non-zero rewards."""
 
     group_relative = True
 
-    def __init__(self, f_norm: float = 1.0, singleton: str = "raw"):
+    def __init__(self, f_norm: float = 1.0, singleton: str = "raw", alpha: str = "authors"):
         n = type(self).__name__
         self.f_norm = float(f_norm)
         if self.f_norm == 0:
             raise ConfigError(f"advantage {n}.f_norm: must be non-zero, got {f_norm!r}")
         self.singleton = _choice(n, "singleton", singleton, SINGLETON_MODES)
+        self.alpha_mode = _choice(n, "alpha", alpha, GPG_ALPHA)
 
     def alpha(self, batch: RolloutBatch) -> float:
-        """verl: α = bsz / count_nonzero(scores) over the whole batch (1 if no reward is non-zero);
-        NaN-reward rows are not counted in bsz."""
+        """authors: B/(B − M) over the valid rows (1 when every group is all-equal: the gradient is
+        zero then, where the authors' code would divide by zero). verl: bsz / count_nonzero(scores)
+        (1 if no reward is non-zero); NaN-reward rows are not counted in B."""
         r, valid = _rewards(batch)
+        if self.alpha_mode == "authors":
+            dead = int((F.group_all_equal(r, batch.group_ids, valid) & valid).sum())
+            live = int(valid.sum()) - dead
+            return float(valid.sum()) / live if live else 1.0
         nnz = int(((r != 0) & valid).sum())
         return float(valid.sum()) / nnz if nnz else 1.0
 
