@@ -114,10 +114,15 @@ def _read_json(path: Path, warnings: list[str], required: bool = False) -> Any:
 
 
 def _read_jsonl(path: Path, warnings: list[str]) -> list:
+    return _read_jsonl_counted(path, warnings)[0]
+
+
+def _read_jsonl_counted(path: Path, warnings: list[str]) -> tuple[list, int]:
+    """The readable rows and the number of unreadable lines, from one parse."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        return []
+        return [], 0
     out, bad = [], 0
     for line in text.splitlines():
         line = line.strip()
@@ -129,7 +134,7 @@ def _read_jsonl(path: Path, warnings: list[str]) -> list:
             bad += 1
     if bad:
         warnings.append(f"{path}: {bad} unreadable line(s) skipped")
-    return out
+    return out, bad
 
 
 def _num(x) -> float:
@@ -169,9 +174,9 @@ def load_sweep(sweep_dir) -> Sweep:
         warnings.append("search_space.yaml is missing")
     if not (path / "trials.jsonl").exists():
         raise SweepFormatError(f"{path / 'trials.jsonl'} is missing: not a sweep directory?")
-    records = [r for r in _read_jsonl(path / "trials.jsonl", warnings) if isinstance(r, dict)]
+    lines, torn = _read_jsonl_counted(path / "trials.jsonl", warnings)
+    records = [r for r in lines if isinstance(r, dict)]
     skipped: list[dict] = []
-    torn = _bad_lines(path / "trials.jsonl")
     recovered = _recover_rows(path, meta, records)
     if recovered:
         warnings.append(f"{len(recovered)} trial(s) missing from trials.jsonl recovered from their "
@@ -217,6 +222,7 @@ def load_sweep(sweep_dir) -> Sweep:
         summary = _read_json(rd / "summary.json", warnings)
         summary = summary if isinstance(summary, dict) else {}
         combo_text = str(r["combo"]) if r.get("combo") else ""
+        logged, bad = _read_jsonl_counted(rd / "metrics.jsonl", warnings)
         if status != "finished":
             err = r.get("error") or summary.get("error")
             skipped.append({"trial_id": tid, "combo": combo_text, "excluded": True,
@@ -226,12 +232,10 @@ def load_sweep(sweep_dir) -> Sweep:
                 skipped.append({"trial_id": tid, "combo": combo_text, "excluded": False,
                                 "reason": f"metrics.jsonl missing in {run_dir} (no curves; final "
                                           f"values from trials.jsonl/summary.json)"})
-            else:
-                bad = _bad_lines(rd / "metrics.jsonl")
-                if bad:
-                    skipped.append({"trial_id": tid, "combo": combo_text, "excluded": False,
-                                    "reason": f"{bad} unreadable line(s) in {run_dir}/metrics.jsonl "
-                                              f"(those steps are missing from the curves)"})
+            elif bad:
+                skipped.append({"trial_id": tid, "combo": combo_text, "excluded": False,
+                                "reason": f"{bad} unreadable line(s) in {run_dir}/metrics.jsonl "
+                                          f"(those steps are missing from the curves)"})
         wandb = summary.get("wandb") if isinstance(summary.get("wandb"), dict) else {}
         final = r.get("final") if isinstance(r.get("final"), dict) else None
         if not final and isinstance(summary.get("final"), dict):
@@ -261,7 +265,7 @@ def load_sweep(sweep_dir) -> Sweep:
             row["final." + str(k)] = _num(v)
         rows.append(row)
 
-        for m in _read_jsonl(rd / "metrics.jsonl", warnings):
+        for m in logged:
             if isinstance(m, dict):
                 m["trial_id"] = tid
                 metric_records.append(m)
@@ -369,22 +373,6 @@ def load_sweep(sweep_dir) -> Sweep:
 def _one_line(x, n: int = 200) -> str:
     s = " ".join(str(x).split())
     return s if len(s) <= n else s[: n - 1] + "…"
-
-
-def _bad_lines(path: Path) -> int:
-    """Unreadable (e.g. torn) lines of a JSONL file."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return 0
-    bad = 0
-    for line in text.splitlines():
-        if line.strip():
-            try:
-                json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1
-    return bad
 
 
 def _recover_rows(path: Path, meta: dict, records: list[dict]) -> list[dict]:
