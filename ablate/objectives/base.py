@@ -113,12 +113,14 @@ class Objective(Component):
         batch.advantages = primary  # None: no term has an advantage slot (REBEL, REAL, ...)
 
     # ------------------------------------------------------------------ once per minibatch
-    def normalizers(self, mb: RolloutBatch, reducer=None) -> dict[str, Normalizer]:
+    def normalizers(self, mb: RolloutBatch, reducer=None, num_chunks: int = 1) -> dict[str, Normalizer]:
         """Each term's counts (tokens, sequences, prompt groups) over its own rows of the minibatch
-        ("" = all rows, for regularizers); ``reducer`` sums them over the workers of a multi-worker trial."""
-        out = {"": Normalizer.of(mb.response_mask, reducer, mb.group_ids)}
+        ("" = all rows, for regularizers); ``reducer`` sums them over the workers of a multi-worker trial;
+        ``num_chunks``: the minibatch's microbatches on this worker (per-microbatch aggregation scope)."""
+        out = {"": Normalizer.of(mb.response_mask, reducer, mb.group_ids, num_chunks)}
         for name, term in self.terms.items():
-            out[name] = Normalizer.of(_restrict(mb, term.row_select(mb)), reducer, mb.group_ids)
+            out[name] = Normalizer.of(_restrict(mb, term.row_select(mb)), reducer, mb.group_ids,
+                                      num_chunks)
         self._norms = out  # the current minibatch's, for chunk_weight
         return out
 

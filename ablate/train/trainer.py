@@ -451,11 +451,11 @@ class Trainer:
                 on_policy = epoch == 0 and mb_no == 0  # no optimizer step yet: π_old = π_θ
                 mb_rows = mb_rows_cpu.to(self.device)
                 mb = batch.select(mb_rows)
-                norms = obj.normalizers(mb, reducer)
+                chunks = self._microbatches(batch, mb_rows_cpu, groups)
+                norms = obj.normalizers(mb, reducer, num_chunks=len(chunks))
                 self.opt.zero_grad(set_to_none=True)
                 if self.meter is not None:
                     self.meter.start()
-                chunks = self._microbatches(batch, mb_rows_cpu, groups)
                 unit_weight = 0.0
                 for mc_idx_cpu, closes_unit in chunks:
                     mc_idx = mc_idx_cpu.to(self.device)

@@ -158,6 +158,7 @@ class Regularizer(Slot):
     family = "regularizer"
     coef: float = 0.0
     aggregation: Optional[str] = None  # None: the objective's primary aggregation
+    aggregation_scope: str = "minibatch"  # with ``aggregation``: minibatch or microbatch counts
 
     def needs(self) -> Needs:
         return Needs() if self.coef == 0 else super().needs()
