@@ -141,18 +141,21 @@ class Objective(Component):
         return total
 
     def batch_loss(self, batch: RolloutBatch, logp: torch.Tensor, entropy: Optional[torch.Tensor] = None,
-                   entropy_grad: Optional[torch.Tensor] = None) -> ObjectiveOutput:
+                   entropy_grad: Optional[torch.Tensor] = None,
+                   logits: Optional[torch.Tensor] = None) -> ObjectiveOutput:
         """Advantages, then the loss of the whole batch as one minibatch (tests, references)."""
         self.compute_advantages(batch)
-        return self(batch, logp, self.normalizers(batch), entropy=entropy, entropy_grad=entropy_grad)
+        return self(batch, logp, self.normalizers(batch), entropy=entropy, entropy_grad=entropy_grad,
+                    logits=logits)
 
     # ------------------------------------------------------------------ per microbatch
     def __call__(self, mc: RolloutBatch, logp: torch.Tensor, norms: Mapping[str, Normalizer],
                  entropy: Optional[torch.Tensor] = None,
-                 entropy_grad: Optional[torch.Tensor] = None) -> ObjectiveOutput:
+                 entropy_grad: Optional[torch.Tensor] = None,
+                 logits: Optional[torch.Tensor] = None) -> ObjectiveOutput:
         base = TokenContext.from_batch(mc, logp, entropy=entropy, entropy_grad=entropy_grad,
                                        advantages=mc.advantages if mc.advantages is not None
-                                       else torch.zeros_like(mc.response_mask))
+                                       else torch.zeros_like(mc.response_mask), logits=logits)
         loss = torch.zeros((), dtype=logp.dtype, device=logp.device)
         diags: dict[str, Diag] = {}
         multi = len(self.terms) > 1
