@@ -5,6 +5,11 @@ by line (verl helpers it calls inlined), not a re-derivation of the formula.
 - BAPO: WooooDyy/BAPO@3b8389c5a81e715a6fbaa2bb0fa688fe54ace9cf recipe/bapo/policy_loss.py
   (``_compute_effective_advantage``, ``compute_policy_loss_bapo``; loss_agg_mode token-mean,
   clip_ratio_c 3.0, the run_bapo_example.sh bounds) with the GRPO advantage of the recipe's verl.
+- RiskPO: RTkenny/RiskPO@8dce3fa771c9e3bc1d2286fe8f9afb8250b18a29 verl/trainer/ppo/core_algos.py
+  (``compute_grpo_bundle_rvar_outcome_advantage_quantile_tracking`` with the script's settings:
+  use_mixing_risk_measure, w_mix 1.5, natural_baseline_adv False, credit sum-mean, quantiles 0.2/0.8,
+  no tracked quantiles reaching it) and the fork's verl vanilla loss (clip 0.2, dual clip 3), token-mean.
+  ``bundle_uid``: consecutive bundles of 5 prompts, as the preset reads the fork's trainer.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from tests.upge.reference_losses import Case
 from tests.upge.test_new_presets_slots import with_singleton
 from tests.upge.test_presets_reference import GS, ablate_grad, assert_same, case_where, ref_grad
 
+RISKPO = "RTkenny/RiskPO@8dce3fa771c9e3bc1d2286fe8f9afb8250b18a29 verl/trainer/ppo/core_algos.py"
 BAPO = "WooooDyy/BAPO@3b8389c5a81e715a6fbaa2bb0fa688fe54ace9cf recipe/bapo/policy_loss.py"
 
 
@@ -104,3 +110,96 @@ def test_bapo_preset_records_the_authors_commit():
 
     bapo = next(r for r in load_presets() if r["name"] == "bapo")
     assert BAPO.split(" ")[0] in bapo["reference"]
+
+
+def riskpo_bundle_advantage(scores, index, bundle_uid, epsilon=1e-6, quantile_down=0.2, quantile_up=0.8,
+                            w_mix=1.5, natural_baseline_adv=False, norm_adv_by_std_in_grpo=True):
+    """compute_grpo_bundle_rvar_outcome_advantage_quantile_tracking, use_mixing_risk_measure=True,
+    credit_assign_mode="sum-mean", q_track_* None, use_mean_as_baseline False; [B] advantages."""
+    bundle_to_questions = defaultdict(set)
+    bundle_to_question_responses = defaultdict(lambda: defaultdict(list))
+    for i in range(len(scores)):
+        bundle_to_questions[bundle_uid[i]].add(index[i])
+        bundle_to_question_responses[bundle_uid[i]][index[i]].append((i, scores[i]))
+    bundle_paper_scores, bundle_paper_combinations, question_means = {}, {}, {}
+    for bundle_id, questions in bundle_to_questions.items():
+        paper_scores, paper_combinations, question_response_lists = [], [], []
+        for q_id in sorted(questions):
+            responses = bundle_to_question_responses[bundle_id][q_id]
+            question_response_lists.append(responses)
+            question_means[q_id] = torch.mean(torch.tensor([sc for _, sc in responses], dtype=scores.dtype))
+        num_papers = min(len(r) for r in question_response_lists)
+        for paper_idx in range(num_papers):
+            response_indices, paper_score = [], 0
+            for question_responses in question_response_lists:
+                response_idx, response_score = question_responses[paper_idx]
+                response_indices.append(response_idx)
+                paper_score += response_score
+            paper_scores.append(paper_score)
+            paper_combinations.append(response_indices)
+        bundle_paper_scores[bundle_id] = torch.tensor(paper_scores, dtype=scores.dtype)
+        bundle_paper_combinations[bundle_id] = paper_combinations
+    advantages = torch.zeros_like(scores)
+    for bundle_id in bundle_to_questions:
+        ps = bundle_paper_scores[bundle_id]
+        if len(ps) == 1:
+            q_down, q_up, std = ps[0], ps[0], torch.tensor(1.0, dtype=scores.dtype)
+        else:
+            q_down, q_up = torch.quantile(ps, quantile_down), torch.quantile(ps, quantile_up)
+            std = torch.std(ps)
+        for paper_combination in bundle_paper_combinations[bundle_id]:
+            paper_score = sum(scores[idx] for idx in paper_combination)
+            paper_advantage = torch.clamp(paper_score - q_down, min=0) - torch.clamp(paper_score - q_up, min=0)
+            if natural_baseline_adv:
+                paper_advantage = paper_advantage + q_down - q_up
+            paper_advantage = paper_advantage / (quantile_up - quantile_down + epsilon)
+            cvar_advantage = -torch.clamp(q_down - paper_score, min=0) / (quantile_down + epsilon)
+            paper_advantage = (w_mix * cvar_advantage + paper_advantage) / (w_mix + 1)
+            if norm_adv_by_std_in_grpo:
+                paper_advantage = paper_advantage / (std + epsilon)
+            local_indices, local_ratios = [], []
+            for response_idx in paper_combination:
+                local_indices.append(response_idx)
+                local_ratios.append(scores[response_idx] - question_means[index[response_idx]])
+            sum_ratio_t = torch.stack(local_ratios).sum()
+            if sum_ratio_t.abs().item() > 1e-6:
+                for response_idx, ratio_t in zip(local_indices, local_ratios):
+                    advantages[response_idx] = paper_advantage * (ratio_t / sum_ratio_t)
+            else:
+                for response_idx in local_indices:
+                    advantages[response_idx] = paper_advantage / len(local_indices)
+    return advantages
+
+
+def authors_riskpo_loss(logp, c: Case, bundle_size: int = 5):
+    order = list(dict.fromkeys(c.group_ids))  # prompts in batch order
+    bundle_uid = [order.index(g) // bundle_size for g in c.group_ids]
+    scores = torch.tensor(c.rewards, dtype=c.mask.dtype)
+    adv = riskpo_bundle_advantage(scores, c.group_ids, bundle_uid).unsqueeze(-1) * c.mask
+    ratio = torch.exp(torch.clamp(logp - c.old_logp, -20.0, 20.0))
+    pg1, pg2 = -adv * ratio, -adv * torch.clamp(ratio, 0.8, 1.2)
+    clip1 = torch.maximum(pg1, pg2)
+    pg = torch.where(adv < 0, torch.min(-adv * 3.0, clip1), clip1)
+    return (pg * c.mask).sum() / c.mask.sum()
+
+
+@pytest.mark.parametrize("n_groups,bundle", [(3, 5), (7, 5), (4, 2)])
+@pytest.mark.parametrize("G", GS)
+def test_riskpo_preset_gradient_equals_the_authors_bundle_advantage_and_loss(G, n_groups, bundle):
+    def moves(c):  # a non-degenerate bundle: some row gets an advantage
+        order = list(dict.fromkeys(c.group_ids))
+        uid = [order.index(g) // bundle for g in c.group_ids]
+        adv = riskpo_bundle_advantage(torch.tensor(c.rewards, dtype=c.mask.dtype), c.group_ids, uid)
+        return bool((adv != 0).any())
+
+    c = case_where(moves, G, spread=0.8, n_groups=n_groups)
+    over = () if bundle == 5 else (f"advantage.bundle_size={bundle}",)
+    want = ref_grad(authors_riskpo_loss, c, bundle_size=bundle)
+    assert_same(ablate_grad(c, "riskpo", *over), want)
+
+
+def test_riskpo_preset_records_the_authors_commit():
+    from ablate.methods.catalog import load_presets
+
+    riskpo = next(r for r in load_presets() if r["name"] == "riskpo")
+    assert RISKPO.split(" ")[0] in riskpo["reference"]
