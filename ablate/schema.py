@@ -308,6 +308,15 @@ class _FieldError(ValueError):
         self.loc, self.value, self.allowed = loc, value, allowed
 
 
+class Problem(ValueError):
+    """A check's failure in its own words, raised inside a pydantic validator: the one-line error
+    is '<field>: <text>', the field being where pydantic met it plus ``loc`` below that."""
+
+    def __init__(self, text: str, loc: tuple = ()):
+        super().__init__(text)
+        self.text, self.loc = text, tuple(loc)
+
+
 def _describe_type(tp: Any) -> str:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -396,12 +405,20 @@ def _fmt(v: Any) -> str:
     return s if len(s) <= 80 else s[:77] + "..."
 
 
-def config_error(e: ValidationError, root: type[BaseModel], prefix: str = "") -> ConfigError:
-    """The first error of ``e`` as one line: '<field>: got <value>; allowed: <what>'."""
+def config_error(e: ValidationError, root: type[BaseModel], prefix: str = "",
+                 name: str = "config") -> ConfigError:
+    """The first error of ``e`` as one line: '<field>: got <value>; allowed: <what>' (a
+    :class:`Problem` keeps its own words; a ConfigError raised by a validator is passed on as is;
+    ``name`` names the whole input where the problem is at its top level)."""
     err = e.errors(include_url=False)[0]
     loc = tuple(err.get("loc", ()))
     ctx = err.get("ctx") or {}
     inner = ctx.get("error")
+    if isinstance(inner, ConfigError):
+        return inner
+    if isinstance(inner, Problem):
+        where = _path(tuple(x for x in loc if isinstance(x, str)) + inner.loc)
+        return ConfigError(f"{prefix + where if where else prefix.rstrip('.') or name}: {inner.text}")
     if isinstance(inner, _FieldError):
         loc = tuple(x for x in loc if isinstance(x, str)) + inner.loc
         field = prefix + _path(loc)
@@ -426,14 +443,14 @@ def config_error(e: ValidationError, root: type[BaseModel], prefix: str = "") ->
     return ConfigError(f"{field}: got {_fmt(value)}; allowed: {what}")
 
 
-def check(model: type[BaseModel], data: Any, prefix: str = "") -> BaseModel:
+def check(model: type[BaseModel], data: Any, prefix: str = "", name: str = "config") -> BaseModel:
     """``model.model_validate(data)`` with a one-line ConfigError for the first problem."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: got {_fmt(data)}; allowed: a mapping")
+        raise ConfigError(f"{prefix.rstrip('.') or name}: got {_fmt(data)}; allowed: a mapping")
     try:
         return model.model_validate(dict(data))
     except ValidationError as e:
-        raise config_error(e, model, prefix) from None
+        raise config_error(e, model, prefix, name) from None
 
 
 SCHEMA_GROUPS: dict[str, type[BaseModel]] = {"train": TrainConfig, "eval": EvalConfig,

@@ -5,13 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from ablate.spec.imports import cycles, package_graph
+from ablate.spec.imports import cycles, module_graph, package_graph
 
 # Cycles that are known and not yet removed; each entry must still be a cycle (so a fix forces its
-# removal). claims <-> report <-> sweep: ablate/claims holds both the claim format (claims.spec, which
-# sweep.space and report import) and the runner/evaluation (claims.run, claims.evaluate, which import
-# sweep and report); and report.load recovers torn trials.jsonl lines through sweep.ledger (goes
-# with "one record of a trial", issue 19 item 3).
+# removal). claims <-> report <-> sweep is a cycle of packages, not of modules (see the test below):
+# the three packages interleave in layers, claims.spec < report.metric_stats; sweep.ledger <
+# report.load < claims.{evaluate,sequential} < report.build < sweep.runner < claims.run. Removing it
+# needs a package split, not an import tweak: the claim format below report (ablate/spec), the
+# sweep reading and document model (report.load, report.render, metric_stats.run_values) below
+# claims, and the `ablate claims`/`ablate plan` commands (claims.run, claims.plan) above sweep.
 PENDING: list[list[str]] = [["claims", "report", "sweep"]]
 
 
@@ -25,6 +27,15 @@ def test_no_import_cycles_between_packages():
     found = cycles(package_graph())
     assert [c for c in found if c not in PENDING] == []
     assert all(c in found for c in PENDING), "a pending cycle is gone: remove it from PENDING"
+
+
+def test_no_module_cycle_spans_two_packages():
+    """The packages of a pending cycle still layer cleanly module by module: no import chain leaves
+    a package and comes back to it (a cycle inside one package, e.g. an __init__ that re-exports
+    lazily, is that package's own business)."""
+    found = cycles(module_graph())
+    assert [c for c in found if len({m.split(".")[1] for m in c}) > 1] == []
+    assert cycles({"ablate.a.x": {"ablate.b.y"}, "ablate.b.y": {"ablate.a.x"}}) != []
 
 
 def test_low_layers_import_nothing_above_them():

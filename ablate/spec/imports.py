@@ -55,6 +55,23 @@ def package_graph() -> dict[str, set[str]]:
     return graph
 
 
+def module_graph() -> dict[str, set[str]]:
+    """{module: ablate modules it imports}: the finer graph, where a package's layers show (e.g. the
+    claim format below the report, the ``ablate claims`` runner above the sweep)."""
+    paths = sorted(ROOT.rglob("*.py"))
+    mods = {_module_name(p) for p in paths}
+    graph: dict[str, set[str]] = {}
+    for path in paths:
+        src, deps = _module_name(path), set()
+        for name in _imports(path):
+            while name and name not in mods:  # ``from ablate.x import name`` -> ablate.x
+                name = name.rpartition(".")[0]
+            if name and name != src:
+                deps.add(name)
+        graph[src] = deps
+    return graph
+
+
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """The strongly connected components with more than one package (Tarjan), each sorted."""
     index: dict[str, int] = {}

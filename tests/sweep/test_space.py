@@ -44,6 +44,15 @@ BAD = [
      "base_overrides: 'mask=none' sets 'mask', which the sweep varies"),
     ("asha grace >= max_t", {"scheduler": {"type": "asha", "max_t": 4, "grace_period": 4}},
      "scheduler.grace_period: must be > 0 and < max_t"),
+    # the pydantic models: a bool is no number, a section's keys are checked, an int range is integral
+    ("bool is not a number", {"max_failures": True}, "max_failures: got True; allowed: a number"),
+    ("unknown resources key", {"resources": {"cpus": 2}}, "resources: key: unknown value 'cpus'"),
+    ("fractional int range", {"search": {"algorithm": "random", "num_samples": 2},
+                              "params": {"train.minibatches": {"type": "int", "low": 1.5, "high": 4}}},
+     "params.train.minibatches.low: got 1.5; allowed: an integer"),
+    ("key of another param type", {"params": {"train.epochs": {"type": "choice", "values": [1],
+                                                              "low": 0}}},
+     "params.train.epochs: key: unknown value 'low'"),
 ]
 
 
