@@ -10,6 +10,8 @@ by line (verl helpers it calls inlined), not a re-derivation of the formula.
   use_mixing_risk_measure, w_mix 1.5, natural_baseline_adv False, credit sum-mean, quantiles 0.2/0.8,
   no tracked quantiles reaching it) and the fork's verl vanilla loss (clip 0.2, dual clip 3), token-mean.
   ``bundle_uid``: consecutive bundles of 5 prompts, as the preset reads the fork's trainer.
+- LCO: homzer/llama-rlhf@0bde42a2447adbb12c9567c4723790a5727cd7d1 src/ppo/trainer_lco.py (the
+  transcription lives in tests/objectives/test_lco.py) on the composed ``lco`` preset.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tests.upge.reference_losses import Case
 from tests.upge.test_new_presets_slots import with_singleton
 from tests.upge.test_presets_reference import GS, ablate_grad, assert_same, case_where, ref_grad
 
+REFERENCED = {"bapo", "riskpo", "lco"}  # presets with an authors'-code gradient test here
 RISKPO = "RTkenny/RiskPO@8dce3fa771c9e3bc1d2286fe8f9afb8250b18a29 verl/trainer/ppo/core_algos.py"
 BAPO = "WooooDyy/BAPO@3b8389c5a81e715a6fbaa2bb0fa688fe54ace9cf recipe/bapo/policy_loss.py"
 
@@ -203,3 +206,33 @@ def test_riskpo_preset_records_the_authors_commit():
 
     riskpo = next(r for r in load_presets() if r["name"] == "riskpo")
     assert RISKPO.split(" ")[0] in riskpo["reference"]
+
+
+@pytest.mark.parametrize("G", GS)
+def test_lco_preset_gradient_equals_the_authors_lco_loss(G):
+    """method=lco composed as `ablate train` composes it: GRPO advantages (verl), then the authors'
+    LCO-KLD over the valid tokens' full-vocabulary logits."""
+    from ablate.upge.aggregation import Normalizer
+    from tests.objectives.test_lco import authors_lco_loss
+    from tests.upge.test_presets_reference import algorithm, make_case, to_batch
+
+    c = make_case(G, 1)
+    batch = to_batch(c)
+    B, T = c.mask.shape
+    g = torch.Generator().manual_seed(G)
+    V = 13
+    logits = (2 * torch.randn(B, T, V, generator=g, dtype=c.mask.dtype)).requires_grad_(True)
+    batch.input_ids = torch.cat([torch.zeros(B, 2, dtype=torch.long),
+                                 torch.randint(0, V, (B, T), generator=g)], dim=1)
+    batch.prompt_len = 2
+    logp = torch.log_softmax(logits, -1).gather(-1, batch.input_ids[:, 2:, None]).squeeze(-1)
+    obj = algorithm("lco").objective
+    obj.compute_advantages(batch)
+    out = obj(batch, logp, {k: Normalizer.of(batch.response_mask) for k in ("", "pg")}, logits=logits)
+    (got,) = torch.autograd.grad(out.loss, logits)
+    valid = c.mask > 0
+    adv = verl_grpo_advantages(c)
+    want_loss = authors_lco_loss(logits[valid], batch.input_ids[:, 2:][valid], adv[valid], 1.0)
+    (want,) = torch.autograd.grad(want_loss, logits)
+    assert float(want.abs().sum()) > 0
+    assert_same(got, want)
