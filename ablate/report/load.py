@@ -23,6 +23,7 @@ import pandas as pd
 
 from ablate.errors import ConfigError
 from ablate.spec.groups import SLOT_FAMILIES
+from ablate.tracking.run_store import read_jsonl
 
 STATUSES = ("finished", "failed", "early_stopped", "running", "pending")
 PASS_AT_RE = re.compile(r"^eval/pass@(\d+)$")
@@ -85,11 +86,7 @@ class Sweep:
         if row.empty:
             return []
         run_dir = self._run_dir(row.iloc[0])
-        out = []
-        for rec in _read_jsonl(run_dir / "samples.jsonl", []):
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
+        return read_jsonl(run_dir / "samples.jsonl")[0]
 
     def _run_dir(self, row) -> Path:
         rd = row.get("run_dir")
@@ -113,23 +110,12 @@ def _read_json(path: Path, warnings: list[str], required: bool = False) -> Any:
         return None
 
 
-def _read_jsonl(path: Path, warnings: list[str]) -> list:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return []
-    out, bad = [], 0
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            bad += 1
+def _read_jsonl(path: Path, warnings: list[str]) -> list[dict]:
+    """The run store's reader (ablate.tracking.run_store.read_jsonl), its skipped lines noted."""
+    recs, bad = read_jsonl(path)
     if bad:
         warnings.append(f"{path}: {bad} unreadable line(s) skipped")
-    return out
+    return recs
 
 
 def _num(x) -> float:
@@ -169,7 +155,7 @@ def load_sweep(sweep_dir) -> Sweep:
         warnings.append("search_space.yaml is missing")
     if not (path / "trials.jsonl").exists():
         raise SweepFormatError(f"{path / 'trials.jsonl'} is missing: not a sweep directory?")
-    records = [r for r in _read_jsonl(path / "trials.jsonl", warnings) if isinstance(r, dict)]
+    records = _read_jsonl(path / "trials.jsonl", warnings)
     skipped: list[dict] = []
     torn = _bad_lines(path / "trials.jsonl")
     recovered = _recover_rows(path, meta, records)
@@ -262,9 +248,8 @@ def load_sweep(sweep_dir) -> Sweep:
         rows.append(row)
 
         for m in _read_jsonl(rd / "metrics.jsonl", warnings):
-            if isinstance(m, dict):
-                m["trial_id"] = tid
-                metric_records.append(m)
+            m["trial_id"] = tid
+            metric_records.append(m)
 
     trials = pd.DataFrame.from_records(rows)
     if trials.empty:
@@ -373,18 +358,7 @@ def _one_line(x, n: int = 200) -> str:
 
 def _bad_lines(path: Path) -> int:
     """Unreadable (e.g. torn) lines of a JSONL file."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return 0
-    bad = 0
-    for line in text.splitlines():
-        if line.strip():
-            try:
-                json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1
-    return bad
+    return read_jsonl(path)[1]
 
 
 def _recover_rows(path: Path, meta: dict, records: list[dict]) -> list[dict]:
