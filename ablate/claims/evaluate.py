@@ -27,6 +27,17 @@ from .spec import Claim, parse_claims, parse_report
 
 AGG_WORDS = {"final": "final value", "mean": "mean over the run", "slope": "slope per step over the run",
              "auc": "area under the curve (time-average)", "last3": "mean of the last 3 logged values"}
+PROBE_WORDS = {"trace_cov": "trace of the covariance of one batch's gradient at a fixed policy",
+               "rel_var": "trace of the covariance of one batch's gradient / ‖E g‖², at a fixed policy"}
+
+
+def agg_words(c: Claim) -> str:
+    """How the claim's per-replicate value is formed (a run's aggregation, or the probe's metric)."""
+    return PROBE_WORDS[c.metric] if c.is_probe else AGG_WORDS[c.aggregation]
+
+
+def what_text(c: Claim) -> str:
+    return f"{c.metric} ({agg_words(c)})"
 
 
 @dataclass
@@ -141,14 +152,16 @@ def p_text(c: Comparison) -> str:
 
 def sentence(r: ClaimResult) -> str:
     c, k = r.claim, r.comparison
-    what = f"{c.metric} ({AGG_WORDS[c.aggregation]})"
+    what = what_text(c)
+    unit = "batches" if c.is_probe else "seeds"
     a, b = arm_text(c.a), arm_text(c.b)
     if not np.isfinite(k.estimate):
         return f"No full-budget runs with {what} in both arms ({a} / {b}): nothing to test."
     if k.verdict == "untestable":
-        return (f"Not testable: fewer than 2 seeds with {what} in an arm (a − b = {_fmt(k.estimate)}).")
+        return (f"Not testable: fewer than 2 {unit} with {what} in an arm (a − b = {_fmt(k.estimate)}).")
     ci = f"{1 - k.alpha:.0%} CI [{_fmt(k.low)}, {_fmt(k.high)}]"
-    stats = (f"a − b = {_fmt(k.estimate)}, {ci}, {p_text(k)}, {k.method} over {k.n_a} seeds; "
+    over = "" if c.is_probe else f" over {k.n_a} seeds"
+    stats = (f"a − b = {_fmt(k.estimate)}, {ci}, {p_text(k)}, {k.method}{over}; "
              f"MDE (80% power) {k.mde:.3g}")
     rel = "higher" if k.estimate > 0 else "lower"
     v = r.verdict
