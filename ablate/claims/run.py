@@ -21,6 +21,7 @@ from ablate.stats import VERDICTS
 from .sequential import all_decided, batch_names, evaluate_sequential, load_batches, merge, plan_of
 
 CLAIMS_DIR = Path("search_spaces") / "claims"
+DEFAULT_OUTPUT_DIR = "runs/claims"  # `ablate claims --output-dir` default: the claim sweeps and probes
 BEGIN = "<!-- claims:begin"
 END = "<!-- claims:end -->"
 
@@ -55,7 +56,7 @@ def _same_space(sweep_dir: Path, space) -> bool:
 
 
 def run_claims(files: list[str] | None = None, *, report_only: bool = False,
-               output_dir: str = "runs/claims", report_dir: str = "reports/claims",
+               output_dir: str = DEFAULT_OUTPUT_DIR, report_dir: str = "reports/claims",
                readme: str | None = "README.md", num_cpus: float | None = None,
                log: Callable[[str], None] | None = None) -> int:
     from ablate.sweep.space import load_search_space

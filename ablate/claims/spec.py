@@ -313,16 +313,17 @@ def _parse_list(v: Any, axes: Mapping[str, list] | None) -> list[Claim]:
         if not isinstance(c, Mapping):
             raise ConfigError(f"{f}: expected a mapping with {', '.join(keys)}")
         raw_id = c.get("id")
-        f = f"claims.{raw_id}" if isinstance(raw_id, str) and _ID_RE.match(raw_id.strip()) else f
+        fid = f"claims.{raw_id}" if isinstance(raw_id, str) and _ID_RE.match(raw_id.strip()) else f
         kind = c.get("kind", "sweep")
         if axes is not None and kind == "probe":
-            raise ConfigError(f"{f}.kind: probe claims go in a probe claim file of their own (keys "
+            raise ConfigError(f"{fid}.kind: probe claims go in a probe claim file of their own (keys "
                               f"{', '.join(PROBE_FILE_KEYS)}; no sweep), not in a search space")
         if axes is None and kind != "probe":
-            raise choice_error(f"{f}.kind", kind, ["probe"])
+            raise choice_error(f"{fid}.kind", kind, ["probe"])
         for k in c:
             if k not in keys:
                 raise choice_error(f"{f}: key", k, keys)
+        f = fid
         data = {k: c[k] for k in c}
         if axes is not None:
             data["a"] = _arm(f"{f}.a", c.get("a"), axes)
