@@ -131,8 +131,9 @@ def _run_sequential(p: Path, space, output_dir: Path, num_cpus, log) -> int:
             batch.name, batch.seeds, batch.seed_range = name, seeds, None
             bfile = output_dir / "_batches" / f"{name}.yaml"
             bfile.parent.mkdir(parents=True, exist_ok=True)
-            bfile.write_text(yaml.safe_dump(json.loads(json.dumps(batch.to_dict(), default=str)),
-                                            sort_keys=False), encoding="utf-8")
+            # empty lists are the defaults (and `methods: []` does not validate)
+            data = {k: v for k, v in json.loads(json.dumps(batch.to_dict(), default=str)).items() if v != []}
+            bfile.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
             log(f"[claims] {space.name}: undecided; adding seeds {seeds[0]}..{seeds[-1]}")
             code = _run_one(bfile, batch, output_dir, num_cpus, log)
         else:
