@@ -235,9 +235,16 @@ def _probe_blocks(probe_rows) -> list:
         ["probe file", "file", "claim", "batches", "compute (s)", "commit"], rows,
         ["l", "l", "l", "r", "r", "l"])]
     for path, pf, c, st in probe_rows:
+        res = st["result"]
         out.append(Para([Code(c.id), f": {pf.description} Shared: "]
                         + [Code(" ".join(c.base) or "(none)")]
-                        + [f"; a: {' '.join(c.overrides('a'))}, b: {' '.join(c.overrides('b'))}."]))
+                        + [f"; a: {' '.join(c.overrides('a'))}, b: {' '.join(c.overrides('b'))}; "
+                           f"{res['params']} parameters, reference for the bias: `{res['reference']}`."]))
+        g = lambda x: "n/a" if x is None else f"{x:.4g}"  # noqa: E731
+        out.append(Table(["arm", "‖E g‖", "tr Cov (one batch)", "tr Cov / ‖E g‖²", "bias² vs ref", "cos to ref"],
+                         [[[Code(a["label"])], g(a["mean_norm"]), g(a["trace_cov"]), g(a["rel_var"]),
+                           g(a["bias_sq"]), g(a["cosine"])] for a in res["arms"]],
+                         ["l", "r", "r", "r", "r", "r"]))
     return out
 
 

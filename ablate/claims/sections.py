@@ -52,7 +52,8 @@ METHODS_TEXT = (
     "a − b is the difference of the arms' per-run values (the claim's aggregation), per seed the "
     "mean over the arm's combinations; arms share seeds, so the test is a paired t over the shared "
     "seeds (Welch t when none are shared) with a 95% t interval. p-values are Holm-corrected over "
-    "the {n} tested claim(s) of this family (misspecified claims are left out). Verdict: "
+    "the {n} tested claim(s) of this family (misspecified claims and claims of sequential sweeps "
+    "are left out). Verdict: "
     "reproduced / contradicted when the adjusted p < 0.05 and a − b lies on the expected / other "
     "side; equivalent when two one-sided tests (TOST, Holm-corrected) place a − b within the "
     "declared ±margin; underpowered when the minimum detectable effect (MDE: the difference this "
@@ -62,7 +63,7 @@ METHODS_TEXT = (
     "(seeds: {{min, max}}) are their own family: each look tests the undecided claims against "
     "O'Brien–Fleming-type alpha-spending boundaries (Holm by recycling the spent alpha), stops a "
     "claim when it is reproduced / contradicted or its repeated CI lies within ±margin, and every "
-    "look is listed under the claim. Probe claims (claims about an estimator) are measured at a "
+    "look is listed under the claim (their p (Holm) reads n/a). Probe claims (claims about an estimator) are measured at a "
     "fixed policy with the counterfactual estimator probe: both arms' gradients on the same rollout "
     "batches, a − b is a paired t over the batches (per batch: the leave-one-out squared deviation of "
     "the gradient, whose mean is the trace of its covariance), and they join the Holm family."
@@ -71,7 +72,7 @@ METHODS_TEXT = (
 
 def claim_blocks(results: list[ClaimResult], heading: bool = True, with_sweep: bool = False) -> list:
     blocks: list = [Heading(2, "Claims", "claims")] if heading else []
-    n = sum(1 for r in results if not r.claim.misspecified)
+    n = sum(1 for r in results if not r.claim.misspecified and not r.looks)
     blocks.append(Para("Published claims re-tested on " + ("these sweeps" if with_sweep else "this sweep")
                        + ". " + METHODS_TEXT.format(n=n)))
     blocks.append(claims_table(results, with_sweep))
