@@ -127,12 +127,18 @@ def evaluate_claim(sweep: Sweep, c: Claim, alpha: float = 0.05) -> ClaimResult:
                        seeds=shared, sweep=sweep.name)
 
 
-def evaluate_family(results: list[ClaimResult]) -> list[ClaimResult]:
-    """Holm over the family's testable, well-specified claims; verdicts use the adjusted p."""
+def evaluate_family(results: list[ClaimResult], share: float = 1.0) -> list[ClaimResult]:
+    """Holm over the family's testable, well-specified claims; verdicts use the adjusted p.
+    ``share`` (≤ 1): the family's share of the run's alpha when a run has several families
+    (``ablate claims``: Bonferroni across families, Holm within), applied as adjusted p / share."""
     fam = [i for i, r in enumerate(results) if not r.claim.misspecified]
     adj = adjust([results[i].comparison for i in fam], "holm")
     out = list(results)
     for i, comp in zip(fam, adj):
+        if share < 1:
+            tost = comp.p_tost_adjusted
+            comp = comp.adjusted(min(1.0, comp.p_adjusted / share),
+                                 min(1.0, tost / share) if np.isfinite(tost) else None)
         out[i] = replace(results[i], comparison=comp)
     return out
 

@@ -21,6 +21,8 @@ from ablate.stats import VERDICTS
 from .sequential import all_decided, batch_names, evaluate_sequential, load_batches, merge, plan_of
 
 CLAIMS_DIR = Path("search_spaces") / "claims"
+ALPHA = 0.05  # the family-wise error rate of one `ablate claims` run
+FIXED = "(fixed-n claims)"  # family_shares' key of the probe claims and fixed-seed sweeps
 DEFAULT_OUTPUT_DIR = "runs/claims"  # `ablate claims --output-dir` default: the claim sweeps and probes
 BEGIN = "<!-- claims:begin"
 END = "<!-- claims:end -->"
@@ -75,6 +77,7 @@ def run_claims(files: list[str] | None = None, *, report_only: bool = False,
         if not space.claims:
             raise ConfigError(f"claims: {p} has no claims: section")
         spaces.append((p, space))
+    shares = family_shares(spaces, probes)
     rc = 0
     for p, pf, out in ([] if report_only else probes):
         log(f"[claims] {pf.name}: probe claims of {p}")
@@ -83,7 +86,8 @@ def run_claims(files: list[str] | None = None, *, report_only: bool = False,
         if report_only:
             continue
         if plan_of(space) is not None:
-            rc = rc or _run_sequential(p, space, Path(output_dir), num_cpus, log)
+            rc = rc or _run_sequential(p, space, Path(output_dir), num_cpus, log,
+                                       ALPHA * shares.get(space.name, 1.0))
         else:
             rc = rc or _run_one(p, space, Path(output_dir), num_cpus, log)
     out = write_claims_report([(p, s, Path(output_dir) / s.name) for p, s in spaces], Path(report_dir),
@@ -113,13 +117,32 @@ def _run_one(p: Path, space, output_dir: Path, num_cpus, log) -> int:
     return run_sweep(p, output_dir=str(output_dir), resume=state != "absent", num_cpus=num_cpus, log=log)
 
 
-def _run_sequential(p: Path, space, output_dir: Path, num_cpus, log) -> int:
+def _tested(claims) -> int:
+    return sum(1 for c in claims if not c.misspecified)
+
+
+def family_shares(spaces, probes) -> dict[str, float]:
+    """Each family's share of the run's alpha, in proportion to its declared tested claims: every
+    sequential sweep is a family (Holm by recycling within it), the probe claims and fixed-seed
+    sweeps together are one (Holm within it). Bonferroni across families keeps the family-wise
+    error over every claim of the run at ≤ ALPHA. Key: the sequential sweep's name, or FIXED."""
+    sizes: dict[str, int] = {FIXED: sum(_tested(pf.claims) for _, pf, _ in probes)}
+    for _, space in spaces:
+        if plan_of(space) is None:
+            sizes[FIXED] += _tested(space.claims)
+        else:
+            sizes[space.name] = _tested(space.claims)
+    total = sum(sizes.values())
+    return {k: (m / total if total else 1.0) for k, m in sizes.items()}
+
+
+def _run_sequential(p: Path, space, output_dir: Path, num_cpus, log, alpha: float = 0.05) -> int:
     """Seed batches until every claim is decided (ablate.claims.sequential)."""
     import copy
 
     import yaml
 
-    plan = plan_of(space)
+    plan = plan_of(space, alpha)
     for k, (name, seeds) in enumerate(batch_names(space.name, plan)):
         if k:
             sweeps = load_batches(output_dir, space.name, plan)
@@ -151,6 +174,7 @@ def _results(entries, probes=()):
 
     fixed, notes, probe_rows = probe_results(probes)
     sequential, sweeps = [], []
+    shares = family_shares([(p, s) for p, s, _ in entries], probes)
     for path, space, sweep_dir in entries:
         try:
             sweep = load_sweep(sweep_dir)
@@ -159,13 +183,13 @@ def _results(entries, probes=()):
             continue
         claims = sweep_claims(sweep) or list(space.claims)
         sweeps.append((path, space, sweep))
-        plan = plan_of(space)
+        plan = plan_of(space, ALPHA * shares.get(space.name, 1.0))
         if plan is None:
             fixed += [evaluate_claim(sweep, c) for c in claims]
         else:  # a sequential sweep is its own family (recycled alpha spending)
             merged = merge(load_batches(Path(sweep_dir).parent, space.name, plan))
             sequential += evaluate_sequential(merged, claims, plan)
-    return evaluate_family(fixed) + sequential, notes, sweeps, probe_rows
+    return evaluate_family(fixed, shares[FIXED]) + sequential, notes, sweeps, probe_rows, shares
 
 
 def write_claims_report(entries, out_dir: Path, probes=()) -> Path:
@@ -178,7 +202,7 @@ def write_claims_report(entries, out_dir: Path, probes=()) -> Path:
 
     from .sections import claim_blocks
 
-    results, notes, sweeps, probe_rows = _results(entries, probes)
+    results, notes, sweeps, probe_rows, shares = _results(entries, probes)
     blocks: list = [Heading(2, "Summary", "summary")]
     counts = {v: sum(r.verdict == v for r in results) for v in VERDICTS}
     blocks.append(Para(
@@ -189,6 +213,15 @@ def write_claims_report(entries, out_dir: Path, probes=()) -> Path:
         "runs the embedded tiny char-level policy on CPU; a verdict is about this toy setting, not the "
         "paper's scale. Regenerate with `ablate claims` (runs what is missing) or "
         "`ablate claims --report-only`."))
+    if len(shares) > 1 or shares.get(FIXED, 1.0) < 1:
+        blocks.append(Para(
+            f"Error control over the whole run: the family-wise error rate over every tested claim is "
+            f"at most {ALPHA:g}. The run's alpha is split across its families in proportion to their "
+            "tested claims (Bonferroni across families): "
+            + "; ".join(f"{k} {ALPHA * v:.3g}" for k, v in shares.items() if v > 0)
+            + ". Within the fixed-n family the p (Holm) column is the Holm-adjusted p divided by the "
+            "family's share (compare it with 0.05); a sequential sweep spends its share with "
+            "alpha-spending boundaries and Holm by recycling (its looks' nominal levels include it)."))
     if notes:
         blocks.append(Bullets(notes))
     blocks += claim_blocks(results, heading=True, with_sweep=True)

@@ -128,3 +128,29 @@ def test_claims_runs_a_tiny_probe_with_holm_over_the_family(tmp_path, _cache, mo
     ps = sorted([both["up"]["p"], both["tok_vs_seq"]["p"]])
     assert sorted([both["up"]["p_holm"], both["tok_vs_seq"]["p_holm"]]) == pytest.approx(
         [min(1.0, 2 * ps[0]), min(1.0, max(2 * ps[0], ps[1]))])
+
+
+def test_run_alpha_is_split_across_families_in_proportion_to_their_claims(tmp_path):
+    """Bonferroni across the families of one `ablate claims` run (each sequential sweep; the probe
+    and fixed-seed claims together), Holm within: p (Holm) of the fixed family is divided by its
+    share, so the family-wise error over the run stays at 0.05."""
+    from types import SimpleNamespace as NS
+
+    from ablate.claims.evaluate import evaluate_claim, evaluate_family, sweep_claims
+    from ablate.claims.run import FIXED, family_shares
+    from ablate.claims.spec import Claim
+    from ablate.report.load import load_sweep
+
+    c = lambda i, mis="": Claim.model_validate({**claim(i, "higher"), "misspecified": mis})  # noqa: E731
+    seq = NS(name="seq", claims=[c("s1"), c("s2"), c("s3")], seed_range={"min": 3, "max": 6, "batch": 3})
+    fixed = NS(name="fix", claims=[c("f1"), c("bad", "wrong setting")], seed_range=None)
+    pf = parse_probe_file(_file())
+    shares = family_shares([("a", seq), ("b", fixed)], [("p", pf, tmp_path)])
+    assert shares == pytest.approx({FIXED: 2 / 5, "seq": 3 / 5})
+    sw = load_sweep(make_claim_sweep(tmp_path, level={"clip_higher": 1.1, "ppo_clip": 1.0},
+                                     claims=[claim("up", "higher"), claim("none", "higher", metric="train/other")]))
+    one = evaluate_family([evaluate_claim(sw, x) for x in sweep_claims(sw)])
+    half = evaluate_family([evaluate_claim(sw, x) for x in sweep_claims(sw)], share=0.5)
+    for r1, r2 in zip(one, half):
+        assert r2.comparison.p_adjusted == pytest.approx(min(1.0, 2 * r1.comparison.p_adjusted))
+        assert r2.comparison.p_value == r1.comparison.p_value
