@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -10,14 +11,31 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ablate.errors import ConfigError
+from ablate.spec.cli_options import add_safety_arguments, apply_plugins
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from ablate.config import compose_config
-    from ablate.train.api import run_config
+    from ablate.config import check_output_dir, compose_config
+    from ablate.train.api import quiet_third_party, run_config
 
+    apply_plugins(args)
     cfg = compose_config(args.overrides)
-    summary = run_config(cfg, progress=not args.quiet)
+    if args.print_config:
+        return _print_config(cfg)
+    if cfg.get("run_dir"):
+        check_output_dir(cfg.run_dir, "run_dir", args.allow_outside)
+    elif os.environ.get("ABLATE_RUNS"):
+        check_output_dir(os.environ["ABLATE_RUNS"], "ABLATE_RUNS", args.allow_outside)
+    from ablate.tracking import progress
+
+    try:
+        with quiet_third_party(enabled=not args.verbose), \
+                (progress.to_console() if not args.quiet else contextlib.nullcontext()):
+            summary = run_config(cfg, progress=not args.quiet)
+    except OSError as e:  # disk full, directory removed mid-run: one line; summary says failed
+        print(f"error: run: {e.strerror or e} ({getattr(e, 'filename', None) or 'run dir'})",
+              file=sys.stderr)
+        return 1
     fin = summary["final"]
     init = summary.get("initial_eval", {})
     keys = [k for k in ("eval/pass@1", "eval/pass@8") if k in fin]
@@ -29,6 +47,39 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"[ablate] W&B ({summary['wandb'].get('mode')}): {summary['wandb']['dir']}"
               + ("  (upload later with `wandb sync <dir>`)" if summary['wandb'].get('mode') == 'offline' else ""))
     return 0
+
+
+def _print_config(cfg) -> int:
+    """The resolved, validated config as YAML (what a run would use); nothing is created."""
+    import yaml
+
+    from ablate.config import to_plain
+    from ablate.train.validate import validate_config
+
+    validate_config(cfg)
+    sys.stdout.write(yaml.safe_dump(to_plain(cfg), sort_keys=False))
+    return 0
+
+
+def _train_epilog() -> str:
+    """Config groups and their choices, read from the group list and conf/ (never hard-coded)."""
+    from ablate.config import GROUPS
+    from ablate.registry import conf_dir
+
+    lines = ["config groups (choose one with group=name; set a field with group.field=value):"]
+    for g in GROUPS:
+        opts = sorted(p.stem for p in (conf_dir() / g).glob("*.yaml"))
+        total, shown = len(opts), ", ".join(opts)
+        while len(shown) > 70:  # one line per group: as many names as fit, then the count
+            opts = opts[:-1]
+            shown = ", ".join(opts) + f", ... ({total} in all)"
+        lines.append(f"  {g:<13} {shown or '(none)'}")
+    lines += ["", "where to look:",
+              "  ablate slots [family]     every slot variant with its parameters and defaults",
+              "  ablate methods [name]     method presets: which slots each one fills",
+              f"  {conf_dir()}/<group>/<name>.yaml   the files behind each choice",
+              "  ablate train ... --print-config   the resolved config, without running"]
+    return "\n".join(lines)
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
@@ -51,9 +102,10 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
 
 def _cmd_slots(args: argparse.Namespace) -> int:
-    from ablate.registry import SLOT_FAMILIES, describe_variants
+    from ablate.registry import describe_variants
+    from ablate.spec.groups import SLOT_FAMILIES
 
-    fams = tuple(args.family) if args.family else SLOT_FAMILIES + ("aggregation",)
+    fams = tuple(args.family) if args.family else SLOT_FAMILIES
     infos = describe_variants(fams)
     if args.json:
         print(json.dumps([vars(i) for i in infos], indent=2, default=str))
@@ -110,49 +162,22 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_root() -> Path:
-    """Where a source checkout keeps bench/: next to the ablate package (editable install)."""
-    return Path(__file__).resolve().parent.parent / "bench"
-
-
-def _load_bench():
-    """bench/__main__ of the source checkout, imported as package ``bench`` from its own
-    location (no sys.path change); ConfigError when ablate runs from an installed package."""
-    import importlib
-    import importlib.util
-
-    root = _bench_root()
-    if not (root / "__init__.py").is_file() or not (root / "__main__.py").is_file():
-        raise ConfigError(f"bench: `ablate bench` needs a source checkout of ablate (the "
-                          f"benchmarks live in its bench/ directory, not in the installed package; "
-                          f"looked for {root}); clone the repository and run "
-                          f"`pip install -e '.[cpu,bench]'` there")
-    have = sys.modules.get("bench")
-    if have is None or Path(getattr(have, "__file__", "") or "").resolve().parent != root:
-        spec = importlib.util.spec_from_file_location(
-            "bench", root / "__init__.py", submodule_search_locations=[str(root)])
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["bench"] = mod
-        spec.loader.exec_module(mod)
-    return importlib.import_module("bench.__main__")
-
-
-def _bench(argv: list[str]) -> int:
-    """`ablate bench [args]` = `python -m bench [args]` in a source checkout."""
-    try:
-        bench_main = _load_bench().main
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return int(bench_main(argv) or 0)
+BENCH_HINT = ("bench: the benchmarks are not part of the installed package; from a source "
+              "checkout run `python -m bench [--quick] [--only ...]` (see bench/README.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ablate", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="one training run: ablate train method=grpo [overrides]")
+    t = sub.add_parser("train", help="one training run: ablate train method=grpo [overrides]",
+                       epilog=_train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. method=dapo mask=none train.lr=3e-4")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_safety_arguments(t)
+    t.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (YAML) and exit without running or creating anything")
+    t.add_argument("-v", "--verbose", action="store_true",
+                   help="let third-party warnings and logs (transformers, peft, torch) through")
     t.set_defaults(func=_cmd_train)
     m = sub.add_parser("methods", help="the method catalog: presets and every listed paper's method")
     m.add_argument("name", nargs="?", help="a preset or listed method: print its full decomposition")
@@ -196,21 +221,20 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("-o", "--output", default="runs/probe/probe", help="writes OUTPUT.json and OUTPUT.md")
     pr.add_argument("-q", "--quiet", action="store_true")
     pr.set_defaults(func=_cmd_probe)
-    try:
-        from ablate.sweep.cli import add_sweep_parser
-        add_sweep_parser(sub)
-    except ImportError:  # pragma: no cover - sweep extra missing
-        pass
-    sub.add_parser("bench", help="benchmarks (ratios against peers); see bench/README.md",
-                   add_help=False)  # dispatched before parsing: its options are bench's own
+    from ablate.sweep.cli import add_sweep_parser
+
+    add_sweep_parser(sub)
+    sub.add_parser("bench", help="where the benchmarks are: `python -m bench` in a source checkout",
+                   add_help=False)
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:
-        return _bench(argv[1:])
+    if argv[:1] == ["bench"]:  # the cli never imports bench/: say where it is
+        print(f"error: {BENCH_HINT}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -56,6 +56,56 @@ class Needs:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """What a run's update schedule makes possible (the facts ``Acts`` is checked against)."""
+
+    updates_per_batch: int = 1  # optimizer steps per rollout batch: train.epochs × train.minibatches
+    off_policy: bool = False  # some rows carry behaviour log-probs not from the policy being trained
+
+    @property
+    def drift(self) -> bool:
+        """π_θ ≠ π_old is possible at some update: a later optimizer step on the same batch, or
+        off-policy rows."""
+        return self.updates_per_batch > 1 or self.off_policy
+
+    def describe(self) -> str:
+        rows = "off-policy rows" if self.off_policy else "on-policy rows only"
+        return f"{self.updates_per_batch} optimizer step(s) per rollout batch, {rows}"
+
+
+@dataclass(frozen=True)
+class Acts:
+    """When a component can change the gradient, so that choosing (or ablating) it can matter.
+
+    ``policy_drift``: it acts only where π_θ ≠ π_old (ratio masks and clips, clipped or sequence IS
+    weights, ratio penalties); with π_θ = π_old at every update it equals its family's neutral
+    choice. ``neutral``: it *is* the neutral choice (mask none, denominator π_θ): never acts.
+    ``off_policy_rows``: it supplies rows whose behaviour log-probs are not the trained policy's
+    (so π_θ ≠ π_old already at the first update)."""
+
+    policy_drift: bool = False
+    neutral: bool = False
+    off_policy_rows: bool = False
+
+    def can_act(self, schedule: Schedule) -> bool:
+        return not self.neutral and (not self.policy_drift or schedule.drift)
+
+
+ACTS_ALWAYS = Acts()
+ACTS_ON_DRIFT = Acts(policy_drift=True)
+ACTS_NEUTRAL = Acts(neutral=True)
+
+
+def acts_of_all(parts) -> Acts:
+    """A composite (all of several masks, per-row routing) is inert only where all its parts are."""
+    acts = [p.acts() for p in parts]
+    return Acts(policy_drift=all(a.policy_drift or a.neutral for a in acts) and
+                not all(a.neutral for a in acts),
+                neutral=all(a.neutral for a in acts),
+                off_policy_rows=any(a.off_policy_rows for a in acts))
+
+
+@dataclass(frozen=True)
 class StepInfo:
     """Step context a component may read (declared with ``Needs(step_info=True)``)."""
 
@@ -74,6 +124,11 @@ class Component:
 
     family: ClassVar[str] = ""
     NEEDS: ClassVar[Needs] = Needs()  # what every instance of the class needs
+    ACTS: ClassVar[Acts] = ACTS_ALWAYS  # when every instance of the class can act
+
+    def acts(self) -> Acts:
+        """When this component can act (override when it depends on parameters or parts)."""
+        return self.ACTS
 
     def needs(self) -> Needs:
         """This component's needs and its parts' (override when they depend on parameters)."""
@@ -141,6 +196,69 @@ def load_tree_state(root: Component, state: Mapping[str, Mapping]) -> None:
         raise ValueError(f"checkpoint has state for unknown components {unknown}")
     for path, c in parts.items():
         c.load_state_dict(state.get(path, {}))
+
+
+def schedule_of(root: Component, epochs: int, minibatches: int) -> Schedule:
+    """The schedule of a run: its train.epochs × train.minibatches, and off-policy rows when some
+    part of ``root`` declares it supplies them."""
+    off = any(c.acts().off_policy_rows for _, c in root.walk())
+    return Schedule(updates_per_batch=int(epochs) * int(minibatches), off_policy=off)
+
+
+def inert_parts(root: Component, schedule: Schedule) -> list[tuple[str, Component]]:
+    """Chosen parts that cannot act under ``schedule`` (neutral choices are not reported; a part
+    inside an inert one is not reported again)."""
+    out: list[tuple[str, Component]] = []
+
+    def visit(path: str, c: Component) -> None:
+        a = c.acts()
+        if not a.neutral and not a.can_act(schedule):
+            out.append((path, c))
+            return
+        for name, child in c.children():
+            visit(f"{path}.{name}" if path else name, child)
+    visit("", root)
+    return out
+
+
+def effective_signature(root: Component, schedule: Schedule) -> tuple:
+    """What the run's gradient can depend on: every part's class and own parameters, with parts that
+    cannot act under ``schedule`` (and neutral ones) reduced to their family's neutral choice. Two
+    configs with equal signatures train identically (the sweep preflight's inert-factor check)."""
+    out: list = [("schedule", schedule.updates_per_batch, schedule.off_policy)]
+
+    def visit(path: str, c: Component) -> None:
+        if not c.acts().can_act(schedule):
+            out.append((path, "neutral", c.family))
+            return
+        own = tuple(sorted((k, repr(v)) for k, v in vars(c).items()
+                           if not k.startswith("_") and not _holds_component(v)))
+        out.append((path, type(c).__module__, type(c).__qualname__, own))
+        for name, child in c.children():
+            visit(f"{path}.{name}" if path else name, child)
+    visit("", root)
+    return tuple(out)
+
+
+def _holds_component(v: Any) -> bool:
+    if isinstance(v, Component):
+        return True
+    if isinstance(v, (list, tuple)):
+        return any(isinstance(x, Component) for x in v)
+    if isinstance(v, dict):
+        return any(isinstance(x, Component) for x in v.values())
+    return False
+
+
+def inert_note(root: Component, schedule: Schedule) -> str:
+    """One line for `ablate train` when chosen parts cannot act ('' when all can)."""
+    parts = inert_parts(root, schedule)
+    if not parts:
+        return ""
+    names = ", ".join(f"{c.family or 'part'} {type(c).__name__} ({p})" for p, c in parts)
+    return (f"note: cannot act under this schedule ({schedule.describe()}, so π_θ = π_old at every "
+            f"update): {names}; the run trains exactly as with the neutral choices (mask none, "
+            "denominator π_θ, no ratio penalty). Raise train.epochs or train.minibatches for them to matter")
 
 
 def observe_tree(root: Component, info: StepInfo, metrics: Mapping[str, float]) -> None:

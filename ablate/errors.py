@@ -9,6 +9,11 @@ class ConfigError(ValueError):
     """Raised for invalid configuration; the message is one line, fit to print as-is."""
 
 
-def choice_error(field: str, value: object, allowed: Iterable[object]) -> ConfigError:
+def choice_text(value: object, allowed: Iterable[object]) -> str:
+    """'unknown value 'x'; allowed: a, b' (the part of a choice error after the field)."""
     allowed_s = ", ".join(str(a) for a in sorted(set(map(str, allowed))))
-    return ConfigError(f"{field}: unknown value {value!r}; allowed: {allowed_s}")
+    return f"unknown value {value!r}; allowed: {allowed_s}"
+
+
+def choice_error(field: str, value: object, allowed: Iterable[object]) -> ConfigError:
+    return ConfigError(f"{field}: {choice_text(value, allowed)}")

@@ -7,41 +7,31 @@ subclass of the family base, referenced by ``_target_``.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from ablate.errors import ConfigError, choice_error
-
-SLOT_FAMILIES = ("mask", "denominator", "advantage", "likelihood")
-# a parameter with one of these names, annotated with the family's class, is built as a component
-# of that family (from a variant name or a mapping)
-NAMED_FAMILIES = {"mask": "Mask", "denominator": "Denominator", "advantage": "Advantage",
-                  "likelihood": "Likelihood", "aggregation": "Aggregation"}
+from ablate.spec.groups import SLOT_FAMILIES, base_name
+from ablate.spec.targets import FAMILY_BASES, base_of, resolve
 
 
 def component_params(cls: type) -> dict[str, str]:
-    """{parameter: family} for ``cls``'s parameters that take a slot component (see NAMED_FAMILIES)."""
+    """{parameter: family} for ``cls``'s parameters that take a slot component: a parameter named
+    after a slot family and annotated with its base class is built as a component of that family
+    (from a variant name or a mapping)."""
     out = {}
     for name, p in params_of(cls).items():
-        base = NAMED_FAMILIES.get(name)
-        if base is not None and base in str(p.annotation):
+        if name in SLOT_FAMILIES and base_name(name) in str(p.annotation):
             out[name] = name
     return out
 
 
 def families() -> dict[str, type]:
     """Family name → base class that every ``_target_`` of the family must subclass."""
-    from ablate.objectives.base import Term
-    from ablate.pipeline.base import Stage
-    from ablate.upge.slots.base import FAMILIES
-
-    return {**FAMILIES, "term": Term, "stage": Stage}
+    return {f: base_of(f) for f in FAMILY_BASES}
 
 
 def conf_dir() -> Path:
@@ -53,18 +43,11 @@ def conf_dir() -> Path:
 
 
 def import_target(target: str, field: str = "_target_") -> Any:
-    mod_name, _, attr = target.rpartition(".")
-    if not mod_name:
-        raise ConfigError(f"{field}: {target!r} is not a dotted import path (module.Class)")
-    try:
-        mod = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise ConfigError(f"{field}: cannot import module {mod_name!r} of {target!r} ({e})") from None
-    try:
-        return getattr(mod, attr)
-    except AttributeError:
-        public = [n for n in dir(mod) if not n.startswith("_") and inspect.isclass(getattr(mod, n))]
-        raise choice_error(f"{field} ({mod_name})", attr, public) from None
+    """Import a dotted path that needs no vetting (a registered trainable); config targets go
+    through :func:`ablate.spec.targets.resolve`."""
+    from ablate.spec.targets import import_path
+
+    return import_path(target, field)
 
 
 def params_of(cls: type) -> dict[str, inspect.Parameter]:
@@ -96,19 +79,8 @@ def build(family: str, cfg: Any, field: str | None = None) -> Any:
     if not isinstance(cfg, Mapping) or "_target_" not in cfg:
         raise ConfigError(f"{field}: expected a mapping with _target_, got {cfg!r}")
     params = {k: v for k, v in cfg.items() if k != "_target_"}
-    cls = import_target(str(cfg["_target_"]), f"{field}._target_")
-    base = families().get(family)
-    if base is not None and not (inspect.isclass(cls) and issubclass(cls, base)):
-        raise ConfigError(f"{field}._target_: {cfg['_target_']} is not a {base.__name__} "
-                          f"(subclass ablate.upge.slots.base.{base.__name__})")
-    allowed = params_of(cls)
-    for k in params:
-        if k not in allowed:
-            raise choice_error(f"{field}: parameter of {cls.__name__}", k, allowed) if allowed else \
-                ConfigError(f"{field}: {cls.__name__} takes no parameters, got {k!r}")
-    missing = [n for n, p in allowed.items() if p.default is inspect.Parameter.empty and n not in params]
-    if missing:
-        raise ConfigError(f"{field}: {cls.__name__} needs parameter(s) {', '.join(missing)}")
+    cls = resolve(family, cfg["_target_"], f"{field}._target_")
+    check_params(cls, params, field)
     built = {}
     named = component_params(cls)
     for k, v in params.items():
@@ -122,6 +94,18 @@ def build(family: str, cfg: Any, field: str | None = None) -> Any:
         raise
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{field}: {cls.__name__}: {e}") from None
+
+
+def check_params(cls: type, params: Mapping[str, Any], field: str) -> None:
+    """Every given parameter is one of ``cls``'s, and every required one is given."""
+    allowed = params_of(cls)
+    for k in params:
+        if k not in allowed:
+            raise choice_error(f"{field}: parameter of {cls.__name__}", k, allowed) if allowed else \
+                ConfigError(f"{field}: {cls.__name__} takes no parameters, got {k!r}")
+    missing = [n for n, p in allowed.items() if p.default is inspect.Parameter.empty and n not in params]
+    if missing:
+        raise ConfigError(f"{field}: {cls.__name__} needs parameter(s) {', '.join(missing)}")
 
 
 def _build_nested(family: str, v: Any, field: str) -> Any:
@@ -141,8 +125,11 @@ def load_variant(family: str, name: str) -> dict:
     path = conf_dir() / family / f"{name}.yaml"
     if not path.is_file():
         raise choice_error(family, name, variant_names(family))
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    from ablate.spec.yaml import load_file
+
+    data = load_file(path) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with _target_, got {type(data).__name__}")
     data.pop("defaults", None)
     return data
 
@@ -156,7 +143,7 @@ class VariantInfo:
     doc: str
 
 
-def describe_variants(families: tuple[str, ...] = SLOT_FAMILIES + ("aggregation",)) -> list[VariantInfo]:
+def describe_variants(families: tuple[str, ...] = SLOT_FAMILIES) -> list[VariantInfo]:
     """Every YAML variant of every family with its class, parameters and their defaults."""
     out: list[VariantInfo] = []
     for fam in families:
@@ -166,7 +153,7 @@ def describe_variants(families: tuple[str, ...] = SLOT_FAMILIES + ("aggregation"
             params: dict[str, Any] = {}
             doc = ""
             try:
-                cls = import_target(target)
+                cls = resolve(fam, target, f"{fam}/{name}._target_")
                 for n, p in params_of(cls).items():
                     params[n] = None if p.default is inspect.Parameter.empty else p.default
                 doc = (inspect.getdoc(cls) or "").splitlines()[0] if inspect.getdoc(cls) else ""

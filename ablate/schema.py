@@ -13,6 +13,8 @@ parameters are the classes' signatures); the schema only requires their ``_targe
 from __future__ import annotations
 
 import math
+import os
+import re
 import typing
 from typing import Any, Literal, Mapping, Optional, Union
 
@@ -20,6 +22,18 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ablate.errors import ConfigError
+
+MAX_SEED = 2**32 - 1  # numpy / torch seeds
+MAX_ROWS = 65536  # prompts, group sizes, eval prompts: beyond this a typo, not an experiment
+THREADS_PER_CORE = 4
+SLUG_ALLOWED = "letters, digits, '.', '_', '-' (no '/', no '..', not starting with '.' or '-')"
+_SLUG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+
+
+def is_slug(name: object) -> bool:
+    """A run or sweep name that is safe as one directory name."""
+    return isinstance(name, str) and bool(_SLUG.match(name)) and ".." not in name
+
 
 # strict: no "3" → 3, no 2.5 → 2, no true → 1; floats must be finite
 _STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, validate_default=True)
@@ -38,22 +52,23 @@ class Metrics(Group):
 
 
 class TrainConfig(Group):
-    steps: int = Field(30, ge=1, description="RL steps (one rollout batch each)")
-    prompts_per_step: int = Field(32, ge=1)
-    group_size: int = Field(8, ge=1, description="G samples per prompt")
+    steps: int = Field(30, ge=1, le=10**7, description="RL steps (one rollout batch each)")
+    prompts_per_step: int = Field(32, ge=1, le=MAX_ROWS)
+    group_size: int = Field(8, ge=1, le=MAX_ROWS, description="G samples per prompt")
     epochs: int = Field(1, ge=1, description="passes over each rollout batch")
     minibatches: int = Field(1, ge=1, description="optimizer steps per epoch")
     microbatches: int = Field(2, ge=1, description="gradient-accumulation chunks per minibatch "
                                                    "(also feed train/grad_var)")
-    lr: float = Field(1.0e-4, gt=0)
+    lr: float = Field(1.0e-4, gt=0, le=10)
     weight_decay: float = Field(0.0, ge=0)
     betas: list[float] = Field(default_factory=lambda: [0.9, 0.999], min_length=2, max_length=2,
                                description="AdamW betas, two numbers in [0, 1)")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
     skip_grad_norm: Optional[float] = Field(None, gt=0, description="skip the step when the "
                                             "pre-clip norm exceeds this (HPT guard); null = never")
-    scheduler: Literal["constant", "cosine", "linear"] = "constant"
-    warmup_steps: int = Field(0, ge=0)
+    scheduler: Literal["constant", "cosine", "linear"] = Field(
+        "constant", description="LR schedule over optimizer steps (transformers.get_scheduler)")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 over N optimizer steps")
     log_every: int = Field(1, ge=1)
     checkpoint_every: int = Field(10, ge=0, description="sweep trials: a Ray Tune checkpoint every "
                                   "N steps and at the last one; 0 = the last one only")
@@ -67,22 +82,35 @@ class TrainConfig(Group):
         for i, b in enumerate(self.betas):
             if not 0.0 <= b < 1.0:
                 raise _FieldError(("betas", i), b, "a number in [0, 1)")
+        rows = self.prompts_per_step * self.group_size
+        if self.minibatches > rows:
+            raise _FieldError(("minibatches",), self.minibatches,
+                              f"<= train.prompts_per_step x train.group_size = {rows} rows")
+        if self.minibatches * self.microbatches > rows:
+            raise _FieldError(("microbatches",), self.microbatches,
+                              f"<= {rows // self.minibatches} (rows per minibatch: {rows} rows / "
+                              f"{self.minibatches} minibatch(es))")
+        if self.warmup_steps > self.steps:
+            raise _FieldError(("warmup_steps",), self.warmup_steps,
+                              f"<= train.steps = {self.steps} (a warm-up longer than the run)")
         return self
 
 
 class EvalConfig(Group):
     every: int = Field(10, ge=0, description="eval Pass@k every N steps (and before step 0 and "
                                              "after the last); 0 = only before and after")
-    num_prompts: int = Field(64, ge=1, description="held-out prompts")
-    n: int = Field(8, ge=1, description="samples per prompt (Pass@k for k = 1, 2, 4, ... <= n)")
+    num_prompts: int = Field(64, ge=1, le=MAX_ROWS, description="held-out prompts")
+    n: int = Field(8, ge=1, le=MAX_ROWS, description="samples per prompt (Pass@k for k = 1, 2, 4, ... <= n)")
     temperature: Optional[float] = Field(None, gt=0, description="null = rollout temperature")
     num_samples_logged: int = Field(8, ge=0, description="generations kept in samples.jsonl")
+    cache: bool = Field(True, description="in a sweep, reuse an eval whose inputs (weights, prompts, "
+                        "sampling seed, settings) another run of the sweep already evaluated")
 
 
 class ResourcesConfig(Group):
     """Workers of one run: ``workers > 1`` makes it a Ray Train TorchTrainer of that many."""
 
-    workers: int = Field(1, ge=1)
+    workers: int = Field(1, ge=1, le=1024)
     cpu_per_worker: float = Field(1, gt=0)
     gpu_per_worker: float = Field(0, ge=0)
     strategy: Literal["ddp", "fsdp"] = Field("ddp", description="fsdp = FSDP2 fully_shard, for "
@@ -99,7 +127,7 @@ class WarmStartConfig(Group):
 
     steps: int = Field(800, ge=0, description="cap on SFT steps; 0 = no warm start")
     batch_size: int = Field(128, ge=1)
-    lr: float = Field(3.0e-3, gt=0)
+    lr: float = Field(3.0e-3, gt=0, le=10)
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(10, ge=0)
     min_lr_ratio: float = Field(1.0, ge=0, le=1, description="1.0 = constant after warmup; < 1 = "
@@ -126,7 +154,7 @@ class ModelConfig(Group):
     (~0.66M params), warm-started by a short cached SFT; ``path`` loads a local HF checkpoint
     instead (the warm start is then skipped unless ``warm_start.on_checkpoint``)."""
 
-    seed: Optional[int] = Field(0, ge=0, description="initial weights + warm start; null = the "
+    seed: Optional[int] = Field(0, ge=0, le=MAX_SEED, description="initial weights + warm start; null = the "
                                 "run's seed (fixed by default: seeds replicate RL from one base)")
     arch: Literal["llama", "qwen2"] = "llama"
     path: Optional[str] = Field(None, description="local HF checkpoint directory")
@@ -167,24 +195,24 @@ class RolloutConfig(Group):
     temperature: float = Field(gt=0, description="sampling temperature of the rollouts")
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0, description="0 = off")
-    max_new_tokens: int = Field(ge=1, description="raised to task.max_new_tokens when the task "
-                                                  "needs more")
+    max_new_tokens: Optional[int] = Field(None, ge=1, description="generation budget; null = the "
+                                   "task's (ablate.rollout.resolve_budget: when set, it wins)")
     batch_size: Optional[int] = Field(None, ge=1, description="rows per generate call; null = all")
     logprob_batch_size: Optional[int] = Field(None, ge=1, description="rows per log-prob forward")
 
 
 class WandbConfig(Group):
-    enabled: bool
-    project: str = Field(min_length=1)
+    enabled: bool = False
+    project: str = Field("ablate", min_length=1)
     entity: Optional[str] = None
-    mode: Literal["auto", "offline", "online", "disabled"]
+    mode: Literal["auto", "offline", "online", "disabled"] = "auto"
     group: Optional[str] = None
     job_type: Optional[str] = None
     tags: list[str] = Field(default_factory=list)
 
 
 class TrackerConfig(Group):
-    wandb: WandbConfig
+    wandb: WandbConfig = Field(default_factory=WandbConfig)
 
 
 class Component(BaseModel):
@@ -198,12 +226,13 @@ class Component(BaseModel):
 class RunConfig(Group):
     """The root of a composed run config."""
 
-    name: Optional[str] = Field(None, description="run name; default <method>-<task>-s<seed>")
-    seed: int = Field(0, ge=0)
+    name: Optional[str] = Field(None, min_length=1, max_length=128,
+                                description="run name; default <method>-<task>-s<seed>")
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = Field("cpu", description="cpu | cuda | cuda:N | auto")
     run_dir: Optional[str] = Field(None, description="default runs/<name>-<timestamp>")
-    threads: Optional[int] = Field(None, ge=1, description="torch intra-op threads; null = "
-                                                           "torch default")
+    threads: Optional[int] = Field(None, ge=1, le=1024, description="torch intra-op threads; "
+                                   "null = torch default; at most 4 per core of the machine")
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -228,6 +257,21 @@ class RunConfig(Group):
         d = self.device
         if d not in DEVICES and not (d.startswith("cuda:") and d[5:].isdigit()):
             raise _FieldError(("device",), d, "auto, cpu, cuda, cuda:N")
+        if self.name is not None and not is_slug(self.name):
+            raise _FieldError(("name",), self.name, SLUG_ALLOWED)
+        cap = THREADS_PER_CORE * (os.cpu_count() or 1)
+        if self.threads is not None and self.threads > cap:
+            raise _FieldError(("threads",), self.threads,
+                              f"null or an integer in [1, {cap}] ({THREADS_PER_CORE} per core, "
+                              f"{os.cpu_count()} core(s) here)")
+        w = self.resources.workers
+        if w > self.train.prompts_per_step:
+            raise _FieldError(("resources", "workers"), w,
+                              f"<= train.prompts_per_step = {self.train.prompts_per_step} (every "
+                              "worker needs prompts)")
+        if w > self.eval.num_prompts:
+            raise _FieldError(("resources", "workers"), w,
+                              f"<= eval.num_prompts = {self.eval.num_prompts}")
         return self
 
 
@@ -262,6 +306,15 @@ class _FieldError(ValueError):
     def __init__(self, loc: tuple, value: Any, allowed: str):
         super().__init__(allowed)
         self.loc, self.value, self.allowed = loc, value, allowed
+
+
+class Problem(ValueError):
+    """A check's failure in its own words, raised inside a pydantic validator: the one-line error
+    is '<field>: <text>', the field being where pydantic met it plus ``loc`` below that."""
+
+    def __init__(self, text: str, loc: tuple = ()):
+        super().__init__(text)
+        self.text, self.loc = text, tuple(loc)
 
 
 def _describe_type(tp: Any) -> str:
@@ -352,12 +405,20 @@ def _fmt(v: Any) -> str:
     return s if len(s) <= 80 else s[:77] + "..."
 
 
-def config_error(e: ValidationError, root: type[BaseModel], prefix: str = "") -> ConfigError:
-    """The first error of ``e`` as one line: '<field>: got <value>; allowed: <what>'."""
+def config_error(e: ValidationError, root: type[BaseModel], prefix: str = "",
+                 name: str = "config") -> ConfigError:
+    """The first error of ``e`` as one line: '<field>: got <value>; allowed: <what>' (a
+    :class:`Problem` keeps its own words; a ConfigError raised by a validator is passed on as is;
+    ``name`` names the whole input where the problem is at its top level)."""
     err = e.errors(include_url=False)[0]
     loc = tuple(err.get("loc", ()))
     ctx = err.get("ctx") or {}
     inner = ctx.get("error")
+    if isinstance(inner, ConfigError):
+        return inner
+    if isinstance(inner, Problem):
+        where = _path(tuple(x for x in loc if isinstance(x, str)) + inner.loc)
+        return ConfigError(f"{prefix + where if where else prefix.rstrip('.') or name}: {inner.text}")
     if isinstance(inner, _FieldError):
         loc = tuple(x for x in loc if isinstance(x, str)) + inner.loc
         field = prefix + _path(loc)
@@ -382,14 +443,14 @@ def config_error(e: ValidationError, root: type[BaseModel], prefix: str = "") ->
     return ConfigError(f"{field}: got {_fmt(value)}; allowed: {what}")
 
 
-def check(model: type[BaseModel], data: Any, prefix: str = "") -> BaseModel:
+def check(model: type[BaseModel], data: Any, prefix: str = "", name: str = "config") -> BaseModel:
     """``model.model_validate(data)`` with a one-line ConfigError for the first problem."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: got {_fmt(data)}; allowed: a mapping")
+        raise ConfigError(f"{prefix.rstrip('.') or name}: got {_fmt(data)}; allowed: a mapping")
     try:
         return model.model_validate(dict(data))
     except ValidationError as e:
-        raise config_error(e, model, prefix) from None
+        raise config_error(e, model, prefix, name) from None
 
 
 SCHEMA_GROUPS: dict[str, type[BaseModel]] = {"train": TrainConfig, "eval": EvalConfig,

@@ -2,6 +2,9 @@
 
 Sections (``--only``/``--skip`` take comma-separated names):
   step       ablate train vs TRL GRPOTrainer vs a hand-written GRPO step (+ ablate's phase breakdown)
+  generation rollout tokens/s: ablate's HF engine vs the floor's bare generate; options tried
+  long       GRPO step + tokens/s with 128/256-token answers, a locally built 3.6M Qwen2 (BPE, chat)
+  evalcache  a sweep arm's step-0 eval read from the shared eval cache vs computed
   estimator  composed UPGE loss vs hand-fused loss (GRPO, DAPO, GSPO; log-probs and 32k logits)
   metrics    grad-var + entropy diagnostics on vs off; grad-var meter cost vs model size / microbatches
   sweep      ablate sweep per-trial overhead vs direct trainer calls; 2 concurrent trials vs 1
@@ -29,7 +32,7 @@ from typing import Optional, Sequence
 import bench.common  # noqa: F401  (sets the environment before torch/W&B/Ray load)
 from bench.common import CpuMeter, Section, load_average, log, machine_info, set_threads
 
-SECTIONS = ("step", "estimator", "metrics", "sweep", "report", "scaling")
+SECTIONS = ("step", "generation", "long", "evalcache", "estimator", "metrics", "sweep", "report", "scaling")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -49,3 +49,16 @@ def test_bench_quick_step_vs_trl(tmp_path, capsys):
     assert det["same_initial_weights"], det["initial_weights_sha"]
     names = [r["metric"] for r in doc["rows"]]
     assert any("ablate / TRL" in n for n in names) and any("ablate / floor" in n for n in names)
+
+
+@pytest.mark.timeout(120)
+def test_bench_quick_generation_long_answers_and_eval_cache(tmp_path, capsys):
+    doc, _ = _run(tmp_path, capsys, "generation,long,evalcache")
+    rows = {r["metric"]: r for r in doc["rows"]}
+    gen = [m for m in rows if m.startswith("generation") and "tokens/s" in m]
+    assert gen and all(rows[m]["value"] > 0 for m in gen)
+    assert any(m.startswith("long Qwen2") and m.endswith("step") for m in rows)
+    det = doc["sections"]["long"]["details"]
+    assert det["params"] > 0 and all(d["summary_steps"] == 3 for k, d in det.items() if k.startswith("T="))
+    read = [r for m, r in rows.items() if m.startswith("step-0 eval read")]
+    assert len(read) == 1 and read[0]["value"] > 0  # the section itself fails unless it was a cache hit

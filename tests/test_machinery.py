@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from ablate.config import compose_config
-from ablate.critic.functional import explained_variance, gae, value_loss
+from ablate.critic.functional import explained_variance, value_loss
+from ablate.upge.functional import gae
 from ablate.errors import ConfigError
 from ablate.pipeline.base import Generated, Rollouts, StageEnv
 from ablate.pipeline.budget import (KnapsackBudget, PromptHistory, VarianceAwareSampling,

@@ -10,6 +10,7 @@ import pytest
 from ablate.methods.catalog import check_presets, entries, load_presets, missing_recommended
 from ablate.methods.listed import (check_listed, coverage, load_listed, missing_presets, named_presets,
                                    resolve, statuses)
+from ablate.spec.groups import SLOT_FAMILIES, UPGE_SLOTS
 
 REQUIRED_PRESETS = {"sft", "ppo", "grpo", "reinforce", "cispo", "gspo", "srft", "luffy", "dapo",
                     "drgrpo", "rloo", "reinforce_pp", "opo", "gpg"}
@@ -51,7 +52,7 @@ def test_check_presets_flags_bad_fidelity_and_evidence_but_not_a_missing_formula
     problems = check_presets([bad])
     assert any("fidelity" in p for p in problems) and any("evidence" in p for p in problems)
     # a preset with its own objective need not name the four slots; a UPGE one must
-    own = {k: v for k, v in rec.items() if k not in ("mask", "denominator", "advantage", "likelihood")}
+    own = {k: v for k, v in rec.items() if k not in UPGE_SLOTS}
     assert "method grpo: missing mask" in check_presets([own])
     assert "method grpo: missing mask" not in check_presets([{**own, "objective": "rebel"}])
 
@@ -76,7 +77,7 @@ def test_methods_json_cli_lists_every_entry_with_its_fields():
         for k in ("paper", "arxiv", "fidelity", "evidence"):
             assert r.get(k), (r["name"], k)
         if r["slots"]["objective"] in (None, "upge"):
-            for k in ("mask", "denominator", "advantage", "likelihood", "aggregation"):
+            for k in SLOT_FAMILIES:
                 assert r["slots"].get(k), (r["name"], k)
     listed_ids = {m["id"] for m in load_listed().methods}
     listed = [r for r in recs if r["kind"] == "listed"]
@@ -198,7 +199,7 @@ def test_methods_name_prints_the_built_decomposition(capsys):
     term = d["objective"]["terms"][0]
     assert term["slots"]["mask"]["params"]["eps_high"] == 0.28
     assert [s["class"].rsplit(".", 1)[-1] for s in d["stages"]] == ["OverlongShaping", "DynamicSampling"]
-    assert d["needs"]["refill_rounds"] == 3
+    assert d["needs"]["refill_rounds"] == 10  # verl DAPO recipe max_num_gen_batches (issue 18; was 3)
 
 
 def test_methods_name_of_composite_slots_shows_their_parts():

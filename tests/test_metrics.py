@@ -411,7 +411,7 @@ def _gv_direct_grad(X, a, adv, pi):
 
 def _gv_meter(W, V, P, G, k, draws, seed, layout):
     """grad_var / (units) per draw through the meter and the trainer's microbatch choice."""
-    from ablate.train.partition import group_units, partition
+    from ablate.upge.partition import group_units, partition
 
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     lin = torch.nn.Linear(_GV_D, _GV_A, bias=False, dtype=torch.float64)
@@ -462,7 +462,7 @@ def test_grad_var_with_whole_group_units_is_unbiased_for_grpo_style_batches(P, G
 
 
 def test_group_units_keep_groups_whole_and_cover_every_row_once():
-    from ablate.train.partition import group_units
+    from ablate.upge.partition import group_units
 
     gid = torch.tensor([3, 1, 3, 0, 1, 0, 3, 1, 0, 2, 2, 2])
     for k in (1, 2, 3, 4, 6, 12):

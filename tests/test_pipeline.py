@@ -83,3 +83,11 @@ def test_build_stages_rejects_unknown_parameter_in_one_line():
         build_stages([{"_target_": "ablate.pipeline.stages.DynamicSampling", "max_batches": 2}])
     assert "max_batches" in str(e.value) and "max_gen_batches" in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_overlong_window_as_a_fraction_of_the_budget_like_dapo_20_percent():
+    """DAPO: L_cache = 4096 of L_max = 20480; with cache_frac the window follows the run's budget."""
+    stage = OverlongShaping(cache_len=None, cache_frac=0.2)
+    assert stage.window(20480) == 4096 and stage.window(64) == 13 and stage.window(2) == 1
+    with pytest.raises(ValueError, match="exactly one"):
+        OverlongShaping(cache_len=2, cache_frac=0.2)

@@ -190,3 +190,47 @@ def test_warm_start_stops_at_target(addition, tmp_path, monkeypatch):
     assert info["steps"] % 10 == 0 and info["steps"] < 150
     with pytest.raises(ConfigError, match="target_pass1"):
         build_policy({**SHORT, "warm_start": {**ws, "target_pass1": 2}}, addition, seed=0)
+
+
+def test_cache_entry_is_deleted_only_when_verifiably_corrupt(warm, addition, tmp_path,
+                                                              monkeypatch, caplog):
+    """A transient load error keeps the shared entry; a truncated weights file removes it."""
+    import ablate.policy.model as pm
+
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path))
+    first = build_policy(SHORT, addition, seed=0)
+    d = Path(first.info["warm_start"]["path"])
+    assert pm.cache_corruption(d) is None and "files" in json.loads((d / "ablate_warmstart.json").read_text())
+    real = pm._load_local
+    monkeypatch.setattr(pm, "_load_local", lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("can't start new thread")))
+    again = build_policy(SHORT, addition, seed=0)
+    assert again.info["warm_start"]["cache_hit"] is False
+    assert d.is_dir() and pm.cache_corruption(d) is None  # intact: kept for the other trials
+    monkeypatch.setattr(pm, "_load_local", real)
+    w = d / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    assert "checksum" in pm.cache_corruption(d) or "missing" in pm.cache_corruption(d)
+    rebuilt = build_policy(SHORT, addition, seed=0)
+    assert rebuilt.info["warm_start"]["cache_hit"] is False
+    assert pm.cache_corruption(d) is None  # rebuilt and rewritten
+    assert build_policy(SHORT, addition, seed=0).info["warm_start"]["cache_hit"] is True
+
+
+def test_warm_start_reports_its_progress_then_a_cache_hit(addition, tmp_path, monkeypatch):
+    """What the sweep console shows while a trial warm-starts: cache miss with step/target, then
+    (same key again) a cache hit."""
+    from ablate.tracking import progress
+
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path))
+    cfg = {**SHORT, "warm_start": {**SHORT["warm_start"], "steps": 4, "target_pass1": None}}
+    seen: list[dict] = []
+    with progress.sink(seen.append, interval_s=0.0):
+        build_policy(cfg, addition, seed=0)
+        miss = list(seen)
+        seen.clear()
+        build_policy(cfg, addition, seed=0)
+    assert [r["step"] for r in miss if r["phase"] == "warm_start"] == [0, 1, 2, 3, 4, 4]
+    assert {r["cache"] for r in miss} == {"miss"} and miss[-1]["done"] and miss[-1]["target"] == 4
+    assert [progress.describe(r) for r in seen] == ["warm start (cache hit)"]
+    assert progress.describe(miss[2]) == "warm start (cache miss) 2/4"

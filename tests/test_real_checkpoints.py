@@ -132,3 +132,51 @@ def test_bf16_with_gradient_checkpointing_trains(tmp_path):
     assert summary["status"] == "finished"
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert math.isfinite(rows[-1]["train/pg_loss"]) and math.isfinite(rows[-1]["train/grad_norm"])
+
+
+def test_cli_names_the_checkpoint_once_and_keeps_third_party_warnings_off(qwen_ckpt, tmp_path):
+    """`ablate train model.path=<ckpt> model.lora=...` as a user runs it: one start line with the
+    path, architecture, dtype, parameter and trainable (LoRA) counts; summary.json names the
+    checkpoint; no third-party warning on the console (a FutureWarning from transformers is
+    provoked below); --verbose lets it through."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import child_env
+
+    repo = Path(__file__).resolve().parents[1]
+    # a third-party warning while the checkpoint loads (as transformers' own FutureWarnings do)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import warnings\nimport transformers\n"
+        "orig = transformers.AutoModelForCausalLM.from_pretrained\n"
+        "def noisy(*a, **k):\n"
+        "    warnings.warn_explicit('third-party noise', FutureWarning, 'transformers/x.py', 1,\n"
+        "                           module='transformers.x')\n"
+        "    return orig(*a, **k)\n"
+        "transformers.AutoModelForCausalLM.from_pretrained = noisy\n")
+    env = child_env(PYTHONPATH=os.pathsep.join([str(site), str(repo)]),
+                    ABLATE_CACHE=str(tmp_path / "cache"), ABLATE_RUNS=str(tmp_path / "runs"))
+
+    def train(*extra: str) -> subprocess.CompletedProcess:
+        args = _ckpt_overrides(qwen_ckpt, "method=grpo", "model.lora={r: 4, alpha: 8}",
+                               "model.warm_start=null", "-q", *extra)
+        return subprocess.run([sys.executable, "-m", "ablate.cli", "train", *args], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    p = train()
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = p.stdout + p.stderr
+    lines = [ln for ln in out.splitlines() if f"model {qwen_ckpt}" in ln]
+    assert len(lines) == 1, out
+    assert "Qwen2ForCausalLM, float32," in lines[0] and "trainable" in lines[0] and "(LoRA)" in lines[0]
+    assert "Warning" not in out, out
+    (summary,) = [json.loads(f.read_text()) for f in (tmp_path / "runs").glob("*/summary.json")]
+    m = summary["model"]
+    assert m["source"] == str(qwen_ckpt) and m["architecture"] == "Qwen2ForCausalLM" and m["lora"]
+    assert 0 < m["trainable_params"] < m["total_params"]
+    assert f"{m['trainable_params']:,}" in lines[0]
+    v = train("--verbose")
+    assert v.returncode == 0 and "third-party noise" in v.stderr

@@ -8,7 +8,7 @@ import torch
 
 from ablate.errors import ConfigError
 from ablate.policy import build_policy, encode_pairs, token_logprobs
-from ablate.rollout import RolloutOutput, build_engine, resolve_max_new_tokens
+from ablate.rollout import RolloutOutput, build_engine, resolve_budget
 from ablate.rollout.common import cut_at_eos
 from ablate.rollout.hf import HFEngine
 from ablate.tasks import build_task
@@ -153,4 +153,21 @@ def test_engine_config():
         with pytest.raises(ConfigError, match="rollout=vllm needs a GPU and the `gpu` extra"):
             build_engine("vllm")
     task = build_task("addition")
-    assert resolve_max_new_tokens(8, task) == 8 and resolve_max_new_tokens(2, task) == task.max_new_tokens
+    # the budget rule changed (issue 18): rollout.max_new_tokens, when set, wins even below the task's
+    assert resolve_budget(8, task).tokens == 8 and resolve_budget(2, task).tokens == 2
+    assert resolve_budget(None, task).tokens == task.max_new_tokens
+
+
+def test_generation_stops_as_soon_as_every_row_has_ended(engine):
+    """No decode step after the last row's EOS: the response width is the longest row, not the budget."""
+    pol = build_policy(SMALL, build_task("addition"), seed=0, device="cpu")
+    head = pol.model.lm_head
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(head.weight)
+        biased.bias.zero_()
+        biased.bias[pol.tokenizer.eos_token_id] = 1e4  # every row ends at its first token
+    pol.model.lm_head = biased
+    out = engine.generate(pol.model, pol.tokenizer, PROMPTS, 4, temperature=1.0, max_new_tokens=50,
+                          generator=torch.Generator().manual_seed(0))
+    assert out.response_mask.shape[1] == 1 and not bool(out.truncated.any())

@@ -18,17 +18,16 @@ import yaml
 from omegaconf import OmegaConf
 
 from ablate.errors import ConfigError
+from ablate.spec.groups import SLOT_FAMILIES
 from ablate.tracking import (
     RunStore,
     WandbLogger,
     build_tracker,
     load_run,
-    read_offline_history,
-    read_offline_run,
     resolve_mode,
 )
 from ablate.tracking.tracker import wandb_settings
-from ablate.tracking.wandb_reader import find_wandb_file, iter_record_payloads
+from tests.wandb_reader import find_wandb_file, iter_record_payloads, read_offline_history, read_offline_run
 
 REPO = Path(__file__).resolve().parents[1]
 CHOICES = {"mask": "ppo_clip", "denominator": "behaviour", "advantage": "group_zscore",
@@ -194,8 +193,7 @@ def test_read_offline_run_metadata_config_and_summary(offline_run):
     assert info["name"] == "grpo-addition-s3"
     assert info["tags"] == ["extra", "mask:ppo_clip", "seed:3"]
     assert info["config"]["choices"]["mask"] == "ppo_clip"
-    assert info["config"]["slots"] == {k: CHOICES[k] for k in
-                                       ("mask", "denominator", "advantage", "likelihood", "aggregation")}
+    assert info["config"]["slots"] == {k: CHOICES[k] for k in SLOT_FAMILIES}
     assert info["config"]["train"]["lr"] == 1e-4
     assert info["summary"]["train/loss"] == pytest.approx(1 / STEPS)
     assert info["summary"]["status"] == "finished"
@@ -356,6 +354,44 @@ def test_tracker_config_files_and_validation(tmp_path):
     assert s["job_type"] == "train" and s["group"] is None
     assert not (tmp_path / "s" / "wandb").exists()
     assert tracker.finish("failed") == s  # idempotent
+
+
+def test_sweep_trials_group_by_every_swept_factor_in_the_offline_files(tmp_path):
+    """The quickstart's two conditions (mask=none with train.epochs 1 vs 4), two seeds each: the
+    offline W&B files carry group = sweep, job_type = the full combination (same across seeds,
+    different across epochs), a tag per factor and the seed, and a name that reads as both."""
+    from ablate.tracking.wandb_logger import sweep_identity
+
+    runs = {}
+    for epochs in (1, 4):
+        for seed in (0, 1):
+            ident = sweep_identity("quick", {"mask": "none", "train.epochs": epochs}, seed, "t1")
+            rd = tmp_path / f"e{epochs}s{seed}"
+            tr = build_tracker(WANDB_ON, run_dir=rd, config={**CONFIG, "seed": seed},
+                               name=f"quick-t1-s{seed}", group=ident["group"],
+                               job_type=ident["job_type"], tags=ident["tags"],
+                               wandb_name=ident["name"], wandb_config=ident["config"])
+            tr.log({"train/loss": 1.0}, 1)
+            tr.finish("finished")
+            runs[epochs, seed] = read_offline_run(rd, backend="python")
+    assert {r["group"] for r in runs.values()} == {"quick"}
+    assert runs[1, 0]["job_type"] == runs[1, 1]["job_type"] == "mask=none,epochs=1"
+    assert runs[4, 0]["job_type"] == runs[4, 1]["job_type"] == "mask=none,epochs=4"
+    assert {"mask:none", "train.epochs:4", "seed:1"} <= set(runs[4, 1]["tags"])
+    assert runs[4, 1]["name"] == "mask=none,epochs=4 s1"
+    cfg = runs[4, 1]["config"]
+    assert cfg["seed"] == 1 and cfg["sweep"]["name"] == "quick" and cfg["sweep"]["trial_id"] == "t1"
+    assert cfg["factors"] == {"mask": "none", "train.epochs": 4}
+
+
+def test_sweep_identity_stays_within_wandb_limits_and_unique():
+    from ablate.tracking.wandb_logger import sweep_identity
+
+    long = {f"pipeline.stage{i}.threshold": 0.123456 + i for i in range(8)}
+    a = sweep_identity("s", long, 0)
+    b = sweep_identity("s", {**long, "pipeline.stage7.threshold": 99.0}, 0)
+    assert len(a["job_type"]) <= 64 and all(len(t) <= 64 for t in a["tags"])
+    assert a["job_type"] != b["job_type"]  # cut labels keep a hash of the whole combination
 
 
 def test_eval_prompts_round_trip_resume_and_torn_line(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import math
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from ablate.config import compose_config
 from ablate.methods.catalog import load_presets
@@ -43,7 +45,11 @@ def _run(tmp_path: Path, *overrides: str) -> tuple[dict, list[dict]]:
 
 @pytest.mark.parametrize("method", sorted(r["name"] for r in load_presets()))
 def test_every_preset_runs_a_few_steps(tmp_path, method):
-    summary, rows = _run(tmp_path, f"method={method}")
+    # a preset's paper schedule (DAPO: 16 minibatches) needs rows for every minibatch's 2
+    # microbatches: the CPU budget grows the batch, never drops the schedule (issue 18)
+    mb = int(compose_config([f"method={method}"]).train.minibatches)
+    more = [f"train.prompts_per_step={-(-mb * 2 // 4)}"] if mb * 2 > 16 else []
+    summary, rows = _run(tmp_path, f"method={method}", *more)
     assert summary["status"] == "finished" and summary["steps_done"] == 2
     last = rows[-1]
     assert last["step"] == 2 and math.isfinite(last["train/pg_loss"])
@@ -51,17 +57,18 @@ def test_every_preset_runs_a_few_steps(tmp_path, method):
 
 
 def test_same_seed_gives_identical_metrics(tmp_path):
-    _, a = _run(tmp_path / "a", "method=dapo", "seed=3")
-    _, b = _run(tmp_path / "b", "method=dapo", "seed=3")
+    dapo = ("method=dapo", "train.prompts_per_step=8")  # 32 rows for DAPO's 16 minibatches (issue 18)
+    _, a = _run(tmp_path / "a", *dapo, "seed=3")
+    _, b = _run(tmp_path / "b", *dapo, "seed=3")
     strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("perf/") and k != "time"}
                           for r in rows]  # noqa: E731
     assert strip(a) == strip(b)
-    _, c = _run(tmp_path / "c", "method=dapo", "seed=4")
+    _, c = _run(tmp_path / "c", *dapo, "seed=4")
     assert strip(c) != strip(a)
 
 
 def test_metrics_jsonl_has_design_names_and_wandb_history_reads_back(tmp_path, monkeypatch):
-    from ablate.tracking import read_offline_history
+    from tests.wandb_reader import read_offline_history
 
     monkeypatch.setenv("ABLATE_WANDB_MODE", "offline")
     summary, rows = _run(tmp_path, "method=grpo", "tracker=wandb")
@@ -146,3 +153,48 @@ def test_behaviour_logprobs_equal_the_pre_update_policy(tmp_path, minibatches, e
         assert "logp" not in tr.timers.acc  # no extra scoring pass at all
     else:
         assert "logp" in tr.timers.acc
+
+
+def test_zero_advantage_notice_is_one_line_per_stretch_and_a_count_at_the_end():
+    from types import SimpleNamespace
+
+    from ablate.train.api import ZERO_ADV, _ZeroAdvantageNotice
+
+    said: list[str] = []
+    notice = _ZeroAdvantageNotice(say=said.append)
+    for step, frac in enumerate([1.0, 1.0, 1.0, 0.5, 1.0, 1.0, 0.0], start=1):
+        notice(SimpleNamespace(state=SimpleNamespace(last_metrics={ZERO_ADV: frac})), step)
+    notice.close(7)
+    assert len(said) == 3, said
+    assert said[0].startswith("step 1: every group has zero advantage")
+    assert said[1].startswith("step 5:") and "3 such step(s) so far" in said[1]
+    assert said[2].startswith("5 of 7 steps had zero advantage")
+
+
+def test_cli_train_help_lists_the_config_groups_and_where_to_look():
+    from ablate.config import GROUPS
+
+    p = subprocess.run([sys.executable, "-m", "ablate.cli", "train", "--help"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    for g in GROUPS:
+        assert f"\n  {g} " in p.stdout, g
+    assert "clip_higher" in p.stdout  # a group's choices, read from conf/
+    assert "ablate slots" in p.stdout and "ablate methods" in p.stdout and "--print-config" in p.stdout
+
+
+def test_cli_print_config_prints_the_resolved_config_and_creates_nothing(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("ABLATE_RUNS", "WANDB_DIR")}
+    env["ABLATE_CACHE"] = str(tmp_path / "cache")
+    p = subprocess.run([sys.executable, "-m", "ablate.cli", "train", "method=dapo", "train.lr=3e-4",
+                        "--print-config"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    cfg = yaml.safe_load(p.stdout)
+    assert cfg["choices"]["method"] == "dapo" and cfg["train"]["lr"] == 3e-4
+    assert cfg["mask"]["_target_"].startswith("ablate.")  # resolved: the group's file content
+    assert list(tmp_path.iterdir()) == []  # no run dir, no warm-start cache, no W&B dir
+    bad = subprocess.run([sys.executable, "-m", "ablate.cli", "train", "train.stpes=3",
+                          "--print-config"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "stpes" in bad.stderr and list(tmp_path.iterdir()) == []

@@ -20,8 +20,9 @@ import torch
 from ablate.component import Component, Needs
 from ablate.critic.functional import explained_variance, value_loss
 from ablate.errors import ConfigError, choice_error
+from ablate.optim import lr_schedule
 from ablate.policy.forward import position_ids_from_mask
-from ablate.train.partition import partition
+from ablate.upge.partition import partition
 from ablate.upge.batch import RolloutBatch
 
 INITS = ("policy", "fresh")
@@ -93,9 +94,7 @@ class ValueModel(Component):
         torch.nn.init.zeros_(self._head.bias)
         self._opt = torch.optim.AdamW(self.parameters(), lr=self.lr, betas=self.betas,
                                       weight_decay=self.weight_decay)
-        warm = self.warmup_steps
-        self._sched = torch.optim.lr_scheduler.LambdaLR(
-            self._opt, lambda s: (s + 1) / warm if warm and s < warm else 1.0)
+        self._sched = lr_schedule(self._opt, "constant", self.warmup_steps, 1)
 
     @property
     def attached(self) -> bool:

@@ -21,14 +21,17 @@ from typing import Any, Optional
 import yaml
 
 from ablate.registry import conf_dir
+from ablate.spec.groups import PRESET_OPTIONS, SLOT_FAMILIES, UPGE_SLOTS
 
-SLOTS = ("mask", "denominator", "advantage", "likelihood")
-OPTIONS = ("aggregation", "regularizers", "pipeline", "objective")
+SLOTS = UPGE_SLOTS  # names kept for callers: the four slots and the options a preset may set
+OPTIONS = PRESET_OPTIONS
 FIDELITY = ("exact", "approximation")
 EVIDENCE = ("code", "paper", "abstract")
 REQUIRED = ("name", "title", "paper", "arxiv", "fidelity", "evidence")
 RECOMMENDED = ("notes", "formula")  # reported by missing_recommended(), not a failure
-METHOD_FIELDS = REQUIRED + ("notes", "formula", "hyperparameters", "peer_differences")
+METHOD_FIELDS = REQUIRED + ("notes", "formula", "hyperparameters", "peer_differences", "reference", "schedule")
+# reference: the authors' code or text the preset was checked against ("owner/repo@commit path");
+# schedule: the paper's update schedule and loop defaults, which the preset's train.* values set
 BASELINE = "grpo"
 UPGE_OBJECTIVES = (None, "upge")  # objectives built from the top-level slots
 
@@ -84,7 +87,7 @@ def check_presets(recs: list[dict[str, Any]] | None = None) -> list[str]:
 
     problems = []
     for r in recs or load_presets():
-        need = REQUIRED + ((SLOTS + ("aggregation",)) if _uses_slots(r) else ())
+        need = REQUIRED + (SLOT_FAMILIES if _uses_slots(r) else ())
         for k in need:
             if not r.get(k):
                 problems.append(f"method {r['name']}: missing {k}")
@@ -171,8 +174,7 @@ def _table(cols: tuple[str, ...], rows: list[list[str]]) -> list[str]:
 
 def format_table(recs: list[dict[str, Any]]) -> str:
     """The presets as one aligned table (slots, fidelity, evidence, arXiv)."""
-    cols = ("name", "mask", "denominator", "advantage", "likelihood", "aggregation", "pipeline",
-            "fidelity", "evidence", "arxiv")
+    cols = ("name", *SLOT_FAMILIES, "pipeline", "fidelity", "evidence", "arxiv")
     rows = [[str(r.get(c) or "-") for c in cols] for r in recs]
     return "\n".join(_table(cols, rows))
 
@@ -192,7 +194,7 @@ def format_catalog(ents: list[dict[str, Any]] | None = None) -> str:
     for e in pre:
         s = e["slots"]
         shape = f"objective={s['objective']}" if s.get("objective") not in UPGE_OBJECTIVES else \
-            "/".join(str(s.get(g) or "-") for g in SLOTS + ("aggregation",))
+            "/".join(str(s.get(g) or "-") for g in SLOT_FAMILIES)
         rows.append([e["name"], e["status"], str(e.get("fidelity") or "-"), str(e.get("evidence") or "-"),
                      shape, ",".join(e["listed_as"]) or "-", str(e.get("arxiv") or "-")])
     out = [f"Presets ({len(pre)}; `ablate methods NAME` for the decomposition; objective/slots = "

@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from ablate.errors import ConfigError
+from ablate.spec.groups import SLOT_FAMILIES
 
-SLOT_ORDER = ("mask", "denominator", "advantage", "likelihood", "aggregation")
 _SCALARS = (str, int, float, bool, type(None))
 
 
@@ -76,10 +76,10 @@ def term_slots(term: dict[str, Any]) -> tuple[dict[str, tuple[str, dict]], list[
         for k, child in n["parts"].items():
             p = f"{path}.{k}" if path else k
             fam = child["family"]
-            if fam in SLOT_ORDER or fam == "regularizer":
-                if fam in SLOT_ORDER and fam not in slots:
+            if fam in SLOT_FAMILIES or fam == "regularizer":
+                if fam in SLOT_FAMILIES and fam not in slots:
                     slots[fam] = (p, child)
-                elif fam in SLOT_ORDER and render(slots[fam][1]) != render(child):
+                elif fam in SLOT_FAMILIES and render(slots[fam][1]) != render(child):
                     other.append((p, child))
                 continue
             if child["parts"]:
@@ -135,7 +135,11 @@ def _describe_preset(rec: dict[str, Any], listed) -> dict[str, Any]:
     return {
         "name": rec["name"], "kind": "preset", "status": "runs",
         **{k: rec.get(k) for k in ("title", "paper", "arxiv", "fidelity", "evidence", "notes", "formula",
-                                    "hyperparameters", "peer_differences", "file")},
+                                    "hyperparameters", "peer_differences", "file", "reference",
+                                    "schedule")},
+        "train_schedule": {"epochs": int(cfg.train.epochs), "minibatches": int(cfg.train.minibatches),
+                           "group_size": int(cfg.train.group_size),
+                           "prompts_per_step": int(cfg.train.prompts_per_step)},
         "listed_as": listed_as,
         "choices": {k: v for k, v in dict(getattr(cfg, "choices", {}) or {}).items()},
         "objective": {"class": node(obj)["class"], "terms": terms,
@@ -158,11 +162,18 @@ def format_description(d: dict[str, Any]) -> str:
     lines.append(f"  formula:  {d.get('formula') or '(no formula: field missing in the preset)'}")
     if d.get("hyperparameters"):
         lines.append(f"  defaults: {d['hyperparameters']}")
+    ts = d["train_schedule"]
+    lines.append(f"  schedule: {ts['epochs']} epoch(s) × {ts['minibatches']} minibatch(es) = "
+                 f"{ts['epochs'] * ts['minibatches']} optimizer step(s) per rollout batch, "
+                 f"G = {ts['group_size']}, {ts['prompts_per_step']} prompts per step")
+    if d.get("schedule"):
+        lines.append(f"            paper: {d['schedule']}")
+    lines.append(f"  authors:  {d.get('reference') or '-'}")
     lines.append("objective: " + d["objective"]["class"].rsplit(".", 1)[-1])
     for t in d["objective"]["terms"]:
         params = ", ".join(f"{k}={v!r}" for k, v in t["params"].items())
         lines.append(f"  term {t['name']}: {t['class'].rsplit('.', 1)[-1]}({params})")
-        for fam in SLOT_ORDER:
+        for fam in SLOT_FAMILIES:
             s = t["slots"].get(fam)
             if s is not None:
                 lines.append(f"    {fam:<12} {render(s)}")

@@ -20,10 +20,10 @@ from typing import Any, Optional
 import yaml
 
 from ablate.registry import conf_dir
+from ablate.spec.groups import PRESET_OPTIONS, UPGE_SLOTS
 
 COMMAND = "python -m ablate.methods.docs"
-GROUPS = ("mask", "denominator", "advantage", "likelihood", "aggregation", "regularizers", "pipeline",
-          "objective")
+GROUPS = UPGE_SLOTS + PRESET_OPTIONS  # the groups a preset fills, in the catalog's column order
 
 
 def docs_path() -> Path:
@@ -142,6 +142,10 @@ def render_markdown() -> str:
         out += [f"Formula: `{r['formula']}`" if r.get("formula") else "Formula: *(missing in the preset)*", ""]
         if r.get("hyperparameters"):
             out += [f"Paper defaults: {r['hyperparameters']}", ""]
+        if r.get("schedule"):
+            out += [f"Paper schedule (set by the preset's train.*): {r['schedule']}", ""]
+        if r.get("reference"):
+            out += [f"Checked against the authors': `{r['reference']}`", ""]
         out += ["| group | variant | class(parameters) |", "|---|---|---|", *_config_lines(r, root), ""]
         if r.get("settings"):
             out += [f"Preset settings: `{_render_cfg(r['settings'])}`", ""]

@@ -37,7 +37,7 @@ Units: whole prompt groups (what the trainer does). The estimator needs the K ch
 independent draws. Responses of one prompt are not: they share the prompt and, through a group
 advantage (GRPO z-score, RLOO, ...), each other's rewards. Prompts are drawn i.i.d., so *whole
 groups* are the i.i.d. units: the trainer cuts the microbatches of a measured step along group
-boundaries (``ablate.train.partition.group_units``) and calls ``after_backward`` only where a
+boundaries (``ablate.upge.partition.group_units``) and calls ``after_backward`` only where a
 unit ends (when a minibatch has fewer groups than microbatches, a group spans several
 microbatches and their contributions form one unit). Then E[grad_var/K] = tr Cov(ĝ) exactly for
 equal group sizes and equal weights (each unit's ĝ_k has mean μ and variance V; Σ_k w_k‖ĝ_k − ĝ‖²

@@ -59,21 +59,36 @@ class RejectUniformGroups(DynamicSampling):
 class OverlongShaping(Stage):
     """DAPO soft overlong punishment: 0 up to L_max − L_cache, linear down to −penalty at L_max.
 
-    ``max_len`` None = the rollout's max_new_tokens. Truncated responses get the full penalty.
+    ``max_len`` None = the run's generation budget. The window L_cache is ``cache_len`` tokens, or
+    with ``cache_frac`` that fraction of L_max (DAPO: 4096 of 20480 = 0.2), rounded, at least 1.
+    Truncated responses get the full penalty.
     """
 
-    def __init__(self, cache_len: int = 2, penalty: float = 1.0, max_len: int | None = None):
+    def __init__(self, cache_len: int | None = 2, penalty: float = 1.0, max_len: int | None = None,
+                 cache_frac: float | None = None):
+        if (cache_len is None) == (cache_frac is None):
+            raise ValueError("pipeline.OverlongShaping: set exactly one of cache_len (tokens) and "
+                             f"cache_frac (fraction of the budget), got {cache_len!r} and {cache_frac!r}")
+        if cache_frac is not None and not 0 < float(cache_frac) <= 1:
+            raise ValueError(f"pipeline.OverlongShaping.cache_frac: must be in (0, 1], got {cache_frac!r}")
         self.cache_len, self.penalty, self.max_len = cache_len, penalty, max_len
+        self.cache_frac = None if cache_frac is None else float(cache_frac)
+
+    def window(self, lmax: int) -> int:
+        if self.cache_frac is not None:
+            return max(1, round(self.cache_frac * lmax))
+        return int(self.cache_len)
 
     def __call__(self, r: Rollouts, env: StageEnv) -> Rollouts:
         lmax = self.max_len or env.max_new_tokens
-        start = lmax - self.cache_len
+        cache = self.window(lmax)
+        start = lmax - cache
         for i, ids in enumerate(r.response_ids):
             if r.is_demo[i]:
                 continue
             n = len(ids)
             if n > start:
-                r.rewards[i] += -self.penalty * min(1.0, (n - start) / max(self.cache_len, 1))
+                r.rewards[i] += -self.penalty * min(1.0, (n - start) / max(cache, 1))
         return r
 
 
@@ -151,21 +166,12 @@ STAGES = {c.__name__: c for c in (DynamicSampling, RejectUniformGroups, Overlong
 
 def build_stages(stage_cfgs) -> list[Stage]:
     """Build the ``pipeline.stages`` list; each item is {_target_: ..., params}."""
-    from ablate.registry import import_target, params_of, plain
+    from ablate.registry import build, plain
 
     out: list[Stage] = []
     for k, sc in enumerate(plain(stage_cfgs) or []):
         field = f"pipeline.stages[{k}]"
         if not isinstance(sc, dict) or "_target_" not in sc:
             raise choice_error(field, sc, [f"{{_target_: ablate.pipeline.stages.{n}}}" for n in STAGES])
-        cls = import_target(sc["_target_"], f"{field}._target_")
-        if not (isinstance(cls, type) and issubclass(cls, Stage)):
-            raise choice_error(f"{field}._target_", sc["_target_"],
-                               [f"ablate.pipeline.stages.{n}" for n in STAGES])
-        params = {k2: v for k2, v in sc.items() if k2 != "_target_"}
-        allowed = params_of(cls)
-        for p in params:
-            if p not in allowed:
-                raise choice_error(f"{field}: parameter of {cls.__name__}", p, allowed)
-        out.append(cls(**params))
+        out.append(build("stage", sc, field))
     return out

@@ -5,8 +5,9 @@ sometimes right.
 Warm-started weights are cached under ``$ABLATE_CACHE/warmstart/<hash>/`` (default
 ``~/.cache/ablate``) as a regular HF checkpoint (``save_pretrained`` + tokenizer), keyed by the
 model config, warm-start config, task spec, seed, device type and torch/transformers versions.
-Writes go to a temporary directory renamed into place, so concurrent builders never see a partial
-checkpoint.
+Writes go to a temporary directory renamed into place under a per-entry file lock, with every
+file's checksum recorded, so concurrent builders never see a partial checkpoint and an entry is
+deleted only when verifiably corrupt (never on a transient load error).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 
 from ablate.errors import ConfigError
 from ablate.registry import plain
+from ablate.tracking import progress
 from ablate.policy.forward import encode_pairs, token_logprobs
 from ablate.policy.tokenizer import build_tokenizer
 from ablate.tasks.chat import apply_prompt_format
@@ -256,22 +258,102 @@ def sft_warm_start(model: torch.nn.Module, tokenizer, task, ws: dict, seed: int,
             "probe_pass1": est, "reached_target": None if target is None else bool(est is not None and est >= float(target))}
 
 
+@contextlib.contextmanager
+def _cache_lock(entry: Path):
+    """An exclusive lock on one warm-start cache entry (``<root>.locks/<key>.lock``), so
+    concurrent trials never delete or replace an entry another one is reading; no lock on a
+    read-only cache."""
+    import fcntl
+
+    locks = entry.parent.with_name(entry.parent.name + ".locks")
+    try:
+        locks.mkdir(parents=True, exist_ok=True)
+        f = open(locks / f"{entry.name}.lock", "a")
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manifest(d: Path) -> dict[str, str]:
+    return {p.name: _sha256(p) for p in sorted(d.iterdir())
+            if p.is_file() and p.name != "ablate_warmstart.json"}
+
+
+def cache_corruption(d: Path) -> Optional[str]:
+    """Why the cache entry ``d`` is corrupt (a missing file, a checksum that differs from the one
+    recorded at save time), or None when it is intact: only then may it be deleted."""
+    try:
+        meta = json.loads((d / "ablate_warmstart.json").read_text())
+    except (OSError, ValueError) as e:
+        return f"ablate_warmstart.json unreadable ({type(e).__name__})"
+    files = meta.get("files") if isinstance(meta, dict) else None
+    if not isinstance(files, dict) or not files:
+        return None  # written before checksums: nothing to verify against
+    for name, digest in files.items():
+        p = d / str(name)
+        if not p.is_file():
+            return f"{name} is missing"
+        if _sha256(p) != digest:
+            return f"{name} does not match its checksum"
+    return None
+
+
 def _save_atomic(model, tokenizer, final: Path, meta: dict) -> None:
+    """Write into a temporary directory, record every file's checksum, rename into place (under
+    the entry's lock; an entry another process finished first is kept)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         with _quiet_hf():
             model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
+        meta = {**meta, "files": _manifest(tmp)}
         (tmp / "ablate_warmstart.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
-        try:
-            os.rename(tmp, final)  # atomic; fails if another process finished first
-        except OSError:
-            if not (final / "ablate_warmstart.json").is_file():
-                raise
+        with _cache_lock(final):
+            try:
+                os.rename(tmp, final)  # atomic; fails if another process finished first
+            except OSError:
+                if not (final / "ablate_warmstart.json").is_file():
+                    raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_cached(cache_dir: Path, dtype, attn: Optional[str], device) -> Optional[tuple]:
+    """(model, tokenizer, meta) from an intact cache entry, or None to rebuild. The entry is
+    deleted only when it is verifiably corrupt; any other load error (memory, threads, a
+    transient I/O error) leaves it for the trials that share it."""
+    with _cache_lock(cache_dir):
+        if not (cache_dir / "ablate_warmstart.json").is_file():
+            return None
+        try:
+            model, tok = _load_local(cache_dir, dtype, attn)
+            meta = json.loads((cache_dir / "ablate_warmstart.json").read_text())
+            return model.to(device).eval(), tok, meta
+        except Exception as e:  # noqa: BLE001 - any loader error; deleted only when verified corrupt
+            why = cache_corruption(cache_dir)
+            if why is None:
+                log.warning("warm-start cache %s could not be loaded (%s); it is intact, so it is "
+                            "kept and this run warm-starts without it", cache_dir, e)
+                return None
+            log.warning("warm-start cache %s is corrupt (%s); rebuilding it", cache_dir, why)
+            shutil.rmtree(cache_dir, ignore_errors=True)
+            return None
 
 
 def build_policy(model_cfg: Any, task, seed: int, device: torch.device | str = "cpu") -> Policy:
@@ -292,24 +374,17 @@ def build_policy(model_cfg: Any, task, seed: int, device: torch.device | str = "
     cache_dir: Optional[Path] = None
     if do_warm and ws["cache"]:
         cache_dir = cache_root() / warm_start_key(cfg, task, seed, device)
-        if (cache_dir / "ablate_warmstart.json").is_file():
-            loaded = None
-            try:
-                t0 = time.perf_counter()
-                model, tok = _load_local(cache_dir, dtype, cfg["attn_implementation"])
-                meta = json.loads((cache_dir / "ablate_warmstart.json").read_text())
-                model.to(device).eval()
-                info["warm_start"] = {**meta.get("result", {}), "cache_hit": True, "path": str(cache_dir),
-                                      "load_seconds": time.perf_counter() - t0}
-                loaded = model, tok
-            except Exception as e:  # corrupt cache entry (a ConfigError from the loader too): rebuild it
-                log.warning("warm-start cache %s unreadable (%s); rebuilding", cache_dir, e)
-                shutil.rmtree(cache_dir, ignore_errors=True)
-            if loaded is not None:
-                model, tok = loaded
-                return _finish(model, tok, info, apply_prompt_format(task, tok), lora_cfg, grad_ckpt)
+        t0 = time.perf_counter()
+        loaded = _load_cached(cache_dir, dtype, cfg["attn_implementation"], device)
+        if loaded is not None:
+            progress.note("warm_start", cache="hit", force=True)
+            model, tok, meta = loaded
+            info["warm_start"] = {**meta.get("result", {}), "cache_hit": True, "path": str(cache_dir),
+                                  "load_seconds": time.perf_counter() - t0}
+            return _finish(model, tok, info, apply_prompt_format(task, tok), lora_cfg, grad_ckpt)
 
     if cfg["path"]:
+        progress.note("loading_model", force=True, path=str(cfg["path"]))
         model, tok = _load_local(cfg["path"], dtype, cfg["attn_implementation"])
     else:
         tok = build_tokenizer(task.alphabet(), model_max_length=max(4096, cfg["max_position_embeddings"]))
@@ -317,7 +392,15 @@ def build_policy(model_cfg: Any, task, seed: int, device: torch.device | str = "
     task = apply_prompt_format(task, tok)
     model.to(device)
     if do_warm:
-        result = sft_warm_start(model, tok, task, ws, seed, device)
+        cache = "miss" if cache_dir is not None else "off"
+
+        def tick(step: int, _model, _loss: float) -> None:
+            progress.note("warm_start", cache=cache, step=step, target=int(ws["steps"]))
+
+        progress.note("warm_start", cache=cache, step=0, target=int(ws["steps"]), force=True)
+        result = sft_warm_start(model, tok, task, ws, seed, device, callback=tick)
+        progress.note("warm_start", cache=cache, step=result["steps"], target=int(ws["steps"]),
+                      done=True, force=True)
         info["warm_start"] = {**result, "cache_hit": False, "path": str(cache_dir) if cache_dir else None}
         if cache_dir is not None:
             meta = {"result": result, "model": {k: v for k, v in cfg.items() if k != "warm_start"},
@@ -338,4 +421,37 @@ def _finish(model, tok, info: dict, task, lora_cfg, grad_ckpt: bool) -> Policy:
     model.eval()
     info["num_params"] = count_params(model)
     info["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    info.update(describe_model(model, lora=lora_cfg is not None))
     return Policy(model=model, tokenizer=tok, info=info, task=task)
+
+
+def describe_model(model: torch.nn.Module, lora: bool = False) -> dict:
+    """What the start-of-run line and summary.json say about the policy (as TRL and verl print):
+    architecture, dtype, total distinct parameters (tied counted once) and trainable ones."""
+    hf_cfg = getattr(model, "config", None)
+    archs = list(getattr(hf_cfg, "architectures", None) or [])
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    first = next(model.parameters(), None)
+    return {"architecture": archs[0] if archs else type(model).__name__,
+            "dtype": str(first.dtype).removeprefix("torch.") if first is not None else None,
+            "total_params": total, "lora": bool(lora)}
+
+
+def model_line(info: dict) -> str:
+    """One line: checkpoint, architecture, dtype, parameters (and trainable with LoRA)."""
+    def n(x: Any) -> str:
+        x = int(x or 0)
+        return f"{x / 1e9:.2f}B" if x >= 1e9 else f"{x / 1e6:.2f}M" if x >= 1e6 else f"{x:,}"
+
+    ws = info.get("warm_start") or {}
+    warm = ("" if not ws else f"; warm start: {'cache hit' if ws.get('cache_hit') else 'trained'}"
+            f" ({ws.get('steps', '?')} steps)")
+    total, trainable = info.get("total_params"), info.get("trainable_params")
+    share = f" ({100 * trainable / total:.2f}%)" if total and trainable is not None else ""
+    return (f"model {info.get('source')}: {info.get('architecture')}, {info.get('dtype')}, "
+            f"{n(total)} parameters, {n(trainable)} trainable{share}"
+            + (" (LoRA)" if info.get("lora") else "") + warm)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ablate.spec.groups import UPGE_SLOTS
 from ablate.stats import Comparison, Interval, adjust, compare, location_ci, mean_ci, probability_of_improvement
 
 from .load import Sweep
@@ -27,7 +28,6 @@ EXTRA_COLS = {
     "response len": "run.final_response_len",
     "wall time (s)": "wall_s",
 }
-FOUR_SLOTS = ("mask", "denominator", "advantage", "likelihood")
 
 
 @dataclass
@@ -149,15 +149,11 @@ def normalise_presets(presets) -> list[dict]:
 
 
 def load_default_presets() -> list[dict]:
-    """The method catalog from ablate.methods.catalog.load_presets(), or [] when unavailable."""
-    try:
-        from ablate.methods.catalog import load_presets  # type: ignore[import-not-found]
-    except Exception:
-        return []
-    try:
-        return normalise_presets(load_presets())
-    except Exception:
-        return []
+    """The method catalog from ablate.methods.catalog.load_presets() (a broken catalog is an
+    error, not an empty list)."""
+    from ablate.methods.catalog import load_presets
+
+    return normalise_presets(load_presets())
 
 
 def _display_name(preset: dict) -> str:
@@ -174,9 +170,9 @@ def method_label(slots: dict, presets: list[dict], method: str | None = None) ->
     when only the four UPGE slots match; falls back to the runner's method name when no catalog."""
     exact, approx = [], []
     for p in presets:
-        if not all(s in p for s in FOUR_SLOTS):
+        if not all(s in p for s in UPGE_SLOTS):
             continue
-        if any(str(p[s]) != str(slots.get(s)) for s in FOUR_SLOTS):
+        if any(str(p[s]) != str(slots.get(s)) for s in UPGE_SLOTS):
             continue
         agg = p.get("aggregation")
         if agg is None or "aggregation" not in slots or str(agg) == str(slots.get("aggregation")):

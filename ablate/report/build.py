@@ -30,7 +30,8 @@ from ablate.claims.sections import claim_blocks
 from .effects import adjust_exploratory, importances, interactions, marginal_effects
 from .findings import fci, findings
 from .load import Sweep, load_sweep
-from .render import Bullets, Code, Details, Heading, Image, Para, Pre, Strong, Table, to_html, to_markdown
+from .render import (Bullets, Code, Details, Heading, Image, Link, Para, Pre, Strong, Table, to_html,
+                     to_markdown)
 from .metric_stats import available_metrics
 from .sections import metric_blocks
 
@@ -105,34 +106,18 @@ def build_document(sweep: Sweep, presets: list[dict],
     rows = [
         ["Sweep", sweep.name],
         ["Target metric", f"{metric} ({mode})"],
-        ["Search algorithm", f"{meta.get('algorithm') or 'n/a'}; scheduler: {meta.get('scheduler') or 'none'}"],
-        ["Budget", f"max_t = {meta.get('max_t', 'n/a')}; full budget taken as "
-                   f"{_g(sweep.budget) if sweep.budget is not None else 'n/a'} steps"],
         ["Trials", f"{len(t)} total: {counts.get('finished', 0)} finished, {counts.get('failed', 0)} failed, "
                    f"{counts.get('early_stopped', 0)} early-stopped, {other} other (running/pending)"],
         ["Full-budget trials", str(len(sweep.full_budget()))],
         ["Combinations", f"{t['combo'].nunique() if not t.empty else 0} in total, {len(combos)} with full-budget results"],
         ["Seeds", _seed_list(t["seed"].tolist()) if not t.empty else "none"],
         ["Total compute time", f"{_dur(float(np.nansum(t['wall_s'])) if not t.empty else float('nan'))} (sum of wall_s)"],
-        ["Started / finished", f"{meta.get('started') or 'n/a'} / {meta.get('finished') or 'not finished'}"],
-        ["ablate version", str(meta.get("ablate_version") or "n/a")],
-        ["Git commit", [Code(str(meta.get("git_commit") or "n/a"))]],
-        ["Search space file", [Code(str(meta.get("search_space_file") or "n/a"))]],
     ]
     blocks.append(Table(["field", "value"], rows))
-    fixed = fixed_settings(sweep)
-    if fixed:
-        blocks.append(Para(["Fixed across the sweep: "] + _join_codes([f"{k}={v}" for k, v in sorted(fixed.items())]) + ["."]))
-    blocks.append(Heading(3, "Search space"))
-    blocks.append(Pre(sweep.search_space_text or "(search_space.yaml missing)", "yaml", raw_output=False))
-    if sweep.warnings:
-        blocks.append(Details(f"Loader notes ({len(sweep.warnings)})", [Bullets(list(sweep.warnings[:50]))]))
-    if sweep.skipped:
-        blocks.append(Heading(3, f"Skipped trials ({len(sweep.skipped)})"))
-        blocks.append(Para("Trials left out of the statistics (excluded) or read only in part, and why."))
-        blocks.append(Bullets([skipped_line(s) for s in sweep.skipped[:MAX_SKIPPED]]
-                              + ([f"... and {len(sweep.skipped) - MAX_SKIPPED} more"]
-                                 if len(sweep.skipped) > MAX_SKIPPED else [])))
+    blocks.append(Para(["How the sweep was set up (search space, versions, fixed settings) is at the "
+                        "end: ", Link("Configuration", "#configuration"), "."]))
+    # the configuration goes last: findings first (see _configuration and SECTION_ORDER)
+    config_blocks = _configuration(sweep)
 
     # ------------------------------------------------------------------ findings
     blocks.append(Heading(2, "Findings", "findings"))
@@ -153,6 +138,10 @@ def build_document(sweep: Sweep, presets: list[dict],
         "seed. Only full-budget finished trials count."
     ))
     blocks.append(_leaderboard_table(sweep, combos))
+    looks = [f"{c.cid} {c.label}" for c in combos[:MAX_LEADERBOARD] if c.label]
+    if looks:
+        blocks.append(Para("¹ Catalog look-alikes (same slot classes as a method preset): "
+                           + "; ".join(looks) + "."))
     if len(combos) > MAX_LEADERBOARD:
         blocks.append(Para(f"Showing the top {MAX_LEADERBOARD} of {len(combos)} combinations."))
     missing = combos_without_full_budget(sweep, combos)
@@ -365,8 +354,66 @@ def build_document(sweep: Sweep, presets: list[dict],
         "full-budget trials only.",
     ]))
 
+    blocks += config_blocks
     title = f"Sweep report: {sweep.name}"
-    return title, blocks, figs.files
+    return title, _in_reading_order(blocks), figs.files
+
+
+# Sections in reading order: what was found first, how it was set up last; sections not named
+# here keep their place relative to the one before them.
+SECTION_ORDER = ("overview", "findings", "claims", "leaderboard", "curves", "slot-effects",
+                 "metrics", "robust", "failed", "samples", "trials", "methods", "configuration")
+
+
+def _in_reading_order(blocks: list) -> list:
+    """The blocks regrouped by level-2 section (a heading with an anchor starts one), sorted by
+    SECTION_ORDER; an unnamed section stays right after the one it followed."""
+    sections: list[tuple[str, list]] = []
+    for b in blocks:
+        if isinstance(b, Heading) and b.level == 2 and b.anchor or not sections:
+            sections.append((getattr(b, "anchor", "") or "", [b]))
+        else:
+            sections[-1][1].append(b)
+    rank: dict[int, float] = {}
+    last = -1.0
+    for i, (anchor, _) in enumerate(sections):
+        if anchor in SECTION_ORDER:
+            last = float(SECTION_ORDER.index(anchor))
+        else:
+            last += 0.001
+        rank[i] = last
+    order = sorted(range(len(sections)), key=lambda i: (rank[i], i))
+    return [b for i in order for b in sections[i][1]]
+
+
+def _configuration(sweep: Sweep) -> list:
+    """How the sweep was set up: search, budget, provenance, fixed settings, the resolved search
+    space, loader notes and skipped trials."""
+    meta = sweep.meta
+    out: list = [Heading(2, "Configuration", "configuration")]
+    out.append(Table(["field", "value"], [
+        ["Search algorithm", f"{meta.get('algorithm') or 'n/a'}; scheduler: {meta.get('scheduler') or 'none'}"],
+        ["Budget", f"max_t = {meta.get('max_t', 'n/a')}; full budget taken as "
+                   f"{_g(sweep.budget) if sweep.budget is not None else 'n/a'} steps"],
+        ["Started / finished", f"{meta.get('started') or 'n/a'} / {meta.get('finished') or 'not finished'}"],
+        ["ablate version", str(meta.get("ablate_version") or "n/a")],
+        ["Git commit", [Code(str(meta.get("git_commit") or "n/a"))]],
+        ["Search space file", [Code(str(meta.get("search_space_file") or "n/a"))]],
+    ]))
+    fixed = fixed_settings(sweep)
+    if fixed:
+        out.append(Para(["Fixed across the sweep: "] + _join_codes([f"{k}={v}" for k, v in sorted(fixed.items())]) + ["."]))
+    out.append(Heading(3, "Search space"))
+    out.append(Pre(sweep.search_space_text or "(search_space.yaml missing)", "yaml", raw_output=False))
+    if sweep.warnings:
+        out.append(Details(f"Loader notes ({len(sweep.warnings)})", [Bullets(list(sweep.warnings[:50]))]))
+    if sweep.skipped:
+        out.append(Heading(3, f"Skipped trials ({len(sweep.skipped)})"))
+        out.append(Para("Trials left out of the statistics (excluded) or read only in part, and why."))
+        out.append(Bullets([skipped_line(s) for s in sweep.skipped[:MAX_SKIPPED]]
+                           + ([f"... and {len(sweep.skipped) - MAX_SKIPPED} more"]
+                              if len(sweep.skipped) > MAX_SKIPPED else [])))
+    return out
 
 
 def _p(x) -> str:
@@ -407,8 +454,8 @@ def _leaderboard_table(sweep: Sweep, combos: list[Combo]) -> Table:
     metric = sweep.metric
     pk_cols = [k for k in sweep.pass_ks]
     target_is_pk = metric in {f"eval/pass@{k}" for k in pk_cols}
-    header = ["#", "method", "combination"]
-    align = ["l", "l", "l"]
+    header = ["#", "combination"]
+    align = ["l", "l"]
     if not target_is_pk:
         header.append(f"{metric} [95% CI]")
         align.append("r")
@@ -423,7 +470,7 @@ def _leaderboard_table(sweep: Sweep, combos: list[Combo]) -> Table:
         align.append("r")
     rows = []
     for c in combos[:MAX_LEADERBOARD]:
-        row = [c.cid, c.label or "", c.desc]
+        row = [c.cid + ("¹" if c.label else ""), c.desc]
         if not target_is_pk:
             row.append(_ci2(c.target))
         row += [_ci2(c.pass_k[k]) if k in c.pass_k else "n/a" for k in pk_cols]
@@ -450,17 +497,18 @@ def _samples(sweep: Sweep, combos: list[Combo]) -> list:
         steps = [r.get("step") for r in recs if isinstance(r.get("step"), (int, float))]
         last = max(steps) if steps else None
         pick = [r for r in recs if last is None or r.get("step") == last][:SAMPLES_PER_COMBO]
-        out.append(Heading(3, f"{c.cid} {c.label}".strip()))
-        out.append(Para([f"{c.desc}; trial ", Code(str(src)), f", step {_g(last)}."]))
+        inner: list = [Para(["Trial ", Code(str(src)), f", step {_g(last)}."])]
         for i, r in enumerate(pick, 1):
             resp = str(r.get("response", ""))
             if len(resp) > MAX_SAMPLE_CHARS:
                 resp = resp[:MAX_SAMPLE_CHARS] + f"… [{len(resp) - MAX_SAMPLE_CHARS} more characters]"
-            out.append(Para([Strong(f"Sample {i}"), f" — reward {_g(r.get('reward'))}; prompt:"]))
-            out.append(Pre(str(r.get("prompt", ""))[:MAX_SAMPLE_CHARS]))
-            out.append(Para("Response:"))
-            out.append(Pre(resp))
+            inner.append(Para([Strong(f"Sample {i}"), f" — reward {_g(r.get('reward'))}; prompt:"]))
+            inner.append(Pre(str(r.get("prompt", ""))[:MAX_SAMPLE_CHARS]))
+            inner.append(Para("Response:"))
+            inner.append(Pre(resp))
             shown += 1
+        # collapsed: generations are for looking up, not for scrolling past
+        out.append(Details(f"{c.cid} {c.desc}: {len(pick)} sample(s)", inner))
     if not shown:
         out.append(Para("No samples.jsonl records for the top combinations."))
     return out
@@ -493,12 +541,22 @@ def _trials_section(sweep: Sweep, combos: list[Combo]) -> list:
         out.append(cmds if len(dirs) <= 10 else Details(f"wandb sync commands ({len(dirs)})", [cmds]))
     elif t["wandb_run_id"].map(_present).any():
         out.append(Para("All W&B runs with a recorded id were logged online (or their mode is unknown)."))
+    if sweep.journal_path is not None and Path(sweep.journal_path).is_file():
+        out.append(Para("The Optuna study (each trial's user attributes name its Tune trial, run "
+                        "directory and W&B run ids) opens in optuna-dashboard "
+                        "(pip install 'ablate-upge[dashboard]'), from the sweep directory:"))
+        out.append(Pre(f"optuna-dashboard {Path(sweep.journal_path).name}", "bash", raw_output=True))
     return out
 
 
 def _wandb_path(sweep: Sweep, run_dir, wandb_dir: str) -> str:
     p = Path(wandb_dir)
-    if p.is_absolute():
+    if p.is_absolute():  # recorded absolute: relative when it lies under the sweep directory
+        for root in (sweep.path, sweep.path.resolve()):
+            try:
+                return str(p.relative_to(root))
+            except ValueError:
+                continue
         return wandb_dir
     for base in (sweep.path / str(run_dir), sweep.path):
         if (base / p).exists():
@@ -548,6 +606,8 @@ def generate_report(sweep_dir, out_dir=None, presets=None, log=None, metrics=())
         (fig_dir / name).write_bytes(png)
     (out / "report.md").write_text(to_markdown(title, blocks), encoding="utf-8")
     (out / "report.html").write_text(to_html(title, blocks), encoding="utf-8")
+    if log is not None and sweep.journal_path is not None and Path(sweep.journal_path).is_file():
+        log(f"report: browse the Optuna study with: optuna-dashboard {sweep.journal_path}")
     return out
 
 

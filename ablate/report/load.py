@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-SLOT_ORDER = ("mask", "denominator", "advantage", "likelihood", "aggregation")
+from ablate.errors import ConfigError
+from ablate.spec.groups import SLOT_FAMILIES
+
 STATUSES = ("finished", "failed", "early_stopped", "running", "pending")
 PASS_AT_RE = re.compile(r"^eval/pass@(\d+)$")
 
@@ -34,13 +36,7 @@ DERIVED = {
 }
 
 
-try:  # the project's one-line user-error type, so `ablate report` prints it cleanly
-    from ablate.errors import ConfigError as _UserError
-except Exception:  # pragma: no cover - report used standalone
-    _UserError = ValueError  # type: ignore[misc,assignment]
-
-
-class SweepFormatError(_UserError):
+class SweepFormatError(ConfigError):  # one-line user error: `ablate report` prints it cleanly
     """The sweep directory lacks a file the report cannot do without."""
 
 
@@ -209,7 +205,7 @@ def load_sweep(sweep_dir) -> Sweep:
             g = str(g)
             if v is None:
                 continue
-            if g not in slots and g not in SLOT_ORDER and g != "method" and g not in params:
+            if g not in slots and g not in SLOT_FAMILIES and g != "method" and g not in params:
                 params[g] = _scalar(v)
         if r.get("method") is not None and "method" not in params:
             params["method"] = _scalar(r.get("method"))
@@ -349,7 +345,7 @@ def load_sweep(sweep_dir) -> Sweep:
                 skipped.append({"trial_id": tid, "combo": combo, "excluded": True,
                                 "reason": f"ran fewer steps than the full budget ({budget:g})"})
 
-    slot_list = [s for s in SLOT_ORDER if s in slot_names] + sorted(slot_names - set(SLOT_ORDER))
+    slot_list = [s for s in SLOT_FAMILIES if s in slot_names] + sorted(slot_names - set(SLOT_FAMILIES))
     pass_ks = sorted(
         int(m.group(1)) for k in final_keys if (m := PASS_AT_RE.match(k)) is not None
     )
@@ -394,10 +390,7 @@ def _bad_lines(path: Path) -> int:
 def _recover_rows(path: Path, meta: dict, records: list[dict]) -> list[dict]:
     """Rows for ended trials whose run directory is complete but which trials.jsonl lacks (its
     line was torn), rebuilt from their own files by the sweep's ledger."""
-    try:
-        from ablate.sweep.ledger import rows_from_run_dirs
-    except Exception:  # noqa: BLE001 - report used without the sweep package
-        return []
+    from ablate.sweep.ledger import rows_from_run_dirs
     have_ids = {str(r.get("trial_id")) for r in records}
     have_dirs = {str(r.get("run_dir")) for r in records if r.get("run_dir")}
     return [r for r in rows_from_run_dirs(path, meta)

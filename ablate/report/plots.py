@@ -41,16 +41,23 @@ def _new(w: float, h: float) -> Figure:
 
 
 def _png(fig: Figure) -> bytes:
+    """The figure with everything drawn on it: ``bbox_inches="tight"`` grows the canvas to hold
+    legends and long tick labels placed outside the axes, so nothing is clipped."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None}, bbox_inches="tight",
+                pad_inches=0.15)
     return buf.getvalue()
 
 
 def _combo_name(c: Combo, width: int = 60) -> str:
-    """A legend entry that names the combination (its swept values), not just its id."""
+    """A legend entry that names the combination by its swept values (``C02 mask=none,
+    train.epochs=4``), wrapped onto more lines rather than cut; the catalog look-alike stays in
+    the leaderboard's footnote."""
+    import textwrap
+
     what = c.desc if c.desc and c.desc != "(single combination)" else ""
-    text = " ".join(x for x in (c.cid, c.label, what) if x)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    text = " ".join(x for x in (c.cid, what) if x)
+    return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False)) or c.cid
 
 
 def _err(ci) -> tuple[float, float]:
@@ -246,9 +253,12 @@ def curves_plot(sweep: Sweep, combos: list[Combo]) -> bytes | None:
             handles, labels = ax.get_legend_handles_labels()
             if handles:
                 break
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8, frameon=False)
     fig.suptitle(f"Training curves, top {len(head)} combinations (mean over seeds ± 1 s.e.)", fontsize=10)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    # below the panels, as wide as the names need (the saved canvas grows to hold it)
+    widest = max(len(x) for lab in labels for x in lab.splitlines())
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+               ncol=max(1, min(3, len(labels), 110 // max(widest, 1))), fontsize=8, frameon=False)
     return _png(fig)
 
 

@@ -91,11 +91,15 @@ def _parts(p: Parts) -> list:
 # ------------------------------------------------------------------ Markdown
 
 _MD_SPECIAL = re.compile(r"([\\`*\[\]|])")
+_MD_TAG = re.compile(r"<(?=[A-Za-z/!?])")  # would open an HTML tag or comment
+_MD_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")  # would read as a character reference
 
 
 def md_text(s: str) -> str:
-    s = html.escape(str(s), quote=False)
-    return _MD_SPECIAL.sub(r"\\\1", s)
+    """Plain text for Markdown: backslash escapes (CommonMark), never HTML entities, so the file
+    reads as written (``W&B``, ``<sweep_dir>``) and still renders as text."""
+    s = _MD_SPECIAL.sub(r"\\\1", str(s))
+    return _MD_ENTITY.sub(r"\\&", _MD_TAG.sub(r"\\<", s))
 
 
 def _md_code(s: str, in_table: bool) -> str:

@@ -28,7 +28,7 @@ class HFEngine(RolloutEngine):
     truncated while ``old_logp`` is the untruncated tempered log-prob (as in verl).
     """
 
-    def __init__(self, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 8,
+    def __init__(self, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: Optional[int] = None,
                  top_k: int = 0, batch_size: Optional[int] = None,
                  logprob_batch_size: Optional[int] = None, is_correction: str = "none",
                  is_cap: float = 2.0):
@@ -36,8 +36,9 @@ class HFEngine(RolloutEngine):
             raise ConfigError(f"rollout.temperature: must be >= 0, got {temperature!r}")
         if not 0 < top_p <= 1:
             raise ConfigError(f"rollout.top_p: must be in (0, 1], got {top_p!r}")
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ConfigError(f"rollout.max_new_tokens: must be a positive integer, got {max_new_tokens!r}")
+        if max_new_tokens is not None and (not isinstance(max_new_tokens, int) or max_new_tokens < 1):
+            raise ConfigError(f"rollout.max_new_tokens: must be a positive integer or null (the task's "
+                              f"budget), got {max_new_tokens!r}")
         for name, v in (("batch_size", batch_size), ("logprob_batch_size", logprob_batch_size)):
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ConfigError(f"rollout.{name}: must be a positive integer or null, got {v!r}")
@@ -55,6 +56,8 @@ class HFEngine(RolloutEngine):
         temperature = self.temperature if temperature is None else float(temperature)
         top_p = self.top_p if top_p is None else float(top_p)
         max_new_tokens = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+        if max_new_tokens is None:
+            raise ValueError("generate: no max_new_tokens (the trainer passes the resolved budget)")
         if n < 1 or not prompts:
             raise ValueError("generate: need at least one prompt and n >= 1")
         device = next(model.parameters()).device

@@ -28,7 +28,7 @@ NEEDS = "rollout=vllm needs a GPU and the `gpu` extra (pip install 'ablate-upge[
 
 
 class VLLMEngine(RolloutEngine):
-    def __init__(self, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 8,
+    def __init__(self, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: Optional[int] = None,
                  top_k: int = 0, gpu_memory_utilization: float = 0.4, dtype: str = "auto",
                  enforce_eager: bool = True, max_model_len: Optional[int] = None,
                  logprob_batch_size: Optional[int] = None, logprobs: str = "trainer",
@@ -41,7 +41,8 @@ class VLLMEngine(RolloutEngine):
             raise ConfigError(NEEDS) from None
         if not 0 < top_p <= 1:
             raise ConfigError(f"rollout.top_p: must be in (0, 1], got {top_p!r}")
-        self.temperature, self.top_p, self.max_new_tokens = float(temperature), float(top_p), int(max_new_tokens)
+        self.temperature, self.top_p = float(temperature), float(top_p)
+        self.max_new_tokens = None if max_new_tokens is None else int(max_new_tokens)
         self.top_k = int(top_k)
         self.gpu_memory_utilization, self.dtype = float(gpu_memory_utilization), dtype
         self.enforce_eager, self.max_model_len = bool(enforce_eager), max_model_len
@@ -130,6 +131,8 @@ class VLLMEngine(RolloutEngine):
         temperature = self.temperature if temperature is None else float(temperature)
         top_p = self.top_p if top_p is None else float(top_p)
         max_new_tokens = self.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+        if max_new_tokens is None:
+            raise ValueError("generate: no max_new_tokens (the trainer passes the resolved budget)")
         device = next(model.parameters()).device
         eos_ids = eos_ids_of(model, tokenizer)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]

@@ -45,6 +45,11 @@ def _add_arguments(p: argparse.ArgumentParser, remainder: bool = False) -> None:
     p.add_argument("--num-cpus", type=float, default=None, metavar="N",
                    help="CPUs of the local Ray instance (default: all cores)")
     p.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    p.add_argument("--yes", action="store_true",
+                   help="start a large sweep (more than 100 trials) without asking")
+    from ablate.spec.cli_options import add_safety_arguments
+
+    add_safety_arguments(p)
     p.add_argument("--verbose", action="store_true",
                    help="show Ray's own output (status tables, worker logs) instead of writing "
                         "it to <sweep_dir>/ray.log")
@@ -83,12 +88,16 @@ def _merge_trailing_options(args: argparse.Namespace) -> argparse.Namespace:
 def run_from_args(args: argparse.Namespace) -> int:
     from ablate.sweep.runner import EXIT_INTERRUPTED, run_sweep
 
-    args = _merge_trailing_options(args)
+    from ablate.spec.cli_options import apply_plugins
+
     try:
+        args = _merge_trailing_options(args)
+        apply_plugins(args)
         return run_sweep(args.file, list(args.overrides or []), address=args.address,
                          resume=args.resume, output_dir=args.output_dir, name=args.name,
                          dry_run=args.dry_run, num_cpus=args.num_cpus,
-                         report=not args.no_report, verbose=args.verbose)
+                         report=not args.no_report, verbose=args.verbose,
+                         allow_outside=args.allow_outside, yes=args.yes)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

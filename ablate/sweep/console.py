@@ -49,6 +49,14 @@ class Console:
             if postfix:
                 self.bar.set_postfix_str(postfix, refresh=True)
 
+    def status(self, text: str) -> bool:
+        """Show what the running trials are doing: on the bar (redrawn, which also advances its
+        clock); returns False when there is no bar (the caller then writes a line)."""
+        if self.bar is None:
+            return False
+        self.bar.set_postfix_str(text, refresh=True)
+        return True
+
     def close_bar(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -111,11 +119,62 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+BAR_REFRESH_S = 2.0  # how often the bar's running-trials status is redrawn
+LINE_REFRESH_S = 10.0  # without a bar (a log file): a status line at most this often...
+LINE_SILENT_S = 30.0  # ...when something changed, and at least this often while trials run
+
+
+def trial_status(tid: str, result: Mapping[str, Any] | None, metric: str,
+                 steps: int | None, phase: Mapping[str, Any] | None) -> str:
+    """One running trial: ``<id> step 3/10 pass@1=0.25`` from its latest Tune result, or its
+    loading / warm-start phase (``<id> warm start (cache miss) 40/200``) when that is newer."""
+    from ablate.tracking.progress import describe
+
+    r_time = float((result or {}).get("timestamp") or 0)
+    if phase and (result is None or float(phase.get("time") or 0) > r_time):
+        return f"{tid} {describe(phase)}"
+    if result is None:
+        return f"{tid} starting"
+    step = result.get("step")
+    out = f"{tid} step {_fmt(step)}" + (f"/{steps}" if steps else "")
+    if isinstance(result.get(metric), (int, float)):
+        out += f" {metric.rsplit('/', 1)[-1]}={_fmt(result[metric])}"
+    return out
+
+
+def _trial_error(trial: Any, sweep_dir: str | None) -> str | None:
+    """One line of a failed trial's error: its own record (sweep_trial.json), else Tune's."""
+    if sweep_dir:
+        import json
+
+        try:
+            out = json.loads((Path(sweep_dir) / "trials" / str(trial.trial_id)
+                              / "sweep_trial.json").read_text(encoding="utf-8"))
+            err = str(out.get("error") or "")[:300] or None
+            if err:
+                return err
+        except (OSError, ValueError):
+            pass
+    try:
+        lines = [ln.strip() for ln in str(trial.get_error() or "").splitlines() if ln.strip()]
+    except Exception:  # noqa: BLE001 - the line is cosmetic
+        return None
+    return lines[-1][:300] if lines else None
+
+
 def make_console_callback(*, metric: str, mode: str, label: Callable[[Any], str],
-                          total: int | None, sweep_dir: str | None = None):
+                          total: int | None, sweep_dir: str | None = None,
+                          steps: int | None = None):
     """A Tune Callback printing a line per trial start / end and the best value so far. The bar
-    counts trials that ended (finished, stopped early or failed); ``total`` is the planned number."""
+    counts trials that ended (finished, stopped early or failed); ``total`` is the planned number.
+    Between those lines it shows every running trial's step and latest ``metric`` (Tune's
+    intermediate results) or its warm-start progress (the trial's progress.json), redrawn every
+    couple of seconds on a terminal, as a status line now and then in a log."""
+    import time
+
     from ray.tune import Callback
+
+    from ablate.tracking.progress import PROGRESS_FILE, read
 
     sign = 1.0 if mode == "max" else -1.0
 
@@ -125,6 +184,37 @@ def make_console_callback(*, metric: str, mode: str, label: Callable[[Any], str]
             self.ended = 0
             self.failed = 0
             self.started: set[str] = set()
+            self.results: dict[str, dict] = {}
+            self.shown = (0.0, "")  # when the last status went out, and what it said
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.results[str(trial.trial_id)] = {k: result.get(k) for k in
+                                                 ("step", metric, "timestamp")}
+
+        def running_status(self, trials) -> str:
+            parts = []
+            for t in trials:
+                if t.status != "RUNNING":
+                    continue
+                tid = str(t.trial_id)
+                phase = read(Path(sweep_dir) / "trials" / tid / PROGRESS_FILE) if sweep_dir else None
+                parts.append(trial_status(tid, self.results.get(tid), metric, steps, phase))
+            return "; ".join(parts)
+
+        def on_step_end(self, iteration, trials, **info):
+            now = time.monotonic()
+            last_t, last_text = self.shown
+            if now - last_t < BAR_REFRESH_S:
+                return
+            text = self.running_status(trials)
+            if not text:
+                return
+            if current().status(text):
+                self.shown = (now, text)
+            elif (now - last_t >= LINE_REFRESH_S and text != last_text) or \
+                    now - last_t >= LINE_SILENT_S:
+                self.shown = (now, text)
+                current()(f"{self._prefix()} running: {text}")
 
         def setup(self, **info):
             current().start_bar(total, "trials")
@@ -167,23 +257,7 @@ def make_console_callback(*, metric: str, mode: str, label: Callable[[Any], str]
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.failed += 1
-            err = None
-            if sweep_dir:  # the trial's own record of its error (sweep_trial.json)
-                import json
-
-                try:
-                    out = json.loads((Path(sweep_dir) / "trials" / str(trial.trial_id)
-                                      / "sweep_trial.json").read_text(encoding="utf-8"))
-                    err = str(out.get("error") or "")[:300] or None
-                except (OSError, ValueError):
-                    err = None
-            if err is None:
-                try:
-                    text = trial.get_error() or ""
-                    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-                    err = lines[-1][:300] if lines else None
-                except Exception:  # noqa: BLE001 - the line is cosmetic
-                    err = None
+            err = _trial_error(trial, sweep_dir)
             self._end(trial, "FAILED", error=err or "failed (see the trial's error.txt)")
 
         def on_experiment_end(self, trials, **info):

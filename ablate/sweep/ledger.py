@@ -24,8 +24,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from ablate.sweep.space import (GROUPS, SLOT_FAMILIES, active_assignment, assignment_overrides,
-                                combo_key, spec_key)
+from ablate.spec.groups import GROUPS, SLOT_FAMILIES
+from ablate.sweep.space import active_assignment, assignment_overrides, combo_key, spec_key
 from ablate.sweep.trial import COMPLETE_KEY, OUTCOME_FILE
 from ablate.tracking.run_store import read_jsonl
 

@@ -6,6 +6,11 @@ range params at their low and at their high ends and every choice value, so any 
 propose lies between two checked ones. Each config goes through ``validate_config``, the same
 check ``ablate train`` runs (schema types and ranges, components, task data), so a trial that
 would fail on its config fails here, with one line naming the field and the trial's overrides.
+
+A factor whose levels differ only in components that cannot act under every trial's schedule
+(e.g. a mask swept with one on-policy optimizer step per batch: π_θ = π_old, every clip a no-op)
+would give identical runs; it is refused with one line (the components' ``Acts`` declarations,
+ablate/component.py).
 """
 
 from __future__ import annotations
@@ -64,16 +69,60 @@ def preflight(space: SearchSpace) -> int:
     trainable does not take ablate configs). Raises a one-line ConfigError for the first bad one."""
     if not resolve(space.trainable).validates:
         return 0
-    from ablate.config import compose_config, validate_config
+    from ablate.config import compose_config
+    from ablate.train.validate import validate_config
 
     tasks: dict[str, Any] = {}
-    n = 0
+    checked: list[tuple[dict, tuple]] = []
     for a in trial_assignments(space):
         ov = space.run_overrides() + assignment_overrides(a) + [
             f"seed={space.seeds[0]}", "name=preflight"]
         try:
-            validate_config(compose_config(ov), task_cache=tasks)
+            cfg = compose_config(ov)
+            validate_config(cfg, task_cache=tasks)
         except ConfigError as e:
             raise ConfigError(f"{e} [trial overrides: {' '.join(ov)}]") from None
-        n += 1
-    return n
+        checked.append((a, trial_signature(cfg)))
+    check_inert_factors(checked)
+    return len(checked)
+
+
+# keys of a run config that the built algorithm stands for (or that never change training)
+ALGORITHM_KEYS = ("mask", "denominator", "advantage", "likelihood", "aggregation", "regularizers",
+                  "objective", "pipeline", "critic", "method", "choices", "name", "seed", "run_dir")
+
+
+def trial_signature(cfg) -> tuple:
+    """What a trial's training depends on: the rest of its config, and its algorithm with every
+    part that cannot act under its schedule reduced to the neutral choice."""
+    import json
+
+    from ablate.component import effective_signature, schedule_of
+    from ablate.config import to_plain
+    from ablate.train.components import build_algorithm
+
+    algo = build_algorithm(cfg)
+    rest = {k: v for k, v in to_plain(cfg).items() if k not in ALGORITHM_KEYS}
+    schedule = schedule_of(algo, cfg.train.epochs, cfg.train.minibatches)
+    return json.dumps(rest, sort_keys=True, default=str), effective_signature(algo, schedule)
+
+
+def check_inert_factors(checked: list[tuple[dict, tuple]]) -> None:
+    """Refuse (one line) a factor whose levels give equal signatures in every comparison: trials
+    that differ only in that factor would train identically."""
+    factors = sorted({k for a, _ in checked for k in a})
+    for f in factors:
+        groups: dict[str, dict[str, tuple]] = {}
+        for a, sig in checked:
+            if f not in a or a[f] is None:
+                continue
+            rest = repr(sorted((k, repr(v)) for k, v in a.items() if k != f))
+            groups.setdefault(rest, {})[repr(a[f])] = sig
+        compared = [g for g in groups.values() if len(g) > 1]
+        if compared and all(len(set(g.values())) == 1 for g in compared):
+            levels = sorted({lv for g in compared for lv in g})
+            raise ConfigError(
+                f"sweep factor {f}: its levels {', '.join(levels)} differ only in components that "
+                "cannot act under any trial's schedule (one optimizer step per rollout batch, "
+                "on-policy: π_θ = π_old at every update), so every level would train identically; "
+                "set train.epochs or train.minibatches above 1 in base_overrides, or drop the factor")

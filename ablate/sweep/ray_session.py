@@ -17,19 +17,12 @@ from typing import Callable
 RECORD = "ray_session.json"
 
 
-def record_session(sweep_dir: Path) -> dict | None:
-    """Write the record for the Ray this process just started (None when not a local start)."""
-    try:
-        import ray._private.worker as rw
-
-        node = rw._global_node
-        session_dir = node.get_session_dir_path()
-        pids = sorted({int(pi.process.pid) for infos in node.all_processes.values()
-                       for pi in infos if getattr(pi, "process", None) is not None})
-    except Exception:  # noqa: BLE001 - Ray internals moved: no record, no cleanup later
-        return None
-    rec = {"session_dir": str(session_dir), "session_name": Path(session_dir).name,
-           "driver_pid": os.getpid(), "pids": pids, "started": time.time(), "shut_down": False}
+def record_session(sweep_dir: Path, session_dir: str) -> dict:
+    """Write the record for the local Ray this process just started (``session_dir`` from the
+    public ``ray.init(...).address_info``); its processes are those that name the session."""
+    name = Path(session_dir).name
+    rec = {"session_dir": session_dir, "session_name": name, "driver_pid": os.getpid(),
+           "pids": session_processes(name), "started": time.time(), "shut_down": False}
     _write(sweep_dir / RECORD, rec)
     return rec
 

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +25,7 @@ from typing import Any, Callable
 import yaml
 
 import ablate
+from ablate.adapters import refresh_ray_token_auth
 from ablate.errors import ConfigError
 from ablate.sweep.console import (RAY_LOG, Console, make_console_callback, redirect_output,
                                   use_console)
@@ -31,6 +33,7 @@ from ablate.sweep.ledger import Ledger, _read_json, is_done, make_callback
 from ablate.sweep.ray_session import cleanup_leftovers, mark_shut_down, record_session
 from ablate.sweep.space import (DEFAULT_TRAINABLE, OptunaSpace, SearchSpace, active_assignment,
                                 combo_key, conditions, load_search_space, plan_trials)
+from ablate.tracking.wandb_logger import resolve_mode
 
 REPO_ROOT = Path(ablate.__file__).resolve().parent.parent
 EXIT_INTERRUPTED = 130
@@ -67,20 +70,9 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def wandb_mode(space: SearchSpace) -> str:
-    env = os.environ.get("WANDB_MODE")
-    if env:
-        return env
-    mode = space.wandb.get("mode", "auto")
-    if mode != "auto":
-        return mode
-    if os.environ.get("WANDB_API_KEY"):
-        return "online"
-    try:
-        if "api.wandb.ai" in (Path.home() / ".netrc").read_text():
-            return "online"
-    except OSError:
-        pass
-    return "offline"
+    """The sweep's W&B mode, decided once here by the rule `ablate train` uses (resolve_mode) and
+    handed to every trial as WANDB_MODE."""
+    return resolve_mode(space.wandb.get("mode", "auto"), field="wandb.mode")
 
 
 def worker_env(space: SearchSpace, sweep_dir: Path) -> dict[str, str]:
@@ -98,7 +90,7 @@ def worker_env(space: SearchSpace, sweep_dir: Path) -> dict[str, str]:
     }
     if space.wandb.get("entity") and not os.environ.get("WANDB_ENTITY"):
         env["WANDB_ENTITY"] = str(space.wandb["entity"])
-    for k in ("ABLATE_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM",
+    for k in ("ABLATE_CACHE", "ABLATE_PLUGINS", "HF_HOME", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM",
               "WANDB_ENTITY", "WANDB_BASE_URL"):
         if os.environ.get(k):
             env[k] = os.environ[k]
@@ -146,6 +138,91 @@ def describe(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path) -> s
     return "\n".join(lines)
 
 
+LARGE_SWEEP = 100  # trials: more asks for --yes (or a "y" at a terminal)
+ATTACH_TIMEOUT_S = 5.0
+
+
+def check_num_cpus(num_cpus: float | None) -> None:
+    if num_cpus is not None and not (isinstance(num_cpus, (int, float)) and
+                                     math.isfinite(num_cpus) and 0 < num_cpus <= 4096):
+        raise ConfigError(f"--num-cpus: got {num_cpus!r}; allowed: a number in (0, 4096], or "
+                          "leave it out for all cores")
+
+
+def check_machine(space: SearchSpace, address: str | None, num_cpus: float | None) -> None:
+    """A local Ray gets this machine: a trial must fit it (a cluster is checked once attached)."""
+    if address:
+        return
+    w = int(space.resources.get("workers", 1))
+    need_cpu = space.resources["cpu"] * w
+    have = float(num_cpus) if num_cpus is not None else float(os.cpu_count() or 1)
+    if need_cpu > have:
+        raise ConfigError(f"resources.cpu: each trial needs {need_cpu:g} CPU(s) but the local Ray "
+                          f"gets {have:g}; allowed: resources.cpu x workers <= {have:g} (or "
+                          "--num-cpus N, or --address of a cluster)")
+    if space.resources["gpu"] > 0:
+        import torch
+
+        n = torch.cuda.device_count()
+        if space.resources["gpu"] * w > n:
+            raise ConfigError(f"resources.gpu: each trial needs {space.resources['gpu'] * w:g} "
+                              f"GPU(s) but this machine has {n}; allowed: <= {n} (or --address "
+                              "of a cluster with GPUs)")
+
+
+def confirm_size(space: SearchSpace, specs: list[dict] | None, yes: bool,
+                 log: Callable[[str], None]) -> None:
+    """State a large sweep's size; without ``--yes`` ask at a terminal, refuse otherwise."""
+    n = len(specs) if specs is not None else int(space.num_samples or 0) * len(space.seeds)
+    if n <= LARGE_SWEEP:
+        return
+    log(f"sweep {space.name}: {n} trials")
+    if yes:
+        return
+    if sys.stdin is not None and sys.stdin.isatty():
+        answer = input(f"start {n} trials? [y/N] ").strip().lower()
+        if answer in ("y", "yes"):
+            return
+    raise ConfigError(f"sweep: {n} trials (more than {LARGE_SWEEP}); allowed: pass --yes to start "
+                      "it, or shrink seeds / num_samples / the axes")
+
+
+def _address_host_port(address: str) -> tuple[str, int] | None:
+    if address == "auto":
+        found = os.environ.get("RAY_ADDRESS")
+        if not found:
+            try:
+                found = Path("/tmp/ray/ray_current_cluster").read_text().strip()
+            except OSError:
+                raise ConfigError("--address: got 'auto' but no Ray cluster runs on this machine; "
+                                  "allowed: auto after `ray start --head`, or HOST:PORT") from None
+        address = found
+    address = address.split("://", 1)[-1]
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        if address.startswith("ray://") or address in ("local",):
+            return None
+        raise ConfigError(f"--address: got {address!r}; allowed: auto or HOST:PORT")
+    return host or "127.0.0.1", int(port)
+
+
+def check_address(address: str) -> None:
+    """Something answers at the cluster's address within ATTACH_TIMEOUT_S (Ray itself would
+    retry for minutes without a word)."""
+    import socket
+
+    hp = _address_host_port(address)
+    if hp is None:
+        return
+    try:
+        with socket.create_connection(hp, timeout=ATTACH_TIMEOUT_S):
+            pass
+    except OSError as e:
+        raise ConfigError(f"--address: nothing answers at {hp[0]}:{hp[1]} within "
+                          f"{ATTACH_TIMEOUT_S:g} s ({e.strerror or e}); allowed: the address of a "
+                          "running Ray head (`ray start --head`), or auto") from None
+
+
 def _budget(space: SearchSpace) -> float | None:
     """The full budget in steps: the scheduler's max_t, else train.steps from base_overrides."""
     if space.max_t is not None:
@@ -186,34 +263,14 @@ def _grid_param_space(space: SearchSpace, todo: list[dict]) -> dict:
     return {"trial": tune.grid_search([s["key"] for s in todo])}
 
 
-def _progress_reporter(space: SearchSpace, verbose: bool):
-    """Tune's status table: on the console with --verbose, else into ray.log (fd 2 is there)."""
-    from ray.tune import CLIReporter
-
-    class SafeCLIReporter(CLIReporter):
-        """A progress table that can never take the sweep down."""
-
-        def report(self, *args, **kwargs):
-            try:
-                super().report(*args, **kwargs)
-            except Exception as e:  # noqa: BLE001
-                print(f"(progress table unavailable: {type(e).__name__}: {e})", flush=True)
-
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the new output engine ignores custom reporters
-    params = {"trial": "trial"} if not space.is_optuna else {a: a for a in space.swept_keys()}
-    metrics = {space.metric: space.metric, "step": "step", "training_iteration": "iter",
-               "time_total_s": "time (s)"}
-    return SafeCLIReporter(parameter_columns=params, metric_columns=metrics, max_column_length=28,
-                           max_report_frequency=10 if verbose else 60, max_progress_rows=40)
-
-
 def _make_search(space: SearchSpace, sweep_dir: Path):
     if not space.is_optuna:
         return None
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
-    from ray.tune.search.optuna import OptunaSearch
+
+    from ablate.sweep.study import JOURNAL, make_linked_search
 
     seed = space.search_seed
     if space.algorithm == "optuna_tpe":
@@ -222,9 +279,11 @@ def _make_search(space: SearchSpace, sweep_dir: Path):
         sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
         sampler = optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    storage = JournalStorage(JournalFileBackend(str(sweep_dir / "optuna.journal")))
-    return OptunaSearch(space=OptunaSpace(space), metric=space.metric, mode=space.mode,
-                        sampler=sampler, study_name=space.name, storage=storage)
+    storage = JournalStorage(JournalFileBackend(str(sweep_dir / JOURNAL)))
+    # study trials carry user attributes linking them to their runs (ablate.sweep.study)
+    return make_linked_search(storage=storage, study_name=space.name, sweep_dir=sweep_dir,
+                              space=OptunaSpace(space), metric=space.metric, mode=space.mode,
+                              sampler=sampler)
 
 
 def _make_scheduler(space: SearchSpace):
@@ -249,17 +308,13 @@ def _token_auth_for_attach() -> None:
             or (Path.home() / ".ray" / "auth_token").is_file()):
         return
     os.environ["RAY_AUTH_MODE"] = "token"
-    if "ray" in sys.modules:  # Ray caches its config at import: refresh it
-        try:
-            from ray._private.authentication.authentication_token_setup import _enable_token_auth
-            _enable_token_auth()
-        except Exception:  # noqa: BLE001 - best effort; Ray then reports the auth error itself
-            pass
+    refresh_ray_token_auth()  # Ray caches its config at import
 
 
 def _init_ray(address: str | None, num_cpus: float | None, env: dict, space: SearchSpace,
-              log: Callable[[str], None], verbose: bool = False) -> bool:
-    """Start or attach to Ray; returns True when this call started it (and must shut it down)."""
+              log: Callable[[str], None], sweep_dir: Path, verbose: bool = False) -> bool:
+    """Start or attach to Ray; returns True when this call started it (and must shut it down). A
+    local start is recorded in the sweep dir (ablate/sweep/ray_session.py)."""
     import ray
 
     if ray.is_initialized():
@@ -273,8 +328,9 @@ def _init_ray(address: str | None, num_cpus: float | None, env: dict, space: Sea
     else:
         cpus = num_cpus or max(os.cpu_count() or 1, math.ceil(
             space.resources["cpu"] * int(space.resources.get("workers", 1))))
-        ray.init(address="local", num_cpus=int(math.ceil(cpus)), include_dashboard=False,
-                 runtime_env=runtime_env, log_to_driver=verbose)
+        ctx = ray.init(address="local", num_cpus=int(math.ceil(cpus)), include_dashboard=False,
+                       runtime_env=runtime_env, log_to_driver=verbose)
+        record_session(sweep_dir, str(ctx.address_info["session_dir"]))
     return True
 
 
@@ -312,11 +368,8 @@ def _saved_trials(experiment_dir: Path) -> list:
 
 
 def generate_report_safely(sweep_dir: Path, name: str, log: Callable[[str], None]) -> Path | None:
-    try:
-        from ablate.report import generate_report  # built in parallel; optional here
-    except Exception as e:  # noqa: BLE001
-        log(f"report: skipped (ablate.report.generate_report not importable: {e})")
-        return None
+    from ablate.report import generate_report  # lazy: pandas/matplotlib only when reporting
+
     out = Path("reports") / name
     try:
         res = generate_report(sweep_dir, out_dir=out, log=log)
@@ -328,37 +381,101 @@ def generate_report_safely(sweep_dir: Path, name: str, log: Callable[[str], None
     return out
 
 
+@dataclass
+class SweepRun:
+    """One execution of a validated sweep: what the Tune phase needs (built by run_sweep)."""
+
+    space: SearchSpace
+    specs: list[dict] | None  # planned trials (grid/random); None for Optuna
+    sweep_dir: Path
+    meta: dict  # sweep.json, kept current
+    ledger_ctx: dict
+    trial_ctx: dict
+    env: dict  # every trial's environment
+    log: Callable[[str], None]
+    resume: bool = False
+    address: str | None = None
+    num_cpus: float | None = None
+    verbose: bool = False
+
+    @property
+    def meta_path(self) -> Path:
+        return self.sweep_dir / "sweep.json"
+
+    @property
+    def experiments(self) -> list[str]:
+        return self.meta.setdefault("tune_experiments", [])
+
+
 def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
               address: str | None = None, resume: bool = False, output_dir: str | None = None,
               name: str | None = None, dry_run: bool = False, num_cpus: float | None = None,
               report: bool = True, log: Callable[[str], None] | None = None,
-              verbose: bool = False) -> int:
+              verbose: bool = False, allow_outside: bool = True, yes: bool = True) -> int:
     """Validate, then run (or resume) a sweep. Returns a process exit code: 0; 1 when every trial
     failed; 130 when the sweep was interrupted and can be resumed. Raises ConfigError for bad
-    input, before Ray starts. Ray's own output goes to <sweep_dir>/ray.log unless ``verbose``."""
+    input, before Ray starts. Ray's own output goes to <sweep_dir>/ray.log unless ``verbose``.
+    ``allow_outside``/``yes`` are the CLI's ``--allow-outside`` (a sweep dir outside the working
+    directory) and ``--yes`` (start a large sweep without asking); callers in code decide."""
+    from ablate.config import check_output_dir
+
     console = Console(log)
     log = console
+    check_num_cpus(num_cpus)
     space = load_search_space(space_file, extra_overrides=overrides, name=name,
                               output_dir=output_dir)
     specs = plan_trials(space)
-    sweep_dir = (Path(space.output_dir) / space.name).resolve()
+    sweep_dir = check_output_dir(Path(space.output_dir) / space.name, "output_dir", allow_outside)
+    check_machine(space, address, num_cpus)
     if space.trainable == DEFAULT_TRAINABLE:
         preflight(space)
-
     if dry_run:
         log(describe(space, specs, sweep_dir))
-        return 0
+        if space.trainable == DEFAULT_TRAINABLE and int(space.resources.get("workers", 1)) == 1:
+            from ablate.sweep.estimate import estimate_line
 
-    # ---- the sweep directory: fresh, or the one being resumed
-    resolved = space.to_dict()
-    meta_path = sweep_dir / "sweep.json"
+            log("calibrating (a 2-step run of the first trial, nothing kept) ...")
+            log(estimate_line(space, specs, num_cpus))
+        else:
+            log("estimated wall time: not calibrated (only single-worker runs of the default "
+                "trainable are)")
+        return 0
+    confirm_size(space, specs, yes, log)
+    if address:
+        check_address(address)
+    _check_sweep_dir(space, sweep_dir, resume)
+    check_trainable(space)
+    _open_sweep_dir(sweep_dir, resume, address, log)
+    meta = _sweep_meta(space, specs, sweep_dir, resume)
+    env = worker_env(space, sweep_dir)
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # evals are not every step
+    ledger_ctx = {"metric": space.metric, "seeds": space.seeds, "optuna": space.is_optuna,
+                  "base_overrides": space.run_overrides(),
+                  "specs": {s["key"]: s for s in specs} if specs is not None else None,
+                  "conditions": conditions(space)}
+    trial_ctx = {**ledger_ctx, "name": space.name, "sweep_dir": str(sweep_dir),
+                 "trainable": space.trainable, "env": env, "cwd": os.getcwd()}
+    run = SweepRun(space, specs, sweep_dir, meta, ledger_ctx, trial_ctx, env, log, resume=resume,
+                   address=address, num_cpus=num_cpus, verbose=verbose)
+    if address:
+        _token_auth_for_attach()
+    with use_console(console), redirect_output(sweep_dir / RAY_LOG, console, enabled=not verbose):
+        if not verbose:
+            log(f"Ray's output: {sweep_dir / RAY_LOG} (--verbose shows it here)")
+        ledger, t0 = _run_tune(run)
+    return _finish(space, sweep_dir, meta, run.meta_path, ledger, t0, log=log, report=report,
+                   output_dir=output_dir, name=name)
+
+
+def _check_sweep_dir(space: SearchSpace, sweep_dir: Path, resume: bool) -> None:
+    """--resume needs the sweep and the same search space; a new sweep needs an empty dir."""
     if resume:
-        if not meta_path.is_file():
+        if not (sweep_dir / "sweep.json").is_file():
             raise ConfigError(f"--resume: no sweep to resume at {sweep_dir} (no sweep.json); "
                               f"run without --resume to start it")
         stored = _stored_space(sweep_dir)
         if isinstance(stored, dict):
-            diff = _space_diff(stored, json.loads(json.dumps(resolved, default=str)))
+            diff = _space_diff(stored, json.loads(json.dumps(space.to_dict(), default=str)))
             if diff:
                 raise ConfigError(f"--resume: the search space differs from the one the sweep "
                                   f"started with (fields: {', '.join(diff)}); resume it unchanged "
@@ -367,18 +484,30 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
                                     for f in ("sweep.json", "trials.jsonl", "tune")):
         raise ConfigError(f"sweep dir {sweep_dir} already holds a sweep; pass --resume to continue "
                           f"it, or --name/--output-dir for a new one")
-    check_trainable(space)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / "trials").mkdir(exist_ok=True)
-    if resume:
-        if not address:
-            cleanup_leftovers(sweep_dir, log)
-        n = mark_interrupted_runs(sweep_dir)
-        if n:
-            log(f"{n} run(s) of the earlier attempt were cut off mid-run (summary: interrupted)")
 
-    meta = _read_json(meta_path) if resume else {}
-    experiments: list[str] = list(meta.get("tune_experiments") or [])
+
+def _open_sweep_dir(sweep_dir: Path, resume: bool, address: str | None,
+                    log: Callable[[str], None]) -> None:
+    """Create the dir; on resume, stop what a killed driver's Ray left and mark cut-off runs."""
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / "trials").mkdir(exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"output_dir: cannot create {sweep_dir} ({e.strerror or e}); allowed: "
+                          "a writable directory") from None
+    if not resume:
+        return
+    if not address:
+        cleanup_leftovers(sweep_dir, log)
+    n = mark_interrupted_runs(sweep_dir)
+    if n:
+        log(f"{n} run(s) of the earlier attempt were cut off mid-run (summary: interrupted)")
+
+
+def _sweep_meta(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path, resume: bool) -> dict:
+    """sweep.json's content (kept from the earlier attempt on resume); a new sweep also writes its
+    resolved search space."""
+    meta = _read_json(sweep_dir / "sweep.json") if resume else {}
     meta.update({
         "name": space.name, "description": space.description,
         "search_space_file": str(Path(space.source).resolve()) if space.source else None,
@@ -391,36 +520,14 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
         "ablate_version": ablate.__version__, "git_commit": _git_commit(),
         "trainable": space.trainable, "optuna_journal": "optuna.journal" if space.is_optuna else None,
         "resumed": (meta.get("resumed") or 0) + (1 if resume else 0),
+        "tune_experiments": list(meta.get("tune_experiments") or []),
     })
     if not resume:
         header = (f"# resolved search space of sweep {space.name}"
                   + (f" (from {space.source})" if space.source else "") + "\n")
         (sweep_dir / "search_space.yaml").write_text(
-            header + yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
-
-    env = worker_env(space, sweep_dir)
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # evals are not every step
-    ledger_ctx = {"metric": space.metric, "seeds": space.seeds, "optuna": space.is_optuna,
-                  "base_overrides": space.run_overrides(),
-                  "specs": {s["key"]: s for s in specs} if specs is not None else None,
-                  "conditions": conditions(space)}
-    trial_ctx = {**ledger_ctx, "name": space.name, "sweep_dir": str(sweep_dir),
-                 "trainable": space.trainable, "env": env, "cwd": os.getcwd()}
-
-    if address:
-        _token_auth_for_attach()
-    import ray
-    from ray import tune
-
-    with use_console(console), redirect_output(sweep_dir / RAY_LOG, console, enabled=not verbose):
-        if not verbose:
-            log(f"Ray's output: {sweep_dir / RAY_LOG} (--verbose shows it here)")
-        result = _run_tune(space, specs, sweep_dir, meta, meta_path, experiments, ledger_ctx,
-                           trial_ctx, env, resume=resume, address=address, num_cpus=num_cpus,
-                           log=log, verbose=verbose, ray=ray, tune=tune)
-    ledger, t0 = result
-    return _finish(space, sweep_dir, meta, meta_path, ledger, t0, log=log, report=report,
-                   output_dir=output_dir, name=name)
+            header + yaml.safe_dump(space.to_dict(), sort_keys=False), encoding="utf-8")
+    return meta
 
 
 def mark_interrupted_runs(sweep_dir: Path) -> int:
@@ -447,133 +554,164 @@ def _trial_label(ctx: dict) -> Callable:
     return label
 
 
-def _run_tune(space, specs, sweep_dir, meta, meta_path, experiments, ledger_ctx, trial_ctx, env, *,
-              resume, address, num_cpus, log, verbose, ray, tune):
-    started_ray = _init_ray(address, num_cpus, env, space, log, verbose=verbose)
-    if started_ray and not address:
-        record_session(sweep_dir)
+def _run_tune(run: SweepRun) -> tuple[Ledger, float]:
+    """Start (or attach to) Ray, restore or create the Tuner, fit, and rewrite the trials table."""
+    import ray
+
+    started_ray = _init_ray(run.address, run.num_cpus, run.env, run.space, run.log, run.sweep_dir,
+                            verbose=run.verbose)
     t0 = time.time()
     try:
-        _check_cluster(space)
-        from ablate.sweep.trial import make_no_retry_callback, run_trial
-
-        # a multi-worker trial only drives its Ray Train workers, which reserve their own resources
-        multi = int(space.resources.get("workers", 1)) > 1
-        trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=trial_ctx),
-                                        {"cpu": DRIVER_CPU if multi else space.resources["cpu"],
-                                         "gpu": 0.0 if multi else space.resources["gpu"]})
-        tuner = None
-        experiment = None
-        if resume and experiments:
-            last = sweep_dir / experiments[-1]
-            if tune.Tuner.can_restore(str(last)):
-                try:
-                    # errored trials restart from their last checkpoint: an infrastructure
-                    # failure continues; one that failed in its own code replays that failure
-                    tuner = tune.Tuner.restore(str(last), trainable=trainable,
-                                               resume_unfinished=True, resume_errored=True,
-                                               restart_errored=False)
-                    experiment = experiments[-1]
-                    log(f"resuming Tune experiment {last}")
-                except Exception as e:  # noqa: BLE001 - fall back to the trials.jsonl ledger
-                    log(f"Tune state at {last} unusable ({type(e).__name__}: {e}); resuming from "
-                        f"trials.jsonl instead")
-                    tuner = None
-            else:
-                log(f"no restorable Tune state at {last}; resuming from trials.jsonl")
-
-        todo = specs
+        _check_cluster(run.space)
+        trainable = _trainable(run)
+        tuner, experiment = _restore_tuner(run, trainable)
         if tuner is None:
-            ledger = Ledger(sweep_dir, ledger_ctx).load()
-            num_samples = 1
-            if resume:
-                ledger.drop_pending_placeholders()
-                recovered = ledger.recover()
-                if recovered:
-                    log(f"recovered {recovered} ended run(s) from the trials' outcome files")
-                # an attempt that did not end (every seed of a proposal) reruns below under a new
-                # trial id; its rows go (its directory stays on disk)
-                by_trial: dict[str, list] = {}
-                for k, r in ledger.rows.items():
-                    by_trial.setdefault(str(r.get("tune_trial_id") or k), []).append(k)
-                done_trials = set()
-                for tid, keys in by_trial.items():
-                    if all(is_done(ledger.rows[k]) for k in keys):
-                        done_trials.add(tid)
-                    else:
-                        for k in keys:
-                            del ledger.rows[k]
-                ledger.write()
-                if specs is not None:
-                    done = ledger.finished_keys()
-                    todo = [s for s in specs if s["key"] not in done]
-                    log(f"{len(specs) - len(todo)} of {len(specs)} trials already measured; "
-                        f"{len(todo)} to run")
-                else:
-                    num_samples = max(0, int(space.num_samples or 0) - len(done_trials))
-                    log(f"{len(done_trials)} of {space.num_samples} Optuna proposals already "
-                        f"measured; {num_samples} to run")
-            elif specs is None:
-                num_samples = int(space.num_samples or 0)
-            experiment = "tune" if not experiments else f"tune-{len(experiments) + 1}"
-            while (sweep_dir / experiment).exists():
-                experiment += "x"
-            experiments.append(experiment)
-            if (todo is not None and todo) or (specs is None and num_samples > 0):
-                if todo is not None:
-                    ledger.add_pending(todo, experiment)
-                    ledger.write()
-                tuner = tune.Tuner(
-                    trainable,
-                    param_space=(_grid_param_space(space, todo) if todo is not None else None),
-                    tune_config=tune.TuneConfig(
-                        metric=space.metric, mode=space.mode,
-                        search_alg=_make_search(space, sweep_dir),
-                        scheduler=_make_scheduler(space),
-                        num_samples=num_samples if specs is None else 1,
-                        max_concurrent_trials=space.max_concurrent,
-                        reuse_actors=True, trial_dirname_creator=_trial_dirname),
-                    run_config=tune.RunConfig(
-                        name=experiment, storage_path=str(sweep_dir),
-                        failure_config=tune.FailureConfig(max_failures=space.max_failures),
-                        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                        verbose=1, progress_reporter=_progress_reporter(space, verbose),
-                        callbacks=[make_no_retry_callback(),
-                                   make_callback(Ledger(sweep_dir, ledger_ctx), experiment, todo),
-                                   make_console_callback(
-                                       metric=space.metric, mode=space.mode,
-                                       label=_trial_label(ledger_ctx),
-                                       total=len(todo) if todo is not None else num_samples,
-                                       sweep_dir=str(sweep_dir))]),
-                )
-            else:
-                log("nothing left to run")
-                experiments.pop()
-        meta["tune_experiments"] = experiments
-        _write_json(meta_path, meta)
-
-        log(f"sweep {space.name}: {sweep_dir}")
+            tuner, experiment = _new_tuner(run, trainable)
+        _write_json(run.meta_path, run.meta)
+        run.log(f"sweep {run.space.name}: {run.sweep_dir}")
         trials = []
         if tuner is not None:
             tuner.fit()  # trial failures are recorded, never raised
-            trials = _saved_trials(sweep_dir / (experiment or "tune"))
-        # final rewrite of the table from Tune's view of every trial + the trials' outcome files
-        ledger = Ledger(sweep_dir, ledger_ctx).load()
-        for i, t in enumerate(trials):
-            ledger.update_trial(t, experiment or "tune", i)
-        ledger.recover()
-        if trials and specs is not None:
-            have = {r["key"] for r in ledger.rows.values() if not r["trial_id"].startswith("pending-")}
-            for rid in [k for k, r in ledger.rows.items()
-                        if k.startswith("pending-") and r["key"] in have]:
-                del ledger.rows[rid]
-        ledger.write()
+            trials = _saved_trials(run.sweep_dir / (experiment or "tune"))
+        ledger = _final_table(run, experiment or "tune", trials)
     finally:
         if started_ray:
             ray.shutdown()
-            mark_shut_down(sweep_dir)
-        mark_interrupted_runs(sweep_dir)
+            mark_shut_down(run.sweep_dir)
+        mark_interrupted_runs(run.sweep_dir)
     return ledger, t0
+
+
+def _trainable(run: SweepRun):
+    """run_trial with the trial context and the per-trial resources (a multi-worker trial only
+    drives its Ray Train workers, which reserve their own)."""
+    from ray import tune
+
+    from ablate.sweep.trial import run_trial
+
+    res = run.space.resources
+    multi = int(res.get("workers", 1)) > 1
+    return tune.with_resources(tune.with_parameters(run_trial, ctx=run.trial_ctx),
+                               {"cpu": DRIVER_CPU if multi else res["cpu"],
+                                "gpu": 0.0 if multi else res["gpu"]})
+
+
+def _restore_tuner(run: SweepRun, trainable) -> tuple[Any, str | None]:
+    """On --resume, Tune's own state of the last experiment (Tuner.restore), when usable."""
+    from ray import tune
+
+    if not (run.resume and run.experiments):
+        return None, None
+    last = run.sweep_dir / run.experiments[-1]
+    if not tune.Tuner.can_restore(str(last)):
+        run.log(f"no restorable Tune state at {last}; resuming from trials.jsonl")
+        return None, None
+    try:
+        # errored trials restart from their last checkpoint: an infrastructure failure
+        # continues; one that failed in its own code replays that failure
+        tuner = tune.Tuner.restore(str(last), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True, restart_errored=False)
+    except Exception as e:  # noqa: BLE001 - fall back to the trials.jsonl ledger
+        run.log(f"Tune state at {last} unusable ({type(e).__name__}: {e}); resuming from "
+                f"trials.jsonl instead")
+        return None, None
+    run.log(f"resuming Tune experiment {last}")
+    return tuner, run.experiments[-1]
+
+
+def _left_to_run(run: SweepRun, ledger: Ledger) -> tuple[list[dict] | None, int]:
+    """(grid/random trials still to run, Optuna proposals still to make) of a resumed sweep:
+    attempts that did not end are dropped from the table (their dirs stay) and rerun."""
+    ledger.drop_pending_placeholders()
+    recovered = ledger.recover()
+    if recovered:
+        run.log(f"recovered {recovered} ended run(s) from the trials' outcome files")
+    by_trial: dict[str, list] = {}
+    for k, r in ledger.rows.items():
+        by_trial.setdefault(str(r.get("tune_trial_id") or k), []).append(k)
+    done_trials = set()
+    for tid, keys in by_trial.items():
+        if all(is_done(ledger.rows[k]) for k in keys):
+            done_trials.add(tid)
+        else:
+            for k in keys:
+                del ledger.rows[k]
+    ledger.write()
+    specs, space = run.specs, run.space
+    if specs is not None:
+        done = ledger.finished_keys()
+        todo = [s for s in specs if s["key"] not in done]
+        run.log(f"{len(specs) - len(todo)} of {len(specs)} trials already measured; "
+                f"{len(todo)} to run")
+        return todo, 1
+    num_samples = max(0, int(space.num_samples or 0) - len(done_trials))
+    run.log(f"{len(done_trials)} of {space.num_samples} Optuna proposals already measured; "
+            f"{num_samples} to run")
+    return None, num_samples
+
+
+def _new_tuner(run: SweepRun, trainable) -> tuple[Any, str | None]:
+    """A Tuner for what is left (everything on a fresh sweep), in a new experiment dir."""
+    ledger = Ledger(run.sweep_dir, run.ledger_ctx).load()
+    if run.resume:
+        todo, num_samples = _left_to_run(run, ledger)
+    else:
+        todo, num_samples = run.specs, (int(run.space.num_samples or 0) if run.specs is None else 1)
+    experiments = run.experiments
+    experiment = "tune" if not experiments else f"tune-{len(experiments) + 1}"
+    while (run.sweep_dir / experiment).exists():
+        experiment += "x"
+    if not ((todo is not None and todo) or (todo is None and num_samples > 0)):
+        run.log("nothing left to run")
+        return None, None
+    experiments.append(experiment)
+    if todo is not None:
+        ledger.add_pending(todo, experiment)
+        ledger.write()
+    return _tuner(run, trainable, experiment, todo, num_samples), experiment
+
+
+def _tuner(run: SweepRun, trainable, experiment: str, todo: list[dict] | None, num_samples: int):
+    from ray import tune
+
+    from ablate.sweep.trial import make_no_retry_callback
+
+    space, sweep_dir = run.space, run.sweep_dir
+    callbacks = [make_no_retry_callback(),
+                 make_callback(Ledger(sweep_dir, run.ledger_ctx), experiment, todo),
+                 make_console_callback(metric=space.metric, mode=space.mode,
+                                       label=_trial_label(run.ledger_ctx),
+                                       total=len(todo) if todo is not None else num_samples,
+                                       sweep_dir=str(sweep_dir), steps=_budget(space))]
+    return tune.Tuner(
+        trainable,
+        param_space=(_grid_param_space(space, todo) if todo is not None else None),
+        tune_config=tune.TuneConfig(
+            metric=space.metric, mode=space.mode, search_alg=_make_search(space, sweep_dir),
+            scheduler=_make_scheduler(space),
+            num_samples=num_samples if run.specs is None else 1,
+            max_concurrent_trials=space.max_concurrent, reuse_actors=True,
+            trial_dirname_creator=_trial_dirname),
+        run_config=tune.RunConfig(
+            name=experiment, storage_path=str(sweep_dir),
+            failure_config=tune.FailureConfig(max_failures=space.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            verbose=1,  # Tune's own status table: ray.log, or the console with --verbose
+            callbacks=callbacks))
+
+
+def _final_table(run: SweepRun, experiment: str, trials: list) -> Ledger:
+    """Rewrite trials.jsonl from Tune's view of every trial plus the trials' outcome files."""
+    ledger = Ledger(run.sweep_dir, run.ledger_ctx).load()
+    for i, t in enumerate(trials):
+        ledger.update_trial(t, experiment, i)
+    ledger.recover()
+    if trials and run.specs is not None:
+        have = {r["key"] for r in ledger.rows.values() if not r["trial_id"].startswith("pending-")}
+        for rid in [k for k, r in ledger.rows.items() if k.startswith("pending-") and r["key"] in have]:
+            del ledger.rows[rid]
+    ledger.write()
+    return ledger
 
 
 def _finish(space, sweep_dir, meta, meta_path, ledger, t0, *, log, report, output_dir, name) -> int:

@@ -48,28 +48,30 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Annotated, Any, Callable, ClassVar, Iterable, Mapping, Optional, Union
 
-import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from ablate.config import GROUPS
-from ablate.errors import ConfigError, choice_error
+from ablate.errors import ConfigError, choice_error, choice_text
 from ablate.registry import variant_names
+from ablate.schema import MAX_SEED, SLUG_ALLOWED, Problem, check, is_slug
 from ablate.claims.spec import Claim, ReportSpec, parse_claims, parse_report
+from ablate.spec.groups import GROUPS, SWEEP_GROUPS
 
 DEFAULT_TRAINABLE = "ablate.train.api.run_training"
 ALGORITHMS = ("grid", "random", "optuna_tpe", "optuna_random", "optuna_cmaes")
 OPTUNA_ALGORITHMS = ("optuna_tpe", "optuna_random", "optuna_cmaes")
 SCHEDULERS = ("asha", "none")
-PARAM_TYPES = ("choice", "uniform", "loguniform", "int")
+PARAM_KEYS = {"choice": ("type", "values", "when"), "uniform": ("type", "low", "high", "step", "when"),
+              "loguniform": ("type", "low", "high", "when"),
+              "int": ("type", "low", "high", "step", "log", "when")}  # the keys each param type takes
+PARAM_TYPES = tuple(PARAM_KEYS)
 MODES = ("max", "min")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
-SLOT_FAMILIES = ("mask", "denominator", "advantage", "likelihood", "aggregation")
-TOP_KEYS = ("name", "description", "trainable", "base_overrides", "slots", "methods", "params",
-            "seeds", "metric", "mode", "search", "scheduler", "resources", "max_concurrent",
-            "max_failures", "output_dir", "wandb", "report", "claims")
-SLOT_GROUPS = tuple(g for g in GROUPS if g != "method")  # `method` is swept with `methods:`
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+MAX_SEEDS = 1000  # replicates per configuration
+MAX_SAMPLES = 10_000  # sampled configurations
+# what every trial reports (ablate/train/trainer.py reports "step"; Tune adds the others)
+TIME_ATTRS = ("step", "training_iteration", "time_total_s")
 _KEY_RE = re.compile(r"^(\+\+?)?[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*$")
 _PLAIN_STR_RE = re.compile(r"^[A-Za-z_/][A-Za-z0-9_.\-/@:]*$")
 
@@ -145,7 +147,7 @@ class SearchSpace:
         axes: list[tuple[str, list]] = []
         if self.methods:
             axes.append(("method", list(self.methods)))
-        for g in SLOT_GROUPS:
+        for g in SWEEP_GROUPS:
             if g in self.slots:
                 axes.append((g, list(self.slots[g])))
         return axes
@@ -203,177 +205,401 @@ class SearchSpace:
 
 
 # ------------------------------------------------------------------------------ validation
-def _num(field_: str, v: Any, *, integer: bool = False) -> float | int:
+# The file format as pydantic models: a field's checks sit on the field, a section's on its model;
+# a failure is an ablate.schema.Problem in its own words, made one line (with the field's path) by
+# ablate.schema.check. Checks across sections (conditions, grid vs ranges, claims, base_overrides)
+# run on the built SearchSpace, whose axes they need.
+def _number(v: Any) -> float | int:
     """A number from YAML; PyYAML reads ``1e-5`` (no dot) as a string, so accept numeric strings."""
-    if isinstance(v, bool) or v is None:
-        raise ConfigError(f"{field_}: expected a number, got {v!r}")
     if isinstance(v, str):
         try:
             v = float(v.strip())
         except ValueError:
-            raise ConfigError(f"{field_}: expected a number, got {v!r}") from None
-    if not isinstance(v, (int, float)) or not math.isfinite(float(v)):
-        raise ConfigError(f"{field_}: expected a finite number, got {v!r}")
-    if integer:
-        if float(v) != int(v):
-            raise ConfigError(f"{field_}: expected an integer, got {v!r}")
-        return int(v)
-    return float(v) if isinstance(v, float) else v
-
-
-def _mapping(field_: str, v: Any, allowed: Iterable[str] | None = None) -> dict:
-    if v is None:
-        return {}
-    if not isinstance(v, Mapping):
-        raise ConfigError(f"{field_}: expected a mapping, got {type(v).__name__} {v!r}")
-    v = dict(v)
-    if allowed is not None:
-        allowed = list(allowed)
-        for k in v:
-            if k not in allowed:
-                raise choice_error(f"{field_}: key", k, allowed)
+            pass
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise Problem(f"got {v!r}; allowed: a number")
+    if not math.isfinite(float(v)):
+        raise Problem(f"got {v!r}; allowed: a finite number")
     return v
 
 
-def _list(field_: str, v: Any) -> list:
-    if v is None:
-        return []
-    if isinstance(v, (str, int, float)) and not isinstance(v, bool):
-        return [v]
+def _integer(v: Any, loc: tuple = ()) -> int:
+    x = _number(v)
+    if float(x) != int(x):
+        raise Problem(f"got {v!r}; allowed: an integer", loc)
+    return int(x)
+
+
+def _as_list(v: Any, loc: tuple = ()) -> list:
+    """None -> [], a scalar -> [it], a list as is."""
+    if v is None or isinstance(v, (str, int, float)) and not isinstance(v, bool):
+        return [] if v is None else [v]
     if not isinstance(v, (list, tuple)):
-        raise ConfigError(f"{field_}: expected a list, got {type(v).__name__} {v!r}")
+        raise Problem(f"got {type(v).__name__} {v!r}; allowed: a list", loc)
     return list(v)
 
 
-def _scalar_ok(v: Any) -> bool:
-    return v is None or isinstance(v, (bool, int, float, str))
+def _as_mapping(v: Any) -> dict:
+    if v is not None and not isinstance(v, Mapping):
+        raise Problem(f"got {type(v).__name__} {v!r}; allowed: a mapping")
+    return dict(v or {})
 
 
-def _check_variants(field_: str, group: str, options: list) -> list[str]:
-    if not options:
-        raise ConfigError(f"{field_}: needs at least one option")
-    known = variant_names(group)
-    out: list[str] = []
-    for o in options:
-        if not isinstance(o, str):
-            raise ConfigError(f"{field_}: options are config file names (strings), got {o!r}")
-        if o not in known:
-            raise choice_error(field_, o, known)
-        if o in out:
-            raise ConfigError(f"{field_}: option {o!r} is listed twice")
-        out.append(o)
+def _choice(v: Any, allowed: Iterable, loc: tuple = ()) -> Any:
+    if v not in tuple(allowed):
+        raise Problem(choice_text(v, allowed), loc)
+    return v
+
+
+def _within(ok: Callable[[Any], bool], what: str) -> AfterValidator:
+    def check(v: Any) -> Any:
+        if v is not None and not ok(v):
+            raise Problem(f"got {v}; allowed: {what}")
+        return v
+    return AfterValidator(check)
+
+
+def _required(what: str) -> BeforeValidator:
+    def check(v: Any) -> str:
+        if not isinstance(v, str) or not v:
+            raise Problem(f"missing{what}")
+        return v
+    return BeforeValidator(check)
+
+
+Number = Annotated[Union[int, float], BeforeValidator(_number)]
+Int = Annotated[int, BeforeValidator(_integer)]
+REQUIRED = Field(None, validate_default=True)  # missing is checked by the field's own validator
+
+
+def OneOf(allowed: tuple) -> BeforeValidator:  # noqa: N802 (used like a type)
+    return BeforeValidator(lambda v: _choice(v, allowed))
+
+
+class _Section(BaseModel):
+    """A mapping with known keys (null = all defaults); any other key is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+    shorthand: ClassVar[Optional[str]] = None  # `scheduler: asha` = `scheduler: {type: asha}`
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, v: Any) -> dict:
+        v = _as_mapping(cls._prepare(v))
+        keys = cls._keys(v)
+        for k in v:
+            if k not in keys:
+                raise Problem("key: " + choice_text(k, keys))
+        return v
+
+    @classmethod
+    def _prepare(cls, v: Any) -> Any:
+        return {cls.shorthand: v} if cls.shorthand and isinstance(v, str) else v
+
+    @classmethod
+    def _keys(cls, v: dict) -> tuple:
+        return tuple(cls.model_fields)
+
+
+def _values(v: Any) -> list:
+    vals = _as_list(v)
+    for x in vals:
+        if not (x is None or isinstance(x, (bool, int, float, str))):
+            raise Problem(f"got {x!r}; allowed: scalars (number, string, bool, null)")
+    if len(set(map(repr, vals))) != len(vals):
+        raise Problem(f"duplicate values in {vals!r}; allowed: each value once")
+    return vals
+
+
+def _when(v: Any) -> dict:
+    if v is not None and not _as_mapping(v):
+        raise Problem("empty condition; allowed: {axis: [values]}")
+    return {str(k): _as_list(x, (str(k),)) for k, x in _as_mapping(v).items()}
+
+
+class ParamSpec(_Section):
+    """One ``params:`` entry (a plain list is a choice); the keys allowed depend on its type."""
+
+    type: str
+    values: Annotated[Optional[list], BeforeValidator(_values)] = None
+    low: Optional[Number] = None
+    high: Optional[Number] = None
+    step: Optional[Number] = None
+    log: bool = False
+    when: Annotated[dict[str, list], BeforeValidator(_when)] = Field(default_factory=dict)
+
+    @classmethod
+    def _keys(cls, v: dict) -> tuple:
+        if v.get("type") is None:
+            raise Problem(f"missing; allowed: {', '.join(PARAM_TYPES)}", ("type",))
+        return PARAM_KEYS[_choice(v["type"], PARAM_TYPES, ("type",))]
+
+    @classmethod
+    def _prepare(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return {"type": "choice", "values": v}
+        if not isinstance(v, Mapping):
+            raise Problem(f"got {v!r}; allowed: a mapping like {{type: uniform, low: 0.1, high: 0.3}} "
+                          "or a list")
+        return v
+
+    @model_validator(mode="after")
+    def _range(self) -> "ParamSpec":
+        if self.type == "choice":
+            if not self.values:
+                raise Problem("a choice needs values; allowed: a non-empty list", ("values",))
+            return self
+        for b in ("low", "high", "step"):
+            if getattr(self, b) is None and b != "step":
+                raise Problem(f"missing; allowed: a number (a {self.type} range needs low and high)", (b,))
+            if self.type == "int" and getattr(self, b) is not None:
+                setattr(self, b, _integer(getattr(self, b), (b,)))
+        if not self.low < self.high:
+            raise Problem(f"low ({self.low}) must be < high ({self.high}); allowed: low < high")
+        self.log = self.type == "loguniform" or self.log
+        if self.log and self.low <= 0:
+            raise Problem(f"a log range needs low > 0, got {self.low}; allowed: low > 0", ("low",))
+        if self.step is not None and self.step <= 0:
+            raise Problem(f"got {self.step}; allowed: a number > 0", ("step",))
+        if self.step is not None and self.log:
+            raise Problem("cannot be combined with a log range; allowed: step or log", ("step",))
+        return self
+
+    def to_param(self, key: str) -> Param:
+        return Param(key=key, **self.model_dump())
+
+
+def _algorithm(v: Any) -> str:
+    if _choice(v, ALGORITHMS) == "optuna_cmaes" and importlib.util.find_spec("cmaes") is None:
+        raise Problem("optuna_cmaes needs the 'cmaes' package (pip install cmaes); allowed without "
+                      "it: " + ", ".join(a for a in ALGORITHMS if a != "optuna_cmaes"))
+    return v
+
+
+class Search(_Section):
+    algorithm: Annotated[str, BeforeValidator(_algorithm)] = "grid"
+    num_samples: Optional[Int] = None
+    seed: Annotated[Int, _within(lambda s: 0 <= s <= MAX_SEED, f"an integer in [0, {MAX_SEED}]")] = 0
+
+    @model_validator(mode="after")
+    def _samples(self) -> "Search":
+        n, algo, loc = self.num_samples, self.algorithm, ("num_samples",)
+        if algo == "grid" and n is not None:
+            raise Problem("grid runs every combination once per seed; allowed: remove num_samples, or "
+                          "pick a sampler (random, optuna_tpe, ...)", loc)
+        if algo != "grid" and n is None:
+            raise Problem(f"required for algorithm {algo}; allowed: an integer in [1, {MAX_SAMPLES}] "
+                          "(configurations to sample; each runs once per seed)", loc)
+        if n is not None and not 1 <= n <= MAX_SAMPLES:
+            raise Problem(f"got {n}; allowed: an integer in [1, {MAX_SAMPLES}]", loc)
+        return self
+
+
+class Scheduler(_Section):
+    """Optional ASHA early stopping: rungs at grace_period * reduction_factor^k < max_t."""
+
+    shorthand = "type"
+    # Annotated before-validators run right to left: "missing" is checked first
+    type: Annotated[str, OneOf(SCHEDULERS), _required(f"; allowed: {', '.join(SCHEDULERS)}")] = REQUIRED
+    time_attr: Annotated[str, OneOf(TIME_ATTRS)] = "step"
+    max_t: Optional[Number] = None
+    grace_period: Number = 1
+    reduction_factor: Annotated[Number, _within(lambda x: x > 1, "a number > 1")] = 2
+    brackets: Annotated[Int, _within(lambda x: x >= 1, "an integer >= 1")] = 1
+
+    @model_validator(mode="after")
+    def _rungs(self) -> "Scheduler":
+        max_t, grace = self.max_t, self.grace_period
+        if self.type == "asha" and max_t is None:
+            raise Problem("required for asha; allowed: a number > 0 (the full budget in time_attr units, "
+                          "e.g. train.steps)", ("max_t",))
+        if self.type == "asha" and max_t <= 0:
+            raise Problem(f"got {max_t}; allowed: a number > 0", ("max_t",))
+        if self.type == "asha" and not 0 < grace < max_t:
+            raise Problem(f"must be > 0 and < max_t ({max_t}), got {grace}; allowed: a number in "
+                          f"(0, {max_t})", ("grace_period",))
+        return self
+
+
+class Resources(_Section):
+    cpu: Annotated[Number, _within(lambda x: 0 < x <= 4096, "a number in (0, 4096]")] = 1
+    gpu: Annotated[Number, _within(lambda x: 0 <= x <= 1024, "a number in [0, 1024]")] = 0
+    workers: Annotated[Int, _within(lambda x: 1 <= x <= 1024, "an integer in [1, 1024]")] = 1
+
+
+class Wandb(_Section):
+    project: Any = None
+    mode: Annotated[str, OneOf(WANDB_MODES)] = "auto"
+    entity: Any = None
+
+
+SEED_RANGE_KEYS = ("min", "max", "batch")
+
+
+def _seed_range(v: Mapping) -> dict[str, int]:
+    """``seeds: {min: 3, max: 20, batch: 1}``: sequential seeds 0..max-1, looked at from min on."""
+    for k in v:
+        if k not in SEED_RANGE_KEYS:
+            raise Problem("key: " + choice_text(k, SEED_RANGE_KEYS))
+    out = {}
+    for k, default in (("min", None), ("max", None), ("batch", 1)):
+        x = v.get(k, default)
+        if x is None:
+            raise Problem("missing (sequential seeds need min and max, e.g. {min: 3, max: 20})", (k,))
+        if isinstance(x, bool) or not isinstance(x, int):
+            raise Problem(f"expected an integer, got {x!r}", (k,))
+        out[k] = x
+    if not 2 <= out["min"] <= out["max"] or out["batch"] < 1:
+        raise Problem(f"need 2 <= min <= max and batch >= 1, got {dict(v)}")
     return out
 
 
-def _parse_param(key: str, spec: Any) -> Param:
-    f = f"params.{key}"
-    if not _KEY_RE.match(key):
-        raise ConfigError(f"{f}: not a Hydra config key (like train.lr or mask.eps_high)")
-    bare = key.lstrip("+")
-    if bare in GROUPS:
-        raise ConfigError(f"{f}: {bare!r} is a config group; sweep it under slots: (or methods:)")
-    if bare in ("seed", "name"):
-        raise ConfigError(f"{f}: {bare!r} is set by the sweep; use seeds: for replicates")
-    if not isinstance(spec, Mapping):
-        if isinstance(spec, list):  # shorthand: a plain list is a choice
-            spec = {"type": "choice", "values": spec}
-        else:
-            raise ConfigError(f"{f}: expected a mapping like {{type: uniform, low: 0.1, high: 0.3}}")
-    spec = dict(spec)
-    ptype = spec.get("type")
-    if ptype is None:
-        raise ConfigError(f"{f}.type: missing; allowed: {', '.join(PARAM_TYPES)}")
-    if ptype not in PARAM_TYPES:
-        raise choice_error(f"{f}.type", ptype, PARAM_TYPES)
-    allowed = {"choice": ("type", "values", "when"),
-               "uniform": ("type", "low", "high", "step", "when"),
-               "loguniform": ("type", "low", "high", "when"),
-               "int": ("type", "low", "high", "step", "log", "when")}[ptype]
-    _mapping(f, spec, allowed)
-    p = Param(key=key, type=ptype)
-    if ptype == "choice":
-        vals = _list(f"{f}.values", spec.get("values"))
-        if not vals:
-            raise ConfigError(f"{f}.values: a choice needs a non-empty list of values")
-        for v in vals:
-            if not _scalar_ok(v):
-                raise ConfigError(f"{f}.values: values must be scalars (number, string, bool, "
-                                  f"null), got {v!r}")
-        if len(set(map(repr, vals))) != len(vals):
-            raise ConfigError(f"{f}.values: duplicate values in {vals!r}")
-        p.values = vals
-    else:
-        for b in ("low", "high"):
-            if b not in spec:
-                raise ConfigError(f"{f}.{b}: missing (a {ptype} range needs low and high)")
-        integer = ptype == "int"
-        p.low = _num(f"{f}.low", spec["low"], integer=integer)
-        p.high = _num(f"{f}.high", spec["high"], integer=integer)
-        if not p.low < p.high:
-            raise ConfigError(f"{f}: low ({p.low}) must be < high ({p.high})")
-        p.log = ptype == "loguniform" or bool(spec.get("log", False))
-        if p.log and p.low <= 0:
-            raise ConfigError(f"{f}.low: a log range needs low > 0, got {p.low}")
-        if spec.get("step") is not None:
-            p.step = _num(f"{f}.step", spec["step"], integer=integer)
-            if p.step <= 0:
-                raise ConfigError(f"{f}.step: must be > 0, got {p.step}")
-            if p.log:
-                raise ConfigError(f"{f}.step: cannot be combined with a log range")
-    if spec.get("when") is not None:
-        when = _mapping(f"{f}.when", spec["when"])
-        if not when:
-            raise ConfigError(f"{f}.when: empty condition")
-        p.when = {str(k): _list(f"{f}.when.{k}", v) for k, v in when.items()}
-    return p
+def _seeds(v: Any) -> list[int] | dict[str, int]:
+    """Replicate seeds: a list, n (= 0..n-1), or a sequential range {min, max, batch}."""
+    if isinstance(v, Mapping):
+        return _seed_range(v)
+    if isinstance(v, int) and not isinstance(v, bool):
+        if not 1 <= v <= MAX_SEEDS:
+            raise Problem(f"got {v}; allowed: an integer n in [1, {MAX_SEEDS}] (= seeds 0..n-1) or a "
+                          "list of seeds")
+        v = list(range(v))
+    seeds = _as_list(v)
+    if not seeds:
+        raise Problem("needs at least one seed; allowed: a list of integers >= 0, or n >= 1")
+    if len(seeds) > MAX_SEEDS:
+        raise Problem(f"got {len(seeds)} seeds; allowed: at most {MAX_SEEDS}")
+    out = [_integer(s) for s in seeds]
+    for sd in out:
+        if not 0 <= sd <= MAX_SEED:
+            raise Problem(f"got {sd}; allowed: integers in [0, {MAX_SEED}]")
+    if len(set(out)) != len(out):
+        raise Problem(f"duplicate seeds in {out}; allowed: each seed once")
+    return out
+
+
+def _variants(group: str, options: list, loc: tuple = ()) -> list[str]:
+    """Options of an axis over config group ``group``: names of conf/<group>/ files, each once."""
+    if not options:
+        raise Problem(f"needs at least one option; allowed: a list of conf/{group}/ names", loc)
+    for i, o in enumerate(options):
+        if not isinstance(o, str):
+            raise Problem(f"got {o!r}; allowed: config file names (strings)", loc)
+        _choice(o, variant_names(group), loc)
+        if o in options[:i]:
+            raise Problem(f"option {o!r} is listed twice; allowed: each option once", loc)
+    return list(options)
+
+
+def _slots(v: Any) -> dict[str, list[str]]:
+    for g in _as_mapping(v):
+        if g == "method":
+            raise Problem("not a slot; allowed: sweep whole presets with the top-level methods: list",
+                          ("method",))
+        if g not in SWEEP_GROUPS:
+            raise Problem("group: " + choice_text(g, SWEEP_GROUPS))
+    return {g: _variants(g, _as_list(o, (g,)), (g,)) for g, o in _as_mapping(v).items()}
+
+
+def _params(v: Any) -> dict:
+    for key in map(str, _as_mapping(v)):
+        bare, loc = key.lstrip("+"), (key,)
+        if not _KEY_RE.match(key):
+            raise Problem("not a Hydra config key; allowed: dotted keys like train.lr or mask.eps_high", loc)
+        if bare in GROUPS:
+            raise Problem(f"{bare!r} is a config group; allowed: sweep it under slots: (or methods:)", loc)
+        if bare in ("seed", "name"):
+            raise Problem(f"{bare!r} is set by the sweep; allowed: seeds: for replicates", loc)
+    return {str(k): p for k, p in _as_mapping(v).items()}
+
+
+def _overrides(v: Any) -> list[str]:
+    for o in _as_list(v):
+        if not isinstance(o, str) or ("=" not in o and not o.startswith("~")):
+            raise Problem(f"{o!r} is not a Hydra override; allowed: key=value, +key=value, ~key")
+    return _as_list(v)
+
+
+def _name(v: Any) -> str:
+    if not is_slug(v):
+        raise Problem(f"got {v!r}; allowed: {SLUG_ALLOWED}")
+    return v
+
+
+def _trainable(v: Any) -> str:
+    from ablate.sweep.trainables import resolve
+
+    # the registered function's import path (what the trial processes import), never the file's
+    return resolve(v or DEFAULT_TRAINABLE).path
+
+
+def _output_dir(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise Problem(f"got {v!r}; allowed: a directory path")
+    return v
+
+
+class SpaceFile(_Section):
+    """A search-space file, key by key (see the module docstring)."""
+
+    name: Annotated[str, BeforeValidator(_name), _required(
+        " (the sweep name; it also names the sweep directory); allowed: " + SLUG_ALLOWED)] = REQUIRED
+    metric: Annotated[str, _required("; allowed: a reported key to optimise, e.g. eval/pass@1")] = REQUIRED
+    mode: Annotated[str, OneOf(MODES)] = "max"
+    description: Annotated[str, BeforeValidator(lambda v: str(v or "").strip())] = ""
+    trainable: Annotated[str, BeforeValidator(_trainable)] = REQUIRED
+    base_overrides: Annotated[list[str], BeforeValidator(_overrides)] = Field(default_factory=list)
+    slots: Annotated[dict[str, list[str]], BeforeValidator(_slots)] = Field(default_factory=dict)
+    methods: Annotated[list[str], BeforeValidator(lambda v: _variants("method", _as_list(v)) if v is not None
+                                                  else [])] = Field(default_factory=list)
+    params: Annotated[dict[str, ParamSpec], BeforeValidator(_params)] = Field(default_factory=dict)
+    seeds: Annotated[Union[list[int], dict[str, int]], BeforeValidator(_seeds)] = [0]
+    search: Search = Field(default_factory=Search)
+    scheduler: Optional[Scheduler] = None
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent: Annotated[Optional[Int], _within(lambda x: x >= 1, "an integer >= 1, or null")] = None
+    max_failures: Annotated[Int, _within(lambda x: x >= 0, "an integer >= 0")] = 2
+    output_dir: Annotated[str, BeforeValidator(_output_dir)] = "runs"
+    wandb: Wandb = Field(default_factory=Wandb)
+    report: Annotated[ReportSpec, BeforeValidator(parse_report)] = REQUIRED
+    claims: Any = None  # checked against the swept axes once they are known (validate)
+
+    def to_space(self, source: str | None) -> SearchSpace:
+        rng = self.seeds if isinstance(self.seeds, dict) else None
+        sched = self.scheduler.model_dump() if self.scheduler and self.scheduler.type == "asha" else None
+        return SearchSpace(
+            name=self.name, metric=self.metric, mode=self.mode, description=self.description,
+            trainable=self.trainable, base_overrides=self.base_overrides, slots=self.slots,
+            methods=self.methods, params={k: p.to_param(k) for k, p in self.params.items()},
+            seeds=list(range(rng["min"])) if rng else list(self.seeds), seed_range=rng,
+            algorithm=self.search.algorithm, num_samples=self.search.num_samples,
+            search_seed=self.search.seed, scheduler=sched, max_concurrent=self.max_concurrent,
+            resources={"cpu": float(self.resources.cpu), "gpu": float(self.resources.gpu),
+                       "workers": self.resources.workers},
+            max_failures=self.max_failures, output_dir=self.output_dir, report=self.report,
+            wandb={"project": str(self.wandb.project or "ablate"), "mode": self.wandb.mode,
+                   "entity": self.wandb.entity}, source=source)
 
 
 def validate(data: Any, source: str | None = None) -> SearchSpace:
     """Check a parsed search-space mapping; raise one-line ConfigErrors; return the model."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"search space{f' {source}' if source else ''}: expected a YAML mapping "
-                          f"at the top level")
-    data = _mapping("search space", data, TOP_KEYS)
+        raise ConfigError(f"search space{f' {source}' if source else ''}: got "
+                          f"{type(data).__name__}; allowed: a YAML mapping at the top level")
+    from ablate.config import check_interpolations
 
-    name = data.get("name")
-    if not isinstance(name, str) or not name:
-        raise ConfigError("name: missing (the sweep name; it also names the sweep directory)")
-    if not _NAME_RE.match(name):
-        raise ConfigError(f"name: {name!r} may use only letters, digits, '_', '-' and '.'")
-    metric = data.get("metric")
-    if not isinstance(metric, str) or not metric:
-        raise ConfigError("metric: missing (the reported key to optimise, e.g. eval/pass@1)")
-    mode = data.get("mode", "max")
-    if mode not in MODES:
-        raise choice_error("mode", mode, MODES)
-    space = SearchSpace(name=name, metric=metric, mode=mode, source=source)
-    space.description = str(data.get("description") or "").strip()
+    check_interpolations(data, "search space")  # no ${oc.env:...}: a shared file is data
+    space = check(SpaceFile, data, name="search space").to_space(source)
+    _check_conditions(space)
+    _check_grid(space)
+    axes = {a: opts for a, opts in space.categorical_axes()}
+    axes.update({k: list(p.values or []) for k, p in space.params.items() if p.type == "choice"})
+    space.claims = parse_claims(data.get("claims"), axes)
+    _check_base_overrides(space)
+    return space
 
-    from ablate.sweep.trainables import resolve
 
-    # the registered function's import path (what the trial processes import), never the file's
-    space.trainable = resolve(data.get("trainable") or DEFAULT_TRAINABLE).path
-
-    base = _list("base_overrides", data.get("base_overrides"))
-    for o in base:
-        if not isinstance(o, str) or ("=" not in o and not o.startswith("~")):
-            raise ConfigError(f"base_overrides: {o!r} is not a Hydra override (key=value)")
-    space.base_overrides = [str(o) for o in base]
-
-    slots = _mapping("slots", data.get("slots"))
-    for g, opts in slots.items():
-        if g == "method":
-            raise ConfigError("slots.method: sweep whole presets with the top-level methods: list")
-        if g not in SLOT_GROUPS:
-            raise choice_error("slots: group", g, SLOT_GROUPS)
-        space.slots[g] = _check_variants(f"slots.{g}", g, _list(f"slots.{g}", opts))
-    if "methods" in data and data["methods"] is not None:
-        space.methods = _check_variants("methods", "method", _list("methods", data["methods"]))
-
-    params = _mapping("params", data.get("params"))
-    for key, spec in params.items():
-        space.params[str(key)] = _parse_param(str(key), spec)
-    # conditions refer to categorical axes declared before the parameter
+def _check_conditions(space: SearchSpace) -> None:
+    """``when`` conditions name categorical axes declared before the parameter."""
     seen: dict[str, list] = {a: opts for a, opts in space.categorical_axes()}
     for key, p in space.params.items():
         for axis, vals in p.when.items():
@@ -385,159 +611,28 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
         if p.type == "choice":
             seen[key] = list(p.values or [])
 
-    seeds = data.get("seeds", [0])
-    if isinstance(seeds, Mapping):
-        space.seed_range = _seed_range(seeds)
-        seeds = list(range(space.seed_range["min"]))
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise ConfigError(f"seeds: an integer means range(seeds) and must be >= 1, got {seeds}")
-        seeds = list(range(seeds))
-    seeds = _list("seeds", seeds)
-    if not seeds:
-        raise ConfigError("seeds: needs at least one seed")
-    space.seeds = [int(_num("seeds", s, integer=True)) for s in seeds]
-    for sd in space.seeds:
-        if sd < 0:
-            raise ConfigError(f"seeds: got {sd}; allowed: integers >= 0")
-    if len(set(space.seeds)) != len(space.seeds):
-        raise ConfigError(f"seeds: duplicate seeds in {space.seeds}")
 
-    search = _mapping("search", data.get("search"), ("algorithm", "num_samples", "seed"))
-    algo = search.get("algorithm", "grid")
-    if algo not in ALGORITHMS:
-        raise choice_error("search.algorithm", algo, ALGORITHMS)
-    space.algorithm = algo
-    if algo == "optuna_cmaes" and importlib.util.find_spec("cmaes") is None:
-        raise ConfigError("search.algorithm: optuna_cmaes needs the 'cmaes' package "
-                          "(pip install cmaes); allowed without it: "
-                          + ", ".join(a for a in ALGORITHMS if a != "optuna_cmaes"))
-    if algo == "grid":
-        if search.get("num_samples") is not None:
-            raise ConfigError("search.num_samples: grid runs every combination once per seed; "
-                              "remove num_samples, or pick a sampler (random, optuna_tpe, ...)")
-        for key, p in space.params.items():
-            if p.type != "choice":
-                raise ConfigError(f"params.{key}: grid search crosses only choice params; a "
-                                  f"{p.type} range needs a sampler (search.algorithm: random, "
-                                  f"optuna_tpe, optuna_random)")
-    else:
-        if search.get("num_samples") is None:
-            raise ConfigError(f"search.num_samples: required for algorithm {algo} (how many "
-                              f"configurations to sample; each runs once per seed)")
-        space.num_samples = int(_num("search.num_samples", search["num_samples"], integer=True))
-        if space.num_samples < 1:
-            raise ConfigError(f"search.num_samples: must be >= 1, got {space.num_samples}")
-    space.search_seed = int(_num("search.seed", search.get("seed", 0), integer=True))
+def _check_grid(space: SearchSpace) -> None:
+    if space.algorithm != "grid":
+        return
+    for key, p in space.params.items():
+        if p.type != "choice":
+            raise ConfigError(f"params.{key}: grid search crosses only choice params; allowed: a "
+                              f"{p.type} range needs a sampler (search.algorithm: random, "
+                              f"optuna_tpe, optuna_random)")
 
-    sched = data.get("scheduler")
-    if isinstance(sched, str):
-        sched = {"type": sched}
-    if sched is not None:
-        sched = _mapping("scheduler", sched, ("type", "time_attr", "max_t", "grace_period",
-                                              "reduction_factor", "brackets"))
-        stype = sched.get("type")
-        if stype is None:
-            raise ConfigError(f"scheduler.type: missing; allowed: {', '.join(SCHEDULERS)}")
-        if stype not in SCHEDULERS:
-            raise choice_error("scheduler.type", stype, SCHEDULERS)
-        if stype == "asha":
-            if sched.get("max_t") is None:
-                raise ConfigError("scheduler.max_t: required for asha (the full budget in "
-                                  "time_attr units, e.g. train.steps)")
-            max_t = _num("scheduler.max_t", sched["max_t"])
-            grace = _num("scheduler.grace_period", sched.get("grace_period", 1))
-            rf = _num("scheduler.reduction_factor", sched.get("reduction_factor", 2))
-            brackets = int(_num("scheduler.brackets", sched.get("brackets", 1), integer=True))
-            time_attr = sched.get("time_attr", "step")
-            if not isinstance(time_attr, str) or not time_attr:
-                raise ConfigError(f"scheduler.time_attr: expected a reported key, got {time_attr!r}")
-            if max_t <= 0:
-                raise ConfigError(f"scheduler.max_t: must be > 0, got {max_t}")
-            if not 0 < grace < max_t:
-                raise ConfigError(f"scheduler.grace_period: must be > 0 and < max_t ({max_t}), "
-                                  f"got {grace}")
-            if rf <= 1:
-                raise ConfigError(f"scheduler.reduction_factor: must be > 1, got {rf}")
-            if brackets < 1:
-                raise ConfigError(f"scheduler.brackets: must be >= 1, got {brackets}")
-            space.scheduler = {"type": "asha", "time_attr": time_attr, "max_t": max_t,
-                               "grace_period": grace, "reduction_factor": rf, "brackets": brackets}
 
-    res = _mapping("resources", data.get("resources"), ("cpu", "gpu", "workers"))
-    cpu = _num("resources.cpu", res.get("cpu", 1))
-    gpu = _num("resources.gpu", res.get("gpu", 0))
-    workers = int(_num("resources.workers", res.get("workers", 1), integer=True))
-    if cpu <= 0:
-        raise ConfigError(f"resources.cpu: must be > 0, got {cpu}")
-    if gpu < 0:
-        raise ConfigError(f"resources.gpu: must be >= 0, got {gpu}")
-    if workers < 1:
-        raise ConfigError(f"resources.workers: must be >= 1, got {workers}")
-    space.resources = {"cpu": float(cpu), "gpu": float(gpu), "workers": workers}
-
-    mc = data.get("max_concurrent")
-    if mc is not None:
-        mc = int(_num("max_concurrent", mc, integer=True))
-        if mc < 1:
-            raise ConfigError(f"max_concurrent: must be >= 1, got {mc}")
-    space.max_concurrent = mc
-
-    mf = data.get("max_failures", 2)
-    mf = int(_num("max_failures", mf, integer=True))
-    if mf < 0:
-        raise ConfigError(f"max_failures: must be >= 0, got {mf}")
-    space.max_failures = mf
-
-    out = data.get("output_dir", "runs")
-    if not isinstance(out, str) or not out:
-        raise ConfigError(f"output_dir: expected a directory path, got {out!r}")
-    space.output_dir = out
-
-    wb = _mapping("wandb", data.get("wandb"), ("project", "mode", "entity"))
-    wmode = wb.get("mode", "auto")
-    if wmode not in WANDB_MODES:
-        raise choice_error("wandb.mode", wmode, WANDB_MODES)
-    space.wandb = {"project": str(wb.get("project") or "ablate"), "mode": wmode,
-                   "entity": wb.get("entity")}
-
-    space.report = parse_report(data.get("report"))
-    axes = {a: opts for a, opts in space.categorical_axes()}
-    axes.update({k: list(p.values or []) for k, p in space.params.items() if p.type == "choice"})
-    space.claims = parse_claims(data.get("claims"), axes)
-
+def _check_base_overrides(space: SearchSpace) -> None:
+    """base_overrides may not set what the sweep varies, nor seed/name (set per trial)."""
     swept = set(space.swept_keys())
     for o in space.base_overrides:
         k = o.split("=", 1)[0].lstrip("+~")
         if k in swept:
-            raise ConfigError(f"base_overrides: {o!r} sets {k!r}, which the sweep varies; remove "
+            raise ConfigError(f"base_overrides: {o!r} sets {k!r}, which the sweep varies; allowed: "
                               f"one of them")
         if k in ("seed", "name"):
-            raise ConfigError(f"base_overrides: {o!r}: the sweep sets {k} per trial"
+            raise ConfigError(f"base_overrides: {o!r}: the sweep sets {k} per trial; allowed: other keys"
                               + (" (use seeds:)" if k == "seed" else ""))
-    return space
-
-
-SEED_RANGE_KEYS = ("min", "max", "batch")
-
-
-def _seed_range(v: Mapping) -> dict[str, int]:
-    """``seeds: {min: 3, max: 20, batch: 1}``: sequential seeds 0..max-1, looked at from min on."""
-    for k in v:
-        if k not in SEED_RANGE_KEYS:
-            raise choice_error("seeds: key", k, SEED_RANGE_KEYS)
-    out = {}
-    for k, default in (("min", None), ("max", None), ("batch", 1)):
-        x = v.get(k, default)
-        if x is None:
-            raise ConfigError(f"seeds.{k}: missing (sequential seeds need min and max, e.g. "
-                              "{min: 3, max: 20})")
-        if isinstance(x, bool) or not isinstance(x, int):
-            raise ConfigError(f"seeds.{k}: expected an integer, got {x!r}")
-        out[k] = x
-    if not 2 <= out["min"] <= out["max"] or out["batch"] < 1:
-        raise ConfigError(f"seeds: need 2 <= min <= max and batch >= 1, got {dict(v)}")
-    return out
 
 
 def load_search_space(path: str | Path, *, extra_overrides: Iterable[str] = (),
@@ -545,11 +640,10 @@ def load_search_space(path: str | Path, *, extra_overrides: Iterable[str] = (),
     """Read and validate a search-space YAML; CLI overrides are appended to base_overrides."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"search space: file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"search space {path}: invalid YAML ({' '.join(str(e).split())})") from None
+        raise ConfigError(f"search space: file not found: {path}; allowed: a search-space YAML file")
+    from ablate.spec.yaml import load_file
+
+    data = load_file(path, f"search space {path}")
     if isinstance(data, Mapping):
         data = dict(data)
         if name:
@@ -558,7 +652,9 @@ def load_search_space(path: str | Path, *, extra_overrides: Iterable[str] = (),
             data["output_dir"] = output_dir
         extra = list(extra_overrides)
         if extra:
-            data["base_overrides"] = _list("base_overrides", data.get("base_overrides")) + extra
+            base = data.get("base_overrides")
+            data["base_overrides"] = (list(base) if isinstance(base, (list, tuple)) else
+                                      [] if base is None else [base]) + extra
     return validate(data, source=str(path))
 
 
@@ -593,7 +689,7 @@ def assignment_overrides(assignment: Mapping[str, Any]) -> list[str]:
     out: list[str] = []
     if "method" in assignment:
         out.append(f"method={assignment['method']}")
-    for g in SLOT_GROUPS:
+    for g in SWEEP_GROUPS:
         if g in assignment:
             out.append(f"{g}={assignment[g]}")
     for k, v in assignment.items():

@@ -25,11 +25,14 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ablate.sweep.space import (active_assignment, assignment_overrides, categorical_key,
-                                combo_key)
+from ablate.sweep.space import active_assignment, assignment_overrides, combo_key
+from ablate.tracking import progress
+from ablate.tracking.wandb_logger import sweep_identity
+from ablate.train.eval_cache import ENV as EVAL_CACHE_ENV
 
 OUTCOME_FILE = "sweep_trial.json"
 CHECKPOINT_FILE = "state.pt"
@@ -200,7 +203,7 @@ def _checkpoint_hook(rep: _Reporter, seed: int, seed_index: int) -> Callable:
     import torch
 
     def on_step_end(trainer, step: int) -> None:
-        every = int(trainer.cfg.train.get("checkpoint_every") or 0)
+        every = trainer.spec.train.checkpoint_every
         if step != trainer.state.total_steps and not (every > 0 and step % every == 0):
             rep.flush()
             return
@@ -220,13 +223,16 @@ def _progress(state: Mapping[str, Any]) -> tuple[int, int]:
     return int(state.get("seed_index", 0)), int(state.get("step", 0))
 
 
-def _load_checkpoint(sweep_dir: Path, trial_id: str) -> dict | None:
+def _load_checkpoint(sweep_dir: Path, trial_id: str) -> tuple[dict | None, str | None]:
     """The trial's latest checkpoint: Tune's (a retried or restored trial), or a newer one in the
     trial's own storage dir (Tune's saved experiment state lags behind when the driver is killed
-    with -9, so a restored trial may be handed an older checkpoint than it wrote, or none)."""
+    with -9, so a restored trial may be handed an older checkpoint than it wrote, or none).
+    Returns it with a note saying which checkpoint was taken and why (None: nothing to resume)."""
     from ray import tune
 
     import torch
+
+    skipped: list[str] = []
 
     def load(d: Path) -> dict | None:
         p = Path(d) / CHECKPOINT_FILE
@@ -234,23 +240,31 @@ def _load_checkpoint(sweep_dir: Path, trial_id: str) -> dict | None:
             return None
         try:  # our own file, written by _checkpoint_hook (numpy RNG states need full unpickling)
             return torch.load(p, map_location="cpu", weights_only=False)
-        except Exception:  # noqa: BLE001 - a checkpoint cut short by a kill: use an older one
+        except Exception as e:  # noqa: BLE001 - a checkpoint cut short by a kill: use an older one
+            skipped.append(f"{Path(d).name} unreadable ({type(e).__name__})")
             return None
 
-    best = None
+    best, source = None, None
     ck = tune.get_checkpoint()
     if ck is not None:
         with ck.as_directory() as d:
-            best = load(Path(d))
+            best, source = load(Path(d)), "Tune's checkpoint"
     # the trial's storage dirs: <sweep_dir>/<experiment>/<trial_id> (see runner._trial_dirname)
     for d in sorted(sweep_dir.glob(f"*/{trial_id}/checkpoint_*"), key=lambda p: p.name,
                     reverse=True):
         state = load(d)
         if state is not None:
             if best is None or _progress(state) > _progress(best):
-                best = state
+                best, source = state, f"{d.name} (the newest readable in the trial's dir)"
             break
-    return best
+    if best is None:
+        return None, ("no readable checkpoint (" + "; ".join(skipped) + "): starting over"
+                      if skipped else None)
+    seed_index, step = _progress(best)
+    note = f"resumed from {source} at seed #{seed_index}, step {step}"
+    if skipped:
+        note += "; skipped " + "; ".join(skipped)
+    return best, note
 
 
 def _import(path: str) -> Callable:
@@ -286,6 +300,37 @@ def run_trial(config: dict, ctx: dict) -> None:
         _wandb_teardown()
 
 
+@dataclass
+class _Trial:
+    """One Tune trial of a sweep: its configuration, seeds, files and the runs done so far."""
+
+    ctx: dict
+    assign: dict
+    seeds: list[int]
+    per_seed_dirs: bool  # Optuna: every seed in its own dir under the trial's
+    trial_id: str
+    sweep_dir: Path
+    outcome: dict = field(default_factory=dict)
+    values: list[float] = field(default_factory=list)
+    finals: list[dict] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def metric(self) -> str:
+        return self.ctx["metric"]
+
+    @property
+    def dir(self) -> Path:
+        return self.sweep_dir / "trials" / self.trial_id
+
+    @property
+    def outcome_path(self) -> Path:
+        return self.dir / OUTCOME_FILE
+
+    def save(self) -> None:
+        _write_json(self.outcome_path, self.outcome)
+
+
 def _run_trial(config: dict, ctx: dict) -> None:
     """Tune function trainable. ``config`` is ``{"trial": <spec key>}`` (grid/random: one seed) or the
     flat Optuna proposal (all of ``ctx['seeds']`` run here, one after another)."""
@@ -294,148 +339,186 @@ def _run_trial(config: dict, ctx: dict) -> None:
     os.environ.update({k: str(v) for k, v in (ctx.get("env") or {}).items()})
     if ctx.get("cwd") and os.path.isdir(ctx["cwd"]):
         os.chdir(ctx["cwd"])  # relative paths in overrides resolve where the sweep was launched
-
     if "trial" in config:  # grid/random: the spec key, looked up in the planned specs
         spec = ctx["specs"][config["trial"]]
         assign, seeds, per_seed_dirs = dict(spec["assign"]), [int(spec["seed"])], False
     else:
         assign = active_assignment(config, ctx.get("conditions") or {})
         seeds, per_seed_dirs = [int(s) for s in ctx["seeds"]], True
-    metric = ctx["metric"]
-    trial_id = tune.get_context().get_trial_id() or "trial"
-    sweep_dir = Path(ctx["sweep_dir"])
-    trial_dir = sweep_dir / "trials" / trial_id
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    outcome_path = trial_dir / OUTCOME_FILE
+    tr = _Trial(ctx, assign, seeds, per_seed_dirs, tune.get_context().get_trial_id() or "trial",
+                Path(ctx["sweep_dir"]))
+    os.environ[EVAL_CACHE_ENV] = str(tr.sweep_dir / "eval_cache")  # evals shared across the arms
+    tr.dir.mkdir(parents=True, exist_ok=True)
+    reuse = _replay_or_reuse(tr)
+    if reuse is None:
+        return
+    trainable = _import(ctx["trainable"])
+    ckpt, resume_note = (_load_checkpoint(tr.sweep_dir, tr.trial_id)
+                         if _accepts_checkpoints(trainable) else (None, None))
+    if resume_note:
+        print(f"[ablate] trial {tr.trial_id}: {resume_note}", flush=True)
+    tr.outcome = {"trial_id": tr.trial_id, "combo": combo_key(assign), "assign": assign,
+                  "seeds": seeds, "status": "running", "runs": [], "started": time.time()}
+    if resume_note:
+        tr.outcome["resume"] = resume_note
+    tr.save()
+    for i, seed in enumerate(seeds):
+        if seed in reuse:
+            _report_reused(tr, reuse[seed], i)
+        else:
+            _run_seed(tr, trainable, seed, i, ckpt)
+    tr.outcome["ended"] = time.time()
+    if tr.errors:
+        last_value = next((v for v in reversed(tr.values)), None)
+        tr.outcome.update(status="failed", error="; ".join(tr.errors)[:2000], error_kind="trial",
+                          last_value=last_value)
+        tr.save()
+        _declare_own_error(tr.metric, last_value, bool(ctx.get("optuna")))
+        raise TrialFailed(tr.outcome["error"])
+    report = _final_report(tr)
+    tr.outcome.update(status="finished", objective=report[tr.metric], final_report=report)
+    tr.save()
+    tune.report(report)
 
-    # ---- replay a trial that already completed (restored after the driver died)
+
+def _replay_or_reuse(tr: _Trial) -> dict[int, dict] | None:
+    """A trial that already ended (restored after the driver died) is replayed: None. Else the
+    finished seeds of an interrupted multi-seed attempt, kept rather than rerun."""
+    from ray import tune
+
     prev: dict = {}
-    if outcome_path.is_file():
+    if tr.outcome_path.is_file():
         try:
-            prev = json.loads(outcome_path.read_text(encoding="utf-8"))
+            prev = json.loads(tr.outcome_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             prev = {}
         if prev.get("status") == "finished" and prev.get("final_report"):
             tune.report(prev["final_report"])
-            return
+            return None
         if prev.get("status") == "failed":
-            _declare_own_error(ctx["metric"], prev.get("last_value"), bool(ctx.get("optuna")))
+            _declare_own_error(tr.metric, prev.get("last_value"), bool(tr.ctx.get("optuna")))
             raise TrialFailed(prev.get("error") or "failed")
-    # seeds of an interrupted multi-seed trial that already finished are kept, not rerun
-    reuse = {int(r["seed"]): r for r in prev.get("runs", [])
-             if per_seed_dirs and prev.get("assign") == assign and r.get("status") == "finished"
-             and isinstance(r.get("final"), Mapping) and _finite(r["final"].get(metric))}
+    return {int(r["seed"]): r for r in prev.get("runs", [])
+            if tr.per_seed_dirs and prev.get("assign") == tr.assign
+            and r.get("status") == "finished" and isinstance(r.get("final"), Mapping)
+            and _finite(r["final"].get(tr.metric))}
 
-    trainable = _import(ctx["trainable"])
-    checkpoints = _accepts_checkpoints(trainable)
-    ckpt = _load_checkpoint(sweep_dir, trial_id) if checkpoints else None
-    combo = combo_key(assign)
-    extra_tracker = {"group": ctx["name"], "job_type": categorical_key(assign)[:64],
-                     "tags": [f"{k}:{v}"[:64] for k, v in assign.items()
-                              if k == "method" or "." not in k][:20],
-                     "project": os.environ.get("WANDB_PROJECT")}  # the search space's wandb.project
-    outcome: dict[str, Any] = {"trial_id": trial_id, "combo": combo, "assign": assign,
-                               "seeds": seeds, "status": "running", "runs": [],
-                               "started": time.time()}
-    _write_json(outcome_path, outcome)
 
-    finals: list[dict] = []
-    values: list[float] = []
-    errors: list[str] = []
-    for i, seed in enumerate(seeds):
-        if seed in reuse:
-            run = dict(reuse[seed], reused=True)
-            outcome["runs"].append(run)
-            _write_json(outcome_path, outcome)
-            final = dict(run["final"])
-            result = {metric: final[metric], "step": int(run.get("steps_done") or 0)}
-            result.update({k: v for k, v in final.items() if k not in result and _scalar(v) is not None})
-            result.update({"seed": seed, "sweep/seed_index": i})
-            try:
-                tune.report(result)
-            except SystemExit:
-                outcome.update(status="stopped", ended=time.time())
-                _write_json(outcome_path, outcome)
-                raise
-            values.append(float(final[metric]))
-            finals.append(final)
-            continue
-        run_dir = trial_dir / f"seed_{seed}" if per_seed_dirs else trial_dir
-        resume = ckpt if ckpt is not None and int(ckpt.get("seed", -1)) == seed else None
-        if resume is None:  # a fresh start: drop what an interrupted attempt left
-            if per_seed_dirs:
-                _clean_run_dir(run_dir)
-            else:  # keep sweep_trial.json
-                for p in trial_dir.iterdir():
-                    if p.name != OUTCOME_FILE:
-                        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        run_name = f"{ctx['name']}-{trial_id}" + (f"-s{seed}" if per_seed_dirs else "")
-        overrides = (list(ctx["base_overrides"]) + assignment_overrides(assign)
-                     + [f"seed={seed}", f"name={run_name}"])
-        rep = _Reporter(metric, seed, i, require_metric=bool(ctx.get("optuna")), report=tune.report)
-        run: dict[str, Any] = {"seed": seed, "run_dir": str(run_dir.relative_to(sweep_dir)),
-                               "overrides": overrides, "status": "running", "error": None,
-                               "started": time.time()}
-        kwargs: dict[str, Any] = {}
-        if checkpoints:
-            kwargs["on_step_end"] = _checkpoint_hook(rep, seed, i)
-            if resume is not None:
-                rep.load_state(resume["reporter"])
-                kwargs["resume"] = resume
-                run["resumed_from_step"] = int(resume["step"])
-        outcome["runs"].append(run)
-        _write_json(outcome_path, outcome)
-        t0 = time.perf_counter()
-        summary: dict = {}
-        try:
-            summary = trainable(overrides, str(run_dir), rep, dict(extra_tracker), **kwargs) or {}
-            rep.flush()
-        except SystemExit:  # Tune stopped the trial inside tune.report: a scheduler decision or
-            # an interrupted sweep; only the driver knows which ("stopped" is not a final status)
-            run.update(status="stopped", steps_done=rep.steps_done,
-                       wall_s=time.perf_counter() - t0, final=rep.last, ended=time.time())
-            outcome.update(status="stopped", ended=time.time())
-            _write_json(outcome_path, outcome)
-            raise
-        except Exception as e:  # noqa: BLE001 - every trainer failure is recorded, not fatal
-            run.update(status="failed", error=one_line(e)[:2000], error_kind="trial")
-        run["wall_s"] = float(summary.get("wall_s") or (time.perf_counter() - t0))
-        run["ended"] = time.time()
-        final = summary.get("final") if isinstance(summary.get("final"), Mapping) else {}
-        final = {k: _scalar(v) for k, v in _flatten(dict(final)).items()}
-        if not final:
-            final = {k: v for k, v in rep.last.items() if k not in ("seed", "sweep/seed_index")}
-        steps = summary.get("steps_done")
-        run["steps_done"] = int(steps) if _finite(steps) else rep.steps_done
-        wb = summary.get("wandb") if isinstance(summary.get("wandb"), Mapping) else {}
-        run["wandb_run_id"], run["wandb_dir"] = wb.get("run_id"), wb.get("dir")
-        run["final"] = final
-        if run["status"] != "failed":
-            value = final.get(metric, rep.last_value)
-            if value is None:
-                run.update(status="failed", error=f"metric {metric!r} was never reported "
-                           f"(reported: {', '.join(sorted(rep.last)[:12]) or 'nothing'})")
-            elif not _finite(value):
-                run.update(status="failed", error=f"metric {metric!r} is {value} (non-finite)")
-            else:
-                run["status"] = "finished"
-                values.append(float(value))
-                finals.append(final)
-        if run["status"] == "failed":
-            errors.append(f"seed {seed}: {run['error']}" if len(seeds) > 1 else run["error"])
-        _write_json(outcome_path, outcome)
+def _report_reused(tr: _Trial, prev_run: dict, i: int) -> None:
+    from ray import tune
 
-    outcome["ended"] = time.time()
-    if errors:
-        last_value = next((v for v in reversed(values)), None)
-        outcome.update(status="failed", error="; ".join(errors)[:2000], error_kind="trial",
-                       last_value=last_value)
-        _write_json(outcome_path, outcome)
-        _declare_own_error(metric, last_value, bool(ctx.get("optuna")))
-        raise TrialFailed(outcome["error"])
+    run = dict(prev_run, reused=True)
+    tr.outcome["runs"].append(run)
+    tr.save()
+    final = dict(run["final"])
+    result = {tr.metric: final[tr.metric], "step": int(run.get("steps_done") or 0)}
+    result.update({k: v for k, v in final.items() if k not in result and _scalar(v) is not None})
+    result.update({"seed": run["seed"], "sweep/seed_index": i})
+    try:
+        tune.report(result)
+    except SystemExit:
+        tr.outcome.update(status="stopped", ended=time.time())
+        tr.save()
+        raise
+    tr.values.append(float(final[tr.metric]))
+    tr.finals.append(final)
 
-    # final result: the single run's final metrics, or (several seeds) the mean over seeds
+
+def _fresh_run_dir(tr: _Trial, run_dir: Path) -> None:
+    """A fresh start: drop what an interrupted attempt left (keep sweep_trial.json)."""
+    if tr.per_seed_dirs:
+        _clean_run_dir(run_dir)
+        return
+    for p in tr.dir.iterdir():
+        if p.name != OUTCOME_FILE:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def _run_seed(tr: _Trial, trainable: Callable, seed: int, i: int, ckpt: dict | None) -> None:
+    """Train one seed of the trial (from its checkpoint when there is one) and record it."""
+    from ray import tune
+
+    ctx = tr.ctx
+    run_dir = tr.dir / f"seed_{seed}" if tr.per_seed_dirs else tr.dir
+    resume = ckpt if ckpt is not None and int(ckpt.get("seed", -1)) == seed else None
+    if resume is None:
+        _fresh_run_dir(tr, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_name = f"{ctx['name']}-{tr.trial_id}" + (f"-s{seed}" if tr.per_seed_dirs else "")
+    overrides = (list(ctx["base_overrides"]) + assignment_overrides(tr.assign)
+                 + [f"seed={seed}", f"name={run_name}"])
+    rep = _Reporter(tr.metric, seed, i, require_metric=bool(ctx.get("optuna")), report=tune.report)
+    run: dict[str, Any] = {"seed": seed, "run_dir": str(run_dir.relative_to(tr.sweep_dir)),
+                           "overrides": overrides, "status": "running", "error": None,
+                           "started": time.time()}
+    kwargs: dict[str, Any] = {}
+    if _accepts_checkpoints(trainable):
+        kwargs["on_step_end"] = _checkpoint_hook(rep, seed, i)
+        if resume is not None:
+            rep.load_state(resume["reporter"])
+            kwargs["resume"] = resume
+            run["resumed_from_step"] = int(resume["step"])
+    tr.outcome["runs"].append(run)
+    tr.save()
+    t0 = time.perf_counter()
+    summary: dict = {}
+    try:
+        # loading and warm-start progress for the sweep console (steps come as Tune results)
+        with progress.to_file(tr.dir / progress.PROGRESS_FILE):
+            progress.note("starting", force=True, seed=seed)
+            summary = trainable(overrides, str(run_dir), rep, _extra_tracker(tr, seed), **kwargs) or {}
+        rep.flush()
+    except SystemExit:  # Tune stopped the trial inside tune.report: a scheduler decision or
+        # an interrupted sweep; only the driver knows which ("stopped" is not a final status)
+        run.update(status="stopped", steps_done=rep.steps_done,
+                   wall_s=time.perf_counter() - t0, final=rep.last, ended=time.time())
+        tr.outcome.update(status="stopped", ended=time.time())
+        tr.save()
+        raise
+    except Exception as e:  # noqa: BLE001 - every trainer failure is recorded, not fatal
+        run.update(status="failed", error=one_line(e)[:2000], error_kind="trial")
+    _settle(tr, run, summary, rep, t0)
+
+
+def _extra_tracker(tr: _Trial, seed: int) -> dict:
+    """W&B: group = sweep, job_type/tags/name = every swept factor (ablate.tracking.wandb_logger)."""
+    return {**sweep_identity(tr.ctx["name"], tr.assign, seed, tr.trial_id),
+            "project": os.environ.get("WANDB_PROJECT")}  # the search space's wandb.project
+
+
+def _settle(tr: _Trial, run: dict, summary: dict, rep: _Reporter, t0: float) -> None:
+    """Record a seed's end: its final metrics, and finished or failed (no or non-finite metric)."""
+    metric = tr.metric
+    run["wall_s"] = float(summary.get("wall_s") or (time.perf_counter() - t0))
+    run["ended"] = time.time()
+    final = summary.get("final") if isinstance(summary.get("final"), Mapping) else {}
+    final = {k: _scalar(v) for k, v in _flatten(dict(final)).items()}
+    if not final:
+        final = {k: v for k, v in rep.last.items() if k not in ("seed", "sweep/seed_index")}
+    steps = summary.get("steps_done")
+    run["steps_done"] = int(steps) if _finite(steps) else rep.steps_done
+    wb = summary.get("wandb") if isinstance(summary.get("wandb"), Mapping) else {}
+    run["wandb_run_id"], run["wandb_dir"] = wb.get("run_id"), wb.get("dir")
+    run["final"] = final
+    if run["status"] != "failed":
+        value = final.get(metric, rep.last_value)
+        if value is None:
+            run.update(status="failed", error=f"metric {metric!r} was never reported "
+                       f"(reported: {', '.join(sorted(rep.last)[:12]) or 'nothing'})")
+        elif not _finite(value):
+            run.update(status="failed", error=f"metric {metric!r} is {value} (non-finite)")
+        else:
+            run["status"] = "finished"
+            tr.values.append(float(value))
+            tr.finals.append(final)
+    if run["status"] == "failed":
+        tr.errors.append(f"seed {run['seed']}: {run['error']}" if len(tr.seeds) > 1 else run["error"])
+    tr.save()
+
+
+def _final_report(tr: _Trial) -> dict[str, Any]:
+    """The trial's result: the single run's final metrics, or (several seeds) the mean over seeds."""
+    metric, finals, values = tr.metric, tr.finals, tr.values
     report: dict[str, Any] = {metric: None, "step": 0}  # shown first in Tune's table
     keys = set().union(*[f.keys() for f in finals]) if finals else set()
     for k in sorted(keys):
@@ -443,9 +526,7 @@ def _run_trial(config: dict, ctx: dict) -> None:
         if len(vals) == len(finals) and vals:
             report[k] = sum(vals) / len(vals)
     report[metric] = sum(values) / len(values)
-    report["step"] = max(r.get("steps_done") or 0 for r in outcome["runs"])
+    report["step"] = max(r.get("steps_done") or 0 for r in tr.outcome["runs"])
     report[COMPLETE_KEY] = 1
     report["sweep/num_seeds"] = len(values)
-    outcome.update(status="finished", objective=report[metric], final_report=report)
-    _write_json(outcome_path, outcome)
-    tune.report(report)
+    return report

@@ -16,10 +16,8 @@ __all__ = ["Problem", "Reward", "Task", "build_task"]
 
 def build_task(task_cfg: Any) -> Task:
     """Instantiate the task of ``task_cfg`` with one-line ConfigErrors for unknown/missing fields."""
-    from ablate.registry import build
+    from ablate.registry import build, load_variant
     from ablate.tasks.chat import PROMPT_FORMATS
-
-    from ablate.registry import load_variant
 
     cfg = _plain(task_cfg)
     if isinstance(cfg, str):  # a variant name under conf/task/
@@ -33,10 +31,7 @@ def build_task(task_cfg: Any) -> Task:
         raise ConfigError(f"task.prompt_format: unknown value {fmt!r}; allowed: {', '.join(PROMPT_FORMATS)}")
     if system is not None and not isinstance(system, str):
         raise ConfigError(f"task.system_prompt: expected text or null, got {system!r}")
-    task = build("task", cfg, "task")
-    if not isinstance(task, Task):
-        raise ConfigError(f"task._target_: {type(task).__name__} is not a Task "
-                          "(subclass ablate.tasks.base.Task)")
+    task = build("task", cfg, "task")  # the registry checks the class is a Task before calling it
     task.prompt_format, task.system_prompt = fmt, system
     return task
 
@@ -51,7 +46,7 @@ def _plain(cfg: Any) -> Any:
     if isinstance(cfg, DictConfig):
         for key in cfg:
             if OmegaConf.is_missing(cfg, key):
-                raise ConfigError(f"task.{key}: required value is missing (set task.{key}=...)")
+                raise ConfigError(f"task.{key}: required value is missing; allowed: set task.{key}=...")
         try:
             return OmegaConf.to_container(cfg, resolve=True)
         except MissingMandatoryValue as e:  # pragma: no cover - nested ???
@@ -59,5 +54,5 @@ def _plain(cfg: Any) -> Any:
     if isinstance(cfg, dict):
         for k, v in cfg.items():
             if v == "???":
-                raise ConfigError(f"task.{k}: required value is missing (set task.{k}=...)")
+                raise ConfigError(f"task.{k}: required value is missing; allowed: set task.{k}=...")
     return cfg

@@ -7,6 +7,8 @@ them.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import re
 import numpy as np
 
@@ -24,17 +26,17 @@ class Arithmetic(GeneratedTask):
     reward_names = ("correct", "format")
 
     def __init__(self, digits: int = 2, ops: str = "+", num_operands: int = 2, seed: int = 1234,
-                 eval_size: int = 256):
+                 eval_size: int = 256, max_new_tokens: Optional[int] = None):
         if not isinstance(digits, int) or not 1 <= digits <= 9:
-            raise ConfigError(f"task.digits: must be an integer in 1..9, got {digits!r}")
+            raise ConfigError(f"task.digits: got {digits!r}; allowed: an integer in 1..9")
         if not isinstance(ops, str) or not ops or any(c not in "+-*" for c in ops) or \
                 len(set(ops)) != len(ops):
             raise ConfigError(f"task.ops: must be a non-empty string of distinct characters from "
                               f"'+-*', got {ops!r}")
         if not isinstance(num_operands, int) or not 2 <= num_operands <= 6:
-            raise ConfigError(f"task.num_operands: must be an integer in 2..6, got {num_operands!r}")
+            raise ConfigError(f"task.num_operands: got {num_operands!r}; allowed: an integer in 2..6")
         if not isinstance(eval_size, int) or eval_size < 1:
-            raise ConfigError(f"task.eval_size: must be a positive integer, got {eval_size!r}")
+            raise ConfigError(f"task.eval_size: got {eval_size!r}; allowed: a positive integer")
         self.digits, self.ops, self.num_operands = digits, ops, num_operands
         self.seed, self.eval_size = int(seed), eval_size
         self._spec = dict(digits=digits, ops=ops, num_operands=num_operands, seed=self.seed,
@@ -48,8 +50,12 @@ class Arithmetic(GeneratedTask):
         rng = np.random.default_rng([self.seed, 0xE7A1])
         self._build_eval(rng)
         self._eval_prompts = {p.prompt for p in self._eval}
-        # answer length bounds the generation budget: answer chars + EOS
-        self.max_new_tokens = self._max_answer_chars() + 1
+        # the generation budget: at least the longest answer + EOS (None = exactly that)
+        need = self._max_answer_chars() + 1
+        if max_new_tokens is not None and (not isinstance(max_new_tokens, int) or max_new_tokens < need):
+            raise ConfigError(f"task.max_new_tokens: must be null or an integer >= {need} (the longest "
+                              f"answer + EOS), got {max_new_tokens!r}")
+        self.max_new_tokens = need if max_new_tokens is None else max_new_tokens
 
     # -- problems --------------------------------------------------------------------------
     def _draw(self, rng: np.random.Generator) -> tuple:

@@ -41,8 +41,8 @@ class Task:
 
     name: str = "task"
     reward_names: tuple[str, ...] = ("correct",)
-    # Generation budget the task needs (answer + EOS); the trainer uses
-    # max(rollout.max_new_tokens, task.max_new_tokens). None = no requirement.
+    # Generation budget the task needs (answer + EOS); used unless rollout.max_new_tokens is set
+    # (ablate.rollout.resolve_budget). None = no requirement.
     max_new_tokens: Optional[int] = None
     # how prompts reach the policy (set by build_task from task.prompt_format / task.system_prompt)
     prompt_format: str = "raw"
@@ -61,6 +61,11 @@ class Task:
     def alphabet(self) -> str:
         """Characters that prompts, demos and answers use (the tiny tokenizer's vocabulary)."""
         raise NotImplementedError
+
+    def longest_example(self) -> Optional[tuple[int, int]]:
+        """(row, characters) of the longest prompt + demonstration, checked against the tiny
+        model's context before training; None (generated tasks): nothing to check."""
+        return None
 
     def spec(self) -> dict:
         """A JSON-able description that identifies the task's data (keys the warm-start cache).

@@ -43,15 +43,15 @@ class Countdown(Task):
     def __init__(self, num_numbers: int = 3, max_number: int = 20, seed: int = 1234,
                  eval_size: int = 256, ops: str = "+-*"):
         if not isinstance(num_numbers, int) or not 2 <= num_numbers <= 5:
-            raise ConfigError(f"task.num_numbers: must be an integer in 2..5, got {num_numbers!r}")
+            raise ConfigError(f"task.num_numbers: got {num_numbers!r}; allowed: an integer in 2..5")
         if not isinstance(max_number, int) or not 2 <= max_number <= 1000:
-            raise ConfigError(f"task.max_number: must be an integer in 2..1000, got {max_number!r}")
+            raise ConfigError(f"task.max_number: got {max_number!r}; allowed: an integer in 2..1000")
         if not isinstance(ops, str) or not ops or any(c not in "+-*/" for c in ops) or \
                 len(set(ops)) != len(ops):
             raise ConfigError(f"task.ops: must be a non-empty string of distinct characters from "
                               f"'+-*/', got {ops!r}")
         if not isinstance(eval_size, int) or eval_size < 1:
-            raise ConfigError(f"task.eval_size: must be a positive integer, got {eval_size!r}")
+            raise ConfigError(f"task.eval_size: got {eval_size!r}; allowed: a positive integer")
         if eval_size > max_number ** num_numbers // 4:
             raise ConfigError(f"task.eval_size: {eval_size} too large for num_numbers={num_numbers}, "
                               f"max_number={max_number}")

@@ -151,7 +151,7 @@ class JsonlMath(Task):
             raise ConfigError("task.path: required (a local .jsonl file of problems)")
         p = _resolve_path(str(path))
         if not p.is_file():
-            raise ConfigError(f"task.path: file not found: {p}")
+            raise ConfigError(f"task.path: file not found: {p}; allowed: an existing local JSONL file")
         if isinstance(eval_fraction, bool) or not isinstance(eval_fraction, (int, float)) \
                 or not 0.0 <= float(eval_fraction) < 1.0:
             raise ConfigError(f"task.eval_fraction: got {eval_fraction!r}; allowed: a number in [0, 1)")
@@ -215,7 +215,11 @@ class JsonlMath(Task):
                         "lines %s", len(altered), p, what, on_overlong, self.max_chars, shown)
         self.num_overlong = len(altered)
         if len(problems) < 2:
-            raise ConfigError(f"task.path: {p} holds {len(problems)} usable problem(s); need at least 2")
+            raise ConfigError(f"task.path: {p} holds {len(problems)} usable problem(s); allowed: a file with at least 2")
+        if not any(_to_float(q.answer) is not None for q in problems):
+            raise ConfigError(f"task.answer_key: no reference answer in {p} is a number (e.g. "
+                              f"{problems[0].answer[:40]!r}); allowed: a field holding numeric "
+                              "answers (the verifier compares numbers)")
         self._spec = dict(path=str(p), sha256=hashlib.sha256(raw).hexdigest(), question_key=question_key,
                           answer_key=answer_key, prompt_template=prompt_template,
                           eval_fraction=self.eval_fraction, seed=self.seed, demo_key=demo_key,

@@ -281,6 +281,21 @@ def mark_interrupted(run_dir: Path, reason: str) -> bool:
     return True
 
 
+def mark_failed_in_place(run_dir: Path, error: str) -> bool:
+    """Last resort when the final summary cannot be written (disk full): overwrite summary.json in
+    place with a small "failed" record (reusing its blocks, no temp file), so no run stays
+    "running" forever. Returns whether it was written."""
+    path = Path(run_dir) / "summary.json"
+    text = json.dumps({"status": "failed", "error": error[:200], "end_time": time.time()}) + "\n"
+    try:
+        with open(path, "r+", encoding="utf-8") as f:
+            f.write(text)
+            f.truncate()
+        return True
+    except OSError:
+        return False
+
+
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:

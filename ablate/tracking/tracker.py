@@ -17,14 +17,12 @@ import socket
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
-from ablate.errors import ConfigError
 from ablate.registry import plain
+from ablate.schema import TrackerConfig, check
+from ablate.spec.groups import SLOT_FAMILIES, TAG_GROUPS
 from ablate.tracking.run_store import RunStore
 from ablate.tracking.wandb_logger import WandbLogger, clean_tags, resolve_mode
 
-WANDB_KEYS = ("enabled", "project", "entity", "mode", "group", "tags", "job_type")
-SLOT_KEYS = ("mask", "denominator", "advantage", "likelihood", "aggregation")
-TAG_KEYS = SLOT_KEYS + ("method", "task")
 
 
 class Tracker:
@@ -114,23 +112,17 @@ class Tracker:
 
 
 # ---------------------------------------------------------------------------------- building
+def tracker_config(tracker_cfg: Any) -> TrackerConfig:
+    """The typed ``tracker`` group: passed through when already validated (a RunConfig's), else
+    checked once by the schema (one-line ConfigError)."""
+    if isinstance(tracker_cfg, TrackerConfig):
+        return tracker_cfg
+    return check(TrackerConfig, plain(tracker_cfg) or {}, "tracker.")
+
+
 def wandb_settings(tracker_cfg: Any) -> dict:
-    """The validated ``tracker.wandb`` block with defaults filled in."""
-    cfg = plain(tracker_cfg) or {}
-    if not isinstance(cfg, Mapping):
-        raise ConfigError(f"tracker: expected a mapping, got {type(cfg).__name__}")
-    wb = cfg.get("wandb") or {}
-    if not isinstance(wb, Mapping):
-        raise ConfigError(f"tracker.wandb: expected a mapping, got {type(wb).__name__}")
-    unknown = sorted(set(map(str, wb)) - set(WANDB_KEYS))
-    if unknown:
-        raise ConfigError(f"tracker.wandb: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(WANDB_KEYS)}")
-    out = {"enabled": bool(wb.get("enabled", False)), "project": str(wb.get("project") or "ablate"),
-           "entity": wb.get("entity"), "mode": wb.get("mode", "auto"), "group": wb.get("group"),
-           "tags": list(wb.get("tags") or []), "job_type": wb.get("job_type")}
-    if isinstance(wb.get("tags"), str):
-        raise ConfigError("tracker.wandb.tags: expected a list of strings, got a string")
-    return out
+    """The ``tracker.wandb`` block with defaults filled in, as a dict."""
+    return tracker_config(tracker_cfg).wandb.model_dump()
 
 
 def choices_of(config: Mapping[str, Any]) -> dict:
@@ -141,13 +133,17 @@ def choices_of(config: Mapping[str, Any]) -> dict:
 def build_tracker(tracker_cfg: Any, run_dir: Path, config: Mapping[str, Any], name: str,
                   group: Optional[str] = None, job_type: Optional[str] = None,
                   tags: Optional[list[str]] = None,
-                  resume: Optional[Mapping[str, Any]] = None) -> Tracker:
+                  resume: Optional[Mapping[str, Any]] = None,
+                  wandb_name: Optional[str] = None,
+                  wandb_config: Optional[Mapping[str, Any]] = None) -> Tracker:
     """Create the run directory's store (config.yaml + a "running" summary.json) and, when
     ``tracker.wandb.enabled`` and the resolved mode is not disabled, a W&B run under
     ``<run_dir>/wandb/``. Bad tracker config raises ``ConfigError``; W&B failures never raise.
     ``resume``: a run store position from a trial checkpoint (the files are cut back to it; a
-    resumed run gets a new W&B run in the same group, logging from the resumed step on)."""
-    wb = wandb_settings(tracker_cfg)
+    resumed run gets a new W&B run in the same group, logging from the resumed step on).
+    ``wandb_name`` / ``wandb_config``: the W&B display name (default ``name``) and keys added to the
+    W&B config (a sweep's ``sweep_identity``: sweep, factors, seed)."""
+    wb = tracker_config(tracker_cfg).wandb
     config = plain(config) or {}
     choices = choices_of(config)
     method = choices.get("method")
@@ -155,13 +151,13 @@ def build_tracker(tracker_cfg: Any, run_dir: Path, config: Mapping[str, Any], na
         method = config["method"].get("name")
     elif method is None and isinstance(config.get("method"), str):
         method = config["method"]
-    group = group if group is not None else wb["group"]
-    job_type = job_type if job_type is not None else (wb["job_type"] or "train")
+    group = group if group is not None else wb.group
+    job_type = job_type if job_type is not None else (wb.job_type or "train")
     given = list(tags or [])
-    derived = [] if given else [f"{k}:{choices[k]}" for k in TAG_KEYS if choices.get(k)]
-    all_tags = clean_tags(list(wb["tags"]) + given + derived)
+    derived = [] if given else [f"{k}:{choices[k]}" for k in TAG_GROUPS if choices.get(k)]
+    all_tags = clean_tags(list(wb.tags) + given + derived)
     # validated before the run store exists (ConfigError on a bad mode)
-    mode = resolve_mode(wb["mode"]) if wb["enabled"] else "disabled"
+    mode = resolve_mode(wb.mode) if wb.enabled else "disabled"
 
     store = RunStore(Path(run_dir), resume=resume)
     store.write_config(config)
@@ -169,13 +165,15 @@ def build_tracker(tracker_cfg: Any, run_dir: Path, config: Mapping[str, Any], na
             "seed": config.get("seed"), "group": group, "job_type": job_type, "tags": all_tags,
             "host": socket.gethostname(), "pid": os.getpid()}
     logger = None
-    if wb["enabled"]:
+    if wb.enabled:
         if mode != "disabled":
             wconf = dict(config)
             if choices and "slots" not in wconf:  # dashboards filter by slots.mask etc.
-                wconf["slots"] = {k: choices[k] for k in SLOT_KEYS if k in choices}
-            logger = WandbLogger(project=wb["project"], mode=mode, entity=wb["entity"], group=group,
-                                 job_type=job_type, tags=all_tags, name=name, config=wconf,
+                wconf["slots"] = {k: choices[k] for k in SLOT_FAMILIES if k in choices}
+            wconf.update(wandb_config or {})
+            logger = WandbLogger(project=wb.project, mode=mode, entity=wb.entity, group=group,
+                                 job_type=job_type, tags=all_tags, name=wandb_name or name,
+                                 config=wconf,
                                  dir=store.run_dir)
     tracker = Tracker(store, logger, info=info)
     store.write_summary(status="running", **info, wandb=tracker._wandb_info())

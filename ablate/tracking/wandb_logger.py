@@ -7,9 +7,10 @@ the local run store carries on. Modes: ``offline``, ``online``, ``disabled`` (wa
 imported) and ``auto`` (see :func:`resolve_mode`). ``ABLATE_WANDB_MODE`` overrides the configured
 mode (tests and CI set it to ``offline`` or ``disabled``).
 
-``finish`` waits (up to ``flush_timeout_s``, 20 s) until the run's .wandb log ends with its exit
-record: wandb 0.31's ``run.finish()`` can return a few milliseconds before wandb-core has written
-the last records, and a reader or ``wandb sync`` started right away would see a truncated run.
+``finish`` closes the run with ``run.finish()`` and then, when no other run of this process is open,
+``wandb.teardown()``, W&B's public "wait for all data" call: wandb 0.31's ``run.finish()`` alone can
+return a few milliseconds before wandb-core has written the last records, and a reader or
+``wandb sync`` started right away would see a truncated run.
 
 Charts: ``train/step`` is declared the step metric of ``train/*``, ``eval/*`` and ``perf/*`` and is
 added to every ``log`` call, so eval points logged at the same step as training points line up.
@@ -21,6 +22,7 @@ import logging
 import math
 import netrc
 import os
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 from urllib.parse import urlparse
@@ -28,6 +30,7 @@ from urllib.parse import urlparse
 from ablate.errors import choice_error
 
 log = logging.getLogger("ablate.tracking")
+_OPEN: "weakref.WeakSet[WandbLogger]" = weakref.WeakSet()  # this process's open W&B runs
 
 MODES = ("offline", "online", "disabled", "auto")
 STEP_METRIC = "train/step"
@@ -90,6 +93,42 @@ def clean_tags(tags: Iterable[Any]) -> list[str]:
     return out
 
 
+def _short_keys(keys: Sequence[str]) -> dict[str, str]:
+    """``train.epochs`` → ``epochs`` where the last part is unambiguous among ``keys``."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+def _fit(text: str, limit: int = MAX_TAG_LEN) -> str:
+    """``text`` within W&B's 64-character limit; a cut one ends in a hash so it stays unique."""
+    if len(text) <= limit:
+        return text
+    import hashlib
+
+    digest = hashlib.sha1(text.encode()).hexdigest()[:8]
+    return f"{text[:limit - 9]}~{digest}"
+
+
+def sweep_identity(sweep: str, factors: Mapping[str, Any], seed: int,
+                   trial_id: Optional[str] = None) -> dict:
+    """How a sweep trial appears in W&B: ``group`` = the sweep, ``job_type`` = the combination of
+    every swept factor (seed excluded, so "Group by job_type" pools a condition's seeds), one
+    ``<factor>:<value>`` tag per factor plus ``seed:<s>``, a ``name`` that reads as the combination
+    and seed, and ``config`` additions (``sweep``, ``factors``, ``seed``) to filter on."""
+    short = _short_keys(list(factors))
+    combo = ",".join(f"{short[k]}={_fmt_value(v)}" for k, v in factors.items()) or "base"
+    tags = [f"{k}:{_fmt_value(v)}" for k, v in factors.items()] + [f"seed:{int(seed)}"]
+    return {"group": _fit(sweep, 128), "job_type": _fit(combo), "tags": clean_tags(tags),
+            "name": _fit(f"{combo} s{int(seed)}", 128),
+            "config": {"sweep": {"name": sweep, "trial_id": trial_id},
+                       "factors": dict(factors),
+                       "seed": int(seed)}}
+
+
+def _fmt_value(v: Any) -> Any:
+    return f"{v:.4g}" if isinstance(v, float) else v
+
+
 class WandbLogger:
     """One W&B run. Construct it, ``log``/``log_samples`` any number of times, ``finish`` once.
 
@@ -108,7 +147,6 @@ class WandbLogger:
         self.failed = False
         self.error: Optional[str] = None
         self.finished = False
-        self.flush_timeout_s = 20.0
         self._wandb = None
         self.tags = clean_tags(tags)
         if self.mode == "disabled":
@@ -130,8 +168,7 @@ class WandbLogger:
                         "everything)", self.error)
             if what not in ("init", "finish") and self.run is not None:
                 try:  # close the partial run so its files stay syncable; no second warning
-                    self.run.finish(exit_code=1)
-                    self._wait_written()
+                    self._finish_run(1)
                 except Exception:  # noqa: BLE001
                     pass
             return None
@@ -156,6 +193,7 @@ class WandbLogger:
                               dir=str(root), mode=self.mode, reinit="create_new")
         if self.run is None:  # pragma: no cover - wandb returns a run or raises
             raise RuntimeError("wandb.init returned None")
+        _OPEN.add(self)
         self.run.define_metric(self.step_metric)
         for prefix in metric_prefixes:
             self.run.define_metric(f"{prefix}/*", step_metric=self.step_metric)
@@ -199,21 +237,12 @@ class WandbLogger:
         self.finished = True
 
     def _finish_run(self, exit_code: int) -> None:
+        """``run.finish()``, then wait for W&B to write everything (``wandb.teardown()``) unless
+        another run of this process is still open (teardown would finish it too)."""
+        _OPEN.discard(self)
         self.run.finish(exit_code=exit_code)
-        self._wait_written()
-
-    def _wait_written(self) -> None:
-        """Block (bounded) until the .wandb log holds the exit record (see wait_until_complete)."""
-        if self.mode == "disabled" or self.run_dir is None:
-            return
-        from ablate.tracking.wandb_reader import wait_until_complete
-
-        try:
-            if not wait_until_complete(self.run_dir, timeout=self.flush_timeout_s):
-                log.warning("W&B run %s: the .wandb log has no exit record %.0f s after finish; it "
-                            "may be incomplete", self.run_id, self.flush_timeout_s)
-        except Exception:  # noqa: BLE001 - waiting is best effort
-            pass
+        if not _OPEN:
+            self._wandb.teardown()
 
     # ------------------------------------------------------------------------------ identity
     @property

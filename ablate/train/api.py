@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
 import traceback
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig
 
-from ablate.config import compose_config, to_plain, validate_config
+from ablate.component import inert_note
+from ablate.config import compose_config, to_plain
+from ablate.schema import RunConfig
+from ablate.spec.groups import TAG_GROUPS
+from ablate.train.validate import validate_config
 
-SLOT_KEYS = ("mask", "denominator", "advantage", "likelihood", "aggregation")
 
 
 def default_name(cfg: DictConfig) -> str:
@@ -30,10 +34,9 @@ def default_run_dir(cfg: DictConfig, name: str) -> Path:
 
 def slot_tags(cfg: DictConfig) -> list[str]:
     ch = cfg.choices
-    return [f"{k}:{ch.get(k)}" for k in SLOT_KEYS + ("method", "task") if ch.get(k)]
+    return [f"{k}:{ch.get(k)}" for k in TAG_GROUPS if ch.get(k)]
 
 
-SAVE_MODEL = ("final", "best", "none")
 BEST_METRIC = "eval/pass@1"  # what train.save_model=best maximises (measured at every eval)
 MODEL_DIR = "model"
 
@@ -85,6 +88,69 @@ class _BestModel:
             save_model(trainer, self.run_dir, step, {BEST_METRIC: float(v)})
 
 
+def announce(msg: str) -> None:
+    """A run's own console line (``[ablate] ...``), written around a progress bar (tqdm.write);
+    in a sweep trial it goes to the sweep's ray.log."""
+    from tqdm import tqdm
+
+    tqdm.write(f"[ablate] {msg}")
+
+
+ZERO_ADV = "train/frac_zero_adv_groups"
+
+
+class _ZeroAdvantageNotice:
+    """Say when a step's groups all have zero advantage (every group's rewards equal: no policy
+    gradient from that step): one line at the first such step, one line when the pattern changes
+    (the steps in between had signal again), and a count at the end; never a line per step."""
+
+    def __init__(self, say: Callable[[str], None] = announce):
+        self.say = say
+        self.steps: list[int] = []
+        self.in_run = False
+
+    def __call__(self, trainer, step: int) -> None:
+        v = trainer.state.last_metrics.get(ZERO_ADV)
+        zero = v is not None and float(v) >= 1.0
+        if zero and not self.in_run:
+            self.say(f"step {step}: every group has zero advantage (all rewards equal within "
+                     f"each group), so this step has no policy gradient"
+                     + ("" if not self.steps else f" (again; {len(self.steps)} such step(s) "
+                        f"so far)"))
+        if zero:
+            self.steps.append(int(step))
+        self.in_run = zero
+
+    def close(self, steps_done: int) -> None:
+        if len(self.steps) > 1:
+            self.say(f"{len(self.steps)} of {steps_done} steps had zero advantage in every group "
+                     f"(train/{ZERO_ADV.split('/')[1]})")
+
+
+@contextlib.contextmanager
+def quiet_third_party(enabled: bool = True) -> Iterator[None]:
+    """Keep third-party warnings and library logs (transformers, peft, torch, ...) off the console
+    (``--verbose`` lets them through); warnings raised from ablate's own modules still show."""
+    if not enabled:
+        yield
+        return
+    import logging
+    import warnings
+
+    names = ("transformers", "peft", "torch", "accelerate", "datasets", "urllib3", "filelock")
+    levels = {n: logging.getLogger(n).level for n in names}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore")
+        warnings.filterwarnings("default", module=r"ablate(\.|$)")
+        for n in names:
+            logging.getLogger(n).setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for n, lv in levels.items():
+                logging.getLogger(n).setLevel(lv)
+
+
 def _chain(hooks: list) -> Optional[Callable]:
     hooks = [h for h in hooks if h is not None]
     if not hooks:
@@ -94,6 +160,19 @@ def _chain(hooks: list) -> Optional[Callable]:
         for h in hooks:
             h(trainer, step)
     return on_step_end
+
+
+def _make_run_dir(rd: Path) -> None:
+    from ablate.errors import ConfigError
+
+    try:
+        rd.mkdir(parents=True, exist_ok=True)
+        probe = rd / ".ablate_write_probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"run_dir: cannot write {rd} ({e.strerror or e}); allowed: a writable "
+                          "directory with free space") from None
 
 
 def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
@@ -110,56 +189,75 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
     "store": run store position}) to continue from; ``on_step_end(trainer, step)``: called after
     each logged step (the sweep's trial checkpoints)."""
     from ablate.tracking import build_tracker
+    from ablate.train.eval_cache import cache_from_env
     from ablate.train.trainer import Trainer
 
-    validate_config(cfg)
-    save = str(cfg.train.get("save_model") or "none")
-    if save not in SAVE_MODEL:
-        from ablate.errors import choice_error
-        raise choice_error("train.save_model", save, SAVE_MODEL)
-    name = str(cfg.get("name") or default_name(cfg))
-    rd = Path(run_dir or cfg.get("run_dir") or default_run_dir(cfg, name)).resolve()
-    res = cfg.get("resources") or {}
-    if dist is None and int(res.get("workers", 1)) > 1:
-        return _run_multiworker(cfg, rd, name, extra_tracker)
-    rd.mkdir(parents=True, exist_ok=True)
     extra = dict(extra_tracker or {})
     if extra.get("project") and cfg.get("tracker") and "wandb" in cfg.tracker:
         cfg.tracker.wandb.project = str(extra["project"])
+    built = validate_config(cfg)  # the typed spec (and the built components) flow down from here
+    spec = built.run
+    save = spec.train.save_model
+    name = spec.name or default_name(cfg)
+    rd = Path(run_dir or spec.run_dir or default_run_dir(cfg, name)).resolve()
+    if dist is None and spec.resources.workers > 1:
+        return _run_multiworker(cfg, spec, rd, name, extra_tracker)
+    _make_run_dir(rd)
     plain = to_plain(cfg)
-    tracker = build_tracker(cfg.tracker, run_dir=rd, config=plain, name=name,
+    tracker = build_tracker(spec.tracker, run_dir=rd, config=plain, name=name,
                             group=extra.get("group"), job_type=extra.get("job_type"),
                             tags=list(extra.get("tags") or slot_tags(cfg)),
-                            resume=(resume or {}).get("store"))
+                            resume=(resume or {}).get("store"), wandb_name=extra.get("name"),
+                            wandb_config=extra.get("config"))
     t0 = time.perf_counter()
     threads = torch.get_num_threads()  # cfg.threads is process-wide: restore it (reused Ray actors)
     try:
         if resume is None and save != "none":
             shutil.rmtree(rd / MODEL_DIR, ignore_errors=True)  # a fresh run's model, never an old one
-        trainer = Trainer(cfg, tracker=tracker, reporter=reporter, dist=dist, on_step_end=_chain(
-            [_BestModel(rd) if save == "best" else None, on_step_end]))
+        zero_adv = _ZeroAdvantageNotice()
+        trainer = Trainer(cfg, built=built, tracker=tracker, reporter=reporter, dist=dist,
+                          on_step_end=_chain([_BestModel(rd) if save == "best" else None, zero_adv,
+                                              on_step_end]),
+                          eval_cache=cache_from_env(spec.eval.cache))
+        from ablate.policy.model import model_line
+
+        announce(model_line(trainer.policy.info))
+        announce(trainer.budget.describe())
+        if note := inert_note(trainer.algo, trainer.schedule):
+            announce(note)
         if resume is not None:
             trainer.load_state_dict(resume["trainer"])
         result = trainer.run(progress=progress)
+        zero_adv.close(int(result.get("steps_done") or 0))
+        result["generation_budget"] = {"tokens": trainer.budget.tokens, "source": trainer.budget.source}
         if save == "final":
             save_model(trainer, rd, trainer.state.step, trainer.last_eval)
         if save != "none":
             result["model_dir"] = str(rd / MODEL_DIR)
     except SystemExit:  # Ray Tune stops a trial (ASHA) by raising SystemExit in the reporter
         tracker.finish(status="early_stopped", summary={"wall_s": time.perf_counter() - t0,
-                                                        "slots": dict(cfg.choices), "seed": int(cfg.seed)})
+                                                        "slots": dict(cfg.choices), "seed": spec.seed})
         raise
     except BaseException as e:  # record, then let the caller (CLI, sweep) decide
         tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))[-4000:]
-        tracker.finish(status="failed", summary={"wall_s": time.perf_counter() - t0,
-                                                 "slots": dict(cfg.choices), "seed": int(cfg.seed),
-                                                 "traceback": tb},
-                       error=f"{type(e).__name__}: {e}")
+        try:
+            tracker.finish(status="failed", summary={"wall_s": time.perf_counter() - t0,
+                                                     "slots": dict(cfg.choices),
+                                                     "seed": spec.seed, "traceback": tb},
+                           error=f"{type(e).__name__}: {e}")
+        except OSError:  # the disk is full or gone: at least never leave "running" behind
+            from ablate.tracking.run_store import mark_failed_in_place
+            mark_failed_in_place(rd, f"{type(e).__name__}: {e}")
         raise
     finally:
         torch.set_num_threads(threads)
+    info = trainer.policy.info
+    model = {k: info.get(k) for k in ("source", "architecture", "dtype", "total_params",
+                                      "trainable_params", "lora")}
+    model["warm_start"] = (info.get("warm_start") or {}).get("path")
     summary = {"status": "finished", "run_dir": str(rd), "name": name, "slots": dict(cfg.choices),
-               "method": cfg.choices.get("method"), "seed": int(cfg.seed), **result,
+               "method": cfg.choices.get("method"), "seed": spec.seed, "model": model,
+               **result,
                "wandb": {"run_id": tracker.wandb_run_id, "dir": tracker.wandb_dir,
                          "mode": tracker.wandb_mode}}
     tracker.finish(status="finished", summary=summary)
@@ -169,12 +267,13 @@ def run_config(cfg: DictConfig, run_dir: Optional[str | Path] = None,
 WORKER_CHECKPOINT = "worker_state.pt"
 
 
-def _run_multiworker(cfg: DictConfig, rd: Path, name: str, extra_tracker: Optional[dict]) -> dict:
+def _run_multiworker(cfg: DictConfig, spec: RunConfig, rd: Path, name: str,
+                     extra_tracker: Optional[dict]) -> dict:
     import json
 
     from ablate.train.distributed import run_workers
     rd.mkdir(parents=True, exist_ok=True)
-    run_workers(cfg, _worker_main, {"cfg": to_plain(cfg), "run_dir": str(rd), "name": name,
+    run_workers(spec.resources, _worker_main, {"cfg": to_plain(cfg), "run_dir": str(rd), "name": name,
                                     "extra": dict(extra_tracker or {})}, storage_path=str(rd / "ray_train"))
     summary = json.loads((rd / "summary.json").read_text())
     if summary.get("status") != "finished":
@@ -211,7 +310,7 @@ def _worker_main(config: dict) -> None:
         last.update({k: float(v) for k, v in m.items() if isinstance(v, (int, float))})
 
     def on_step_end(trainer, step: int) -> None:
-        every = int(trainer.cfg.train.get("checkpoint_every") or 0)
+        every = trainer.spec.train.checkpoint_every
         if step != trainer.state.total_steps and not (every > 0 and step % every == 0):
             ray.train.report(dict(last))
             return

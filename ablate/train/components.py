@@ -5,7 +5,6 @@ variant was chosen; adding a variant or a method only adds a YAML file and/or a 
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Mapping, Optional
 
 from omegaconf import DictConfig
@@ -15,7 +14,8 @@ from ablate.errors import ConfigError
 from ablate.objectives.base import Objective
 from ablate.pipeline.base import Stage
 from ablate.pipeline.stages import build_stages
-from ablate.registry import build, component_params, import_target, plain
+from ablate.registry import build, component_params, plain
+from ablate.spec.targets import resolve
 
 DEFAULT_OBJECTIVE = {"terms": {"pg": {"_target_": "ablate.objectives.upge.UPGETerm"}}}
 
@@ -40,12 +40,11 @@ def _inherit(term_cfg: Mapping[str, Any], root: DictConfig, field: str) -> dict:
     top-level choices, so ``mask=...`` on the command line reaches the objective."""
     if not isinstance(term_cfg, Mapping) or "_target_" not in term_cfg:
         raise ConfigError(f"{field}: expected a mapping with _target_, got {term_cfg!r}")
-    cls = import_target(str(term_cfg["_target_"]), f"{field}._target_")
+    cls = resolve("term", term_cfg["_target_"], f"{field}._target_")
     out = dict(term_cfg)
-    if inspect.isclass(cls):
-        for name in component_params(cls):
-            if out.get(name) is None and root.get(name) is not None:
-                out[name] = plain(root[name])
+    for name in component_params(cls):
+        if out.get(name) is None and root.get(name) is not None:
+            out[name] = plain(root[name])
     return out
 
 
@@ -71,27 +70,21 @@ DEFAULT_CRITIC = {"_target_": "ablate.critic.ValueModel"}
 
 def build_critic(cfg: DictConfig) -> Component:
     """The ``critic`` config group (conf/critic/): a value model component."""
-    from ablate.critic import ValueModel
-
     cc = plain(cfg.get("critic")) or DEFAULT_CRITIC
-    if not isinstance(cc, Mapping) or "_target_" not in cc:
-        raise ConfigError(f"critic: expected a mapping with _target_, got {cc!r}")
-    cls = import_target(str(cc["_target_"]), "critic._target_")
-    if not (inspect.isclass(cls) and issubclass(cls, ValueModel)):
-        raise ConfigError(f"critic._target_: {cc['_target_']} is not a value model "
-                          "(subclass ablate.critic.ValueModel)")
-    params = {k: v for k, v in cc.items() if k != "_target_"}
-    from ablate.registry import params_of
-
-    allowed = params_of(cls)
-    for k in params:
-        if k not in allowed:
-            raise ConfigError(f"critic: unknown parameter {k!r}; allowed: {', '.join(allowed)}")
-    return cls(**params)
+    return build("critic", cc, "critic")
 
 
 def build_algorithm(cfg: DictConfig) -> Algorithm:
-    stages = build_stages((cfg.get("pipeline") or {}).get("stages", []))
+    pipe = plain(cfg.get("pipeline")) or {}
+    extra = sorted(set(pipe) - {"stages"}) if isinstance(pipe, Mapping) else []
+    if extra:
+        raise ConfigError(f"pipeline: unknown key(s) {', '.join(map(str, extra))}; allowed: stages")
+    stages = build_stages(pipe.get("stages", []))
     objective = build_objective(cfg)
-    critic = build_critic(cfg) if union_needs([objective, *stages]).values else None
+    if union_needs([objective, *stages]).values:
+        critic = build_critic(cfg)
+    else:  # unused, but still vetted: a bad critic is an error, not a dormant one
+        cc = plain(cfg.get("critic")) or DEFAULT_CRITIC
+        resolve("critic", cc.get("_target_") if isinstance(cc, Mapping) else cc, "critic._target_")
+        critic = None
     return Algorithm(objective=objective, stages=stages, critic=critic)

@@ -20,6 +20,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from ablate.adapters import in_tune_session
+from ablate.schema import ResourcesConfig
 from ablate.upge.aggregation import Normalizer
 
 STRATEGIES = ("ddp", "fsdp")
@@ -94,7 +96,7 @@ def _decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return list(layers[0]) if layers else []
 
 
-def run_workers(cfg, train_fn: Callable[[dict], None], loop_config: dict,
+def run_workers(res: ResourcesConfig, train_fn: Callable[[dict], None], loop_config: dict,
                 storage_path: Optional[str] = None) -> None:
     """Run ``train_fn(loop_config)`` on ``resources.workers`` Ray Train workers (TorchTrainer).
 
@@ -103,21 +105,18 @@ def run_workers(cfg, train_fn: Callable[[dict], None], loop_config: dict,
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
-
-    res = cfg.resources
-    gpu = float(res.gpu_per_worker)
+    gpu = res.gpu_per_worker
     callbacks = []
-    if _in_tune_session():
+    if in_tune_session():
         from ray.tune.integration.ray_train import TuneReportCallback
         callbacks.append(TuneReportCallback())
     elif not ray.is_initialized():
         ray.init(address="local", include_dashboard=False, log_to_driver=False,
-                 num_cpus=max(1, int(round(float(res.cpu_per_worker) * int(res.workers) + 0.499))))
-    scaling = ScalingConfig(num_workers=int(res.workers), use_gpu=gpu > 0,
-                            resources_per_worker={"CPU": float(res.cpu_per_worker),
+                 num_cpus=max(1, int(round(res.cpu_per_worker * res.workers + 0.499))))
+    scaling = ScalingConfig(num_workers=res.workers, use_gpu=gpu > 0,
+                            resources_per_worker={"CPU": res.cpu_per_worker,
                                                   **({"GPU": gpu} if gpu > 0 else {})})
-    backend = str(res.backend) if res.backend != "auto" else ("nccl" if gpu > 0 else "gloo")
+    backend = res.backend if res.backend != "auto" else ("nccl" if gpu > 0 else "gloo")
     # a fixed name under the run's own storage: running it again (a retried or resumed trial)
     # restores Ray Train's latest checkpoint, which the workers read with ray.train.get_checkpoint()
     trainer = TorchTrainer(train_fn, train_loop_config=loop_config, scaling_config=scaling,

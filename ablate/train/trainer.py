@@ -20,23 +20,28 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from ablate.component import load_tree_state, observe_tree, tree_state
+from ablate.component import load_tree_state, observe_tree, schedule_of, tree_state
+from ablate.config import check_run
 from ablate.metrics.entropy import token_entropy_sum_count
 from ablate.metrics.gradvar import GradVarianceMeter
 from ablate.metrics.passk import pass_at_k_metrics
+from ablate.optim import lr_schedule
 from ablate.pipeline.base import Generated, Rollouts, StageEnv
 from ablate.policy import build_policy, token_logprobs
 from ablate.policy.lora import FrozenBase, is_lora, load_policy_state, policy_state
-from ablate.rollout import build_engine, resolve_max_new_tokens
+from ablate.rollout import build_engine, pin_budget
 from ablate.rollout.base import is_weights
+from ablate.schema import RunConfig
 from ablate.tasks import build_task
 from ablate.train.components import Algorithm, build_algorithm
 from ablate.train.distributed import Dist
-from ablate.train.partition import group_units, partition
+from ablate.train.eval_cache import EvalCache, digest, tokenizer_identity, weights_digest
 from ablate.train.state import TrainingState, load_rng_state, rng_state
+from ablate.train.validate import Validated
 from ablate.upge.batch import RolloutBatch
 from ablate.upge.diagnostics import DiagAccumulator
 from ablate.upge.functional import group_reward_stats, zero_advantage_group_fraction
+from ablate.upge.partition import group_units, partition
 
 Reporter = Callable[[dict], None]
 
@@ -64,10 +69,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def policy_seed(cfg: DictConfig) -> int:
+def policy_seed(spec: RunConfig) -> int:
     """Seed of the initial weights and warm start: ``model.seed``, else the run's seed."""
-    s = cfg.model.get("seed")
-    return int(cfg.seed if s is None else s)
+    return spec.seed if spec.model.seed is None else spec.model.seed
 
 
 def _disable_dropout(model: torch.nn.Module) -> None:
@@ -112,22 +116,35 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig, tracker=None, reporter: Optional[Reporter] = None,
                  on_step_end: Optional[Callable[["Trainer", int], None]] = None,
-                 dist: Optional[Dist] = None):
-        self.cfg = cfg
+                 dist: Optional[Dist] = None, spec: Optional[RunConfig] = None,
+                 built: Optional[Validated] = None, eval_cache: Optional[EvalCache] = None):
+        self.cfg = cfg  # the raw groups the component builders read
+        self.eval_cache = eval_cache  # evals shared by the runs of a sweep (ablate/train/eval_cache.py)
+        if built is not None:  # run_config's validation: its spec, components and task are reused
+            spec = built.run
+        self.spec = spec if spec is not None else check_run(cfg)  # typed, checked once (run_config)
         self.dist = dist or Dist()  # one worker of a multi-worker trial (ablate/train/distributed.py)
         self.on_step_end = on_step_end  # e.g. a checkpoint hook: called after each logged step
         self.tracker = tracker
         self.reporter = reporter
-        self.seed = int(cfg.seed)
-        if cfg.get("threads"):
-            torch.set_num_threads(int(cfg.threads))
+        self.seed = self.spec.seed
+        if self.spec.threads:
+            torch.set_num_threads(self.spec.threads)
         _seed_everything(self.seed)
-        self.device = resolve_device(str(cfg.device))
-        self.algo: Algorithm = build_algorithm(cfg)
+        self.device = resolve_device(self.spec.device)
+        prebuilt = built is not None and built.algorithm is not None and built.task is not None
+        if prebuilt:  # validation built the task, pinned the budget, then built the components
+            self.task, self.budget = built.task, built.budget
+        else:
+            self.task = build_task(cfg.task)
+            # the effective budget, before any component reads a length constant (L_max)
+            self.budget = pin_budget(cfg, self.task)
+        self.algo: Algorithm = built.algorithm if prebuilt else build_algorithm(cfg)
         self.plan = self.algo.needs()
+        # what the schedule lets act (from the components' Acts declarations; api announces it)
+        self.schedule = schedule_of(self.algo, self.spec.train.epochs, self.spec.train.minibatches)
         self.objective = self.algo.objective
-        self.task = build_task(cfg.task)
-        self.policy = build_policy(cfg.model, self.task, policy_seed(cfg), self.device)
+        self.policy = build_policy(cfg.model, self.task, policy_seed(self.spec), self.device)
         self.model, self.tok = self.policy.model, self.policy.tokenizer
         self.task = self.policy.task  # prompts in the tokenizer's format (task.prompt_format)
         _seed_everything(self.seed)  # the warm start (or its cache hit) must not shift the RL seed
@@ -136,18 +153,17 @@ class Trainer:
         if self.plan.ref_model:  # under LoRA the frozen base is the reference: no second copy
             self.ref_model = FrozenBase(self.model) if is_lora(self.model) else \
                 copy.deepcopy(self.model).eval().requires_grad_(False)
-        res = cfg.get("resources") or {}
-        self.train_model = self.dist.wrap(self.model, str(res.get("strategy", "ddp")))
+        self.train_model = self.dist.wrap(self.model, self.spec.resources.strategy)
         if self.plan.values:  # the value model starts from the (warm-started) policy
             self.algo.critic.attach(self.model)
         self.engine = build_engine(cfg.rollout)
         self.plan = self.plan | self.engine.needs()  # e.g. a train–inference IS correction
-        self.temperature = float(cfg.rollout.temperature)
-        self.max_new_tokens = resolve_max_new_tokens(int(cfg.rollout.max_new_tokens), self.task)
-        t = cfg.train
-        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=float(t.lr),
-                                     betas=tuple(t.betas), weight_decay=float(t.weight_decay))
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_lambda)
+        self.temperature = self.spec.rollout.temperature
+        self.max_new_tokens = self.budget.tokens
+        t = self.spec.train
+        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=t.lr,
+                                     betas=tuple(t.betas), weight_decay=t.weight_decay)
+        self.sched = lr_schedule(self.opt, t.scheduler, t.warmup_steps, t.steps * t.epochs * t.minibatches)
         self.rng = np.random.default_rng(self.seed)
         self.timers = Timers()
         sharded = self.dist.active and self.train_model is self.model  # FSDP2: sharded gradients
@@ -156,7 +172,7 @@ class Trainer:
         self.last_eval: dict[str, float] = {}
         self.initial_eval: dict[str, float] = {}
         self.history_final: dict[str, float] = {}
-        self.state = TrainingState(total_steps=int(t.steps))
+        self.state = TrainingState(total_steps=t.steps)
 
     # ----------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -178,24 +194,6 @@ class Trainer:
         self.initial_eval = dict(d["initial_eval"])
         self.history_final = dict(d["history_final"])
 
-    # ----------------------------------------------------------------------------------- schedule
-    def _lr_lambda(self, step: int) -> float:
-        t = self.cfg.train
-        warm = int(t.warmup_steps)
-        if warm and step < warm:
-            return (step + 1) / warm
-        total = max(1, int(t.steps) * int(t.epochs) * int(t.minibatches) - warm)
-        frac = min(1.0, (step - warm) / total)
-        kind = str(t.scheduler)
-        if kind == "constant":
-            return 1.0
-        if kind == "linear":
-            return 1.0 - frac
-        if kind == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * frac))
-        from ablate.errors import choice_error
-        raise choice_error("train.scheduler", kind, ["constant", "linear", "cosine"])
-
     # ----------------------------------------------------------------------------------- rollout
     def _generate(self, problems, n: int, temperature: float, seed: int):
         """Sample ``n`` responses per problem; log-probs are scored later, once, on the final batch."""
@@ -206,7 +204,7 @@ class Trainer:
         self.model.eval()
         with torch.no_grad():
             out = self.engine.generate(self.model, self.tok, prompts, n, temperature=temperature,
-                                       top_p=float(self.cfg.rollout.top_p),
+                                       top_p=self.spec.rollout.top_p,
                                        max_new_tokens=self.max_new_tokens, generator=gen,
                                        compute_logprobs=False)
         return out
@@ -232,7 +230,7 @@ class Trainer:
     def _rollouts_for(self, problems, step: int, round_: int, env: StageEnv) -> Rollouts:
         """Plan (prompt samplers, per-prompt budgets), generate and verify (each worker its share of
         the prompts, gathered), then the stages on the whole set, identically on every worker."""
-        counts = [int(self.cfg.train.group_size)] * len(problems)
+        counts = [self.spec.train.group_size] * len(problems)
         for stage in self.algo.stages:  # before generation: which prompts, how many samples each
             problems, counts = stage.plan(list(problems), list(counts), env)
         problems = [p for p, c in zip(problems, counts) if c > 0]
@@ -288,10 +286,10 @@ class Trainer:
 
     def collect(self, step: int) -> tuple[Rollouts, dict[str, float]]:
         """Sample prompts, generate, verify, run the stages; refill if a stage dropped groups."""
-        P = int(self.cfg.train.prompts_per_step)
+        P = self.spec.train.prompts_per_step
         env = StageEnv(tokenizer=self.tok, task=self.task, max_new_tokens=self.max_new_tokens, step=step,
                        info=self.state.info() if self.plan.step_info else None,
-                       rng=self.rng, group_size=int(self.cfg.train.group_size))
+                       rng=self.rng, group_size=self.spec.train.group_size)
         if self.plan.generation:
             env.generate = self._stage_generate(step, env)
         rounds = max(1, int(self.plan.refill_rounds))
@@ -407,7 +405,7 @@ class Trainer:
         """(log-probs, entropy or None) of every row, zero on padding, in microbatch-sized chunks."""
         parts, ents = [], []
         temp = self.temperature if temperature is None else temperature
-        for idx in _chunks(batch.batch_size, int(self.cfg.train.microbatches)):
+        for idx in _chunks(batch.batch_size, self.spec.train.microbatches):
             lp, ent = token_logprobs(model, batch.input_ids[idx], batch.attention_mask[idx],
                                      batch.prompt_len, temp, with_entropy=with_entropy)
             parts.append(lp)
@@ -425,7 +423,7 @@ class Trainer:
         return torch.nonzero(torch.isin(ids, mine)).reshape(-1)
 
     def update(self, batch: RolloutBatch, step: int) -> dict[str, float]:
-        t = self.cfg.train
+        t = self.spec.train
         obj = self.objective
         dist = self.dist
         reducer = dist if dist.active else None
@@ -434,7 +432,7 @@ class Trainer:
         # on the rows of its own prompts in each of them (the advantages saw the whole batch)
         local = torch.zeros(batch.batch_size, dtype=torch.bool)
         local[self._local_rows(batch)] = True
-        want_entropy = bool(t.metrics.entropy) or self.plan.entropy
+        want_entropy = t.metrics.entropy or self.plan.entropy
         ent_grad = self.plan.entropy_grad
         # diagnostics stay on the device as tensors; one host sync per step (below), none per microbatch
         acc = DiagAccumulator()
@@ -443,9 +441,9 @@ class Trainer:
         gv_acc: dict[str, list[float]] = {}
         gen = torch.Generator().manual_seed(self._seed_for(step, salt=17))
         groups = batch.group_ids.cpu() if self.plan.whole_groups else None
-        k_mb = int(t.minibatches)
+        k_mb = t.minibatches
         epochs = [[rows[local[rows]] for rows in partition(batch.batch_size, k_mb, gen, groups)]
-                  for _ in range(int(t.epochs))]
+                  for _ in range(t.epochs)]
         self._fill_old_logp(batch, epochs[0][0], local)
         self.model.train()
         for epoch, minibatches in enumerate(epochs):
@@ -496,10 +494,10 @@ class Trainer:
                             if v is not None:
                                 gv_acc.setdefault(k, []).append(float(v))
                     gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                                           float(t.max_grad_norm))
+                                                           t.max_grad_norm)
                     gnorm_f = float(gnorm)
                     gv_acc.setdefault("train/grad_norm_preclip", []).append(gnorm_f)
-                    if not math.isfinite(gnorm_f) or (t.skip_grad_norm and gnorm_f > float(t.skip_grad_norm)):
+                    if not math.isfinite(gnorm_f) or (t.skip_grad_norm and gnorm_f > t.skip_grad_norm):
                         skipped += 1
                         self.opt.zero_grad(set_to_none=True)
                     else:
@@ -525,7 +523,7 @@ class Trainer:
         component needs them; whole-group units when train/grad_var is measured (its estimator
         needs independent units, and a prompt's responses are coupled: ablate/metrics/gradvar.py);
         else row chunks. The gradient is the same either way (losses use minibatch totals)."""
-        n, k = mb_rows.numel(), int(self.cfg.train.microbatches)
+        n, k = mb_rows.numel(), self.spec.train.microbatches
         if n == 0:
             return []
         if groups is not None:
@@ -561,13 +559,34 @@ class Trainer:
     def evaluate_prompts(self, step: int) -> tuple[dict[str, float], list[dict], dict[str, list]]:
         """Pass@k metrics, logged samples and the per-prompt counts they come from:
         ``{"prompt_id": [...], "n": [...], "c": [...]}`` (kept in the run store's eval_prompts.jsonl,
-        the data ``ablate.stats.prompts`` models with seeds and prompts as separate effects)."""
-        e = self.cfg.eval
-        problems = self.task.eval_problems(int(e.num_prompts))
+        the data ``ablate.stats.prompts`` models with seeds and prompts as separate effects).
+        With an eval cache, an eval whose inputs another run already evaluated is read back."""
+        if self.eval_cache is None or self.dist.active:
+            return self._evaluate_prompts(step)
+        return self.eval_cache.get_or_compute(self._eval_key(step), lambda: self._evaluate_prompts(step))
+
+    def _eval_key(self, step: int) -> str:
+        """Every input ``_evaluate_prompts(step)``'s result depends on; nothing else."""
+        from omegaconf import OmegaConf
+
+        c = self.cfg
+        problems = self.task.eval_problems(self.spec.eval.num_prompts)
+        plain = {k: OmegaConf.to_container(c[k], resolve=True) for k in ("rollout", "model", "task")}
+        plain["eval"] = self.spec.eval.model_dump(exclude={"cache"})
+        return digest({"weights": weights_digest(self.model), "tokenizer": tokenizer_identity(self.tok),
+                       "prompts": [[p.uid, p.prompt, p.answer, p.meta] for p in problems],
+                       "seed": self.seed, "step": step, "temperature": self.temperature,
+                       "max_new_tokens": self.max_new_tokens, "config": plain,
+                       "task": [type(self.task).__qualname__, self.task.spec()],
+                       "device": str(self.device), "threads": torch.get_num_threads()})
+
+    def _evaluate_prompts(self, step: int) -> tuple[dict[str, float], list[dict], dict[str, list]]:
+        e = self.spec.eval
+        problems = self.task.eval_problems(e.num_prompts)
         if self.dist.active:  # each worker its share of the eval prompts; Pass@k over all of them
             problems = problems[self.dist.shard(len(problems))]
-        n = int(e.n)
-        temp = float(e.temperature) if e.get("temperature") is not None else self.temperature
+        n = e.n
+        temp = e.temperature if e.temperature is not None else self.temperature
         correct = np.zeros((len(problems), n), dtype=np.float64)
         samples: list[dict] = []
         chunk = max(1, 256 // n)
@@ -579,14 +598,14 @@ class Trainer:
                     j = i // n
                     rew = self.task.verify(probs[j], text)
                     correct[s + j, i % n] = 1.0 if rew.total >= 1.0 else 0.0
-                    if len(samples) < int(e.num_samples_logged) and i % n == 0:
+                    if len(samples) < e.num_samples_logged and i % n == 0:
                         samples.append({"step": step, "prompt": probs[j].prompt, "response": text,
                                         "reward": float(rew.total), "answer": probs[j].answer})
         ids = [p.uid for p in problems]
         if self.dist.active:
             parts = self.dist.all_gather_object((correct, samples, ids))
             correct = np.concatenate([c for c, _, _ in parts if len(c)], 0)
-            samples = [x for _, ss, _ in parts for x in ss][: int(e.num_samples_logged)]
+            samples = [x for _, ss, _ in parts for x in ss][: e.num_samples_logged]
             ids = [x for _, _, ii in parts for x in ii]
         per_prompt = {"prompt_id": ids, "n": [n] * len(ids),
                       "c": [int(x) for x in correct.sum(1).round().astype(int)]}
@@ -605,9 +624,8 @@ class Trainer:
     def run(self, progress: bool = True) -> dict:
         from tqdm.auto import tqdm
 
-        t = self.cfg.train
-        steps = int(t.steps)
-        every = int(self.cfg.eval.every) if self.cfg.eval.every else 0
+        steps = self.spec.train.steps
+        every = self.spec.eval.every
         t_start = time.perf_counter()
         start = self.state.step + 1  # > 1 when resumed from a checkpoint (load_state_dict)
         if start == 1:
@@ -619,7 +637,7 @@ class Trainer:
                 self.tracker.log_eval_prompts(**per_prompt, step=0)
             self._emit({**ev, "eval/step": 0.0}, step=0)
         bar = tqdm(range(start, steps + 1), initial=start - 1, total=steps,
-                   desc=str(self.cfg.get("name") or "train"), disable=not progress,
+                   desc=self.spec.name or "train", disable=not progress,
                    dynamic_ncols=True, leave=False)
         for step in bar:
             t0 = time.perf_counter()

@@ -8,7 +8,7 @@ from typing import ClassVar, Mapping, Optional
 
 import torch
 
-from ablate.component import Needs, StepInfo
+from ablate.component import ACTS_ON_DRIFT, Acts, Needs, StepInfo
 from ablate.upge.regularizers import _check_aggregation
 from ablate.upge.slots.base import LOG_RATIO_CLAMP, Regularizer, TokenContext
 from ablate.upge.slots.mask import check_choice, check_number, valid_tokens
@@ -31,6 +31,10 @@ class ProximalKL(Regularizer):
     KL(π_θ‖π_old)), ``k3`` = ρ·log ρ − (ρ − 1) (same expectation since E_old[ρ] = 1, ≥ 0, and a zero
     gradient at ρ = 1). ``coef`` multiplies 1/t_k. Reads the step context (``ctx.info``).
     """
+
+    def acts(self) -> Acts:
+        """k3 has value and gradient 0 at ρ = 1; k1 = ρ·log ρ has gradient ∇log π there."""
+        return ACTS_ON_DRIFT if self.estimator == "k3" else Acts()
 
     NEEDS: ClassVar[Needs] = Needs(step_info=True)
 
@@ -65,6 +69,8 @@ class RatioVariance(Regularizer):
     microbatches it saw. ``coef`` is a fixed multiplier (1: the Lagrangian itself), so the term is
     evaluated, and Var̂ measured, even at λ = 0.
     """
+
+    ACTS = ACTS_ON_DRIFT  # (ρ − 1)² has value and gradient 0 while π_θ = π_old
 
     def __init__(self, lam_init: float = 1.0, lr: float = 1.0, delta: float = 0.01, coef: float = 1.0,
                  metric: Optional[str] = "train/reg/ratio_var"):

@@ -47,6 +47,11 @@ def kl_k3(log_q_over_p: torch.Tensor) -> torch.Tensor:
     return torch.expm1(log_r) - log_r
 
 
+def _k3_of_log_r(log_r: torch.Tensor) -> torch.Tensor:
+    """``kl_k3(-log_r)`` = (r − 1) − log r with one new buffer (expm1, then subtract in place)."""
+    return torch.expm1(log_r).sub_(log_r)
+
+
 def apply_regularizers(regularizers: Mapping[str, Regularizer], ctx: TokenContext, norm: Normalizer,
                        default: Aggregation) -> tuple[torch.Tensor, dict[str, Diag]]:
     """Σ coef·term, each [B, T] term aggregated with its own mode or ``default``."""
@@ -105,42 +110,51 @@ class UPGE(Component):
 
     def _diagnostics(self, ctx: TokenContext, m: MaskResult, weight: torch.Tensor,
                      norm: Normalizer) -> dict[str, Diag]:
+        """~12 detached values. Each masked mean is one ``dot`` with the flat mask (no [B, T]
+        product temporary) and elementwise work is done in place: at these sizes the cost is the
+        fresh [B, T] buffers, not the arithmetic (bench/README.md, estimator section)."""
         rm = ctx.response_mask
-        n = rm.sum().clamp_min(1.0)
-        keep = m.keep.to(rm.dtype)
-        d: dict[str, Diag] = {"mask_frac": mean(masked_mean(1.0 - keep, rm, n))}
+        flat = rm.reshape(-1)
+        n = flat.sum().clamp_min(1.0)
+
+        def mmean(x: torch.Tensor) -> torch.Tensor:  # Σ x·rm / n
+            return torch.dot(x.to(rm.dtype).reshape(-1), flat) / n
+
+        zero = torch.zeros((), dtype=rm.dtype, device=rm.device)
+        d: dict[str, Diag] = {"mask_frac": mean((flat.sum() - torch.dot(m.keep.to(rm.dtype).reshape(-1), flat)) / n)}
         for ev in ("clip_low", "clip_high", "clip_dual"):
             t = m.events.get(ev)
-            d[f"clip_frac_{ev.split('_')[1]}"] = mean(
-                masked_mean(t, rm, n) if t is not None else torch.zeros((), dtype=rm.dtype))
+            d[f"clip_frac_{ev.split('_')[1]}"] = mean(mmean(t) if t is not None else zero)
         for ev, t in m.events.items():
             if ev not in ("clip_low", "clip_high", "clip_dual"):
-                d[f"mask/{ev}_frac"] = mean(masked_mean(t, rm, n))
+                d[f"mask/{ev}_frac"] = mean(mmean(t))
         # peer-comparable value (verl/TRL pg_loss): masked tokens count the constant their
         # min/clip objective gives them instead of 0; same gradient as pg_loss
-        clipped = m.clipped_weight if m.clipped_weight is not None else torch.zeros_like(weight)
-        peer_w = torch.where(m.keep, weight, clipped.to(weight.dtype))
-        peer_mat = -ctx.advantages * peer_w
+        clipped = m.clipped_weight.to(weight.dtype) if m.clipped_weight is not None else 0.0
+        peer_w = torch.where(m.keep, weight, clipped)
+        if self.denominator.PEER_LOGP_VALUE:  # verl's gpg/cispo value: −Â·w·log π
+            peer_w = peer_w * ctx.logp.detach()
+        peer_mat = peer_w.mul_(ctx.advantages).neg_()
         if ctx.loss_weights is not None:
-            peer_mat = peer_mat * ctx.loss_weights.to(peer_mat.dtype)[:, None]
+            peer_mat.mul_(ctx.loss_weights.to(peer_mat.dtype)[:, None])
         d["pg_loss_peer"] = partial(self.aggregation(peer_mat, rm, norm))
         ratio = ctx.ratio
         pad = rm <= 0
-        d["ratio_mean"] = mean(masked_mean(ratio, rm, n))
+        d["ratio_mean"] = mean(mmean(ratio))
         big = torch.finfo(ratio.dtype).max  # finite even for an empty microbatch
         d["ratio_max"] = maximum(ratio.masked_fill(pad, -big).amax())
         d["ratio_min"] = minimum(ratio.masked_fill(pad, big).amin())
         # KL(π_old ‖ π_θ) from samples of π_old: k3 with r = π_θ/π_old (ρ − 1 − log ρ ≥ 0)
-        d["kl_old"] = mean(masked_mean(kl_k3(-ctx.log_ratio), rm, n))
+        d["kl_old"] = mean(mmean(_k3_of_log_r(ctx.log_ratio)))
         if ctx.ref_logp is not None:
             # KL(π_θ ‖ π_ref) from samples of π_θ (on-policy rows): r = π_ref/π_θ
-            lq = (ctx.logp.detach() - ctx.ref_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-            d["kl_ref"] = mean(masked_mean(kl_k3(lq), rm, n))
+            log_r = (ctx.ref_logp - ctx.logp.detach()).clamp_(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+            d["kl_ref"] = mean(mmean(_k3_of_log_r(log_r)))
         iw = ctx.rows.get("is_weight")
         if iw is not None:
-            d["is_weight_mean"] = mean(masked_mean(iw, rm, n))
-        d["adv_mean"] = mean(masked_mean(ctx.advantages, rm, n))
-        d["adv_abs_mean"] = mean(masked_mean(ctx.advantages.abs(), rm, n))
+            d["is_weight_mean"] = mean(mmean(iw))
+        d["adv_mean"] = mean(mmean(ctx.advantages))
+        d["adv_abs_mean"] = mean(mmean(ctx.advantages.abs()))
         return d
 
     def __call__(self, batch: RolloutBatch, logp: torch.Tensor, entropy: Optional[torch.Tensor] = None,

@@ -257,3 +257,30 @@ def zero_advantage_group_fraction(adv_tokens: torch.Tensor, group_ids: torch.Ten
     grp_max = torch.zeros(g, dtype=a.dtype, device=a.device).scatter_reduce(0, inv, row_max, "amax",
                                                                               include_self=True)
     return (grp_max <= atol).to(torch.float32).mean()
+
+
+def gae(token_rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float,
+        lam: float, last_value: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(advantages, returns), both [B, T] and zero on padding.
+
+    δ_t = r_t + γ V_{t+1} − V_t, A_t = δ_t + γλ A_{t+1}; padded positions are skipped (the next value
+    and advantage carry through them), so right padding never leaks. ``last_value`` [B] is V after
+    the last valid token: 0 for a finished response (verl), V(s_l) := V(s_{l−1}) for T-PPO's extended
+    GAE on a truncated one. returns = A + V (the value target).
+    """
+    B, T = values.shape
+    m = mask.to(values.dtype)
+    r = token_rewards.to(values.dtype)
+    nextv = torch.zeros(B, dtype=values.dtype, device=values.device) if last_value is None \
+        else last_value.to(values.dtype)
+    lastgae = torch.zeros(B, dtype=values.dtype, device=values.device)
+    adv = torch.zeros_like(values)
+    for t in reversed(range(T)):
+        delta = r[:, t] + gamma * nextv - values[:, t]
+        new = delta + gamma * lam * lastgae
+        mt = m[:, t]
+        nextv = values[:, t] * mt + (1 - mt) * nextv
+        lastgae = new * mt + (1 - mt) * lastgae
+        adv[:, t] = lastgae
+    adv = adv * m
+    return adv, (adv + values) * m

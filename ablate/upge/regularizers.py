@@ -33,14 +33,19 @@ class KLPenalty(Regularizer):
     ``low_var_kl``) = e^{−d} + d − 1; a ``+`` suffix (e.g. ``k3+``) gives that value with k2's
     gradient (verl straight-through). verl aliases ``kl``/``mse``/``low_var_kl`` are accepted.
     ``clamp``: ``verl`` (k3 exponent to ±20, k3 result to ±10), ``openrlhf`` (every estimator's result
-    to ±10), ``none`` (TRL). Declares ``Needs(ref_model=True)`` (a frozen reference model).
+    to ±10), ``none`` (TRL). ``bias_correction``: multiply the per-token KL by ρ = π_θ/π_old, with its
+    gradient (TRL ``use_bias_correction_kl=True``, its default since DeepSeek-V3.2; False = TRL's
+    ``use_bias_correction_kl=False``). Declares ``Needs(ref_model=True)`` (a frozen reference model).
     """
 
     NEEDS: ClassVar[Needs] = Needs(ref_model=True)
 
     def __init__(self, coef: float = 0.001, estimator: str = "k3", clamp: str = "verl",
-                 aggregation: Optional[str] = None):
+                 aggregation: Optional[str] = None, bias_correction: bool = False):
         self.coef = check_number("coef", coef, low=0.0)
+        if not isinstance(bias_correction, bool):
+            raise ValueError(f"regularizer KLPenalty.bias_correction: must be true or false, got {bias_correction!r}")
+        self.bias_correction = bias_correction
         allowed = KL_ESTIMATORS + tuple(KL_ALIASES)
         self.estimator = check_choice("estimator", estimator, allowed + tuple(e + "+" for e in allowed))
         self.clamp = check_choice("clamp", clamp, KL_CLAMPS)
@@ -77,6 +82,9 @@ class KLPenalty(Regularizer):
         if straight_through and kind != "k2":
             k2 = 0.5 * d.square()
             value = k2 - k2.detach() + value.detach()
+        if self.bias_correction:  # TRL: per_token_kl * coef_1, coef_1 = exp(log π_θ − log π_old)
+            lr = torch.where(valid, ctx.logp - ctx.old_logp.detach(), torch.zeros_like(ctx.logp))
+            value = value * torch.exp(lr)
         return value
 
 

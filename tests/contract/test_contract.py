@@ -12,7 +12,7 @@ import torch
 
 from ablate.component import Component, Needs, StepInfo, load_tree_state, tree_state
 from ablate.config import compose_config
-from ablate.train.partition import partition
+from ablate.upge.partition import partition
 from ablate.upge.batch import RolloutBatch
 from ablate.upge.diagnostics import Diag, DiagAccumulator
 
@@ -57,7 +57,7 @@ def test_kl_coefficient_zero_needs_no_reference_model():
     assert build_algorithm(compose_config(["method=grpo"])).needs().ref_model
     assert not build_algorithm(compose_config(["method=grpo", "regularizers.kl.coef=0"])).needs().ref_model
     assert not build_algorithm(compose_config(["method=dapo"])).needs().ref_model
-    assert build_algorithm(compose_config(["method=dapo"])).needs().refill_rounds == 3
+    assert build_algorithm(compose_config(["method=dapo"])).needs().refill_rounds == 10  # verl DAPO recipe (issue 18)
     assert build_algorithm(compose_config(["method=sft"])).needs().rollouts is False
 
 
@@ -226,7 +226,7 @@ def test_resume_from_trainer_state_continues_identically(tmp_path):
                                     "log_eval_prompts": lambda self, prompt_id, n, c, step: None})()
         return out
 
-    cfg = compose_config(FAST + ["method=dapo", "seed=2"])
+    cfg = compose_config(FAST + ["method=dapo", "train.prompts_per_step=8", "seed=2"])  # DAPO: 16 minibatches
     full = Trainer(cfg)
     log_full = rows_of(full)
     snap = {}

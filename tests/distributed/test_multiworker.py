@@ -145,9 +145,10 @@ def test_multiworker_run_resumes_from_its_ray_train_checkpoint(tmp_path, cache, 
 
 
 @pytest.mark.slow
-def test_two_trial_sweep_of_two_worker_trials(tmp_path, cache):
-    import subprocess
+def test_two_trial_sweep_of_two_worker_trials(tmp_path, cache, spawn):
     import sys
+
+    from tests.conftest import child_env
 
     import yaml
     space = {"name": "mw", "base_overrides": FAST + ["method=grpo"], "slots": {"mask": ["ppo_clip", "none"]},
@@ -156,9 +157,9 @@ def test_two_trial_sweep_of_two_worker_trials(tmp_path, cache):
              "output_dir": str(tmp_path / "runs"), "wandb": {"mode": "disabled"}}
     f = tmp_path / "mw.yaml"
     f.write_text(yaml.safe_dump(space))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    p = subprocess.run([sys.executable, "-m", "ablate.cli", "sweep", str(f), "--no-report", "--num-cpus", "2"],
-                       env=env, capture_output=True, text=True, timeout=600)
+    env = {**child_env(), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    p = spawn.run([sys.executable, "-m", "ablate.cli", "sweep", str(f), "--no-report", "--num-cpus", "2"],
+                  env=env, timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     ledger = [json.loads(x) for x in (tmp_path / "runs" / "mw" / "trials.jsonl").read_text().splitlines()]
     assert sorted(r["status"] for r in ledger) == ["finished", "finished"]

@@ -22,8 +22,10 @@ import torch
 
 from ablate.config import compose_config
 from ablate.objectives.base import Objective
+from ablate.rollout import pin_budget
+from ablate.tasks import build_task
 from ablate.train.components import build_algorithm
-from ablate.train.partition import partition
+from ablate.upge.partition import partition
 from ablate.upge.batch import RolloutBatch
 from tests.objectives import reference_terms as ref
 from tests.upge.reference_losses import Case, D, token_case
@@ -113,8 +115,12 @@ def fake_entropy(logp: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=None)
 def preset_cfg(method: str, overrides: tuple = ()):
-    return compose_config([f"method={method}", *overrides])
+    """As the trainer builds it: composed, then the generation budget pinned for the built task."""
+    cfg = compose_config([f"method={method}", *overrides])
+    pin_budget(cfg, build_task(cfg.task))
+    return cfg
 
 
 def algorithm(method: str, *overrides: str):
@@ -226,7 +232,8 @@ def test_hpt_gradient_matches_official_code_two_terms(G, sft_coef):
     token entropy. The step-skip guard (grad norm > 80) is a train setting, checked here as such."""
     cfg = preset_cfg("hpt")
     constant = float(cfg.aggregation.constant)
-    assert constant == float(cfg.rollout.max_new_tokens) and float(cfg.train.skip_grad_norm) == 80
+    assert constant == float(build_task(cfg.task).max_new_tokens)  # the task's budget (rollout unset)
+    assert float(cfg.train.skip_grad_norm) == 80
     if sft_coef is None:
         sft_coef = float(cfg.pipeline.stages[0].sft_coef)
     c = group_case(G, layout="hpt", sft_coef=sft_coef)
@@ -299,7 +306,7 @@ def test_multi_term_objective_equals_the_weighted_sum_of_its_terms(method, layou
 
 def accumulated_grad(method: str, c: Case, k: int, whole_groups: bool = True, answers=None):
     """Σ over k microbatches of the objective's loss with the minibatch's normalisers (the trainer's
-    accumulation), split by ablate.train.partition (group-intact when ``whole_groups``)."""
+    accumulation), split by ablate.upge.partition (group-intact when ``whole_groups``)."""
     obj = algorithm(method).objective
     batch = to_batch(c, answers)
     obj.compute_advantages(batch)
@@ -355,7 +362,7 @@ def test_normalizer_counts_groups_with_a_valid_row():
 FAST = ["train.steps=1", "train.prompts_per_step=4", "train.group_size=4", "eval.num_prompts=4",
         "eval.n=2", "eval.every=0", "tracker=none", "model.hidden_size=32", "model.num_layers=1",
         "model.num_heads=2", "model.intermediate_size=64", "model.warm_start.steps=10",
-        "model.warm_start.target_pass1=null", "train.lr=0.0", "train.max_grad_norm=1.0e9",
+        "model.warm_start.target_pass1=null", "train.max_grad_norm=1.0e9",
         "train.metrics.grad_var=false", "threads=1"]
 
 
@@ -370,16 +377,20 @@ def test_trainer_update_with_microbatches_equals_one_batch(method, _cache):
     the accumulated parameter gradients agree. REAL is group-coupled (whole groups per microbatch);
     CHORD's two terms are each normalised over their own rows of the minibatch. (REBEL/OAPL/CoPG get
     no gradient from a barely warm-started policy's all-wrong groups; the partition test covers them.)"""
+    from ablate.config import check_run
     from ablate.train.trainer import Trainer
 
-    tr = Trainer(compose_config(FAST + [f"method={method}", "train.microbatches=1", "train.epochs=1"]))
+    cfg = compose_config(FAST + [f"method={method}", "train.microbatches=1", "train.epochs=1"])
+    spec = check_run(cfg)
+    spec.train.lr = 0.0  # below the schema's range on purpose: the weights stay put between updates
+    tr = Trainer(cfg, spec=spec)  # the trainer reads the typed spec, not cfg
     assert tr.plan.whole_groups == (method == "real")
     rollouts, _ = tr.collect(1)
     batch = tr.assemble(rollouts)
     tr.objective.compute_advantages(batch)
     grads = {}
     for k in (1, 3):
-        tr.cfg.train.microbatches = k
+        tr.spec.train.microbatches = k
         tr.update(copy.deepcopy(batch), 1)
         grads[k] = [p.grad.detach().clone() for p in tr.model.parameters() if p.grad is not None]
     assert grads[1] and len(grads[1]) == len(grads[3])

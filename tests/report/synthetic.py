@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ablate.spec.groups import SLOT_FAMILIES
+
 DEFAULT_SLOTS = {
     "mask": ["none", "ppo_clip", "clip_higher"],
     "denominator": ["behaviour"],
@@ -190,7 +192,7 @@ def make_sweep(
                 {"step": steps_done, "prompt": f"What is {j} + 2? <q>", "response": resp, "reward": float(j % 2)}
             )
         (rd / "samples.jsonl").write_text("".join(_dump(r) + "\n" for r in samples))
-        key = tuple(s_vals.get(s) for s in ("mask", "denominator", "advantage", "likelihood", "aggregation"))
+        key = tuple(s_vals.get(s) for s in SLOT_FAMILIES)
         trial = {
             "trial_id": tid,
             "tune_trial_id": f"tune{combos.index(combo):04d}" if journal else tid,

@@ -34,9 +34,17 @@ def test_report_renders_in_headless_chromium(tmp_path):
     imgs = re.findall(r'<img src="(data:image/png;base64,[^"]{100,})"', dom)
     assert len(imgs) >= 7
     assert "<script>alert" not in dom  # the hostile sample stayed text
+    # reads at a glance: findings first, configuration last, generations collapsed
+    h2 = re.findall(r"<h2[^>]*>([^<]+)</h2>", dom)
+    assert h2[:2] == ["Overview", "Findings"] and h2[-1] == "Configuration", h2
+    assert "<details open" not in dom and dom.count("<details>") >= 2
 
     shot = tmp_path / "shot.png"
     _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,2000", url)
+    if os.environ.get("ABLATE_KEEP_SCREENSHOT"):  # to look at it: the figures and layout
+        import shutil
+
+        shutil.copy(shot, os.environ["ABLATE_KEEP_SCREENSHOT"])
     assert shot.is_file()
     from matplotlib.image import imread
 

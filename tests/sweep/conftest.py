@@ -45,14 +45,20 @@ def conf_env(fake_conf_dir, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray for every in-process sweep test (Ray start is the slow part)."""
+    """One local Ray for every in-process sweep test (Ray start is the slow part); shut down at
+    the end of the session, an interrupted one included (pytest tears fixtures down on Ctrl-C)."""
     import ray
+
+    from tests.conftest import install_signal_handlers
 
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-    yield ray
-    ray.shutdown()
+        install_signal_handlers()  # ray.init's SIGTERM handler would only fail the current test
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
 
 
 def write_space(path: Path, **fields) -> Path:

@@ -3,6 +3,7 @@
 Behaviour is driven by ``fake.*`` overrides (the sweep passes base_overrides through untouched):
   fake.steps=N           steps to run (default 4), reporting {"step", "eval/pass@1", "train/loss"}
   fake.sleep=S           seconds per step (default 0)
+  fake.warm_steps=N      a warm start of N steps (fake.sleep each) before step 1, with progress
   fake.fail_when=K:V     raise RuntimeError when the override K=V is present
   fake.nan_when=K:V      report NaN metrics and return a NaN final value when K=V is present
   fake.marker_dir=DIR    write DIR/<key>.start.<n> / DIR/<key>.finish.<n> per invocation
@@ -23,8 +24,8 @@ import uuid
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-GROUPS = ("mask", "denominator", "advantage", "likelihood", "aggregation", "regularizers",
-          "pipeline", "task", "model", "rollout", "tracker", "method")
+from ablate.spec.groups import GROUPS
+
 MASK_SCORE = {"ppo_clip": 0.3, "clip_higher": 0.25, "none": 0.1}
 
 
@@ -83,6 +84,13 @@ def fake_run_training(overrides: Sequence[str], run_dir: str,
         base += 0.1 * float(opts["mask.eps_high"])
     if opts.get("train.epochs"):
         base += 0.01 * int(opts["train.epochs"])
+    warm = int(opts.get("fake.warm_steps", 0))
+    if warm:  # a stand-in warm start, reporting through the same channel as the real one
+        from ablate.tracking import progress
+
+        for i in range(1, warm + 1):
+            time.sleep(sleep)
+            progress.note("warm_start", cache="miss", step=i, target=warm)
     last = {}
     with open(rd / "metrics.jsonl", "w") as mf:
         for step in range(1, steps + 1):

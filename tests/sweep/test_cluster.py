@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.conftest import child_env
 from tests.sweep.conftest import REPO, kill_group, read_trials, sweep_cmd, wait_for, write_space
 
 
@@ -31,24 +32,24 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_sweep_attaches_to_existing_cluster(tmp_path, fake_conf_dir):
+def test_sweep_attaches_to_existing_cluster(tmp_path, fake_conf_dir, spawn):
     port = _free_port()
     temp_dir = tempfile.mkdtemp(prefix="abl_ray_", dir="/tmp")  # short: Ray's socket paths
     ray_bin = str(Path(sys.executable).with_name("ray"))
-    head = subprocess.Popen(
+    head = spawn(  # its own process group, stopped by the fixture however the test ends
         [ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2",
          "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--block",
          f"--temp-dir={temp_dir}", "--disable-usage-stats"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert wait_for(lambda: _listening(port) or head.poll() is not None, 90)
         assert head.poll() is None, "ray start --head exited"
         f = write_space(tmp_path / "c.yaml", name="cl", base_overrides=["fake.steps=2"])
-        env = {**os.environ, "ABLATE_CONF_DIR": str(fake_conf_dir), "PYTHONPATH": str(REPO),
-               "WANDB_MODE": "disabled"}
+        env = child_env(ABLATE_CONF_DIR=str(fake_conf_dir), PYTHONPATH=str(REPO),
+                        WANDB_MODE="disabled")
         env.pop("RAY_ADDRESS", None)
-        res = subprocess.run(sweep_cmd(str(f), "--address", f"127.0.0.1:{port}", "--no-report"),
-                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+        res = spawn.run(sweep_cmd(str(f), "--address", f"127.0.0.1:{port}", "--no-report"),
+                        cwd=tmp_path, env=env, timeout=240)
         assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
         assert f"attaching to Ray cluster at 127.0.0.1:{port}" in res.stdout
         rows = read_trials(tmp_path / "runs" / "cl")

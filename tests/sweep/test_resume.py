@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ablate.sweep.cli import sweep_main
 from ablate.sweep.runner import run_sweep
+from tests.conftest import child_env
 from tests.sweep.conftest import REPO, kill_group, read_trials, sweep_cmd, wait_for, write_space
 from tests.sweep.fakes import trial_key
 
@@ -28,18 +29,18 @@ def _markers(d: Path, what: str) -> Counter:
     return Counter(p.name.split(".")[0] for p in d.glob(f"*.{what}.*")) if d.is_dir() else Counter()
 
 
-def _start_then_kill(tmp_path: Path, conf_dir: Path, name: str, sig: int, marker_dir: Path,
+def _start_then_kill(spawn, tmp_path: Path, conf_dir: Path, name: str, sig: int, marker_dir: Path,
                      min_finished: int) -> tuple[Path, Counter]:
     f = write_space(tmp_path / f"{name}.yaml", name=name, seeds=[0, 1],
                     slots={"mask": ["ppo_clip", "none"]},
                     base_overrides=["fake.steps=3", "fake.sleep=0.4",
                                     f"fake.marker_dir={marker_dir}"])
     # a stale cluster address must not stop the sweep from starting its own local Ray
-    env = {**os.environ, "ABLATE_CONF_DIR": str(conf_dir), "PYTHONPATH": str(REPO),
-           "WANDB_MODE": "disabled", "RAY_ADDRESS": "127.0.0.1:9"}
+    env = child_env(ABLATE_CONF_DIR=str(conf_dir), PYTHONPATH=str(REPO), WANDB_MODE="disabled",
+                    RAY_ADDRESS="127.0.0.1:9")
     log = open(tmp_path / f"{name}.log", "w")
-    proc = subprocess.Popen(sweep_cmd(str(f), "--num-cpus", "2", "--no-report"), cwd=tmp_path,
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = spawn(sweep_cmd(str(f), "--num-cpus", "2", "--no-report"), cwd=tmp_path,
+                 env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         ok = wait_for(lambda: sum(_markers(marker_dir, "finish").values()) >= min_finished
                       or proc.poll() is not None, timeout=120)
@@ -61,9 +62,10 @@ def _check_resumed(sweep_dir: Path, marker_dir: Path, finished_before: Counter) 
     assert len({r["key"] for r in rows}) == N
 
 
-def test_resume_after_sigint_restores_tune_state(tmp_path, conf_env, ray_local, monkeypatch):
+def test_resume_after_sigint_restores_tune_state(tmp_path, conf_env, ray_local, monkeypatch,
+                                                 spawn):
     marker_dir = tmp_path / "markers"
-    f, before = _start_then_kill(tmp_path, conf_env, "rs", signal.SIGINT, marker_dir, 1)
+    f, before = _start_then_kill(spawn, tmp_path, conf_env, "rs", signal.SIGINT, marker_dir, 1)
     sweep_dir = tmp_path / "runs" / "rs"
     assert 1 <= sum(before.values()) < N
     rows = read_trials(sweep_dir)  # the killed sweep left a usable table
@@ -74,9 +76,10 @@ def test_resume_after_sigint_restores_tune_state(tmp_path, conf_env, ray_local, 
     _check_resumed(sweep_dir, marker_dir, before)
 
 
-def test_resume_after_sigkill_without_tune_state(tmp_path, conf_env, ray_local, monkeypatch):
+def test_resume_after_sigkill_without_tune_state(tmp_path, conf_env, ray_local, monkeypatch,
+                                                 spawn):
     marker_dir = tmp_path / "markers"
-    f, before = _start_then_kill(tmp_path, conf_env, "rk", signal.SIGKILL, marker_dir, 2)
+    f, before = _start_then_kill(spawn, tmp_path, conf_env, "rk", signal.SIGKILL, marker_dir, 2)
     sweep_dir = tmp_path / "runs" / "rk"
     shutil.rmtree(sweep_dir / "tune")  # Tune's state unusable: resume from trials.jsonl alone
     # what is known to have ended: the table, plus each trial's own outcome file

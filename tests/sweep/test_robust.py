@@ -105,11 +105,12 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_with_identical_metrics(t
 
 @pytest.mark.slow  # ~90 s: a sweep in a subprocess killed with -9 mid-trial, then --resume
 def test_a_killed_driver_resumes_its_trial_from_the_last_checkpoint(tmp_path, ray_local,
-                                                                     monkeypatch):
+                                                                     monkeypatch, spawn):
     import os
     import signal
     import subprocess
 
+    from tests.conftest import child_env
     from tests.sweep.conftest import REPO, sweep_cmd, wait_for
 
     monkeypatch.chdir(tmp_path)
@@ -117,12 +118,12 @@ def test_a_killed_driver_resumes_its_trial_from_the_last_checkpoint(tmp_path, ra
     base = TINY + ["train.steps=8", "train.checkpoint_every=2", "method=grpo"]
     f = write_space(tmp_path / "kd.yaml", name="kd", trainable="tests.sweep.fakes.dying_run_training",
                     slots={}, seeds=[1], base_overrides=base + ["fake.step_sleep=3"])
-    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
+    env = {**child_env(), "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     env.pop("ABLATE_CONF_DIR", None)
     log = open(tmp_path / "driver.log", "w")
-    proc = subprocess.Popen(sweep_cmd(str(f), "--num-cpus", "1", "--no-report"), cwd=tmp_path,
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = spawn(sweep_cmd(str(f), "--num-cpus", "1", "--no-report"), cwd=tmp_path, env=env,
+                 stdout=log, stderr=subprocess.STDOUT)
     sweep_dir = tmp_path / "runs" / "kd"
     try:
         def past_second_checkpoint() -> bool:  # step 5 logged: the step-4 checkpoint is complete

@@ -15,6 +15,7 @@ import pytest
 from ablate.sweep.ray_session import RECORD, session_processes
 from ablate.sweep.runner import run_sweep, worker_env
 from ablate.sweep.space import validate
+from tests.conftest import child_env
 from tests.sweep.conftest import REPO, read_trials, sweep_cmd, wait_for, write_space
 
 
@@ -40,15 +41,16 @@ def test_worker_env_carries_no_credentials(monkeypatch, tmp_path):
     assert env["WANDB_PROJECT"] and env["ABLATE_CONF_DIR"]  # the rest still travels
 
 
-def test_sweep_writes_no_secret_in_its_dir_or_the_ray_session_logs(tmp_path, fake_conf_dir):
+def test_sweep_writes_no_secret_in_its_dir_or_the_ray_session_logs(tmp_path, fake_conf_dir,
+                                                                   spawn):
     """A sweep that starts its own Ray (a subprocess, as `ablate sweep` runs) with a key set."""
     secret = f"fake-wandb-key-{uuid.uuid4().hex}"
     f = write_space(tmp_path / "s.yaml", name="s", slots={}, base_overrides=["fake.steps=1"])
-    env = {**os.environ, "ABLATE_CONF_DIR": str(fake_conf_dir), "PYTHONPATH": str(REPO),
+    env = {**child_env(), "ABLATE_CONF_DIR": str(fake_conf_dir), "PYTHONPATH": str(REPO),
            "WANDB_API_KEY": secret, "WANDB_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    res = subprocess.run(sweep_cmd(str(f), "--num-cpus", "1", "--no-report"), cwd=tmp_path,
-                         env=env, capture_output=True, text=True, timeout=300)
+    res = spawn.run(sweep_cmd(str(f), "--num-cpus", "1", "--no-report"), cwd=tmp_path, env=env,
+                    timeout=300)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     sweep_dir = tmp_path / "runs" / "s"
     (row,) = read_trials(sweep_dir)
@@ -66,17 +68,17 @@ def test_sweep_writes_no_secret_in_its_dir_or_the_ray_session_logs(tmp_path, fak
 
 @pytest.mark.slow  # ~60-80 s on 2 busy cores: a second Ray in a subprocess, killed, then resumed
 def test_killed_sweep_leaks_no_secret_and_resume_stops_its_ray(tmp_path, conf_env, ray_local,
-                                                               monkeypatch):
+                                                               monkeypatch, spawn):
     secret = f"fake-wandb-key-{uuid.uuid4().hex}"
     markers = tmp_path / "markers"
     f = write_space(tmp_path / "sec.yaml", name="sec", seeds=[0, 1],
                     base_overrides=["fake.steps=4", "fake.sleep=0.5", f"fake.marker_dir={markers}"])
-    env = {**os.environ, "ABLATE_CONF_DIR": str(conf_env), "PYTHONPATH": str(REPO),
+    env = {**child_env(), "ABLATE_CONF_DIR": str(conf_env), "PYTHONPATH": str(REPO),
            "WANDB_API_KEY": secret, "WANDB_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     log = open(tmp_path / "driver.log", "w")
-    proc = subprocess.Popen(sweep_cmd(str(f), "--num-cpus", "2", "--no-report"), cwd=tmp_path,
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = spawn(sweep_cmd(str(f), "--num-cpus", "2", "--no-report"), cwd=tmp_path, env=env,
+                 stdout=log, stderr=subprocess.STDOUT)
     sweep_dir = tmp_path / "runs" / "sec"
     try:
         assert wait_for(lambda: any(markers.glob("*.finish.*")) or proc.poll() is not None, 120)

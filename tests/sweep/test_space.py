@@ -9,7 +9,7 @@ from ablate.sweep import runner
 from ablate.sweep.cli import sweep_main
 from ablate.sweep.space import (OptunaSpace, assignment_overrides, combo_key, hydra_value,
                                 load_search_space, plan_trials)
-from tests.sweep.conftest import write_space
+from tests.sweep.conftest import REPO, write_space
 
 BAD = [
     ("unknown slot group", {"slots": {"masks": ["none"]}}, "slots: group: unknown value 'masks'"),
@@ -44,6 +44,15 @@ BAD = [
      "base_overrides: 'mask=none' sets 'mask', which the sweep varies"),
     ("asha grace >= max_t", {"scheduler": {"type": "asha", "max_t": 4, "grace_period": 4}},
      "scheduler.grace_period: must be > 0 and < max_t"),
+    # the pydantic models: a bool is no number, a section's keys are checked, an int range is integral
+    ("bool is not a number", {"max_failures": True}, "max_failures: got True; allowed: a number"),
+    ("unknown resources key", {"resources": {"cpus": 2}}, "resources: key: unknown value 'cpus'"),
+    ("fractional int range", {"search": {"algorithm": "random", "num_samples": 2},
+                              "params": {"train.minibatches": {"type": "int", "low": 1.5, "high": 4}}},
+     "params.train.minibatches.low: got 1.5; allowed: an integer"),
+    ("key of another param type", {"params": {"train.epochs": {"type": "choice", "values": [1],
+                                                              "low": 0}}},
+     "params.train.epochs: key: unknown value 'low'"),
 ]
 
 
@@ -127,7 +136,8 @@ def test_optuna_define_by_run_is_conditional(tmp_path, conf_env):
     pickle.loads(pickle.dumps(fn))  # Tune pickles the searcher (and this space) into its state
 
 
-def test_cli_overrides_name_and_output_dir(tmp_path, conf_env, capsys):
+def test_cli_overrides_name_and_output_dir(tmp_path, conf_env, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the CLI keeps output inside the working directory
     f = write_space(tmp_path / "s.yaml")
     rc = sweep_main([str(f), "fake.sleep=0", "--name", "other", "--output-dir",
                      str(tmp_path / "o"), "--dry-run"])
@@ -138,9 +148,10 @@ def test_cli_overrides_name_and_output_dir(tmp_path, conf_env, capsys):
     assert not (tmp_path / "o").exists()  # a dry run writes nothing
 
 
-def test_subcommand_parser_takes_options_after_overrides(tmp_path, conf_env, capsys):
+def test_subcommand_parser_takes_options_after_overrides(tmp_path, conf_env, capsys, monkeypatch):
     import argparse
 
+    monkeypatch.chdir(tmp_path)  # the CLI keeps output inside the working directory
     from ablate.sweep.cli import add_sweep_parser
 
     parser = argparse.ArgumentParser(prog="ablate")
@@ -151,3 +162,35 @@ def test_subcommand_parser_takes_options_after_overrides(tmp_path, conf_env, cap
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "sweep n2:" in out and "fake.steps=3 fake.sleep=0 fake.steps=2" in out
+
+
+def test_dry_run_estimate_combines_plan_and_calibration():
+    """The arithmetic of the estimate, with the calibration's numbers given (our own logic)."""
+    from ablate.sweep.estimate import estimate, estimate_line
+    from ablate.sweep.space import load_search_space, plan_trials
+
+    space = load_search_space(REPO / "search_spaces" / "quickstart.yaml")
+    specs = plan_trials(space)
+    cal = {"step_s": 1.0, "eval_s": 2.0, "ws_step_s": 0.5, "setup_s": 4.0, "calibration_s": 9.0}
+    seen = []
+    e = estimate(space, specs, num_cpus=2, calibrate=lambda ov, warm: seen.append(warm) or cal)
+    assert seen == [True] and e["trials"] == 12 and e["steps"] == 30 and e["parallel"] == 2
+    assert e["evals"] == 4  # initial + every 10 of 30 steps
+    assert e["trial_s"] == 30 * 1.0 + 4 * 2.0 + 4.0
+    assert e["warm_s"] == 3 * e["warm_steps"] * 0.5  # once per seed: the cache is per seed
+    assert e["wall_s"] == (12 * e["trial_s"] + e["warm_s"]) / 2
+    line = estimate_line(space, specs, num_cpus=1, calibrate=lambda ov, warm: cal)
+    assert line.startswith("estimated wall time: about ") and "1 at a time" in line
+
+
+def test_dry_run_of_the_quickstart_calibrates_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    """`ablate sweep search_spaces/quickstart.yaml --dry-run` as a user types it (a real 2-step
+    calibration run): the plan, then an estimate line; no sweep dir, cache or W&B files."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("ABLATE_CONF_DIR", raising=False)
+    assert sweep_main([str(REPO / "search_spaces" / "quickstart.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "12 trials:" in out and "estimated wall time: about " in out
+    assert "12 trials x 30 steps, " in out and " at a time " in out
+    assert list(tmp_path.iterdir()) == []

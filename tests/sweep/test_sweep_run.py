@@ -113,5 +113,48 @@ def test_optuna_tpe_with_conditional_param_writes_journal(tmp_path, conf_env, ra
             mean = sum(r["value"] for r in rs) / 2
             assert any(abs(mean - v) < 1e-9 for v in complete)
             assert {r["run_dir"] for r in rs} == {f"trials/{tid}/seed_0", f"trials/{tid}/seed_1"}
+    # each study trial links to its Tune trial, run dirs and W&B ids (ablate.sweep.study)
+    links = {t.user_attrs.get("tune_trial_id"): t.user_attrs for t in study.trials}
+    assert set(links) == set(by_trial)
+    for tid, attrs in links.items():
+        assert attrs["run_dir"] == f"trials/{tid}" and (sweep_dir / attrs["run_dir"]).is_dir()
+        ran = sorted(attrs["seed_run_dirs"])
+        assert ran and ran == sorted(r["run_dir"] for r in by_trial[tid] if r["run_dir"])
+        assert all(w.startswith("fake-") for w in attrs["wandb_run_ids"])
+        if all(r["status"] == "finished" for r in by_trial[tid]):
+            assert len(attrs["wandb_run_ids"]) == len(ran) and attrs["status"] == "finished"
     meta = json.loads((sweep_dir / "sweep.json").read_text())
     assert meta["scheduler"] == "asha" and meta["max_t"] == 4 and meta["optuna_journal"]
+
+
+def test_console_shows_running_trials_step_metric_and_warm_start(tmp_path, conf_env, ray_local,
+                                                                 monkeypatch):
+    """While trials run, status lines name each running trial's warm start (step/target, cache)
+    and then its step and latest metric (Tune's intermediate results): the console is never
+    silent for long. Refresh intervals are shortened here; they are seconds in a real sweep."""
+    from ablate.sweep import console
+
+    monkeypatch.setattr(console, "BAR_REFRESH_S", 0.2)
+    monkeypatch.setattr(console, "LINE_REFRESH_S", 0.2)
+    monkeypatch.chdir(tmp_path)
+    f = write_space(tmp_path / "live.yaml", name="live", seeds=[0],
+                    base_overrides=["fake.steps=6", "fake.sleep=0.3", "fake.warm_steps=6"])
+    logs: list[str] = []
+    assert run_sweep(f, report=False, log=logs.append) == 0
+    status = [m for m in logs if " running: " in m]
+    assert any("warm start (cache miss) " in m for m in status), "\n".join(logs)
+    steps = [m for m in status if " step " in m]
+    assert any(" step 4 pass@1=" in m for m in steps), "\n".join(logs)
+    # several distinct updates, not one line at the end
+    assert len(set(status)) >= 4, status
+
+
+def test_trial_status_prefers_the_newer_of_result_and_phase():
+    from ablate.sweep.console import trial_status
+
+    res = {"step": 3, "eval/pass@1": 0.25, "timestamp": 100}
+    warm = {"phase": "warm_start", "cache": "hit", "time": 50.0}
+    assert trial_status("t1", res, "eval/pass@1", 10, warm) == "t1 step 3/10 pass@1=0.25"
+    warm2 = {"phase": "warm_start", "cache": "miss", "step": 4, "target": 9, "time": 150.0}
+    assert trial_status("t1", res, "eval/pass@1", 10, warm2) == "t1 warm start (cache miss) 4/9"
+    assert trial_status("t2", None, "eval/pass@1", None, None) == "t2 starting"

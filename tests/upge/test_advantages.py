@@ -122,15 +122,27 @@ def test_reinforce_pp_matches_verl_2026_08():
 
 
 def test_gpg_matches_verl_2026_08():
-    close(seq(A.GPG()(G2), G2), [1.5, -0.5, -0.5, -0.5, 0.5, 0.5, 0.5, -1.5])
-    assert A.GPG().alpha(G2) == 2.0
-    close(seq(A.GPG(f_norm=2.0)(G2), G2), [0.75, -0.25, -0.25, -0.25, 0.25, 0.25, 0.25, -0.75])
+    """verl's port (alpha="verl"; the default became the authors' α in issue 18)."""
+    close(seq(A.GPG(alpha="verl")(G2), G2), [1.5, -0.5, -0.5, -0.5, 0.5, 0.5, 0.5, -1.5])
+    assert A.GPG(alpha="verl").alpha(G2) == 2.0
+    close(seq(A.GPG(f_norm=2.0, alpha="verl")(G2), G2), [0.75, -0.25, -0.25, -0.25, 0.25, 0.25, 0.25, -0.75])
+
+
+def test_gpg_authors_alpha_counts_samples_in_all_equal_groups():
+    """AMAP-ML/GPG gpg_trainer.py: α = 1/inverse_alpha = B/(B − M), M = samples of std-0 groups."""
+    assert A.GPG().alpha(G2) == 1.0  # no all-equal group
+    b = make_batch([1, 0, 1, 1, 0, 0], group_ids=[0, 0, 1, 1, 2, 2])
+    assert A.GPG().alpha(b) == 3.0 and A.GPG(alpha="verl").alpha(b) == 2.0
+    close(seq(A.GPG()(b), b), [1.5, -1.5, 0.0, 0.0, 0.0, 0.0])
+    with pytest.raises(ConfigError, match="alpha"):
+        A.GPG(alpha="paper")
 
 
 def test_gpg_alpha_is_one_when_no_reward_is_nonzero():
     b = make_batch([0, 0, 0, 0], group_ids=[0, 0, 1, 1])
-    assert A.GPG().alpha(b) == 1.0
-    assert A.GPG()(b).abs().max().item() == 0.0
+    for mode in ("authors", "verl"):
+        assert A.GPG(alpha=mode).alpha(b) == 1.0
+        assert A.GPG(alpha=mode)(b).abs().max().item() == 0.0
 
 
 def test_reinforce_pp_discounted_returns_match_verl_loop_with_gamma():

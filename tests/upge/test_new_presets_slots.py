@@ -70,7 +70,7 @@ def test_dppo_gradient_matches_verl_dppo_example(G, kind, delta):
 
     c = with_singleton(case_where(masks_some, G, spread=0.8))
     constant = float(preset_cfg(f"dppo_{kind}").aggregation.constant)
-    assert constant == float(preset_cfg(f"dppo_{kind}").rollout.max_new_tokens)
+    assert constant == float(preset_cfg(f"dppo_{kind}").rollout.max_new_tokens)  # pinned: the budget
     assert_same(ablate_grad(c, f"dppo_{kind}"),
                 ref_grad(ref.dppo_loss, c, kind=kind, delta=delta, cap=10000.0, constant=constant))
 

@@ -31,13 +31,15 @@ from omegaconf import OmegaConf
 
 from ablate.config import compose_config
 from ablate.errors import ConfigError
+from ablate.rollout import pin_budget
+from ablate.tasks import build_task
 from ablate.train.components import build_algorithm
 from ablate.upge.batch import RolloutBatch
 from tests.upge import reference_losses as ref
 from tests.objectives.test_terms import PRESETS as OBJECTIVE_PRESETS  # tested there (incl. hpt)
 from tests.upge.reference_losses import D, Case
 
-T = 6  # padded response length of the test batches (≤ rollout.max_new_tokens)
+T = 6  # padded response length of the test batches
 GS = (2, 4, 8)
 TOL = dict(rtol=1e-9, atol=1e-12)
 
@@ -53,14 +55,17 @@ def preset_cfg(method: str, overrides: tuple = ()):
     Fallback when the full config cannot be composed (another config group temporarily broken):
     the preset's slot choices from its YAML defaults, its ``settings`` and the rollout budget."""
     try:
-        return compose_config([f"method={method}", *overrides])
+        cfg = compose_config([f"method={method}", *overrides])
+        pin_budget(cfg, build_task(cfg.task))  # as the trainer does, before any L_max is read
+        return cfg
     except ConfigError:
         from ablate.methods.catalog import OPTIONS, SLOTS, load_presets
         from ablate.registry import conf_dir
 
         rec = next(r for r in load_presets() if r["name"] == method)
         rollout = conf_dir() / "rollout" / "hf.yaml"
-        data = {"rollout": yaml.safe_load(rollout.read_text()) if rollout.exists() else {"max_new_tokens": 8}}
+        data = {"rollout": yaml.safe_load(rollout.read_text()) if rollout.exists() else {}}
+        data["rollout"]["max_new_tokens"] = 8
         choices = {g: rec.get(g) for g in SLOTS + OPTIONS}
         for ov in overrides:
             k, _, v = ov.partition("=")
@@ -276,13 +281,14 @@ def test_reinforce_gradient_matches_upge_table1_pm1_reinforce(G):
 
 @pytest.mark.parametrize("G", GS)
 def test_cispo_gradient_matches_verl_cispo(G):
-    """CISPO (verl compute_policy_loss_cispo): −sg(clip(ρ, 0.8, 1.28))·Â·log π, token-mean, no token
-    masked. MiniMax-M1 itself tuned only the upper bound (lower bound effectively off); TRL's
-    ``cispo`` uses an absolute cap min(ρ, ε_high) instead (denominator=cispo_trl)."""
+    """CISPO (verl compute_policy_loss_cispo with clip_ratio_low 0.2: denominator=cispo_lower):
+    −sg(clip(ρ, 0.8, 1.28))·Â·log π, token-mean, no token masked. The preset follows MiniMax-M1 (no
+    lower bound; tests/upge/test_authors_code.py); TRL's ``cispo`` uses an absolute cap min(ρ, ε_high)
+    instead (denominator=cispo_trl)."""
     c = make_case(G)
     adv = ref.grpo_advantages(c.rewards, c.group_ids)
     assert n_clipped(c, adv, 0.2, 0.28) > 0  # tokens a PPO clip would drop keep a (bounded) gradient
-    assert_same(ablate_grad(c, "cispo"), ref_grad(ref.cispo_loss, c))
+    assert_same(ablate_grad(c, "cispo", "denominator=cispo_lower"), ref_grad(ref.cispo_loss, c))
 
 
 @pytest.mark.parametrize("G", GS)
@@ -330,7 +336,7 @@ def test_drgrpo_gradient_matches_verl_seq_mean_token_sum_norm_and_trl_dr_grpo(G)
     least one token: the two agree on batches without empty responses (checked below)."""
     cfg = preset_cfg("drgrpo")
     constant = float(cfg.aggregation.constant)
-    assert constant == float(cfg.rollout.max_new_tokens) and constant >= T
+    assert constant == float(build_task(cfg.task).max_new_tokens)  # the budget generation uses
     c = make_case(G)
     assert n_clipped(c, ref.centered_advantages(c.rewards, c.group_ids), 0.2, 0.2) > 0
     assert_same(ablate_grad(c, "drgrpo"), ref_grad(ref.drgrpo_loss, c, constant=constant))
@@ -379,11 +385,11 @@ def test_opo_gradient_matches_verl_opo_on_policy(G):
 
 @pytest.mark.parametrize("G", GS)
 def test_gpg_gradient_matches_verl_gpg(G):
-    """GPG (verl compute_policy_loss_gpg + gpg advantage): −(1/Σ|o|) Σ Â log π,
-    Â = α (r − mean_G), α = B / #non-zero rewards. The paper's α = B/(B − M), M = #samples with a
-    zero gradient (all-equal groups), is what verl's α approximates."""
+    """GPG as verl ports it (advantage=gpg_verl; compute_policy_loss_gpg + gpg advantage):
+    −(1/Σ|o|) Σ Â log π, Â = α (r − mean_G), α = B / #non-zero rewards. The preset follows the
+    authors' α = B/(B − M) (tests/upge/test_authors_code.py)."""
     c = make_case(G)
-    assert_same(ablate_grad(c, "gpg"), ref_grad(ref.gpg_loss, c))
+    assert_same(ablate_grad(c, "gpg", "advantage=gpg_verl"), ref_grad(ref.gpg_loss, c))
 
 
 def has_cov_candidates(c):

@@ -184,6 +184,8 @@ class Sign(_Outcome):
 class GroupZScore(_Outcome):
     """Â = (r − mean_g)/(std_g + ε) (GRPO, Shao et al. 2024; defaults = verl ``grpo`` 2026-08)."""
 
+    group_relative = True
+
     def __init__(self, eps: float = 1e-6, unbiased: bool = True, eps_placement: str = "std",
                  singleton: str = "raw", include_demos: bool = True, zero_std: str = "eps"):
         n = type(self).__name__
@@ -208,6 +210,8 @@ class GroupZScore(_Outcome):
 class GroupCentered(_Outcome):
     """Â = r − mean_g (Dr. GRPO, Liu et al. 2025; verl ``norm_adv_by_std_in_grpo=False``, TRL ``scale_rewards="none"``)."""
 
+    group_relative = True
+
     def __init__(self, singleton: str = "raw", include_demos: bool = True):
         self.singleton = _choice(type(self).__name__, "singleton", singleton, SINGLETON_MODES)
         self.include_demos = bool(include_demos)
@@ -222,6 +226,8 @@ class LeaveOneOut(_KLInReward, _Outcome):
 
     With ``kl_coef`` β > 0 the reward is R = r − β·Σ_t kl_t, the sequence KL to the reference folded
     into the reward (the RLOO paper; TRL ``RLOOTrainer`` with k1)."""
+
+    group_relative = True
 
     def __init__(self, singleton: str = "raw", include_demos: bool = True, kl_coef: float = 0.0,
                  kl_estimator: str = "k1", kl_clamp: Optional[float] = None):
@@ -247,6 +253,8 @@ class LeaveOneOut(_KLInReward, _Outcome):
 class LengthWeightedBaseline(_Outcome):
     """Â = r − Σ_j L_j r_j / Σ_j L_j within the group (OPO, arXiv 2505.23585; verl ``opo``)."""
 
+    group_relative = True
+
     def __init__(self, singleton: str = "raw"):
         self.singleton = _choice(type(self).__name__, "singleton", singleton, SINGLETON_MODES)
 
@@ -257,20 +265,35 @@ class LengthWeightedBaseline(_Outcome):
         return _singleton(r - base, n <= 1, r, self.singleton)  # verl: singleton ⇒ baseline 0
 
 
-class GPG(_Outcome):
-    """Â = α(r − mean_g)/f_norm, α = B/#nonzero rewards in the batch (GPG, arXiv 2504.02546; verl ``gpg``)."""
+GPG_ALPHA = ("authors", "verl")
 
-    def __init__(self, f_norm: float = 1.0, singleton: str = "raw"):
+
+class GPG(_Outcome):
+    """Â = α(r − mean_g)/f_norm (GPG, arXiv 2504.02546).
+
+    ``alpha="authors"`` (default): α = B/(B − M), M = samples in all-equal groups, as the authors'
+    code (AMAP-ML/GPG open-r1/src/open_r1/gpg_trainer.py: loss / inverse_alpha, inverse_alpha =
+    informative groups / groups). ``alpha="verl"``: verl's port, α = B / #non-zero rewards."""
+
+    group_relative = True
+
+    def __init__(self, f_norm: float = 1.0, singleton: str = "raw", alpha: str = "authors"):
         n = type(self).__name__
         self.f_norm = float(f_norm)
         if self.f_norm == 0:
             raise ConfigError(f"advantage {n}.f_norm: must be non-zero, got {f_norm!r}")
         self.singleton = _choice(n, "singleton", singleton, SINGLETON_MODES)
+        self.alpha_mode = _choice(n, "alpha", alpha, GPG_ALPHA)
 
     def alpha(self, batch: RolloutBatch) -> float:
-        """verl: α = bsz / count_nonzero(scores) over the whole batch (1 if no reward is non-zero);
-        NaN-reward rows are not counted in bsz."""
+        """authors: B/(B − M) over the valid rows (1 when every group is all-equal: the gradient is
+        zero then, where the authors' code would divide by zero). verl: bsz / count_nonzero(scores)
+        (1 if no reward is non-zero); NaN-reward rows are not counted in B."""
         r, valid = _rewards(batch)
+        if self.alpha_mode == "authors":
+            dead = int((F.group_all_equal(r, batch.group_ids, valid) & valid).sum())
+            live = int(valid.sum()) - dead
+            return float(valid.sum()) / live if live else 1.0
         nnz = int(((r != 0) & valid).sum())
         return float(valid.sum()) / nnz if nnz else 1.0
 
@@ -426,6 +449,8 @@ def beta_params_from_success_rates(p: torch.Tensor) -> tuple[float, float]:
 
 class BetaNormalized(_Outcome):
     """Â = (R − p̂)/f_N(p̂; α, β), f_N the Beta pdf, p̂ the group success rate (BNPO, arXiv 2506.02864)."""
+
+    group_relative = True
 
     def __init__(self, alpha: Optional[float] = None, beta: Optional[float] = None, eps: float = 1e-6,
                  min_value: float = 0.0, max_value: float = 1.0, max_weight: float = 1e6,

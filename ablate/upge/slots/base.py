@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 
@@ -118,9 +118,12 @@ class Denominator(Slot):
     """Slot 2: log π_ref per token, detached (or a detached function of π_θ).
 
     The applied importance weight is π_θ/π_ref: π_ref = sg(π_θ) gives weight 1 and ∇log π.
+    ``PEER_LOGP_VALUE``: the peer (verl) writes this weight's loss as −Â·w·log π (gpg, cispo), so
+    ``pg_loss_peer`` multiplies the weight by log π to report the peer's value.
     """
 
     family = "denominator"
+    PEER_LOGP_VALUE: ClassVar[bool] = False
 
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
         raise NotImplementedError
@@ -139,6 +142,8 @@ class Advantage(Slot):
     """Slot 3: Â per token [B, T], computed once per rollout batch from rewards and groups."""
 
     family = "advantage"
+    # a baseline from the other samples of the prompt's group: meaningless with group_size 1
+    group_relative: ClassVar[bool] = False
 
     def __call__(self, batch: RolloutBatch) -> torch.Tensor:
         raise NotImplementedError

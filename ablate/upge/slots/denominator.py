@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import torch
 
+from ablate.component import ACTS_NEUTRAL, ACTS_ON_DRIFT, Acts
 from ablate.upge.slots.base import Denominator, TokenContext
 from ablate.upge.slots.mask import DemoRouting, check_number, valid_tokens
 
@@ -19,12 +20,17 @@ from ablate.upge.slots.mask import DemoRouting, check_number, valid_tokens
 class CurrentPolicy(Denominator):
     """π_ref = sg(π_θ): weight 1, gradient ∇log π (SFT, REINFORCE, RLOO, GPG; verl `gpg`)."""
 
+    ACTS = ACTS_NEUTRAL  # weight 1: the family's neutral choice
+    PEER_LOGP_VALUE = True  # verl compute_policy_loss_gpg: −Â·log π
+
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
         return ctx.logp.detach()
 
 
 class Behaviour(Denominator):
     """π_ref = π_old, the behaviour policy: weight ρ = π_θ/π_old (PPO, GRPO, DAPO; verl `vanilla`)."""
+
+    ACTS = ACTS_ON_DRIFT  # weight ≡ 1 while π_θ = π_old: the gradient of current_policy
 
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
         return ctx.old_logp.detach()
@@ -47,6 +53,8 @@ class GSPOSequence(Denominator):
     the mask ``SequenceClip(max_log_ratio=10)`` (conf: mask=gspo_seq_clip_verl) for that.
     """
 
+    ACTS = ACTS_ON_DRIFT  # weight ≡ 1 while π_θ = π_old: the gradient of current_policy
+
     def __init__(self, max_log_ratio: Optional[float] = None):
         self.max_log_ratio = check_number("max_log_ratio", max_log_ratio, none_ok=True)
 
@@ -65,6 +73,12 @@ class ClippedRatio(Denominator):
     verl DPPO: sg(min(ρ, clip_ratio_c)), 20 when the config has no clip_ratio_c, 10000 in verl's DPPO
     example). log π_ref = sg(log π_θ − log w).
     """
+
+    PEER_LOGP_VALUE = True  # verl compute_policy_loss_cispo: −Â·sg(clip(ρ))·log π
+
+    def acts(self) -> Acts:
+        """sg(clip(1)) = 1 on-policy unless an absolute cap below 1 scales every token."""
+        return ACTS_ON_DRIFT if self.max_ratio is None or self.max_ratio >= 1.0 else Acts()
 
     def __init__(self, eps_low: Optional[float] = 0.2, eps_high: Optional[float] = 0.28,
                  max_ratio: Optional[float] = None):
@@ -92,6 +106,8 @@ class PrefixMin(Denominator):
 
     A non-cumulative stand-in for the exact trajectory weight Π_{j≤t} ρ_j; padding never lowers it.
     """
+
+    ACTS = ACTS_ON_DRIFT  # weight ≡ 1 while π_θ = π_old: the gradient of current_policy
 
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
         valid = valid_tokens(ctx)

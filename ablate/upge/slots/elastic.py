@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ablate.component import ACTS_ON_DRIFT
 from ablate.upge.slots.base import Mask, MaskResult, TokenContext
 from ablate.upge.slots.mask import _result, check_number, valid_tokens
 
@@ -18,6 +19,8 @@ class ElasticClip(Mask):
     dependencies; these scaling functions are a reading (no formula retrieved). The lower bound is
     kept below 1 (ε_low·s ≤ ``max_eps_low``). Events ``clip_low``/``clip_high`` as in PPOClip.
     """
+
+    ACTS = ACTS_ON_DRIFT  # ρ ≡ 1 on-policy: inside any bounds ε·s > 0
 
     def __init__(self, eps_low: float = 0.2, eps_high: float = 0.2, alpha: float = 0.5, beta: float = 1.0,
                  var_ref: float = 0.25, max_scale: float = 3.0, max_eps_low: float = 0.95):

@@ -11,12 +11,15 @@ from typing import Any
 
 import torch
 
+from ablate.component import ACTS_NEUTRAL, ACTS_ON_DRIFT
 from ablate.upge.slots.base import Likelihood, TokenContext
 from ablate.upge.slots.mask import DemoRouting, check_number, valid_tokens
 
 
 class Identity(Likelihood):
     """g(π) = π: log g = log π_θ, the plain policy-gradient score (PPO, GRPO, REINFORCE, ...)."""
+
+    ACTS = ACTS_NEUTRAL  # g = π_θ: the family's neutral choice
 
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
         return ctx.logp
@@ -69,6 +72,27 @@ class LogFidelity(Likelihood):
 
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
         return ctx.old_logp.detach() + self.psi(ctx)
+
+
+class SoftGate(Likelihood):
+    """SAPO soft gate (TRL ``loss_type="sapo"``): the per-token loss −(4/τ)·σ(τ(ρ − 1))·Â with τ = τ₊
+    for Â > 0 and τ₋ otherwise, in place of the hard clip. With π_ref = π_old (denominator=behaviour)
+    log g = log π_old + log((4/τ)·σ(τ(ρ − 1))), so g/π_ref is TRL's ``soft_coef_1`` with its gradient
+    (ρ unclamped, as TRL). Use with mask=none."""
+
+    ACTS = ACTS_ON_DRIFT  # at ρ = 1 the gate's gradient is ∇log π: the identity likelihood's
+
+    def __init__(self, tau_pos: float = 1.0, tau_neg: float = 1.05):
+        self.tau_pos = check_number("tau_pos", tau_pos, low=0.0, low_inclusive=False)
+        self.tau_neg = check_number("tau_neg", tau_neg, low=0.0, low_inclusive=False)
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        tau = torch.where(ctx.advantages > 0, torch.full_like(ctx.logp, self.tau_pos),
+                          torch.full_like(ctx.logp, self.tau_neg))
+        lr = torch.where(valid_tokens(ctx), ctx.logp - ctx.old_logp.detach(), torch.zeros_like(ctx.logp))
+        rho = torch.exp(lr)
+        gate = torch.log(4.0 / tau) + torch.nn.functional.logsigmoid(tau * (rho - 1.0))
+        return ctx.old_logp.detach() + gate
 
 
 class DemoSplit(DemoRouting, Likelihood):

@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping, Optional, Sequenc
 import torch
 
 from ablate.errors import choice_error
-from ablate.component import Needs
+from ablate.component import ACTS_NEUTRAL, ACTS_ON_DRIFT, Acts, Needs, acts_of_all
 from ablate.upge.slots.base import FAMILIES, Mask, MaskResult, Slot, TokenContext
 
 # --------------------------------------------------------------------------------------------
@@ -38,9 +38,9 @@ def check_number(name: str, value: Any, *, low: Optional[float] = None, high: Op
     if value is None:
         if none_ok:
             return None
-        raise ValueError(f"{name} must be a number in {allowed}, got None")
+        raise ValueError(f"{name}: got None; allowed: a number in {allowed}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number in {allowed}, got {value!r}")
+        raise ValueError(f"{name}: got {value!r}; allowed: a number in {allowed}")
     v = float(value)
     bad = math.isnan(v)
     if low is not None:
@@ -48,7 +48,7 @@ def check_number(name: str, value: Any, *, low: Optional[float] = None, high: Op
     if high is not None:
         bad |= v > high or (v == high and not high_inclusive)
     if bad:
-        raise ValueError(f"{name} must be a number in {allowed}, got {value!r}")
+        raise ValueError(f"{name}: got {value!r}; allowed: a number in {allowed}")
     return v
 
 
@@ -98,6 +98,9 @@ class DemoRouting:
     with ``merge``. Shared by ``mask.DemoSplit``, ``denominator.DemoSplit``, ``likelihood.DemoSplit``.
     """
 
+    def acts(self) -> Acts:
+        return acts_of_all([self.on_policy, self.demo])
+
     family: ClassVar[str]
 
     def __init__(self, on_policy: Any, demo: Any):
@@ -128,6 +131,8 @@ class DemoRouting:
 class NoMask(Mask):
     """M ≡ 1: every token keeps its gradient (REINFORCE, SFT, GPG, CISPO, the UPGE paper's "1")."""
 
+    ACTS = ACTS_NEUTRAL
+
     def __call__(self, ctx: TokenContext) -> MaskResult:
         return MaskResult(keep=torch.ones_like(ctx.response_mask, dtype=torch.bool), events={})
 
@@ -152,6 +157,8 @@ class PPOClip(Mask):
     −M·ρ·A has the gradient of −min(ρA, clip(ρ, 1−ε_l, 1+ε_h)A) (and of verl's min(·, −cA) for A<0).
     ``eps_high`` None means ε_high = ε_low (verl ``clip_ratio``, TRL ``epsilon_high=None``).
     """
+
+    ACTS = ACTS_ON_DRIFT  # ρ ≡ 1 on-policy: nothing is clipped
 
     def __init__(self, eps_low: float = 0.2, eps_high: Optional[float] = None,
                  dual_clip: Optional[float] = None):
@@ -186,6 +193,8 @@ class SequenceClip(Mask):
     Pair it with ``denominator.max_log_ratio`` at the same cap for verl's weight value.
     """
 
+    ACTS = ACTS_ON_DRIFT  # ρ ≡ 1 on-policy: nothing is clipped
+
     def __init__(self, eps_low: float = 3e-4, eps_high: Optional[float] = 4e-4,
                  max_log_ratio: Optional[float] = None):
         self.eps_low = check_number("eps_low", eps_low, low=0.0, high=1.0, high_inclusive=False)
@@ -202,7 +211,12 @@ class SequenceClip(Mask):
         events = {"seq_clip_low": low, "seq_clip_high": high, "clip_low": low, "clip_high": high}
         if self.max_log_ratio is not None:
             events["seq_ratio_cap"] = valid & (log_s > self.max_log_ratio) & ~low & ~high
-        return _result(events, ctx.response_mask)
+        out = _result(events, ctx.response_mask)
+        # the peer's min/clip value on a clipped row: clip(s)·Â with s at its bound (pg_loss_peer)
+        w = torch.zeros_like(ctx.ratio)
+        w = torch.where(high, torch.full_like(w, 1.0 + self.eps_high), w)
+        out.clipped_weight = torch.where(low, torch.full_like(w, 1.0 - self.eps_low), w)
+        return out
 
 
 class ClipCov(Mask):
@@ -298,6 +312,7 @@ class DivergenceMask(Mask):
     (``dppo_truncated``: sg(min(ρ, 20)); ``dppo_truncated_verl_example``: C = 10000) for verl's loss.
     """
 
+    ACTS = ACTS_ON_DRIFT  # ρ ≡ 1 on-policy: nothing is clipped
     KINDS = ("tv", "kl")
 
     def __init__(self, kind: str = "tv", delta_low: float = 0.1, delta_high: float = 0.1):
@@ -338,6 +353,8 @@ class AdaptiveClip(Mask):
     As released, raising c_low can only lower P/N (the clipped value max(ρ, c_low)·Â of a negative
     token grows in magnitude), so whenever the target is unmet at the start c_low ends at low_max.
     """
+
+    ACTS = ACTS_ON_DRIFT  # ρ ≡ 1 on-policy: nothing is clipped
 
     def __init__(self, low_start: float = 0.8, low_max: float = 0.95, low_step: float = 0.05,
                  high_start: float = 1.2, high_max: float = 2.0, high_step: float = 0.1,
@@ -398,8 +415,30 @@ def _merge_events(results: Sequence[MaskResult]) -> dict[str, torch.Tensor]:
     return events
 
 
+class OffPolicySequenceMask(Mask):
+    """Off-policy sequence masking (DeepSeek-V3.2; TRL ``off_policy_mask_threshold``): drop every token
+    of a row whose advantage is negative and whose mean per-token log π_old − log π_θ exceeds δ.
+
+    TRL ``get_off_policy_mask``: seq_kl = Σ_t (log π_sampling − log π_θ) / max(|o|, 1) over the
+    completion mask; keep = Â ≥ 0 ∨ seq_kl ≤ δ (per token with the token's advantage). Event
+    ``off_policy``."""
+
+    ACTS = ACTS_ON_DRIFT  # log π_old − log π_θ ≡ 0 on-policy
+
+    def __init__(self, threshold: float = 0.5):
+        self.threshold = check_number("threshold", threshold)
+
+    def __call__(self, ctx: TokenContext) -> MaskResult:
+        seq_kl = (-ctx.log_ratio).sum(-1) / ctx.response_mask.sum(-1).clamp_min(1.0)
+        drop = valid_tokens(ctx) & (ctx.advantages < 0) & (seq_kl[:, None] > self.threshold)
+        return _result({"off_policy": drop}, ctx.response_mask)
+
+
 class AllOf(Mask):
     """Logical AND of several masks (e.g. clip-higher ∧ top-entropy); events OR-ed per name."""
+
+    def acts(self) -> Acts:
+        return acts_of_all(self.masks)
 
     def __init__(self, masks: list):
         if not isinstance(masks, (list, tuple)) or not masks:

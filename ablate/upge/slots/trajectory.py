@@ -7,6 +7,7 @@ from typing import Optional
 
 import torch
 
+from ablate.component import ACTS_ON_DRIFT
 from ablate.upge.slots.base import Denominator, Mask, MaskResult, TokenContext
 from ablate.upge.slots.mask import _result, check_number, valid_tokens
 
@@ -20,6 +21,8 @@ class TrajectoryRatio(Denominator):
     """log π_ref_t = sg(log π_t − log s_i): weight s_i at every token of row i, gradient s_i·∇log π_t.
     Under seq-mean-token-sum this is ∇ of (1/N) Σ_i s_i·Â_i, the trajectory-level surrogate."""
 
+    ACTS = ACTS_ON_DRIFT  # weight s_i ≡ 1 on-policy: the gradient of current_policy
+
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
         return ctx.logp.detach() - seq_log_ratio_sum(ctx)[:, None]
 
@@ -28,6 +31,8 @@ class TrajectoryClip(Mask):
     """PPO clip on the trajectory ratio s_i (broadcast to the row's tokens): M = 0 where
     (Â>0 ∧ s>1+ε_high) or (Â<0 ∧ s<1−ε_low) — each response clipped separately (P3O "separate").
     Events ``seq_clip_low``/``seq_clip_high``, also reported as ``clip_low``/``clip_high``."""
+
+    ACTS = ACTS_ON_DRIFT  # s_i ≡ 1 on-policy
 
     def __init__(self, eps_low: float = 0.2, eps_high: Optional[float] = None):
         self.eps_low = check_number("eps_low", eps_low, low=0.0, high=1.0, high_inclusive=False)

@@ -8,9 +8,9 @@ from typing import Sequence
 import torch
 
 from ablate.component import Needs
-from ablate.critic.functional import gae
 from ablate.errors import ConfigError, choice_error
 from ablate.upge import functional as F
+from ablate.upge.functional import gae
 from ablate.upge.batch import RolloutBatch
 from ablate.upge.slots.base import Advantage
 

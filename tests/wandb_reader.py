@@ -1,4 +1,6 @@
-"""Read an offline W&B run back (history rows, config, summary, run metadata) without the network.
+"""Test helper: read an offline W&B run back (history rows, config, summary, run metadata) without
+the network. Production never reads W&B files (the run store is the record); tests use this to
+check what a user would `wandb sync`.
 
 Pinned to wandb 0.31.0 (the version in pyproject). ``wandb.Api()`` needs an API key and cannot
 read local files, and ``wandb.sdk.internal.datastore`` is gone in 0.31, so there are two readers:

@@ -1,0 +1,101 @@
+"""Progress of the work a run does before its first training step (loading the model, the SFT
+warm start), for whoever is watching: the sweep console or the `ablate train` terminal.
+
+Training steps reach the sweep console as Ray Tune results (``tune.report``); the warm start
+cannot (Optuna's searcher reads the objective from every result, and there is none yet), so a
+trial writes its phase to ``<trial_dir>/progress.json`` and the console reads it. ``note`` is
+cheap to call every step: each sink is throttled to one write per ``interval_s`` except on a
+change of phase or cache state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+PROGRESS_FILE = "progress.json"
+
+_SINKS: list["_Throttled"] = []
+
+
+class _Throttled:
+    def __init__(self, fn: Callable[[dict], None], interval_s: float):
+        self.fn, self.interval_s = fn, interval_s
+        self.last_t = 0.0
+        self.last_key: tuple = ()
+
+    def __call__(self, rec: dict, force: bool) -> None:
+        key = (rec.get("phase"), rec.get("cache"))
+        now = time.monotonic()
+        if force or key != self.last_key or now - self.last_t >= self.interval_s:
+            self.last_t, self.last_key = now, key
+            self.fn(rec)
+
+
+def note(phase: str, force: bool = False, **fields: Any) -> None:
+    """Record the current phase (``"warm_start"``, ``"loading"``, ...) and its fields."""
+    if not _SINKS:
+        return
+    rec = {"phase": phase, **fields, "time": time.time()}
+    for sink in list(_SINKS):
+        sink(rec, force)
+
+
+@contextmanager
+def sink(fn: Callable[[dict], None], interval_s: float = 1.0) -> Iterator[None]:
+    s = _Throttled(fn, interval_s)
+    _SINKS.append(s)
+    try:
+        yield
+    finally:
+        _SINKS.remove(s)
+
+
+def to_file(path: Path | str) -> Any:
+    """Progress records written (atomically) to ``path``: a sweep trial's progress.json."""
+    path = Path(path)
+
+    def write(rec: dict) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(rec), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError:  # progress is cosmetic: never fail a run for it
+            pass
+
+    return sink(write)
+
+
+def to_console(stream=None, interval_s: float = 5.0) -> Any:
+    """Progress lines on the terminal (``ablate train``), at most one per ``interval_s``."""
+    def write(rec: dict) -> None:
+        print(f"[ablate] {describe(rec)}", file=stream or sys.stderr, flush=True)
+
+    return sink(write, interval_s)
+
+
+def read(path: Path | str) -> Optional[dict]:
+    try:
+        rec = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def describe(rec: dict) -> str:
+    """``warm start (cache miss) 40/200`` / ``warm start (cache hit)`` / ``loading model``."""
+    phase = str(rec.get("phase") or "")
+    if phase == "warm_start":
+        cache = rec.get("cache")
+        out = "warm start" + (f" (cache {cache})" if cache else "")
+        if rec.get("step") is not None and rec.get("target"):
+            out += f" {rec['step']}/{rec['target']}"
+        if rec.get("done"):
+            out += " done"
+        return out
+    return phase.replace("_", " ")
