@@ -28,12 +28,9 @@ from .spec import Claim, ProbeFile, is_probe_file, parse_probe_file
 
 def load_probe_file(path: Path) -> ProbeFile | None:
     """The probe claim file at ``path`` (validated, arms composed), or None for a search space."""
-    import yaml
+    from ablate.spec.yaml import load_file  # bounded, duplicate keys rejected
 
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"claims {path}: invalid YAML ({' '.join(str(e).split())})") from None
+    data = load_file(path, f"claims {path}")
     if not is_probe_file(data):
         return None
     pf = parse_probe_file(data, source=f"claims {path}")
