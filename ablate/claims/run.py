@@ -148,7 +148,7 @@ def _run_sequential(p: Path, space, output_dir: Path, num_cpus, log, alpha: floa
             sweeps = load_batches(output_dir, space.name, plan)
             results = evaluate_sequential(merge(sweeps), list(space.claims), plan)
             if all_decided(results, plan):
-                log(f"[claims] {space.name}: every claim decided after {len(sweeps)} look(s)")
+                log(f"[claims] {space.name}: every claim decided or at its max seeds after {len(sweeps)} look(s)")
                 return 0
             batch = copy.deepcopy(space)
             batch.name, batch.seeds, batch.seed_range = name, seeds, None
