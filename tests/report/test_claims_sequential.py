@@ -132,6 +132,9 @@ def test_claims_runner_adds_seed_batches_until_decided(tmp_path, monkeypatch, le
     calls = []
 
     def fake_run_sweep(space_file, output_dir, resume, num_cpus, log):
+        from ablate.sweep.space import load_search_space
+
+        load_search_space(space_file)  # a seed batch's file validates like the claim file
         d = yaml.safe_load(Path(space_file).read_text())
         seeds = d["seeds"] if isinstance(d["seeds"], list) else list(range(d["seeds"]["min"]))
         calls.append(seeds)
