@@ -116,7 +116,7 @@ def test_claims_report_and_readme_block_from_synthetic_sweeps(tmp_path):
     readme.write_text("x\n<!-- claims:begin old -->\nold\n<!-- claims:end -->\n")
     assert update_readme(readme, out)
     text = readme.read_text()
-    assert "| p (Holm) | MDE |" in text and "| up | 2503.14476 | reproduced |" in text
+    assert "| p (Holm p / look level) | MDE |" in text and "| up | 2503.14476 | reproduced |" in text
 
 
 @pytest.mark.parametrize("level, batches", [({"clip_higher": 1.0, "ppo_clip": 1.0}, 3),
