@@ -114,7 +114,7 @@ class Claim(BaseModel):
         if v is None:
             return ()
         if not isinstance(v, (list, tuple)):
-            raise ValueError(f"expected a list of overrides like [method=grpo], got {v!r}")
+            raise ValueError(f"got {v!r}; allowed: a list of overrides like [method=grpo]")
         for o in v:
             if not isinstance(o, str) or not _OVERRIDE_RE.match(o.strip()):
                 raise ValueError(f"{o!r} is not an override key=value")
@@ -223,7 +223,7 @@ class ReportSpec(BaseModel):
 
 def _metric_name(v: Any, allow_difference: bool) -> str:
     if not isinstance(v, str) or not v.strip():
-        raise ValueError(f"expected a logged metric name like train/entropy, got {v!r}")
+        raise ValueError(f"got {v!r}; allowed: a logged metric name like train/entropy")
     try:
         terms = metric_terms(v)
     except ValueError:
@@ -252,7 +252,7 @@ def parse_report(v: Any) -> ReportSpec:
     ms = v.get("metrics")
     ms = [] if ms is None else [ms] if isinstance(ms, str) else ms
     if not isinstance(ms, (list, tuple)):
-        raise ConfigError(f"report.metrics: expected a list of metric names, got {ms!r}")
+        raise ConfigError(f"report.metrics: got {ms!r}; allowed: a list of logged metric names")
     out: list[str] = []
     for i, m in enumerate(ms):
         name = check_metric_name(f"report.metrics[{i}]", m)
@@ -298,7 +298,7 @@ def parse_claims(v: Any, axes: Mapping[str, list]) -> list[Claim]:
     if v is None:
         return []
     if not isinstance(v, (list, tuple)):
-        raise ConfigError(f"claims: expected a list of claims, got {type(v).__name__}")
+        raise ConfigError(f"claims: got {type(v).__name__}; allowed: a list of claims (mappings)")
     return _parse_list(v, axes)
 
 
@@ -372,7 +372,7 @@ def parse_probe_file(data: Any, source: str = "probe claim file") -> ProbeFile:
             raise choice_error(f"{source}: key", k, PROBE_FILE_KEYS)
     name = data.get("name")
     if not isinstance(name, str) or not _ID_RE.match(name):
-        raise ConfigError(f"{source}.name: {name!r}; allowed: letters, digits, '_', '-' and '.'")
+        raise ConfigError(f"{source}.name: got {name!r}; allowed: letters, digits, '_', '-' and '.'")
     cl = data.get("claims")
     if not isinstance(cl, (list, tuple)) or not cl:
         raise ConfigError(f"{source}.claims: expected a non-empty list of probe claims, got {cl!r}")
