@@ -23,6 +23,9 @@ class Needs:
 
     entropy: bool = False  # ctx.entropy: detached per-token entropy of π_θ in the training forward
     entropy_grad: bool = False  # ctx.entropy_grad: per-token entropy carrying the gradient
+    full_logits: bool = False  # ctx.logits: [B, T, V] logits/temperature of π_θ at the response
+    #                            positions, carrying the gradient (training forward only; off: no
+    #                            [B, T, V] tensor is kept beyond the log-softmax)
     ref_model: bool = False  # a frozen copy of the initial policy: batch.ref_logp before the advantage
     logp_before_advantage: bool = False  # batch.old_logp complete before the advantage slot
     entropy_before_advantage: bool = False  # batch.rows["old_entropy"]: behaviour entropy per token

@@ -518,3 +518,24 @@ def test_fresh_critic_differs_from_the_policy_body_and_scores_zero_first():
     m = same.update(b, step=1)
     assert m["train/value_loss"] == pytest.approx(0.5 * (1.0 + 1.0) / 3)  # MC targets r at each token
     assert not torch.equal(same.score(b), v)  # it learned
+
+
+def test_full_logits_reach_a_term_that_declares_them_and_no_other(monkeypatch):
+    """Needs(full_logits): the trainer plans the [B, T, V] logits from the declared needs (LCO), and
+    the default path never builds them (GRPO keeps today's forward)."""
+    import ablate.train.trainer as trainer_mod
+
+    tr = _trainer("method=lco", "train.steps=1")
+    assert tr.plan.full_logits
+    tr.run(progress=False)
+    m = tr.state.last_metrics
+    assert math.isfinite(m["train/pg_loss"]) and m["train/lco/kl"] >= 0.0
+
+    def boom(*a, **k):
+        raise AssertionError("full logits built without a component asking")
+
+    monkeypatch.setattr(trainer_mod, "response_logits", boom)
+    tr = _trainer("method=grpo", "train.steps=1")
+    assert not tr.plan.full_logits
+    tr.run(progress=False)
+    assert math.isfinite(tr.state.last_metrics["train/pg_loss"])

@@ -27,6 +27,17 @@ from .spec import Claim, parse_claims, parse_report
 
 AGG_WORDS = {"final": "final value", "mean": "mean over the run", "slope": "slope per step over the run",
              "auc": "area under the curve (time-average)", "last3": "mean of the last 3 logged values"}
+PROBE_WORDS = {"trace_cov": "trace of the covariance of one batch's gradient at a fixed policy",
+               "rel_var": "trace of the covariance of one batch's gradient / ‖E g‖², at a fixed policy"}
+
+
+def agg_words(c: Claim) -> str:
+    """How the claim's per-replicate value is formed (a run's aggregation, or the probe's metric)."""
+    return PROBE_WORDS[c.metric] if c.is_probe else AGG_WORDS[c.aggregation]
+
+
+def what_text(c: Claim) -> str:
+    return f"{c.metric} ({agg_words(c)})"
 
 
 @dataclass
@@ -116,12 +127,18 @@ def evaluate_claim(sweep: Sweep, c: Claim, alpha: float = 0.05) -> ClaimResult:
                        seeds=shared, sweep=sweep.name)
 
 
-def evaluate_family(results: list[ClaimResult]) -> list[ClaimResult]:
-    """Holm over the family's testable, well-specified claims; verdicts use the adjusted p."""
+def evaluate_family(results: list[ClaimResult], share: float = 1.0) -> list[ClaimResult]:
+    """Holm over the family's testable, well-specified claims; verdicts use the adjusted p.
+    ``share`` (≤ 1): the family's share of the run's alpha when a run has several families
+    (``ablate claims``: Bonferroni across families, Holm within), applied as adjusted p / share."""
     fam = [i for i, r in enumerate(results) if not r.claim.misspecified]
     adj = adjust([results[i].comparison for i in fam], "holm")
     out = list(results)
     for i, comp in zip(fam, adj):
+        if share < 1:
+            tost = comp.p_tost_adjusted
+            comp = comp.adjusted(min(1.0, comp.p_adjusted / share),
+                                 min(1.0, tost / share) if np.isfinite(tost) else None)
         out[i] = replace(results[i], comparison=comp)
     return out
 
@@ -141,14 +158,16 @@ def p_text(c: Comparison) -> str:
 
 def sentence(r: ClaimResult) -> str:
     c, k = r.claim, r.comparison
-    what = f"{c.metric} ({AGG_WORDS[c.aggregation]})"
+    what = what_text(c)
+    unit = "batches" if c.is_probe else "seeds"
     a, b = arm_text(c.a), arm_text(c.b)
     if not np.isfinite(k.estimate):
         return f"No full-budget runs with {what} in both arms ({a} / {b}): nothing to test."
     if k.verdict == "untestable":
-        return (f"Not testable: fewer than 2 seeds with {what} in an arm (a − b = {_fmt(k.estimate)}).")
+        return (f"Not testable: fewer than 2 {unit} with {what} in an arm (a − b = {_fmt(k.estimate)}).")
     ci = f"{1 - k.alpha:.0%} CI [{_fmt(k.low)}, {_fmt(k.high)}]"
-    stats = (f"a − b = {_fmt(k.estimate)}, {ci}, {p_text(k)}, {k.method} over {k.n_a} seeds; "
+    over = "" if c.is_probe else f" over {k.n_a} seeds"
+    stats = (f"a − b = {_fmt(k.estimate)}, {ci}, {p_text(k)}, {k.method}{over}; "
              f"MDE (80% power) {k.mde:.3g}")
     rel = "higher" if k.estimate > 0 else "lower"
     v = r.verdict

@@ -33,13 +33,15 @@ class PlanRow:
     mde_now: float
     seeds_paired: int
     seeds_unpaired: int
+    unit: str = "seeds"  # the replicate: seeds, or a probe claim's shared rollout batches
 
     def line(self) -> str:
         need = lambda k: f"{k}" if k > 0 else "more than 10000"  # noqa: E731
-        return (f"{self.name}: {self.n} shared seeds; seed SD a {self.sd_a:.4g}, b {self.sd_b:.4g}, "
+        u = self.unit
+        return (f"{self.name}: {self.n} shared {u}; SD a {self.sd_a:.4g}, b {self.sd_b:.4g}, "
                 f"correlation {self.rho:+.2f}, SD of a − b {self.sd_diff:.4g}; observed a − b "
                 f"{self.observed:+.4g}. MDE at n = {self.n} (paired t, 80% power): {self.mde_now:.4g}. "
-                f"To detect {self.effect:.4g} ({self.effect_source}): {need(self.seeds_paired)} seeds "
+                f"To detect {self.effect:.4g} ({self.effect_source}): {need(self.seeds_paired)} {u} "
                 f"per arm paired, {need(self.seeds_unpaired)} unpaired.")
 
 
@@ -84,9 +86,38 @@ def _pilot(target: Path):
     return sweep, sweep_claims(sweep) or list(space.claims)
 
 
+def _probe_rows(target: Path, effect: float | None, alpha: float) -> list[PlanRow] | None:
+    """Planning rows of a probe claim file from its stored probe results (None: not a probe file)."""
+    import numpy as np
+
+    from .probe import labels, load_probe_file, load_result, per_batch, result_path
+
+    pf = load_probe_file(target) if target.is_file() else None
+    if pf is None:
+        return None
+    from .run import DEFAULT_OUTPUT_DIR
+
+    rows = []
+    for c in pf.claims:
+        stored = load_result(result_path(Path(DEFAULT_OUTPUT_DIR), pf, c), c)
+        if stored is None:
+            raise ConfigError(f"plan: no probe result of {c.id} under {DEFAULT_OUTPUT_DIR}/{pf.name}; run "
+                              f"`ablate claims {target}` first")
+        la, lb = labels(c)
+        row = plan_pair(f"claim {c.id} ({c.metric}, probe)", np.asarray(per_batch(stored, la, c.metric)),
+                        np.asarray(per_batch(stored, lb, c.metric)), effect or c.effect,
+                        "--effect" if effect else "the claim's effect", alpha)
+        row.unit = "batches"
+        rows.append(row)
+    return rows
+
+
 def plan_rows(target: Path, effect: float | None = None, alpha: float = 0.05) -> list[PlanRow]:
     from .evaluate import arm_values
 
+    probe = _probe_rows(target, effect, alpha)
+    if probe is not None:
+        return probe
     sweep, claims = _pilot(target)
     rows = []
     for c in claims:

@@ -7,7 +7,7 @@ import numpy as np
 
 from ablate.report.render import Code, Details, Heading, Para, Strong, Table
 
-from .evaluate import AGG_WORDS, ClaimResult, arm_text
+from .evaluate import ClaimResult, agg_words, arm_text
 
 VERDICT_MARK = {"reproduced": "reproduced", "contradicted": "CONTRADICTED", "equivalent": "equivalent",
                 "underpowered": "underpowered", "inconclusive": "inconclusive", "untestable": "untestable",
@@ -31,13 +31,14 @@ def diff_text(r: ClaimResult) -> str:
 
 def claims_table(results: list[ClaimResult], with_sweep: bool = False) -> Table:
     header = ["claim", "paper", "metric", "a", "b", "expect a", "a − b [95% CI]", "p (Holm)", "MDE",
-              "seeds", "verdict"]
+              "seeds (probe: batches)", "verdict"]
     if with_sweep:
         header.insert(1, "sweep")
     rows = []
     for r in results:
         c, k = r.claim, r.comparison
-        row = [[Code(c.id)], f"{c.paper} (arXiv {c.arxiv})", f"{c.metric}, {c.aggregation}",
+        how = f"probe, {c.batches} batches" if c.is_probe else c.aggregation
+        row = [[Code(c.id)], f"{c.paper} (arXiv {c.arxiv})", f"{c.metric}, {how}",
                arm_text(c.a), arm_text(c.b), c.expect, diff_text(r),
                f"{_g(k.p_value)} ({_g(k.p_adjusted)})", _g(k.mde), f"{k.n_a}/{k.n_b}",
                [Strong(VERDICT_MARK[r.verdict])]]
@@ -51,7 +52,8 @@ METHODS_TEXT = (
     "a − b is the difference of the arms' per-run values (the claim's aggregation), per seed the "
     "mean over the arm's combinations; arms share seeds, so the test is a paired t over the shared "
     "seeds (Welch t when none are shared) with a 95% t interval. p-values are Holm-corrected over "
-    "the {n} tested claim(s) of this family (misspecified claims are left out). Verdict: "
+    "the {n} tested claim(s) of this family (misspecified claims and claims of sequential sweeps "
+    "are left out). Verdict: "
     "reproduced / contradicted when the adjusted p < 0.05 and a − b lies on the expected / other "
     "side; equivalent when two one-sided tests (TOST, Holm-corrected) place a − b within the "
     "declared ±margin; underpowered when the minimum detectable effect (MDE: the difference this "
@@ -61,13 +63,16 @@ METHODS_TEXT = (
     "(seeds: {{min, max}}) are their own family: each look tests the undecided claims against "
     "O'Brien–Fleming-type alpha-spending boundaries (Holm by recycling the spent alpha), stops a "
     "claim when it is reproduced / contradicted or its repeated CI lies within ±margin, and every "
-    "look is listed under the claim."
+    "look is listed under the claim (their p (Holm) reads n/a). Probe claims (claims about an estimator) are measured at a "
+    "fixed policy with the counterfactual estimator probe: both arms' gradients on the same rollout "
+    "batches, a − b is a paired t over the batches (per batch: the leave-one-out squared deviation of "
+    "the gradient, whose mean is the trace of its covariance), and they join the Holm family."
 )
 
 
 def claim_blocks(results: list[ClaimResult], heading: bool = True, with_sweep: bool = False) -> list:
     blocks: list = [Heading(2, "Claims", "claims")] if heading else []
-    n = sum(1 for r in results if not r.claim.misspecified)
+    n = sum(1 for r in results if not r.claim.misspecified and not r.looks)
     blocks.append(Para("Published claims re-tested on " + ("these sweeps" if with_sweep else "this sweep")
                        + ". " + METHODS_TEXT.format(n=n)))
     blocks.append(claims_table(results, with_sweep))
@@ -75,7 +80,7 @@ def claim_blocks(results: list[ClaimResult], heading: bool = True, with_sweep: b
         c = r.claim
         blocks.append(Para([Strong(c.id), f" — {c.claim} ({c.paper}, arXiv {c.arxiv}). ",
                             f"Verdict: {r.verdict}. {r.sentence} ",
-                            f"Arm means ({AGG_WORDS[c.aggregation]}): a = {r.mean_a:.4g}, b = {r.mean_b:.4g}."]
+                            f"Arm means ({agg_words(c)}): a = {r.mean_a:.4g}, b = {r.mean_b:.4g}."]
                            + (_effect_text(r))))
         if r.looks:
             blocks.append(look_table(r))

@@ -133,9 +133,10 @@ def all_decided(results: list[ClaimResult], plan: SequentialPlan) -> bool:
     return True
 
 
-def plan_of(space) -> SequentialPlan | None:
+def plan_of(space, alpha: float = 0.05) -> SequentialPlan | None:
+    """The sweep's sequential plan at ``alpha`` (its family's share of the run's alpha)."""
     sr = getattr(space, "seed_range", None)
-    return SequentialPlan(sr["min"], sr["max"], sr.get("batch", 1)) if sr else None
+    return SequentialPlan(sr["min"], sr["max"], sr.get("batch", 1), alpha=alpha) if sr else None
 
 
 def load_batches(output_dir: Path, name: str, plan: SequentialPlan) -> list[Sweep]:

@@ -21,6 +21,23 @@ and optionally the effect of interest and an equivalence margin).
         misspecified: why                 # optional: the setting cannot test the claim (verdict says so)
         notes: what was tried, caveats    # optional, shown in the report
 
+A claim about an estimator (e.g. "OPO lowers gradient variance") is a property at a fixed policy,
+so it is tested with the counterfactual probe (``ablate.probe``) instead of a sweep: ``kind: probe``,
+in a probe claim file (``name``, ``description``, ``claims``; no sweep keys)::
+
+    name: claim_opo_probe
+    description: OPO vs group-mean baseline at the warm start
+    claims:
+      - id: opo_lower_grad_var_probe
+        kind: probe
+        paper: ...; arxiv: ...; claim: ...
+        base: [method=grpo, aggregation=seq_mean_token_sum]   # overrides shared by both arms
+        a: {advantage: opo}               # arm a's extra overrides (key: value)
+        b: {advantage: group_centered}    # arm b's (the reference of the probe's bias)
+        metric: trace_cov                 # trace_cov | rel_var (per batch, see ablate/probe)
+        batches: 32                       # shared rollout batches (the paired replicates)
+        expect: lower                     # effect / margin / misspecified / notes as above
+
 Pure parsing and validation (pydantic, no heavy imports): ``ablate.sweep.space`` calls it while
 validating.
 """
@@ -30,14 +47,22 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, Mapping, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ablate.errors import ConfigError, choice_error
 
 AGGREGATIONS = ("final", "mean", "slope", "auc", "last3")
 EXPECT = ("higher", "lower")
-CLAIM_KEYS = ("id", "paper", "arxiv", "claim", "a", "b", "metric", "aggregation", "expect", "effect",
+KINDS = ("sweep", "probe")
+PROBE_METRICS = ("trace_cov", "rel_var")
+MAX_PROBE_BATCHES = 1024
+CLAIM_KEYS = ("id", "paper", "arxiv", "claim", "kind", "a", "b", "metric", "aggregation", "expect", "effect",
               "margin", "misspecified", "notes")
+PROBE_CLAIM_KEYS = ("id", "paper", "arxiv", "claim", "kind", "base", "a", "b", "metric", "batches", "expect",
+                    "effect", "margin", "misspecified", "notes")
+PROBE_FILE_KEYS = ("name", "description", "claims")
+_OVERRIDE_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+_OVERRIDE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=[^\s=]*$")
 REPORT_KEYS = ("metrics",)
 _METRIC_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_@./-]*$")
 _ARXIV_RE = re.compile(r"^\d{4}\.\d{4,5}(v\d+)?$")
@@ -61,7 +86,8 @@ def _one_line(v: Any) -> str:
 
 
 class Claim(BaseModel):
-    """One published claim: a − b on ``metric`` (per run, aggregated) is expected ``expect``."""
+    """One published claim: a − b on ``metric`` (per run, aggregated; or, ``kind: probe``, per
+    shared rollout batch of the estimator probe) is expected ``expect``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -69,15 +95,46 @@ class Claim(BaseModel):
     paper: str
     arxiv: str
     claim: str
+    kind: Literal["sweep", "probe"] = "sweep"
+    base: tuple[str, ...] = ()
     a: dict[str, Any]
     b: dict[str, Any]
     metric: str
     aggregation: Literal["final", "mean", "slope", "auc", "last3"] = "final"
+    batches: Optional[int] = Field(default=None, ge=2, le=MAX_PROBE_BATCHES, strict=True)
     expect: Literal["higher", "lower"] = "higher"
     effect: Optional[float] = Field(default=None, gt=0, allow_inf_nan=False)
     margin: Optional[float] = Field(default=None, gt=0, allow_inf_nan=False)
     misspecified: str = ""
     notes: str = ""
+
+    @field_validator("base", mode="before")
+    @classmethod
+    def _base(cls, v: Any) -> tuple:
+        if v is None:
+            return ()
+        if not isinstance(v, (list, tuple)):
+            raise ValueError(f"got {v!r}; allowed: a list of overrides like [method=grpo]")
+        for o in v:
+            if not isinstance(o, str) or not _OVERRIDE_RE.match(o.strip()):
+                raise ValueError(f"{o!r} is not an override key=value")
+        return tuple(o.strip() for o in v)
+
+    @model_validator(mode="after")
+    def _kind(self) -> "Claim":
+        if self.kind == "probe":
+            if self.metric not in PROBE_METRICS:
+                raise ValueError(f"metric: {self.metric!r} is not a probe metric; allowed: "
+                                 f"{', '.join(PROBE_METRICS)}")
+            if self.batches is None:
+                raise ValueError(f"batches: missing; a probe claim needs the number of shared rollout "
+                                 f"batches (an integer 2..{MAX_PROBE_BATCHES})")
+            for side in ("a", "b"):
+                probe_overrides(side, getattr(self, side))
+        elif self.base or self.batches is not None:
+            raise ValueError("base / batches: only for kind: probe claims (a sweep claim's arms are "
+                             "the sweep's axes)")
+        return self
 
     @field_validator("id", "paper", "arxiv", "claim", mode="before")
     @classmethod
@@ -113,10 +170,46 @@ class Claim(BaseModel):
         """The logged metric names the claim's metric is made of (one, or two for "M1 - M2")."""
         return metric_terms(self.metric)
 
+    @property
+    def is_probe(self) -> bool:
+        return self.kind == "probe"
+
+    def overrides(self, side: str) -> list[str]:
+        """A probe claim's arm (``"a"`` or ``"b"``) as ``key=value`` overrides."""
+        return probe_overrides(side, getattr(self, side))
+
     def to_dict(self) -> dict:
         d = self.model_dump()
+        d["base"] = list(d["base"])
+        drop = {"kind": "sweep", "base": [], "batches": None}
+        if self.is_probe:
+            drop["aggregation"] = "final"
         return {k: v for k, v in d.items()
-                if not (k in ("notes", "misspecified") and not v) and not (k in ("effect", "margin") and v is None)}
+                if not (k in ("notes", "misspecified") and not v) and not (k in ("effect", "margin") and v is None)
+                and not (k in drop and v == drop[k])}
+
+
+def _override_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, (int, float, str)) and not any(ch.isspace() or ch == "=" for ch in str(v)) and str(v):
+        return str(v)
+    raise ValueError(f"expected a scalar without spaces, got {v!r}")
+
+
+def probe_overrides(side: str, arm: Mapping[str, Any]) -> list[str]:
+    """``{advantage: opo}`` → ``["advantage=opo"]``; ValueError naming the bad key or value."""
+    out = []
+    for k, v in arm.items():
+        if not _OVERRIDE_KEY_RE.match(str(k)):
+            raise ValueError(f"{side}: {k!r} is not a config key like advantage or train.lr")
+        try:
+            out.append(f"{k}={_override_value(v)}")
+        except ValueError as e:
+            raise ValueError(f"{side}.{k}: {e}") from None
+    return out
 
 
 class ReportSpec(BaseModel):
@@ -130,7 +223,7 @@ class ReportSpec(BaseModel):
 
 def _metric_name(v: Any, allow_difference: bool) -> str:
     if not isinstance(v, str) or not v.strip():
-        raise ValueError(f"expected a logged metric name like train/entropy, got {v!r}")
+        raise ValueError(f"got {v!r}; allowed: a logged metric name like train/entropy")
     try:
         terms = metric_terms(v)
     except ValueError:
@@ -159,7 +252,7 @@ def parse_report(v: Any) -> ReportSpec:
     ms = v.get("metrics")
     ms = [] if ms is None else [ms] if isinstance(ms, str) else ms
     if not isinstance(ms, (list, tuple)):
-        raise ConfigError(f"report.metrics: expected a list of metric names, got {ms!r}")
+        raise ConfigError(f"report.metrics: got {ms!r}; allowed: a list of logged metric names")
     out: list[str] = []
     for i, m in enumerate(ms):
         name = check_metric_name(f"report.metrics[{i}]", m)
@@ -184,7 +277,7 @@ def _arm(field_: str, v: Any, axes: Mapping[str, list]) -> dict[str, Any]:
     return out
 
 
-_ALLOWED = {"aggregation": AGGREGATIONS, "expect": EXPECT}
+_ALLOWED = {"aggregation": AGGREGATIONS, "expect": EXPECT, "kind": KINDS}
 
 
 def _validation_error(prefix: str, e: ValidationError) -> ConfigError:
@@ -194,6 +287,8 @@ def _validation_error(prefix: str, e: ValidationError) -> ConfigError:
     if loc in _ALLOWED:
         return choice_error(f"{prefix}.{loc}", got, _ALLOWED[loc])
     msg = str(err["msg"]).removeprefix("Value error, ")
+    if not loc:  # a model-level check: the message names its field
+        return ConfigError(f"{prefix}.{msg}")
     return ConfigError(f"{prefix}.{loc}: {msg} (got {got!r})" if "got" not in msg else f"{prefix}.{loc}: {msg}")
 
 
@@ -203,21 +298,41 @@ def parse_claims(v: Any, axes: Mapping[str, list]) -> list[Claim]:
     if v is None:
         return []
     if not isinstance(v, (list, tuple)):
-        raise ConfigError(f"claims: expected a list of claims, got {type(v).__name__}")
+        raise ConfigError(f"claims: got {type(v).__name__}; allowed: a list of claims (mappings)")
+    return _parse_list(v, axes)
+
+
+def _parse_list(v: Any, axes: Mapping[str, list] | None) -> list[Claim]:
+    """Sweep claims (``axes`` given: arms pick swept options) or probe claims (``axes`` None: arms
+    are config overrides)."""
+    keys = CLAIM_KEYS if axes is not None else PROBE_CLAIM_KEYS
     out: list[Claim] = []
     seen: set[str] = set()
     for i, c in enumerate(v):
         f = f"claims[{i}]"
         if not isinstance(c, Mapping):
-            raise ConfigError(f"{f}: expected a mapping with {', '.join(CLAIM_KEYS)}")
-        for k in c:
-            if k not in CLAIM_KEYS:
-                raise choice_error(f"{f}: key", k, CLAIM_KEYS)
+            raise ConfigError(f"{f}: expected a mapping with {', '.join(keys)}")
         raw_id = c.get("id")
-        f = f"claims.{raw_id}" if isinstance(raw_id, str) and _ID_RE.match(raw_id.strip()) else f
+        fid = f"claims.{raw_id}" if isinstance(raw_id, str) and _ID_RE.match(raw_id.strip()) else f
+        kind = c.get("kind", "sweep")
+        if axes is not None and kind == "probe":
+            raise ConfigError(f"{fid}.kind: probe claims go in a probe claim file of their own (keys "
+                              f"{', '.join(PROBE_FILE_KEYS)}; no sweep), not in a search space")
+        if axes is None and kind != "probe":
+            raise choice_error(f"{fid}.kind", kind, ["probe"])
+        for k in c:
+            if k not in keys:
+                raise choice_error(f"{f}: key", k, keys)
+        f = fid
         data = {k: c[k] for k in c}
-        data["a"] = _arm(f"{f}.a", c.get("a"), axes)
-        data["b"] = _arm(f"{f}.b", c.get("b"), axes)
+        if axes is not None:
+            data["a"] = _arm(f"{f}.a", c.get("a"), axes)
+            data["b"] = _arm(f"{f}.b", c.get("b"), axes)
+        else:
+            for side in ("a", "b"):
+                if not isinstance(c.get(side), Mapping) or not c.get(side):
+                    raise ConfigError(f"{f}.{side}: expected a mapping of config key -> value, like "
+                                      f"{{advantage: opo}}, got {c.get(side)!r}")
         try:
             claim = Claim.model_validate(data)
         except ValidationError as e:
@@ -229,3 +344,38 @@ def parse_claims(v: Any, axes: Mapping[str, list]) -> list[Claim]:
             raise ConfigError(f"{f}: arms a and b are identical ({claim.a}); they must differ")
         out.append(claim)
     return out
+
+
+class ProbeFile(BaseModel):
+    """A probe claim file: claims tested by the estimator probe, no sweep."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    description: str = ""
+    claims: tuple[Claim, ...]
+
+
+def is_probe_file(data: Any) -> bool:
+    """A claims file whose claims are all ``kind: probe`` (and that has no sweep keys)."""
+    cl = data.get("claims") if isinstance(data, Mapping) else None
+    return bool(cl) and isinstance(cl, list) and all(isinstance(c, Mapping) and c.get("kind") == "probe"
+                                                     for c in cl)
+
+
+def parse_probe_file(data: Any, source: str = "probe claim file") -> ProbeFile:
+    """Validate a probe claim file (``name``, ``description``, ``claims`` of kind probe)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping with {', '.join(PROBE_FILE_KEYS)}")
+    for k in data:
+        if k not in PROBE_FILE_KEYS:
+            raise choice_error(f"{source}: key", k, PROBE_FILE_KEYS)
+    name = data.get("name")
+    if not isinstance(name, str) or not _ID_RE.match(name):
+        raise ConfigError(f"{source}.name: got {name!r}; allowed: letters, digits, '_', '-' and '.'")
+    cl = data.get("claims")
+    if not isinstance(cl, (list, tuple)) or not cl:
+        raise ConfigError(f"{source}.claims: expected a non-empty list of probe claims, got {cl!r}")
+    desc = data.get("description")
+    return ProbeFile(name=name, description="" if desc is None else _one_line(desc),
+                     claims=tuple(_parse_list(cl, None)))

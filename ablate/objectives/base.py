@@ -113,12 +113,14 @@ class Objective(Component):
         batch.advantages = primary  # None: no term has an advantage slot (REBEL, REAL, ...)
 
     # ------------------------------------------------------------------ once per minibatch
-    def normalizers(self, mb: RolloutBatch, reducer=None) -> dict[str, Normalizer]:
+    def normalizers(self, mb: RolloutBatch, reducer=None, num_chunks: int = 1) -> dict[str, Normalizer]:
         """Each term's counts (tokens, sequences, prompt groups) over its own rows of the minibatch
-        ("" = all rows, for regularizers); ``reducer`` sums them over the workers of a multi-worker trial."""
-        out = {"": Normalizer.of(mb.response_mask, reducer, mb.group_ids)}
+        ("" = all rows, for regularizers); ``reducer`` sums them over the workers of a multi-worker trial;
+        ``num_chunks``: the minibatch's microbatches on this worker (per-microbatch aggregation scope)."""
+        out = {"": Normalizer.of(mb.response_mask, reducer, mb.group_ids, num_chunks)}
         for name, term in self.terms.items():
-            out[name] = Normalizer.of(_restrict(mb, term.row_select(mb)), reducer, mb.group_ids)
+            out[name] = Normalizer.of(_restrict(mb, term.row_select(mb)), reducer, mb.group_ids,
+                                      num_chunks)
         self._norms = out  # the current minibatch's, for chunk_weight
         return out
 
@@ -139,18 +141,21 @@ class Objective(Component):
         return total
 
     def batch_loss(self, batch: RolloutBatch, logp: torch.Tensor, entropy: Optional[torch.Tensor] = None,
-                   entropy_grad: Optional[torch.Tensor] = None) -> ObjectiveOutput:
+                   entropy_grad: Optional[torch.Tensor] = None,
+                   logits: Optional[torch.Tensor] = None) -> ObjectiveOutput:
         """Advantages, then the loss of the whole batch as one minibatch (tests, references)."""
         self.compute_advantages(batch)
-        return self(batch, logp, self.normalizers(batch), entropy=entropy, entropy_grad=entropy_grad)
+        return self(batch, logp, self.normalizers(batch), entropy=entropy, entropy_grad=entropy_grad,
+                    logits=logits)
 
     # ------------------------------------------------------------------ per microbatch
     def __call__(self, mc: RolloutBatch, logp: torch.Tensor, norms: Mapping[str, Normalizer],
                  entropy: Optional[torch.Tensor] = None,
-                 entropy_grad: Optional[torch.Tensor] = None) -> ObjectiveOutput:
+                 entropy_grad: Optional[torch.Tensor] = None,
+                 logits: Optional[torch.Tensor] = None) -> ObjectiveOutput:
         base = TokenContext.from_batch(mc, logp, entropy=entropy, entropy_grad=entropy_grad,
                                        advantages=mc.advantages if mc.advantages is not None
-                                       else torch.zeros_like(mc.response_mask))
+                                       else torch.zeros_like(mc.response_mask), logits=logits)
         loss = torch.zeros((), dtype=logp.dtype, device=logp.device)
         diags: dict[str, Diag] = {}
         multi = len(self.terms) > 1

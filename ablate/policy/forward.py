@@ -37,6 +37,15 @@ def token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
 
     Values on padded response positions are finite but meaningless: multiply by the response mask.
     """
+    logits = response_logits(model, input_ids, attention_mask, prompt_len, temperature)
+    return logprobs_of_logits(logits, input_ids[:, prompt_len:], with_entropy, entropy_grad)
+
+
+def response_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    prompt_len: int, temperature: float) -> torch.Tensor:
+    """``logits / temperature`` in float at the positions that predict the response tokens
+    ([B, T, V], carrying the gradient): what a loss over the whole vocabulary reads
+    (``Needs(full_logits=True)``)."""
     if temperature is None or temperature <= 0:
         raise ValueError(f"temperature must be > 0 for log-probs, got {temperature!r}")
     L = input_ids.shape[1]
@@ -51,8 +60,13 @@ def token_logprobs(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
     logits = logits[:, -(T + 1):-1, :].float()
     if temperature != 1.0:
         logits = logits / temperature
+    return logits
+
+
+def logprobs_of_logits(logits: torch.Tensor, targets: torch.Tensor, with_entropy: bool = False,
+                       entropy_grad: bool = False) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(log π of ``targets`` [B, T], per-token entropy [B, T] or None) from ``response_logits``."""
     logp_all = F.log_softmax(logits, dim=-1)
-    targets = input_ids[:, prompt_len:]
     logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     entropy = None
     if with_entropy:

@@ -23,6 +23,7 @@ import pandas as pd
 
 from ablate.errors import ConfigError
 from ablate.spec.groups import SLOT_FAMILIES
+from ablate.tracking.run_store import read_jsonl
 
 STATUSES = ("finished", "failed", "early_stopped", "running", "pending")
 PASS_AT_RE = re.compile(r"^eval/pass@(\d+)$")
@@ -85,11 +86,7 @@ class Sweep:
         if row.empty:
             return []
         run_dir = self._run_dir(row.iloc[0])
-        out = []
-        for rec in _read_jsonl(run_dir / "samples.jsonl", []):
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
+        return read_jsonl(run_dir / "samples.jsonl")[0]
 
     def _run_dir(self, row) -> Path:
         rd = row.get("run_dir")
@@ -113,28 +110,17 @@ def _read_json(path: Path, warnings: list[str], required: bool = False) -> Any:
         return None
 
 
-def _read_jsonl(path: Path, warnings: list[str]) -> list:
+def _read_jsonl(path: Path, warnings: list[str]) -> list[dict]:
     return _read_jsonl_counted(path, warnings)[0]
 
 
-def _read_jsonl_counted(path: Path, warnings: list[str]) -> tuple[list, int]:
-    """The readable rows and the number of unreadable lines, from one parse."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return [], 0
-    out, bad = [], 0
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            bad += 1
+def _read_jsonl_counted(path: Path, warnings: list[str]) -> tuple[list[dict], int]:
+    """The run store's reader (ablate.tracking.run_store.read_jsonl), its skipped lines noted:
+    the records and the number of unreadable lines from one parse."""
+    recs, bad = read_jsonl(path)
     if bad:
         warnings.append(f"{path}: {bad} unreadable line(s) skipped")
-    return out, bad
+    return recs, bad
 
 
 def _num(x) -> float:
@@ -174,8 +160,7 @@ def load_sweep(sweep_dir) -> Sweep:
         warnings.append("search_space.yaml is missing")
     if not (path / "trials.jsonl").exists():
         raise SweepFormatError(f"{path / 'trials.jsonl'} is missing: not a sweep directory?")
-    lines, torn = _read_jsonl_counted(path / "trials.jsonl", warnings)
-    records = [r for r in lines if isinstance(r, dict)]
+    records, torn = _read_jsonl_counted(path / "trials.jsonl", warnings)
     skipped: list[dict] = []
     recovered = _recover_rows(path, meta, records)
     if recovered:
@@ -266,9 +251,8 @@ def load_sweep(sweep_dir) -> Sweep:
         rows.append(row)
 
         for m in logged:
-            if isinstance(m, dict):
-                m["trial_id"] = tid
-                metric_records.append(m)
+            m["trial_id"] = tid
+            metric_records.append(m)
 
     trials = pd.DataFrame.from_records(rows)
     if trials.empty:

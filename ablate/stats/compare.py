@@ -252,7 +252,10 @@ def _nc_for(tobs: float, df: float, q: float) -> float:
         if not (np.isfinite(flo) and np.isfinite(fhi)):
             return NAN
         if flo >= 0 >= fhi:
-            return float(optimize.brentq(f, lo, hi, xtol=1e-10))
+            try:
+                return float(optimize.brentq(f, lo, hi, xtol=1e-10))
+            except ValueError:  # scipy's nct.cdf is NaN inside the bracket (extreme |tobs|)
+                return NAN
         w *= 2
         lo, hi = (lo - w, hi) if flo < 0 else (lo, hi + w)
     return NAN

@@ -143,18 +143,14 @@ def trial_status(tid: str, result: Mapping[str, Any] | None, metric: str,
 
 
 def _trial_error(trial: Any, sweep_dir: str | None) -> str | None:
-    """One line of a failed trial's error: its own record (sweep_trial.json), else Tune's."""
+    """One line of a failed trial's error: its runs' own records (the run store), else Tune's."""
     if sweep_dir:
-        import json
+        from ablate.sweep.trial import joined_error, trial_runs
 
-        try:
-            out = json.loads((Path(sweep_dir) / "trials" / str(trial.trial_id)
-                              / "sweep_trial.json").read_text(encoding="utf-8"))
-            err = str(out.get("error") or "")[:300] or None
-            if err:
-                return err
-        except (OSError, ValueError):
-            pass
+        runs = trial_runs(Path(sweep_dir), str(trial.trial_id))
+        err = (joined_error(runs, len(runs) > 1) or "")[:300]
+        if err:
+            return err
     try:
         lines = [ln.strip() for ln in str(trial.get_error() or "").splitlines() if ln.strip()]
     except Exception:  # noqa: BLE001 - the line is cosmetic

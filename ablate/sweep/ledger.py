@@ -1,8 +1,10 @@
 """The sweep's trial table, ``<sweep_dir>/trials.jsonl``: one JSON object per run (trial × seed).
 
-Written by a Tune callback in the driver as trials start, report and end (atomic rewrite), and once
-more at the end, so a killed sweep still leaves a usable table. Rows of earlier attempts (a resumed
-sweep) are kept. The same file is the resume ledger: rows whose status is final are never rerun.
+A view, derived from Tune's trials and the run store: each run's own record (the ``sweep`` entry
+of its summary.json, ablate.sweep.trial.run_record) says how it ended; Tune says what is pending
+or running. Written by a Tune callback in the driver as trials start, report and end (atomic
+rewrite), and once more at the end, so a killed sweep still leaves a usable table. Rows of earlier
+attempts (a resumed sweep) are kept; the run dirs rebuild any row the table lacks (``recover``).
 
 Row fields: trial_id (unique per row), tune_trial_id, key (combo|seed), status
 (finished|failed|early_stopped|running|pending), slots {mask, denominator, advantage, likelihood,
@@ -26,7 +28,7 @@ import yaml
 
 from ablate.spec.groups import GROUPS, SLOT_FAMILIES
 from ablate.sweep.space import active_assignment, assignment_overrides, combo_key, spec_key
-from ablate.sweep.trial import COMPLETE_KEY, OUTCOME_FILE
+from ablate.sweep.trial import COMPLETE_KEY, ENDED, joined_error, trial_runs
 from ablate.tracking.run_store import read_jsonl
 
 FINAL_STATUSES = ("finished", "failed", "early_stopped")
@@ -208,11 +210,12 @@ class Ledger:
             seeds = [int(s) for s in self.ctx["seeds"]]
         status = _TUNE_STATUS.get(str(trial.status), "pending")
         last = dict(trial.last_result or {})
-        outcome = _read_json(self.sweep_dir / "trials" / tune_id / OUTCOME_FILE)
-        runs = {int(r["seed"]): r for r in outcome.get("runs", []) if "seed" in r}
+        records = trial_runs(self.sweep_dir, tune_id)
+        runs = {int(r["seed"]): r for r in records}
+        own_failure = any(r.get("status") == "failed" for r in records)
         error = None
         if status == "failed":
-            error = outcome.get("error")
+            error = joined_error(records, len(seeds) > 1)
             if not error:
                 try:
                     error = _last_line(trial.get_error())
@@ -220,7 +223,7 @@ class Ledger:
                     error = None
             error = error or "trial errored (see the Tune trial's error.txt)"
         elif status == "finished" and not last.get(COMPLETE_KEY) \
-                and outcome.get("status") != "finished":
+                and not all(runs.get(s, {}).get("status") == "finished" for s in seeds):
             status = "early_stopped"  # terminated by the scheduler before the trainer's end
         multi = len(seeds) > 1
         for i, seed in enumerate(seeds):
@@ -245,32 +248,31 @@ class Ledger:
                             seed=seed, run=run, last=row_last,
                             error=error if row_status == "failed" else None,
                             order=order * 1000 + i, experiment=experiment,
-                            failure_kind="trial" if outcome.get("status") == "failed" else None)
+                            failure_kind="trial" if own_failure else None)
             self.rows[rid] = row
 
     def recover(self) -> int:
-        """Rows from the trials' own outcome files (sweep_trial.json) where the table lacks a final
-        status: a trial that ended just before the driver died is known to have ended."""
+        """Rows from the run store where the table lacks a final status: a trial whose runs all
+        recorded their end (ablate.sweep.trial.run_record) is known to have ended, even when the
+        driver died before it could say so."""
         n = 0
-        for p in sorted((self.sweep_dir / "trials").glob(f"*/{OUTCOME_FILE}")):
-            out = _read_json(p)
-            status = out.get("status")
-            if status not in FINAL_STATUSES or not isinstance(out.get("assign"), dict):
+        for d in sorted(p for p in (self.sweep_dir / "trials").glob("*") if p.is_dir()):
+            runs = {int(r["seed"]): r for r in trial_runs(self.sweep_dir, d.name)}
+            first = next(iter(runs.values()), {})
+            seeds = [int(s) for s in first.get("seeds") or []]
+            if not seeds or not isinstance(first.get("assign"), dict) \
+                    or not all(runs.get(s, {}).get("status") in ENDED for s in seeds):
                 continue
-            tune_id = p.parent.name
-            seeds = [int(s) for s in out.get("seeds") or []]
-            runs = {int(r["seed"]): r for r in out.get("runs", []) if "seed" in r}
             for i, seed in enumerate(seeds):
-                rid = f"{tune_id}-s{seed}" if len(seeds) > 1 else tune_id
+                rid = f"{d.name}-s{seed}" if len(seeds) > 1 else d.name
                 old = self.rows.get(rid)
                 if old is not None and old.get("status") in FINAL_STATUSES:
                     continue
-                run = runs.get(seed) or {}
-                rs = run.get("status") if run.get("status") in FINAL_STATUSES else status
+                run = runs[seed]
                 self.rows[rid] = self._row(
-                    trial_id=rid, tune_id=tune_id, status=rs, assign=dict(out["assign"]),
-                    seed=seed, run=run or None, last={},
-                    error=(run.get("error") or out.get("error")) if rs == "failed" else None,
+                    trial_id=rid, tune_id=d.name, status=run["status"],
+                    assign=dict(first["assign"]), seed=seed, run=run, last={},
+                    error=run.get("error") if run["status"] == "failed" else None,
                     order=(old or {}).get("order", 10**6 + i),
                     experiment=(old or {}).get("experiment") or "recovered",
                     failure_kind="trial")
@@ -300,8 +302,8 @@ class Ledger:
 
 
 def rows_from_run_dirs(sweep_dir: str | Path, meta: Mapping[str, Any]) -> list[dict]:
-    """Ledger rows of every ended trial, rebuilt from the trials' own files alone (outcome file,
-    config.yaml, summary.json): what a report falls back on when a trials.jsonl line is torn."""
+    """Ledger rows of every ended trial, rebuilt from the run store alone (summary.json with its
+    run record, config.yaml): what a report falls back on when a trials.jsonl line is torn."""
     ctx = {"metric": meta.get("metric") or "eval/pass@1", "seeds": list(meta.get("seeds") or []),
            "optuna": bool(meta.get("optuna_journal")), "base_overrides": []}
     led = Ledger(sweep_dir, ctx)

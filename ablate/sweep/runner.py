@@ -625,7 +625,7 @@ def _left_to_run(run: SweepRun, ledger: Ledger) -> tuple[list[dict] | None, int]
     ledger.drop_pending_placeholders()
     recovered = ledger.recover()
     if recovered:
-        run.log(f"recovered {recovered} ended run(s) from the trials' outcome files")
+        run.log(f"recovered {recovered} ended run(s) from their run dirs")
     by_trial: dict[str, list] = {}
     for k, r in ledger.rows.items():
         by_trial.setdefault(str(r.get("tune_trial_id") or k), []).append(k)
@@ -701,7 +701,7 @@ def _tuner(run: SweepRun, trainable, experiment: str, todo: list[dict] | None, n
 
 
 def _final_table(run: SweepRun, experiment: str, trials: list) -> Ledger:
-    """Rewrite trials.jsonl from Tune's view of every trial plus the trials' outcome files."""
+    """Rewrite trials.jsonl from Tune's view of every trial plus the run store's records."""
     ledger = Ledger(run.sweep_dir, run.ledger_ctx).load()
     for i, t in enumerate(trials):
         ledger.update_trial(t, experiment, i)

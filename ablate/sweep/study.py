@@ -11,7 +11,6 @@ proposal at a time).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -68,23 +67,29 @@ def make_linked_search(*, storage, study_name: str, sweep_dir: Path, **kwargs):
 
 
 def _outcome_links(sweep_dir: Path, trial_id: str) -> dict[str, Any]:
-    """W&B ids and run dirs of the seeds a trial ran (from its sweep_trial.json)."""
-    try:
-        out = json.loads((sweep_dir / "trials" / trial_id / "sweep_trial.json").read_text())
-    except (OSError, ValueError):
+    """W&B ids and run dirs of the seeds a trial ran: the run store (a run dir exists from its
+    start; its record, ablate.sweep.trial.run_record, once it ended)."""
+    from ablate.sweep.trial import run_record
+
+    d = Path(sweep_dir) / "trials" / trial_id
+    dirs = [p for p in sorted(d.glob("seed_*")) if p.is_dir()]
+    if not dirs:
         return {}
-    runs = [r for r in out.get("runs") or [] if isinstance(r, dict)]
-    ids = [r.get("wandb_run_id") or _summary_wandb_id(sweep_dir / str(r.get("run_dir") or ""))
-           for r in runs]
+    runs = [run_record(p) for p in dirs]
+    statuses = {r.get("status") for r in runs}
+    seeds = next((r["seeds"] for r in runs if r.get("seeds")), None)
+    ended = all(runs) and len(runs) == len(seeds or runs) and statuses <= {"finished", "failed"}
+    status = ("failed" if "failed" in statuses else "finished") if ended else (
+        "stopped" if "stopped" in statuses else "running")
+    ids = [r.get("wandb_run_id") or _summary_wandb_id(p) for r, p in zip(runs, dirs)]
     return {"wandb_run_ids": [i for i in ids if i],
-            "seed_run_dirs": [r.get("run_dir") for r in runs if r.get("run_dir")],
-            "status": str(out.get("status") or "unknown")}
+            "seed_run_dirs": [str(p.relative_to(sweep_dir)) for p in dirs],
+            "status": status}
 
 
 def _summary_wandb_id(run_dir: Path) -> Optional[str]:
-    """A run stopped by the scheduler has no final summary in the outcome file: its run store's."""
-    try:
-        wb = json.loads((run_dir / "summary.json").read_text()).get("wandb") or {}
-    except (OSError, ValueError, AttributeError):
-        return None
+    """A run stopped by the scheduler has no W&B id in its record: its run store's summary."""
+    from ablate.tracking.run_store import read_summary
+
+    wb = read_summary(run_dir).get("wandb") or {}
     return wb.get("run_id") if isinstance(wb, dict) else None

@@ -1,10 +1,11 @@
 """The function Ray Tune runs for one trial: overrides in, the configured trainable called per seed.
 
 Runs in a Ray worker. It never lets a trainer failure escape as anything but a recorded failure:
-the outcome of every run (seed) is written to ``<sweep_dir>/trials/<trial_id>/sweep_trial.json``
-before the trial ends, then a failure is re-raised as ``TrialFailed`` so Tune marks the trial
-ERROR (and Optuna FAIL) while the sweep goes on. A trial whose outcome file already says
-finished/failed (a restored trial that had completed before the driver died) is replayed, not rerun.
+the end of every run (seed) is recorded in its own run store, as the ``sweep`` entry of the run
+dir's summary.json (``run_record``), before the trial ends; then a failure is re-raised as
+``TrialFailed`` so Tune marks the trial ERROR (and Optuna FAIL) while the sweep goes on. A trial
+whose runs all ended already (a restored trial that had completed before the driver died) is
+replayed from those records, not rerun; the finished seeds of an interrupted one are kept.
 
 Checkpoints: with a trainable that takes ``resume``/``on_step_end`` (the default, run_training),
 every ``train.checkpoint_every`` steps and at the last step the trial reports its result together
@@ -12,14 +13,13 @@ with a Ray Tune checkpoint (``state.pt``: Trainer.state_dict(), the run store's 
 reporter's state). When Tune restarts the trial (an infrastructure failure retried under
 ``max_failures``, or ``--resume`` via Tuner.restore) ``tune.get_checkpoint()`` hands it back and the
 run continues from that step, appending to its metrics.jsonl where the checkpoint left it.
-Errors in the trial's own code are recorded as failed in sweep_trial.json; a Tune retry of such a
+Errors in the trial's own code are recorded as failed in the run's record; a Tune retry of such a
 trial replays that failure without running anything again.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import os
 import shutil
@@ -29,12 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ablate.sweep.space import active_assignment, assignment_overrides, combo_key
+from ablate.sweep.space import active_assignment, assignment_overrides
 from ablate.tracking import progress
+from ablate.tracking.run_store import merge_summary, read_summary
 from ablate.tracking.wandb_logger import sweep_identity
 from ablate.train.eval_cache import ENV as EVAL_CACHE_ENV
 
-OUTCOME_FILE = "sweep_trial.json"
+SWEEP_RECORD = "sweep"  # the sweep's record of a run: this entry of the run dir's summary.json
+ENDED = ("finished", "failed")  # a run record's final statuses ("running"/"stopped" are not)
 CHECKPOINT_FILE = "state.pt"
 OWN_ERROR_KEY = "sweep/own_error"  # in the last result of a trial failing in its own code
 COMPLETE_KEY = "sweep/complete"  # present in the last result of a trial that ran to its end
@@ -105,10 +107,26 @@ def one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str, allow_nan=True), encoding="utf-8")
-    os.replace(tmp, path)
+def run_record(run_dir: Path) -> dict:
+    """The sweep's record of one run (seed): trial_id, assign, seeds, seed, status (running |
+    stopped | finished | failed), error, error_kind, final, steps_done, wall_s, overrides, run_dir,
+    wandb_run_id/dir, resumed_from_step, started, ended. {} for a run that never recorded its end."""
+    rec = read_summary(run_dir).get(SWEEP_RECORD)
+    return rec if isinstance(rec, dict) and "seed" in rec else {}
+
+
+def trial_runs(sweep_dir: Path, trial_id: str) -> list[dict]:
+    """The run records of one Tune trial (its run dir, or its per-seed dirs), in seed order."""
+    d = Path(sweep_dir) / "trials" / str(trial_id)
+    recs = [run_record(p) for p in [d, *sorted(d.glob("seed_*"))]]
+    return sorted((r for r in recs if r), key=lambda r: int(r["seed"]))
+
+
+def joined_error(runs: list[dict], multi: bool) -> str | None:
+    """One message for a trial's failed runs (seed-prefixed when the trial runs several)."""
+    errs = [(f"seed {r['seed']}: " if multi else "") + str(r.get("error") or "failed")
+            for r in runs if r.get("status") == "failed"]
+    return "; ".join(errs)[:2000] or None
 
 
 class _Reporter:
@@ -310,7 +328,7 @@ class _Trial:
     per_seed_dirs: bool  # Optuna: every seed in its own dir under the trial's
     trial_id: str
     sweep_dir: Path
-    outcome: dict = field(default_factory=dict)
+    runs: list[dict] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     finals: list[dict] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -323,12 +341,13 @@ class _Trial:
     def dir(self) -> Path:
         return self.sweep_dir / "trials" / self.trial_id
 
-    @property
-    def outcome_path(self) -> Path:
-        return self.dir / OUTCOME_FILE
+    def run_dir(self, seed: int) -> Path:
+        return self.dir / f"seed_{seed}" if self.per_seed_dirs else self.dir
 
-    def save(self) -> None:
-        _write_json(self.outcome_path, self.outcome)
+    def record(self, run: dict) -> None:
+        """Write the run's record into its run store (summary.json)."""
+        merge_summary(self.run_dir(int(run["seed"])), **{SWEEP_RECORD: {
+            **run, "trial_id": self.trial_id, "assign": self.assign, "seeds": self.seeds}})
 
 
 def _run_trial(config: dict, ctx: dict) -> None:
@@ -357,81 +376,62 @@ def _run_trial(config: dict, ctx: dict) -> None:
                          if _accepts_checkpoints(trainable) else (None, None))
     if resume_note:
         print(f"[ablate] trial {tr.trial_id}: {resume_note}", flush=True)
-    tr.outcome = {"trial_id": tr.trial_id, "combo": combo_key(assign), "assign": assign,
-                  "seeds": seeds, "status": "running", "runs": [], "started": time.time()}
-    if resume_note:
-        tr.outcome["resume"] = resume_note
-    tr.save()
     for i, seed in enumerate(seeds):
         if seed in reuse:
             _report_reused(tr, reuse[seed], i)
         else:
             _run_seed(tr, trainable, seed, i, ckpt)
-    tr.outcome["ended"] = time.time()
     if tr.errors:
         last_value = next((v for v in reversed(tr.values)), None)
-        tr.outcome.update(status="failed", error="; ".join(tr.errors)[:2000], error_kind="trial",
-                          last_value=last_value)
-        tr.save()
         _declare_own_error(tr.metric, last_value, bool(ctx.get("optuna")))
-        raise TrialFailed(tr.outcome["error"])
-    report = _final_report(tr)
-    tr.outcome.update(status="finished", objective=report[tr.metric], final_report=report)
-    tr.save()
-    tune.report(report)
+        raise TrialFailed("; ".join(tr.errors)[:2000])
+    tune.report(_final_report(tr))
 
 
 def _replay_or_reuse(tr: _Trial) -> dict[int, dict] | None:
-    """A trial that already ended (restored after the driver died) is replayed: None. Else the
-    finished seeds of an interrupted multi-seed attempt, kept rather than rerun."""
+    """A trial whose runs all ended (restored after the driver died) is replayed from their
+    records: None. Else the finished seeds of an interrupted multi-seed attempt, kept, not rerun."""
     from ray import tune
 
-    prev: dict = {}
-    if tr.outcome_path.is_file():
-        try:
-            prev = json.loads(tr.outcome_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            prev = {}
-        if prev.get("status") == "finished" and prev.get("final_report"):
-            tune.report(prev["final_report"])
+    prev = {int(r["seed"]): r for r in trial_runs(tr.sweep_dir, tr.trial_id)
+            if r.get("assign") == tr.assign and int(r["seed"]) in tr.seeds}
+    ok = {s: r for s, r in prev.items() if r.get("status") == "finished"
+          and isinstance(r.get("final"), Mapping) and _finite(r["final"].get(tr.metric))}
+    if all(prev.get(s, {}).get("status") in ENDED for s in tr.seeds):
+        runs = [prev[s] for s in tr.seeds]
+        if len(ok) == len(tr.seeds):
+            tr.runs, tr.finals = runs, [dict(r["final"]) for r in runs]
+            tr.values = [float(f[tr.metric]) for f in tr.finals]
+            tune.report(_final_report(tr))
             return None
-        if prev.get("status") == "failed":
-            _declare_own_error(tr.metric, prev.get("last_value"), bool(tr.ctx.get("optuna")))
-            raise TrialFailed(prev.get("error") or "failed")
-    return {int(r["seed"]): r for r in prev.get("runs", [])
-            if tr.per_seed_dirs and prev.get("assign") == tr.assign
-            and r.get("status") == "finished" and isinstance(r.get("final"), Mapping)
-            and _finite(r["final"].get(tr.metric))}
+        last = next((float(ok[s]["final"][tr.metric]) for s in reversed(tr.seeds) if s in ok),
+                    None)
+        _declare_own_error(tr.metric, last, bool(tr.ctx.get("optuna")))
+        raise TrialFailed(joined_error(runs, len(tr.seeds) > 1) or "failed")
+    return ok if tr.per_seed_dirs else {}
 
 
 def _report_reused(tr: _Trial, prev_run: dict, i: int) -> None:
     from ray import tune
 
     run = dict(prev_run, reused=True)
-    tr.outcome["runs"].append(run)
-    tr.save()
+    tr.runs.append(run)
     final = dict(run["final"])
     result = {tr.metric: final[tr.metric], "step": int(run.get("steps_done") or 0)}
     result.update({k: v for k, v in final.items() if k not in result and _scalar(v) is not None})
     result.update({"seed": run["seed"], "sweep/seed_index": i})
-    try:
-        tune.report(result)
-    except SystemExit:
-        tr.outcome.update(status="stopped", ended=time.time())
-        tr.save()
-        raise
+    tune.report(result)
     tr.values.append(float(final[tr.metric]))
     tr.finals.append(final)
 
 
 def _fresh_run_dir(tr: _Trial, run_dir: Path) -> None:
-    """A fresh start: drop what an interrupted attempt left (keep sweep_trial.json)."""
+    """A fresh start: drop what an interrupted attempt left in the run dir."""
     if tr.per_seed_dirs:
         _clean_run_dir(run_dir)
         return
     for p in tr.dir.iterdir():
-        if p.name != OUTCOME_FILE:
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
 def _run_seed(tr: _Trial, trainable: Callable, seed: int, i: int, ckpt: dict | None) -> None:
@@ -439,7 +439,7 @@ def _run_seed(tr: _Trial, trainable: Callable, seed: int, i: int, ckpt: dict | N
     from ray import tune
 
     ctx = tr.ctx
-    run_dir = tr.dir / f"seed_{seed}" if tr.per_seed_dirs else tr.dir
+    run_dir = tr.run_dir(seed)
     resume = ckpt if ckpt is not None and int(ckpt.get("seed", -1)) == seed else None
     if resume is None:
         _fresh_run_dir(tr, run_dir)
@@ -458,8 +458,7 @@ def _run_seed(tr: _Trial, trainable: Callable, seed: int, i: int, ckpt: dict | N
             rep.load_state(resume["reporter"])
             kwargs["resume"] = resume
             run["resumed_from_step"] = int(resume["step"])
-    tr.outcome["runs"].append(run)
-    tr.save()
+    tr.runs.append(run)
     t0 = time.perf_counter()
     summary: dict = {}
     try:
@@ -472,8 +471,7 @@ def _run_seed(tr: _Trial, trainable: Callable, seed: int, i: int, ckpt: dict | N
         # an interrupted sweep; only the driver knows which ("stopped" is not a final status)
         run.update(status="stopped", steps_done=rep.steps_done,
                    wall_s=time.perf_counter() - t0, final=rep.last, ended=time.time())
-        tr.outcome.update(status="stopped", ended=time.time())
-        tr.save()
+        tr.record(run)
         raise
     except Exception as e:  # noqa: BLE001 - every trainer failure is recorded, not fatal
         run.update(status="failed", error=one_line(e)[:2000], error_kind="trial")
@@ -513,7 +511,7 @@ def _settle(tr: _Trial, run: dict, summary: dict, rep: _Reporter, t0: float) -> 
             tr.finals.append(final)
     if run["status"] == "failed":
         tr.errors.append(f"seed {run['seed']}: {run['error']}" if len(tr.seeds) > 1 else run["error"])
-    tr.save()
+    tr.record(run)
 
 
 def _final_report(tr: _Trial) -> dict[str, Any]:
@@ -526,7 +524,7 @@ def _final_report(tr: _Trial) -> dict[str, Any]:
         if len(vals) == len(finals) and vals:
             report[k] = sum(vals) / len(vals)
     report[metric] = sum(values) / len(values)
-    report["step"] = max(r.get("steps_done") or 0 for r in tr.outcome["runs"])
+    report["step"] = max(r.get("steps_done") or 0 for r in tr.runs)
     report[COMPLETE_KEY] = 1
     report["sweep/num_seeds"] = len(values)
     return report

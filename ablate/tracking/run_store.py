@@ -9,7 +9,9 @@
                               the raw data of pass@k that ``ablate.stats.prompts`` models
     <run_dir>/summary.json    status (running → finished | failed | early_stopped), error and
                               traceback tail, final metrics (last value of each key), wall time,
-                              W&B run id/dir/mode, slot choices, method, seed
+                              W&B run id/dir/mode, slot choices, method, seed; a sweep's run
+                              also ``sweep``: how the run ended for the sweep, merged in after
+                              it closed (``merge_summary``, ablate.sweep.trial.run_record)
 
 JSON lines are flushed one at a time, so a killed run keeps every line logged before it died
 (``load_run`` skips a torn last line). ``time`` is Unix time in seconds. NaN and ±inf are written
@@ -279,6 +281,26 @@ def mark_interrupted(run_dir: Path, reason: str) -> bool:
     _atomic_write(path, json.dumps(to_jsonable(summary), ensure_ascii=False, indent=2,
                                    allow_nan=False) + "\n")
     return True
+
+
+def read_summary(run_dir: Path) -> dict:
+    """A run's summary.json ({} when it is missing or unreadable)."""
+    try:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def merge_summary(run_dir: Path, **fields: Any) -> dict:
+    """Merge ``fields`` into a closed run's summary.json (created when the run wrote none), for
+    what a caller learns after the run's own store closed (a sweep's record of the run)."""
+    summary = read_summary(run_dir)
+    summary.update(fields)
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    _atomic_write(Path(run_dir) / "summary.json", json.dumps(
+        to_jsonable(summary), ensure_ascii=False, indent=2, allow_nan=False) + "\n")
+    return summary
 
 
 def mark_failed_in_place(run_dir: Path, error: str) -> bool:

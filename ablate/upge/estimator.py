@@ -62,7 +62,7 @@ def apply_regularizers(regularizers: Mapping[str, Regularizer], ctx: TokenContex
             continue
         term = reg(ctx)
         if term.dim() == 2:
-            agg = Aggregation(reg.aggregation) if reg.aggregation else default
+            agg = Aggregation(reg.aggregation, scope=reg.aggregation_scope) if reg.aggregation else default
             value = agg(term, ctx.response_mask, norm)
         else:
             value = term

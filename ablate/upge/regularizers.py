@@ -12,9 +12,9 @@ from typing import ClassVar, Optional
 import torch
 
 from ablate.component import Needs
-from ablate.upge.aggregation import MODES
+from ablate.upge.aggregation import MODES, SCOPES
 from ablate.upge.slots.base import LOG_RATIO_CLAMP, Regularizer, TokenContext
-from ablate.upge.slots.mask import check_choice, check_number, valid_tokens
+from ablate.upge.slots.mask import TopEntropy, check_choice, check_number, valid_tokens
 
 KL_ESTIMATORS = ("k1", "k2", "k3", "abs")
 KL_ALIASES = {"kl": "k1", "mse": "k2", "low_var_kl": "k3"}  # verl's names
@@ -93,16 +93,38 @@ class EntropyBonus(Regularizer):
 
     ``aggregation`` defaults to token-mean: TRL's bonus is the mean per-token entropy whatever the
     loss_type (set None to follow the policy loss's mode, as verl does).
+
+    ``top_quantile`` (TRL 1.16 GRPOTrainer ``top_entropy_quantile`` < 1 with ``entropy_coef``): the
+    bonus acts on the top-entropy tokens only (H ≥ the (1 − q) quantile over the microbatch, the
+    ``TopEntropy`` mask's rule). ``top_mean`` True averages H over those tokens, per microbatch
+    (TRL loss types grpo/bnpo/dr_grpo/sapo: Σ H·E·M / Σ E·M / accumulation steps; use
+    ``scope="microbatch"``); False sums them over the minibatch's valid tokens (TRL cispo/dapo/vespo:
+    Σ H·E·M / num_items_in_batch).
     """
 
     NEEDS: ClassVar[Needs] = Needs(entropy_grad=True)
 
-    def __init__(self, coef: float = 0.001, aggregation: Optional[str] = "token-mean"):
+    def __init__(self, coef: float = 0.001, aggregation: Optional[str] = "token-mean",
+                 top_quantile: Optional[float] = None, top_mean: bool = True, scope: str = "minibatch"):
         self.coef = check_number("coef", coef, low=0.0)
         self.aggregation = _check_aggregation(aggregation)
+        self.top_quantile = check_number("top_quantile", top_quantile, low=0.0, high=1.0,
+                                         low_inclusive=False, none_ok=True)
+        self.top_mean = bool(top_mean)
+        self.aggregation_scope = check_choice("scope", scope, SCOPES)
 
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
         if ctx.entropy_grad is None:
             raise ValueError("EntropyBonus needs ctx.entropy_grad (per-token entropy with gradient); "
                              "the trainer computes it when a component declares Needs(entropy_grad=True)")
-        return -ctx.entropy_grad
+        if self.top_quantile is None or self.top_quantile >= 1.0:
+            return -ctx.entropy_grad
+        valid = valid_tokens(ctx)
+        h = ctx.entropy_grad.detach()
+        if not bool(valid.any()):
+            return torch.zeros_like(ctx.entropy_grad)
+        thr = TopEntropy._threshold(h[valid].float(), 1.0 - self.top_quantile)
+        top = (valid & (h >= thr)).to(ctx.entropy_grad.dtype)
+        if self.top_mean:  # ×(valid tokens / top tokens): the token mean becomes a mean over E
+            top = top * (valid.sum().to(top.dtype) / top.sum().clamp_min(1.0))
+        return -ctx.entropy_grad * top

@@ -210,12 +210,18 @@ def test_claims_parse_values_and_report_metrics():
 def test_shipped_claim_sweeps_validate_and_round_trip():
     from pathlib import Path
 
+    from ablate.claims.probe import load_probe_file
     from ablate.sweep.space import load_search_space, validate
 
     files = sorted(Path("search_spaces/claims").glob("*.yaml"))
     assert len(files) == 6
     ids = set()
     for f in files:
+        pf = load_probe_file(f)  # a probe claim file (kind: probe claims, no sweep)
+        if pf is not None:
+            assert all(c.is_probe and c.batches >= 16 for c in pf.claims)
+            ids |= {c.id for c in pf.claims}
+            continue
         sp = load_search_space(f)
         assert sp.claims and len(sp.seeds) >= 3 and sp.max_concurrent <= 2
         ids |= {c.id for c in sp.claims}

@@ -116,7 +116,7 @@ def test_claims_report_and_readme_block_from_synthetic_sweeps(tmp_path):
     readme.write_text("x\n<!-- claims:begin old -->\nold\n<!-- claims:end -->\n")
     assert update_readme(readme, out)
     text = readme.read_text()
-    assert "| p (Holm) | MDE |" in text and "| up | 2503.14476 | reproduced |" in text
+    assert "| p (Holm p / look level) | MDE |" in text and "| up | 2503.14476 | reproduced |" in text
 
 
 @pytest.mark.parametrize("level, batches", [({"clip_higher": 1.0, "ppo_clip": 1.0}, 3),
@@ -132,6 +132,9 @@ def test_claims_runner_adds_seed_batches_until_decided(tmp_path, monkeypatch, le
     calls = []
 
     def fake_run_sweep(space_file, output_dir, resume, num_cpus, log):
+        from ablate.sweep.space import load_search_space
+
+        load_search_space(space_file)  # a seed batch's file validates like the claim file
         d = yaml.safe_load(Path(space_file).read_text())
         seeds = d["seeds"] if isinstance(d["seeds"], list) else list(range(d["seeds"]["min"]))
         calls.append(seeds)

@@ -15,19 +15,9 @@ from ablate.stats import CellModel, SequentialPlan, adjust_p, compare
 from ablate.stats.compare import paired_t, t_interval, welch_t
 from ablate.stats.linear import factor_rows, interaction_rows
 from ablate.stats.sequential import simulate
+from bench.calibration import DISTS, draw  # one null-data generator for the bench and the test
 
 REPS = 20_000
-DISTS = ("normal", "lognormal", "t3", "unequal")
-
-
-def draw(rng, dist: str, size, arm: int) -> np.ndarray:
-    if dist == "normal":
-        return rng.normal(0, 1, size)
-    if dist == "lognormal":
-        return rng.lognormal(0, 1, size)
-    if dist == "t3":
-        return rng.standard_t(3, size)
-    return rng.normal(0, 1 if arm == 0 else 3, size)  # unequal variances
 
 
 @pytest.mark.parametrize("n", [3, 5, 10])

@@ -190,3 +190,12 @@ def test_compare_invariants(a, b, paired, shift):
         assert r.p_value == pytest.approx(c.p_value, abs=1e-9)
         assert s.p_value == pytest.approx(c.p_value, abs=1e-6)
         assert c.low <= c.estimate + 1e-9 and c.estimate - 1e-9 <= c.high
+
+
+def test_hedges_g_interval_where_scipy_nct_is_nan():
+    """An extreme t (here 19.16 on 2 df) makes scipy's nct.cdf NaN inside the root bracket: the
+    interval end is NaN (no exception; a sweep report once failed on such a pilot)."""
+    from ablate.stats.compare import _nc_for
+
+    assert np.isnan(_nc_for(19.158841105998402, 2, 0.975))
+    assert np.isfinite(_nc_for(3.0, 2, 0.975))  # an ordinary t still inverts

@@ -82,12 +82,12 @@ def test_resume_after_sigkill_without_tune_state(tmp_path, conf_env, ray_local, 
     f, before = _start_then_kill(spawn, tmp_path, conf_env, "rk", signal.SIGKILL, marker_dir, 2)
     sweep_dir = tmp_path / "runs" / "rk"
     shutil.rmtree(sweep_dir / "tune")  # Tune's state unusable: resume from trials.jsonl alone
-    # what is known to have ended: the table, plus each trial's own outcome file
+    # what is known to have ended: the run store (each run's record in its summary.json)
     ended = set()
-    for p in (sweep_dir / "trials").glob("*/sweep_trial.json"):
-        out = json.loads(p.read_text())
-        if out.get("status") == "finished":
-            ended.add(trial_key(out["runs"][0]["overrides"]))
+    for p in (sweep_dir / "trials").glob("*/summary.json"):
+        rec = json.loads(p.read_text()).get("sweep") or {}
+        if rec.get("status") == "finished":
+            ended.add(trial_key(rec["overrides"]))
     assert ended
     monkeypatch.chdir(tmp_path)
     logs: list[str] = []
@@ -121,9 +121,10 @@ def test_resume_from_ledger_when_tune_state_is_gone(tmp_path, conf_env, ray_loca
     never, killed, kept = rows[:2], rows[2], rows[3:]
     for r in never:  # as if they had never started: no row, no trial dir
         shutil.rmtree(sweep_dir / r["run_dir"])
-    out_path = sweep_dir / killed["run_dir"] / "sweep_trial.json"
+    out_path = sweep_dir / killed["run_dir"] / "summary.json"  # killed mid-run: no end recorded
     out = json.loads(out_path.read_text())
-    out["status"] = out["runs"][0]["status"] = "running"
+    out["status"] = "running"
+    del out["sweep"]
     out_path.write_text(json.dumps(out))
     killed["status"] = "running"
     (sweep_dir / "trials.jsonl").write_text(

@@ -48,6 +48,12 @@ def test_zero_length_rows_do_not_count_as_sequences_like_verl_global_batch_size(
 def test_minibatch_normalizer_makes_microbatch_sum_equal_whole_batch():
     for name in registry.variant_names("aggregation"):
         a = agg(name)
+        if a.scope == "microbatch":  # TRL's per-microbatch convention: the mean of the chunks' own losses
+            norm = Normalizer.of(MASK, num_chunks=2)
+            parts = a(LOSS[:1], MASK[:1], norm) + a(LOSS[1:], MASK[1:], norm)
+            want = (a(LOSS[:1], MASK[:1]) + a(LOSS[1:], MASK[1:])) / 2
+            assert parts.item() == pytest.approx(want.item()), name
+            continue
         norm = Normalizer.of(MASK)
         parts = a(LOSS[:1], MASK[:1], norm) + a(LOSS[1:], MASK[1:], norm)
         assert parts.item() == pytest.approx(a(LOSS, MASK).item()), name

@@ -38,6 +38,8 @@ class TokenContext:
     group_ids: Optional[torch.Tensor] = None  # [B]
     entropy: Optional[torch.Tensor] = None  # [B, T] detached
     entropy_grad: Optional[torch.Tensor] = None  # [B, T] with grad (entropy bonus only)
+    logits: Optional[torch.Tensor] = None  # [B, T, V] logits/T with grad (Needs(full_logits=True))
+    response_ids: Optional[torch.Tensor] = None  # [B, T] the sampled tokens (a view of the batch)
     ref_logp: Optional[torch.Tensor] = None  # [B, T] frozen KL reference model
     rewards: Optional[torch.Tensor] = None  # [B] scalar rewards
     loss_weights: Optional[torch.Tensor] = None  # [B] per-row loss multipliers (pipeline gates)
@@ -79,7 +81,8 @@ class TokenContext:
     @classmethod
     def from_batch(cls, batch: RolloutBatch, logp: torch.Tensor, entropy: Optional[torch.Tensor] = None,
                    entropy_grad: Optional[torch.Tensor] = None,
-                   advantages: Optional[torch.Tensor] = None) -> "TokenContext":
+                   advantages: Optional[torch.Tensor] = None,
+                   logits: Optional[torch.Tensor] = None) -> "TokenContext":
         adv = batch.advantages if advantages is None else advantages
         if adv is None:
             raise ValueError("batch.advantages is None: run the advantage slot before the estimator")
@@ -88,7 +91,8 @@ class TokenContext:
                    group_ids=batch.group_ids, entropy=None if entropy is None else entropy.detach(),
                    entropy_grad=entropy_grad, ref_logp=batch.ref_logp, rewards=batch.rewards,
                    loss_weights=batch.loss_weights, rows=batch.rows, info=batch.info,
-                   extras=batch.extras)
+                   extras=batch.extras, logits=logits,
+                   response_ids=batch.input_ids[:, batch.prompt_len:])
 
 
 @dataclass
@@ -182,6 +186,7 @@ class Regularizer(Slot):
     family = "regularizer"
     coef: float = 0.0
     aggregation: Optional[str] = None  # None: the objective's primary aggregation
+    aggregation_scope: str = "minibatch"  # with ``aggregation``: minibatch or microbatch counts
 
     def needs(self) -> Needs:
         return Needs() if self.coef == 0 else super().needs()

@@ -101,6 +101,39 @@ class ClippedRatio(Denominator):
         return ctx.logp.detach() - self.log_weight(ctx)
 
 
+class VespoGamma(Denominator):
+    """VESPO gamma weight (TRL 1.16 GRPOTrainer loss_type="vespo", ``get_gamma_weights``): the
+    detached sequence weight φ(w) = e^λ·w^k·e^(−λw) (φ(1) = 1) with gradient φ·Â·∇log π.
+
+    w = exp(clamp(Σ_t clamp(log ρ_t, ±20)·M, log 1e-8, 20)) per row; (k, λ) = (k_pos, λ_pos) where
+    Â ≥ 0, else (k_neg, λ_neg); λ ≥ 1e-4. log π_ref = sg(log π_θ − log φ). TRL's value −φ·Â·log π is
+    ``pg_loss_peer``. Without a train–inference IS ratio (ablate applies rollout.is_correction apart).
+    """
+
+    PEER_LOGP_VALUE = True
+    ACTS = ACTS_ON_DRIFT  # w = 1 while π_θ = π_old, and φ(1) = 1: the gradient of current_policy
+
+    def __init__(self, k_pos: float = 2.0, lambda_pos: float = 3.0, k_neg: float = 3.0,
+                 lambda_neg: float = 2.0):
+        self.k_pos = check_number("k_pos", k_pos)
+        self.lambda_pos = check_number("lambda_pos", lambda_pos)
+        self.k_neg = check_number("k_neg", k_neg)
+        self.lambda_neg = check_number("lambda_neg", lambda_neg)
+
+    def log_weight(self, ctx: TokenContext) -> torch.Tensor:
+        """log φ per token (constant along each row where Â is)."""
+        lr = ctx.log_ratio.detach().clamp(-20.0, 20.0)
+        log_w = (lr * ctx.response_mask).sum(-1, keepdim=True).clamp(math.log(1e-8), 20.0)
+        nonneg = ctx.advantages >= 0
+        k = torch.where(nonneg, torch.full_like(lr, self.k_pos), torch.full_like(lr, self.k_neg))
+        lam = torch.where(nonneg, torch.full_like(lr, self.lambda_pos),
+                          torch.full_like(lr, self.lambda_neg)).clamp_min(1e-4)
+        return lam + k * log_w - lam * torch.exp(log_w)
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        return ctx.logp.detach() - self.log_weight(ctx)
+
+
 class PrefixMin(Denominator):
     """MinPRO prefix-min weight (2601.22718): w_t = sg(min_{j≤t} ρ_j) over valid tokens, gradient ∇log π.
 

@@ -1,0 +1,81 @@
+"""LCO (Logits Convex Optimization, arXiv 2603.00963), its KL form (LCO-KLD), as an objective term
+over the full vocabulary: each valid token's distribution π_θ(·|s_t) is pulled towards the target
+π*(·|s_t) ∝ π_old(·|s_t)·exp(Â_vocab/β) by KL(π* ‖ π_θ).
+
+Read from the authors' code, homzer/llama-rlhf@0bde42a2447adbb12c9567c4723790a5727cd7d1
+src/ppo/trainer_lco.py (``ParallelLCOTrainerForRuleRM``) and src/utils.py (``estimate_vocab_adv``,
+``create_lco_log_target``): only the sampled token a_t has an advantage; with p = π_old(a_t) it is
+smoothed to Â·(1 − p) and every other token gets −p·Â·(1 − p)/max(1 − p, 0.1) (so that the target's
+first-order change keeps E_π_old[Â_vocab] ≈ 0). The loss is the mean KL over tokens with Â > 0 plus
+the mean KL over the others (an empty side adds 0).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ablate.component import Needs
+from ablate.errors import ConfigError
+from ablate.objectives.base import Term, TermOutput
+from ablate.upge.aggregation import Aggregation, Normalizer
+from ablate.upge.diagnostics import mean
+from ablate.upge.slots.base import Advantage, TokenContext
+
+
+@torch.no_grad()
+def lco_log_target(old_logits: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor,
+                   beta: float) -> torch.Tensor:
+    """log π* [N, V] from the behaviour logits [N, V], sampled tokens [N] and their advantages [N]."""
+    log_old = F.log_softmax(old_logits, dim=-1)
+    p = log_old.gather(-1, actions[:, None]).exp()  # [N, 1]
+    a_tok = adv[:, None] * (1.0 - p)
+    others = -(p * a_tok) / (1.0 - p).clamp_min(0.1)
+    vocab_adv = others.expand_as(log_old).clone()
+    vocab_adv.scatter_(-1, actions[:, None], a_tok)
+    log_t = log_old + vocab_adv / beta
+    return log_t - torch.logsumexp(log_t, dim=-1, keepdim=True)
+
+
+class LCOTerm(Term):
+    """LCO-KLD: Σ_{Â>0} KL(π*‖π_θ)/N₊ + Σ_{Â≤0} KL(π*‖π_θ)/N₋ over valid tokens (authors' code).
+
+    Reads ``ctx.logits`` (declares ``Needs(full_logits=True)``). The behaviour distribution is the
+    detached current one, which is π_old at a batch's first update (the authors store the rollout
+    logits; a second update on the same batch would need them stored). The two means are over the
+    tokens of each microbatch, divided by the microbatches (TRL-style accumulation), as the authors'
+    per-batch means with one microbatch.
+    """
+
+    NEEDS: ClassVar[Needs] = Needs(full_logits=True)
+
+    def __init__(self, advantage: Optional[Advantage] = None, beta: float = 1.0, weight: float = 1.0,
+                 rows: str = "all", aggregation: Optional[Aggregation] = None):
+        super().__init__(weight=weight, rows=rows, advantage=advantage,
+                         aggregation=aggregation or Aggregation("token-mean", scope="microbatch"))
+        if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta > 0:
+            raise ConfigError(f"objective LCOTerm.beta: expected a number > 0, got {beta!r}")
+        self.beta = float(beta)
+
+    def loss(self, ctx: TokenContext, norm: Normalizer) -> TermOutput:
+        if ctx.logits is None:
+            raise RuntimeError("LCOTerm needs ctx.logits (full-vocabulary logits); the trainer "
+                               "provides them when a component declares Needs(full_logits=True)")
+        valid = ctx.response_mask > 0
+        if ctx.loss_weights is not None:
+            valid = valid & (ctx.loss_weights[:, None] > 0)
+        logits = ctx.logits[valid]  # [N, V]
+        actions = ctx.response_ids[valid]
+        adv = ctx.advantages[valid].detach()
+        log_t = lco_log_target(logits.detach(), actions, adv, self.beta)
+        kl = (log_t.exp() * (log_t - F.log_softmax(logits, dim=-1))).sum(-1)  # [N]
+        pos = adv > 0
+        total = kl.new_zeros(())
+        for side in (pos, ~pos):
+            if bool(side.any()):
+                total = total + kl[side].mean()
+        value = total / (norm.num_chunks * norm.workers)
+        kl_mean = kl.detach().mean() if kl.numel() else kl.new_zeros(())
+        return TermOutput(loss=value, diags={"pg_loss": mean(value.detach()), "lco/kl": mean(kl_mean)})

@@ -1,0 +1,67 @@
+"""The run store is the one record of how a sweep's run ended (the ``sweep`` entry of its
+summary.json): the ledger rebuilds rows from it, and a restored trial replays or keeps from it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ablate.sweep import trial as trial_mod
+from ablate.sweep.ledger import rows_from_run_dirs
+from ablate.sweep.trial import TrialFailed, _replay_or_reuse, _Trial, trial_runs
+
+METRIC = "eval/pass@1"
+ASSIGN = {"mask": "none"}
+
+
+def _record(sweep_dir: Path, tid: str, seed: int, status: str, value: float | None = None,
+            seeds=(0, 1), error: str | None = None) -> None:
+    rd = sweep_dir / "trials" / tid / f"seed_{seed}"
+    rd.mkdir(parents=True)
+    rec = {"seed": seed, "status": status, "trial_id": tid, "assign": ASSIGN, "seeds": list(seeds),
+           "run_dir": f"trials/{tid}/seed_{seed}", "overrides": [f"seed={seed}"],
+           "final": {METRIC: value} if value is not None else {}, "steps_done": 2, "error": error}
+    (rd / "summary.json").write_text(json.dumps({"status": status, "sweep": rec}))
+
+
+def _trial(sweep_dir: Path, tid: str) -> _Trial:
+    ctx = {"metric": METRIC, "optuna": True}
+    return _Trial(ctx, dict(ASSIGN), [0, 1], True, tid, sweep_dir)
+
+
+def test_rows_come_from_run_records_of_ended_trials_only(tmp_path):
+    _record(tmp_path, "a", 0, "finished", 0.5)
+    _record(tmp_path, "a", 1, "failed", error="RuntimeError: boom")
+    _record(tmp_path, "b", 0, "finished", 0.25)  # seed 1 never recorded its end: not ended
+    (tmp_path / "trials" / "c").mkdir()  # a trial dir without any record
+    rows = {r["trial_id"]: r for r in rows_from_run_dirs(tmp_path, {"metric": METRIC})}
+    assert set(rows) == {"a-s0", "a-s1"}
+    assert rows["a-s0"]["status"] == "finished" and rows["a-s0"]["value"] == 0.5
+    assert rows["a-s1"]["status"] == "failed" and rows["a-s1"]["error"] == "RuntimeError: boom"
+    assert rows["a-s1"]["failure_kind"] == "trial"
+    assert [r["seed"] for r in trial_runs(tmp_path, "b")] == [0]
+
+
+def test_an_ended_trial_is_replayed_from_its_records(tmp_path, monkeypatch):
+    reported: list[dict] = []
+    monkeypatch.setattr("ray.tune.report", lambda r, **kw: reported.append(r))
+    _record(tmp_path, "a", 0, "finished", 0.5)
+    _record(tmp_path, "a", 1, "finished", 0.25)
+    assert _replay_or_reuse(_trial(tmp_path, "a")) is None
+    assert reported[-1][METRIC] == pytest.approx(0.375)
+    assert reported[-1][trial_mod.COMPLETE_KEY] == 1
+
+
+def test_a_failed_trial_replays_its_failure_and_a_partial_one_keeps_finished_seeds(tmp_path,
+                                                                                 monkeypatch):
+    monkeypatch.setattr("ray.tune.report", lambda r, **kw: None)
+    _record(tmp_path, "f", 0, "finished", 0.5)
+    _record(tmp_path, "f", 1, "failed", error="ValueError: bad")
+    with pytest.raises(TrialFailed, match="seed 1: ValueError: bad"):
+        _replay_or_reuse(_trial(tmp_path, "f"))
+    _record(tmp_path, "p", 0, "finished", 0.5)
+    _record(tmp_path, "p", 1, "stopped")
+    keep = _replay_or_reuse(_trial(tmp_path, "p"))
+    assert keep is not None and set(keep) == {0}

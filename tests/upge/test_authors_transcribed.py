@@ -1,0 +1,238 @@
+"""Presets against transcriptions of the authors' own released code (issue 18, item "authors'
+numbers as the reference"): each reference below follows the named file at the recorded commit line
+by line (verl helpers it calls inlined), not a re-derivation of the formula.
+
+- BAPO: WooooDyy/BAPO@3b8389c5a81e715a6fbaa2bb0fa688fe54ace9cf recipe/bapo/policy_loss.py
+  (``_compute_effective_advantage``, ``compute_policy_loss_bapo``; loss_agg_mode token-mean,
+  clip_ratio_c 3.0, the run_bapo_example.sh bounds) with the GRPO advantage of the recipe's verl.
+- RiskPO: RTkenny/RiskPO@8dce3fa771c9e3bc1d2286fe8f9afb8250b18a29 verl/trainer/ppo/core_algos.py
+  (``compute_grpo_bundle_rvar_outcome_advantage_quantile_tracking`` with the script's settings:
+  use_mixing_risk_measure, w_mix 1.5, natural_baseline_adv False, credit sum-mean, quantiles 0.2/0.8,
+  no tracked quantiles reaching it) and the fork's verl vanilla loss (clip 0.2, dual clip 3), token-mean.
+  ``bundle_uid``: consecutive bundles of 5 prompts, as the preset reads the fork's trainer.
+- LCO: homzer/llama-rlhf@0bde42a2447adbb12c9567c4723790a5727cd7d1 src/ppo/trainer_lco.py (the
+  transcription lives in tests/objectives/test_lco.py) on the composed ``lco`` preset.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+import torch
+
+from tests.upge.reference_losses import Case
+from tests.upge.test_new_presets_slots import with_singleton
+from tests.upge.test_presets_reference import GS, ablate_grad, assert_same, case_where, ref_grad
+
+REFERENCED = {"bapo", "riskpo", "lco"}  # presets with an authors'-code gradient test here
+RISKPO = "RTkenny/RiskPO@8dce3fa771c9e3bc1d2286fe8f9afb8250b18a29 verl/trainer/ppo/core_algos.py"
+BAPO = "WooooDyy/BAPO@3b8389c5a81e715a6fbaa2bb0fa688fe54ace9cf recipe/bapo/policy_loss.py"
+
+
+def verl_grpo_advantages(c: Case, epsilon: float = 1e-6) -> torch.Tensor:
+    """verl compute_grpo_outcome_advantage (norm_adv_by_std_in_grpo=True), [B, T]."""
+    scores = torch.tensor(c.rewards, dtype=c.mask.dtype)
+    id2score, id2mean, id2std = defaultdict(list), {}, {}
+    for i in range(len(scores)):
+        id2score[c.group_ids[i]].append(scores[i])
+    for idx, s in id2score.items():
+        if len(s) == 1:
+            id2mean[idx], id2std[idx] = torch.tensor(0.0, dtype=scores.dtype), torch.tensor(1.0, dtype=scores.dtype)
+        else:
+            id2mean[idx] = torch.mean(torch.tensor(s, dtype=scores.dtype))
+            id2std[idx] = torch.std(torch.tensor([s], dtype=scores.dtype))
+    for i in range(len(scores)):
+        scores[i] = (scores[i] - id2mean[c.group_ids[i]]) / (id2std[c.group_ids[i]] + epsilon)
+    return scores.unsqueeze(-1) * c.mask
+
+
+def _compute_effective_advantage(ratio, advantages, response_mask, clip_low, clip_high, eps):
+    clip_min = ratio.new_tensor(float(clip_low))
+    clip_max = ratio.new_tensor(float(clip_high))
+    ratio_pos = torch.minimum(ratio, clip_max)
+    ratio_neg = torch.maximum(ratio, clip_min)
+    effective_ratio = torch.where(advantages >= 0, ratio_pos, ratio_neg)
+    effective_adv = effective_ratio * advantages * response_mask
+    pos_contrib = effective_adv.clamp(min=0).sum()
+    neg_contrib = (-effective_adv.clamp(max=0)).sum()
+    if torch.all(neg_contrib <= 0):
+        pos_neg_ratio = ratio.new_tensor(float("inf"))
+    else:
+        pos_neg_ratio = pos_contrib / (neg_contrib + ratio.new_tensor(eps))
+    return effective_adv, pos_neg_ratio
+
+
+def compute_policy_loss_bapo(old_log_prob, log_prob, advantages, response_mask, *, low=0.8, high=1.2,
+                             low_max=0.95, high_max=2.0, low_step=0.05, high_step=0.1, target=0.5,
+                             eps=1e-8, clip_ratio_c=3.0):
+    ratio_low_cur, ratio_high_cur = low, high
+    negative_approx_kl = torch.clamp(log_prob - old_log_prob, min=-20.0, max=20.0)
+    ratio = torch.exp(negative_approx_kl)
+    args = dict(ratio=ratio, advantages=advantages, response_mask=response_mask, eps=eps)
+    _, pos_neg_ratio = _compute_effective_advantage(clip_low=ratio_low_cur, clip_high=ratio_high_cur, **args)
+    while pos_neg_ratio.item() < target and ratio_low_cur < low_max and low_step > 0:
+        ratio_low_cur = min(ratio_low_cur + low_step, low_max)
+        _, pos_neg_ratio = _compute_effective_advantage(clip_low=ratio_low_cur, clip_high=ratio_high_cur, **args)
+        if pos_neg_ratio.item() >= target:
+            break
+    while pos_neg_ratio.item() < target and ratio_high_cur < high_max and high_step > 0:
+        ratio_high_cur = min(ratio_high_cur + high_step, high_max)
+        _, pos_neg_ratio = _compute_effective_advantage(clip_low=ratio_low_cur, clip_high=ratio_high_cur, **args)
+        if pos_neg_ratio.item() >= target:
+            break
+    pg_losses1 = -advantages * ratio
+    pg_losses2 = -advantages * torch.clamp(ratio, ratio_low_cur, ratio_high_cur)
+    clip_pg_losses1 = torch.maximum(pg_losses1, pg_losses2)
+    pg_losses3 = -advantages * clip_ratio_c
+    clip_pg_losses2 = torch.min(pg_losses3, clip_pg_losses1)
+    pg_losses = torch.where(advantages < 0, clip_pg_losses2, clip_pg_losses1)
+    # verl agg_loss(loss_agg_mode="token-mean"): masked mean over all tokens
+    return (pg_losses * response_mask).sum() / response_mask.sum(), (ratio_low_cur, ratio_high_cur)
+
+
+def authors_bapo_loss(logp, c: Case, target: float = 0.5):
+    return compute_policy_loss_bapo(c.old_logp, logp, verl_grpo_advantages(c), c.mask, target=target)[0]
+
+
+@pytest.mark.parametrize("target", [0.5, 3.0, 50.0])
+@pytest.mark.parametrize("G", GS)
+def test_bapo_preset_gradient_equals_the_authors_compute_policy_loss_bapo(G, target):
+    def has_negatives(c):
+        return int(((verl_grpo_advantages(c) < 0) & (c.mask > 0)).sum()) >= 3
+
+    c = with_singleton(case_where(has_negatives, G, spread=1.0))
+    _, bounds = compute_policy_loss_bapo(c.old_logp, c.logp, verl_grpo_advantages(c), c.mask, target=target)
+    if target == 50.0:
+        assert bounds != (0.8, 1.2)  # the search moved
+    assert_same(ablate_grad(c, "bapo", f"mask.target={target}"), ref_grad(authors_bapo_loss, c, target=target))
+
+
+def test_bapo_preset_records_the_authors_commit():
+    from ablate.methods.catalog import load_presets
+
+    bapo = next(r for r in load_presets() if r["name"] == "bapo")
+    assert BAPO.split(" ")[0] in bapo["reference"]
+
+
+def riskpo_bundle_advantage(scores, index, bundle_uid, epsilon=1e-6, quantile_down=0.2, quantile_up=0.8,
+                            w_mix=1.5, natural_baseline_adv=False, norm_adv_by_std_in_grpo=True):
+    """compute_grpo_bundle_rvar_outcome_advantage_quantile_tracking, use_mixing_risk_measure=True,
+    credit_assign_mode="sum-mean", q_track_* None, use_mean_as_baseline False; [B] advantages."""
+    bundle_to_questions = defaultdict(set)
+    bundle_to_question_responses = defaultdict(lambda: defaultdict(list))
+    for i in range(len(scores)):
+        bundle_to_questions[bundle_uid[i]].add(index[i])
+        bundle_to_question_responses[bundle_uid[i]][index[i]].append((i, scores[i]))
+    bundle_paper_scores, bundle_paper_combinations, question_means = {}, {}, {}
+    for bundle_id, questions in bundle_to_questions.items():
+        paper_scores, paper_combinations, question_response_lists = [], [], []
+        for q_id in sorted(questions):
+            responses = bundle_to_question_responses[bundle_id][q_id]
+            question_response_lists.append(responses)
+            question_means[q_id] = torch.mean(torch.tensor([sc for _, sc in responses], dtype=scores.dtype))
+        num_papers = min(len(r) for r in question_response_lists)
+        for paper_idx in range(num_papers):
+            response_indices, paper_score = [], 0
+            for question_responses in question_response_lists:
+                response_idx, response_score = question_responses[paper_idx]
+                response_indices.append(response_idx)
+                paper_score += response_score
+            paper_scores.append(paper_score)
+            paper_combinations.append(response_indices)
+        bundle_paper_scores[bundle_id] = torch.tensor(paper_scores, dtype=scores.dtype)
+        bundle_paper_combinations[bundle_id] = paper_combinations
+    advantages = torch.zeros_like(scores)
+    for bundle_id in bundle_to_questions:
+        ps = bundle_paper_scores[bundle_id]
+        if len(ps) == 1:
+            q_down, q_up, std = ps[0], ps[0], torch.tensor(1.0, dtype=scores.dtype)
+        else:
+            q_down, q_up = torch.quantile(ps, quantile_down), torch.quantile(ps, quantile_up)
+            std = torch.std(ps)
+        for paper_combination in bundle_paper_combinations[bundle_id]:
+            paper_score = sum(scores[idx] for idx in paper_combination)
+            paper_advantage = torch.clamp(paper_score - q_down, min=0) - torch.clamp(paper_score - q_up, min=0)
+            if natural_baseline_adv:
+                paper_advantage = paper_advantage + q_down - q_up
+            paper_advantage = paper_advantage / (quantile_up - quantile_down + epsilon)
+            cvar_advantage = -torch.clamp(q_down - paper_score, min=0) / (quantile_down + epsilon)
+            paper_advantage = (w_mix * cvar_advantage + paper_advantage) / (w_mix + 1)
+            if norm_adv_by_std_in_grpo:
+                paper_advantage = paper_advantage / (std + epsilon)
+            local_indices, local_ratios = [], []
+            for response_idx in paper_combination:
+                local_indices.append(response_idx)
+                local_ratios.append(scores[response_idx] - question_means[index[response_idx]])
+            sum_ratio_t = torch.stack(local_ratios).sum()
+            if sum_ratio_t.abs().item() > 1e-6:
+                for response_idx, ratio_t in zip(local_indices, local_ratios):
+                    advantages[response_idx] = paper_advantage * (ratio_t / sum_ratio_t)
+            else:
+                for response_idx in local_indices:
+                    advantages[response_idx] = paper_advantage / len(local_indices)
+    return advantages
+
+
+def authors_riskpo_loss(logp, c: Case, bundle_size: int = 5):
+    order = list(dict.fromkeys(c.group_ids))  # prompts in batch order
+    bundle_uid = [order.index(g) // bundle_size for g in c.group_ids]
+    scores = torch.tensor(c.rewards, dtype=c.mask.dtype)
+    adv = riskpo_bundle_advantage(scores, c.group_ids, bundle_uid).unsqueeze(-1) * c.mask
+    ratio = torch.exp(torch.clamp(logp - c.old_logp, -20.0, 20.0))
+    pg1, pg2 = -adv * ratio, -adv * torch.clamp(ratio, 0.8, 1.2)
+    clip1 = torch.maximum(pg1, pg2)
+    pg = torch.where(adv < 0, torch.min(-adv * 3.0, clip1), clip1)
+    return (pg * c.mask).sum() / c.mask.sum()
+
+
+@pytest.mark.parametrize("n_groups,bundle", [(3, 5), (7, 5), (4, 2)])
+@pytest.mark.parametrize("G", GS)
+def test_riskpo_preset_gradient_equals_the_authors_bundle_advantage_and_loss(G, n_groups, bundle):
+    def moves(c):  # a non-degenerate bundle: some row gets an advantage
+        order = list(dict.fromkeys(c.group_ids))
+        uid = [order.index(g) // bundle for g in c.group_ids]
+        adv = riskpo_bundle_advantage(torch.tensor(c.rewards, dtype=c.mask.dtype), c.group_ids, uid)
+        return bool((adv != 0).any())
+
+    c = case_where(moves, G, spread=0.8, n_groups=n_groups)
+    over = () if bundle == 5 else (f"advantage.bundle_size={bundle}",)
+    want = ref_grad(authors_riskpo_loss, c, bundle_size=bundle)
+    assert_same(ablate_grad(c, "riskpo", *over), want)
+
+
+def test_riskpo_preset_records_the_authors_commit():
+    from ablate.methods.catalog import load_presets
+
+    riskpo = next(r for r in load_presets() if r["name"] == "riskpo")
+    assert RISKPO.split(" ")[0] in riskpo["reference"]
+
+
+@pytest.mark.parametrize("G", GS)
+def test_lco_preset_gradient_equals_the_authors_lco_loss(G):
+    """method=lco composed as `ablate train` composes it: GRPO advantages (verl), then the authors'
+    LCO-KLD over the valid tokens' full-vocabulary logits."""
+    from ablate.upge.aggregation import Normalizer
+    from tests.objectives.test_lco import authors_lco_loss
+    from tests.upge.test_presets_reference import algorithm, make_case, to_batch
+
+    c = make_case(G, 1)
+    batch = to_batch(c)
+    B, T = c.mask.shape
+    g = torch.Generator().manual_seed(G)
+    V = 13
+    logits = (2 * torch.randn(B, T, V, generator=g, dtype=c.mask.dtype)).requires_grad_(True)
+    batch.input_ids = torch.cat([torch.zeros(B, 2, dtype=torch.long),
+                                 torch.randint(0, V, (B, T), generator=g)], dim=1)
+    batch.prompt_len = 2
+    logp = torch.log_softmax(logits, -1).gather(-1, batch.input_ids[:, 2:, None]).squeeze(-1)
+    obj = algorithm("lco").objective
+    obj.compute_advantages(batch)
+    out = obj(batch, logp, {k: Normalizer.of(batch.response_mask) for k in ("", "pg")}, logits=logits)
+    (got,) = torch.autograd.grad(out.loss, logits)
+    valid = c.mask > 0
+    adv = verl_grpo_advantages(c)
+    want_loss = authors_lco_loss(logits[valid], batch.input_ids[:, 2:][valid], adv[valid], 1.0)
+    (want,) = torch.autograd.grad(want_loss, logits)
+    assert float(want.abs().sum()) > 0
+    assert_same(got, want)
