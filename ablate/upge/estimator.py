@@ -120,14 +120,19 @@ class UPGE(Component):
         def mmean(x: torch.Tensor) -> torch.Tensor:  # Σ x·rm / n
             return torch.dot(x.to(rm.dtype).reshape(-1), flat) / n
 
+        # an event tensor registered under two names (GSPO's seq_clip_* = clip_*) is reduced once;
+        # keyed by id while m.events keeps every event alive
+        fracs = {id(t): t for t in m.events.values()}
+        fracs = {k: mmean(t) for k, t in fracs.items()}
+
         zero = torch.zeros((), dtype=rm.dtype, device=rm.device)
         d: dict[str, Diag] = {"mask_frac": mean((flat.sum() - torch.dot(m.keep_as(rm.dtype).reshape(-1), flat)) / n)}
         for ev in ("clip_low", "clip_high", "clip_dual"):
             t = m.events.get(ev)
-            d[f"clip_frac_{ev.split('_')[1]}"] = mean(mmean(t) if t is not None else zero)
+            d[f"clip_frac_{ev.split('_')[1]}"] = mean(fracs[id(t)] if t is not None else zero)
         for ev, t in m.events.items():
             if ev not in ("clip_low", "clip_high", "clip_dual"):
-                d[f"mask/{ev}_frac"] = mean(mmean(t))
+                d[f"mask/{ev}_frac"] = mean(fracs[id(t)])
         # peer-comparable value (verl/TRL pg_loss): masked tokens count the constant their
         # min/clip objective gives them instead of 0; same gradient as pg_loss
         clipped = m.peer_weight(weight)

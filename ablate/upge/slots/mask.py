@@ -67,7 +67,7 @@ def valid_tokens(ctx: TokenContext) -> torch.Tensor:
 def _result(events: dict[str, torch.Tensor], like: torch.Tensor) -> MaskResult:
     """keep = not any event (padding is kept: the aggregation ignores it anyway). One fresh
     buffer, the rest in place: at [B, T] sizes the cost is the buffers, not the logic."""
-    evs = list(events.values())
+    evs = list({id(t): t for t in events.values()}.values())  # a tensor under two names: OR it once
     if not evs:
         return MaskResult(keep=torch.ones_like(like, dtype=torch.bool), events=events)
     dropped = evs[0] | evs[1] if len(evs) > 1 else evs[0].clone()
