@@ -111,11 +111,16 @@ def _read_json(path: Path, warnings: list[str], required: bool = False) -> Any:
 
 
 def _read_jsonl(path: Path, warnings: list[str]) -> list[dict]:
-    """The run store's reader (ablate.tracking.run_store.read_jsonl), its skipped lines noted."""
+    return _read_jsonl_counted(path, warnings)[0]
+
+
+def _read_jsonl_counted(path: Path, warnings: list[str]) -> tuple[list[dict], int]:
+    """The run store's reader (ablate.tracking.run_store.read_jsonl), its skipped lines noted:
+    the records and the number of unreadable lines from one parse."""
     recs, bad = read_jsonl(path)
     if bad:
         warnings.append(f"{path}: {bad} unreadable line(s) skipped")
-    return recs
+    return recs, bad
 
 
 def _num(x) -> float:
@@ -155,9 +160,8 @@ def load_sweep(sweep_dir) -> Sweep:
         warnings.append("search_space.yaml is missing")
     if not (path / "trials.jsonl").exists():
         raise SweepFormatError(f"{path / 'trials.jsonl'} is missing: not a sweep directory?")
-    records = _read_jsonl(path / "trials.jsonl", warnings)
+    records, torn = _read_jsonl_counted(path / "trials.jsonl", warnings)
     skipped: list[dict] = []
-    torn = _bad_lines(path / "trials.jsonl")
     recovered = _recover_rows(path, meta, records)
     if recovered:
         warnings.append(f"{len(recovered)} trial(s) missing from trials.jsonl recovered from their "
@@ -203,6 +207,7 @@ def load_sweep(sweep_dir) -> Sweep:
         summary = _read_json(rd / "summary.json", warnings)
         summary = summary if isinstance(summary, dict) else {}
         combo_text = str(r["combo"]) if r.get("combo") else ""
+        logged, bad = _read_jsonl_counted(rd / "metrics.jsonl", warnings)
         if status != "finished":
             err = r.get("error") or summary.get("error")
             skipped.append({"trial_id": tid, "combo": combo_text, "excluded": True,
@@ -212,12 +217,10 @@ def load_sweep(sweep_dir) -> Sweep:
                 skipped.append({"trial_id": tid, "combo": combo_text, "excluded": False,
                                 "reason": f"metrics.jsonl missing in {run_dir} (no curves; final "
                                           f"values from trials.jsonl/summary.json)"})
-            else:
-                bad = _bad_lines(rd / "metrics.jsonl")
-                if bad:
-                    skipped.append({"trial_id": tid, "combo": combo_text, "excluded": False,
-                                    "reason": f"{bad} unreadable line(s) in {run_dir}/metrics.jsonl "
-                                              f"(those steps are missing from the curves)"})
+            elif bad:
+                skipped.append({"trial_id": tid, "combo": combo_text, "excluded": False,
+                                "reason": f"{bad} unreadable line(s) in {run_dir}/metrics.jsonl "
+                                          f"(those steps are missing from the curves)"})
         wandb = summary.get("wandb") if isinstance(summary.get("wandb"), dict) else {}
         final = r.get("final") if isinstance(r.get("final"), dict) else None
         if not final and isinstance(summary.get("final"), dict):
@@ -247,7 +250,7 @@ def load_sweep(sweep_dir) -> Sweep:
             row["final." + str(k)] = _num(v)
         rows.append(row)
 
-        for m in _read_jsonl(rd / "metrics.jsonl", warnings):
+        for m in logged:
             m["trial_id"] = tid
             metric_records.append(m)
 
@@ -354,11 +357,6 @@ def load_sweep(sweep_dir) -> Sweep:
 def _one_line(x, n: int = 200) -> str:
     s = " ".join(str(x).split())
     return s if len(s) <= n else s[: n - 1] + "…"
-
-
-def _bad_lines(path: Path) -> int:
-    """Unreadable (e.g. torn) lines of a JSONL file."""
-    return read_jsonl(path)[1]
 
 
 def _recover_rows(path: Path, meta: dict, records: list[dict]) -> list[dict]:

@@ -107,13 +107,12 @@ class Aggregation:
         return self._reduce(loss_mat, mask, norm)
 
     def _reduce(self, loss_mat: torch.Tensor, mask: torch.Tensor, norm: Normalizer) -> torch.Tensor:
-        lm = loss_mat * mask
         seqs = norm.num_rows if self.count_empty_rows else norm.num_seqs
-        if self.mode == "token-mean":
-            return lm.sum() / norm.num_tokens
-        if self.mode == "token-sum":
-            return lm.sum()
-        seq_sum = lm.sum(-1)
+        if self.mode in ("token-mean", "token-sum"):
+            # Σ L·M as one dot: no [B, T] product in the forward, one in the backward
+            total = torch.dot(loss_mat.reshape(-1), mask.expand_as(loss_mat).reshape(-1))
+            return total / norm.num_tokens if self.mode == "token-mean" else total
+        seq_sum = (loss_mat * mask).sum(-1)  # a batched dot (bmm) measured slower on CPU
         if self.mode == "seq-mean-token-mean":
             return (seq_sum / mask.sum(-1).clamp_min(1.0)).sum() / seqs
         if self.mode == "seq-mean-token-sum":

@@ -90,7 +90,7 @@ class UPGE(Component):
         log_ref = self.denominator(ctx).detach()
         log_g = self.likelihood(ctx)
         surrogate = torch.exp((log_g - log_ref).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
-        loss_mat = -(m.keep.to(surrogate.dtype) * ctx.advantages * surrogate)
+        loss_mat = -(m.keep_as(surrogate.dtype) * ctx.advantages * surrogate)
         return loss_mat, m, surrogate.detach()
 
     def policy_loss(self, ctx: TokenContext, norm: Normalizer) -> tuple[torch.Tensor, dict[str, Diag]]:
@@ -120,17 +120,23 @@ class UPGE(Component):
         def mmean(x: torch.Tensor) -> torch.Tensor:  # Σ x·rm / n
             return torch.dot(x.to(rm.dtype).reshape(-1), flat) / n
 
+        # an event tensor registered under two names (GSPO's seq_clip_* = clip_*) is reduced once;
+        # keyed by id while m.events keeps every event alive
+        fracs = {id(t): t for t in m.events.values()}
+        fracs = {k: mmean(t) for k, t in fracs.items()}
+
         zero = torch.zeros((), dtype=rm.dtype, device=rm.device)
-        d: dict[str, Diag] = {"mask_frac": mean((flat.sum() - torch.dot(m.keep.to(rm.dtype).reshape(-1), flat)) / n)}
+        d: dict[str, Diag] = {"mask_frac": mean((flat.sum() - torch.dot(m.keep_as(rm.dtype).reshape(-1), flat)) / n)}
         for ev in ("clip_low", "clip_high", "clip_dual"):
             t = m.events.get(ev)
-            d[f"clip_frac_{ev.split('_')[1]}"] = mean(mmean(t) if t is not None else zero)
+            d[f"clip_frac_{ev.split('_')[1]}"] = mean(fracs[id(t)] if t is not None else zero)
         for ev, t in m.events.items():
             if ev not in ("clip_low", "clip_high", "clip_dual"):
-                d[f"mask/{ev}_frac"] = mean(mmean(t))
+                d[f"mask/{ev}_frac"] = mean(fracs[id(t)])
         # peer-comparable value (verl/TRL pg_loss): masked tokens count the constant their
         # min/clip objective gives them instead of 0; same gradient as pg_loss
-        clipped = m.clipped_weight.to(weight.dtype) if m.clipped_weight is not None else 0.0
+        clipped = m.peer_weight(weight)
+        clipped = clipped.to(weight.dtype) if clipped is not None else 0.0
         peer_w = torch.where(m.keep, weight, clipped)
         if self.denominator.PEER_LOGP_VALUE:  # verl's gpg/cispo value: −Â·w·log π
             peer_w = peer_w * ctx.logp.detach()
@@ -138,12 +144,11 @@ class UPGE(Component):
         if ctx.loss_weights is not None:
             peer_mat.mul_(ctx.loss_weights.to(peer_mat.dtype)[:, None])
         d["pg_loss_peer"] = partial(self.aggregation(peer_mat, rm, norm))
-        ratio = ctx.ratio
-        pad = rm <= 0
+        ratio, valid = ctx.ratio, ctx.valid
         d["ratio_mean"] = mean(mmean(ratio))
         big = torch.finfo(ratio.dtype).max  # finite even for an empty microbatch
-        d["ratio_max"] = maximum(ratio.masked_fill(pad, -big).amax())
-        d["ratio_min"] = minimum(ratio.masked_fill(pad, big).amin())
+        d["ratio_max"] = maximum(ratio.where(valid, -big).amax())
+        d["ratio_min"] = minimum(ratio.where(valid, big).amin())
         # KL(π_old ‖ π_θ) from samples of π_old: k3 with r = π_θ/π_old (ρ − 1 − log ρ ≥ 0)
         d["kl_old"] = mean(mmean(_k3_of_log_r(ctx.log_ratio)))
         if ctx.ref_logp is not None:

@@ -50,8 +50,13 @@ class TokenContext:
     @cached_property
     def log_ratio(self) -> torch.Tensor:
         """Detached, clamped log ρ = log π_θ − log π_old, zero on padding."""
-        lr = (self.logp.detach() - self.old_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-        return lr * self.response_mask
+        lr = (self.logp.detach() - self.old_logp).clamp_(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+        return lr.mul_(self.response_mask)
+
+    @cached_property
+    def valid(self) -> torch.Tensor:
+        """bool [B, T]: the response tokens that count (``response_mask > 0``), computed once."""
+        return self.response_mask > 0
 
     @cached_property
     def ratio(self) -> torch.Tensor:
@@ -104,6 +109,25 @@ class MaskResult:
     # the constant weight a peer's min/clip objective gives each masked token (PPO: 1±ε, dual c);
     # only for the peer-comparable loss value ``pg_loss_peer``; None = masked tokens count 0
     clipped_weight: Optional[torch.Tensor] = None
+    # the same as (event, constant) pairs, built into a tensor only when read (``peer_weight``)
+    clipped_bounds: Optional[list] = None
+    _keep_as: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def keep_as(self, dtype: torch.dtype) -> torch.Tensor:
+        """``keep`` as 0./1. of ``dtype``, converted once: the loss and the diagnostics share it."""
+        if dtype not in self._keep_as:
+            self._keep_as[dtype] = self.keep.to(dtype)
+        return self._keep_as[dtype]
+
+    def peer_weight(self, like: torch.Tensor) -> Optional[torch.Tensor]:
+        """``clipped_weight``, or the tensor ``clipped_bounds`` describe (events are disjoint):
+        the peer's constant on each clipped token, 0 elsewhere. Only the diagnostics read it."""
+        if self.clipped_weight is not None or self.clipped_bounds is None:
+            return self.clipped_weight
+        w = torch.zeros((), dtype=like.dtype, device=like.device)
+        for event, value in self.clipped_bounds:
+            w = torch.where(event, value, w)
+        return w.expand_as(like) if w.dim() == 0 else w
 
 
 Slot = Component  # the four slots, regularizers, terms and stages share one contract

@@ -51,7 +51,7 @@ class SequenceMean(Likelihood):
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
         logp = ctx.logp
         valid = valid_tokens(ctx)
-        m = torch.where(valid, logp, torch.zeros_like(logp)).sum(-1) / ctx.lengths.to(logp.dtype)
+        m = torch.where(valid, logp, 0.0).sum(-1) / ctx.lengths.to(logp.dtype)
         return logp.detach() + (m - m.detach())[:, None]
 
 

@@ -61,15 +61,19 @@ def check_choice(name: str, value: Any, allowed: Iterable[str]) -> str:
 
 def valid_tokens(ctx: TokenContext) -> torch.Tensor:
     """bool [B, T]: the response tokens that count (``response_mask > 0``)."""
-    return ctx.response_mask > 0
+    return ctx.valid
 
 
 def _result(events: dict[str, torch.Tensor], like: torch.Tensor) -> MaskResult:
-    """keep = not any event (padding is kept: the aggregation ignores it anyway)."""
-    dropped = torch.zeros_like(like, dtype=torch.bool)
-    for ev in events.values():
-        dropped = dropped | ev
-    return MaskResult(keep=~dropped, events=events)
+    """keep = not any event (padding is kept: the aggregation ignores it anyway). One fresh
+    buffer, the rest in place: at [B, T] sizes the cost is the buffers, not the logic."""
+    evs = list({id(t): t for t in events.values()}.values())  # a tensor under two names: OR it once
+    if not evs:
+        return MaskResult(keep=torch.ones_like(like, dtype=torch.bool), events=events)
+    dropped = evs[0] | evs[1] if len(evs) > 1 else evs[0].clone()
+    for ev in evs[2:]:
+        dropped |= ev
+    return MaskResult(keep=dropped.logical_not_(), events=events)
 
 
 def as_slot(family: str, name: str, value: Any) -> Slot:
@@ -140,12 +144,13 @@ class NoMask(Mask):
 def _ppo_events(ctx: TokenContext, eps_low: float, eps_high: float,
                 dual_clip: Optional[float]) -> dict[str, torch.Tensor]:
     ratio, adv, valid = ctx.ratio, ctx.advantages, valid_tokens(ctx)
+    neg = (adv < 0).logical_and_(valid)
     events = {
-        "clip_low": valid & (adv < 0) & (ratio < 1.0 - eps_low),
-        "clip_high": valid & (adv > 0) & (ratio > 1.0 + eps_high),
+        "clip_low": (ratio < 1.0 - eps_low).logical_and_(neg),
+        "clip_high": (adv > 0).logical_and_(valid).logical_and_(ratio > 1.0 + eps_high),
     }
     if dual_clip is not None:
-        events["clip_dual"] = valid & (adv < 0) & (ratio > dual_clip)
+        events["clip_dual"] = (ratio > dual_clip).logical_and_(neg)
     return events
 
 
@@ -170,12 +175,10 @@ class PPOClip(Mask):
     def __call__(self, ctx: TokenContext) -> MaskResult:
         events = _ppo_events(ctx, self.eps_low, self.eps_high, self.dual_clip)
         out = _result(events, ctx.response_mask)
-        w = torch.zeros_like(ctx.ratio)
-        w = torch.where(events["clip_high"], torch.full_like(w, 1.0 + self.eps_high), w)
-        w = torch.where(events["clip_low"], torch.full_like(w, 1.0 - self.eps_low), w)
+        bounds = [(events["clip_high"], 1.0 + self.eps_high), (events["clip_low"], 1.0 - self.eps_low)]
         if "clip_dual" in events:
-            w = torch.where(events["clip_dual"], torch.full_like(w, float(self.dual_clip)), w)
-        out.clipped_weight = w
+            bounds.append((events["clip_dual"], float(self.dual_clip)))
+        out.clipped_bounds = bounds
         return out
 
 
@@ -206,16 +209,14 @@ class SequenceClip(Mask):
         log_s = ctx.seq_log_ratio[:, None]
         s = torch.exp(log_s)
         adv, valid = ctx.advantages, valid_tokens(ctx)
-        low = valid & (adv < 0) & (s < 1.0 - self.eps_low)
-        high = valid & (adv > 0) & (s > 1.0 + self.eps_high)
+        low = (adv < 0).logical_and_(valid).logical_and_(s < 1.0 - self.eps_low)
+        high = (adv > 0).logical_and_(valid).logical_and_(s > 1.0 + self.eps_high)
         events = {"seq_clip_low": low, "seq_clip_high": high, "clip_low": low, "clip_high": high}
         if self.max_log_ratio is not None:
             events["seq_ratio_cap"] = valid & (log_s > self.max_log_ratio) & ~low & ~high
         out = _result(events, ctx.response_mask)
         # the peer's min/clip value on a clipped row: clip(s)·Â with s at its bound (pg_loss_peer)
-        w = torch.zeros_like(ctx.ratio)
-        w = torch.where(high, torch.full_like(w, 1.0 + self.eps_high), w)
-        out.clipped_weight = torch.where(low, torch.full_like(w, 1.0 - self.eps_low), w)
+        out.clipped_bounds = [(high, 1.0 + self.eps_high), (low, 1.0 - self.eps_low)]
         return out
 
 
@@ -398,12 +399,10 @@ class AdaptiveClip(Mask):
         if self.dual_clip is not None:
             events["clip_dual"] = valid & (adv < 0) & (ratio > self.dual_clip)
         out = _result(events, ctx.response_mask)
-        w = torch.zeros_like(ratio)
-        w = torch.where(events["clip_high"], torch.full_like(w, high), w)
-        w = torch.where(events["clip_low"], torch.full_like(w, low), w)
+        bounds = [(events["clip_high"], high), (events["clip_low"], low)]
         if "clip_dual" in events:
-            w = torch.where(events["clip_dual"], torch.full_like(w, float(self.dual_clip)), w)
-        out.clipped_weight = w
+            bounds.append((events["clip_dual"], float(self.dual_clip)))
+        out.clipped_bounds = bounds
         return out
 
 
