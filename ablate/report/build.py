@@ -101,7 +101,6 @@ def build_document(sweep: Sweep, presets: list[dict],
     # ------------------------------------------------------------------ overview
     counts = t["status"].value_counts().to_dict() if not t.empty else {}
     other = sum(v for k, v in counts.items() if k not in ("finished", "failed", "early_stopped"))
-    meta = sweep.meta
     blocks.append(Heading(2, "Overview", "overview"))
     rows = [
         ["Sweep", sweep.name],
