@@ -28,8 +28,11 @@ TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content']
             "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def build_qwen2(out: Path, hidden: int = 256, layers: int = 4, vocab: int = 1000) -> int:
-    """Save a Qwen2 checkpoint + byte-level BPE tokenizer with a chat template; returns #params."""
+def build_qwen2(out: Path, hidden: int = 256, layers: int = 4, vocab: int = 1000, heads: int = 4,
+                kv_heads: int = 2, intermediate: int | None = None, max_positions: int = 1024) -> int:
+    """Save a Qwen2 checkpoint + byte-level BPE tokenizer (trained on the GSM8K-format fixture) with
+    a chat template; returns #params. The bench and tests/test_real_checkpoints.py both build theirs
+    here."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
@@ -46,8 +49,9 @@ def build_qwen2(out: Path, hidden: int = 256, layers: int = 4, vocab: int = 1000
     tok.chat_template = TEMPLATE
     tok.save_pretrained(out)
     cfg = Qwen2Config(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers,
-                      num_attention_heads=4, num_key_value_heads=2, intermediate_size=3 * hidden,
-                      max_position_embeddings=1024, eos_token_id=tok.eos_token_id,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads,
+                      intermediate_size=intermediate or 3 * hidden,
+                      max_position_embeddings=max_positions, eos_token_id=tok.eos_token_id,
                       pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(cfg)

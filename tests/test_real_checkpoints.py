@@ -16,34 +16,17 @@ from ablate.config import compose_config
 from ablate.errors import ConfigError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "gsm8k_tiny.jsonl"
-TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 FAST = ["train.steps=2", "train.prompts_per_step=4", "train.group_size=4", "train.microbatches=2",
         "eval.num_prompts=4", "eval.n=2", "eval.every=0", "tracker=none", "rollout.max_new_tokens=8"]
 
 
 @pytest.fixture(scope="module")
 def qwen_ckpt(tmp_path_factory) -> Path:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from bench.long import build_qwen2
 
     out = tmp_path_factory.mktemp("qwen2-tiny")
-    corpus = [json.loads(x) for x in FIXTURE.read_text().splitlines()]
-    texts = [f"{r['question']} {r['answer']} {r['demo']}" for r in corpus] * 20
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tk.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, special_tokens=specials,
-                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    tok.chat_template = TEMPLATE
-    tok.save_pretrained(out)
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=1, intermediate_size=64, max_position_embeddings=512,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
-    torch.manual_seed(0)
-    Qwen2ForCausalLM(cfg).save_pretrained(out)
+    build_qwen2(out, hidden=32, layers=1, vocab=300, heads=2, kv_heads=1, intermediate=64,
+                max_positions=512)
     return out
 
 
