@@ -3,6 +3,7 @@ the same batch, metrics are reduced exactly, and `ablate train resources.workers
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -52,6 +53,10 @@ def _worker(rank: int, world: int, port: int, batch_path: str, out_dir: str, cac
         if rank == 0:
             torch.save({"params": full, "metrics": m}, Path(out_dir) / "dist.pt")
     finally:
+        # free the wrapped (DDP/FSDP) model before its process group: a trainer left for the
+        # interpreter's teardown destroys gloo state after the group is gone and aborts the process
+        tr = None
+        gc.collect()
         td.destroy_process_group()
 
 
