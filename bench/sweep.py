@@ -113,7 +113,8 @@ def sweep(seeds: list[int], concurrent: int, root: Path, tag: str) -> dict:
     t0 = time.perf_counter()
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
-        rc = sweep_main([str(f), "--no-report", "--num-cpus", "2"])
+        # the bench writes under a temporary directory, outside the working tree
+        rc = sweep_main([str(f), "--no-report", "--num-cpus", "2", "--allow-outside"])
     wall = time.perf_counter() - t0
     t_end = time.time()
     if rc != 0:
