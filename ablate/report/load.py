@@ -1,11 +1,10 @@
-"""Read a sweep directory (sweep.json, search_space.yaml, trials.jsonl, trials/<id>/...) into pandas.
+"""Read a sweep directory (sweep.json, search_space.yaml, trials/<id>/...) into pandas.
 
-One row per trial in ``Sweep.trials`` (slots as ``slot.<name>``, hyperparameters as
-``param.<name>``, final metrics as ``final.<metric>``, per-run summaries derived from
-metrics.jsonl); one row per logged step in ``Sweep.metrics``. Bad lines and missing files become
-notes in ``Sweep.warnings``, never exceptions: a report of a half-broken sweep is still a report.
-A trial whose trials.jsonl line is unreadable (torn by a killed driver) but whose run directory is
-complete is recovered from its own files; ``Sweep.skipped`` names every trial left out of the
+One row per run in ``Sweep.trials`` (from the run store's records, ablate.tracking.trials: slots
+as ``slot.<name>``, hyperparameters as ``param.<name>``, final metrics as ``final.<metric>``,
+per-run summaries derived from metrics.jsonl); one row per logged step in ``Sweep.metrics``. Bad
+lines and missing files become notes in ``Sweep.warnings``, never exceptions: a report of a
+half-broken sweep is still a report. ``Sweep.skipped`` names every trial left out of the
 statistics or read only in part, and why.
 """
 
@@ -24,8 +23,9 @@ import pandas as pd
 from ablate.errors import ConfigError
 from ablate.spec.groups import SLOT_FAMILIES
 from ablate.tracking.run_store import read_jsonl
+from ablate.tracking.trials import read_trials
 
-STATUSES = ("finished", "failed", "early_stopped", "running", "pending")
+STATUSES = ("finished", "failed", "early_stopped", "running", "interrupted", "pending")
 PASS_AT_RE = re.compile(r"^eval/pass@(\d+)$")
 
 # per-run summaries derived from metrics.jsonl: column -> (metric, how)
@@ -110,10 +110,6 @@ def _read_json(path: Path, warnings: list[str], required: bool = False) -> Any:
         return None
 
 
-def _read_jsonl(path: Path, warnings: list[str]) -> list[dict]:
-    return _read_jsonl_counted(path, warnings)[0]
-
-
 def _read_jsonl_counted(path: Path, warnings: list[str]) -> tuple[list[dict], int]:
     """The run store's reader (ablate.tracking.run_store.read_jsonl), its skipped lines noted:
     the records and the number of unreadable lines from one parse."""
@@ -147,7 +143,7 @@ def _combo_key(slots: dict, params: dict) -> str:
 
 
 def load_sweep(sweep_dir) -> Sweep:
-    """Read ``sweep_dir``; raises SweepFormatError only when sweep.json or trials.jsonl is absent."""
+    """Read ``sweep_dir``; raises SweepFormatError only when sweep.json is absent or no object."""
     path = Path(sweep_dir)
     warnings: list[str] = []
     meta = _read_json(path / "sweep.json", warnings, required=True)
@@ -158,124 +154,126 @@ def load_sweep(sweep_dir) -> Sweep:
     except FileNotFoundError:
         space_text = ""
         warnings.append("search_space.yaml is missing")
-    if not (path / "trials.jsonl").exists():
-        raise SweepFormatError(f"{path / 'trials.jsonl'} is missing: not a sweep directory?")
-    records, torn = _read_jsonl_counted(path / "trials.jsonl", warnings)
-    skipped: list[dict] = []
-    recovered = _recover_rows(path, meta, records)
-    if recovered:
-        warnings.append(f"{len(recovered)} trial(s) missing from trials.jsonl recovered from their "
-                        f"run directories: {', '.join(str(r['trial_id']) for r in recovered)}")
-        records += recovered
-    if torn > len(recovered):
-        skipped.append({"trial_id": "(unknown)", "combo": "", "excluded": True,
-                        "reason": f"{torn - len(recovered)} unreadable line(s) in trials.jsonl "
-                                  f"that no complete run directory accounts for"})
+    if not (path / "trials").is_dir():
+        raise SweepFormatError(f"{path / 'trials'} is missing: not a sweep directory?")
+    table = _Table(path, str(meta.get("metric") or "eval/pass@1"), warnings)
+    for r in read_trials(path):
+        table.add(r)
+    trials, metrics = _frames(table)
+    budget = _budget(trials, meta, warnings)
+    _mark_full_budget(trials, budget, table)
+    slot_list = ([s for s in SLOT_FAMILIES if s in table.slot_names]
+                 + sorted(table.slot_names - set(SLOT_FAMILIES)))
+    pass_ks = sorted(int(m.group(1)) for k in table.final_keys
+                     if (m := PASS_AT_RE.match(k)) is not None)
+    journal = path / "optuna.journal"
+    return Sweep(path=path, meta=meta, search_space_text=space_text,
+                 trials=trials.reset_index(drop=True), metrics=metrics, slot_names=slot_list,
+                 param_names=sorted(table.param_names), pass_ks=pass_ks, budget=budget,
+                 journal_path=journal if journal.is_file() else None, warnings=warnings,
+                 skipped=table.skipped)
 
-    # the last record of a trial id wins (a runner may append status updates)
-    by_id: dict[str, dict] = {}
-    for i, r in enumerate(records):
-        tid = str(r.get("trial_id", f"trial_{i:05d}"))
-        by_id[tid] = r
 
-    metric = str(meta.get("metric") or "eval/pass@1")
-    rows: list[dict] = []
-    metric_records: list[dict] = []
-    slot_names: set[str] = set()
-    param_names: set[str] = set()
-    final_keys: set[str] = {metric}
-    for tid in sorted(by_id):
-        r = by_id[tid]
+@dataclass
+class _Table:
+    """The trials table being read: a row per run, its logged metrics, and what was skipped."""
+
+    path: Path
+    metric: str
+    warnings: list[str]
+    rows: list[dict] = field(default_factory=list)
+    metric_records: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    slot_names: set[str] = field(default_factory=set)
+    param_names: set[str] = field(default_factory=set)
+    final_keys: set[str] = field(default_factory=set)
+
+    def skip(self, tid: str, combo: str, excluded: bool, reason: str) -> None:
+        self.skipped.append({"trial_id": tid, "combo": combo, "excluded": excluded,
+                             "reason": reason})
+
+    def add(self, r: dict) -> None:
+        """One run's row (ablate.tracking.trials) as DataFrame columns, and its metrics.jsonl."""
+        tid = str(r["trial_id"])
         slots = {str(k): _scalar(v) for k, v in (r.get("slots") or {}).items()}
-        params = {str(k): _scalar(v) for k, v in (r.get("params") or {}).items() if k != "seed"}
-        # other config-group choices (task, model, regularizers, ...) and the method preset are
-        # factors too: constant ones show in the header, swept ones get effects
-        choices = r.get("choices") if isinstance(r.get("choices"), dict) else {}
-        for g, v in choices.items():
-            g = str(g)
-            if v is None:
-                continue
-            if g not in slots and g not in SLOT_FAMILIES and g != "method" and g not in params:
-                params[g] = _scalar(v)
-        if r.get("method") is not None and "method" not in params:
-            params["method"] = _scalar(r.get("method"))
-        slot_names.update(slots)
-        param_names.update(params)
-        status = str(r.get("status") or "pending")
+        params = _factors(r)
+        self.slot_names.update(slots)
+        self.param_names.update(params)
+        status = str(r.get("status") or "running")
         run_dir = r.get("run_dir") or f"trials/{tid}"
-        rd = Path(run_dir) if Path(run_dir).is_absolute() else path / run_dir
-        summary = _read_json(rd / "summary.json", warnings)
-        summary = summary if isinstance(summary, dict) else {}
-        combo_text = str(r["combo"]) if r.get("combo") else ""
-        logged, bad = _read_jsonl_counted(rd / "metrics.jsonl", warnings)
-        if status != "finished":
-            err = r.get("error") or summary.get("error")
-            skipped.append({"trial_id": tid, "combo": combo_text, "excluded": True,
-                            "reason": f"status {status}" + (f": {_one_line(err)}" if err else "")})
-        if status in ("finished", "early_stopped"):
-            if not (rd / "metrics.jsonl").is_file():
-                skipped.append({"trial_id": tid, "combo": combo_text, "excluded": False,
-                                "reason": f"metrics.jsonl missing in {run_dir} (no curves; final "
-                                          f"values from trials.jsonl/summary.json)"})
-            elif bad:
-                skipped.append({"trial_id": tid, "combo": combo_text, "excluded": False,
-                                "reason": f"{bad} unreadable line(s) in {run_dir}/metrics.jsonl "
-                                          f"(those steps are missing from the curves)"})
-        wandb = summary.get("wandb") if isinstance(summary.get("wandb"), dict) else {}
-        final = r.get("final") if isinstance(r.get("final"), dict) else None
-        if not final and isinstance(summary.get("final"), dict):
-            final = summary["final"]
-        final = final or {}
-        final_keys.update(str(k) for k in final)
+        combo = str(r["combo"]) if r.get("combo") else ""
+        self._note_status(tid, combo, status, r.get("error"), run_dir)
+        final = r.get("final") if isinstance(r.get("final"), dict) else {}
+        self.final_keys.update([self.metric, *map(str, final)])
         row = {
-            "trial_id": tid,
-            "status": status if status in STATUSES else "other:" + status,
-            "method": r.get("method"),
-            "tune_trial_id": r.get("tune_trial_id"),
-            "seed": r.get("seed"),
-            "combo": str(r["combo"]) if r.get("combo") else _combo_key(slots, params),
-            "run_dir": str(run_dir),
-            "wandb_run_id": r.get("wandb_run_id") or wandb.get("run_id"),
-            "wandb_dir": r.get("wandb_dir") or wandb.get("dir"),
-            "wandb_mode": wandb.get("mode"),
-            "error": r.get("error") or summary.get("error"),
-            "wall_s": _num(r.get("wall_s") if r.get("wall_s") is not None else summary.get("wall_s")),
+            "trial_id": tid, "status": status if status in STATUSES else "other:" + status,
+            "method": r.get("method"), "tune_trial_id": r.get("tune_trial_id"),
+            "seed": r.get("seed"), "combo": combo or _combo_key(slots, params),
+            "run_dir": str(run_dir), "wandb_run_id": r.get("wandb_run_id"),
+            "wandb_dir": r.get("wandb_dir"),
+            "wandb_mode": r.get("wandb_mode"),
+            "error": r.get("error"), "wall_s": _num(r.get("wall_s")),
             "steps_done": _num(r.get("steps_done")),
         }
-        for k, v in slots.items():
-            row["slot." + k] = v
-        for k, v in params.items():
-            row["param." + k] = v
-        for k, v in final.items():
-            row["final." + str(k)] = _num(v)
-        rows.append(row)
+        row.update({"slot." + k: v for k, v in slots.items()})
+        row.update({"param." + k: v for k, v in params.items()})
+        row.update({"final." + str(k): _num(v) for k, v in final.items()})
+        self.rows.append(row)
 
-        for m in logged:
-            m["trial_id"] = tid
-            metric_records.append(m)
+    def _note_status(self, tid: str, combo: str, status: str, err, run_dir: str) -> None:
+        """Skip notes: an unfinished run is left out; a run whose curves are missing or partly
+        unreadable is kept (its final values stand)."""
+        if status != "finished":
+            self.skip(tid, combo, True,
+                      f"status {status}" + (f": {_one_line(err)}" if err else ""))
+        rd = self.path / run_dir
+        logged, bad = _read_jsonl_counted(rd / "metrics.jsonl", self.warnings)
+        self.metric_records.extend({**m, "trial_id": tid} for m in logged)
+        if status not in ("finished", "early_stopped"):
+            return
+        if not (rd / "metrics.jsonl").is_file():
+            self.skip(tid, combo, False, f"metrics.jsonl missing in {run_dir} (no curves; final "
+                                         f"values from summary.json)")
+        elif bad:
+            self.skip(tid, combo, False, f"{bad} unreadable line(s) in {run_dir}/metrics.jsonl "
+                                         f"(those steps are missing from the curves)")
 
-    trials = pd.DataFrame.from_records(rows)
+
+def _factors(r: dict) -> dict:
+    """A run's factors besides slots: hyperparameters, other config-group choices (task, model,
+    regularizers, ...) and the method preset; constant ones show in the header, swept ones get
+    effects."""
+    slots = r.get("slots") or {}
+    params = {str(k): _scalar(v) for k, v in (r.get("params") or {}).items() if k != "seed"}
+    choices = r.get("choices") if isinstance(r.get("choices"), dict) else {}
+    for g, v in choices.items():
+        g = str(g)
+        if v is not None and g not in slots and g not in SLOT_FAMILIES and g != "method" \
+                and g not in params:
+            params[g] = _scalar(v)
+    if r.get("method") is not None and "method" not in params:
+        params["method"] = _scalar(r.get("method"))
+    return params
+
+
+def _frames(table: _Table) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The trials and metrics DataFrames; finals a run's summary lacks are its last logged
+    values, and the per-run summaries (DERIVED) come from its metrics."""
+    trials = pd.DataFrame.from_records(sorted(table.rows, key=lambda r: r["trial_id"]))
     if trials.empty:
         trials = pd.DataFrame(columns=["trial_id", "status", "combo", "seed", "wall_s", "steps_done"])
-    metrics = (
-        pd.DataFrame.from_records(metric_records)
-        if metric_records
-        else pd.DataFrame(columns=["trial_id", "step"])
-    )
+    metrics = (pd.DataFrame.from_records(table.metric_records) if table.metric_records
+               else pd.DataFrame(columns=["trial_id", "step"]))
     if "step" not in metrics.columns:
         metrics["step"] = np.nan
     for c in metrics.columns:
         if c != "trial_id":
             metrics[c] = pd.to_numeric(metrics[c], errors="coerce")
     metrics = metrics.sort_values(["trial_id", "step"], kind="mergesort").reset_index(drop=True)
-
-    # fill finals missing from trials.jsonl/summary.json with the last logged value
-    final_keys.update(c for c in metrics.columns if PASS_AT_RE.match(str(c)) or c == "eval/mean@8")
-    if not metrics.empty:
-        last = metrics.groupby("trial_id", sort=True).last()
-    else:
-        last = pd.DataFrame()
-    for k in sorted(final_keys):
+    table.final_keys.update(c for c in metrics.columns
+                            if PASS_AT_RE.match(str(c)) or c == "eval/mean@8")
+    last = metrics.groupby("trial_id", sort=True).last() if not metrics.empty else pd.DataFrame()
+    for k in sorted(table.final_keys):
         col = "final." + k
         if col not in trials.columns:
             trials[col] = np.nan
@@ -285,85 +283,52 @@ def load_sweep(sweep_dir) -> Sweep:
             can = trials["status"].isin(["finished", "early_stopped"])
             trials[col] = trials[col].where(trials[col].notna() | ~can, fill)
         trials[col] = trials[col].astype(float)
-
-    # per-run summaries
     for col, (m, how) in DERIVED.items():
         if m in metrics.columns and not metrics.empty:
             g = metrics.groupby("trial_id", sort=True)[m]
-            agg = g.last() if how == "last" else g.mean()
-            trials[col] = trials["trial_id"].map(agg).astype(float)
+            trials[col] = trials["trial_id"].map(g.last() if how == "last" else g.mean()).astype(float)
         else:
             trials[col] = np.nan
+    return trials, metrics
 
-    # budget: max_t when some finished trial reached it, else the most steps any finished trial did
+
+def _budget(trials: pd.DataFrame, meta: dict, warnings: list[str]) -> float | None:
+    """max_t when some finished trial reached it, else the most steps any finished trial did."""
     finished = trials[trials["status"] == "finished"] if not trials.empty else trials
     max_t = _num(meta.get("max_t"))
     steps = finished["steps_done"].astype(float) if not finished.empty else pd.Series(dtype=float)
-    budget: float | None
-    if steps.notna().any():
-        if np.isfinite(max_t) and (steps >= max_t).any():
-            budget = max_t
-        else:
-            budget = float(steps.max())
-            if np.isfinite(max_t):
-                warnings.append(
-                    f"no finished trial reached max_t={max_t:g} steps; "
-                    f"full budget taken as {budget:g} steps"
-                )
-    else:
-        budget = None
+    if not steps.notna().any():
+        return None
+    if np.isfinite(max_t) and (steps >= max_t).any():
+        return max_t
+    budget = float(steps.max())
+    if np.isfinite(max_t):
+        warnings.append(f"no finished trial reached max_t={max_t:g} steps; "
+                        f"full budget taken as {budget:g} steps")
+    return budget
+
+
+def _mark_full_budget(trials: pd.DataFrame, budget: float | None, table: _Table) -> None:
+    """``full_budget``: finished with the whole budget; a finished run without it or without a
+    final value of the metric is named in the skip list."""
     if trials.empty:
         trials["full_budget"] = pd.Series(dtype=bool)
-    else:
-        fb = trials["status"] == "finished"
-        if budget is not None:
-            fb &= trials["steps_done"].isna() | (trials["steps_done"] >= budget)
-        trials["full_budget"] = fb
-
-    if not trials.empty:
-        target = trials["final." + metric].astype(float)
-        for tid, combo, fb, st, v in zip(trials["trial_id"], trials["combo"], trials["full_budget"],
-                                         trials["status"], target):
-            if st != "finished":
-                continue  # named above with its status
-            if not np.isfinite(v):
-                skipped.append({"trial_id": tid, "combo": combo, "excluded": True,
-                                "reason": f"no final {metric}"})
-            elif not fb:
-                skipped.append({"trial_id": tid, "combo": combo, "excluded": True,
-                                "reason": f"ran fewer steps than the full budget ({budget:g})"})
-
-    slot_list = [s for s in SLOT_FAMILIES if s in slot_names] + sorted(slot_names - set(SLOT_FAMILIES))
-    pass_ks = sorted(
-        int(m.group(1)) for k in final_keys if (m := PASS_AT_RE.match(k)) is not None
-    )
-    journal = path / "optuna.journal"
-    return Sweep(
-        path=path,
-        meta=meta,
-        search_space_text=space_text,
-        trials=trials.reset_index(drop=True),
-        metrics=metrics,
-        slot_names=slot_list,
-        param_names=sorted(param_names),
-        pass_ks=pass_ks,
-        budget=budget,
-        journal_path=journal if journal.is_file() else None,
-        warnings=warnings,
-        skipped=skipped,
-    )
+        return
+    fb = trials["status"] == "finished"
+    if budget is not None:
+        fb &= trials["steps_done"].isna() | (trials["steps_done"] >= budget)
+    trials["full_budget"] = fb
+    target = trials["final." + table.metric].astype(float)
+    for tid, combo, fb, st, v in zip(trials["trial_id"], trials["combo"], trials["full_budget"],
+                                     trials["status"], target):
+        if st != "finished":
+            continue  # named with its status
+        if not np.isfinite(v):
+            table.skip(tid, combo, True, f"no final {table.metric}")
+        elif not fb:
+            table.skip(tid, combo, True, f"ran fewer steps than the full budget ({budget:g})")
 
 
 def _one_line(x, n: int = 200) -> str:
     s = " ".join(str(x).split())
     return s if len(s) <= n else s[: n - 1] + "…"
-
-
-def _recover_rows(path: Path, meta: dict, records: list[dict]) -> list[dict]:
-    """Rows for ended trials whose run directory is complete but which trials.jsonl lacks (its
-    line was torn), rebuilt from their own files by the sweep's ledger."""
-    from ablate.sweep.ledger import rows_from_run_dirs
-    have_ids = {str(r.get("trial_id")) for r in records}
-    have_dirs = {str(r.get("run_dir")) for r in records if r.get("run_dir")}
-    return [r for r in rows_from_run_dirs(path, meta)
-            if str(r.get("trial_id")) not in have_ids and str(r.get("run_dir")) not in have_dirs]

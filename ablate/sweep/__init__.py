@@ -1,7 +1,7 @@
-"""Sweeps: search-space files → Ray Tune (+ Optuna) trials of the trainable → a trials table.
+"""Sweeps: search-space files → Ray Tune (+ Optuna) trials of the trainable → run records.
 
 space.py (format, validation, expansion) · trial.py (the per-trial function in Ray workers) ·
-ledger.py (trials.jsonl) · runner.py (driver: Ray, Tuner, resume, report) · cli.py (`ablate sweep`).
+records.py (endings only the driver sees) · runner.py (driver: Ray, Tuner, resume, report) · cli.py (`ablate sweep`).
 """
 
 from ablate.sweep.space import SearchSpace, load_search_space, plan_trials, validate

@@ -15,7 +15,7 @@ from ablate.errors import ConfigError
 
 DESCRIPTION = """\
 Run a sweep over slot variants, method presets and hyperparameters (Ray Tune + Optuna).
-Results go to <output_dir>/<name>/ (sweep.json, trials.jsonl, per-trial run stores, the Tune
+Results go to <output_dir>/<name>/ (sweep.json, per-trial run stores with their records, the Tune
 experiment, optuna.journal) and a report to reports/<name>/.
 
 examples:

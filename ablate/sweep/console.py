@@ -145,7 +145,7 @@ def trial_status(tid: str, result: Mapping[str, Any] | None, metric: str,
 def _trial_error(trial: Any, sweep_dir: str | None) -> str | None:
     """One line of a failed trial's error: its runs' own records (the run store), else Tune's."""
     if sweep_dir:
-        from ablate.sweep.trial import joined_error, trial_runs
+        from ablate.tracking.trials import joined_error, trial_runs
 
         runs = trial_runs(Path(sweep_dir), str(trial.trial_id))
         err = (joined_error(runs, len(runs) > 1) or "")[:300]

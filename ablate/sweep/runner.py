@@ -1,7 +1,11 @@
 """Run a validated search space with Ray Tune (+ Optuna): the driver side of `ablate sweep`.
 
-Sweep directory ``<output_dir>/<name>/``: sweep.json, search_space.yaml (resolved), trials.jsonl,
-trials/<trial_id>/ (run stores), optuna.journal (Optuna searches), tune*/ (Tune experiment dirs).
+Sweep directory ``<output_dir>/<name>/``: sweep.json, search_space.yaml (resolved),
+trials/<trial_id>/ (run stores, each run's record in its summary.json: ablate.tracking.trials),
+optuna.journal (Optuna searches), tune*/ (Tune experiment dirs).
+
+Resume: Tuner.restore of the last Tune experiment. Only when Tune never saved its state (a driver
+killed before its first save) does a new experiment run what the run records do not show as done.
 
 Seeds: grid and random searches make each (configuration, seed) its own Tune trial, so replicates
 run in parallel. Optuna searches make each Optuna proposal one Tune trial that runs every seed in
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -29,10 +34,12 @@ from ablate.adapters import refresh_ray_token_auth
 from ablate.errors import ConfigError
 from ablate.sweep.console import (RAY_LOG, Console, make_console_callback, redirect_output,
                                   use_console)
-from ablate.sweep.ledger import Ledger, _read_json, is_done, make_callback
+from ablate.sweep.records import settle
 from ablate.sweep.ray_session import cleanup_leftovers, mark_shut_down, record_session
 from ablate.sweep.space import (DEFAULT_TRAINABLE, OptunaSpace, SearchSpace, active_assignment,
                                 combo_key, conditions, load_search_space, plan_trials)
+from ablate.tracking.run_store import read_json
+from ablate.tracking.trials import is_done, read_trials
 from ablate.tracking.wandb_logger import resolve_mode
 
 REPO_ROOT = Path(ablate.__file__).resolve().parent.parent
@@ -389,7 +396,6 @@ class SweepRun:
     specs: list[dict] | None  # planned trials (grid/random); None for Optuna
     sweep_dir: Path
     meta: dict  # sweep.json, kept current
-    ledger_ctx: dict
     trial_ctx: dict
     env: dict  # every trial's environment
     log: Callable[[str], None]
@@ -449,22 +455,21 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
     meta = _sweep_meta(space, specs, sweep_dir, resume)
     env = worker_env(space, sweep_dir)
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # evals are not every step
-    ledger_ctx = {"metric": space.metric, "seeds": space.seeds, "optuna": space.is_optuna,
-                  "base_overrides": space.run_overrides(),
-                  "specs": {s["key"]: s for s in specs} if specs is not None else None,
-                  "conditions": conditions(space)}
-    trial_ctx = {**ledger_ctx, "name": space.name, "sweep_dir": str(sweep_dir),
+    trial_ctx = {"metric": space.metric, "seeds": space.seeds, "optuna": space.is_optuna,
+                 "base_overrides": space.run_overrides(),
+                 "specs": {s["key"]: s for s in specs} if specs is not None else None,
+                 "conditions": conditions(space), "name": space.name, "sweep_dir": str(sweep_dir),
                  "trainable": space.trainable, "env": env, "cwd": os.getcwd()}
-    run = SweepRun(space, specs, sweep_dir, meta, ledger_ctx, trial_ctx, env, log, resume=resume,
+    run = SweepRun(space, specs, sweep_dir, meta, trial_ctx, env, log, resume=resume,
                    address=address, num_cpus=num_cpus, verbose=verbose)
     if address:
         _token_auth_for_attach()
     with use_console(console), redirect_output(sweep_dir / RAY_LOG, console, enabled=not verbose):
         if not verbose:
             log(f"Ray's output: {sweep_dir / RAY_LOG} (--verbose shows it here)")
-        ledger, t0 = _run_tune(run)
-    return _finish(space, sweep_dir, meta, run.meta_path, ledger, t0, log=log, report=report,
-                   output_dir=output_dir, name=name)
+        counts, errors, t0 = _run_tune(run)
+    return _finish(space, sweep_dir, meta, run.meta_path, counts, errors, t0, log=log,
+                   report=report, output_dir=output_dir, name=name)
 
 
 def _check_sweep_dir(space: SearchSpace, sweep_dir: Path, resume: bool) -> None:
@@ -481,7 +486,7 @@ def _check_sweep_dir(space: SearchSpace, sweep_dir: Path, resume: bool) -> None:
                                   f"started with (fields: {', '.join(diff)}); resume it unchanged "
                                   f"or start a new sweep with --name")
     elif sweep_dir.exists() and any((sweep_dir / f).exists()
-                                    for f in ("sweep.json", "trials.jsonl", "tune")):
+                                    for f in ("sweep.json", "tune")):
         raise ConfigError(f"sweep dir {sweep_dir} already holds a sweep; pass --resume to continue "
                           f"it, or --name/--output-dir for a new one")
 
@@ -507,7 +512,7 @@ def _open_sweep_dir(sweep_dir: Path, resume: bool, address: str | None,
 def _sweep_meta(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path, resume: bool) -> dict:
     """sweep.json's content (kept from the earlier attempt on resume); a new sweep also writes its
     resolved search space."""
-    meta = _read_json(sweep_dir / "sweep.json") if resume else {}
+    meta = read_json(sweep_dir / "sweep.json") if resume else {}
     meta.update({
         "name": space.name, "description": space.description,
         "search_space_file": str(Path(space.source).resolve()) if space.source else None,
@@ -554,8 +559,8 @@ def _trial_label(ctx: dict) -> Callable:
     return label
 
 
-def _run_tune(run: SweepRun) -> tuple[Ledger, float]:
-    """Start (or attach to) Ray, restore or create the Tuner, fit, and rewrite the trials table."""
+def _run_tune(run: SweepRun) -> tuple[dict[str, int], list[str], float]:
+    """Start (or attach to) Ray, restore or create the Tuner, fit, and record how trials ended."""
     import ray
 
     started_ray = _init_ray(run.address, run.num_cpus, run.env, run.space, run.log, run.sweep_dir,
@@ -572,14 +577,32 @@ def _run_tune(run: SweepRun) -> tuple[Ledger, float]:
         trials = []
         if tuner is not None:
             tuner.fit()  # trial failures are recorded, never raised
-            trials = _saved_trials(run.sweep_dir / (experiment or "tune"))
-        ledger = _final_table(run, experiment or "tune", trials)
+            trials = _saved_trials(run.sweep_dir / experiment)
+            settle(run.sweep_dir, trials, run.trial_ctx, experiment)
+        counts, errors = _tally(run, trials)
     finally:
         if started_ray:
             ray.shutdown()
             mark_shut_down(run.sweep_dir)
         mark_interrupted_runs(run.sweep_dir)
-    return ledger, t0
+    return counts, errors, t0
+
+
+def _tally(run: SweepRun, trials: list) -> tuple[dict[str, int], list[str]]:
+    """Runs by status (the run store's rows; runs of Tune trials that have not started are
+    pending), and the errors of the failed ones."""
+    rows = read_trials(run.sweep_dir)
+    counts: dict[str, int] = {}
+    for r in rows:
+        st = r["status"] if r["status"] in ("finished", "failed", "early_stopped") else "running"
+        counts[st] = counts.get(st, 0) + 1
+    have = {r["tune_trial_id"] for r in rows}
+    per_trial = 1 if run.specs is not None else len(run.space.seeds)
+    pending = sum(per_trial for t in trials
+                  if str(t.status) not in ("TERMINATED", "ERROR") and str(t.trial_id) not in have)
+    if pending:
+        counts["pending"] = pending
+    return counts, [str(r.get("error") or "unknown error") for r in rows if r["status"] == "failed"]
 
 
 def _trainable(run: SweepRun):
@@ -597,64 +620,53 @@ def _trainable(run: SweepRun):
 
 
 def _restore_tuner(run: SweepRun, trainable) -> tuple[Any, str | None]:
-    """On --resume, Tune's own state of the last experiment (Tuner.restore), when usable."""
+    """On --resume, Tune's own state of the last experiment (Tuner.restore), when it saved one."""
     from ray import tune
 
     if not (run.resume and run.experiments):
         return None, None
     last = run.sweep_dir / run.experiments[-1]
     if not tune.Tuner.can_restore(str(last)):
-        run.log(f"no restorable Tune state at {last}; resuming from trials.jsonl")
+        run.log(f"no saved Tune state at {last} (the driver died before Tune saved it); "
+                f"resuming from the run records")
         return None, None
-    try:
-        # errored trials restart from their last checkpoint: an infrastructure failure
-        # continues; one that failed in its own code replays that failure
-        tuner = tune.Tuner.restore(str(last), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=True, restart_errored=False)
-    except Exception as e:  # noqa: BLE001 - fall back to the trials.jsonl ledger
-        run.log(f"Tune state at {last} unusable ({type(e).__name__}: {e}); resuming from "
-                f"trials.jsonl instead")
-        return None, None
+    # errored trials restart from their last checkpoint: an infrastructure failure
+    # continues; one that failed in its own code replays that failure
+    tuner = tune.Tuner.restore(str(last), trainable=trainable, resume_unfinished=True,
+                               resume_errored=True, restart_errored=False)
     run.log(f"resuming Tune experiment {last}")
     return tuner, run.experiments[-1]
 
 
-def _left_to_run(run: SweepRun, ledger: Ledger) -> tuple[list[dict] | None, int]:
-    """(grid/random trials still to run, Optuna proposals still to make) of a resumed sweep:
-    attempts that did not end are dropped from the table (their dirs stay) and rerun."""
-    ledger.drop_pending_placeholders()
-    recovered = ledger.recover()
-    if recovered:
-        run.log(f"recovered {recovered} ended run(s) from their run dirs")
-    by_trial: dict[str, list] = {}
-    for k, r in ledger.rows.items():
-        by_trial.setdefault(str(r.get("tune_trial_id") or k), []).append(k)
-    done_trials = set()
-    for tid, keys in by_trial.items():
-        if all(is_done(ledger.rows[k]) for k in keys):
-            done_trials.add(tid)
-        else:
-            for k in keys:
-                del ledger.rows[k]
-    ledger.write()
+def _left_to_run(run: SweepRun) -> tuple[list[dict] | None, int]:
+    """(grid/random trials still to run, Optuna proposals still to make) of a sweep whose Tune
+    state is missing: trials whose runs are not all done (their records) are removed and rerun
+    (without Tune's state they have no checkpoint to continue from)."""
+    rows = read_trials(run.sweep_dir)
+    undone = sorted({r["tune_trial_id"] for r in rows if not is_done(r)})
+    for tid in undone:
+        shutil.rmtree(run.sweep_dir / "trials" / tid, ignore_errors=True)
+    if undone:
+        run.log(f"{len(undone)} trial(s) of the earlier attempt did not end; they run again")
+    done = [r for r in rows if r["tune_trial_id"] not in undone]
     specs, space = run.specs, run.space
     if specs is not None:
-        done = ledger.finished_keys()
-        todo = [s for s in specs if s["key"] not in done]
+        keys = {r["key"] for r in done}
+        todo = [s for s in specs if s["key"] not in keys]
         run.log(f"{len(specs) - len(todo)} of {len(specs)} trials already measured; "
                 f"{len(todo)} to run")
         return todo, 1
-    num_samples = max(0, int(space.num_samples or 0) - len(done_trials))
-    run.log(f"{len(done_trials)} of {space.num_samples} Optuna proposals already measured; "
+    n_done = len({r["tune_trial_id"] for r in done})
+    num_samples = max(0, int(space.num_samples or 0) - n_done)
+    run.log(f"{n_done} of {space.num_samples} Optuna proposals already measured; "
             f"{num_samples} to run")
     return None, num_samples
 
 
 def _new_tuner(run: SweepRun, trainable) -> tuple[Any, str | None]:
     """A Tuner for what is left (everything on a fresh sweep), in a new experiment dir."""
-    ledger = Ledger(run.sweep_dir, run.ledger_ctx).load()
     if run.resume:
-        todo, num_samples = _left_to_run(run, ledger)
+        todo, num_samples = _left_to_run(run)
     else:
         todo, num_samples = run.specs, (int(run.space.num_samples or 0) if run.specs is None else 1)
     experiments = run.experiments
@@ -665,9 +677,6 @@ def _new_tuner(run: SweepRun, trainable) -> tuple[Any, str | None]:
         run.log("nothing left to run")
         return None, None
     experiments.append(experiment)
-    if todo is not None:
-        ledger.add_pending(todo, experiment)
-        ledger.write()
     return _tuner(run, trainable, experiment, todo, num_samples), experiment
 
 
@@ -678,9 +687,8 @@ def _tuner(run: SweepRun, trainable, experiment: str, todo: list[dict] | None, n
 
     space, sweep_dir = run.space, run.sweep_dir
     callbacks = [make_no_retry_callback(),
-                 make_callback(Ledger(sweep_dir, run.ledger_ctx), experiment, todo),
                  make_console_callback(metric=space.metric, mode=space.mode,
-                                       label=_trial_label(run.ledger_ctx),
+                                       label=_trial_label(run.trial_ctx),
                                        total=len(todo) if todo is not None else num_samples,
                                        sweep_dir=str(sweep_dir), steps=_budget(space))]
     return tune.Tuner(
@@ -700,22 +708,8 @@ def _tuner(run: SweepRun, trainable, experiment: str, todo: list[dict] | None, n
             callbacks=callbacks))
 
 
-def _final_table(run: SweepRun, experiment: str, trials: list) -> Ledger:
-    """Rewrite trials.jsonl from Tune's view of every trial plus the run store's records."""
-    ledger = Ledger(run.sweep_dir, run.ledger_ctx).load()
-    for i, t in enumerate(trials):
-        ledger.update_trial(t, experiment, i)
-    ledger.recover()
-    if trials and run.specs is not None:
-        have = {r["key"] for r in ledger.rows.values() if not r["trial_id"].startswith("pending-")}
-        for rid in [k for k, r in ledger.rows.items() if k.startswith("pending-") and r["key"] in have]:
-            del ledger.rows[rid]
-    ledger.write()
-    return ledger
-
-
-def _finish(space, sweep_dir, meta, meta_path, ledger, t0, *, log, report, output_dir, name) -> int:
-    counts = ledger.counts()
+def _finish(space, sweep_dir, meta, meta_path, counts, errors, t0, *, log, report, output_dir,
+            name) -> int:
     unfinished = counts.get("running", 0) + counts.get("pending", 0)
     total = sum(counts.values())
     failed = counts.get("failed", 0)
@@ -727,15 +721,12 @@ def _finish(space, sweep_dir, meta, meta_path, ledger, t0, *, log, report, outpu
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     log(f"sweep {space.name}: {summary} of {total} trial(s) ({meta['wall_s']:.0f} s)"
         + (f"; {failed} of {total} failed" if failed else ""))
-    if failed:
-        errs: dict[str, int] = {}
-        for r in ledger.rows.values():
-            if r.get("status") == "failed":
-                e = str(r.get("error") or "unknown error")[:200]
-                errs[e] = errs.get(e, 0) + 1
-        for e, n in sorted(errs.items(), key=lambda kv: -kv[1])[:5]:
-            log(f"  {n} x {e}")
-    log(f"trials table: {sweep_dir / 'trials.jsonl'}")
+    errs: dict[str, int] = {}
+    for e in errors:
+        errs[e[:200]] = errs.get(e[:200], 0) + 1
+    for e, n in sorted(errs.items(), key=lambda kv: -kv[1])[:5]:
+        log(f"  {n} x {e}")
+    log(f"run records: {sweep_dir / 'trials'} (each run's summary.json)")
     if all_failed:
         log(f"every trial failed: no result to report (exit code {EXIT_ALL_FAILED})")
         return EXIT_ALL_FAILED

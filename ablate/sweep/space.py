@@ -57,6 +57,7 @@ from ablate.registry import variant_names
 from ablate.schema import MAX_SEED, SLUG_ALLOWED, Problem, check, is_slug
 from ablate.claims.spec import Claim, ReportSpec, parse_claims, parse_report
 from ablate.spec.groups import GROUPS, SWEEP_GROUPS
+from ablate.tracking.trials import run_key
 
 DEFAULT_TRAINABLE = "ablate.train.api.run_training"
 ALGORITHMS = ("grid", "random", "optuna_tpe", "optuna_random", "optuna_cmaes")
@@ -712,7 +713,7 @@ def categorical_key(assignment: Mapping[str, Any]) -> str:
 
 
 def spec_key(assignment: Mapping[str, Any], seed: int) -> str:
-    return f"{combo_key(assignment)}|seed={seed}"
+    return run_key(combo_key(assignment), seed)
 
 
 def _ordered(space: SearchSpace, assignment: Mapping[str, Any]) -> dict:

@@ -68,8 +68,8 @@ def make_linked_search(*, storage, study_name: str, sweep_dir: Path, **kwargs):
 
 def _outcome_links(sweep_dir: Path, trial_id: str) -> dict[str, Any]:
     """W&B ids and run dirs of the seeds a trial ran: the run store (a run dir exists from its
-    start; its record, ablate.sweep.trial.run_record, once it ended)."""
-    from ablate.sweep.trial import run_record
+    start; its record, ablate.sweep.trial.ablate.tracking.trials.run_record, once it ended)."""
+    from ablate.tracking.trials import run_record
 
     d = Path(sweep_dir) / "trials" / trial_id
     dirs = [p for p in sorted(d.glob("seed_*")) if p.is_dir()]

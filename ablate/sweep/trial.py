@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ablate.sweep.space import active_assignment, assignment_overrides
+from ablate.sweep.space import active_assignment, assignment_overrides, combo_key
 from ablate.tracking import progress
-from ablate.tracking.run_store import merge_summary, read_summary
+from ablate.tracking.run_store import merge_summary
+from ablate.tracking.trials import INFRA, SWEEP_RECORD, joined_error, run_key, trial_runs
 from ablate.tracking.wandb_logger import sweep_identity
 from ablate.train.eval_cache import ENV as EVAL_CACHE_ENV
 
-SWEEP_RECORD = "sweep"  # the sweep's record of a run: this entry of the run dir's summary.json
 ENDED = ("finished", "failed")  # a run record's final statuses ("running"/"stopped" are not)
 CHECKPOINT_FILE = "state.pt"
 OWN_ERROR_KEY = "sweep/own_error"  # in the last result of a trial failing in its own code
@@ -105,28 +105,6 @@ def _finite(v: Any) -> bool:
 def one_line(e: BaseException) -> str:
     msg = " ".join(str(e).split())
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-
-
-def run_record(run_dir: Path) -> dict:
-    """The sweep's record of one run (seed): trial_id, assign, seeds, seed, status (running |
-    stopped | finished | failed), error, error_kind, final, steps_done, wall_s, overrides, run_dir,
-    wandb_run_id/dir, resumed_from_step, started, ended. {} for a run that never recorded its end."""
-    rec = read_summary(run_dir).get(SWEEP_RECORD)
-    return rec if isinstance(rec, dict) and "seed" in rec else {}
-
-
-def trial_runs(sweep_dir: Path, trial_id: str) -> list[dict]:
-    """The run records of one Tune trial (its run dir, or its per-seed dirs), in seed order."""
-    d = Path(sweep_dir) / "trials" / str(trial_id)
-    recs = [run_record(p) for p in [d, *sorted(d.glob("seed_*"))]]
-    return sorted((r for r in recs if r), key=lambda r: int(r["seed"]))
-
-
-def joined_error(runs: list[dict], multi: bool) -> str | None:
-    """One message for a trial's failed runs (seed-prefixed when the trial runs several)."""
-    errs = [(f"seed {r['seed']}: " if multi else "") + str(r.get("error") or "failed")
-            for r in runs if r.get("status") == "failed"]
-    return "; ".join(errs)[:2000] or None
 
 
 class _Reporter:
@@ -328,6 +306,7 @@ class _Trial:
     per_seed_dirs: bool  # Optuna: every seed in its own dir under the trial's
     trial_id: str
     sweep_dir: Path
+    experiment: str | None = None
     runs: list[dict] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     finals: list[dict] = field(default_factory=list)
@@ -346,8 +325,22 @@ class _Trial:
 
     def record(self, run: dict) -> None:
         """Write the run's record into its run store (summary.json)."""
-        merge_summary(self.run_dir(int(run["seed"])), **{SWEEP_RECORD: {
-            **run, "trial_id": self.trial_id, "assign": self.assign, "seeds": self.seeds}})
+        seed = int(run["seed"])
+        write_record(self.run_dir(seed), {**run, **identity(
+            self.trial_id, self.assign, self.seeds, seed, self.experiment)})
+
+
+def identity(trial_id: str, assign: dict, seeds: list[int], seed: int,
+             experiment: str | None) -> dict:
+    """What a run record says about the run's place in the sweep (ablate.tracking.trials)."""
+    combo = combo_key(assign)
+    return {"trial_id": trial_id, "assign": assign, "seeds": seeds, "seed": seed, "combo": combo,
+            "key": run_key(combo, seed), "experiment": experiment}
+
+
+def write_record(run_dir: Path, record: dict) -> None:
+    """The run's record, the ``sweep`` entry of its summary.json (created when it has none)."""
+    merge_summary(run_dir, **{SWEEP_RECORD: record})
 
 
 def _run_trial(config: dict, ctx: dict) -> None:
@@ -364,8 +357,9 @@ def _run_trial(config: dict, ctx: dict) -> None:
     else:
         assign = active_assignment(config, ctx.get("conditions") or {})
         seeds, per_seed_dirs = [int(s) for s in ctx["seeds"]], True
-    tr = _Trial(ctx, assign, seeds, per_seed_dirs, tune.get_context().get_trial_id() or "trial",
-                Path(ctx["sweep_dir"]))
+    tc = tune.get_context()
+    tr = _Trial(ctx, assign, seeds, per_seed_dirs, tc.get_trial_id() or "trial",
+                Path(ctx["sweep_dir"]), tc.get_experiment_name())
     os.environ[EVAL_CACHE_ENV] = str(tr.sweep_dir / "eval_cache")  # evals shared across the arms
     tr.dir.mkdir(parents=True, exist_ok=True)
     reuse = _replay_or_reuse(tr)
@@ -394,7 +388,8 @@ def _replay_or_reuse(tr: _Trial) -> dict[int, dict] | None:
     from ray import tune
 
     prev = {int(r["seed"]): r for r in trial_runs(tr.sweep_dir, tr.trial_id)
-            if r.get("assign") == tr.assign and int(r["seed"]) in tr.seeds}
+            if r.get("assign") == tr.assign and int(r["seed"]) in tr.seeds
+            and r.get("error_kind") != INFRA}  # a process that died: run it again
     ok = {s: r for s, r in prev.items() if r.get("status") == "finished"
           and isinstance(r.get("final"), Mapping) and _finite(r["final"].get(tr.metric))}
     if all(prev.get(s, {}).get("status") in ENDED for s in tr.seeds):

@@ -11,7 +11,7 @@
                               traceback tail, final metrics (last value of each key), wall time,
                               W&B run id/dir/mode, slot choices, method, seed; a sweep's run
                               also ``sweep``: how the run ended for the sweep, merged in after
-                              it closed (``merge_summary``, ablate.sweep.trial.run_record)
+                              it closed (``merge_summary``, ablate.tracking.trials)
 
 JSON lines are flushed one at a time, so a killed run keeps every line logged before it died
 (``load_run`` skips a torn last line). ``time`` is Unix time in seconds. NaN and ±inf are written
@@ -283,13 +283,18 @@ def mark_interrupted(run_dir: Path, reason: str) -> bool:
     return True
 
 
-def read_summary(run_dir: Path) -> dict:
-    """A run's summary.json ({} when it is missing or unreadable)."""
+def read_json(path: Path) -> dict:
+    """A JSON object file ({} when it is missing, unreadable or not an object)."""
     try:
-        summary = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return summary if isinstance(summary, dict) else {}
+    return d if isinstance(d, dict) else {}
+
+
+def read_summary(run_dir: Path) -> dict:
+    """A run's summary.json ({} when it is missing or unreadable)."""
+    return read_json(Path(run_dir) / "summary.json")
 
 
 def merge_summary(run_dir: Path, **fields: Any) -> dict:

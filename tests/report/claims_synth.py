@@ -35,7 +35,6 @@ def make_claim_sweep(root, *, level: dict | None = None, slope: dict | None = No
     (out / "search_space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
     (out / "sweep.json").write_text(json.dumps({"name": name, "metric": "eval/pass@1", "mode": "max",
                                                 "algorithm": "grid", "max_t": n_steps}))
-    lines = []
     i = 0
     for sd in range(first_seed, first_seed + n_seeds):
         for mask in MASKS:
@@ -53,13 +52,13 @@ def make_claim_sweep(root, *, level: dict | None = None, slope: dict | None = No
                         rec["eval/pass@8"] = 0.6 + 0.01 * rng.standard_normal()
                     recs.append(rec)
                 (rd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-                (rd / "summary.json").write_text(json.dumps({"status": "finished"}))
                 slots = {"mask": mask, "advantage": adv}
-                lines.append(json.dumps({
-                    "trial_id": tid, "status": "finished", "slots": slots, "params": {"seed": sd},
-                    "seed": sd, "combo": json.dumps(slots, sort_keys=True), "run_dir": f"trials/{tid}",
-                    "steps_done": n_steps, "wall_s": 1.0}))
-    (out / "trials.jsonl").write_text("\n".join(lines) + "\n")
+                record = {"trial_id": tid, "status": "finished", "assign": slots, "seed": sd,
+                          "seeds": [sd], "combo": json.dumps(slots, sort_keys=True),
+                          "overrides": [f"mask={mask}", f"advantage={adv}", f"seed={sd}"],
+                          "run_dir": f"trials/{tid}", "steps_done": n_steps, "wall_s": 1.0}
+                (rd / "summary.json").write_text(json.dumps({"status": "finished",
+                                                             "sweep": record}))
     return out
 
 

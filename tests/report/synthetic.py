@@ -1,7 +1,8 @@
 """Synthetic sweep directories in the exact format the sweep runner writes, with planted effects.
 
-``make_sweep(root)`` writes sweep.json, search_space.yaml, trials.jsonl, trials/<id>/{config.yaml,
-metrics.jsonl, summary.json, samples.jsonl} and optionally optuna.journal. The target
+``make_sweep(root)`` writes sweep.json, search_space.yaml, trials/<id>/{config.yaml, metrics.jsonl,
+summary.json with the run's record (ablate.tracking.trials), samples.jsonl} and optionally
+optuna.journal. The target
 ``eval/pass@1`` of a trial is ``base + Σ_slot effects[slot][variant] + Σ_param effects + noise``,
 so tests know the true ordering of slot effects.
 """
@@ -14,8 +15,9 @@ import math
 from pathlib import Path
 
 import numpy as np
+import yaml
 
-from ablate.spec.groups import SLOT_FAMILIES
+from ablate.spec.groups import GROUPS, SLOT_FAMILIES
 
 DEFAULT_SLOTS = {
     "mask": ["none", "ppo_clip", "clip_higher"],
@@ -72,7 +74,7 @@ def make_sweep(
     """Write a full-factorial (slots × params × seeds) synthetic sweep under ``root/name``.
 
     ``method_for`` maps a slot tuple (mask, denominator, advantage, likelihood, aggregation) to a
-    method name recorded in trials.jsonl. The last ``n_failed`` trials fail, the ``n_early_stopped``
+    method name recorded in the run's config choices. The last ``n_failed`` trials fail, the ``n_early_stopped``
     before them are stopped at half budget."""
     slots = slots or DEFAULT_SLOTS
     effects = DEFAULT_EFFECTS if effects is None else effects
@@ -126,7 +128,6 @@ def make_sweep(
     }
     (out / "sweep.json").write_text(_dump(meta))
 
-    trial_lines = []
     optuna_trials = []
     for i, (combo, sd) in enumerate(trial_list):
         tid = f"t{i:04d}"
@@ -177,12 +178,31 @@ def make_sweep(
         final = {} if status == "failed" else dict(last_eval)
         wall = 60.0 * steps_done / n_steps + sd
         wandb = {"run_id": f"wb{tid}", "dir": f"wandb/offline-run-20261120_100000-wb{tid}", "mode": "offline"}
-        (rd / "summary.json").write_text(
-            _dump({"status": status, "final": final, "wall_s": wall, "error": error, "wandb": wandb})
-        )
-        (rd / "config.yaml").write_text(
-            "\n".join(f"{k}: {v}" for k, v in {**s_vals, **p_vals, "seed": sd}.items()) + "\n"
-        )
+        key = tuple(s_vals.get(s) for s in SLOT_FAMILIES)
+        method = method_for.get(key)
+        record = {
+            "trial_id": f"tune{combos.index(combo):04d}" if journal else tid,
+            "key": f"{i}|seed={sd}",
+            "status": status,
+            "assign": {**s_vals, **p_vals},
+            "seed": sd,
+            "seeds": [sd],
+            "combo": _dump({"slots": s_vals, "params": p_vals}),
+            "final": final,
+            "run_dir": run_dir,
+            "wandb_run_id": wandb["run_id"],
+            "wandb_dir": wandb["dir"],
+            "error": error,
+            "wall_s": wall,
+            "steps_done": steps_done,
+        }
+        (rd / "summary.json").write_text(_dump({"status": status, "final": final, "wall_s": wall,
+                                                "error": error, "wandb": wandb, "sweep": record}))
+        choices = {**s_vals, "model": "tiny", "rollout": "hf",
+                   **{k: v for k, v in p_vals.items() if k in GROUPS},
+                   **({"method": method} if method is not None else {})}
+        (rd / "config.yaml").write_text(yaml.safe_dump(
+            {**{k: str(v) for k, v in p_vals.items()}, "seed": sd, "choices": choices}))
         samples = []
         for j in range(samples_per_trial):
             resp = f"The answer is {j + 2}."
@@ -192,30 +212,7 @@ def make_sweep(
                 {"step": steps_done, "prompt": f"What is {j} + 2? <q>", "response": resp, "reward": float(j % 2)}
             )
         (rd / "samples.jsonl").write_text("".join(_dump(r) + "\n" for r in samples))
-        key = tuple(s_vals.get(s) for s in SLOT_FAMILIES)
-        trial = {
-            "trial_id": tid,
-            "tune_trial_id": f"tune{combos.index(combo):04d}" if journal else tid,
-            "key": f"{i}|seed={sd}",
-            "status": status,
-            "slots": s_vals,
-            "choices": {**s_vals, "model": "tiny", "rollout": "hf"},
-            "method": method_for.get(key),
-            "params": {**p_vals, "seed": sd},
-            "seed": sd,
-            "combo": _dump({"slots": s_vals, "params": p_vals}),
-            "final": final,
-            "value": final.get("eval/pass@1"),
-            "run_dir": run_dir,
-            "wandb_run_id": wandb["run_id"],
-            "wandb_dir": wandb["dir"],
-            "error": error,
-            "wall_s": wall,
-            "steps_done": steps_done,
-        }
-        trial_lines.append(_dump(trial))
         optuna_trials.append((combos.index(combo), s_vals, p_vals, status, final.get("eval/pass@1")))
-    (out / "trials.jsonl").write_text("".join(line + "\n" for line in trial_lines))
 
     if journal:
         _write_journal(out, name, slots, params, optuna_trials)
@@ -254,3 +251,11 @@ def _write_journal(out: Path, name: str, slots: dict, params: dict, trials: list
                 params=ps, distributions=dists, value=sum(r[3] for r in rows) / len(rows)
             )
         study.add_trial(t)
+
+
+def edit_records(sweep_dir: Path, edit) -> None:
+    """Apply ``edit(record)`` to the run record in every trial's summary.json."""
+    for p in sorted(Path(sweep_dir).glob("trials/*/summary.json")):
+        summary = json.loads(p.read_text())
+        edit(summary["sweep"])
+        p.write_text(_dump(summary))

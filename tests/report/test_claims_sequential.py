@@ -10,6 +10,7 @@ from ablate.claims.sequential import all_decided, batch_names, evaluate_sequenti
 from ablate.errors import ConfigError
 from ablate.report.load import load_sweep
 from ablate.stats import SequentialPlan
+from ablate.tracking.trials import read_trials
 
 from .claims_synth import claim, make_claim_sweep
 
@@ -185,7 +186,7 @@ def test_aa_claim_is_never_reproduced_or_contradicted(tmp_path):
 
     path = make_claim_sweep(tmp_path, level={"clip_higher": 1.0, "ppo_clip": 1.0},
                             claims=[claim("aa", "higher", margin=0.01), claim("aa2", "lower")])
-    rows = [json.loads(x) for x in (path / "trials.jsonl").read_text().splitlines()]
+    rows = read_trials(path)
     twin = {(r["seed"], r["slots"]["advantage"]): r["trial_id"] for r in rows if r["slots"]["mask"] == "ppo_clip"}
     for r in rows:
         if r["slots"]["mask"] == "clip_higher":

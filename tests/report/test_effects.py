@@ -7,7 +7,7 @@ from ablate.report import aggregate as A
 from ablate.report import effects as E
 from ablate.report.load import load_sweep
 
-from .synthetic import make_sweep
+from .synthetic import edit_records, make_sweep
 
 GRPO = {"name": "grpo", "mask": "ppo_clip", "denominator": "behaviour", "advantage": "group_zscore",
         "likelihood": "identity", "aggregation": "seq_mean_token_mean"}
@@ -124,13 +124,14 @@ def test_conditional_parameters_are_left_out_where_unset(tmp_path):
 
     sw_dir = make_sweep(tmp_path, slots={"mask": ["none", "clip"], "advantage": ["x", "y"]}, effects={},
                         params={"mask.eps": [0.2, 0.3]}, n_failed=0, n_early_stopped=0, n_seeds=2)
-    rows = [json.loads(line) for line in (sw_dir / "trials.jsonl").read_text().splitlines()]
-    for r in rows:
-        if r["slots"]["mask"] == "none":
-            r["params"].pop("mask.eps")
-            r["combo"] = json.dumps({"slots": r["slots"], "params": {}}, sort_keys=True)
-            r["wandb_run_id"] = None
-    (sw_dir / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    def unset(rec: dict) -> None:
+        if rec["assign"]["mask"] == "none":
+            rec["assign"].pop("mask.eps")
+            slots = {k: v for k, v in rec["assign"].items() if k in ("mask", "advantage")}
+            rec["combo"] = json.dumps({"slots": slots, "params": {}}, sort_keys=True)
+            rec["wandb_run_id"] = None
+
+    edit_records(sw_dir, unset)
     sw = load_sweep(sw_dir)
     eff = {e.name: e for e in E.marginal_effects(sw)}
     assert eff["mask.eps"].conditional and [lv.label for lv in eff["mask.eps"].levels] == ["0.2", "0.3"]

@@ -84,10 +84,10 @@ def write_space(path: Path, **fields) -> Path:
 
 
 def read_trials(sweep_dir: Path) -> list[dict]:
-    import json
+    """The sweep's trials table, read from its run store (ablate.tracking.trials)."""
+    from ablate.tracking.trials import read_trials as table
 
-    return [json.loads(line) for line in (sweep_dir / "trials.jsonl").read_text().splitlines()
-            if line.strip()]
+    return table(sweep_dir)
 
 
 def kill_group(proc: subprocess.Popen, first=signal.SIGINT, wait_s: float = 30.0) -> None:
