@@ -1,8 +1,10 @@
-"""The report of a damaged sweep: a torn trials.jsonl line is recovered from the trial's own run
-directory, every skipped or partly read trial is named (console and report), and hyperparameter ×
+"""The report of a damaged sweep: a run cut off before it recorded its end is named with its
+status, every skipped or partly read trial is named (console and report), and hyperparameter ×
 slot interactions are shown with legends that name the combination."""
 
 from __future__ import annotations
+
+import json
 
 from ablate.report import generate_report
 from ablate.report.load import load_sweep
@@ -20,10 +22,13 @@ def test_damaged_sweep_report(tmp_path, conf_env, ray_local, monkeypatch):
     sweep_dir = tmp_path / "runs" / "rr"
     rows = read_trials(sweep_dir)
     assert len(rows) == 8 and {r["status"] for r in rows} == {"finished"}
-    # a killed driver tore the last line of the table
-    text = (sweep_dir / "trials.jsonl").read_text().splitlines(keepends=True)
-    torn = rows[-1]
-    (sweep_dir / "trials.jsonl").write_text("".join(text[:-1]) + text[-1][: len(text[-1]) // 2])
+    # a run cut off before it recorded its end (its process killed; a resume marks it)
+    cut = rows[-1]
+    summary_path = sweep_dir / cut["run_dir"] / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    del summary["sweep"]
+    summary.update(status="interrupted", error="killed mid-run")
+    summary_path.write_text(json.dumps(summary))
     # one run lost its metrics.jsonl, another has a garbage line in it
     gone, garbled = rows[0], rows[1]
     (sweep_dir / gone["run_dir"] / "metrics.jsonl").unlink()
@@ -32,10 +37,11 @@ def test_damaged_sweep_report(tmp_path, conf_env, ray_local, monkeypatch):
 
     sweep = load_sweep(sweep_dir)
     assert sorted(sweep.trials["trial_id"]) == sorted(r["trial_id"] for r in rows)
-    rec = sweep.trials.set_index("trial_id").loc[torn["trial_id"]]
-    assert rec["status"] == "finished" and rec["final.eval/pass@1"] == torn["value"]
-    assert len(sweep.full_budget()) == 8  # the recovered trial counts
+    rec = sweep.trials.set_index("trial_id").loc[cut["trial_id"]]
+    assert rec["status"] == "interrupted" and rec["slot.mask"] == cut["slots"]["mask"]
+    assert len(sweep.full_budget()) == 7  # the cut-off run is left out
     why = {s["trial_id"]: s["reason"] for s in sweep.skipped}
+    assert why[cut["trial_id"]] == "status interrupted: killed mid-run"
     assert "metrics.jsonl missing" in why[gone["trial_id"]]
     assert "1 unreadable line(s)" in why[garbled["trial_id"]]
 
@@ -44,7 +50,7 @@ def test_damaged_sweep_report(tmp_path, conf_env, ray_local, monkeypatch):
     console = "\n".join(lines)
     assert gone["trial_id"] in console and garbled["trial_id"] in console
     md = (out / "report.md").read_text()
-    assert "Skipped trials (2)" in md
+    assert "Skipped trials (3)" in md
     assert gone["trial_id"] in md and garbled["trial_id"] in md
     # hyperparameter x slot interaction (the quickstart's mask x train.epochs design)
     assert "mask × train.epochs" in md and "Fewer than two" not in md

@@ -1,5 +1,5 @@
 """The run store is the one record of how a sweep's run ended (the ``sweep`` entry of its
-summary.json): the ledger rebuilds rows from it, and a restored trial replays or keeps from it."""
+summary.json): the trials table is read from it, and a restored trial replays or keeps from it."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from ablate.sweep import trial as trial_mod
-from ablate.sweep.ledger import rows_from_run_dirs
-from ablate.sweep.trial import TrialFailed, _replay_or_reuse, _Trial, trial_runs
+from ablate.sweep.trial import TrialFailed, _replay_or_reuse, _Trial
+from ablate.tracking.trials import read_trials, trial_runs
 
 METRIC = "eval/pass@1"
 ASSIGN = {"mask": "none"}
@@ -31,16 +31,23 @@ def _trial(sweep_dir: Path, tid: str) -> _Trial:
     return _Trial(ctx, dict(ASSIGN), [0, 1], True, tid, sweep_dir)
 
 
-def test_rows_come_from_run_records_of_ended_trials_only(tmp_path):
+def test_rows_come_from_run_records(tmp_path):
+    (tmp_path / "sweep.json").write_text(json.dumps({"metric": METRIC}))
     _record(tmp_path, "a", 0, "finished", 0.5)
     _record(tmp_path, "a", 1, "failed", error="RuntimeError: boom")
-    _record(tmp_path, "b", 0, "finished", 0.25)  # seed 1 never recorded its end: not ended
-    (tmp_path / "trials" / "c").mkdir()  # a trial dir without any record
-    rows = {r["trial_id"]: r for r in rows_from_run_dirs(tmp_path, {"metric": METRIC})}
-    assert set(rows) == {"a-s0", "a-s1"}
+    _record(tmp_path, "b", 0, "finished", 0.25)
+    rd = tmp_path / "trials" / "b" / "seed_1"  # cut off mid-run: no record, its summary says so
+    rd.mkdir()
+    (rd / "summary.json").write_text(json.dumps({"status": "interrupted", "error": "killed"}))
+    (tmp_path / "trials" / "c").mkdir()  # a trial dir without any run
+    rows = {r["trial_id"]: r for r in read_trials(tmp_path)}
+    assert set(rows) == {"a-s0", "a-s1", "b-s0", "b-s1"}
     assert rows["a-s0"]["status"] == "finished" and rows["a-s0"]["value"] == 0.5
+    assert rows["a-s0"]["slots"] == {} and rows["a-s0"]["params"] == {}
     assert rows["a-s1"]["status"] == "failed" and rows["a-s1"]["error"] == "RuntimeError: boom"
     assert rows["a-s1"]["failure_kind"] == "trial"
+    assert rows["b-s1"]["status"] == "interrupted" and rows["b-s1"]["error"] == "killed"
+    assert rows["b-s1"]["seed"] == 1 and rows["b-s1"]["tune_trial_id"] == "b"
     assert [r["seed"] for r in trial_runs(tmp_path, "b")] == [0]
 
 
