@@ -102,8 +102,10 @@ def fractional_sweep(run_root: Path) -> dict:
     p = _ablate("sweep", str(space), "--output-dir", str(run_root / "sweeps"), "--no-report", timeout=300)
     if p.returncode != 0:
         raise RuntimeError(p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}")
-    ledger = (run_root / "sweeps" / "gpu-smoke" / "trials.jsonl").read_text().splitlines()
-    return {"trials": len(ledger), "finished": sum('"finished"' in x for x in ledger)}
+    from ablate.tracking.trials import read_trials
+
+    rows = read_trials(run_root / "sweeps" / "gpu-smoke")
+    return {"trials": len(rows), "finished": sum(r["status"] == "finished" for r in rows)}
 
 
 def nccl_two_workers(run_root: Path) -> dict:

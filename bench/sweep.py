@@ -3,7 +3,7 @@
 The same N tiny training runs (GRPO, seeds 0..N-1, 1 torch thread each) are run
   (a) directly: ``Trainer(cfg).run()`` in this process, configs composed beforehand, no tracker;
   (b) as ``ablate sweep`` (``sweep_main``: Ray Tune + Hydra compose per trial + W&B offline + run
-      store + trials table) with ``max_concurrent: 1``;
+      store with each run's record) with ``max_concurrent: 1``;
   (c) the same sweep with ``max_concurrent: 2`` on the 2 cores.
 Overhead per trial = (wall(b) − Σ wall(a)) / N, split into the fixed part (Ray start/stop and
 the driver before the first / after the last trial, from the trials' own timestamps) and the
@@ -93,19 +93,15 @@ def fresh_process_breakdown() -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _trial_windows(sweep_dir: Path) -> list[tuple[float, float, float]]:
-    """(started, ended, Trainer.run wall) of each trial, from its sweep_trial.json."""
-    out = []
-    for f in sorted((sweep_dir / "trials").glob("*/sweep_trial.json")):
-        d = json.loads(f.read_text())
-        if d.get("started") and d.get("ended"):
-            train = sum(float(r.get("wall_s") or 0.0) for r in d.get("runs") or [])
-            out.append((float(d["started"]), float(d["ended"]), train))
-    return sorted(out)
+def _trial_windows(rows: list[dict]) -> list[tuple[float, float, float]]:
+    """(started, ended, Trainer.run wall) of each run, from its record in the run store."""
+    return sorted((float(r["started"]), float(r["ended"]), float(r.get("wall_s") or 0.0))
+                  for r in rows if r.get("started") and r.get("ended"))
 
 
 def sweep(seeds: list[int], concurrent: int, root: Path, tag: str) -> dict:
     from ablate.sweep import sweep_main
+    from ablate.tracking.trials import read_trials
 
     name = f"bench-{tag}"
     f = _space(root / f"{name}.yaml", name, seeds, concurrent, root / "runs")
@@ -120,8 +116,8 @@ def sweep(seeds: list[int], concurrent: int, root: Path, tag: str) -> dict:
     if rc != 0:
         raise RuntimeError(f"ablate sweep exited {rc}: {buf.getvalue()[-1500:]}")
     sd = root / "runs" / name
-    rows = [json.loads(x) for x in (sd / "trials.jsonl").read_text().splitlines() if x.strip()]
-    win = _trial_windows(sd)
+    rows = read_trials(sd)
+    win = _trial_windows(rows)
     first = min((a for a, _, _ in win), default=t_start)
     last = max((b for _, b, _ in win), default=t_end)
     return {"rc": rc, "wall_s": wall, "statuses": [r.get("status") for r in rows],

@@ -166,5 +166,7 @@ def test_two_trial_sweep_of_two_worker_trials(tmp_path, cache, spawn):
     p = spawn.run([sys.executable, "-m", "ablate.cli", "sweep", str(f), "--no-report", "--num-cpus", "2"],
                   env=env, timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    ledger = [json.loads(x) for x in (tmp_path / "runs" / "mw" / "trials.jsonl").read_text().splitlines()]
-    assert sorted(r["status"] for r in ledger) == ["finished", "finished"]
+    from ablate.tracking.trials import read_trials
+
+    rows = read_trials(tmp_path / "runs" / "mw")
+    assert sorted(r["status"] for r in rows) == ["finished", "finished"]
