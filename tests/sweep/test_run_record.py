@@ -72,3 +72,40 @@ def test_a_failed_trial_replays_its_failure_and_a_partial_one_keeps_finished_see
     _record(tmp_path, "p", 1, "stopped")
     keep = _replay_or_reuse(_trial(tmp_path, "p"))
     assert keep is not None and set(keep) == {0}
+
+
+def _tune_trial(tid: str, status: str, last: dict | None = None):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(trial_id=tid, status=status, config=dict(ASSIGN), last_result=last or {},
+                           get_error=lambda: "Traceback ...\nRayActorError: the actor died")
+
+
+def test_the_driver_records_early_stops_and_dead_workers(tmp_path, monkeypatch):
+    """What only the driver sees goes into the run records: an ASHA stop (a stopped run and a
+    seed never reached), a worker that died (rerun on --resume, never replayed as a failure)."""
+    from ablate.sweep.records import settle
+
+    (tmp_path / "sweep.json").write_text(json.dumps({"metric": METRIC}))
+    _record(tmp_path, "e", 0, "stopped", 0.1)  # ASHA stopped seed 0; seed 1 never ran
+    _record(tmp_path, "d", 0, "finished", 0.5)  # the worker died in seed 1
+    (tmp_path / "trials" / "d" / "seed_1").mkdir()
+    (tmp_path / "trials" / "d" / "seed_1" / "summary.json").write_text('{"status": "running"}')
+    _record(tmp_path, "f", 0, "finished", 0.5)  # ran to its end: nothing to add
+    _record(tmp_path, "f", 1, "finished", 0.7)
+    ctx = {"seeds": [0, 1], "conditions": {}, "base_overrides": []}
+    trials = [_tune_trial("e", "TERMINATED"), _tune_trial("d", "ERROR"),
+              _tune_trial("f", "TERMINATED", {trial_mod.COMPLETE_KEY: 1}),
+              _tune_trial("p", "PENDING")]
+    assert settle(tmp_path, trials, ctx, "tune") == 3
+    rows = {r["trial_id"]: r for r in read_trials(tmp_path)}
+    assert rows["e-s0"]["status"] == "early_stopped" and rows["e-s0"]["value"] == 0.1
+    assert rows["e-s1"]["status"] == "early_stopped" and rows["e-s1"]["run_dir"] is None
+    assert rows["d-s1"]["status"] == "failed" and rows["d-s1"]["failure_kind"] == "infrastructure"
+    assert rows["d-s1"]["error"] == "RayActorError: the actor died"
+    assert rows["d-s1"]["run_dir"] == "trials/d/seed_1" and rows["d-s0"]["status"] == "finished"
+    assert {rows["f-s0"]["status"], rows["f-s1"]["status"]} == {"finished"}
+    assert not any(r["tune_trial_id"] == "p" for r in rows.values())
+    monkeypatch.setattr("ray.tune.report", lambda r, **kw: None)
+    keep = _replay_or_reuse(_trial(tmp_path, "d"))  # restored: seed 1 runs again
+    assert keep is not None and set(keep) == {0}
