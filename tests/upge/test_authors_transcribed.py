@@ -12,6 +12,10 @@ by line (verl helpers it calls inlined), not a re-derivation of the formula.
   ``bundle_uid``: consecutive bundles of 5 prompts, as the preset reads the fork's trainer.
 - LCO: homzer/llama-rlhf@0bde42a2447adbb12c9567c4723790a5727cd7d1 src/ppo/trainer_lco.py (the
   transcription lives in tests/objectives/test_lco.py) on the composed ``lco`` preset.
+- GBPO: bounded-ratio-rl/bounded_ratio_rl@64ff1cdfb2bc891899b541abcbeb81ad2d5b14e4
+  src/verl/trainer/ppo/core_algos.py (``compute_gbpo_outcome_advantage_and_target``,
+  ``compute_policy_loss_gbpo``; clip 0.3/0.3, gbpo_temperature 1e-4 as in ttrl/Qwen2.5-Math/*.sh),
+  token-mean, regularizers left out (the verl KL/entropy terms are tested elsewhere).
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from tests.upge.reference_losses import Case
 from tests.upge.test_new_presets_slots import with_singleton
 from tests.upge.test_presets_reference import GS, ablate_grad, assert_same, case_where, ref_grad
 
-REFERENCED = {"bapo", "riskpo", "lco"}  # presets with an authors'-code gradient test here
+REFERENCED = {"bapo", "riskpo", "lco", "gbpo"}  # presets with an authors'-code gradient test here
 RISKPO = "RTkenny/RiskPO@8dce3fa771c9e3bc1d2286fe8f9afb8250b18a29 verl/trainer/ppo/core_algos.py"
 BAPO = "WooooDyy/BAPO@3b8389c5a81e715a6fbaa2bb0fa688fe54ace9cf recipe/bapo/policy_loss.py"
+GBPO = "bounded-ratio-rl/bounded_ratio_rl@64ff1cdfb2bc891899b541abcbeb81ad2d5b14e4 src/verl/trainer/ppo/core_algos.py"
 
 
 def verl_grpo_advantages(c: Case, epsilon: float = 1e-6) -> torch.Tensor:
@@ -236,3 +241,88 @@ def test_lco_preset_gradient_equals_the_authors_lco_loss(G):
     (want,) = torch.autograd.grad(want_loss, logits)
     assert float(want.abs().sum()) > 0
     assert_same(got, want)
+
+
+def gbpo_advantage_and_target(c: Case, temperature: float, epsilon: float = 1e-6):
+    """compute_gbpo_outcome_advantage_and_target (norm_adv_by_std_in_grpo=True): ([B, T], [B, T])."""
+    scores = torch.tensor(c.rewards, dtype=c.mask.dtype)
+    index = c.group_ids
+    id2score, id2mean, id2std, id2median = defaultdict(list), {}, {}, {}
+    bsz = scores.shape[0]
+    for i in range(bsz):
+        id2score[index[i]].append(scores[i])
+    for idx, group_scores in id2score.items():
+        if len(group_scores) == 1:
+            id2mean[idx] = torch.tensor(0.0, dtype=scores.dtype)
+            id2std[idx] = torch.tensor(1.0, dtype=scores.dtype)
+            id2median[idx] = torch.tensor(0.0, dtype=scores.dtype)
+        else:
+            group_scores = torch.stack(group_scores)
+            id2mean[idx] = torch.mean(group_scores)
+            id2std[idx] = torch.std(group_scores)
+            id2median[idx] = torch.quantile(group_scores, 0.5)
+    target_scores = torch.empty_like(scores)
+    for i in range(bsz):
+        z = scores[i] - id2mean[index[i]]
+        z_median = scores[i] - id2median[index[i]]
+        z = z / (id2std[index[i]] + epsilon)
+        z_median = z_median / (id2std[index[i]] + epsilon)
+        target_scores[i] = z_median / temperature
+        scores[i] = z
+    return scores.unsqueeze(-1) * c.mask, target_scores.unsqueeze(-1) * c.mask
+
+
+def compute_policy_loss_gbpo(old_log_prob, log_prob, advantages, response_mask, target_adv,
+                             cliprange_low=0.3, cliprange_high=0.3):
+    negative_approx_kl = torch.clamp(log_prob - old_log_prob, min=-20.0, max=20.0)
+    ratio = torch.exp(negative_approx_kl)
+    target_adv = target_adv.detach()
+    scale = torch.sigmoid(target_adv)
+    target_ratio = 1.0 - cliprange_low + (cliprange_high + cliprange_low) * scale
+    pg_losses = torch.abs((ratio - target_ratio) * advantages.detach())
+    # verl agg_loss(loss_agg_mode="token-mean"): masked mean over all tokens
+    return (pg_losses * response_mask).sum() / response_mask.sum()
+
+
+def authors_gbpo_loss(logp, c: Case, temperature: float = 1e-4, clip: float = 0.3):
+    adv, target = gbpo_advantage_and_target(c, temperature)
+    return compute_policy_loss_gbpo(c.old_logp, logp, adv, c.mask, target, clip, clip)
+
+
+@pytest.mark.parametrize("temperature", [1e-4, 0.7])
+@pytest.mark.parametrize("G", GS)
+def test_gbpo_preset_gradient_equals_the_authors_gbpo_loss(G, temperature):
+    def mixed(c):  # some group has rewards on both sides of its median
+        adv, _ = gbpo_advantage_and_target(c, temperature)
+        return bool((adv != 0).any())
+
+    c = with_singleton(case_where(mixed, G, spread=1.0), reward=0.5)
+    over = ["regularizers=none"]
+    if temperature != 1e-4:
+        over.append(f"objective.terms.pg.temperature={temperature}")
+    want = ref_grad(authors_gbpo_loss, c, temperature=temperature)
+    assert_same(ablate_grad(c, "gbpo", *over), want)
+
+
+def test_gbpo_target_is_the_bounded_ratio_of_the_group_median():
+    """A half-correct group of 4 has median 0.5 (torch.quantile's midpoint): with τ → 0 the target
+    ratio is 1 ± ε on either side; a one-row group keeps its raw reward (median 0, std 1)."""
+    from ablate.objectives.bounded_ratio import median_target
+
+    r = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.5, 0.25], dtype=torch.float64)
+    gid = torch.tensor([3, 3, 3, 3, 9, 3])
+    z = median_target(r, gid, temperature=1.0)
+    std = float(torch.tensor([1.0, 0.0, 1.0, 0.0, 0.25]).std())  # group 3: five rows, median 0.25
+    want = [(1 - 0.25) / (std + 1e-6), -0.25 / (std + 1e-6), (1 - 0.25) / (std + 1e-6),
+            -0.25 / (std + 1e-6), 0.5 / (1 + 1e-6), 0.0]
+    torch.testing.assert_close(z, torch.tensor(want, dtype=torch.float64))
+    even = median_target(torch.tensor([1.0, 0.0, 1.0, 0.0]), torch.zeros(4), temperature=1e-4)
+    ratio_star = 0.7 + 0.6 * torch.sigmoid(even)
+    torch.testing.assert_close(ratio_star, torch.tensor([1.3, 0.7, 1.3, 0.7]))
+
+
+def test_gbpo_preset_records_the_authors_commit():
+    from ablate.methods.catalog import load_presets
+
+    gbpo = next(r for r in load_presets() if r["name"] == "gbpo")
+    assert GBPO.split(" ")[0] in gbpo["reference"]
