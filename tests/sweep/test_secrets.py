@@ -97,7 +97,7 @@ def test_killed_sweep_leaks_no_secret_and_resume_stops_its_ray(tmp_path, conf_en
     # the console printed our lines only; Ray's output went to ray.log
     console = (tmp_path / "driver.log").read_text()
     assert " started " in console and "ray.log" in console
-    assert "== Status ==" not in console and "== Status ==" in (sweep_dir / "ray.log").read_text()
+    assert "Trial status:" not in console and "Trial status:" in (sweep_dir / "ray.log").read_text()
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WANDB_API_KEY", secret)
