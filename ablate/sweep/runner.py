@@ -4,8 +4,9 @@ Sweep directory ``<output_dir>/<name>/``: sweep.json, search_space.yaml (resolve
 trials/<trial_id>/ (run stores, each run's record in its summary.json: ablate.tracking.trials),
 optuna.journal (Optuna searches), tune*/ (Tune experiment dirs).
 
-Resume: Tuner.restore of the last Tune experiment. Only when Tune never saved its state (a driver
-killed before its first save) does a new experiment run what the run records do not show as done.
+Resume: Tuner.restore of the last Tune experiment. Only when Tune's state is missing or damaged
+(a driver killed before Tune's first save) does a new experiment run what the run records do not
+show as done.
 
 Seeds: grid and random searches make each (configuration, seed) its own Tune trial, so replicates
 run in parallel. Optuna searches make each Optuna proposal one Tune trial that runs every seed in
@@ -38,7 +39,7 @@ from ablate.sweep.records import settle
 from ablate.sweep.ray_session import cleanup_leftovers, mark_shut_down, record_session
 from ablate.sweep.space import (DEFAULT_TRAINABLE, OptunaSpace, SearchSpace, active_assignment,
                                 combo_key, conditions, load_search_space, plan_trials)
-from ablate.tracking.run_store import read_json
+from ablate.tracking.run_store import FINAL_STATUSES, read_json
 from ablate.tracking.trials import is_done, read_trials
 from ablate.tracking.wandb_logger import resolve_mode
 
@@ -594,7 +595,7 @@ def _tally(run: SweepRun, trials: list) -> tuple[dict[str, int], list[str]]:
     rows = read_trials(run.sweep_dir)
     counts: dict[str, int] = {}
     for r in rows:
-        st = r["status"] if r["status"] in ("finished", "failed", "early_stopped") else "running"
+        st = r["status"] if r["status"] in FINAL_STATUSES else "running"
         counts[st] = counts.get(st, 0) + 1
     have = {r["tune_trial_id"] for r in rows}
     per_trial = 1 if run.specs is not None else len(run.space.seeds)
@@ -630,10 +631,15 @@ def _restore_tuner(run: SweepRun, trainable) -> tuple[Any, str | None]:
         run.log(f"no saved Tune state at {last} (the driver died before Tune saved it); "
                 f"resuming from the run records")
         return None, None
-    # errored trials restart from their last checkpoint: an infrastructure failure
-    # continues; one that failed in its own code replays that failure
-    tuner = tune.Tuner.restore(str(last), trainable=trainable, resume_unfinished=True,
-                               resume_errored=True, restart_errored=False)
+    try:
+        # errored trials restart from their last checkpoint: an infrastructure failure
+        # continues; one that failed in its own code replays that failure
+        tuner = tune.Tuner.restore(str(last), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True, restart_errored=False)
+    except Exception as e:  # noqa: BLE001 - Ray's error for a damaged state: the run records stand
+        run.log(f"Tune state at {last} unusable ({type(e).__name__}: {e}); resuming from the "
+                f"run records")
+        return None, None
     run.log(f"resuming Tune experiment {last}")
     return tuner, run.experiments[-1]
 

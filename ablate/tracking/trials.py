@@ -24,11 +24,10 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from ablate.spec.groups import GROUPS, SLOT_FAMILIES
-from ablate.tracking.run_store import read_json, read_summary
+from ablate.tracking.run_store import FINAL_STATUSES, read_json, read_summary
 
 SWEEP_RECORD = "sweep"  # the sweep's record of a run: this entry of the run dir's summary.json
 INFRA = "infrastructure"  # error_kind of a run whose process died (actor died, node lost)
-FINAL_STATUSES = ("finished", "failed", "early_stopped")
 _COPIED = ("tune_trial_id", "key", "combo", "seed", "error", "wall_s", "steps_done", "started",
            "ended", "overrides", "experiment", "resumed_from_step")
 
