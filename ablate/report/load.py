@@ -15,7 +15,6 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -96,35 +95,21 @@ class Sweep:
         return self.path / "trials" / str(row["trial_id"])
 
 
-def _read_json(path: Path, warnings: list[str], required: bool = False) -> Any:
+def _read_meta(path: Path) -> dict:
+    """sweep.json, the one file a report cannot do without."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        if required:
-            raise SweepFormatError(f"{path} is missing: not a sweep directory?") from None
-        return None
+        raise SweepFormatError(f"{path} is missing: not a sweep directory?") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        if required:
-            raise SweepFormatError(f"{path} is not valid JSON: {e}") from None
-        warnings.append(f"{path.name}: unreadable JSON ({e.__class__.__name__}); ignored")
-        return None
-
-
-def _read_jsonl_counted(path: Path, warnings: list[str]) -> tuple[list[dict], int]:
-    """The run store's reader (ablate.tracking.run_store.read_jsonl), its skipped lines noted:
-    the records and the number of unreadable lines from one parse."""
-    recs, bad = read_jsonl(path)
-    if bad:
-        warnings.append(f"{path}: {bad} unreadable line(s) skipped")
-    return recs, bad
+        raise SweepFormatError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise SweepFormatError(f"{path} must hold a JSON object")
+    return meta
 
 
 def _num(x) -> float:
     """A float, NaN for None/non-numeric."""
-    if isinstance(x, bool):
-        return float(x)
-    if isinstance(x, (int, float)):
-        return float(x)
     try:
         return float(x)
     except (TypeError, ValueError):
@@ -146,9 +131,7 @@ def load_sweep(sweep_dir) -> Sweep:
     """Read ``sweep_dir``; raises SweepFormatError only when sweep.json is absent or no object."""
     path = Path(sweep_dir)
     warnings: list[str] = []
-    meta = _read_json(path / "sweep.json", warnings, required=True)
-    if not isinstance(meta, dict):
-        raise SweepFormatError(f"{path / 'sweep.json'} must hold a JSON object")
+    meta = _read_meta(path / "sweep.json")
     try:
         space_text = (path / "search_space.yaml").read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
@@ -227,7 +210,9 @@ class _Table:
             self.skip(tid, combo, True,
                       f"status {status}" + (f": {_one_line(err)}" if err else ""))
         rd = self.path / run_dir
-        logged, bad = _read_jsonl_counted(rd / "metrics.jsonl", self.warnings)
+        logged, bad = read_jsonl(rd / "metrics.jsonl")
+        if bad:
+            self.warnings.append(f"{rd / 'metrics.jsonl'}: {bad} unreadable line(s) skipped")
         self.metric_records.extend({**m, "trial_id": tid} for m in logged)
         if status not in ("finished", "early_stopped"):
             return
