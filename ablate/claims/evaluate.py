@@ -19,7 +19,7 @@ import pandas as pd
 
 from ablate.errors import ConfigError
 from ablate.report.aggregate import _fmt_value
-from ablate.report.load import Sweep
+from ablate.tracking.sweep_reader import Sweep
 from ablate.report.metric_stats import run_values
 from ablate.stats import Comparison, Interval, adjust, compare
 

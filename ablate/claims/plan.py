@@ -63,7 +63,7 @@ def plan_pair(name: str, a: np.ndarray, b: np.ndarray, effect: float | None, sou
 
 def _pilot(target: Path):
     """(sweep, claims) of a sweep dir, or of the sweep a search space file writes."""
-    from ablate.report.load import SweepFormatError, load_sweep
+    from ablate.tracking.sweep_reader import SweepFormatError, load_sweep
 
     from .evaluate import sweep_claims
     from .sequential import load_batches, merge, plan_of

@@ -167,7 +167,7 @@ def _run_sequential(p: Path, space, output_dir: Path, num_cpus, log, alpha: floa
 
 
 def _results(entries, probes=()):
-    from ablate.report.load import SweepFormatError, load_sweep
+    from ablate.tracking.sweep_reader import SweepFormatError, load_sweep
 
     from .evaluate import evaluate_claim, evaluate_family, sweep_claims
     from .probe import probe_results

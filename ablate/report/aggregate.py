@@ -19,7 +19,7 @@ from ablate.spec.groups import UPGE_SLOTS
 from ablate.stats import (Comparison, Interval, adjust_p, compare, location_ci, mean_ci, paired_t,
                           probability_of_improvement)
 
-from .load import Sweep
+from ablate.tracking.sweep_reader import Sweep
 
 TASK_KEYS = ("task", "task.name")
 EXTRA_COLS = {

@@ -29,7 +29,7 @@ from ablate.claims.sections import claim_blocks
 
 from .effects import adjust_exploratory, importances, interactions, marginal_effects
 from .findings import fci, findings
-from .load import Sweep, load_sweep
+from ablate.tracking.sweep_reader import Sweep, load_sweep
 from .render import (Bullets, Code, Details, Heading, Image, Link, Para, Pre, Strong, Table, to_html,
                      to_markdown)
 from .metric_stats import available_metrics

@@ -20,7 +20,7 @@ from ablate.stats import CellModel, Interval, adjust_p, mean_ci
 from ablate.stats.linear import factor_rows, interaction_rows
 
 from .aggregate import _fmt_value, is_missing, varying
-from .load import Sweep
+from ablate.tracking.sweep_reader import Sweep
 
 MAX_LEVELS = 8  # numeric hyperparameters with more distinct values are binned into quartiles
 MIN_TRIALS_IMPORTANCE = 4

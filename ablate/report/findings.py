@@ -14,7 +14,7 @@ import numpy as np
 
 from .aggregate import Combo, Unit, UnitComparison
 from .effects import FactorEffect, Importances, Interaction
-from .load import Sweep
+from ablate.tracking.sweep_reader import Sweep
 from .render import Code, Strong
 
 def f3(x: float) -> str:

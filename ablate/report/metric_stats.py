@@ -21,7 +21,7 @@ from ablate.stats import Interval, adjust_p
 from ablate.stats.curves import auc, last_k_mean
 
 from .effects import FactorEffect, marginal_effects
-from .load import Sweep
+from ablate.tracking.sweep_reader import Sweep
 
 # always analysed when logged (the list): entropy, gradient variance, response length,
 # KL to the reference, clip fractions

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from .aggregate import Combo, Unit
 from .effects import FactorEffect, Importances, Interaction
-from .load import Sweep
+from ablate.tracking.sweep_reader import Sweep
 
 DPI = 100
 TOP_CURVES = 6

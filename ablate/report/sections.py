@@ -4,7 +4,7 @@ document model (the claims sections live in ablate.claims.sections)."""
 from __future__ import annotations
 
 from .findings import fci
-from .load import Sweep
+from ablate.tracking.sweep_reader import Sweep
 from .metric_stats import SHOWN_AGGREGATIONS, MetricStats, metric_stats
 from .render import Code, Heading, Para, Table
 

@@ -10,7 +10,7 @@ from ablate.errors import ConfigError
 from ablate.report import generate_report
 from ablate.claims.evaluate import evaluate_claim, evaluate_family, sweep_claims
 from ablate.claims.spec import parse_claims, parse_report
-from ablate.report.load import load_sweep
+from ablate.tracking.sweep_reader import load_sweep
 from ablate.report.metric_stats import available_metrics, metric_stats, run_values
 from ablate.stats import compare
 

@@ -139,7 +139,7 @@ def test_run_alpha_is_split_across_families_in_proportion_to_their_claims(tmp_pa
     from ablate.claims.evaluate import evaluate_claim, evaluate_family, sweep_claims
     from ablate.claims.run import FIXED, family_shares
     from ablate.claims.spec import Claim
-    from ablate.report.load import load_sweep
+    from ablate.tracking.sweep_reader import load_sweep
 
     c = lambda i, mis="": Claim.model_validate({**claim(i, "higher"), "misspecified": mis})  # noqa: E731
     seq = NS(name="seq", claims=[c("s1"), c("s2"), c("s3")], seed_range={"min": 3, "max": 6, "batch": 3})
