@@ -198,7 +198,7 @@ def write_claims_report(entries, out_dir: Path, probes=()) -> Path:
     fixed-n Holm family."""
     import numpy as np
 
-    from ablate.report.render import Bullets, Code, Heading, Para, Table, to_html, to_markdown
+    from ablate.render import Bullets, Code, Heading, Para, Table, to_html, to_markdown
 
     from .sections import claim_blocks
 
@@ -259,7 +259,7 @@ def write_claims_report(entries, out_dir: Path, probes=()) -> Path:
 
 def _probe_blocks(probe_rows) -> list:
     """The Probes section: one row per probe claim (file, batches, compute, commit)."""
-    from ablate.report.render import Code, Heading, Para, Table
+    from ablate.render import Code, Heading, Para, Table
 
     rows = [[[Code(pf.name)], [Code(str(path))], [Code(c.id)], str(c.batches),
              f"{float(st.get('wall_s') or float('nan')):.0f}", str(st.get("git_commit") or "n/a")[:10]]
