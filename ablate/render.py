@@ -89,7 +89,7 @@ def is_missing(v) -> bool:
     return v is None or (isinstance(v, float) and v != v)
 
 
-def fmt_value(v) -> str:
+def value_text(v) -> str:
     """A factor level or setting as shown (and grouped) in text: "—" when missing, floats as %g."""
     if is_missing(v):
         return "—"
