@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ablate.tracking.sweep_reader import Sweep
 from ablate.stats import SequentialPlan
 from ablate.stats.sequential import look as look_at
+from ablate.tracking.sweep_reader import Sweep
 
 from .evaluate import ClaimResult, arm_values, evaluate_claim, evaluate_family
 

@@ -8,8 +8,8 @@ import pytest
 from ablate.claims.evaluate import sweep_claims
 from ablate.claims.sequential import all_decided, batch_names, evaluate_sequential, merge
 from ablate.errors import ConfigError
-from ablate.tracking.sweep_reader import load_sweep
 from ablate.stats import SequentialPlan
+from ablate.tracking.sweep_reader import load_sweep
 
 from .claims_synth import claim, make_claim_sweep
 
