@@ -8,8 +8,8 @@ import pytest
 from ablate.claims.evaluate import sweep_claims
 from ablate.claims.sequential import all_decided, batch_names, evaluate_sequential, merge
 from ablate.errors import ConfigError
-from ablate.report.load import load_sweep
 from ablate.stats import SequentialPlan
+from ablate.tracking.sweep_reader import load_sweep
 from ablate.tracking.trials import read_trials
 
 from .claims_synth import claim, make_claim_sweep
@@ -75,7 +75,7 @@ def test_seed_range_in_the_search_space():
 def test_plan_matches_the_power_formulas(tmp_path, capsys):
     import numpy as np
 
-    from ablate.claims.plan import plan_rows
+    from ablate.cli.plan import plan_rows
     from ablate.cli import main
     from ablate.stats import mde, power
     from ablate.stats.power import design_se
@@ -98,7 +98,7 @@ def test_claims_report_and_readme_block_from_synthetic_sweeps(tmp_path):
 
     import yaml
 
-    from ablate.claims.run import update_readme, write_claims_report
+    from ablate.cli.claims import update_readme, write_claims_report
     from ablate.sweep.space import validate
 
     path = make_claim_sweep(tmp_path / "runs", level={"clip_higher": 1.5, "ppo_clip": 1.0},
@@ -128,7 +128,7 @@ def test_claims_runner_adds_seed_batches_until_decided(tmp_path, monkeypatch, le
     import yaml
 
     import ablate.sweep.runner as runner
-    from ablate.claims.run import run_claims
+    from ablate.cli.claims import run_claims
 
     calls = []
 
@@ -179,7 +179,6 @@ def test_undecided_claims_never_get_a_fixed_n_verdict(tmp_path):
 
 def test_aa_claim_is_never_reproduced_or_contradicted(tmp_path):
     """Two arms with identical configs under different labels: same seed → identical runs."""
-    import json
     import shutil
 
     from ablate.claims.evaluate import evaluate_sweep

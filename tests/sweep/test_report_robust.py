@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 from ablate.report import generate_report
-from ablate.report.load import load_sweep
 from ablate.sweep.runner import run_sweep
+from ablate.tracking.sweep_reader import load_sweep
 from tests.sweep.conftest import read_trials, write_space
 
 
