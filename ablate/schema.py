@@ -16,7 +16,7 @@ import math
 import os
 import re
 import typing
-from typing import Any, Literal, Mapping, Optional, Union
+from typing import Annotated, Any, Literal, Mapping, Optional, Union
 
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -320,6 +320,9 @@ class Problem(ValueError):
 def _describe_type(tp: Any) -> str:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is Annotated:  # a ranged alias inside a union (Optional[Prob])
+        bounds = _describe_bounds(list(args[1:]))
+        return f"{_describe_type(args[0])} {bounds}".rstrip()
     if origin is Literal:
         return "one of " + ", ".join(str(a) for a in args)
     if origin is Union:

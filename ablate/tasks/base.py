@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ablate.params import Checked
+
 from dataclasses import dataclass, field
 from typing import Hashable, Optional
 
@@ -35,7 +37,7 @@ class Reward:
     meta: dict = field(default_factory=dict)  # verifier metadata (extracted answer, label, ...)
 
 
-class Task:
+class Task(Checked):
     """A verifiable task. ``train_problems`` samples from the training distribution with ``rng``;
     ``eval_problems`` is a fixed held-out split, disjoint from training where the task allows it."""
 

@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Mapping, Optional
+from typing import ClassVar, Literal, Mapping, Optional
 
 import torch
 
 from ablate.component import ACTS_ON_DRIFT, Acts, Needs, StepInfo
-from ablate.upge.regularizers import _check_aggregation
+from ablate.params import NonNeg
+from ablate.upge.aggregation import MODES
 from ablate.upge.slots.base import LOG_RATIO_CLAMP, Regularizer, TokenContext
-from ablate.upge.slots.mask import check_choice, check_number, valid_tokens
+from ablate.upge.slots.mask import valid_tokens
 
 PROXIMAL_ESTIMATORS = ("k1", "k3")
 
@@ -38,10 +39,9 @@ class ProximalKL(Regularizer):
 
     NEEDS: ClassVar[Needs] = Needs(step_info=True)
 
-    def __init__(self, coef: float = 1.0, estimator: str = "k3", aggregation: Optional[str] = None):
-        self.coef = check_number("coef", coef, low=0.0)
-        self.estimator = check_choice("estimator", estimator, PROXIMAL_ESTIMATORS)
-        self.aggregation = _check_aggregation(aggregation)
+    def __init__(self, coef: NonNeg = 1.0, estimator: Literal[PROXIMAL_ESTIMATORS] = "k3",
+                 aggregation: Optional[Literal[MODES]] = None):
+        self.coef, self.estimator, self.aggregation = coef, estimator, aggregation
 
     @staticmethod
     def inverse_step_size(info: Optional[StepInfo]) -> float:
@@ -72,12 +72,12 @@ class RatioVariance(Regularizer):
 
     ACTS = ACTS_ON_DRIFT  # (ρ − 1)² has value and gradient 0 while π_θ = π_old
 
-    def __init__(self, lam_init: float = 1.0, lr: float = 1.0, delta: float = 0.01, coef: float = 1.0,
+    def __init__(self, lam_init: NonNeg = 1.0, lr: NonNeg = 1.0, delta: NonNeg = 0.01, coef: NonNeg = 1.0,
                  metric: Optional[str] = "train/reg/ratio_var"):
-        self.lam = check_number("lam_init", lam_init, low=0.0)
-        self.lr = check_number("lr", lr, low=0.0)
-        self.delta = check_number("delta", delta, low=0.0)
-        self.coef = check_number("coef", coef, low=0.0)
+        self.lam = lam_init
+        self.lr = lr
+        self.delta = delta
+        self.coef = coef
         self.metric = None if metric is None else str(metric)
         self.aggregation = "token-mean"
         self._sq: Optional[torch.Tensor] = None

@@ -10,6 +10,8 @@ row count, which includes rows whose mask is all zero (rows zeroed by mask_trunc
 
 from __future__ import annotations
 
+from ablate.params import Checked
+
 from dataclasses import dataclass
 from typing import Optional
 
@@ -67,7 +69,7 @@ class Normalizer:
                           num_chunks=self.num_chunks, workers=self.workers)
 
 
-class Aggregation:
+class Aggregation(Checked):
     """Turn a [B, T] loss matrix into a scalar.
 
     modes (verl names): ``token-mean`` Σ L·M / N_tokens (DAPO; TRL ``dapo``/``bnpo``);
