@@ -19,13 +19,13 @@ import typing
 from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import AfterValidator, BaseModel, ConfigDict, Strict, ValidationError, create_model
+from pydantic import AfterValidator, AllowInfNan, BaseModel, ConfigDict, Strict, ValidationError, create_model
 
 from ablate.errors import ConfigError, choice_error
 from ablate.schema import _fmt as fmt, config_error
 
 __all__ = ["Checked", "ParamError", "Num", "Prob", "OpenProb", "Frac", "PosFrac", "Positive", "NonNeg", "PosInt",
-           "NonNegInt", "Ge", "Gt", "Le", "Lt", "require"]
+           "NonNegInt", "Finite", "Ge", "Gt", "Le", "Lt", "require"]
 
 
 def _not_nan(v: float) -> float:
@@ -42,6 +42,7 @@ Positive = Annotated[Num, Gt(0)]
 NonNeg = Annotated[Num, Ge(0)]
 Frac = Annotated[Num, Ge(0), Lt(1)]  # a clip ε, a fraction that must leave something
 PosFrac = Annotated[Num, Gt(0), Le(1)]  # a share that must keep something
+Finite = Annotated[float, Strict(), AllowInfNan(False)]  # where ±inf is as meaningless as NaN
 PosInt = Annotated[int, Strict(), Ge(1)]
 NonNegInt = Annotated[int, Strict(), Ge(0)]
 

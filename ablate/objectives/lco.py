@@ -12,14 +12,14 @@ the mean KL over the others (an empty side adds 0).
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import ClassVar, Literal, Optional
 
 import torch
 import torch.nn.functional as F
 
 from ablate.component import Needs
-from ablate.errors import ConfigError
-from ablate.objectives.base import Term, TermOutput
+from ablate.objectives.base import ROW_KINDS, Term, TermOutput
+from ablate.params import Num, Positive
 from ablate.upge.aggregation import Aggregation, Normalizer
 from ablate.upge.diagnostics import mean
 from ablate.upge.slots.base import Advantage, TokenContext
@@ -51,13 +51,11 @@ class LCOTerm(Term):
 
     NEEDS: ClassVar[Needs] = Needs(full_logits=True)
 
-    def __init__(self, advantage: Optional[Advantage] = None, beta: float = 1.0, weight: float = 1.0,
-                 rows: str = "all", aggregation: Optional[Aggregation] = None):
+    def __init__(self, advantage: Optional[Advantage] = None, beta: Positive = 1.0, weight: Num = 1.0,
+                 rows: Literal[ROW_KINDS] = "all", aggregation: Optional[Aggregation] = None):
         super().__init__(weight=weight, rows=rows, advantage=advantage,
                          aggregation=aggregation or Aggregation("token-mean", scope="microbatch"))
-        if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta > 0:
-            raise ConfigError(f"objective LCOTerm.beta: expected a number > 0, got {beta!r}")
-        self.beta = float(beta)
+        self.beta = beta
 
     def loss(self, ctx: TokenContext, norm: Normalizer) -> TermOutput:
         if ctx.logits is None:

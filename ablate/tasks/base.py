@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from ablate.params import Checked
-
 from dataclasses import dataclass, field
 from typing import Hashable, Optional
 
 import hashlib
 
 import numpy as np
+
+from ablate.params import Checked
 
 
 @dataclass
