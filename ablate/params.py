@@ -21,10 +21,10 @@ from typing import Annotated, Any, Callable, Literal, Optional, Union
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import AfterValidator, AllowInfNan, BaseModel, ConfigDict, Strict, ValidationError, create_model
 
-from ablate.errors import ConfigError, choice_error
+from ablate.errors import ConfigError, choice_text
 from ablate.schema import _fmt as fmt, config_error
 
-__all__ = ["Checked", "ParamError", "Num", "Prob", "OpenProb", "Frac", "PosFrac", "Positive", "NonNeg", "PosInt",
+__all__ = ["Checked", "ParamError", "Num", "Prob", "OpenProb", "Frac", "PosFrac", "Positive", "NonNeg", "Int", "PosInt",
            "NonNegInt", "Finite", "Ge", "Gt", "Le", "Lt", "require"]
 
 
@@ -43,12 +43,21 @@ NonNeg = Annotated[Num, Ge(0)]
 Frac = Annotated[Num, Ge(0), Lt(1)]  # a clip ε, a fraction that must leave something
 PosFrac = Annotated[Num, Gt(0), Le(1)]  # a share that must keep something
 Finite = Annotated[float, Strict(), AllowInfNan(False)]  # where ±inf is as meaningless as NaN
-PosInt = Annotated[int, Strict(), Ge(1)]
-NonNegInt = Annotated[int, Strict(), Ge(0)]
+Int = Annotated[int, Strict()]  # an integer (not a bool, not 2.0)
+PosInt = Annotated[Int, Ge(1)]
+NonNegInt = Annotated[Int, Ge(0)]
 
 
 class ParamError(ConfigError):
-    """A constructor parameter's problem: the registry prefixes the config field it was built at."""
+    """A constructor parameter's problem, '<Class>.<param>: <detail>'; the registry names the config
+    field instead, '<field>.<param>: <detail> (<Class>.<param>)'."""
+
+    def __init__(self, owner: str, param: str, detail: str):
+        super().__init__(f"{owner}.{param}: {detail}")
+        self.owner, self.param, self.detail = owner, param, detail
+
+    def at(self, field: str) -> ConfigError:
+        return ConfigError(f"{field}.{self.param}: {self.detail} ({self.owner}.{self.param})")
 
 
 _CONFIG = ConfigDict(strict=True, arbitrary_types_allowed=True)
@@ -102,11 +111,12 @@ def param_error(owner: str, e: ValidationError, model: type[BaseModel]) -> Param
     """The first problem of ``e`` as one line naming ``owner.param``, the value and what is allowed
     (a choice in the words of :func:`ablate.errors.choice_error`)."""
     err = e.errors(include_url=False)[0]
-    loc = err.get("loc", ())
-    if err.get("type") == "literal_error" and loc:
-        allowed = _literal_values(model.model_fields[str(loc[0])].annotation)
-        return ParamError(str(choice_error(f"{owner}.{loc[0]}", err.get("input"), allowed)))
-    return ParamError(str(config_error(e, model, prefix=f"{owner}.")))
+    name = str(err["loc"][0])
+    if err.get("type") == "literal_error":
+        allowed = _literal_values(model.model_fields[name].annotation)
+        return ParamError(owner, name, choice_text(err.get("input"), allowed))
+    text = str(config_error(e, model, prefix=f"{owner}."))
+    return ParamError(owner, name, text.split(": ", 1)[1])
 
 
 def _checked(init: Callable) -> Callable:
@@ -143,4 +153,4 @@ class Checked:
 def require(ok: bool, owner: object, name: str, value: Any, allowed: str) -> None:
     """A cross-parameter check (``low <= high``), in the words and error type of the typed ones."""
     if not ok:
-        raise ParamError(f"{type(owner).__name__}.{name}: got {fmt(value)}; allowed: {allowed}")
+        raise ParamError(type(owner).__name__, name, f"got {fmt(value)}; allowed: {allowed}")

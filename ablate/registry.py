@@ -91,8 +91,8 @@ def build(family: str, cfg: Any, field: str | None = None) -> Any:
             built[k] = _build_nested(family, v, f"{field}.{k}")
     try:
         return cls(**built)
-    except ParamError as e:  # '<Class>.<param>: ...' from the constructor's typed parameters
-        raise ConfigError(f"{field}: {e}") from None
+    except ParamError as e:  # from the constructor's typed parameters: name the config field
+        raise e.at(field) from None
     except ConfigError:
         raise
     except (TypeError, ValueError) as e:

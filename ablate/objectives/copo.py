@@ -22,7 +22,7 @@ from collections import Counter
 
 import torch
 
-from ablate.params import Num
+from ablate.params import NonNeg, Num
 from ablate.upge.batch import RolloutBatch
 from ablate.upge.slots.advantage import GroupZScore
 from ablate.upge.slots.base import Advantage
@@ -40,7 +40,7 @@ def answer_entropy_bits(answers: list) -> float:
 class COPOAdvantage(Advantage):
     """One half of COPO's blend: w·Â_local (``part: local``) or (1 − w)·Â_global (``part: global``)."""
 
-    def __init__(self, part: Literal[PARTS] = "local", k: Num = 20.0, b: Num = 0.5, eps: Num = 1e-6,
+    def __init__(self, part: Literal[PARTS] = "local", k: Num = 20.0, b: Num = 0.5, eps: NonNeg = 1e-6,
                  reward_coef: bool = False, answer_key: str = "answer"):
         self.k, self.b, self.eps, self.part = k, b, eps, part
         self.reward_coef, self.answer_key = reward_coef, answer_key

@@ -31,7 +31,7 @@ class TargetTemperature(Advantage):
 
     def __init__(self, entropy_base: Num = 0.5, temp_high: Positive = 1.2, temp_low: Positive = 0.8,
                  alpha_max: NonNeg = 0.1, threshold: Num = 0.05, entropy_key: str = "train/entropy",
-                 eps: float = 1e-6, unbiased: bool = True):
+                 eps: NonNeg = 1e-6, unbiased: bool = True):
         self.entropy_base, self.temp_high, self.temp_low = entropy_base, temp_high, temp_low
         self.alpha_max, self.threshold, self.entropy_key = alpha_max, threshold, entropy_key
         self.zscore = GroupZScore(eps=eps, unbiased=unbiased)
