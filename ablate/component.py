@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Iterator, Mapping
 
-from ablate.params import Checked
+from ablate.spec.params import Checked
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ class StepInfo:
 
 class Component(Checked):
     """Base of every configurable part. ``family`` groups variants for `ablate slots`; constructor
-    parameters are typed and checked by :mod:`ablate.params`."""
+    parameters are typed and checked by :mod:`ablate.spec.params`."""
 
     family: ClassVar[str] = ""
     NEEDS: ClassVar[Needs] = Needs()  # what every instance of the class needs

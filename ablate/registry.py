@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ablate.errors import ConfigError, choice_error
-from ablate.params import ParamError
+from ablate.spec.params import ParamError
 from ablate.spec.groups import SLOT_FAMILIES, base_name
 from ablate.spec.targets import FAMILY_BASES, base_of, resolve
 

@@ -1,4 +1,4 @@
-"""Fuzz every registered component's typed constructor parameters (ablate.params): any value gives
+"""Fuzz every registered component's typed constructor parameters (ablate.spec.params): any value gives
 either an instance or a one-line ConfigError naming the component's parameter, never another error."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import ablate
 from ablate.errors import ConfigError
-from ablate.params import Checked, ParamError, _model_of
+from ablate.spec.params import Checked, ParamError, _model_of
 
 PACKAGES = ("upge", "objectives", "pipeline", "critic", "rollout", "tasks")
 SKIP = {"VLLMEngine"}  # needs a GPU and vllm before it looks at a parameter (a ConfigError of its own)

@@ -97,5 +97,5 @@ def test_config_errors_and_yaml():
         ScratchpadAddition(min_digits=5, max_digits=4)
     with pytest.raises(ConfigError, match="ScratchpadAddition.max_digits"):
         ScratchpadAddition(max_digits=0)
-    with pytest.raises(ConfigError, match="task.eval_size"):
+    with pytest.raises(ConfigError, match="ScratchpadAddition.eval_size"):
         ScratchpadAddition(min_digits=1, max_digits=1, eval_size=50)

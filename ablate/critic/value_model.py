@@ -21,7 +21,7 @@ from ablate.component import Component, Needs
 from ablate.critic.functional import explained_variance, value_loss
 from ablate.errors import ConfigError
 from ablate.optim import lr_schedule
-from ablate.params import NonNeg, NonNegInt, PosInt, Positive
+from ablate.spec.params import NonNeg, NonNegInt, PosInt, Positive
 from ablate.policy.forward import position_ids_from_mask
 from ablate.upge.partition import partition
 from ablate.upge.batch import RolloutBatch

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal, Optional
 
 from ablate.component import Needs
 from ablate.objectives.base import ROW_KINDS, Term, TermOutput
-from ablate.params import Num, Positive
+from ablate.spec.params import Num, Positive
 from ablate.upge.aggregation import Aggregation, Normalizer
 from ablate.upge.diagnostics import mean
 from ablate.upge.slots.base import Advantage, TokenContext

@@ -18,7 +18,7 @@ import torch
 
 from ablate.component import Component, Needs
 from ablate.errors import ConfigError
-from ablate.params import Num
+from ablate.spec.params import Num
 from ablate.upge.aggregation import Aggregation, Normalizer
 from ablate.upge.batch import RolloutBatch
 from ablate.upge.diagnostics import Diag, partial

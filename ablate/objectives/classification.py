@@ -20,7 +20,7 @@ import torch
 from ablate.component import Needs
 from ablate.objectives.base import ROW_KINDS, Term, TermOutput
 from ablate.objectives.grouped import dense_groups, group_log1p_sum_exp, participants, sequence_log_ratio
-from ablate.params import Num, Positive
+from ablate.spec.params import Num, Positive
 from ablate.upge.aggregation import Normalizer
 from ablate.upge.diagnostics import mean, partial
 from ablate.upge.slots.base import TokenContext

@@ -22,7 +22,7 @@ from collections import Counter
 
 import torch
 
-from ablate.params import NonNeg, Num
+from ablate.spec.params import NonNeg, Num
 from ablate.upge.batch import RolloutBatch
 from ablate.upge.slots.advantage import GroupZScore
 from ablate.upge.slots.base import Advantage

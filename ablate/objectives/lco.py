@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ablate.component import Needs
 from ablate.objectives.base import ROW_KINDS, Term, TermOutput
-from ablate.params import Num, Positive
+from ablate.spec.params import Num, Positive
 from ablate.upge.aggregation import Aggregation, Normalizer
 from ablate.upge.diagnostics import mean
 from ablate.upge.slots.base import Advantage, TokenContext

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ablate.component import Needs
 from ablate.objectives.base import ROW_KINDS, Term, TermOutput
 from ablate.objectives.grouped import dense_groups, group_sums, participants, sequence_log_ratio
-from ablate.params import NonNeg, Num, Positive
+from ablate.spec.params import NonNeg, Num, Positive
 from ablate.upge.aggregation import Normalizer
 from ablate.upge.diagnostics import mean, partial
 from ablate.upge.slots.base import TokenContext

@@ -31,7 +31,7 @@ from ablate.component import Needs
 from ablate.objectives.base import ROW_KINDS, Term, TermOutput
 from ablate.objectives.grouped import (adjacent_pairs, all_pairs_sum, dense_groups, group_sums,
                                        participants, sequence_log_ratio)
-from ablate.params import Finite, Ge, Gt, Num, require
+from ablate.spec.params import Finite, Ge, Gt, Num, require
 from ablate.upge.aggregation import Normalizer
 from ablate.upge.diagnostics import mean, partial
 from ablate.upge.slots.base import TokenContext

@@ -19,7 +19,7 @@ import torch
 
 from ablate.component import Needs
 from ablate.objectives.base import ROW_KINDS, Term, TermOutput
-from ablate.params import Num
+from ablate.spec.params import Num
 from ablate.upge.aggregation import Aggregation, Normalizer
 from ablate.upge.diagnostics import mean, partial
 from ablate.upge.slots.base import TokenContext

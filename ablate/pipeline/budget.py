@@ -18,7 +18,7 @@ import numpy as np
 
 from ablate.component import Component
 from ablate.errors import ConfigError
-from ablate.params import NonNeg, NonNegInt, OpenProb, PosInt, Prob, require
+from ablate.spec.params import NonNeg, NonNegInt, OpenProb, PosInt, Prob, require
 from ablate.pipeline.base import Rollouts, Stage, StageEnv
 from ablate.tasks.base import Problem
 

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import torch
 
-from ablate.params import NonNeg, PosFrac
+from ablate.spec.params import NonNeg, PosFrac
 from ablate.component import Needs
 from ablate.pipeline.base import Rollouts, Stage, StageEnv
 from ablate.upge import functional as F

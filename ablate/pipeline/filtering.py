@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 
 from ablate.errors import choice_error
-from ablate.params import NonNeg
+from ablate.spec.params import NonNeg
 from ablate.pipeline.base import Rollouts, Stage, StageEnv
 
 MODES = ("pow", "max_min", "max_random", "best_of_n", "best_random", "best_worst")

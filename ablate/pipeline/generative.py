@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import ClassVar, Optional
 
 from ablate.component import Needs
-from ablate.params import NonNeg, Num, PosInt, Prob, require
+from ablate.spec.params import NonNeg, Num, PosInt, Prob, require
 from ablate.pipeline.base import Rollouts, Stage, StageEnv
 
 

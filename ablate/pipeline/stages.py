@@ -6,7 +6,7 @@ from typing import ClassVar, Optional
 
 from ablate.component import Needs
 from ablate.errors import choice_error
-from ablate.params import NonNegInt, Num, PosFrac, PosInt, require
+from ablate.spec.params import NonNegInt, Num, PosFrac, PosInt, require
 from ablate.pipeline.base import Rollouts, Stage, StageEnv, encode_demo
 
 

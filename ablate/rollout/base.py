@@ -8,7 +8,7 @@ from typing import ClassVar, Optional
 import torch
 
 from ablate.component import Component, Needs
-from ablate.params import require
+from ablate.spec.params import require
 
 IS_CORRECTIONS = ("none", "truncate", "mask")
 

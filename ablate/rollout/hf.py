@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Optional
 
 import torch
 
-from ablate.params import Gt, NonNeg, NonNegInt, Num, PosFrac, PosInt
+from ablate.spec.params import Gt, NonNeg, NonNegInt, Num, PosFrac, PosInt
 from ablate.rollout.base import IS_CORRECTIONS, RolloutEngine, RolloutOutput
 from ablate.rollout.common import assemble, eos_ids_of, seed_from
 

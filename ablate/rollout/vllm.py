@@ -21,7 +21,7 @@ from typing import Annotated, Literal, Optional
 import torch
 
 from ablate.errors import ConfigError
-from ablate.params import Gt, NonNeg, Num, PosFrac, PosInt
+from ablate.spec.params import Gt, NonNeg, Num, PosFrac, PosInt
 from ablate.rollout.base import IS_CORRECTIONS, RolloutEngine, RolloutOutput
 from ablate.rollout.common import assemble, eos_ids_of, seed_from
 

@@ -12,8 +12,7 @@ from typing import Annotated, Optional
 import re
 import numpy as np
 
-from ablate.errors import ConfigError
-from ablate.params import Ge, Int, Le, NonNegInt, PosInt, require
+from ablate.spec.params import Ge, Int, Le, NonNegInt, PosInt, require
 from ablate.tasks.base import GeneratedTask, Problem, Reward
 from ablate.tasks.expr import parse_expr
 
@@ -38,17 +37,15 @@ class Arithmetic(GeneratedTask):
         self._lo = 0 if digits == 1 else 10 ** (digits - 1)
         self._hi = 10 ** digits - 1
         space = (self._hi - self._lo + 1) ** num_operands * len(ops) ** (num_operands - 1)
-        if eval_size > space // 2:
-            raise ConfigError(f"task.eval_size: {eval_size} is more than half of the {space} distinct "
-                              f"problems (digits={digits}, ops={ops!r}, num_operands={num_operands})")
+        require(eval_size <= space // 2, self, "eval_size", eval_size, f"at most half of the {space} distinct "
+                f"problems (digits={digits}, ops={ops!r}, num_operands={num_operands})")
         rng = np.random.default_rng([self.seed, 0xE7A1])
         self._build_eval(rng)
         self._eval_prompts = {p.prompt for p in self._eval}
         # the generation budget: at least the longest answer + EOS (None = exactly that)
         need = self._max_answer_chars() + 1
-        if max_new_tokens is not None and (not isinstance(max_new_tokens, int) or max_new_tokens < need):
-            raise ConfigError(f"task.max_new_tokens: must be null or an integer >= {need} (the longest "
-                              f"answer + EOS), got {max_new_tokens!r}")
+        require(max_new_tokens is None or max_new_tokens >= need, self, "max_new_tokens", max_new_tokens,
+                f"null or an integer >= {need} (the longest answer + EOS)")
         self.max_new_tokens = need if max_new_tokens is None else max_new_tokens
 
     # -- problems --------------------------------------------------------------------------

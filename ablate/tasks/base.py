@@ -9,7 +9,7 @@ import hashlib
 
 import numpy as np
 
-from ablate.params import Checked
+from ablate.spec.params import Checked
 
 
 @dataclass

@@ -15,7 +15,7 @@ import functools
 import numpy as np
 
 from ablate.errors import ConfigError
-from ablate.params import Ge, Int, Le, NonNegInt, PosInt, require
+from ablate.spec.params import Ge, Int, Le, NonNegInt, PosInt, require
 from ablate.tasks.base import Problem, Reward, Task
 from ablate.tasks.expr import ExprError, expressions, parse_expr
 

@@ -21,7 +21,7 @@ from typing import Literal, Optional
 import numpy as np
 
 from ablate.errors import ConfigError
-from ablate.params import Frac, NonNegInt, PosInt, require
+from ablate.spec.params import Frac, NonNegInt, PosInt, require
 from ablate.tasks.base import Problem, Reward, Task
 
 PRINTABLE = "".join(c for c in string.printable if c not in "\r\x0b\x0c")  # digits, letters, punct, " \t\n"

@@ -40,8 +40,7 @@ import re
 
 import numpy as np
 
-from ablate.errors import ConfigError
-from ablate.params import Ge, Int, Le, NonNegInt, PosInt, require
+from ablate.spec.params import Ge, Int, Le, NonNegInt, PosInt, require
 from ablate.tasks.base import GeneratedTask, Problem, Reward
 
 _INT = re.compile(r"-?\d{1,40}")
@@ -94,9 +93,8 @@ class ScratchpadAddition(GeneratedTask):
         self._spec = dict(min_digits=min_digits, max_digits=max_digits, seed=self.seed,
                           eval_size=eval_size, max_new_tokens=max_new_tokens)
         space = sum(self._count(n) for n in range(min_digits, max_digits + 1)) ** 2
-        if eval_size > space // 4:
-            raise ConfigError(f"task.eval_size: {eval_size} is more than a quarter of the {space} "
-                              f"distinct problems (min_digits={min_digits}, max_digits={max_digits})")
+        require(eval_size <= space // 4, self, "eval_size", eval_size, f"at most a quarter of the {space} "
+                f"distinct problems (min_digits={min_digits}, max_digits={max_digits})")
         rng = np.random.default_rng([self.seed, 0x5C7A])
         self._build_eval(rng)
 

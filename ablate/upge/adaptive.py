@@ -9,7 +9,7 @@ from typing import ClassVar, Literal, Mapping, Optional
 import torch
 
 from ablate.component import ACTS_ON_DRIFT, Acts, Needs, StepInfo
-from ablate.params import NonNeg
+from ablate.spec.params import NonNeg
 from ablate.upge.aggregation import MODES
 from ablate.upge.slots.base import LOG_RATIO_CLAMP, Regularizer, TokenContext
 from ablate.upge.slots.mask import valid_tokens

@@ -15,7 +15,7 @@ from typing import Literal, Optional
 
 import torch
 
-from ablate.params import Checked, Positive
+from ablate.spec.params import Checked, Positive
 
 MODES = ("token-mean", "token-sum", "seq-mean-token-mean", "seq-mean-token-sum",
          "seq-mean-token-sum-norm")

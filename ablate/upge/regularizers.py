@@ -12,7 +12,7 @@ from typing import ClassVar, Literal, Optional
 
 import torch
 
-from ablate.params import NonNeg, PosFrac
+from ablate.spec.params import NonNeg, PosFrac
 from ablate.component import Needs
 from ablate.upge.aggregation import MODES, SCOPES
 from ablate.upge.slots.base import LOG_RATIO_CLAMP, Regularizer, TokenContext

@@ -25,7 +25,7 @@ from typing import Annotated, ClassVar, Literal, Optional
 import torch
 
 from ablate.component import Needs
-from ablate.params import Ge, Lt, NonNeg, Num, OpenProb, PosInt, Positive, Prob, require
+from ablate.spec.params import Ge, Lt, NonNeg, Num, OpenProb, PosInt, Positive, Prob, require
 from ablate.errors import ConfigError
 from ablate.upge import functional as F
 from ablate.upge.batch import RolloutBatch

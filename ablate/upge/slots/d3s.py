@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import torch
 
-from ablate.params import PosFrac
+from ablate.spec.params import PosFrac
 from ablate.component import Needs, StepInfo
 from ablate.upge.batch import RolloutBatch
 from ablate.upge.slots.advantage import _broadcast

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from ablate.component import Needs
-from ablate.params import NonNeg, Num, Positive
+from ablate.spec.params import NonNeg, Num, Positive
 from ablate.upge.batch import RolloutBatch
 from ablate.upge.slots.advantage import GroupZScore, _out_dtype, _rewards
 from ablate.upge.slots.base import Advantage

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import torch
 
-from ablate.params import Frac, NonNeg, Num, Positive
+from ablate.spec.params import Frac, NonNeg, Num, Positive
 from ablate.component import ACTS_NEUTRAL, ACTS_ON_DRIFT, Acts
 from ablate.upge.slots.base import Denominator, TokenContext
 from ablate.upge.slots.mask import DemoRouting, valid_tokens

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import torch
 
-from ablate.params import Frac, Ge, NonNeg, Num, Positive
+from ablate.spec.params import Frac, Ge, NonNeg, Num, Positive
 from ablate.component import ACTS_ON_DRIFT
 from ablate.upge.slots.base import Mask, MaskResult, TokenContext
 from ablate.upge.slots.mask import _result, valid_tokens

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ablate.params import Positive
+from ablate.spec.params import Positive
 from ablate.component import ACTS_NEUTRAL, ACTS_ON_DRIFT
 from ablate.upge.slots.base import Likelihood, TokenContext
 from ablate.upge.slots.mask import DemoRouting, valid_tokens

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Callable, ClassVar, Literal, Mapping, Optiona
 
 import torch
 
-from ablate.params import Frac, Ge, Gt, NonNeg, NonNegInt, Num, PosFrac, Positive, Prob, require
+from ablate.spec.params import Frac, Ge, Gt, NonNeg, NonNegInt, Num, PosFrac, Positive, Prob, require
 from ablate.component import ACTS_NEUTRAL, ACTS_ON_DRIFT, Acts, Needs, acts_of_all
 from ablate.upge.slots.base import FAMILIES, Mask, MaskResult, Slot, TokenContext
 
@@ -397,8 +397,8 @@ class AllOf(Mask):
         return acts_of_all(self.masks)
 
     def __init__(self, masks: list):
-        if not isinstance(masks, (list, tuple)) or not masks:
-            raise ValueError(f"masks must be a non-empty list of masks, got {masks!r}")
+        require(isinstance(masks, (list, tuple)) and len(masks) > 0, self, "masks", masks,
+                "a non-empty list of masks")
         self.masks = [as_slot("mask", f"masks[{i}]", m) for i, m in enumerate(masks)]
 
     def __call__(self, ctx: TokenContext) -> MaskResult:

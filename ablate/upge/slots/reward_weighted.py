@@ -7,7 +7,7 @@ from typing import ClassVar, Optional
 
 import torch
 
-from ablate.params import Positive
+from ablate.spec.params import Positive
 from ablate.upge import functional as F
 from ablate.upge.slots.advantage import _Outcome
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from ablate.params import Frac, NonNeg
+from ablate.spec.params import Frac, NonNeg
 from ablate.component import ACTS_ON_DRIFT
 from ablate.upge.slots.base import Denominator, Mask, MaskResult, TokenContext
 from ablate.upge.slots.mask import _result, valid_tokens

@@ -8,7 +8,7 @@ from typing import Literal, Sequence
 import torch
 
 from ablate.component import Needs
-from ablate.params import NonNeg, Num, Positive, Prob
+from ablate.spec.params import NonNeg, Num, Positive, Prob
 from ablate.upge import functional as F
 from ablate.upge.functional import gae
 from ablate.upge.batch import RolloutBatch

@@ -6,7 +6,7 @@ its parameters' types with the aliases below (``eps: Prob``, ``k: PosInt``,
 so that each call validates the scalar-typed arguments given (strictly: a bool is not a number, a
 string is not coerced, NaN is refused) with pydantic before the body runs. The first problem is one
 line, '<Class>.<param>: got <value>; allowed: <what>', from the schema's translator
-(:func:`ablate.schema.config_error`). Parameters of other types (components, tensors, lists) pass
+(:func:`ablate.spec.translate.config_error`). Parameters of other types (components, tensors, lists) pass
 through unchecked. Validation runs at construction only; nothing is added to calls made later.
 """
 
@@ -22,7 +22,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import AfterValidator, AllowInfNan, BaseModel, ConfigDict, Strict, ValidationError, create_model
 
 from ablate.errors import ConfigError, choice_text
-from ablate.schema import _fmt as fmt, config_error
+from ablate.spec.translate import config_error, fmt
 
 __all__ = ["Checked", "ParamError", "Num", "Prob", "OpenProb", "Frac", "PosFrac", "Positive", "NonNeg", "Int", "PosInt",
            "NonNegInt", "Finite", "Ge", "Gt", "Le", "Lt", "require"]
