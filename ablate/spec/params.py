@@ -5,9 +5,9 @@ its parameters' types with the aliases below (``eps: Prob``, ``k: PosInt``,
 ``mode: Literal["a", "b"]``); the class's ``__init__`` is wrapped once, when the class is made,
 so that each call validates the scalar-typed arguments given (strictly: a bool is not a number, a
 string is not coerced, NaN is refused) with pydantic before the body runs. The first problem is one
-line, '<Class>.<param>: got <value>; allowed: <what>', from the schema's translator
-(:func:`ablate.spec.translate.config_error`). Parameters of other types (components, tensors, lists) pass
-through unchecked. Validation runs at construction only; nothing is added to calls made later.
+line, '<Class>.<param>: got <value>; allowed: <what>', from the one translator
+(:func:`ablate.spec.translate.config_error`). Parameters of other types (components, tensors,
+lists) pass through unchecked. Validation runs at construction only; nothing is added to calls made later.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ import typing
 from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import AfterValidator, AllowInfNan, BaseModel, ConfigDict, Strict, ValidationError, create_model
+from pydantic import (AfterValidator, AllowInfNan, BaseModel, ConfigDict, Strict, ValidationError,
+                      create_model)
 
 from ablate.errors import ConfigError, choice_text
 from ablate.spec.translate import config_error, fmt
 
-__all__ = ["Checked", "ParamError", "Num", "Prob", "OpenProb", "Frac", "PosFrac", "Positive", "NonNeg", "Int", "PosInt",
-           "NonNegInt", "Finite", "Ge", "Gt", "Le", "Lt", "require"]
+__all__ = ["Checked", "ParamError", "Num", "Prob", "OpenProb", "Frac", "PosFrac", "Positive", "NonNeg",
+           "Finite", "Int", "PosInt", "NonNegInt", "Ge", "Gt", "Le", "Lt", "require"]
 
 
 def _not_nan(v: float) -> float:
@@ -77,22 +78,13 @@ def _checkable(tp: Any) -> bool:
     return tp in _SCALARS
 
 
-def _annotation(init: Callable, p: inspect.Parameter) -> Any:
-    ann = p.annotation
-    if isinstance(ann, str):  # `from __future__ import annotations`: resolve in the module
-        try:
-            ann = eval(ann, init.__globals__, {})  # noqa: S307 - our own source's annotations
-        except NameError:  # a name imported only for type checking: not a checked type
-            return inspect.Parameter.empty
-    return ann
-
-
 @functools.lru_cache(maxsize=None)
 def _model_of(init: Callable) -> Optional[type[BaseModel]]:
     """The pydantic model of ``init``'s checked parameters (None when it has none)."""
+    hints = inspect.get_annotations(init, eval_str=True)  # `from __future__ import annotations`
     fields: dict[str, Any] = {}
     for name, p in list(inspect.signature(init).parameters.items())[1:]:
-        ann = _annotation(init, p)
+        ann = hints.get(name, p.empty)
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or not _checkable(ann):
             continue
         fields[name] = (ann, ... if p.default is p.empty else p.default)
