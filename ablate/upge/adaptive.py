@@ -10,6 +10,7 @@ from typing import ClassVar, Literal, Mapping, Optional
 import torch
 
 from ablate.component import ACTS_ON_DRIFT, Acts, Needs, StepInfo
+from ablate.spec.params import require
 from ablate.spec.params import NonNeg
 from ablate.upge.aggregation import MODES
 from ablate.upge.slots.base import LOG_RATIO_CLAMP, Regularizer, TokenContext
@@ -135,18 +136,12 @@ class EntropyCorridor(Regularizer):
 
     NEEDS: ClassVar[Needs] = Needs(entropy_grad=True, step_info=True)
 
-    def __init__(self, coef: float = 5e-5, kappa_low: float = 0.0, kappa_high: float = 2.0,
-                 gamma: float = 3.0, aggregation: Optional[str] = "token-mean",
+    def __init__(self, coef: NonNeg = 5e-5, kappa_low: NonNeg = 0.0, kappa_high: NonNeg = 2.0,
+                 gamma: NonNeg = 3.0, aggregation: Optional[Literal[MODES]] = "token-mean",
                  metric: str = "train/entropy"):
-        self.coef = check_number("coef", coef, low=0.0)
-        self.kappa_low = check_number("kappa_low", kappa_low, low=0.0)
-        self.kappa_high = check_number("kappa_high", kappa_high, low=0.0)
-        if self.kappa_high < self.kappa_low:
-            raise ValueError(f"regularizer EntropyCorridor.kappa_high: must be >= kappa_low "
-                             f"({self.kappa_low!r}), got {kappa_high!r}")
-        self.gamma = check_number("gamma", gamma, low=0.0)
-        self.aggregation = _check_aggregation(aggregation)
-        self.metric = str(metric)
+        require(kappa_high >= kappa_low, self, "kappa_high", kappa_high, f"a number >= kappa_low ({kappa_low:g})")
+        self.coef, self.kappa_low, self.kappa_high, self.gamma = coef, kappa_low, kappa_high, gamma
+        self.aggregation, self.metric = aggregation, metric
         self._sum = 0.0  # Σ H̄_m over the steps seen
         self._n = 0  # number of steps in the window
 
