@@ -44,8 +44,7 @@ def _png(fig: Figure) -> bytes:
     """The figure with everything drawn on it: ``bbox_inches="tight"`` grows the canvas to hold
     legends and long tick labels placed outside the axes, so nothing is clipped."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None}, bbox_inches="tight",
-                pad_inches=0.15)
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     return buf.getvalue()
 
 
@@ -254,11 +253,14 @@ def curves_plot(sweep: Sweep, combos: list[Combo]) -> bytes | None:
             if handles:
                 break
     fig.suptitle(f"Training curves, top {len(head)} combinations (mean over seeds ± 1 s.e.)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    # below the panels, as wide as the names need (the saved canvas grows to hold it)
+    # below the panels, as wide as the names need: the figure grows by the legend's height
     widest = max(len(x) for lab in labels for x in lab.splitlines())
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-               ncol=max(1, min(3, len(labels), 110 // max(widest, 1))), fontsize=8, frameon=False)
+    leg = fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.0),
+                     ncol=max(1, min(3, len(labels), 110 // max(widest, 1))), fontsize=8, frameon=False)
+    w, h = fig.get_size_inches()
+    leg_h = leg.get_window_extent(fig.canvas.get_renderer()).height / fig.dpi + 0.1
+    fig.set_size_inches(w, h + leg_h)
+    fig.tight_layout(rect=(0, leg_h / (h + leg_h), 1, 0.97))
     return _png(fig)
 
 
