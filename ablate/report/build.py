@@ -133,7 +133,7 @@ def _overview(d: _Doc) -> list:
 
 def _findings(d: _Doc) -> list:
     return [Heading(2, "Findings", "findings"),
-            Bullets(findings(d.sweep, d.combos, d.units, d.comps, d.effects, d.inters, d.imp, d.noise, d.tk))]
+            Bullets(findings(d.sweep, d.combos, d.comps, d.effects, d.inters, d.imp, d.tk))]
 
 
 def _claims(d: _Doc) -> list:
