@@ -397,21 +397,6 @@ def seed_noise_sd(combos: list[Combo]) -> float:
     return float(np.sqrt(num / den)) if den else float("nan")
 
 
-def seeds_per_combo(combos: list[Combo]) -> tuple[int, int]:
-    if not combos:
-        return 0, 0
-    ns = [len(c.values) for c in combos]
-    return min(ns), max(ns)
-
-
-def trial_table(sweep: Sweep, combos: list[Combo]) -> pd.DataFrame:
-    """One row per trial with its combination id (or '—' when the combination is not ranked)."""
-    cid = {c.key: c.cid for c in combos}
-    t = sweep.trials.copy()
-    t["cid"] = t["combo"].map(cid).fillna("—")
-    return t.sort_values(["trial_id"], kind="mergesort")
-
-
 __all__ = [
     "Combo",
     "Unit",
@@ -425,8 +410,6 @@ __all__ = [
     "normalise_presets",
     "poi_matrix",
     "seed_noise_sd",
-    "seeds_per_combo",
     "top_comparisons",
-    "trial_table",
     "varying",
 ]

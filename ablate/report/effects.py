@@ -132,14 +132,6 @@ def _level_labels(col: pd.Series) -> tuple[pd.Series, list[str], bool]:
     return col.map(_fmt_value), distinct, False
 
 
-def replicated(fb: pd.DataFrame) -> bool:
-    """True when at least half of the combinations have two or more full-budget seeds."""
-    if fb.empty:
-        return False
-    sizes = fb.groupby("combo").size()
-    return bool((sizes >= 2).mean() >= 0.5)
-
-
 def sweep_model(fb: pd.DataFrame, y: np.ndarray) -> CellModel:
     """The factorial linear model of one per-run value over the full-budget trials ``fb``."""
     return CellModel(y, fb["combo"].tolist(), fb["seed"].tolist())
