@@ -200,10 +200,11 @@ def build_combos(sweep: Sweep, presets: list[dict]) -> list[Combo]:
         return []
     vs, vp = varying(sweep)
     target = sweep.target_col
+    t = t.sort_values(["seed", "trial_id"], kind="mergesort")  # once: groups keep this order
     fb_mask = t["full_budget"] & np.isfinite(t[target].astype(float))
     combos: list[Combo] = []
     for key, g in t.groupby("combo", sort=True):
-        fb = g[fb_mask.loc[g.index]].sort_values(["seed", "trial_id"], kind="mergesort")
+        fb = g[fb_mask.loc[g.index]]
         if fb.empty:
             continue
         first = g.iloc[0]
