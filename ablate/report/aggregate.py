@@ -132,21 +132,8 @@ def trial_desc(sweep: Sweep, row) -> str:
 
 
 def normalise_presets(presets) -> list[dict]:
-    out = []
-    for p in presets or []:
-        if isinstance(p, dict):
-            d = p
-        elif hasattr(p, "__dataclass_fields__"):
-            import dataclasses
-
-            d = dataclasses.asdict(p)
-        elif hasattr(p, "__dict__"):
-            d = dict(vars(p))
-        else:
-            continue
-        if d.get("name"):
-            out.append(d)
-    return sorted(out, key=lambda d: str(d["name"]))
+    """The named presets (dicts, as ``ablate methods --json`` writes them), sorted by name."""
+    return sorted((p for p in presets or [] if isinstance(p, dict) and p.get("name")), key=lambda d: str(d["name"]))
 
 
 def load_default_presets() -> list[dict]:
@@ -396,21 +383,3 @@ def seed_noise_sd(combos: list[Combo]) -> float:
             num += float(((v - v.mean()) ** 2).sum())
             den += v.size - 1
     return float(np.sqrt(num / den)) if den else float("nan")
-
-
-__all__ = [
-    "Combo",
-    "Unit",
-    "UnitComparison",
-    "build_combos",
-    "build_units",
-    "compare_units",
-    "fixed_settings",
-    "load_default_presets",
-    "method_label",
-    "normalise_presets",
-    "poi_matrix",
-    "seed_noise_sd",
-    "top_comparisons",
-    "varying",
-]

@@ -4,6 +4,7 @@ figures/*.png. ``generate_report`` is the entry point (re-exported by ablate.rep
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -537,7 +538,7 @@ def _trials(d: _Doc) -> list:
             f"{len(dirs)} W&B run(s) were logged offline. Upload them from the sweep directory with "
             "(paths that exist under the sweep directory are given relative to it, others as recorded):"
         ))
-        cmds = Pre("\n".join(f"wandb sync {_shell_quote(d)}" for d in dirs), "bash", raw_output=True)
+        cmds = Pre("\n".join(f"wandb sync {shlex.quote(d)}" for d in dirs), "bash", raw_output=True)
         out.append(cmds if len(dirs) <= 10 else Details(f"wandb sync commands ({len(dirs)})", [cmds]))
     elif t["wandb_run_id"].map(_present).any():
         out.append(Para("All W&B runs with a recorded id were logged online (or their mode is unknown)."))
@@ -565,12 +566,6 @@ def _wandb_path(sweep: Sweep, run_dir, wandb_dir: str) -> str:
             except ValueError:
                 return str(base / p)
     return wandb_dir
-
-
-def _shell_quote(s: str) -> str:
-    import shlex
-
-    return shlex.quote(s)
 
 
 MAX_SKIPPED = 200

@@ -41,8 +41,9 @@ def _new(w: float, h: float) -> Figure:
 
 
 def _png(fig: Figure) -> bytes:
-    """The figure with everything drawn on it: ``bbox_inches="tight"`` grows the canvas to hold
-    legends and long tick labels placed outside the axes, so nothing is clipped."""
+    """The figure as PNG bytes. Each plot lays itself out once with ``tight_layout`` (labels and
+    titles inside the canvas; a legend outside the axes grows the figure first), so saving needs no
+    second layout pass (``bbox_inches="tight"`` would draw the whole figure twice)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     return buf.getvalue()
