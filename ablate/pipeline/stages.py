@@ -92,6 +92,26 @@ class OverlongShaping(Stage):
         return r
 
 
+class MaskTruncated(Stage):
+    """TRL ``mask_truncated_completions`` (GRPOTrainer, TRL 1.16): a completion cut at the length budget
+    (no EOS) keeps its row, its reward and its place in the group statistics, but none of its tokens
+    enter the loss or its token counts. The row's tokens are dropped here, so it reaches the loss as an
+    empty row: aggregations with ``count_empty_rows`` (TRL's grpo/dr_grpo normalisers, conf/aggregation
+    grpo_trl, drgrpo ``count_empty_rows``) still count it, token normalisers do not. Demonstrations are
+    never truncated rollouts and are left alone."""
+
+    def __call__(self, r: Rollouts, env: StageEnv) -> Rollouts:
+        n = 0
+        for i, cut in enumerate(r.truncated):
+            if cut and not r.is_demo[i]:
+                r.response_ids[i] = []
+                if r.engine_logp and i < len(r.engine_logp):
+                    r.engine_logp[i] = []
+                n += 1
+        env.stats["train/masked_truncated"] = env.stats.get("train/masked_truncated", 0.0) + float(n)
+        return r
+
+
 class DemosOnly(Stage):
     """SFT: replace each prompt's rollouts by its demonstration (one row per prompt)."""
 
