@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ablate.render import value_text, is_missing
 from ablate.spec.groups import UPGE_SLOTS
 from ablate.stats import (Comparison, Interval, adjust_p, compare, location_ci, mean_ci, paired_t,
                           probability_of_improvement)
-
-from .load import Sweep
+from ablate.tracking.sweep_reader import Sweep
 
 TASK_KEYS = ("task", "task.name")
 EXTRA_COLS = {
@@ -79,21 +79,8 @@ class UnitComparison:
         return self.test.verdict in ("higher", "lower")
 
 
-def is_missing(v) -> bool:
-    """None or NaN: a conditional parameter that this trial did not sample."""
-    return v is None or (isinstance(v, float) and v != v)
-
-
-def _fmt_value(v) -> str:
-    if is_missing(v):
-        return "—"
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
-
-
 def _n_distinct(col: pd.Series) -> int:
-    return len({_fmt_value(v) for v in col.tolist() if not is_missing(v)})
+    return len({value_text(v) for v in col.tolist() if not is_missing(v)})
 
 
 def varying(sweep: Sweep) -> tuple[list[str], list[str]]:
@@ -119,15 +106,15 @@ def fixed_settings(sweep: Sweep) -> dict[str, str]:
             vals = [v for v in t[kind + n].tolist() if not is_missing(v)]
             if not vals:
                 continue
-            out[n] = _fmt_value(vals[0]) + ("" if len(vals) == len(t) else " (when set)")
+            out[n] = value_text(vals[0]) + ("" if len(vals) == len(t) else " (when set)")
     return out
 
 
 def trial_desc(sweep: Sweep, row) -> str:
     """The varying slots/params of one trial row, like a combination's description."""
     vs, vp = varying(sweep)
-    parts = [f"{s}={_fmt_value(row.get('slot.' + s))}" for s in vs if not is_missing(row.get("slot." + s))]
-    parts += [f"{p}={_fmt_value(row.get('param.' + p))}" for p in vp if not is_missing(row.get("param." + p))]
+    parts = [f"{s}={value_text(row.get('slot.' + s))}" for s in vs if not is_missing(row.get("slot." + s))]
+    parts += [f"{p}={value_text(row.get('param.' + p))}" for p in vp if not is_missing(row.get("param." + p))]
     return ", ".join(parts)
 
 
@@ -197,8 +184,8 @@ def build_combos(sweep: Sweep, presets: list[dict]) -> list[Combo]:
         first = g.iloc[0]
         slots = {s: first.get("slot." + s) for s in sweep.slot_names}
         params = {p: first.get("param." + p) for p in sweep.param_names}
-        parts = [f"{s}={_fmt_value(slots[s])}" for s in vs if not is_missing(slots[s])] + [
-            f"{p}={_fmt_value(params[p])}" for p in vp if not is_missing(params[p])
+        parts = [f"{s}={value_text(slots[s])}" for s in vs if not is_missing(slots[s])] + [
+            f"{p}={value_text(params[p])}" for p in vp if not is_missing(params[p])
         ]
         methods = sorted({str(m) for m in g["method"].dropna()}) if "method" in g else []
         label = method_label(slots, presets, methods[0] if len(methods) == 1 else None)
@@ -274,7 +261,7 @@ def build_units(sweep: Sweep, combos: list[Combo]) -> tuple[list[Unit], str | No
                 seeds[k] += list(c.seeds)
             if any(v.size == 0 for v in strata.values()):
                 continue  # not evaluated on every task: not comparable
-            desc = cs[0].desc.replace(f"{tk}={_fmt_value(cs[0].params.get(tk))}", "").strip(", ")
+            desc = cs[0].desc.replace(f"{tk}={value_text(cs[0].params.get(tk))}", "").strip(", ")
             desc = ", ".join(x for x in (p.strip() for p in desc.split(",")) if x) or "(all)"
             units.append(_unit("", desc, strata, seeds, [c.cid for c in cs]))
         units.sort(key=lambda u: (-sign * u.mean.point, u.desc))

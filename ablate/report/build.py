@@ -10,6 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ablate.claims.evaluate import evaluate_sweep, report_metrics
+from ablate.claims.sections import claim_blocks
+from ablate.render import (Bullets, Code, Details, Heading, Image, Link, Para, Pre, Strong, Table,
+                           is_missing, to_html, to_markdown)
+from ablate.tracking.sweep_reader import Sweep, load_sweep
+
 from . import plots
 from .aggregate import (
     Combo,
@@ -22,21 +28,14 @@ from .aggregate import (
     load_default_presets,
     normalise_presets,
     poi_matrix,
-    is_missing,
     seed_noise_sd,
     top_comparisons,
     trial_desc,
     varying,
 )
-from ablate.claims.evaluate import evaluate_sweep, report_metrics
-from ablate.claims.sections import claim_blocks
-
 from .effects import (FactorEffect, Importances, Interaction, adjust_exploratory, importances, interactions,
                       marginal_effects)
 from .findings import fci, findings
-from .load import Sweep, load_sweep
-from .render import (Bullets, Code, Details, Heading, Image, Link, Para, Pre, Strong, Table, to_html,
-                     to_markdown)
 from .metric_stats import available_metrics
 from .sections import metric_blocks
 

@@ -19,8 +19,10 @@ import pandas as pd
 from ablate.stats import CellModel, Interval, adjust_p, mean_ci
 from ablate.stats.linear import factor_rows, interaction_rows
 
-from .aggregate import _fmt_value, is_missing, varying
-from .load import Sweep
+from ablate.render import value_text, is_missing
+from ablate.tracking.sweep_reader import Sweep
+
+from .aggregate import varying
 
 MAX_LEVELS = 8  # numeric hyperparameters with more distinct values are binned into quartiles
 MIN_TRIALS_IMPORTANCE = 4
@@ -117,7 +119,7 @@ def _is_number(v) -> bool:
 def _level_labels(col: pd.Series) -> tuple[pd.Series, list[str], bool]:
     """Map values to level labels; numeric columns with many values become quartile bins."""
     vals = col.tolist()
-    distinct = sorted({_fmt_value(v) for v in vals})
+    distinct = sorted({value_text(v) for v in vals})
     numeric = all(_is_number(v) and math.isfinite(float(v)) for v in vals)
     if numeric and len(set(vals)) > MAX_LEVELS:
         x = col.astype(float).to_numpy()
@@ -127,9 +129,9 @@ def _level_labels(col: pd.Series) -> tuple[pd.Series, list[str], bool]:
         return pd.Series([labels[i] for i in idx], index=col.index), labels, True
     if numeric:
         order = sorted(set(vals), key=float)
-        labels = [_fmt_value(v) for v in order]
-        return col.map(_fmt_value), labels, False
-    return col.map(_fmt_value), distinct, False
+        labels = [value_text(v) for v in order]
+        return col.map(value_text), labels, False
+    return col.map(value_text), distinct, False
 
 
 def sweep_model(fb: pd.DataFrame, y: np.ndarray) -> CellModel:
@@ -352,9 +354,9 @@ def _memory_study(sweep: Sweep, fb: pd.DataFrame):
                 dists[p] = FloatDistribution(lo, hi, log=lo > 0 and hi / lo >= 100)
                 cols[p] = col.astype(float)
         else:
-            choices = sorted({_fmt_value(v) for v in vals})
+            choices = sorted({value_text(v) for v in vals})
             if len(choices) > 1:
-                dists[p], cols[p] = CategoricalDistribution(choices), col.map(_fmt_value)
+                dists[p], cols[p] = CategoricalDistribution(choices), col.map(value_text)
     direction = "maximize" if sweep.mode == "max" else "minimize"
     study = optuna.create_study(direction=direction)
     trials = []

@@ -12,10 +12,11 @@ from collections import Counter
 
 import numpy as np
 
+from ablate.render import Code, Strong
+from ablate.tracking.sweep_reader import Sweep
+
 from .aggregate import Combo, UnitComparison
 from .effects import FactorEffect, Importances, Interaction
-from .load import Sweep
-from .render import Code, Strong
 
 
 def f3(x: float) -> str:

@@ -13,9 +13,10 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ablate.tracking.sweep_reader import Sweep
+
 from .aggregate import Combo, Unit
 from .effects import FactorEffect, Importances, Interaction
-from .load import Sweep
 
 DPI = 100
 TOP_CURVES = 6

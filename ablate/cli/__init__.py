@@ -1,4 +1,8 @@
-"""`ablate` command line: train, sweep, report, claims, plan, probe, methods, slots, bench."""
+"""`ablate` command line: train, sweep, report, claims, plan, probe, methods, slots, bench.
+
+The top layer: it may import every package, and none imports it. The commands that drive other
+commands live here too: ``claims`` (``ablate.cli.claims``: runs claim sweeps, writes the claims
+report) and ``plan`` (``ablate.cli.plan``: power planning from a pilot sweep)."""
 
 from __future__ import annotations
 
@@ -138,14 +142,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_claims(args: argparse.Namespace) -> int:
-    from ablate.claims.run import run_claims
+    from ablate.cli.claims import run_claims
 
     return run_claims(args.files, report_only=args.report_only, output_dir=args.output_dir,
                       report_dir=args.report_dir, readme=args.readme, num_cpus=args.num_cpus)
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from ablate.claims.plan import main as plan_main
+    from ablate.cli.plan import main as plan_main
 
     return plan_main(args.target, args.effect)
 
@@ -257,6 +261,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())
