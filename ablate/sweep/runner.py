@@ -564,12 +564,11 @@ def _run_tune(run: SweepRun) -> tuple[dict[str, int], list[str], float]:
             tuner, experiment = _new_tuner(run, trainable)
         _write_json(run.meta_path, run.meta)
         run.log(f"sweep {run.space.name}: {run.sweep_dir}")
-        trials = []
         if tuner is not None:
             tuner.fit()  # trial failures are recorded, never raised
-            trials = _saved_trials(run.sweep_dir / experiment)
-            settle(run.sweep_dir, trials, run.trial_ctx, experiment)
-        counts, errors = _tally(run, trials)
+            settle(run.sweep_dir, _saved_trials(run.sweep_dir / experiment), run.trial_ctx,
+                   experiment)
+        counts, errors = _tally(run)
     finally:
         if started_ray:
             ray.shutdown()
@@ -578,20 +577,18 @@ def _run_tune(run: SweepRun) -> tuple[dict[str, int], list[str], float]:
     return counts, errors, t0
 
 
-def _tally(run: SweepRun, trials: list) -> tuple[dict[str, int], list[str]]:
-    """Runs by status (the run store's rows; runs of Tune trials that have not started are
-    pending), and the errors of the failed ones."""
+def _tally(run: SweepRun) -> tuple[dict[str, int], list[str]]:
+    """Runs by status (the run store's rows; planned runs without a run dir yet are pending),
+    and the errors of the failed ones."""
     rows = read_trials(run.sweep_dir)
     counts: dict[str, int] = {}
     for r in rows:
         st = r["status"] if r["status"] in FINAL_STATUSES else "running"
         counts[st] = counts.get(st, 0) + 1
-    have = {r["tune_trial_id"] for r in rows}
-    per_trial = 1 if run.specs is not None else len(run.space.seeds)
-    pending = sum(per_trial for t in trials
-                  if str(t.status) not in ("TERMINATED", "ERROR") and str(t.trial_id) not in have)
-    if pending:
-        counts["pending"] = pending
+    planned = (len(run.specs) if run.specs is not None
+               else int(run.space.num_samples or 0) * len(run.space.seeds))
+    if planned > len(rows):
+        counts["pending"] = planned - len(rows)
     return counts, [str(r.get("error") or "unknown error") for r in rows if r["status"] == "failed"]
 
 

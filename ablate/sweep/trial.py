@@ -455,7 +455,7 @@ def _run_seed(tr: _Trial, trainable: Callable, seed: int, i: int, ckpt: dict | N
             run["resumed_from_step"] = int(resume["step"])
     tr.runs.append(run)
     t0 = time.perf_counter()
-    summary: dict = {}
+    summary: dict | None = None
     try:
         # loading and warm-start progress for the sweep console (steps come as Tune results)
         with progress.to_file(tr.dir / progress.PROGRESS_FILE):
@@ -464,13 +464,16 @@ def _run_seed(tr: _Trial, trainable: Callable, seed: int, i: int, ckpt: dict | N
         rep.flush()
     except SystemExit:  # Tune stopped the trial inside tune.report: a scheduler decision or
         # an interrupted sweep; only the driver knows which ("stopped" is not a final status)
+        if summary is not None:  # stopped as the last result went out: the run itself ended
+            _settle(tr, run, summary, rep, t0)
+            raise
         run.update(status="stopped", steps_done=rep.steps_done,
                    wall_s=time.perf_counter() - t0, final=rep.last, ended=time.time())
         tr.record(run)
         raise
     except Exception as e:  # noqa: BLE001 - every trainer failure is recorded, not fatal
         run.update(status="failed", error=one_line(e)[:2000], error_kind="trial")
-    _settle(tr, run, summary, rep, t0)
+    _settle(tr, run, summary or {}, rep, t0)
 
 
 def _extra_tracker(tr: _Trial, seed: int) -> dict:

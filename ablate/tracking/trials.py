@@ -28,8 +28,7 @@ from ablate.tracking.run_store import FINAL_STATUSES, read_json, read_summary
 
 SWEEP_RECORD = "sweep"  # the sweep's record of a run: this entry of the run dir's summary.json
 INFRA = "infrastructure"  # error_kind of a run whose process died (actor died, node lost)
-_COPIED = ("tune_trial_id", "key", "combo", "seed", "error", "wall_s", "steps_done", "started",
-           "ended", "overrides", "experiment", "resumed_from_step")
+_COPIED = ("key", "combo", "started", "ended", "overrides", "experiment", "resumed_from_step")
 
 
 def run_key(combo: str, seed: int) -> str:
