@@ -111,11 +111,11 @@ class UPGE(Component):
 
     def _diagnostics(self, ctx: TokenContext, m: MaskResult, weight: torch.Tensor,
                      norm: Normalizer) -> dict[str, Diag]:
-        """~12 detached values in ~12 cheap passes. On CPU the cost is fresh [B, T] buffers and
-        the slow kernels (``where`` with a tensor operand, bool → float casts, ``expm1``), not the
-        arithmetic (bench/README.md, estimator section), so: each masked mean is one ``dot`` with
-        the flat mask; events become floats once (shared by the clip fractions and the peer loss);
-        the masked extremes use ρ > 0: max over valid = max(ρ·m), min over valid = min(ρ/m)."""
+        """~12 detached values. On CPU the cost is fresh [B, T] buffers and slow kernels (``where``
+        with a tensor operand, bool → float casts, ``expm1``), not the arithmetic (bench/README.md,
+        estimator section), so: each masked mean is one ``dot`` with the flat mask; clip fractions
+        are counts of bool tensors; the masked extremes use ρ > 0: max over valid = max(ρ·m), min
+        over valid = min(ρ/m); the [B, T] temporaries share one scratch buffer."""
         rm = ctx.response_mask
         flat = rm.reshape(-1)
         count = flat.sum()
@@ -124,8 +124,10 @@ class UPGE(Component):
         def mmean(x: torch.Tensor) -> torch.Tensor:  # Σ x·rm / n
             return torch.dot(x.to(rm.dtype).reshape(-1), flat) / n
 
-        # an event tensor registered under two names (GSPO's seq_clip_* = clip_*) is reduced once
-        fracs = {id(t): mmean(m.as_float(t, rm.dtype)) for t in m.events.values()}
+        # Σ event·rm = #(event ∧ valid) (rm ∈ {0, 1}): bool work, no float copy of the event; a
+        # tensor registered under two names (GSPO's seq_clip_* = clip_*) is counted once
+        valid = ctx.valid
+        fracs = {id(t): torch.count_nonzero(t & valid).to(rm.dtype) / n for t in m.events.values()}
         zero = torch.zeros((), dtype=rm.dtype, device=rm.device)
         d: dict[str, Diag] = {"mask_frac": mean((count - torch.dot(m.keep_as(rm.dtype).reshape(-1), flat)) / n)}
         for ev in ("clip_low", "clip_high", "clip_dual"):

@@ -121,15 +121,9 @@ class MaskResult:
 
     def keep_as(self, dtype: torch.dtype) -> torch.Tensor:
         """``keep`` as 0./1. of ``dtype``, converted once: the loss and the diagnostics share it."""
-        return self.as_float(self.keep, dtype)
-
-    def as_float(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """``keep`` or an event tensor as 0./1. of ``dtype``, converted once per result (the clip
-        fractions and ``peer_weight`` share the conversions)."""
-        key = (id(t), dtype)  # ``t`` is kept alive by this result (``keep`` or ``events``)
-        if key not in self._keep_as:
-            self._keep_as[key] = bool_as(t, dtype)
-        return self._keep_as[key]
+        if dtype not in self._keep_as:
+            self._keep_as[dtype] = bool_as(self.keep, dtype)
+        return self._keep_as[dtype]
 
     def peer_weight(self, weight: torch.Tensor) -> torch.Tensor:
         """The weight a peer's min/clip objective gives each token: ``weight`` where kept, the
@@ -141,7 +135,7 @@ class MaskResult:
             return torch.where(self.keep, weight, self.clipped_weight.to(weight.dtype))
         out = weight * self.keep_as(weight.dtype)
         for event, value in self.clipped_bounds or ():
-            out.add_(self.as_float(event, weight.dtype), alpha=value)
+            out.add_(event.view(torch.uint8) if event.dtype == torch.bool else event, alpha=value)
         return out
 
 
