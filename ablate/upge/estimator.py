@@ -127,7 +127,8 @@ class UPGE(Component):
         # Σ event·rm = #(event ∧ valid) (rm ∈ {0, 1}): bool work, no float copy of the event; a
         # tensor registered under two names (GSPO's seq_clip_* = clip_*) is counted once
         valid = ctx.valid
-        fracs = {id(t): torch.count_nonzero(t & valid).to(rm.dtype) / n for t in m.events.values()}
+        fracs = {id(t): t for t in m.events.values()}
+        fracs = {k: torch.count_nonzero(t & valid).to(rm.dtype) / n for k, t in fracs.items()}
         zero = torch.zeros((), dtype=rm.dtype, device=rm.device)
         d: dict[str, Diag] = {"mask_frac": mean((count - torch.dot(m.keep_as(rm.dtype).reshape(-1), flat)) / n)}
         for ev in ("clip_low", "clip_high", "clip_dual"):
@@ -136,12 +137,12 @@ class UPGE(Component):
         for ev, t in m.events.items():
             if ev not in ("clip_low", "clip_high", "clip_dual"):
                 d[f"mask/{ev}_frac"] = mean(fracs[id(t)])
-        d["pg_loss_peer"] = partial(self._peer_loss(ctx, m, weight, norm))
+        tmp = torch.empty_like(weight)  # one scratch buffer for every [B, T] temporary below
+        d["pg_loss_peer"] = partial(self._peer_loss(ctx, m, weight, norm, tmp))
         ratio = ctx.ratio  # exp of the clamped log-ratio: > 0, so padding (×0, ÷0) never wins
         big = torch.finfo(ratio.dtype).max  # finite even for an empty microbatch
         empty = count <= 0
         d["ratio_mean"] = mean(mmean(ratio))
-        tmp = torch.empty_like(ratio)  # one scratch buffer for every [B, T] temporary below
         d["ratio_max"] = maximum(torch.where(empty, -big, torch.mul(ratio, rm, out=tmp).amax()))
         d["ratio_min"] = minimum(torch.where(empty, big, torch.div(ratio, rm, out=tmp).amin()))
         # KL(π_old ‖ π_θ) from samples of π_old: k3 with r = π_θ/π_old (ρ − 1 − log ρ ≥ 0)
@@ -158,12 +159,12 @@ class UPGE(Component):
         return d
 
     def _peer_loss(self, ctx: TokenContext, m: MaskResult, weight: torch.Tensor,
-                   norm: Normalizer) -> torch.Tensor:
+                   norm: Normalizer, out: torch.Tensor) -> torch.Tensor:
         """Peer-comparable value (verl/TRL pg_loss): masked tokens count the constant their
-        min/clip objective gives them instead of 0; same gradient as pg_loss."""
-        peer_w = m.peer_weight(weight)
+        min/clip objective gives them instead of 0; same gradient as pg_loss. ``out``: scratch."""
+        peer_w = m.peer_weight(weight, out=out)
         if self.denominator.PEER_LOGP_VALUE:  # verl's gpg/cispo value: −Â·w·log π
-            peer_w = peer_w * ctx.logp.detach()
+            peer_w.mul_(ctx.logp.detach())
         peer_mat = peer_w.mul_(ctx.advantages).neg_()
         if ctx.loss_weights is not None:
             peer_mat.mul_(ctx.loss_weights.to(peer_mat.dtype)[:, None])

@@ -125,15 +125,15 @@ class MaskResult:
             self._keep_as[dtype] = bool_as(self.keep, dtype)
         return self._keep_as[dtype]
 
-    def peer_weight(self, weight: torch.Tensor) -> torch.Tensor:
+    def peer_weight(self, weight: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The weight a peer's min/clip objective gives each token: ``weight`` where kept, the
         clipped constant on clipped tokens (``clipped_weight``, or ``clipped_bounds``: events are
         disjoint), 0 on other dropped tokens. Only the diagnostics read it. Built as w·keep + Σ c·event
         (w·1 + 0 and w·0 + c are exact for a finite w: the values of ``where``, which is several
-        times slower on CPU)."""
+        times slower on CPU). ``out``: a [B, T] buffer to write into."""
         if self.clipped_weight is not None:
-            return torch.where(self.keep, weight, self.clipped_weight.to(weight.dtype))
-        out = weight * self.keep_as(weight.dtype)
+            return torch.where(self.keep, weight, self.clipped_weight.to(weight.dtype), out=out)
+        out = torch.mul(weight, self.keep_as(weight.dtype), out=out)
         for event, value in self.clipped_bounds or ():
             out.add_(event.view(torch.uint8) if event.dtype == torch.bool else event, alpha=value)
         return out
