@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 
 from ablate.errors import ConfigError
-from ablate.report.aggregate import _fmt_value
-from ablate.report.load import Sweep
-from ablate.report.metric_stats import run_values
+from ablate.render import value_text
 from ablate.stats import Comparison, Interval, adjust, compare
+from ablate.tracking.sweep_reader import Sweep
 
 from .spec import Claim, parse_claims, parse_report
+from .values import run_values
 
 AGG_WORDS = {"final": "final value", "mean": "mean over the run", "slope": "slope per step over the run",
              "auc": "area under the curve (time-average)", "last3": "mean of the last 3 logged values"}
@@ -71,7 +71,7 @@ class ClaimResult:
 
 
 def arm_text(arm: dict) -> str:
-    return ", ".join(f"{k}={_fmt_value(v)}" for k, v in arm.items())
+    return ", ".join(f"{k}={value_text(v)}" for k, v in arm.items())
 
 
 def _column(sweep: Sweep, axis: str) -> str | None:
@@ -89,7 +89,7 @@ def arm_mask(sweep: Sweep, frame: pd.DataFrame, arm: dict) -> np.ndarray:
         col = _column(sweep, axis)
         if col is None or col not in frame.columns:
             return np.zeros(len(frame), dtype=bool)
-        ok &= (frame[col].map(_fmt_value) == _fmt_value(want)).to_numpy()
+        ok &= (frame[col].map(value_text) == value_text(want)).to_numpy()
     return ok
 
 

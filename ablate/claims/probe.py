@@ -74,7 +74,7 @@ def load_result(path: Path, c: Claim) -> dict | None:
 def run_probe_file(pf: ProbeFile, output_dir: Path, log: Callable[[str], None]) -> int:
     """Run (or reuse) the probe of every claim of the file."""
     from ablate.probe.estimators import probe_estimators
-    from ablate.sweep.runner import _git_commit
+    from ablate.tracking.provenance import git_commit
     from ablate.tracking.run_store import to_jsonable
 
     for c in pf.claims:
@@ -86,7 +86,7 @@ def run_probe_file(pf: ProbeFile, output_dir: Path, log: Callable[[str], None]) 
         t0 = time.time()
         res = probe_estimators(list(c.base), arms_of(c), batches=int(c.batches),
                                log=lambda m: log(f"[claims] {c.id}: {m}"))
-        out = {"spec": spec_of(c), "wall_s": time.time() - t0, "git_commit": _git_commit(),
+        out = {"spec": spec_of(c), "wall_s": time.time() - t0, "git_commit": git_commit(),
                "result": res.to_dict()}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

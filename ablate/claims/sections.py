@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ablate.report.render import Code, Details, Heading, Para, Strong, Table
+from ablate.render import Code, Details, Heading, Para, Strong, Table
 
 from .evaluate import ClaimResult, agg_words, arm_text
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ablate.report.load import Sweep
 from ablate.stats import SequentialPlan
 from ablate.stats.sequential import look as look_at
+from ablate.tracking.sweep_reader import Sweep
 
 from .evaluate import ClaimResult, arm_values, evaluate_claim, evaluate_family
 
@@ -141,7 +141,7 @@ def plan_of(space, alpha: float = 0.05) -> SequentialPlan | None:
 
 def load_batches(output_dir: Path, name: str, plan: SequentialPlan) -> list[Sweep]:
     """The seed batches of a sequential claim sweep found on disk, in look order."""
-    from ablate.report.load import SweepFormatError, load_sweep
+    from ablate.tracking.sweep_reader import SweepFormatError, load_sweep
 
     out = []
     for bname, _ in batch_names(name, plan):

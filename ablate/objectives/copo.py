@@ -1,12 +1,15 @@
-"""COPO's two advantages (arXiv 2508.04138; hijih/copo-code ``dapo-code/verl/trainer/ppo/core_algos.py``).
+"""COPO's two advantages (arXiv 2508.04138; hijih/copo-code@f66883fb89271d4664bfdd9ca98acf6d28d3887b
+``verl/trainer/ppo/core_algos.py``: ``compute_grpo_outcome_advantage_with_global``,
+``compute_policy_loss_with_global``).
 
 Per prompt q with G responses: Â_local = GRPO z-score (verl: Bessel std, ε 1e-6, singleton mean 0 /
 std 1); g_q = mean_i r_i (× (1 − λ·H_q), λ = (1 − 1/G)/log₂G, when ``reward_coef``; off in the
 scripts); Â_global = (g_q − mean_q g)/(std_q g + ε) over the batch's prompts (shared by all of q's
 responses); H_q = log₂-entropy of the distribution of extracted answers in the group.
 
-The loss blend (``global_flg = soft-with-forced``) is (1 − w)·PPO(Â_global) + w·PPO(Â_local) per token
-with w = sigmoid(k·(H_q − b))·1[Â_local ≠ 0]. PPO's clip / dual clip depends on Â only through its
+The loss blend is (1 − w)·PPO(Â_global) + w·PPO(Â_local) per token with w = sigmoid(k·(H_q − b))·gate:
+``blend: soft-with-zero`` (the README's "our COPO method", run_copo.sh: k 5, b 1) gates on the raw reward,
+1[r_i ≠ 0]; ``soft-with-forced`` on the local advantage, 1[Â_local ≠ 0]. PPO's clip / dual clip depends on Â only through its
 sign, and w, 1 − w ≥ 0, so the blend is exactly the sum of two UPGE terms with advantages w·Â_local
 (``part: local``) and (1 − w)·Â_global (``part: global``).
 
@@ -16,17 +19,19 @@ token ids (tasks whose completion is the answer, e.g. arithmetic).
 
 from __future__ import annotations
 
+from typing import Literal
 import math
 from collections import Counter
 
 import torch
 
-from ablate.errors import ConfigError, choice_error
+from ablate.spec.params import NonNeg, Num
 from ablate.upge.batch import RolloutBatch
 from ablate.upge.slots.advantage import GroupZScore
 from ablate.upge.slots.base import Advantage
 
 PARTS = ("local", "global")
+BLENDS = ("soft-with-zero", "soft-with-forced")  # copo-code global_flg values
 
 
 def answer_entropy_bits(answers: list) -> float:
@@ -39,17 +44,11 @@ def answer_entropy_bits(answers: list) -> float:
 class COPOAdvantage(Advantage):
     """One half of COPO's blend: w·Â_local (``part: local``) or (1 − w)·Â_global (``part: global``)."""
 
-    def __init__(self, part: str = "local", k: float = 20.0, b: float = 0.5, eps: float = 1e-6,
-                 reward_coef: bool = False, answer_key: str = "answer"):
-        if part not in PARTS:
-            raise choice_error("advantage COPOAdvantage.part", part, PARTS)
-        try:
-            self.k, self.b, self.eps = float(k), float(b), float(eps)
-        except (TypeError, ValueError):
-            raise ConfigError(f"advantage COPOAdvantage: k, b, eps must be numbers, got {k!r}, {b!r}, {eps!r}") from None
-        self.part = part
-        self.reward_coef = bool(reward_coef)
-        self.answer_key = str(answer_key)
+    def __init__(self, part: Literal[PARTS] = "local", k: Num = 20.0, b: Num = 0.5, eps: NonNeg = 1e-6,
+                 reward_coef: bool = False, answer_key: str = "answer",
+                 blend: Literal[BLENDS] = "soft-with-forced"):
+        self.k, self.b, self.eps, self.part, self.blend = k, b, eps, part, blend
+        self.reward_coef, self.answer_key = reward_coef, answer_key
         self._local = GroupZScore(eps=eps, unbiased=True, eps_placement="std", singleton="raw")
 
     def _answers(self, batch: RolloutBatch) -> list:
@@ -89,7 +88,8 @@ class COPOAdvantage(Advantage):
         glob = torch.tensor([(score[g] - mu) / (sd + self.eps) for g in gids], dtype=torch.float64)
         glob = torch.nan_to_num(glob, nan=0.0)  # one prompt: torch.std is undefined (verl would give NaN)
         H = torch.tensor([ent[g] for g in gids], dtype=torch.float64)
-        w = torch.sigmoid(self.k * (H - self.b)) * (local != 0).to(torch.float64)
+        gate = (r != 0) if self.blend == "soft-with-zero" else (local != 0)
+        w = torch.sigmoid(self.k * (H - self.b)) * gate.to(torch.float64)
         return local, glob, w
 
     def __call__(self, batch: RolloutBatch) -> torch.Tensor:

@@ -8,18 +8,26 @@ src/ppo/trainer_lco.py (``ParallelLCOTrainerForRuleRM``) and src/utils.py (``est
 smoothed to Â·(1 − p) and every other token gets −p·Â·(1 − p)/max(1 − p, 0.1) (so that the target's
 first-order change keeps E_π_old[Â_vocab] ≈ 0). The loss is the mean KL over tokens with Â > 0 plus
 the mean KL over the others (an empty side adds 0).
+
+The MSE and log-cosh forms (``form: mse | log_cosh``) follow the authors' later code,
+homzer/llama-rlhf@486887fbe0b9129bc9a96f669c859b51f459ab94 src/ppo/trainer_lco.py
+(``ParallelLCOWithMSETrainerForRuleRM``, ``ParallelLCOWithLogCoshTrainerForRuleRM``; src/criterion.py
+``LogCoshLoss``): on the sampled token's logit z_t only, with the target sg(z_t) + Â_t/β′ and
+β′ = β where Â > 0, ``neg_beta_scale``·β (the code: 100β) otherwise, the loss is the mean over valid
+tokens of (z − target)² or log cosh(z − target) = |d| + log(1 + e^{−2|d|}) − log 2.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+import math
+from typing import ClassVar, Literal, Optional
 
 import torch
 import torch.nn.functional as F
 
 from ablate.component import Needs
-from ablate.errors import ConfigError
-from ablate.objectives.base import Term, TermOutput
+from ablate.objectives.base import ROW_KINDS, Term, TermOutput
+from ablate.spec.params import Num, Positive
 from ablate.upge.aggregation import Aggregation, Normalizer
 from ablate.upge.diagnostics import mean
 from ablate.upge.slots.base import Advantage, TokenContext
@@ -39,6 +47,15 @@ def lco_log_target(old_logits: torch.Tensor, actions: torch.Tensor, adv: torch.T
     return log_t - torch.logsumexp(log_t, dim=-1, keepdim=True)
 
 
+FORMS = ("kld", "mse", "log_cosh")
+
+
+def log_cosh(d: torch.Tensor) -> torch.Tensor:
+    """log cosh(d), stable: |d| + log(1 + e^{−2|d|}) − log 2 (the authors' LogCoshLoss)."""
+    a = d.abs()
+    return a + torch.log1p(torch.exp(-2 * a)) - math.log(2)
+
+
 class LCOTerm(Term):
     """LCO-KLD: Σ_{Â>0} KL(π*‖π_θ)/N₊ + Σ_{Â≤0} KL(π*‖π_θ)/N₋ over valid tokens (authors' code).
 
@@ -51,13 +68,19 @@ class LCOTerm(Term):
 
     NEEDS: ClassVar[Needs] = Needs(full_logits=True)
 
-    def __init__(self, advantage: Optional[Advantage] = None, beta: float = 1.0, weight: float = 1.0,
-                 rows: str = "all", aggregation: Optional[Aggregation] = None):
+    def __init__(self, advantage: Optional[Advantage] = None, beta: Positive = 1.0, weight: Num = 1.0,
+                 rows: Literal[ROW_KINDS] = "all", aggregation: Optional[Aggregation] = None,
+                 form: Literal[FORMS] = "kld", neg_beta_scale: Positive = 100.0):
         super().__init__(weight=weight, rows=rows, advantage=advantage,
                          aggregation=aggregation or Aggregation("token-mean", scope="microbatch"))
-        if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta > 0:
-            raise ConfigError(f"objective LCOTerm.beta: expected a number > 0, got {beta!r}")
-        self.beta = float(beta)
+        self.beta, self.form, self.neg_beta_scale = beta, form, neg_beta_scale
+
+    def _logit_regression(self, logits: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+        """MSE / log-cosh form: per valid token, (z − sg(z) − Â/β′)² or log cosh of it, [N]."""
+        z = logits.gather(-1, actions[:, None]).squeeze(-1)
+        beta = torch.where(adv > 0, self.beta, self.beta * self.neg_beta_scale).to(z.dtype)
+        d = z - (z.detach() + adv / beta)
+        return d * d if self.form == "mse" else log_cosh(d)
 
     def loss(self, ctx: TokenContext, norm: Normalizer) -> TermOutput:
         if ctx.logits is None:
@@ -69,6 +92,11 @@ class LCOTerm(Term):
         logits = ctx.logits[valid]  # [N, V]
         actions = ctx.response_ids[valid]
         adv = ctx.advantages[valid].detach()
+        if self.form != "kld":
+            per_tok = self._logit_regression(logits, actions, adv)
+            total = per_tok.mean() if per_tok.numel() else per_tok.new_zeros(())
+            value = total / (norm.num_chunks * norm.workers)
+            return TermOutput(loss=value, diags={"pg_loss": mean(value.detach())})
         log_t = lco_log_target(logits.detach(), actions, adv, self.beta)
         kl = (log_t.exp() * (log_t - F.log_softmax(logits, dim=-1))).sum(-1)  # [N]
         pos = adv > 0

@@ -1,15 +1,13 @@
 """Sweep comparison reports: ``generate_report(sweep_dir)`` reads a sweep directory and writes
-report.md, a self-contained report.html and figures/*.png (load → stats/effects → plots → render)."""
+report.md, a self-contained report.html and figures/*.png (ablate.tracking.sweep_reader → stats/effects →
+plots → ablate.render)."""
 
-from .load import Sweep, SweepFormatError, load_sweep
-
-__all__ = ["Sweep", "SweepFormatError", "build_document", "generate_report", "load_sweep", "main"]
+__all__ = ["build_document", "generate_report", "main"]
 
 
 def __getattr__(name: str):
-    """``build_document`` / ``generate_report`` are imported on first use: the report builds on
-    ablate.claims, which builds on the report's loader, so importing the package must not pull in
-    the builder (no import cycle)."""
+    """``build_document`` / ``generate_report`` are imported on first use, so that importing one
+    report module (aggregate, effects) does not pull in the builder's plotting (matplotlib)."""
     if name in ("build_document", "generate_report"):
         from . import build
 
@@ -32,6 +30,8 @@ def main(argv=None) -> int:
     if args.presets:
         with open(args.presets, encoding="utf-8") as f:
             presets = json.load(f)
+    from ablate.tracking.sweep_reader import SweepFormatError
+
     from .build import generate_report
 
     try:

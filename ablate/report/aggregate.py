@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ablate.render import value_text, is_missing
 from ablate.spec.groups import UPGE_SLOTS
 from ablate.stats import (Comparison, Interval, adjust_p, compare, location_ci, mean_ci, paired_t,
                           probability_of_improvement)
-
-from .load import Sweep
+from ablate.tracking.sweep_reader import Sweep
 
 TASK_KEYS = ("task", "task.name")
 EXTRA_COLS = {
@@ -79,21 +79,8 @@ class UnitComparison:
         return self.test.verdict in ("higher", "lower")
 
 
-def is_missing(v) -> bool:
-    """None or NaN: a conditional parameter that this trial did not sample."""
-    return v is None or (isinstance(v, float) and v != v)
-
-
-def _fmt_value(v) -> str:
-    if is_missing(v):
-        return "—"
-    if isinstance(v, float):
-        return f"{v:g}"
-    return str(v)
-
-
 def _n_distinct(col: pd.Series) -> int:
-    return len({_fmt_value(v) for v in col.tolist() if not is_missing(v)})
+    return len({value_text(v) for v in col.tolist() if not is_missing(v)})
 
 
 def varying(sweep: Sweep) -> tuple[list[str], list[str]]:
@@ -119,34 +106,21 @@ def fixed_settings(sweep: Sweep) -> dict[str, str]:
             vals = [v for v in t[kind + n].tolist() if not is_missing(v)]
             if not vals:
                 continue
-            out[n] = _fmt_value(vals[0]) + ("" if len(vals) == len(t) else " (when set)")
+            out[n] = value_text(vals[0]) + ("" if len(vals) == len(t) else " (when set)")
     return out
 
 
 def trial_desc(sweep: Sweep, row) -> str:
     """The varying slots/params of one trial row, like a combination's description."""
     vs, vp = varying(sweep)
-    parts = [f"{s}={_fmt_value(row.get('slot.' + s))}" for s in vs if not is_missing(row.get("slot." + s))]
-    parts += [f"{p}={_fmt_value(row.get('param.' + p))}" for p in vp if not is_missing(row.get("param." + p))]
+    parts = [f"{s}={value_text(row.get('slot.' + s))}" for s in vs if not is_missing(row.get("slot." + s))]
+    parts += [f"{p}={value_text(row.get('param.' + p))}" for p in vp if not is_missing(row.get("param." + p))]
     return ", ".join(parts)
 
 
 def normalise_presets(presets) -> list[dict]:
-    out = []
-    for p in presets or []:
-        if isinstance(p, dict):
-            d = p
-        elif hasattr(p, "__dataclass_fields__"):
-            import dataclasses
-
-            d = dataclasses.asdict(p)
-        elif hasattr(p, "__dict__"):
-            d = dict(vars(p))
-        else:
-            continue
-        if d.get("name"):
-            out.append(d)
-    return sorted(out, key=lambda d: str(d["name"]))
+    """The named presets (dicts, as ``ablate methods --json`` writes them), sorted by name."""
+    return sorted((p for p in presets or [] if isinstance(p, dict) and p.get("name")), key=lambda d: str(d["name"]))
 
 
 def load_default_presets() -> list[dict]:
@@ -200,17 +174,18 @@ def build_combos(sweep: Sweep, presets: list[dict]) -> list[Combo]:
         return []
     vs, vp = varying(sweep)
     target = sweep.target_col
+    t = t.sort_values(["seed", "trial_id"], kind="mergesort")  # once: groups keep this order
     fb_mask = t["full_budget"] & np.isfinite(t[target].astype(float))
     combos: list[Combo] = []
     for key, g in t.groupby("combo", sort=True):
-        fb = g[fb_mask.loc[g.index]].sort_values(["seed", "trial_id"], kind="mergesort")
+        fb = g[fb_mask.loc[g.index]]
         if fb.empty:
             continue
         first = g.iloc[0]
         slots = {s: first.get("slot." + s) for s in sweep.slot_names}
         params = {p: first.get("param." + p) for p in sweep.param_names}
-        parts = [f"{s}={_fmt_value(slots[s])}" for s in vs if not is_missing(slots[s])] + [
-            f"{p}={_fmt_value(params[p])}" for p in vp if not is_missing(params[p])
+        parts = [f"{s}={value_text(slots[s])}" for s in vs if not is_missing(slots[s])] + [
+            f"{p}={value_text(params[p])}" for p in vp if not is_missing(params[p])
         ]
         methods = sorted({str(m) for m in g["method"].dropna()}) if "method" in g else []
         label = method_label(slots, presets, methods[0] if len(methods) == 1 else None)
@@ -286,7 +261,7 @@ def build_units(sweep: Sweep, combos: list[Combo]) -> tuple[list[Unit], str | No
                 seeds[k] += list(c.seeds)
             if any(v.size == 0 for v in strata.values()):
                 continue  # not evaluated on every task: not comparable
-            desc = cs[0].desc.replace(f"{tk}={_fmt_value(cs[0].params.get(tk))}", "").strip(", ")
+            desc = cs[0].desc.replace(f"{tk}={value_text(cs[0].params.get(tk))}", "").strip(", ")
             desc = ", ".join(x for x in (p.strip() for p in desc.split(",")) if x) or "(all)"
             units.append(_unit("", desc, strata, seeds, [c.cid for c in cs]))
         units.sort(key=lambda u: (-sign * u.mean.point, u.desc))
@@ -395,38 +370,3 @@ def seed_noise_sd(combos: list[Combo]) -> float:
             num += float(((v - v.mean()) ** 2).sum())
             den += v.size - 1
     return float(np.sqrt(num / den)) if den else float("nan")
-
-
-def seeds_per_combo(combos: list[Combo]) -> tuple[int, int]:
-    if not combos:
-        return 0, 0
-    ns = [len(c.values) for c in combos]
-    return min(ns), max(ns)
-
-
-def trial_table(sweep: Sweep, combos: list[Combo]) -> pd.DataFrame:
-    """One row per trial with its combination id (or '—' when the combination is not ranked)."""
-    cid = {c.key: c.cid for c in combos}
-    t = sweep.trials.copy()
-    t["cid"] = t["combo"].map(cid).fillna("—")
-    return t.sort_values(["trial_id"], kind="mergesort")
-
-
-__all__ = [
-    "Combo",
-    "Unit",
-    "UnitComparison",
-    "build_combos",
-    "build_units",
-    "compare_units",
-    "fixed_settings",
-    "load_default_presets",
-    "method_label",
-    "normalise_presets",
-    "poi_matrix",
-    "seed_noise_sd",
-    "seeds_per_combo",
-    "top_comparisons",
-    "trial_table",
-    "varying",
-]

@@ -1,5 +1,5 @@
 """Report statistics on any logged metric, not only the sweep's target: per-run values (final,
-mean over the run, slope over steps), marginal means per slot variant / hyperparameter level and
+mean over the run, slope over steps; ``ablate.claims.values.run_values``), marginal means per slot variant / hyperparameter level and
 pairwise differences between levels, from the same cell-means linear model as the target's
 marginal means (each combination weighted equally, pooled seed variance, seeds as blocks). The
 pairwise differences of one metric and aggregation are an exploratory table: Benjamini–Hochberg.
@@ -13,75 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import combinations
 
-import numpy as np
-import pandas as pd
-
 from ablate.claims.spec import metric_terms
+from ablate.claims.values import run_values
 from ablate.stats import Interval, adjust_p
-from ablate.stats.curves import auc, last_k_mean
+from ablate.tracking.sweep_reader import Sweep
 
 from .effects import FactorEffect, marginal_effects
-from .load import Sweep
 
 # always analysed when logged (the issue's list): entropy, gradient variance, response length,
 # KL to the reference, clip fractions
 DEFAULT_METRICS = ("train/entropy", "train/grad_var", "train/response_len", "train/kl_ref",
                    "train/clip_frac_low", "train/clip_frac_high")
-AGGREGATIONS = ("final", "mean", "slope", "auc", "last3")
 SHOWN_AGGREGATIONS = ("final", "mean")
-
-
-def _series(sweep: Sweep, metric: str) -> pd.DataFrame:
-    """(trial_id, step, value) rows where the metric (or both terms of a difference) is finite."""
-    terms = metric_terms(metric)
-    m = sweep.metrics
-    if m.empty or any(t not in m.columns for t in terms):
-        return pd.DataFrame(columns=["trial_id", "step", "value"])
-    v = m[terms[0]].astype(float)
-    if len(terms) == 2:
-        v = v - m[terms[1]].astype(float)
-    out = pd.DataFrame({"trial_id": m["trial_id"], "step": m["step"].astype(float), "value": v})
-    return out[np.isfinite(out["value"].to_numpy()) & np.isfinite(out["step"].to_numpy())]
-
-
-def _slope(g: pd.DataFrame) -> float:
-    x, y = g["step"].to_numpy(float), g["value"].to_numpy(float)
-    if x.size < 2 or np.ptp(x) == 0:
-        return float("nan")
-    xc = x - x.mean()
-    return float((xc * (y - y.mean())).sum() / (xc * xc).sum())
-
-
-def run_values(sweep: Sweep, metric: str, aggregation: str) -> pd.Series:
-    """One value per trial (indexed by trial_id): ``final`` = the last finite logged value,
-    ``mean`` = the mean of the logged values over the run, ``slope`` = least-squares slope of the
-    logged values against the step (units per step), ``auc`` = the normalised area under the
-    logged curve (a time-average), ``last3`` = the mean of the last 3 logged values. Trials that
-    never logged it are absent;
-    ``final`` falls back to the trial's recorded final value when metrics.jsonl lacks the metric."""
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"aggregation {aggregation!r}; allowed: {', '.join(AGGREGATIONS)}")
-    s = _series(sweep, metric)
-    g = s.sort_values(["trial_id", "step"], kind="mergesort").groupby("trial_id", sort=True)
-    if aggregation == "final":
-        out = g["value"].last()
-        terms = metric_terms(metric)
-        cols = ["final." + t for t in terms]
-        t = sweep.trials
-        if not t.empty and all(c in t.columns for c in cols):
-            rec = t[cols[0]].astype(float) - (t[cols[1]].astype(float) if len(cols) == 2 else 0.0)
-            rec.index = t["trial_id"]
-            out = out.combine_first(rec[np.isfinite(rec.to_numpy())])
-    elif aggregation == "mean":
-        out = g["value"].mean()
-    elif aggregation in ("auc", "last3"):
-        fn = (lambda d: auc(d["step"], d["value"])) if aggregation == "auc" else (
-            lambda d: last_k_mean(d["step"], d["value"], 3))
-        out = g.apply(fn, include_groups=False) if len(s) else pd.Series(dtype=float)
-    else:
-        out = g.apply(_slope, include_groups=False) if len(s) else pd.Series(dtype=float)
-    out = out.astype(float)
-    return out[np.isfinite(out.to_numpy())]
 
 
 @dataclass
@@ -137,5 +80,4 @@ def available_metrics(sweep: Sweep, requested: list[str] | tuple[str, ...] = ())
     return have, missing
 
 
-__all__ = ["DEFAULT_METRICS", "MetricStats", "PairDiff", "available_metrics",
-           "metric_stats", "run_values"]
+__all__ = ["DEFAULT_METRICS", "MetricStats", "PairDiff", "available_metrics", "metric_stats"]

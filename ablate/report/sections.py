@@ -3,10 +3,11 @@ document model (the claims sections live in ablate.claims.sections)."""
 
 from __future__ import annotations
 
+from ablate.render import Code, Heading, Para, Table
+from ablate.tracking.sweep_reader import Sweep
+
 from .findings import fci
-from .load import Sweep
 from .metric_stats import SHOWN_AGGREGATIONS, MetricStats, metric_stats
-from .render import Code, Heading, Para, Table
 
 MAX_PAIRS = 30
 

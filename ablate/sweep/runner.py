@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -33,9 +32,9 @@ from ablate.sweep.ledger import Ledger, _read_json, is_done, make_callback
 from ablate.sweep.ray_session import cleanup_leftovers, mark_shut_down, record_session
 from ablate.sweep.space import (DEFAULT_TRAINABLE, OptunaSpace, SearchSpace, active_assignment,
                                 combo_key, conditions, load_search_space, plan_trials)
+from ablate.tracking.provenance import REPO_ROOT, git_commit
 from ablate.tracking.wandb_logger import resolve_mode
 
-REPO_ROOT = Path(ablate.__file__).resolve().parent.parent
 EXIT_INTERRUPTED = 130
 EXIT_ALL_FAILED = 1
 # never sent to workers through runtime_env (Ray logs env_vars in plain text): local workers
@@ -50,15 +49,6 @@ def is_secret(name: str) -> bool:
 
 def _now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -238,17 +228,18 @@ def _budget(space: SearchSpace) -> float | None:
     return steps
 
 
-def _stored_space(sweep_dir: Path) -> dict | None:
+def space_changes(sweep_dir: Path, space: SearchSpace) -> list[str] | None:
+    """The fields in which ``space`` differs from the search space the sweep at ``sweep_dir``
+    started with (its search_space.yaml); None when that file is absent or unreadable."""
     try:
-        return yaml.safe_load((sweep_dir / "search_space.yaml").read_text(encoding="utf-8"))
+        stored = yaml.safe_load((sweep_dir / "search_space.yaml").read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return None
-
-
-def _space_diff(a: dict, b: dict) -> list[str]:
-    ignore = {"output_dir", "description", "max_failures"}
-    keys = (set(a) | set(b)) - ignore
-    return sorted(k for k in keys if a.get(k) != b.get(k))
+    if not isinstance(stored, dict):
+        return None
+    now = json.loads(json.dumps(space.to_dict(), default=str))
+    keys = (set(stored) | set(now)) - {"output_dir", "description", "max_failures"}
+    return sorted(k for k in keys if stored.get(k) != now.get(k))
 
 
 def _trial_dirname(trial) -> str:
@@ -473,13 +464,11 @@ def _check_sweep_dir(space: SearchSpace, sweep_dir: Path, resume: bool) -> None:
         if not (sweep_dir / "sweep.json").is_file():
             raise ConfigError(f"--resume: no sweep to resume at {sweep_dir} (no sweep.json); "
                               f"run without --resume to start it")
-        stored = _stored_space(sweep_dir)
-        if isinstance(stored, dict):
-            diff = _space_diff(stored, json.loads(json.dumps(space.to_dict(), default=str)))
-            if diff:
-                raise ConfigError(f"--resume: the search space differs from the one the sweep "
-                                  f"started with (fields: {', '.join(diff)}); resume it unchanged "
-                                  f"or start a new sweep with --name")
+        diff = space_changes(sweep_dir, space)
+        if diff:
+            raise ConfigError(f"--resume: the search space differs from the one the sweep "
+                              f"started with (fields: {', '.join(diff)}); resume it unchanged "
+                              f"or start a new sweep with --name")
     elif sweep_dir.exists() and any((sweep_dir / f).exists()
                                     for f in ("sweep.json", "trials.jsonl", "tune")):
         raise ConfigError(f"sweep dir {sweep_dir} already holds a sweep; pass --resume to continue "
@@ -517,7 +506,7 @@ def _sweep_meta(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path, r
         "seeds": space.seeds, "num_samples": space.num_samples,
         "num_planned_trials": len(specs) if specs is not None else None,
         "started": meta.get("started") or _now(), "finished": None, "status": "running",
-        "ablate_version": ablate.__version__, "git_commit": _git_commit(),
+        "ablate_version": ablate.__version__, "git_commit": git_commit(),
         "trainable": space.trainable, "optuna_journal": "optuna.journal" if space.is_optuna else None,
         "resumed": (meta.get("resumed") or 0) + (1 if resume else 0),
         "tune_experiments": list(meta.get("tune_experiments") or []),

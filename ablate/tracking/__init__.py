@@ -1,5 +1,6 @@
-"""Run tracking: the local run store (source of truth for reports) and W&B logging that never kills
-a run (tests/wandb_reader.py reads offline W&B runs back in tests)."""
+"""Run tracking: the local run store (source of truth for reports), the sweep reader over it
+(``sweep_reader``: what claims and the report read), run provenance, and W&B logging that never
+kills a run (tests/wandb_reader.py reads offline W&B runs back in tests)."""
 
 from ablate.tracking.run_store import RunStore, load_run
 from ablate.tracking.tracker import Tracker, build_tracker

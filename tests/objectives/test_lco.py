@@ -85,3 +85,52 @@ def test_lco_declares_full_logits_and_the_preset_builds():
     with pytest.raises(RuntimeError, match="full_logits"):
         _, logp, batch, mask, *_ = _case()
         LCOTerm().loss(TokenContext.from_batch(batch, logp), Normalizer.of(mask))
+
+
+LCO_HEAD = "homzer/llama-rlhf@486887fbe0b9129bc9a96f669c859b51f459ab94 src/ppo/trainer_lco.py"
+
+
+def authors_log_cosh(input_, target):
+    """src/criterion.py LogCoshLoss.forward, transcribed."""
+    import math
+
+    abs_diff = torch.abs(input_ - target)
+    return abs_diff + torch.log(1 + torch.exp(-2 * abs_diff)) - math.log(2)
+
+
+def authors_lco_logit_loss(logits, actions, advantages, beta, form):
+    """ParallelLCOWith{MSE,LogCosh}TrainerForRuleRM.forward on the valid tokens ([N, V], [N], [N])."""
+    logits = torch.gather(logits, dim=-1, index=actions.unsqueeze(-1)).squeeze(-1)
+    expanded_beta = torch.where(advantages > 0, beta, beta * 100).to(advantages)
+    target = (logits.detach() + advantages / expanded_beta).to(logits)
+    if form == "mse":
+        per = torch.nn.MSELoss(reduction="none").forward(logits, target=target)
+    else:
+        per = authors_log_cosh(logits, target)
+    return per.mean().nan_to_num(0.0)
+
+
+@pytest.mark.parametrize("form,beta", [("mse", 2.0), ("log_cosh", 2.0), ("log_cosh", 0.01), ("mse", 0.5)])
+def test_lco_mse_and_log_cosh_forms_match_the_authors_trainers(form, beta):
+    logits, logp, batch, mask, adv, actions = _case(5)
+    valid = mask > 0
+    want = authors_lco_logit_loss(logits[valid], actions[valid], adv[valid], beta, form)
+    (g_want,) = torch.autograd.grad(want, logits)
+    ctx = TokenContext.from_batch(batch, logp, logits=logits)
+    got = LCOTerm(beta=beta, form=form).loss(ctx, Normalizer.of(mask)).loss
+    (g_got,) = torch.autograd.grad(got, logits)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(g_got, g_want)
+    # only the sampled tokens' logits move, and negatives are damped 100×
+    nz = (g_got != 0).sum(-1)
+    assert bool((nz[valid] == 1).all()) and bool((g_got[~valid] == 0).all())
+
+
+def test_lco_forms_compose_as_objective_choices():
+    from ablate.config import compose_config
+    from ablate.train.components import build_algorithm
+
+    for form in ("mse", "log_cosh"):
+        algo = build_algorithm(compose_config(["method=lco", f"objective=lco_{form}"]))
+        term = algo.objective.primary
+        assert term.form == form and term.beta == 2.0 and algo.needs().full_logits

@@ -249,7 +249,10 @@ def test_copo_gradient_matches_authors_code_soft_with_forced(G):
     ans = answers_for(c, seed=G)
     local, glob, w = ref.copo_weights(c, ans)
     assert any(0.01 < x < 0.99 for x in w) or any(x < 0.01 for x in w)  # the global term is active
-    assert_same(ablate_grad(c, "copo", answers=ans), ref_grad(ref.copo_loss, c, ans))
+    forced = [f"objective.terms.{t}.advantage.{k}={v}" for t in ("local", "global")
+              for k, v in (("blend", "soft-with-forced"), ("k", 20.0), ("b", 0.5))]
+    # intentional: the preset now follows run_copo.sh (soft-with-zero, k 5, b 1); this reading is an option
+    assert_same(ablate_grad(c, "copo", *forced, answers=ans), ref_grad(ref.copo_loss, c, ans))
 
 
 @pytest.mark.parametrize("G", GS)
@@ -437,7 +440,7 @@ def test_bad_term_parameter_is_one_clear_line():
         algorithm("rebel", "objective.terms.rebel.pairs=triples")
     msg = str(e.value)
     assert "pairs" in msg and "triples" in msg and "adjacent" in msg and "\n" not in msg
-    with pytest.raises(ConfigError, match="pairs: none"):
+    with pytest.raises(ConfigError, match="pairs: got .all.; allowed: none"):
         algorithm("oapl", "objective.terms.oapl.pairs=all")
 
 

@@ -6,13 +6,14 @@ import json
 import numpy as np
 import pytest
 
-from ablate.errors import ConfigError
-from ablate.report import generate_report
 from ablate.claims.evaluate import evaluate_claim, evaluate_family, sweep_claims
 from ablate.claims.spec import parse_claims, parse_report
-from ablate.report.load import load_sweep
-from ablate.report.metric_stats import available_metrics, metric_stats, run_values
+from ablate.claims.values import run_values
+from ablate.errors import ConfigError
+from ablate.report import generate_report
+from ablate.report.metric_stats import available_metrics, metric_stats
 from ablate.stats import compare
+from ablate.tracking.sweep_reader import load_sweep
 
 from .claims_synth import ADVS, MASKS, claim, make_claim_sweep
 

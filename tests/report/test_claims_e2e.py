@@ -10,7 +10,7 @@ import yaml
 
 @pytest.mark.slow
 def test_claim_sweep_end_to_end(tmp_path, monkeypatch):
-    from ablate.claims.run import run_claims
+    from ablate.cli.claims import run_claims
 
     monkeypatch.setenv("ABLATE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("WANDB_MODE", "offline")

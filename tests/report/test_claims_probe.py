@@ -77,7 +77,7 @@ def _cache(tmp_path_factory, monkeypatch):
 
 
 def test_claims_runs_a_tiny_probe_with_holm_over_the_family(tmp_path, _cache, monkeypatch):
-    from ablate.claims.run import DEFAULT_OUTPUT_DIR, run_claims
+    from ablate.cli.claims import DEFAULT_OUTPUT_DIR, run_claims
 
     monkeypatch.chdir(tmp_path)
 
@@ -106,7 +106,7 @@ def test_claims_runs_a_tiny_probe_with_holm_over_the_family(tmp_path, _cache, mo
     md = (tmp_path / "rep" / "claims.md").read_text()
     assert "Probes" in md and "paired t over 4 shared rollout batches" in md
     # `ablate plan` on the probe file: the batches are the replicates
-    from ablate.claims.plan import plan_rows
+    from ablate.cli.plan import plan_rows
 
     (row,) = plan_rows(f)
     assert row.unit == "batches" and row.n == 4 and "4 shared batches" in row.line()
@@ -114,7 +114,7 @@ def test_claims_runs_a_tiny_probe_with_holm_over_the_family(tmp_path, _cache, mo
 
     # the probe plus the synthetic sweep claim: one Holm family of 2; the stored probe is reused
     from ablate.claims.probe import load_probe_file
-    from ablate.claims.run import write_claims_report
+    from ablate.cli.claims import write_claims_report
     from ablate.sweep.space import validate
 
     logs.clear()
@@ -137,9 +137,9 @@ def test_run_alpha_is_split_across_families_in_proportion_to_their_claims(tmp_pa
     from types import SimpleNamespace as NS
 
     from ablate.claims.evaluate import evaluate_claim, evaluate_family, sweep_claims
-    from ablate.claims.run import FIXED, family_shares
+    from ablate.cli.claims import FIXED, family_shares
     from ablate.claims.spec import Claim
-    from ablate.report.load import load_sweep
+    from ablate.tracking.sweep_reader import load_sweep
 
     c = lambda i, mis="": Claim.model_validate({**claim(i, "higher"), "misspecified": mis})  # noqa: E731
     seq = NS(name="seq", claims=[c("s1"), c("s2"), c("s3")], seed_range={"min": 3, "max": 6, "batch": 3})

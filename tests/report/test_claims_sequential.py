@@ -8,8 +8,8 @@ import pytest
 from ablate.claims.evaluate import sweep_claims
 from ablate.claims.sequential import all_decided, batch_names, evaluate_sequential, merge
 from ablate.errors import ConfigError
-from ablate.report.load import load_sweep
 from ablate.stats import SequentialPlan
+from ablate.tracking.sweep_reader import load_sweep
 
 from .claims_synth import claim, make_claim_sweep
 
@@ -74,7 +74,7 @@ def test_seed_range_in_the_search_space():
 def test_plan_matches_the_power_formulas(tmp_path, capsys):
     import numpy as np
 
-    from ablate.claims.plan import plan_rows
+    from ablate.cli.plan import plan_rows
     from ablate.cli import main
     from ablate.stats import mde, power
     from ablate.stats.power import design_se
@@ -97,7 +97,7 @@ def test_claims_report_and_readme_block_from_synthetic_sweeps(tmp_path):
 
     import yaml
 
-    from ablate.claims.run import update_readme, write_claims_report
+    from ablate.cli.claims import update_readme, write_claims_report
     from ablate.sweep.space import validate
 
     path = make_claim_sweep(tmp_path / "runs", level={"clip_higher": 1.5, "ppo_clip": 1.0},
@@ -127,7 +127,7 @@ def test_claims_runner_adds_seed_batches_until_decided(tmp_path, monkeypatch, le
     import yaml
 
     import ablate.sweep.runner as runner
-    from ablate.claims.run import run_claims
+    from ablate.cli.claims import run_claims
 
     calls = []
 

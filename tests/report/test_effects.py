@@ -5,7 +5,7 @@ import pytest
 
 from ablate.report import aggregate as A
 from ablate.report import effects as E
-from ablate.report.load import load_sweep
+from ablate.tracking.sweep_reader import load_sweep
 
 from .synthetic import make_sweep
 

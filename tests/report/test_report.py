@@ -6,8 +6,8 @@ import numpy as np
 
 import pytest
 
-from ablate.report import generate_report, load_sweep, main
-from ablate.report.load import SweepFormatError
+from ablate.report import generate_report, main
+from ablate.tracking.sweep_reader import SweepFormatError, load_sweep
 
 from .synthetic import make_sweep
 
@@ -190,7 +190,7 @@ def test_figures_are_not_clipped_and_legends_name_the_factors(tmp_path):
     curves = imread(str(out / "figures" / "curves.png"))[..., :3]
     bottom = curves[int(curves.shape[0] * 0.9):]
     assert (bottom < 0.5).any()  # the legend's text is below the panels
-    from ablate.report.load import load_sweep as _load
+    from ablate.tracking.sweep_reader import load_sweep as _load
 
     combos = build_combos(_load(sw), [GRPO])
     names = [_combo_name(c) for c in combos]

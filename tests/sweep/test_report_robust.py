@@ -5,8 +5,8 @@ slot interactions are shown with legends that name the combination."""
 from __future__ import annotations
 
 from ablate.report import generate_report
-from ablate.report.load import load_sweep
 from ablate.sweep.runner import run_sweep
+from ablate.tracking.sweep_reader import load_sweep
 from tests.sweep.conftest import read_trials, write_space
 
 

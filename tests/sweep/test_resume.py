@@ -140,3 +140,19 @@ def test_resume_from_ledger_when_tune_state_is_gone(tmp_path, conf_env, ray_loca
     rows = read_trials(sweep_dir)
     assert len(rows) == 6 and {r["status"] for r in rows} == {"finished"}
     assert sorted(r["key"] for r in rows) == sorted(r["key"] for r in never + [killed] + kept)
+
+
+def test_space_changes_names_the_fields_a_resume_would_change(tmp_path):
+    """The one comparison behind `--resume` and `ablate claims`' reuse of a finished sweep: the
+    search space as the sweep stored it against the one given now."""
+    import yaml
+
+    from ablate.sweep.runner import space_changes
+    from ablate.sweep.space import load_search_space
+
+    space = load_search_space(REPO / "search_spaces" / "quickstart.yaml")
+    assert space_changes(tmp_path, space) is None  # nothing stored
+    (tmp_path / "search_space.yaml").write_text("# header\n" + yaml.safe_dump(space.to_dict(), sort_keys=False))
+    assert space_changes(tmp_path, space) == []
+    space.description, space.metric = "other words", "eval/pass@8"
+    assert space_changes(tmp_path, space) == ["metric"]  # the description is not a change

@@ -156,3 +156,58 @@ def test_trl_convention_configs_compose():
     assert isinstance(registry.build("denominator", "vespo"), Dn.VespoGamma)
     with pytest.raises(Exception, match="scope"):
         Aggregation("token-mean", scope="step")
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "bnpo"])
+def test_mask_truncated_stage_then_trl_normalisers_equal_trl_mask_truncated_completions(loss_type):
+    """TRL _generate_and_score_completions with mask_truncated_completions=True: completion_mask *
+    (~is_truncated) (the row stays: rewards and group statistics keep it). Our MaskTruncated stage drops
+    the truncated rows' tokens; the trainer's padding (_pad_rows) then gives the same zeroed mask, and
+    grpo/dr_grpo still count the row (count_empty_rows) while bnpo counts only tokens."""
+    from ablate.pipeline.base import Rollouts, StageEnv
+    from ablate.pipeline.stages import MaskTruncated
+    from ablate.tasks.base import Problem
+    from ablate.train.trainer import _pad_rows
+
+    lengths, cut = [8, 7, 8, 3, 8, 2], [False, True, False, False, True, False]
+    T = 8
+    r = Rollouts(problems=[Problem(prompt="p", answer="a")], prompt_ids=[[1]], group=[0] * 6,
+                 response_ids=[[5] * n for n in lengths], texts=[""] * 6, rewards=[1.0, 0.0, 1.0, 0.0, 1.0, 0.0],
+                 components=[{}] * 6, is_demo=[False] * 6, truncated=list(cut), loss_weight=[1.0] * 6,
+                 meta=[{}] * 6)
+    env = StageEnv(tokenizer=None, task=None, max_new_tokens=T)
+    out = MaskTruncated()(r, env)
+    assert out.rewards == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0] and len(out) == 6  # rows and rewards stay
+    assert env.stats["train/masked_truncated"] == 2.0
+    _, ours_mask = _pad_rows(out.response_ids, 0, left=False)
+    ours_mask = torch.nn.functional.pad(ours_mask, (0, T - ours_mask.shape[1])).to(torch.float64)
+    completion_mask = torch.zeros(6, T, dtype=torch.float64)
+    for i, n in enumerate(lengths):
+        completion_mask[i, :n] = 1.0
+    is_truncated = torch.tensor(cut)
+    trl_mask = completion_mask * (~is_truncated).unsqueeze(1).int()  # TRL's line, verbatim
+    torch.testing.assert_close(ours_mask, trl_mask)
+
+    g = torch.Generator().manual_seed(3)
+    logp = (-torch.rand(6, T, generator=g, dtype=torch.float64) - 0.1).requires_grad_(True)
+    old = logp.detach() + 0.3 * torch.randn(6, T, generator=g, dtype=torch.float64)
+    adv = torch.randn(6, 1, generator=g, dtype=torch.float64).expand(6, T).clone()
+    chunks = [slice(0, 3), slice(3, 6)]
+    per_token = -adv * torch.exp(logp - logp.detach())
+    m = trl_mask
+    if loss_type == "grpo":
+        want = sum(((per_token[c] * m[c]).sum(-1) / m[c].sum(-1).clamp(min=1.0)).mean() / 2 for c in chunks)
+        agg = Aggregation("seq-mean-token-mean", scope="microbatch", count_empty_rows=True)
+    elif loss_type == "dr_grpo":
+        want = sum((per_token[c] * m[c]).sum() / (per_token[c].size(0) * T) / 2 for c in chunks)
+        agg = Aggregation("seq-mean-token-sum-norm", constant=T, scope="microbatch", count_empty_rows=True)
+    else:
+        want = sum((per_token[c] * m[c]).sum() / m[c].sum().clamp(min=1.0) / 2 for c in chunks)
+        agg = Aggregation("token-mean", scope="microbatch")
+    got = _ours(agg, logp, old, adv, ours_mask, chunks)
+    torch.testing.assert_close(got, want)
+    g_want = grad_of(want, logp)
+    torch.testing.assert_close(grad_of(got, logp), g_want)
+    # without the stage the truncated rows' tokens would train: a different gradient
+    unmasked = _ours(agg, logp, old, adv, completion_mask, chunks)
+    assert not torch.allclose(grad_of(unmasked, logp), g_want)

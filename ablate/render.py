@@ -84,6 +84,20 @@ class Details:
 Block = Union[Heading, Para, Bullets, Table, Image, Pre, Details]
 
 
+def is_missing(v) -> bool:
+    """None or NaN: a cell with no value (e.g. a conditional parameter this trial did not sample)."""
+    return v is None or (isinstance(v, float) and v != v)
+
+
+def value_text(v) -> str:
+    """A factor level or setting as shown (and grouped) in text: "—" when missing, floats as %g."""
+    if is_missing(v):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
 def _parts(p: Parts) -> list:
     return [p] if isinstance(p, (str, Code, Strong, Link)) else list(p)
 

@@ -15,10 +15,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from ablate.errors import ConfigError
-from ablate.stats import VERDICTS
+import numpy as np
 
-from .sequential import all_decided, batch_names, evaluate_sequential, load_batches, merge, plan_of
+from ablate.claims.evaluate import evaluate_claim, evaluate_family, sweep_claims
+from ablate.claims.probe import load_probe_file, probe_results, run_probe_file
+from ablate.claims.sections import claim_blocks
+from ablate.claims.sequential import (all_decided, batch_names, evaluate_sequential, load_batches, merge,
+                                      plan_of)
+from ablate.errors import ConfigError
+from ablate.render import Bullets, Code, Heading, Para, Table, to_html, to_markdown
+from ablate.stats import VERDICTS
+from ablate.tracking.provenance import REPO_ROOT
+from ablate.tracking.sweep_reader import SweepFormatError, load_sweep
 
 CLAIMS_DIR = Path("search_spaces") / "claims"
 ALPHA = 0.05  # the family-wise error rate of one `ablate claims` run
@@ -31,8 +39,6 @@ END = "<!-- claims:end -->"
 def claim_files(files: list[str] | None) -> list[Path]:
     if files:
         return [Path(f) for f in files]
-    from ablate.sweep.runner import REPO_ROOT
-
     root = CLAIMS_DIR if CLAIMS_DIR.is_dir() else REPO_ROOT / CLAIMS_DIR
     out = sorted(root.glob("*.yaml"))
     if not out:
@@ -47,23 +53,11 @@ def _state(sweep_dir: Path) -> str:
         return "absent"
 
 
-def _same_space(sweep_dir: Path, space) -> bool:
-    import yaml
-
-    from ablate.sweep.runner import _space_diff, _stored_space
-
-    stored = _stored_space(sweep_dir)
-    now = json.loads(json.dumps(space.to_dict(), default=str))
-    return isinstance(stored, dict) and not _space_diff(stored, yaml.safe_load(yaml.safe_dump(now)))
-
-
 def run_claims(files: list[str] | None = None, *, report_only: bool = False,
                output_dir: str = DEFAULT_OUTPUT_DIR, report_dir: str = "reports/claims",
                readme: str | None = "README.md", num_cpus: float | None = None,
                log: Callable[[str], None] | None = None) -> int:
     from ablate.sweep.space import load_search_space
-
-    from .probe import load_probe_file, run_probe_file
 
     log = log or (lambda m: print(m, flush=True))
     paths = claim_files(files)
@@ -103,12 +97,12 @@ def run_claims(files: list[str] | None = None, *, report_only: bool = False,
 
 def _run_one(p: Path, space, output_dir: Path, num_cpus, log) -> int:
     """Run (or resume, or reuse when finished) one claim sweep."""
-    from ablate.sweep.runner import run_sweep
+    from ablate.sweep.runner import run_sweep, space_changes
 
     sweep_dir = output_dir / space.name
     state = _state(sweep_dir)
     if state == "finished":
-        if not _same_space(sweep_dir, space):
+        if space_changes(sweep_dir, space) != []:
             raise ConfigError(f"claims: {sweep_dir} holds a finished sweep of a different search "
                               f"space than {p}; move it away to rerun")
         log(f"[claims] {space.name}: finished sweep on disk, reused")
@@ -167,11 +161,6 @@ def _run_sequential(p: Path, space, output_dir: Path, num_cpus, log, alpha: floa
 
 
 def _results(entries, probes=()):
-    from ablate.report.load import SweepFormatError, load_sweep
-
-    from .evaluate import evaluate_claim, evaluate_family, sweep_claims
-    from .probe import probe_results
-
     fixed, notes, probe_rows = probe_results(probes)
     sequential, sweeps = [], []
     shares = family_shares([(p, s) for p, s, _ in entries], probes)
@@ -196,12 +185,6 @@ def write_claims_report(entries, out_dir: Path, probes=()) -> Path:
     """claims.md + claims.html from the claim sweeps and probe results on disk (a pure function of
     them). ``probes``: (file, ProbeFile, output dir) of probe claim files; their claims join the
     fixed-n Holm family."""
-    import numpy as np
-
-    from ablate.report.render import Bullets, Code, Heading, Para, Table, to_html, to_markdown
-
-    from .sections import claim_blocks
-
     results, notes, sweeps, probe_rows, shares = _results(entries, probes)
     blocks: list = [Heading(2, "Summary", "summary")]
     counts = {v: sum(r.verdict == v for r in results) for v in VERDICTS}
@@ -259,8 +242,6 @@ def write_claims_report(entries, out_dir: Path, probes=()) -> Path:
 
 def _probe_blocks(probe_rows) -> list:
     """The Probes section: one row per probe claim (file, batches, compute, commit)."""
-    from ablate.report.render import Code, Heading, Para, Table
-
     rows = [[[Code(pf.name)], [Code(str(path))], [Code(c.id)], str(c.batches),
              f"{float(st.get('wall_s') or float('nan')):.0f}", str(st.get("git_commit") or "n/a")[:10]]
             for path, pf, c, st in probe_rows]

@@ -14,9 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ablate.claims.evaluate import arm_values, sweep_claims
+from ablate.claims.probe import labels, load_probe_file, load_result, per_batch, result_path
+from ablate.claims.sequential import load_batches, merge, plan_of
+from ablate.cli.claims import DEFAULT_OUTPUT_DIR
 from ablate.errors import ConfigError
 from ablate.stats import mde, seeds_needed
 from ablate.stats.power import design_se
+from ablate.tracking.sweep_reader import SweepFormatError, load_sweep
 
 
 @dataclass
@@ -63,11 +68,6 @@ def plan_pair(name: str, a: np.ndarray, b: np.ndarray, effect: float | None, sou
 
 def _pilot(target: Path):
     """(sweep, claims) of a sweep dir, or of the sweep a search space file writes."""
-    from ablate.report.load import SweepFormatError, load_sweep
-
-    from .evaluate import sweep_claims
-    from .sequential import load_batches, merge, plan_of
-
     if target.is_dir():
         sweep = load_sweep(target)
         return sweep, sweep_claims(sweep)
@@ -88,15 +88,9 @@ def _pilot(target: Path):
 
 def _probe_rows(target: Path, effect: float | None, alpha: float) -> list[PlanRow] | None:
     """Planning rows of a probe claim file from its stored probe results (None: not a probe file)."""
-    import numpy as np
-
-    from .probe import labels, load_probe_file, load_result, per_batch, result_path
-
     pf = load_probe_file(target) if target.is_file() else None
     if pf is None:
         return None
-    from .run import DEFAULT_OUTPUT_DIR
-
     rows = []
     for c in pf.claims:
         stored = load_result(result_path(Path(DEFAULT_OUTPUT_DIR), pf, c), c)
@@ -113,8 +107,6 @@ def _probe_rows(target: Path, effect: float | None, alpha: float) -> list[PlanRo
 
 
 def plan_rows(target: Path, effect: float | None = None, alpha: float = 0.05) -> list[PlanRow]:
-    from .evaluate import arm_values
-
     probe = _probe_rows(target, effect, alpha)
     if probe is not None:
         return probe
