@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Iterator, Mapping
 
+from ablate.spec.params import Checked
+
 
 @dataclass(frozen=True)
 class Needs:
@@ -125,8 +127,9 @@ class StepInfo:
         return (self.step - 1) / max(1, self.total_steps)
 
 
-class Component:
-    """Base of every configurable part. ``family`` groups variants for `ablate slots`."""
+class Component(Checked):
+    """Base of every configurable part. ``family`` groups variants for `ablate slots`; constructor
+    parameters are typed and checked by :mod:`ablate.spec.params`."""
 
     family: ClassVar[str] = ""
     NEEDS: ClassVar[Needs] = Needs()  # what every instance of the class needs

@@ -14,7 +14,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from ablate.adapters import apply_value_overrides
 from ablate.errors import ConfigError, choice_error
 from ablate.registry import conf_dir, plain
-from ablate.schema import RunConfig, check, check_key, model_defaults, root_defaults
+from ablate.schema import RunConfig, check_key, model_defaults, root_defaults
+from ablate.spec.translate import check
 from ablate.spec.groups import GROUPS
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ablate.errors import ConfigError, choice_error
+from ablate.spec.params import ParamError
 from ablate.spec.groups import SLOT_FAMILIES, base_name
 from ablate.spec.targets import FAMILY_BASES, base_of, resolve
 
@@ -90,6 +91,8 @@ def build(family: str, cfg: Any, field: str | None = None) -> Any:
             built[k] = _build_nested(family, v, f"{field}.{k}")
     try:
         return cls(**built)
+    except ParamError as e:  # from the constructor's typed parameters: name the config field
+        raise e.at(field) from None
     except ConfigError:
         raise
     except (TypeError, ValueError) as e:

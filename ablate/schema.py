@@ -12,16 +12,15 @@ parameters are the classes' signatures); the schema only requires their ``_targe
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import typing
-from typing import Any, Literal, Mapping, Optional, Union
+from typing import Any, Literal, Optional, Union
 
-from annotated_types import Ge, Gt, Le, Lt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ablate.errors import ConfigError
+from ablate.spec.translate import FieldError
 
 MAX_SEED = 2**32 - 1  # numpy / torch seeds
 MAX_ROWS = 65536  # prompts, group sizes, eval prompts: beyond this a typo, not an experiment
@@ -81,17 +80,17 @@ class TrainConfig(Group):
     def _betas_in_range(self) -> "TrainConfig":
         for i, b in enumerate(self.betas):
             if not 0.0 <= b < 1.0:
-                raise _FieldError(("betas", i), b, "a number in [0, 1)")
+                raise FieldError(("betas", i), b, "a number in [0, 1)")
         rows = self.prompts_per_step * self.group_size
         if self.minibatches > rows:
-            raise _FieldError(("minibatches",), self.minibatches,
+            raise FieldError(("minibatches",), self.minibatches,
                               f"<= train.prompts_per_step x train.group_size = {rows} rows")
         if self.minibatches * self.microbatches > rows:
-            raise _FieldError(("microbatches",), self.microbatches,
+            raise FieldError(("microbatches",), self.microbatches,
                               f"<= {rows // self.minibatches} (rows per minibatch: {rows} rows / "
                               f"{self.minibatches} minibatch(es))")
         if self.warmup_steps > self.steps:
-            raise _FieldError(("warmup_steps",), self.warmup_steps,
+            raise FieldError(("warmup_steps",), self.warmup_steps,
                               f"<= train.steps = {self.steps} (a warm-up longer than the run)")
         return self
 
@@ -178,10 +177,10 @@ class ModelConfig(Group):
     @model_validator(mode="after")
     def _heads(self) -> "ModelConfig":
         if self.hidden_size % self.num_heads:
-            raise _FieldError(("num_heads",), self.num_heads,
+            raise FieldError(("num_heads",), self.num_heads,
                               f"a divisor of model.hidden_size={self.hidden_size}")
         if self.num_kv_heads is not None and self.num_heads % self.num_kv_heads:
-            raise _FieldError(("num_kv_heads",), self.num_kv_heads,
+            raise FieldError(("num_kv_heads",), self.num_kv_heads,
                               f"null or a divisor of model.num_heads={self.num_heads}")
         return self
 
@@ -256,21 +255,21 @@ class RunConfig(Group):
     def _device(self) -> "RunConfig":
         d = self.device
         if d not in DEVICES and not (d.startswith("cuda:") and d[5:].isdigit()):
-            raise _FieldError(("device",), d, "auto, cpu, cuda, cuda:N")
+            raise FieldError(("device",), d, "auto, cpu, cuda, cuda:N")
         if self.name is not None and not is_slug(self.name):
-            raise _FieldError(("name",), self.name, SLUG_ALLOWED)
+            raise FieldError(("name",), self.name, SLUG_ALLOWED)
         cap = THREADS_PER_CORE * (os.cpu_count() or 1)
         if self.threads is not None and self.threads > cap:
-            raise _FieldError(("threads",), self.threads,
+            raise FieldError(("threads",), self.threads,
                               f"null or an integer in [1, {cap}] ({THREADS_PER_CORE} per core, "
                               f"{os.cpu_count()} core(s) here)")
         w = self.resources.workers
         if w > self.train.prompts_per_step:
-            raise _FieldError(("resources", "workers"), w,
+            raise FieldError(("resources", "workers"), w,
                               f"<= train.prompts_per_step = {self.train.prompts_per_step} (every "
                               "worker needs prompts)")
         if w > self.eval.num_prompts:
-            raise _FieldError(("resources", "workers"), w,
+            raise FieldError(("resources", "workers"), w,
                               f"<= eval.num_prompts = {self.eval.num_prompts}")
         return self
 
@@ -297,160 +296,6 @@ def model_defaults() -> dict:
 
 def _dump(m: BaseModel) -> dict:
     return m.model_dump(mode="python", by_alias=True)
-
-
-# ---------------------------------------------------------------------------------- errors
-class _FieldError(ValueError):
-    """A cross-field check's failure, carried through pydantic to a one-line ConfigError."""
-
-    def __init__(self, loc: tuple, value: Any, allowed: str):
-        super().__init__(allowed)
-        self.loc, self.value, self.allowed = loc, value, allowed
-
-
-class Problem(ValueError):
-    """A check's failure in its own words, raised inside a pydantic validator: the one-line error
-    is '<field>: <text>', the field being where pydantic met it plus ``loc`` below that."""
-
-    def __init__(self, text: str, loc: tuple = ()):
-        super().__init__(text)
-        self.text, self.loc = text, tuple(loc)
-
-
-def _describe_type(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(str(a) for a in args)
-    if origin is Union:
-        parts = [a for a in args if a is not type(None)]
-        inner = " or ".join(_describe_type(a) for a in parts)
-        return ("null or " + inner) if len(parts) < len(args) else inner
-    if tp is bool:
-        return "true or false"
-    if tp is int:
-        return "an integer"
-    if tp is float:
-        return "a number"
-    if tp is str:
-        return "a string"
-    if origin in (list, tuple):
-        return "a list of " + (_describe_type(args[0]).replace("an ", "").replace("a ", "") + "s"
-                               if args else "values")
-    if origin is dict or tp is dict:
-        return "a mapping"
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return "a mapping"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _describe_bounds(metadata: list) -> str:
-    from annotated_types import MaxLen, MinLen
-
-    lens = {type(m): m for m in metadata if isinstance(m, (MinLen, MaxLen))}
-    if MinLen in lens and MaxLen in lens and lens[MinLen].min_length == lens[MaxLen].max_length:
-        return f"of length {lens[MinLen].min_length}"
-    out = []
-    for m in metadata:
-        for cls, op in ((Ge, ">="), (Gt, ">"), (Le, "<="), (Lt, "<")):
-            if isinstance(m, cls):
-                out.append(f"{op} {getattr(m, cls.__name__.lower())}")
-    return " and ".join(out)
-
-
-def allowed_of(model: type[BaseModel], name: str) -> str:
-    """What field ``name`` of ``model`` accepts, in words: 'an integer >= 1', 'null or a number > 0'."""
-    f = model.model_fields[name]
-    text = _describe_type(f.annotation)
-    bounds = _describe_bounds(f.metadata)
-    if bounds:
-        text = f"{text} {bounds}"
-    return text
-
-
-def _walk(model: type[BaseModel], loc: tuple) -> tuple[Optional[type[BaseModel]], Optional[str]]:
-    """The (model, field name) that ``loc`` ends in, following nested schema models."""
-    names = [p for p in loc if isinstance(p, str)]
-    cur: Optional[type[BaseModel]] = model
-    for i, part in enumerate(names):
-        if cur is None:
-            return None, None
-        key = next((k for k, f in cur.model_fields.items() if k == part or f.alias == part), None)
-        if key is None:
-            return cur, None
-        if i == len(names) - 1:
-            return cur, key
-        ann = cur.model_fields[key].annotation
-        cur = next((c for c in (ann, *typing.get_args(ann))
-                    if isinstance(c, type) and issubclass(c, BaseModel)), None)
-    return None, None
-
-
-def _path(loc: tuple) -> str:
-    """('train', 'betas', 1) → 'train.betas[1]'."""
-    out = ""
-    for x in loc:
-        out += f"[{x}]" if isinstance(x, int) else (f".{x}" if out else str(x))
-    return out
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
-    s = repr(v)
-    return s if len(s) <= 80 else s[:77] + "..."
-
-
-def config_error(e: ValidationError, root: type[BaseModel], prefix: str = "",
-                 name: str = "config") -> ConfigError:
-    """The first error of ``e`` as one line: '<field>: got <value>; allowed: <what>' (a
-    :class:`Problem` keeps its own words; a ConfigError raised by a validator is passed on as is;
-    ``name`` names the whole input where the problem is at its top level)."""
-    err = e.errors(include_url=False)[0]
-    loc = tuple(err.get("loc", ()))
-    ctx = err.get("ctx") or {}
-    inner = ctx.get("error")
-    if isinstance(inner, ConfigError):
-        return inner
-    if isinstance(inner, Problem):
-        where = _path(tuple(x for x in loc if isinstance(x, str)) + inner.loc)
-        return ConfigError(f"{prefix + where if where else prefix.rstrip('.') or name}: {inner.text}")
-    if isinstance(inner, _FieldError):
-        loc = tuple(x for x in loc if isinstance(x, str)) + inner.loc
-        field = prefix + _path(loc)
-        return ConfigError(f"{field}: got {_fmt(inner.value)}; allowed: {inner.allowed}")
-    field = prefix + _path(loc) if loc else prefix.rstrip(".") or "config"
-    value = err.get("input")
-    kind = err.get("type", "")
-    model, name = _walk(root, loc)
-    if kind == "extra_forbidden" and model is not None:
-        parent = (prefix + ".".join(str(x) for x in loc[:-1])).rstrip(".")
-        allowed = ", ".join(f.alias or k for k, f in model.model_fields.items())
-        return ConfigError(f"{parent or 'config'}: unknown key {str(loc[-1])!r}; allowed: {allowed}")
-    if kind == "missing":
-        what = allowed_of(model, name) if model is not None and name else "a value"
-        return ConfigError(f"{field}: required value is missing; allowed: {what}")
-    if model is not None and name is not None and name in model.model_fields:
-        what = allowed_of(model, name)
-        if isinstance(loc[-1], int):
-            what = f"{what} (item {loc[-1]})"
-    else:
-        what = err.get("msg", "a valid value")
-    return ConfigError(f"{field}: got {_fmt(value)}; allowed: {what}")
-
-
-def check(model: type[BaseModel], data: Any, prefix: str = "", name: str = "config") -> BaseModel:
-    """``model.model_validate(data)`` with a one-line ConfigError for the first problem."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{prefix.rstrip('.') or name}: got {_fmt(data)}; allowed: a mapping")
-    try:
-        return model.model_validate(dict(data))
-    except ValidationError as e:
-        raise config_error(e, model, prefix, name) from None
 
 
 SCHEMA_GROUPS: dict[str, type[BaseModel]] = {"train": TrainConfig, "eval": EvalConfig,

@@ -86,16 +86,16 @@ def test_answer_lengths_and_budget(task):
     st = length_stats(task, n=4000)
     assert st["mean"] >= 10 and st["min"] >= 10 and st["max"] <= 60
     assert st["max"] < task.max_new_tokens  # the longest demonstration fits the budget
-    with pytest.raises(ConfigError, match="task.max_new_tokens"):
+    with pytest.raises(ConfigError, match="ScratchpadAddition.max_new_tokens"):
         ScratchpadAddition(max_new_tokens=30)
 
 
 def test_config_errors_and_yaml():
     t = build_task("scratchpad")
     assert isinstance(t, ScratchpadAddition) and t.max_new_tokens == 64
-    with pytest.raises(ConfigError, match="task.min_digits"):
+    with pytest.raises(ConfigError, match="ScratchpadAddition.min_digits"):
         ScratchpadAddition(min_digits=5, max_digits=4)
-    with pytest.raises(ConfigError, match="task.max_digits"):
+    with pytest.raises(ConfigError, match="ScratchpadAddition.max_digits"):
         ScratchpadAddition(max_digits=0)
-    with pytest.raises(ConfigError, match="task.eval_size"):
+    with pytest.raises(ConfigError, match="ScratchpadAddition.eval_size"):
         ScratchpadAddition(min_digits=1, max_digits=1, eval_size=50)

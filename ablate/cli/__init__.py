@@ -170,9 +170,7 @@ BENCH_HINT = ("bench: the benchmarks are not part of the installed package; from
               "checkout run `python -m bench [--quick] [--only ...]` (see bench/README.md)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ablate", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
+def _add_train_parser(sub) -> None:
     t = sub.add_parser("train", help="one training run: ablate train method=grpo [overrides]",
                        epilog=_train_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. method=dapo mask=none train.lr=3e-4")
@@ -183,6 +181,39 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-v", "--verbose", action="store_true",
                    help="let third-party warnings and logs (transformers, peft, torch) through")
     t.set_defaults(func=_cmd_train)
+
+
+def _add_claims_parser(sub) -> None:
+    c = sub.add_parser("claims", help="re-test published claims: run search_spaces/claims/*.yaml, "
+                       "write reports/claims/claims.{md,html}")
+    c.add_argument("files", nargs="*", help="claim sweeps (default: every search_spaces/claims/*.yaml)")
+    c.add_argument("--report-only", action="store_true", help="no runs: report the sweeps on disk")
+    c.add_argument("--output-dir", default="runs/claims", help="parent of the sweep dirs (default runs/claims)")
+    c.add_argument("--report-dir", default="reports/claims", help="combined report dir (default reports/claims)")
+    c.add_argument("--readme", default="README.md",
+                   help="README whose claims block (between <!-- claims:begin/end --> markers) is regenerated")
+    c.add_argument("--num-cpus", type=float, default=None, metavar="N", help="CPUs of the local Ray instance")
+    c.set_defaults(func=_cmd_claims)
+
+
+def _add_probe_parser(sub) -> None:
+    pr = sub.add_parser("probe", help="estimators' gradients at a fixed policy on shared rollout "
+                        "batches: variance and bias (ablate probe method=grpo --arms advantage=group_zscore,advantage=opo)")
+    pr.add_argument("overrides", nargs="*", help="overrides shared by every arm (as for train; "
+                    "model.path=<run_dir>/model probes a saved checkpoint, default the warm start)")
+    pr.add_argument("--arms", required=True, help="comma-separated arms, each one or more "
+                    "space-separated overrides (quoted); the arm's text is its label")
+    pr.add_argument("--batches", type=int, default=16, help="shared rollout batches (>= 2; default 16)")
+    pr.add_argument("--reference", default=None, help="the arm whose mean gradient is the reference (default: the first)")
+    pr.add_argument("-o", "--output", default="runs/probe/probe", help="writes OUTPUT.json and OUTPUT.md")
+    pr.add_argument("-q", "--quiet", action="store_true")
+    pr.set_defaults(func=_cmd_probe)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ablate", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    _add_train_parser(sub)
     m = sub.add_parser("methods", help="the method catalog: presets and every listed paper's method")
     m.add_argument("name", nargs="?", help="a preset or listed method: print its full decomposition")
     m.add_argument("--json", action="store_true")
@@ -198,33 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--metric", action="append", metavar="NAME",
                    help="also analyse this logged metric (marginal means, pairwise differences); repeatable")
     r.set_defaults(func=_cmd_report)
-    c = sub.add_parser("claims", help="re-test published claims: run search_spaces/claims/*.yaml, "
-                       "write reports/claims/claims.{md,html}")
-    c.add_argument("files", nargs="*", help="claim sweeps (default: every search_spaces/claims/*.yaml)")
-    c.add_argument("--report-only", action="store_true", help="no runs: report the sweeps on disk")
-    c.add_argument("--output-dir", default="runs/claims", help="parent of the sweep dirs (default runs/claims)")
-    c.add_argument("--report-dir", default="reports/claims", help="combined report dir (default reports/claims)")
-    c.add_argument("--readme", default="README.md",
-                   help="README whose claims block (between <!-- claims:begin/end --> markers) is regenerated")
-    c.add_argument("--num-cpus", type=float, default=None, metavar="N", help="CPUs of the local Ray instance")
-    c.set_defaults(func=_cmd_claims)
+    _add_claims_parser(sub)
     pl = sub.add_parser("plan", help="power planning from a pilot sweep: seeds needed for 80%% power, "
                         "MDE at the current seeds")
     pl.add_argument("target", help="a sweep directory, or a search space file whose sweep has run")
     pl.add_argument("--effect", type=float, default=None, metavar="DELTA",
                     help="the difference to detect (default: each claim's effect, else the observed one)")
     pl.set_defaults(func=_cmd_plan)
-    pr = sub.add_parser("probe", help="estimators' gradients at a fixed policy on shared rollout "
-                        "batches: variance and bias (ablate probe method=grpo --arms advantage=group_zscore,advantage=opo)")
-    pr.add_argument("overrides", nargs="*", help="overrides shared by every arm (as for train; "
-                    "model.path=<run_dir>/model probes a saved checkpoint, default the warm start)")
-    pr.add_argument("--arms", required=True, help="comma-separated arms, each one or more "
-                    "space-separated overrides (quoted); the arm's text is its label")
-    pr.add_argument("--batches", type=int, default=16, help="shared rollout batches (>= 2; default 16)")
-    pr.add_argument("--reference", default=None, help="the arm whose mean gradient is the reference (default: the first)")
-    pr.add_argument("-o", "--output", default="runs/probe/probe", help="writes OUTPUT.json and OUTPUT.md")
-    pr.add_argument("-q", "--quiet", action="store_true")
-    pr.set_defaults(func=_cmd_probe)
+    _add_probe_parser(sub)
     from ablate.sweep.cli import add_sweep_parser
 
     add_sweep_parser(sub)

@@ -13,27 +13,20 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import ClassVar, Mapping, Optional
+from typing import ClassVar, Literal, Mapping, Optional
 
 import torch
 
 from ablate.component import Component, Needs
 from ablate.critic.functional import explained_variance, value_loss
-from ablate.errors import ConfigError, choice_error
+from ablate.errors import ConfigError
 from ablate.optim import lr_schedule
+from ablate.spec.params import NonNeg, NonNegInt, PosInt, Positive
 from ablate.policy.forward import position_ids_from_mask
 from ablate.upge.partition import partition
 from ablate.upge.batch import RolloutBatch
 
 INITS = ("policy", "fresh")
-
-
-def _positive(name: str, v, integer: bool = False):
-    ok = isinstance(v, int) if integer else isinstance(v, (int, float))
-    if not ok or isinstance(v, bool) or not v > 0:
-        kind = "a positive integer" if integer else "a number > 0"
-        raise ConfigError(f"critic.{name}: must be {kind}, got {v!r}")
-    return v
 
 
 class ValueModel(Component):
@@ -48,29 +41,15 @@ class ValueModel(Component):
     family = "critic"
     NEEDS: ClassVar[Needs] = Needs(values=True)
 
-    def __init__(self, lr: float = 1e-5, weight_decay: float = 0.01, betas: tuple = (0.9, 0.999),
-                 warmup_steps: int = 0, cliprange_value: Optional[float] = 0.5, coef: float = 1.0,
-                 epochs: int = 1, minibatches: int = 1, microbatches: int = 1,
-                 max_grad_norm: float = 1.0, init: str = "policy"):
-        self.lr = float(_positive("lr", lr))
-        if not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-            raise ConfigError(f"critic.weight_decay: must be a number >= 0, got {weight_decay!r}")
-        self.weight_decay = float(weight_decay)
-        self.betas = tuple(float(b) for b in betas)
-        if not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ConfigError(f"critic.warmup_steps: must be an integer >= 0, got {warmup_steps!r}")
-        self.warmup_steps = warmup_steps
-        if cliprange_value is not None:
-            _positive("cliprange_value", cliprange_value)
-        self.cliprange_value = None if cliprange_value is None else float(cliprange_value)
-        self.coef = float(_positive("coef", coef))
-        self.epochs = _positive("epochs", epochs, integer=True)
-        self.minibatches = _positive("minibatches", minibatches, integer=True)
-        self.microbatches = _positive("microbatches", microbatches, integer=True)
-        self.max_grad_norm = float(_positive("max_grad_norm", max_grad_norm))
-        if init not in INITS:
-            raise choice_error("critic.init", init, INITS)
-        self.init = init
+    def __init__(self, lr: Positive = 1e-5, weight_decay: NonNeg = 0.01, betas: tuple = (0.9, 0.999),
+                 warmup_steps: NonNegInt = 0, cliprange_value: Optional[Positive] = 0.5,
+                 coef: Positive = 1.0, epochs: PosInt = 1, minibatches: PosInt = 1,
+                 microbatches: PosInt = 1, max_grad_norm: Positive = 1.0,
+                 init: Literal[INITS] = "policy"):
+        self.lr, self.weight_decay, self.betas = lr, weight_decay, tuple(float(b) for b in betas)
+        self.warmup_steps, self.cliprange_value, self.coef = warmup_steps, cliprange_value, coef
+        self.epochs, self.minibatches, self.microbatches = epochs, minibatches, microbatches
+        self.max_grad_norm, self.init = max_grad_norm, init
         self._body: Optional[torch.nn.Module] = None
         self._head: Optional[torch.nn.Linear] = None
         self._opt: Optional[torch.optim.Optimizer] = None

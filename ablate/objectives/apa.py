@@ -4,11 +4,11 @@ ratio and no clip. π_init is the frozen initial policy (the run's reference mod
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import ClassVar, Literal, Optional
 
 from ablate.component import Needs
-from ablate.errors import ConfigError
-from ablate.objectives.base import Term, TermOutput
+from ablate.objectives.base import ROW_KINDS, Term, TermOutput
+from ablate.spec.params import Num, Positive
 from ablate.upge.aggregation import Aggregation, Normalizer
 from ablate.upge.diagnostics import mean
 from ablate.upge.slots.base import Advantage, TokenContext
@@ -20,12 +20,10 @@ class APATerm(Term):
     NEEDS: ClassVar[Needs] = Needs(ref_model=True)
 
     def __init__(self, advantage: Advantage, aggregation: Optional[Aggregation] = None,
-                 lam: float = 1.0, weight: float = 1.0, rows: str = "all"):
+                 lam: Positive = 1.0, weight: Num = 1.0, rows: Literal[ROW_KINDS] = "all"):
         super().__init__(weight=weight, rows=rows, advantage=advantage,
                          aggregation=aggregation or Aggregation("token-mean"))
-        if not isinstance(lam, (int, float)) or isinstance(lam, bool) or not lam > 0:
-            raise ConfigError(f"objective APATerm.lam: expected a number > 0, got {lam!r}")
-        self.lam = float(lam)
+        self.lam = lam
 
     def loss(self, ctx: TokenContext, norm: Normalizer) -> TermOutput:
         if ctx.ref_logp is None:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar, Mapping, Optional
+from typing import ClassVar, Literal, Mapping, Optional
 
 import torch
 
 from ablate.component import Component, Needs
 from ablate.errors import ConfigError
+from ablate.spec.params import Num
 from ablate.upge.aggregation import Aggregation, Normalizer
 from ablate.upge.batch import RolloutBatch
 from ablate.upge.diagnostics import Diag, partial
@@ -44,15 +45,9 @@ class Term(Component):
 
     family = "term"
 
-    def __init__(self, weight: float = 1.0, rows: str = "all", advantage: Optional[Advantage] = None,
-                 aggregation: Optional[Aggregation] = None):
-        try:
-            self.weight = float(weight)
-        except (TypeError, ValueError):
-            raise ConfigError(f"weight: expected a number, got {weight!r}") from None
-        if rows not in ROW_KINDS:
-            raise ConfigError(f"rows: unknown value {rows!r}; allowed: {', '.join(ROW_KINDS)}")
-        self.rows = rows
+    def __init__(self, weight: Num = 1.0, rows: Literal[ROW_KINDS] = "all",
+                 advantage: Optional[Advantage] = None, aggregation: Optional[Aggregation] = None):
+        self.weight, self.rows = weight, rows
         self.advantage = advantage
         self.aggregation = aggregation or Aggregation("token-mean")
 

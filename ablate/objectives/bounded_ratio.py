@@ -19,23 +19,17 @@ term's advantage slot (GRPO's z-score in the preset).
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import ClassVar, Literal, Optional
 
 import torch
 
 from ablate.component import Needs
-from ablate.errors import ConfigError
-from ablate.objectives.base import Term, TermOutput
+from ablate.objectives.base import ROW_KINDS, Term, TermOutput
 from ablate.objectives.grouped import dense_groups
+from ablate.spec.params import Num, OpenProb, Positive
 from ablate.upge.aggregation import Aggregation, Normalizer
 from ablate.upge.diagnostics import mean, partial
 from ablate.upge.slots.base import Advantage, TokenContext
-
-
-def _positive(field: str, v) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-        raise ConfigError(f"objective BoundedRatioTerm.{field}: expected a number > 0, got {v!r}")
-    return float(v)
 
 
 @torch.no_grad()
@@ -61,16 +55,11 @@ class BoundedRatioTerm(Term):
 
     NEEDS: ClassVar[Needs] = Needs(whole_groups=True)
 
-    def __init__(self, advantage: Optional[Advantage] = None, eps_low: float = 0.2,
-                 eps_high: float = 0.2, temperature: float = 1.0, eps: float = 1e-6,
-                 weight: float = 1.0, rows: str = "all", aggregation: Optional[Aggregation] = None):
+    def __init__(self, advantage: Optional[Advantage] = None, eps_low: OpenProb = 0.2,
+                 eps_high: Positive = 0.2, temperature: Positive = 1.0, eps: Positive = 1e-6,
+                 weight: Num = 1.0, rows: Literal[ROW_KINDS] = "all", aggregation: Optional[Aggregation] = None):
         super().__init__(weight=weight, rows=rows, advantage=advantage, aggregation=aggregation)
-        self.eps_low = _positive("eps_low", eps_low)
-        self.eps_high = _positive("eps_high", eps_high)
-        if self.eps_low >= 1.0:
-            raise ConfigError(f"objective BoundedRatioTerm.eps_low: expected a number in (0, 1), got {eps_low!r}")
-        self.temperature = _positive("temperature", temperature)
-        self.eps = _positive("eps", eps)
+        self.eps_low, self.eps_high, self.temperature, self.eps = eps_low, eps_high, temperature, eps
 
     def target_ratio(self, ctx: TokenContext) -> torch.Tensor:
         """ρ*_i = 1 − ε_low + (ε_low + ε_high)·σ(z̃_i), detached, [B]."""

@@ -13,14 +13,14 @@ loss over whole groups (``Needs(whole_groups=True)``), not in a pre-update advan
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 
 from ablate.component import Needs
-from ablate.errors import ConfigError
-from ablate.objectives.base import Term, TermOutput
+from ablate.objectives.base import ROW_KINDS, Term, TermOutput
 from ablate.objectives.grouped import dense_groups, group_log1p_sum_exp, participants, sequence_log_ratio
+from ablate.spec.params import Num, Positive
 from ablate.upge.aggregation import Normalizer
 from ablate.upge.diagnostics import mean, partial
 from ablate.upge.slots.base import TokenContext
@@ -33,17 +33,10 @@ class GroupLogistic(Term):
 
     NEEDS: ClassVar[Needs] = Needs(whole_groups=True)
 
-    def __init__(self, weight: float = 1.0, rows: str = "policy", tau: float = 0.5,
-                 threshold: float = 0.5, length_mean: bool = True):
+    def __init__(self, weight: Num = 1.0, rows: Literal[ROW_KINDS] = "policy", tau: Positive = 0.5,
+                 threshold: Num = 0.5, length_mean: bool = True):
         super().__init__(weight=weight, rows=rows)
-        try:
-            self.tau = float(tau)
-        except (TypeError, ValueError):
-            raise ConfigError(f"tau: expected a number > 0, got {tau!r}") from None
-        if not self.tau > 0:
-            raise ConfigError(f"tau: expected a number > 0, got {tau!r}")
-        self.threshold = float(threshold)
-        self.length_mean = bool(length_mean)
+        self.tau, self.threshold, self.length_mean = tau, threshold, length_mean
 
     def loss(self, ctx: TokenContext, norm: Normalizer) -> TermOutput:
         if ctx.group_ids is None or ctx.rewards is None:

@@ -19,12 +19,13 @@ token ids (tasks whose completion is the answer, e.g. arithmetic).
 
 from __future__ import annotations
 
+from typing import Literal
 import math
 from collections import Counter
 
 import torch
 
-from ablate.errors import ConfigError, choice_error
+from ablate.spec.params import NonNeg, Num
 from ablate.upge.batch import RolloutBatch
 from ablate.upge.slots.advantage import GroupZScore
 from ablate.upge.slots.base import Advantage
@@ -43,20 +44,11 @@ def answer_entropy_bits(answers: list) -> float:
 class COPOAdvantage(Advantage):
     """One half of COPO's blend: w·Â_local (``part: local``) or (1 − w)·Â_global (``part: global``)."""
 
-    def __init__(self, part: str = "local", k: float = 20.0, b: float = 0.5, eps: float = 1e-6,
-                 reward_coef: bool = False, answer_key: str = "answer", blend: str = "soft-with-forced"):
-        if part not in PARTS:
-            raise choice_error("advantage COPOAdvantage.part", part, PARTS)
-        if blend not in BLENDS:
-            raise choice_error("advantage COPOAdvantage.blend", blend, BLENDS)
-        self.blend = blend
-        try:
-            self.k, self.b, self.eps = float(k), float(b), float(eps)
-        except (TypeError, ValueError):
-            raise ConfigError(f"advantage COPOAdvantage: k, b, eps must be numbers, got {k!r}, {b!r}, {eps!r}") from None
-        self.part = part
-        self.reward_coef = bool(reward_coef)
-        self.answer_key = str(answer_key)
+    def __init__(self, part: Literal[PARTS] = "local", k: Num = 20.0, b: Num = 0.5, eps: NonNeg = 1e-6,
+                 reward_coef: bool = False, answer_key: str = "answer",
+                 blend: Literal[BLENDS] = "soft-with-forced"):
+        self.k, self.b, self.eps, self.part, self.blend = k, b, eps, part, blend
+        self.reward_coef, self.answer_key = reward_coef, answer_key
         self._local = GroupZScore(eps=eps, unbiased=True, eps_placement="std", singleton="raw")
 
     def _answers(self, batch: RolloutBatch) -> list:

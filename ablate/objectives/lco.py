@@ -20,14 +20,14 @@ tokens of (z − target)² or log cosh(z − target) = |d| + log(1 + e^{−2|d|}
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Optional
+from typing import ClassVar, Literal, Optional
 
 import torch
 import torch.nn.functional as F
 
 from ablate.component import Needs
-from ablate.errors import ConfigError, choice_error
-from ablate.objectives.base import Term, TermOutput
+from ablate.objectives.base import ROW_KINDS, Term, TermOutput
+from ablate.spec.params import Num, Positive
 from ablate.upge.aggregation import Aggregation, Normalizer
 from ablate.upge.diagnostics import mean
 from ablate.upge.slots.base import Advantage, TokenContext
@@ -68,19 +68,12 @@ class LCOTerm(Term):
 
     NEEDS: ClassVar[Needs] = Needs(full_logits=True)
 
-    def __init__(self, advantage: Optional[Advantage] = None, beta: float = 1.0, weight: float = 1.0,
-                 rows: str = "all", aggregation: Optional[Aggregation] = None, form: str = "kld",
-                 neg_beta_scale: float = 100.0):
+    def __init__(self, advantage: Optional[Advantage] = None, beta: Positive = 1.0, weight: Num = 1.0,
+                 rows: Literal[ROW_KINDS] = "all", aggregation: Optional[Aggregation] = None,
+                 form: Literal[FORMS] = "kld", neg_beta_scale: Positive = 100.0):
         super().__init__(weight=weight, rows=rows, advantage=advantage,
                          aggregation=aggregation or Aggregation("token-mean", scope="microbatch"))
-        for name, v in (("beta", beta), ("neg_beta_scale", neg_beta_scale)):
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
-                raise ConfigError(f"objective LCOTerm.{name}: expected a number > 0, got {v!r}")
-        if form not in FORMS:
-            raise choice_error("objective LCOTerm.form", form, FORMS)
-        self.beta = float(beta)
-        self.form = form
-        self.neg_beta_scale = float(neg_beta_scale)
+        self.beta, self.form, self.neg_beta_scale = beta, form, neg_beta_scale
 
     def _logit_regression(self, logits: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
         """MSE / log-cosh form: per valid token, (z − sg(z) − Â/β′)² or log cosh of it, [N]."""

@@ -17,13 +17,14 @@ exact. Declares whole groups and the reference model.
 
 from __future__ import annotations
 
+from typing import Literal
 import torch
 import torch.nn.functional as F
 
 from ablate.component import Needs
-from ablate.errors import ConfigError, choice_error
-from ablate.objectives.base import Term, TermOutput
+from ablate.objectives.base import ROW_KINDS, Term, TermOutput
 from ablate.objectives.grouped import dense_groups, group_sums, participants, sequence_log_ratio
+from ablate.spec.params import NonNeg, Num, Positive
 from ablate.upge.aggregation import Normalizer
 from ablate.upge.diagnostics import mean, partial
 from ablate.upge.slots.base import TokenContext
@@ -35,20 +36,10 @@ PAIRS = ("best_worst", "all")
 class PairwisePreference(Term):
     """DPO / IPO on verifier-ranked pairs of one prompt's rollouts (module doc)."""
 
-    def __init__(self, weight: float = 1.0, rows: str = "policy", loss: str = "dpo", beta: float = 0.1,
-                 pairs: str = "best_worst", sft_coef: float = 0.0):
+    def __init__(self, weight: Num = 1.0, rows: Literal[ROW_KINDS] = "policy", loss: Literal[LOSSES] = "dpo",
+                 beta: Positive = 0.1, pairs: Literal[PAIRS] = "best_worst", sft_coef: NonNeg = 0.0):
         super().__init__(weight=weight, rows=rows)
-        if loss not in LOSSES:
-            raise choice_error("loss", loss, LOSSES)
-        if pairs not in PAIRS:
-            raise choice_error("pairs", pairs, PAIRS)
-        try:
-            self.beta, self.sft_coef = float(beta), float(sft_coef)
-        except (TypeError, ValueError):
-            raise ConfigError(f"beta / sft_coef: expected numbers, got {beta!r} / {sft_coef!r}") from None
-        if self.beta <= 0 or self.sft_coef < 0:
-            raise ConfigError(f"beta: must be > 0 (got {beta!r}); sft_coef: must be >= 0 (got {sft_coef!r})")
-        self.loss_kind, self.pairs = loss, pairs
+        self.beta, self.sft_coef, self.loss_kind, self.pairs = beta, sft_coef, loss, pairs
 
     def needs(self) -> Needs:
         return Needs(whole_groups=True, ref_model=True)

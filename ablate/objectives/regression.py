@@ -23,15 +23,15 @@ the current parameters. It declares ``Needs(whole_groups=True)``.
 
 from __future__ import annotations
 
-import math
+from typing import Annotated, Literal
 
 import torch
 
 from ablate.component import Needs
-from ablate.errors import ConfigError, choice_error
-from ablate.objectives.base import Term, TermOutput
+from ablate.objectives.base import ROW_KINDS, Term, TermOutput
 from ablate.objectives.grouped import (adjacent_pairs, all_pairs_sum, dense_groups, group_sums,
                                        participants, sequence_log_ratio)
+from ablate.spec.params import Finite, Ge, Gt, Num, require
 from ablate.upge.aggregation import Normalizer
 from ablate.upge.diagnostics import mean, partial
 from ablate.upge.slots.base import TokenContext
@@ -41,22 +41,6 @@ PAIRS = ("all", "adjacent", "none")
 GROUP_WEIGHTS = ("mean", "inv_k_minus_1", "sum")
 NORMALIZE = ("groups", "responses")
 TARGETS = ("reward", "optimal_advantage")
-
-
-def _number(field: str, v, positive: bool = False) -> float:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{field}: expected a number, got {v!r}") from None
-    if not math.isfinite(x) or (positive and x <= 0) or (not positive and x < 0):
-        raise ConfigError(f"{field}: expected a number {'> 0' if positive else '>= 0'}, got {v!r}")
-    return x
-
-
-def _pick(field: str, v, allowed) -> str:
-    if v not in allowed:
-        raise choice_error(field, v, allowed)
-    return v
 
 
 def optimal_advantage(r: torch.Tensor, inv: torch.Tensor, n_groups: int, beta1: float) -> torch.Tensor:
@@ -72,23 +56,17 @@ def optimal_advantage(r: torch.Tensor, inv: torch.Tensor, n_groups: int, beta1: 
 class LogRatioRegression(Term):
     """Squared error between a scaled sequence log-ratio and a reward-derived target (module doc)."""
 
-    def __init__(self, weight: float = 1.0, rows: str = "policy", base: str = "old", pairs: str = "all",
-                 group_weight: str = "mean", normalize: str = "groups", ratio_scale: float = 1.0,
-                 reward_scale: float = 1.0, target: str = "reward", beta1: float = 1.0,
-                 kl_coef: float = 0.0):
+    def __init__(self, weight: Num = 1.0, rows: Literal[ROW_KINDS] = "policy", base: Literal[BASES] = "old",
+                 pairs: Literal[PAIRS] = "all", group_weight: Literal[GROUP_WEIGHTS] = "mean",
+                 normalize: Literal[NORMALIZE] = "groups", ratio_scale: Annotated[Finite, Gt(0)] = 1.0,
+                 reward_scale: Annotated[Finite, Ge(0)] = 1.0, target: Literal[TARGETS] = "reward",
+                 beta1: Annotated[Finite, Gt(0)] = 1.0, kl_coef: Annotated[Finite, Ge(0)] = 0.0):
         super().__init__(weight=weight, rows=rows)
-        self.base = _pick("base", base, BASES)
-        self.pairs = _pick("pairs", pairs, PAIRS)
-        self.group_weight = _pick("group_weight", group_weight, GROUP_WEIGHTS)
-        self.normalize = _pick("normalize", normalize, NORMALIZE)
-        self.target = _pick("target", target, TARGETS)
-        if self.target == "optimal_advantage" and self.pairs != "none":
-            raise ConfigError("target: 'optimal_advantage' needs pairs: none (a pairwise difference "
-                              "cancels the group's value V̂*)")
-        self.ratio_scale = _number("ratio_scale", ratio_scale, positive=True)
-        self.reward_scale = _number("reward_scale", reward_scale)
-        self.beta1 = _number("beta1", beta1, positive=True)
-        self.kl_coef = _number("kl_coef", kl_coef)
+        require(target != "optimal_advantage" or pairs == "none", self, "pairs", pairs,
+                "none with target optimal_advantage (a pairwise difference cancels the group's value V̂*)")
+        self.base, self.pairs, self.group_weight, self.normalize = base, pairs, group_weight, normalize
+        self.target, self.ratio_scale, self.reward_scale = target, ratio_scale, reward_scale
+        self.beta1, self.kl_coef = beta1, kl_coef
 
     def needs(self) -> Needs:
         return Needs(whole_groups=True, ref_model=self.base == "ref" or self.kl_coef > 0)

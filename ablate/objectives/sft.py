@@ -13,13 +13,13 @@ term is normalised separately from the RL term it is added to.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 
 from ablate.component import Needs
-from ablate.errors import ConfigError
-from ablate.objectives.base import Term, TermOutput
+from ablate.objectives.base import ROW_KINDS, Term, TermOutput
+from ablate.spec.params import Num
 from ablate.upge.aggregation import Aggregation, Normalizer
 from ablate.upge.diagnostics import mean, partial
 from ablate.upge.slots.base import TokenContext
@@ -28,19 +28,13 @@ from ablate.upge.slots.base import TokenContext
 class TokenNLL(Term):
     """Negative log-likelihood of the term's rows (default: demonstrations), optionally φ-weighted."""
 
-    def __init__(self, aggregation: Optional[Aggregation] = None, weight: float = 1.0, rows: str = "demo",
-                 phi: bool = False, coef: float = 1.0, entropy_scale: Optional[float] = None,
-                 negative_coef: Optional[float] = None, threshold: float = 0.5):
+    def __init__(self, aggregation: Optional[Aggregation] = None, weight: Num = 1.0,
+                 rows: Literal[ROW_KINDS] = "demo", phi: bool = False, coef: Num = 1.0,
+                 entropy_scale: Optional[Num] = None, negative_coef: Optional[Num] = None,
+                 threshold: Num = 0.5):
         super().__init__(weight=weight, rows=rows, aggregation=aggregation)
-        self.phi = bool(phi)
-        try:
-            self.coef = float(coef)
-            self.entropy_scale = None if entropy_scale is None else float(entropy_scale)
-            self.negative_coef = None if negative_coef is None else float(negative_coef)
-            self.threshold = float(threshold)
-        except (TypeError, ValueError):
-            raise ConfigError(f"TokenNLL: coef, entropy_scale, negative_coef, threshold must be numbers, got "
-                              f"{coef!r}, {entropy_scale!r}, {negative_coef!r}, {threshold!r}") from None
+        self.phi, self.coef, self.entropy_scale = phi, coef, entropy_scale
+        self.negative_coef, self.threshold = negative_coef, threshold
 
     def needs(self) -> Needs:
         return Needs(entropy=self.entropy_scale is not None)

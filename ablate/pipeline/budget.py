@@ -18,22 +18,9 @@ import numpy as np
 
 from ablate.component import Component
 from ablate.errors import ConfigError
+from ablate.spec.params import NonNeg, NonNegInt, OpenProb, PosInt, Prob, require
 from ablate.pipeline.base import Rollouts, Stage, StageEnv
 from ablate.tasks.base import Problem
-
-
-def _int_at_least(owner: str, name: str, v, lo: int) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-        raise ConfigError(f"pipeline {owner}.{name}: expected an integer >= {lo}, got {v!r}")
-    return v
-
-
-def _unit(owner: str, name: str, v, open_left: bool = False) -> float:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (0 < v <= 1 if open_left else 0 <= v <= 1)
-    if not ok:
-        rng = "(0, 1]" if open_left else "[0, 1]"
-        raise ConfigError(f"pipeline {owner}.{name}: expected a number in {rng}, got {v!r}")
-    return float(v)
 
 
 # ------------------------------------------------------------------------------------------ history
@@ -46,9 +33,8 @@ class PromptHistory(Component):
 
     family = "history"
 
-    def __init__(self, window: int = 16, min_count: int = 8):
-        self.window = _int_at_least("PromptHistory", "window", window, 1)
-        self.min_count = _int_at_least("PromptHistory", "min_count", min_count, 0)
+    def __init__(self, window: PosInt = 16, min_count: NonNegInt = 8):
+        self.window, self.min_count = window, min_count
         self._prompts: dict[str, dict] = {}
 
     def __len__(self) -> int:
@@ -206,10 +192,8 @@ class PromptPool(Stage):
     with the run's RNG and ``weights`` (uniform here; subclasses weight them). A finite pool makes
     prompts recur, so their history means something (the authors train epochs over a dataset)."""
 
-    def __init__(self, pool_size: Optional[int] = 256, pool_seed: int = 0):
-        if pool_size is not None:
-            _int_at_least(type(self).__name__, "pool_size", pool_size, 1)
-        self.pool_size, self.pool_seed = pool_size, int(pool_seed)
+    def __init__(self, pool_size: Optional[PosInt] = 256, pool_seed: int = 0):
+        self.pool_size, self.pool_seed = pool_size, pool_seed
         self._pool: Optional[list[Problem]] = None
 
     def pool(self, env: StageEnv) -> list[Problem]:
@@ -250,8 +234,8 @@ def _on_policy_groups(r: Rollouts) -> dict[int, list[int]]:
 class _HistoryStage(PromptPool):
     """A pool stage that records every group's rewards in its ``PromptHistory`` after generation."""
 
-    def __init__(self, pool_size: Optional[int] = 256, pool_seed: int = 0, window: int = 16,
-                 min_count: int = 8):
+    def __init__(self, pool_size: Optional[PosInt] = 256, pool_seed: int = 0, window: PosInt = 16,
+                 min_count: NonNegInt = 8):
         super().__init__(pool_size=pool_size, pool_seed=pool_seed)
         self.history = PromptHistory(window=window, min_count=min_count)
 
@@ -271,17 +255,13 @@ class KnapsackBudget(_HistoryStage):
     ``knapsack_allocate``). ``n`` None = train.group_size. Authors' defaults: n 8, min_n 2,
     max_n 128, window 16, min_count 8, α 0.9 (fallback cost estimate)."""
 
-    def __init__(self, n: Optional[int] = None, min_n: int = 2, max_n: int = 128, alpha: float = 0.9,
-                 allow_fallback: bool = True, window: int = 16, min_count: int = 8,
-                 pool_size: Optional[int] = 256, pool_seed: int = 0):
+    def __init__(self, n: Optional[PosInt] = None, min_n: PosInt = 2, max_n: PosInt = 128,
+                 alpha: OpenProb = 0.9, allow_fallback: bool = True, window: PosInt = 16,
+                 min_count: NonNegInt = 8, pool_size: Optional[PosInt] = 256, pool_seed: int = 0):
+        require(max_n >= min_n, self, "max_n", max_n, f"an integer >= min_n ({min_n})")
         super().__init__(pool_size=pool_size, pool_seed=pool_seed, window=window, min_count=min_count)
-        o = type(self).__name__
-        self.n = None if n is None else _int_at_least(o, "n", n, 1)
-        self.min_n = _int_at_least(o, "min_n", min_n, 1)
-        self.max_n = _int_at_least(o, "max_n", max_n, self.min_n)
-        if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
-            raise ConfigError(f"pipeline {o}.alpha: expected a number in (0, 1), got {alpha!r}")
-        self.alpha, self.allow_fallback = float(alpha), bool(allow_fallback)
+        self.n, self.min_n, self.max_n = n, min_n, max_n
+        self.alpha, self.allow_fallback = alpha, allow_fallback
 
     def plan(self, problems, counts, env):
         problems, _ = super().plan(problems, counts, env)
@@ -302,20 +282,12 @@ class VarianceAwareSampling(_HistoryStage):
     distinct responses in its last group (trajectory diversity). Prompts without history get the
     mean VPS of those with one. Scores are recomputed every step from the history."""
 
-    def __init__(self, mix: float = 0.5, ovs_weight: float = 1.0, tds_weight: float = 1.0,
-                 window: int = 16, min_count: int = 1, pool_size: Optional[int] = 256, pool_seed: int = 0):
-        if pool_size is None:
-            raise ConfigError("pipeline VarianceAwareSampling.pool_size: a finite pool is needed to "
-                              "weight prompts (got null)")
+    def __init__(self, mix: Prob = 0.5, ovs_weight: NonNeg = 1.0, tds_weight: NonNeg = 1.0,
+                 window: PosInt = 16, min_count: NonNegInt = 1, pool_size: PosInt = 256, pool_seed: int = 0):
+        """``pool_size``: a finite pool is needed to weight prompts."""
+        require(ovs_weight + tds_weight > 0, self, "tds_weight", tds_weight, "a number > 0 when ovs_weight is 0")
         super().__init__(pool_size=pool_size, pool_seed=pool_seed, window=window, min_count=min_count)
-        o = type(self).__name__
-        self.mix = _unit(o, "mix", mix)
-        for name, v in (("ovs_weight", ovs_weight), ("tds_weight", tds_weight)):
-            if not isinstance(v, (int, float)) or v < 0:
-                raise ConfigError(f"pipeline {o}.{name}: expected a number >= 0, got {v!r}")
-        if ovs_weight + tds_weight <= 0:
-            raise ConfigError(f"pipeline {o}: ovs_weight + tds_weight must be > 0")
-        self.ovs_weight, self.tds_weight = float(ovs_weight), float(tds_weight)
+        self.mix, self.ovs_weight, self.tds_weight = mix, ovs_weight, tds_weight
 
     def vps(self, pool: list[Problem]) -> np.ndarray:
         out = np.full(len(pool), np.nan)

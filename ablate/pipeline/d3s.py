@@ -8,11 +8,11 @@ from typing import ClassVar
 
 import torch
 
+from ablate.spec.params import NonNeg, PosFrac
 from ablate.component import Needs
 from ablate.pipeline.base import Rollouts, Stage, StageEnv
 from ablate.upge import functional as F
 from ablate.upge.slots.d3s import linear_schedule
-from ablate.upge.slots.mask import check_number
 
 
 def max_variance_subset(values: list[float], k: int) -> list[int]:
@@ -46,11 +46,11 @@ class MaxVarianceSubset(Stage):
 
     NEEDS: ClassVar[Needs] = Needs(step_info=True)
 
-    def __init__(self, keep_init: float = 0.5, keep_final: float = 1.0, eps: float = 1e-6,
+    def __init__(self, keep_init: PosFrac = 0.5, keep_final: PosFrac = 1.0, eps: NonNeg = 1e-6,
                  key: str = "d3s_advantage"):
-        self.keep_init = check_number("keep_init", keep_init, low=0.0, high=1.0, low_inclusive=False)
-        self.keep_final = check_number("keep_final", keep_final, low=0.0, high=1.0, low_inclusive=False)
-        self.eps = check_number("eps", eps, low=0.0)
+        self.keep_init = keep_init
+        self.keep_final = keep_final
+        self.eps = eps
         self.key = str(key)
 
     def advantages(self, r: Rollouts) -> list[float]:

@@ -10,9 +10,11 @@ random), ``best_worst`` (best + worst). Demonstration rows are never filtered.
 
 from __future__ import annotations
 
+from typing import Literal
 import numpy as np
 
-from ablate.errors import ConfigError, choice_error
+from ablate.errors import choice_error
+from ablate.spec.params import NonNeg
 from ablate.pipeline.base import Rollouts, Stage, StageEnv
 
 MODES = ("pow", "max_min", "max_random", "best_of_n", "best_random", "best_worst")
@@ -35,12 +37,8 @@ def pf_ppo_weights(scores: np.ndarray, mode: str, power: float = 2.0) -> np.ndar
 class PolicyFilter(Stage):
     """PF-PPO filtering / reweighting stage (see the module docstring for the modes)."""
 
-    def __init__(self, mode: str = "pow", power: float = 2.0):
-        if mode not in MODES:
-            raise choice_error("pipeline PolicyFilter.mode", mode, MODES)
-        if not isinstance(power, (int, float)) or power < 0:
-            raise ConfigError(f"pipeline PolicyFilter.power: expected a number >= 0, got {power!r}")
-        self.mode, self.power = mode, float(power)
+    def __init__(self, mode: Literal[MODES] = "pow", power: NonNeg = 2.0):
+        self.mode, self.power = mode, power
 
     def __call__(self, r: Rollouts, env: StageEnv) -> Rollouts:
         on = [i for i in range(len(r)) if not r.is_demo[i]]

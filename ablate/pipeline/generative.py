@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import ClassVar, Optional
 
 from ablate.component import Needs
-from ablate.errors import ConfigError
+from ablate.spec.params import NonNeg, Num, PosInt, Prob, require
 from ablate.pipeline.base import Rollouts, Stage, StageEnv
 
 
@@ -53,23 +53,15 @@ class Rephrase(Stage):
 
     NEEDS: ClassVar[Needs] = Needs(generation=True)
 
-    def __init__(self, failure_threshold: float = 1.0, template: str = REPO_TEMPLATE,
-                 num_samples: int = 1, temperature: Optional[float] = None, success_value: float = 1.0):
-        if not isinstance(failure_threshold, (int, float)) or not 0 <= failure_threshold <= 1:
-            raise ConfigError(f"pipeline Rephrase.failure_threshold: expected a number in [0, 1], "
-                              f"got {failure_threshold!r}")
-        if not isinstance(template, str) or "{demo}" not in template:
-            raise ConfigError(f"pipeline Rephrase.template: must be a string containing {{demo}}, got {template!r}")
+    def __init__(self, failure_threshold: Prob = 1.0, template: str = REPO_TEMPLATE,
+                 num_samples: PosInt = 1, temperature: Optional[NonNeg] = None, success_value: Num = 1.0):
+        require("{demo}" in template, self, "template", template, "a string containing {demo}")
         try:
             template.format(prompt="", demo="")
         except (KeyError, IndexError, ValueError) as e:
-            raise ConfigError(f"pipeline Rephrase.template: only {{prompt}} and {{demo}} fields are allowed ({e})") from None
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ConfigError(f"pipeline Rephrase.num_samples: expected an integer >= 1, got {num_samples!r}")
-        if temperature is not None and (not isinstance(temperature, (int, float)) or temperature < 0):
-            raise ConfigError(f"pipeline Rephrase.temperature: expected a number >= 0 or null, got {temperature!r}")
-        self.failure_threshold, self.template = float(failure_threshold), template
-        self.num_samples, self.success_value = num_samples, float(success_value)
+            require(False, self, "template", template, f"only {{prompt}} and {{demo}} fields ({e})")
+        self.failure_threshold, self.template = failure_threshold, template
+        self.num_samples, self.success_value = num_samples, success_value
         self.temperature = 1.0 if temperature is None else float(temperature)
 
     def eligible(self, r: Rollouts) -> dict[int, list[int]]:

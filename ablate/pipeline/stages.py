@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Optional
 
 from ablate.component import Needs
 from ablate.errors import choice_error
+from ablate.spec.params import NonNegInt, Num, PosFrac, PosInt, require
 from ablate.pipeline.base import Rollouts, Stage, StageEnv, encode_demo
 
 
@@ -33,9 +34,7 @@ class DynamicSampling(Stage):
     """DAPO dynamic sampling (arXiv 2503.14476): drop groups whose rewards are all equal; the trainer
     generates more prompts (up to ``max_gen_batches`` generation rounds) to refill the batch."""
 
-    def __init__(self, max_gen_batches: int = 3):
-        if max_gen_batches < 1:
-            raise ValueError("pipeline.DynamicSampling.max_gen_batches must be >= 1")
+    def __init__(self, max_gen_batches: PosInt = 3):
         self.max_gen_batches = max_gen_batches
 
     def needs(self) -> Needs:
@@ -64,15 +63,12 @@ class OverlongShaping(Stage):
     Truncated responses get the full penalty.
     """
 
-    def __init__(self, cache_len: int | None = 2, penalty: float = 1.0, max_len: int | None = None,
-                 cache_frac: float | None = None):
-        if (cache_len is None) == (cache_frac is None):
-            raise ValueError("pipeline.OverlongShaping: set exactly one of cache_len (tokens) and "
-                             f"cache_frac (fraction of the budget), got {cache_len!r} and {cache_frac!r}")
-        if cache_frac is not None and not 0 < float(cache_frac) <= 1:
-            raise ValueError(f"pipeline.OverlongShaping.cache_frac: must be in (0, 1], got {cache_frac!r}")
-        self.cache_len, self.penalty, self.max_len = cache_len, penalty, max_len
-        self.cache_frac = None if cache_frac is None else float(cache_frac)
+    def __init__(self, cache_len: Optional[NonNegInt] = 2, penalty: Num = 1.0, max_len: Optional[PosInt] = None,
+                 cache_frac: Optional[PosFrac] = None):
+        require((cache_len is None) != (cache_frac is None), self, "cache_frac", cache_frac,
+                f"null when cache_len is set (got {cache_len!r}); set exactly one of cache_len (tokens) "
+                "and cache_frac (fraction of the budget)")
+        self.cache_len, self.penalty, self.max_len, self.cache_frac = cache_len, penalty, max_len, cache_frac
 
     def window(self, lmax: int) -> int:
         if self.cache_frac is not None:
@@ -133,7 +129,7 @@ class MixDemos(Stage):
     ``replace`` = True swaps out the last on-policy rollouts to keep G fixed (LUFFY: 7 + 1).
     """
 
-    def __init__(self, num_demos: int = 1, replace: bool = True):
+    def __init__(self, num_demos: NonNegInt = 1, replace: bool = True):
         self.num_demos, self.replace = num_demos, replace
 
     def __call__(self, r: Rollouts, env: StageEnv) -> Rollouts:

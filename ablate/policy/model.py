@@ -57,7 +57,8 @@ class Policy:
 def _resolve_cfg(model_cfg: Any) -> dict:
     """``model_cfg`` checked against the schema, with its defaults filled in; ``warm_start`` is
     always a mapping (``null`` = no warm start: ``steps: 0``)."""
-    from ablate.schema import ModelConfig, WarmStartConfig, check
+    from ablate.schema import ModelConfig, WarmStartConfig
+    from ablate.spec.translate import check
 
     cfg = plain(model_cfg) or {}
     if not isinstance(cfg, Mapping):
@@ -206,7 +207,8 @@ def sft_warm_start(model: torch.nn.Module, tokenizer, task, ws: dict, seed: int,
     1 on a fixed probe of ``probe_size`` training problems reaches the target; ``steps`` is then a
     cap. This pins the RL starting point across seeds (the SFT curve of a tiny model on addition
     has a seed-dependent knee). ``callback(step, model, loss)`` runs after each optimizer step."""
-    from ablate.schema import WarmStartConfig, check
+    from ablate.schema import WarmStartConfig
+    from ablate.spec.translate import check
     ws = check(WarmStartConfig, ws, "model.warm_start.").model_dump()
     steps, bs = int(ws["steps"]), int(ws["batch_size"])
     target = ws["target_pass1"]

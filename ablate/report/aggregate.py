@@ -119,21 +119,8 @@ def trial_desc(sweep: Sweep, row) -> str:
 
 
 def normalise_presets(presets) -> list[dict]:
-    out = []
-    for p in presets or []:
-        if isinstance(p, dict):
-            d = p
-        elif hasattr(p, "__dataclass_fields__"):
-            import dataclasses
-
-            d = dataclasses.asdict(p)
-        elif hasattr(p, "__dict__"):
-            d = dict(vars(p))
-        else:
-            continue
-        if d.get("name"):
-            out.append(d)
-    return sorted(out, key=lambda d: str(d["name"]))
+    """The named presets (dicts, as ``ablate methods --json`` writes them), sorted by name."""
+    return sorted((p for p in presets or [] if isinstance(p, dict) and p.get("name")), key=lambda d: str(d["name"]))
 
 
 def load_default_presets() -> list[dict]:
@@ -187,10 +174,11 @@ def build_combos(sweep: Sweep, presets: list[dict]) -> list[Combo]:
         return []
     vs, vp = varying(sweep)
     target = sweep.target_col
+    t = t.sort_values(["seed", "trial_id"], kind="mergesort")  # once: groups keep this order
     fb_mask = t["full_budget"] & np.isfinite(t[target].astype(float))
     combos: list[Combo] = []
     for key, g in t.groupby("combo", sort=True):
-        fb = g[fb_mask.loc[g.index]].sort_values(["seed", "trial_id"], kind="mergesort")
+        fb = g[fb_mask.loc[g.index]]
         if fb.empty:
             continue
         first = g.iloc[0]
@@ -382,38 +370,3 @@ def seed_noise_sd(combos: list[Combo]) -> float:
             num += float(((v - v.mean()) ** 2).sum())
             den += v.size - 1
     return float(np.sqrt(num / den)) if den else float("nan")
-
-
-def seeds_per_combo(combos: list[Combo]) -> tuple[int, int]:
-    if not combos:
-        return 0, 0
-    ns = [len(c.values) for c in combos]
-    return min(ns), max(ns)
-
-
-def trial_table(sweep: Sweep, combos: list[Combo]) -> pd.DataFrame:
-    """One row per trial with its combination id (or '—' when the combination is not ranked)."""
-    cid = {c.key: c.cid for c in combos}
-    t = sweep.trials.copy()
-    t["cid"] = t["combo"].map(cid).fillna("—")
-    return t.sort_values(["trial_id"], kind="mergesort")
-
-
-__all__ = [
-    "Combo",
-    "Unit",
-    "UnitComparison",
-    "build_combos",
-    "build_units",
-    "compare_units",
-    "fixed_settings",
-    "load_default_presets",
-    "method_label",
-    "normalise_presets",
-    "poi_matrix",
-    "seed_noise_sd",
-    "seeds_per_combo",
-    "top_comparisons",
-    "trial_table",
-    "varying",
-]

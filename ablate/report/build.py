@@ -4,6 +4,8 @@ figures/*.png. ``generate_report`` is the entry point (re-exported by ablate.rep
 
 from __future__ import annotations
 
+import shlex
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,8 @@ from ablate.tracking.sweep_reader import Sweep, load_sweep
 from . import plots
 from .aggregate import (
     Combo,
+    Unit,
+    UnitComparison,
     build_combos,
     build_units,
     combos_without_full_budget,
@@ -29,7 +33,8 @@ from .aggregate import (
     trial_desc,
     varying,
 )
-from .effects import adjust_exploratory, importances, interactions, marginal_effects
+from .effects import (FactorEffect, Importances, Interaction, adjust_exploratory, importances, interactions,
+                      marginal_effects)
 from .findings import fci, findings
 from .metric_stats import available_metrics
 from .sections import metric_blocks
@@ -69,73 +74,82 @@ def _seed_list(values) -> str:
     return ", ".join(str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in vals) or "none"
 
 
-class _Figs:
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-
-    def add(self, blocks: list, name: str, png: bytes | None, alt: str, caption: str = "") -> None:
-        if png is None:
-            return
-        self.files[name] = png
-        blocks.append(Image(name, png, alt, caption))
 
 
-def build_document(sweep: Sweep, presets: list[dict],
-                   metrics: list[str] | tuple[str, ...] = ()) -> tuple[str, list, dict[str, bytes]]:
-    """The report's blocks. ``metrics``: logged metrics analysed on top of the default set and
-    the search space's ``report.metrics``."""
-    metric, mode = sweep.metric, sweep.mode
-    t = sweep.trials
-    figs = _Figs()
+@dataclass
+class _Doc:
+    """What the sections share: the sweep, its analyses (each computed once) and the figures
+    drawn so far (name → PNG bytes)."""
+
+    sweep: Sweep
+    combos: list[Combo]
+    units: list[Unit]
+    tk: str | None
+    comps: list[UnitComparison]
+    effects: list[FactorEffect]
+    inters: list[Interaction]
+    not_crossed: list
+    n_explore: int
+    imp: Importances
+    noise: float
+    metrics: tuple[str, ...]
+    figs: dict[str, bytes] = field(default_factory=dict)
+
+    def figure(self, blocks: list, name: str, png: bytes | None, alt: str) -> None:
+        """Append the figure (when one was drawn) to ``blocks`` and keep its bytes for figures/."""
+        if png is not None:
+            self.figs[name] = png
+            blocks.append(Image(name, png, alt, ""))
+
+
+def _analyse(sweep: Sweep, presets: list[dict], metrics) -> _Doc:
     combos = build_combos(sweep, presets)
     units, tk = build_units(sweep, combos)
-    comps = top_comparisons(units, mode, TOP_COMPARE)
     effects = marginal_effects(sweep)
     inters, not_crossed = interactions(sweep)
     n_explore = adjust_exploratory(effects, inters)
-    imp = importances(sweep)
-    noise = seed_noise_sd(combos)
-    blocks: list = []
+    return _Doc(sweep, combos, units, tk, top_comparisons(units, sweep.mode, TOP_COMPARE), effects,
+                inters, not_crossed, n_explore, importances(sweep), seed_noise_sd(combos), tuple(metrics))
 
-    # ------------------------------------------------------------------ overview
+
+def _overview(d: _Doc) -> list:
+    sweep, t = d.sweep, d.sweep.trials
     counts = t["status"].value_counts().to_dict() if not t.empty else {}
     other = sum(v for k, v in counts.items() if k not in ("finished", "failed", "early_stopped"))
-    blocks.append(Heading(2, "Overview", "overview"))
     rows = [
         ["Sweep", sweep.name],
-        ["Target metric", f"{metric} ({mode})"],
+        ["Target metric", f"{sweep.metric} ({sweep.mode})"],
         ["Trials", f"{len(t)} total: {counts.get('finished', 0)} finished, {counts.get('failed', 0)} failed, "
                    f"{counts.get('early_stopped', 0)} early-stopped, {other} other (running/pending)"],
         ["Full-budget trials", str(len(sweep.full_budget()))],
-        ["Combinations", f"{t['combo'].nunique() if not t.empty else 0} in total, {len(combos)} with full-budget results"],
+        ["Combinations", f"{t['combo'].nunique() if not t.empty else 0} in total, {len(d.combos)} with full-budget results"],
         ["Seeds", _seed_list(t["seed"].tolist()) if not t.empty else "none"],
         ["Total compute time", f"{_dur(float(np.nansum(t['wall_s'])) if not t.empty else float('nan'))} (sum of wall_s)"],
     ]
-    blocks.append(Table(["field", "value"], rows))
-    blocks.append(Para(["How the sweep was set up (search space, versions, fixed settings) is at the "
-                        "end: ", Link("Configuration", "#configuration"), "."]))
-    # the configuration goes last: findings first (see _configuration and SECTION_ORDER)
-    config_blocks = _configuration(sweep)
+    return [Heading(2, "Overview", "overview"), Table(["field", "value"], rows),
+            Para(["How the sweep was set up (search space, versions, fixed settings) is at the "
+                  "end: ", Link("Configuration", "#configuration"), "."])]
 
-    # ------------------------------------------------------------------ findings
-    blocks.append(Heading(2, "Findings", "findings"))
-    blocks.append(Bullets(findings(sweep, combos, units, comps, effects, inters, imp, noise, tk)))
 
-    # ------------------------------------------------------------------ claims
-    claim_results = evaluate_sweep(sweep)
-    if claim_results:
-        blocks += claim_blocks(claim_results)
+def _findings(d: _Doc) -> list:
+    return [Heading(2, "Findings", "findings"),
+            Bullets(findings(d.sweep, d.combos, d.comps, d.effects, d.inters, d.imp, d.tk))]
 
-    # ------------------------------------------------------------------ leaderboard
-    blocks.append(Heading(2, "Leaderboard", "leaderboard"))
-    blocks.append(Para(
-        f"One row per combination of slots and hyperparameters (seeds pooled), best {metric} first. "
+
+def _claims(d: _Doc) -> list:
+    results = evaluate_sweep(d.sweep)
+    return claim_blocks(results) if results else []
+
+
+def _leaderboard(d: _Doc) -> list:
+    sweep, combos = d.sweep, d.combos
+    blocks: list = [Heading(2, "Leaderboard", "leaderboard"), Para(
+        f"One row per combination of slots and hyperparameters (seeds pooled), best {sweep.metric} first. "
         "Pass@k: mean over seeds with a 95% t interval. The ranking is descriptive: a row is not "
         "tested against the others here (see the pairwise comparisons). Final entropy, reward and response "
         "length are the last logged values; gradient variance is the mean over the run; wall time is per "
         "seed. Only full-budget finished trials count."
-    ))
-    blocks.append(_leaderboard_table(sweep, combos))
+    ), _leaderboard_table(sweep, combos)]
     looks = [f"{c.cid} {c.label}" for c in combos[:MAX_LEADERBOARD] if c.label]
     if looks:
         blocks.append(Para("¹ Catalog look-alikes (same slot classes as a method preset): "
@@ -145,43 +159,73 @@ def build_document(sweep: Sweep, presets: list[dict],
     missing = combos_without_full_budget(sweep, combos)
     if missing:
         blocks.append(Para(f"{len(missing)} combination(s) have no full-budget result (failed, stopped or still running) and are not ranked."))
-    figs.add(blocks, "leaderboard.png", plots.leaderboard_plot(combos, metric), "Leaderboard forest plot")
+    d.figure(blocks, "leaderboard.png", plots.leaderboard_plot(combos, sweep.metric), "Leaderboard forest plot")
+    return blocks
 
-    # ------------------------------------------------------------------ slot effects
-    blocks.append(Heading(2, "Slot effects", "slot-effects"))
-    blocks.append(Heading(3, "Marginal means"))
-    if effects:
-        kind = effects[0].ci_kind
-        blocks.append(Para(
-            f"Mean {metric} per variant of each swept slot and hyperparameter over full-budget trials. "
-            + ("Each combination is weighted equally; 95% t intervals come from a linear model with a "
-               "mean per combination, seeds as a block effect and one seed variance pooled over the "
-               "sweep, so they measure seed noise given the design. The main-effect p is the factor's "
-               f"F test, Benjamini–Hochberg corrected over the report's {n_explore} factor and "
-               "interaction tests (exploratory). " if kind == "model" else
-               "Combinations are unreplicated, so the interval is a t interval over the level's trials "
-               "(it then also contains the spread over the other factors). ")
-            + "In non-factorial designs (random, TPE) marginal means are confounded with what the "
-            "search chose to sample."
-        ))
-        rows = []
-        for eff in effects:
-            best = eff.best(mode)
-            for lv in eff.levels:
-                rows.append([
-                    [Code(eff.name)] + ([" (binned)"] if eff.binned else [])
-                    + ([" (conditional)"] if eff.conditional else []),
-                    [Strong(lv.label)] if lv is best else lv.label,
-                    fci(lv.ci), str(lv.n), str(lv.n_combos),
-                    _p(eff.p_adjusted) if lv is eff.levels[0] else "",
-                ])
-        blocks.append(Table(["factor", "variant", f"{metric} [95% CI]", "trials", "combinations",
-                             "main effect p (BH)"], rows, ["l", "l", "r", "r", "r", "r"]))
-        figs.add(blocks, "marginals.png", plots.marginals_plot(effects, metric), "Marginal means per variant")
-    else:
-        blocks.append(Para("No slot or hyperparameter takes more than one value among full-budget trials."))
 
-    blocks.append(Heading(3, "Interactions"))
+def _curves(d: _Doc) -> list:
+    sweep, combos = d.sweep, d.combos
+    blocks: list = [Heading(2, "Curves", "curves")]
+    if combos:
+        n = min(plots.TOP_CURVES, len(combos))
+        blocks.append(Para(f"Top {n} combinations by {sweep.metric}; lines are means over seeds, bands ±1 standard error."))
+    d.figure(blocks, "curves.png", plots.curves_plot(sweep, combos), "Training curves")
+    d.figure(blocks, "pass_at_k.png", plots.passk_plot(combos, sweep.pass_ks), "Pass@k vs k")
+    if not combos or sweep.metrics.empty:
+        blocks.append(Para("No logged metrics to plot."))
+    return blocks
+
+
+def _slot_effects(d: _Doc) -> list:
+    return ([Heading(2, "Slot effects", "slot-effects")] + _marginal_means(d) + _interactions(d)
+            + _importances(d))
+
+
+def _marginal_means(d: _Doc) -> list:
+    metric, effects = d.sweep.metric, d.effects
+    blocks: list = [Heading(3, "Marginal means")]
+    if not effects:
+        return blocks + [Para("No slot or hyperparameter takes more than one value among full-budget trials.")]
+    blocks.append(Para(
+        f"Mean {metric} per variant of each swept slot and hyperparameter over full-budget trials. "
+        + ("Each combination is weighted equally; 95% t intervals come from a linear model with a "
+           "mean per combination, seeds as a block effect and one seed variance pooled over the "
+           "sweep, so they measure seed noise given the design. The main-effect p is the factor's "
+           f"F test, Benjamini–Hochberg corrected over the report's {d.n_explore} factor and "
+           "interaction tests (exploratory). " if effects[0].ci_kind == "model" else
+           "Combinations are unreplicated, so the interval is a t interval over the level's trials "
+           "(it then also contains the spread over the other factors). ")
+        + "In non-factorial designs (random, TPE) marginal means are confounded with what the "
+        "search chose to sample."
+    ))
+    rows = []
+    for eff in effects:
+        best = eff.best(d.sweep.mode)
+        for lv in eff.levels:
+            rows.append([
+                [Code(eff.name)] + ([" (binned)"] if eff.binned else [])
+                + ([" (conditional)"] if eff.conditional else []),
+                [Strong(lv.label)] if lv is best else lv.label,
+                fci(lv.ci), str(lv.n), str(lv.n_combos),
+                _p(eff.p_adjusted) if lv is eff.levels[0] else "",
+            ])
+    blocks.append(Table(["factor", "variant", f"{metric} [95% CI]", "trials", "combinations",
+                         "main effect p (BH)"], rows, ["l", "l", "r", "r", "r", "r"]))
+    d.figure(blocks, "marginals.png", plots.marginals_plot(effects, metric), "Marginal means per variant")
+    return blocks
+
+
+def _interaction_table(it: Interaction) -> Table:
+    cols = range(len(it.cols))
+    rows = [[rname] + [f"{it.means[r, c]:.3f} ({it.counts[r, c]})" for c in cols]
+            + [f"{np.mean(it.means[r]):.3f}"] for r, rname in enumerate(it.rows)]
+    rows.append(["column mean"] + [f"{np.mean(it.means[:, c]):.3f}" for c in cols] + [""])
+    return Table([f"{it.a} \\ {it.b}"] + it.cols + ["row mean"], rows, ["l"] + ["r"] * (len(it.cols) + 1))
+
+
+def _interactions(d: _Doc) -> list:
+    inters = d.inters
+    blocks: list = [Heading(3, "Interactions")]
     if inters:
         blocks.append(Para(
             "Cell means (trials) for pairs of swept factors (slots and hyperparameters) whose values are "
@@ -189,31 +233,29 @@ def build_document(sweep: Sweep, presets: list[dict],
             "the deviation of the cell means from an additive model (row + column − grand mean): 0 means "
             "no interaction. The interaction p is the F test of the cell-means model (pooled seed "
             "variance), BH-corrected with the factor tests. "
-            + (f"Pooled seed noise sd of one trial: {noise:.3g}." if np.isfinite(noise) else "")
+            + (f"Pooled seed noise sd of one trial: {d.noise:.3g}." if np.isfinite(d.noise) else "")
         ))
         for it in inters[:MAX_INTERACTION_TABLES]:
             blocks.append(Para([Strong(f"{it.a} × {it.b}"), f" (residual RMS {it.residual_rms:.3g}; "
                                 f"interaction p = {_p(it.p)}, BH-adjusted {_p(it.p_adjusted)})"]))
-            header = [f"{it.a} \\ {it.b}"] + it.cols + ["row mean"]
-            rows = []
-            for r, rname in enumerate(it.rows):
-                rows.append([rname] + [f"{it.means[r, c]:.3f} ({it.counts[r, c]})" for c in range(len(it.cols))]
-                            + [f"{np.mean(it.means[r]):.3f}"])
-            rows.append(["column mean"] + [f"{np.mean(it.means[:, c]):.3f}" for c in range(len(it.cols))] + [""])
-            blocks.append(Table(header, rows, ["l"] + ["r"] * (len(it.cols) + 1)))
+            blocks.append(_interaction_table(it))
         if len(inters) > MAX_INTERACTION_TABLES:
             blocks.append(Para("Smaller interactions: " + ", ".join(
                 f"{it.a} × {it.b} ({it.residual_rms:.3g})" for it in inters[MAX_INTERACTION_TABLES:]) + "."))
-        figs.add(blocks, "interactions.png", plots.interactions_plot(inters, metric), "Interaction heatmaps")
-    elif sum(len(v) for v in varying(sweep)) < 2:
+        d.figure(blocks, "interactions.png", plots.interactions_plot(inters, d.sweep.metric), "Interaction heatmaps")
+    elif sum(len(v) for v in varying(d.sweep)) < 2:
         blocks.append(Para("Fewer than two factors (slots, hyperparameters) are swept: no interactions "
                            "to show."))
     else:
         blocks.append(Para("No pair of swept factors is fully crossed in the full-budget trials."))
-    if not_crossed:
-        blocks.append(Para("Not fully crossed (skipped): " + ", ".join(f"{a} × {b}" for a, b in not_crossed) + "."))
+    if d.not_crossed:
+        blocks.append(Para("Not fully crossed (skipped): " + ", ".join(f"{a} × {b}" for a, b in d.not_crossed) + "."))
+    return blocks
 
-    blocks.append(Heading(3, "Importances"))
+
+def _importances(d: _Doc) -> list:
+    imp = d.imp
+    blocks: list = [Heading(3, "Importances")]
     if imp.available:
         blocks.append(Para(
             f"Source: {imp.source}; {imp.n_trials} {imp.unit} used"
@@ -225,91 +267,84 @@ def build_document(sweep: Sweep, presets: list[dict],
             "against the pooled seed variance (BH-adjusted p); an importance whose p is not below "
             "0.05 is not distinguishable from seed noise."
         ))
-        names = sorted(set(imp.fanova or {}) | set(imp.ped_anova or {}),
-                       key=lambda k: (-(imp.fanova or {}).get(k, 0.0), k))
-        floor = {e.name: e.p_adjusted for e in effects}
-        rows = [[Code(n), _g((imp.fanova or {}).get(n)) if imp.fanova else "n/a",
-                 _g((imp.ped_anova or {}).get(n)) if imp.ped_anova else "n/a",
-                 _p(floor.get(n, float("nan")))] for n in names]
+        fan, ped = imp.fanova or {}, imp.ped_anova or {}
+        floor = {e.name: e.p_adjusted for e in d.effects}
+        rows = [[Code(n), _g(fan.get(n)) if fan else "n/a", _g(ped.get(n)) if ped else "n/a",
+                 _p(floor.get(n, float("nan")))] for n in sorted(set(fan) | set(ped), key=lambda k: (-fan.get(k, 0.0), k))]
         blocks.append(Table(["parameter", "fANOVA", "PED-ANOVA", "noise floor: main effect p (BH)"], rows,
                             ["l", "r", "r", "r"]))
-        figs.add(blocks, "importances.png", plots.importance_plot(imp), "Parameter importances")
+        d.figure(blocks, "importances.png", plots.importance_plot(imp), "Parameter importances")
     if imp.notes:
         blocks.append(Bullets(list(imp.notes)))
+    return blocks
 
-    # ------------------------------------------------------------------ other metrics
-    wanted = list(dict.fromkeys(report_metrics(sweep) + list(metrics)))
-    have, missing = available_metrics(sweep, wanted)
-    have = [m for m in have if m != metric]
-    blocks += metric_blocks(sweep, have, missing)[0]
 
-    # ------------------------------------------------------------------ robust aggregates
-    blocks.append(Heading(2, "Robust aggregates", "robust"))
-    if units:
-        strata = f"tasks ({tk})" if tk else "one stratum per combination (its seeds)"
-        blocks.append(Para(
-            "Mean over runs with a 95% t interval; interquartile mean (mean of the middle 50% of runs) "
-            "and median with a BCa bootstrap interval only from 20 runs (below that a bootstrap "
-            f"interval under-covers, so only the point is shown); strata = {strata}. Probability of "
-            "improvement P(X better than Y) is the Mann–Whitney statistic over runs (rliable, Agarwal "
-            "et al. 2021), shown as a descriptive point estimate."
-        ))
-        if max(u.iqm.n for u in units) < 4:
-            blocks.append(Para("With fewer than 4 runs per unit the IQM trims nothing and equals the mean."))
-        if tk:
-            blocks.append(Para("Units M01… pool combinations over tasks: " + "; ".join(
-                f"{u.uid} = {u.desc} ({', '.join(u.combo_ids)})" for u in units[:MAX_LEADERBOARD])))
-        rows = [[u.uid, u.desc, fci(u.iqm), fci(u.mean), fci(u.median), str(u.iqm.n)] for u in units[:MAX_LEADERBOARD]]
-        blocks.append(Table(["unit", "combination", "IQM [95% CI]", "mean [95% CI]", "median [95% CI]", "runs"],
-                            rows, ["l", "l", "r", "r", "r", "r"]))
-        if comps:
-            blocks.append(Heading(3, f"Pairwise comparisons among the top {min(TOP_COMPARE, len(units))}"))
-            blocks.append(Para(
-                f"{comps[0].test.method.capitalize()} over shared seeds (Welch t when fewer than 2 are shared); p is "
-                f"Holm-corrected over all {comps[0].n_family} pairs of ranked units, so choosing the top "
-                "ones after seeing the data does not inflate the error rate. MDE: the difference the "
-                "pair's test detects with 80% power."))
-            rows = []
-            for c in comps:
-                if c.test.verdict == "untestable":
-                    verdict = "not testable (single seed)"
-                elif c.significant():
-                    verdict = "differs (adjusted p < 0.05)"
-                else:
-                    verdict = "within seed noise"
-                rows.append([f"{c.a} vs {c.b}", fci(c.diff, signed=True), _p(c.test.p_adjusted),
-                             _g(c.test.mde), _g(c.poi), verdict])
-            blocks.append(Table(["pair", "mean difference X − Y [95% CI]", "p (Holm)", "MDE",
-                                 "P(X better than Y)", "verdict"], rows, ["l", "r", "r", "r", "r", "l"]))
-        ids, pm = poi_matrix(units, mode)
-        figs.add(blocks, "robust.png", plots.robust_plot(units, ids, pm, metric), "IQM and probability of improvement")
-    else:
-        blocks.append(Para("No full-budget results."))
+def _metrics(d: _Doc) -> list:
+    wanted = list(dict.fromkeys(report_metrics(d.sweep) + list(d.metrics)))
+    have, missing = available_metrics(d.sweep, wanted)
+    return metric_blocks(d.sweep, [m for m in have if m != d.sweep.metric], missing)[0]
 
-    # ------------------------------------------------------------------ curves
-    blocks.append(Heading(2, "Curves", "curves"))
-    if combos:
-        n = min(plots.TOP_CURVES, len(combos))
-        blocks.append(Para(f"Top {n} combinations by {metric}; lines are means over seeds, bands ±1 standard error."))
-    figs.add(blocks, "curves.png", plots.curves_plot(sweep, combos), "Training curves")
-    figs.add(blocks, "pass_at_k.png", plots.passk_plot(combos, sweep.pass_ks), "Pass@k vs k")
-    if not combos or sweep.metrics.empty:
-        blocks.append(Para("No logged metrics to plot."))
 
-    # ------------------------------------------------------------------ failed / stopped
-    blocks.append(Heading(2, "Failed and stopped trials", "failed"))
-    cid = {c.key: c.cid for c in combos}
+def _robust(d: _Doc) -> list:
+    units, tk = d.units, d.tk
+    blocks: list = [Heading(2, "Robust aggregates", "robust")]
+    if not units:
+        return blocks + [Para("No full-budget results.")]
+    strata = f"tasks ({tk})" if tk else "one stratum per combination (its seeds)"
+    blocks.append(Para(
+        "Mean over runs with a 95% t interval; interquartile mean (mean of the middle 50% of runs) "
+        "and median with a BCa bootstrap interval only from 20 runs (below that a bootstrap "
+        f"interval under-covers, so only the point is shown); strata = {strata}. Probability of "
+        "improvement P(X better than Y) is the Mann–Whitney statistic over runs (rliable, Agarwal "
+        "et al. 2021), shown as a descriptive point estimate."
+    ))
+    if max(u.iqm.n for u in units) < 4:
+        blocks.append(Para("With fewer than 4 runs per unit the IQM trims nothing and equals the mean."))
+    if tk:
+        blocks.append(Para("Units M01… pool combinations over tasks: " + "; ".join(
+            f"{u.uid} = {u.desc} ({', '.join(u.combo_ids)})" for u in units[:MAX_LEADERBOARD])))
+    rows = [[u.uid, u.desc, fci(u.iqm), fci(u.mean), fci(u.median), str(u.iqm.n)] for u in units[:MAX_LEADERBOARD]]
+    blocks.append(Table(["unit", "combination", "IQM [95% CI]", "mean [95% CI]", "median [95% CI]", "runs"],
+                        rows, ["l", "l", "r", "r", "r", "r"]))
+    blocks += _pairwise(d)
+    ids, pm = poi_matrix(units, d.sweep.mode)
+    d.figure(blocks, "robust.png", plots.robust_plot(units, ids, pm, d.sweep.metric), "IQM and probability of improvement")
+    return blocks
+
+
+def _verdict(c: UnitComparison) -> str:
+    if c.test.verdict == "untestable":
+        return "not testable (single seed)"
+    return "differs (adjusted p < 0.05)" if c.significant() else "within seed noise"
+
+
+def _pairwise(d: _Doc) -> list:
+    comps = d.comps
+    if not comps:
+        return []
+    rows = [[f"{c.a} vs {c.b}", fci(c.diff, signed=True), _p(c.test.p_adjusted), _g(c.test.mde), _g(c.poi),
+             _verdict(c)] for c in comps]
+    return [Heading(3, f"Pairwise comparisons among the top {min(TOP_COMPARE, len(d.units))}"), Para(
+        f"{comps[0].test.method.capitalize()} over shared seeds (Welch t when fewer than 2 are shared); p is "
+        f"Holm-corrected over all {comps[0].n_family} pairs of ranked units, so choosing the top "
+        "ones after seeing the data does not inflate the error rate. MDE: the difference the "
+        "pair's test detects with 80% power."),
+        Table(["pair", "mean difference X − Y [95% CI]", "p (Holm)", "MDE", "P(X better than Y)", "verdict"],
+              rows, ["l", "r", "r", "r", "r", "l"])]
+
+
+def _failed(d: _Doc) -> list:
+    sweep, t = d.sweep, d.sweep.trials
+    blocks: list = [Heading(2, "Failed and stopped trials", "failed")]
+    cid = {c.key: c.cid for c in d.combos}
     failed = t[t["status"] == "failed"] if not t.empty else t
     stopped = t[t["status"] == "early_stopped"] if not t.empty else t
     if len(failed):
+        error = {r.Index: str(r.error) if _present(r.error) else "(no error recorded)" for r in failed.itertuples()}
         rows = [[r.trial_id, _combo_cell(sweep, cid, failed, r), str(r.seed), _g(r.steps_done),
-                 _first_line(r.error if _present(r.error) else "(no error recorded)")]
-                for r in failed.itertuples()]
+                 _first_line(error[r.Index])] for r in failed.itertuples()]
         blocks.append(Table(["trial", "combination", "seed", "steps", "error"], rows, ["l", "l", "r", "r", "l"]))
-        details = []
-        for r in failed.itertuples():
-            details += [Para([Code(str(r.trial_id))]),
-                        Pre(str(r.error) if _present(r.error) else "(no error recorded)")]
+        details = [b for r in failed.itertuples() for b in (Para([Code(str(r.trial_id))]), Pre(error[r.Index]))]
         blocks.append(Details(f"Full error messages ({len(failed)})", details))
     else:
         blocks.append(Para("No failed trials."))
@@ -317,24 +352,19 @@ def build_document(sweep: Sweep, presets: list[dict],
         blocks.append(Para(f"Early-stopped trials (truncated; excluded from statistics): {len(stopped)}."))
         rows = [[r.trial_id, _combo_cell(sweep, cid, stopped, r), str(r.seed), _g(r.steps_done),
                  _g(stopped.at[r.Index, sweep.target_col])] for r in stopped.itertuples()]
-        blocks.append(Table(["trial", "combination", "seed", "steps", f"last {metric}"], rows, ["l", "l", "r", "r", "r"]))
+        blocks.append(Table(["trial", "combination", "seed", "steps", f"last {sweep.metric}"], rows,
+                            ["l", "l", "r", "r", "r"]))
     others = t[~t["status"].isin(["finished", "failed", "early_stopped"])] if not t.empty else t
     if len(others):
         blocks.append(Para(f"Trials neither finished nor failed (running/pending/other): {len(others)}: "
                            + ", ".join(f"{r.trial_id} ({r.status})" for r in others.itertuples()) + "."))
+    return blocks
 
-    # ------------------------------------------------------------------ samples
-    blocks.append(Heading(2, "Sample generations", "samples"))
-    blocks += _samples(sweep, combos)
 
-    # ------------------------------------------------------------------ trials / W&B
-    blocks.append(Heading(2, "Trials and W&B runs", "trials"))
-    blocks += _trials_section(sweep, combos)
-
-    # ------------------------------------------------------------------ methods
-    blocks.append(Heading(2, "How the numbers are computed", "methods"))
-    blocks.append(Bullets([
-        f"Full budget: status finished and steps_done ≥ {_g(sweep.budget) if sweep.budget is not None else 'the budget'}. "
+def _methods(d: _Doc) -> list:
+    budget = d.sweep.budget
+    return [Heading(2, "How the numbers are computed", "methods"), Bullets([
+        f"Full budget: status finished and steps_done ≥ {_g(budget) if budget is not None else 'the budget'}. "
         "Early-stopped (ASHA) trials enter an Optuna study as COMPLETE with truncated values; they are "
         "excluded from every statistic and importance here.",
         "Every interval and p-value comes from ablate.stats (scipy.stats, statsmodels). Intervals: 95% "
@@ -350,43 +380,13 @@ def build_document(sweep: Sweep, presets: list[dict],
         "P(X > Y) + ½P(X = Y) over pairs of runs, averaged over tasks (descriptive).",
         "Importances: Optuna FanovaImportanceEvaluator(seed=0) and PedAnovaImportanceEvaluator() on "
         "full-budget trials only.",
-    ]))
-
-    blocks += config_blocks
-    title = f"Sweep report: {sweep.name}"
-    return title, _in_reading_order(blocks), figs.files
+    ])]
 
 
-# Sections in reading order: what was found first, how it was set up last; sections not named
-# here keep their place relative to the one before them.
-SECTION_ORDER = ("overview", "findings", "claims", "leaderboard", "curves", "slot-effects",
-                 "metrics", "robust", "failed", "samples", "trials", "methods", "configuration")
-
-
-def _in_reading_order(blocks: list) -> list:
-    """The blocks regrouped by level-2 section (a heading with an anchor starts one), sorted by
-    SECTION_ORDER; an unnamed section stays right after the one it followed."""
-    sections: list[tuple[str, list]] = []
-    for b in blocks:
-        if isinstance(b, Heading) and b.level == 2 and b.anchor or not sections:
-            sections.append((getattr(b, "anchor", "") or "", [b]))
-        else:
-            sections[-1][1].append(b)
-    rank: dict[int, float] = {}
-    last = -1.0
-    for i, (anchor, _) in enumerate(sections):
-        if anchor in SECTION_ORDER:
-            last = float(SECTION_ORDER.index(anchor))
-        else:
-            last += 0.001
-        rank[i] = last
-    order = sorted(range(len(sections)), key=lambda i: (rank[i], i))
-    return [b for i in order for b in sections[i][1]]
-
-
-def _configuration(sweep: Sweep) -> list:
+def _configuration(d: _Doc) -> list:
     """How the sweep was set up: search, budget, provenance, fixed settings, the resolved search
     space, loader notes and skipped trials."""
+    sweep = d.sweep
     meta = sweep.meta
     out: list = [Heading(2, "Configuration", "configuration")]
     out.append(Table(["field", "value"], [
@@ -480,13 +480,14 @@ def _leaderboard_table(sweep: Sweep, combos: list[Combo]) -> Table:
     return Table(header, rows, align, css="leaderboard")
 
 
-def _samples(sweep: Sweep, combos: list[Combo]) -> list:
-    out: list = []
+def _samples(d: _Doc) -> list:
+    """Collapsed generations of the top combinations' last logged step."""
+    out: list = [Heading(2, "Sample generations", "samples")]
     shown = 0
-    for c in combos[:TOP_SAMPLES]:
+    for c in d.combos[:TOP_SAMPLES]:
         recs, src = [], None
         for tid in c.trial_ids:
-            recs = sweep.samples(tid)
+            recs = d.sweep.samples(tid)
             if recs:
                 src = tid
                 break
@@ -512,11 +513,12 @@ def _samples(sweep: Sweep, combos: list[Combo]) -> list:
     return out
 
 
-def _trials_section(sweep: Sweep, combos: list[Combo]) -> list:
-    t = sweep.trials
+def _trials(d: _Doc) -> list:
+    """Every trial with its W&B run id, how to upload offline runs and open the Optuna study."""
+    sweep, t = d.sweep, d.sweep.trials
     if t.empty:
-        return [Para("No trials.")]
-    cid = {c.key: c.cid for c in combos}
+        return [Heading(2, "Trials and W&B runs", "trials"), Para("No trials.")]
+    cid = {c.key: c.cid for c in d.combos}
     rows = []
     for r in t.sort_values("trial_id", kind="mergesort").itertuples():
         rows.append([
@@ -524,7 +526,7 @@ def _trials_section(sweep: Sweep, combos: list[Combo]) -> list:
             _g(t.at[r.Index, sweep.target_col]),
             _g(r.steps_done), _g(r.wall_s), [Code(str(r.wandb_run_id))] if _present(r.wandb_run_id) else "—",
         ])
-    out: list = [Details(f"All {len(t)} trials", [Table(
+    out: list = [Heading(2, "Trials and W&B runs", "trials"), Details(f"All {len(t)} trials", [Table(
         ["trial", "status", "combination", "seed", sweep.metric, "steps", "wall (s)", "W&B run id"],
         rows, ["l", "l", "l", "r", "r", "r", "r", "l"])])]
     offline = t[(t["wandb_mode"].astype(str) == "offline") | t["wandb_dir"].astype(str).str.contains("offline-run")]
@@ -535,7 +537,7 @@ def _trials_section(sweep: Sweep, combos: list[Combo]) -> list:
             f"{len(dirs)} W&B run(s) were logged offline. Upload them from the sweep directory with "
             "(paths that exist under the sweep directory are given relative to it, others as recorded):"
         ))
-        cmds = Pre("\n".join(f"wandb sync {_shell_quote(d)}" for d in dirs), "bash", raw_output=True)
+        cmds = Pre("\n".join(f"wandb sync {shlex.quote(d)}" for d in dirs), "bash", raw_output=True)
         out.append(cmds if len(dirs) <= 10 else Details(f"wandb sync commands ({len(dirs)})", [cmds]))
     elif t["wandb_run_id"].map(_present).any():
         out.append(Para("All W&B runs with a recorded id were logged online (or their mode is unknown)."))
@@ -565,12 +567,6 @@ def _wandb_path(sweep: Sweep, run_dir, wandb_dir: str) -> str:
     return wandb_dir
 
 
-def _shell_quote(s: str) -> str:
-    import shlex
-
-    return shlex.quote(s)
-
-
 MAX_SKIPPED = 200
 
 
@@ -578,6 +574,19 @@ def skipped_line(s: dict) -> str:
     kind = "excluded" if s.get("excluded") else "partly read"
     combo = f" ({s['combo']})" if s.get("combo") else ""
     return f"{s['trial_id']}{combo}: {kind}: {s['reason']}"
+
+
+# What a report contains, in reading order: what was found first, how it was set up last.
+SECTIONS = (_overview, _findings, _claims, _leaderboard, _curves, _slot_effects, _metrics, _robust,
+            _failed, _samples, _trials, _methods, _configuration)
+
+
+def build_document(sweep: Sweep, presets: list[dict],
+                   metrics: list[str] | tuple[str, ...] = ()) -> tuple[str, list, dict[str, bytes]]:
+    """The report's title, blocks and figures. ``metrics``: logged metrics analysed on top of the
+    default set and the search space's ``report.metrics``."""
+    doc = _analyse(sweep, presets, metrics)
+    return f"Sweep report: {sweep.name}", [b for section in SECTIONS for b in section(doc)], doc.figs
 
 
 def generate_report(sweep_dir, out_dir=None, presets=None, log=None, metrics=()) -> Path:

@@ -134,14 +134,6 @@ def _level_labels(col: pd.Series) -> tuple[pd.Series, list[str], bool]:
     return col.map(value_text), distinct, False
 
 
-def replicated(fb: pd.DataFrame) -> bool:
-    """True when at least half of the combinations have two or more full-budget seeds."""
-    if fb.empty:
-        return False
-    sizes = fb.groupby("combo").size()
-    return bool((sizes >= 2).mean() >= 0.5)
-
-
 def sweep_model(fb: pd.DataFrame, y: np.ndarray) -> CellModel:
     """The factorial linear model of one per-run value over the full-budget trials ``fb``."""
     return CellModel(y, fb["combo"].tolist(), fb["seed"].tolist())
@@ -383,7 +375,8 @@ def _memory_study(sweep: Sweep, fb: pd.DataFrame):
 
 
 def importances(sweep: Sweep, *, fanova_seed: int = 0) -> Importances:
-    """fANOVA and PED-ANOVA (Optuna 5's default evaluator) on full-budget trials only."""
+    """fANOVA and PED-ANOVA (Optuna 5's default evaluator) on full-budget trials only: on the
+    sweep's Optuna study when its full-budget trials can be matched, else on an in-memory study."""
     imp = Importances()
     fb = sweep.full_budget().sort_values("trial_id", kind="mergesort")
     n_all_complete = int(sweep.trials["status"].isin(["finished", "early_stopped"]).sum()) if not sweep.trials.empty else 0
@@ -393,44 +386,11 @@ def importances(sweep: Sweep, *, fanova_seed: int = 0) -> Importances:
         )
         return imp
     try:
-        optuna = _quiet_optuna()
+        _quiet_optuna()
     except ImportError:
         imp.notes.append("Importances skipped: optuna is not installed.")
         return imp
-
-    study = None
-    if sweep.journal_path is not None:
-        got = _journal_trials(sweep, fb, imp.notes)
-        if got is not None:
-            name, direction, complete, kept = got
-            varying_params = {
-                k for k in {k for t in kept for k in t.params}
-                if len({str(t.params.get(k)) for t in kept}) > 1
-            }
-            if len(kept) >= MIN_TRIALS_IMPORTANCE and varying_params:
-                study = optuna.create_study(direction=direction)
-                study.add_trials(kept)
-                imp.source = f"Optuna study '{name}' (optuna.journal)"
-                imp.unit = "full-budget study trials"
-                imp.n_trials = len(kept)
-                imp.n_excluded = len(complete) - len(kept)
-                if imp.n_excluded:
-                    imp.notes.append(
-                        f"{imp.n_excluded} of {len(complete)} COMPLETE study trials were excluded: "
-                        "not full-budget (e.g. ASHA-stopped with a truncated value) or not matched "
-                        "to a finished trial."
-                    )
-            elif kept:
-                imp.notes.append(
-                    f"The Optuna study has {len(kept)} full-budget trial(s) ({len(complete)} COMPLETE, "
-                    f"{len(complete) - len(kept)} not full-budget), too few for importances; using an "
-                    "in-memory study of the full-budget runs (one per seed) instead."
-                )
-            else:
-                imp.notes.append(
-                    f"None of the {len(complete)} COMPLETE study trials could be matched to a "
-                    "full-budget finished trial; using an in-memory study of the full-budget runs instead."
-                )
+    study = _journal_study(sweep, fb, imp) if sweep.journal_path is not None else None
     if study is None:
         study, dists = _memory_study(sweep, fb)
         if not dists:
@@ -439,7 +399,49 @@ def importances(sweep: Sweep, *, fanova_seed: int = 0) -> Importances:
         imp.source = "in-memory Optuna study of the full-budget finished trials"
         imp.n_trials = len(fb)
         imp.n_excluded = max(0, n_all_complete - len(fb))
+    _evaluate(study, imp, fanova_seed)
+    return imp
 
+
+def _journal_study(sweep: Sweep, fb: pd.DataFrame, imp: Importances):
+    """The sweep's own study restricted to its full-budget trials, or None (with a note saying
+    why) when too few of them can be matched or none of its parameters varies."""
+    got = _journal_trials(sweep, fb, imp.notes)
+    if got is None:
+        return None
+    name, direction, complete, kept = got
+    varying_params = {k for k in {k for t in kept for k in t.params}
+                      if len({str(t.params.get(k)) for t in kept}) > 1}
+    if len(kept) >= MIN_TRIALS_IMPORTANCE and varying_params:
+        study = _quiet_optuna().create_study(direction=direction)
+        study.add_trials(kept)
+        imp.source = f"Optuna study '{name}' (optuna.journal)"
+        imp.unit = "full-budget study trials"
+        imp.n_trials = len(kept)
+        imp.n_excluded = len(complete) - len(kept)
+        if imp.n_excluded:
+            imp.notes.append(
+                f"{imp.n_excluded} of {len(complete)} COMPLETE study trials were excluded: "
+                "not full-budget (e.g. ASHA-stopped with a truncated value) or not matched "
+                "to a finished trial."
+            )
+        return study
+    if kept:
+        imp.notes.append(
+            f"The Optuna study has {len(kept)} full-budget trial(s) ({len(complete)} COMPLETE, "
+            f"{len(complete) - len(kept)} not full-budget), too few for importances; using an "
+            "in-memory study of the full-budget runs (one per seed) instead."
+        )
+    else:
+        imp.notes.append(
+            f"None of the {len(complete)} COMPLETE study trials could be matched to a "
+            "full-budget finished trial; using an in-memory study of the full-budget runs instead."
+        )
+    return None
+
+
+def _evaluate(study, imp: Importances, fanova_seed: int) -> None:
+    """Both evaluators on ``study``; a failing one leaves a note, not an error."""
     from optuna.importance import (
         FanovaImportanceEvaluator,
         PedAnovaImportanceEvaluator,
@@ -467,4 +469,3 @@ def importances(sweep: Sweep, *, fanova_seed: int = 0) -> Importances:
                 "fANOVA leaves out conditional parameters (sampled in only some trials): "
                 + ", ".join(left_out) + "."
             )
-    return imp

@@ -15,15 +15,12 @@ import numpy as np
 from ablate.render import Code, Strong
 from ablate.tracking.sweep_reader import Sweep
 
-from .aggregate import Combo, Unit, UnitComparison
+from .aggregate import Combo, UnitComparison
 from .effects import FactorEffect, Importances, Interaction
+
 
 def f3(x: float) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.3f}"
-
-
-def fsig(x: float) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{x:+.3f}"
 
 
 def fci(iv, digits: int = 3, signed: bool = False, kind: str = "f") -> str:
@@ -47,28 +44,36 @@ def _names(ids: list[str]) -> str:
 def findings(
     sweep: Sweep,
     combos: list[Combo],
-    units: list[Unit],
     comparisons: list[UnitComparison],
     effects: list[FactorEffect],
     inters: list[Interaction],
     imp: Importances,
-    noise_sd: float,
     task_key: str | None,
 ) -> list[list]:
-    out: list[list] = []
-    metric, mode = sweep.metric, sweep.mode
-    better = "higher" if mode == "max" else "lower"
-    n_fb = len(sweep.full_budget())
-
+    """The Findings bullets: what entered the statistics, the best combination, what the pairwise
+    tests, marginal effects, importances and interactions separate from seed noise, failures."""
     if not combos:
-        out.append([f"No finished full-budget trial has a value for {metric}: nothing to compare."])
-        _failures(sweep, out)
-        return out
+        out = [[f"No finished full-budget trial has a value for {sweep.metric}: nothing to compare."]]
+    else:
+        out = (_scope(sweep, combos) + _comparisons(comparisons, sweep.metric, sweep.mode)
+               + _effects(effects, sweep.mode) + _importances(imp, effects) + _interaction(inters))
+        if task_key:
+            out.append([
+                f"Robust aggregates pool combinations over the swept {task_key} values (strata = tasks)."
+            ])
+    _failures(sweep, out)
+    return out
 
+
+def _scope(sweep: Sweep, combos: list[Combo]) -> list[list]:
+    """How many trials and seeds enter the statistics, and the best combination."""
+    out: list[list] = []
+    metric = sweep.metric
+    better = "higher" if sweep.mode == "max" else "lower"
     ns = [len(c.values) for c in combos]
     out.append([
-        f"{_pl(n_fb, 'full-budget trial')} over {_pl(len(combos), 'combination')} enter the statistics "
-        f"({metric}, {better} is better); seeds per combination: "
+        f"{_pl(len(sweep.full_budget()), 'full-budget trial')} over {_pl(len(combos), 'combination')} "
+        f"enter the statistics ({metric}, {better} is better); seeds per combination: "
         + (f"{min(ns)}" if min(ns) == max(ns) else f"{min(ns)}–{max(ns)}")
         + "."
     ])
@@ -79,51 +84,56 @@ def findings(
         )
         out.append([f"{what.capitalize() if what[0].islower() else what} has a single full-budget "
                     "seed: no interval or test for it."])
-
     best = combos[0]
     lab = f" ({best.label})" if best.label else ""
     out.append([
         "Best combination: ", Strong(best.cid), f"{lab}, {best.desc}: {metric} = {fci(best.target)} "
         f"over {len(best.values)} seed(s).",
     ])
+    return out
 
-    # pairwise comparisons, best unit first
-    if comparisons:
-        lead = comparisons[0].a
-        fam = comparisons[0].n_family
-        mine = [c for c in comparisons if c.a == lead]
-        sig = [c for c in mine if c.significant() and _direction_ok(c, mode)]
-        noise = [c for c in mine if c.test.verdict == "inconclusive"]
-        untestable = [c for c in mine if c.test.verdict == "untestable"]
-        if sig:
-            ex = sig[0]
-            out.append([
-                f"{lead} is better than {_names([c.b for c in sig])} (paired t, Holm-corrected over "
-                f"all {fam} pairs of ranked units: e.g. {lead} − {ex.b} = {fci(ex.diff, signed=True)}, "
-                f"adjusted p = {ex.test.p_adjusted:.2g})."
-            ])
-        if noise:
-            ex = noise[0]
-            out.append([
-                f"{lead} vs {_names([c.b for c in noise])}: not distinguishable from seed noise "
-                f"(e.g. {lead} − {ex.b} = {fci(ex.diff, signed=True)}, adjusted p = "
-                f"{ex.test.p_adjusted:.2g}; a difference below about {ex.test.mde:.3g} would "
-                "likely go unseen at this number of seeds); the ranking among these is not established."
-            ])
-        if untestable:
-            out.append([
-                f"{lead} vs {_names([c.b for c in untestable])}: not testable (a side has a single seed)."
-            ])
-        others = [c for c in comparisons if c.a != lead and c.significant()]
-        if others:
-            out.append([
-                "Other separable pairs among the top "
-                f"{len({c.a for c in comparisons} | {c.b for c in comparisons})}: "
-                + ", ".join(f"{c.a} {'>' if c.diff.point > 0 else '<'} {c.b}" for c in others)
-                + f" ({metric}; Holm-adjusted p < 0.05)."
-            ])
 
-    # slot and hyperparameter marginal effects, largest spread first
+def _comparisons(comparisons: list[UnitComparison], metric: str, mode: str) -> list[list]:
+    """The pairwise comparisons of the best unit, then other separable pairs."""
+    if not comparisons:
+        return []
+    out: list[list] = []
+    lead = comparisons[0].a
+    mine = [c for c in comparisons if c.a == lead]
+    sig = [c for c in mine if c.significant() and _direction_ok(c, mode)]
+    noise = [c for c in mine if c.test.verdict == "inconclusive"]
+    untestable = [c for c in mine if c.test.verdict == "untestable"]
+    if sig:
+        ex = sig[0]
+        out.append([
+            f"{lead} is better than {_names([c.b for c in sig])} (paired t, Holm-corrected over "
+            f"all {comparisons[0].n_family} pairs of ranked units: e.g. {lead} − {ex.b} = "
+            f"{fci(ex.diff, signed=True)}, adjusted p = {ex.test.p_adjusted:.2g})."
+        ])
+    if noise:
+        ex = noise[0]
+        out.append([
+            f"{lead} vs {_names([c.b for c in noise])}: not distinguishable from seed noise "
+            f"(e.g. {lead} − {ex.b} = {fci(ex.diff, signed=True)}, adjusted p = "
+            f"{ex.test.p_adjusted:.2g}; a difference below about {ex.test.mde:.3g} would "
+            "likely go unseen at this number of seeds); the ranking among these is not established."
+        ])
+    if untestable:
+        out.append([f"{lead} vs {_names([c.b for c in untestable])}: not testable (a side has a single seed)."])
+    others = [c for c in comparisons if c.a != lead and c.significant()]
+    if others:
+        out.append([
+            "Other separable pairs among the top "
+            f"{len({c.a for c in comparisons} | {c.b for c in comparisons})}: "
+            + ", ".join(f"{c.a} {'>' if c.diff.point > 0 else '<'} {c.b}" for c in others)
+            + f" ({metric}; Holm-adjusted p < 0.05)."
+        ])
+    return out
+
+
+def _effects(effects: list[FactorEffect], mode: str) -> list[list]:
+    """One line per slot or hyperparameter marginal effect, largest spread first."""
+    out: list[list] = []
     for eff in sorted(effects, key=lambda e: (-e.spread, e.name)):
         best_lv = eff.best(mode)
         sep, overlap = eff.separated_from_best(mode)
@@ -146,41 +156,40 @@ def findings(
             if overlap:
                 msg += "; within seed noise of " + ", ".join(f"{lv.label} ({f3(lv.ci.point)})" for lv in overlap)
             out.append(name + [msg + "."])
-
-    if imp.available:
-        parts = []
-        for label, res in (("fANOVA", imp.fanova), ("PED-ANOVA", imp.ped_anova)):
-            if res:
-                top = list(res.items())[:2]
-                parts.append(
-                    f"{label} ranks {top[0][0]} first ({top[0][1]:.2f})"
-                    + (f", then {top[1][0]} ({top[1][1]:.2f})" if len(top) > 1 else "")
-                )
-        tops = {next(iter(r)) for r in (imp.fanova, imp.ped_anova) if r}
-        agree = " The two evaluators agree on the most important parameter." if len(tops) == 1 and len(
-            [r for r in (imp.fanova, imp.ped_anova) if r]) == 2 else (
-            " The evaluators disagree on the top parameter (they answer different questions: "
-            "variance explained vs reaching the top 10%)." if len(tops) > 1 else "")
-        out.append(["; ".join(parts) + f" (on {imp.n_trials} {imp.unit})." + agree + _floor(effects)])
-
-    tested = [it for it in inters if np.isfinite(it.p_adjusted)]
-    if tested:
-        it = min(tested, key=lambda x: (x.p_adjusted, -x.residual_rms))
-        if it.p_adjusted < 0.05:
-            verdict = (f"the additive picture is incomplete (interaction F test, BH-adjusted p = "
-                       f"{it.p_adjusted:.2g}); inspect its table")
-        else:
-            verdict = (f"no interaction is distinguishable from seed noise (smallest BH-adjusted "
-                       f"p = {it.p_adjusted:.2g})")
-        out.append([f"Interactions: strongest evidence for {it.a} × {it.b} (residual RMS "
-                    f"{it.residual_rms:.3g}): {verdict}."])
-
-    if task_key:
-        out.append([
-            f"Robust aggregates pool combinations over the swept {task_key} values (strata = tasks)."
-        ])
-    _failures(sweep, out)
     return out
+
+
+def _importances(imp: Importances, effects: list[FactorEffect]) -> list[list]:
+    """What fANOVA and PED-ANOVA rank first, whether they agree, and the noise floor."""
+    if not imp.available:
+        return []
+    ran = [(label, res) for label, res in (("fANOVA", imp.fanova), ("PED-ANOVA", imp.ped_anova)) if res]
+    parts = []
+    for label, res in ran:
+        top = list(res.items())[:2]
+        parts.append(f"{label} ranks {top[0][0]} first ({top[0][1]:.2f})"
+                     + (f", then {top[1][0]} ({top[1][1]:.2f})" if len(top) > 1 else ""))
+    tops = {next(iter(res)) for _, res in ran}
+    agree = " The two evaluators agree on the most important parameter." if len(tops) == 1 and len(ran) == 2 else (
+        " The evaluators disagree on the top parameter (they answer different questions: "
+        "variance explained vs reaching the top 10%)." if len(tops) > 1 else "")
+    return [["; ".join(parts) + f" (on {imp.n_trials} {imp.unit})." + agree + _floor(effects)]]
+
+
+def _interaction(inters: list[Interaction]) -> list[list]:
+    """The interaction with the strongest evidence, and whether it is beyond seed noise."""
+    tested = [it for it in inters if np.isfinite(it.p_adjusted)]
+    if not tested:
+        return []
+    it = min(tested, key=lambda x: (x.p_adjusted, -x.residual_rms))
+    if it.p_adjusted < 0.05:
+        verdict = (f"the additive picture is incomplete (interaction F test, BH-adjusted p = "
+                   f"{it.p_adjusted:.2g}); inspect its table")
+    else:
+        verdict = (f"no interaction is distinguishable from seed noise (smallest BH-adjusted "
+                   f"p = {it.p_adjusted:.2g})")
+    return [[f"Interactions: strongest evidence for {it.a} × {it.b} (residual RMS "
+             f"{it.residual_rms:.3g}): {verdict}."]]
 
 
 def _floor(effects: list[FactorEffect]) -> str:

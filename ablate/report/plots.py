@@ -9,6 +9,7 @@ import io
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -28,11 +29,10 @@ CURVE_METRICS = (
 )
 
 
-def _colors(n: int) -> list:
+def _tab10(i: int) -> tuple:
     from matplotlib import colormaps
 
-    cmap = colormaps["tab10"]
-    return [cmap(i % 10) for i in range(n)]
+    return colormaps["tab10"](i % 10)
 
 
 def _new(w: float, h: float) -> Figure:
@@ -42,11 +42,11 @@ def _new(w: float, h: float) -> Figure:
 
 
 def _png(fig: Figure) -> bytes:
-    """The figure with everything drawn on it: ``bbox_inches="tight"`` grows the canvas to hold
-    legends and long tick labels placed outside the axes, so nothing is clipped."""
+    """The figure as PNG bytes. Each plot lays itself out once with ``tight_layout`` (labels and
+    titles inside the canvas; a legend outside the axes grows the figure first), so saving needs no
+    second layout pass (``bbox_inches="tight"`` would draw the whole figure twice)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None}, bbox_inches="tight",
-                pad_inches=0.15)
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     return buf.getvalue()
 
 
@@ -217,7 +217,7 @@ def curves_plot(sweep: Sweep, combos: list[Combo]) -> bytes | None:
     if not head or sweep.metrics.empty:
         return None
     fig = _new(11.0, 7.2)
-    colors = dict(zip([c.cid for c in head], _colors(len(head))))
+    colors = {c.cid: _tab10(i) for i, c in enumerate(head)}
     names = {c.cid: _combo_name(c) for c in head}
     drawn = False
     panels = list(CURVE_METRICS)
@@ -248,18 +248,16 @@ def curves_plot(sweep: Sweep, combos: list[Combo]) -> bytes | None:
             ax.set_yscale("log")
     if not drawn:
         return None
-    handles, labels = fig.axes[0].get_legend_handles_labels()
-    if not handles:
-        for ax in fig.axes:
-            handles, labels = ax.get_legend_handles_labels()
-            if handles:
-                break
+    handles, labels = next(hl for hl in map(Axes.get_legend_handles_labels, fig.axes) if hl[0])
     fig.suptitle(f"Training curves, top {len(head)} combinations (mean over seeds ± 1 s.e.)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    # below the panels, as wide as the names need (the saved canvas grows to hold it)
+    # below the panels, as wide as the names need: the figure grows by the legend's height
     widest = max(len(x) for lab in labels for x in lab.splitlines())
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-               ncol=max(1, min(3, len(labels), 110 // max(widest, 1))), fontsize=8, frameon=False)
+    leg = fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.0),
+                     ncol=max(1, min(3, len(labels), 110 // max(widest, 1))), fontsize=8, frameon=False)
+    w, h = fig.get_size_inches()
+    leg_h = leg.get_window_extent(fig.canvas.get_renderer()).height / fig.dpi + 0.1
+    fig.set_size_inches(w, h + leg_h)
+    fig.tight_layout(rect=(0, leg_h / (h + leg_h), 1, 0.97))
     return _png(fig)
 
 
@@ -269,12 +267,12 @@ def passk_plot(combos: list[Combo], ks: list[int]) -> bytes | None:
         return None
     fig = _new(7.5, 4.6)
     ax = fig.add_subplot(1, 1, 1)
-    for color, c in zip(_colors(len(head)), head):
+    for i, c in enumerate(head):
         kk = [k for k in ks if k in c.pass_k and np.isfinite(c.pass_k[k].point)]
         y = np.array([c.pass_k[k].point for k in kk])
         lo = np.array([_err(c.pass_k[k])[0] for k in kk])
         hi = np.array([_err(c.pass_k[k])[1] for k in kk])
-        ax.errorbar(kk, y, yerr=[lo, hi], marker="o", ms=4, capsize=3, color=color, label=_combo_name(c))
+        ax.errorbar(kk, y, yerr=[lo, hi], marker="o", ms=4, capsize=3, color=_tab10(i), label=_combo_name(c))
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("k")

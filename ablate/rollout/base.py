@@ -8,7 +8,7 @@ from typing import ClassVar, Optional
 import torch
 
 from ablate.component import Component, Needs
-from ablate.errors import ConfigError
+from ablate.spec.params import require
 
 IS_CORRECTIONS = ("none", "truncate", "mask")
 
@@ -58,15 +58,10 @@ class RolloutEngine(Component):
     reports_logprobs: ClassVar[bool] = False
 
     def set_correction(self, is_correction: str, is_cap: float) -> None:
-        if is_correction not in IS_CORRECTIONS:
-            raise ConfigError(f"rollout.is_correction: unknown value {is_correction!r}; "
-                              f"allowed: {', '.join(IS_CORRECTIONS)}")
-        if not (isinstance(is_cap, (int, float)) and is_cap > 1):
-            raise ConfigError(f"rollout.is_cap: expected a number > 1, got {is_cap!r}")
-        if is_correction != "none" and not self.reports_logprobs:
-            raise ConfigError(f"rollout.is_correction: {is_correction!r} needs an engine that reports its "
-                              "own log-probs (rollout=vllm with rollout.logprobs=engine)")
-        self.is_correction, self.is_cap = is_correction, float(is_cap)
+        """Set by the engine's constructor, whose typed parameters checked both values."""
+        require(is_correction == "none" or self.reports_logprobs, self, "is_correction", is_correction,
+                "none unless the engine reports its own log-probs (rollout=vllm with rollout.logprobs=engine)")
+        self.is_correction, self.is_cap = is_correction, is_cap
 
     def needs(self) -> Needs:
         return Needs(logp_before_advantage=self.is_correction != "none")

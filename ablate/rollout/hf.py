@@ -9,12 +9,12 @@ reproducible: its next draw seeds a forked torch RNG (the caller's global RNG is
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Literal, Optional
 
 import torch
 
-from ablate.errors import ConfigError
-from ablate.rollout.base import RolloutEngine, RolloutOutput
+from ablate.spec.params import Gt, NonNeg, NonNegInt, Num, PosFrac, PosInt
+from ablate.rollout.base import IS_CORRECTIONS, RolloutEngine, RolloutOutput
 from ablate.rollout.common import assemble, eos_ids_of, seed_from
 
 
@@ -28,22 +28,12 @@ class HFEngine(RolloutEngine):
     truncated while ``old_logp`` is the untruncated tempered log-prob (as in verl).
     """
 
-    def __init__(self, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: Optional[int] = None,
-                 top_k: int = 0, batch_size: Optional[int] = None,
-                 logprob_batch_size: Optional[int] = None, is_correction: str = "none",
-                 is_cap: float = 2.0):
-        if temperature is None or temperature < 0:
-            raise ConfigError(f"rollout.temperature: must be >= 0, got {temperature!r}")
-        if not 0 < top_p <= 1:
-            raise ConfigError(f"rollout.top_p: must be in (0, 1], got {top_p!r}")
-        if max_new_tokens is not None and (not isinstance(max_new_tokens, int) or max_new_tokens < 1):
-            raise ConfigError(f"rollout.max_new_tokens: must be a positive integer or null (the task's "
-                              f"budget), got {max_new_tokens!r}")
-        for name, v in (("batch_size", batch_size), ("logprob_batch_size", logprob_batch_size)):
-            if v is not None and (not isinstance(v, int) or v < 1):
-                raise ConfigError(f"rollout.{name}: must be a positive integer or null, got {v!r}")
-        self.temperature, self.top_p, self.max_new_tokens = float(temperature), float(top_p), max_new_tokens
-        self.top_k, self.batch_size, self.logprob_batch_size = int(top_k), batch_size, logprob_batch_size
+    def __init__(self, temperature: NonNeg = 1.0, top_p: PosFrac = 1.0, max_new_tokens: Optional[PosInt] = None,
+                 top_k: NonNegInt = 0, batch_size: Optional[PosInt] = None,
+                 logprob_batch_size: Optional[PosInt] = None,
+                 is_correction: Literal[IS_CORRECTIONS] = "none", is_cap: Annotated[Num, Gt(1)] = 2.0):
+        self.temperature, self.top_p, self.max_new_tokens = temperature, top_p, max_new_tokens  # null: the task's budget
+        self.top_k, self.batch_size, self.logprob_batch_size = top_k, batch_size, logprob_batch_size
         self.set_correction(is_correction, is_cap)
 
     def generate(self, model: torch.nn.Module, tokenizer, prompts: list[str], n: int, *,

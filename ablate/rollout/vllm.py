@@ -16,40 +16,35 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Literal, Optional
 
 import torch
 
 from ablate.errors import ConfigError
-from ablate.rollout.base import RolloutEngine, RolloutOutput
+from ablate.spec.params import Gt, NonNeg, Num, PosFrac, PosInt
+from ablate.rollout.base import IS_CORRECTIONS, RolloutEngine, RolloutOutput
 from ablate.rollout.common import assemble, eos_ids_of, seed_from
 
 NEEDS = "rollout=vllm needs a GPU and the `gpu` extra (pip install 'ablate-upge[gpu]'); use rollout=hf on CPU"
 
 
 class VLLMEngine(RolloutEngine):
-    def __init__(self, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: Optional[int] = None,
-                 top_k: int = 0, gpu_memory_utilization: float = 0.4, dtype: str = "auto",
-                 enforce_eager: bool = True, max_model_len: Optional[int] = None,
-                 logprob_batch_size: Optional[int] = None, logprobs: str = "trainer",
-                 is_correction: str = "none", is_cap: float = 2.0, sleep_mode: bool = False):
+    def __init__(self, temperature: NonNeg = 1.0, top_p: PosFrac = 1.0, max_new_tokens: Optional[PosInt] = None,
+                 top_k: int = 0, gpu_memory_utilization: PosFrac = 0.4, dtype: str = "auto",
+                 enforce_eager: bool = True, max_model_len: Optional[PosInt] = None,
+                 logprob_batch_size: Optional[PosInt] = None, logprobs: Literal["trainer", "engine"] = "trainer",
+                 is_correction: Literal[IS_CORRECTIONS] = "none", is_cap: Annotated[Num, Gt(1)] = 2.0,
+                 sleep_mode: bool = False):
         if not torch.cuda.is_available():
             raise ConfigError(NEEDS)
         try:
             import vllm  # noqa: F401
         except ImportError:
             raise ConfigError(NEEDS) from None
-        if not 0 < top_p <= 1:
-            raise ConfigError(f"rollout.top_p: must be in (0, 1], got {top_p!r}")
-        self.temperature, self.top_p = float(temperature), float(top_p)
-        self.max_new_tokens = None if max_new_tokens is None else int(max_new_tokens)
-        self.top_k = int(top_k)
-        self.gpu_memory_utilization, self.dtype = float(gpu_memory_utilization), dtype
-        self.enforce_eager, self.max_model_len = bool(enforce_eager), max_model_len
-        self.logprob_batch_size = logprob_batch_size
-        if logprobs not in ("trainer", "engine"):
-            raise ConfigError(f"rollout.logprobs: unknown value {logprobs!r}; allowed: engine, trainer")
-        self.logprobs = logprobs
+        self.temperature, self.top_p, self.max_new_tokens = temperature, top_p, max_new_tokens
+        self.top_k, self.gpu_memory_utilization, self.dtype = top_k, gpu_memory_utilization, dtype
+        self.enforce_eager, self.max_model_len = enforce_eager, max_model_len
+        self.logprob_batch_size, self.logprobs = logprob_batch_size, logprobs
         self.reports_logprobs = logprobs == "engine"  # keep vLLM's own log-probs for the IS correction
         self.set_correction(is_correction, is_cap)
         self.sleep_mode = bool(sleep_mode)  # colocated: release GPU memory between generations

@@ -99,7 +99,8 @@ def import_path(target: str, field: str) -> object:
     try:
         return getattr(mod, attr)
     except AttributeError:
-        public = [n for n in dir(mod) if not n.startswith("_") and inspect.isclass(getattr(mod, n))]
+        public = [n for n, o in vars(mod).items()  # classes defined there, not ones it imports
+                  if not n.startswith("_") and inspect.isclass(o) and o.__module__ == mod_name]
         raise choice_error(f"{field} ({mod_name})", attr, public) from None
 
 

@@ -8,6 +8,7 @@ a key twice in one mapping.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,14 @@ class _Loader(yaml.SafeLoader):
                     raise ConfigError(f"{self.source}:{line}: key {key!r} appears twice in one "
                                       "mapping; allowed: each key once")
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.2 floats (`1e-5`, `1.0e6`: PyYAML's 1.1 rules read them as strings), as OmegaConf reads them,
+# so that a variant file's numbers are numbers to the typed constructors (strings are not coerced)
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 def _expanded_size(node: yaml.Node, memo: dict, limit: int) -> int:

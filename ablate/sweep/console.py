@@ -11,9 +11,12 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TextIO
+
+from ablate.tracking.progress import PROGRESS_FILE, read
 
 RAY_LOG = "ray.log"
 
@@ -158,105 +161,106 @@ def _trial_error(trial: Any, sweep_dir: str | None) -> str | None:
     return lines[-1][:300] if lines else None
 
 
-def make_console_callback(*, metric: str, mode: str, label: Callable[[Any], str],
-                          total: int | None, sweep_dir: str | None = None,
-                          steps: int | None = None):
-    """A Tune Callback printing a line per trial start / end and the best value so far. The bar
-    counts trials that ended (finished, stopped early or failed); ``total`` is the planned number.
-    Between those lines it shows every running trial's step and latest ``metric`` (Tune's
-    intermediate results) or its warm-start progress (the trial's progress.json), redrawn every
-    couple of seconds on a terminal, as a status line now and then in a log."""
-    import time
+class _ConsoleLines:
+    """The console callback's behaviour as Tune's Callback hooks, kept free of Ray: the base is
+    mixed in by ``make_console_callback`` (Ray is imported only when a sweep runs)."""
 
+    def __init__(self, *, metric: str, mode: str, label: Callable[[Any], str], total: int | None,
+                 sweep_dir: str | None = None, steps: int | None = None):
+        self.metric, self.label, self.total = metric, label, total
+        self.sweep_dir, self.steps = sweep_dir, steps
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.best: tuple[float, str] | None = None
+        self.ended = 0
+        self.failed = 0
+        self.started: set[str] = set()
+        self.results: dict[str, dict] = {}
+        self.shown = (0.0, "")  # when the last status went out, and what it said
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.results[str(trial.trial_id)] = {k: result.get(k) for k in ("step", self.metric, "timestamp")}
+
+    def running_status(self, trials) -> str:
+        parts = []
+        for t in trials:
+            if t.status != "RUNNING":
+                continue
+            tid = str(t.trial_id)
+            phase = read(Path(self.sweep_dir) / "trials" / tid / PROGRESS_FILE) if self.sweep_dir else None
+            parts.append(trial_status(tid, self.results.get(tid), self.metric, self.steps, phase))
+        return "; ".join(parts)
+
+    def on_step_end(self, iteration, trials, **info):
+        now = time.monotonic()
+        last_t, last_text = self.shown
+        if now - last_t < BAR_REFRESH_S:
+            return
+        text = self.running_status(trials)
+        if not text:
+            return
+        if current().status(text):
+            self.shown = (now, text)
+        elif (now - last_t >= LINE_REFRESH_S and text != last_text) or now - last_t >= LINE_SILENT_S:
+            self.shown = (now, text)
+            current()(f"{self._prefix()} running: {text}")
+
+    def setup(self, **info):
+        current().start_bar(self.total, "trials")
+
+    def _prefix(self) -> str:
+        return f"[{self.ended}/{self.total}]" if self.total else f"[{self.ended}]"
+
+    def _best(self) -> str:
+        if self.best is None:
+            return "best: none yet"
+        return f"best {self.metric}={_fmt(self.best[0])} ({self.best[1]})"
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        tid = str(trial.trial_id)
+        again = tid in self.started
+        self.started.add(tid)
+        current()(f"{self._prefix()} {'restarted' if again else 'started'} {tid} {self.label(trial)}")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        current()(f"{self._prefix()} retrying {trial.trial_id} after an infrastructure failure "
+                  f"(from its last checkpoint)")
+
+    def _end(self, trial, what: str, value: Any = None, error: str | None = None):
+        self.ended += 1
+        desc = self.label(trial)
+        if isinstance(value, (int, float)) and math.isfinite(float(value)):
+            if self.best is None or self.sign * float(value) > self.sign * self.best[0]:
+                self.best = (float(value), desc)
+            res = f"{self.metric}={_fmt(value)}"
+        else:
+            res = error or f"no {self.metric}"
+        current().advance(self._best())
+        current()(f"{self._prefix()} {what} {trial.trial_id} {desc}: {res}; {self._best()}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        last: Mapping[str, Any] = trial.last_result or {}
+        complete = bool(last.get("sweep/complete"))
+        self._end(trial, "finished" if complete else "stopped early", last.get(self.metric))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.failed += 1
+        err = _trial_error(trial, self.sweep_dir)
+        self._end(trial, "FAILED", error=err or "failed (see the trial's error.txt)")
+
+    def on_experiment_end(self, trials, **info):
+        current().close_bar()
+
+
+def make_console_callback(**kw):
+    """A Tune Callback printing a line per trial start / end and the best value so far (keywords:
+    those of ``_ConsoleLines``). The bar counts trials that ended (finished, stopped early or
+    failed); ``total`` is the planned number. Between those lines it shows every running trial's
+    step and latest ``metric`` (Tune's intermediate results) or its warm-start progress (the
+    trial's progress.json), redrawn every couple of seconds on a terminal, as a status line now
+    and then in a log."""
     from ray.tune import Callback
 
-    from ablate.tracking.progress import PROGRESS_FILE, read
+    class ConsoleCallback(_ConsoleLines, Callback):
+        pass
 
-    sign = 1.0 if mode == "max" else -1.0
-
-    class ConsoleCallback(Callback):
-        def __init__(self):
-            self.best: tuple[float, str] | None = None
-            self.ended = 0
-            self.failed = 0
-            self.started: set[str] = set()
-            self.results: dict[str, dict] = {}
-            self.shown = (0.0, "")  # when the last status went out, and what it said
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            self.results[str(trial.trial_id)] = {k: result.get(k) for k in
-                                                 ("step", metric, "timestamp")}
-
-        def running_status(self, trials) -> str:
-            parts = []
-            for t in trials:
-                if t.status != "RUNNING":
-                    continue
-                tid = str(t.trial_id)
-                phase = read(Path(sweep_dir) / "trials" / tid / PROGRESS_FILE) if sweep_dir else None
-                parts.append(trial_status(tid, self.results.get(tid), metric, steps, phase))
-            return "; ".join(parts)
-
-        def on_step_end(self, iteration, trials, **info):
-            now = time.monotonic()
-            last_t, last_text = self.shown
-            if now - last_t < BAR_REFRESH_S:
-                return
-            text = self.running_status(trials)
-            if not text:
-                return
-            if current().status(text):
-                self.shown = (now, text)
-            elif (now - last_t >= LINE_REFRESH_S and text != last_text) or \
-                    now - last_t >= LINE_SILENT_S:
-                self.shown = (now, text)
-                current()(f"{self._prefix()} running: {text}")
-
-        def setup(self, **info):
-            current().start_bar(total, "trials")
-
-        def _prefix(self) -> str:
-            return f"[{self.ended}/{total}]" if total else f"[{self.ended}]"
-
-        def _best(self) -> str:
-            if self.best is None:
-                return "best: none yet"
-            return f"best {metric}={_fmt(self.best[0])} ({self.best[1]})"
-
-        def on_trial_start(self, iteration, trials, trial, **info):
-            tid = str(trial.trial_id)
-            again = tid in self.started
-            self.started.add(tid)
-            current()(f"{self._prefix()} {'restarted' if again else 'started'} {tid} "
-                    f"{label(trial)}")
-
-        def on_trial_recover(self, iteration, trials, trial, **info):
-            current()(f"{self._prefix()} retrying {trial.trial_id} after an infrastructure failure "
-                    f"(from its last checkpoint)")
-
-        def _end(self, trial, what: str, value: Any = None, error: str | None = None):
-            self.ended += 1
-            desc = label(trial)
-            if isinstance(value, (int, float)) and math.isfinite(float(value)):
-                if self.best is None or sign * float(value) > sign * self.best[0]:
-                    self.best = (float(value), desc)
-                res = f"{metric}={_fmt(value)}"
-            else:
-                res = error or f"no {metric}"
-            current().advance(self._best())
-            current()(f"{self._prefix()} {what} {trial.trial_id} {desc}: {res}; {self._best()}")
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            last: Mapping[str, Any] = trial.last_result or {}
-            complete = bool(last.get("sweep/complete"))
-            self._end(trial, "finished" if complete else "stopped early", last.get(metric))
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self.failed += 1
-            err = _trial_error(trial, sweep_dir)
-            self._end(trial, "FAILED", error=err or "failed (see the trial's error.txt)")
-
-        def on_experiment_end(self, trials, **info):
-            current().close_bar()
-
-    return ConsoleCallback()
+    return ConsoleCallback(**kw)

@@ -54,7 +54,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from ablate.errors import ConfigError, choice_error, choice_text
 from ablate.registry import variant_names
-from ablate.schema import MAX_SEED, SLUG_ALLOWED, Problem, check, is_slug
+from ablate.schema import MAX_SEED, SLUG_ALLOWED, is_slug
+from ablate.spec.translate import Problem, check
 from ablate.claims.spec import Claim, ReportSpec, parse_claims, parse_report
 from ablate.spec.groups import GROUPS, SWEEP_GROUPS
 
@@ -206,7 +207,7 @@ class SearchSpace:
 
 # ------------------------------------------------------------------------------ validation
 # The file format as pydantic models: a field's checks sit on the field, a section's on its model;
-# a failure is an ablate.schema.Problem in its own words, made one line (with the field's path) by
+# a failure is an ablate.spec.translate.Problem in its own words, made one line (with the field's path) by
 # ablate.schema.check. Checks across sections (conditions, grid vs ranges, claims, base_overrides)
 # run on the built SearchSpace, whose axes they need.
 def _number(v: Any) -> float | int:

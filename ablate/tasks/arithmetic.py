@@ -7,12 +7,12 @@ them.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
 import re
 import numpy as np
 
-from ablate.errors import ConfigError
+from ablate.spec.params import Ge, Int, Le, NonNegInt, PosInt, require
 from ablate.tasks.base import GeneratedTask, Problem, Reward
 from ablate.tasks.expr import parse_expr
 
@@ -25,36 +25,27 @@ class Arithmetic(GeneratedTask):
     name = "arithmetic"
     reward_names = ("correct", "format")
 
-    def __init__(self, digits: int = 2, ops: str = "+", num_operands: int = 2, seed: int = 1234,
-                 eval_size: int = 256, max_new_tokens: Optional[int] = None):
-        if not isinstance(digits, int) or not 1 <= digits <= 9:
-            raise ConfigError(f"task.digits: got {digits!r}; allowed: an integer in 1..9")
-        if not isinstance(ops, str) or not ops or any(c not in "+-*" for c in ops) or \
-                len(set(ops)) != len(ops):
-            raise ConfigError(f"task.ops: must be a non-empty string of distinct characters from "
-                              f"'+-*', got {ops!r}")
-        if not isinstance(num_operands, int) or not 2 <= num_operands <= 6:
-            raise ConfigError(f"task.num_operands: got {num_operands!r}; allowed: an integer in 2..6")
-        if not isinstance(eval_size, int) or eval_size < 1:
-            raise ConfigError(f"task.eval_size: got {eval_size!r}; allowed: a positive integer")
+    def __init__(self, digits: Annotated[Int, Ge(1), Le(9)] = 2, ops: str = "+",
+                 num_operands: Annotated[Int, Ge(2), Le(6)] = 2, seed: NonNegInt = 1234,
+                 eval_size: PosInt = 256, max_new_tokens: Optional[PosInt] = None):
+        require(ops != "" and set(ops) <= set("+-*") and len(set(ops)) == len(ops), self, "ops", ops,
+                "a non-empty string of distinct characters from '+-*'")
         self.digits, self.ops, self.num_operands = digits, ops, num_operands
-        self.seed, self.eval_size = int(seed), eval_size
+        self.seed, self.eval_size = seed, eval_size
         self._spec = dict(digits=digits, ops=ops, num_operands=num_operands, seed=self.seed,
                           eval_size=eval_size)
         self._lo = 0 if digits == 1 else 10 ** (digits - 1)
         self._hi = 10 ** digits - 1
         space = (self._hi - self._lo + 1) ** num_operands * len(ops) ** (num_operands - 1)
-        if eval_size > space // 2:
-            raise ConfigError(f"task.eval_size: {eval_size} is more than half of the {space} distinct "
-                              f"problems (digits={digits}, ops={ops!r}, num_operands={num_operands})")
+        require(eval_size <= space // 2, self, "eval_size", eval_size, f"at most half of the {space} distinct "
+                f"problems (digits={digits}, ops={ops!r}, num_operands={num_operands})")
         rng = np.random.default_rng([self.seed, 0xE7A1])
         self._build_eval(rng)
         self._eval_prompts = {p.prompt for p in self._eval}
         # the generation budget: at least the longest answer + EOS (None = exactly that)
         need = self._max_answer_chars() + 1
-        if max_new_tokens is not None and (not isinstance(max_new_tokens, int) or max_new_tokens < need):
-            raise ConfigError(f"task.max_new_tokens: must be null or an integer >= {need} (the longest "
-                              f"answer + EOS), got {max_new_tokens!r}")
+        require(max_new_tokens is None or max_new_tokens >= need, self, "max_new_tokens", max_new_tokens,
+                f"null or an integer >= {need} (the longest answer + EOS)")
         self.max_new_tokens = need if max_new_tokens is None else max_new_tokens
 
     # -- problems --------------------------------------------------------------------------

@@ -9,6 +9,8 @@ import hashlib
 
 import numpy as np
 
+from ablate.spec.params import Checked
+
 
 @dataclass
 class Problem:
@@ -35,7 +37,7 @@ class Reward:
     meta: dict = field(default_factory=dict)  # verifier metadata (extracted answer, label, ...)
 
 
-class Task:
+class Task(Checked):
     """A verifiable task. ``train_problems`` samples from the training distribution with ``rng``;
     ``eval_problems`` is a fixed held-out split, disjoint from training where the task allows it."""
 

@@ -9,11 +9,13 @@ Demonstrations come from a brute-force solver (the shortest solution).
 
 from __future__ import annotations
 
+from typing import Annotated
 import functools
 
 import numpy as np
 
 from ablate.errors import ConfigError
+from ablate.spec.params import Ge, Int, Le, NonNegInt, PosInt, require
 from ablate.tasks.base import Problem, Reward, Task
 from ablate.tasks.expr import ExprError, expressions, parse_expr
 
@@ -40,23 +42,16 @@ class Countdown(Task):
     name = "countdown"
     reward_names = ("correct", "format")
 
-    def __init__(self, num_numbers: int = 3, max_number: int = 20, seed: int = 1234,
-                 eval_size: int = 256, ops: str = "+-*"):
-        if not isinstance(num_numbers, int) or not 2 <= num_numbers <= 5:
-            raise ConfigError(f"task.num_numbers: got {num_numbers!r}; allowed: an integer in 2..5")
-        if not isinstance(max_number, int) or not 2 <= max_number <= 1000:
-            raise ConfigError(f"task.max_number: got {max_number!r}; allowed: an integer in 2..1000")
-        if not isinstance(ops, str) or not ops or any(c not in "+-*/" for c in ops) or \
-                len(set(ops)) != len(ops):
-            raise ConfigError(f"task.ops: must be a non-empty string of distinct characters from "
-                              f"'+-*/', got {ops!r}")
-        if not isinstance(eval_size, int) or eval_size < 1:
-            raise ConfigError(f"task.eval_size: got {eval_size!r}; allowed: a positive integer")
-        if eval_size > max_number ** num_numbers // 4:
-            raise ConfigError(f"task.eval_size: {eval_size} too large for num_numbers={num_numbers}, "
-                              f"max_number={max_number}")
+    def __init__(self, num_numbers: Annotated[Int, Ge(2), Le(5)] = 3,
+                 max_number: Annotated[Int, Ge(2), Le(1000)] = 20, seed: NonNegInt = 1234,
+                 eval_size: PosInt = 256, ops: str = "+-*"):
+        require(ops != "" and set(ops) <= set("+-*/") and len(set(ops)) == len(ops), self, "ops", ops,
+                "a non-empty string of distinct characters from '+-*/'")
+        require(eval_size <= max_number ** num_numbers // 4, self, "eval_size", eval_size,
+                f"an integer <= {max_number ** num_numbers // 4} for num_numbers={num_numbers}, "
+                f"max_number={max_number}")
         self.num_numbers, self.max_number, self.ops = num_numbers, max_number, ops
-        self.seed, self.eval_size = int(seed), eval_size
+        self.seed, self.eval_size = seed, eval_size
         self._spec = dict(num_numbers=num_numbers, max_number=max_number, seed=self.seed,
                           eval_size=eval_size, ops=ops)
         rng = np.random.default_rng([self.seed, 0xC0DE])

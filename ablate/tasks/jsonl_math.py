@@ -16,11 +16,12 @@ import re
 import string
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 
 from ablate.errors import ConfigError
+from ablate.spec.params import Frac, NonNegInt, PosInt, require
 from ablate.tasks.base import Problem, Reward, Task
 
 PRINTABLE = "".join(c for c in string.printable if c not in "\r\x0b\x0c")  # digits, letters, punct, " \t\n"
@@ -138,10 +139,10 @@ class JsonlMath(Task):
     name = "jsonl_math"
     reward_names = ("correct", "format")
 
-    def __init__(self, path: str, question_key: str = "question", answer_key: str = "answer",
-                 prompt_template: str = "Q: {question}\nA: ", eval_fraction: float = 0.2,
-                 seed: int = 0, demo_key: Optional[str] = None, max_new_tokens: int = 128,
-                 max_chars: int = 8192, on_overlong: str = "error"):
+    def __init__(self, path: Optional[str], question_key: str = "question", answer_key: str = "answer",
+                 prompt_template: str = "Q: {question}\nA: ", eval_fraction: Frac = 0.2,
+                 seed: NonNegInt = 0, demo_key: Optional[str] = None, max_new_tokens: PosInt = 128,
+                 max_chars: PosInt = 8192, on_overlong: Literal[OVERLONG] = "error"):
         """Rows are checked as they are read: a null, missing, empty or non-text field is an error
         naming its line. A question, answer or demonstration longer than ``max_chars`` is an error
         (``on_overlong: error``), or its row is dropped (``skip``) or cut (``truncate``: questions
@@ -152,25 +153,12 @@ class JsonlMath(Task):
         p = _resolve_path(str(path))
         if not p.is_file():
             raise ConfigError(f"task.path: file not found: {p}; allowed: an existing local JSONL file")
-        if isinstance(eval_fraction, bool) or not isinstance(eval_fraction, (int, float)) \
-                or not 0.0 <= float(eval_fraction) < 1.0:
-            raise ConfigError(f"task.eval_fraction: got {eval_fraction!r}; allowed: a number in [0, 1)")
-        if not isinstance(prompt_template, str) or "{question}" not in prompt_template:
-            raise ConfigError(f"task.prompt_template: got {prompt_template!r}; allowed: a string "
-                              "containing '{question}'")
-        for fld, v in (("max_new_tokens", max_new_tokens), ("max_chars", max_chars)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"task.{fld}: got {v!r}; allowed: an integer >= 1")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"task.seed: got {seed!r}; allowed: an integer >= 0")
-        if on_overlong not in OVERLONG:
-            raise ConfigError(f"task.on_overlong: got {on_overlong!r}; allowed: {', '.join(OVERLONG)}")
-        for fld, key in (("question_key", question_key), ("answer_key", answer_key),
-                         ("demo_key", demo_key)):
-            if not (isinstance(key, str) and key) and not (fld == "demo_key" and key is None):
-                raise ConfigError(f"task.{fld}: got {key!r}; allowed: a field name (string)")
+        require("{question}" in prompt_template, self, "prompt_template", prompt_template,
+                "a string containing '{question}'")
+        for fld, key in (("question_key", question_key), ("answer_key", answer_key), ("demo_key", demo_key)):
+            require(key != "", self, fld, key, "a field name (a non-empty string)")
         self.path, self.question_key, self.answer_key = str(p), question_key, answer_key
-        self.prompt_template, self.eval_fraction, self.seed = prompt_template, float(eval_fraction), int(seed)
+        self.prompt_template, self.eval_fraction, self.seed = prompt_template, eval_fraction, seed
         self.demo_key = demo_key
         self.max_new_tokens = int(max_new_tokens)
         self.max_chars, self.on_overlong = int(max_chars), on_overlong

@@ -35,11 +35,12 @@ at T=1 on the held-out split is 0.38-0.41):
 
 from __future__ import annotations
 
+from typing import Annotated
 import re
 
 import numpy as np
 
-from ablate.errors import ConfigError
+from ablate.spec.params import Ge, Int, Le, NonNegInt, PosInt, require
 from ablate.tasks.base import GeneratedTask, Problem, Reward
 
 _INT = re.compile(r"-?\d{1,40}")
@@ -71,36 +72,29 @@ def final_answer(completion: str) -> str | None:
     return tail if _INT.fullmatch(tail) else None
 
 
+Digits = Annotated[Int, Ge(1), Le(9)]
+
+
 class ScratchpadAddition(GeneratedTask):
     """``a+b=`` answered with a written carry scratchpad, then ``>`` and the sum."""
 
     name = "scratchpad_addition"
     reward_names = ("correct", "format")
 
-    def __init__(self, min_digits: int = 1, max_digits: int = 4, seed: int = 1234,
-                 eval_size: int = 256, max_new_tokens: int = 64):
-        for k, v in (("min_digits", min_digits), ("max_digits", max_digits)):
-            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 9:
-                raise ConfigError(f"task.{k}: must be an integer in 1..9, got {v!r}")
-        if min_digits > max_digits:
-            raise ConfigError(f"task.min_digits: {min_digits} is larger than "
-                              f"task.max_digits={max_digits}")
-        if not isinstance(eval_size, int) or eval_size < 1:
-            raise ConfigError(f"task.eval_size: must be a positive integer, got {eval_size!r}")
+    def __init__(self, min_digits: Digits = 1, max_digits: Digits = 4, seed: NonNegInt = 1234,
+                 eval_size: PosInt = 256, max_new_tokens: PosInt = 64):
+        require(min_digits <= max_digits, self, "min_digits", min_digits, f"an integer <= max_digits ({max_digits})")
         need = self._longest_demo(max_digits) + 1
-        if not isinstance(max_new_tokens, int) or max_new_tokens < need:
-            raise ConfigError(f"task.max_new_tokens: must be an integer >= {need} (the longest "
-                              f"demonstration for max_digits={max_digits} plus EOS), got "
-                              f"{max_new_tokens!r}")
+        require(max_new_tokens >= need, self, "max_new_tokens", max_new_tokens, f"an integer >= {need} "
+                f"(the longest demonstration for max_digits={max_digits} plus EOS)")
         self.min_digits, self.max_digits = min_digits, max_digits
-        self.seed, self.eval_size = int(seed), eval_size
+        self.seed, self.eval_size = seed, eval_size
         self.max_new_tokens = max_new_tokens
         self._spec = dict(min_digits=min_digits, max_digits=max_digits, seed=self.seed,
                           eval_size=eval_size, max_new_tokens=max_new_tokens)
         space = sum(self._count(n) for n in range(min_digits, max_digits + 1)) ** 2
-        if eval_size > space // 4:
-            raise ConfigError(f"task.eval_size: {eval_size} is more than a quarter of the {space} "
-                              f"distinct problems (min_digits={min_digits}, max_digits={max_digits})")
+        require(eval_size <= space // 4, self, "eval_size", eval_size, f"at most a quarter of the {space} "
+                f"distinct problems (min_digits={min_digits}, max_digits={max_digits})")
         rng = np.random.default_rng([self.seed, 0x5C7A])
         self._build_eval(rng)
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 from ablate.registry import plain
-from ablate.schema import TrackerConfig, check
+from ablate.schema import TrackerConfig
+from ablate.spec.translate import check
 from ablate.spec.groups import SLOT_FAMILIES, TAG_GROUPS
 from ablate.tracking.run_store import RunStore
 from ablate.tracking.wandb_logger import WandbLogger, clean_tags, resolve_mode

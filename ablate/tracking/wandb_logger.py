@@ -214,11 +214,7 @@ class WandbLogger:
         self._guard("log_samples", self._log_table, list(rows), int(step), key)
 
     def _log_table(self, rows: list[Mapping[str, Any]], step: int, key: str) -> None:
-        cols: list[str] = ["step"]
-        for r in rows:
-            for k in r:
-                if str(k) not in cols:
-                    cols.append(str(k))
+        cols = list(dict.fromkeys(["step"] + [str(k) for r in rows for k in r]))
         data = [[_cell(step if (c == "step" and "step" not in r) else r.get(c)) for c in cols]
                 for r in rows]
         table = self._wandb.Table(columns=cols, data=data, allow_mixed_types=True)

@@ -5,14 +5,16 @@ EPO's entropy corridor around the historical entropy (2509.22576)."""
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Mapping, Optional
+from typing import ClassVar, Literal, Mapping, Optional
 
 import torch
 
 from ablate.component import ACTS_ON_DRIFT, Acts, Needs, StepInfo
-from ablate.upge.regularizers import _check_aggregation
+from ablate.spec.params import require
+from ablate.spec.params import NonNeg
+from ablate.upge.aggregation import MODES
 from ablate.upge.slots.base import LOG_RATIO_CLAMP, Regularizer, TokenContext
-from ablate.upge.slots.mask import check_choice, check_number, valid_tokens
+from ablate.upge.slots.mask import valid_tokens
 
 PROXIMAL_ESTIMATORS = ("k1", "k3")
 
@@ -39,10 +41,9 @@ class ProximalKL(Regularizer):
 
     NEEDS: ClassVar[Needs] = Needs(step_info=True)
 
-    def __init__(self, coef: float = 1.0, estimator: str = "k3", aggregation: Optional[str] = None):
-        self.coef = check_number("coef", coef, low=0.0)
-        self.estimator = check_choice("estimator", estimator, PROXIMAL_ESTIMATORS)
-        self.aggregation = _check_aggregation(aggregation)
+    def __init__(self, coef: NonNeg = 1.0, estimator: Literal[PROXIMAL_ESTIMATORS] = "k3",
+                 aggregation: Optional[Literal[MODES]] = None):
+        self.coef, self.estimator, self.aggregation = coef, estimator, aggregation
 
     @staticmethod
     def inverse_step_size(info: Optional[StepInfo]) -> float:
@@ -73,12 +74,12 @@ class RatioVariance(Regularizer):
 
     ACTS = ACTS_ON_DRIFT  # (ρ − 1)² has value and gradient 0 while π_θ = π_old
 
-    def __init__(self, lam_init: float = 1.0, lr: float = 1.0, delta: float = 0.01, coef: float = 1.0,
+    def __init__(self, lam_init: NonNeg = 1.0, lr: NonNeg = 1.0, delta: NonNeg = 0.01, coef: NonNeg = 1.0,
                  metric: Optional[str] = "train/reg/ratio_var"):
-        self.lam = check_number("lam_init", lam_init, low=0.0)
-        self.lr = check_number("lr", lr, low=0.0)
-        self.delta = check_number("delta", delta, low=0.0)
-        self.coef = check_number("coef", coef, low=0.0)
+        self.lam = lam_init
+        self.lr = lr
+        self.delta = delta
+        self.coef = coef
         self.metric = None if metric is None else str(metric)
         self.aggregation = "token-mean"
         self._sq: Optional[torch.Tensor] = None
@@ -135,18 +136,12 @@ class EntropyCorridor(Regularizer):
 
     NEEDS: ClassVar[Needs] = Needs(entropy_grad=True, step_info=True)
 
-    def __init__(self, coef: float = 5e-5, kappa_low: float = 0.0, kappa_high: float = 2.0,
-                 gamma: float = 3.0, aggregation: Optional[str] = "token-mean",
+    def __init__(self, coef: NonNeg = 5e-5, kappa_low: NonNeg = 0.0, kappa_high: NonNeg = 2.0,
+                 gamma: NonNeg = 3.0, aggregation: Optional[Literal[MODES]] = "token-mean",
                  metric: str = "train/entropy"):
-        self.coef = check_number("coef", coef, low=0.0)
-        self.kappa_low = check_number("kappa_low", kappa_low, low=0.0)
-        self.kappa_high = check_number("kappa_high", kappa_high, low=0.0)
-        if self.kappa_high < self.kappa_low:
-            raise ValueError(f"regularizer EntropyCorridor.kappa_high: must be >= kappa_low "
-                             f"({self.kappa_low!r}), got {kappa_high!r}")
-        self.gamma = check_number("gamma", gamma, low=0.0)
-        self.aggregation = _check_aggregation(aggregation)
-        self.metric = str(metric)
+        require(kappa_high >= kappa_low, self, "kappa_high", kappa_high, f"a number >= kappa_low ({kappa_low:g})")
+        self.coef, self.kappa_low, self.kappa_high, self.gamma = coef, kappa_low, kappa_high, gamma
+        self.aggregation, self.metric = aggregation, metric
         self._sum = 0.0  # Σ H̄_m over the steps seen
         self._n = 0  # number of steps in the window
 

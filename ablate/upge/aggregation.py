@@ -11,11 +11,11 @@ row count, which includes rows whose mask is all zero (rows zeroed by mask_trunc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 
-from ablate.errors import choice_error
+from ablate.spec.params import Checked, Positive
 
 MODES = ("token-mean", "token-sum", "seq-mean-token-mean", "seq-mean-token-sum",
          "seq-mean-token-sum-norm")
@@ -67,7 +67,7 @@ class Normalizer:
                           num_chunks=self.num_chunks, workers=self.workers)
 
 
-class Aggregation:
+class Aggregation(Checked):
     """Turn a [B, T] loss matrix into a scalar.
 
     modes (verl names): ``token-mean`` Σ L·M / N_tokens (DAPO; TRL ``dapo``/``bnpo``);
@@ -83,20 +83,11 @@ class Aggregation:
     and ``size(0)``: rows zeroed by ``mask_truncated_completions`` still count; tokens do not).
     """
 
-    def __init__(self, mode: str = "token-mean", constant: Optional[float] = None,
-                 legacy_no_seq_mean: bool = False, scope: str = "minibatch",
+    def __init__(self, mode: Literal[MODES] = "token-mean", constant: Optional[Positive] = None,
+                 legacy_no_seq_mean: bool = False, scope: Literal[SCOPES] = "minibatch",
                  count_empty_rows: bool = False):
-        if mode not in MODES:
-            raise choice_error("aggregation.mode", mode, MODES)
-        if scope not in SCOPES:
-            raise choice_error("aggregation.scope", scope, SCOPES)
-        if constant is not None and constant <= 0:
-            raise ValueError(f"aggregation.constant must be > 0, got {constant}")
-        self.mode = mode
-        self.constant = constant
-        self.legacy_no_seq_mean = legacy_no_seq_mean
-        self.scope = scope
-        self.count_empty_rows = bool(count_empty_rows)
+        self.mode, self.constant, self.legacy_no_seq_mean = mode, constant, legacy_no_seq_mean
+        self.scope, self.count_empty_rows = scope, count_empty_rows
 
     def __call__(self, loss_mat: torch.Tensor, mask: torch.Tensor,
                  norm: Optional[Normalizer] = None) -> torch.Tensor:

@@ -8,6 +8,7 @@ the objective (``apply_regularizers``).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
@@ -52,6 +53,12 @@ def _k3_of_log_r(log_r: torch.Tensor) -> torch.Tensor:
     return torch.expm1(log_r).sub_(log_r)
 
 
+@functools.lru_cache(maxsize=None)
+def _aggregation(mode: str, scope: str) -> Aggregation:
+    """A regularizer's own aggregation, built (and its parameters checked) once, not per microbatch."""
+    return Aggregation(mode, scope=scope)
+
+
 def apply_regularizers(regularizers: Mapping[str, Regularizer], ctx: TokenContext, norm: Normalizer,
                        default: Aggregation) -> tuple[torch.Tensor, dict[str, Diag]]:
     """Σ coef·term, each [B, T] term aggregated with its own mode or ``default``."""
@@ -62,7 +69,7 @@ def apply_regularizers(regularizers: Mapping[str, Regularizer], ctx: TokenContex
             continue
         term = reg(ctx)
         if term.dim() == 2:
-            agg = Aggregation(reg.aggregation, scope=reg.aggregation_scope) if reg.aggregation else default
+            agg = _aggregation(reg.aggregation, reg.aggregation_scope) if reg.aggregation else default
             value = agg(term, ctx.response_mask, norm)
         else:
             value = term

@@ -19,12 +19,6 @@ from ablate.upge.batch import RolloutBatch
 KL_REWARD_ESTIMATORS = ("k1", "k2", "k3")
 
 
-def check_kl_estimator(value: str, field: str) -> str:
-    if value not in KL_REWARD_ESTIMATORS:
-        raise choice_error(field, value, KL_REWARD_ESTIMATORS)
-    return value
-
-
 def token_kl(batch: RolloutBatch, estimator: str = "k1", clamp: Optional[float] = None) -> torch.Tensor:
     """kl_t per valid token, float64 [B, T] (0 on padding). Needs ``batch.old_logp`` complete and
     ``batch.ref_logp`` (declare ``Needs(logp_before_advantage=True, ref_model=True)``)."""

@@ -7,23 +7,22 @@ conf/regularizers/<name>.yaml is a mapping of term name → ``{_target_: ..., co
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import ClassVar, Literal, Optional
+
 
 import torch
 
+from ablate.spec.params import NonNeg, PosFrac
 from ablate.component import Needs
 from ablate.upge.aggregation import MODES, SCOPES
 from ablate.upge.slots.base import LOG_RATIO_CLAMP, Regularizer, TokenContext
-from ablate.upge.slots.mask import TopEntropy, check_choice, check_number, valid_tokens
+from ablate.upge.slots.mask import TopEntropy, valid_tokens
 
 KL_ESTIMATORS = ("k1", "k2", "k3", "abs")
 KL_ALIASES = {"kl": "k1", "mse": "k2", "low_var_kl": "k3"}  # verl's names
 KL_CLAMPS = ("verl", "openrlhf", "none")
 KL_RESULT_CLAMP = 10.0
-
-
-def _check_aggregation(value: Optional[str]) -> Optional[str]:
-    return None if value is None else check_choice("aggregation", value, MODES)
+KL_CHOICES = tuple(e + s for e in KL_ESTIMATORS + tuple(KL_ALIASES) for s in ("", "+"))
 
 
 class KLPenalty(Regularizer):
@@ -40,16 +39,11 @@ class KLPenalty(Regularizer):
 
     NEEDS: ClassVar[Needs] = Needs(ref_model=True)
 
-    def __init__(self, coef: float = 0.001, estimator: str = "k3", clamp: str = "verl",
-                 aggregation: Optional[str] = None, bias_correction: bool = False):
-        self.coef = check_number("coef", coef, low=0.0)
-        if not isinstance(bias_correction, bool):
-            raise ValueError(f"regularizer KLPenalty.bias_correction: must be true or false, got {bias_correction!r}")
-        self.bias_correction = bias_correction
-        allowed = KL_ESTIMATORS + tuple(KL_ALIASES)
-        self.estimator = check_choice("estimator", estimator, allowed + tuple(e + "+" for e in allowed))
-        self.clamp = check_choice("clamp", clamp, KL_CLAMPS)
-        self.aggregation = _check_aggregation(aggregation)
+    def __init__(self, coef: NonNeg = 0.001, estimator: Literal[KL_CHOICES] = "k3",
+                 clamp: Literal[KL_CLAMPS] = "verl", aggregation: Optional[Literal[MODES]] = None,
+                 bias_correction: bool = False):
+        self.coef, self.bias_correction = coef, bias_correction
+        self.estimator, self.clamp, self.aggregation = estimator, clamp, aggregation
 
     def _value(self, kind: str, d: torch.Tensor) -> torch.Tensor:
         if kind == "k1":
@@ -104,14 +98,11 @@ class EntropyBonus(Regularizer):
 
     NEEDS: ClassVar[Needs] = Needs(entropy_grad=True)
 
-    def __init__(self, coef: float = 0.001, aggregation: Optional[str] = "token-mean",
-                 top_quantile: Optional[float] = None, top_mean: bool = True, scope: str = "minibatch"):
-        self.coef = check_number("coef", coef, low=0.0)
-        self.aggregation = _check_aggregation(aggregation)
-        self.top_quantile = check_number("top_quantile", top_quantile, low=0.0, high=1.0,
-                                         low_inclusive=False, none_ok=True)
-        self.top_mean = bool(top_mean)
-        self.aggregation_scope = check_choice("scope", scope, SCOPES)
+    def __init__(self, coef: NonNeg = 0.001, aggregation: Optional[Literal[MODES]] = "token-mean",
+                 top_quantile: Optional[PosFrac] = None, top_mean: bool = True,
+                 scope: Literal[SCOPES] = "minibatch"):
+        self.coef, self.aggregation, self.top_quantile = coef, aggregation, top_quantile
+        self.top_mean, self.aggregation_scope = top_mean, scope
 
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
         if ctx.entropy_grad is None:

@@ -440,7 +440,7 @@ def test_bad_term_parameter_is_one_clear_line():
         algorithm("rebel", "objective.terms.rebel.pairs=triples")
     msg = str(e.value)
     assert "pairs" in msg and "triples" in msg and "adjacent" in msg and "\n" not in msg
-    with pytest.raises(ConfigError, match="pairs: none"):
+    with pytest.raises(ConfigError, match="pairs: got .all.; allowed: none"):
         algorithm("oapl", "objective.terms.oapl.pairs=all")
 
 

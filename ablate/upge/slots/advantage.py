@@ -20,36 +20,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import ClassVar, Optional, Sequence
+from typing import Annotated, ClassVar, Literal, Optional
 
 import torch
 
 from ablate.component import Needs
-from ablate.errors import ConfigError, choice_error
+from ablate.spec.params import Ge, Lt, NonNeg, Num, OpenProb, PosInt, Positive, Prob, require
+from ablate.errors import ConfigError
 from ablate.upge import functional as F
 from ablate.upge.batch import RolloutBatch
-from ablate.upge.kl_reward import check_kl_estimator, token_kl
+from ablate.upge.kl_reward import KL_REWARD_ESTIMATORS, token_kl
 from ablate.upge.slots.base import Advantage
 
 SINGLETON_MODES = ("raw", "zero")
 WHITEN_MODES = ("token", "sequence", "none")
 ZERO_STD_MODES = ("eps", "one")
-
-
-def _choice(owner: str, name: str, value: object, allowed: Sequence[str]) -> str:
-    if value not in allowed:
-        raise choice_error(f"advantage {owner}.{name}", value, allowed)
-    return value  # type: ignore[return-value]
-
-
-def _nonneg(owner: str, name: str, value: float) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"advantage {owner}.{name}: expected a number >= 0, got {value!r}") from None
-    if not v >= 0:
-        raise ConfigError(f"advantage {owner}.{name}: expected a number >= 0, got {value!r}")
-    return v
+Placement = Literal[F.EPS_PLACEMENTS]  # where ε goes in a std division (peers disagree)
 
 
 def _out_dtype(batch: RolloutBatch) -> torch.dtype:
@@ -75,11 +61,8 @@ def _broadcast(a: torch.Tensor, batch: RolloutBatch) -> torch.Tensor:
 
 
 def _std_conventions(obj: Advantage, eps: float, unbiased: bool, eps_placement: str) -> None:
-    """Validate and set the std-normalisation conventions peers disagree on (eps, Bessel, where ε goes)."""
-    n = type(obj).__name__
-    obj.eps = _nonneg(n, "eps", eps)
-    obj.unbiased = bool(unbiased)
-    obj.eps_placement = _choice(n, "eps_placement", eps_placement, F.EPS_PLACEMENTS)
+    """Set the std-normalisation conventions peers disagree on (eps, Bessel, where ε goes)."""
+    obj.eps, obj.unbiased, obj.eps_placement = eps, unbiased, eps_placement
 
 
 class _Outcome(Advantage):
@@ -116,15 +99,12 @@ class _KLInReward:
     """Mixin: token KL penalty −β·kl_t folded into the reward before the advantage (REINFORCE++,
     RLOO, P3O). Only with β > 0 does it need the prescoring pass and the reference model."""
 
-    kl_coef: float = 0.0
+    kl_coef: NonNeg = 0.0
     kl_estimator: str = "k1"
     kl_clamp: Optional[float] = None
 
     def _init_kl(self, kl_coef: float, kl_estimator: str, kl_clamp: Optional[float]) -> None:
-        n = type(self).__name__
-        self.kl_coef = _nonneg(n, "kl_coef", kl_coef)
-        self.kl_estimator = check_kl_estimator(kl_estimator, f"advantage {n}.kl_estimator")
-        self.kl_clamp = None if kl_clamp is None else _nonneg(n, "kl_clamp", kl_clamp)
+        self.kl_coef, self.kl_estimator, self.kl_clamp = kl_coef, kl_estimator, kl_clamp
 
     def needs(self) -> Needs:
         base = super().needs()  # type: ignore[misc]
@@ -151,8 +131,8 @@ def _singleton(a: torch.Tensor, single: torch.Tensor, raw: torch.Tensor, mode: s
 class Constant(Advantage):
     """Â ≡ value on every valid token (SFT row of UPGE Table 1; rewards are ignored)."""
 
-    def __init__(self, value: float = 1.0):
-        self.value = float(value)
+    def __init__(self, value: Num = 1.0):
+        self.value = value
 
     def __call__(self, batch: RolloutBatch) -> torch.Tensor:
         dt = _out_dtype(batch)
@@ -169,9 +149,8 @@ class Sign(_Outcome):
 
     zero_constant_groups = False
 
-    def __init__(self, threshold: float = 0.5, zero_uniform_groups: bool = False):
-        self.threshold = float(threshold)
-        self.zero_constant_groups = bool(zero_uniform_groups)
+    def __init__(self, threshold: Num = 0.5, zero_uniform_groups: bool = False):
+        self.threshold, self.zero_constant_groups = threshold, zero_uniform_groups
 
     def _compute(self, r, valid, stats, batch):
         return torch.where(r > self.threshold, torch.ones_like(r), -torch.ones_like(r))
@@ -186,14 +165,13 @@ class GroupZScore(_Outcome):
 
     group_relative = True
 
-    def __init__(self, eps: float = 1e-6, unbiased: bool = True, eps_placement: str = "std",
-                 singleton: str = "raw", include_demos: bool = True, zero_std: str = "eps"):
-        n = type(self).__name__
+    def __init__(self, eps: NonNeg = 1e-6, unbiased: bool = True, eps_placement: Placement = "std",
+                 singleton: Literal[SINGLETON_MODES] = "raw", include_demos: bool = True, zero_std: Literal[ZERO_STD_MODES] = "eps"):
         _std_conventions(self, eps, unbiased, eps_placement)
-        self.singleton = _choice(n, "singleton", singleton, SINGLETON_MODES)
-        self.include_demos = bool(include_demos)
+        self.singleton = singleton
+        self.include_demos = include_demos
         # "one": std == 0 replaced by 1 before dividing (HPT compute_grpo_outcome_advantage_split)
-        self.zero_std = _choice(n, "zero_std", zero_std, ZERO_STD_MODES)
+        self.zero_std = zero_std
 
     def _compute(self, r, valid, stats, batch):
         gs = F.group_stats(r, batch.group_ids, stats, unbiased=self.unbiased)
@@ -212,9 +190,9 @@ class GroupCentered(_Outcome):
 
     group_relative = True
 
-    def __init__(self, singleton: str = "raw", include_demos: bool = True):
-        self.singleton = _choice(type(self).__name__, "singleton", singleton, SINGLETON_MODES)
-        self.include_demos = bool(include_demos)
+    def __init__(self, singleton: Literal[SINGLETON_MODES] = "raw", include_demos: bool = True):
+        self.singleton = singleton
+        self.include_demos = include_demos
 
     def _compute(self, r, valid, stats, batch):
         gs = F.group_stats(r, batch.group_ids, stats)
@@ -229,10 +207,10 @@ class LeaveOneOut(_KLInReward, _Outcome):
 
     group_relative = True
 
-    def __init__(self, singleton: str = "raw", include_demos: bool = True, kl_coef: float = 0.0,
-                 kl_estimator: str = "k1", kl_clamp: Optional[float] = None):
-        self.singleton = _choice(type(self).__name__, "singleton", singleton, SINGLETON_MODES)
-        self.include_demos = bool(include_demos)
+    def __init__(self, singleton: Literal[SINGLETON_MODES] = "raw", include_demos: bool = True, kl_coef: NonNeg = 0.0,
+                 kl_estimator: Literal[KL_REWARD_ESTIMATORS] = "k1", kl_clamp: Optional[NonNeg] = None):
+        self.singleton = singleton
+        self.include_demos = include_demos
         self._init_kl(kl_coef, kl_estimator, kl_clamp)
 
     def per_response(self, batch: RolloutBatch) -> torch.Tensor:
@@ -255,8 +233,8 @@ class LengthWeightedBaseline(_Outcome):
 
     group_relative = True
 
-    def __init__(self, singleton: str = "raw"):
-        self.singleton = _choice(type(self).__name__, "singleton", singleton, SINGLETON_MODES)
+    def __init__(self, singleton: Literal[SINGLETON_MODES] = "raw"):
+        self.singleton = singleton
 
     def _compute(self, r, valid, stats, batch):
         lengths = batch.response_mask.to(torch.float64).sum(-1)
@@ -277,13 +255,10 @@ class GPG(_Outcome):
 
     group_relative = True
 
-    def __init__(self, f_norm: float = 1.0, singleton: str = "raw", alpha: str = "authors"):
-        n = type(self).__name__
-        self.f_norm = float(f_norm)
-        if self.f_norm == 0:
-            raise ConfigError(f"advantage {n}.f_norm: must be non-zero, got {f_norm!r}")
-        self.singleton = _choice(n, "singleton", singleton, SINGLETON_MODES)
-        self.alpha_mode = _choice(n, "alpha", alpha, GPG_ALPHA)
+    def __init__(self, f_norm: Num = 1.0, singleton: Literal[SINGLETON_MODES] = "raw",
+                 alpha: Literal[GPG_ALPHA] = "authors"):
+        require(f_norm != 0, self, "f_norm", f_norm, "a non-zero number")
+        self.f_norm, self.singleton, self.alpha_mode = f_norm, singleton, alpha
 
     def alpha(self, batch: RolloutBatch) -> float:
         """authors: B/(B − M) over the valid rows (1 when every group is all-equal: the gradient is
@@ -306,11 +281,10 @@ class GPG(_Outcome):
 class BatchZScore(_Outcome):
     """Â = (r − mean_g)/(std_batch + ε) (TRL ``scale_rewards="batch"``, Lite-PPO arXiv 2508.08221)."""
 
-    def __init__(self, eps: float = 1e-4, unbiased: bool = True, eps_placement: str = "std",
-                 singleton: str = "zero"):
-        n = type(self).__name__
+    def __init__(self, eps: NonNeg = 1e-4, unbiased: bool = True, eps_placement: Placement = "std",
+                 singleton: Literal[SINGLETON_MODES] = "zero"):
         _std_conventions(self, eps, unbiased, eps_placement)
-        self.singleton = _choice(n, "singleton", singleton, SINGLETON_MODES)
+        self.singleton = singleton
 
     def _compute(self, r, valid, stats, batch):
         gs = F.group_stats(r, batch.group_ids, stats)
@@ -330,12 +304,9 @@ class ReinforcePlusPlus(_KLInReward, Advantage):
     Token rewards: the outcome reward on the last token, and with ``kl_coef`` β > 0 also −β·kl_t on
     every token (the paper's KL in the reward; OpenRLHF ``compute_reward``, verl ``apply_kl_penalty``)."""
 
-    def __init__(self, gamma: float = 1.0, eps: float = 1e-8, unbiased: bool = True, eps_placement: str = "var",
-                 kl_coef: float = 0.0, kl_estimator: str = "k1", kl_clamp: Optional[float] = None):
-        n = type(self).__name__
-        self.gamma = float(gamma)
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ConfigError(f"advantage {n}.gamma: expected a number in [0, 1], got {gamma!r}")
+    def __init__(self, gamma: Prob = 1.0, eps: NonNeg = 1e-8, unbiased: bool = True, eps_placement: Placement = "var",
+                 kl_coef: NonNeg = 0.0, kl_estimator: Literal[KL_REWARD_ESTIMATORS] = "k1", kl_clamp: Optional[NonNeg] = None):
+        self.gamma = gamma
         _std_conventions(self, eps, unbiased, eps_placement)
         self._init_kl(kl_coef, kl_estimator, kl_clamp)
 
@@ -351,11 +322,10 @@ class ReinforcePlusPlus(_KLInReward, Advantage):
 class ReinforcePlusPlusBaseline(Advantage):
     """Â = whiten(r − mean_g) over the batch's valid tokens (REINFORCE++-baseline; verl ``reinforce_plus_plus_baseline``, OpenRLHF ``reinforce_baseline`` = unbiased False)."""
 
-    def __init__(self, eps: float = 1e-8, unbiased: bool = True, eps_placement: str = "var",
-                 singleton: str = "raw"):
-        n = type(self).__name__
+    def __init__(self, eps: NonNeg = 1e-8, unbiased: bool = True, eps_placement: Placement = "var",
+                 singleton: Literal[SINGLETON_MODES] = "raw"):
         _std_conventions(self, eps, unbiased, eps_placement)
-        self.singleton = _choice(n, "singleton", singleton, SINGLETON_MODES)
+        self.singleton = singleton
 
     def __call__(self, batch: RolloutBatch) -> torch.Tensor:
         # centring first (all-equal groups give exactly 0 here); whitening then shifts every token by
@@ -371,17 +341,15 @@ class ReinforcePlusPlusBaseline(Advantage):
 class DecoupledMultiReward(Advantage):
     """Â = whiten(Σ_k w_k · group-z-score(reward_k)) (GDPO, arXiv 2601.05242; verl ``gdpo``, TRL ``normalize_then_sum``)."""
 
-    def __init__(self, weights: Optional[list[float]] = None, eps: float = 1e-6, unbiased: bool = True,
-                 eps_placement: str = "std", singleton: str = "raw", whiten: str = "token",
-                 whiten_eps: float = 1e-8, whiten_eps_placement: str = "var"):
-        n = type(self).__name__
+    def __init__(self, weights: Optional[list[float]] = None, eps: NonNeg = 1e-6, unbiased: bool = True,
+                 eps_placement: Placement = "std", singleton: Literal[SINGLETON_MODES] = "raw",
+                 whiten: Literal[WHITEN_MODES] = "token", whiten_eps: NonNeg = 1e-8,
+                 whiten_eps_placement: Placement = "var"):
         self.weights = None if weights is None else [float(w) for w in weights]
         _std_conventions(self, eps, unbiased, eps_placement)
-        self.singleton = _choice(n, "singleton", singleton, SINGLETON_MODES)
+        self.singleton = singleton
         # "token": verl masked_whiten over valid tokens; "sequence": TRL z-score over responses
-        self.whiten = _choice(n, "whiten", whiten, WHITEN_MODES)
-        self.whiten_eps = _nonneg(n, "whiten_eps", whiten_eps)
-        self.whiten_eps_placement = _choice(n, "whiten_eps_placement", whiten_eps_placement, F.EPS_PLACEMENTS)
+        self.whiten, self.whiten_eps, self.whiten_eps_placement = whiten, whiten_eps, whiten_eps_placement
 
     def per_component(self, batch: RolloutBatch) -> torch.Tensor:
         """Group z-score of each reward component, float64 [B, K] (0 where the component is NaN)."""
@@ -452,24 +420,14 @@ class BetaNormalized(_Outcome):
 
     group_relative = True
 
-    def __init__(self, alpha: Optional[float] = None, beta: Optional[float] = None, eps: float = 1e-6,
-                 min_value: float = 0.0, max_value: float = 1.0, max_weight: float = 1e6,
-                 singleton: str = "raw"):
-        n = type(self).__name__
-        for name, v in (("alpha", alpha), ("beta", beta)):
-            if v is not None and not float(v) > 0:
-                raise ConfigError(f"advantage {n}.{name}: expected null (fit) or a number > 0, got {v!r}")
-        self.alpha = None if alpha is None else float(alpha)
-        self.beta = None if beta is None else float(beta)
-        self.eps = _nonneg(n, "eps", eps)
-        if not self.eps < 0.5:
-            raise ConfigError(f"advantage {n}.eps: expected a number in [0, 0.5), got {eps!r}")
-        self.min_value, self.max_value = float(min_value), float(max_value)
-        if not self.max_value > self.min_value:
-            raise ConfigError(f"advantage {n}.max_value: must exceed min_value ({min_value!r}), got {max_value!r}")
-        self.max_weight = _nonneg(n, "max_weight", max_weight)
+    def __init__(self, alpha: Optional[Positive] = None, beta: Optional[Positive] = None,
+                 eps: Annotated[Num, Ge(0), Lt(0.5)] = 1e-6, min_value: Num = 0.0, max_value: Num = 1.0,
+                 max_weight: NonNeg = 1e6, singleton: Literal[SINGLETON_MODES] = "raw"):
+        require(max_value > min_value, self, "max_value", max_value, f"a number > min_value ({min_value:g})")
+        self.alpha, self.beta, self.eps = alpha, beta, eps  # alpha/beta null: fitted
+        self.min_value, self.max_value, self.max_weight = min_value, max_value, max_weight
         # "raw": singleton p̂ = 0 (official code, like verl's mean 0); "zero": Â = 0
-        self.singleton = _choice(n, "singleton", singleton, SINGLETON_MODES)
+        self.singleton = singleton
 
     def alpha_beta(self, batch: RolloutBatch) -> tuple[float, float]:
         """(α, β) used for this batch: the fixed values, or the fit over non-singleton groups' p̂."""
@@ -531,19 +489,12 @@ class BundleMixedVaR(Advantage):
     NaN rewards get 0. The released quantile tracker never reaches this function (§catalog_gap 3.1).
     """
 
-    def __init__(self, bundle_size: int = 5, alpha: float = 0.2, beta: float = 0.8, w_mix: float = 1.5,
-                 eps: float = 1e-6, normalize_std: bool = True, credit: str = "sum-mean"):
-        n = type(self).__name__
-        if isinstance(bundle_size, bool) or not isinstance(bundle_size, int) or bundle_size < 1:
-            raise ConfigError(f"advantage {n}.bundle_size: expected an integer >= 1, got {bundle_size!r}")
-        self.bundle_size = bundle_size
-        self.alpha, self.beta = float(alpha), float(beta)
-        if not 0.0 < self.alpha < self.beta < 1.0:
-            raise ConfigError(f"advantage {n}.alpha/beta: expected 0 < alpha < beta < 1, got {alpha!r}, {beta!r}")
-        self.w_mix = _nonneg(n, "w_mix", w_mix)
-        self.eps = _nonneg(n, "eps", eps)
-        self.normalize_std = bool(normalize_std)
-        self.credit = _choice(n, "credit", credit, CREDIT_MODES)
+    def __init__(self, bundle_size: PosInt = 5, alpha: OpenProb = 0.2, beta: OpenProb = 0.8,
+                 w_mix: NonNeg = 1.5, eps: NonNeg = 1e-6, normalize_std: bool = True,
+                 credit: Literal[CREDIT_MODES] = "sum-mean"):
+        require(alpha < beta, self, "beta", beta, f"a number > alpha ({alpha:g}) and < 1")
+        self.bundle_size, self.alpha, self.beta, self.w_mix = bundle_size, alpha, beta, w_mix
+        self.eps, self.normalize_std, self.credit = eps, normalize_std, credit
 
     def per_response(self, batch: RolloutBatch) -> torch.Tensor:
         r, valid = _rewards(batch)
@@ -594,18 +545,10 @@ class LengthAdvantageReweight(_Outcome):
 
     zero_constant_groups = False
 
-    def __init__(self, lam: float = 0.1, correct_threshold: float = 0.5,
-                 max_length_threshold: Optional[int] = None, eps: float = 1e-6):
-        n = type(self).__name__
-        self.lam = _nonneg(n, "lam", lam)
-        self.correct_threshold = float(correct_threshold)
-        if max_length_threshold is not None and (isinstance(max_length_threshold, bool) or
-                                                 not isinstance(max_length_threshold, int) or
-                                                 max_length_threshold < 1):
-            raise ConfigError(f"advantage {n}.max_length_threshold: expected null or an integer >= 1, "
-                              f"got {max_length_threshold!r}")
+    def __init__(self, lam: NonNeg = 0.1, correct_threshold: Num = 0.5,
+                 max_length_threshold: Optional[PosInt] = None, eps: NonNeg = 1e-6):
+        self.lam, self.correct_threshold, self.eps = lam, correct_threshold, eps
         self.max_length_threshold = max_length_threshold
-        self.eps = _nonneg(n, "eps", eps)
 
     def length_advantage(self, r: torch.Tensor, lengths: torch.Tensor, rows: list[int]) -> bool:
         pos = [i for i in rows if r[i] > self.correct_threshold]

@@ -9,11 +9,12 @@ from typing import ClassVar
 
 import torch
 
+from ablate.spec.params import PosFrac
 from ablate.component import Needs, StepInfo
 from ablate.upge.batch import RolloutBatch
 from ablate.upge.slots.advantage import _broadcast
 from ablate.upge.slots.base import Advantage, Mask, MaskResult, TokenContext
-from ablate.upge.slots.mask import TopEntropy, _result, check_number, valid_tokens
+from ablate.upge.slots.mask import TopEntropy, _result, valid_tokens
 
 
 def linear_schedule(start: float, end: float, info: StepInfo | None, owner: str) -> float:
@@ -33,9 +34,9 @@ class TopScoreTokens(Mask):
 
     NEEDS: ClassVar[Needs] = Needs(entropy=True, step_info=True)
 
-    def __init__(self, keep_init: float = 0.2, keep_final: float = 1.0):
-        self.keep_init = check_number("keep_init", keep_init, low=0.0, high=1.0, low_inclusive=False)
-        self.keep_final = check_number("keep_final", keep_final, low=0.0, high=1.0, low_inclusive=False)
+    def __init__(self, keep_init: PosFrac = 0.2, keep_final: PosFrac = 1.0):
+        self.keep_init = keep_init
+        self.keep_final = keep_final
 
     def keep_fraction(self, info: StepInfo | None) -> float:
         return linear_schedule(self.keep_init, self.keep_final, info, "TopScoreTokens")

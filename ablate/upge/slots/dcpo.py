@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from ablate.component import Needs
-from ablate.errors import ConfigError
+from ablate.spec.params import NonNeg, Num, Positive
 from ablate.upge.batch import RolloutBatch
 from ablate.upge.slots.advantage import GroupZScore, _out_dtype, _rewards
 from ablate.upge.slots.base import Advantage
@@ -29,19 +29,11 @@ class TargetTemperature(Advantage):
     temperatures (``rows["old_logp@T"]``), and the step context.
     """
 
-    def __init__(self, entropy_base: float = 0.5, temp_high: float = 1.2, temp_low: float = 0.8,
-                 alpha_max: float = 0.1, threshold: float = 0.05, entropy_key: str = "train/entropy",
-                 eps: float = 1e-6, unbiased: bool = True):
-        self.entropy_base = float(entropy_base)
-        for name, v in (("temp_high", temp_high), ("temp_low", temp_low)):
-            if not float(v) > 0:
-                raise ConfigError(f"advantage TargetTemperature.{name}: expected a number > 0, got {v!r}")
-        self.temp_high, self.temp_low = float(temp_high), float(temp_low)
-        if not float(alpha_max) >= 0:
-            raise ConfigError(f"advantage TargetTemperature.alpha_max: expected a number >= 0, got {alpha_max!r}")
-        self.alpha_max = float(alpha_max)
-        self.threshold = float(threshold)
-        self.entropy_key = str(entropy_key)
+    def __init__(self, entropy_base: Num = 0.5, temp_high: Positive = 1.2, temp_low: Positive = 0.8,
+                 alpha_max: NonNeg = 0.1, threshold: Num = 0.05, entropy_key: str = "train/entropy",
+                 eps: NonNeg = 1e-6, unbiased: bool = True):
+        self.entropy_base, self.temp_high, self.temp_low = entropy_base, temp_high, temp_low
+        self.alpha_max, self.threshold, self.entropy_key = alpha_max, threshold, entropy_key
         self.zscore = GroupZScore(eps=eps, unbiased=unbiased)
 
     def needs(self) -> Needs:

@@ -12,9 +12,10 @@ from typing import Any, Optional
 
 import torch
 
+from ablate.spec.params import Frac, NonNeg, Num, Positive
 from ablate.component import ACTS_NEUTRAL, ACTS_ON_DRIFT, Acts
 from ablate.upge.slots.base import Denominator, TokenContext
-from ablate.upge.slots.mask import DemoRouting, check_number, valid_tokens
+from ablate.upge.slots.mask import DemoRouting, valid_tokens
 
 
 class CurrentPolicy(Denominator):
@@ -55,8 +56,8 @@ class GSPOSequence(Denominator):
 
     ACTS = ACTS_ON_DRIFT  # weight ≡ 1 while π_θ = π_old: the gradient of current_policy
 
-    def __init__(self, max_log_ratio: Optional[float] = None):
-        self.max_log_ratio = check_number("max_log_ratio", max_log_ratio, none_ok=True)
+    def __init__(self, max_log_ratio: Optional[Num] = None):
+        self.max_log_ratio = max_log_ratio
 
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
         log_s = ctx.seq_log_ratio
@@ -80,11 +81,11 @@ class ClippedRatio(Denominator):
         """sg(clip(1)) = 1 on-policy unless an absolute cap below 1 scales every token."""
         return ACTS_ON_DRIFT if self.max_ratio is None or self.max_ratio >= 1.0 else Acts()
 
-    def __init__(self, eps_low: Optional[float] = 0.2, eps_high: Optional[float] = 0.28,
-                 max_ratio: Optional[float] = None):
-        self.eps_low = check_number("eps_low", eps_low, low=0.0, high=1.0, high_inclusive=False, none_ok=True)
-        self.eps_high = check_number("eps_high", eps_high, low=0.0, none_ok=True)
-        self.max_ratio = check_number("max_ratio", max_ratio, low=0.0, low_inclusive=False, none_ok=True)
+    def __init__(self, eps_low: Optional[Frac] = 0.2, eps_high: Optional[NonNeg] = 0.28,
+                 max_ratio: Optional[Positive] = None):
+        self.eps_low = eps_low
+        self.eps_high = eps_high
+        self.max_ratio = max_ratio
 
     def log_weight(self, ctx: TokenContext) -> torch.Tensor:
         """log w: the clipped log-ratio, then capped by max_ratio (clip first, min last)."""
@@ -113,12 +114,12 @@ class VespoGamma(Denominator):
     PEER_LOGP_VALUE = True
     ACTS = ACTS_ON_DRIFT  # w = 1 while π_θ = π_old, and φ(1) = 1: the gradient of current_policy
 
-    def __init__(self, k_pos: float = 2.0, lambda_pos: float = 3.0, k_neg: float = 3.0,
-                 lambda_neg: float = 2.0):
-        self.k_pos = check_number("k_pos", k_pos)
-        self.lambda_pos = check_number("lambda_pos", lambda_pos)
-        self.k_neg = check_number("k_neg", k_neg)
-        self.lambda_neg = check_number("lambda_neg", lambda_neg)
+    def __init__(self, k_pos: Num = 2.0, lambda_pos: Num = 3.0, k_neg: Num = 3.0,
+                 lambda_neg: Num = 2.0):
+        self.k_pos = k_pos
+        self.lambda_pos = lambda_pos
+        self.k_neg = k_neg
+        self.lambda_neg = lambda_neg
 
     def log_weight(self, ctx: TokenContext) -> torch.Tensor:
         """log φ per token (constant along each row where Â is)."""
@@ -160,13 +161,13 @@ class HazardPenalty(Denominator):
     scales the gradient). At r = 1, ζ = (ln2/λ₊)^{k₊} + (ln2/λ₋)^{k₋} (≈ 1.33 with the defaults).
     """
 
-    def __init__(self, c: float = 1.5, k_pos: float = 1.5, lam_pos: float = 1.0, k_neg: float = 2.0,
-                 lam_neg: float = 0.8):
-        self.c = check_number("c", c, low=0.0, low_inclusive=False)
-        self.k_pos = check_number("k_pos", k_pos, low=0.0, low_inclusive=False)
-        self.lam_pos = check_number("lam_pos", lam_pos, low=0.0, low_inclusive=False)
-        self.k_neg = check_number("k_neg", k_neg, low=0.0, low_inclusive=False)
-        self.lam_neg = check_number("lam_neg", lam_neg, low=0.0, low_inclusive=False)
+    def __init__(self, c: Positive = 1.5, k_pos: Positive = 1.5, lam_pos: Positive = 1.0, k_neg: Positive = 2.0,
+                 lam_neg: Positive = 0.8):
+        self.c = c
+        self.k_pos = k_pos
+        self.lam_pos = lam_pos
+        self.k_neg = k_neg
+        self.lam_neg = lam_neg
 
     def zeta(self, ctx: TokenContext) -> torch.Tensor:
         psi = self.c * torch.tanh(ctx.log_ratio / self.c)

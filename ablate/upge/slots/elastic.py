@@ -3,11 +3,14 @@ advantage magnitude (micro level) and with its group's reward variance (macro le
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
+from ablate.spec.params import Frac, Ge, NonNeg, Num, Positive
 from ablate.component import ACTS_ON_DRIFT
 from ablate.upge.slots.base import Mask, MaskResult, TokenContext
-from ablate.upge.slots.mask import _result, check_number, valid_tokens
+from ablate.upge.slots.mask import _result, valid_tokens
 
 
 class ElasticClip(Mask):
@@ -22,15 +25,15 @@ class ElasticClip(Mask):
 
     ACTS = ACTS_ON_DRIFT  # ρ ≡ 1 on-policy: inside any bounds ε·s > 0
 
-    def __init__(self, eps_low: float = 0.2, eps_high: float = 0.2, alpha: float = 0.5, beta: float = 1.0,
-                 var_ref: float = 0.25, max_scale: float = 3.0, max_eps_low: float = 0.95):
-        self.eps_low = check_number("eps_low", eps_low, low=0.0, high=1.0, high_inclusive=False)
-        self.eps_high = check_number("eps_high", eps_high, low=0.0)
-        self.alpha = check_number("alpha", alpha, low=0.0)
-        self.beta = check_number("beta", beta, low=0.0)
-        self.var_ref = check_number("var_ref", var_ref, low=0.0, low_inclusive=False)
-        self.max_scale = check_number("max_scale", max_scale, low=1.0)
-        self.max_eps_low = check_number("max_eps_low", max_eps_low, low=0.0, high=1.0, high_inclusive=False)
+    def __init__(self, eps_low: Frac = 0.2, eps_high: NonNeg = 0.2, alpha: NonNeg = 0.5, beta: NonNeg = 1.0,
+                 var_ref: Positive = 0.25, max_scale: Annotated[Num, Ge(1)] = 3.0, max_eps_low: Frac = 0.95):
+        self.eps_low = eps_low
+        self.eps_high = eps_high
+        self.alpha = alpha
+        self.beta = beta
+        self.var_ref = var_ref
+        self.max_scale = max_scale
+        self.max_eps_low = max_eps_low
 
     def scale(self, ctx: TokenContext) -> torch.Tensor:
         """s_{i,t} [B, T]: the factor both clip bounds are multiplied by."""

@@ -11,9 +11,10 @@ from typing import Any
 
 import torch
 
+from ablate.spec.params import Positive
 from ablate.component import ACTS_NEUTRAL, ACTS_ON_DRIFT
 from ablate.upge.slots.base import Likelihood, TokenContext
-from ablate.upge.slots.mask import DemoRouting, check_number, valid_tokens
+from ablate.upge.slots.mask import DemoRouting, valid_tokens
 
 
 class Identity(Likelihood):
@@ -32,8 +33,8 @@ class PolicyShaping(Likelihood):
     low-probability demonstration tokens.
     """
 
-    def __init__(self, gamma: float = 0.1):
-        self.gamma = check_number("gamma", gamma, low=0.0, low_inclusive=False)
+    def __init__(self, gamma: Positive = 0.1):
+        self.gamma = gamma
 
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
         logp = ctx.logp
@@ -63,8 +64,8 @@ class LogFidelity(Likelihood):
     = π_old the weight is e^ψ ≤ e^c. Pair with ``denominator=mhpo`` (the hazard penalty), same c.
     """
 
-    def __init__(self, c: float = 1.5):
-        self.c = check_number("c", c, low=0.0, low_inclusive=False)
+    def __init__(self, c: Positive = 1.5):
+        self.c = c
 
     def psi(self, ctx: TokenContext) -> torch.Tensor:
         """ψ per token, carrying the gradient (padding: garbage; the aggregation drops it)."""
@@ -82,9 +83,9 @@ class SoftGate(Likelihood):
 
     ACTS = ACTS_ON_DRIFT  # at ρ = 1 the gate's gradient is ∇log π: the identity likelihood's
 
-    def __init__(self, tau_pos: float = 1.0, tau_neg: float = 1.05):
-        self.tau_pos = check_number("tau_pos", tau_pos, low=0.0, low_inclusive=False)
-        self.tau_neg = check_number("tau_neg", tau_neg, low=0.0, low_inclusive=False)
+    def __init__(self, tau_pos: Positive = 1.0, tau_neg: Positive = 1.05):
+        self.tau_pos = tau_pos
+        self.tau_neg = tau_neg
 
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
         tau = torch.where(ctx.advantages > 0, torch.full_like(ctx.logp, self.tau_pos),

@@ -4,59 +4,24 @@ Every mask reads detached quantities only (ratio, advantages, entropy, ...) and 
 ``MaskResult``: ``keep`` (bool [B, T]) and named ``events`` (bool [B, T], each a subset of the
 valid tokens that ``keep`` drops). This module also holds ``DemoRouting``, the one implementation
 of "on-policy rows use one slot, demonstration rows another" shared by the mask, denominator and
-likelihood ``DemoSplit`` variants, and the small parameter checks the slot modules share.
+likelihood ``DemoSplit`` variants.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, ClassVar, Iterable, Mapping, Optional, Sequence
+from typing import Annotated, Any, Callable, ClassVar, Literal, Mapping, Optional, Sequence
 
 import torch
 
-from ablate.errors import choice_error
+from ablate.spec.params import Frac, Ge, Gt, NonNeg, NonNegInt, Num, PosFrac, Positive, Prob, require
 from ablate.component import ACTS_NEUTRAL, ACTS_ON_DRIFT, Acts, Needs, acts_of_all
 from ablate.upge.slots.base import FAMILIES, Mask, MaskResult, Slot, TokenContext
 
 # --------------------------------------------------------------------------------------------
 # Shared helpers (also used by denominator.py, likelihood.py and regularizers.py)
 # --------------------------------------------------------------------------------------------
-
-
-def _interval(low, high, low_inclusive, high_inclusive) -> str:
-    lo = "-inf" if low is None else f"{low:g}"
-    hi = "inf" if high is None else f"{high:g}"
-    return f"{'[' if low is not None and low_inclusive else '('}{lo}, {hi}{']' if high is not None and high_inclusive else ')'}"
-
-
-def check_number(name: str, value: Any, *, low: Optional[float] = None, high: Optional[float] = None,
-                 low_inclusive: bool = True, high_inclusive: bool = True,
-                 none_ok: bool = False) -> Optional[float]:
-    """Validate a numeric parameter; raise a one-line ValueError naming it and the allowed range."""
-    allowed = _interval(low, high, low_inclusive, high_inclusive) + (" or null" if none_ok else "")
-    if value is None:
-        if none_ok:
-            return None
-        raise ValueError(f"{name}: got None; allowed: a number in {allowed}")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name}: got {value!r}; allowed: a number in {allowed}")
-    v = float(value)
-    bad = math.isnan(v)
-    if low is not None:
-        bad |= v < low or (v == low and not low_inclusive)
-    if high is not None:
-        bad |= v > high or (v == high and not high_inclusive)
-    if bad:
-        raise ValueError(f"{name}: got {value!r}; allowed: a number in {allowed}")
-    return v
-
-
-def check_choice(name: str, value: Any, allowed: Iterable[str]) -> str:
-    allowed = tuple(allowed)
-    if value not in allowed:  # plain ValueError: the registry prefixes it with the field and class
-        raise ValueError(str(choice_error(name, value, allowed)))
-    return value
 
 
 def valid_tokens(ctx: TokenContext) -> torch.Tensor:
@@ -165,12 +130,10 @@ class PPOClip(Mask):
 
     ACTS = ACTS_ON_DRIFT  # ρ ≡ 1 on-policy: nothing is clipped
 
-    def __init__(self, eps_low: float = 0.2, eps_high: Optional[float] = None,
-                 dual_clip: Optional[float] = None):
-        self.eps_low = check_number("eps_low", eps_low, low=0.0, high=1.0, high_inclusive=False)
-        eh = check_number("eps_high", eps_high, low=0.0, none_ok=True)
-        self.eps_high = self.eps_low if eh is None else eh
-        self.dual_clip = check_number("dual_clip", dual_clip, low=1.0, low_inclusive=False, none_ok=True)
+    def __init__(self, eps_low: Frac = 0.2, eps_high: Optional[NonNeg] = None,
+                 dual_clip: Optional[Annotated[Num, Gt(1)]] = None):
+        self.eps_low, self.eps_high = eps_low, eps_low if eps_high is None else eps_high
+        self.dual_clip = dual_clip
 
     def __call__(self, ctx: TokenContext) -> MaskResult:
         events = _ppo_events(ctx, self.eps_low, self.eps_high, self.dual_clip)
@@ -198,12 +161,10 @@ class SequenceClip(Mask):
 
     ACTS = ACTS_ON_DRIFT  # ρ ≡ 1 on-policy: nothing is clipped
 
-    def __init__(self, eps_low: float = 3e-4, eps_high: Optional[float] = 4e-4,
-                 max_log_ratio: Optional[float] = None):
-        self.eps_low = check_number("eps_low", eps_low, low=0.0, high=1.0, high_inclusive=False)
-        eh = check_number("eps_high", eps_high, low=0.0, none_ok=True)
-        self.eps_high = self.eps_low if eh is None else eh
-        self.max_log_ratio = check_number("max_log_ratio", max_log_ratio, none_ok=True)
+    def __init__(self, eps_low: Frac = 3e-4, eps_high: Optional[NonNeg] = 4e-4,
+                 max_log_ratio: Optional[Num] = None):
+        self.eps_low, self.eps_high = eps_low, eps_low if eps_high is None else eps_high
+        self.max_log_ratio = max_log_ratio
 
     def __call__(self, ctx: TokenContext) -> MaskResult:
         log_s = ctx.seq_log_ratio[:, None]
@@ -230,17 +191,11 @@ class ClipCov(Mask):
     with ``seed`` at construction, so a fresh instance reproduces the same sequence of masks.
     """
 
-    def __init__(self, eps_low: float = 0.2, eps_high: Optional[float] = None, clip_ratio: float = 2e-4,
-                 cov_lb: float = 1.0, cov_ub: float = 5.0, seed: int = 0):
-        self.eps_low = check_number("eps_low", eps_low, low=0.0, high=1.0, high_inclusive=False)
-        eh = check_number("eps_high", eps_high, low=0.0, none_ok=True)
-        self.eps_high = self.eps_low if eh is None else eh
-        self.clip_ratio = check_number("clip_ratio", clip_ratio, low=0.0, high=1.0, low_inclusive=False)
-        self.cov_lb = check_number("cov_lb", cov_lb)
-        self.cov_ub = check_number("cov_ub", cov_ub, low=self.cov_lb, low_inclusive=False)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-        self.seed = seed
+    def __init__(self, eps_low: Frac = 0.2, eps_high: Optional[NonNeg] = None, clip_ratio: PosFrac = 2e-4,
+                 cov_lb: Num = 1.0, cov_ub: Num = 5.0, seed: NonNegInt = 0):
+        require(cov_ub > cov_lb, self, "cov_ub", cov_ub, f"a number > cov_lb ({cov_lb:g})")
+        self.eps_low, self.eps_high = eps_low, eps_low if eps_high is None else eps_high
+        self.clip_ratio, self.cov_lb, self.cov_ub, self.seed = clip_ratio, cov_lb, cov_ub, seed
         self._gen = torch.Generator().manual_seed(seed)
 
     def __call__(self, ctx: TokenContext) -> MaskResult:
@@ -275,8 +230,8 @@ class TopEntropy(Mask):
     NEEDS: ClassVar[Needs] = Needs(entropy=True)
     _QUANTILE_MAX_NUMEL = 1 << 24  # torch.quantile's input limit; larger inputs use a sort
 
-    def __init__(self, quantile: float = 0.2):
-        self.quantile = check_number("quantile", quantile, low=0.0, high=1.0, low_inclusive=False)
+    def __init__(self, quantile: PosFrac = 0.2):
+        self.quantile = quantile
 
     @classmethod
     def _threshold(cls, vals: torch.Tensor, q: float) -> torch.Tensor:
@@ -314,12 +269,12 @@ class DivergenceMask(Mask):
     """
 
     ACTS = ACTS_ON_DRIFT  # ρ ≡ 1 on-policy: nothing is clipped
-    KINDS = ("tv", "kl")
 
-    def __init__(self, kind: str = "tv", delta_low: float = 0.1, delta_high: float = 0.1):
-        self.kind = check_choice("kind", kind, self.KINDS)
-        self.delta_low = check_number("delta_low", delta_low, low=0.0, low_inclusive=False)
-        self.delta_high = check_number("delta_high", delta_high, low=0.0, low_inclusive=False)
+    def __init__(self, kind: Literal["tv", "kl"] = "tv", delta_low: Positive = 0.1,
+                 delta_high: Positive = 0.1):
+        self.kind = kind
+        self.delta_low = delta_low
+        self.delta_high = delta_high
 
     def __call__(self, ctx: TokenContext) -> MaskResult:
         valid = valid_tokens(ctx)
@@ -357,18 +312,20 @@ class AdaptiveClip(Mask):
 
     ACTS = ACTS_ON_DRIFT  # ρ ≡ 1 on-policy: nothing is clipped
 
-    def __init__(self, low_start: float = 0.8, low_max: float = 0.95, low_step: float = 0.05,
-                 high_start: float = 1.2, high_max: float = 2.0, high_step: float = 0.1,
-                 target: float = 0.5, eps: float = 1e-8, dual_clip: Optional[float] = 3.0):
-        self.low_start = check_number("low_start", low_start, low=0.0, high=1.0, low_inclusive=False)
-        self.low_max = check_number("low_max", low_max, low=self.low_start, high=1.0)
-        self.low_step = check_number("low_step", low_step, low=0.0)
-        self.high_start = check_number("high_start", high_start, low=1.0)
-        self.high_max = check_number("high_max", high_max, low=self.high_start)
-        self.high_step = check_number("high_step", high_step, low=0.0)
-        self.target = check_number("target", target, low=0.0)
-        self.eps = check_number("eps", eps, low=0.0)
-        self.dual_clip = check_number("dual_clip", dual_clip, low=1.0, low_inclusive=False, none_ok=True)
+    def __init__(self, low_start: PosFrac = 0.8, low_max: Prob = 0.95, low_step: NonNeg = 0.05,
+                 high_start: Annotated[Num, Ge(1)] = 1.2, high_max: Num = 2.0, high_step: NonNeg = 0.1,
+                 target: NonNeg = 0.5, eps: NonNeg = 1e-8, dual_clip: Optional[Annotated[Num, Gt(1)]] = 3.0):
+        require(low_max >= low_start, self, "low_max", low_max, f"a number >= low_start ({low_start:g})")
+        require(high_max >= high_start, self, "high_max", high_max, f"a number >= high_start ({high_start:g})")
+        self.low_start = low_start
+        self.low_max = low_max
+        self.low_step = low_step
+        self.high_start = high_start
+        self.high_max = high_max
+        self.high_step = high_step
+        self.target = target
+        self.eps = eps
+        self.dual_clip = dual_clip
 
     def _pos_neg_ratio(self, ratio: torch.Tensor, adv: torch.Tensor, rm: torch.Tensor,
                        low: float, high: float) -> float:
@@ -424,8 +381,8 @@ class OffPolicySequenceMask(Mask):
 
     ACTS = ACTS_ON_DRIFT  # log π_old − log π_θ ≡ 0 on-policy
 
-    def __init__(self, threshold: float = 0.5):
-        self.threshold = check_number("threshold", threshold)
+    def __init__(self, threshold: Num = 0.5):
+        self.threshold = threshold
 
     def __call__(self, ctx: TokenContext) -> MaskResult:
         seq_kl = (-ctx.log_ratio).sum(-1) / ctx.response_mask.sum(-1).clamp_min(1.0)
@@ -440,8 +397,8 @@ class AllOf(Mask):
         return acts_of_all(self.masks)
 
     def __init__(self, masks: list):
-        if not isinstance(masks, (list, tuple)) or not masks:
-            raise ValueError(f"masks must be a non-empty list of masks, got {masks!r}")
+        require(isinstance(masks, (list, tuple)) and len(masks) > 0, self, "masks", masks,
+                "a non-empty list of masks")
         self.masks = [as_slot("mask", f"masks[{i}]", m) for i, m in enumerate(masks)]
 
     def __call__(self, ctx: TokenContext) -> MaskResult:

@@ -7,7 +7,7 @@ from typing import ClassVar, Optional
 
 import torch
 
-from ablate.errors import ConfigError
+from ablate.spec.params import Positive
 from ablate.upge import functional as F
 from ablate.upge.slots.advantage import _Outcome
 
@@ -23,10 +23,8 @@ class RewardWeighted(_Outcome):
 
     zero_constant_groups: ClassVar[bool] = False
 
-    def __init__(self, temperature: Optional[float] = None):
-        if temperature is not None and not float(temperature) > 0:
-            raise ConfigError(f"advantage RewardWeighted.temperature: expected null or a number > 0, got {temperature!r}")
-        self.temperature = None if temperature is None else float(temperature)
+    def __init__(self, temperature: Optional[Positive] = None):
+        self.temperature = temperature
 
     def _compute(self, r, valid, stats, batch):
         if self.temperature is None:

@@ -7,9 +7,10 @@ from typing import Optional
 
 import torch
 
+from ablate.spec.params import Frac, NonNeg
 from ablate.component import ACTS_ON_DRIFT
 from ablate.upge.slots.base import Denominator, Mask, MaskResult, TokenContext
-from ablate.upge.slots.mask import _result, check_number, valid_tokens
+from ablate.upge.slots.mask import _result, valid_tokens
 
 
 def seq_log_ratio_sum(ctx: TokenContext) -> torch.Tensor:
@@ -34,10 +35,8 @@ class TrajectoryClip(Mask):
 
     ACTS = ACTS_ON_DRIFT  # s_i ≡ 1 on-policy
 
-    def __init__(self, eps_low: float = 0.2, eps_high: Optional[float] = None):
-        self.eps_low = check_number("eps_low", eps_low, low=0.0, high=1.0, high_inclusive=False)
-        eh = check_number("eps_high", eps_high, low=0.0, none_ok=True)
-        self.eps_high = self.eps_low if eh is None else eh
+    def __init__(self, eps_low: Frac = 0.2, eps_high: Optional[NonNeg] = None):
+        self.eps_low, self.eps_high = eps_low, eps_low if eps_high is None else eps_high
 
     def __call__(self, ctx: TokenContext) -> MaskResult:
         s = torch.exp(seq_log_ratio_sum(ctx))[:, None]
