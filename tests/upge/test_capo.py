@@ -204,7 +204,7 @@ def test_state_survives_a_checkpoint_and_changes_the_next_step():
 def test_declares_its_needs_and_rejects_bad_parameters():
     assert CurvatureMask().needs() == Needs(full_logits=True, hidden_states=True)
     for bad in (dict(tau_hessian=-1.0), dict(top_k=0), dict(top_k=2.5), dict(beta2=1.0),
-                dict(symmetric="yes"), dict(eps=0.0)):
+                dict(symmetric="yes"), dict(eps=0.0), dict(beta1=1.0)):
         with pytest.raises(ValueError):
             CurvatureMask(**bad)
     with pytest.raises(RuntimeError, match="ctx.hidden"):

@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 
 from ablate.component import Needs
+from ablate.spec.params import Frac, NonNeg, OpenProb, PosInt, Positive
 from ablate.upge.slots.base import Mask, MaskResult, TokenContext
-from ablate.upge.slots.mask import check_number, valid_tokens
+from ablate.upge.slots.mask import valid_tokens
 
 
 class CurvatureMask(Mask):
@@ -39,19 +40,10 @@ class CurvatureMask(Mask):
 
     NEEDS: ClassVar[Needs] = Needs(full_logits=True, hidden_states=True)
 
-    def __init__(self, tau_hessian: float = 0.01, tau_fisher: float = 1e-4, symmetric: bool = True,
-                 top_k: int = 50, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
-        self.tau_hessian = check_number("tau_hessian", tau_hessian, low=0.0)
-        self.tau_fisher = check_number("tau_fisher", tau_fisher, low=0.0)
-        if not isinstance(symmetric, bool):
-            raise ValueError(f"symmetric must be true or false, got {symmetric!r}")
-        self.symmetric = symmetric
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k: got {top_k!r}; allowed: an integer >= 1")
-        self.top_k = top_k
-        self.beta1 = check_number("beta1", beta1, low=0.0, high=1.0, high_inclusive=False)
-        self.beta2 = check_number("beta2", beta2, low=0.0, high=1.0, high_inclusive=False)
-        self.eps = check_number("eps", eps, low=0.0, low_inclusive=False)
+    def __init__(self, tau_hessian: NonNeg = 0.01, tau_fisher: NonNeg = 1e-4, symmetric: bool = True,
+                 top_k: PosInt = 50, beta1: Frac = 0.9, beta2: OpenProb = 0.999, eps: Positive = 1e-8):
+        self.tau_hessian, self.tau_fisher, self.symmetric, self.top_k = tau_hessian, tau_fisher, symmetric, top_k
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self._ids = torch.zeros(0, dtype=torch.long)  # vocabulary ids with moments (sorted)
         self._m = torch.zeros(0, 0)
         self._v = torch.zeros(0, 0)
