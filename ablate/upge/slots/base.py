@@ -45,6 +45,8 @@ class TokenContext:
     entropy: Optional[torch.Tensor] = None  # [B, T] detached
     entropy_grad: Optional[torch.Tensor] = None  # [B, T] with grad (entropy bonus only)
     logits: Optional[torch.Tensor] = None  # [B, T, V] logits/T with grad (Needs(full_logits=True))
+    hidden: Optional[torch.Tensor] = None  # [B, T, H] detached LM-head inputs (Needs(hidden_states=True))
+    lr: Optional[float] = None  # learning rate of the coming optimizer step (Needs(hidden_states=True))
     response_ids: Optional[torch.Tensor] = None  # [B, T] the sampled tokens (a view of the batch)
     ref_logp: Optional[torch.Tensor] = None  # [B, T] frozen KL reference model
     rewards: Optional[torch.Tensor] = None  # [B] scalar rewards
@@ -88,7 +90,8 @@ class TokenContext:
     def from_batch(cls, batch: RolloutBatch, logp: torch.Tensor, entropy: Optional[torch.Tensor] = None,
                    entropy_grad: Optional[torch.Tensor] = None,
                    advantages: Optional[torch.Tensor] = None,
-                   logits: Optional[torch.Tensor] = None) -> "TokenContext":
+                   logits: Optional[torch.Tensor] = None, hidden: Optional[torch.Tensor] = None,
+                   lr: Optional[float] = None) -> "TokenContext":
         adv = batch.advantages if advantages is None else advantages
         if adv is None:
             raise ValueError("batch.advantages is None: run the advantage slot before the estimator")
@@ -97,7 +100,8 @@ class TokenContext:
                    group_ids=batch.group_ids, entropy=None if entropy is None else entropy.detach(),
                    entropy_grad=entropy_grad, ref_logp=batch.ref_logp, rewards=batch.rewards,
                    loss_weights=batch.loss_weights, rows=batch.rows, info=batch.info,
-                   extras=batch.extras, logits=logits,
+                   extras=batch.extras, logits=logits, lr=lr,
+                   hidden=None if hidden is None else hidden.detach(),
                    response_ids=batch.input_ids[:, batch.prompt_len:])
 
 
