@@ -28,6 +28,9 @@ class Needs:
     full_logits: bool = False  # ctx.logits: [B, T, V] logits/temperature of π_θ at the response
     #                            positions, carrying the gradient (training forward only; off: no
     #                            [B, T, V] tensor is kept beyond the log-softmax)
+    hidden_states: bool = False  # ctx.hidden: [B, T, H] detached last-layer hidden states at the
+    #                              response positions (the LM head's input) and ctx.lr, the learning
+    #                              rate of the coming optimizer step (training forward only)
     ref_model: bool = False  # a frozen copy of the initial policy: batch.ref_logp before the advantage
     logp_before_advantage: bool = False  # batch.old_logp complete before the advantage slot
     entropy_before_advantage: bool = False  # batch.rows["old_entropy"]: behaviour entropy per token

@@ -476,8 +476,14 @@ def test_every_mask_handles_variable_group_sizes(name):
     b.advantages = build("advantage", "group_zscore")(b)
     logp = (b.old_logp + 0.3 * torch.randn(b.old_logp.shape, generator=torch.Generator().manual_seed(2))) \
         * b.response_mask
-    ctx = TokenContext.from_batch(b, logp, entropy=torch.rand(b.old_logp.shape))
-    keep = build("mask", name)(ctx).keep
+    mask = build("mask", name)
+    needs, gen = mask.needs(), torch.Generator().manual_seed(3)
+    B, T = b.old_logp.shape  # what the trainer gives a mask that declares full logits / hidden states
+    logits = torch.randn(B, T, 7, generator=gen) if needs.full_logits else None
+    hidden = torch.randn(B, T, 5, generator=gen) if needs.hidden_states else None
+    ctx = TokenContext.from_batch(b, logp, entropy=torch.rand(b.old_logp.shape), logits=logits,
+                                  hidden=hidden, lr=1e-3 if needs.hidden_states else None)
+    keep = mask(ctx).keep
     assert keep.shape == b.response_mask.shape and keep.dtype == torch.bool
 
 
@@ -534,7 +540,7 @@ def test_full_logits_reach_a_term_that_declares_them_and_no_other(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("full logits built without a component asking")
 
-    monkeypatch.setattr(trainer_mod, "response_logits", boom)
+    monkeypatch.setattr(trainer_mod, "response_outputs", boom)
     tr = _trainer("method=grpo", "train.steps=1")
     assert not tr.plan.full_logits
     tr.run(progress=False)

@@ -184,7 +184,8 @@ def test_methods_table_shows_status_fidelity_and_evidence(capsys):
     out = _main(capsys)
     rows = {ln.split()[0]: ln for ln in out.splitlines() if ln.strip()}
     assert "runs" in rows["grpo"] and "exact" in rows["grpo"] and "code" in rows["grpo"]
-    assert "not expressible" in rows["capo"] and "out of scope" in rows["cdsa"]
+    assert "not expressible" in rows["oblr_po"] and "out of scope" in rows["cdsa"]
+    assert "runs" in rows["capo"] and "approximation" in rows["capo"]
     assert "runs" in rows["knapsack"] if "knapsack" in rows else "needs machinery" in rows["knapsack_rl"]
     assert f"{coverage()['runs']} run by a preset" in out
 

@@ -50,6 +50,7 @@ from typing import Any, Literal, Mapping, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ablate.errors import ConfigError, choice_error
+from ablate.spec.translate import Problem, config_error
 
 AGGREGATIONS = ("final", "mean", "slope", "auc", "last3")
 EXPECT = ("higher", "lower")
@@ -79,9 +80,9 @@ def metric_terms(metric: str) -> tuple[str, ...]:
 
 def _one_line(v: Any) -> str:
     if v is None or (isinstance(v, str) and not v.strip()):
-        raise ValueError("missing")
+        raise Problem("missing")
     if not isinstance(v, (str, int, float)) or isinstance(v, bool):
-        raise ValueError(f"expected text, got {v!r}")
+        raise Problem(f"expected text, got {v!r}")
     return " ".join(str(v).split())
 
 
@@ -114,26 +115,26 @@ class Claim(BaseModel):
         if v is None:
             return ()
         if not isinstance(v, (list, tuple)):
-            raise ValueError(f"got {v!r}; allowed: a list of overrides like [method=grpo]")
+            raise Problem(f"got {v!r}; allowed: a list of overrides like [method=grpo]")
         for o in v:
             if not isinstance(o, str) or not _OVERRIDE_RE.match(o.strip()):
-                raise ValueError(f"{o!r} is not an override key=value")
+                raise Problem(f"{o!r} is not an override key=value")
         return tuple(o.strip() for o in v)
 
     @model_validator(mode="after")
     def _kind(self) -> "Claim":
         if self.kind == "probe":
             if self.metric not in PROBE_METRICS:
-                raise ValueError(f"metric: {self.metric!r} is not a probe metric; allowed: "
-                                 f"{', '.join(PROBE_METRICS)}")
+                raise Problem(f"{self.metric!r} is not a probe metric; allowed: {', '.join(PROBE_METRICS)}",
+                              ("metric",))
             if self.batches is None:
-                raise ValueError(f"batches: missing; a probe claim needs the number of shared rollout "
-                                 f"batches (an integer 2..{MAX_PROBE_BATCHES})")
+                raise Problem(f"missing; a probe claim needs the number of shared rollout batches (an "
+                              f"integer 2..{MAX_PROBE_BATCHES})", ("batches",))
             for side in ("a", "b"):
                 probe_overrides(side, getattr(self, side))
         elif self.base or self.batches is not None:
-            raise ValueError("base / batches: only for kind: probe claims (a sweep claim's arms are "
-                             "the sweep's axes)")
+            raise Problem("only for kind: probe claims (a sweep claim's arms are the sweep's axes)",
+                          ("base / batches",))
         return self
 
     @field_validator("id", "paper", "arxiv", "claim", mode="before")
@@ -150,14 +151,14 @@ class Claim(BaseModel):
     @classmethod
     def _id(cls, v: str) -> str:
         if not _ID_RE.match(v):
-            raise ValueError(f"{v!r} may use only letters, digits, '_', '-' and '.'")
+            raise Problem(f"{v!r} may use only letters, digits, '_', '-' and '.'")
         return v
 
     @field_validator("arxiv")
     @classmethod
     def _arxiv(cls, v: str) -> str:
         if not _ARXIV_RE.match(v):
-            raise ValueError(f"{v!r} is not an arXiv id like 2503.14476")
+            raise Problem(f"{v!r} is not an arXiv id like 2503.14476")
         return v
 
     @field_validator("metric", mode="before")
@@ -200,15 +201,15 @@ def _override_value(v: Any) -> str:
 
 
 def probe_overrides(side: str, arm: Mapping[str, Any]) -> list[str]:
-    """``{advantage: opo}`` → ``["advantage=opo"]``; ValueError naming the bad key or value."""
+    """``{advantage: opo}`` → ``["advantage=opo"]``; a Problem (a ValueError) at the bad key."""
     out = []
     for k, v in arm.items():
         if not _OVERRIDE_KEY_RE.match(str(k)):
-            raise ValueError(f"{side}: {k!r} is not a config key like advantage or train.lr")
+            raise Problem(f"{k!r} is not a config key like advantage or train.lr", (side,))
         try:
             out.append(f"{k}={_override_value(v)}")
         except ValueError as e:
-            raise ValueError(f"{side}.{k}: {e}") from None
+            raise Problem(str(e), (side, str(k))) from None
     return out
 
 
@@ -223,14 +224,14 @@ class ReportSpec(BaseModel):
 
 def _metric_name(v: Any, allow_difference: bool) -> str:
     if not isinstance(v, str) or not v.strip():
-        raise ValueError(f"got {v!r}; allowed: a logged metric name like train/entropy")
+        raise Problem(f"got {v!r}; allowed: a logged metric name like train/entropy")
     try:
         terms = metric_terms(v)
     except ValueError:
-        raise ValueError(f"{v!r} is not a metric name (like train/entropy"
+        raise Problem(f"{v!r} is not a metric name (like train/entropy"
                          + (' or "eval/pass@1 - eval/pass@8"' if allow_difference else "") + ")") from None
     if len(terms) > 1 and not allow_difference:
-        raise ValueError(f"{v!r}: a difference of metrics is allowed only in claims")
+        raise Problem(f"{v!r}: a difference of metrics is allowed only in claims")
     return " - ".join(terms)
 
 
@@ -277,21 +278,6 @@ def _arm(field_: str, v: Any, axes: Mapping[str, list]) -> dict[str, Any]:
     return out
 
 
-_ALLOWED = {"aggregation": AGGREGATIONS, "expect": EXPECT, "kind": KINDS}
-
-
-def _validation_error(prefix: str, e: ValidationError) -> ConfigError:
-    err = e.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"])
-    got = err.get("input")
-    if loc in _ALLOWED:
-        return choice_error(f"{prefix}.{loc}", got, _ALLOWED[loc])
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if not loc:  # a model-level check: the message names its field
-        return ConfigError(f"{prefix}.{msg}")
-    return ConfigError(f"{prefix}.{loc}: {msg} (got {got!r})" if "got" not in msg else f"{prefix}.{loc}: {msg}")
-
-
 def parse_claims(v: Any, axes: Mapping[str, list]) -> list[Claim]:
     """Validate ``claims:`` against the swept axes (``axis -> options``: slot groups, ``method``,
     choice params). Each arm must pick options of swept axes, and the arms must differ."""
@@ -336,7 +322,7 @@ def _parse_list(v: Any, axes: Mapping[str, list] | None) -> list[Claim]:
         try:
             claim = Claim.model_validate(data)
         except ValidationError as e:
-            raise _validation_error(f, e) from None
+            raise config_error(e, Claim, prefix=f"{f}.", name=f) from None
         if claim.id in seen:
             raise ConfigError(f"{f}.id: {claim.id!r} is used twice")
         seen.add(claim.id)

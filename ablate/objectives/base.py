@@ -137,20 +137,23 @@ class Objective(Component):
 
     def batch_loss(self, batch: RolloutBatch, logp: torch.Tensor, entropy: Optional[torch.Tensor] = None,
                    entropy_grad: Optional[torch.Tensor] = None,
-                   logits: Optional[torch.Tensor] = None) -> ObjectiveOutput:
+                   logits: Optional[torch.Tensor] = None, hidden: Optional[torch.Tensor] = None,
+                   lr: Optional[float] = None) -> ObjectiveOutput:
         """Advantages, then the loss of the whole batch as one minibatch (tests, references)."""
         self.compute_advantages(batch)
         return self(batch, logp, self.normalizers(batch), entropy=entropy, entropy_grad=entropy_grad,
-                    logits=logits)
+                    logits=logits, hidden=hidden, lr=lr)
 
     # ------------------------------------------------------------------ per microbatch
     def __call__(self, mc: RolloutBatch, logp: torch.Tensor, norms: Mapping[str, Normalizer],
                  entropy: Optional[torch.Tensor] = None,
                  entropy_grad: Optional[torch.Tensor] = None,
-                 logits: Optional[torch.Tensor] = None) -> ObjectiveOutput:
+                 logits: Optional[torch.Tensor] = None, hidden: Optional[torch.Tensor] = None,
+                 lr: Optional[float] = None) -> ObjectiveOutput:
         base = TokenContext.from_batch(mc, logp, entropy=entropy, entropy_grad=entropy_grad,
                                        advantages=mc.advantages if mc.advantages is not None
-                                       else torch.zeros_like(mc.response_mask), logits=logits)
+                                       else torch.zeros_like(mc.response_mask), logits=logits,
+                                       hidden=hidden, lr=lr)
         loss = torch.zeros((), dtype=logp.dtype, device=logp.device)
         diags: dict[str, Diag] = {}
         multi = len(self.terms) > 1

@@ -46,6 +46,15 @@ def response_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     """``logits / temperature`` in float at the positions that predict the response tokens
     ([B, T, V], carrying the gradient): what a loss over the whole vocabulary reads
     (``Needs(full_logits=True)``)."""
+    return response_outputs(model, input_ids, attention_mask, prompt_len, temperature)[0]
+
+
+def response_outputs(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     prompt_len: int, temperature: float, with_hidden: bool = False
+                     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(``response_logits``, the last layer's hidden states at the same positions [B, T, H],
+    detached, or None): the LM head's inputs, for components that model the head's update
+    (``Needs(hidden_states=True)``)."""
     if temperature is None or temperature <= 0:
         raise ValueError(f"temperature must be > 0 for log-probs, got {temperature!r}")
     L = input_ids.shape[1]
@@ -56,11 +65,12 @@ def response_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
                   position_ids=position_ids_from_mask(attention_mask), use_cache=False)
     if _accepts_logits_to_keep(type(model)):
         kwargs["logits_to_keep"] = T + 1  # logits at positions P-1 .. L-1
-    logits = model(**kwargs).logits
-    logits = logits[:, -(T + 1):-1, :].float()
+    out = model(**kwargs, output_hidden_states=True) if with_hidden else model(**kwargs)
+    logits = out.logits[:, -(T + 1):-1, :].float()
     if temperature != 1.0:
         logits = logits / temperature
-    return logits
+    hidden = out.hidden_states[-1][:, -(T + 1):-1, :].detach().float() if with_hidden else None
+    return logits, hidden
 
 
 def logprobs_of_logits(logits: torch.Tensor, targets: torch.Tensor, with_entropy: bool = False,

@@ -27,7 +27,7 @@ from ablate.metrics.gradvar import GradVarianceMeter
 from ablate.metrics.passk import pass_at_k_metrics
 from ablate.optim import lr_schedule
 from ablate.pipeline.base import Generated, Rollouts, StageEnv
-from ablate.policy import build_policy, logprobs_of_logits, response_logits, token_logprobs
+from ablate.policy import build_policy, logprobs_of_logits, response_outputs, token_logprobs
 from ablate.policy.lora import FrozenBase, is_lora, load_policy_state, policy_state
 from ablate.rollout import build_engine, pin_budget
 from ablate.rollout.base import is_weights
@@ -461,13 +461,16 @@ class Trainer:
                     mc_idx = mc_idx_cpu.to(self.device)
                     mc = mb.select(mc_idx)
                     with self.timers("forward_backward"), self._no_sync():
-                        logp, ent_t, logits = self._train_forward(mc, want_entropy or ent_grad, ent_grad)
+                        logp, ent_t, logits, hidden = self._train_forward(mc, want_entropy or ent_grad,
+                                                                          ent_grad)
                         if on_policy and not batch.extras.get("old_logp_complete"):
                             mc.old_logp = logp.detach() * mc.response_mask
                             batch.old_logp[mb_rows[mc_idx]] = mc.old_logp
                         with self.timers("estimator"):
                             out = obj(mc, logp, norms, entropy=ent_t,
-                                      entropy_grad=ent_t if ent_grad else None, logits=logits)
+                                      entropy_grad=ent_t if ent_grad else None, logits=logits,
+                                      hidden=hidden, lr=float(self.sched.get_last_lr()[0])
+                                      if hidden is not None else None)
                         if not torch.isfinite(out.loss):
                             raise FloatingPointError(f"non-finite loss {out.loss.item()} at step {step}")
                         (out.loss * dist.world).backward()  # DDP averages over workers
@@ -515,19 +518,24 @@ class Trainer:
         return m
 
     def _train_forward(self, mc: RolloutBatch, with_entropy: bool, entropy_grad: bool
-                       ) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
-        """(log-probs, entropy, full-vocabulary logits) of one microbatch; the logits only when a
-        component declared ``Needs(full_logits=True)`` (otherwise nothing [B, T, V] is kept)."""
-        if not self.plan.full_logits:
+                       ) -> tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor],
+                                  Optional[torch.Tensor]]:
+        """(log-probs, entropy, full-vocabulary logits, last-layer hidden states) of one
+        microbatch; the logits only when a component declared ``Needs(full_logits=True)``
+        (otherwise nothing [B, T, V] is kept), the hidden states only with
+        ``Needs(hidden_states=True)``."""
+        plan = self.plan
+        if not plan.full_logits and not plan.hidden_states:
             logp, ent = token_logprobs(self.train_model, mc.input_ids, mc.attention_mask,
                                        mc.prompt_len, self.temperature, with_entropy=with_entropy,
                                        entropy_grad=entropy_grad)
-            return logp, ent, None
-        logits = response_logits(self.train_model, mc.input_ids, mc.attention_mask, mc.prompt_len,
-                                 self.temperature)
+            return logp, ent, None, None
+        logits, hidden = response_outputs(self.train_model, mc.input_ids, mc.attention_mask,
+                                          mc.prompt_len, self.temperature,
+                                          with_hidden=plan.hidden_states)
         logp, ent = logprobs_of_logits(logits, mc.input_ids[:, mc.prompt_len:], with_entropy,
                                        entropy_grad)
-        return logp, ent, logits
+        return logp, ent, (logits if plan.full_logits else None), hidden
 
     def _microbatches(self, batch: RolloutBatch, mb_rows: torch.Tensor,
                       groups: Optional[torch.Tensor]) -> list[tuple[torch.Tensor, bool]]:

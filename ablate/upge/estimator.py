@@ -48,9 +48,10 @@ def kl_k3(log_q_over_p: torch.Tensor) -> torch.Tensor:
     return torch.expm1(log_r) - log_r
 
 
-def _k3_of_log_r(log_r: torch.Tensor) -> torch.Tensor:
-    """``kl_k3(-log_r)`` = (r − 1) − log r with one new buffer (expm1, then subtract in place)."""
-    return torch.expm1(log_r).sub_(log_r)
+def _k3_of_log_r(log_r: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``kl_k3(-log_r)`` = (r − 1) − log r with at most one new buffer (expm1 into ``out``, then
+    subtract in place)."""
+    return torch.expm1(log_r, out=out).sub_(log_r)
 
 
 @functools.lru_cache(maxsize=None)
@@ -117,57 +118,64 @@ class UPGE(Component):
 
     def _diagnostics(self, ctx: TokenContext, m: MaskResult, weight: torch.Tensor,
                      norm: Normalizer) -> dict[str, Diag]:
-        """~12 detached values. Each masked mean is one ``dot`` with the flat mask (no [B, T]
-        product temporary) and elementwise work is done in place: at these sizes the cost is the
-        fresh [B, T] buffers, not the arithmetic (bench/README.md, estimator section)."""
+        """~12 detached values. On CPU the cost is fresh [B, T] buffers and slow kernels (``where``
+        with a tensor operand, bool → float casts, ``expm1``), not the arithmetic (bench/README.md,
+        estimator section), so: each masked mean is one ``dot`` with the flat mask; clip fractions
+        are counts of bool tensors; the masked extremes use ρ > 0: max over valid = max(ρ·m), min
+        over valid = min(ρ/m); the [B, T] temporaries share one scratch buffer."""
         rm = ctx.response_mask
         flat = rm.reshape(-1)
-        n = flat.sum().clamp_min(1.0)
+        count = flat.sum()
+        n = count.clamp_min(1.0)
 
         def mmean(x: torch.Tensor) -> torch.Tensor:  # Σ x·rm / n
             return torch.dot(x.to(rm.dtype).reshape(-1), flat) / n
 
-        # an event tensor registered under two names (GSPO's seq_clip_* = clip_*) is reduced once;
-        # keyed by id while m.events keeps every event alive
+        # Σ event·rm = #(event ∧ valid) (rm ∈ {0, 1}): bool work, no float copy of the event; a
+        # tensor registered under two names (GSPO's seq_clip_* = clip_*) is counted once
+        valid = ctx.valid
         fracs = {id(t): t for t in m.events.values()}
-        fracs = {k: mmean(t) for k, t in fracs.items()}
-
+        fracs = {k: torch.count_nonzero(t & valid).to(rm.dtype) / n for k, t in fracs.items()}
         zero = torch.zeros((), dtype=rm.dtype, device=rm.device)
-        d: dict[str, Diag] = {"mask_frac": mean((flat.sum() - torch.dot(m.keep_as(rm.dtype).reshape(-1), flat)) / n)}
+        d: dict[str, Diag] = {"mask_frac": mean((count - torch.dot(m.keep_as(rm.dtype).reshape(-1), flat)) / n)}
         for ev in ("clip_low", "clip_high", "clip_dual"):
             t = m.events.get(ev)
             d[f"clip_frac_{ev.split('_')[1]}"] = mean(fracs[id(t)] if t is not None else zero)
         for ev, t in m.events.items():
             if ev not in ("clip_low", "clip_high", "clip_dual"):
                 d[f"mask/{ev}_frac"] = mean(fracs[id(t)])
-        # peer-comparable value (verl/TRL pg_loss): masked tokens count the constant their
-        # min/clip objective gives them instead of 0; same gradient as pg_loss
-        clipped = m.peer_weight(weight)
-        clipped = clipped.to(weight.dtype) if clipped is not None else 0.0
-        peer_w = torch.where(m.keep, weight, clipped)
-        if self.denominator.PEER_LOGP_VALUE:  # verl's gpg/cispo value: −Â·w·log π
-            peer_w = peer_w * ctx.logp.detach()
-        peer_mat = peer_w.mul_(ctx.advantages).neg_()
-        if ctx.loss_weights is not None:
-            peer_mat.mul_(ctx.loss_weights.to(peer_mat.dtype)[:, None])
-        d["pg_loss_peer"] = partial(self.aggregation(peer_mat, rm, norm))
-        ratio, valid = ctx.ratio, ctx.valid
-        d["ratio_mean"] = mean(mmean(ratio))
+        tmp = torch.empty_like(weight)  # one scratch buffer for every [B, T] temporary below
+        d["pg_loss_peer"] = partial(self._peer_loss(ctx, m, weight, norm, tmp))
+        ratio = ctx.ratio  # exp of the clamped log-ratio: > 0, so padding (×0, ÷0) never wins
         big = torch.finfo(ratio.dtype).max  # finite even for an empty microbatch
-        d["ratio_max"] = maximum(ratio.where(valid, -big).amax())
-        d["ratio_min"] = minimum(ratio.where(valid, big).amin())
+        empty = count <= 0
+        d["ratio_mean"] = mean(mmean(ratio))
+        d["ratio_max"] = maximum(torch.where(empty, -big, torch.mul(ratio, rm, out=tmp).amax()))
+        d["ratio_min"] = minimum(torch.where(empty, big, torch.div(ratio, rm, out=tmp).amin()))
         # KL(π_old ‖ π_θ) from samples of π_old: k3 with r = π_θ/π_old (ρ − 1 − log ρ ≥ 0)
-        d["kl_old"] = mean(mmean(_k3_of_log_r(ctx.log_ratio)))
+        d["kl_old"] = mean(mmean(_k3_of_log_r(ctx.log_ratio, tmp)))
         if ctx.ref_logp is not None:
             # KL(π_θ ‖ π_ref) from samples of π_θ (on-policy rows): r = π_ref/π_θ
             log_r = (ctx.ref_logp - ctx.logp.detach()).clamp_(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-            d["kl_ref"] = mean(mmean(_k3_of_log_r(log_r)))
+            d["kl_ref"] = mean(mmean(_k3_of_log_r(log_r, tmp)))
         iw = ctx.rows.get("is_weight")
         if iw is not None:
             d["is_weight_mean"] = mean(mmean(iw))
         d["adv_mean"] = mean(mmean(ctx.advantages))
-        d["adv_abs_mean"] = mean(mmean(ctx.advantages.abs()))
+        d["adv_abs_mean"] = mean(mmean(torch.abs(ctx.advantages, out=tmp)))
         return d
+
+    def _peer_loss(self, ctx: TokenContext, m: MaskResult, weight: torch.Tensor,
+                   norm: Normalizer, out: torch.Tensor) -> torch.Tensor:
+        """Peer-comparable value (verl/TRL pg_loss): masked tokens count the constant their
+        min/clip objective gives them instead of 0; same gradient as pg_loss. ``out``: scratch."""
+        peer_w = m.peer_weight(weight, out=out)
+        if self.denominator.PEER_LOGP_VALUE:  # verl's gpg/cispo value: −Â·w·log π
+            peer_w.mul_(ctx.logp.detach())
+        peer_mat = peer_w.mul_(ctx.advantages).neg_()
+        if ctx.loss_weights is not None:
+            peer_mat.mul_(ctx.loss_weights.to(peer_mat.dtype)[:, None])
+        return self.aggregation(peer_mat, ctx.response_mask, norm)
 
     def __call__(self, batch: RolloutBatch, logp: torch.Tensor, entropy: Optional[torch.Tensor] = None,
                  entropy_grad: Optional[torch.Tensor] = None,

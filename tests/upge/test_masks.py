@@ -305,6 +305,11 @@ def test_every_mask_yaml_builds(name):
     ctx = make_ctx([[0.0, -1.0]], [[0.0, -1.2]], [[1.0, -1.0]], entropy=[[0.5, 1.0]])
     ctx.rows = {"group_reward_var": torch.tensor([0.25], dtype=D)}  # per-row data the trainer fills
     ctx.info = StepInfo(step=1, total_steps=2) if m.needs().step_info else None
+    if m.needs().full_logits:  # [B, T, V] logits over a 3-token vocabulary and the sampled tokens
+        ctx.logits = torch.tensor([[[0.0, 1.0, -1.0], [0.5, 0.0, 0.2]]], dtype=D)
+        ctx.response_ids = torch.tensor([[1, 0]])
+    if m.needs().hidden_states:
+        ctx.hidden, ctx.lr = torch.tensor([[[1.0, -0.5], [0.2, 0.3]]], dtype=D), 1e-3
     r = m(ctx)
     assert r.keep.dtype == torch.bool and r.keep.shape == (1, 2)
 

@@ -20,6 +20,12 @@ from ablate.upge.batch import RolloutBatch
 LOG_RATIO_CLAMP = 20.0  # verl clamps the log-ratio to ±20 before exp (peer_semantics §8.9)
 
 
+def bool_as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A bool tensor as 0./1. of ``dtype``, through a uint8 view: the same values, but torch's
+    direct bool → float cast is ~5× slower on CPU (bench/README.md, estimator section)."""
+    return t.view(torch.uint8).to(dtype) if t.dtype == torch.bool else t.to(dtype)
+
+
 @dataclass
 class TokenContext:
     """Everything a mask, denominator or likelihood slot may read, for one microbatch.
@@ -39,6 +45,8 @@ class TokenContext:
     entropy: Optional[torch.Tensor] = None  # [B, T] detached
     entropy_grad: Optional[torch.Tensor] = None  # [B, T] with grad (entropy bonus only)
     logits: Optional[torch.Tensor] = None  # [B, T, V] logits/T with grad (Needs(full_logits=True))
+    hidden: Optional[torch.Tensor] = None  # [B, T, H] detached LM-head inputs (Needs(hidden_states=True))
+    lr: Optional[float] = None  # learning rate of the coming optimizer step (Needs(hidden_states=True))
     response_ids: Optional[torch.Tensor] = None  # [B, T] the sampled tokens (a view of the batch)
     ref_logp: Optional[torch.Tensor] = None  # [B, T] frozen KL reference model
     rewards: Optional[torch.Tensor] = None  # [B] scalar rewards
@@ -82,7 +90,8 @@ class TokenContext:
     def from_batch(cls, batch: RolloutBatch, logp: torch.Tensor, entropy: Optional[torch.Tensor] = None,
                    entropy_grad: Optional[torch.Tensor] = None,
                    advantages: Optional[torch.Tensor] = None,
-                   logits: Optional[torch.Tensor] = None) -> "TokenContext":
+                   logits: Optional[torch.Tensor] = None, hidden: Optional[torch.Tensor] = None,
+                   lr: Optional[float] = None) -> "TokenContext":
         adv = batch.advantages if advantages is None else advantages
         if adv is None:
             raise ValueError("batch.advantages is None: run the advantage slot before the estimator")
@@ -91,7 +100,8 @@ class TokenContext:
                    group_ids=batch.group_ids, entropy=None if entropy is None else entropy.detach(),
                    entropy_grad=entropy_grad, ref_logp=batch.ref_logp, rewards=batch.rewards,
                    loss_weights=batch.loss_weights, rows=batch.rows, info=batch.info,
-                   extras=batch.extras, logits=logits,
+                   extras=batch.extras, logits=logits, lr=lr,
+                   hidden=None if hidden is None else hidden.detach(),
                    response_ids=batch.input_ids[:, batch.prompt_len:])
 
 
@@ -116,18 +126,21 @@ class MaskResult:
     def keep_as(self, dtype: torch.dtype) -> torch.Tensor:
         """``keep`` as 0./1. of ``dtype``, converted once: the loss and the diagnostics share it."""
         if dtype not in self._keep_as:
-            self._keep_as[dtype] = self.keep.to(dtype)
+            self._keep_as[dtype] = bool_as(self.keep, dtype)
         return self._keep_as[dtype]
 
-    def peer_weight(self, like: torch.Tensor) -> Optional[torch.Tensor]:
-        """``clipped_weight``, or the tensor ``clipped_bounds`` describe (events are disjoint):
-        the peer's constant on each clipped token, 0 elsewhere. Only the diagnostics read it."""
-        if self.clipped_weight is not None or self.clipped_bounds is None:
-            return self.clipped_weight
-        w = torch.zeros((), dtype=like.dtype, device=like.device)
-        for event, value in self.clipped_bounds:
-            w = torch.where(event, value, w)
-        return w.expand_as(like) if w.dim() == 0 else w
+    def peer_weight(self, weight: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The weight a peer's min/clip objective gives each token: ``weight`` where kept, the
+        clipped constant on clipped tokens (``clipped_weight``, or ``clipped_bounds``: events are
+        disjoint), 0 on other dropped tokens. Only the diagnostics read it. Built as w·keep + Σ c·event
+        (w·1 + 0 and w·0 + c are exact for a finite w: the values of ``where``, which is several
+        times slower on CPU). ``out``: a [B, T] buffer to write into."""
+        if self.clipped_weight is not None:
+            return torch.where(self.keep, weight, self.clipped_weight.to(weight.dtype), out=out)
+        out = torch.mul(weight, self.keep_as(weight.dtype), out=out)
+        for event, value in self.clipped_bounds or ():
+            out.add_(event.view(torch.uint8) if event.dtype == torch.bool else event, alpha=value)
+        return out
 
 
 Slot = Component  # the four slots, regularizers, terms and stages share one contract
