@@ -104,7 +104,7 @@ def test_train_inference_correction_weights_tokens_by_behaviour_over_engine(mode
 def test_correction_without_engine_logprobs_is_one_line_error():
     from ablate.errors import ConfigError
     from ablate.rollout import build_engine
-    with pytest.raises(ConfigError, match="rollout.is_correction: 'truncate' needs an engine"):
+    with pytest.raises(ConfigError, match=r"rollout.is_correction: got 'truncate'; allowed: none unless the engine reports its own log-probs"):
         build_engine({"_target_": "ablate.rollout.hf.HFEngine", "is_correction": "truncate"})
     with pytest.raises(ConfigError, match="rollout.is_correction: unknown value 'tis'"):
         build_engine({"_target_": "ablate.rollout.hf.HFEngine", "is_correction": "tis"})
