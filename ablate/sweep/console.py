@@ -16,7 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TextIO
 
-from ablate.tracking.progress import PROGRESS_FILE, read
+from ablate.sweep.records import trial_error
+from ablate.tracking import progress
+from ablate.tracking.trials import joined_error, trial_runs
 
 RAY_LOG = "ray.log"
 
@@ -66,17 +68,21 @@ class Console:
             self.bar = None
 
 
+def _flush_std() -> None:
+    for s in (sys.stdout, sys.stderr):
+        try:
+            s.flush()
+        except (OSError, ValueError):
+            pass
+
+
 @contextmanager
 def redirect_output(log_path: Path, console: Console, enabled: bool = True) -> Iterator[None]:
     """fd 1/2 → ``log_path`` (appended) for the block; ``console`` keeps writing to the terminal."""
     if not enabled:
         yield
         return
-    for s in (sys.stdout, sys.stderr):
-        try:
-            s.flush()
-        except (OSError, ValueError):
-            pass
+    _flush_std()
     saved_out, saved_err = os.dup(1), os.dup(2)
     term = os.fdopen(os.dup(saved_out), "w", buffering=1, encoding="utf-8", errors="replace")
     old_stream = console.stream
@@ -87,11 +93,7 @@ def redirect_output(log_path: Path, console: Console, enabled: bool = True) -> I
         try:
             yield
         finally:
-            for s in (sys.stdout, sys.stderr):
-                try:
-                    s.flush()
-                except (OSError, ValueError):
-                    pass
+            _flush_std()
             os.dup2(saved_out, 1)
             os.dup2(saved_err, 2)
             os.close(saved_out)
@@ -131,11 +133,9 @@ def trial_status(tid: str, result: Mapping[str, Any] | None, metric: str,
                  steps: int | None, phase: Mapping[str, Any] | None) -> str:
     """One running trial: ``<id> step 3/10 pass@1=0.25`` from its latest Tune result, or its
     loading / warm-start phase (``<id> warm start (cache miss) 40/200``) when that is newer."""
-    from ablate.tracking.progress import describe
-
     r_time = float((result or {}).get("timestamp") or 0)
     if phase and (result is None or float(phase.get("time") or 0) > r_time):
-        return f"{tid} {describe(phase)}"
+        return f"{tid} {progress.describe(phase)}"
     if result is None:
         return f"{tid} starting"
     step = result.get("step")
@@ -145,20 +145,10 @@ def trial_status(tid: str, result: Mapping[str, Any] | None, metric: str,
     return out
 
 
-def _trial_error(trial: Any, sweep_dir: str | None) -> str | None:
+def _trial_error(trial: Any, sweep_dir: str) -> str:
     """One line of a failed trial's error: its runs' own records (the run store), else Tune's."""
-    if sweep_dir:
-        from ablate.tracking.trials import joined_error, trial_runs
-
-        runs = trial_runs(Path(sweep_dir), str(trial.trial_id))
-        err = (joined_error(runs, len(runs) > 1) or "")[:300]
-        if err:
-            return err
-    try:
-        lines = [ln.strip() for ln in str(trial.get_error() or "").splitlines() if ln.strip()]
-    except Exception:  # noqa: BLE001 - the line is cosmetic
-        return None
-    return lines[-1][:300] if lines else None
+    runs = trial_runs(Path(sweep_dir), str(trial.trial_id))
+    return (joined_error(runs, len(runs) > 1) or trial_error(trial, 300))[:300]
 
 
 class _ConsoleLines:
@@ -166,13 +156,12 @@ class _ConsoleLines:
     mixed in by ``make_console_callback`` (Ray is imported only when a sweep runs)."""
 
     def __init__(self, *, metric: str, mode: str, label: Callable[[Any], str], total: int | None,
-                 sweep_dir: str | None = None, steps: int | None = None):
+                 sweep_dir: str, steps: int | None = None):
         self.metric, self.label, self.total = metric, label, total
         self.sweep_dir, self.steps = sweep_dir, steps
         self.sign = 1.0 if mode == "max" else -1.0
         self.best: tuple[float, str] | None = None
         self.ended = 0
-        self.failed = 0
         self.started: set[str] = set()
         self.results: dict[str, dict] = {}
         self.shown = (0.0, "")  # when the last status went out, and what it said
@@ -186,7 +175,7 @@ class _ConsoleLines:
             if t.status != "RUNNING":
                 continue
             tid = str(t.trial_id)
-            phase = read(Path(self.sweep_dir) / "trials" / tid / PROGRESS_FILE) if self.sweep_dir else None
+            phase = progress.read(Path(self.sweep_dir) / "trials" / tid / progress.PROGRESS_FILE)
             parts.append(trial_status(tid, self.results.get(tid), self.metric, self.steps, phase))
         return "; ".join(parts)
 
@@ -243,9 +232,7 @@ class _ConsoleLines:
         self._end(trial, "finished" if complete else "stopped early", last.get(self.metric))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.failed += 1
-        err = _trial_error(trial, self.sweep_dir)
-        self._end(trial, "FAILED", error=err or "failed (see the trial's error.txt)")
+        self._end(trial, "FAILED", error=_trial_error(trial, self.sweep_dir))
 
     def on_experiment_end(self, trials, **info):
         current().close_bar()

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ablate.tracking.run_store import read_json
+
 RECORD = "ray_session.json"
 
 
@@ -35,11 +37,8 @@ def mark_shut_down(sweep_dir: Path) -> None:
 
 
 def read_record(sweep_dir: Path) -> dict | None:
-    try:
-        rec = json.loads((sweep_dir / RECORD).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return rec if isinstance(rec, dict) and rec.get("session_name") else None
+    rec = read_json(sweep_dir / RECORD)
+    return rec if rec.get("session_name") else None
 
 
 def _write(path: Path, rec: dict) -> None:

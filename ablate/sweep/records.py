@@ -12,70 +12,44 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from ablate.sweep.space import active_assignment, assignment_overrides
-from ablate.sweep.trial import COMPLETE_KEY, ENDED, identity, write_record
+from ablate.sweep.trial import COMPLETE_KEY, ENDED, Trial
 from ablate.tracking.trials import INFRA, joined_error, trial_runs
 
 _TUNE_ENDED = ("TERMINATED", "ERROR")
 
 
-def trial_plan(config: Mapping[str, Any], ctx: Mapping[str, Any]) -> tuple[dict, list[int]] | None:
-    """(assignment, seeds) of a Tune trial's config: a planned spec (grid/random) or an Optuna
-    proposal that runs every seed."""
-    if "trial" in config:
-        spec = (ctx.get("specs") or {}).get(config["trial"])
-        return None if spec is None else (dict(spec["assign"]), [int(spec["seed"])])
-    return (active_assignment(config, ctx.get("conditions") or {}),
-            [int(s) for s in ctx["seeds"]])
-
-
 def settle(sweep_dir: Path, trials: list, ctx: Mapping[str, Any], experiment: str) -> int:
     """Record how each ended Tune trial's unrecorded runs ended; returns how many were written."""
-    n = 0
-    for t in trials:
-        plan = trial_plan(dict(t.config or {}), ctx)
-        if str(t.status) not in _TUNE_ENDED or plan is None:
-            continue
-        n += _settle_trial(sweep_dir, t, *plan, ctx, experiment)
-    return n
+    return sum(_settle_trial(Trial.of(dict(t.config or {}), ctx, str(t.trial_id), sweep_dir,
+                                       experiment), t)
+               for t in trials if str(t.status) in _TUNE_ENDED)
 
 
-def _settle_trial(sweep_dir: Path, t, assign: dict, seeds: list[int], ctx: Mapping[str, Any],
-                  experiment: str) -> int:
-    tid = str(t.trial_id)
-    runs = {int(r["seed"]): r for r in trial_runs(sweep_dir, tid)}
-    if all(runs.get(s, {}).get("status") in ENDED for s in seeds):
+def _settle_trial(tr: Trial, t) -> int:
+    runs = {int(r["seed"]): r for r in trial_runs(tr.sweep_dir, tr.trial_id)}
+    todo = [s for s in tr.seeds if runs.get(s, {}).get("status") not in ENDED]
+    if not todo or (str(t.status) == "TERMINATED" and (t.last_result or {}).get(COMPLETE_KEY)):
         return 0
-    multi = len(seeds) > 1
     if str(t.status) == "TERMINATED":
-        if (t.last_result or {}).get(COMPLETE_KEY):
-            return 0
         status, kind, error = "early_stopped", None, None
     else:
         status, kind = "failed", INFRA
-        error = joined_error(list(runs.values()), multi) or _tune_error(t)
-    n = 0
-    for seed in seeds:
+        error = joined_error(list(runs.values()), len(tr.seeds) > 1) or trial_error(t, 2000)
+    for seed in todo:
         old = runs.get(seed, {})
-        if old.get("status") in ENDED:
-            continue
-        run_dir = sweep_dir / "trials" / tid / (f"seed_{seed}" if multi else "")
+        run_dir = tr.run_dir(seed)
         ran = old or (run_dir / "summary.json").is_file()
-        rec = {"status": status, "error": error, "error_kind": kind, "final": {}, "steps_done": 0,
-               "overrides": list(ctx["base_overrides"]) + assignment_overrides(assign)
-               + [f"seed={seed}"], **old,
-               "run_dir": str(run_dir.relative_to(sweep_dir)) if ran else None}
-        rec.update(status=status, error=old.get("error") or error, error_kind=kind)
-        write_record(run_dir, {**rec, **identity(tid, assign, seeds, seed,
-                                                old.get("experiment") or experiment)})
-        n += 1
-    return n
+        tr.record({"seed": seed, "final": {}, "steps_done": 0, "overrides": tr.overrides(seed),
+                   **old,
+                   "run_dir": str(run_dir.relative_to(tr.sweep_dir)) if ran else None,
+                   "status": status, "error": old.get("error") or error, "error_kind": kind})
+    return len(todo)
 
 
-def _tune_error(t) -> str:
-    """The last line of Tune's error for a trial whose runs recorded none."""
+def trial_error(t, limit: int) -> str:
+    """The last line of Tune's error for a trial (its runs recorded none)."""
     try:
         lines = [ln.strip() for ln in str(t.get_error() or "").splitlines() if ln.strip()]
     except Exception:  # noqa: BLE001 - Tune's error file is best effort
         lines = []
-    return lines[-1][:2000] if lines else "trial errored (see the Tune trial's error.txt)"
+    return lines[-1][:limit] if lines else "trial errored (see the Tune trial's error.txt)"

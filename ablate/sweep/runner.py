@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,12 +33,15 @@ import yaml
 import ablate
 from ablate.adapters import refresh_ray_token_auth
 from ablate.errors import ConfigError
+from ablate.sweep import trainables
 from ablate.sweep.console import (RAY_LOG, Console, make_console_callback, redirect_output,
                                   use_console)
-from ablate.sweep.records import settle
+from ablate.sweep.preflight import preflight
 from ablate.sweep.ray_session import cleanup_leftovers, mark_shut_down, record_session
-from ablate.sweep.space import (DEFAULT_TRAINABLE, OptunaSpace, SearchSpace, active_assignment,
-                                combo_key, conditions, load_search_space, plan_trials)
+from ablate.sweep.records import settle
+from ablate.sweep.space import (DEFAULT_TRAINABLE, OptunaSpace, SearchSpace, combo_key, conditions,
+                                load_search_space, plan_trials)
+from ablate.sweep.trial import Trial
 from ablate.tracking.provenance import REPO_ROOT, git_commit
 from ablate.tracking.run_store import FINAL_STATUSES, read_json
 from ablate.tracking.trials import is_done, read_trials
@@ -63,8 +67,6 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
-
-
 
 
 def wandb_mode(space: SearchSpace) -> str:
@@ -100,22 +102,6 @@ def worker_env(space: SearchSpace, sweep_dir: Path) -> dict[str, str]:
     return {k: v for k, v in env.items() if not is_secret(k)}
 
 
-def check_trainable(space: SearchSpace) -> Callable:
-    from ablate.registry import import_target
-
-    fn = import_target(space.trainable, "trainable")
-    if not callable(fn):
-        raise ConfigError(f"trainable: {space.trainable} is not callable")
-    return fn
-
-
-def preflight(space: SearchSpace, limit: int = 48) -> int:
-    """Compose and fully validate every trial's config (ablate.sweep.preflight) before Ray starts."""
-    from ablate.sweep.preflight import preflight as validate_trials
-
-    return validate_trials(space)
-
-
 def describe(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path) -> str:
     lines = [f"sweep {space.name}: {space.algorithm}"
              + (f", scheduler {space.scheduler['type']} (max_t={space.scheduler['max_t']:g})"
@@ -147,31 +133,41 @@ def check_num_cpus(num_cpus: float | None) -> None:
                           "leave it out for all cores")
 
 
+def _need(space: SearchSpace) -> dict[str, float]:
+    """What one trial takes in all: its resources times its workers."""
+    w = int(space.resources.get("workers", 1))
+    return {"CPU": space.resources["cpu"] * w, "GPU": space.resources["gpu"] * w}
+
+
 def check_machine(space: SearchSpace, address: str | None, num_cpus: float | None) -> None:
     """A local Ray gets this machine: a trial must fit it (a cluster is checked once attached)."""
     if address:
         return
-    w = int(space.resources.get("workers", 1))
-    need_cpu = space.resources["cpu"] * w
+    need_cpu, need_gpu = _need(space).values()
     have = float(num_cpus) if num_cpus is not None else float(os.cpu_count() or 1)
     if need_cpu > have:
         raise ConfigError(f"resources.cpu: each trial needs {need_cpu:g} CPU(s) but the local Ray "
                           f"gets {have:g}; allowed: resources.cpu x workers <= {have:g} (or "
                           "--num-cpus N, or --address of a cluster)")
-    if space.resources["gpu"] > 0:
+    if need_gpu > 0:
         import torch
 
         n = torch.cuda.device_count()
-        if space.resources["gpu"] * w > n:
-            raise ConfigError(f"resources.gpu: each trial needs {space.resources['gpu'] * w:g} "
+        if need_gpu > n:
+            raise ConfigError(f"resources.gpu: each trial needs {need_gpu:g} "
                               f"GPU(s) but this machine has {n}; allowed: <= {n} (or --address "
                               "of a cluster with GPUs)")
+
+
+def _planned(space: SearchSpace, specs: list[dict] | None) -> int:
+    """Runs the sweep plans: its trials (grid/random), or proposals x seeds (Optuna)."""
+    return len(specs) if specs is not None else int(space.num_samples or 0) * len(space.seeds)
 
 
 def confirm_size(space: SearchSpace, specs: list[dict] | None, yes: bool,
                  log: Callable[[str], None]) -> None:
     """State a large sweep's size; without ``--yes`` ask at a terminal, refuse otherwise."""
-    n = len(specs) if specs is not None else int(space.num_samples or 0) * len(space.seeds)
+    n = _planned(space, specs)
     if n <= LARGE_SWEEP:
         return
     log(f"sweep {space.name}: {n} trials")
@@ -198,7 +194,7 @@ def _address_host_port(address: str) -> tuple[str, int] | None:
     address = address.split("://", 1)[-1]
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
-        if address.startswith("ray://") or address in ("local",):
+        if address == "local":
             return None
         raise ConfigError(f"--address: got {address!r}; allowed: auto or HOST:PORT")
     return host or "127.0.0.1", int(port)
@@ -225,15 +221,9 @@ def _budget(space: SearchSpace) -> float | None:
     """The full budget in steps: the scheduler's max_t, else train.steps from base_overrides."""
     if space.max_t is not None:
         return space.max_t
-    steps = None
-    for o in space.base_overrides:
-        k, _, v = o.lstrip("+").partition("=")
-        if k == "train.steps":
-            try:
-                steps = int(v)
-            except ValueError:
-                steps = None
-    return steps
+    steps = [v for k, _, v in (o.lstrip("+").partition("=") for o in space.base_overrides)
+             if k == "train.steps"]
+    return int(steps[-1]) if steps and steps[-1].strip().isdigit() else None
 
 
 def space_changes(sweep_dir: Path, space: SearchSpace) -> list[str] | None:
@@ -252,14 +242,6 @@ def space_changes(sweep_dir: Path, space: SearchSpace) -> list[str] | None:
 
 def _trial_dirname(trial) -> str:
     return str(trial.trial_id)
-
-
-def _grid_param_space(space: SearchSpace, todo: list[dict]) -> dict:
-    """One Tune grid axis over the planned (configuration, seed) keys: Tune's own grid search runs
-    them; each trial reads its spec (assignment + seed) from the key."""
-    from ray import tune
-
-    return {"trial": tune.grid_search([s["key"] for s in todo])}
 
 
 def _make_search(space: SearchSpace, sweep_dir: Path):
@@ -310,26 +292,23 @@ def _token_auth_for_attach() -> None:
     refresh_ray_token_auth()  # Ray caches its config at import
 
 
-def _init_ray(address: str | None, num_cpus: float | None, env: dict, space: SearchSpace,
-              log: Callable[[str], None], sweep_dir: Path, verbose: bool = False) -> bool:
+def _init_ray(run: SweepRun) -> bool:
     """Start or attach to Ray; returns True when this call started it (and must shut it down). A
     local start is recorded in the sweep dir (ablate/sweep/ray_session.py)."""
     import ray
 
     if ray.is_initialized():
-        log("using the Ray instance already initialised in this process")
+        run.log("using the Ray instance already initialised in this process")
         return False
-    runtime_env = {"env_vars": env}
-    if address:
-        log(f"attaching to Ray cluster at {address}")
-
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=verbose)
+    kw = {"runtime_env": {"env_vars": run.trial_ctx["env"]}, "log_to_driver": run.verbose}
+    if run.address:
+        run.log(f"attaching to Ray cluster at {run.address}")
+        ray.init(address=run.address, **kw)
     else:
-        cpus = num_cpus or max(os.cpu_count() or 1, math.ceil(
-            space.resources["cpu"] * int(space.resources.get("workers", 1))))
+        cpus = run.num_cpus or max(os.cpu_count() or 1, math.ceil(_need(run.space)["CPU"]))
         ctx = ray.init(address="local", num_cpus=int(math.ceil(cpus)), include_dashboard=False,
-                       runtime_env=runtime_env, log_to_driver=verbose)
-        record_session(sweep_dir, str(ctx.address_info["session_dir"]))
+                       **kw)
+        record_session(run.sweep_dir, str(ctx.address_info["session_dir"]))
     return True
 
 
@@ -340,8 +319,7 @@ def _check_cluster(space: SearchSpace) -> None:
     import ray
 
     res = ray.cluster_resources()
-    w = int(space.resources.get("workers", 1))
-    for k, need in (("CPU", space.resources["cpu"] * w), ("GPU", space.resources["gpu"] * w)):
+    for k, need in _need(space).items():
         have = float(res.get(k, 0))
         if need > 0 and have < need:
             raise ConfigError(f"resources.{k.lower()}: each trial needs {need:g} but the Ray "
@@ -369,15 +347,11 @@ def _saved_trials(experiment_dir: Path) -> list:
 def generate_report_safely(sweep_dir: Path, name: str, log: Callable[[str], None]) -> Path | None:
     from ablate.report import generate_report  # lazy: pandas/matplotlib only when reporting
 
-    out = Path("reports") / name
     try:
-        res = generate_report(sweep_dir, out_dir=out, log=log)
+        return generate_report(sweep_dir, out_dir=Path("reports") / name, log=log)
     except Exception as e:  # noqa: BLE001 - the trials table is written; the report is extra
         log(f"report: failed ({type(e).__name__}: {' '.join(str(e).split())[:500]})")
         return None
-    if isinstance(res, (str, Path)):
-        return Path(res)
-    return out
 
 
 @dataclass
@@ -388,8 +362,7 @@ class SweepRun:
     specs: list[dict] | None  # planned trials (grid/random); None for Optuna
     sweep_dir: Path
     meta: dict  # sweep.json, kept current
-    trial_ctx: dict
-    env: dict  # every trial's environment
+    trial_ctx: dict  # what every trial gets (ablate.sweep.trial), its environment included
     log: Callable[[str], None]
     resume: bool = False
     address: str | None = None
@@ -425,8 +398,7 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
     specs = plan_trials(space)
     sweep_dir = check_output_dir(Path(space.output_dir) / space.name, "output_dir", allow_outside)
     check_machine(space, address, num_cpus)
-    if space.trainable == DEFAULT_TRAINABLE:
-        preflight(space)
+    preflight(space)  # every trial's config composed and validated before Ray starts
     if dry_run:
         log(describe(space, specs, sweep_dir))
         if space.trainable == DEFAULT_TRAINABLE and int(space.resources.get("workers", 1)) == 1:
@@ -442,26 +414,25 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
     if address:
         check_address(address)
     _check_sweep_dir(space, sweep_dir, resume)
-    check_trainable(space)
+    trainables.load(space.trainable)  # importable and callable, before Ray starts
     _open_sweep_dir(sweep_dir, resume, address, log)
     meta = _sweep_meta(space, specs, sweep_dir, resume)
-    env = worker_env(space, sweep_dir)
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # evals are not every step
     trial_ctx = {"metric": space.metric, "seeds": space.seeds, "optuna": space.is_optuna,
                  "base_overrides": space.run_overrides(),
                  "specs": {s["key"]: s for s in specs} if specs is not None else None,
                  "conditions": conditions(space), "name": space.name, "sweep_dir": str(sweep_dir),
-                 "trainable": space.trainable, "env": env, "cwd": os.getcwd()}
-    run = SweepRun(space, specs, sweep_dir, meta, trial_ctx, env, log, resume=resume,
+                 "trainable": space.trainable, "env": worker_env(space, sweep_dir),
+                 "cwd": os.getcwd()}
+    run = SweepRun(space, specs, sweep_dir, meta, trial_ctx, log, resume=resume,
                    address=address, num_cpus=num_cpus, verbose=verbose)
     if address:
         _token_auth_for_attach()
     with use_console(console), redirect_output(sweep_dir / RAY_LOG, console, enabled=not verbose):
         if not verbose:
             log(f"Ray's output: {sweep_dir / RAY_LOG} (--verbose shows it here)")
-        counts, errors, t0 = _run_tune(run)
-    return _finish(space, sweep_dir, meta, run.meta_path, counts, errors, t0, log=log,
-                   report=report, output_dir=output_dir, name=name)
+        t0 = _run_tune(run)
+    return _finish(run, t0, report=report, output_dir=output_dir, name=name)
 
 
 def _check_sweep_dir(space: SearchSpace, sweep_dir: Path, resume: bool) -> None:
@@ -537,24 +508,19 @@ def mark_interrupted_runs(sweep_dir: Path) -> int:
 
 
 def _trial_label(ctx: dict) -> Callable:
-    specs = ctx.get("specs")
-
     def label(trial) -> str:
-        cfg = dict(trial.config or {})
-        if specs is not None and "trial" in cfg:
-            s = specs.get(cfg["trial"]) or {}
-            return f"{s.get('combo') or '(base)'} seed={s.get('seed')}"
-        a = active_assignment(cfg, ctx.get("conditions") or {})
-        return combo_key(a) or "(base)"
+        tr = Trial.of(dict(trial.config or {}), ctx, str(trial.trial_id), Path(), None)
+        combo = combo_key(tr.assign) or "(base)"
+        return combo if tr.per_seed_dirs else f"{combo} seed={tr.seeds[0]}"
     return label
 
 
-def _run_tune(run: SweepRun) -> tuple[dict[str, int], list[str], float]:
-    """Start (or attach to) Ray, restore or create the Tuner, fit, and record how trials ended."""
+def _run_tune(run: SweepRun) -> float:
+    """Start (or attach to) Ray, restore or create the Tuner, fit, and record how trials ended;
+    returns when it started."""
     import ray
 
-    started_ray = _init_ray(run.address, run.num_cpus, run.env, run.space, run.log, run.sweep_dir,
-                            verbose=run.verbose)
+    started_ray = _init_ray(run)
     t0 = time.time()
     try:
         _check_cluster(run.space)
@@ -568,28 +534,12 @@ def _run_tune(run: SweepRun) -> tuple[dict[str, int], list[str], float]:
             tuner.fit()  # trial failures are recorded, never raised
             settle(run.sweep_dir, _saved_trials(run.sweep_dir / experiment), run.trial_ctx,
                    experiment)
-        counts, errors = _tally(run)
     finally:
         if started_ray:
             ray.shutdown()
             mark_shut_down(run.sweep_dir)
         mark_interrupted_runs(run.sweep_dir)
-    return counts, errors, t0
-
-
-def _tally(run: SweepRun) -> tuple[dict[str, int], list[str]]:
-    """Runs by status (the run store's rows; planned runs without a run dir yet are pending),
-    and the errors of the failed ones."""
-    rows = read_trials(run.sweep_dir)
-    counts: dict[str, int] = {}
-    for r in rows:
-        st = r["status"] if r["status"] in FINAL_STATUSES else "running"
-        counts[st] = counts.get(st, 0) + 1
-    planned = (len(run.specs) if run.specs is not None
-               else int(run.space.num_samples or 0) * len(run.space.seeds))
-    if planned > len(rows):
-        counts["pending"] = planned - len(rows)
-    return counts, [str(r.get("error") or "unknown error") for r in rows if r["status"] == "failed"]
+    return t0
 
 
 def _trainable(run: SweepRun):
@@ -657,18 +607,15 @@ def _left_to_run(run: SweepRun) -> tuple[list[dict] | None, int]:
 
 def _new_tuner(run: SweepRun, trainable) -> tuple[Any, str | None]:
     """A Tuner for what is left (everything on a fresh sweep), in a new experiment dir."""
-    if run.resume:
-        todo, num_samples = _left_to_run(run)
-    else:
-        todo, num_samples = run.specs, (int(run.space.num_samples or 0) if run.specs is None else 1)
-    experiments = run.experiments
-    experiment = "tune" if not experiments else f"tune-{len(experiments) + 1}"
-    while (run.sweep_dir / experiment).exists():
-        experiment += "x"
-    if not ((todo is not None and todo) or (todo is None and num_samples > 0)):
+    todo, num_samples = (_left_to_run(run) if run.resume
+                         else (run.specs, int(run.space.num_samples or 0)))
+    if not (todo if todo is not None else num_samples):
         run.log("nothing left to run")
         return None, None
-    experiments.append(experiment)
+    experiment = f"tune-{len(run.experiments) + 1}" if run.experiments else "tune"
+    while (run.sweep_dir / experiment).exists():
+        experiment += "x"
+    run.experiments.append(experiment)
     return _tuner(run, trainable, experiment, todo, num_samples), experiment
 
 
@@ -685,7 +632,10 @@ def _tuner(run: SweepRun, trainable, experiment: str, todo: list[dict] | None, n
                                        sweep_dir=str(sweep_dir), steps=_budget(space))]
     return tune.Tuner(
         trainable,
-        param_space=(_grid_param_space(space, todo) if todo is not None else None),
+        # grid/random: one Tune grid axis over the planned (configuration, seed) keys; each trial
+        # reads its spec (assignment + seed) from its key
+        param_space=({"trial": tune.grid_search([s["key"] for s in todo])}
+                     if todo is not None else None),
         tune_config=tune.TuneConfig(
             metric=space.metric, mode=space.mode, search_alg=_make_search(space, sweep_dir),
             scheduler=_make_scheduler(space),
@@ -700,8 +650,16 @@ def _tuner(run: SweepRun, trainable, experiment: str, todo: list[dict] | None, n
             callbacks=callbacks))
 
 
-def _finish(space, sweep_dir, meta, meta_path, counts, errors, t0, *, log, report, output_dir,
-            name) -> int:
+def _finish(run: SweepRun, t0: float, *, report: bool, output_dir: str | None,
+            name: str | None) -> int:
+    """Runs by status (the run store's rows; planned runs without a run dir yet are pending) into
+    sweep.json, a summary with the commonest errors, and the exit code."""
+    space, log, meta = run.space, run.log, run.meta
+    rows = read_trials(run.sweep_dir)
+    counts = dict(Counter(r["status"] if r["status"] in FINAL_STATUSES else "running"
+                          for r in rows))
+    if _planned(space, run.specs) > len(rows):
+        counts["pending"] = _planned(space, run.specs) - len(rows)
     unfinished = counts.get("running", 0) + counts.get("pending", 0)
     total = sum(counts.values())
     failed = counts.get("failed", 0)
@@ -709,16 +667,15 @@ def _finish(space, sweep_dir, meta, meta_path, counts, errors, t0, *, log, repor
     meta.update(status="interrupted" if unfinished else ("failed" if all_failed else "finished"),
                 finished=None if unfinished else _now(), counts=counts, num_trials=total,
                 num_failed=failed, wall_s=round(time.time() - t0, 1))
-    _write_json(meta_path, meta)
+    _write_json(run.meta_path, meta)
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     log(f"sweep {space.name}: {summary} of {total} trial(s) ({meta['wall_s']:.0f} s)"
         + (f"; {failed} of {total} failed" if failed else ""))
-    errs: dict[str, int] = {}
-    for e in errors:
-        errs[e[:200]] = errs.get(e[:200], 0) + 1
-    for e, n in sorted(errs.items(), key=lambda kv: -kv[1])[:5]:
+    errors = Counter(str(r.get("error") or "unknown error")[:200] for r in rows
+                     if r["status"] == "failed")
+    for e, n in errors.most_common(5):
         log(f"  {n} x {e}")
-    log(f"run records: {sweep_dir / 'trials'} (each run's summary.json)")
+    log(f"run records: {run.sweep_dir / 'trials'} (each run's summary.json)")
     if all_failed:
         log(f"every trial failed: no result to report (exit code {EXIT_ALL_FAILED})")
         return EXIT_ALL_FAILED
@@ -729,9 +686,9 @@ def _finish(space, sweep_dir, meta, meta_path, counts, errors, t0, *, log, repor
             + (f" --name {space.name}" if name else ""))
         return EXIT_INTERRUPTED
     if report:
-        path = generate_report_safely(sweep_dir, space.name, log)
+        path = generate_report_safely(run.sweep_dir, space.name, log)
         if path is not None:
             meta["report"] = str(path)
-            _write_json(meta_path, meta)
+            _write_json(run.meta_path, meta)
             log(f"report: {path}")
     return 0

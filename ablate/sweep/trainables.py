@@ -34,27 +34,18 @@ class Trainable:
     name: str
     path: str  # dotted import path module.function, resolved by the trial processes
     validates: bool = False  # takes ablate run configs: preflight composes + validates each trial
-    origin: str = "built in"
 
 
 BUILTIN = (Trainable(DEFAULT_NAME, "ablate.train.api.run_training", validates=True),)
-_registered: dict[str, Trainable] = {}
 
 
-def register_trainable(name: str, path: str, *, validates: bool = False) -> Trainable:
-    """Register ``path`` under ``name`` in this process (tests, notebooks)."""
-    t = _make(name, path, validates, "registered in process")
-    _registered[name] = t
-    return t
-
-
-def _make(name: str, path: str, validates: bool, origin: str) -> Trainable:
+def _make(name: str, path: str) -> Trainable:
     if not _NAME_RE.match(name or ""):
         raise ConfigError(f"{ENV}: trainable name {name!r} may use only letters, digits, '_' and '-'")
     path = path.replace(":", ".")
     if not _PATH_RE.match(path):
         raise ConfigError(f"{ENV}: {name}={path!r} is not a dotted path module.function")
-    return Trainable(name, path, validates, origin)
+    return Trainable(name, path)
 
 
 def _from_env() -> list[Trainable]:
@@ -63,21 +54,20 @@ def _from_env() -> list[Trainable]:
         name, sep, path = item.partition("=")
         if not sep:
             raise ConfigError(f"{ENV}: got {item!r}; allowed: name=module.function[,name=...]")
-        out.append(_make(name.strip(), path.strip(), False, ENV))
+        out.append(_make(name.strip(), path.strip()))
     return out
 
 
 def _from_entry_points() -> list[Trainable]:
     from importlib.metadata import entry_points
 
-    return [_make(ep.name, ep.value, False, f"entry point {ep.group}")
-            for ep in entry_points(group=ENTRY_POINT_GROUP)]
+    return [_make(ep.name, ep.value) for ep in entry_points(group=ENTRY_POINT_GROUP)]
 
 
 def registered() -> dict[str, Trainable]:
     """Every registered trainable by name (built-ins cannot be shadowed)."""
     out: dict[str, Trainable] = {}
-    for t in [*_from_entry_points(), *_from_env(), *_registered.values()]:
+    for t in [*_from_entry_points(), *_from_env()]:
         out[t.name] = t
     out.update({t.name: t for t in BUILTIN})
     return out

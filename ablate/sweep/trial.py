@@ -27,8 +27,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NoReturn
 
+from ablate.registry import import_target
 from ablate.sweep.space import active_assignment, assignment_overrides, combo_key
 from ablate.tracking import progress
 from ablate.tracking.run_store import merge_summary
@@ -64,15 +65,16 @@ def make_no_retry_callback():
     return NoRetryOnOwnError()
 
 
-def _declare_own_error(metric: str, last_value: Any, optuna: bool) -> None:
-    """Tell the driver (make_no_retry_callback) that the coming failure is the trial's own."""
+def _fail(tr: Trial, runs: list[dict], values: list[float]) -> NoReturn:
+    """Fail the trial with its runs' errors, first telling the driver (make_no_retry_callback)
+    that the failure is the trial's own."""
     from ray import tune
 
-    if optuna and last_value is None:
-        return  # Optuna's searcher needs the metric in every result; Tune's retry replays it
-    out = {metric: last_value} if last_value is not None else {}
-    out[OWN_ERROR_KEY] = 1
-    tune.report(out)
+    last = values[-1] if values else None
+    # Optuna's searcher needs the metric in every result; without one, Tune's retry replays it
+    if last is not None or not tr.ctx.get("optuna"):
+        tune.report({**({tr.metric: last} if last is not None else {}), OWN_ERROR_KEY: 1})
+    raise TrialFailed(joined_error(runs, len(tr.seeds) > 1) or "failed")
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -263,19 +265,6 @@ def _load_checkpoint(sweep_dir: Path, trial_id: str) -> tuple[dict | None, str |
     return best, note
 
 
-def _import(path: str) -> Callable:
-    import importlib
-
-    mod, _, attr = path.rpartition(".")
-    return getattr(importlib.import_module(mod), attr)
-
-
-def _clean_run_dir(run_dir: Path) -> None:
-    """A run dir left by an interrupted attempt is cleared so the rerun starts from nothing."""
-    if run_dir.exists():
-        shutil.rmtree(run_dir, ignore_errors=True)
-
-
 def _wandb_teardown() -> None:
     """Stop this process's W&B service now (Ray ends the actor right after the trial, and a
     service killed first makes wandb's atexit hook print a traceback)."""
@@ -297,10 +286,10 @@ def run_trial(config: dict, ctx: dict) -> None:
 
 
 @dataclass
-class _Trial:
+class Trial:
     """One Tune trial of a sweep: its configuration, seeds, files and the runs done so far."""
 
-    ctx: dict
+    ctx: Mapping[str, Any]
     assign: dict
     seeds: list[int]
     per_seed_dirs: bool  # Optuna: every seed in its own dir under the trial's
@@ -310,7 +299,18 @@ class _Trial:
     runs: list[dict] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     finals: list[dict] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any], ctx: Mapping[str, Any], trial_id: str,
+           sweep_dir: Path, experiment: str | None) -> "Trial":
+        """The trial a Tune config stands for: ``{"trial": <spec key>}`` (grid/random: a planned
+        spec, one seed) or an Optuna proposal (every seed of ``ctx["seeds"]``, one after another)."""
+        if "trial" in config:
+            spec = ctx["specs"][config["trial"]]
+            return cls(ctx, dict(spec["assign"]), [int(spec["seed"])], False, trial_id, sweep_dir,
+                       experiment)
+        return cls(ctx, active_assignment(config, ctx.get("conditions") or {}),
+                   [int(s) for s in ctx["seeds"]], True, trial_id, sweep_dir, experiment)
 
     @property
     def metric(self) -> str:
@@ -323,66 +323,50 @@ class _Trial:
     def run_dir(self, seed: int) -> Path:
         return self.dir / f"seed_{seed}" if self.per_seed_dirs else self.dir
 
+    def overrides(self, seed: int) -> list[str]:
+        return [*self.ctx["base_overrides"], *assignment_overrides(self.assign), f"seed={seed}"]
+
     def record(self, run: dict) -> None:
-        """Write the run's record into its run store (summary.json)."""
-        seed = int(run["seed"])
-        write_record(self.run_dir(seed), {**run, **identity(
-            self.trial_id, self.assign, self.seeds, seed, self.experiment)})
-
-
-def identity(trial_id: str, assign: dict, seeds: list[int], seed: int,
-             experiment: str | None) -> dict:
-    """What a run record says about the run's place in the sweep (ablate.tracking.trials)."""
-    combo = combo_key(assign)
-    return {"trial_id": trial_id, "assign": assign, "seeds": seeds, "seed": seed, "combo": combo,
-            "key": run_key(combo, seed), "experiment": experiment}
-
-
-def write_record(run_dir: Path, record: dict) -> None:
-    """The run's record, the ``sweep`` entry of its summary.json (created when it has none)."""
-    merge_summary(run_dir, **{SWEEP_RECORD: record})
+        """Write the run's record, the ``sweep`` entry of its run store's summary.json (created
+        when it has none), with the run's place in the sweep (ablate.tracking.trials)."""
+        seed, combo = int(run["seed"]), combo_key(self.assign)
+        merge_summary(self.run_dir(seed), **{SWEEP_RECORD: {
+            **run, "trial_id": self.trial_id, "assign": self.assign, "seeds": self.seeds,
+            "seed": seed, "combo": combo, "key": run_key(combo, seed),
+            "experiment": run.get("experiment") or self.experiment}})
 
 
 def _run_trial(config: dict, ctx: dict) -> None:
-    """Tune function trainable. ``config`` is ``{"trial": <spec key>}`` (grid/random: one seed) or the
-    flat Optuna proposal (all of ``ctx['seeds']`` run here, one after another)."""
+    """Tune function trainable: the trial ``config`` stands for (``Trial.of``), seed by seed."""
     from ray import tune
 
     os.environ.update({k: str(v) for k, v in (ctx.get("env") or {}).items()})
     if ctx.get("cwd") and os.path.isdir(ctx["cwd"]):
         os.chdir(ctx["cwd"])  # relative paths in overrides resolve where the sweep was launched
-    if "trial" in config:  # grid/random: the spec key, looked up in the planned specs
-        spec = ctx["specs"][config["trial"]]
-        assign, seeds, per_seed_dirs = dict(spec["assign"]), [int(spec["seed"])], False
-    else:
-        assign = active_assignment(config, ctx.get("conditions") or {})
-        seeds, per_seed_dirs = [int(s) for s in ctx["seeds"]], True
     tc = tune.get_context()
-    tr = _Trial(ctx, assign, seeds, per_seed_dirs, tc.get_trial_id() or "trial",
-                Path(ctx["sweep_dir"]), tc.get_experiment_name())
+    tr = Trial.of(config, ctx, tc.get_trial_id() or "trial", Path(ctx["sweep_dir"]),
+                   tc.get_experiment_name())
     os.environ[EVAL_CACHE_ENV] = str(tr.sweep_dir / "eval_cache")  # evals shared across the arms
     tr.dir.mkdir(parents=True, exist_ok=True)
     reuse = _replay_or_reuse(tr)
     if reuse is None:
         return
-    trainable = _import(ctx["trainable"])
+    trainable = import_target(ctx["trainable"], "trainable")
     ckpt, resume_note = (_load_checkpoint(tr.sweep_dir, tr.trial_id)
                          if _accepts_checkpoints(trainable) else (None, None))
     if resume_note:
         print(f"[ablate] trial {tr.trial_id}: {resume_note}", flush=True)
-    for i, seed in enumerate(seeds):
+    for i, seed in enumerate(tr.seeds):
         if seed in reuse:
             _report_reused(tr, reuse[seed], i)
         else:
             _run_seed(tr, trainable, seed, i, ckpt)
-    if tr.errors:
-        last_value = next((v for v in reversed(tr.values)), None)
-        _declare_own_error(tr.metric, last_value, bool(ctx.get("optuna")))
-        raise TrialFailed("; ".join(tr.errors)[:2000])
+    if any(r["status"] == "failed" for r in tr.runs):
+        _fail(tr, tr.runs, tr.values)
     tune.report(_final_report(tr))
 
 
-def _replay_or_reuse(tr: _Trial) -> dict[int, dict] | None:
+def _replay_or_reuse(tr: Trial) -> dict[int, dict] | None:
     """A trial whose runs all ended (restored after the driver died) is replayed from their
     records: None. Else the finished seeds of an interrupted multi-seed attempt, kept, not rerun."""
     from ray import tune
@@ -399,14 +383,11 @@ def _replay_or_reuse(tr: _Trial) -> dict[int, dict] | None:
             tr.values = [float(f[tr.metric]) for f in tr.finals]
             tune.report(_final_report(tr))
             return None
-        last = next((float(ok[s]["final"][tr.metric]) for s in reversed(tr.seeds) if s in ok),
-                    None)
-        _declare_own_error(tr.metric, last, bool(tr.ctx.get("optuna")))
-        raise TrialFailed(joined_error(runs, len(tr.seeds) > 1) or "failed")
+        _fail(tr, runs, [float(ok[s]["final"][tr.metric]) for s in tr.seeds if s in ok])
     return ok if tr.per_seed_dirs else {}
 
 
-def _report_reused(tr: _Trial, prev_run: dict, i: int) -> None:
+def _report_reused(tr: Trial, prev_run: dict, i: int) -> None:
     from ray import tune
 
     run = dict(prev_run, reused=True)
@@ -420,28 +401,18 @@ def _report_reused(tr: _Trial, prev_run: dict, i: int) -> None:
     tr.finals.append(final)
 
 
-def _fresh_run_dir(tr: _Trial, run_dir: Path) -> None:
-    """A fresh start: drop what an interrupted attempt left in the run dir."""
-    if tr.per_seed_dirs:
-        _clean_run_dir(run_dir)
-        return
-    for p in tr.dir.iterdir():
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-
-
-def _run_seed(tr: _Trial, trainable: Callable, seed: int, i: int, ckpt: dict | None) -> None:
+def _run_seed(tr: Trial, trainable: Callable, seed: int, i: int, ckpt: dict | None) -> None:
     """Train one seed of the trial (from its checkpoint when there is one) and record it."""
     from ray import tune
 
     ctx = tr.ctx
     run_dir = tr.run_dir(seed)
     resume = ckpt if ckpt is not None and int(ckpt.get("seed", -1)) == seed else None
-    if resume is None:
-        _fresh_run_dir(tr, run_dir)
+    if resume is None:  # a fresh start: drop what an interrupted attempt left in the run dir
+        shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     run_name = f"{ctx['name']}-{tr.trial_id}" + (f"-s{seed}" if tr.per_seed_dirs else "")
-    overrides = (list(ctx["base_overrides"]) + assignment_overrides(tr.assign)
-                 + [f"seed={seed}", f"name={run_name}"])
+    overrides = tr.overrides(seed) + [f"name={run_name}"]
     rep = _Reporter(tr.metric, seed, i, require_metric=bool(ctx.get("optuna")), report=tune.report)
     run: dict[str, Any] = {"seed": seed, "run_dir": str(run_dir.relative_to(tr.sweep_dir)),
                            "overrides": overrides, "status": "running", "error": None,
@@ -476,13 +447,13 @@ def _run_seed(tr: _Trial, trainable: Callable, seed: int, i: int, ckpt: dict | N
     _settle(tr, run, summary or {}, rep, t0)
 
 
-def _extra_tracker(tr: _Trial, seed: int) -> dict:
+def _extra_tracker(tr: Trial, seed: int) -> dict:
     """W&B: group = sweep, job_type/tags/name = every swept factor (ablate.tracking.wandb_logger)."""
     return {**sweep_identity(tr.ctx["name"], tr.assign, seed, tr.trial_id),
             "project": os.environ.get("WANDB_PROJECT")}  # the search space's wandb.project
 
 
-def _settle(tr: _Trial, run: dict, summary: dict, rep: _Reporter, t0: float) -> None:
+def _settle(tr: Trial, run: dict, summary: dict, rep: _Reporter, t0: float) -> None:
     """Record a seed's end: its final metrics, and finished or failed (no or non-finite metric)."""
     metric = tr.metric
     run["wall_s"] = float(summary.get("wall_s") or (time.perf_counter() - t0))
@@ -507,12 +478,10 @@ def _settle(tr: _Trial, run: dict, summary: dict, rep: _Reporter, t0: float) -> 
             run["status"] = "finished"
             tr.values.append(float(value))
             tr.finals.append(final)
-    if run["status"] == "failed":
-        tr.errors.append(f"seed {run['seed']}: {run['error']}" if len(tr.seeds) > 1 else run["error"])
     tr.record(run)
 
 
-def _final_report(tr: _Trial) -> dict[str, Any]:
+def _final_report(tr: Trial) -> dict[str, Any]:
     """The trial's result: the single run's final metrics, or (several seeds) the mean over seeds."""
     metric, finals, values = tr.metric, tr.finals, tr.values
     report: dict[str, Any] = {metric: None, "step": 0}  # shown first in Tune's table

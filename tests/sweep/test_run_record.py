@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ablate.sweep import trial as trial_mod
-from ablate.sweep.trial import TrialFailed, _replay_or_reuse, _Trial
+from ablate.sweep.trial import Trial, TrialFailed, _replay_or_reuse
 from ablate.tracking.trials import read_trials, trial_runs
 
 METRIC = "eval/pass@1"
@@ -26,9 +26,9 @@ def _record(sweep_dir: Path, tid: str, seed: int, status: str, value: float | No
     (rd / "summary.json").write_text(json.dumps({"status": status, "sweep": rec}))
 
 
-def _trial(sweep_dir: Path, tid: str) -> _Trial:
+def _trial(sweep_dir: Path, tid: str) -> Trial:
     ctx = {"metric": METRIC, "optuna": True}
-    return _Trial(ctx, dict(ASSIGN), [0, 1], True, tid, sweep_dir)
+    return Trial(ctx, dict(ASSIGN), [0, 1], True, tid, sweep_dir)
 
 
 def test_rows_come_from_run_records(tmp_path):
