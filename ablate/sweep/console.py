@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TextIO
 
 from ablate.sweep.records import trial_error
+from ablate.sweep.trial import COMPLETE_KEY
 from ablate.tracking import progress
 from ablate.tracking.trials import joined_error, trial_runs
 
@@ -228,8 +229,8 @@ class _ConsoleLines:
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last: Mapping[str, Any] = trial.last_result or {}
-        complete = bool(last.get("sweep/complete"))
-        self._end(trial, "finished" if complete else "stopped early", last.get(self.metric))
+        self._end(trial, "finished" if last.get(COMPLETE_KEY) else "stopped early",
+                  last.get(self.metric))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._end(trial, "FAILED", error=_trial_error(trial, self.sweep_dir))

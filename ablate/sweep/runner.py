@@ -43,7 +43,7 @@ from ablate.sweep.space import (DEFAULT_TRAINABLE, OptunaSpace, SearchSpace, com
                                 load_search_space, plan_trials)
 from ablate.sweep.trial import Trial
 from ablate.tracking.provenance import REPO_ROOT, git_commit
-from ablate.tracking.run_store import FINAL_STATUSES, read_json
+from ablate.tracking.run_store import FINAL_STATUSES, mark_interrupted, read_json
 from ablate.tracking.trials import is_done, read_trials
 from ablate.tracking.wandb_logger import resolve_mode
 
@@ -498,8 +498,6 @@ def _sweep_meta(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path, r
 
 def mark_interrupted_runs(sweep_dir: Path) -> int:
     """Run dirs whose summary.json still says "running" (their process is gone) → "interrupted"."""
-    from ablate.tracking.run_store import mark_interrupted
-
     n = 0
     for p in sorted((sweep_dir / "trials").glob("**/summary.json")):
         n += mark_interrupted(p.parent, "the run's process ended before it did (sweep killed or "

@@ -270,10 +270,9 @@ def _wandb_teardown() -> None:
     service killed first makes wandb's atexit hook print a traceback)."""
     import sys
 
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and hasattr(wandb, "teardown"):
+    if "wandb" in sys.modules:  # pinned wandb (pyproject) has teardown
         try:
-            wandb.teardown()
+            sys.modules["wandb"].teardown()
         except Exception:  # noqa: BLE001 - cosmetic
             pass
 
@@ -485,8 +484,7 @@ def _final_report(tr: Trial) -> dict[str, Any]:
     """The trial's result: the single run's final metrics, or (several seeds) the mean over seeds."""
     metric, finals, values = tr.metric, tr.finals, tr.values
     report: dict[str, Any] = {metric: None, "step": 0}  # shown first in Tune's table
-    keys = set().union(*[f.keys() for f in finals]) if finals else set()
-    for k in sorted(keys):
+    for k in sorted(set().union(*(f.keys() for f in finals))):
         vals = [f[k] for f in finals if _finite(f.get(k))]
         if len(vals) == len(finals) and vals:
             report[k] = sum(vals) / len(vals)
