@@ -42,6 +42,7 @@ MODES = ("offline", "online", "disabled", "auto")
 STEP_METRIC = "train/step"
 METRIC_PREFIXES = ("train", "eval", "perf")
 MAX_TAG_LEN = 64  # W&B rejects longer tags
+SERVICE_ENV = "WANDB_SERVICE"  # a running wandb-core's address (W&B docs: `wandb beta core`)
 
 
 def api_key_configured() -> bool:
@@ -95,9 +96,11 @@ def shared_service(mode: str) -> Iterator[bool]:
     local Ray and its trial workers): W&B's public ``wandb.setup()``, which puts the service's
     address in ``os.environ`` for child processes, and ``wandb.teardown()`` at the end, which waits
     until the service has written every run. Yields whether a service is shared; never fatal
-    (without it each trial starts its own service, as ``ablate train`` does)."""
-    if mode == "disabled":
-        yield False
+    (without it each trial starts its own service, as ``ablate train`` does). A service this
+    process already has (``WANDB_SERVICE``: the user's ``wandb beta core start``, or a notebook's
+    own W&B session) is used as it is and left running: tearing it down would end their runs."""
+    if mode == "disabled" or os.environ.get(SERVICE_ENV):
+        yield bool(mode != "disabled" and os.environ.get(SERVICE_ENV))
         return
     try:
         import wandb

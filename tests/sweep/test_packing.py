@@ -9,9 +9,8 @@ import sys
 
 from ablate.sweep.runner import worker_env
 from ablate.sweep.space import validate
+from ablate.tracking.wandb_logger import SERVICE_ENV as SERVICE
 from ablate.tracking.wandb_logger import shared_service
-
-SERVICE = "WANDB_SERVICE"  # the variable wandb.setup() documents it sets for child processes
 
 
 def _space(cpu: float):
@@ -30,6 +29,13 @@ def test_disabled_wandb_starts_no_shared_service(monkeypatch):
     monkeypatch.delenv(SERVICE, raising=False)
     with shared_service("disabled") as shared:
         assert shared is False and SERVICE not in os.environ
+
+
+def test_a_service_already_running_is_used_and_left_running(monkeypatch):
+    monkeypatch.setenv(SERVICE, "unix=/nonexistent/ours-not")  # never connected to here
+    with shared_service("offline") as shared:
+        assert shared is True
+    assert os.environ[SERVICE] == "unix=/nonexistent/ours-not"  # not torn down
 
 
 CHILD_RUN = """
