@@ -36,9 +36,8 @@ Every field is checked before Ray starts; group options against ``conf/<group>/*
     claims: [...]                     # published claims re-tested by the report (ablate/claims/spec.py)
 
 ``when`` refers to a swept categorical axis declared before the parameter (a slot group, ``method``
-or a choice param); an inactive parameter is left out of the trial's overrides. Numbers such as
-``1e-5`` (read as strings by YAML 1.1) are accepted. Keys set by the sweep (seed, name, swept
-axes) may not appear in base_overrides.
+or a choice param); an inactive parameter is left out of the trial's overrides. Keys set by the
+sweep (seed, name, swept axes) may not appear in base_overrides.
 """
 
 from __future__ import annotations
@@ -80,37 +79,6 @@ _PLAIN_STR_RE = re.compile(r"^[A-Za-z_/][A-Za-z0-9_.\-/@:]*$")
 
 # ------------------------------------------------------------------------------------ model
 @dataclass
-class Param:
-    """One hyperparameter axis, keyed by its Hydra override key (``train.lr``)."""
-
-    key: str
-    type: str
-    values: list | None = None
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    when: dict[str, list] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        d: dict[str, Any] = {"type": self.type}
-        if self.type == "choice":
-            d["values"] = list(self.values or [])
-        else:
-            d["low"], d["high"] = self.low, self.high
-            if self.type == "int" and self.log:
-                d["log"] = True
-            if self.step is not None:
-                d["step"] = self.step
-        if self.when:
-            d["when"] = {k: list(v) for k, v in self.when.items()}
-        return d
-
-    def active(self, assignment: Mapping[str, Any]) -> bool:
-        return all(assignment.get(k) in vals for k, vals in self.when.items())
-
-
-@dataclass
 class SearchSpace:
     name: str
     metric: str
@@ -120,7 +88,7 @@ class SearchSpace:
     base_overrides: list[str] = field(default_factory=list)
     slots: dict[str, list[str]] = field(default_factory=dict)
     methods: list[str] = field(default_factory=list)
-    params: dict[str, Param] = field(default_factory=dict)
+    params: dict[str, ParamSpec] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
     algorithm: str = "grid"
     num_samples: int | None = None
@@ -154,13 +122,6 @@ class SearchSpace:
                 axes.append((g, list(self.slots[g])))
         return axes
 
-    def axis_options(self, axis: str) -> list | None:
-        for name, opts in self.categorical_axes():
-            if name == axis:
-                return opts
-        p = self.params.get(axis)
-        return list(p.values or []) if p is not None and p.type == "choice" else None
-
     def run_overrides(self) -> list[str]:
         """base_overrides plus what the trial resources imply: with ``resources.workers`` > 1 each
         trial is a Ray Train run of that many workers with ``cpu``/``gpu`` each."""
@@ -175,31 +136,20 @@ class SearchSpace:
         return [a for a, _ in self.categorical_axes()] + list(self.params)
 
     def to_dict(self) -> dict:
-        d: dict[str, Any] = {"name": self.name}
-        if self.description:
-            d["description"] = self.description
-        d["trainable"] = self.trainable
-        d["base_overrides"] = list(self.base_overrides)
-        d["slots"] = {g: list(v) for g, v in self.slots.items()}
-        d["methods"] = list(self.methods)
-        d["params"] = {k: p.to_dict() for k, p in self.params.items()}
-        d["seeds"] = dict(self.seed_range) if self.seed_range else list(self.seeds)
-        d["metric"], d["mode"] = self.metric, self.mode
-        search: dict[str, Any] = {"algorithm": self.algorithm, "seed": self.search_seed}
-        if self.num_samples is not None:
-            search["num_samples"] = self.num_samples
-        d["search"] = search
-        d["scheduler"] = dict(self.scheduler) if self.scheduler else None
-        d["resources"] = dict(self.resources)
-        d["max_concurrent"] = self.max_concurrent
-        d["max_failures"] = self.max_failures
-        d["output_dir"] = self.output_dir
-        d["wandb"] = dict(self.wandb)
-        if self.report.metrics:
-            d["report"] = self.report.to_dict()
-        if self.claims:
-            d["claims"] = [c.to_dict() for c in self.claims]
-        return d
+        """The space as a file that validates back to it (the sweep dir's copy, compared on resume)."""
+        search = {"algorithm": self.algorithm, "seed": self.search_seed, "num_samples": self.num_samples}
+        d = {"name": self.name, "description": self.description, "trainable": self.trainable,
+             "base_overrides": list(self.base_overrides), "slots": dict(self.slots),
+             "methods": list(self.methods), "params": {k: p.to_dict() for k, p in self.params.items()},
+             "seeds": dict(self.seed_range) if self.seed_range else list(self.seeds),
+             "metric": self.metric, "mode": self.mode,
+             "search": {k: v for k, v in search.items() if v is not None},
+             "scheduler": dict(self.scheduler) if self.scheduler else None,
+             "resources": dict(self.resources), "max_concurrent": self.max_concurrent,
+             "max_failures": self.max_failures, "output_dir": self.output_dir, "wandb": dict(self.wandb),
+             "report": self.report.to_dict() if self.report.metrics else None,
+             "claims": [c.to_dict() for c in self.claims]}
+        return {k: v for k, v in d.items() if v or k not in ("description", "report", "claims")}
 
     @property
     def max_t(self) -> float | None:
@@ -212,12 +162,7 @@ class SearchSpace:
 # ablate.schema.check. Checks across sections (conditions, grid vs ranges, claims, base_overrides)
 # run on the built SearchSpace, whose axes they need.
 def _number(v: Any) -> float | int:
-    """A number from YAML; PyYAML reads ``1e-5`` (no dot) as a string, so accept numeric strings."""
-    if isinstance(v, str):
-        try:
-            v = float(v.strip())
-        except ValueError:
-            pass
+    """A number (``1e-5`` is one: ablate.spec.yaml reads YAML 1.2 floats); a bool or string is not."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise Problem(f"got {v!r}; allowed: a number")
     if not math.isfinite(float(v)):
@@ -367,8 +312,13 @@ class ParamSpec(_Section):
             raise Problem("cannot be combined with a log range; allowed: step or log", ("step",))
         return self
 
-    def to_param(self, key: str) -> Param:
-        return Param(key=key, **self.model_dump())
+    def to_dict(self) -> dict:
+        """The entry as written in a file (``log`` only where it is a key of the type)."""
+        return self.model_dump(include={k for k in PARAM_KEYS[self.type]
+                                        if k not in ("step", "log", "when") or getattr(self, k)})
+
+    def active(self, assignment: Mapping[str, Any]) -> bool:
+        return all(assignment.get(k) in vals for k, vals in self.when.items())
 
 
 def _algorithm(v: Any) -> str:
@@ -571,7 +521,7 @@ class SpaceFile(_Section):
         return SearchSpace(
             name=self.name, metric=self.metric, mode=self.mode, description=self.description,
             trainable=self.trainable, base_overrides=self.base_overrides, slots=self.slots,
-            methods=self.methods, params={k: p.to_param(k) for k, p in self.params.items()},
+            methods=self.methods, params=self.params,
             seeds=list(range(rng["min"])) if rng else list(self.seeds), seed_range=rng,
             algorithm=self.search.algorithm, num_samples=self.search.num_samples,
             search_seed=self.search.seed, scheduler=sched, max_concurrent=self.max_concurrent,
@@ -707,12 +657,6 @@ def combo_key(assignment: Mapping[str, Any]) -> str:
     return ",".join(shown) or "base"
 
 
-def categorical_key(assignment: Mapping[str, Any]) -> str:
-    """Only the config-group choices (method + slots): the W&B job_type of a trial."""
-    sub = {k: v for k, v in assignment.items() if k == "method" or k in GROUPS}
-    return combo_key(sub)
-
-
 def spec_key(assignment: Mapping[str, Any], seed: int) -> str:
     return run_key(combo_key(assignment), seed)
 
@@ -748,7 +692,7 @@ def grid_assignments(space: SearchSpace) -> list[dict]:
     return out
 
 
-def tune_domain(p: Param):
+def tune_domain(p: ParamSpec):
     """The Ray Tune search domain of a param (tune.choice / uniform / loguniform / q* / randint)."""
     from ray import tune
 
@@ -774,9 +718,10 @@ def random_assignments(space: SearchSpace) -> list[dict]:
     by ``search.seed``), drawn up front so each (draw, seed) is a planned trial with a stable key;
     a conditional param is kept only where its ``when`` holds."""
     import numpy as np
+    from ray import tune
     from ray.tune.search.variant_generator import generate_variants
 
-    spec: dict[str, Any] = {axis: _tune_choice(opts) for axis, opts in space.categorical_axes()}
+    spec: dict[str, Any] = {axis: tune.choice(opts) for axis, opts in space.categorical_axes()}
     spec.update({key: tune_domain(p) for key, p in space.params.items()})
     rs = np.random.RandomState(space.search_seed)
     out = []
@@ -789,12 +734,6 @@ def random_assignments(space: SearchSpace) -> list[dict]:
                 a[key] = _py(drawn[key])
         out.append(a)
     return out
-
-
-def _tune_choice(opts: list):
-    from ray import tune
-
-    return tune.choice(list(opts))
 
 
 def plan_trials(space: SearchSpace) -> list[dict] | None:
@@ -820,33 +759,30 @@ def plan_trials(space: SearchSpace) -> list[dict] | None:
 class OptunaSpace:
     """Define-by-run space for OptunaSearch: categorical axes, then params (conditional via when).
 
-    A module-level class holding plain data, so Tune can pickle it into its searcher state.
+    A module-level class holding plain data (the validated param models), so Tune can pickle it
+    into its searcher state.
     """
 
     def __init__(self, space: SearchSpace):
         self.categorical = space.categorical_axes()
-        self.params = [(k, p.to_dict()) for k, p in space.params.items()]
+        self.params = list(space.params.items())
 
     def __call__(self, trial) -> dict:
         chosen: dict[str, Any] = {}
         inactive: dict[str, Any] = {}
         for axis, opts in self.categorical:
             chosen[axis] = trial.suggest_categorical(axis, opts)
-        for key, spec in self.params:
-            when = spec.get("when") or {}
-            if not all(chosen.get(a) in vals for a, vals in when.items()):
+        for key, p in self.params:
+            if not p.active(chosen):
                 inactive[key] = None  # present (as None) so every trial has every column
-                continue
-            t = spec["type"]
-            if t == "choice":
-                chosen[key] = trial.suggest_categorical(key, spec["values"])
-            elif t == "int":
-                chosen[key] = trial.suggest_int(key, int(spec["low"]), int(spec["high"]),
-                                                step=int(spec.get("step") or 1),
-                                                log=bool(spec.get("log", False)))
+            elif p.type == "choice":
+                chosen[key] = trial.suggest_categorical(key, p.values)
+            elif p.type == "int":
+                chosen[key] = trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1),
+                                                log=p.log)
             else:
-                chosen[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]),
-                                                  log=t == "loguniform", step=spec.get("step"))
+                chosen[key] = trial.suggest_float(key, float(p.low), float(p.high), log=p.log,
+                                                  step=p.step)
         return inactive
 
 
