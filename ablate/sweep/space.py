@@ -47,9 +47,10 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, ClassVar, Iterable, Mapping, Optional, Union
+from typing import Annotated, Any, ClassVar, Iterable, Mapping, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from annotated_types import Ge, Gt, Le
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from ablate.errors import ConfigError, choice_error, choice_text
 from ablate.registry import variant_names
@@ -157,10 +158,11 @@ class SearchSpace:
 
 
 # ------------------------------------------------------------------------------ validation
-# The file format as pydantic models: a field's checks sit on the field, a section's on its model;
-# a failure is an ablate.spec.translate.Problem in its own words, made one line (with the field's path) by
-# ablate.schema.check. Checks across sections (conditions, grid vs ranges, claims, base_overrides)
-# run on the built SearchSpace, whose axes they need.
+# The file format as pydantic models: a field's checks sit on the field (bounds as Ge/Gt/Le), a
+# section's on its model; a failure is one line naming the field (ablate.spec.translate.check: a
+# bound in the words of the field's type, a Problem in its own). Checks across sections
+# (conditions, grid vs ranges, claims, base_overrides) run on the built SearchSpace, whose axes
+# they need.
 def _number(v: Any) -> float | int:
     """A number (``1e-5`` is one: ablate.spec.yaml reads YAML 1.2 floats); a bool or string is not."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -196,14 +198,6 @@ def _choice(v: Any, allowed: Iterable, loc: tuple = ()) -> Any:
     if v not in tuple(allowed):
         raise Problem(choice_text(v, allowed), loc)
     return v
-
-
-def _within(ok: Callable[[Any], bool], what: str) -> AfterValidator:
-    def check(v: Any) -> Any:
-        if v is not None and not ok(v):
-            raise Problem(f"got {v}; allowed: {what}")
-        return v
-    return AfterValidator(check)
 
 
 def _required(what: str) -> BeforeValidator:
@@ -331,7 +325,7 @@ def _algorithm(v: Any) -> str:
 class Search(_Section):
     algorithm: Annotated[str, BeforeValidator(_algorithm)] = "grid"
     num_samples: Optional[Int] = None
-    seed: Annotated[Int, _within(lambda s: 0 <= s <= MAX_SEED, f"an integer in [0, {MAX_SEED}]")] = 0
+    seed: Annotated[Int, Ge(0), Le(MAX_SEED)] = 0
 
     @model_validator(mode="after")
     def _samples(self) -> "Search":
@@ -356,8 +350,8 @@ class Scheduler(_Section):
     time_attr: Annotated[str, OneOf(TIME_ATTRS)] = "step"
     max_t: Optional[Number] = None
     grace_period: Number = 1
-    reduction_factor: Annotated[Number, _within(lambda x: x > 1, "a number > 1")] = 2
-    brackets: Annotated[Int, _within(lambda x: x >= 1, "an integer >= 1")] = 1
+    reduction_factor: Annotated[Number, Gt(1)] = 2
+    brackets: Annotated[Int, Ge(1)] = 1
 
     @model_validator(mode="after")
     def _rungs(self) -> "Scheduler":
@@ -374,9 +368,9 @@ class Scheduler(_Section):
 
 
 class Resources(_Section):
-    cpu: Annotated[Number, _within(lambda x: 0 < x <= 4096, "a number in (0, 4096]")] = 1
-    gpu: Annotated[Number, _within(lambda x: 0 <= x <= 1024, "a number in [0, 1024]")] = 0
-    workers: Annotated[Int, _within(lambda x: 1 <= x <= 1024, "an integer in [1, 1024]")] = 1
+    cpu: Annotated[Number, Gt(0), Le(4096)] = 1
+    gpu: Annotated[Number, Ge(0), Le(1024)] = 0
+    workers: Annotated[Int, Ge(1), Le(1024)] = 1
 
 
 class Wandb(_Section):
@@ -508,8 +502,8 @@ class SpaceFile(_Section):
     search: Search = Field(default_factory=Search)
     scheduler: Optional[Scheduler] = None
     resources: Resources = Field(default_factory=Resources)
-    max_concurrent: Annotated[Optional[Int], _within(lambda x: x >= 1, "an integer >= 1, or null")] = None
-    max_failures: Annotated[Int, _within(lambda x: x >= 0, "an integer >= 0")] = 2
+    max_concurrent: Annotated[Optional[Int], Ge(1)] = None
+    max_failures: Annotated[Int, Ge(0)] = 2
     output_dir: Annotated[str, BeforeValidator(_output_dir)] = "runs"
     wandb: Wandb = Field(default_factory=Wandb)
     report: Annotated[ReportSpec, BeforeValidator(parse_report)] = REQUIRED
@@ -541,17 +535,16 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
 
     check_interpolations(data, "search space")  # no ${oc.env:...}: a shared file is data
     space = check(SpaceFile, data, name="search space").to_space(source)
-    _check_conditions(space)
+    axes = _check_conditions(space)
     _check_grid(space)
-    axes = {a: opts for a, opts in space.categorical_axes()}
-    axes.update({k: list(p.values or []) for k, p in space.params.items() if p.type == "choice"})
     space.claims = parse_claims(data.get("claims"), axes)
     _check_base_overrides(space)
     return space
 
 
-def _check_conditions(space: SearchSpace) -> None:
-    """``when`` conditions name categorical axes declared before the parameter."""
+def _check_conditions(space: SearchSpace) -> dict[str, list]:
+    """``when`` conditions name categorical axes declared before the parameter; returns every
+    categorical axis (config groups, then choice params) with its options."""
     seen: dict[str, list] = {a: opts for a, opts in space.categorical_axes()}
     for key, p in space.params.items():
         for axis, vals in p.when.items():
@@ -562,6 +555,7 @@ def _check_conditions(space: SearchSpace) -> None:
                     raise choice_error(f"params.{key}.when.{axis}", v, seen[axis])
         if p.type == "choice":
             seen[key] = list(p.values or [])
+    return seen
 
 
 def _check_grid(space: SearchSpace) -> None:
@@ -613,11 +607,9 @@ def load_search_space(path: str | Path, *, extra_overrides: Iterable[str] = (),
 # ------------------------------------------------------------------------------- expansion
 def fmt_value(v: Any) -> str:
     """A value as text for combo keys (short, stable)."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
     if isinstance(v, float):
         return format(v, ".6g")
-    return "null" if v is None else str(v)
+    return hydra_value(v) if v is None or isinstance(v, bool) else str(v)
 
 
 def hydra_value(v: Any) -> str:
