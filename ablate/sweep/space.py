@@ -379,31 +379,24 @@ class Wandb(_Section):
     entity: Any = None
 
 
-SEED_RANGE_KEYS = ("min", "max", "batch")
-
-
-def _seed_range(v: Mapping) -> dict[str, int]:
+class SeedRange(_Section):
     """``seeds: {min: 3, max: 20, batch: 1}``: sequential seeds 0..max-1, looked at from min on."""
-    for k in v:
-        if k not in SEED_RANGE_KEYS:
-            raise Problem("key: " + choice_text(k, SEED_RANGE_KEYS))
-    out = {}
-    for k, default in (("min", None), ("max", None), ("batch", 1)):
-        x = v.get(k, default)
-        if x is None:
-            raise Problem("missing (sequential seeds need min and max, e.g. {min: 3, max: 20})", (k,))
-        if isinstance(x, bool) or not isinstance(x, int):
-            raise Problem(f"expected an integer, got {x!r}", (k,))
-        out[k] = x
-    if not 2 <= out["min"] <= out["max"] or out["batch"] < 1:
-        raise Problem(f"need 2 <= min <= max and batch >= 1, got {dict(v)}")
-    return out
+
+    min: Int
+    max: Annotated[Int, Le(MAX_SEEDS)]
+    batch: Int = 1
+
+    @model_validator(mode="after")
+    def _order(self) -> "SeedRange":
+        if not 2 <= self.min <= self.max or self.batch < 1:
+            raise Problem(f"got {self.model_dump()}; allowed: 2 <= min <= max and batch >= 1")
+        return self
 
 
 def _seeds(v: Any) -> list[int] | dict[str, int]:
     """Replicate seeds: a list, n (= 0..n-1), or a sequential range {min, max, batch}."""
     if isinstance(v, Mapping):
-        return _seed_range(v)
+        return check(SeedRange, v, prefix="seeds.").model_dump()
     if isinstance(v, int) and not isinstance(v, bool):
         if not 1 <= v <= MAX_SEEDS:
             raise Problem(f"got {v}; allowed: an integer n in [1, {MAX_SEEDS}] (= seeds 0..n-1) or a "
@@ -674,14 +667,10 @@ def grid_assignments(space: SearchSpace) -> list[dict]:
             else:
                 nxt.append(c)
         combos = nxt
-    seen: set[str] = set()
-    out = []
+    first: dict[str, dict] = {}  # values equal to 6 digits share a combo key
     for c in combos:
-        k = combo_key(c)
-        if k not in seen:
-            seen.add(k)
-            out.append(_ordered(space, c))
-    return out
+        first.setdefault(combo_key(c), _ordered(space, c))
+    return list(first.values())
 
 
 def tune_domain(p: ParamSpec):
