@@ -324,7 +324,7 @@ def _algorithm(v: Any) -> str:
 
 class Search(_Section):
     algorithm: Annotated[str, BeforeValidator(_algorithm)] = "grid"
-    num_samples: Optional[Int] = None
+    num_samples: Annotated[Optional[Int], Ge(1), Le(MAX_SAMPLES)] = None
     seed: Annotated[Int, Ge(0), Le(MAX_SEED)] = 0
 
     @model_validator(mode="after")
@@ -336,8 +336,6 @@ class Search(_Section):
         if algo != "grid" and n is None:
             raise Problem(f"required for algorithm {algo}; allowed: an integer in [1, {MAX_SAMPLES}] "
                           "(configurations to sample; each runs once per seed)", loc)
-        if n is not None and not 1 <= n <= MAX_SAMPLES:
-            raise Problem(f"got {n}; allowed: an integer in [1, {MAX_SAMPLES}]", loc)
         return self
 
 
@@ -642,10 +640,6 @@ def combo_key(assignment: Mapping[str, Any]) -> str:
     return ",".join(shown) or "base"
 
 
-def spec_key(assignment: Mapping[str, Any], seed: int) -> str:
-    return run_key(combo_key(assignment), seed)
-
-
 def _ordered(space: SearchSpace, assignment: Mapping[str, Any]) -> dict:
     """Assignment in canonical order (categorical axes, then params as declared)."""
     out = {a: assignment[a] for a, _ in space.categorical_axes() if a in assignment}
@@ -729,11 +723,12 @@ def plan_trials(space: SearchSpace) -> list[dict] | None:
     seen: set[str] = set()
     for seed in space.seeds:
         for i, a in enumerate(assigns):
-            key = spec_key(a, seed)
+            combo = combo_key(a)
+            key = run_key(combo, seed)
             if key in seen:  # random draws can repeat a categorical-only combination
                 key = f"{key}#{i}"
             seen.add(key)
-            specs.append({"key": key, "combo": combo_key(a), "assign": a, "seed": seed})
+            specs.append({"key": key, "combo": combo, "assign": a, "seed": seed})
     return specs
 
 
