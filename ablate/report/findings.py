@@ -19,8 +19,23 @@ from .aggregate import Combo, UnitComparison
 from .effects import FactorEffect, Importances, Interaction
 
 
+def num(x, spec: str = ".4g") -> str:
+    """``x`` formatted with ``spec``; n/a when it is not a finite number."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "n/a"
+    return f"{x:{spec}}" if np.isfinite(x) else "n/a"
+
+
+def pval(x) -> str:
+    """A p-value with 2 significant digits; n/a when there is no test."""
+    s = num(x, ".2g")
+    return "< 0.0001" if s != "n/a" and float(x) < 1e-4 else s
+
+
 def f3(x: float) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{x:.3f}"
+    return num(x, ".3f")
 
 
 def fci(iv, digits: int = 3, signed: bool = False, kind: str = "f") -> str:
@@ -35,10 +50,6 @@ def fci(iv, digits: int = 3, signed: bool = False, kind: str = "f") -> str:
 
 def _pl(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
-
-
-def _names(ids: list[str]) -> str:
-    return ", ".join(ids)
 
 
 def findings(
@@ -80,7 +91,7 @@ def _scope(sweep: Sweep, combos: list[Combo]) -> list[list]:
     single = [c.cid for c in combos if len(c.values) < 2]
     if single:
         what = "every combination" if len(single) == len(combos) else (
-            f"{len(single)} combination(s) ({_names(single[:8])}{', …' if len(single) > 8 else ''})"
+            f"{len(single)} combination(s) ({', '.join(single[:8])}{', …' if len(single) > 8 else ''})"
         )
         out.append([f"{what.capitalize() if what[0].islower() else what} has a single full-budget "
                     "seed: no interval or test for it."])
@@ -100,26 +111,26 @@ def _comparisons(comparisons: list[UnitComparison], metric: str, mode: str) -> l
     out: list[list] = []
     lead = comparisons[0].a
     mine = [c for c in comparisons if c.a == lead]
-    sig = [c for c in mine if c.significant() and _direction_ok(c, mode)]
+    sig = [c for c in mine if c.test.verdict == ("higher" if mode == "max" else "lower")]
     noise = [c for c in mine if c.test.verdict == "inconclusive"]
     untestable = [c for c in mine if c.test.verdict == "untestable"]
     if sig:
         ex = sig[0]
         out.append([
-            f"{lead} is better than {_names([c.b for c in sig])} (paired t, Holm-corrected over "
+            f"{lead} is better than {', '.join([c.b for c in sig])} (paired t, Holm-corrected over "
             f"all {comparisons[0].n_family} pairs of ranked units: e.g. {lead} − {ex.b} = "
             f"{fci(ex.diff, signed=True)}, adjusted p = {ex.test.p_adjusted:.2g})."
         ])
     if noise:
         ex = noise[0]
         out.append([
-            f"{lead} vs {_names([c.b for c in noise])}: not distinguishable from seed noise "
+            f"{lead} vs {', '.join([c.b for c in noise])}: not distinguishable from seed noise "
             f"(e.g. {lead} − {ex.b} = {fci(ex.diff, signed=True)}, adjusted p = "
             f"{ex.test.p_adjusted:.2g}; a difference below about {ex.test.mde:.3g} would "
             "likely go unseen at this number of seeds); the ranking among these is not established."
         ])
     if untestable:
-        out.append([f"{lead} vs {_names([c.b for c in untestable])}: not testable (a side has a single seed)."])
+        out.append([f"{lead} vs {', '.join([c.b for c in untestable])}: not testable (a side has a single seed)."])
     others = [c for c in comparisons if c.a != lead and c.significant()]
     if others:
         out.append([
@@ -202,10 +213,6 @@ def _floor(effects: list[FactorEffect]) -> str:
     return (" Noise floor (main-effect F tests against the pooled seed variance, BH): "
             + (("above it: " + ", ".join(above)) if above else "no factor is above it, so the ranking "
                "may be noise") + ".")
-
-
-def _direction_ok(c: UnitComparison, mode: str) -> bool:
-    return (c.diff.point > 0) == (mode == "max")
 
 
 def _failures(sweep: Sweep, out: list[list]) -> None:

@@ -7,7 +7,7 @@ from ablate.render import Code, Heading, Para, Table
 from ablate.tracking.sweep_reader import Sweep
 
 from .findings import fci
-from .metric_stats import SHOWN_AGGREGATIONS, MetricStats, metric_stats
+from .metric_stats import SHOWN_AGGREGATIONS, metric_stats
 
 MAX_PAIRS = 30
 
@@ -17,11 +17,10 @@ def _fmt(iv, signed: bool = False) -> str:
     return fci(iv, 4, signed, "g")
 
 
-def metric_blocks(sweep: Sweep, metrics: list[str], missing: list[str]) -> tuple[list, dict]:
-    """The "Metrics" section: one subsection per metric with marginal means (final value and mean
-    over the run) and pairwise level differences with 95% CIs. Returns (blocks, stats by metric)."""
-    blocks: list = [Heading(2, "Metrics", "metrics")]
-    blocks.append(Para(
+def metric_blocks(sweep: Sweep, metrics: list[str], missing: list[str]) -> list:
+    """The "Metrics" section's body: one subsection per metric with marginal means (final value and
+    mean over the run) and pairwise level differences with 95% CIs."""
+    blocks: list = [Para(
         "Exploratory: statistics of logged metrics other than the target, on the same full-budget "
         "trials and from the same linear model as the target's marginal means (each combination "
         "weighted equally, one seed variance pooled over the sweep, seeds as blocks; 95% t "
@@ -29,15 +28,12 @@ def metric_blocks(sweep: Sweep, metrics: list[str], missing: list[str]) -> tuple
         "steps. A difference is marked * when its p-value, Benjamini–Hochberg corrected over the "
         "differences of its column, is below 0.05. Regenerate for any metric: "
         "ablate report <sweep_dir> --metric NAME."
-    ))
+    )]
     if missing:
         blocks.append(Para("Requested but never logged: " + ", ".join(missing) + "."))
-    out: dict[str, dict[str, MetricStats]] = {}
     for m in metrics:
-        st = {agg: metric_stats(sweep, m, agg) for agg in SHOWN_AGGREGATIONS}
-        out[m] = st
+        fin, mean = (metric_stats(sweep, m, agg) for agg in SHOWN_AGGREGATIONS)
         blocks.append(Heading(3, m))
-        fin, mean = st["final"], st["mean"]
         if not fin.effects and not mean.effects:
             blocks.append(Para(f"{fin.n_runs} full-budget run(s) logged it; no swept factor with two "
                                "levels to compare."))
@@ -62,4 +58,4 @@ def metric_blocks(sweep: Sweep, metrics: list[str], missing: list[str]) -> tuple
         if prs:
             blocks.append(Table(["factor", "difference", "final [95% CI]", "mean over run [95% CI]"],
                                 prs, ["l", "l", "r", "r"]))
-    return blocks, out
+    return blocks
