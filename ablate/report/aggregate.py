@@ -166,8 +166,6 @@ def _better_sign(mode: str) -> float:
 def build_combos(sweep: Sweep, presets: list[dict]) -> list[Combo]:
     """Leaderboard rows (combinations with ≥1 full-budget trial) sorted best first, ids C01…"""
     t = sweep.trials
-    if t.empty:
-        return []
     cols = factor_columns(*varying(sweep))
     target = sweep.target_col
     t = t.sort_values(["seed", "trial_id"], kind="mergesort")  # once: groups keep this order
@@ -257,12 +255,10 @@ def _per_seed(u: Unit) -> dict:
             if len(d) == len(u.strata)}
 
 
-def compare_units(a: Unit, b: Unit, detail: bool = True,
-                  per_seed: tuple[dict, dict] | None = None) -> Comparison:
+def compare_units(a: Unit, b: Unit, pa: dict, pb: dict, detail: bool = True) -> Comparison:
     """a − b: paired t over the seeds both units ran (same seed = same warm start and sampling
-    streams), Welch t over all runs when fewer than 2 seeds are shared. ``per_seed``: the two
-    units' ``_per_seed`` when the caller already has them."""
-    pa, pb = per_seed if per_seed is not None else (_per_seed(a), _per_seed(b))
+    streams), Welch t over all runs when fewer than 2 seeds are shared. ``pa``, ``pb``: the two
+    units' ``_per_seed``."""
     shared = sorted(set(pa) & set(pb), key=str)
     if len(shared) >= 2:
         return compare([pa[s] for s in shared], [pb[s] for s in shared], paired=True, detail=detail)
@@ -289,7 +285,7 @@ def top_comparisons(units: list[Unit], mode: str, top: int = 5) -> list[UnitComp
     out = []
     for (i, j), q in zip(pairs, adj):
         if i < top and j < top:
-            full = compare_units(units[i], units[j], per_seed=(per_seed[i], per_seed[j])).adjusted(q)
+            full = compare_units(units[i], units[j], per_seed[i], per_seed[j]).adjusted(q)
             out.append(UnitComparison(units[i].uid, units[j].uid, full, poi(units[i], units[j], mode),
                                       len(pairs)))
     return out
@@ -310,7 +306,7 @@ def _pair_p_values(units: list[Unit], per_seed: list[dict], pairs: list) -> np.n
             rows.append(d)
             idx.append(k)
         elif len(shared) < 2:
-            p[k] = compare_units(units[i], units[j], detail=False, per_seed=(pa, pb)).p_value
+            p[k] = compare_units(units[i], units[j], pa, pb, detail=False).p_value
     for rows, idx in batches.values():
         p[idx] = paired_t(np.stack(rows))["p"]
     return p

@@ -92,7 +92,7 @@ def _analyse(sweep: Sweep, presets: list[dict], metrics) -> _Doc:
 
 def _overview(d: _Doc) -> list:
     sweep, t = d.sweep, d.sweep.trials
-    counts = t["status"].value_counts().to_dict() if not t.empty else {}
+    counts = t["status"].value_counts().to_dict()
     other = sum(v for k, v in counts.items() if k not in ("finished", "failed", "early_stopped"))
     rows = [
         ["Sweep", sweep.name],
@@ -100,9 +100,9 @@ def _overview(d: _Doc) -> list:
         ["Trials", f"{len(t)} total: {counts.get('finished', 0)} finished, {counts.get('failed', 0)} failed, "
                    f"{counts.get('early_stopped', 0)} early-stopped, {other} other (running/pending)"],
         ["Full-budget trials", str(len(sweep.full_budget()))],
-        ["Combinations", f"{t['combo'].nunique() if not t.empty else 0} in total, {len(d.combos)} with full-budget results"],
-        ["Seeds", _seed_list(t["seed"].tolist()) if not t.empty else "none"],
-        ["Total compute time", f"{_dur(float(np.nansum(t['wall_s'])) if not t.empty else float('nan'))} (sum of wall_s)"],
+        ["Combinations", f"{t['combo'].nunique()} in total, {len(d.combos)} with full-budget results"],
+        ["Seeds", _seed_list(t["seed"].tolist())],
+        ["Total compute time", f"{_dur(float(np.nansum(t['wall_s'])))} (sum of wall_s)"],
     ]
     return [Table(["field", "value"], rows),
             Para(["How the sweep was set up (search space, versions, fixed settings) is at the "
@@ -133,7 +133,7 @@ def _leaderboard(d: _Doc) -> list:
                            + "; ".join(looks) + "."))
     if len(combos) > MAX_LEADERBOARD:
         blocks.append(Para(f"Showing the top {MAX_LEADERBOARD} of {len(combos)} combinations."))
-    n_missing = (sweep.trials["combo"].nunique() if not sweep.trials.empty else 0) - len(combos)
+    n_missing = sweep.trials["combo"].nunique() - len(combos)
     if n_missing:
         blocks.append(Para(f"{n_missing} combination(s) have no full-budget result (failed, stopped or still running) and are not ranked."))
     d.figure(blocks, "leaderboard.png", plots.leaderboard_plot(combos, sweep.metric), "Leaderboard forest plot")
@@ -312,8 +312,7 @@ def _failed(d: _Doc) -> list:
     sweep, t = d.sweep, d.sweep.trials
     blocks: list = []
     cid, cols = {c.key: c.cid for c in d.combos}, factor_columns(*varying(sweep))
-    failed = t[t["status"] == "failed"] if not t.empty else t
-    stopped = t[t["status"] == "early_stopped"] if not t.empty else t
+    failed, stopped = t[t["status"] == "failed"], t[t["status"] == "early_stopped"]
     if len(failed):
         error = {r.Index: str(r.error) if _present(r.error) else "(no error recorded)" for r in failed.itertuples()}
         rows = [[r.trial_id, _combo_cell(cid, cols, failed, r), str(r.seed), _g(r.steps_done),
@@ -329,7 +328,7 @@ def _failed(d: _Doc) -> list:
                  _g(stopped.at[r.Index, sweep.target_col])] for r in stopped.itertuples()]
         blocks.append(Table(["trial", "combination", "seed", "steps", f"last {sweep.metric}"], rows,
                             ["l", "l", "r", "r", "r"]))
-    others = t[~t["status"].isin(["finished", "failed", "early_stopped"])] if not t.empty else t
+    others = t[~t["status"].isin(["finished", "failed", "early_stopped"])]
     if len(others):
         blocks.append(Para(f"Trials neither finished nor failed (running/pending/other): {len(others)}: "
                            + ", ".join(f"{r.trial_id} ({r.status})" for r in others.itertuples()) + "."))
@@ -454,8 +453,6 @@ def _samples(d: _Doc) -> list:
 def _trials(d: _Doc) -> list:
     """Every trial with its W&B run id, how to upload offline runs and open the Optuna study."""
     sweep, t = d.sweep, d.sweep.trials
-    if t.empty:
-        return [Para("No trials.")]
     cid = {c.key: c.cid for c in d.combos}
     rows = []
     for r in t.sort_values("trial_id", kind="mergesort").itertuples():

@@ -16,7 +16,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from ablate.stats import CellModel, Interval, adjust_p, mean_ci
+from ablate.stats import CellModel, Interval, adjust_p, compare, mean_ci
 from ablate.stats.linear import factor_rows, interaction_rows
 
 from ablate.render import value_text, is_missing
@@ -56,10 +56,7 @@ class FactorEffect:
         Welch t over the levels' trials."""
         if self.model is not None and self.model.fit is not None:
             return self.model.diff(a.cells, b.cells)
-        from ablate.stats import compare
-
-        c = compare(a.values, b.values, detail=False)
-        return Interval(c.estimate, c.low, c.high, min(c.n_a, c.n_b), c.p_value)
+        return compare(a.values, b.values, detail=False).interval
 
     @property
     def spread(self) -> float:
@@ -214,12 +211,8 @@ def interactions(sweep: Sweep) -> tuple[list[Interaction], list[tuple[str, str]]
         if len(rows) < 2 or len(cols) < 2:
             continue
         grouped = y.groupby([ca, cb])
-        means_s, counts_s = grouped.mean(), grouped.size()
-        means = np.full((len(rows), len(cols)), np.nan)
-        counts = np.zeros((len(rows), len(cols)), dtype=int)
-        for (ra, rb), v in means_s.items():
-            means[rows.index(ra), cols.index(rb)] = v
-            counts[rows.index(ra), cols.index(rb)] = counts_s[(ra, rb)]
+        means = grouped.mean().unstack().reindex(index=rows, columns=cols).to_numpy(dtype=float)
+        counts = grouped.size().unstack(fill_value=0).reindex(index=rows, columns=cols, fill_value=0).to_numpy(dtype=int)
         if (counts == 0).any():
             not_crossed.append((a, b))
             continue
@@ -346,7 +339,7 @@ def importances(sweep: Sweep) -> Importances:
     sweep's Optuna study when its full-budget trials can be matched, else on an in-memory study."""
     imp = Importances()
     fb = sweep.full_budget().sort_values("trial_id", kind="mergesort")
-    n_all_complete = int(sweep.trials["status"].isin(["finished", "early_stopped"]).sum()) if not sweep.trials.empty else 0
+    n_all_complete = int(sweep.trials["status"].isin(["finished", "early_stopped"]).sum())
     if len(fb) < MIN_TRIALS_IMPORTANCE:
         imp.notes.append(
             f"Importances skipped: {len(fb)} full-budget trial(s), at least {MIN_TRIALS_IMPORTANCE} needed."

@@ -217,8 +217,6 @@ def _floor(effects: list[FactorEffect]) -> str:
 
 def _failures(sweep: Sweep, out: list[list]) -> None:
     t = sweep.trials
-    if t.empty:
-        return
     failed = t[t["status"] == "failed"]
     stopped = t[t["status"] == "early_stopped"]
     if len(failed):

@@ -50,7 +50,7 @@ def metric_stats(sweep: Sweep, metric: str, aggregation: str) -> MetricStats:
     over the full-budget trials that logged it; the pairs' p-values BH-corrected together."""
     vals = run_values(sweep, metric, aggregation)
     fb = sweep.full_budget()
-    n = int(fb["trial_id"].isin(vals.index).sum()) if not fb.empty else 0
+    n = int(fb["trial_id"].isin(vals.index).sum())
     effects = marginal_effects(sweep, vals) if n else []
     pairs = []
     for eff in effects:
