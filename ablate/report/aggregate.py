@@ -220,16 +220,12 @@ def build_units(sweep: Sweep, combos: list[Combo]) -> tuple[list[Unit], str | No
         tasks = sorted({str(c.params.get(tk)) for c in combos})
         for gkey in sorted(groups):
             cs = groups[gkey]
-            strata = {task: np.array([]) for task in tasks}
-            seeds: dict = {task: [] for task in tasks}
-            for c in cs:
-                k = str(c.params.get(tk))
-                strata[k] = np.concatenate([strata[k], c.values])
-                seeds[k] += list(c.seeds)
-            if any(v.size == 0 for v in strata.values()):
+            by_task = {task: [c for c in cs if str(c.params.get(tk)) == task] for task in tasks}
+            if not all(by_task.values()):
                 continue  # not evaluated on every task: not comparable
-            desc = cs[0].desc.replace(f"{tk}={value_text(cs[0].params.get(tk))}", "").strip(", ")
-            desc = ", ".join(x for x in (p.strip() for p in desc.split(",")) if x) or "(all)"
+            strata = {task: np.concatenate([c.values for c in g]) for task, g in by_task.items()}
+            seeds = {task: [s for c in g for s in c.seeds] for task, g in by_task.items()}
+            desc = ", ".join(x for x in cs[0].desc.split(", ") if not x.startswith(tk + "=")) or "(all)"
             units.append(_unit("", desc, strata, seeds, [c.cid for c in cs]))
         units.sort(key=lambda u: (-sign * u.mean.point, u.desc))
         for i, u in enumerate(units, 1):
@@ -298,15 +294,15 @@ def _pair_p_values(units: list[Unit], per_seed: list[dict], pairs: list) -> np.n
     batches: dict[int, tuple[list, list]] = {}
     for k, (i, j) in enumerate(pairs):
         pa, pb = per_seed[i], per_seed[j]
-        shared = sorted(set(pa) & set(pb), key=str)
-        d = np.array([pa[s] for s in shared], float) - np.array([pb[s] for s in shared], float)
-        d = d[np.isfinite(d)] if len(shared) >= 2 else d
-        if len(shared) >= 2 and d.size >= 2:
+        d = np.array([pa[s] - pb[s] for s in sorted(set(pa) & set(pb), key=str)], float)
+        if d.size < 2:
+            p[k] = compare_units(units[i], units[j], pa, pb, detail=False).p_value
+            continue
+        d = d[np.isfinite(d)]
+        if d.size >= 2:
             rows, idx = batches.setdefault(d.size, ([], []))
             rows.append(d)
             idx.append(k)
-        elif len(shared) < 2:
-            p[k] = compare_units(units[i], units[j], pa, pb, detail=False).p_value
     for rows, idx in batches.values():
         p[idx] = paired_t(np.stack(rows))["p"]
     return p

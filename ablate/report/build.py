@@ -24,8 +24,7 @@ from .aggregate import (EXTRA_COLS, Combo, Unit, UnitComparison, build_combos, b
 from .effects import (FactorEffect, Importances, Interaction, adjust_exploratory, importances, interactions,
                       marginal_effects)
 from .findings import fci, findings, num as _g, pval as _p
-from .metric_stats import available_metrics
-from .sections import metric_blocks
+from .metric_stats import available_metrics, metric_blocks
 
 TOP_COMPARE = 5
 TOP_SAMPLES = 3

@@ -47,8 +47,7 @@ class FactorEffect:
     conditional: bool = False  # some trials do not have this parameter (they are left out)
     ci_kind: str = "model"  # "model": cell-means linear model, pooled seed variance; "trials"
     model: CellModel | None = field(default=None, repr=False)
-    F: float = float("nan")  # main-effect F test against the pooled residual
-    p: float = float("nan")
+    p: float = float("nan")  # main-effect F test against the pooled residual
     p_adjusted: float = float("nan")  # BH over the report's exploratory family
 
     def diff(self, a: Level, b: Level) -> Interval:
@@ -89,8 +88,7 @@ class Interaction:
     means: np.ndarray  # (rows, cols) cell means
     counts: np.ndarray
     residual_rms: float  # RMS of cell means minus the additive (row + col − grand) fit
-    F: float = float("nan")  # interaction F test of the cell-means model (pooled seed variance)
-    p: float = float("nan")
+    p: float = float("nan")  # interaction F test of the cell-means model (pooled seed variance)
     p_adjusted: float = float("nan")  # BH over the report's exploratory family
 
 
@@ -175,7 +173,7 @@ def marginal_effects(sweep: Sweep, values: pd.Series | None = None) -> list[Fact
                                model=model if fitted else None)
             if fitted:
                 of = {c: lv.label for lv in levels for c in lv.cells}
-                eff.F, eff.p, _ = model.f_test(factor_rows(of, [lv.label for lv in levels]))
+                _, eff.p, _ = model.f_test(factor_rows(of, [lv.label for lv in levels]))
             out.append(eff)
     return out
 
@@ -223,7 +221,7 @@ def interactions(sweep: Sweep) -> tuple[list[Interaction], list[tuple[str, str]]
         if model.fit is not None:
             a_of = dict(zip(sub["combo"].tolist(), ca.tolist()))
             b_of = dict(zip(sub["combo"].tolist(), cb.tolist()))
-            it.F, it.p, _ = model.f_test(interaction_rows(a_of, b_of, rows, cols))
+            _, it.p, _ = model.f_test(interaction_rows(a_of, b_of, rows, cols))
         crossed.append(it)
     crossed.sort(key=lambda it: (-it.residual_rms, it.a, it.b))
     return crossed, not_crossed
@@ -397,11 +395,7 @@ def _journal_study(sweep: Sweep, fb: pd.DataFrame, imp: Importances):
 
 def _evaluate(study, imp: Importances) -> None:
     """Both evaluators on ``study``; a failing one leaves a note, not an error."""
-    from optuna.importance import (
-        FanovaImportanceEvaluator,
-        PedAnovaImportanceEvaluator,
-        get_param_importances,
-    )
+    from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator, get_param_importances
 
     def run(evaluator, label):
         try:

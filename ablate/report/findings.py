@@ -114,21 +114,16 @@ def _comparisons(comparisons: list[UnitComparison], metric: str, mode: str) -> l
     sig = [c for c in mine if c.test.verdict == ("higher" if mode == "max" else "lower")]
     noise = [c for c in mine if c.test.verdict == "inconclusive"]
     untestable = [c for c in mine if c.test.verdict == "untestable"]
+    def eg(c: UnitComparison) -> str:
+        return f"e.g. {lead} − {c.b} = {fci(c.diff, signed=True)}, adjusted p = {c.test.p_adjusted:.2g}"
+
     if sig:
-        ex = sig[0]
-        out.append([
-            f"{lead} is better than {', '.join([c.b for c in sig])} (paired t, Holm-corrected over "
-            f"all {comparisons[0].n_family} pairs of ranked units: e.g. {lead} − {ex.b} = "
-            f"{fci(ex.diff, signed=True)}, adjusted p = {ex.test.p_adjusted:.2g})."
-        ])
+        out.append([f"{lead} is better than {', '.join([c.b for c in sig])} (paired t, Holm-corrected over "
+                    f"all {comparisons[0].n_family} pairs of ranked units: {eg(sig[0])})."])
     if noise:
-        ex = noise[0]
-        out.append([
-            f"{lead} vs {', '.join([c.b for c in noise])}: not distinguishable from seed noise "
-            f"(e.g. {lead} − {ex.b} = {fci(ex.diff, signed=True)}, adjusted p = "
-            f"{ex.test.p_adjusted:.2g}; a difference below about {ex.test.mde:.3g} would "
-            "likely go unseen at this number of seeds); the ranking among these is not established."
-        ])
+        out.append([f"{lead} vs {', '.join([c.b for c in noise])}: not distinguishable from seed noise "
+                    f"({eg(noise[0])}; a difference below about {noise[0].test.mde:.3g} would "
+                    "likely go unseen at this number of seeds); the ranking among these is not established."])
     if untestable:
         out.append([f"{lead} vs {', '.join([c.b for c in untestable])}: not testable (a side has a single seed)."])
     others = [c for c in comparisons if c.a != lead and c.significant()]
