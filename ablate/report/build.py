@@ -359,12 +359,10 @@ def _methods(d: _Doc) -> list:
 def _configuration(d: _Doc) -> list:
     """How the sweep was set up: search, budget, provenance, fixed settings, the resolved search
     space, loader notes and skipped trials."""
-    sweep = d.sweep
-    meta = sweep.meta
+    sweep, meta = d.sweep, d.sweep.meta
     out: list = [Table(["field", "value"], [
         ["Search algorithm", f"{meta.get('algorithm') or 'n/a'}; scheduler: {meta.get('scheduler') or 'none'}"],
-        ["Budget", f"max_t = {meta.get('max_t', 'n/a')}; full budget taken as "
-                   f"{_g(sweep.budget)} steps"],
+        ["Budget", f"max_t = {meta.get('max_t', 'n/a')}; full budget taken as {_g(sweep.budget)} steps"],
         ["Started / finished", f"{meta.get('started') or 'n/a'} / {meta.get('finished') or 'not finished'}"],
         ["ablate version", str(meta.get("ablate_version") or "n/a")],
         ["Git commit", [Code(str(meta.get("git_commit") or "n/a"))]],
@@ -373,16 +371,15 @@ def _configuration(d: _Doc) -> list:
     fixed = fixed_settings(sweep)
     if fixed:
         out.append(Para(["Fixed across the sweep: "] + _join_codes([f"{k}={v}" for k, v in sorted(fixed.items())]) + ["."]))
-    out.append(Heading(3, "Search space"))
-    out.append(Pre(sweep.search_space_text or "(search_space.yaml missing)", "yaml", raw_output=False))
+    out += [Heading(3, "Search space"),
+            Pre(sweep.search_space_text or "(search_space.yaml missing)", "yaml", raw_output=False)]
     if sweep.warnings:
         out.append(Details(f"Loader notes ({len(sweep.warnings)})", [Bullets(list(sweep.warnings[:50]))]))
     if sweep.skipped:
-        out.append(Heading(3, f"Skipped trials ({len(sweep.skipped)})"))
-        out.append(Para("Trials left out of the statistics (excluded) or read only in part, and why."))
-        out.append(Bullets([skipped_line(s) for s in sweep.skipped[:MAX_SKIPPED]]
-                           + ([f"... and {len(sweep.skipped) - MAX_SKIPPED} more"]
-                              if len(sweep.skipped) > MAX_SKIPPED else [])))
+        more = [f"... and {len(sweep.skipped) - MAX_SKIPPED} more"] if len(sweep.skipped) > MAX_SKIPPED else []
+        out += [Heading(3, f"Skipped trials ({len(sweep.skipped)})"),
+                Para("Trials left out of the statistics (excluded) or read only in part, and why."),
+                Bullets([skipped_line(s) for s in sweep.skipped[:MAX_SKIPPED]] + more)]
     return out
 
 
@@ -424,7 +421,6 @@ def _leaderboard_table(sweep: Sweep, combos: list[Combo]) -> Table:
 def _samples(d: _Doc) -> list:
     """Collapsed generations of the top combinations' last logged step."""
     out: list = []
-    shown = 0
     for c in d.combos[:TOP_SAMPLES]:
         recs, src = next(((recs, tid) for tid in c.trial_ids if (recs := d.sweep.samples(tid))), ([], None))
         if not recs:
@@ -437,14 +433,11 @@ def _samples(d: _Doc) -> list:
             resp = str(r.get("response", ""))
             if len(resp) > MAX_SAMPLE_CHARS:
                 resp = resp[:MAX_SAMPLE_CHARS] + f"… [{len(resp) - MAX_SAMPLE_CHARS} more characters]"
-            inner.append(Para([Strong(f"Sample {i}"), f" — reward {_g(r.get('reward'))}; prompt:"]))
-            inner.append(Pre(str(r.get("prompt", ""))[:MAX_SAMPLE_CHARS]))
-            inner.append(Para("Response:"))
-            inner.append(Pre(resp))
-            shown += 1
+            inner += [Para([Strong(f"Sample {i}"), f" — reward {_g(r.get('reward'))}; prompt:"]),
+                      Pre(str(r.get("prompt", ""))[:MAX_SAMPLE_CHARS]), Para("Response:"), Pre(resp)]
         # collapsed: generations are for looking up, not for scrolling past
         out.append(Details(f"{c.cid} {c.desc}: {len(pick)} sample(s)", inner))
-    if not shown:
+    if not out:
         out.append(Para("No samples.jsonl records for the top combinations."))
     return out
 
@@ -453,13 +446,9 @@ def _trials(d: _Doc) -> list:
     """Every trial with its W&B run id, how to upload offline runs and open the Optuna study."""
     sweep, t = d.sweep, d.sweep.trials
     cid = {c.key: c.cid for c in d.combos}
-    rows = []
-    for r in t.sort_values("trial_id", kind="mergesort").itertuples():
-        rows.append([
-            str(r.trial_id), str(r.status), cid.get(r.combo, "—"), str(r.seed),
-            _g(t.at[r.Index, sweep.target_col]),
-            _g(r.steps_done), _g(r.wall_s), [Code(str(r.wandb_run_id))] if _present(r.wandb_run_id) else "—",
-        ])
+    rows = [[str(r.trial_id), str(r.status), cid.get(r.combo, "—"), str(r.seed), _g(t.at[r.Index, sweep.target_col]),
+             _g(r.steps_done), _g(r.wall_s), [Code(str(r.wandb_run_id))] if _present(r.wandb_run_id) else "—"]
+            for r in t.sort_values("trial_id", kind="mergesort").itertuples()]
     out: list = [Details(f"All {len(t)} trials", [Table(
         ["trial", "status", "combination", "seed", sweep.metric, "steps", "wall (s)", "W&B run id"],
         rows, ["l", "l", "l", "r", "r", "r", "r", "l"])])]

@@ -339,9 +339,8 @@ def importances(sweep: Sweep) -> Importances:
     fb = sweep.full_budget().sort_values("trial_id", kind="mergesort")
     n_all_complete = int(sweep.trials["status"].isin(["finished", "early_stopped"]).sum())
     if len(fb) < MIN_TRIALS_IMPORTANCE:
-        imp.notes.append(
-            f"Importances skipped: {len(fb)} full-budget trial(s), at least {MIN_TRIALS_IMPORTANCE} needed."
-        )
+        imp.notes.append(f"Importances skipped: {len(fb)} full-budget trial(s), at least "
+                         f"{MIN_TRIALS_IMPORTANCE} needed.")
         return imp
     study = _journal_study(sweep, fb, imp) if sweep.journal_path is not None else None
     if study is None:
@@ -373,23 +372,17 @@ def _journal_study(sweep: Sweep, fb: pd.DataFrame, imp: Importances):
         imp.n_trials = len(kept)
         imp.n_excluded = len(complete) - len(kept)
         if imp.n_excluded:
-            imp.notes.append(
-                f"{imp.n_excluded} of {len(complete)} COMPLETE study trials were excluded: "
-                "not full-budget (e.g. ASHA-stopped with a truncated value) or not matched "
-                "to a finished trial."
-            )
+            imp.notes.append(f"{imp.n_excluded} of {len(complete)} COMPLETE study trials were excluded: "
+                             "not full-budget (e.g. ASHA-stopped with a truncated value) or not matched "
+                             "to a finished trial.")
         return study
     if kept:
-        imp.notes.append(
-            f"The Optuna study has {len(kept)} full-budget trial(s) ({len(complete)} COMPLETE, "
-            f"{len(complete) - len(kept)} not full-budget), too few for importances; using an "
-            "in-memory study of the full-budget runs (one per seed) instead."
-        )
+        imp.notes.append(f"The Optuna study has {len(kept)} full-budget trial(s) ({len(complete)} COMPLETE, "
+                         f"{len(complete) - len(kept)} not full-budget), too few for importances; using an "
+                         "in-memory study of the full-budget runs (one per seed) instead.")
     else:
-        imp.notes.append(
-            f"None of the {len(complete)} COMPLETE study trials could be matched to a "
-            "full-budget finished trial; using an in-memory study of the full-budget runs instead."
-        )
+        imp.notes.append(f"None of the {len(complete)} COMPLETE study trials could be matched to a "
+                         "full-budget finished trial; using an in-memory study of the full-budget runs instead.")
     return None
 
 
@@ -412,7 +405,5 @@ def _evaluate(study, imp: Importances) -> None:
     if imp.fanova is not None and imp.ped_anova:
         left_out = sorted(set(imp.ped_anova) - set(imp.fanova))
         if left_out:
-            imp.notes.append(
-                "fANOVA leaves out conditional parameters (sampled in only some trials): "
-                + ", ".join(left_out) + "."
-            )
+            imp.notes.append("fANOVA leaves out conditional parameters (sampled in only some trials): "
+                             + ", ".join(left_out) + ".")

@@ -52,15 +52,8 @@ def _pl(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def findings(
-    sweep: Sweep,
-    combos: list[Combo],
-    comparisons: list[UnitComparison],
-    effects: list[FactorEffect],
-    inters: list[Interaction],
-    imp: Importances,
-    task_key: str | None,
-) -> list[list]:
+def findings(sweep: Sweep, combos: list[Combo], comparisons: list[UnitComparison], effects: list[FactorEffect],
+             inters: list[Interaction], imp: Importances, task_key: str | None) -> list[list]:
     """The Findings bullets: what entered the statistics, the best combination, what the pairwise
     tests, marginal effects, importances and interactions separate from seed noise, failures."""
     if not combos:
@@ -69,38 +62,29 @@ def findings(
         out = (_scope(sweep, combos) + _comparisons(comparisons, sweep.metric, sweep.mode)
                + _effects(effects, sweep.mode) + _importances(imp, effects) + _interaction(inters))
         if task_key:
-            out.append([
-                f"Robust aggregates pool combinations over the swept {task_key} values (strata = tasks)."
-            ])
+            out.append([f"Robust aggregates pool combinations over the swept {task_key} values (strata = tasks)."])
     _failures(sweep, out)
     return out
 
 
 def _scope(sweep: Sweep, combos: list[Combo]) -> list[list]:
     """How many trials and seeds enter the statistics, and the best combination."""
-    out: list[list] = []
     metric = sweep.metric
     better = "higher" if sweep.mode == "max" else "lower"
     ns = [len(c.values) for c in combos]
-    out.append([
+    out: list[list] = [[
         f"{_pl(len(sweep.full_budget()), 'full-budget trial')} over {_pl(len(combos), 'combination')} "
         f"enter the statistics ({metric}, {better} is better); seeds per combination: "
-        + (f"{min(ns)}" if min(ns) == max(ns) else f"{min(ns)}–{max(ns)}")
-        + "."
-    ])
+        + (f"{min(ns)}" if min(ns) == max(ns) else f"{min(ns)}–{max(ns)}") + "."]]
     single = [c.cid for c in combos if len(c.values) < 2]
     if single:
-        what = "every combination" if len(single) == len(combos) else (
-            f"{len(single)} combination(s) ({', '.join(single[:8])}{', …' if len(single) > 8 else ''})"
-        )
-        out.append([f"{what.capitalize() if what[0].islower() else what} has a single full-budget "
-                    "seed: no interval or test for it."])
+        what = "Every combination" if len(single) == len(combos) else (
+            f"{len(single)} combination(s) ({', '.join(single[:8])}{', …' if len(single) > 8 else ''})")
+        out.append([f"{what} has a single full-budget seed: no interval or test for it."])
     best = combos[0]
     lab = f" ({best.label})" if best.label else ""
-    out.append([
-        "Best combination: ", Strong(best.cid), f"{lab}, {best.desc}: {metric} = {fci(best.target)} "
-        f"over {len(best.values)} seed(s).",
-    ])
+    out.append(["Best combination: ", Strong(best.cid), f"{lab}, {best.desc}: {metric} = {fci(best.target)} "
+                f"over {len(best.values)} seed(s)."])
     return out
 
 
@@ -128,12 +112,9 @@ def _comparisons(comparisons: list[UnitComparison], metric: str, mode: str) -> l
         out.append([f"{lead} vs {', '.join([c.b for c in untestable])}: not testable (a side has a single seed)."])
     others = [c for c in comparisons if c.a != lead and c.significant()]
     if others:
-        out.append([
-            "Other separable pairs among the top "
-            f"{len({c.a for c in comparisons} | {c.b for c in comparisons})}: "
-            + ", ".join(f"{c.a} {'>' if c.diff.point > 0 else '<'} {c.b}" for c in others)
-            + f" ({metric}; Holm-adjusted p < 0.05)."
-        ])
+        out.append([f"Other separable pairs among the top {len({c.a for c in comparisons} | {c.b for c in comparisons})}: "
+                    + ", ".join(f"{c.a} {'>' if c.diff.point > 0 else '<'} {c.b}" for c in others)
+                    + f" ({metric}; Holm-adjusted p < 0.05)."])
     return out
 
 
@@ -215,16 +196,11 @@ def _failures(sweep: Sweep, out: list[list]) -> None:
     failed = t[t["status"] == "failed"]
     stopped = t[t["status"] == "early_stopped"]
     if len(failed):
-        errs = Counter(
-            (str(e).strip().splitlines() or [""])[0][:120] for e in failed["error"].fillna("(no error recorded)")
-        )
+        errs = Counter((str(e).strip().splitlines() or [""])[0][:120]
+                       for e in failed["error"].fillna("(no error recorded)"))
         common, k = sorted(errs.items(), key=lambda kv: (-kv[1], kv[0]))[0]
-        out.append([
-            f"{len(failed)} trial(s) failed (see Failed and stopped trials); most common error ({k}×): ",
-            Code(common),
-        ])
+        out.append([f"{len(failed)} trial(s) failed (see Failed and stopped trials); most common error ({k}×): ",
+                    Code(common)])
     if len(stopped):
-        out.append([
-            f"{len(stopped)} trial(s) were early-stopped; their truncated values are excluded from "
-            "all statistics and importances."
-        ])
+        out.append([f"{len(stopped)} trial(s) were early-stopped; their truncated values are excluded from "
+                    "all statistics and importances."])

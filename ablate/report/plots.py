@@ -195,13 +195,12 @@ def robust_plot(units: list[Unit], ids: list[str], poi: np.ndarray, metric: str)
 
 
 def _curve_table(sweep: Sweep, combos: list[Combo], metric: str) -> pd.DataFrame:
+    """Per combination and step: mean over seeds and its standard error (0 for one seed)."""
     m = sweep.metrics
     if metric not in m.columns:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=["cid", "step", "mean", "se"])
     owner = {tid: c.cid for c in combos for tid in c.trial_ids}
     d = m.loc[m["trial_id"].isin(list(owner)), ["trial_id", "step", metric]].dropna()
-    if d.empty:
-        return pd.DataFrame()
     d = d.assign(cid=d["trial_id"].map(owner))
     g = d.groupby(["cid", "step"], sort=True)[metric]
     out = pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1), "n": g.size()}).reset_index()
@@ -226,10 +225,7 @@ def curves_plot(sweep: Sweep, combos: list[Combo]) -> bytes | None:
         if tab.empty:
             ax.text(0.5, 0.5, f"{metric} not logged", ha="center", va="center",
                     transform=ax.transAxes, fontsize=9, color="0.4")
-        for cid in [c.cid for c in head]:
-            part = tab[tab["cid"] == cid] if not tab.empty else tab
-            if part.empty:
-                continue
+        for cid, part in tab.groupby("cid", sort=True):  # ids sort as ranked
             x = part["step"].to_numpy(float)
             y = part["mean"].to_numpy(float)
             se = part["se"].to_numpy(float)
