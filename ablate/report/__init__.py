@@ -2,13 +2,13 @@
 report.md, a self-contained report.html and figures/*.png (ablate.tracking.sweep_reader → stats/effects →
 plots → ablate.render)."""
 
-__all__ = ["build_document", "generate_report", "main"]
+__all__ = ["generate_report", "main"]
 
 
 def __getattr__(name: str):
-    """``build_document`` / ``generate_report`` are imported on first use, so that importing one
-    report module (aggregate, effects) does not pull in the builder's plotting (matplotlib)."""
-    if name in ("build_document", "generate_report"):
+    """``generate_report`` is imported on first use, so that importing one report module
+    (aggregate, effects) does not pull in the builder's plotting (matplotlib)."""
+    if name == "generate_report":
         from . import build
 
         return getattr(build, name)

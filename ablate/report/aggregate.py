@@ -141,9 +141,7 @@ def method_label(slots: dict, presets: list[dict], method: str | None = None) ->
     when only the four UPGE slots match; falls back to the runner's method name when no catalog."""
     exact, approx = [], []
     for p in presets:
-        if not all(s in p for s in UPGE_SLOTS):
-            continue
-        if any(str(p[s]) != str(slots.get(s)) for s in UPGE_SLOTS):
+        if not all(s in p and str(p[s]) == str(slots.get(s)) for s in UPGE_SLOTS):
             continue
         agg = p.get("aggregation")
         if agg is None or "aggregation" not in slots or str(agg) == str(slots.get("aggregation")):

@@ -503,30 +503,24 @@ SECTIONS = (("Overview", "overview", _overview), ("Findings", "findings", _findi
             ("Configuration", "configuration", _configuration))
 
 
-def build_document(sweep: Sweep, presets: list[dict],
-                   metrics: list[str] | tuple[str, ...] = ()) -> tuple[str, list, dict[str, bytes]]:
-    """The report's title, blocks and figures. ``metrics``: logged metrics analysed on top of the
-    default set and the search space's ``report.metrics``."""
-    doc = _analyse(sweep, presets, metrics)
-    blocks = [b for title, anchor, section in SECTIONS
-              for b in ([Heading(2, title, anchor)] if title else []) + section(doc)]
-    return f"Sweep report: {sweep.name}", blocks, doc.figs
-
-
 def generate_report(sweep_dir, out_dir=None, presets=None, log=None, metrics=()) -> Path:
     """Read ``sweep_dir`` and write ``report.md``, ``report.html`` (self-contained) and
     ``figures/*.png`` into ``out_dir`` (default: ``reports/<sweep name>`` under the current
     directory). ``presets``: the method catalog (``ablate methods --json``) for labels; when None it
     is loaded from ``ablate.methods.catalog`` if that exists. Returns the output directory.
     ``log``: gets one line per skipped trial (the console of `ablate report` / `ablate sweep`).
-    ``metrics``: extra logged metrics to analyse (``ablate report --metric NAME``)."""
+    ``metrics``: logged metrics analysed on top of the default set and the search space's
+    ``report.metrics`` (``ablate report --metric NAME``)."""
     sweep = load_sweep(sweep_dir)
     if log is not None and sweep.skipped:
         log(f"report: {len(sweep.skipped)} trial(s) skipped or partly read:")
         for s in sweep.skipped[:MAX_SKIPPED]:
             log(f"  {skipped_line(s)}")
     plist = normalise_presets(presets) if presets is not None else load_default_presets()
-    title, blocks, figures = build_document(sweep, plist, metrics)
+    doc = _analyse(sweep, plist, metrics)
+    title, figures = f"Sweep report: {sweep.name}", doc.figs
+    blocks = [b for head, anchor, section in SECTIONS
+              for b in ([Heading(2, head, anchor)] if head else []) + section(doc)]
     out = Path(out_dir) if out_dir is not None else Path("reports") / _safe_name(sweep.name)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)

@@ -58,10 +58,8 @@ def metric_stats(sweep: Sweep, metric: str, aggregation: str) -> MetricStats:
     fb = sweep.full_budget()
     n = int(fb["trial_id"].isin(vals.index).sum())
     effects = marginal_effects(sweep, vals) if n else []
-    pairs = []
-    for eff in effects:
-        for la, lb in combinations(eff.levels, 2):
-            pairs.append(PairDiff(eff.name, la.label, lb.label, eff.diff(la, lb)))
+    pairs = [PairDiff(eff.name, la.label, lb.label, eff.diff(la, lb))
+             for eff in effects for la, lb in combinations(eff.levels, 2)]
     for pr, q in zip(pairs, adjust_p([pr.diff.p for pr in pairs], "bh")):
         pr.p_adjusted = float(q)
     return MetricStats(metric, aggregation, n, effects, pairs)

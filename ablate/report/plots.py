@@ -9,6 +9,7 @@ import io
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -19,6 +20,7 @@ from .aggregate import Combo, Unit
 from .effects import FactorEffect, Importances, Interaction
 
 DPI = 100
+TAB10 = colormaps["tab10"]
 TOP_CURVES = 6
 TOP_FOREST = 20
 CURVE_METRICS = (
@@ -27,12 +29,6 @@ CURVE_METRICS = (
     ("train/grad_var", "gradient variance"),
     ("train/reward_mean", "reward"),
 )
-
-
-def _tab10(i: int) -> tuple:
-    from matplotlib import colormaps
-
-    return colormaps["tab10"](i % 10)
 
 
 def _new(w: float, h: float) -> Figure:
@@ -213,7 +209,7 @@ def curves_plot(sweep: Sweep, combos: list[Combo]) -> bytes | None:
     if not head or sweep.metrics.empty:
         return None
     fig = _new(11.0, 7.2)
-    colors = {c.cid: _tab10(i) for i, c in enumerate(head)}
+    colors = {c.cid: TAB10(i % 10) for i, c in enumerate(head)}
     names = {c.cid: _combo_name(c) for c in head}
     drawn = False
     panels = list(CURVE_METRICS)
@@ -264,7 +260,7 @@ def passk_plot(combos: list[Combo], ks: list[int]) -> bytes | None:
         kk = [k for k in ks if k in c.pass_k and np.isfinite(c.pass_k[k].point)]
         y = np.array([c.pass_k[k].point for k in kk])
         err = np.array([_err(c.pass_k[k]) for k in kk]).reshape(-1, 2).T
-        ax.errorbar(kk, y, yerr=err, marker="o", ms=4, capsize=3, color=_tab10(i), label=_combo_name(c))
+        ax.errorbar(kk, y, yerr=err, marker="o", ms=4, capsize=3, color=TAB10(i % 10), label=_combo_name(c))
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("k")
