@@ -108,10 +108,6 @@ def _overview(d: _Doc) -> list:
                   "end: ", Link("Configuration", "#configuration"), "."])]
 
 
-def _findings(d: _Doc) -> list:
-    return [Bullets(findings(d.sweep, d.combos, d.comps, d.effects, d.inters, d.imp, d.tk))]
-
-
 def _claims(d: _Doc) -> list:
     results = evaluate_sweep(d.sweep)
     return claim_blocks(results) if results else []
@@ -141,19 +137,13 @@ def _leaderboard(d: _Doc) -> list:
 
 def _curves(d: _Doc) -> list:
     sweep, combos = d.sweep, d.combos
-    blocks: list = []
-    if combos:
-        n = min(plots.TOP_CURVES, len(combos))
-        blocks.append(Para(f"Top {n} combinations by {sweep.metric}; lines are means over seeds, bands ±1 standard error."))
+    blocks: list = [Para(f"Top {min(plots.TOP_CURVES, len(combos))} combinations by {sweep.metric}; lines are "
+                         "means over seeds, bands ±1 standard error.")] if combos else []
     d.figure(blocks, "curves.png", plots.curves_plot(sweep, combos), "Training curves")
     d.figure(blocks, "pass_at_k.png", plots.passk_plot(combos, sweep.pass_ks), "Pass@k vs k")
     if not combos or sweep.metrics.empty:
         blocks.append(Para("No logged metrics to plot."))
     return blocks
-
-
-def _slot_effects(d: _Doc) -> list:
-    return _marginal_means(d) + _interactions(d) + _importances(d)
 
 
 def _marginal_means(d: _Doc) -> list:
@@ -494,9 +484,12 @@ def skipped_line(s: dict) -> str:
 
 # What a report contains, in reading order: what was found first, how it was set up last.
 # (heading, anchor, blocks); the claims bring their own heading, and only when there are claims.
-SECTIONS = (("Overview", "overview", _overview), ("Findings", "findings", _findings), ("", "", _claims),
-            ("Leaderboard", "leaderboard", _leaderboard), ("Curves", "curves", _curves),
-            ("Slot effects", "slot-effects", _slot_effects), ("Metrics", "metrics", _metrics),
+SECTIONS = (("Overview", "overview", _overview),
+            ("Findings", "findings",
+             lambda d: [Bullets(findings(d.sweep, d.combos, d.comps, d.effects, d.inters, d.imp, d.tk))]),
+            ("", "", _claims), ("Leaderboard", "leaderboard", _leaderboard), ("Curves", "curves", _curves),
+            ("Slot effects", "slot-effects", lambda d: _marginal_means(d) + _interactions(d) + _importances(d)),
+            ("Metrics", "metrics", _metrics),
             ("Robust aggregates", "robust", _robust), ("Failed and stopped trials", "failed", _failed),
             ("Sample generations", "samples", _samples), ("Trials and W&B runs", "trials", _trials),
             ("How the numbers are computed", "methods", _methods),
