@@ -16,7 +16,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from ablate.stats import CellModel, Interval, adjust_p, compare, mean_ci
+from ablate.stats import CellModel, Interval, adjust_p, compare, mean_ci, rejects
 from ablate.stats.linear import factor_rows, interaction_rows
 
 from ablate.render import value_text, is_missing
@@ -72,10 +72,10 @@ class FactorEffect:
         best = self.best(mode)
         others = [lv for lv in self.levels if lv is not best]
         p_factor = self.p_adjusted if np.isfinite(self.p_adjusted) else self.p
-        if not (np.isfinite(p_factor) and p_factor < 0.05):
+        if not rejects(p_factor):
             return [], others
         ps = adjust_p([self.diff(best, lv).p for lv in others], "holm")
-        sep = [lv for lv, p in zip(others, ps) if np.isfinite(p) and p < 0.05]
+        sep = [lv for lv, p in zip(others, ps) if rejects(p)]
         return sep, [lv for lv in others if lv not in sep]
 
 

@@ -13,6 +13,7 @@ from collections import Counter
 import numpy as np
 
 from ablate.render import Code, Strong
+from ablate.stats import rejects
 from ablate.tracking.sweep_reader import Sweep
 
 from .aggregate import Combo, UnitComparison
@@ -169,7 +170,7 @@ def _interaction(inters: list[Interaction]) -> list[list]:
     if not tested:
         return []
     it = min(tested, key=lambda x: (x.p_adjusted, -x.residual_rms))
-    if it.p_adjusted < 0.05:
+    if rejects(it.p_adjusted):
         verdict = (f"the additive picture is incomplete (interaction F test, BH-adjusted p = "
                    f"{it.p_adjusted:.2g}); inspect its table")
     else:
@@ -185,7 +186,7 @@ def _floor(effects: list[FactorEffect]) -> str:
     tested = [e for e in effects if np.isfinite(e.p_adjusted)]
     if not tested:
         return ""
-    above = [e.name for e in tested if e.p_adjusted < 0.05]
+    above = [e.name for e in tested if rejects(e.p_adjusted)]
     return (" Noise floor (main-effect F tests against the pooled seed variance, BH): "
             + (("above it: " + ", ".join(above)) if above else "no factor is above it, so the ranking "
                "may be noise") + ".")

@@ -19,7 +19,7 @@ from itertools import combinations
 from ablate.claims.spec import metric_terms
 from ablate.claims.values import run_values
 from ablate.render import Code, Heading, Para, Table
-from ablate.stats import Interval, adjust_p
+from ablate.stats import Interval, adjust_p, rejects
 from ablate.tracking.sweep_reader import Sweep
 
 from .effects import FactorEffect, marginal_effects
@@ -91,7 +91,7 @@ def _fmt(iv, signed: bool = False) -> str:
 
 def _diff_cell(p: PairDiff) -> str:
     """A level difference, marked * when its BH-adjusted p is below 0.05."""
-    return _fmt(p.diff, True) + (" *" if p.p_adjusted < 0.05 else "")
+    return _fmt(p.diff, True) + (" *" if rejects(p.p_adjusted) else "")
 
 
 def metric_blocks(sweep: Sweep, metrics: list[str], missing: list[str]) -> list:
