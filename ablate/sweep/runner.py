@@ -434,7 +434,7 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
         _token_auth_for_attach()
     # one W&B service for all trials: the local Ray's workers inherit its address (a cluster's
     # workers could not reach it, so they start their own)
-    wb = env["WANDB_MODE"] if address is None else "disabled"
+    wb = trial_ctx["env"]["WANDB_MODE"] if address is None else "disabled"
     with use_console(console), redirect_output(sweep_dir / RAY_LOG, console, enabled=not verbose), \
             shared_service(wb):
         if not verbose:
