@@ -37,10 +37,11 @@ def _new(w: float, h: float) -> Figure:
     return fig
 
 
-def _png(fig: Figure) -> bytes:
-    """The figure as PNG bytes. Each plot lays itself out once with ``tight_layout`` (labels and
-    titles inside the canvas; a legend outside the axes grows the figure first), so saving needs no
-    second layout pass (``bbox_inches="tight"`` would draw the whole figure twice)."""
+def _png(fig: Figure, rect: tuple | None = None) -> bytes:
+    """The figure laid out once with ``tight_layout`` inside ``rect`` (labels and titles inside the
+    canvas; a legend outside the axes grows the figure first), as PNG bytes: saving needs no second
+    layout pass (``bbox_inches="tight"`` would draw the whole figure twice)."""
+    fig.tight_layout(rect=rect)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     return buf.getvalue()
@@ -85,7 +86,6 @@ def leaderboard_plot(combos: list[Combo], metric: str) -> bytes | None:
         ax.scatter(c.values, np.full(len(c.values), y), s=12, color="0.45", zorder=2, marker="|")
     ax.set_xlabel(f"{metric} (mean over seeds, 95% t interval; ticks = seeds)")
     ax.set_title(f"Top {len(head)} combinations")
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -109,7 +109,6 @@ def marginals_plot(effects: list[FactorEffect], metric: str) -> bytes | None:
             ax.set_xlim(x_lo - pad, x_hi + pad)
         ax.tick_params(axis="x", labelsize=7)
     fig.suptitle(f"Marginal mean of {metric} per variant (95% CI; shared x-axis)", fontsize=10)
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -136,7 +135,6 @@ def interactions_plot(inters: list[Interaction], metric: str, top: int = 3) -> b
         ax.set_title(f"{it.a} × {it.b} (resid. RMS {it.residual_rms:.3g})", fontsize=8)
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.suptitle(f"Cell means of {metric}", fontsize=10)
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -158,7 +156,6 @@ def importance_plot(imp: Importances) -> bytes | None:
     ax.set_xlabel("normalised importance")
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"Importance ({imp.n_trials} {imp.unit})", fontsize=10)
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -186,7 +183,6 @@ def robust_plot(units: list[Unit], ids: list[str], poi: np.ndarray, metric: str)
                              color="white" if abs(poi[i, j] - 0.5) > 0.3 else "black")
         ax2.set_title("P(X better than Y)", fontsize=10)
         fig.colorbar(im, ax=ax2, fraction=0.046, pad=0.04)
-    fig.tight_layout()
     return _png(fig)
 
 
@@ -246,8 +242,7 @@ def curves_plot(sweep: Sweep, combos: list[Combo]) -> bytes | None:
     w, h = fig.get_size_inches()
     leg_h = leg.get_window_extent(fig.canvas.get_renderer()).height / fig.dpi + 0.1
     fig.set_size_inches(w, h + leg_h)
-    fig.tight_layout(rect=(0, leg_h / (h + leg_h), 1, 0.97))
-    return _png(fig)
+    return _png(fig, (0, leg_h / (h + leg_h), 1, 0.97))
 
 
 def passk_plot(combos: list[Combo], ks: list[int]) -> bytes | None:
@@ -268,5 +263,4 @@ def passk_plot(combos: list[Combo], ks: list[int]) -> bytes | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("Pass@k vs k (mean over seeds, 95% t interval)", fontsize=10)
-    fig.tight_layout()
     return _png(fig)
