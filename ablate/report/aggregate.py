@@ -205,36 +205,33 @@ def build_units(sweep: Sweep, combos: list[Combo]) -> tuple[list[Unit], str | No
     """Units for robust aggregates. Without a swept task parameter a unit is a combination and
     the single stratum is its seeds; with one, combinations are pooled over tasks (strata)."""
     tk = task_key(sweep)
-    sign = _better_sign(sweep.mode)
+    if tk is None:  # in the leaderboard's order
+        return [_unit(c.cid, c.desc, {"": c.values}, {"": list(c.seeds)}, [c.cid]) for c in combos], None
+    groups: dict[str, list[Combo]] = {}
+    for c in combos:
+        rest = {k: v for k, v in c.params.items() if k != tk}
+        groups.setdefault(json.dumps({"s": c.slots, "p": rest}, sort_keys=True, default=str), []).append(c)
+    tasks = sorted({str(c.params.get(tk)) for c in combos})
     units: list[Unit] = []
-    if tk is None:
-        for c in combos:
-            units.append(_unit(c.cid, c.desc, {"": c.values}, {"": list(c.seeds)}, [c.cid]))
-    else:
-        groups: dict[str, list[Combo]] = {}
-        for c in combos:
-            rest = {k: v for k, v in c.params.items() if k != tk}
-            groups.setdefault(json.dumps({"s": c.slots, "p": rest}, sort_keys=True, default=str), []).append(c)
-        tasks = sorted({str(c.params.get(tk)) for c in combos})
-        for gkey in sorted(groups):
-            cs = groups[gkey]
-            by_task = {task: [c for c in cs if str(c.params.get(tk)) == task] for task in tasks}
-            if not all(by_task.values()):
-                continue  # not evaluated on every task: not comparable
-            strata = {task: np.concatenate([c.values for c in g]) for task, g in by_task.items()}
-            seeds = {task: [s for c in g for s in c.seeds] for task, g in by_task.items()}
-            desc = ", ".join(x for x in cs[0].desc.split(", ") if not x.startswith(tk + "=")) or "(all)"
-            units.append(_unit("", desc, strata, seeds, [c.cid for c in cs]))
-        units.sort(key=lambda u: (-sign * u.mean.point, u.desc))
-        for i, u in enumerate(units, 1):
-            u.uid = f"M{i:02d}"
-    # same order as the leaderboard: by mean, best first
+    for gkey in sorted(groups):
+        cs = groups[gkey]
+        by_task = {task: [c for c in cs if str(c.params.get(tk)) == task] for task in tasks}
+        if not all(by_task.values()):
+            continue  # not evaluated on every task: not comparable
+        strata = {task: np.concatenate([c.values for c in g]) for task, g in by_task.items()}
+        seeds = {task: [s for c in g for s in c.seeds] for task, g in by_task.items()}
+        desc = ", ".join(x for x in cs[0].desc.split(", ") if not x.startswith(tk + "=")) or "(all)"
+        units.append(_unit("", desc, strata, seeds, [c.cid for c in cs]))
+    sign = _better_sign(sweep.mode)
+    units.sort(key=lambda u: (-sign * u.mean.point, u.desc))  # like the leaderboard: best mean first
+    for i, u in enumerate(units, 1):
+        u.uid = f"M{i:02d}"
     return units, tk
 
 
 def _unit(uid: str, desc: str, strata: dict, seeds: dict, combo_ids: list[str]) -> Unit:
     """A unit's aggregates over all its runs: mean (t interval), IQM and median (BCa from 20 runs)."""
-    flat = np.concatenate([np.asarray(v, float) for v in strata.values()]) if strata else np.array([])
+    flat = np.concatenate([np.asarray(v, float) for v in strata.values()])
     return Unit(uid=uid, desc=desc, strata=strata, iqm=location_ci(flat, "iqm"), mean=mean_ci(flat),
                 median=location_ci(flat, "median"), combo_ids=combo_ids, seeds=seeds)
 
@@ -308,12 +305,8 @@ def _pair_p_values(units: list[Unit], per_seed: list[dict], pairs: list) -> np.n
 
 def poi_matrix(units: list[Unit], mode: str, top: int = 6) -> tuple[list[str], np.ndarray]:
     head = units[:top]
-    m = np.full((len(head), len(head)), np.nan)
-    for i, a in enumerate(head):
-        for j, b in enumerate(head):
-            if i != j:
-                m[i, j] = poi(a, b, mode)
-    return [u.uid for u in head], m
+    m = [[poi(a, b, mode) if i != j else np.nan for j, b in enumerate(head)] for i, a in enumerate(head)]
+    return [u.uid for u in head], np.array(m, float).reshape(len(head), len(head))
 
 
 def seed_noise_sd(combos: list[Combo]) -> float:

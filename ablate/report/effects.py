@@ -143,12 +143,11 @@ def marginal_effects(sweep: Sweep, values: pd.Series | None = None) -> list[Fact
     metric's final value, its mean over the run, ...); full-budget trials without a finite value
     are left out."""
     fb = sweep.full_budget()
+    y = (fb[sweep.target_col] if values is None else fb["trial_id"].map(values)).to_numpy(dtype=float)
     if values is not None:
-        y_all = fb["trial_id"].map(values).astype(float)
-        fb = fb[np.isfinite(y_all.to_numpy())]
+        fb, y = fb[np.isfinite(y)], y[np.isfinite(y)]
     if fb.empty:
         return []
-    y = (fb[sweep.target_col] if values is None else fb["trial_id"].map(values)).to_numpy(dtype=float)
     combo = fb["combo"].to_numpy()
     model = CellModel(y, fb["combo"].tolist(), fb["seed"].tolist())
     fitted = model.fit is not None
@@ -320,12 +319,8 @@ def _memory_study(sweep: Sweep, fb: pd.DataFrame):
     trials = []
     y = fb[sweep.target_col].astype(float).tolist()
     for i in range(len(fb)):
-        params = {}
-        for k, c in cols.items():
-            v = c.iloc[i]
-            if is_missing(v):
-                continue  # conditional parameter not sampled in this trial
-            params[k] = v.item() if hasattr(v, "item") else v
+        # a conditional parameter not sampled in this trial is left out
+        params = {k: v.item() if hasattr(v, "item") else v for k, c in cols.items() if not is_missing(v := c.iloc[i])}
         trials.append(optuna.trial.create_trial(
             params=params, distributions={k: dists[k] for k in params}, value=y[i]))
     study.add_trials(trials)

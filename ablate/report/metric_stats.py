@@ -1,14 +1,9 @@
 """Report statistics on any logged metric, not only the sweep's target: per-run values (final,
-mean over the run, slope over steps; ``ablate.claims.values.run_values``), marginal means per slot variant / hyperparameter level and
-pairwise differences between levels, from the same cell-means linear model as the target's
-marginal means (each combination weighted equally, pooled seed variance, seeds as blocks). The
-pairwise differences of one metric and aggregation are an exploratory table: Benjamini–Hochberg.
-
-A metric may also be a per-run difference ``"M1 - M2"`` (e.g. ``eval/pass@1 - eval/pass@8``):
-the difference is taken step by step where both are logged, then aggregated.
-
-``metric_blocks`` writes the report's "Metrics" section from these statistics (the claims sections
-live in ablate.claims.sections).
+mean over the run, slope; ``ablate.claims.values.run_values``), marginal means per level and
+pairwise level differences from the target's cell-means linear model (combinations weighted
+equally, pooled seed variance, seeds as blocks); one metric and aggregation's differences are an
+exploratory family (Benjamini–Hochberg). A metric may be a per-run difference ``"M1 - M2"``, taken
+step by step where both are logged. ``metric_blocks`` writes the report's "Metrics" section.
 """
 
 from __future__ import annotations
@@ -135,5 +130,3 @@ def metric_blocks(sweep: Sweep, metrics: list[str], missing: list[str]) -> list:
                                 prs, ["l", "l", "r", "r"]))
     return blocks
 
-
-__all__ = ["DEFAULT_METRICS", "MetricStats", "PairDiff", "available_metrics", "metric_blocks", "metric_stats"]
