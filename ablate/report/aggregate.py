@@ -71,10 +71,6 @@ class UnitComparison:
     poi: float  # P(a better than b), descriptive
     n_family: int = 1
 
-    @property
-    def diff(self) -> Interval:
-        return self.test.interval
-
     def significant(self) -> bool:
         return self.test.verdict in ("higher", "lower")
 

@@ -108,11 +108,6 @@ def _overview(d: _Doc) -> list:
                   "end: ", Link("Configuration", "#configuration"), "."])]
 
 
-def _claims(d: _Doc) -> list:
-    results = evaluate_sweep(d.sweep)
-    return claim_blocks(results) if results else []
-
-
 def _leaderboard(d: _Doc) -> list:
     sweep, combos = d.sweep, d.combos
     blocks: list = [Para(
@@ -201,9 +196,8 @@ def _interactions(d: _Doc) -> list:
             + (f"Pooled seed noise sd of one trial: {d.noise:.3g}." if np.isfinite(d.noise) else "")
         ))
         for it in inters[:MAX_INTERACTION_TABLES]:
-            blocks.append(Para([Strong(f"{it.a} × {it.b}"), f" (residual RMS {it.residual_rms:.3g}; "
-                                f"interaction p = {_p(it.p)}, BH-adjusted {_p(it.p_adjusted)})"]))
-            blocks.append(_interaction_table(it))
+            blocks += [Para([Strong(f"{it.a} × {it.b}"), f" (residual RMS {it.residual_rms:.3g}; "
+                             f"interaction p = {_p(it.p)}, BH-adjusted {_p(it.p_adjusted)})"]), _interaction_table(it)]
         if len(inters) > MAX_INTERACTION_TABLES:
             blocks.append(Para("Smaller interactions: " + ", ".join(
                 f"{it.a} × {it.b} ({it.residual_rms:.3g})" for it in inters[MAX_INTERACTION_TABLES:]) + "."))
@@ -234,8 +228,7 @@ def _importances(d: _Doc) -> list:
         ))
         fan, ped = imp.fanova or {}, imp.ped_anova or {}
         floor = {e.name: e.p_adjusted for e in d.effects}
-        rows = [[Code(n), _g(fan.get(n)), _g(ped.get(n)), _p(floor.get(n))]
-                for n in sorted(set(fan) | set(ped), key=lambda k: (-fan.get(k, 0.0), k))]
+        rows = [[Code(n), _g(fan.get(n)), _g(ped.get(n)), _p(floor.get(n))] for n in imp.names]
         blocks.append(Table(["parameter", "fANOVA", "PED-ANOVA", "noise floor: main effect p (BH)"], rows,
                             ["l", "r", "r", "r"]))
         d.figure(blocks, "importances.png", plots.importance_plot(imp), "Parameter importances")
@@ -286,7 +279,7 @@ def _pairwise(d: _Doc) -> list:
     comps = d.comps
     if not comps:
         return []
-    rows = [[f"{c.a} vs {c.b}", fci(c.diff, signed=True), _p(c.test.p_adjusted), _g(c.test.mde), _g(c.poi),
+    rows = [[f"{c.a} vs {c.b}", fci(c.test.interval, signed=True), _p(c.test.p_adjusted), _g(c.test.mde), _g(c.poi),
              _verdict(c)] for c in comps]
     return [Heading(3, f"Pairwise comparisons among the top {min(TOP_COMPARE, len(d.units))}"), Para(
         f"{comps[0].test.method.capitalize()} over shared seeds (Welch t when fewer than 2 are shared); p is "
@@ -360,7 +353,8 @@ def _configuration(d: _Doc) -> list:
     ])]
     fixed = fixed_settings(sweep)
     if fixed:
-        out.append(Para(["Fixed across the sweep: "] + _join_codes([f"{k}={v}" for k, v in sorted(fixed.items())]) + ["."]))
+        codes = [x for k, v in sorted(fixed.items()) for x in (", ", Code(f"{k}={v}"))][1:]
+        out.append(Para(["Fixed across the sweep: "] + codes + ["."]))
     out += [Heading(3, "Search space"),
             Pre(sweep.search_space_text or "(search_space.yaml missing)", "yaml", raw_output=False)]
     if sweep.warnings:
@@ -380,13 +374,6 @@ def _present(v) -> bool:
 def _combo_cell(cid: dict, cols: list, frame, r) -> str:
     """A ranked combination's id, else the trial's own slot/param description."""
     return cid.get(r.combo) or trial_desc(frame.loc[r.Index], cols) or str(r.combo)
-
-
-def _join_codes(items: list[str]) -> list:
-    out: list = []
-    for s in items:
-        out += [", ", Code(s)] if out else [Code(s)]
-    return out
 
 
 def _ci2(iv) -> str:
@@ -455,10 +442,10 @@ def _trials(d: _Doc) -> list:
     elif t["wandb_run_id"].map(_present).any():
         out.append(Para("All W&B runs with a recorded id were logged online (or their mode is unknown)."))
     if sweep.journal_path is not None and Path(sweep.journal_path).is_file():
-        out.append(Para("The Optuna study (each trial's user attributes name its Tune trial, run "
-                        "directory and W&B run ids) opens in optuna-dashboard "
-                        "(pip install 'ablate-upge[dashboard]'), from the sweep directory:"))
-        out.append(Pre(f"optuna-dashboard {Path(sweep.journal_path).name}", "bash", raw_output=True))
+        out += [Para("The Optuna study (each trial's user attributes name its Tune trial, run "
+                     "directory and W&B run ids) opens in optuna-dashboard "
+                     "(pip install 'ablate-upge[dashboard]'), from the sweep directory:"),
+                Pre(f"optuna-dashboard {Path(sweep.journal_path).name}", "bash", raw_output=True)]
     return out
 
 
@@ -487,7 +474,7 @@ def skipped_line(s: dict) -> str:
 SECTIONS = (("Overview", "overview", _overview),
             ("Findings", "findings",
              lambda d: [Bullets(findings(d.sweep, d.combos, d.comps, d.effects, d.inters, d.imp, d.tk))]),
-            ("", "", _claims), ("Leaderboard", "leaderboard", _leaderboard), ("Curves", "curves", _curves),
+            ("", "", lambda d: claim_blocks(r) if (r := evaluate_sweep(d.sweep)) else []), ("Leaderboard", "leaderboard", _leaderboard), ("Curves", "curves", _curves),
             ("Slot effects", "slot-effects", lambda d: _marginal_means(d) + _interactions(d) + _importances(d)),
             ("Metrics", "metrics", _metrics),
             ("Robust aggregates", "robust", _robust), ("Failed and stopped trials", "failed", _failed),

@@ -106,14 +106,24 @@ class Importances:
     def available(self) -> bool:
         return bool(self.fanova or self.ped_anova)
 
+    @property
+    def names(self) -> list[str]:
+        """Every evaluated parameter, most important by fANOVA first."""
+        fan = self.fanova or {}
+        return sorted(set(fan) | set(self.ped_anova or {}), key=lambda k: (-fan.get(k, 0.0), k))
+
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
+def _numbers(vals: list) -> bool:
+    return all(_is_number(v) and math.isfinite(float(v)) for v in vals)
+
+
 def _many_numbers(vals: list) -> bool:
     """Finite numbers with more than MAX_LEVELS distinct values: binned, or a range in a study."""
-    return all(_is_number(v) and math.isfinite(float(v)) for v in vals) and len(set(vals)) > MAX_LEVELS
+    return _numbers(vals) and len(set(vals)) > MAX_LEVELS
 
 
 def _level_labels(col: pd.Series) -> tuple[pd.Series, list[str], bool]:
@@ -125,10 +135,8 @@ def _level_labels(col: pd.Series) -> tuple[pd.Series, list[str], bool]:
         idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
         labels = [f"[{edges[i]:.3g}, {edges[i + 1]:.3g}]" for i in range(len(edges) - 1)]
         return pd.Series([labels[i] for i in idx], index=col.index), labels, True
-    if all(_is_number(v) and math.isfinite(float(v)) for v in vals):
-        labels = [value_text(v) for v in sorted(set(vals), key=float)]
-    else:
-        labels = sorted({value_text(v) for v in vals})
+    labels = ([value_text(v) for v in sorted(set(vals), key=float)] if _numbers(vals)
+              else sorted({value_text(v) for v in vals}))
     return col.map(value_text), labels, False
 
 
@@ -278,15 +286,10 @@ def _journal_trials(sweep: Sweep, fb: pd.DataFrame, notes: list[str]):
         if g["full_budget"].all() and np.isfinite(g[sweep.target_col].astype(float)).all():
             full_ids.add(str(tune_id))
             cands.append((_candidate_values(g.iloc[0], sweep), float(g[sweep.target_col].astype(float).mean())))
-    kept = []
-    for t in complete:
-        if t.user_attrs.get("tune_trial_id") in full_ids:  # the link ablate.sweep.study writes
-            kept.append(t)
-            continue
-        for cand, val in cands:
-            if _close(t.value, val) and all(k in cand and _close(cand[k], v) for k, v in t.params.items()):
-                kept.append(t)
-                break
+    # matched by the link ablate.sweep.study writes, else by value and parameters
+    kept = [t for t in complete if t.user_attrs.get("tune_trial_id") in full_ids
+            or any(_close(t.value, val) and all(k in cand and _close(cand[k], v) for k, v in t.params.items())
+                   for cand, val in cands)]
     return name, direction, complete, kept
 
 

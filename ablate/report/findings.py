@@ -100,7 +100,7 @@ def _comparisons(comparisons: list[UnitComparison], metric: str, mode: str) -> l
     noise = [c for c in mine if c.test.verdict == "inconclusive"]
     untestable = [c for c in mine if c.test.verdict == "untestable"]
     def eg(c: UnitComparison) -> str:
-        return f"e.g. {lead} − {c.b} = {fci(c.diff, signed=True)}, adjusted p = {c.test.p_adjusted:.2g}"
+        return f"e.g. {lead} − {c.b} = {fci(c.test.interval, signed=True)}, adjusted p = {c.test.p_adjusted:.2g}"
 
     if sig:
         out.append([f"{lead} is better than {', '.join([c.b for c in sig])} (paired t, Holm-corrected over "
@@ -114,7 +114,7 @@ def _comparisons(comparisons: list[UnitComparison], metric: str, mode: str) -> l
     others = [c for c in comparisons if c.a != lead and c.significant()]
     if others:
         out.append([f"Other separable pairs among the top {len({c.a for c in comparisons} | {c.b for c in comparisons})}: "
-                    + ", ".join(f"{c.a} {'>' if c.diff.point > 0 else '<'} {c.b}" for c in others)
+                    + ", ".join(f"{c.a} {'>' if c.test.interval.point > 0 else '<'} {c.b}" for c in others)
                     + f" ({metric}; Holm-adjusted p < 0.05)."])
     return out
 

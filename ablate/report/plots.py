@@ -141,8 +141,7 @@ def interactions_plot(inters: list[Interaction], metric: str, top: int = 3) -> b
 def importance_plot(imp: Importances) -> bytes | None:
     if not imp.available:
         return None
-    names = sorted(set(imp.fanova or {}) | set(imp.ped_anova or {}),
-                   key=lambda k: (-(imp.fanova or {}).get(k, 0.0), k))
+    names = imp.names
     fig = _new(7.5, 1.2 + 0.45 * len(names))
     ax = fig.add_subplot(1, 1, 1)
     ys = np.arange(len(names))[::-1]
@@ -218,9 +217,7 @@ def curves_plot(sweep: Sweep, combos: list[Combo]) -> bytes | None:
             ax.text(0.5, 0.5, f"{metric} not logged", ha="center", va="center",
                     transform=ax.transAxes, fontsize=9, color="0.4")
         for cid, part in tab.groupby("cid", sort=True):  # ids sort as ranked
-            x = part["step"].to_numpy(float)
-            y = part["mean"].to_numpy(float)
-            se = part["se"].to_numpy(float)
+            x, y, se = (part[col].to_numpy(float) for col in ("step", "mean", "se"))
             ax.plot(x, y, color=colors[cid], lw=1.4, label=names[cid],
                     marker="o" if len(x) <= 12 else None, ms=3)
             ax.fill_between(x, y - se, y + se, color=colors[cid], alpha=0.18, lw=0)
