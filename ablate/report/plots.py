@@ -75,6 +75,19 @@ def _forest(ax: Axes, ivs: list, labels: list[str], **kw) -> np.ndarray:
     return ys
 
 
+def _heatmap(ax: Axes, m: np.ndarray, ticks: tuple[list, list, int, dict], fmt: str, white, **imshow) -> None:
+    """``m`` as an image with a colour bar and each finite value written in its cell (white text
+    where ``white(v)``); ``ticks``: column labels, row labels, their font size, extra x-tick options."""
+    im = ax.imshow(m, **imshow)
+    cols, rows, size, xopts = ticks
+    ax.set_xticks(range(len(cols)), cols, fontsize=size, **xopts)
+    ax.set_yticks(range(len(rows)), rows, fontsize=size)
+    for (r, c), v in np.ndenumerate(m):
+        if np.isfinite(v):
+            ax.text(c, r, f"{v:{fmt}}", ha="center", va="center", fontsize=7, color="white" if white(v) else "black")
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+
+
 def leaderboard_plot(combos: list[Combo], metric: str) -> bytes | None:
     head = combos[:TOP_FOREST]
     if not head:
@@ -121,19 +134,11 @@ def interactions_plot(inters: list[Interaction], metric: str, top: int = 3) -> b
     vmax = max(float(np.nanmax(it.means)) for it in head)
     for i, it in enumerate(head):
         ax = fig.add_subplot(1, len(head), i + 1)
-        im = ax.imshow(it.means, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
-        ax.set_xticks(range(len(it.cols)), it.cols, rotation=30, ha="right", fontsize=7)
-        ax.set_yticks(range(len(it.rows)), it.rows, fontsize=7)
         ax.set_xlabel(it.b, fontsize=8)
         ax.set_ylabel(it.a, fontsize=8)
-        mid = (vmin + vmax) / 2
-        for r in range(len(it.rows)):
-            for c in range(len(it.cols)):
-                v = it.means[r, c]
-                ax.text(c, r, f"{v:.3f}", ha="center", va="center", fontsize=7,
-                        color="black" if v > mid else "white")
         ax.set_title(f"{it.a} × {it.b} (resid. RMS {it.residual_rms:.3g})", fontsize=8)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        _heatmap(ax, it.means, (it.cols, it.rows, 7, {"rotation": 30, "ha": "right"}), ".3f",
+                 lambda v: not v > (vmin + vmax) / 2, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
     fig.suptitle(f"Cell means of {metric}", fontsize=10)
     return _png(fig)
 
@@ -170,18 +175,10 @@ def robust_plot(units: list[Unit], ids: list[str], poi: np.ndarray, metric: str)
     ax.set_title("Interquartile mean", fontsize=10)
     if has_poi:
         ax2 = fig.add_subplot(1, 2, 2)
-        im = ax2.imshow(poi, cmap="RdBu", vmin=0, vmax=1)
-        ax2.set_xticks(range(len(ids)), ids, fontsize=8)
-        ax2.set_yticks(range(len(ids)), ids, fontsize=8)
         ax2.set_xlabel("Y")
         ax2.set_ylabel("X")
-        for i in range(len(ids)):
-            for j in range(len(ids)):
-                if i != j and np.isfinite(poi[i, j]):
-                    ax2.text(j, i, f"{poi[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                             color="white" if abs(poi[i, j] - 0.5) > 0.3 else "black")
         ax2.set_title("P(X better than Y)", fontsize=10)
-        fig.colorbar(im, ax=ax2, fraction=0.046, pad=0.04)
+        _heatmap(ax2, poi, (ids, ids, 8, {}), ".2f", lambda v: abs(v - 0.5) > 0.3, cmap="RdBu", vmin=0, vmax=1)
     return _png(fig)
 
 
