@@ -159,10 +159,8 @@ def _better_sign(mode: str) -> float:
 
 def build_combos(sweep: Sweep, presets: list[dict]) -> list[Combo]:
     """Leaderboard rows (combinations with ≥1 full-budget trial) sorted best first, ids C01…"""
-    t = sweep.trials
-    cols = factor_columns(*varying(sweep))
-    target = sweep.target_col
-    t = t.sort_values(["seed", "trial_id"], kind="mergesort")  # once: groups keep this order
+    cols, target = factor_columns(*varying(sweep)), sweep.target_col
+    t = sweep.trials.sort_values(["seed", "trial_id"], kind="mergesort")  # once: groups keep this order
     fb_mask = t["full_budget"] & np.isfinite(t[target].astype(float))
     combos: list[Combo] = []
     for key, g in t.groupby("combo", sort=True):

@@ -37,8 +37,7 @@ MAX_INTERACTION_TABLES = 4
 def _dur(s: float) -> str:
     if not np.isfinite(s):
         return "n/a"
-    s = int(round(s))
-    h, rem = divmod(s, 3600)
+    h, rem = divmod(int(round(s)), 3600)
     m, sec = divmod(rem, 60)
     return f"{h}h {m:02d}m {sec:02d}s" if h else f"{m}m {sec:02d}s"
 
@@ -402,8 +401,7 @@ def _samples(d: _Doc) -> list:
         recs, src = next(((recs, tid) for tid in c.trial_ids if (recs := d.sweep.samples(tid))), ([], None))
         if not recs:
             continue
-        steps = [r.get("step") for r in recs if isinstance(r.get("step"), (int, float))]
-        last = max(steps) if steps else None
+        last = max((r["step"] for r in recs if isinstance(r.get("step"), (int, float))), default=None)
         pick = [r for r in recs if last is None or r.get("step") == last][:SAMPLES_PER_COMBO]
         inner: list = [Para(["Trial ", Code(str(src)), f", step {_g(last)}."])]
         for i, r in enumerate(pick, 1):
@@ -474,7 +472,8 @@ def skipped_line(s: dict) -> str:
 SECTIONS = (("Overview", "overview", _overview),
             ("Findings", "findings",
              lambda d: [Bullets(findings(d.sweep, d.combos, d.comps, d.effects, d.inters, d.imp, d.tk))]),
-            ("", "", lambda d: claim_blocks(r) if (r := evaluate_sweep(d.sweep)) else []), ("Leaderboard", "leaderboard", _leaderboard), ("Curves", "curves", _curves),
+            ("", "", lambda d: claim_blocks(r) if (r := evaluate_sweep(d.sweep)) else []),
+            ("Leaderboard", "leaderboard", _leaderboard), ("Curves", "curves", _curves),
             ("Slot effects", "slot-effects", lambda d: _marginal_means(d) + _interactions(d) + _importances(d)),
             ("Metrics", "metrics", _metrics),
             ("Robust aggregates", "robust", _robust), ("Failed and stopped trials", "failed", _failed),

@@ -110,21 +110,16 @@ def metric_blocks(sweep: Sweep, metrics: list[str], missing: list[str]) -> list:
             blocks.append(Para(f"{fin.n_runs} full-budget run(s) logged it; no swept factor with two "
                                "levels to compare."))
             continue
-        rows = []
         by_mean = {(e.name, lv.label): lv for e in mean.effects for lv in e.levels}
-        for e in fin.effects or mean.effects:
-            for lv in e.levels:
-                lm = by_mean.get((e.name, lv.label))
-                rows.append([[Code(e.name)], lv.label, _fmt(lv.ci) if fin.effects else "n/a",
-                             _fmt(lm.ci) if lm else "n/a", str(lv.n)])
+        rows = [[[Code(e.name)], lv.label, _fmt(lv.ci) if fin.effects else "n/a",
+                 _fmt(lm.ci) if (lm := by_mean.get((e.name, lv.label))) else "n/a", str(lv.n)]
+                for e in fin.effects or mean.effects for lv in e.levels]
         blocks.append(Table(["factor", "variant", "final [95% CI]", "mean over run [95% CI]", "runs"],
                             rows, ["l", "l", "r", "r", "r"]))
         pm = {(p.factor, p.a, p.b): p for p in mean.pairs}
-        prs = []
-        for p in (fin.pairs or mean.pairs)[:MAX_PAIRS]:
-            q = pm.get((p.factor, p.a, p.b))
-            prs.append([[Code(p.factor)], f"{p.a} − {p.b}", _diff_cell(p) if fin.pairs else "n/a",
-                        _diff_cell(q) if q else "n/a"])
+        prs = [[[Code(p.factor)], f"{p.a} − {p.b}", _diff_cell(p) if fin.pairs else "n/a",
+                _diff_cell(q) if (q := pm.get((p.factor, p.a, p.b))) else "n/a"]
+               for p in (fin.pairs or mean.pairs)[:MAX_PAIRS]]
         if prs:
             blocks.append(Table(["factor", "difference", "final [95% CI]", "mean over run [95% CI]"],
                                 prs, ["l", "l", "r", "r"]))
