@@ -190,15 +190,10 @@ def build_combos(sweep: Sweep, presets: list[dict]) -> list[Combo]:
     return combos
 
 
-def task_key(sweep: Sweep) -> str | None:
-    _, vp = varying(sweep)
-    return next((k for k in TASK_KEYS if k in vp), None)
-
-
 def build_units(sweep: Sweep, combos: list[Combo]) -> tuple[list[Unit], str | None]:
     """Units for robust aggregates. Without a swept task parameter a unit is a combination and
     the single stratum is its seeds; with one, combinations are pooled over tasks (strata)."""
-    tk = task_key(sweep)
+    tk = next((k for k in TASK_KEYS if k in varying(sweep)[1]), None)
     if tk is None:  # in the leaderboard's order
         return [_unit(c.cid, c.desc, {"": c.values}, {"": list(c.seeds)}, [c.cid]) for c in combos], None
     groups: dict[str, list[Combo]] = {}

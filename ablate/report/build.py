@@ -24,7 +24,7 @@ from .aggregate import (EXTRA_COLS, Combo, Unit, UnitComparison, build_combos, b
 from .effects import (FactorEffect, Importances, Interaction, adjust_exploratory, importances, interactions,
                       marginal_effects)
 from .findings import fci, findings, num as _g, pval as _p
-from .metric_stats import available_metrics, metric_blocks
+from .metric_stats import metric_blocks
 
 TOP_COMPARE = 5
 TOP_SAMPLES = 3
@@ -234,12 +234,6 @@ def _importances(d: _Doc) -> list:
     if imp.notes:
         blocks.append(Bullets(list(imp.notes)))
     return blocks
-
-
-def _metrics(d: _Doc) -> list:
-    wanted = list(dict.fromkeys(report_metrics(d.sweep) + list(d.metrics)))
-    have, missing = available_metrics(d.sweep, wanted)
-    return metric_blocks(d.sweep, [m for m in have if m != d.sweep.metric], missing)
 
 
 def _robust(d: _Doc) -> list:
@@ -475,7 +469,7 @@ SECTIONS = (("Overview", "overview", _overview),
             ("", "", lambda d: claim_blocks(r) if (r := evaluate_sweep(d.sweep)) else []),
             ("Leaderboard", "leaderboard", _leaderboard), ("Curves", "curves", _curves),
             ("Slot effects", "slot-effects", lambda d: _marginal_means(d) + _interactions(d) + _importances(d)),
-            ("Metrics", "metrics", _metrics),
+            ("Metrics", "metrics", lambda d: metric_blocks(d.sweep, report_metrics(d.sweep) + list(d.metrics))),
             ("Robust aggregates", "robust", _robust), ("Failed and stopped trials", "failed", _failed),
             ("Sample generations", "samples", _samples), ("Trials and W&B runs", "trials", _trials),
             ("How the numbers are computed", "methods", _methods),

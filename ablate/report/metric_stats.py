@@ -65,9 +65,8 @@ def available_metrics(sweep: Sweep, requested: list[str] | tuple[str, ...] = ())
     then the requested extras in order."""
     cols = set(sweep.metrics.columns) | {c[len("final."):] for c in sweep.trials.columns
                                          if str(c).startswith("final.")}
-    want = list(DEFAULT_METRICS) + [m for m in requested if m not in DEFAULT_METRICS]
     have, missing = [], []
-    for m in want:
+    for m in dict.fromkeys([*DEFAULT_METRICS, *requested]):
         try:
             ok = all(t in cols for t in metric_terms(m))
         except ValueError:
@@ -89,9 +88,11 @@ def _diff_cell(p: PairDiff) -> str:
     return _fmt(p.diff, True) + (" *" if rejects(p.p_adjusted) else "")
 
 
-def metric_blocks(sweep: Sweep, metrics: list[str], missing: list[str]) -> list:
-    """The "Metrics" section's body: one subsection per metric with marginal means (final value and
-    mean over the run) and pairwise level differences with 95% CIs."""
+def metric_blocks(sweep: Sweep, requested: list[str]) -> list:
+    """The "Metrics" section's body: one subsection per logged metric other than the target (the
+    default set, then ``requested``) with marginal means (final value and mean over the run) and
+    pairwise level differences with 95% CIs."""
+    have, missing = available_metrics(sweep, requested)
     blocks: list = [Para(
         "Exploratory: statistics of logged metrics other than the target, on the same full-budget "
         "trials and from the same linear model as the target's marginal means (each combination "
@@ -103,7 +104,7 @@ def metric_blocks(sweep: Sweep, metrics: list[str], missing: list[str]) -> list:
     )]
     if missing:
         blocks.append(Para("Requested but never logged: " + ", ".join(missing) + "."))
-    for m in metrics:
+    for m in (m for m in have if m != sweep.metric):
         fin, mean = (metric_stats(sweep, m, agg) for agg in SHOWN_AGGREGATIONS)
         blocks.append(Heading(3, m))
         if not fin.effects and not mean.effects:
