@@ -1,10 +1,8 @@
-"""Per-combination aggregates over seeds: the leaderboard, known-method labels, robust aggregates
-(mean with a t interval; IQM and median with a BCa interval only from 20 runs) and pairwise
-comparisons of units (paired t over shared seeds via ``ablate.stats.compare``, Holm-corrected over
-every pair of ranked units so that picking the top ones afterwards does not bias the test; the
-probability of improvement is a descriptive point estimate).
-
-Only full-budget finished trials enter these numbers; early-stopped trials carry truncated values.
+"""Per-combination aggregates over seeds (full-budget finished trials only; early-stopped ones carry
+truncated values): the leaderboard, known-method labels, robust aggregates (mean with a t interval;
+IQM and median with a BCa interval only from 20 runs) and pairwise comparisons of units (paired t
+via ``ablate.stats.compare``, Holm over every pair of ranked units so that picking the top ones
+afterwards does not bias the test; the probability of improvement is descriptive).
 """
 
 from __future__ import annotations
@@ -70,9 +68,6 @@ class UnitComparison:
     test: Comparison  # a − b (ablate.stats), p_adjusted: Holm over every pair of units
     poi: float  # P(a better than b), descriptive
     n_family: int = 1
-
-    def significant(self) -> bool:
-        return self.test.verdict in ("higher", "lower")
 
 
 def _n_distinct(col: pd.Series) -> int:

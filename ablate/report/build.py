@@ -265,7 +265,7 @@ def _robust(d: _Doc) -> list:
 def _verdict(c: UnitComparison) -> str:
     if c.test.verdict == "untestable":
         return "not testable (single seed)"
-    return "differs (adjusted p < 0.05)" if c.significant() else "within seed noise"
+    return "differs (adjusted p < 0.05)" if c.test.decided else "within seed noise"
 
 
 def _pairwise(d: _Doc) -> list:
@@ -477,13 +477,11 @@ SECTIONS = (("Overview", "overview", _overview),
 
 
 def generate_report(sweep_dir, out_dir=None, presets=None, log=None, metrics=()) -> Path:
-    """Read ``sweep_dir`` and write ``report.md``, ``report.html`` (self-contained) and
-    ``figures/*.png`` into ``out_dir`` (default: ``reports/<sweep name>`` under the current
-    directory). ``presets``: the method catalog (``ablate methods --json``) for labels; when None it
-    is loaded from ``ablate.methods.catalog`` if that exists. Returns the output directory.
-    ``log``: gets one line per skipped trial (the console of `ablate report` / `ablate sweep`).
-    ``metrics``: logged metrics analysed on top of the default set and the search space's
-    ``report.metrics`` (``ablate report --metric NAME``)."""
+    """Read ``sweep_dir``; write ``report.md``, a self-contained ``report.html`` and ``figures/*.png``
+    into ``out_dir`` (default ``reports/<sweep name>``) and return it. ``presets``: the method
+    catalog (``ablate methods --json``) for labels, by default ``ablate.methods.catalog``'s. ``log``:
+    one line per skipped trial (the console of `ablate report` / `ablate sweep`). ``metrics``: logged
+    metrics analysed on top of the defaults and the search space's ``report.metrics``."""
     sweep = load_sweep(sweep_dir)
     if log is not None and sweep.skipped:
         log(f"report: {len(sweep.skipped)} trial(s) skipped or partly read:")

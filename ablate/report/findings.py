@@ -111,7 +111,7 @@ def _comparisons(comparisons: list[UnitComparison], metric: str, mode: str) -> l
                     "likely go unseen at this number of seeds); the ranking among these is not established."])
     if untestable:
         out.append([f"{lead} vs {', '.join([c.b for c in untestable])}: not testable (a side has a single seed)."])
-    others = [c for c in comparisons if c.a != lead and c.significant()]
+    others = [c for c in comparisons if c.a != lead and c.test.decided]
     if others:
         out.append([f"Other separable pairs among the top {len({c.a for c in comparisons} | {c.b for c in comparisons})}: "
                     + ", ".join(f"{c.a} {'>' if c.test.interval.point > 0 else '<'} {c.b}" for c in others)
