@@ -130,19 +130,13 @@ def _display_name(preset: dict) -> str:
 def method_label(slots: dict, presets: list[dict], method: str | None = None) -> str:
     """'= GRPO' for an exact slot match (four slots + aggregation), '≈ GRPO (aggregation differs)'
     when only the four UPGE slots match; falls back to the runner's method name when no catalog."""
-    exact, approx = [], []
-    for p in presets:
-        if not all(s in p and str(p[s]) == str(slots.get(s)) for s in UPGE_SLOTS):
-            continue
-        agg = p.get("aggregation")
-        if agg is None or "aggregation" not in slots or str(agg) == str(slots.get("aggregation")):
-            exact.append(_display_name(p))
-        else:
-            approx.append(_display_name(p))
+    same = [p for p in presets if all(s in p and str(p[s]) == str(slots.get(s)) for s in UPGE_SLOTS)]
+    exact = [p for p in same if p.get("aggregation") is None or "aggregation" not in slots
+             or str(p["aggregation"]) == str(slots["aggregation"])]
     if exact:
-        return "= " + ", ".join(exact)
-    if approx:
-        return "≈ " + ", ".join(approx) + " (aggregation differs)"
+        return "= " + ", ".join(map(_display_name, exact))
+    if same:
+        return "≈ " + ", ".join(map(_display_name, same)) + " (aggregation differs)"
     if not presets and method:
         return f"preset {method}"
     return ""

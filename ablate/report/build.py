@@ -254,9 +254,8 @@ def _robust(d: _Doc) -> list:
         blocks.append(Para("Units M01… pool combinations over tasks: " + "; ".join(
             f"{u.uid} = {u.desc} ({', '.join(u.combo_ids)})" for u in units[:MAX_LEADERBOARD])))
     rows = [[u.uid, u.desc, fci(u.iqm), fci(u.mean), fci(u.median), str(u.iqm.n)] for u in units[:MAX_LEADERBOARD]]
-    blocks.append(Table(["unit", "combination", "IQM [95% CI]", "mean [95% CI]", "median [95% CI]", "runs"],
-                        rows, ["l", "l", "r", "r", "r", "r"]))
-    blocks += _pairwise(d)
+    blocks += [Table(["unit", "combination", "IQM [95% CI]", "mean [95% CI]", "median [95% CI]", "runs"],
+                     rows, ["l", "l", "r", "r", "r", "r"])] + _pairwise(d)
     ids, pm = poi_matrix(units, d.sweep.mode)
     d.figure(blocks, "robust.png", plots.robust_plot(units, ids, pm, d.sweep.metric), "IQM and probability of improvement")
     return blocks
@@ -292,17 +291,16 @@ def _failed(d: _Doc) -> list:
         error = {r.Index: str(r.error) if _present(r.error) else "(no error recorded)" for r in failed.itertuples()}
         rows = [[r.trial_id, _combo_cell(cid, cols, failed, r), str(r.seed), _g(r.steps_done),
                  _first_line(error[r.Index])] for r in failed.itertuples()]
-        blocks.append(Table(["trial", "combination", "seed", "steps", "error"], rows, ["l", "l", "r", "r", "l"]))
         details = [b for r in failed.itertuples() for b in (Para([Code(str(r.trial_id))]), Pre(error[r.Index]))]
-        blocks.append(Details(f"Full error messages ({len(failed)})", details))
+        blocks += [Table(["trial", "combination", "seed", "steps", "error"], rows, ["l", "l", "r", "r", "l"]),
+                   Details(f"Full error messages ({len(failed)})", details)]
     else:
         blocks.append(Para("No failed trials."))
     if len(stopped):
-        blocks.append(Para(f"Early-stopped trials (truncated; excluded from statistics): {len(stopped)}."))
         rows = [[r.trial_id, _combo_cell(cid, cols, stopped, r), str(r.seed), _g(r.steps_done),
                  _g(stopped.at[r.Index, sweep.target_col])] for r in stopped.itertuples()]
-        blocks.append(Table(["trial", "combination", "seed", "steps", f"last {sweep.metric}"], rows,
-                            ["l", "l", "r", "r", "r"]))
+        blocks += [Para(f"Early-stopped trials (truncated; excluded from statistics): {len(stopped)}."),
+                   Table(["trial", "combination", "seed", "steps", f"last {sweep.metric}"], rows, ["l", "l", "r", "r", "r"])]
     others = t[~t["status"].isin(["finished", "failed", "early_stopped"])]
     if len(others):
         blocks.append(Para(f"Trials neither finished nor failed (running/pending/other): {len(others)}: "
@@ -425,12 +423,10 @@ def _trials(d: _Doc) -> list:
     offline = offline[offline["wandb_dir"].map(_present)]
     if len(offline):
         dirs = sorted({_wandb_path(sweep, r.run_dir, str(r.wandb_dir)) for r in offline.itertuples()})
-        out.append(Para(
-            f"{len(dirs)} W&B run(s) were logged offline. Upload them from the sweep directory with "
-            "(paths that exist under the sweep directory are given relative to it, others as recorded):"
-        ))
         cmds = Pre("\n".join(f"wandb sync {shlex.quote(d)}" for d in dirs), "bash", raw_output=True)
-        out.append(cmds if len(dirs) <= 10 else Details(f"wandb sync commands ({len(dirs)})", [cmds]))
+        out += [Para(f"{len(dirs)} W&B run(s) were logged offline. Upload them from the sweep directory with "
+                     "(paths that exist under the sweep directory are given relative to it, others as recorded):"),
+                cmds if len(dirs) <= 10 else Details(f"wandb sync commands ({len(dirs)})", [cmds])]
     elif t["wandb_run_id"].map(_present).any():
         out.append(Para("All W&B runs with a recorded id were logged online (or their mode is unknown)."))
     if sweep.journal_path is not None and Path(sweep.journal_path).is_file():
