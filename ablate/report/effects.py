@@ -1,9 +1,8 @@
-"""Slot effects: marginal means per slot variant / hyperparameter level, main-effect and
-interaction F tests, all from one linear model of the factorial design (``ablate.stats.CellModel``:
-a mean per combination, seeds as a block effect, one residual seed variance pooled over the
-sweep), and fANOVA + PED-ANOVA importances computed on full-budget trials only (ASHA-stopped trials
-are COMPLETE in the Optuna study with truncated values). The tests of one report form an
-exploratory family, Benjamini–Hochberg corrected (``adjust_exploratory``).
+"""Slot effects: marginal means per slot variant / hyperparameter level, main-effect and interaction
+F tests from one linear model of the design (``ablate.stats.CellModel``: a mean per combination,
+seeds as blocks, one pooled seed variance; one exploratory BH family, ``adjust_exploratory``), and
+fANOVA + PED-ANOVA importances on full-budget trials only (ASHA-stopped ones are COMPLETE in the
+Optuna study with truncated values).
 """
 
 from __future__ import annotations
@@ -142,14 +141,11 @@ def _level_labels(col: pd.Series) -> tuple[pd.Series, list[str], bool]:
 
 def marginal_effects(sweep: Sweep, values: pd.Series | None = None) -> list[FactorEffect]:
     """Marginal mean of the target per level of each varying slot and hyperparameter over the
-    full-budget trials: the mean of the combination means (each combination weighted equally, so a
-    lost seed does not tilt a level) with a t interval from the cell-means model's pooled seed
-    variance, and the factor's main-effect F test. Unreplicated designs (random search) fall back to
-    the plain mean over trials with a t interval over trials (confounded with the other factors).
-
-    ``values`` (indexed by trial_id) replaces the target by another per-run value (a logged
-    metric's final value, its mean over the run, ...); full-budget trials without a finite value
-    are left out."""
+    full-budget trials: the mean of the combination means (equal weights, so a lost seed does not
+    tilt a level) with a t interval from the model's pooled seed variance, and the main-effect F
+    test. Unreplicated designs (random search) fall back to a t interval over the level's trials
+    (confounded with the other factors). ``values`` (by trial_id) replaces the target by another
+    per-run value; full-budget trials without a finite one are left out."""
     fb = sweep.full_budget()
     y = (fb[sweep.target_col] if values is None else fb["trial_id"].map(values)).to_numpy(dtype=float)
     if values is not None:
@@ -196,11 +192,10 @@ def adjust_exploratory(effects: list[FactorEffect], inters: list["Interaction"])
 
 
 def interactions(sweep: Sweep) -> tuple[list[Interaction], list[tuple[str, str]]]:
-    """Cell-mean tables for every pair of varying factors (slots, and hyperparameters such as
-    train.epochs: slot × hyperparameter interactions count as much as slot × slot ones) whose
-    levels are fully crossed in the full-budget trials (sorted by residual RMS, largest first), and
-    the pairs that are not crossed. Numeric hyperparameters with many values are binned; trials
-    where a conditional parameter is unset do not enter its pairs."""
+    """Cell-mean tables for every pair of varying factors (slot × hyperparameter pairs count as much
+    as slot × slot ones) fully crossed in the full-budget trials, largest residual RMS first, and
+    the pairs not crossed. Many-valued numeric factors are binned; a trial where a conditional
+    parameter is unset does not enter its pairs."""
     fb = sweep.full_budget()
     crossed, not_crossed = [], []
     if fb.empty:
@@ -232,9 +227,6 @@ def interactions(sweep: Sweep) -> tuple[list[Interaction], list[tuple[str, str]]
         crossed.append(it)
     crossed.sort(key=lambda it: (-it.residual_rms, it.a, it.b))
     return crossed, not_crossed
-
-
-# ---------------------------------------------------------------- importances
 
 
 def _quiet_optuna():
@@ -346,9 +338,8 @@ def importances(sweep: Sweep) -> Importances:
         if not dists:
             imp.notes.append("Importances skipped: no slot or hyperparameter takes more than one value.")
             return imp
-        imp.source = "in-memory Optuna study of the full-budget finished trials"
-        imp.n_trials = len(fb)
-        imp.n_excluded = max(0, n_all_complete - len(fb))
+        imp.source, imp.n_trials, imp.n_excluded = ("in-memory Optuna study of the full-budget finished trials",
+                                                    len(fb), max(0, n_all_complete - len(fb)))
     _evaluate(study, imp)
     return imp
 

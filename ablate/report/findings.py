@@ -1,9 +1,8 @@
-"""Plain-language findings generated from the numbers (all tests from ``ablate.stats``). Rules: two
-units differ only when their paired t test, Holm-corrected over every pair of ranked units, has
-p < 0.05; a factor matters only when its main-effect F test (cell-means model, pooled seed variance),
-Benjamini–Hochberg corrected over the report's factor and interaction tests, has p < 0.05, and a
-variant differs from the best one when its Holm-corrected contrast does too; the same holds for
-interactions. Everything else is reported as not distinguishable from seed noise.
+"""Plain-language findings from the numbers (every test from ``ablate.stats``, rejected at its
+ALPHA): two units differ only by their paired t test, Holm over every pair of ranked units; a factor
+(or interaction) matters only by its F test, BH over the report's factor and interaction tests, and
+a variant differs from the best one by its Holm-corrected contrast. Everything else is reported as
+not distinguishable from seed noise.
 """
 
 from __future__ import annotations
