@@ -77,9 +77,8 @@ def _n_distinct(col: pd.Series) -> int:
 def varying(sweep: Sweep) -> tuple[list[str], list[str]]:
     """Slots and params that take more than one (non-missing) value across the sweep's trials."""
     t = sweep.trials
-    vs = [s for s in sweep.slot_names if _n_distinct(t["slot." + s]) > 1]
-    vp = [p for p in sweep.param_names if _n_distinct(t["param." + p]) > 1]
-    return vs, vp
+    return ([s for s in sweep.slot_names if _n_distinct(t["slot." + s]) > 1],
+            [p for p in sweep.param_names if _n_distinct(t["param." + p]) > 1])
 
 
 def factor_columns(slots: list[str], params: list[str]) -> list[tuple[str, str]]:
@@ -142,7 +141,7 @@ def method_label(slots: dict, presets: list[dict], method: str | None = None) ->
     return ""
 
 
-def _better_sign(mode: str) -> float:
+def better_sign(mode: str) -> float:
     return 1.0 if mode == "max" else -1.0
 
 
@@ -171,7 +170,7 @@ def build_combos(sweep: Sweep, presets: list[dict]) -> list[Combo]:
             trial_ids=fb["trial_id"].tolist(), seeds=fb["seed"].tolist(), values=vals,
             target=mean_ci(vals), pass_k=pk, extras=extras,
             n_stopped=int((g["status"] == "early_stopped").sum()), n_failed=int((g["status"] == "failed").sum())))
-    sign = _better_sign(sweep.mode)
+    sign = better_sign(sweep.mode)
     combos.sort(key=lambda c: (-sign * c.target.point, c.key))
     width = max(2, len(str(len(combos))))
     for i, c in enumerate(combos, 1):
@@ -200,7 +199,7 @@ def build_units(sweep: Sweep, combos: list[Combo]) -> tuple[list[Unit], str | No
         seeds = {task: [s for c in g for s in c.seeds] for task, g in by_task.items()}
         desc = ", ".join(x for x in cs[0].desc.split(", ") if not x.startswith(tk + "=")) or "(all)"
         units.append(_unit("", desc, strata, seeds, [c.cid for c in cs]))
-    sign = _better_sign(sweep.mode)
+    sign = better_sign(sweep.mode)
     units.sort(key=lambda u: (-sign * u.mean.point, u.desc))  # like the leaderboard: best mean first
     for i, u in enumerate(units, 1):
         u.uid = f"M{i:02d}"
@@ -231,14 +230,13 @@ def compare_units(a: Unit, b: Unit, pa: dict, pb: dict, detail: bool = True) -> 
     shared = sorted(set(pa) & set(pb), key=str)
     if len(shared) >= 2:
         return compare([pa[s] for s in shared], [pb[s] for s in shared], paired=True, detail=detail)
-    fa = np.concatenate([np.asarray(v, float) for v in a.strata.values()])
-    fb = np.concatenate([np.asarray(v, float) for v in b.strata.values()])
+    fa, fb = (np.concatenate([np.asarray(v, float) for v in u.strata.values()]) for u in (a, b))
     return compare(fa, fb, detail=detail)
 
 
 def poi(a: Unit, b: Unit, mode: str) -> float:
     """P(a better than b) over pairs of runs, averaged over tasks (descriptive)."""
-    sign = _better_sign(mode)
+    sign = better_sign(mode)
     vals = [probability_of_improvement(sign * np.asarray(a.strata[k], float), sign * np.asarray(b.strata[k], float))
             for k in sorted(set(a.strata) & set(b.strata))]
     return float(np.mean(vals)) if vals else float("nan")

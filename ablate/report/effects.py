@@ -21,7 +21,7 @@ from ablate.stats.linear import factor_rows, interaction_rows
 from ablate.render import value_text, is_missing
 from ablate.tracking.sweep_reader import Sweep
 
-from .aggregate import factor_columns, varying
+from .aggregate import better_sign, factor_columns, varying
 
 MAX_LEVELS = 8  # numeric hyperparameters with more distinct values are binned into quartiles
 MIN_TRIALS_IMPORTANCE = 4
@@ -62,8 +62,7 @@ class FactorEffect:
         return float(max(pts) - min(pts)) if len(pts) > 1 else 0.0
 
     def best(self, mode: str) -> Level:
-        sign = 1.0 if mode == "max" else -1.0
-        return max(self.levels, key=lambda lv: (sign * lv.ci.point, lv.label))
+        return max(self.levels, key=lambda lv: (better_sign(mode) * lv.ci.point, lv.label))
 
     def separated_from_best(self, mode: str) -> tuple[list[Level], list[Level]]:
         """Levels that differ from the best level (its contrast's p, Holm over the factor's levels,

@@ -50,8 +50,7 @@ def metric_stats(sweep: Sweep, metric: str, aggregation: str) -> MetricStats:
     """Marginal means per level and every pairwise level difference, for one metric/aggregation,
     over the full-budget trials that logged it; the pairs' p-values BH-corrected together."""
     vals = run_values(sweep, metric, aggregation)
-    fb = sweep.full_budget()
-    n = int(fb["trial_id"].isin(vals.index).sum())
+    n = int(sweep.full_budget()["trial_id"].isin(vals.index).sum())
     effects = marginal_effects(sweep, vals) if n else []
     pairs = [PairDiff(eff.name, la.label, lb.label, eff.diff(la, lb))
              for eff in effects for la, lb in combinations(eff.levels, 2)]
