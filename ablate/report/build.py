@@ -157,17 +157,10 @@ def _marginal_means(d: _Doc) -> list:
         + "In non-factorial designs (random, TPE) marginal means are confounded with what the "
         "search chose to sample."
     ))
-    rows = []
-    for eff in effects:
-        best = eff.best(d.sweep.mode)
-        for lv in eff.levels:
-            rows.append([
-                [Code(eff.name)] + ([" (binned)"] if eff.binned else [])
-                + ([" (conditional)"] if eff.conditional else []),
-                [Strong(lv.label)] if lv is best else lv.label,
-                fci(lv.ci), str(lv.n), str(lv.n_combos),
-                _p(eff.p_adjusted) if lv is eff.levels[0] else "",
-            ])
+    rows = [[[Code(eff.name)] + ([" (binned)"] if eff.binned else []) + ([" (conditional)"] if eff.conditional else []),
+             [Strong(lv.label)] if lv is eff.best(d.sweep.mode) else lv.label, fci(lv.ci), str(lv.n),
+             str(lv.n_combos), _p(eff.p_adjusted) if lv is eff.levels[0] else ""]
+            for eff in effects for lv in eff.levels]
     blocks.append(Table(["factor", "variant", f"{metric} [95% CI]", "trials", "combinations",
                          "main effect p (BH)"], rows, ["l", "l", "r", "r", "r", "r"]))
     d.figure(blocks, "marginals.png", plots.marginals_plot(effects, metric), "Marginal means per variant")
