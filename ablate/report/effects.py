@@ -355,10 +355,8 @@ def _journal_study(sweep: Sweep, fb: pd.DataFrame, imp: Importances):
     if len(kept) >= MIN_TRIALS_IMPORTANCE and varying_params:
         study = _quiet_optuna().create_study(direction=direction)
         study.add_trials(kept)
-        imp.source = f"Optuna study '{name}' (optuna.journal)"
-        imp.unit = "full-budget study trials"
-        imp.n_trials = len(kept)
-        imp.n_excluded = len(complete) - len(kept)
+        imp.source, imp.unit = f"Optuna study '{name}' (optuna.journal)", "full-budget study trials"
+        imp.n_trials, imp.n_excluded = len(kept), len(complete) - len(kept)
         if imp.n_excluded:
             imp.notes.append(f"{imp.n_excluded} of {len(complete)} COMPLETE study trials were excluded: "
                              "not full-budget (e.g. ASHA-stopped with a truncated value) or not matched "
