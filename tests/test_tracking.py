@@ -410,7 +410,7 @@ def test_eval_prompts_round_trip_resume_and_torn_line(tmp_path):
         f.write('{"step": 3, "prompt_id": ["p0"')  # torn by a kill
     assert [r["step"] for r in read_eval_prompts(tmp_path)] == [0, 0, 2, 2]
     r = RunStore(tmp_path, resume=pos)
-    assert r.num_eval_prompts == 1
+    assert r.lines["eval_prompts"] == 1
     r.log_eval_prompts(["p0", "p1"], [4, 4], [3, 3], step=2)
     r.close()
     assert read_eval_prompts(tmp_path) == [
