@@ -21,10 +21,11 @@ import pandas as pd
 
 from ablate.errors import ConfigError
 from ablate.spec.groups import SLOT_FAMILIES
-from ablate.tracking.run_store import read_jsonl
+from ablate.tracking.run_store import FINAL_STATUSES, INTERRUPTED, read_jsonl
 from ablate.tracking.trials import read_trials
 
-STATUSES = ("finished", "failed", "early_stopped", "running", "interrupted", "pending")
+STATUSES = (*FINAL_STATUSES, "running", INTERRUPTED)  # a row with another status: "other:<it>"
+_ROW_COPIED = ("method", "tune_trial_id", "seed", "wandb_run_id", "wandb_dir", "wandb_mode", "error")
 PASS_AT_RE = re.compile(r"^eval/pass@(\d+)$")
 
 # per-run summaries derived from metrics.jsonl: column -> (metric, how)
@@ -188,16 +189,10 @@ class _Table:
         self._note_status(tid, combo, status, r.get("error"), run_dir)
         final = r.get("final") if isinstance(r.get("final"), dict) else {}
         self.final_keys.update([self.metric, *map(str, final)])
-        row = {
-            "trial_id": tid, "status": status if status in STATUSES else "other:" + status,
-            "method": r.get("method"), "tune_trial_id": r.get("tune_trial_id"),
-            "seed": r.get("seed"), "combo": combo or _combo_key(slots, params),
-            "run_dir": str(run_dir), "wandb_run_id": r.get("wandb_run_id"),
-            "wandb_dir": r.get("wandb_dir"),
-            "wandb_mode": r.get("wandb_mode"),
-            "error": r.get("error"), "wall_s": _num(r.get("wall_s")),
-            "steps_done": _num(r.get("steps_done")),
-        }
+        row = {"trial_id": tid, "status": status if status in STATUSES else "other:" + status,
+               **{k: r.get(k) for k in _ROW_COPIED}, "combo": combo or _combo_key(slots, params),
+               "run_dir": str(run_dir), "wall_s": _num(r.get("wall_s")),
+               "steps_done": _num(r.get("steps_done"))}
         row.update({"slot." + k: v for k, v in slots.items()})
         row.update({"param." + k: v for k, v in params.items()})
         row.update({"final." + str(k): _num(v) for k, v in final.items()})

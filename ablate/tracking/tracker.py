@@ -25,7 +25,6 @@ from ablate.tracking.run_store import RunStore
 from ablate.tracking.wandb_logger import WandbLogger, clean_tags, resolve_mode
 
 
-
 class Tracker:
     """``log`` / ``log_samples`` / ``finish`` to the run store and, if enabled, to W&B."""
 
@@ -126,11 +125,6 @@ def wandb_settings(tracker_cfg: Any) -> dict:
     return tracker_config(tracker_cfg).wandb.model_dump()
 
 
-def choices_of(config: Mapping[str, Any]) -> dict:
-    ch = config.get("choices") if isinstance(config, Mapping) else None
-    return dict(ch) if isinstance(ch, Mapping) else {}
-
-
 def build_tracker(tracker_cfg: Any, run_dir: Path, config: Mapping[str, Any], name: str,
                   group: Optional[str] = None, job_type: Optional[str] = None,
                   tags: Optional[list[str]] = None,
@@ -146,12 +140,10 @@ def build_tracker(tracker_cfg: Any, run_dir: Path, config: Mapping[str, Any], na
     W&B config (a sweep's ``sweep_identity``: sweep, factors, seed)."""
     wb = tracker_config(tracker_cfg).wandb
     config = plain(config) or {}
-    choices = choices_of(config)
+    choices = dict(config.get("choices") or {})
     method = choices.get("method")
     if method is None and isinstance(config.get("method"), Mapping):
         method = config["method"].get("name")
-    elif method is None and isinstance(config.get("method"), str):
-        method = config["method"]
     group = group if group is not None else wb.group
     job_type = job_type if job_type is not None else (wb.job_type or "train")
     given = list(tags or [])
@@ -166,16 +158,14 @@ def build_tracker(tracker_cfg: Any, run_dir: Path, config: Mapping[str, Any], na
             "seed": config.get("seed"), "group": group, "job_type": job_type, "tags": all_tags,
             "host": socket.gethostname(), "pid": os.getpid()}
     logger = None
-    if wb.enabled:
-        if mode != "disabled":
-            wconf = dict(config)
-            if choices and "slots" not in wconf:  # dashboards filter by slots.mask etc.
-                wconf["slots"] = {k: choices[k] for k in SLOT_FAMILIES if k in choices}
-            wconf.update(wandb_config or {})
-            logger = WandbLogger(project=wb.project, mode=mode, entity=wb.entity, group=group,
-                                 job_type=job_type, tags=all_tags, name=wandb_name or name,
-                                 config=wconf,
-                                 dir=store.run_dir)
+    if mode != "disabled":
+        wconf = dict(config)
+        if choices and "slots" not in wconf:  # dashboards filter by slots.mask etc.
+            wconf["slots"] = {k: choices[k] for k in SLOT_FAMILIES if k in choices}
+        wconf.update(wandb_config or {})
+        logger = WandbLogger(project=wb.project, mode=mode, entity=wb.entity, group=group,
+                             job_type=job_type, tags=all_tags, name=wandb_name or name,
+                             config=wconf, dir=store.run_dir)
     tracker = Tracker(store, logger, info=info)
     store.write_summary(status="running", **info, wandb=tracker._wandb_info())
     return tracker
