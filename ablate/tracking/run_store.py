@@ -131,7 +131,7 @@ class RunStore:
         """Write the resolved config (dict or omegaconf container) to config.yaml."""
         data = to_jsonable(plain(config))
         text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
-        _atomic_write(self.run_dir / "config.yaml", text)
+        atomic_write(self.run_dir / "config.yaml", text)
 
     def _append(self, key: str, recs: Iterable[Mapping[str, Any]]) -> int:
         """Append records as lines of ``<key>.jsonl`` and flush them; returns how many."""
@@ -259,7 +259,7 @@ def merge_summary(run_dir: Path, **fields: Any) -> dict:
 
 
 def _write_summary(run_dir: Path, summary: Mapping[str, Any]) -> None:
-    _atomic_write(Path(run_dir) / "summary.json", json.dumps(
+    atomic_write(Path(run_dir) / "summary.json", json.dumps(
         to_jsonable(summary), ensure_ascii=False, indent=2, allow_nan=False) + "\n")
 
 
@@ -278,7 +278,8 @@ def mark_failed_in_place(run_dir: Path, error: str) -> bool:
         return False
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file and rename it over ``path``: a reader never sees half of it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
