@@ -55,19 +55,13 @@ def to_jsonable(x: Any) -> Any:
     if isinstance(x, float):
         return x if math.isfinite(x) else None
     if getattr(x, "ndim", None) == 0 and callable(getattr(x, "item", None)):  # numpy/torch scalars
-        try:
-            return to_jsonable(x.item())
-        except Exception:  # noqa: BLE001 - fall through to the generic cases
-            pass
+        return to_jsonable(x.item())
     if isinstance(x, Mapping):
         return {str(k): to_jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple, set, frozenset)):
         return [to_jsonable(v) for v in x]
-    if hasattr(x, "tolist") and callable(x.tolist):  # numpy / torch arrays
-        try:
-            return to_jsonable(x.tolist())
-        except Exception:  # noqa: BLE001
-            pass
+    if callable(getattr(x, "tolist", None)):  # numpy / torch arrays
+        return to_jsonable(x.tolist())
     return str(x)
 
 
@@ -198,10 +192,7 @@ class RunStore:
             "error": None,
         }
         if error is not None:
-            fields["error"] = _error_message(error)
-            tb = _traceback_tail(error)
-            if tb:
-                fields["traceback"] = tb
+            fields.update(_error_fields(error))
         for k, v in (summary or {}).items():
             if k == "status":
                 continue  # the argument is authoritative
@@ -287,21 +278,15 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _error_message(error: str | BaseException) -> str:
-    if isinstance(error, BaseException):
-        return f"{type(error).__name__}: {error}"
-    return str(error)
-
-
-def _traceback_tail(error: str | BaseException) -> Optional[str]:
-    if isinstance(error, BaseException):
-        exc = error
-    else:
-        exc = sys.exc_info()[1]
-    if exc is None:
-        return None
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return tb[-TRACEBACK_TAIL_CHARS:]
+def _error_fields(error: str | BaseException) -> dict[str, str]:
+    """``error`` as a message, and the traceback tail of the exception (or of the one being
+    handled when ``error`` is a string)."""
+    is_exc = isinstance(error, BaseException)
+    out = {"error": f"{type(error).__name__}: {error}" if is_exc else str(error)}
+    exc = error if is_exc else sys.exc_info()[1]
+    if exc is not None:
+        out["traceback"] = "".join(traceback.format_exception(exc))[-TRACEBACK_TAIL_CHARS:]
+    return out
 
 
 def read_jsonl(path: Path) -> tuple[list[dict], int]:
@@ -311,14 +296,12 @@ def read_jsonl(path: Path) -> tuple[list[dict], int]:
     out, bad = [], 0
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
-            line = line.strip()
-            if not line:
+            if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
-                bad += 1
-                continue
+                rec = None
             if isinstance(rec, dict):
                 out.append(rec)
             else:
@@ -349,9 +332,8 @@ def load_run(run_dir: Path) -> dict:
     rd = Path(run_dir)
     if not rd.is_dir():
         raise FileNotFoundError(f"load_run: {rd} is not a directory")
-    config = None
-    if (rd / "config.yaml").exists():
-        config = yaml.safe_load((rd / "config.yaml").read_text(encoding="utf-8"))
+    cfg = rd / "config.yaml"
+    config = yaml.safe_load(cfg.read_text(encoding="utf-8")) if cfg.exists() else None
     summary = read_summary(rd) or None
     metrics, bad_m = read_jsonl(rd / "metrics.jsonl")
     samples, bad_s = read_jsonl(rd / "samples.jsonl")

@@ -85,15 +85,7 @@ class Sweep:
         row = self.trials.loc[self.trials["trial_id"] == trial_id]
         if row.empty:
             return []
-        run_dir = self._run_dir(row.iloc[0])
-        return read_jsonl(run_dir / "samples.jsonl")[0]
-
-    def _run_dir(self, row) -> Path:
-        rd = row.get("run_dir")
-        if isinstance(rd, str) and rd:
-            p = Path(rd)
-            return p if p.is_absolute() else self.path / p
-        return self.path / "trials" / str(row["trial_id"])
+        return read_jsonl(self.path / row.iloc[0]["run_dir"] / "samples.jsonl")[0]  # may be absolute
 
 
 def _read_meta(path: Path) -> dict:
@@ -183,11 +175,11 @@ class _Table:
         params = _factors(r)
         self.slot_names.update(slots)
         self.param_names.update(params)
-        status = str(r.get("status") or "running")
+        status = str(r["status"])
         run_dir = r.get("run_dir") or f"trials/{tid}"
-        combo = str(r["combo"]) if r.get("combo") else ""
+        combo = str(r.get("combo") or "")
         self._note_status(tid, combo, status, r.get("error"), run_dir)
-        final = r.get("final") if isinstance(r.get("final"), dict) else {}
+        final = r["final"]
         self.final_keys.update([self.metric, *map(str, final)])
         row = {"trial_id": tid, "status": status if status in STATUSES else "other:" + status,
                **{k: r.get(k) for k in _ROW_COPIED}, "combo": combo or _combo_key(slots, params),
@@ -225,7 +217,7 @@ def _factors(r: dict) -> dict:
     effects."""
     slots = r.get("slots") or {}
     params = {str(k): _scalar(v) for k, v in (r.get("params") or {}).items() if k != "seed"}
-    choices = r.get("choices") if isinstance(r.get("choices"), dict) else {}
+    choices = r.get("choices") or {}
     for g, v in choices.items():
         g = str(g)
         if v is not None and g not in slots and g not in SLOT_FAMILIES and g != "method" \

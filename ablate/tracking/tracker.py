@@ -120,11 +120,6 @@ def tracker_config(tracker_cfg: Any) -> TrackerConfig:
     return check(TrackerConfig, plain(tracker_cfg) or {}, "tracker.")
 
 
-def wandb_settings(tracker_cfg: Any) -> dict:
-    """The ``tracker.wandb`` block with defaults filled in, as a dict."""
-    return tracker_config(tracker_cfg).wandb.model_dump()
-
-
 def build_tracker(tracker_cfg: Any, run_dir: Path, config: Mapping[str, Any], name: str,
                   group: Optional[str] = None, job_type: Optional[str] = None,
                   tags: Optional[list[str]] = None,

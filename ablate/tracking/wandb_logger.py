@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import netrc
 import os
 import weakref
@@ -29,6 +28,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 from urllib.parse import urlparse
 
 from ablate.errors import choice_error
+from ablate.tracking.run_store import to_jsonable
 
 log = logging.getLogger("ablate.tracking")
 _OPEN: "weakref.WeakSet[WandbLogger]" = weakref.WeakSet()  # this process's open W&B runs
@@ -142,8 +142,8 @@ class WandbLogger:
         self.tags = clean_tags(tags)
         if self.mode == "disabled":
             return
-        self._guard("init", self._init, project=project, entity=entity, group=group,
-                    job_type=job_type, name=name, config=config, dir=dir)
+        self._guard("init", self._init, dir, project=project, entity=entity, group=group,
+                    job_type=job_type, name=name, config=dict(config) if config is not None else None)
 
     # ------------------------------------------------------------------------------ guard
     def _guard(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -168,18 +168,15 @@ class WandbLogger:
         return self.run is not None and not self.failed and not self.finished
 
     # ------------------------------------------------------------------------------ wandb calls
-    def _init(self, project: str, entity: Optional[str], group: Optional[str], job_type: Optional[str],
-              name: Optional[str], config: Optional[Mapping[str, Any]], dir: Optional[Path | str]
-              ) -> None:
+    def _init(self, dir: Optional[Path | str], **init_args: Any) -> None:
+        """``wandb.init`` with ``init_args`` (project, entity, group, job_type, name, config)."""
         import wandb
 
         self._wandb = wandb
         root = (Path(dir) if dir is not None else Path.cwd()).resolve()
         root.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(project=project, entity=entity, group=group, job_type=job_type,
-                              tags=self.tags or None, name=name,
-                              config=dict(config) if config is not None else None,
-                              dir=str(root), mode=self.mode, reinit="create_new")
+        self.run = wandb.init(**init_args, tags=self.tags or None, dir=str(root), mode=self.mode,
+                              reinit="create_new")
         _OPEN.add(self)
         self.run.define_metric(STEP_METRIC)
         for prefix in METRIC_PREFIXES:
@@ -251,9 +248,6 @@ def _scalar(v: Any) -> Any:
 
 
 def _cell(v: Any) -> Any:
-    v = _scalar(v)
-    if v is None or isinstance(v, (bool, int, str)):
-        return v
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    return str(v)
+    """A table cell: a JSON scalar (NaN/±inf → None), anything else its text."""
+    v = to_jsonable(v)
+    return v if v is None or isinstance(v, (bool, int, float, str)) else str(v)
