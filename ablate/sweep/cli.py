@@ -77,10 +77,9 @@ def _merge_trailing_options(args: argparse.Namespace) -> argparse.Namespace:
     rest = list(args.overrides or [])
     if not any(a.startswith("-") for a in rest):
         return args
-    late = build_parser().parse_intermixed_args([args.file] + rest)
-    defaults = build_parser().parse_args([args.file])
-    for k, v in vars(late).items():
-        if k == "overrides" or v != getattr(defaults, k, None):
+    p = build_parser()
+    for k, v in vars(p.parse_intermixed_args([args.file] + rest)).items():
+        if k == "overrides" or v != p.get_default(k):
             setattr(args, k, v)
     return args
 

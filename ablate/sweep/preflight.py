@@ -28,26 +28,20 @@ OPTUNA_COMBOS_LIMIT = 256  # categorical combinations checked for an Optuna spac
 def optuna_assignments(space: SearchSpace) -> list[dict]:
     """Assignments that bound what Optuna may propose (see the module docstring)."""
     cats = space.categorical_axes()
-    names = [n for n, _ in cats]
+    width = max([1] + [len(p.values) if p.type == "choice" else 2 for p in space.params.values()])
     out: list[dict] = []
     for combo in itertools.islice(itertools.product(*[o for _, o in cats]), OPTUNA_COMBOS_LIMIT):
-        base = dict(zip(names, combo))
-        ends: list[dict] = []
-        width = max([1] + [len(p.values or []) if p.type == "choice" else 2
-                           for p in space.params.values()])
         for i in range(width):
-            a = dict(base)
+            a = {n: o for (n, _), o in zip(cats, combo)}
             for key, p in space.params.items():
                 if not p.active(a):
                     continue
                 if p.type == "choice":
-                    vals = p.values or []
-                    a[key] = vals[i % len(vals)]
+                    a[key] = p.values[i % len(p.values)]
                 else:
                     v = p.low if i % 2 == 0 else p.high
                     a[key] = int(v) if p.type == "int" else float(v)  # type: ignore[arg-type]
-            ends.append(a)
-        out.extend(ends)
+            out.append(a)
     return out
 
 
@@ -55,13 +49,10 @@ def trial_assignments(space: SearchSpace) -> list[dict]:
     specs = plan_trials(space)
     if specs is None:
         return optuna_assignments(space)
-    seen: set[str] = set()
-    out = []
-    for s in specs:
-        if s["combo"] not in seen:  # seeds differ only in seed=, checked by the space itself
-            seen.add(s["combo"])
-            out.append(s["assign"])
-    return out
+    first: dict[str, dict] = {}
+    for s in specs:  # seeds differ only in seed=, checked by the space itself
+        first.setdefault(s["combo"], s["assign"])
+    return list(first.values())
 
 
 def preflight(space: SearchSpace) -> int:

@@ -41,7 +41,7 @@ from ablate.sweep.space import (DEFAULT_TRAINABLE, OptunaSpace, SearchSpace, act
 from ablate.tracking.provenance import REPO_ROOT, git_commit
 from ablate.tracking.run_store import FINAL_STATUSES, read_json
 from ablate.tracking.trials import is_done, read_trials
-from ablate.tracking.wandb_logger import resolve_mode
+from ablate.tracking.wandb_logger import resolve_mode, shared_service
 
 EXIT_INTERRUPTED = 130
 EXIT_ALL_FAILED = 1
@@ -94,6 +94,10 @@ def worker_env(space: SearchSpace, sweep_dir: Path) -> dict[str, str]:
             env[k] = os.environ[k]
     if env.get("ABLATE_CACHE"):
         env["ABLATE_CACHE"] = str(Path(env["ABLATE_CACHE"]).resolve())
+    # a trial's torch threads = its CPUs (Ray sets this only where the driver's environment has
+    # none; an inherited larger value oversubscribes the cores when trials run side by side);
+    # `threads=` in a run config still overrides it
+    env["OMP_NUM_THREADS"] = str(max(1, int(space.resources["cpu"])))
     paths = [str(REPO_ROOT), os.getcwd()] + [p for p in os.environ.get("PYTHONPATH", "").split(
         os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
@@ -456,7 +460,11 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
                    address=address, num_cpus=num_cpus, verbose=verbose)
     if address:
         _token_auth_for_attach()
-    with use_console(console), redirect_output(sweep_dir / RAY_LOG, console, enabled=not verbose):
+    # one W&B service for all trials: the local Ray's workers inherit its address (a cluster's
+    # workers could not reach it, so they start their own)
+    wb = env["WANDB_MODE"] if address is None else "disabled"
+    with use_console(console), redirect_output(sweep_dir / RAY_LOG, console, enabled=not verbose), \
+            shared_service(wb):
         if not verbose:
             log(f"Ray's output: {sweep_dir / RAY_LOG} (--verbose shows it here)")
         counts, errors, t0 = _run_tune(run)

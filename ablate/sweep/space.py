@@ -36,9 +36,8 @@ Every field is checked before Ray starts; group options against ``conf/<group>/*
     claims: [...]                     # published claims re-tested by the report (ablate/claims/spec.py)
 
 ``when`` refers to a swept categorical axis declared before the parameter (a slot group, ``method``
-or a choice param); an inactive parameter is left out of the trial's overrides. Numbers such as
-``1e-5`` (read as strings by YAML 1.1) are accepted. Keys set by the sweep (seed, name, swept
-axes) may not appear in base_overrides.
+or a choice param); an inactive parameter is left out of the trial's overrides. Keys set by the
+sweep (seed, name, swept axes) may not appear in base_overrides.
 """
 
 from __future__ import annotations
@@ -48,9 +47,10 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, ClassVar, Iterable, Mapping, Optional, Union
+from typing import Annotated, Any, ClassVar, Iterable, Mapping, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from annotated_types import Ge, Gt, Le
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from ablate.errors import ConfigError, choice_error, choice_text
 from ablate.registry import variant_names
@@ -80,37 +80,6 @@ _PLAIN_STR_RE = re.compile(r"^[A-Za-z_/][A-Za-z0-9_.\-/@:]*$")
 
 # ------------------------------------------------------------------------------------ model
 @dataclass
-class Param:
-    """One hyperparameter axis, keyed by its Hydra override key (``train.lr``)."""
-
-    key: str
-    type: str
-    values: list | None = None
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    when: dict[str, list] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        d: dict[str, Any] = {"type": self.type}
-        if self.type == "choice":
-            d["values"] = list(self.values or [])
-        else:
-            d["low"], d["high"] = self.low, self.high
-            if self.type == "int" and self.log:
-                d["log"] = True
-            if self.step is not None:
-                d["step"] = self.step
-        if self.when:
-            d["when"] = {k: list(v) for k, v in self.when.items()}
-        return d
-
-    def active(self, assignment: Mapping[str, Any]) -> bool:
-        return all(assignment.get(k) in vals for k, vals in self.when.items())
-
-
-@dataclass
 class SearchSpace:
     name: str
     metric: str
@@ -120,7 +89,7 @@ class SearchSpace:
     base_overrides: list[str] = field(default_factory=list)
     slots: dict[str, list[str]] = field(default_factory=dict)
     methods: list[str] = field(default_factory=list)
-    params: dict[str, Param] = field(default_factory=dict)
+    params: dict[str, ParamSpec] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
     algorithm: str = "grid"
     num_samples: int | None = None
@@ -154,13 +123,6 @@ class SearchSpace:
                 axes.append((g, list(self.slots[g])))
         return axes
 
-    def axis_options(self, axis: str) -> list | None:
-        for name, opts in self.categorical_axes():
-            if name == axis:
-                return opts
-        p = self.params.get(axis)
-        return list(p.values or []) if p is not None and p.type == "choice" else None
-
     def run_overrides(self) -> list[str]:
         """base_overrides plus what the trial resources imply: with ``resources.workers`` > 1 each
         trial is a Ray Train run of that many workers with ``cpu``/``gpu`` each."""
@@ -175,31 +137,20 @@ class SearchSpace:
         return [a for a, _ in self.categorical_axes()] + list(self.params)
 
     def to_dict(self) -> dict:
-        d: dict[str, Any] = {"name": self.name}
-        if self.description:
-            d["description"] = self.description
-        d["trainable"] = self.trainable
-        d["base_overrides"] = list(self.base_overrides)
-        d["slots"] = {g: list(v) for g, v in self.slots.items()}
-        d["methods"] = list(self.methods)
-        d["params"] = {k: p.to_dict() for k, p in self.params.items()}
-        d["seeds"] = dict(self.seed_range) if self.seed_range else list(self.seeds)
-        d["metric"], d["mode"] = self.metric, self.mode
-        search: dict[str, Any] = {"algorithm": self.algorithm, "seed": self.search_seed}
-        if self.num_samples is not None:
-            search["num_samples"] = self.num_samples
-        d["search"] = search
-        d["scheduler"] = dict(self.scheduler) if self.scheduler else None
-        d["resources"] = dict(self.resources)
-        d["max_concurrent"] = self.max_concurrent
-        d["max_failures"] = self.max_failures
-        d["output_dir"] = self.output_dir
-        d["wandb"] = dict(self.wandb)
-        if self.report.metrics:
-            d["report"] = self.report.to_dict()
-        if self.claims:
-            d["claims"] = [c.to_dict() for c in self.claims]
-        return d
+        """The space as a file that validates back to it (the sweep dir's copy, compared on resume)."""
+        search = {"algorithm": self.algorithm, "seed": self.search_seed, "num_samples": self.num_samples}
+        d = {"name": self.name, "description": self.description, "trainable": self.trainable,
+             "base_overrides": list(self.base_overrides), "slots": dict(self.slots),
+             "methods": list(self.methods), "params": {k: p.to_dict() for k, p in self.params.items()},
+             "seeds": dict(self.seed_range) if self.seed_range else list(self.seeds),
+             "metric": self.metric, "mode": self.mode,
+             "search": {k: v for k, v in search.items() if v is not None},
+             "scheduler": dict(self.scheduler) if self.scheduler else None,
+             "resources": dict(self.resources), "max_concurrent": self.max_concurrent,
+             "max_failures": self.max_failures, "output_dir": self.output_dir, "wandb": dict(self.wandb),
+             "report": self.report.to_dict() if self.report.metrics else None,
+             "claims": [c.to_dict() for c in self.claims]}
+        return {k: v for k, v in d.items() if v or k not in ("description", "report", "claims")}
 
     @property
     def max_t(self) -> float | None:
@@ -207,17 +158,13 @@ class SearchSpace:
 
 
 # ------------------------------------------------------------------------------ validation
-# The file format as pydantic models: a field's checks sit on the field, a section's on its model;
-# a failure is an ablate.spec.translate.Problem in its own words, made one line (with the field's path) by
-# ablate.schema.check. Checks across sections (conditions, grid vs ranges, claims, base_overrides)
-# run on the built SearchSpace, whose axes they need.
+# The file format as pydantic models: a field's checks sit on the field (bounds as Ge/Gt/Le), a
+# section's on its model; a failure is one line naming the field (ablate.spec.translate.check: a
+# bound in the words of the field's type, a Problem in its own). Checks across sections
+# (conditions, grid vs ranges, claims, base_overrides) run on the built SearchSpace, whose axes
+# they need.
 def _number(v: Any) -> float | int:
-    """A number from YAML; PyYAML reads ``1e-5`` (no dot) as a string, so accept numeric strings."""
-    if isinstance(v, str):
-        try:
-            v = float(v.strip())
-        except ValueError:
-            pass
+    """A number (``1e-5`` is one: ablate.spec.yaml reads YAML 1.2 floats); a bool or string is not."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise Problem(f"got {v!r}; allowed: a number")
     if not math.isfinite(float(v)):
@@ -251,14 +198,6 @@ def _choice(v: Any, allowed: Iterable, loc: tuple = ()) -> Any:
     if v not in tuple(allowed):
         raise Problem(choice_text(v, allowed), loc)
     return v
-
-
-def _within(ok: Callable[[Any], bool], what: str) -> AfterValidator:
-    def check(v: Any) -> Any:
-        if v is not None and not ok(v):
-            raise Problem(f"got {v}; allowed: {what}")
-        return v
-    return AfterValidator(check)
 
 
 def _required(what: str) -> BeforeValidator:
@@ -367,8 +306,13 @@ class ParamSpec(_Section):
             raise Problem("cannot be combined with a log range; allowed: step or log", ("step",))
         return self
 
-    def to_param(self, key: str) -> Param:
-        return Param(key=key, **self.model_dump())
+    def to_dict(self) -> dict:
+        """The entry as written in a file (``log`` only where it is a key of the type)."""
+        return self.model_dump(include={k for k in PARAM_KEYS[self.type]
+                                        if k not in ("step", "log", "when") or getattr(self, k)})
+
+    def active(self, assignment: Mapping[str, Any]) -> bool:
+        return all(assignment.get(k) in vals for k, vals in self.when.items())
 
 
 def _algorithm(v: Any) -> str:
@@ -380,8 +324,8 @@ def _algorithm(v: Any) -> str:
 
 class Search(_Section):
     algorithm: Annotated[str, BeforeValidator(_algorithm)] = "grid"
-    num_samples: Optional[Int] = None
-    seed: Annotated[Int, _within(lambda s: 0 <= s <= MAX_SEED, f"an integer in [0, {MAX_SEED}]")] = 0
+    num_samples: Annotated[Optional[Int], Ge(1), Le(MAX_SAMPLES)] = None
+    seed: Annotated[Int, Ge(0), Le(MAX_SEED)] = 0
 
     @model_validator(mode="after")
     def _samples(self) -> "Search":
@@ -392,8 +336,6 @@ class Search(_Section):
         if algo != "grid" and n is None:
             raise Problem(f"required for algorithm {algo}; allowed: an integer in [1, {MAX_SAMPLES}] "
                           "(configurations to sample; each runs once per seed)", loc)
-        if n is not None and not 1 <= n <= MAX_SAMPLES:
-            raise Problem(f"got {n}; allowed: an integer in [1, {MAX_SAMPLES}]", loc)
         return self
 
 
@@ -406,8 +348,8 @@ class Scheduler(_Section):
     time_attr: Annotated[str, OneOf(TIME_ATTRS)] = "step"
     max_t: Optional[Number] = None
     grace_period: Number = 1
-    reduction_factor: Annotated[Number, _within(lambda x: x > 1, "a number > 1")] = 2
-    brackets: Annotated[Int, _within(lambda x: x >= 1, "an integer >= 1")] = 1
+    reduction_factor: Annotated[Number, Gt(1)] = 2
+    brackets: Annotated[Int, Ge(1)] = 1
 
     @model_validator(mode="after")
     def _rungs(self) -> "Scheduler":
@@ -424,9 +366,9 @@ class Scheduler(_Section):
 
 
 class Resources(_Section):
-    cpu: Annotated[Number, _within(lambda x: 0 < x <= 4096, "a number in (0, 4096]")] = 1
-    gpu: Annotated[Number, _within(lambda x: 0 <= x <= 1024, "a number in [0, 1024]")] = 0
-    workers: Annotated[Int, _within(lambda x: 1 <= x <= 1024, "an integer in [1, 1024]")] = 1
+    cpu: Annotated[Number, Gt(0), Le(4096)] = 1
+    gpu: Annotated[Number, Ge(0), Le(1024)] = 0
+    workers: Annotated[Int, Ge(1), Le(1024)] = 1
 
 
 class Wandb(_Section):
@@ -435,31 +377,24 @@ class Wandb(_Section):
     entity: Any = None
 
 
-SEED_RANGE_KEYS = ("min", "max", "batch")
-
-
-def _seed_range(v: Mapping) -> dict[str, int]:
+class SeedRange(_Section):
     """``seeds: {min: 3, max: 20, batch: 1}``: sequential seeds 0..max-1, looked at from min on."""
-    for k in v:
-        if k not in SEED_RANGE_KEYS:
-            raise Problem("key: " + choice_text(k, SEED_RANGE_KEYS))
-    out = {}
-    for k, default in (("min", None), ("max", None), ("batch", 1)):
-        x = v.get(k, default)
-        if x is None:
-            raise Problem("missing (sequential seeds need min and max, e.g. {min: 3, max: 20})", (k,))
-        if isinstance(x, bool) or not isinstance(x, int):
-            raise Problem(f"expected an integer, got {x!r}", (k,))
-        out[k] = x
-    if not 2 <= out["min"] <= out["max"] or out["batch"] < 1:
-        raise Problem(f"need 2 <= min <= max and batch >= 1, got {dict(v)}")
-    return out
+
+    min: Int
+    max: Annotated[Int, Le(MAX_SEEDS)]
+    batch: Int = 1
+
+    @model_validator(mode="after")
+    def _order(self) -> "SeedRange":
+        if not 2 <= self.min <= self.max or self.batch < 1:
+            raise Problem(f"got {self.model_dump()}; allowed: 2 <= min <= max and batch >= 1")
+        return self
 
 
 def _seeds(v: Any) -> list[int] | dict[str, int]:
     """Replicate seeds: a list, n (= 0..n-1), or a sequential range {min, max, batch}."""
     if isinstance(v, Mapping):
-        return _seed_range(v)
+        return check(SeedRange, v, prefix="seeds.").model_dump()
     if isinstance(v, int) and not isinstance(v, bool):
         if not 1 <= v <= MAX_SEEDS:
             raise Problem(f"got {v}; allowed: an integer n in [1, {MAX_SEEDS}] (= seeds 0..n-1) or a "
@@ -558,8 +493,8 @@ class SpaceFile(_Section):
     search: Search = Field(default_factory=Search)
     scheduler: Optional[Scheduler] = None
     resources: Resources = Field(default_factory=Resources)
-    max_concurrent: Annotated[Optional[Int], _within(lambda x: x >= 1, "an integer >= 1, or null")] = None
-    max_failures: Annotated[Int, _within(lambda x: x >= 0, "an integer >= 0")] = 2
+    max_concurrent: Annotated[Optional[Int], Ge(1)] = None
+    max_failures: Annotated[Int, Ge(0)] = 2
     output_dir: Annotated[str, BeforeValidator(_output_dir)] = "runs"
     wandb: Wandb = Field(default_factory=Wandb)
     report: Annotated[ReportSpec, BeforeValidator(parse_report)] = REQUIRED
@@ -571,7 +506,7 @@ class SpaceFile(_Section):
         return SearchSpace(
             name=self.name, metric=self.metric, mode=self.mode, description=self.description,
             trainable=self.trainable, base_overrides=self.base_overrides, slots=self.slots,
-            methods=self.methods, params={k: p.to_param(k) for k, p in self.params.items()},
+            methods=self.methods, params=self.params,
             seeds=list(range(rng["min"])) if rng else list(self.seeds), seed_range=rng,
             algorithm=self.search.algorithm, num_samples=self.search.num_samples,
             search_seed=self.search.seed, scheduler=sched, max_concurrent=self.max_concurrent,
@@ -591,17 +526,16 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
 
     check_interpolations(data, "search space")  # no ${oc.env:...}: a shared file is data
     space = check(SpaceFile, data, name="search space").to_space(source)
-    _check_conditions(space)
+    axes = _check_conditions(space)
     _check_grid(space)
-    axes = {a: opts for a, opts in space.categorical_axes()}
-    axes.update({k: list(p.values or []) for k, p in space.params.items() if p.type == "choice"})
     space.claims = parse_claims(data.get("claims"), axes)
     _check_base_overrides(space)
     return space
 
 
-def _check_conditions(space: SearchSpace) -> None:
-    """``when`` conditions name categorical axes declared before the parameter."""
+def _check_conditions(space: SearchSpace) -> dict[str, list]:
+    """``when`` conditions name categorical axes declared before the parameter; returns every
+    categorical axis (config groups, then choice params) with its options."""
     seen: dict[str, list] = {a: opts for a, opts in space.categorical_axes()}
     for key, p in space.params.items():
         for axis, vals in p.when.items():
@@ -612,6 +546,7 @@ def _check_conditions(space: SearchSpace) -> None:
                     raise choice_error(f"params.{key}.when.{axis}", v, seen[axis])
         if p.type == "choice":
             seen[key] = list(p.values or [])
+    return seen
 
 
 def _check_grid(space: SearchSpace) -> None:
@@ -663,11 +598,9 @@ def load_search_space(path: str | Path, *, extra_overrides: Iterable[str] = (),
 # ------------------------------------------------------------------------------- expansion
 def fmt_value(v: Any) -> str:
     """A value as text for combo keys (short, stable)."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
     if isinstance(v, float):
         return format(v, ".6g")
-    return "null" if v is None else str(v)
+    return hydra_value(v) if v is None or isinstance(v, bool) else str(v)
 
 
 def hydra_value(v: Any) -> str:
@@ -707,16 +640,6 @@ def combo_key(assignment: Mapping[str, Any]) -> str:
     return ",".join(shown) or "base"
 
 
-def categorical_key(assignment: Mapping[str, Any]) -> str:
-    """Only the config-group choices (method + slots): the W&B job_type of a trial."""
-    sub = {k: v for k, v in assignment.items() if k == "method" or k in GROUPS}
-    return combo_key(sub)
-
-
-def spec_key(assignment: Mapping[str, Any], seed: int) -> str:
-    return run_key(combo_key(assignment), seed)
-
-
 def _ordered(space: SearchSpace, assignment: Mapping[str, Any]) -> dict:
     """Assignment in canonical order (categorical axes, then params as declared)."""
     out = {a: assignment[a] for a, _ in space.categorical_axes() if a in assignment}
@@ -738,17 +661,13 @@ def grid_assignments(space: SearchSpace) -> list[dict]:
             else:
                 nxt.append(c)
         combos = nxt
-    seen: set[str] = set()
-    out = []
+    first: dict[str, dict] = {}  # values equal to 6 digits share a combo key
     for c in combos:
-        k = combo_key(c)
-        if k not in seen:
-            seen.add(k)
-            out.append(_ordered(space, c))
-    return out
+        first.setdefault(combo_key(c), _ordered(space, c))
+    return list(first.values())
 
 
-def tune_domain(p: Param):
+def tune_domain(p: ParamSpec):
     """The Ray Tune search domain of a param (tune.choice / uniform / loguniform / q* / randint)."""
     from ray import tune
 
@@ -774,9 +693,10 @@ def random_assignments(space: SearchSpace) -> list[dict]:
     by ``search.seed``), drawn up front so each (draw, seed) is a planned trial with a stable key;
     a conditional param is kept only where its ``when`` holds."""
     import numpy as np
+    from ray import tune
     from ray.tune.search.variant_generator import generate_variants
 
-    spec: dict[str, Any] = {axis: _tune_choice(opts) for axis, opts in space.categorical_axes()}
+    spec: dict[str, Any] = {axis: tune.choice(opts) for axis, opts in space.categorical_axes()}
     spec.update({key: tune_domain(p) for key, p in space.params.items()})
     rs = np.random.RandomState(space.search_seed)
     out = []
@@ -791,12 +711,6 @@ def random_assignments(space: SearchSpace) -> list[dict]:
     return out
 
 
-def _tune_choice(opts: list):
-    from ray import tune
-
-    return tune.choice(list(opts))
-
-
 def plan_trials(space: SearchSpace) -> list[dict] | None:
     """The trial specs of grid/random searches ({key, combo, assign, seed}); None for Optuna.
 
@@ -809,44 +723,42 @@ def plan_trials(space: SearchSpace) -> list[dict] | None:
     seen: set[str] = set()
     for seed in space.seeds:
         for i, a in enumerate(assigns):
-            key = spec_key(a, seed)
+            combo = combo_key(a)
+            key = run_key(combo, seed)
             if key in seen:  # random draws can repeat a categorical-only combination
                 key = f"{key}#{i}"
             seen.add(key)
-            specs.append({"key": key, "combo": combo_key(a), "assign": a, "seed": seed})
+            specs.append({"key": key, "combo": combo, "assign": a, "seed": seed})
     return specs
 
 
 class OptunaSpace:
     """Define-by-run space for OptunaSearch: categorical axes, then params (conditional via when).
 
-    A module-level class holding plain data, so Tune can pickle it into its searcher state.
+    A module-level class holding plain data (the validated param models), so Tune can pickle it
+    into its searcher state.
     """
 
     def __init__(self, space: SearchSpace):
         self.categorical = space.categorical_axes()
-        self.params = [(k, p.to_dict()) for k, p in space.params.items()]
+        self.params = list(space.params.items())
 
     def __call__(self, trial) -> dict:
         chosen: dict[str, Any] = {}
         inactive: dict[str, Any] = {}
         for axis, opts in self.categorical:
             chosen[axis] = trial.suggest_categorical(axis, opts)
-        for key, spec in self.params:
-            when = spec.get("when") or {}
-            if not all(chosen.get(a) in vals for a, vals in when.items()):
+        for key, p in self.params:
+            if not p.active(chosen):
                 inactive[key] = None  # present (as None) so every trial has every column
-                continue
-            t = spec["type"]
-            if t == "choice":
-                chosen[key] = trial.suggest_categorical(key, spec["values"])
-            elif t == "int":
-                chosen[key] = trial.suggest_int(key, int(spec["low"]), int(spec["high"]),
-                                                step=int(spec.get("step") or 1),
-                                                log=bool(spec.get("log", False)))
+            elif p.type == "choice":
+                chosen[key] = trial.suggest_categorical(key, p.values)
+            elif p.type == "int":
+                chosen[key] = trial.suggest_int(key, int(p.low), int(p.high), step=int(p.step or 1),
+                                                log=p.log)
             else:
-                chosen[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]),
-                                                  log=t == "loguniform", step=spec.get("step"))
+                chosen[key] = trial.suggest_float(key, float(p.low), float(p.high), log=p.log,
+                                                  step=p.step)
         return inactive
 
 

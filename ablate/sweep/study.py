@@ -68,11 +68,12 @@ def make_linked_search(*, storage, study_name: str, sweep_dir: Path, **kwargs):
 
 def _outcome_links(sweep_dir: Path, trial_id: str) -> dict[str, Any]:
     """W&B ids and run dirs of the seeds a trial ran: the run store (a run dir exists from its
-    start; its record, ablate.sweep.trial.ablate.tracking.trials.run_record, once it ended)."""
+    start; its record, ablate.tracking.trials.run_record, once it ended; a run the scheduler
+    stopped has its W&B id only in its summary)."""
+    from ablate.tracking.run_store import read_summary
     from ablate.tracking.trials import run_record
 
-    d = Path(sweep_dir) / "trials" / trial_id
-    dirs = [p for p in sorted(d.glob("seed_*")) if p.is_dir()]
+    dirs = [p for p in sorted((Path(sweep_dir) / "trials" / trial_id).glob("seed_*")) if p.is_dir()]
     if not dirs:
         return {}
     runs = [run_record(p) for p in dirs]
@@ -81,15 +82,8 @@ def _outcome_links(sweep_dir: Path, trial_id: str) -> dict[str, Any]:
     ended = all(runs) and len(runs) == len(seeds or runs) and statuses <= {"finished", "failed"}
     status = ("failed" if "failed" in statuses else "finished") if ended else (
         "stopped" if "stopped" in statuses else "running")
-    ids = [r.get("wandb_run_id") or _summary_wandb_id(p) for r, p in zip(runs, dirs)]
+    wandb = [read_summary(p).get("wandb") for p in dirs]
+    ids = [r.get("wandb_run_id") or (wb.get("run_id") if isinstance(wb, dict) else None)
+           for r, wb in zip(runs, wandb)]
     return {"wandb_run_ids": [i for i in ids if i],
-            "seed_run_dirs": [str(p.relative_to(sweep_dir)) for p in dirs],
-            "status": status}
-
-
-def _summary_wandb_id(run_dir: Path) -> Optional[str]:
-    """A run stopped by the scheduler has no W&B id in its record: its run store's summary."""
-    from ablate.tracking.run_store import read_summary
-
-    wb = read_summary(run_dir).get("wandb") or {}
-    return wb.get("run_id") if isinstance(wb, dict) else None
+            "seed_run_dirs": [str(p.relative_to(sweep_dir)) for p in dirs], "status": status}

@@ -12,6 +12,11 @@ mode (tests and CI set it to ``offline`` or ``disabled``).
 return a few milliseconds before wandb-core has written the last records, and a reader or
 ``wandb sync`` started right away would see a truncated run.
 
+A sweep shares one W&B service (wandb-core) among its trials (``shared_service``: ``wandb.setup()``
+in the driver before it starts the local Ray, whose workers inherit the service's address), instead
+of one service started and stopped per trial; a trial's ``wandb.teardown()`` then only closes its
+connection, and the driver's teardown at the end of the sweep waits for every run's data.
+
 Charts: ``train/step`` is declared the step metric of ``train/*``, ``eval/*`` and ``perf/*`` and is
 added to every ``log`` call, so eval points logged at the same step as training points line up.
 """
@@ -24,7 +29,8 @@ import netrc
 import os
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 from urllib.parse import urlparse
 
 from ablate.errors import choice_error
@@ -37,6 +43,7 @@ MODES = ("offline", "online", "disabled", "auto")
 STEP_METRIC = "train/step"
 METRIC_PREFIXES = ("train", "eval", "perf")
 MAX_TAG_LEN = 64  # W&B rejects longer tags
+SERVICE_ENV = "WANDB_SERVICE"  # a running wandb-core's address (W&B docs: `wandb beta core`)
 
 
 def api_key_configured() -> bool:
@@ -77,6 +84,36 @@ def resolve_mode(mode: Optional[str], field: str = "tracker.wandb.mode") -> str:
     if os.environ.get("WANDB_DISABLED", "").strip().lower() in ("1", "true", "yes"):
         return "disabled"
     return "online" if api_key_configured() else "offline"
+
+
+@contextmanager
+def shared_service(mode: str) -> Iterator[bool]:
+    """One W&B service for this process and the processes it starts inside the block (a sweep's
+    local Ray and its trial workers): W&B's public ``wandb.setup()``, which puts the service's
+    address in ``os.environ`` for child processes, and ``wandb.teardown()`` at the end, which waits
+    until the service has written every run. Yields whether a service is shared; never fatal
+    (without it each trial starts its own service, as ``ablate train`` does). A service this
+    process already has (``WANDB_SERVICE``: the user's ``wandb beta core start``, or a notebook's
+    own W&B session) is used as it is and left running: tearing it down would end their runs."""
+    if mode == "disabled" or os.environ.get(SERVICE_ENV):
+        yield bool(mode != "disabled" and os.environ.get(SERVICE_ENV))
+        return
+    try:
+        import wandb
+
+        wandb.setup()
+    except Exception as e:  # noqa: BLE001 - W&B must never stop a sweep
+        log.warning("wandb.setup failed (%s: %s); every trial starts its own W&B service",
+                    type(e).__name__, e)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        try:
+            wandb.teardown()
+        except Exception as e:  # noqa: BLE001
+            log.warning("wandb.teardown failed: %s: %s", type(e).__name__, e)
 
 
 def clean_tags(tags: Iterable[Any]) -> list[str]:
