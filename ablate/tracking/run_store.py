@@ -85,7 +85,6 @@ class RunStore:
         (self.run_dir / "metrics.jsonl").touch()  # exists from the start; a stream's file is
         self._files: dict[str, IO[str]] = {}      # opened on its first write (none held before)
         self._summary: dict[str, Any] = {}
-        self.closed = False
 
     # ------------------------------------------------------------------------------ resuming
     def position(self) -> dict[str, Any]:
@@ -204,10 +203,7 @@ class RunStore:
         return out
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        for f in self._files.values():
+        for f in self._files.values():  # closing a closed file again is a no-op
             try:
                 f.close()
             except OSError:

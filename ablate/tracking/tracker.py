@@ -33,8 +33,7 @@ class Tracker:
         self.store = store
         self.wandb = wandb
         self.info = dict(info or {})
-        self.finished = False
-        self.final_summary: Optional[dict] = None
+        self.final_summary: Optional[dict] = None  # set by the first finish()
 
     # ------------------------------------------------------------------------------ logging
     def log(self, metrics: Mapping[str, float], step: int) -> None:
@@ -58,8 +57,8 @@ class Tracker:
                error: Optional[str | BaseException] = None) -> dict:
         """Close W&B (exit code 0 when finished, else 1) and write the final summary.json.
         Idempotent: a second call returns the first call's summary."""
-        if self.finished:
-            return dict(self.final_summary or {})
+        if self.final_summary is not None:
+            return dict(self.final_summary)
         if self.wandb is not None:
             self.wandb.finish(exit_code=0 if status == "finished" else 1, summary={"status": status})
         fields = dict(self.info)
@@ -69,20 +68,14 @@ class Tracker:
                 fields["wandb"] = {**fields["wandb"], **{kk: vv for kk, vv in v.items() if vv is not None}}
             else:
                 fields[k] = v
-        out = self.store.finish(status, fields, error=error)
-        self.finished = True
-        self.final_summary = out
-        return dict(out)
+        self.final_summary = self.store.finish(status, fields, error=error)
+        return dict(self.final_summary)
 
     def __enter__(self) -> "Tracker":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if not self.finished:
-            if exc is None:
-                self.finish("finished")
-            else:
-                self.finish("failed", error=exc)
+        self.finish("finished" if exc is None else "failed", error=exc)  # no-op once finished
 
     def position(self) -> dict:
         """The run store's position, for a trial checkpoint (see ``RunStore.position``)."""
@@ -93,10 +86,6 @@ class Tracker:
         w = self.wandb
         return {"run_id": self.wandb_run_id, "dir": self.wandb_dir, "mode": self.wandb_mode,
                 "error": None if w is None else w.error}
-
-    @property
-    def run_dir(self) -> Path:
-        return self.store.run_dir
 
     @property
     def wandb_run_id(self) -> Optional[str]:
