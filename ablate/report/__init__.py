@@ -2,13 +2,13 @@
 report.md, a self-contained report.html and figures/*.png (ablate.tracking.sweep_reader → stats/effects →
 plots → ablate.render)."""
 
-__all__ = ["build_document", "generate_report", "main"]
+__all__ = ["generate_report", "main"]
 
 
 def __getattr__(name: str):
-    """``build_document`` / ``generate_report`` are imported on first use, so that importing one
-    report module (aggregate, effects) does not pull in the builder's plotting (matplotlib)."""
-    if name in ("build_document", "generate_report"):
+    """``generate_report`` is imported on first use, so that importing one report module
+    (aggregate, effects) does not pull in the builder's plotting (matplotlib)."""
+    if name == "generate_report":
         from . import build
 
         return getattr(build, name)
@@ -19,6 +19,7 @@ def main(argv=None) -> int:
     """``python -m ablate.report <sweep_dir> [--out DIR] [--presets methods.json]``."""
     import argparse
     import json
+    from pathlib import Path
 
     ap = argparse.ArgumentParser(prog="ablate report", description="Write a comparison report for a sweep.")
     ap.add_argument("sweep_dir")
@@ -26,10 +27,7 @@ def main(argv=None) -> int:
     ap.add_argument("--presets", default=None, help="JSON file from `ablate methods --json` for method labels")
     ap.add_argument("--metric", action="append", default=[], help="also analyse this logged metric (repeatable)")
     args = ap.parse_args(argv)
-    presets = None
-    if args.presets:
-        with open(args.presets, encoding="utf-8") as f:
-            presets = json.load(f)
+    presets = json.loads(Path(args.presets).read_text(encoding="utf-8")) if args.presets else None
     from ablate.tracking.sweep_reader import SweepFormatError
 
     from .build import generate_report

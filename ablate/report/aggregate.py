@@ -17,7 +17,7 @@ import pandas as pd
 
 from ablate.render import value_text, is_missing
 from ablate.spec.groups import UPGE_SLOTS
-from ablate.stats import (Comparison, Interval, adjust_p, compare, location_ci, mean_ci, paired_t,
+from ablate.stats import (CellModel, Comparison, Interval, adjust_p, compare, location_ci, mean_ci, paired_t,
                           probability_of_improvement)
 from ablate.tracking.sweep_reader import Sweep
 
@@ -91,31 +91,27 @@ def varying(sweep: Sweep) -> tuple[list[str], list[str]]:
     return vs, vp
 
 
+def factor_columns(slots: list[str], params: list[str]) -> list[tuple[str, str]]:
+    """(name, trials column) of the given slots, then the given params."""
+    return [(s, "slot." + s) for s in slots] + [(p, "param." + p) for p in params]
+
+
 def fixed_settings(sweep: Sweep) -> dict[str, str]:
     """Slots and params constant over the sweep (shown once in the header); a conditional
     parameter that is set in only some trials is marked '(when set)'."""
     vs, vp = varying(sweep)
-    out = {}
-    t = sweep.trials
-    if t.empty:
-        return out
-    for kind, names, skip in (("slot.", sweep.slot_names, vs), ("param.", sweep.param_names, vp)):
-        for n in names:
-            if n in skip:
-                continue
-            vals = [v for v in t[kind + n].tolist() if not is_missing(v)]
-            if not vals:
-                continue
+    t, out = sweep.trials, {}
+    for n, col in factor_columns([s for s in sweep.slot_names if s not in vs],
+                                 [p for p in sweep.param_names if p not in vp]):
+        vals = [v for v in t[col].tolist() if not is_missing(v)]
+        if vals:
             out[n] = value_text(vals[0]) + ("" if len(vals) == len(t) else " (when set)")
     return out
 
 
-def trial_desc(sweep: Sweep, row) -> str:
-    """The varying slots/params of one trial row, like a combination's description."""
-    vs, vp = varying(sweep)
-    parts = [f"{s}={value_text(row.get('slot.' + s))}" for s in vs if not is_missing(row.get("slot." + s))]
-    parts += [f"{p}={value_text(row.get('param.' + p))}" for p in vp if not is_missing(row.get("param." + p))]
-    return ", ".join(parts)
+def trial_desc(row, cols: list[tuple[str, str]]) -> str:
+    """A trial row's values of the varying factors ``cols`` (``factor_columns``): 'mask=none, ...'."""
+    return ", ".join(f"{n}={value_text(row.get(c))}" for n, c in cols if not is_missing(row.get(c)))
 
 
 def normalise_presets(presets) -> list[dict]:
@@ -145,9 +141,7 @@ def method_label(slots: dict, presets: list[dict], method: str | None = None) ->
     when only the four UPGE slots match; falls back to the runner's method name when no catalog."""
     exact, approx = [], []
     for p in presets:
-        if not all(s in p for s in UPGE_SLOTS):
-            continue
-        if any(str(p[s]) != str(slots.get(s)) for s in UPGE_SLOTS):
+        if not all(s in p and str(p[s]) == str(slots.get(s)) for s in UPGE_SLOTS):
             continue
         agg = p.get("aggregation")
         if agg is None or "aggregation" not in slots or str(agg) == str(slots.get("aggregation")):
@@ -170,9 +164,7 @@ def _better_sign(mode: str) -> float:
 def build_combos(sweep: Sweep, presets: list[dict]) -> list[Combo]:
     """Leaderboard rows (combinations with ≥1 full-budget trial) sorted best first, ids C01…"""
     t = sweep.trials
-    if t.empty:
-        return []
-    vs, vp = varying(sweep)
+    cols = factor_columns(*varying(sweep))
     target = sweep.target_col
     t = t.sort_values(["seed", "trial_id"], kind="mergesort")  # once: groups keep this order
     fb_mask = t["full_budget"] & np.isfinite(t[target].astype(float))
@@ -184,37 +176,18 @@ def build_combos(sweep: Sweep, presets: list[dict]) -> list[Combo]:
         first = g.iloc[0]
         slots = {s: first.get("slot." + s) for s in sweep.slot_names}
         params = {p: first.get("param." + p) for p in sweep.param_names}
-        parts = [f"{s}={value_text(slots[s])}" for s in vs if not is_missing(slots[s])] + [
-            f"{p}={value_text(params[p])}" for p in vp if not is_missing(params[p])
-        ]
         methods = sorted({str(m) for m in g["method"].dropna()}) if "method" in g else []
         label = method_label(slots, presets, methods[0] if len(methods) == 1 else None)
         vals = fb[target].to_numpy(dtype=float)
-        pk = {
-            k: mean_ci(fb[f"final.eval/pass@{k}"])
-            for k in sweep.pass_ks
-            if f"final.eval/pass@{k}" in fb
-        }
+        pk = {k: mean_ci(fb[f"final.eval/pass@{k}"]) for k in sweep.pass_ks if f"final.eval/pass@{k}" in fb}
         extras = {name: float(np.nanmean(fb[col])) if fb[col].notna().any() else float("nan")
                   for name, col in EXTRA_COLS.items() if col in fb}
-        combos.append(
-            Combo(
-                cid="",
-                key=str(key),
-                slots=slots,
-                params=params,
-                desc=", ".join(parts) if parts else "(single combination)",
-                label=label,
-                trial_ids=fb["trial_id"].tolist(),
-                seeds=fb["seed"].tolist(),
-                values=vals,
-                target=mean_ci(vals),
-                pass_k=pk,
-                extras=extras,
-                n_stopped=int((g["status"] == "early_stopped").sum()),
-                n_failed=int((g["status"] == "failed").sum()),
-            )
-        )
+        combos.append(Combo(
+            cid="", key=str(key), slots=slots, params=params,
+            desc=trial_desc(first, cols) or "(single combination)", label=label,
+            trial_ids=fb["trial_id"].tolist(), seeds=fb["seed"].tolist(), values=vals,
+            target=mean_ci(vals), pass_k=pk, extras=extras,
+            n_stopped=int((g["status"] == "early_stopped").sum()), n_failed=int((g["status"] == "failed").sum())))
     sign = _better_sign(sweep.mode)
     combos.sort(key=lambda c: (-sign * c.target.point, c.key))
     width = max(2, len(str(len(combos))))
@@ -223,17 +196,9 @@ def build_combos(sweep: Sweep, presets: list[dict]) -> list[Combo]:
     return combos
 
 
-def combos_without_full_budget(sweep: Sweep, combos: list[Combo]) -> list[str]:
-    have = {c.key for c in combos}
-    return sorted(set(sweep.trials["combo"]) - have) if not sweep.trials.empty else []
-
-
 def task_key(sweep: Sweep) -> str | None:
     _, vp = varying(sweep)
-    for k in TASK_KEYS:
-        if k in vp:
-            return k
-    return None
+    return next((k for k in TASK_KEYS if k in vp), None)
 
 
 def build_units(sweep: Sweep, combos: list[Combo]) -> tuple[list[Unit], str | None]:
@@ -253,16 +218,12 @@ def build_units(sweep: Sweep, combos: list[Combo]) -> tuple[list[Unit], str | No
         tasks = sorted({str(c.params.get(tk)) for c in combos})
         for gkey in sorted(groups):
             cs = groups[gkey]
-            strata = {task: np.array([]) for task in tasks}
-            seeds: dict = {task: [] for task in tasks}
-            for c in cs:
-                k = str(c.params.get(tk))
-                strata[k] = np.concatenate([strata[k], c.values])
-                seeds[k] += list(c.seeds)
-            if any(v.size == 0 for v in strata.values()):
+            by_task = {task: [c for c in cs if str(c.params.get(tk)) == task] for task in tasks}
+            if not all(by_task.values()):
                 continue  # not evaluated on every task: not comparable
-            desc = cs[0].desc.replace(f"{tk}={value_text(cs[0].params.get(tk))}", "").strip(", ")
-            desc = ", ".join(x for x in (p.strip() for p in desc.split(",")) if x) or "(all)"
+            strata = {task: np.concatenate([c.values for c in g]) for task, g in by_task.items()}
+            seeds = {task: [s for c in g for s in c.seeds] for task, g in by_task.items()}
+            desc = ", ".join(x for x in cs[0].desc.split(", ") if not x.startswith(tk + "=")) or "(all)"
             units.append(_unit("", desc, strata, seeds, [c.cid for c in cs]))
         units.sort(key=lambda u: (-sign * u.mean.point, u.desc))
         for i, u in enumerate(units, 1):
@@ -278,10 +239,6 @@ def _unit(uid: str, desc: str, strata: dict, seeds: dict, combo_ids: list[str]) 
                 median=location_ci(flat, "median"), combo_ids=combo_ids, seeds=seeds)
 
 
-def _oriented(values: np.ndarray, mode: str) -> np.ndarray:
-    return values if mode == "max" else -values
-
-
 def _per_seed(u: Unit) -> dict:
     """Seed → the unit's mean over tasks at that seed (seeds present on every task only)."""
     by: dict = {}
@@ -292,12 +249,10 @@ def _per_seed(u: Unit) -> dict:
             if len(d) == len(u.strata)}
 
 
-def compare_units(a: Unit, b: Unit, detail: bool = True,
-                  per_seed: tuple[dict, dict] | None = None) -> Comparison:
+def compare_units(a: Unit, b: Unit, pa: dict, pb: dict, detail: bool = True) -> Comparison:
     """a − b: paired t over the seeds both units ran (same seed = same warm start and sampling
-    streams), Welch t over all runs when fewer than 2 seeds are shared. ``per_seed``: the two
-    units' ``_per_seed`` when the caller already has them."""
-    pa, pb = per_seed if per_seed is not None else (_per_seed(a), _per_seed(b))
+    streams), Welch t over all runs when fewer than 2 seeds are shared. ``pa``, ``pb``: the two
+    units' ``_per_seed``."""
     shared = sorted(set(pa) & set(pb), key=str)
     if len(shared) >= 2:
         return compare([pa[s] for s in shared], [pb[s] for s in shared], paired=True, detail=detail)
@@ -308,9 +263,9 @@ def compare_units(a: Unit, b: Unit, detail: bool = True,
 
 def poi(a: Unit, b: Unit, mode: str) -> float:
     """P(a better than b) over pairs of runs, averaged over tasks (descriptive)."""
-    tasks = sorted(set(a.strata) & set(b.strata))
-    vals = [probability_of_improvement(_oriented(np.asarray(a.strata[k], float), mode),
-                                       _oriented(np.asarray(b.strata[k], float), mode)) for k in tasks]
+    sign = _better_sign(mode)
+    vals = [probability_of_improvement(sign * np.asarray(a.strata[k], float), sign * np.asarray(b.strata[k], float))
+            for k in sorted(set(a.strata) & set(b.strata))]
     return float(np.mean(vals)) if vals else float("nan")
 
 
@@ -324,7 +279,7 @@ def top_comparisons(units: list[Unit], mode: str, top: int = 5) -> list[UnitComp
     out = []
     for (i, j), q in zip(pairs, adj):
         if i < top and j < top:
-            full = compare_units(units[i], units[j], per_seed=(per_seed[i], per_seed[j])).adjusted(q)
+            full = compare_units(units[i], units[j], per_seed[i], per_seed[j]).adjusted(q)
             out.append(UnitComparison(units[i].uid, units[j].uid, full, poi(units[i], units[j], mode),
                                       len(pairs)))
     return out
@@ -337,15 +292,15 @@ def _pair_p_values(units: list[Unit], per_seed: list[dict], pairs: list) -> np.n
     batches: dict[int, tuple[list, list]] = {}
     for k, (i, j) in enumerate(pairs):
         pa, pb = per_seed[i], per_seed[j]
-        shared = sorted(set(pa) & set(pb), key=str)
-        d = np.array([pa[s] for s in shared], float) - np.array([pb[s] for s in shared], float)
-        d = d[np.isfinite(d)] if len(shared) >= 2 else d
-        if len(shared) >= 2 and d.size >= 2:
+        d = np.array([pa[s] - pb[s] for s in sorted(set(pa) & set(pb), key=str)], float)
+        if d.size < 2:
+            p[k] = compare_units(units[i], units[j], pa, pb, detail=False).p_value
+            continue
+        d = d[np.isfinite(d)]
+        if d.size >= 2:
             rows, idx = batches.setdefault(d.size, ([], []))
             rows.append(d)
             idx.append(k)
-        elif len(shared) < 2:
-            p[k] = compare_units(units[i], units[j], detail=False, per_seed=(pa, pb)).p_value
     for rows, idx in batches.values():
         p[idx] = paired_t(np.stack(rows))["p"]
     return p
@@ -362,11 +317,7 @@ def poi_matrix(units: list[Unit], mode: str, top: int = 6) -> tuple[list[str], n
 
 
 def seed_noise_sd(combos: list[Combo]) -> float:
-    """Pooled within-combination standard deviation of the target over seeds."""
-    num, den = 0.0, 0
-    for c in combos:
-        v = c.values[np.isfinite(c.values)]
-        if v.size >= 2:
-            num += float(((v - v.mean()) ** 2).sum())
-            den += v.size - 1
-    return float(np.sqrt(num / den)) if den else float("nan")
+    """Pooled within-combination standard deviation of the target over seeds: the residual SD of
+    ablate.stats' cell-means model without seed blocks."""
+    y = np.concatenate([c.values for c in combos]) if combos else np.array([])
+    return CellModel(y, [c.key for c in combos for _ in c.values], blocked=False).sigma

@@ -4,6 +4,7 @@ figures/*.png. ``generate_report`` is the entry point (re-exported by ablate.rep
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,27 +18,13 @@ from ablate.render import (Bullets, Code, Details, Heading, Image, Link, Para, P
 from ablate.tracking.sweep_reader import Sweep, load_sweep
 
 from . import plots
-from .aggregate import (
-    Combo,
-    Unit,
-    UnitComparison,
-    build_combos,
-    build_units,
-    combos_without_full_budget,
-    fixed_settings,
-    load_default_presets,
-    normalise_presets,
-    poi_matrix,
-    seed_noise_sd,
-    top_comparisons,
-    trial_desc,
-    varying,
-)
+from .aggregate import (EXTRA_COLS, Combo, Unit, UnitComparison, build_combos, build_units, factor_columns,
+                        fixed_settings, load_default_presets, normalise_presets, poi_matrix, seed_noise_sd,
+                        top_comparisons, trial_desc, varying)
 from .effects import (FactorEffect, Importances, Interaction, adjust_exploratory, importances, interactions,
                       marginal_effects)
-from .findings import fci, findings
-from .metric_stats import available_metrics
-from .sections import metric_blocks
+from .findings import fci, findings, num as _g, pval as _p
+from .metric_stats import available_metrics, metric_blocks
 
 TOP_COMPARE = 5
 TOP_SAMPLES = 3
@@ -56,14 +43,6 @@ def _dur(s: float) -> str:
     return f"{h}h {m:02d}m {sec:02d}s" if h else f"{m}m {sec:02d}s"
 
 
-def _g(x) -> str:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return "n/a"
-    return "n/a" if not np.isfinite(x) else f"{x:.4g}"
-
-
 def _first_line(s, n: int = 160) -> str:
     line = (str(s).strip().splitlines() or [""])[0]
     return line if len(line) <= n else line[: n - 1] + "…"
@@ -72,8 +51,6 @@ def _first_line(s, n: int = 160) -> str:
 def _seed_list(values) -> str:
     vals = sorted({v for v in values if v is not None and v == v}, key=lambda v: (str(type(v)), v))
     return ", ".join(str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in vals) or "none"
-
-
 
 
 @dataclass
@@ -114,7 +91,7 @@ def _analyse(sweep: Sweep, presets: list[dict], metrics) -> _Doc:
 
 def _overview(d: _Doc) -> list:
     sweep, t = d.sweep, d.sweep.trials
-    counts = t["status"].value_counts().to_dict() if not t.empty else {}
+    counts = t["status"].value_counts().to_dict()
     other = sum(v for k, v in counts.items() if k not in ("finished", "failed", "early_stopped"))
     rows = [
         ["Sweep", sweep.name],
@@ -122,18 +99,13 @@ def _overview(d: _Doc) -> list:
         ["Trials", f"{len(t)} total: {counts.get('finished', 0)} finished, {counts.get('failed', 0)} failed, "
                    f"{counts.get('early_stopped', 0)} early-stopped, {other} other (running/pending)"],
         ["Full-budget trials", str(len(sweep.full_budget()))],
-        ["Combinations", f"{t['combo'].nunique() if not t.empty else 0} in total, {len(d.combos)} with full-budget results"],
-        ["Seeds", _seed_list(t["seed"].tolist()) if not t.empty else "none"],
-        ["Total compute time", f"{_dur(float(np.nansum(t['wall_s'])) if not t.empty else float('nan'))} (sum of wall_s)"],
+        ["Combinations", f"{t['combo'].nunique()} in total, {len(d.combos)} with full-budget results"],
+        ["Seeds", _seed_list(t["seed"].tolist())],
+        ["Total compute time", f"{_dur(float(np.nansum(t['wall_s'])))} (sum of wall_s)"],
     ]
-    return [Heading(2, "Overview", "overview"), Table(["field", "value"], rows),
+    return [Table(["field", "value"], rows),
             Para(["How the sweep was set up (search space, versions, fixed settings) is at the "
                   "end: ", Link("Configuration", "#configuration"), "."])]
-
-
-def _findings(d: _Doc) -> list:
-    return [Heading(2, "Findings", "findings"),
-            Bullets(findings(d.sweep, d.combos, d.comps, d.effects, d.inters, d.imp, d.tk))]
 
 
 def _claims(d: _Doc) -> list:
@@ -143,7 +115,7 @@ def _claims(d: _Doc) -> list:
 
 def _leaderboard(d: _Doc) -> list:
     sweep, combos = d.sweep, d.combos
-    blocks: list = [Heading(2, "Leaderboard", "leaderboard"), Para(
+    blocks: list = [Para(
         f"One row per combination of slots and hyperparameters (seeds pooled), best {sweep.metric} first. "
         "Pass@k: mean over seeds with a 95% t interval. The ranking is descriptive: a row is not "
         "tested against the others here (see the pairwise comparisons). Final entropy, reward and response "
@@ -156,29 +128,22 @@ def _leaderboard(d: _Doc) -> list:
                            + "; ".join(looks) + "."))
     if len(combos) > MAX_LEADERBOARD:
         blocks.append(Para(f"Showing the top {MAX_LEADERBOARD} of {len(combos)} combinations."))
-    missing = combos_without_full_budget(sweep, combos)
-    if missing:
-        blocks.append(Para(f"{len(missing)} combination(s) have no full-budget result (failed, stopped or still running) and are not ranked."))
+    n_missing = sweep.trials["combo"].nunique() - len(combos)
+    if n_missing:
+        blocks.append(Para(f"{n_missing} combination(s) have no full-budget result (failed, stopped or still running) and are not ranked."))
     d.figure(blocks, "leaderboard.png", plots.leaderboard_plot(combos, sweep.metric), "Leaderboard forest plot")
     return blocks
 
 
 def _curves(d: _Doc) -> list:
     sweep, combos = d.sweep, d.combos
-    blocks: list = [Heading(2, "Curves", "curves")]
-    if combos:
-        n = min(plots.TOP_CURVES, len(combos))
-        blocks.append(Para(f"Top {n} combinations by {sweep.metric}; lines are means over seeds, bands ±1 standard error."))
+    blocks: list = [Para(f"Top {min(plots.TOP_CURVES, len(combos))} combinations by {sweep.metric}; lines are "
+                         "means over seeds, bands ±1 standard error.")] if combos else []
     d.figure(blocks, "curves.png", plots.curves_plot(sweep, combos), "Training curves")
     d.figure(blocks, "pass_at_k.png", plots.passk_plot(combos, sweep.pass_ks), "Pass@k vs k")
     if not combos or sweep.metrics.empty:
         blocks.append(Para("No logged metrics to plot."))
     return blocks
-
-
-def _slot_effects(d: _Doc) -> list:
-    return ([Heading(2, "Slot effects", "slot-effects")] + _marginal_means(d) + _interactions(d)
-            + _importances(d))
 
 
 def _marginal_means(d: _Doc) -> list:
@@ -269,8 +234,8 @@ def _importances(d: _Doc) -> list:
         ))
         fan, ped = imp.fanova or {}, imp.ped_anova or {}
         floor = {e.name: e.p_adjusted for e in d.effects}
-        rows = [[Code(n), _g(fan.get(n)) if fan else "n/a", _g(ped.get(n)) if ped else "n/a",
-                 _p(floor.get(n, float("nan")))] for n in sorted(set(fan) | set(ped), key=lambda k: (-fan.get(k, 0.0), k))]
+        rows = [[Code(n), _g(fan.get(n)), _g(ped.get(n)), _p(floor.get(n))]
+                for n in sorted(set(fan) | set(ped), key=lambda k: (-fan.get(k, 0.0), k))]
         blocks.append(Table(["parameter", "fANOVA", "PED-ANOVA", "noise floor: main effect p (BH)"], rows,
                             ["l", "r", "r", "r"]))
         d.figure(blocks, "importances.png", plots.importance_plot(imp), "Parameter importances")
@@ -282,22 +247,21 @@ def _importances(d: _Doc) -> list:
 def _metrics(d: _Doc) -> list:
     wanted = list(dict.fromkeys(report_metrics(d.sweep) + list(d.metrics)))
     have, missing = available_metrics(d.sweep, wanted)
-    return metric_blocks(d.sweep, [m for m in have if m != d.sweep.metric], missing)[0]
+    return metric_blocks(d.sweep, [m for m in have if m != d.sweep.metric], missing)
 
 
 def _robust(d: _Doc) -> list:
     units, tk = d.units, d.tk
-    blocks: list = [Heading(2, "Robust aggregates", "robust")]
     if not units:
-        return blocks + [Para("No full-budget results.")]
+        return [Para("No full-budget results.")]
     strata = f"tasks ({tk})" if tk else "one stratum per combination (its seeds)"
-    blocks.append(Para(
+    blocks: list = [Para(
         "Mean over runs with a 95% t interval; interquartile mean (mean of the middle 50% of runs) "
         "and median with a BCa bootstrap interval only from 20 runs (below that a bootstrap "
         f"interval under-covers, so only the point is shown); strata = {strata}. Probability of "
         "improvement P(X better than Y) is the Mann–Whitney statistic over runs (rliable, Agarwal "
         "et al. 2021), shown as a descriptive point estimate."
-    ))
+    )]
     if max(u.iqm.n for u in units) < 4:
         blocks.append(Para("With fewer than 4 runs per unit the IQM trims nothing and equals the mean."))
     if tk:
@@ -335,13 +299,12 @@ def _pairwise(d: _Doc) -> list:
 
 def _failed(d: _Doc) -> list:
     sweep, t = d.sweep, d.sweep.trials
-    blocks: list = [Heading(2, "Failed and stopped trials", "failed")]
-    cid = {c.key: c.cid for c in d.combos}
-    failed = t[t["status"] == "failed"] if not t.empty else t
-    stopped = t[t["status"] == "early_stopped"] if not t.empty else t
+    blocks: list = []
+    cid, cols = {c.key: c.cid for c in d.combos}, factor_columns(*varying(sweep))
+    failed, stopped = t[t["status"] == "failed"], t[t["status"] == "early_stopped"]
     if len(failed):
         error = {r.Index: str(r.error) if _present(r.error) else "(no error recorded)" for r in failed.itertuples()}
-        rows = [[r.trial_id, _combo_cell(sweep, cid, failed, r), str(r.seed), _g(r.steps_done),
+        rows = [[r.trial_id, _combo_cell(cid, cols, failed, r), str(r.seed), _g(r.steps_done),
                  _first_line(error[r.Index])] for r in failed.itertuples()]
         blocks.append(Table(["trial", "combination", "seed", "steps", "error"], rows, ["l", "l", "r", "r", "l"]))
         details = [b for r in failed.itertuples() for b in (Para([Code(str(r.trial_id))]), Pre(error[r.Index]))]
@@ -350,11 +313,11 @@ def _failed(d: _Doc) -> list:
         blocks.append(Para("No failed trials."))
     if len(stopped):
         blocks.append(Para(f"Early-stopped trials (truncated; excluded from statistics): {len(stopped)}."))
-        rows = [[r.trial_id, _combo_cell(sweep, cid, stopped, r), str(r.seed), _g(r.steps_done),
+        rows = [[r.trial_id, _combo_cell(cid, cols, stopped, r), str(r.seed), _g(r.steps_done),
                  _g(stopped.at[r.Index, sweep.target_col])] for r in stopped.itertuples()]
         blocks.append(Table(["trial", "combination", "seed", "steps", f"last {sweep.metric}"], rows,
                             ["l", "l", "r", "r", "r"]))
-    others = t[~t["status"].isin(["finished", "failed", "early_stopped"])] if not t.empty else t
+    others = t[~t["status"].isin(["finished", "failed", "early_stopped"])]
     if len(others):
         blocks.append(Para(f"Trials neither finished nor failed (running/pending/other): {len(others)}: "
                            + ", ".join(f"{r.trial_id} ({r.status})" for r in others.itertuples()) + "."))
@@ -363,7 +326,7 @@ def _failed(d: _Doc) -> list:
 
 def _methods(d: _Doc) -> list:
     budget = d.sweep.budget
-    return [Heading(2, "How the numbers are computed", "methods"), Bullets([
+    return [Bullets([
         f"Full budget: status finished and steps_done ≥ {_g(budget) if budget is not None else 'the budget'}. "
         "Early-stopped (ASHA) trials enter an Optuna study as COMPLETE with truncated values; they are "
         "excluded from every statistic and importance here.",
@@ -386,60 +349,43 @@ def _methods(d: _Doc) -> list:
 def _configuration(d: _Doc) -> list:
     """How the sweep was set up: search, budget, provenance, fixed settings, the resolved search
     space, loader notes and skipped trials."""
-    sweep = d.sweep
-    meta = sweep.meta
-    out: list = [Heading(2, "Configuration", "configuration")]
-    out.append(Table(["field", "value"], [
+    sweep, meta = d.sweep, d.sweep.meta
+    out: list = [Table(["field", "value"], [
         ["Search algorithm", f"{meta.get('algorithm') or 'n/a'}; scheduler: {meta.get('scheduler') or 'none'}"],
-        ["Budget", f"max_t = {meta.get('max_t', 'n/a')}; full budget taken as "
-                   f"{_g(sweep.budget) if sweep.budget is not None else 'n/a'} steps"],
+        ["Budget", f"max_t = {meta.get('max_t', 'n/a')}; full budget taken as {_g(sweep.budget)} steps"],
         ["Started / finished", f"{meta.get('started') or 'n/a'} / {meta.get('finished') or 'not finished'}"],
         ["ablate version", str(meta.get("ablate_version") or "n/a")],
         ["Git commit", [Code(str(meta.get("git_commit") or "n/a"))]],
         ["Search space file", [Code(str(meta.get("search_space_file") or "n/a"))]],
-    ]))
+    ])]
     fixed = fixed_settings(sweep)
     if fixed:
         out.append(Para(["Fixed across the sweep: "] + _join_codes([f"{k}={v}" for k, v in sorted(fixed.items())]) + ["."]))
-    out.append(Heading(3, "Search space"))
-    out.append(Pre(sweep.search_space_text or "(search_space.yaml missing)", "yaml", raw_output=False))
+    out += [Heading(3, "Search space"),
+            Pre(sweep.search_space_text or "(search_space.yaml missing)", "yaml", raw_output=False)]
     if sweep.warnings:
         out.append(Details(f"Loader notes ({len(sweep.warnings)})", [Bullets(list(sweep.warnings[:50]))]))
     if sweep.skipped:
-        out.append(Heading(3, f"Skipped trials ({len(sweep.skipped)})"))
-        out.append(Para("Trials left out of the statistics (excluded) or read only in part, and why."))
-        out.append(Bullets([skipped_line(s) for s in sweep.skipped[:MAX_SKIPPED]]
-                           + ([f"... and {len(sweep.skipped) - MAX_SKIPPED} more"]
-                              if len(sweep.skipped) > MAX_SKIPPED else [])))
+        more = [f"... and {len(sweep.skipped) - MAX_SKIPPED} more"] if len(sweep.skipped) > MAX_SKIPPED else []
+        out += [Heading(3, f"Skipped trials ({len(sweep.skipped)})"),
+                Para("Trials left out of the statistics (excluded) or read only in part, and why."),
+                Bullets([skipped_line(s) for s in sweep.skipped[:MAX_SKIPPED]] + more)]
     return out
-
-
-def _p(x) -> str:
-    """A p-value with 2 significant digits; n/a when there is no test."""
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return "n/a"
-    return "n/a" if not np.isfinite(x) else (f"{x:.2g}" if x >= 1e-4 else "< 0.0001")
 
 
 def _present(v) -> bool:
     return not is_missing(v) and str(v) != ""
 
 
-def _combo_cell(sweep: Sweep, cid: dict, frame, r) -> str:
+def _combo_cell(cid: dict, cols: list, frame, r) -> str:
     """A ranked combination's id, else the trial's own slot/param description."""
-    if r.combo in cid:
-        return cid[r.combo]
-    return trial_desc(sweep, frame.loc[r.Index]) or str(r.combo)
+    return cid.get(r.combo) or trial_desc(frame.loc[r.Index], cols) or str(r.combo)
 
 
 def _join_codes(items: list[str]) -> list:
     out: list = []
-    for i, s in enumerate(items):
-        if i:
-            out.append(", ")
-        out.append(Code(s))
+    for s in items:
+        out += [", ", Code(s)] if out else [Code(s)]
     return out
 
 
@@ -449,48 +395,24 @@ def _ci2(iv) -> str:
 
 
 def _leaderboard_table(sweep: Sweep, combos: list[Combo]) -> Table:
-    metric = sweep.metric
-    pk_cols = [k for k in sweep.pass_ks]
-    target_is_pk = metric in {f"eval/pass@{k}" for k in pk_cols}
-    header = ["#", "combination"]
-    align = ["l", "l"]
-    if not target_is_pk:
-        header.append(f"{metric} [95% CI]")
-        align.append("r")
-    header += [f"pass@{k} [95% CI]" for k in pk_cols]
-    align += ["r"] * len(pk_cols)
-    extra_names = ["final entropy", "mean grad var", "final reward", "response len", "wall time (s)"]
-    header += extra_names + ["seeds"]
-    align += ["r"] * (len(extra_names) + 1)
-    any_bad = any(c.n_stopped or c.n_failed for c in combos)
-    if any_bad:
-        header.append("stopped / failed")
-        align.append("r")
-    rows = []
-    for c in combos[:MAX_LEADERBOARD]:
-        row = [c.cid + ("¹" if c.label else ""), c.desc]
-        if not target_is_pk:
-            row.append(_ci2(c.target))
-        row += [_ci2(c.pass_k[k]) if k in c.pass_k else "n/a" for k in pk_cols]
-        row += [_g(c.extras.get(n)) for n in extra_names]
-        row.append(str(len(c.values)))
-        if any_bad:
-            row.append(f"{c.n_stopped} / {c.n_failed}")
-        rows.append(row)
-    return Table(header, rows, align, css="leaderboard")
+    """Optional columns (a target that is not a pass@k, stopped / failed counts) repeat 0 or 1 times."""
+    pks = list(sweep.pass_ks)
+    own = int(sweep.metric not in {f"eval/pass@{k}" for k in pks})
+    bad = int(any(c.n_stopped or c.n_failed for c in combos))
+    header = (["#", "combination"] + [f"{sweep.metric} [95% CI]"] * own + [f"pass@{k} [95% CI]" for k in pks]
+              + list(EXTRA_COLS) + ["seeds"] + ["stopped / failed"] * bad)
+    rows = [[c.cid + ("¹" if c.label else ""), c.desc] + [_ci2(c.target)] * own
+            + [_ci2(c.pass_k[k]) if k in c.pass_k else "n/a" for k in pks]
+            + [_g(c.extras.get(n)) for n in EXTRA_COLS] + [str(len(c.values))]
+            + [f"{c.n_stopped} / {c.n_failed}"] * bad for c in combos[:MAX_LEADERBOARD]]
+    return Table(header, rows, ["l", "l"] + ["r"] * (len(header) - 2), css="leaderboard")
 
 
 def _samples(d: _Doc) -> list:
     """Collapsed generations of the top combinations' last logged step."""
-    out: list = [Heading(2, "Sample generations", "samples")]
-    shown = 0
+    out: list = []
     for c in d.combos[:TOP_SAMPLES]:
-        recs, src = [], None
-        for tid in c.trial_ids:
-            recs = d.sweep.samples(tid)
-            if recs:
-                src = tid
-                break
+        recs, src = next(((recs, tid) for tid in c.trial_ids if (recs := d.sweep.samples(tid))), ([], None))
         if not recs:
             continue
         steps = [r.get("step") for r in recs if isinstance(r.get("step"), (int, float))]
@@ -501,14 +423,11 @@ def _samples(d: _Doc) -> list:
             resp = str(r.get("response", ""))
             if len(resp) > MAX_SAMPLE_CHARS:
                 resp = resp[:MAX_SAMPLE_CHARS] + f"… [{len(resp) - MAX_SAMPLE_CHARS} more characters]"
-            inner.append(Para([Strong(f"Sample {i}"), f" — reward {_g(r.get('reward'))}; prompt:"]))
-            inner.append(Pre(str(r.get("prompt", ""))[:MAX_SAMPLE_CHARS]))
-            inner.append(Para("Response:"))
-            inner.append(Pre(resp))
-            shown += 1
+            inner += [Para([Strong(f"Sample {i}"), f" — reward {_g(r.get('reward'))}; prompt:"]),
+                      Pre(str(r.get("prompt", ""))[:MAX_SAMPLE_CHARS]), Para("Response:"), Pre(resp)]
         # collapsed: generations are for looking up, not for scrolling past
         out.append(Details(f"{c.cid} {c.desc}: {len(pick)} sample(s)", inner))
-    if not shown:
+    if not out:
         out.append(Para("No samples.jsonl records for the top combinations."))
     return out
 
@@ -516,17 +435,11 @@ def _samples(d: _Doc) -> list:
 def _trials(d: _Doc) -> list:
     """Every trial with its W&B run id, how to upload offline runs and open the Optuna study."""
     sweep, t = d.sweep, d.sweep.trials
-    if t.empty:
-        return [Heading(2, "Trials and W&B runs", "trials"), Para("No trials.")]
     cid = {c.key: c.cid for c in d.combos}
-    rows = []
-    for r in t.sort_values("trial_id", kind="mergesort").itertuples():
-        rows.append([
-            str(r.trial_id), str(r.status), cid.get(r.combo, "—"), str(r.seed),
-            _g(t.at[r.Index, sweep.target_col]),
-            _g(r.steps_done), _g(r.wall_s), [Code(str(r.wandb_run_id))] if _present(r.wandb_run_id) else "—",
-        ])
-    out: list = [Heading(2, "Trials and W&B runs", "trials"), Details(f"All {len(t)} trials", [Table(
+    rows = [[str(r.trial_id), str(r.status), cid.get(r.combo, "—"), str(r.seed), _g(t.at[r.Index, sweep.target_col]),
+             _g(r.steps_done), _g(r.wall_s), [Code(str(r.wandb_run_id))] if _present(r.wandb_run_id) else "—"]
+            for r in t.sort_values("trial_id", kind="mergesort").itertuples()]
+    out: list = [Details(f"All {len(t)} trials", [Table(
         ["trial", "status", "combination", "seed", sweep.metric, "steps", "wall (s)", "W&B run id"],
         rows, ["l", "l", "l", "r", "r", "r", "r", "l"])])]
     offline = t[(t["wandb_mode"].astype(str) == "offline") | t["wandb_dir"].astype(str).str.contains("offline-run")]
@@ -552,18 +465,11 @@ def _trials(d: _Doc) -> list:
 def _wandb_path(sweep: Sweep, run_dir, wandb_dir: str) -> str:
     p = Path(wandb_dir)
     if p.is_absolute():  # recorded absolute: relative when it lies under the sweep directory
-        for root in (sweep.path, sweep.path.resolve()):
-            try:
-                return str(p.relative_to(root))
-            except ValueError:
-                continue
-        return wandb_dir
-    for base in (sweep.path / str(run_dir), sweep.path):
-        if (base / p).exists():
-            try:
-                return str((base / p).relative_to(sweep.path))
-            except ValueError:
-                return str(base / p)
+        root = next((r for r in (sweep.path, sweep.path.resolve()) if p.is_relative_to(r)), None)
+        return str(p.relative_to(root)) if root is not None else wandb_dir
+    for q in (sweep.path / str(run_dir) / p, sweep.path / p):
+        if q.exists():
+            return str(q.relative_to(sweep.path)) if q.is_relative_to(sweep.path) else str(q)
     return wandb_dir
 
 
@@ -577,16 +483,17 @@ def skipped_line(s: dict) -> str:
 
 
 # What a report contains, in reading order: what was found first, how it was set up last.
-SECTIONS = (_overview, _findings, _claims, _leaderboard, _curves, _slot_effects, _metrics, _robust,
-            _failed, _samples, _trials, _methods, _configuration)
-
-
-def build_document(sweep: Sweep, presets: list[dict],
-                   metrics: list[str] | tuple[str, ...] = ()) -> tuple[str, list, dict[str, bytes]]:
-    """The report's title, blocks and figures. ``metrics``: logged metrics analysed on top of the
-    default set and the search space's ``report.metrics``."""
-    doc = _analyse(sweep, presets, metrics)
-    return f"Sweep report: {sweep.name}", [b for section in SECTIONS for b in section(doc)], doc.figs
+# (heading, anchor, blocks); the claims bring their own heading, and only when there are claims.
+SECTIONS = (("Overview", "overview", _overview),
+            ("Findings", "findings",
+             lambda d: [Bullets(findings(d.sweep, d.combos, d.comps, d.effects, d.inters, d.imp, d.tk))]),
+            ("", "", _claims), ("Leaderboard", "leaderboard", _leaderboard), ("Curves", "curves", _curves),
+            ("Slot effects", "slot-effects", lambda d: _marginal_means(d) + _interactions(d) + _importances(d)),
+            ("Metrics", "metrics", _metrics),
+            ("Robust aggregates", "robust", _robust), ("Failed and stopped trials", "failed", _failed),
+            ("Sample generations", "samples", _samples), ("Trials and W&B runs", "trials", _trials),
+            ("How the numbers are computed", "methods", _methods),
+            ("Configuration", "configuration", _configuration))
 
 
 def generate_report(sweep_dir, out_dir=None, presets=None, log=None, metrics=()) -> Path:
@@ -595,14 +502,18 @@ def generate_report(sweep_dir, out_dir=None, presets=None, log=None, metrics=())
     directory). ``presets``: the method catalog (``ablate methods --json``) for labels; when None it
     is loaded from ``ablate.methods.catalog`` if that exists. Returns the output directory.
     ``log``: gets one line per skipped trial (the console of `ablate report` / `ablate sweep`).
-    ``metrics``: extra logged metrics to analyse (``ablate report --metric NAME``)."""
+    ``metrics``: logged metrics analysed on top of the default set and the search space's
+    ``report.metrics`` (``ablate report --metric NAME``)."""
     sweep = load_sweep(sweep_dir)
     if log is not None and sweep.skipped:
         log(f"report: {len(sweep.skipped)} trial(s) skipped or partly read:")
         for s in sweep.skipped[:MAX_SKIPPED]:
             log(f"  {skipped_line(s)}")
     plist = normalise_presets(presets) if presets is not None else load_default_presets()
-    title, blocks, figures = build_document(sweep, plist, metrics)
+    doc = _analyse(sweep, plist, metrics)
+    title, figures = f"Sweep report: {sweep.name}", doc.figs
+    blocks = [b for head, anchor, section in SECTIONS
+              for b in ([Heading(2, head, anchor)] if head else []) + section(doc)]
     out = Path(out_dir) if out_dir is not None else Path("reports") / _safe_name(sweep.name)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -619,7 +530,5 @@ def generate_report(sweep_dir, out_dir=None, presets=None, log=None, metrics=())
 
 
 def _safe_name(name: str) -> str:
-    import re
-
     s = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
     return s or "sweep"

@@ -16,13 +16,13 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
-from ablate.stats import CellModel, Interval, adjust_p, mean_ci
+from ablate.stats import CellModel, Interval, adjust_p, compare, mean_ci, rejects
 from ablate.stats.linear import factor_rows, interaction_rows
 
 from ablate.render import value_text, is_missing
 from ablate.tracking.sweep_reader import Sweep
 
-from .aggregate import varying
+from .aggregate import factor_columns, varying
 
 MAX_LEVELS = 8  # numeric hyperparameters with more distinct values are binned into quartiles
 MIN_TRIALS_IMPORTANCE = 4
@@ -47,8 +47,7 @@ class FactorEffect:
     conditional: bool = False  # some trials do not have this parameter (they are left out)
     ci_kind: str = "model"  # "model": cell-means linear model, pooled seed variance; "trials"
     model: CellModel | None = field(default=None, repr=False)
-    F: float = float("nan")  # main-effect F test against the pooled residual
-    p: float = float("nan")
+    p: float = float("nan")  # main-effect F test against the pooled residual
     p_adjusted: float = float("nan")  # BH over the report's exploratory family
 
     def diff(self, a: Level, b: Level) -> Interval:
@@ -56,10 +55,7 @@ class FactorEffect:
         Welch t over the levels' trials."""
         if self.model is not None and self.model.fit is not None:
             return self.model.diff(a.cells, b.cells)
-        from ablate.stats import compare
-
-        c = compare(a.values, b.values, detail=False)
-        return Interval(c.estimate, c.low, c.high, min(c.n_a, c.n_b), c.p_value)
+        return compare(a.values, b.values, detail=False).interval
 
     @property
     def spread(self) -> float:
@@ -76,10 +72,10 @@ class FactorEffect:
         best = self.best(mode)
         others = [lv for lv in self.levels if lv is not best]
         p_factor = self.p_adjusted if np.isfinite(self.p_adjusted) else self.p
-        if not (np.isfinite(p_factor) and p_factor < 0.05):
+        if not rejects(p_factor):
             return [], others
         ps = adjust_p([self.diff(best, lv).p for lv in others], "holm")
-        sep = [lv for lv, p in zip(others, ps) if np.isfinite(p) and p < 0.05]
+        sep = [lv for lv, p in zip(others, ps) if rejects(p)]
         return sep, [lv for lv in others if lv not in sep]
 
 
@@ -92,8 +88,7 @@ class Interaction:
     means: np.ndarray  # (rows, cols) cell means
     counts: np.ndarray
     residual_rms: float  # RMS of cell means minus the additive (row + col − grand) fit
-    F: float = float("nan")  # interaction F test of the cell-means model (pooled seed variance)
-    p: float = float("nan")
+    p: float = float("nan")  # interaction F test of the cell-means model (pooled seed variance)
     p_adjusted: float = float("nan")  # BH over the report's exploratory family
 
 
@@ -116,27 +111,25 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
+def _many_numbers(vals: list) -> bool:
+    """Finite numbers with more than MAX_LEVELS distinct values: binned, or a range in a study."""
+    return all(_is_number(v) and math.isfinite(float(v)) for v in vals) and len(set(vals)) > MAX_LEVELS
+
+
 def _level_labels(col: pd.Series) -> tuple[pd.Series, list[str], bool]:
     """Map values to level labels; numeric columns with many values become quartile bins."""
     vals = col.tolist()
-    distinct = sorted({value_text(v) for v in vals})
-    numeric = all(_is_number(v) and math.isfinite(float(v)) for v in vals)
-    if numeric and len(set(vals)) > MAX_LEVELS:
+    if _many_numbers(vals):
         x = col.astype(float).to_numpy()
         edges = np.unique(np.quantile(x, [0, 0.25, 0.5, 0.75, 1.0]))
         idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
         labels = [f"[{edges[i]:.3g}, {edges[i + 1]:.3g}]" for i in range(len(edges) - 1)]
         return pd.Series([labels[i] for i in idx], index=col.index), labels, True
-    if numeric:
-        order = sorted(set(vals), key=float)
-        labels = [value_text(v) for v in order]
-        return col.map(value_text), labels, False
-    return col.map(value_text), distinct, False
-
-
-def sweep_model(fb: pd.DataFrame, y: np.ndarray) -> CellModel:
-    """The factorial linear model of one per-run value over the full-budget trials ``fb``."""
-    return CellModel(y, fb["combo"].tolist(), fb["seed"].tolist())
+    if all(_is_number(v) and math.isfinite(float(v)) for v in vals):
+        labels = [value_text(v) for v in sorted(set(vals), key=float)]
+    else:
+        labels = sorted({value_text(v) for v in vals})
+    return col.map(value_text), labels, False
 
 
 def marginal_effects(sweep: Sweep, values: pd.Series | None = None) -> list[FactorEffect]:
@@ -155,38 +148,33 @@ def marginal_effects(sweep: Sweep, values: pd.Series | None = None) -> list[Fact
         fb = fb[np.isfinite(y_all.to_numpy())]
     if fb.empty:
         return []
-    vs, vp = varying(sweep)
     y = (fb[sweep.target_col] if values is None else fb["trial_id"].map(values)).to_numpy(dtype=float)
     combo = fb["combo"].to_numpy()
-    model = sweep_model(fb, y)
+    model = CellModel(y, fb["combo"].tolist(), fb["seed"].tolist())
     fitted = model.fit is not None
     out = []
-    for kind, names in (("slot", vs), ("param", vp)):
-        for name in names:
-            col_all = fb[("slot." if kind == "slot" else "param.") + name]
-            present = ~col_all.map(is_missing).to_numpy(dtype=bool)
-            col = col_all[present]
-            if col.empty:
+    for name, col in factor_columns(*varying(sweep)):
+        present = ~fb[col].map(is_missing).to_numpy(dtype=bool)
+        if not present.any():
+            continue
+        lab, order, binned = _level_labels(fb[col][present])
+        lab = lab.reindex(fb.index)
+        levels = []
+        for lvl in order:
+            m = (lab == lvl).to_numpy()
+            if not m.any():
                 continue
-            lab, order, binned = _level_labels(col)
-            lab = lab.reindex(col_all.index)
-            levels = []
-            for lvl in order:
-                m = (lab == lvl).to_numpy()
-                if not m.any():
-                    continue
-                cells = sorted(set(combo[m].tolist()), key=str)
-                levels.append(Level(label=lvl, n=int(m.sum()), n_combos=len(cells),
-                                    ci=model.mean(cells) if fitted else mean_ci(y[m]),
-                                    cells=cells, values=y[m]))
-            if len(levels) > 1:
-                eff = FactorEffect(name=name, kind=kind, levels=levels, binned=binned,
-                                   conditional=not present.all(), ci_kind="model" if fitted else "trials",
-                                   model=model if fitted else None)
-                if fitted:
-                    of = {c: lv.label for lv in levels for c in lv.cells}
-                    eff.F, eff.p, _ = model.f_test(factor_rows(of, [lv.label for lv in levels]))
-                out.append(eff)
+            cells = sorted(set(combo[m].tolist()), key=str)
+            levels.append(Level(label=lvl, n=int(m.sum()), n_combos=len(cells),
+                                ci=model.mean(cells) if fitted else mean_ci(y[m]), cells=cells, values=y[m]))
+        if len(levels) > 1:
+            eff = FactorEffect(name=name, kind=col.split(".")[0], levels=levels, binned=binned,
+                               conditional=not present.all(), ci_kind="model" if fitted else "trials",
+                               model=model if fitted else None)
+            if fitted:
+                of = {c: lv.label for lv in levels for c in lv.cells}
+                _, eff.p, _ = model.f_test(factor_rows(of, [lv.label for lv in levels]))
+            out.append(eff)
     return out
 
 
@@ -207,13 +195,11 @@ def interactions(sweep: Sweep) -> tuple[list[Interaction], list[tuple[str, str]]
     the pairs that are not crossed. Numeric hyperparameters with many values are binned; trials
     where a conditional parameter is unset do not enter its pairs."""
     fb = sweep.full_budget()
-    vs, vp = varying(sweep)
     crossed, not_crossed = [], []
     if fb.empty:
         return [], []
-    model = sweep_model(fb, fb[sweep.target_col].to_numpy(dtype=float))
-    factors = [(s, "slot." + s) for s in vs] + [(p, "param." + p) for p in vp]
-    for (a, col_a), (b, col_b) in combinations(factors, 2):
+    model = CellModel(fb[sweep.target_col].to_numpy(dtype=float), fb["combo"].tolist(), fb["seed"].tolist())
+    for (a, col_a), (b, col_b) in combinations(factor_columns(*varying(sweep)), 2):
         sub = fb[fb[col_a].map(lambda v: not is_missing(v)) & fb[col_b].map(lambda v: not is_missing(v))]
         if sub.empty:
             continue
@@ -223,12 +209,8 @@ def interactions(sweep: Sweep) -> tuple[list[Interaction], list[tuple[str, str]]
         if len(rows) < 2 or len(cols) < 2:
             continue
         grouped = y.groupby([ca, cb])
-        means_s, counts_s = grouped.mean(), grouped.size()
-        means = np.full((len(rows), len(cols)), np.nan)
-        counts = np.zeros((len(rows), len(cols)), dtype=int)
-        for (ra, rb), v in means_s.items():
-            means[rows.index(ra), cols.index(rb)] = v
-            counts[rows.index(ra), cols.index(rb)] = counts_s[(ra, rb)]
+        means = grouped.mean().unstack().reindex(index=rows, columns=cols).to_numpy(dtype=float)
+        counts = grouped.size().unstack(fill_value=0).reindex(index=rows, columns=cols, fill_value=0).to_numpy(dtype=int)
         if (counts == 0).any():
             not_crossed.append((a, b))
             continue
@@ -239,7 +221,7 @@ def interactions(sweep: Sweep) -> tuple[list[Interaction], list[tuple[str, str]]
         if model.fit is not None:
             a_of = dict(zip(sub["combo"].tolist(), ca.tolist()))
             b_of = dict(zip(sub["combo"].tolist(), cb.tolist()))
-            it.F, it.p, _ = model.f_test(interaction_rows(a_of, b_of, rows, cols))
+            _, it.p, _ = model.f_test(interaction_rows(a_of, b_of, rows, cols))
         crossed.append(it)
     crossed.sort(key=lambda it: (-it.residual_rms, it.a, it.b))
     return crossed, not_crossed
@@ -262,16 +244,10 @@ def _close(a, b) -> bool:
 
 
 def _candidate_values(row: pd.Series, sweep: Sweep) -> dict:
-    cand = {}
-    for s in sweep.slot_names:
-        v = row.get("slot." + s)
-        for k in (s, "slots." + s, "slot." + s):
-            cand[k] = v
-    for p in sweep.param_names:
-        v = row.get("param." + p)
-        for k in (p, "params." + p, "param." + p):
-            cand[k] = v
-    return cand
+    """A trial's slots and params under the study's parameter names (the bare axis names that
+    ablate.sweep.space.OptunaSpace suggests)."""
+    return {**{s: row.get("slot." + s) for s in sweep.slot_names},
+            **{p: row.get("param." + p) for p in sweep.param_names}}
 
 
 def _journal_trials(sweep: Sweep, fb: pd.DataFrame, notes: list[str]):
@@ -295,24 +271,17 @@ def _journal_trials(sweep: Sweep, fb: pd.DataFrame, notes: list[str]):
         return None
 
     complete = [t for t in frozen if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
-    by_id = {str(r.trial_id): r for _, r in fb.iterrows()}
     cands = [(_candidate_values(r, sweep), float(r[sweep.target_col])) for _, r in fb.iterrows()]
     # Optuna searches run every seed of a proposal in one Tune trial and report the mean over
     # seeds: a proposal is full-budget when all its rows are
-    t_all = sweep.trials
-    if "tune_trial_id" in t_all.columns and t_all["tune_trial_id"].notna().any():
-        for tune_id, g in t_all[t_all["tune_trial_id"].notna()].groupby("tune_trial_id", sort=True):
-            if g["full_budget"].all() and np.isfinite(g[sweep.target_col].astype(float)).all():
-                by_id.setdefault(str(tune_id), g.iloc[0])
-                cands.append((_candidate_values(g.iloc[0], sweep),
-                              float(g[sweep.target_col].astype(float).mean())))
+    full_ids = set()
+    for tune_id, g in sweep.trials.groupby("tune_trial_id", sort=True):
+        if g["full_budget"].all() and np.isfinite(g[sweep.target_col].astype(float)).all():
+            full_ids.add(str(tune_id))
+            cands.append((_candidate_values(g.iloc[0], sweep), float(g[sweep.target_col].astype(float).mean())))
     kept = []
     for t in complete:
-        tid = next(
-            (str(t.user_attrs[k]) for k in ("trial_id", "ablate_trial_id", "ray_trial_id") if k in t.user_attrs),
-            None,
-        )
-        if tid is not None and tid in by_id:
+        if t.user_attrs.get("tune_trial_id") in full_ids:  # the link ablate.sweep.study writes
             kept.append(t)
             continue
         for cand, val in cands:
@@ -332,40 +301,29 @@ def _memory_study(sweep: Sweep, fb: pd.DataFrame):
     if vs and "method" in vp:
         vp = [p for p in vp if p != "method"]  # presets are slot bundles: avoid collinear factors
     dists, cols = {}, {}
-    for s in vs:
-        col = fb["slot." + s].map(lambda v: None if is_missing(v) else str(v))
-        choices = sorted({v for v in col.tolist() if v is not None})
-        if len(choices) > 1:
-            dists[s], cols[s] = CategoricalDistribution(choices), col
-    missing: dict[str, np.ndarray] = {}
-    for p in vp:
-        col_all = fb["param." + p]
-        missing[p] = col_all.map(is_missing).to_numpy(dtype=bool)
-        col = col_all.where(~missing[p], None)
+    for name, col, text in ([(s, fb["slot." + s], str) for s in vs]
+                            + [(p, fb["param." + p], value_text) for p in vp]):
         vals = [v for v in col.tolist() if not is_missing(v)]
-        if not vals:
-            continue
-        if all(_is_number(v) and math.isfinite(float(v)) for v in vals) and len(set(vals)) > MAX_LEVELS:
+        if vals and text is value_text and _many_numbers(vals):
             lo, hi = float(min(vals)), float(max(vals))
             if all(isinstance(v, (int, np.integer)) for v in vals):
-                dists[p] = IntDistribution(int(lo), int(hi))
-                cols[p] = col.map(lambda v: None if is_missing(v) else int(v))
+                dists[name], text = IntDistribution(int(lo), int(hi)), int
             else:
-                dists[p] = FloatDistribution(lo, hi, log=lo > 0 and hi / lo >= 100)
-                cols[p] = col.astype(float)
+                dists[name], text = FloatDistribution(lo, hi, log=lo > 0 and hi / lo >= 100), float
         else:
-            choices = sorted({value_text(v) for v in vals})
-            if len(choices) > 1:
-                dists[p], cols[p] = CategoricalDistribution(choices), col.map(value_text)
-    direction = "maximize" if sweep.mode == "max" else "minimize"
-    study = optuna.create_study(direction=direction)
+            choices = sorted({text(v) for v in vals})
+            if len(choices) < 2:
+                continue
+            dists[name] = CategoricalDistribution(choices)
+        cols[name] = col.map(lambda v, f=text: None if is_missing(v) else f(v))
+    study = optuna.create_study(direction="maximize" if sweep.mode == "max" else "minimize")
     trials = []
     y = fb[sweep.target_col].astype(float).tolist()
     for i in range(len(fb)):
         params = {}
         for k, c in cols.items():
             v = c.iloc[i]
-            if is_missing(v) or (k in missing and missing[k][i]):
+            if is_missing(v):
                 continue  # conditional parameter not sampled in this trial
             params[k] = v.item() if hasattr(v, "item") else v
         trials.append(optuna.trial.create_trial(
@@ -374,21 +332,15 @@ def _memory_study(sweep: Sweep, fb: pd.DataFrame):
     return study, dists
 
 
-def importances(sweep: Sweep, *, fanova_seed: int = 0) -> Importances:
+def importances(sweep: Sweep) -> Importances:
     """fANOVA and PED-ANOVA (Optuna 5's default evaluator) on full-budget trials only: on the
     sweep's Optuna study when its full-budget trials can be matched, else on an in-memory study."""
     imp = Importances()
     fb = sweep.full_budget().sort_values("trial_id", kind="mergesort")
-    n_all_complete = int(sweep.trials["status"].isin(["finished", "early_stopped"]).sum()) if not sweep.trials.empty else 0
+    n_all_complete = int(sweep.trials["status"].isin(["finished", "early_stopped"]).sum())
     if len(fb) < MIN_TRIALS_IMPORTANCE:
-        imp.notes.append(
-            f"Importances skipped: {len(fb)} full-budget trial(s), at least {MIN_TRIALS_IMPORTANCE} needed."
-        )
-        return imp
-    try:
-        _quiet_optuna()
-    except ImportError:
-        imp.notes.append("Importances skipped: optuna is not installed.")
+        imp.notes.append(f"Importances skipped: {len(fb)} full-budget trial(s), at least "
+                         f"{MIN_TRIALS_IMPORTANCE} needed.")
         return imp
     study = _journal_study(sweep, fb, imp) if sweep.journal_path is not None else None
     if study is None:
@@ -399,7 +351,7 @@ def importances(sweep: Sweep, *, fanova_seed: int = 0) -> Importances:
         imp.source = "in-memory Optuna study of the full-budget finished trials"
         imp.n_trials = len(fb)
         imp.n_excluded = max(0, n_all_complete - len(fb))
-    _evaluate(study, imp, fanova_seed)
+    _evaluate(study, imp)
     return imp
 
 
@@ -420,33 +372,23 @@ def _journal_study(sweep: Sweep, fb: pd.DataFrame, imp: Importances):
         imp.n_trials = len(kept)
         imp.n_excluded = len(complete) - len(kept)
         if imp.n_excluded:
-            imp.notes.append(
-                f"{imp.n_excluded} of {len(complete)} COMPLETE study trials were excluded: "
-                "not full-budget (e.g. ASHA-stopped with a truncated value) or not matched "
-                "to a finished trial."
-            )
+            imp.notes.append(f"{imp.n_excluded} of {len(complete)} COMPLETE study trials were excluded: "
+                             "not full-budget (e.g. ASHA-stopped with a truncated value) or not matched "
+                             "to a finished trial.")
         return study
     if kept:
-        imp.notes.append(
-            f"The Optuna study has {len(kept)} full-budget trial(s) ({len(complete)} COMPLETE, "
-            f"{len(complete) - len(kept)} not full-budget), too few for importances; using an "
-            "in-memory study of the full-budget runs (one per seed) instead."
-        )
+        imp.notes.append(f"The Optuna study has {len(kept)} full-budget trial(s) ({len(complete)} COMPLETE, "
+                         f"{len(complete) - len(kept)} not full-budget), too few for importances; using an "
+                         "in-memory study of the full-budget runs (one per seed) instead.")
     else:
-        imp.notes.append(
-            f"None of the {len(complete)} COMPLETE study trials could be matched to a "
-            "full-budget finished trial; using an in-memory study of the full-budget runs instead."
-        )
+        imp.notes.append(f"None of the {len(complete)} COMPLETE study trials could be matched to a "
+                         "full-budget finished trial; using an in-memory study of the full-budget runs instead.")
     return None
 
 
-def _evaluate(study, imp: Importances, fanova_seed: int) -> None:
+def _evaluate(study, imp: Importances) -> None:
     """Both evaluators on ``study``; a failing one leaves a note, not an error."""
-    from optuna.importance import (
-        FanovaImportanceEvaluator,
-        PedAnovaImportanceEvaluator,
-        get_param_importances,
-    )
+    from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator, get_param_importances
 
     def run(evaluator, label):
         try:
@@ -454,18 +396,14 @@ def _evaluate(study, imp: Importances, fanova_seed: int) -> None:
                 warnings.simplefilter("ignore")
                 res = get_param_importances(study, evaluator=evaluator)
             return dict(sorted(((str(k), float(v)) for k, v in res.items()), key=lambda kv: (-kv[1], kv[0])))
-        except ImportError as e:
-            imp.notes.append(f"{label} skipped: {e} (fANOVA needs scikit-learn).")
         except Exception as e:
             imp.notes.append(f"{label} failed: {e.__class__.__name__}: {e}")
         return None
 
-    imp.fanova = run(FanovaImportanceEvaluator(seed=fanova_seed), "fANOVA")
+    imp.fanova = run(FanovaImportanceEvaluator(seed=0), "fANOVA")
     imp.ped_anova = run(PedAnovaImportanceEvaluator(), "PED-ANOVA")
     if imp.fanova is not None and imp.ped_anova:
         left_out = sorted(set(imp.ped_anova) - set(imp.fanova))
         if left_out:
-            imp.notes.append(
-                "fANOVA leaves out conditional parameters (sampled in only some trials): "
-                + ", ".join(left_out) + "."
-            )
+            imp.notes.append("fANOVA leaves out conditional parameters (sampled in only some trials): "
+                             + ", ".join(left_out) + ".")

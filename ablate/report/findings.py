@@ -13,14 +13,30 @@ from collections import Counter
 import numpy as np
 
 from ablate.render import Code, Strong
+from ablate.stats import rejects
 from ablate.tracking.sweep_reader import Sweep
 
 from .aggregate import Combo, UnitComparison
 from .effects import FactorEffect, Importances, Interaction
 
 
+def num(x, spec: str = ".4g") -> str:
+    """``x`` formatted with ``spec``; n/a when it is not a finite number."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "n/a"
+    return f"{x:{spec}}" if np.isfinite(x) else "n/a"
+
+
+def pval(x) -> str:
+    """A p-value with 2 significant digits; n/a when there is no test."""
+    s = num(x, ".2g")
+    return "< 0.0001" if s != "n/a" and float(x) < 1e-4 else s
+
+
 def f3(x: float) -> str:
-    return "n/a" if x is None or not np.isfinite(x) else f"{x:.3f}"
+    return num(x, ".3f")
 
 
 def fci(iv, digits: int = 3, signed: bool = False, kind: str = "f") -> str:
@@ -37,19 +53,8 @@ def _pl(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def _names(ids: list[str]) -> str:
-    return ", ".join(ids)
-
-
-def findings(
-    sweep: Sweep,
-    combos: list[Combo],
-    comparisons: list[UnitComparison],
-    effects: list[FactorEffect],
-    inters: list[Interaction],
-    imp: Importances,
-    task_key: str | None,
-) -> list[list]:
+def findings(sweep: Sweep, combos: list[Combo], comparisons: list[UnitComparison], effects: list[FactorEffect],
+             inters: list[Interaction], imp: Importances, task_key: str | None) -> list[list]:
     """The Findings bullets: what entered the statistics, the best combination, what the pairwise
     tests, marginal effects, importances and interactions separate from seed noise, failures."""
     if not combos:
@@ -58,38 +63,29 @@ def findings(
         out = (_scope(sweep, combos) + _comparisons(comparisons, sweep.metric, sweep.mode)
                + _effects(effects, sweep.mode) + _importances(imp, effects) + _interaction(inters))
         if task_key:
-            out.append([
-                f"Robust aggregates pool combinations over the swept {task_key} values (strata = tasks)."
-            ])
+            out.append([f"Robust aggregates pool combinations over the swept {task_key} values (strata = tasks)."])
     _failures(sweep, out)
     return out
 
 
 def _scope(sweep: Sweep, combos: list[Combo]) -> list[list]:
     """How many trials and seeds enter the statistics, and the best combination."""
-    out: list[list] = []
     metric = sweep.metric
     better = "higher" if sweep.mode == "max" else "lower"
     ns = [len(c.values) for c in combos]
-    out.append([
+    out: list[list] = [[
         f"{_pl(len(sweep.full_budget()), 'full-budget trial')} over {_pl(len(combos), 'combination')} "
         f"enter the statistics ({metric}, {better} is better); seeds per combination: "
-        + (f"{min(ns)}" if min(ns) == max(ns) else f"{min(ns)}–{max(ns)}")
-        + "."
-    ])
+        + (f"{min(ns)}" if min(ns) == max(ns) else f"{min(ns)}–{max(ns)}") + "."]]
     single = [c.cid for c in combos if len(c.values) < 2]
     if single:
-        what = "every combination" if len(single) == len(combos) else (
-            f"{len(single)} combination(s) ({_names(single[:8])}{', …' if len(single) > 8 else ''})"
-        )
-        out.append([f"{what.capitalize() if what[0].islower() else what} has a single full-budget "
-                    "seed: no interval or test for it."])
+        what = "Every combination" if len(single) == len(combos) else (
+            f"{len(single)} combination(s) ({', '.join(single[:8])}{', …' if len(single) > 8 else ''})")
+        out.append([f"{what} has a single full-budget seed: no interval or test for it."])
     best = combos[0]
     lab = f" ({best.label})" if best.label else ""
-    out.append([
-        "Best combination: ", Strong(best.cid), f"{lab}, {best.desc}: {metric} = {fci(best.target)} "
-        f"over {len(best.values)} seed(s).",
-    ])
+    out.append(["Best combination: ", Strong(best.cid), f"{lab}, {best.desc}: {metric} = {fci(best.target)} "
+                f"over {len(best.values)} seed(s)."])
     return out
 
 
@@ -100,34 +96,26 @@ def _comparisons(comparisons: list[UnitComparison], metric: str, mode: str) -> l
     out: list[list] = []
     lead = comparisons[0].a
     mine = [c for c in comparisons if c.a == lead]
-    sig = [c for c in mine if c.significant() and _direction_ok(c, mode)]
+    sig = [c for c in mine if c.test.verdict == ("higher" if mode == "max" else "lower")]
     noise = [c for c in mine if c.test.verdict == "inconclusive"]
     untestable = [c for c in mine if c.test.verdict == "untestable"]
+    def eg(c: UnitComparison) -> str:
+        return f"e.g. {lead} − {c.b} = {fci(c.diff, signed=True)}, adjusted p = {c.test.p_adjusted:.2g}"
+
     if sig:
-        ex = sig[0]
-        out.append([
-            f"{lead} is better than {_names([c.b for c in sig])} (paired t, Holm-corrected over "
-            f"all {comparisons[0].n_family} pairs of ranked units: e.g. {lead} − {ex.b} = "
-            f"{fci(ex.diff, signed=True)}, adjusted p = {ex.test.p_adjusted:.2g})."
-        ])
+        out.append([f"{lead} is better than {', '.join([c.b for c in sig])} (paired t, Holm-corrected over "
+                    f"all {comparisons[0].n_family} pairs of ranked units: {eg(sig[0])})."])
     if noise:
-        ex = noise[0]
-        out.append([
-            f"{lead} vs {_names([c.b for c in noise])}: not distinguishable from seed noise "
-            f"(e.g. {lead} − {ex.b} = {fci(ex.diff, signed=True)}, adjusted p = "
-            f"{ex.test.p_adjusted:.2g}; a difference below about {ex.test.mde:.3g} would "
-            "likely go unseen at this number of seeds); the ranking among these is not established."
-        ])
+        out.append([f"{lead} vs {', '.join([c.b for c in noise])}: not distinguishable from seed noise "
+                    f"({eg(noise[0])}; a difference below about {noise[0].test.mde:.3g} would "
+                    "likely go unseen at this number of seeds); the ranking among these is not established."])
     if untestable:
-        out.append([f"{lead} vs {_names([c.b for c in untestable])}: not testable (a side has a single seed)."])
+        out.append([f"{lead} vs {', '.join([c.b for c in untestable])}: not testable (a side has a single seed)."])
     others = [c for c in comparisons if c.a != lead and c.significant()]
     if others:
-        out.append([
-            "Other separable pairs among the top "
-            f"{len({c.a for c in comparisons} | {c.b for c in comparisons})}: "
-            + ", ".join(f"{c.a} {'>' if c.diff.point > 0 else '<'} {c.b}" for c in others)
-            + f" ({metric}; Holm-adjusted p < 0.05)."
-        ])
+        out.append([f"Other separable pairs among the top {len({c.a for c in comparisons} | {c.b for c in comparisons})}: "
+                    + ", ".join(f"{c.a} {'>' if c.diff.point > 0 else '<'} {c.b}" for c in others)
+                    + f" ({metric}; Holm-adjusted p < 0.05)."])
     return out
 
 
@@ -182,7 +170,7 @@ def _interaction(inters: list[Interaction]) -> list[list]:
     if not tested:
         return []
     it = min(tested, key=lambda x: (x.p_adjusted, -x.residual_rms))
-    if it.p_adjusted < 0.05:
+    if rejects(it.p_adjusted):
         verdict = (f"the additive picture is incomplete (interaction F test, BH-adjusted p = "
                    f"{it.p_adjusted:.2g}); inspect its table")
     else:
@@ -198,33 +186,22 @@ def _floor(effects: list[FactorEffect]) -> str:
     tested = [e for e in effects if np.isfinite(e.p_adjusted)]
     if not tested:
         return ""
-    above = [e.name for e in tested if e.p_adjusted < 0.05]
+    above = [e.name for e in tested if rejects(e.p_adjusted)]
     return (" Noise floor (main-effect F tests against the pooled seed variance, BH): "
             + (("above it: " + ", ".join(above)) if above else "no factor is above it, so the ranking "
                "may be noise") + ".")
 
 
-def _direction_ok(c: UnitComparison, mode: str) -> bool:
-    return (c.diff.point > 0) == (mode == "max")
-
-
 def _failures(sweep: Sweep, out: list[list]) -> None:
     t = sweep.trials
-    if t.empty:
-        return
     failed = t[t["status"] == "failed"]
     stopped = t[t["status"] == "early_stopped"]
     if len(failed):
-        errs = Counter(
-            (str(e).strip().splitlines() or [""])[0][:120] for e in failed["error"].fillna("(no error recorded)")
-        )
+        errs = Counter((str(e).strip().splitlines() or [""])[0][:120]
+                       for e in failed["error"].fillna("(no error recorded)"))
         common, k = sorted(errs.items(), key=lambda kv: (-kv[1], kv[0]))[0]
-        out.append([
-            f"{len(failed)} trial(s) failed (see Failed and stopped trials); most common error ({k}×): ",
-            Code(common),
-        ])
+        out.append([f"{len(failed)} trial(s) failed (see Failed and stopped trials); most common error ({k}×): ",
+                    Code(common)])
     if len(stopped):
-        out.append([
-            f"{len(stopped)} trial(s) were early-stopped; their truncated values are excluded from "
-            "all statistics and importances."
-        ])
+        out.append([f"{len(stopped)} trial(s) were early-stopped; their truncated values are excluded from "
+                    "all statistics and importances."])

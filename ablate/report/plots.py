@@ -9,6 +9,7 @@ import io
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -19,6 +20,7 @@ from .aggregate import Combo, Unit
 from .effects import FactorEffect, Importances, Interaction
 
 DPI = 100
+TAB10 = colormaps["tab10"]
 TOP_CURVES = 6
 TOP_FOREST = 20
 CURVE_METRICS = (
@@ -27,12 +29,6 @@ CURVE_METRICS = (
     ("train/grad_var", "gradient variance"),
     ("train/reward_mean", "reward"),
 )
-
-
-def _tab10(i: int) -> tuple:
-    from matplotlib import colormaps
-
-    return colormaps["tab10"](i % 10)
 
 
 def _new(w: float, h: float) -> Figure:
@@ -67,20 +63,27 @@ def _err(ci) -> tuple[float, float]:
     return max(0.0, ci.point - ci.lo), max(0.0, ci.hi - ci.point)
 
 
+def _forest(ax: Axes, ivs: list, labels: list[str], **kw) -> np.ndarray:
+    """One point with its interval bar per row, the first row at the top; returns the rows' y."""
+    ys = np.arange(len(ivs))[::-1]
+    for y, iv in zip(ys, ivs):
+        lo, hi = _err(iv)
+        ax.errorbar(iv.point, y, xerr=[[lo], [hi]], capsize=3, **kw)
+    ax.set_yticks(ys, labels, fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return ys
+
+
 def leaderboard_plot(combos: list[Combo], metric: str) -> bytes | None:
     head = combos[:TOP_FOREST]
     if not head:
         return None
     fig = _new(8.5, 1.2 + 0.32 * len(head))
     ax = fig.add_subplot(1, 1, 1)
-    ys = np.arange(len(head))[::-1]
+    ys = _forest(ax, [c.target for c in head], [_combo_name(c) for c in head], fmt="o", color="C0", zorder=3)
     for y, c in zip(ys, head):
-        lo, hi = _err(c.target)
-        ax.errorbar(c.target.point, y, xerr=[[lo], [hi]], fmt="o", color="C0", capsize=3, zorder=3)
         ax.scatter(c.values, np.full(len(c.values), y), s=12, color="0.45", zorder=2, marker="|")
-    ax.set_yticks(ys, [_combo_name(c) for c in head], fontsize=8)
     ax.set_xlabel(f"{metric} (mean over seeds, 95% t interval; ticks = seeds)")
-    ax.grid(axis="x", alpha=0.3)
     ax.set_title(f"Top {len(head)} combinations")
     fig.tight_layout()
     return _png(fig)
@@ -99,17 +102,12 @@ def marginals_plot(effects: list[FactorEffect], metric: str) -> bytes | None:
     pad = 0.05 * (x_hi - x_lo) if x_hi > x_lo else 0.01
     for i, eff in enumerate(effects):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        ys = np.arange(len(eff.levels))[::-1]
-        for y, lv in zip(ys, eff.levels):
-            lo, hi = _err(lv.ci)
-            ax.errorbar(lv.ci.point, y, xerr=[[lo], [hi]], fmt="o", capsize=3,
-                        color="C1" if eff.kind == "param" else "C0")
-        ax.set_yticks(ys, [lv.label for lv in eff.levels], fontsize=8)
+        _forest(ax, [lv.ci for lv in eff.levels], [lv.label for lv in eff.levels], fmt="o",
+                color="C1" if eff.kind == "param" else "C0")
         ax.set_title(eff.name, fontsize=9)
         if np.isfinite(x_lo) and np.isfinite(x_hi):
             ax.set_xlim(x_lo - pad, x_hi + pad)
         ax.tick_params(axis="x", labelsize=7)
-        ax.grid(axis="x", alpha=0.3)
     fig.suptitle(f"Marginal mean of {metric} per variant (95% CI; shared x-axis)", fontsize=10)
     fig.tight_layout()
     return _png(fig)
@@ -171,13 +169,8 @@ def robust_plot(units: list[Unit], ids: list[str], poi: np.ndarray, metric: str)
     has_poi = len(ids) >= 2
     fig = _new(12.5 if has_poi else 7.0, max(3.4, 1.2 + 0.3 * len(head)))
     ax = fig.add_subplot(1, 2 if has_poi else 1, 1)
-    ys = np.arange(len(head))[::-1]
-    for y, u in zip(ys, head):
-        lo, hi = _err(u.iqm)
-        ax.errorbar(u.iqm.point, y, xerr=[[lo], [hi]], fmt="s", color="C3", capsize=3)
-    ax.set_yticks(ys, [u.uid for u in head], fontsize=8)
+    _forest(ax, [u.iqm for u in head], [u.uid for u in head], fmt="s", color="C3")
     ax.set_xlabel(f"IQM of {metric} (95% BCa interval from 20 runs, else the point)", fontsize=8)
-    ax.grid(axis="x", alpha=0.3)
     ax.set_title("Interquartile mean", fontsize=10)
     if has_poi:
         ax2 = fig.add_subplot(1, 2, 2)
@@ -198,13 +191,12 @@ def robust_plot(units: list[Unit], ids: list[str], poi: np.ndarray, metric: str)
 
 
 def _curve_table(sweep: Sweep, combos: list[Combo], metric: str) -> pd.DataFrame:
+    """Per combination and step: mean over seeds and its standard error (0 for one seed)."""
     m = sweep.metrics
     if metric not in m.columns:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=["cid", "step", "mean", "se"])
     owner = {tid: c.cid for c in combos for tid in c.trial_ids}
     d = m.loc[m["trial_id"].isin(list(owner)), ["trial_id", "step", metric]].dropna()
-    if d.empty:
-        return pd.DataFrame()
     d = d.assign(cid=d["trial_id"].map(owner))
     g = d.groupby(["cid", "step"], sort=True)[metric]
     out = pd.DataFrame({"mean": g.mean(), "sd": g.std(ddof=1), "n": g.size()}).reset_index()
@@ -217,7 +209,7 @@ def curves_plot(sweep: Sweep, combos: list[Combo]) -> bytes | None:
     if not head or sweep.metrics.empty:
         return None
     fig = _new(11.0, 7.2)
-    colors = {c.cid: _tab10(i) for i, c in enumerate(head)}
+    colors = {c.cid: TAB10(i % 10) for i, c in enumerate(head)}
     names = {c.cid: _combo_name(c) for c in head}
     drawn = False
     panels = list(CURVE_METRICS)
@@ -229,10 +221,7 @@ def curves_plot(sweep: Sweep, combos: list[Combo]) -> bytes | None:
         if tab.empty:
             ax.text(0.5, 0.5, f"{metric} not logged", ha="center", va="center",
                     transform=ax.transAxes, fontsize=9, color="0.4")
-        for cid in [c.cid for c in head]:
-            part = tab[tab["cid"] == cid] if not tab.empty else tab
-            if part.empty:
-                continue
+        for cid, part in tab.groupby("cid", sort=True):  # ids sort as ranked
             x = part["step"].to_numpy(float)
             y = part["mean"].to_numpy(float)
             se = part["se"].to_numpy(float)
@@ -270,9 +259,8 @@ def passk_plot(combos: list[Combo], ks: list[int]) -> bytes | None:
     for i, c in enumerate(head):
         kk = [k for k in ks if k in c.pass_k and np.isfinite(c.pass_k[k].point)]
         y = np.array([c.pass_k[k].point for k in kk])
-        lo = np.array([_err(c.pass_k[k])[0] for k in kk])
-        hi = np.array([_err(c.pass_k[k])[1] for k in kk])
-        ax.errorbar(kk, y, yerr=[lo, hi], marker="o", ms=4, capsize=3, color=_tab10(i), label=_combo_name(c))
+        err = np.array([_err(c.pass_k[k]) for k in kk]).reshape(-1, 2).T
+        ax.errorbar(kk, y, yerr=err, marker="o", ms=4, capsize=3, color=TAB10(i % 10), label=_combo_name(c))
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("k")

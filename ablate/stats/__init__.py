@@ -11,12 +11,12 @@ Public API: ``compare`` → ``Comparison``; ``adjust`` / ``adjust_p`` (Holm, BH)
 from .curves import auc, last_k_mean
 from .compare import METHODS, VERDICTS, Comparison, compare, decide, hedges_g, paired_t, welch_t
 from .interval import MIN_BOOTSTRAP, Interval, iqm, location_ci, mean_ci, probability_of_improvement
-from .multiplicity import adjust, adjust_p
+from .multiplicity import ALPHA, adjust, adjust_p, rejects
 from .power import POWER, mde, paired_sd, power, seeds_needed
 from .linear import CellModel
 from .sequential import SequentialPlan, boundaries, looks, nominal_levels
 
-__all__ = ["METHODS", "MIN_BOOTSTRAP", "POWER", "VERDICTS", "Comparison", "Interval", "SequentialPlan",
+__all__ = ["ALPHA", "METHODS", "MIN_BOOTSTRAP", "POWER", "VERDICTS", "Comparison", "Interval", "SequentialPlan",
            "CellModel", "adjust", "adjust_p", "auc", "boundaries", "compare", "decide", "hedges_g", "iqm", "location_ci",
            "last_k_mean", "looks", "mde", "mean_ci", "nominal_levels", "paired_sd", "paired_t", "power",
-           "probability_of_improvement", "seeds_needed", "welch_t"]
+           "probability_of_improvement", "rejects", "seeds_needed", "welch_t"]

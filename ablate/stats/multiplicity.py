@@ -13,6 +13,12 @@ from statsmodels.stats.multitest import multipletests
 from .compare import Comparison
 
 KINDS = {"holm": "holm", "bh": "fdr_bh"}
+ALPHA = 0.05  # the level every report table and finding decides at
+
+
+def rejects(p: float, alpha: float = ALPHA) -> bool:
+    """Whether an (adjusted) p-value rejects at ``alpha``; an untestable (NaN) p never does."""
+    return bool(np.isfinite(p) and p < alpha)
 
 
 def adjust_p(pvalues: Sequence[float], kind: str = "holm", alpha: float = 0.05) -> np.ndarray:

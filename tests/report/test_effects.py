@@ -141,3 +141,28 @@ def test_conditional_parameters_are_left_out_where_unset(tmp_path):
     assert any("conditional" in n for n in imp.notes)
     combos = A.build_combos(sw, [])
     assert len(combos) == 6 and not any("nan" in c.desc or "—" in c.desc for c in combos)
+
+
+def test_importances_match_study_trials_by_their_tune_trial_link(tmp_path):
+    """Each study trial names its Tune trial (user attribute tune_trial_id, ablate.sweep.study): a
+    linked trial whose runs are all full-budget counts whatever value the study recorded; the
+    early-stopped trial's link does not."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = make_sweep(tmp_path, n_seeds=1, n_failed=0, n_early_stopped=1)
+    t = load_sweep(path).trials
+    axes = ["mask", "advantage", "likelihood"]
+    dists = {a: CategoricalDistribution(sorted(set(t["slot." + a]))) for a in axes}
+    study = optuna.create_study(study_name="synth", direction="maximize",
+                                storage=JournalStorage(JournalFileBackend(str(path / "optuna.journal"))))
+    for _, row in t.iterrows():
+        study.add_trial(optuna.trial.create_trial(
+            params={a: row["slot." + a] for a in axes}, distributions=dists, value=-1.0,  # matches no run
+            user_attrs={"tune_trial_id": str(row["tune_trial_id"])}))
+    imp = E.importances(load_sweep(path))
+    assert "optuna.journal" in imp.source, imp.notes
+    assert imp.n_trials == len(t) - 1 and imp.n_excluded == 1
