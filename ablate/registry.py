@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from ablate.errors import ConfigError, choice_error
 from ablate.spec.params import ParamError
 from ablate.spec.groups import SLOT_FAMILIES, base_name
-from ablate.spec.targets import FAMILY_BASES, base_of, import_path, resolve
+from ablate.spec.targets import FAMILY_BASES, base_of, resolve
 from ablate.spec.yaml import load_file
 
 
@@ -36,12 +36,6 @@ def families() -> dict[str, type]:
 def conf_dir() -> Path:
     """Absolute path of the Hydra config tree (``ABLATE_CONF_DIR`` overrides the repo's ``conf/``)."""
     return Path(os.environ.get("ABLATE_CONF_DIR") or Path(__file__).parent.parent / "conf").resolve()
-
-
-def import_target(target: str, field: str = "_target_") -> Any:
-    """Import a dotted path that needs no vetting (a registered trainable); config targets go
-    through :func:`ablate.spec.targets.resolve`."""
-    return import_path(target, field)
 
 
 def params_of(cls: type) -> dict[str, inspect.Parameter]:
