@@ -249,13 +249,10 @@ def top_comparisons(units: list[Unit], mode: str, top: int = 5) -> list[UnitComp
     pairs = [(i, j) for i in range(len(units)) for j in range(i + 1, len(units))]
     per_seed = [_per_seed(u) for u in units]
     adj = adjust_p(_pair_p_values(units, per_seed, pairs), "holm")
-    out = []
-    for (i, j), q in zip(pairs, adj):
-        if i < top and j < top:
-            full = compare_units(units[i], units[j], per_seed[i], per_seed[j]).adjusted(q)
-            out.append(UnitComparison(units[i].uid, units[j].uid, full, poi(units[i], units[j], mode),
-                                      len(pairs)))
-    return out
+    return [UnitComparison(units[i].uid, units[j].uid,
+                           compare_units(units[i], units[j], per_seed[i], per_seed[j]).adjusted(q),
+                           poi(units[i], units[j], mode), len(pairs))
+            for (i, j), q in zip(pairs, adj) if i < top and j < top]
 
 
 def _pair_p_values(units: list[Unit], per_seed: list[dict], pairs: list) -> np.ndarray:

@@ -208,7 +208,10 @@ def _importances(d: _Doc) -> list:
     imp = d.imp
     blocks: list = [Heading(3, "Importances")]
     if imp.available:
-        blocks.append(Para(
+        fan, ped = imp.fanova or {}, imp.ped_anova or {}
+        floor = {e.name: e.p_adjusted for e in d.effects}
+        rows = [[Code(n), _g(fan.get(n)), _g(ped.get(n)), _p(floor.get(n))] for n in imp.names]
+        blocks += [Para(
             f"Source: {imp.source}; {imp.n_trials} {imp.unit} used"
             + (f", {imp.n_excluded} excluded" if imp.n_excluded else "")
             + ". fANOVA: share of the variance of the target explained by each parameter (random-forest "
@@ -216,13 +219,8 @@ def _importances(d: _Doc) -> list:
             "reaching the top 10% of trials. They answer different questions; both are shown. Both "
             "always rank something first: the noise floor column is the factor's main-effect F test "
             "against the pooled seed variance (BH-adjusted p); an importance whose p is not below "
-            "0.05 is not distinguishable from seed noise."
-        ))
-        fan, ped = imp.fanova or {}, imp.ped_anova or {}
-        floor = {e.name: e.p_adjusted for e in d.effects}
-        rows = [[Code(n), _g(fan.get(n)), _g(ped.get(n)), _p(floor.get(n))] for n in imp.names]
-        blocks.append(Table(["parameter", "fANOVA", "PED-ANOVA", "noise floor: main effect p (BH)"], rows,
-                            ["l", "r", "r", "r"]))
+            "0.05 is not distinguishable from seed noise."),
+            Table(["parameter", "fANOVA", "PED-ANOVA", "noise floor: main effect p (BH)"], rows, ["l", "r", "r", "r"])]
         d.figure(blocks, "importances.png", plots.importance_plot(imp), "Parameter importances")
     if imp.notes:
         blocks.append(Bullets(list(imp.notes)))
