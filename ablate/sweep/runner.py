@@ -163,15 +163,10 @@ def check_machine(space: SearchSpace, address: str | None, num_cpus: float | Non
                               "of a cluster with GPUs)")
 
 
-def _planned(space: SearchSpace, specs: list[dict] | None) -> int:
-    """Runs the sweep plans: its trials (grid/random), or proposals x seeds (Optuna)."""
-    return len(specs) if specs is not None else int(space.search.num_samples or 0) * len(space.seeds)
-
-
 def confirm_size(space: SearchSpace, specs: list[dict] | None, yes: bool,
                  log: Callable[[str], None]) -> None:
     """State a large sweep's size; without ``--yes`` ask at a terminal, refuse otherwise."""
-    n = _planned(space, specs)
+    n = space.planned_runs(specs)
     if n <= LARGE_SWEEP:
         return
     log(f"sweep {space.name}: {n} trials")
@@ -664,8 +659,8 @@ def _finish(run: SweepRun, t0: float, *, report: bool, output_dir: str | None,
     rows = read_trials(run.sweep_dir)
     counts = dict(Counter(r["status"] if r["status"] in FINAL_STATUSES else "running"
                           for r in rows))
-    if _planned(space, run.specs) > len(rows):
-        counts["pending"] = _planned(space, run.specs) - len(rows)
+    if space.planned_runs(run.specs) > len(rows):
+        counts["pending"] = space.planned_runs(run.specs) - len(rows)
     unfinished = counts.get("running", 0) + counts.get("pending", 0)
     total = sum(counts.values())
     failed = counts.get("failed", 0)

@@ -459,6 +459,10 @@ class SearchSpace(_Section):
                                             f"resources.cpu_per_worker={r.cpu:g}",
                                             f"resources.gpu_per_worker={r.gpu:g}"]
 
+    def planned_runs(self, specs: list[dict] | None) -> int:
+        """Runs the sweep plans: its trials (grid/random, ``specs``), or proposals x seeds (Optuna)."""
+        return len(specs) if specs is not None else int(self.search.num_samples or 0) * len(self.seeds)
+
     def swept_keys(self) -> list[str]:
         return [a for a, _ in self.categorical_axes()] + list(self.params)
 
@@ -619,13 +623,8 @@ def grid_assignments(space: SearchSpace) -> list[dict]:
     for axis, opts in axes:
         combos = [{**c, axis: o} for c in combos for o in opts]
     for key, p in space.params.items():
-        nxt: list[dict] = []
-        for c in combos:
-            if p.active(c):
-                nxt.extend({**c, key: v} for v in (p.values or []))
-            else:
-                nxt.append(c)
-        combos = nxt
+        combos = [x for c in combos
+                  for x in ([{**c, key: v} for v in p.values or []] if p.active(c) else [c])]
     first: dict[str, dict] = {}  # values equal to 6 digits share a combo key
     for c in combos:
         first.setdefault(combo_key(c), _ordered(space, c))
@@ -648,11 +647,6 @@ def tune_domain(p: ParamSpec):
     return tune.quniform(lo, hi, p.step) if p.step else tune.uniform(lo, hi)
 
 
-def _py(v: Any) -> Any:
-    item = getattr(v, "item", None)
-    return item() if callable(item) else v
-
-
 def random_assignments(space: SearchSpace) -> list[dict]:
     """``num_samples`` draws by Ray Tune's own sampler (its domains and variant generator, seeded
     by ``search.seed``), drawn up front so each (draw, seed) is a planned trial with a stable key;
@@ -667,11 +661,11 @@ def random_assignments(space: SearchSpace) -> list[dict]:
     out = []
     for _ in range(int(space.search.num_samples or 0)):
         _, cfg = next(generate_variants({"config": spec}, random_state=rs))
-        drawn = cfg["config"]
-        a: dict[str, Any] = {axis: _py(drawn[axis]) for axis, _ in space.categorical_axes()}
+        drawn = {k: v.item() if isinstance(v, np.generic) else v for k, v in cfg["config"].items()}
+        a: dict[str, Any] = {axis: drawn[axis] for axis, _ in space.categorical_axes()}
         for key, p in space.params.items():
             if p.active(a):
-                a[key] = _py(drawn[key])
+                a[key] = drawn[key]
         out.append(a)
     return out
 
