@@ -4,8 +4,8 @@ then validate it against the typed schema (ablate/schema.py) before anything is 
 from __future__ import annotations
 
 import copy
+import functools
 import re
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -13,15 +13,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ablate.adapters import apply_value_overrides
 from ablate.errors import ConfigError, choice_error
-from ablate.registry import conf_dir, plain
+from ablate.registry import conf_dir, plain, variant_names
 from ablate.schema import RunConfig, check_key, model_defaults, root_defaults
 from ablate.spec.translate import check
 from ablate.spec.groups import GROUPS
-
-
-def _group_options(group: str) -> list[str]:
-    d = conf_dir() / group
-    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
 
 
 _INTERP = re.compile(r"\$\{")
@@ -70,10 +65,10 @@ def check_overrides(overrides: Sequence[str]) -> None:
         if "." in key:
             check_key(key)
         if sep and key in GROUPS and val.strip().startswith("["):
-            raise ConfigError(f"{key}: got {val!r}; allowed: one of {', '.join(_group_options(key))} "
+            raise ConfigError(f"{key}: got {val!r}; allowed: one of {', '.join(variant_names(key))} "
                               "(one run takes one choice; sweep several with `ablate sweep`)")
-        if sep and key in GROUPS and val and val not in _group_options(key) and "," not in val:
-            raise choice_error(key, val, _group_options(key))
+        if sep and key in GROUPS and val and val not in variant_names(key) and "," not in val:
+            raise choice_error(key, val, variant_names(key))
         if not sep and ov.startswith("~") and key in ROOT_REQUIRED:
             raise ConfigError(f"{ov}: {key} cannot be removed; allowed: set its fields "
                               f"({key}.<field>=value)")
@@ -107,10 +102,6 @@ def register_defaults() -> None:
     cs.store(group="model", name="schema", node=model_defaults())
 
 
-_BASE_CACHE: "OrderedDict[tuple, DictConfig]" = OrderedDict()
-_BASE_CACHE_SIZE = 32
-
-
 def _is_group_override(ov: str) -> bool:
     """``mask=none``, ``+pipeline=dapo``, ``~regularizers``, ``hydra.*``: they shape the defaults
     list. Everything else (``train.lr=3e-4``, ``mask.eps_low=0.3``) is a value override."""
@@ -134,16 +125,7 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     groups = [o for o in overrides if _is_group_override(o)]
     values = [o for o in overrides if not _is_group_override(o)]
     try:
-        key = (str(conf_dir()), tuple(groups))
-        base = _BASE_CACHE.get(key)
-        if base is None:
-            base = _compose_groups(groups)
-            _BASE_CACHE[key] = base
-            while len(_BASE_CACHE) > _BASE_CACHE_SIZE:
-                _BASE_CACHE.popitem(last=False)
-        else:
-            _BASE_CACHE.move_to_end(key)
-        cfg = copy.deepcopy(base)
+        cfg = copy.deepcopy(_compose_groups(str(conf_dir()), tuple(groups)))
         if values:
             apply_value_overrides(cfg, values)
     except (HydraException, OmegaConfBaseException) as e:
@@ -156,11 +138,13 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     return cfg
 
 
-def _compose_groups(overrides: list[str]) -> DictConfig:
+@functools.lru_cache(maxsize=32)
+def _compose_groups(config_dir: str, overrides: tuple[str, ...]) -> DictConfig:
+    """The composed config of one set of group choices (cached: callers deep-copy it)."""
     from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    with initialize_config_dir(config_dir=config_dir, version_base=None):
+        cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
     choices = {g: cfg.hydra.runtime.choices.get(g) for g in GROUPS}
     with open_dict(cfg):
         del cfg["hydra"]
@@ -204,21 +188,20 @@ def check_run(cfg: Any, *, cuda_available: Optional[bool] = None) -> RunConfig:
         raise ConfigError(f"model.path: got {run.model.path!r}, which holds no config.json; "
                           "allowed: a local Hugging Face checkpoint directory, or null (tiny model)")
     gpus = run.resources.gpu_per_worker
-    if gpus > 0 and not _on_cuda("cuda", cuda_available):
+    if gpus > 0 and not _cuda(cuda_available):
         raise ConfigError(f"resources.gpu_per_worker: got {gpus:g}, but CUDA is not available "
                           "here; allowed: 0")
-    if run.model.dtype == "float16" and not _on_cuda(run.device, cuda_available):
+    if run.model.dtype == "float16" and (run.device == "cpu" or not _cuda(cuda_available)):
         raise ConfigError(f"model.dtype: got 'float16' with device={run.device!r}; allowed on CPU: "
                           "float32, bfloat16 (float16 needs a GPU)")
     return run
 
 
-def _on_cuda(dev: str, cuda_available: Optional[bool]) -> bool:
-    if dev == "cpu":
-        return False
+def _cuda(cuda_available: Optional[bool]) -> bool:
+    """Whether CUDA is usable here (``cuda_available`` given, or asked of torch)."""
     if cuda_available is None:
         import torch
-        cuda_available = torch.cuda.is_available()
+        return torch.cuda.is_available()
     return bool(cuda_available)
 
 
@@ -243,14 +226,12 @@ def check_targets(data: Any, path: str = "") -> None:
 def _check_device(dev: str, cuda_available: Optional[bool]) -> None:
     if not dev.startswith("cuda"):
         return
-    import torch
-
-    if cuda_available is None:
-        cuda_available = torch.cuda.is_available()
-    if not cuda_available:
+    if not _cuda(cuda_available):
         raise ConfigError(f"device: got {dev!r}, but CUDA is not available here; "
                           "allowed: cpu, auto")
     if ":" in dev:
+        import torch
+
         n = torch.cuda.device_count()
         if int(dev.split(":")[1]) >= n:
             raise ConfigError(f"device: got {dev!r}; allowed: cpu, auto, cuda, "

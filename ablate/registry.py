@@ -17,17 +17,15 @@ from ablate.errors import ConfigError, choice_error
 from ablate.spec.params import ParamError
 from ablate.spec.groups import SLOT_FAMILIES, base_name
 from ablate.spec.targets import FAMILY_BASES, base_of, resolve
+from ablate.spec.yaml import load_file
 
 
-def component_params(cls: type) -> dict[str, str]:
-    """{parameter: family} for ``cls``'s parameters that take a slot component: a parameter named
-    after a slot family and annotated with its base class is built as a component of that family
-    (from a variant name or a mapping)."""
-    out = {}
-    for name, p in params_of(cls).items():
-        if name in SLOT_FAMILIES and base_name(name) in str(p.annotation):
-            out[name] = name
-    return out
+def component_params(cls: type) -> list[str]:
+    """``cls``'s parameters that take a slot component: a parameter named after a slot family and
+    annotated with its base class is built as a component of that family (from a variant name or
+    a mapping)."""
+    return [n for n, p in params_of(cls).items()
+            if n in SLOT_FAMILIES and base_name(n) in str(p.annotation)]
 
 
 def families() -> dict[str, type]:
@@ -37,18 +35,7 @@ def families() -> dict[str, type]:
 
 def conf_dir() -> Path:
     """Absolute path of the Hydra config tree (``ABLATE_CONF_DIR`` overrides the repo's ``conf/``)."""
-    env = os.environ.get("ABLATE_CONF_DIR")
-    if env:
-        return Path(env).resolve()
-    return (Path(__file__).resolve().parent.parent / "conf").resolve()
-
-
-def import_target(target: str, field: str = "_target_") -> Any:
-    """Import a dotted path that needs no vetting (a registered trainable); config targets go
-    through :func:`ablate.spec.targets.resolve`."""
-    from ablate.spec.targets import import_path
-
-    return import_path(target, field)
+    return Path(os.environ.get("ABLATE_CONF_DIR") or Path(__file__).parent.parent / "conf").resolve()
 
 
 def params_of(cls: type) -> dict[str, inspect.Parameter]:
@@ -85,8 +72,8 @@ def build(family: str, cfg: Any, field: str | None = None) -> Any:
     built = {}
     named = component_params(cls)
     for k, v in params.items():
-        if k in named and named[k] != family and isinstance(v, (str, Mapping)):
-            built[k] = build(named[k], v, f"{field}.{k}")
+        if k in named and k != family and isinstance(v, (str, Mapping)):
+            built[k] = build(k, v, f"{field}.{k}")
         else:
             built[k] = _build_nested(family, v, f"{field}.{k}")
     try:
@@ -128,8 +115,6 @@ def load_variant(family: str, name: str) -> dict:
     path = conf_dir() / family / f"{name}.yaml"
     if not path.is_file():
         raise choice_error(family, name, variant_names(family))
-    from ablate.spec.yaml import load_file
-
     data = load_file(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with _target_, got {type(data).__name__}")
@@ -159,7 +144,7 @@ def describe_variants(families: tuple[str, ...] = SLOT_FAMILIES) -> list[Variant
                 cls = resolve(fam, target, f"{fam}/{name}._target_")
                 for n, p in params_of(cls).items():
                     params[n] = None if p.default is inspect.Parameter.empty else p.default
-                doc = (inspect.getdoc(cls) or "").splitlines()[0] if inspect.getdoc(cls) else ""
+                doc = ((inspect.getdoc(cls) or "").splitlines() or [""])[0]
             except ConfigError as e:
                 doc = f"ERROR: {e}"
             params.update({k: v for k, v in cfg.items() if k != "_target_"})

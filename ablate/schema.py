@@ -3,7 +3,7 @@ defaults, types and ranges.
 
 Hydra composes ``conf/`` as before; ``register_defaults()`` puts the defaults of the root groups
 (``train``, ``eval``, ``resources``, the top-level scalars) and of ``model`` into Hydra's ConfigStore, so the
-YAML files hold only what a variant changes. ``validate_run(cfg)`` checks a composed config
+YAML files hold only what a variant changes. ``ablate.config.check_run(cfg)`` checks a composed config
 against the schema (strict: ``train.steps=2.5`` is an error, not a coercion) and raises one-line
 :class:`ablate.errors.ConfigError` s naming the field, the bad value and what is allowed. Component
 groups (slots, objective, pipeline, critic, task) are checked by the registry when they are built (their
@@ -275,19 +275,14 @@ class RunConfig(Group):
 
 
 # Defaults that Hydra sees (ConfigStore): the root groups without component groups
-ROOT_DEFAULT_GROUPS = ("train", "eval")
 ROOT_SCALARS = ("name", "seed", "device", "run_dir", "threads")
 
 
 def root_defaults() -> dict:
-    """The root config's defaults (top-level scalars, train, eval) from the schema."""
-    out: dict[str, Any] = {}
-    for k in ROOT_SCALARS:
-        out[k] = RunConfig.model_fields[k].default
-    out["resources"] = _dump(ResourcesConfig())
-    out["train"] = _dump(TrainConfig())
-    out["eval"] = _dump(EvalConfig())
-    return out
+    """The root config's defaults (top-level scalars, resources, train, eval) from the schema."""
+    out: dict[str, Any] = {k: RunConfig.model_fields[k].default for k in ROOT_SCALARS}
+    return {**out, "resources": _dump(ResourcesConfig()), "train": _dump(TrainConfig()),
+            "eval": _dump(EvalConfig())}
 
 
 def model_defaults() -> dict:

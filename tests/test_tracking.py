@@ -26,7 +26,7 @@ from ablate.tracking import (
     load_run,
     resolve_mode,
 )
-from ablate.tracking.tracker import wandb_settings
+from ablate.tracking.tracker import tracker_config
 from tests.wandb_reader import find_wandb_file, iter_record_payloads, read_offline_history, read_offline_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -331,11 +331,11 @@ def test_resolve_mode_env_override_auto_and_errors(tmp_path, monkeypatch):
 def test_tracker_config_files_and_validation(tmp_path):
     on = yaml.safe_load((REPO / "conf/tracker/wandb.yaml").read_text())
     off = yaml.safe_load((REPO / "conf/tracker/none.yaml").read_text())
-    s_on, s_off = wandb_settings(on), wandb_settings(OmegaConf.create(off))
-    assert s_on["enabled"] and s_on["project"] == "ablate" and s_on["mode"] == "auto"
-    assert not s_off["enabled"]
+    s_on, s_off = tracker_config(on).wandb, tracker_config(OmegaConf.create(off)).wandb
+    assert s_on.enabled and s_on.project == "ablate" and s_on.mode == "auto"
+    assert not s_off.enabled
     with pytest.raises(ConfigError, match="tracker.wandb: unknown key.*projekt"):
-        wandb_settings({"wandb": {"enabled": True, "projekt": "x"}})
+        tracker_config({"wandb": {"enabled": True, "projekt": "x"}})
     with pytest.raises(ConfigError, match="tracker.wandb.mode"):
         build_tracker({"wandb": {"enabled": True, "mode": "sometimes"}}, run_dir=tmp_path / "r",
                       config=CONFIG, name="n", group=None, job_type=None, tags=[])
@@ -410,7 +410,7 @@ def test_eval_prompts_round_trip_resume_and_torn_line(tmp_path):
         f.write('{"step": 3, "prompt_id": ["p0"')  # torn by a kill
     assert [r["step"] for r in read_eval_prompts(tmp_path)] == [0, 0, 2, 2]
     r = RunStore(tmp_path, resume=pos)
-    assert r.num_eval_prompts == 1
+    assert r.lines["eval_prompts"] == 1
     r.log_eval_prompts(["p0", "p1"], [4, 4], [3, 3], step=2)
     r.close()
     assert read_eval_prompts(tmp_path) == [

@@ -90,10 +90,10 @@ def resolve(value: object) -> Trainable:
 
 def load(value: object) -> Callable:
     """Import a registered trainable (one-line error when it cannot be imported)."""
-    from ablate.registry import import_target
+    from ablate.spec.targets import import_path
 
     t = resolve(value)
-    fn = import_target(t.path, "trainable")
+    fn = import_path(t.path, "trainable")
     if not callable(fn):
         raise ConfigError(f"trainable: {t.name} ({t.path}) is not callable")
     return fn

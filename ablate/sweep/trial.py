@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, NoReturn
 
-from ablate.registry import import_target
+from ablate.spec.targets import import_path
 from ablate.sweep.space import active_assignment, assignment_overrides, combo_key
 from ablate.tracking import progress
 from ablate.tracking.run_store import merge_summary
@@ -350,7 +350,7 @@ def _run_trial(config: dict, ctx: dict) -> None:
     reuse = _replay_or_reuse(tr)
     if reuse is None:
         return
-    trainable = import_target(ctx["trainable"], "trainable")
+    trainable = import_path(ctx["trainable"], "trainable")
     ckpt, resume_note = (_load_checkpoint(tr.sweep_dir, tr.trial_id)
                          if _accepts_checkpoints(trainable) else (None, None))
     if resume_note:

@@ -11,12 +11,13 @@ change of phase or cache state.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
+
+from ablate.tracking.run_store import atomic_write, read_json
 
 PROGRESS_FILE = "progress.json"
 
@@ -61,10 +62,8 @@ def to_file(path: Path | str) -> Any:
     path = Path(path)
 
     def write(rec: dict) -> None:
-        tmp = path.with_name(path.name + ".tmp")
         try:
-            tmp.write_text(json.dumps(rec), encoding="utf-8")
-            os.replace(tmp, path)
+            atomic_write(path, json.dumps(rec))
         except OSError:  # progress is cosmetic: never fail a run for it
             pass
 
@@ -80,11 +79,7 @@ def to_console(stream=None, interval_s: float = 5.0) -> Any:
 
 
 def read(path: Path | str) -> Optional[dict]:
-    try:
-        rec = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return rec if isinstance(rec, dict) else None
+    return read_json(Path(path)) or None
 
 
 def describe(rec: dict) -> str:

@@ -35,7 +35,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import IO, Any, Iterable, Mapping, Optional, Sequence
 
 import yaml
 from ablate.registry import plain
@@ -50,28 +50,18 @@ TRACEBACK_TAIL_CHARS = 4000
 def to_jsonable(x: Any) -> Any:
     """Plain JSON values: numpy/torch scalars → Python numbers, NaN/±inf → None, tuples → lists,
     mappings with string keys; anything else → ``str(x)``."""
-    if x is None or isinstance(x, (bool, str)):
-        return x
-    if isinstance(x, int):
+    if x is None or isinstance(x, (bool, str, int)):
         return x
     if isinstance(x, float):
         return x if math.isfinite(x) else None
     if getattr(x, "ndim", None) == 0 and callable(getattr(x, "item", None)):  # numpy/torch scalars
-        try:
-            return to_jsonable(x.item())
-        except Exception:  # noqa: BLE001 - fall through to the generic cases
-            pass
+        return to_jsonable(x.item())
     if isinstance(x, Mapping):
         return {str(k): to_jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple, set, frozenset)):
         return [to_jsonable(v) for v in x]
-    if hasattr(x, "tolist") and callable(x.tolist):  # numpy / torch arrays
-        try:
-            return to_jsonable(x.tolist())
-        except Exception:  # noqa: BLE001
-            pass
-    if isinstance(x, Path):
-        return str(x)
+    if callable(getattr(x, "tolist", None)):  # numpy / torch arrays
+        return to_jsonable(x.tolist())
     return str(x)
 
 
@@ -89,54 +79,23 @@ class RunStore:
         self._t0 = time.perf_counter()
         self.final: dict[str, Any] = {}  # last value of each metric key
         self.last_step: Optional[int] = None
-        self.num_logs = 0
-        self.num_samples = 0
-        self.num_eval_prompts = 0
+        self.lines = dict.fromkeys(STREAMS, 0)  # lines written to each stream's JSONL file
         if resume is not None:
             self._rewind(resume)
-        self.metrics_path.touch()  # exists from the start; opened on the first log (a store
-        self._metrics_f = None     # abandoned before then holds no open file)
-        self._samples_f = None
-        self._eval_prompts_f = None
+        (self.run_dir / "metrics.jsonl").touch()  # exists from the start; a stream's file is
+        self._files: dict[str, IO[str]] = {}      # opened on its first write (none held before)
         self._summary: dict[str, Any] = {}
-        self.closed = False
-
-    # ------------------------------------------------------------------------------ paths
-    @property
-    def config_path(self) -> Path:
-        return self.run_dir / "config.yaml"
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.run_dir / "metrics.jsonl"
-
-    @property
-    def samples_path(self) -> Path:
-        return self.run_dir / "samples.jsonl"
-
-    @property
-    def eval_prompts_path(self) -> Path:
-        return self.run_dir / "eval_prompts.jsonl"
-
-    @property
-    def summary_path(self) -> Path:
-        return self.run_dir / "summary.json"
 
     # ------------------------------------------------------------------------------ resuming
     def position(self) -> dict[str, Any]:
-        """Where the files stand now (what a trial checkpoint records)."""
-        def size(path: Path, f) -> int:
-            if f is not None:
-                f.flush()
-            return path.stat().st_size if path.exists() else 0
-
-        return {"metrics_lines": self.num_logs, "metrics_bytes": size(self.metrics_path, self._metrics_f),
-                "samples_lines": self.num_samples,
-                "samples_bytes": size(self.samples_path, self._samples_f),
-                "eval_prompts_lines": self.num_eval_prompts,
-                "eval_prompts_bytes": size(self.eval_prompts_path, self._eval_prompts_f),
-                "final": dict(self.final), "last_step": self.last_step,
-                "start_time": self.start_time}
+        """Where the files stand now (what a trial checkpoint records); every write is flushed."""
+        pos: dict[str, Any] = {"final": dict(self.final), "last_step": self.last_step,
+                               "start_time": self.start_time}
+        for key in STREAMS:
+            path = self.run_dir / f"{key}.jsonl"
+            pos[f"{key}_lines"] = self.lines[key]
+            pos[f"{key}_bytes"] = path.stat().st_size if path.exists() else 0
+        return pos
 
     def _rewind(self, pos: Mapping[str, Any]) -> None:
         """Cut the JSONL files back to a recorded position (lines logged after the checkpoint by
@@ -144,9 +103,10 @@ class RunStore:
         before a file existed (no ``<stream>_bytes`` key) leaves that file as it is."""
         for key in STREAMS:
             path = self.run_dir / f"{key}.jsonl"
-            if key == "eval_prompts" and f"{key}_bytes" not in pos:
+            self.lines[key] = int(pos.get(f"{key}_lines") or 0)
+            if f"{key}_bytes" not in pos:
                 continue
-            n = int(pos.get(f"{key}_bytes") or 0)
+            n = int(pos[f"{key}_bytes"])
             have = path.stat().st_size if path.exists() else 0
             if have < n:
                 raise RuntimeError(f"cannot resume {path}: it has {have} bytes, the checkpoint "
@@ -154,9 +114,6 @@ class RunStore:
             if path.exists():
                 with open(path, "r+b") as f:
                     f.truncate(n)
-        self.num_logs = int(pos.get("metrics_lines") or 0)
-        self.num_samples = int(pos.get("samples_lines") or 0)
-        self.num_eval_prompts = int(pos.get("eval_prompts_lines") or 0)
         self.final = dict(pos.get("final") or {})
         self.last_step = pos.get("last_step")
         if pos.get("start_time"):
@@ -167,37 +124,36 @@ class RunStore:
         """Write the resolved config (dict or omegaconf container) to config.yaml."""
         data = to_jsonable(plain(config))
         text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
-        _atomic_write(self.config_path, text)
+        atomic_write(self.run_dir / "config.yaml", text)
+
+    def _append(self, key: str, recs: Iterable[Mapping[str, Any]]) -> int:
+        """Append records as lines of ``<key>.jsonl`` and flush them; returns how many."""
+        f = self._files.get(key)
+        if f is None:
+            f = self._files[key] = open(self.run_dir / f"{key}.jsonl", "a", encoding="utf-8")
+        n = 0
+        for rec in recs:
+            f.write(_dumps(rec) + "\n")
+            n += 1
+        f.flush()
+        self.lines[key] += n
+        return n
 
     def log(self, metrics: Mapping[str, Any], step: int, t: Optional[float] = None) -> None:
         """Append one line ``{"step": step, "time": t or now, **metrics}`` and flush it."""
         bad = [k for k in metrics if k in RESERVED_KEYS]
         if bad:
             raise ValueError(f"RunStore.log: metric names {bad} are reserved (the line's own step/time)")
-        rec = {"step": int(step), "time": float(time.time() if t is None else t)}
         clean = {str(k): to_jsonable(v) for k, v in metrics.items()}
-        rec.update(clean)
-        if self._metrics_f is None:
-            self._metrics_f = open(self.metrics_path, "a", encoding="utf-8")
-        self._metrics_f.write(_dumps(rec) + "\n")
-        self._metrics_f.flush()
+        self._append("metrics", [{"step": int(step), "time": float(time.time() if t is None else t),
+                                  **clean}])
         self.final.update(clean)
         self.last_step = int(step)
-        self.num_logs += 1
 
     def log_samples(self, rows: Iterable[Mapping[str, Any]], step: int) -> int:
         """Append generation rows (each gets ``step`` unless it has one); returns how many."""
-        if self._samples_f is None:
-            self._samples_f = open(self.samples_path, "a", encoding="utf-8")
-        n = 0
-        for row in rows:
-            rec = {"step": int(step)}
-            rec.update({str(k): v for k, v in row.items()})
-            self._samples_f.write(_dumps(rec) + "\n")
-            n += 1
-        self._samples_f.flush()
-        self.num_samples += n
-        return n
+        return self._append("samples", ({"step": int(step), **{str(k): v for k, v in row.items()}}
+                                        for row in rows))
 
     def log_eval_prompts(self, prompt_id: Sequence[str], n: Sequence[int], c: Sequence[int],
                          step: int) -> None:
@@ -208,19 +164,13 @@ class RunStore:
             raise ValueError(f"RunStore.log_eval_prompts: {len(ids)} ids, {len(ns)} n, {len(cs)} c")
         if any(not 0 <= ci <= ni for ni, ci in zip(ns, cs)):
             raise ValueError("RunStore.log_eval_prompts: need 0 <= c <= n for every prompt")
-        if self._eval_prompts_f is None:
-            self._eval_prompts_f = open(self.eval_prompts_path, "a", encoding="utf-8")
-        rec = {"step": int(step), "prompt_id": ids, "n": ns, "c": cs}
-        self._eval_prompts_f.write(_dumps(rec) + "\n")
-        self._eval_prompts_f.flush()
-        self.num_eval_prompts += 1
+        self._append("eval_prompts", [{"step": int(step), "prompt_id": ids, "n": ns, "c": cs}])
 
     def write_summary(self, **fields: Any) -> dict:
         """Merge ``fields`` into the summary and rewrite summary.json atomically."""
         self._summary.update(fields)
         self._summary.setdefault("start_time", self.start_time)
-        _atomic_write(self.summary_path, json.dumps(to_jsonable(self._summary), ensure_ascii=False,
-                                                    indent=2, allow_nan=False) + "\n")
+        _write_summary(self.run_dir, self._summary)
         return dict(self._summary)
 
     def finish(self, status: str, summary: Optional[Mapping[str, Any]] = None,
@@ -237,14 +187,11 @@ class RunStore:
             "wall_s": time.perf_counter() - self._t0,
             "end_time": time.time(),
             "last_step": self.last_step,
-            "num_logs": self.num_logs,
+            "num_logs": self.lines["metrics"],
             "error": None,
         }
         if error is not None:
-            fields["error"] = _error_message(error)
-            tb = _traceback_tail(error)
-            if tb:
-                fields["traceback"] = tb
+            fields.update(_error_fields(error))
         for k, v in (summary or {}).items():
             if k == "status":
                 continue  # the argument is authoritative
@@ -256,30 +203,21 @@ class RunStore:
         return out
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        for f in (self._metrics_f, self._samples_f, self._eval_prompts_f):
-            if f is not None:
-                try:
-                    f.close()
-                except OSError:
-                    pass
+        for f in self._files.values():  # closing a closed file again is a no-op
+            try:
+                f.close()
+            except OSError:
+                pass
 
 
 def mark_interrupted(run_dir: Path, reason: str) -> bool:
     """A summary.json still saying "running" after its process is gone becomes "interrupted"
     (with ``reason``); returns whether it changed. A resumed run rewrites it as it goes."""
-    path = Path(run_dir) / "summary.json"
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    if not isinstance(summary, dict) or summary.get("status") != "running":
+    summary = read_summary(run_dir)
+    if summary.get("status") != "running":
         return False
     summary.update(status=INTERRUPTED, error=reason, end_time=time.time())
-    _atomic_write(path, json.dumps(to_jsonable(summary), ensure_ascii=False, indent=2,
-                                   allow_nan=False) + "\n")
+    _write_summary(run_dir, summary)
     return True
 
 
@@ -303,9 +241,13 @@ def merge_summary(run_dir: Path, **fields: Any) -> dict:
     summary = read_summary(run_dir)
     summary.update(fields)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    _atomic_write(Path(run_dir) / "summary.json", json.dumps(
-        to_jsonable(summary), ensure_ascii=False, indent=2, allow_nan=False) + "\n")
+    _write_summary(run_dir, summary)
     return summary
+
+
+def _write_summary(run_dir: Path, summary: Mapping[str, Any]) -> None:
+    atomic_write(Path(run_dir) / "summary.json", json.dumps(
+        to_jsonable(summary), ensure_ascii=False, indent=2, allow_nan=False) + "\n")
 
 
 def mark_failed_in_place(run_dir: Path, error: str) -> bool:
@@ -323,7 +265,8 @@ def mark_failed_in_place(run_dir: Path, error: str) -> bool:
         return False
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file and rename it over ``path``: a reader never sees half of it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
@@ -331,21 +274,15 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _error_message(error: str | BaseException) -> str:
-    if isinstance(error, BaseException):
-        return f"{type(error).__name__}: {error}"
-    return str(error)
-
-
-def _traceback_tail(error: str | BaseException) -> Optional[str]:
-    if isinstance(error, BaseException):
-        exc = error
-    else:
-        exc = sys.exc_info()[1]
-    if exc is None:
-        return None
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return tb[-TRACEBACK_TAIL_CHARS:]
+def _error_fields(error: str | BaseException) -> dict[str, str]:
+    """``error`` as a message, and the traceback tail of the exception (or of the one being
+    handled when ``error`` is a string)."""
+    is_exc = isinstance(error, BaseException)
+    out = {"error": f"{type(error).__name__}: {error}" if is_exc else str(error)}
+    exc = error if is_exc else sys.exc_info()[1]
+    if exc is not None:
+        out["traceback"] = "".join(traceback.format_exception(exc))[-TRACEBACK_TAIL_CHARS:]
+    return out
 
 
 def read_jsonl(path: Path) -> tuple[list[dict], int]:
@@ -355,14 +292,12 @@ def read_jsonl(path: Path) -> tuple[list[dict], int]:
     out, bad = [], 0
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
-            line = line.strip()
-            if not line:
+            if not line.strip():
                 continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
-                bad += 1
-                continue
+                rec = None
             if isinstance(rec, dict):
                 out.append(rec)
             else:
@@ -393,15 +328,9 @@ def load_run(run_dir: Path) -> dict:
     rd = Path(run_dir)
     if not rd.is_dir():
         raise FileNotFoundError(f"load_run: {rd} is not a directory")
-    config = None
-    if (rd / "config.yaml").exists():
-        config = yaml.safe_load((rd / "config.yaml").read_text(encoding="utf-8"))
-    summary = None
-    if (rd / "summary.json").exists():
-        try:
-            summary = json.loads((rd / "summary.json").read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            summary = None
+    cfg = rd / "config.yaml"
+    config = yaml.safe_load(cfg.read_text(encoding="utf-8")) if cfg.exists() else None
+    summary = read_summary(rd) or None
     metrics, bad_m = read_jsonl(rd / "metrics.jsonl")
     samples, bad_s = read_jsonl(rd / "samples.jsonl")
     return {"run_dir": str(rd), "config": config, "metrics": metrics, "samples": samples,

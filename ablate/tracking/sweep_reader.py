@@ -21,10 +21,11 @@ import pandas as pd
 
 from ablate.errors import ConfigError
 from ablate.spec.groups import SLOT_FAMILIES
-from ablate.tracking.run_store import read_jsonl
+from ablate.tracking.run_store import FINAL_STATUSES, INTERRUPTED, read_jsonl
 from ablate.tracking.trials import read_trials
 
-STATUSES = ("finished", "failed", "early_stopped", "running", "interrupted", "pending")
+STATUSES = (*FINAL_STATUSES, "running", INTERRUPTED)  # a row with another status: "other:<it>"
+_ROW_COPIED = ("method", "tune_trial_id", "seed", "wandb_run_id", "wandb_dir", "wandb_mode", "error")
 PASS_AT_RE = re.compile(r"^eval/pass@(\d+)$")
 
 # per-run summaries derived from metrics.jsonl: column -> (metric, how)
@@ -84,15 +85,11 @@ class Sweep:
         row = self.trials.loc[self.trials["trial_id"] == trial_id]
         if row.empty:
             return []
-        run_dir = self._run_dir(row.iloc[0])
-        return read_jsonl(run_dir / "samples.jsonl")[0]
+        return read_jsonl(self._run_dir(row.iloc[0]) / "samples.jsonl")[0]
 
     def _run_dir(self, row) -> Path:
-        rd = row.get("run_dir")
-        if isinstance(rd, str) and rd:
-            p = Path(rd)
-            return p if p.is_absolute() else self.path / p
-        return self.path / "trials" / str(row["trial_id"])
+        """A trials row's run directory (its ``run_dir``: relative to the sweep dir, or absolute)."""
+        return self.path / row["run_dir"]
 
 
 def _read_meta(path: Path) -> dict:
@@ -182,22 +179,16 @@ class _Table:
         params = _factors(r)
         self.slot_names.update(slots)
         self.param_names.update(params)
-        status = str(r.get("status") or "running")
+        status = str(r["status"])
         run_dir = r.get("run_dir") or f"trials/{tid}"
-        combo = str(r["combo"]) if r.get("combo") else ""
+        combo = str(r.get("combo") or "")
         self._note_status(tid, combo, status, r.get("error"), run_dir)
-        final = r.get("final") if isinstance(r.get("final"), dict) else {}
+        final = r["final"]
         self.final_keys.update([self.metric, *map(str, final)])
-        row = {
-            "trial_id": tid, "status": status if status in STATUSES else "other:" + status,
-            "method": r.get("method"), "tune_trial_id": r.get("tune_trial_id"),
-            "seed": r.get("seed"), "combo": combo or _combo_key(slots, params),
-            "run_dir": str(run_dir), "wandb_run_id": r.get("wandb_run_id"),
-            "wandb_dir": r.get("wandb_dir"),
-            "wandb_mode": r.get("wandb_mode"),
-            "error": r.get("error"), "wall_s": _num(r.get("wall_s")),
-            "steps_done": _num(r.get("steps_done")),
-        }
+        row = {"trial_id": tid, "status": status if status in STATUSES else "other:" + status,
+               **{k: r.get(k) for k in _ROW_COPIED}, "combo": combo or _combo_key(slots, params),
+               "run_dir": str(run_dir), "wall_s": _num(r.get("wall_s")),
+               "steps_done": _num(r.get("steps_done"))}
         row.update({"slot." + k: v for k, v in slots.items()})
         row.update({"param." + k: v for k, v in params.items()})
         row.update({"final." + str(k): _num(v) for k, v in final.items()})
@@ -230,7 +221,7 @@ def _factors(r: dict) -> dict:
     effects."""
     slots = r.get("slots") or {}
     params = {str(k): _scalar(v) for k, v in (r.get("params") or {}).items() if k != "seed"}
-    choices = r.get("choices") if isinstance(r.get("choices"), dict) else {}
+    choices = r.get("choices") or {}
     for g, v in choices.items():
         g = str(g)
         if v is not None and g not in slots and g not in SLOT_FAMILIES and g != "method" \

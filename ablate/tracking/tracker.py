@@ -25,7 +25,6 @@ from ablate.tracking.run_store import RunStore
 from ablate.tracking.wandb_logger import WandbLogger, clean_tags, resolve_mode
 
 
-
 class Tracker:
     """``log`` / ``log_samples`` / ``finish`` to the run store and, if enabled, to W&B."""
 
@@ -34,8 +33,7 @@ class Tracker:
         self.store = store
         self.wandb = wandb
         self.info = dict(info or {})
-        self.finished = False
-        self.final_summary: Optional[dict] = None
+        self.final_summary: Optional[dict] = None  # set by the first finish()
 
     # ------------------------------------------------------------------------------ logging
     def log(self, metrics: Mapping[str, float], step: int) -> None:
@@ -59,8 +57,8 @@ class Tracker:
                error: Optional[str | BaseException] = None) -> dict:
         """Close W&B (exit code 0 when finished, else 1) and write the final summary.json.
         Idempotent: a second call returns the first call's summary."""
-        if self.finished:
-            return dict(self.final_summary or {})
+        if self.final_summary is not None:
+            return dict(self.final_summary)
         if self.wandb is not None:
             self.wandb.finish(exit_code=0 if status == "finished" else 1, summary={"status": status})
         fields = dict(self.info)
@@ -70,20 +68,14 @@ class Tracker:
                 fields["wandb"] = {**fields["wandb"], **{kk: vv for kk, vv in v.items() if vv is not None}}
             else:
                 fields[k] = v
-        out = self.store.finish(status, fields, error=error)
-        self.finished = True
-        self.final_summary = out
-        return dict(out)
+        self.final_summary = self.store.finish(status, fields, error=error)
+        return dict(self.final_summary)
 
     def __enter__(self) -> "Tracker":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if not self.finished:
-            if exc is None:
-                self.finish("finished")
-            else:
-                self.finish("failed", error=exc)
+        self.finish("finished" if exc is None else "failed", error=exc)  # no-op once finished
 
     def position(self) -> dict:
         """The run store's position, for a trial checkpoint (see ``RunStore.position``)."""
@@ -94,10 +86,6 @@ class Tracker:
         w = self.wandb
         return {"run_id": self.wandb_run_id, "dir": self.wandb_dir, "mode": self.wandb_mode,
                 "error": None if w is None else w.error}
-
-    @property
-    def run_dir(self) -> Path:
-        return self.store.run_dir
 
     @property
     def wandb_run_id(self) -> Optional[str]:
@@ -121,16 +109,6 @@ def tracker_config(tracker_cfg: Any) -> TrackerConfig:
     return check(TrackerConfig, plain(tracker_cfg) or {}, "tracker.")
 
 
-def wandb_settings(tracker_cfg: Any) -> dict:
-    """The ``tracker.wandb`` block with defaults filled in, as a dict."""
-    return tracker_config(tracker_cfg).wandb.model_dump()
-
-
-def choices_of(config: Mapping[str, Any]) -> dict:
-    ch = config.get("choices") if isinstance(config, Mapping) else None
-    return dict(ch) if isinstance(ch, Mapping) else {}
-
-
 def build_tracker(tracker_cfg: Any, run_dir: Path, config: Mapping[str, Any], name: str,
                   group: Optional[str] = None, job_type: Optional[str] = None,
                   tags: Optional[list[str]] = None,
@@ -146,12 +124,10 @@ def build_tracker(tracker_cfg: Any, run_dir: Path, config: Mapping[str, Any], na
     W&B config (a sweep's ``sweep_identity``: sweep, factors, seed)."""
     wb = tracker_config(tracker_cfg).wandb
     config = plain(config) or {}
-    choices = choices_of(config)
+    choices = dict(config.get("choices") or {})
     method = choices.get("method")
     if method is None and isinstance(config.get("method"), Mapping):
         method = config["method"].get("name")
-    elif method is None and isinstance(config.get("method"), str):
-        method = config["method"]
     group = group if group is not None else wb.group
     job_type = job_type if job_type is not None else (wb.job_type or "train")
     given = list(tags or [])
@@ -166,16 +142,14 @@ def build_tracker(tracker_cfg: Any, run_dir: Path, config: Mapping[str, Any], na
             "seed": config.get("seed"), "group": group, "job_type": job_type, "tags": all_tags,
             "host": socket.gethostname(), "pid": os.getpid()}
     logger = None
-    if wb.enabled:
-        if mode != "disabled":
-            wconf = dict(config)
-            if choices and "slots" not in wconf:  # dashboards filter by slots.mask etc.
-                wconf["slots"] = {k: choices[k] for k in SLOT_FAMILIES if k in choices}
-            wconf.update(wandb_config or {})
-            logger = WandbLogger(project=wb.project, mode=mode, entity=wb.entity, group=group,
-                                 job_type=job_type, tags=all_tags, name=wandb_name or name,
-                                 config=wconf,
-                                 dir=store.run_dir)
+    if mode != "disabled":
+        wconf = dict(config)
+        if choices and "slots" not in wconf:  # dashboards filter by slots.mask etc.
+            wconf["slots"] = {k: choices[k] for k in SLOT_FAMILIES if k in choices}
+        wconf.update(wandb_config or {})
+        logger = WandbLogger(project=wb.project, mode=mode, entity=wb.entity, group=group,
+                             job_type=job_type, tags=all_tags, name=wandb_name or name,
+                             config=wconf, dir=store.run_dir)
     tracker = Tracker(store, logger, info=info)
     store.write_summary(status="running", **info, wandb=tracker._wandb_info())
     return tracker

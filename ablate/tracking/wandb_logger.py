@@ -23,8 +23,8 @@ added to every ``log`` call, so eval points logged at the same step as training 
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import math
 import netrc
 import os
 import weakref
@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 from urllib.parse import urlparse
 
 from ablate.errors import choice_error
+from ablate.tracking.run_store import to_jsonable
 
 log = logging.getLogger("ablate.tracking")
 _OPEN: "weakref.WeakSet[WandbLogger]" = weakref.WeakSet()  # this process's open W&B runs
@@ -52,17 +53,12 @@ def api_key_configured() -> bool:
     if os.environ.get("WANDB_API_KEY", "").strip():
         return True
     host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
-    candidates = [os.environ.get("NETRC")] if os.environ.get("NETRC") else \
-        [os.path.expanduser("~/.netrc"), os.path.expanduser("~/_netrc")]
-    for path in candidates:
-        try:
-            if path and os.path.isfile(path):
-                auth = netrc.netrc(path).authenticators(host)
-                if auth and auth[2]:
-                    return True
-        except (netrc.NetrcParseError, OSError):
-            continue
-    return False
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    try:
+        auth = netrc.netrc(path).authenticators(host) if os.path.isfile(path) else None
+    except (netrc.NetrcParseError, OSError):
+        return False
+    return bool(auth and auth[2])
 
 
 def resolve_mode(mode: Optional[str], field: str = "tracker.wandb.mode") -> str:
@@ -140,8 +136,6 @@ def _fit(text: str, limit: int = MAX_TAG_LEN) -> str:
     """``text`` within W&B's 64-character limit; a cut one ends in a hash so it stays unique."""
     if len(text) <= limit:
         return text
-    import hashlib
-
     digest = hashlib.sha1(text.encode()).hexdigest()[:8]
     return f"{text[:limit - 9]}~{digest}"
 
@@ -175,11 +169,8 @@ class WandbLogger:
     def __init__(self, project: str = "ablate", mode: str = "offline", entity: Optional[str] = None,
                  group: Optional[str] = None, job_type: Optional[str] = None, tags: Sequence[str] = (),
                  name: Optional[str] = None, config: Optional[Mapping[str, Any]] = None,
-                 dir: Optional[Path | str] = None, step_metric: str = STEP_METRIC,
-                 metric_prefixes: Sequence[str] = METRIC_PREFIXES):
-        self.requested_mode = mode
+                 dir: Optional[Path | str] = None):
         self.mode = resolve_mode(mode)
-        self.step_metric = step_metric
         self.run = None
         self.failed = False
         self.error: Optional[str] = None
@@ -188,9 +179,8 @@ class WandbLogger:
         self.tags = clean_tags(tags)
         if self.mode == "disabled":
             return
-        self._guard("init", self._init, project=project, entity=entity, group=group,
-                    job_type=job_type, name=name, config=config, dir=dir,
-                    metric_prefixes=metric_prefixes)
+        self._guard("init", self._init, dir, project=project, entity=entity, group=group,
+                    job_type=job_type, name=name, config=dict(config) if config is not None else None)
 
     # ------------------------------------------------------------------------------ guard
     def _guard(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -215,25 +205,19 @@ class WandbLogger:
         return self.run is not None and not self.failed and not self.finished
 
     # ------------------------------------------------------------------------------ wandb calls
-    def _init(self, project: str, entity: Optional[str], group: Optional[str], job_type: Optional[str],
-              name: Optional[str], config: Optional[Mapping[str, Any]], dir: Optional[Path | str],
-              metric_prefixes: Sequence[str]) -> None:
+    def _init(self, dir: Optional[Path | str], **init_args: Any) -> None:
+        """``wandb.init`` with ``init_args`` (project, entity, group, job_type, name, config)."""
         import wandb
 
         self._wandb = wandb
-        root = Path(dir) if dir is not None else Path.cwd()
-        root = root.resolve()
+        root = (Path(dir) if dir is not None else Path.cwd()).resolve()
         root.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(project=project, entity=entity, group=group, job_type=job_type,
-                              tags=self.tags or None, name=name,
-                              config=dict(config) if config is not None else None,
-                              dir=str(root), mode=self.mode, reinit="create_new")
-        if self.run is None:  # pragma: no cover - wandb returns a run or raises
-            raise RuntimeError("wandb.init returned None")
+        self.run = wandb.init(**init_args, tags=self.tags or None, dir=str(root), mode=self.mode,
+                              reinit="create_new")
         _OPEN.add(self)
-        self.run.define_metric(self.step_metric)
-        for prefix in metric_prefixes:
-            self.run.define_metric(f"{prefix}/*", step_metric=self.step_metric)
+        self.run.define_metric(STEP_METRIC)
+        for prefix in METRIC_PREFIXES:
+            self.run.define_metric(f"{prefix}/*", step_metric=STEP_METRIC)
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         """Log one row; ``train/step`` = ``step`` is added. None values are dropped."""
@@ -241,7 +225,7 @@ class WandbLogger:
             return
         row = {str(k): _scalar(v) for k, v in metrics.items()}
         row = {k: v for k, v in row.items() if v is not None}
-        row[self.step_metric] = int(step)
+        row[STEP_METRIC] = int(step)
         self._guard("log", self.run.log, row)
 
     def log_samples(self, rows: Sequence[Mapping[str, Any]], step: int, key: str = "eval/samples") -> None:
@@ -255,7 +239,7 @@ class WandbLogger:
         data = [[_cell(step if (c == "step" and "step" not in r) else r.get(c)) for c in cols]
                 for r in rows]
         table = self._wandb.Table(columns=cols, data=data, allow_mixed_types=True)
-        self.run.log({key: table, self.step_metric: step})
+        self.run.log({key: table, STEP_METRIC: step})
 
     def finish(self, exit_code: int = 0, summary: Optional[Mapping[str, Any]] = None) -> None:
         """Write ``summary`` scalars into the run summary and close the run (idempotent)."""
@@ -280,20 +264,12 @@ class WandbLogger:
     # ------------------------------------------------------------------------------ identity
     @property
     def run_id(self) -> Optional[str]:
-        return getattr(self.run, "id", None) if self.run is not None else None
+        return None if self.run is None else self.run.id
 
     @property
     def run_dir(self) -> Optional[str]:
         """The W&B run directory (``.../wandb/offline-run-<date>-<id>``), the argument of ``wandb sync``."""
-        if self.run is None:
-            return None
-        try:
-            d = getattr(self.run.settings, "sync_dir", None)
-            if d:
-                return str(d)
-            return str(Path(self.run.dir).parent)
-        except Exception:  # noqa: BLE001
-            return None
+        return None if self.run is None else str(self.run.settings.sync_dir)
 
     @property
     def effective_mode(self) -> str:
@@ -305,18 +281,10 @@ class WandbLogger:
 
 def _scalar(v: Any) -> Any:
     """Python scalar for wandb (numpy/torch 0-d → number); other values pass through."""
-    if getattr(v, "ndim", None) == 0 and callable(getattr(v, "item", None)):
-        try:
-            v = v.item()
-        except Exception:  # noqa: BLE001
-            return v
-    return v
+    return v.item() if getattr(v, "ndim", None) == 0 and callable(getattr(v, "item", None)) else v
 
 
 def _cell(v: Any) -> Any:
-    v = _scalar(v)
-    if v is None or isinstance(v, (bool, int, str)):
-        return v
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    return str(v)
+    """A table cell: a JSON scalar (NaN/±inf → None), anything else its text."""
+    v = to_jsonable(v)
+    return v if v is None or isinstance(v, (bool, int, float, str)) else str(v)

@@ -156,14 +156,16 @@ def test_two_trial_sweep_of_two_worker_trials(tmp_path, cache, spawn):
     from tests.conftest import child_env
 
     import yaml
-    space = {"name": "mw", "base_overrides": FAST + ["method=grpo"], "slots": {"mask": ["ppo_clip", "none"]},
+    space = {"name": "mw", "base_overrides": FAST + ["method=grpo", "train.epochs=2"],  # a mask can act
+             "slots": {"mask": ["ppo_clip", "none"]},
              "seeds": [0], "metric": "eval/pass@1", "mode": "max", "search": {"algorithm": "grid"},
              "scheduler": None, "resources": {"cpu": 0.5, "gpu": 0, "workers": 2}, "max_concurrent": 2,
              "output_dir": str(tmp_path / "runs"), "wandb": {"mode": "disabled"}}
     f = tmp_path / "mw.yaml"
     f.write_text(yaml.safe_dump(space))
     env = {**child_env(), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    p = spawn.run([sys.executable, "-m", "ablate.cli", "sweep", str(f), "--no-report", "--num-cpus", "2"],
+    p = spawn.run([sys.executable, "-m", "ablate.cli", "sweep", str(f), "--no-report", "--num-cpus", "2",
+                   "--allow-outside"],
                   env=env, timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     from ablate.tracking.trials import read_trials
