@@ -6,7 +6,7 @@ import pytest
 
 from ablate.errors import ConfigError
 from ablate.sweep.runner import wandb_mode
-from ablate.sweep.space import SearchSpace
+from ablate.sweep.space import SearchSpace, validate
 from ablate.tracking.wandb_logger import resolve_mode
 
 CLEAR = ("WANDB_MODE", "ABLATE_WANDB_MODE", "WANDB_API_KEY", "WANDB_DISABLED", "WANDB_BASE_URL")
@@ -21,7 +21,7 @@ def clean_env(monkeypatch, tmp_path):
 
 
 def _space(mode: str = "auto") -> SearchSpace:
-    return SearchSpace(name="s", metric="eval/pass@1", wandb={"project": "p", "mode": mode})
+    return validate({"name": "s", "metric": "eval/pass@1", "wandb": {"project": "p", "mode": mode}})
 
 
 @pytest.mark.parametrize("setup,expect", [

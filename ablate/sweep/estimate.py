@@ -80,9 +80,9 @@ def estimate(space, specs: list[dict] | None, num_cpus: float | None = None,
     ws = cfg.model.get("warm_start") or {}
     warm_steps = int(ws.get("steps") or 0) if not cfg.model.get("path") or ws.get("on_checkpoint") \
         else 0
-    n_trials = len(specs) if specs is not None else int(space.num_samples) * len(space.seeds)
+    n_trials = space.planned_runs(specs)
     cpus = float(num_cpus or os.cpu_count() or 1)
-    per_trial_cpu = float(space.resources["cpu"]) * int(space.resources.get("workers", 1))
+    per_trial_cpu = float(space.resources.cpu) * space.resources.workers
     parallel = max(1, min(int(cpus // max(per_trial_cpu, 1e-9)) or 1,
                           int(space.max_concurrent or n_trials) or 1, n_trials or 1))
     cal = calibrate(overrides, warm_steps > 0)

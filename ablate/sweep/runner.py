@@ -72,7 +72,7 @@ def _write_json(path: Path, obj: Any) -> None:
 def wandb_mode(space: SearchSpace) -> str:
     """The sweep's W&B mode, decided once here by the rule `ablate train` uses (resolve_mode) and
     handed to every trial as WANDB_MODE."""
-    return resolve_mode(space.wandb.get("mode", "auto"), field="wandb.mode")
+    return resolve_mode(space.wandb.mode, field="wandb.mode")
 
 
 def worker_env(space: SearchSpace, sweep_dir: Path) -> dict[str, str]:
@@ -84,12 +84,12 @@ def worker_env(space: SearchSpace, sweep_dir: Path) -> dict[str, str]:
         "WANDB_MODE": wandb_mode(space),
         "WANDB_DIR": str(Path(os.environ["WANDB_DIR"]).resolve()) if os.environ.get("WANDB_DIR")
         else str(sweep_dir),
-        "WANDB_PROJECT": os.environ.get("WANDB_PROJECT") or str(space.wandb["project"]),
+        "WANDB_PROJECT": os.environ.get("WANDB_PROJECT") or space.wandb.project,
         "WANDB_SILENT": os.environ.get("WANDB_SILENT", "true"),
         "ABLATE_CONF_DIR": str(conf_dir()),
     }
-    if space.wandb.get("entity") and not os.environ.get("WANDB_ENTITY"):
-        env["WANDB_ENTITY"] = str(space.wandb["entity"])
+    if space.wandb.entity and not os.environ.get("WANDB_ENTITY"):
+        env["WANDB_ENTITY"] = str(space.wandb.entity)
     for k in ("ABLATE_CACHE", "ABLATE_PLUGINS", "HF_HOME", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM",
               "WANDB_ENTITY", "WANDB_BASE_URL"):
         if os.environ.get(k):
@@ -99,7 +99,7 @@ def worker_env(space: SearchSpace, sweep_dir: Path) -> dict[str, str]:
     # a trial's torch threads = its CPUs (Ray sets this only where the driver's environment has
     # none; an inherited larger value oversubscribes the cores when trials run side by side);
     # `threads=` in a run config still overrides it
-    env["OMP_NUM_THREADS"] = str(max(1, int(space.resources["cpu"])))
+    env["OMP_NUM_THREADS"] = str(max(1, int(space.resources.cpu)))
     paths = [str(REPO_ROOT), os.getcwd()] + [p for p in os.environ.get("PYTHONPATH", "").split(
         os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
@@ -107,8 +107,8 @@ def worker_env(space: SearchSpace, sweep_dir: Path) -> dict[str, str]:
 
 
 def describe(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path) -> str:
-    lines = [f"sweep {space.name}: {space.algorithm}"
-             + (f", scheduler {space.scheduler['type']} (max_t={space.scheduler['max_t']:g})"
+    lines = [f"sweep {space.name}: {space.search.algorithm}"
+             + (f", scheduler {space.scheduler.type} (max_t={space.scheduler.max_t:g})"
                 if space.scheduler else "")
              + f", metric {space.metric} ({space.mode}), seeds {space.seeds}",
              f"sweep dir: {sweep_dir}", f"trainable: {space.trainable}",
@@ -120,7 +120,7 @@ def describe(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path) -> s
     else:
         axes = [f"{a} in {o}" for a, o in space.categorical_axes()]
         axes += [f"{k}: {p.to_dict()}" for k, p in space.params.items()]
-        lines.append(f"{space.num_samples} Optuna proposals x {len(space.seeds)} seed(s), run in "
+        lines.append(f"{space.search.num_samples} Optuna proposals x {len(space.seeds)} seed(s), run in "
                      f"one trial per proposal; axes:")
         lines += [f"  {a}" for a in axes]
     return "\n".join(lines)
@@ -139,8 +139,8 @@ def check_num_cpus(num_cpus: float | None) -> None:
 
 def _need(space: SearchSpace) -> dict[str, float]:
     """What one trial takes in all: its resources times its workers."""
-    w = int(space.resources.get("workers", 1))
-    return {"CPU": space.resources["cpu"] * w, "GPU": space.resources["gpu"] * w}
+    r = space.resources
+    return {"CPU": float(r.cpu * r.workers), "GPU": float(r.gpu * r.workers)}
 
 
 def check_machine(space: SearchSpace, address: str | None, num_cpus: float | None) -> None:
@@ -163,15 +163,10 @@ def check_machine(space: SearchSpace, address: str | None, num_cpus: float | Non
                               "of a cluster with GPUs)")
 
 
-def _planned(space: SearchSpace, specs: list[dict] | None) -> int:
-    """Runs the sweep plans: its trials (grid/random), or proposals x seeds (Optuna)."""
-    return len(specs) if specs is not None else int(space.num_samples or 0) * len(space.seeds)
-
-
 def confirm_size(space: SearchSpace, specs: list[dict] | None, yes: bool,
                  log: Callable[[str], None]) -> None:
     """State a large sweep's size; without ``--yes`` ask at a terminal, refuse otherwise."""
-    n = _planned(space, specs)
+    n = space.planned_runs(specs)
     if n <= LARGE_SWEEP:
         return
     log(f"sweep {space.name}: {n} trials")
@@ -257,10 +252,10 @@ def _make_search(space: SearchSpace, sweep_dir: Path):
 
     from ablate.sweep.study import JOURNAL, make_linked_search
 
-    seed = space.search_seed
-    if space.algorithm == "optuna_tpe":
+    seed, algorithm = space.search.seed, space.search.algorithm
+    if algorithm == "optuna_tpe":
         sampler = optuna.samplers.TPESampler(seed=seed)
-    elif space.algorithm == "optuna_random":
+    elif algorithm == "optuna_random":
         sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
         sampler = optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
@@ -279,9 +274,9 @@ def _make_scheduler(space: SearchSpace):
     s = space.scheduler
     # Rungs strictly below max_t and no stop *at* max_t: a trial that survives its rungs ends by
     # itself, so its run store (summary.json, final eval) is complete.
-    return ASHAScheduler(time_attr=s["time_attr"], max_t=float(s["max_t"]) * (1 - 1e-9),
-                         grace_period=s["grace_period"], reduction_factor=s["reduction_factor"],
-                         brackets=int(s["brackets"]), stop_last_trials=False)
+    return ASHAScheduler(time_attr=s.time_attr, max_t=float(s.max_t) * (1 - 1e-9),
+                         grace_period=s.grace_period, reduction_factor=s.reduction_factor,
+                         brackets=s.brackets, stop_last_trials=False)
 
 
 def _token_auth_for_attach() -> None:
@@ -405,7 +400,7 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
     preflight(space)  # every trial's config composed and validated before Ray starts
     if dry_run:
         log(describe(space, specs, sweep_dir))
-        if space.trainable == DEFAULT_TRAINABLE and int(space.resources.get("workers", 1)) == 1:
+        if space.trainable == DEFAULT_TRAINABLE and space.resources.workers == 1:
             from ablate.sweep.estimate import estimate_line
 
             log("calibrating (a 2-step run of the first trial, nothing kept) ...")
@@ -485,10 +480,10 @@ def _sweep_meta(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path, r
     meta.update({
         "name": space.name, "description": space.description,
         "search_space_file": str(Path(space.source).resolve()) if space.source else None,
-        "metric": space.metric, "mode": space.mode, "algorithm": space.algorithm,
-        "scheduler": space.scheduler["type"] if space.scheduler else None,
-        "scheduler_config": space.scheduler, "max_t": _budget(space),
-        "seeds": space.seeds, "num_samples": space.num_samples,
+        "metric": space.metric, "mode": space.mode, "algorithm": space.search.algorithm,
+        "scheduler": space.scheduler.type if space.scheduler else None,
+        "scheduler_config": space.scheduler.model_dump() if space.scheduler else None,
+        "max_t": _budget(space), "seeds": space.seeds, "num_samples": space.search.num_samples,
         "num_planned_trials": len(specs) if specs is not None else None,
         "started": meta.get("started") or _now(), "finished": None, "status": "running",
         "ablate_version": ablate.__version__, "git_commit": git_commit(),
@@ -556,10 +551,10 @@ def _trainable(run: SweepRun):
     from ablate.sweep.trial import run_trial
 
     res = run.space.resources
-    multi = int(res.get("workers", 1)) > 1
+    multi = res.workers > 1
     return tune.with_resources(tune.with_parameters(run_trial, ctx=run.trial_ctx),
-                               {"cpu": DRIVER_CPU if multi else res["cpu"],
-                                "gpu": 0.0 if multi else res["gpu"]})
+                               {"cpu": DRIVER_CPU if multi else float(res.cpu),
+                                "gpu": 0.0 if multi else float(res.gpu)})
 
 
 def _restore_tuner(run: SweepRun, trainable) -> tuple[Any, str | None]:
@@ -605,8 +600,8 @@ def _left_to_run(run: SweepRun) -> tuple[list[dict] | None, int]:
                 f"{len(todo)} to run")
         return todo, 1
     n_done = len({r["tune_trial_id"] for r in done})
-    num_samples = max(0, int(space.num_samples or 0) - n_done)
-    run.log(f"{n_done} of {space.num_samples} Optuna proposals already measured; "
+    num_samples = max(0, int(space.search.num_samples or 0) - n_done)
+    run.log(f"{n_done} of {space.search.num_samples} Optuna proposals already measured; "
             f"{num_samples} to run")
     return None, num_samples
 
@@ -614,7 +609,7 @@ def _left_to_run(run: SweepRun) -> tuple[list[dict] | None, int]:
 def _new_tuner(run: SweepRun, trainable) -> tuple[Any, str | None]:
     """A Tuner for what is left (everything on a fresh sweep), in a new experiment dir."""
     todo, num_samples = (_left_to_run(run) if run.resume
-                         else (run.specs, int(run.space.num_samples or 0)))
+                         else (run.specs, int(run.space.search.num_samples or 0)))
     if not (todo if todo is not None else num_samples):
         run.log("nothing left to run")
         return None, None
@@ -664,8 +659,8 @@ def _finish(run: SweepRun, t0: float, *, report: bool, output_dir: str | None,
     rows = read_trials(run.sweep_dir)
     counts = dict(Counter(r["status"] if r["status"] in FINAL_STATUSES else "running"
                           for r in rows))
-    if _planned(space, run.specs) > len(rows):
-        counts["pending"] = _planned(space, run.specs) - len(rows)
+    if space.planned_runs(run.specs) > len(rows):
+        counts["pending"] = space.planned_runs(run.specs) - len(rows)
     unfinished = counts.get("running", 0) + counts.get("pending", 0)
     total = sum(counts.values())
     failed = counts.get("failed", 0)

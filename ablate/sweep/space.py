@@ -45,12 +45,11 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Iterable, Mapping, Optional, Union
 
 from annotated_types import Ge, Gt, Le
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from ablate.errors import ConfigError, choice_error, choice_text
 from ablate.registry import variant_names
@@ -78,91 +77,12 @@ _KEY_RE = re.compile(r"^(\+\+?)?[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9
 _PLAIN_STR_RE = re.compile(r"^[A-Za-z_/][A-Za-z0-9_.\-/@:]*$")
 
 
-# ------------------------------------------------------------------------------------ model
-@dataclass
-class SearchSpace:
-    name: str
-    metric: str
-    mode: str = "max"
-    description: str = ""
-    trainable: str = DEFAULT_TRAINABLE
-    base_overrides: list[str] = field(default_factory=list)
-    slots: dict[str, list[str]] = field(default_factory=dict)
-    methods: list[str] = field(default_factory=list)
-    params: dict[str, ParamSpec] = field(default_factory=dict)
-    seeds: list[int] = field(default_factory=lambda: [0])
-    algorithm: str = "grid"
-    num_samples: int | None = None
-    search_seed: int = 0
-    scheduler: dict | None = None
-    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
-    max_concurrent: int | None = None
-    max_failures: int = 2
-    output_dir: str = "runs"
-    wandb: dict[str, Any] = field(default_factory=lambda: {"project": "ablate", "mode": "auto",
-                                                            "entity": None})
-    source: str | None = None  # the file it was read from
-    report: ReportSpec = field(default_factory=ReportSpec)  # extra metrics the report analyses
-    claims: list[Claim] = field(default_factory=list)  # published claims re-tested by the report
-    # sequential seeds {min, max, batch}: `ablate claims` adds seed batches until every claim is
-    # decided (ablate/claims/sequential.py); ``seeds`` then holds the first look's seeds
-    seed_range: dict[str, int] | None = None
-
-    # -------------------------------------------------------------------------- derived
-    @property
-    def is_optuna(self) -> bool:
-        return self.algorithm in OPTUNA_ALGORITHMS
-
-    def categorical_axes(self) -> list[tuple[str, list]]:
-        """(axis name, options) for the config-group axes, in override order."""
-        axes: list[tuple[str, list]] = []
-        if self.methods:
-            axes.append(("method", list(self.methods)))
-        for g in SWEEP_GROUPS:
-            if g in self.slots:
-                axes.append((g, list(self.slots[g])))
-        return axes
-
-    def run_overrides(self) -> list[str]:
-        """base_overrides plus what the trial resources imply: with ``resources.workers`` > 1 each
-        trial is a Ray Train run of that many workers with ``cpu``/``gpu`` each."""
-        w = int(self.resources.get("workers", 1))
-        if w <= 1:
-            return list(self.base_overrides)
-        return list(self.base_overrides) + [
-            f"resources.workers={w}", f"resources.cpu_per_worker={self.resources['cpu']:g}",
-            f"resources.gpu_per_worker={self.resources['gpu']:g}"]
-
-    def swept_keys(self) -> list[str]:
-        return [a for a, _ in self.categorical_axes()] + list(self.params)
-
-    def to_dict(self) -> dict:
-        """The space as a file that validates back to it (the sweep dir's copy, compared on resume)."""
-        search = {"algorithm": self.algorithm, "seed": self.search_seed, "num_samples": self.num_samples}
-        d = {"name": self.name, "description": self.description, "trainable": self.trainable,
-             "base_overrides": list(self.base_overrides), "slots": dict(self.slots),
-             "methods": list(self.methods), "params": {k: p.to_dict() for k, p in self.params.items()},
-             "seeds": dict(self.seed_range) if self.seed_range else list(self.seeds),
-             "metric": self.metric, "mode": self.mode,
-             "search": {k: v for k, v in search.items() if v is not None},
-             "scheduler": dict(self.scheduler) if self.scheduler else None,
-             "resources": dict(self.resources), "max_concurrent": self.max_concurrent,
-             "max_failures": self.max_failures, "output_dir": self.output_dir, "wandb": dict(self.wandb),
-             "report": self.report.to_dict() if self.report.metrics else None,
-             "claims": [c.to_dict() for c in self.claims]}
-        return {k: v for k, v in d.items() if v or k not in ("description", "report", "claims")}
-
-    @property
-    def max_t(self) -> float | None:
-        return self.scheduler.get("max_t") if self.scheduler else None
-
-
 # ------------------------------------------------------------------------------ validation
 # The file format as pydantic models: a field's checks sit on the field (bounds as Ge/Gt/Le), a
 # section's on its model; a failure is one line naming the field (ablate.spec.translate.check: a
 # bound in the words of the field's type, a Problem in its own). Checks across sections
-# (conditions, grid vs ranges, claims, base_overrides) run on the built SearchSpace, whose axes
-# they need.
+# (conditions, grid vs ranges, claims, base_overrides) run on the validated SearchSpace, whose
+# axes they need.
 def _number(v: Any) -> float | int:
     """A number (``1e-5`` is one: ablate.spec.yaml reads YAML 1.2 floats); a bool or string is not."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -372,7 +292,7 @@ class Resources(_Section):
 
 
 class Wandb(_Section):
-    project: Any = None
+    project: Annotated[str, BeforeValidator(lambda v: str(v or "ablate"))] = "ablate"
     mode: Annotated[str, OneOf(WANDB_MODES)] = "auto"
     entity: Any = None
 
@@ -475,8 +395,10 @@ def _output_dir(v: Any) -> str:
     return v
 
 
-class SpaceFile(_Section):
-    """A search-space file, key by key (see the module docstring)."""
+class SearchSpace(_Section):
+    """A search-space file, key by key (see the module docstring), validated: the one typed object a
+    sweep runs from. ``seeds`` holds the seeds to run (a sequential range's first look) and
+    ``seed_range`` the range {min, max, batch}; ``source`` is the file it was read from."""
 
     name: Annotated[str, BeforeValidator(_name), _required(
         " (the sweep name; it also names the sweep directory); allowed: " + SLUG_ALLOWED)] = REQUIRED
@@ -491,30 +413,76 @@ class SpaceFile(_Section):
     params: Annotated[dict[str, ParamSpec], BeforeValidator(_params)] = Field(default_factory=dict)
     seeds: Annotated[Union[list[int], dict[str, int]], BeforeValidator(_seeds)] = [0]
     search: Search = Field(default_factory=Search)
-    scheduler: Optional[Scheduler] = None
+    scheduler: Annotated[Optional[Scheduler], AfterValidator(lambda s: s if s and s.type == "asha"
+                                                             else None)] = None
     resources: Resources = Field(default_factory=Resources)
     max_concurrent: Annotated[Optional[Int], Ge(1)] = None
     max_failures: Annotated[Int, Ge(0)] = 2
     output_dir: Annotated[str, BeforeValidator(_output_dir)] = "runs"
     wandb: Wandb = Field(default_factory=Wandb)
     report: Annotated[ReportSpec, BeforeValidator(parse_report)] = REQUIRED
-    claims: Any = None  # checked against the swept axes once they are known (validate)
+    claims: Any = None  # the raw list until validate() parses it against the swept axes
+    seed_range: Optional[dict[str, int]] = None  # set from seeds:, not a key of the file
+    source: Optional[str] = None  # set by validate(), not a key of the file
 
-    def to_space(self, source: str | None) -> SearchSpace:
-        rng = self.seeds if isinstance(self.seeds, dict) else None
-        sched = self.scheduler.model_dump() if self.scheduler and self.scheduler.type == "asha" else None
-        return SearchSpace(
-            name=self.name, metric=self.metric, mode=self.mode, description=self.description,
-            trainable=self.trainable, base_overrides=self.base_overrides, slots=self.slots,
-            methods=self.methods, params=self.params,
-            seeds=list(range(rng["min"])) if rng else list(self.seeds), seed_range=rng,
-            algorithm=self.search.algorithm, num_samples=self.search.num_samples,
-            search_seed=self.search.seed, scheduler=sched, max_concurrent=self.max_concurrent,
-            resources={"cpu": float(self.resources.cpu), "gpu": float(self.resources.gpu),
-                       "workers": self.resources.workers},
-            max_failures=self.max_failures, output_dir=self.output_dir, report=self.report,
-            wandb={"project": str(self.wandb.project or "ablate"), "mode": self.wandb.mode,
-                   "entity": self.wandb.entity}, source=source)
+    @classmethod
+    def _keys(cls, v: dict) -> tuple:
+        return tuple(k for k in cls.model_fields if k not in ("seed_range", "source"))
+
+    @model_validator(mode="after")
+    def _sequential(self) -> "SearchSpace":
+        if isinstance(self.seeds, dict):  # sequential seeds: run the first look's
+            self.seed_range, self.seeds = self.seeds, list(range(self.seeds["min"]))
+        return self
+
+    # -------------------------------------------------------------------------- derived
+    @property
+    def is_optuna(self) -> bool:
+        return self.search.algorithm in OPTUNA_ALGORITHMS
+
+    @property
+    def max_t(self) -> float | None:
+        return self.scheduler.max_t if self.scheduler else None
+
+    def categorical_axes(self) -> list[tuple[str, list]]:
+        """(axis name, options) for the config-group axes, in override order."""
+        axes: list[tuple[str, list]] = [("method", list(self.methods))] if self.methods else []
+        return axes + [(g, list(self.slots[g])) for g in SWEEP_GROUPS if g in self.slots]
+
+    def run_overrides(self) -> list[str]:
+        """base_overrides plus what the trial resources imply: with ``resources.workers`` > 1 each
+        trial is a Ray Train run of that many workers with ``cpu``/``gpu`` each."""
+        r = self.resources
+        if r.workers <= 1:
+            return list(self.base_overrides)
+        return list(self.base_overrides) + [f"resources.workers={r.workers}",
+                                            f"resources.cpu_per_worker={r.cpu:g}",
+                                            f"resources.gpu_per_worker={r.gpu:g}"]
+
+    def planned_runs(self, specs: list[dict] | None) -> int:
+        """Runs the sweep plans: its trials (grid/random, ``specs``), or proposals x seeds (Optuna)."""
+        return len(specs) if specs is not None else int(self.search.num_samples or 0) * len(self.seeds)
+
+    def swept_keys(self) -> list[str]:
+        return [a for a, _ in self.categorical_axes()] + list(self.params)
+
+    def to_dict(self) -> dict:
+        """The space as a file that validates back to it (the sweep dir's copy, compared on resume)."""
+        r, s = self.resources, self.search
+        search = {"algorithm": s.algorithm, "seed": s.seed, "num_samples": s.num_samples}
+        d = {**self.model_dump(include={"name", "description", "trainable", "base_overrides", "slots",
+                                        "methods"}),
+             "params": {k: p.to_dict() for k, p in self.params.items()},
+             "seeds": dict(self.seed_range) if self.seed_range else list(self.seeds),
+             "metric": self.metric, "mode": self.mode,
+             "search": {k: v for k, v in search.items() if v is not None},
+             "scheduler": self.scheduler.model_dump() if self.scheduler else None,
+             "resources": {"cpu": float(r.cpu), "gpu": float(r.gpu), "workers": r.workers},
+             "max_concurrent": self.max_concurrent, "max_failures": self.max_failures,
+             "output_dir": self.output_dir, "wandb": self.wandb.model_dump(),
+             "report": self.report.to_dict() if self.report.metrics else None,
+             "claims": [c.to_dict() for c in self.claims or []]}
+        return {k: v for k, v in d.items() if v or k not in ("description", "report", "claims")}
 
 
 def validate(data: Any, source: str | None = None) -> SearchSpace:
@@ -525,7 +493,8 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
     from ablate.config import check_interpolations
 
     check_interpolations(data, "search space")  # no ${oc.env:...}: a shared file is data
-    space = check(SpaceFile, data, name="search space").to_space(source)
+    space = check(SearchSpace, data, name="search space")
+    space.source = source
     axes = _check_conditions(space)
     _check_grid(space)
     space.claims = parse_claims(data.get("claims"), axes)
@@ -550,7 +519,7 @@ def _check_conditions(space: SearchSpace) -> dict[str, list]:
 
 
 def _check_grid(space: SearchSpace) -> None:
-    if space.algorithm != "grid":
+    if space.search.algorithm != "grid":
         return
     for key, p in space.params.items():
         if p.type != "choice":
@@ -654,13 +623,8 @@ def grid_assignments(space: SearchSpace) -> list[dict]:
     for axis, opts in axes:
         combos = [{**c, axis: o} for c in combos for o in opts]
     for key, p in space.params.items():
-        nxt: list[dict] = []
-        for c in combos:
-            if p.active(c):
-                nxt.extend({**c, key: v} for v in (p.values or []))
-            else:
-                nxt.append(c)
-        combos = nxt
+        combos = [x for c in combos
+                  for x in ([{**c, key: v} for v in p.values or []] if p.active(c) else [c])]
     first: dict[str, dict] = {}  # values equal to 6 digits share a combo key
     for c in combos:
         first.setdefault(combo_key(c), _ordered(space, c))
@@ -683,11 +647,6 @@ def tune_domain(p: ParamSpec):
     return tune.quniform(lo, hi, p.step) if p.step else tune.uniform(lo, hi)
 
 
-def _py(v: Any) -> Any:
-    item = getattr(v, "item", None)
-    return item() if callable(item) else v
-
-
 def random_assignments(space: SearchSpace) -> list[dict]:
     """``num_samples`` draws by Ray Tune's own sampler (its domains and variant generator, seeded
     by ``search.seed``), drawn up front so each (draw, seed) is a planned trial with a stable key;
@@ -698,15 +657,15 @@ def random_assignments(space: SearchSpace) -> list[dict]:
 
     spec: dict[str, Any] = {axis: tune.choice(opts) for axis, opts in space.categorical_axes()}
     spec.update({key: tune_domain(p) for key, p in space.params.items()})
-    rs = np.random.RandomState(space.search_seed)
+    rs = np.random.RandomState(space.search.seed)
     out = []
-    for _ in range(int(space.num_samples or 0)):
+    for _ in range(int(space.search.num_samples or 0)):
         _, cfg = next(generate_variants({"config": spec}, random_state=rs))
-        drawn = cfg["config"]
-        a: dict[str, Any] = {axis: _py(drawn[axis]) for axis, _ in space.categorical_axes()}
+        drawn = {k: v.item() if isinstance(v, np.generic) else v for k, v in cfg["config"].items()}
+        a: dict[str, Any] = {axis: drawn[axis] for axis, _ in space.categorical_axes()}
         for key, p in space.params.items():
             if p.active(a):
-                a[key] = _py(drawn[key])
+                a[key] = drawn[key]
         out.append(a)
     return out
 
@@ -718,7 +677,7 @@ def plan_trials(space: SearchSpace) -> list[dict] | None:
     """
     if space.is_optuna:
         return None
-    assigns = grid_assignments(space) if space.algorithm == "grid" else random_assignments(space)
+    assigns = grid_assignments(space) if space.search.algorithm == "grid" else random_assignments(space)
     specs = []
     seen: set[str] = set()
     for seed in space.seeds:

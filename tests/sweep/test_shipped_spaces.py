@@ -28,5 +28,5 @@ def test_shipped_space_validates_and_composes(path, monkeypatch):
         assert len(specs) == len({s["key"] for s in specs}) > 0
         assert {s["seed"] for s in specs} == set(space.seeds)
     else:
-        assert space.is_optuna and space.num_samples
+        assert space.is_optuna and space.search.num_samples
     assert preflight(space) > 0  # Hydra composes each trial's overrides (one-line error if not)
