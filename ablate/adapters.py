@@ -1,11 +1,10 @@
-"""The only place that touches private APIs of our dependencies (Hydra, Ray): each use is one
-function here, and tests/test_adapters.py fails loudly when an upgrade moves what it relies on.
-Nothing else in ablate may import ``hydra._internal``, ``ray._private`` or an underscore name of
-Ray (the test greps)."""
+"""The only place that touches a private API of a dependency (Hydra's override application): one
+function, and tests/test_adapters.py fails loudly when an upgrade moves what it relies on. Nothing
+else in ablate may import ``hydra._internal``, ``ray._private`` or an underscore name of Ray (the
+test greps)."""
 
 from __future__ import annotations
 
-import sys
 from typing import Sequence
 
 from omegaconf import DictConfig
@@ -21,21 +20,3 @@ def apply_value_overrides(cfg: DictConfig, overrides: Sequence[str]) -> None:
 
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     ConfigLoaderImpl._apply_overrides_to_config(parsed, cfg)
-
-
-def refresh_ray_token_auth() -> None:
-    """Make an already imported Ray re-read ``RAY_AUTH_MODE`` (it caches its config at import;
-    ray 2.60 has no public call for this). A no-op when Ray is not imported yet."""
-    if "ray" not in sys.modules:
-        return
-    from ray._private.authentication.authentication_token_setup import _enable_token_auth
-
-    _enable_token_auth()
-
-
-def in_tune_session() -> bool:
-    """Whether this process runs inside a Ray Tune trial (then a multi-worker run reports through
-    Tune). Ray 2.60 has only the private ``ray.tune.trainable.trainable_fn_utils._in_tune_session``."""
-    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
-
-    return bool(_in_tune_session())

@@ -30,13 +30,20 @@ def test_hydra_private_override_application_still_exists_and_works():
     assert cfg.train.lr == 0.5 and cfg.train.extra == "x" and "gone" not in cfg
 
 
-def test_ray_private_token_refresh_still_exists():
-    from ray._private.authentication.authentication_token_setup import _enable_token_auth
+def test_token_auth_is_set_before_ray_is_imported_and_never_refreshed(monkeypatch):
+    """Ray reads RAY_AUTH_MODE at import: ablate sets it when attaching with a token on the machine
+    and Ray is not imported yet; once Ray is imported it only says what to do (no private refresh)."""
+    import sys
 
-    assert callable(_enable_token_auth) and not inspect.signature(_enable_token_auth).parameters
+    from ablate.sweep import runner
 
-
-def test_ray_tune_session_probe_still_exists():
-    from ablate.adapters import in_tune_session
-
-    assert in_tune_session() is False  # not inside a Tune trial here
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "t")
+    lines: list[str] = []
+    monkeypatch.delitem(sys.modules, "ray", raising=False)
+    runner._token_auth_for_attach(lines.append)
+    assert runner.os.environ.get("RAY_AUTH_MODE") == "token" and lines == []
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    monkeypatch.setitem(sys.modules, "ray", object())
+    runner._token_auth_for_attach(lines.append)
+    assert "RAY_AUTH_MODE" not in runner.os.environ and "RAY_AUTH_MODE=token" in lines[0]

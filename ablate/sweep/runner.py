@@ -31,7 +31,6 @@ from typing import Any, Callable
 import yaml
 
 import ablate
-from ablate.adapters import refresh_ray_token_auth
 from ablate.errors import ConfigError
 from ablate.sweep import trainables
 from ablate.sweep.console import (RAY_LOG, Console, make_console_callback, redirect_output,
@@ -279,16 +278,20 @@ def _make_scheduler(space: SearchSpace):
                          brackets=s.brackets, stop_last_trials=False)
 
 
-def _token_auth_for_attach() -> None:
+def _token_auth_for_attach(log: Callable[[str], None]) -> None:
     """Attaching to a cluster: use token auth when a Ray token is on this machine (what `ray start`
-    does for the head; a driver connecting by address does not do it by itself in Ray 2.60)."""
+    does for the head; a driver connecting by address does not do it by itself in Ray 2.60). Ray
+    reads RAY_AUTH_MODE once, at import, so it must be set before Ray is imported."""
     if "RAY_AUTH_MODE" in os.environ:
         return
     if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
             or (Path.home() / ".ray" / "auth_token").is_file()):
         return
+    if "ray" in sys.modules:
+        log("note: a Ray token is on this machine but Ray was imported before ablate could turn on "
+            "token auth; if the cluster needs it, set RAY_AUTH_MODE=token before starting")
+        return
     os.environ["RAY_AUTH_MODE"] = "token"
-    refresh_ray_token_auth()  # Ray caches its config at import
 
 
 def _init_ray(run: SweepRun) -> bool:
@@ -426,7 +429,7 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
     run = SweepRun(space, specs, sweep_dir, meta, trial_ctx, log, resume=resume,
                    address=address, num_cpus=num_cpus, verbose=verbose)
     if address:
-        _token_auth_for_attach()
+        _token_auth_for_attach(log)
     # one W&B service for all trials: the local Ray's workers inherit its address (a cluster's
     # workers could not reach it, so they start their own)
     wb = trial_ctx["env"]["WANDB_MODE"] if address is None else "disabled"

@@ -35,6 +35,7 @@ from ablate.tracking import progress
 from ablate.tracking.run_store import merge_summary
 from ablate.tracking.trials import INFRA, SWEEP_RECORD, joined_error, run_key, trial_runs
 from ablate.tracking.wandb_logger import sweep_identity
+from ablate.train.distributed import TUNE_TRIAL_ENV
 from ablate.train.eval_cache import ENV as EVAL_CACHE_ENV
 
 ENDED = ("finished", "failed")  # a run record's final statuses ("running"/"stopped" are not)
@@ -346,6 +347,7 @@ def _run_trial(config: dict, ctx: dict) -> None:
     tr = Trial.of(config, ctx, tc.get_trial_id() or "trial", Path(ctx["sweep_dir"]),
                    tc.get_experiment_name())
     os.environ[EVAL_CACHE_ENV] = str(tr.sweep_dir / "eval_cache")  # evals shared across the arms
+    os.environ[TUNE_TRIAL_ENV] = "1"  # a multi-worker run reports through this trial
     tr.dir.mkdir(parents=True, exist_ok=True)
     reuse = _replay_or_reuse(tr)
     if reuse is None:

@@ -15,16 +15,19 @@ eval prompts, and only rank 0 logs to W&B and the run store.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import torch
 
-from ablate.adapters import in_tune_session
 from ablate.schema import ResourcesConfig
 from ablate.upge.aggregation import Normalizer
 
 STRATEGIES = ("ddp", "fsdp")
+# set by the sweep's trial function (ablate.sweep.trial) in its Tune worker: a multi-worker run
+# started there reports through Tune (Ray has no public "am I in a Tune trial" call)
+TUNE_TRIAL_ENV = "ABLATE_TUNE_TRIAL"
 
 
 @dataclass
@@ -107,7 +110,7 @@ def run_workers(res: ResourcesConfig, train_fn: Callable[[dict], None], loop_con
     from ray.train.torch import TorchConfig, TorchTrainer
     gpu = res.gpu_per_worker
     callbacks = []
-    if in_tune_session():
+    if os.environ.get(TUNE_TRIAL_ENV) == "1":
         from ray.tune.integration.ray_train import TuneReportCallback
         callbacks.append(TuneReportCallback())
     elif not ray.is_initialized():
