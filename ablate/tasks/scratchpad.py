@@ -26,7 +26,9 @@ at T=1 on the held-out split is 0.38-0.41):
 - ``ablate sweep search_spaces/claims/rl_narrows_coverage.yaml`` (GRPO, lr 3e-4, 16 prompts x 8
   samples, 12 steps, 64 held-out prompts x 16 samples): final pass@1 0.417 / 0.493 / 0.498 for
   seeds 0 / 1 / 2 (from 0.376 / 0.404 / 0.391 at step 0), against 0.388 / 0.408 / 0.384 for the
-  same pipeline at lr 1e-9 (no effective update); difference +0.076, 95% CI [+0.025, +0.111].
+  same pipeline at lr 1e-9 (no effective update); difference +0.076, 95% CI [-0.031, +0.183],
+  p = 0.09 (``ablate.stats.compare(..., paired=True)`` over the 3 seeds: not separable from seed
+  noise at 3 seeds; an earlier hand-computed interval quoted here was narrower than the seeds allow).
 - ``ablate train task=scratchpad method=grpo train.steps=30 train.lr=3e-4 eval.every=10 threads=1
   seed=S`` (32 prompts per step): pass@1 0.395 -> 0.570 (S=0), 0.412 -> 0.578 (S=1).
 - With 8 prompts per step (search_spaces/claims/opo_grad_var.yaml) RL at lr 3e-4 is unstable:
