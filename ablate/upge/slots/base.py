@@ -26,6 +26,11 @@ def bool_as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.view(torch.uint8).to(dtype) if t.dtype == torch.bool else t.to(dtype)
 
 
+def _as_number(t: torch.Tensor) -> torch.Tensor:
+    """A bool tensor as its uint8 view (arithmetic with floats is several times faster on CPU)."""
+    return t.view(torch.uint8) if t.dtype == torch.bool else t
+
+
 @dataclass
 class TokenContext:
     """Everything a mask, denominator or likelihood slot may read, for one microbatch.
@@ -65,6 +70,11 @@ class TokenContext:
     def valid(self) -> torch.Tensor:
         """bool [B, T]: the response tokens that count (``response_mask > 0``), computed once."""
         return self.response_mask > 0
+
+    @cached_property
+    def num_valid(self) -> torch.Tensor:
+        """Σ response_mask: the microbatch's valid tokens, 0-d on the device, computed once."""
+        return self.response_mask.sum()
 
     @cached_property
     def ratio(self) -> torch.Tensor:
@@ -139,7 +149,15 @@ class MaskResult:
             return torch.where(self.keep, weight, self.clipped_weight.to(weight.dtype), out=out)
         out = torch.mul(weight, self.keep_as(weight.dtype), out=out)
         for event, value in self.clipped_bounds or ():
-            out.add_(event.view(torch.uint8) if event.dtype == torch.bool else event, alpha=value)
+            out.add_(_as_number(event), alpha=value)
+        return out
+
+    def bounds_weight(self, out: torch.Tensor) -> torch.Tensor:
+        """Σ c·event over ``clipped_bounds`` (the clipped tokens' part of ``peer_weight``), in ``out``."""
+        (first, c), *rest = self.clipped_bounds
+        out = out.copy_(_as_number(first)).mul_(c)  # (torch.mul(uint8, c) would round c to float32)
+        for event, value in rest:
+            out.add_(_as_number(event), alpha=value)
         return out
 
 
