@@ -26,6 +26,13 @@ def bool_as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.view(torch.uint8).to(dtype) if t.dtype == torch.bool else t.to(dtype)
 
 
+def flags(compare, x: torch.Tensor, other: Any) -> torch.Tensor:
+    """``compare(x, other)`` (a torch comparison such as ``torch.lt``) as 0./1. in x's dtype. A
+    comparison written into a bool tensor is ~5× slower on CPU than into a float one (bench/README.md,
+    estimator section); products of flags are conjunctions and ``.bool()`` is the bool result."""
+    return compare(x, other, out=torch.empty_like(x))
+
+
 def _as_number(t: torch.Tensor) -> torch.Tensor:
     """A bool tensor as its uint8 view (arithmetic with floats is several times faster on CPU)."""
     return t.view(torch.uint8) if t.dtype == torch.bool else t
@@ -67,9 +74,14 @@ class TokenContext:
         return lr.mul_(self.response_mask)
 
     @cached_property
+    def valid_flags(self) -> torch.Tensor:
+        """``valid`` as 0./1. of the mask's dtype (``flags``), for conjunctions by products."""
+        return flags(torch.gt, self.response_mask, 0)
+
+    @cached_property
     def valid(self) -> torch.Tensor:
         """bool [B, T]: the response tokens that count (``response_mask > 0``), computed once."""
-        return self.response_mask > 0
+        return self.valid_flags.bool()
 
     @cached_property
     def num_valid(self) -> torch.Tensor:
