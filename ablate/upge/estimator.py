@@ -131,7 +131,8 @@ class UPGE(Component):
         log_ref = self.denominator(ctx).detach()
         log_g = self.likelihood(ctx)
         surrogate = clamped_exp(log_g - log_ref)
-        loss_mat = -(m.keep_as(surrogate.dtype) * ctx.advantages * surrogate)
+        # −M·Â is detached: negate it in place, so autograd sees one product
+        loss_mat = torch.mul(m.keep_as(surrogate.dtype), ctx.advantages).neg_() * surrogate
         return loss_mat, m, surrogate.detach()
 
     def policy_loss(self, ctx: TokenContext, norm: Normalizer) -> tuple[torch.Tensor, dict[str, Diag]]:
