@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from ablate.spec.groups import GROUPS, SLOT_FAMILIES
+from ablate.spec.yaml import TRUSTED_LOADER
 from ablate.tracking.run_store import FINAL_STATUSES, read_json, read_summary
 
 SWEEP_RECORD = "sweep"  # the sweep's record of a run: this entry of the run dir's summary.json
@@ -112,7 +113,7 @@ def _row(sweep_dir: Path, rd: Path, metric: str) -> dict:
 
 def _read_choices(run_dir: Path) -> dict | None:
     try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        cfg = yaml.load((run_dir / "config.yaml").read_text(encoding="utf-8"), TRUSTED_LOADER)
     except (OSError, yaml.YAMLError):
         return None
     ch = cfg.get("choices") if isinstance(cfg, dict) else None
