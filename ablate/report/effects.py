@@ -274,7 +274,7 @@ def _journal_trials(sweep: Sweep, fb: pd.DataFrame, notes: list[str]):
     # seeds: a proposal is full-budget when all its rows are
     full_ids = set()
     for tune_id, g in sweep.trials.groupby("tune_trial_id", sort=True):
-        if g["full_budget"].all() and np.isfinite(g[sweep.target_col].astype(float)).all():
+        if g["full_budget"].all():
             full_ids.add(str(tune_id))
             cands.append((_candidate_values(g.iloc[0], sweep), float(g[sweep.target_col].astype(float).mean())))
     # matched by the link ablate.sweep.study writes, else by value and parameters
