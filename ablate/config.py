@@ -152,8 +152,7 @@ def _compose_groups(config_dir: str, overrides: tuple[str, ...]) -> DictConfig:
     return cfg
 
 
-def to_plain(cfg: DictConfig) -> dict:
-    return plain(cfg)
+to_plain = plain  # the composed config as a plain dict (its callers' name)
 
 
 def _plain_checked(cfg: Any) -> dict:

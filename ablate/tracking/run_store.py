@@ -65,10 +65,6 @@ def to_jsonable(x: Any) -> Any:
     return str(x)
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(to_jsonable(obj), ensure_ascii=False, allow_nan=False)
-
-
 class RunStore:
     """Writes the files of one run directory; see the module docstring for the layout."""
 
@@ -131,13 +127,11 @@ class RunStore:
         f = self._files.get(key)
         if f is None:
             f = self._files[key] = open(self.run_dir / f"{key}.jsonl", "a", encoding="utf-8")
-        n = 0
-        for rec in recs:
-            f.write(_dumps(rec) + "\n")
-            n += 1
+        lines = [json.dumps(to_jsonable(r), ensure_ascii=False, allow_nan=False) + "\n" for r in recs]
+        f.writelines(lines)
         f.flush()
-        self.lines[key] += n
-        return n
+        self.lines[key] += len(lines)
+        return len(lines)
 
     def log(self, metrics: Mapping[str, Any], step: int, t: Optional[float] = None) -> None:
         """Append one line ``{"step": step, "time": t or now, **metrics}`` and flush it."""
@@ -192,12 +186,8 @@ class RunStore:
         }
         if error is not None:
             fields.update(_error_fields(error))
-        for k, v in (summary or {}).items():
-            if k == "status":
-                continue  # the argument is authoritative
-            if k == "error" and v is None and fields.get("error"):
-                continue
-            fields[str(k)] = v
+        fields.update({str(k): v for k, v in (summary or {}).items()  # the status argument is authoritative
+                       if k != "status" and not (k == "error" and v is None and fields.get("error"))})
         out = self.write_summary(**fields)
         self.close()
         return out
@@ -289,20 +279,15 @@ def read_jsonl(path: Path) -> tuple[list[dict], int]:
     """Records of a JSONL file and the number of unreadable lines (e.g. a torn last line)."""
     if not path.exists():
         return [], 0
-    out, bad = [], 0
+    recs: list = []
     with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
+        for line in filter(str.strip, f):
             try:
-                rec = json.loads(line)
+                recs.append(json.loads(line))
             except json.JSONDecodeError:
-                rec = None
-            if isinstance(rec, dict):
-                out.append(rec)
-            else:
-                bad += 1
-    return out, bad
+                recs.append(None)
+    out = [r for r in recs if isinstance(r, dict)]
+    return out, len(recs) - len(out)
 
 
 def read_eval_prompts(run_dir: Path) -> list[dict]:

@@ -223,8 +223,7 @@ class WandbLogger:
         """Log one row; ``train/step`` = ``step`` is added. None values are dropped."""
         if not self.active:
             return
-        row = {str(k): _scalar(v) for k, v in metrics.items()}
-        row = {k: v for k, v in row.items() if v is not None}
+        row = {str(k): x for k, v in metrics.items() if (x := _scalar(v)) is not None}
         row[STEP_METRIC] = int(step)
         self._guard("log", self.run.log, row)
 
