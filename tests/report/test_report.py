@@ -6,7 +6,8 @@ import numpy as np
 
 import pytest
 
-from ablate.report import generate_report, main
+from ablate.cli import main
+from ablate.report import generate_report
 from ablate.tracking.sweep_reader import SweepFormatError, load_sweep
 
 from .synthetic import make_sweep
@@ -137,7 +138,7 @@ def test_tasks_become_strata_and_bad_lines_are_tolerated(tmp_path):
 def test_missing_sweep_files_give_one_clear_error(tmp_path):
     with pytest.raises(SweepFormatError, match="sweep.json"):
         load_sweep(tmp_path)
-    assert main([str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert main(["report", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
 
 
 def test_reads_at_a_glance(tmp_path):
