@@ -151,10 +151,9 @@ def importance_plot(imp: Importances) -> bytes | None:
     ax = fig.add_subplot(1, 1, 1)
     ys = np.arange(len(names))[::-1]
     h = 0.38
-    if imp.fanova:
-        ax.barh(ys + h / 2, [imp.fanova.get(n, 0.0) for n in names], height=h, label="fANOVA", color="C0")
-    if imp.ped_anova:
-        ax.barh(ys - h / 2, [imp.ped_anova.get(n, 0.0) for n in names], height=h, label="PED-ANOVA", color="C2")
+    for res, off, label, color in ((imp.fanova, h / 2, "fANOVA", "C0"), (imp.ped_anova, -h / 2, "PED-ANOVA", "C2")):
+        if res:
+            ax.barh(ys + off, [res.get(n, 0.0) for n in names], height=h, label=label, color=color)
     ax.set_yticks(ys, names, fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_xlabel("normalised importance")
