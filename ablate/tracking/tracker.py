@@ -1,11 +1,8 @@
 """``Tracker``: the run store plus an optional W&B run behind one interface (``build_tracker``).
 
 The run store is written first and is authoritative; W&B is best effort (a W&B failure warns once
-and is recorded under ``summary.json: wandb.error``). Config: ``conf/tracker/{wandb,none}.yaml``::
-
-    wandb: {enabled: true, project: ablate, entity: null, mode: auto, group: null, tags: [], job_type: null}
-
-The ``group``/``job_type`` arguments of ``build_tracker`` (a sweep passes its id and "trial") win over
+and is recorded under ``summary.json: wandb.error``). Config: ``conf/tracker/{wandb,none}.yaml``
+(``ablate.schema.TrackerConfig``). The ``group``/``job_type`` arguments of ``build_tracker`` (a sweep passes its id and "trial") win over
 the config's; tags are the config's plus the given ones (or, when none are given, one
 ``<slot>:<choice>`` tag per slot choice found under ``config["choices"]``).
 """
