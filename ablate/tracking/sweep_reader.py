@@ -118,10 +118,6 @@ def _scalar(v):
     return json.dumps(v, sort_keys=True)
 
 
-def _combo_key(slots: dict, params: dict) -> str:
-    return json.dumps({"slots": slots, "params": params}, sort_keys=True, default=str)
-
-
 def load_sweep(sweep_dir) -> Sweep:
     """Read ``sweep_dir``; raises SweepFormatError only when sweep.json is absent or no object."""
     path = Path(sweep_dir)
@@ -162,7 +158,8 @@ def _row(r: dict) -> dict:
     params = _factors(r)
     row = {"trial_id": tid, "status": status if status in STATUSES else "other:" + status,
            **{k: r.get(k) for k in _ROW_COPIED},
-           "combo": str(r.get("combo") or "") or _combo_key(slots, params),
+           "combo": (str(r.get("combo") or "")
+                     or json.dumps({"slots": slots, "params": params}, sort_keys=True, default=str)),
            "run_dir": str(r.get("run_dir") or f"trials/{tid}"), "wall_s": _num(r.get("wall_s")),
            "steps_done": _num(r.get("steps_done"))}
     row.update({"slot." + k: v for k, v in slots.items()})
@@ -200,16 +197,12 @@ def _factors(r: dict) -> dict:
     """A run's factors besides slots: hyperparameters, other config-group choices (task, model,
     regularizers, ...) and the method preset; constant ones show in the header, swept ones get
     effects."""
-    slots = r.get("slots") or {}
     params = {str(k): _scalar(v) for k, v in (r.get("params") or {}).items() if k != "seed"}
-    choices = r.get("choices") or {}
-    for g, v in choices.items():
-        g = str(g)
-        if v is not None and g not in slots and g not in SLOT_FAMILIES and g != "method" \
-                and g not in params:
-            params[g] = _scalar(v)
-    if r.get("method") is not None and "method" not in params:
-        params["method"] = _scalar(r.get("method"))
+    for g, v in (r.get("choices") or {}).items():  # a row's slots are its SLOT_FAMILIES choices
+        if v is not None and str(g) not in SLOT_FAMILIES and g != "method":
+            params.setdefault(str(g), _scalar(v))
+    if r.get("method") is not None:
+        params.setdefault("method", _scalar(r["method"]))
     return params
 
 
