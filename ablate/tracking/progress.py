@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -56,10 +56,8 @@ def to_file(path: Path | str) -> Any:
     path = Path(path)
 
     def write(rec: dict) -> None:
-        try:
+        with suppress(OSError):  # progress is cosmetic: never fail a run for it
             atomic_write(path, json.dumps(rec))
-        except OSError:  # progress is cosmetic: never fail a run for it
-            pass
 
     return sink(write)
 

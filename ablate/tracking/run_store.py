@@ -28,6 +28,7 @@ of its prompts (``read_eval_prompts`` skips it; a resume cuts it off).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -108,8 +109,7 @@ class RunStore:
                 raise RuntimeError(f"cannot resume {path}: it has {have} bytes, the checkpoint "
                                    f"recorded {n}")
             if path.exists():
-                with open(path, "r+b") as f:
-                    f.truncate(n)
+                os.truncate(path, n)
         self.final = dict(pos.get("final") or {})
         self.last_step = pos.get("last_step")
         if pos.get("start_time"):
@@ -194,10 +194,8 @@ class RunStore:
 
     def close(self) -> None:
         for f in self._files.values():  # closing a closed file again is a no-op
-            try:
+            with contextlib.suppress(OSError):
                 f.close()
-            except OSError:
-                pass
 
 
 def mark_interrupted(run_dir: Path, reason: str) -> bool:

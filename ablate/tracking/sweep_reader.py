@@ -103,7 +103,7 @@ def _read_meta(path: Path) -> dict:
     return meta
 
 
-def _num(x) -> float:
+def as_float(x) -> float:
     """A float, NaN for None/non-numeric."""
     try:
         return float(x)
@@ -156,16 +156,14 @@ def _row(r: dict) -> dict:
     tid, status = str(r["trial_id"]), str(r["status"])
     slots = {str(k): _scalar(v) for k, v in (r.get("slots") or {}).items()}
     params = _factors(r)
-    row = {"trial_id": tid, "status": status if status in STATUSES else "other:" + status,
-           **{k: r.get(k) for k in _ROW_COPIED},
-           "combo": (str(r.get("combo") or "")
-                     or json.dumps({"slots": slots, "params": params}, sort_keys=True, default=str)),
-           "run_dir": str(r.get("run_dir") or f"trials/{tid}"), "wall_s": _num(r.get("wall_s")),
-           "steps_done": _num(r.get("steps_done"))}
-    row.update({"slot." + k: v for k, v in slots.items()})
-    row.update({"param." + k: v for k, v in params.items()})
-    row.update({"final." + str(k): _num(v) for k, v in r["final"].items()})
-    return row
+    return {"trial_id": tid, "status": status if status in STATUSES else "other:" + status,
+            **{k: r.get(k) for k in _ROW_COPIED},
+            "combo": (str(r.get("combo") or "")
+                      or json.dumps({"slots": slots, "params": params}, sort_keys=True, default=str)),
+            "run_dir": str(r.get("run_dir") or f"trials/{tid}"), "wall_s": as_float(r.get("wall_s")),
+            "steps_done": as_float(r.get("steps_done")), **{"slot." + k: v for k, v in slots.items()},
+            **{"param." + k: v for k, v in params.items()},
+            **{"final." + str(k): as_float(v) for k, v in r["final"].items()}}
 
 
 def _skip(skipped: list[dict], tid: str, combo: str, excluded: bool, reason: str) -> None:
@@ -209,9 +207,8 @@ def _factors(r: dict) -> dict:
 def _frames(rows: list[dict], logged: list[dict], metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The trials and metrics DataFrames; finals a run's summary lacks are its last logged
     values, and the per-run summaries (DERIVED) come from its metrics."""
-    trials = pd.DataFrame.from_records(sorted(rows, key=lambda r: r["trial_id"]))
-    if trials.empty:
-        trials = pd.DataFrame(columns=["trial_id", "status", "combo", "seed", "wall_s", "steps_done"])
+    trials = (pd.DataFrame.from_records(sorted(rows, key=lambda r: r["trial_id"])) if rows
+              else pd.DataFrame(columns=["trial_id", "status", "combo", "seed", "wall_s", "steps_done"]))
     metrics = pd.DataFrame.from_records(logged) if logged else pd.DataFrame(columns=["trial_id", "step"])
     if "step" not in metrics.columns:
         metrics["step"] = np.nan
@@ -243,7 +240,7 @@ def _frames(rows: list[dict], logged: list[dict], metric: str) -> tuple[pd.DataF
 
 def _budget(trials: pd.DataFrame, meta: dict, warnings: list[str]) -> float | None:
     """max_t when some finished trial reached it, else the most steps any finished trial did."""
-    max_t = _num(meta.get("max_t"))
+    max_t = as_float(meta.get("max_t"))
     steps = trials.loc[trials["status"] == "finished", "steps_done"].astype(float)
     if not steps.notna().any():
         return None

@@ -12,10 +12,8 @@ mode (tests and CI set it to ``offline`` or ``disabled``).
 return a few milliseconds before wandb-core has written the last records, and a reader or
 ``wandb sync`` started right away would see a truncated run.
 
-A sweep shares one W&B service (wandb-core) among its trials (``shared_service``: ``wandb.setup()``
-in the driver before it starts the local Ray, whose workers inherit the service's address), instead
-of one service started and stopped per trial; a trial's ``wandb.teardown()`` then only closes its
-connection, and the driver's teardown at the end of the sweep waits for every run's data.
+A sweep shares one W&B service (wandb-core) among its trials (``shared_service``) instead of one
+service started and stopped per trial; a trial's ``wandb.teardown()`` then only closes its connection.
 
 Charts: ``train/step`` is declared the step metric of ``train/*``, ``eval/*`` and ``perf/*`` and is
 added to every ``log`` call, so eval points logged at the same step as training points line up.
