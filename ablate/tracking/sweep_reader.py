@@ -229,12 +229,9 @@ def _frames(rows: list[dict], logged: list[dict], metric: str) -> tuple[pd.DataF
             can = trials["status"].isin(["finished", "early_stopped"])
             trials[col] = trials[col].where(trials[col].notna() | ~can, fill)
         trials[col] = trials[col].astype(float)
-    for col, (m, how) in DERIVED.items():
-        if m in metrics.columns and not metrics.empty:
-            g = metrics.groupby("trial_id", sort=True)[m]
-            trials[col] = trials["trial_id"].map(g.last() if how == "last" else g.mean()).astype(float)
-        else:
-            trials[col] = np.nan
+    for col, (m, how) in DERIVED.items():  # how: "last" | "mean", a groupby method
+        per_run = getattr(metrics.groupby("trial_id", sort=True)[m], how)() if m in metrics.columns else {}
+        trials[col] = trials["trial_id"].map(per_run).astype(float)
     return trials, metrics
 
 

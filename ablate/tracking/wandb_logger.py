@@ -116,12 +116,7 @@ def shared_service(mode: str) -> Iterator[bool]:
 
 def clean_tags(tags: Iterable[Any]) -> list[str]:
     """Non-empty, de-duplicated (order kept), at most 64 characters each."""
-    out: list[str] = []
-    for t in tags or ():
-        s = str(t).strip()[:MAX_TAG_LEN]
-        if s and s not in out:
-            out.append(s)
-    return out
+    return [s for s in dict.fromkeys(str(t).strip()[:MAX_TAG_LEN] for t in tags or ()) if s]
 
 
 def _short_keys(keys: Sequence[str]) -> dict[str, str]:
