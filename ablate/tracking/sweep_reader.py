@@ -207,8 +207,9 @@ def _factors(r: dict) -> dict:
 def _frames(rows: list[dict], logged: list[dict], metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The trials and metrics DataFrames; finals a run's summary lacks are its last logged
     values, and the per-run summaries (DERIVED) come from its metrics."""
-    trials = (pd.DataFrame.from_records(sorted(rows, key=lambda r: r["trial_id"])) if rows
-              else pd.DataFrame(columns=["trial_id", "status", "combo", "seed", "wall_s", "steps_done"]))
+    trials = (pd.DataFrame.from_records(sorted(rows, key=lambda r: r["trial_id"])) if rows else
+              pd.DataFrame(columns=["trial_id", "status", "combo", "run_dir", "wall_s", "steps_done",
+                                    *_ROW_COPIED]))
     metrics = pd.DataFrame.from_records(logged) if logged else pd.DataFrame(columns=["trial_id", "step"])
     if "step" not in metrics.columns:
         metrics["step"] = np.nan
