@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import torch
 
@@ -26,7 +26,7 @@ def bool_as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.view(torch.uint8).to(dtype) if t.dtype == torch.bool else t.to(dtype)
 
 
-def flags(compare, x: torch.Tensor, other: Any) -> torch.Tensor:
+def flags(compare: Callable[..., torch.Tensor], x: torch.Tensor, other: Any) -> torch.Tensor:
     """``compare(x, other)`` (a torch comparison such as ``torch.lt``) as 0./1. in x's dtype. A
     comparison written into a bool tensor is ~5× slower on CPU than into a float one (bench/README.md,
     estimator section); products of flags are conjunctions and ``.bool()`` is the bool result."""
