@@ -104,9 +104,7 @@ def estimators(methods) -> dict:
 def _loss_only(est, batch, logp, norm):
     """The composed loss without the estimator's diagnostics (slots + aggregation)."""
     from ablate.upge.slots.base import TokenContext
-    ctx = TokenContext.from_batch(batch, logp)
-    loss_mat, _, _ = est.per_token(ctx)
-    return est.aggregation(loss_mat, ctx.response_mask, norm)
+    return est.surrogate_loss(TokenContext.from_batch(batch, logp), norm)[0]
 
 
 def bench_case(method: str, est, B: int, T: int, V: int | None, repeats: int, check: bool = True) -> dict:

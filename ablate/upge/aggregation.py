@@ -97,15 +97,35 @@ class Aggregation(Checked):
             return self._reduce(loss_mat, mask, norm.local(mask)) / (norm.num_chunks * norm.workers)
         return self._reduce(loss_mat, mask, norm)
 
+    def of_rows(self, row_sums: torch.Tensor, mask: torch.Tensor, norm: Optional[Normalizer] = None,
+                lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The same scalar from the rows' Σ_t L·M ([B]): every mode is linear in them, so a loss
+        that is a per-row value times a detached token matrix never needs its [B, T] form.
+        ``lengths``: Σ_t M per row clamped to ≥ 1, when the caller has it."""
+        mask = mask.to(row_sums.dtype)
+        norm = norm or Normalizer.of(mask)
+        if self.scope == "microbatch":
+            local = norm.local(mask)
+            return self._of_rows(row_sums, mask, local, lengths) / (norm.num_chunks * norm.workers)
+        return self._of_rows(row_sums, mask, norm, lengths)
+
     def _reduce(self, loss_mat: torch.Tensor, mask: torch.Tensor, norm: Normalizer) -> torch.Tensor:
-        seqs = norm.num_rows if self.count_empty_rows else norm.num_seqs
         if self.mode in ("token-mean", "token-sum"):
             # Σ L·M as one dot: no [B, T] product in the forward, one in the backward
             total = torch.dot(loss_mat.reshape(-1), mask.expand_as(loss_mat).reshape(-1))
             return total / norm.num_tokens if self.mode == "token-mean" else total
-        seq_sum = (loss_mat * mask).sum(-1)  # a batched dot (bmm) measured slower on CPU
+        # a batched dot (bmm) measured slower on CPU
+        return self._of_rows((loss_mat * mask).sum(-1), mask, norm)
+
+    def _of_rows(self, seq_sum: torch.Tensor, mask: torch.Tensor, norm: Normalizer,
+                 lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        seqs = norm.num_rows if self.count_empty_rows else norm.num_seqs
+        if self.mode in ("token-mean", "token-sum"):
+            total = seq_sum.sum()
+            return total / norm.num_tokens if self.mode == "token-mean" else total
         if self.mode == "seq-mean-token-mean":
-            return (seq_sum / mask.sum(-1).clamp_min(1.0)).sum() / seqs
+            lengths = mask.sum(-1).clamp_min(1.0) if lengths is None else lengths
+            return (seq_sum / lengths).sum() / seqs
         if self.mode == "seq-mean-token-sum":
             return seq_sum.sum() / seqs
         c = float(self.constant if self.constant is not None else norm.horizon)

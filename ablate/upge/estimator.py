@@ -135,16 +135,42 @@ class UPGE(Component):
         loss_mat = torch.mul(m.keep_as(surrogate.dtype), ctx.advantages).neg_() * surrogate
         return loss_mat, m, surrogate.detach()
 
-    def policy_loss(self, ctx: TokenContext, norm: Normalizer) -> tuple[torch.Tensor, dict[str, Diag]]:
-        """The aggregated surrogate and its diagnostics (no regularizers)."""
+    def row_loss(self, ctx: TokenContext, norm: Normalizer) -> tuple[torch.Tensor, MaskResult, torch.Tensor]:
+        """The aggregated loss of ``per_token`` (with the row and IS weights) when the likelihood and
+        the denominator declare a per-row form (``ROW_FORM``): then log g − log π_ref = u_i + log w_i
+        for every token of row i, the surrogate is one value s_i per row, and Σ_t L·M = s_i·Σ_t(−M·Â·M):
+        the gradient flows through [B] values, not a [B, T] matrix. Returns the loss, the mask result
+        and the detached weight as a [B, T] view (for the diagnostics)."""
+        m = self.mask(ctx)
         rm = ctx.response_mask
+        s = clamped_exp(self.likelihood.row_term(ctx) + self.denominator.row_log_weight(ctx).detach())
+        coef = torch.mul(m.keep_as(s.dtype), ctx.advantages)  # detached: M·Â, scaled in place
+        if ctx.loss_weights is not None:
+            coef.mul_(ctx.loss_weights.to(s.dtype)[:, None])
+        iw = ctx.rows.get("is_weight")
+        if iw is not None:
+            coef.mul_(iw.to(s.dtype))
+        row_coef = coef.mul_(rm).sum(-1).neg_()
+        loss = self.aggregation.of_rows(row_coef * s, rm, norm, lengths=ctx.lengths)
+        return loss, m, s.detach()[:, None].expand_as(rm)
+
+    def surrogate_loss(self, ctx: TokenContext, norm: Normalizer) -> tuple[torch.Tensor, MaskResult, torch.Tensor]:
+        """The aggregated surrogate with the row and IS weights, the mask result and the detached
+        weight: on rows where both slots allow it (``row_loss``), else from ``per_token``."""
+        if self.likelihood.ROW_FORM and self.denominator.ROW_FORM:
+            return self.row_loss(ctx, norm)
         loss_mat, m, weight = self.per_token(ctx)
         if ctx.loss_weights is not None:
             loss_mat = loss_mat * ctx.loss_weights.to(loss_mat.dtype)[:, None]
         iw = ctx.rows.get("is_weight")  # train–inference correction (rollout.is_correction)
         if iw is not None:
             loss_mat = loss_mat * iw.to(loss_mat.dtype)
-        pg_loss = self.aggregation(loss_mat, rm, norm)
+        return self.aggregation(loss_mat, ctx.response_mask, norm), m, weight
+
+    def policy_loss(self, ctx: TokenContext, norm: Normalizer) -> tuple[torch.Tensor, dict[str, Diag]]:
+        """The aggregated surrogate and its diagnostics (no regularizers)."""
+        pg_loss, m, weight = self.surrogate_loss(ctx, norm)
+        iw = ctx.rows.get("is_weight")
         with torch.no_grad():  # pg_loss is the peer value's kept-token part unless iw reweighs it
             diags = self._diagnostics(ctx, m, weight, norm, pg_loss=None if iw is not None else pg_loss)
         diags["pg_loss"] = partial(pg_loss)
@@ -179,7 +205,7 @@ class UPGE(Component):
         for ev, t in m.events.items():
             if ev not in ("clip_low", "clip_high", "clip_dual"):
                 d[f"mask/{ev}_frac"] = mean(fracs[id(t)])
-        tmp = torch.empty_like(weight)  # one scratch buffer for every [B, T] temporary below
+        tmp = torch.empty_like(rm)  # one scratch buffer for every [B, T] temporary below
         d["pg_loss_peer"] = partial(self._peer_loss(ctx, m, weight, norm, tmp, pg_loss))
         ratio = ctx.ratio  # exp of the clamped log-ratio: > 0, so padding (×0, ÷0) never wins
         big = torch.finfo(ratio.dtype).max  # finite even for an empty microbatch

@@ -195,8 +195,15 @@ class Denominator(Slot):
 
     family = "denominator"
     PEER_LOGP_VALUE: ClassVar[bool] = False
+    # log π_ref = sg(log π_θ) − log w_i with a per-row weight w_i: ``row_log_weight`` gives log w
+    # ([B]), so with a ``ROW_FORM`` likelihood the estimator works on rows (see ``UPGE.row_loss``)
+    ROW_FORM: ClassVar[bool] = False
 
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        raise NotImplementedError
+
+    def row_log_weight(self, ctx: TokenContext) -> torch.Tensor:
+        """log w_i, [B], detached (only where ``ROW_FORM``)."""
         raise NotImplementedError
 
 
@@ -204,8 +211,15 @@ class Likelihood(Slot):
     """Slot 4: log g(π_θ) per token, carrying the gradient (identity: ``ctx.logp``)."""
 
     family = "likelihood"
+    # a sequence-level likelihood: log g = sg(log π_θ) + u_i with a per-row term u_i carrying the
+    # gradient (``row_term``, [B]); with a ``ROW_FORM`` denominator log g − log π_ref = u_i + log w_i
+    ROW_FORM: ClassVar[bool] = False
 
     def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        raise NotImplementedError
+
+    def row_term(self, ctx: TokenContext) -> torch.Tensor:
+        """u_i, [B], carrying the gradient (only where ``ROW_FORM``)."""
         raise NotImplementedError
 
 

@@ -59,11 +59,14 @@ class GSPOSequence(Denominator):
     def __init__(self, max_log_ratio: Optional[Num] = None):
         self.max_log_ratio = max_log_ratio
 
-    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+    ROW_FORM = True  # w_i = s_i (capped)
+
+    def row_log_weight(self, ctx: TokenContext) -> torch.Tensor:
         log_s = ctx.seq_log_ratio
-        if self.max_log_ratio is not None:
-            log_s = log_s.clamp(max=self.max_log_ratio)
-        return ctx.logp.detach() - log_s[:, None]
+        return log_s if self.max_log_ratio is None else log_s.clamp(max=self.max_log_ratio)
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        return ctx.logp.detach() - self.row_log_weight(ctx)[:, None]
 
 
 class ClippedRatio(Denominator):

@@ -49,11 +49,16 @@ class SequenceMean(Likelihood):
     ``gspo_sequence`` denominator for the GSPO weight s_i.
     """
 
-    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+    ROW_FORM = True  # u_i = m_i − sg(m_i)
+
+    def row_term(self, ctx: TokenContext) -> torch.Tensor:
         # Σ_t log π·mask (``ctx.seq_logp``, mask ∈ {0, 1}): a multiply, whose backward is one too;
         # ``where`` costs ~10× more on CPU both ways (bench/README.md, estimator section)
         m = ctx.seq_logp / ctx.lengths.to(ctx.logp.dtype)
-        return ctx.logp.detach() + (m - m.detach())[:, None]
+        return m - m.detach()
+
+    def __call__(self, ctx: TokenContext) -> torch.Tensor:
+        return ctx.logp.detach() + self.row_term(ctx)[:, None]
 
 
 class LogFidelity(Likelihood):
