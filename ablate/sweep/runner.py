@@ -42,7 +42,7 @@ from ablate.sweep.space import (DEFAULT_TRAINABLE, OptunaSpace, SearchSpace, com
                                 load_search_space, plan_trials)
 from ablate.sweep.trial import Trial
 from ablate.tracking.provenance import REPO_ROOT, git_commit
-from ablate.tracking.run_store import FINAL_STATUSES, mark_interrupted, read_json
+from ablate.tracking.run_store import FINAL_STATUSES, atomic_write, mark_interrupted, read_json
 from ablate.tracking.trials import is_done, read_trials
 from ablate.tracking.wandb_logger import resolve_mode, shared_service
 
@@ -60,12 +60,6 @@ def is_secret(name: str) -> bool:
 
 def _now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def wandb_mode(space: SearchSpace) -> str:
@@ -371,9 +365,8 @@ class SweepRun:
     num_cpus: float | None = None
     verbose: bool = False
 
-    @property
-    def meta_path(self) -> Path:
-        return self.sweep_dir / "sweep.json"
+    def save_meta(self) -> None:
+        atomic_write(self.sweep_dir / "sweep.json", json.dumps(self.meta, indent=2, default=str) + "\n")
 
     @property
     def experiments(self) -> list[str]:
@@ -532,7 +525,7 @@ def _run_tune(run: SweepRun) -> float:
         tuner, experiment = _restore_tuner(run, trainable)
         if tuner is None:
             tuner, experiment = _new_tuner(run, trainable)
-        _write_json(run.meta_path, run.meta)
+        run.save_meta()
         run.log(f"sweep {run.space.name}: {run.sweep_dir}")
         if tuner is not None:
             tuner.fit()  # trial failures are recorded, never raised
@@ -671,7 +664,7 @@ def _finish(run: SweepRun, t0: float, *, report: bool, output_dir: str | None,
     meta.update(status="interrupted" if unfinished else ("failed" if all_failed else "finished"),
                 finished=None if unfinished else _now(), counts=counts, num_trials=total,
                 num_failed=failed, wall_s=round(time.time() - t0, 1))
-    _write_json(run.meta_path, meta)
+    run.save_meta()
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     log(f"sweep {space.name}: {summary} of {total} trial(s) ({meta['wall_s']:.0f} s)"
         + (f"; {failed} of {total} failed" if failed else ""))
@@ -693,6 +686,6 @@ def _finish(run: SweepRun, t0: float, *, report: bool, output_dir: str | None,
         path = generate_report_safely(run.sweep_dir, space.name, log)
         if path is not None:
             meta["report"] = str(path)
-            _write_json(run.meta_path, meta)
+            run.save_meta()
             log(f"report: {path}")
     return 0

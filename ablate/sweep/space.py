@@ -468,18 +468,10 @@ class SearchSpace(_Section):
 
     def to_dict(self) -> dict:
         """The space as a file that validates back to it (the sweep dir's copy, compared on resume)."""
-        r, s = self.resources, self.search
-        search = {"algorithm": s.algorithm, "seed": s.seed, "num_samples": s.num_samples}
-        d = {**self.model_dump(include={"name", "description", "trainable", "base_overrides", "slots",
-                                        "methods"}),
+        d = {**self.model_dump(exclude={"params", "report", "claims", "seed_range", "source"}),
              "params": {k: p.to_dict() for k, p in self.params.items()},
              "seeds": dict(self.seed_range) if self.seed_range else list(self.seeds),
-             "metric": self.metric, "mode": self.mode,
-             "search": {k: v for k, v in search.items() if v is not None},
-             "scheduler": self.scheduler.model_dump() if self.scheduler else None,
-             "resources": {"cpu": float(r.cpu), "gpu": float(r.gpu), "workers": r.workers},
-             "max_concurrent": self.max_concurrent, "max_failures": self.max_failures,
-             "output_dir": self.output_dir, "wandb": self.wandb.model_dump(),
+             "search": self.search.model_dump(exclude_none=True),
              "report": self.report.to_dict() if self.report.metrics else None,
              "claims": [c.to_dict() for c in self.claims or []]}
         return {k: v for k, v in d.items() if v or k not in ("description", "report", "claims")}
@@ -609,15 +601,9 @@ def combo_key(assignment: Mapping[str, Any]) -> str:
     return ",".join(shown) or "base"
 
 
-def _ordered(space: SearchSpace, assignment: Mapping[str, Any]) -> dict:
-    """Assignment in canonical order (categorical axes, then params as declared)."""
-    out = {a: assignment[a] for a, _ in space.categorical_axes() if a in assignment}
-    out.update({k: assignment[k] for k in space.params if k in assignment})
-    return out
-
-
 def grid_assignments(space: SearchSpace) -> list[dict]:
-    """Cross product of categorical axes and choice params; conditional params only where active."""
+    """Cross product of categorical axes and choice params, built in canonical order (axes, then
+    params as declared); conditional params only where active."""
     axes = space.categorical_axes()
     combos: list[dict] = [{}]
     for axis, opts in axes:
@@ -627,7 +613,7 @@ def grid_assignments(space: SearchSpace) -> list[dict]:
                   for x in ([{**c, key: v} for v in p.values or []] if p.active(c) else [c])]
     first: dict[str, dict] = {}  # values equal to 6 digits share a combo key
     for c in combos:
-        first.setdefault(combo_key(c), _ordered(space, c))
+        first.setdefault(combo_key(c), c)
     return list(first.values())
 
 

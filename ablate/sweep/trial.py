@@ -19,10 +19,12 @@ trial replays that failure without running anything again.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -90,15 +92,10 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _scalar(v: Any) -> Any:
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    item = getattr(v, "item", None)
-    if callable(item) and getattr(v, "ndim", 0) == 0:
-        try:
-            return item()
-        except Exception:  # noqa: BLE001
-            return None
-    return None
+    """A reported value as a plain scalar (numpy/torch 0-d values unwrapped), else None."""
+    if getattr(v, "ndim", None) == 0 and callable(getattr(v, "item", None)):
+        v = v.item()
+    return v if v is None or isinstance(v, (bool, int, float, str)) else None
 
 
 def _finite(v: Any) -> bool:
@@ -165,11 +162,8 @@ class _Reporter:
         if self.require_metric and self.metric not in flat:
             return  # an Optuna searcher needs the objective in every result it sees
         # the metric and step first: Tune's progress table shows the first few reported keys
-        out = {self.metric: flat.pop(self.metric)} if self.metric in flat else {}
-        out["step"] = flat.pop("step")
-        out.update(flat)
-        out["seed"] = self.seed
-        out["sweep/seed_index"] = self.seed_index
+        out = {k: flat.pop(k) for k in (self.metric, "step") if k in flat}
+        out.update(flat, seed=self.seed, **{"sweep/seed_index": self.seed_index})
         self.flush()
         self.pending = out
 
@@ -177,14 +171,9 @@ class _Reporter:
         """Send the held result (with ``checkpoint`` when given) to Tune."""
         out = self.pending if self.pending is not None else self.last_out
         self.pending = None
-        if out is None:
-            return
-        if checkpoint is None:
-            if out is not self.last_out:
-                self._report(out)
-        else:
+        if out is not None and (checkpoint is not None or out is not self.last_out):
             self._report(out, checkpoint=checkpoint)
-        self.last_out = out
+            self.last_out = out
 
 
 def _accepts_checkpoints(fn: Callable) -> bool:
@@ -266,23 +255,14 @@ def _load_checkpoint(sweep_dir: Path, trial_id: str) -> tuple[dict | None, str |
     return best, note
 
 
-def _wandb_teardown() -> None:
-    """Stop this process's W&B service now (Ray ends the actor right after the trial, and a
-    service killed first makes wandb's atexit hook print a traceback)."""
-    import sys
-
-    if "wandb" in sys.modules:  # pinned wandb (pyproject) has teardown
-        try:
-            sys.modules["wandb"].teardown()
-        except Exception:  # noqa: BLE001 - cosmetic
-            pass
-
-
 def run_trial(config: dict, ctx: dict) -> None:
     try:
         _run_trial(config, ctx)
-    finally:
-        _wandb_teardown()
+    finally:  # stop this process's W&B service now (Ray ends the actor right after the trial,
+        # and a service killed first makes wandb's atexit hook print a traceback)
+        if "wandb" in sys.modules:  # pinned wandb (pyproject) has teardown
+            with contextlib.suppress(Exception):  # cosmetic
+                sys.modules["wandb"].teardown()
 
 
 @dataclass
