@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Mapping, TextIO
 from ablate.sweep.records import trial_error
 from ablate.sweep.trial import COMPLETE_KEY
 from ablate.tracking import progress
-from ablate.tracking.trials import joined_error, trial_runs
+from ablate.tracking.trials import trial_runs
 
 RAY_LOG = "ray.log"
 
@@ -146,12 +146,6 @@ def trial_status(tid: str, result: Mapping[str, Any] | None, metric: str,
     return out
 
 
-def _trial_error(trial: Any, sweep_dir: str) -> str:
-    """One line of a failed trial's error: its runs' own records (the run store), else Tune's."""
-    runs = trial_runs(Path(sweep_dir), str(trial.trial_id))
-    return (joined_error(runs, len(runs) > 1) or trial_error(trial, 300))[:300]
-
-
 class _ConsoleLines:
     """The console callback's behaviour as Tune's Callback hooks, kept free of Ray: the base is
     mixed in by ``make_console_callback`` (Ray is imported only when a sweep runs)."""
@@ -233,7 +227,8 @@ class _ConsoleLines:
                   last.get(self.metric))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._end(trial, "FAILED", error=_trial_error(trial, self.sweep_dir))
+        runs = trial_runs(Path(self.sweep_dir), str(trial.trial_id))
+        self._end(trial, "FAILED", error=trial_error(trial, runs, len(runs) > 1, 300))
 
     def on_experiment_end(self, trials, **info):
         current().close_bar()

@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -108,8 +108,7 @@ def describe(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path) -> s
              f"base overrides: {' '.join(space.base_overrides) or '(none)'}"]
     if specs is not None:
         lines.append(f"{len(specs)} trials:")
-        for i, s in enumerate(specs):
-            lines.append(f"  [{i:>3}] seed={s['seed']:<3} {s['combo']}")
+        lines += [f"  [{i:>3}] seed={s['seed']:<3} {s['combo']}" for i, s in enumerate(specs)]
     else:
         axes = [f"{a} in {o}" for a, o in space.categorical_axes()]
         axes += [f"{k}: {p.to_dict()}" for k, p in space.params.items()]
@@ -136,24 +135,25 @@ def _need(space: SearchSpace) -> dict[str, float]:
     return {"CPU": float(r.cpu * r.workers), "GPU": float(r.gpu * r.workers)}
 
 
+def _check_fits(space: SearchSpace, have: Mapping[str, float], where: str, hint: str) -> None:
+    """One trial (its resources times its workers) fits what ``where`` has."""
+    for k, need in _need(space).items():
+        n = float(have.get(k, 0))
+        if need > n:
+            raise ConfigError(f"resources.{k.lower()}: each trial needs {need:g} {k}(s) but {where} "
+                              f"has {n:g}; allowed: resources.{k.lower()} x workers <= {n:g} ({hint})")
+
+
 def check_machine(space: SearchSpace, address: str | None, num_cpus: float | None) -> None:
     """A local Ray gets this machine: a trial must fit it (a cluster is checked once attached)."""
     if address:
         return
-    need_cpu, need_gpu = _need(space).values()
-    have = float(num_cpus) if num_cpus is not None else float(os.cpu_count() or 1)
-    if need_cpu > have:
-        raise ConfigError(f"resources.cpu: each trial needs {need_cpu:g} CPU(s) but the local Ray "
-                          f"gets {have:g}; allowed: resources.cpu x workers <= {have:g} (or "
-                          "--num-cpus N, or --address of a cluster)")
-    if need_gpu > 0:
+    have = {"CPU": float(num_cpus or os.cpu_count() or 1), "GPU": 0}
+    if space.resources.gpu > 0:
         import torch
 
-        n = torch.cuda.device_count()
-        if need_gpu > n:
-            raise ConfigError(f"resources.gpu: each trial needs {need_gpu:g} "
-                              f"GPU(s) but this machine has {n}; allowed: <= {n} (or --address "
-                              "of a cluster with GPUs)")
+        have["GPU"] = torch.cuda.device_count()
+    _check_fits(space, have, "the local Ray", "or --num-cpus N, or --address of a cluster")
 
 
 def confirm_size(space: SearchSpace, specs: list[dict] | None, yes: bool,
@@ -309,17 +309,6 @@ def _init_ray(run: SweepRun) -> bool:
 
 
 DRIVER_CPU = 0.01  # what a multi-worker trial's own process reserves (Tune needs a non-empty bundle)
-
-
-def _check_cluster(space: SearchSpace) -> None:
-    import ray
-
-    res = ray.cluster_resources()
-    for k, need in _need(space).items():
-        have = float(res.get(k, 0))
-        if need > 0 and have < need:
-            raise ConfigError(f"resources.{k.lower()}: each trial needs {need:g} but the Ray "
-                              f"cluster has {have:g} {k}(s)")
 
 
 def _saved_trials(experiment_dir: Path) -> list:
@@ -520,7 +509,7 @@ def _run_tune(run: SweepRun) -> float:
     started_ray = _init_ray(run)
     t0 = time.time()
     try:
-        _check_cluster(run.space)
+        _check_fits(run.space, ray.cluster_resources(), "the Ray cluster", "or a larger cluster")
         trainable = _trainable(run)
         tuner, experiment = _restore_tuner(run, trainable)
         if tuner is None:

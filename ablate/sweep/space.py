@@ -55,7 +55,7 @@ from ablate.errors import ConfigError, choice_error, choice_text
 from ablate.registry import variant_names
 from ablate.schema import MAX_SEED, SLUG_ALLOWED, is_slug
 from ablate.spec.translate import Problem, check
-from ablate.claims.spec import Claim, ReportSpec, parse_claims, parse_report
+from ablate.claims.spec import ReportSpec, parse_claims, parse_report
 from ablate.spec.groups import GROUPS, SWEEP_GROUPS
 from ablate.tracking.trials import run_key
 

@@ -80,14 +80,11 @@ def _fail(tr: Trial, runs: list[dict], values: list[float]) -> NoReturn:
     raise TrialFailed(joined_error(runs, len(tr.seeds) > 1) or "failed")
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested metrics as flat plain scalars ({"a": {"b": x}} -> {"a/b": x}; None if not a scalar)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "/"))
-        else:
-            out[key] = v
+        out.update(_flat(v, f"{prefix}{k}/") if isinstance(v, Mapping) else {f"{prefix}{k}": _scalar(v)})
     return out
 
 
@@ -138,8 +135,7 @@ class _Reporter:
         self.metric_checked = bool(d.get("metric_checked"))
 
     def __call__(self, metrics: Mapping[str, Any]) -> None:
-        flat = {k: _scalar(v) for k, v in _flatten(dict(metrics)).items()}
-        flat = {k: v for k, v in flat.items() if v is not None}
+        flat = {k: v for k, v in _flat(metrics).items() if v is not None}
         self.n += 1
         step = flat.get("step")
         if not _finite(step):
@@ -374,10 +370,9 @@ def _report_reused(tr: Trial, prev_run: dict, i: int) -> None:
     run = dict(prev_run, reused=True)
     tr.runs.append(run)
     final = dict(run["final"])
-    result = {tr.metric: final[tr.metric], "step": int(run.get("steps_done") or 0)}
-    result.update({k: v for k, v in final.items() if k not in result and _scalar(v) is not None})
-    result.update({"seed": run["seed"], "sweep/seed_index": i})
-    tune.report(result)
+    rep = _Reporter(tr.metric, run["seed"], i, require_metric=False, report=tune.report)
+    rep({**final, "step": int(run.get("steps_done") or 0)})
+    rep.flush()
     tr.values.append(float(final[tr.metric]))
     tr.finals.append(final)
 
@@ -439,8 +434,7 @@ def _settle(tr: Trial, run: dict, summary: dict, rep: _Reporter, t0: float) -> N
     metric = tr.metric
     run["wall_s"] = float(summary.get("wall_s") or (time.perf_counter() - t0))
     run["ended"] = time.time()
-    final = summary.get("final") if isinstance(summary.get("final"), Mapping) else {}
-    final = {k: _scalar(v) for k, v in _flatten(dict(final)).items()}
+    final = _flat(summary["final"]) if isinstance(summary.get("final"), Mapping) else {}
     if not final:
         final = {k: v for k, v in rep.last.items() if k not in ("seed", "sweep/seed_index")}
     steps = summary.get("steps_done")
