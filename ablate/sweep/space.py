@@ -58,6 +58,7 @@ from ablate.spec.translate import Problem, check
 from ablate.claims.spec import ReportSpec, parse_claims, parse_report
 from ablate.spec.groups import GROUPS, SWEEP_GROUPS
 from ablate.tracking.trials import run_key
+from ablate.tracking.wandb_logger import MODES as WANDB_MODES
 
 DEFAULT_TRAINABLE = "ablate.train.api.run_training"
 ALGORITHMS = ("grid", "random", "optuna_tpe", "optuna_random", "optuna_cmaes")
@@ -68,7 +69,6 @@ PARAM_KEYS = {"choice": ("type", "values", "when"), "uniform": ("type", "low", "
               "int": ("type", "low", "high", "step", "log", "when")}  # the keys each param type takes
 PARAM_TYPES = tuple(PARAM_KEYS)
 MODES = ("max", "min")
-WANDB_MODES = ("auto", "online", "offline", "disabled")
 MAX_SEEDS = 1000  # replicates per configuration
 MAX_SAMPLES = 10_000  # sampled configurations
 # what every trial reports (ablate/train/trainer.py reports "step"; Tune adds the others)
@@ -570,9 +570,7 @@ def hydra_value(v: Any) -> str:
         return "true" if v else "false"
     if v is None:
         return "null"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
+    if isinstance(v, (int, float)):
         return repr(v)
     s = str(v)
     if _PLAIN_STR_RE.match(s) and s.lower() not in ("true", "false", "null", "none", "nan", "inf"):

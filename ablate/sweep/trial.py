@@ -125,14 +125,13 @@ class _Reporter:
         self.last_out: dict | None = None
         self.metric_checked = False
 
+    _STATE = ("last_value", "last", "steps_done", "n", "metric_checked")  # what a checkpoint keeps
+
     def state(self) -> dict:
-        return {"last_value": self.last_value, "last": dict(self.last),
-                "steps_done": self.steps_done, "n": self.n, "metric_checked": self.metric_checked}
+        return {k: getattr(self, k) for k in self._STATE}
 
     def load_state(self, d: Mapping[str, Any]) -> None:
-        self.last_value, self.last = d["last_value"], dict(d["last"])
-        self.steps_done, self.n = int(d["steps_done"]), int(d["n"])
-        self.metric_checked = bool(d.get("metric_checked"))
+        self.__dict__.update({k: d[k] for k in self._STATE if k in d})
 
     def __call__(self, metrics: Mapping[str, Any]) -> None:
         flat = {k: v for k, v in _flat(metrics).items() if v is not None}
