@@ -49,11 +49,10 @@ class Console:
         self.bar = tqdm(total=total, desc=desc, unit="trial", file=self.stream, leave=False,
                         dynamic_ncols=True)
 
-    def advance(self, postfix: str | None = None) -> None:
+    def advance(self, postfix: str) -> None:
         if self.bar is not None:
             self.bar.update(1)
-            if postfix:
-                self.bar.set_postfix_str(postfix, refresh=True)
+            self.status(postfix)
 
     def status(self, text: str) -> bool:
         """Show what the running trials are doing: on the bar (redrawn, which also advances its
@@ -78,11 +77,8 @@ def _flush_std() -> None:
 
 
 @contextmanager
-def redirect_output(log_path: Path, console: Console, enabled: bool = True) -> Iterator[None]:
+def redirect_output(log_path: Path, console: Console) -> Iterator[None]:
     """fd 1/2 → ``log_path`` (appended) for the block; ``console`` keeps writing to the terminal."""
-    if not enabled:
-        yield
-        return
     _flush_std()
     saved_out, saved_err = os.dup(1), os.dup(2)
     term = os.fdopen(os.dup(saved_out), "w", buffering=1, encoding="utf-8", errors="replace")

@@ -49,10 +49,8 @@ def trial_assignments(space: SearchSpace) -> list[dict]:
     specs = plan_trials(space)
     if specs is None:
         return optuna_assignments(space)
-    first: dict[str, dict] = {}
-    for s in specs:  # seeds differ only in seed=, checked by the space itself
-        first.setdefault(s["combo"], s["assign"])
-    return list(first.values())
+    # one per combination: seeds differ only in seed=, checked by the space itself
+    return list({s["combo"]: s["assign"] for s in specs}.values())
 
 
 def preflight(space: SearchSpace) -> int:

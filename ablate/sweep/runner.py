@@ -23,6 +23,7 @@ import shutil
 import sys
 import time
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -123,8 +124,7 @@ ATTACH_TIMEOUT_S = 5.0
 
 
 def check_num_cpus(num_cpus: float | None) -> None:
-    if num_cpus is not None and not (isinstance(num_cpus, (int, float)) and
-                                     math.isfinite(num_cpus) and 0 < num_cpus <= 4096):
+    if num_cpus is not None and not (isinstance(num_cpus, (int, float)) and 0 < num_cpus <= 4096):
         raise ConfigError(f"--num-cpus: got {num_cpus!r}; allowed: a number in (0, 4096], or "
                           "leave it out for all cores")
 
@@ -415,8 +415,8 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
     # one W&B service for all trials: the local Ray's workers inherit its address (a cluster's
     # workers could not reach it, so they start their own)
     wb = trial_ctx["env"]["WANDB_MODE"] if address is None else "disabled"
-    with use_console(console), redirect_output(sweep_dir / RAY_LOG, console, enabled=not verbose), \
-            shared_service(wb):
+    with use_console(console), (nullcontext() if verbose else
+                                redirect_output(sweep_dir / RAY_LOG, console)), shared_service(wb):
         if not verbose:
             log(f"Ray's output: {sweep_dir / RAY_LOG} (--verbose shows it here)")
         t0 = _run_tune(run)
@@ -434,8 +434,7 @@ def _check_sweep_dir(space: SearchSpace, sweep_dir: Path, resume: bool) -> None:
             raise ConfigError(f"--resume: the search space differs from the one the sweep "
                               f"started with (fields: {', '.join(diff)}); resume it unchanged "
                               f"or start a new sweep with --name")
-    elif sweep_dir.exists() and any((sweep_dir / f).exists()
-                                    for f in ("sweep.json", "tune")):
+    elif any((sweep_dir / f).exists() for f in ("sweep.json", "tune")):
         raise ConfigError(f"sweep dir {sweep_dir} already holds a sweep; pass --resume to continue "
                           f"it, or --name/--output-dir for a new one")
 
@@ -486,11 +485,8 @@ def _sweep_meta(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path, r
 
 def mark_interrupted_runs(sweep_dir: Path) -> int:
     """Run dirs whose summary.json still says "running" (their process is gone) → "interrupted"."""
-    n = 0
-    for p in sorted((sweep_dir / "trials").glob("**/summary.json")):
-        n += mark_interrupted(p.parent, "the run's process ended before it did (sweep killed or "
-                                        "interrupted); --resume continues it")
-    return n
+    why = "the run's process ended before it did (sweep killed or interrupted); --resume continues it"
+    return sum(mark_interrupted(p.parent, why) for p in (sweep_dir / "trials").glob("**/summary.json"))
 
 
 def _trial_label(ctx: dict) -> Callable:

@@ -687,10 +687,8 @@ class OptunaSpace:
         self.params = list(space.params.items())
 
     def __call__(self, trial) -> dict:
-        chosen: dict[str, Any] = {}
+        chosen = {axis: trial.suggest_categorical(axis, opts) for axis, opts in self.categorical}
         inactive: dict[str, Any] = {}
-        for axis, opts in self.categorical:
-            chosen[axis] = trial.suggest_categorical(axis, opts)
         for key, p in self.params:
             if not p.active(chosen):
                 inactive[key] = None  # present (as None) so every trial has every column
