@@ -12,7 +12,7 @@ import math
 import os
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TextIO
 
@@ -70,31 +70,27 @@ class Console:
 
 def _flush_std() -> None:
     for s in (sys.stdout, sys.stderr):
-        try:
+        with suppress(OSError, ValueError):
             s.flush()
-        except (OSError, ValueError):
-            pass
 
 
 @contextmanager
 def redirect_output(log_path: Path, console: Console) -> Iterator[None]:
     """fd 1/2 → ``log_path`` (appended) for the block; ``console`` keeps writing to the terminal."""
     _flush_std()
-    saved_out, saved_err = os.dup(1), os.dup(2)
-    term = os.fdopen(os.dup(saved_out), "w", buffering=1, encoding="utf-8", errors="replace")
-    old_stream = console.stream
-    console.stream = term
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    term = os.fdopen(os.dup(saved[1]), "w", buffering=1, encoding="utf-8", errors="replace")
+    old_stream, console.stream = console.stream, term
     with open(log_path, "a", encoding="utf-8") as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
+        for fd in saved:
+            os.dup2(f.fileno(), fd)
         try:
             yield
         finally:
             _flush_std()
-            os.dup2(saved_out, 1)
-            os.dup2(saved_err, 2)
-            os.close(saved_out)
-            os.close(saved_err)
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
             console.stream = old_stream
             term.close()
 

@@ -39,7 +39,7 @@ from ablate.sweep.console import (RAY_LOG, Console, make_console_callback, redir
 from ablate.sweep.preflight import preflight
 from ablate.sweep.ray_session import cleanup_leftovers, mark_shut_down, record_session
 from ablate.sweep.records import settle
-from ablate.sweep.space import (DEFAULT_TRAINABLE, OptunaSpace, SearchSpace, combo_key, conditions,
+from ablate.sweep.space import (DEFAULT_TRAINABLE, OptunaSpace, SearchSpace, combo_key,
                                 load_search_space, plan_trials)
 from ablate.sweep.trial import Trial
 from ablate.tracking.provenance import REPO_ROOT, git_commit
@@ -175,14 +175,12 @@ def confirm_size(space: SearchSpace, specs: list[dict] | None, yes: bool,
 
 def _address_host_port(address: str) -> tuple[str, int] | None:
     if address == "auto":
-        found = os.environ.get("RAY_ADDRESS")
-        if not found:
-            try:
-                found = Path("/tmp/ray/ray_current_cluster").read_text().strip()
-            except OSError:
-                raise ConfigError("--address: got 'auto' but no Ray cluster runs on this machine; "
-                                  "allowed: auto after `ray start --head`, or HOST:PORT") from None
-        address = found
+        try:
+            address = (os.environ.get("RAY_ADDRESS")
+                       or Path("/tmp/ray/ray_current_cluster").read_text().strip())
+        except OSError:
+            raise ConfigError("--address: got 'auto' but no Ray cluster runs on this machine; "
+                              "allowed: auto after `ray start --head`, or HOST:PORT") from None
     address = address.split("://", 1)[-1]
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
@@ -201,8 +199,7 @@ def check_address(address: str) -> None:
     if hp is None:
         return
     try:
-        with socket.create_connection(hp, timeout=ATTACH_TIMEOUT_S):
-            pass
+        socket.create_connection(hp, timeout=ATTACH_TIMEOUT_S).close()
     except OSError as e:
         raise ConfigError(f"--address: nothing answers at {hp[0]}:{hp[1]} within "
                           f"{ATTACH_TIMEOUT_S:g} s ({e.strerror or e}); allowed: the address of a "
@@ -276,9 +273,8 @@ def _token_auth_for_attach(log: Callable[[str], None]) -> None:
     """Attaching to a cluster: use token auth when a Ray token is on this machine (what `ray start`
     does for the head; a driver connecting by address does not do it by itself in Ray 2.60). Ray
     reads RAY_AUTH_MODE once, at import, so it must be set before Ray is imported."""
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if "RAY_AUTH_MODE" in os.environ or not (
+            os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
             or (Path.home() / ".ray" / "auth_token").is_file()):
         return
     if "ray" in sys.modules:
@@ -374,8 +370,7 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
     directory) and ``--yes`` (start a large sweep without asking); callers in code decide."""
     from ablate.config import check_output_dir
 
-    console = Console(log)
-    log = console
+    log = console = Console(log)
     check_num_cpus(num_cpus)
     space = load_search_space(space_file, extra_overrides=overrides, name=name,
                               output_dir=output_dir)
@@ -405,7 +400,8 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
     trial_ctx = {"metric": space.metric, "seeds": space.seeds, "optuna": space.is_optuna,
                  "base_overrides": space.run_overrides(),
                  "specs": {s["key"]: s for s in specs} if specs is not None else None,
-                 "conditions": conditions(space), "name": space.name, "sweep_dir": str(sweep_dir),
+                 "conditions": {k: p.when for k, p in space.params.items() if p.when},
+                 "name": space.name, "sweep_dir": str(sweep_dir),
                  "trainable": space.trainable, "env": worker_env(space, sweep_dir),
                  "cwd": os.getcwd()}
     run = SweepRun(space, specs, sweep_dir, meta, trial_ctx, log, resume=resume,

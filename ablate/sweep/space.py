@@ -319,7 +319,7 @@ def _seeds(v: Any) -> list[int] | dict[str, int]:
         if not 1 <= v <= MAX_SEEDS:
             raise Problem(f"got {v}; allowed: an integer n in [1, {MAX_SEEDS}] (= seeds 0..n-1) or a "
                           "list of seeds")
-        v = list(range(v))
+        return list(range(v))
     seeds = _as_list(v)
     if not seeds:
         raise Problem("needs at least one seed; allowed: a list of integers >= 0, or n >= 1")
@@ -463,9 +463,6 @@ class SearchSpace(_Section):
         """Runs the sweep plans: its trials (grid/random, ``specs``), or proposals x seeds (Optuna)."""
         return len(specs) if specs is not None else int(self.search.num_samples or 0) * len(self.seeds)
 
-    def swept_keys(self) -> list[str]:
-        return [a for a, _ in self.categorical_axes()] + list(self.params)
-
     def to_dict(self) -> dict:
         """The space as a file that validates back to it (the sweep dir's copy, compared on resume)."""
         d = {**self.model_dump(exclude={"params", "report", "claims", "seed_range", "source"}),
@@ -487,18 +484,22 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
     check_interpolations(data, "search space")  # no ${oc.env:...}: a shared file is data
     space = check(SearchSpace, data, name="search space")
     space.source = source
-    axes = _check_conditions(space)
-    _check_grid(space)
+    axes = _check_params(space)
     space.claims = parse_claims(data.get("claims"), axes)
     _check_base_overrides(space)
     return space
 
 
-def _check_conditions(space: SearchSpace) -> dict[str, list]:
-    """``when`` conditions name categorical axes declared before the parameter; returns every
-    categorical axis (config groups, then choice params) with its options."""
+def _check_params(space: SearchSpace) -> dict[str, list]:
+    """A grid crosses only choice params; ``when`` conditions name categorical axes declared
+    before the parameter. Returns every categorical axis (config groups, then choice params) with
+    its options."""
     seen: dict[str, list] = {a: opts for a, opts in space.categorical_axes()}
     for key, p in space.params.items():
+        if p.type != "choice" and space.search.algorithm == "grid":
+            raise ConfigError(f"params.{key}: grid search crosses only choice params; allowed: a "
+                              f"{p.type} range needs a sampler (search.algorithm: random, "
+                              f"optuna_tpe, optuna_random)")
         for axis, vals in p.when.items():
             if axis not in seen:
                 raise choice_error(f"params.{key}.when: axis", axis, list(seen) or ["(none swept)"])
@@ -510,19 +511,9 @@ def _check_conditions(space: SearchSpace) -> dict[str, list]:
     return seen
 
 
-def _check_grid(space: SearchSpace) -> None:
-    if space.search.algorithm != "grid":
-        return
-    for key, p in space.params.items():
-        if p.type != "choice":
-            raise ConfigError(f"params.{key}: grid search crosses only choice params; allowed: a "
-                              f"{p.type} range needs a sampler (search.algorithm: random, "
-                              f"optuna_tpe, optuna_random)")
-
-
 def _check_base_overrides(space: SearchSpace) -> None:
     """base_overrides may not set what the sweep varies, nor seed/name (set per trial)."""
-    swept = set(space.swept_keys())
+    swept = {a for a, _ in space.categorical_axes()} | set(space.params)
     for o in space.base_overrides:
         k = o.split("=", 1)[0].lstrip("+~")
         if k in swept:
@@ -701,10 +692,6 @@ class OptunaSpace:
                 chosen[key] = trial.suggest_float(key, float(p.low), float(p.high), log=p.log,
                                                   step=p.step)
         return inactive
-
-
-def conditions(space: SearchSpace) -> dict[str, dict[str, list]]:
-    return {k: {a: list(v) for a, v in p.when.items()} for k, p in space.params.items() if p.when}
 
 
 def active_assignment(config: Mapping[str, Any], conds: Mapping[str, Mapping[str, list]]) -> dict:
