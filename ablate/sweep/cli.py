@@ -83,9 +83,8 @@ def _merge_trailing_options(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from ablate.sweep.runner import EXIT_INTERRUPTED, run_sweep
-
     from ablate.spec.cli_options import apply_plugins
+    from ablate.sweep.runner import EXIT_INTERRUPTED, run_sweep
 
     try:
         args = _merge_trailing_options(args)

@@ -81,13 +81,11 @@ def worker_env(space: SearchSpace, sweep_dir: Path) -> dict[str, str]:
         "WANDB_PROJECT": os.environ.get("WANDB_PROJECT") or space.wandb.project,
         "WANDB_SILENT": os.environ.get("WANDB_SILENT", "true"),
         "ABLATE_CONF_DIR": str(conf_dir()),
+        "WANDB_ENTITY": str(space.wandb.entity or ""),  # the environment's, when set, wins
     }
-    if space.wandb.entity and not os.environ.get("WANDB_ENTITY"):
-        env["WANDB_ENTITY"] = str(space.wandb.entity)
-    for k in ("ABLATE_CACHE", "ABLATE_PLUGINS", "HF_HOME", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM",
-              "WANDB_ENTITY", "WANDB_BASE_URL"):
-        if os.environ.get(k):
-            env[k] = os.environ[k]
+    env.update({k: os.environ[k] for k in ("ABLATE_CACHE", "ABLATE_PLUGINS", "HF_HOME", "HF_HUB_OFFLINE",
+                                           "TOKENIZERS_PARALLELISM", "WANDB_ENTITY", "WANDB_BASE_URL")
+                if os.environ.get(k)})
     if env.get("ABLATE_CACHE"):
         env["ABLATE_CACHE"] = str(Path(env["ABLATE_CACHE"]).resolve())
     # a trial's torch threads = its CPUs (Ray sets this only where the driver's environment has
@@ -97,7 +95,7 @@ def worker_env(space: SearchSpace, sweep_dir: Path) -> dict[str, str]:
     paths = [str(REPO_ROOT), os.getcwd()] + [p for p in os.environ.get("PYTHONPATH", "").split(
         os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    return {k: v for k, v in env.items() if not is_secret(k)}
+    return {k: v for k, v in env.items() if v and not is_secret(k)}
 
 
 def describe(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path) -> str:
@@ -111,11 +109,10 @@ def describe(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path) -> s
         lines.append(f"{len(specs)} trials:")
         lines += [f"  [{i:>3}] seed={s['seed']:<3} {s['combo']}" for i, s in enumerate(specs)]
     else:
-        axes = [f"{a} in {o}" for a, o in space.categorical_axes()]
-        axes += [f"{k}: {p.to_dict()}" for k, p in space.params.items()]
         lines.append(f"{space.search.num_samples} Optuna proposals x {len(space.seeds)} seed(s), run in "
                      f"one trial per proposal; axes:")
-        lines += [f"  {a}" for a in axes]
+        lines += [f"  {a} in {o}" for a, o in space.categorical_axes()]
+        lines += [f"  {k}: {p.to_dict()}" for k, p in space.params.items()]
     return "\n".join(lines)
 
 
@@ -165,10 +162,9 @@ def confirm_size(space: SearchSpace, specs: list[dict] | None, yes: bool,
     log(f"sweep {space.name}: {n} trials")
     if yes:
         return
-    if sys.stdin is not None and sys.stdin.isatty():
-        answer = input(f"start {n} trials? [y/N] ").strip().lower()
-        if answer in ("y", "yes"):
-            return
+    if sys.stdin is not None and sys.stdin.isatty() and \
+            input(f"start {n} trials? [y/N] ").strip().lower() in ("y", "yes"):
+        return
     raise ConfigError(f"sweep: {n} trials (more than {LARGE_SWEEP}); allowed: pass --yes to start "
                       "it, or shrink seeds / num_samples / the axes")
 
@@ -488,7 +484,7 @@ def mark_interrupted_runs(sweep_dir: Path) -> int:
 def _trial_label(ctx: dict) -> Callable:
     def label(trial) -> str:
         tr = Trial.of(dict(trial.config or {}), ctx, str(trial.trial_id), Path(), None)
-        combo = combo_key(tr.assign) or "(base)"
+        combo = combo_key(tr.assign)
         return combo if tr.per_seed_dirs else f"{combo} seed={tr.seeds[0]}"
     return label
 

@@ -534,16 +534,11 @@ def load_search_space(path: str | Path, *, extra_overrides: Iterable[str] = (),
 
     data = load_file(path, f"search space {path}")
     if isinstance(data, Mapping):
-        data = dict(data)
-        if name:
-            data["name"] = name
-        if output_dir:
-            data["output_dir"] = output_dir
-        extra = list(extra_overrides)
-        if extra:
-            base = data.get("base_overrides")
-            data["base_overrides"] = (list(base) if isinstance(base, (list, tuple)) else
-                                      [] if base is None else [base]) + extra
+        data = {**data, **{k: v for k, v in (("name", name), ("output_dir", output_dir)) if v}}
+        base = data.get("base_overrides")
+        if extra_overrides:  # after the file's own (a scalar or null is a list of one or none)
+            data["base_overrides"] = [*(base if isinstance(base, (list, tuple)) else
+                                        [] if base is None else [base]), *extra_overrides]
     return validate(data, source=str(path))
 
 
@@ -571,16 +566,9 @@ def hydra_value(v: Any) -> str:
 
 def assignment_overrides(assignment: Mapping[str, Any]) -> list[str]:
     """Hydra overrides of one assignment: the method preset first, then slots, then params."""
-    out: list[str] = []
-    if "method" in assignment:
-        out.append(f"method={assignment['method']}")
-    for g in SWEEP_GROUPS:
-        if g in assignment:
-            out.append(f"{g}={assignment[g]}")
-    for k, v in assignment.items():
-        if k != "method" and k not in GROUPS:
-            out.append(f"{k}={hydra_value(v)}")
-    return out
+    groups = [f"{g}={assignment[g]}" for g in ("method", *SWEEP_GROUPS) if g in assignment]
+    return groups + [f"{k}={hydra_value(v)}" for k, v in assignment.items()
+                     if k != "method" and k not in GROUPS]
 
 
 def combo_key(assignment: Mapping[str, Any]) -> str:
@@ -593,9 +581,8 @@ def combo_key(assignment: Mapping[str, Any]) -> str:
 def grid_assignments(space: SearchSpace) -> list[dict]:
     """Cross product of categorical axes and choice params, built in canonical order (axes, then
     params as declared); conditional params only where active."""
-    axes = space.categorical_axes()
     combos: list[dict] = [{}]
-    for axis, opts in axes:
+    for axis, opts in space.categorical_axes():
         combos = [{**c, axis: o} for c in combos for o in opts]
     for key, p in space.params.items():
         combos = [x for c in combos
@@ -617,8 +604,8 @@ def tune_domain(p: ParamSpec):
         if p.log:
             return tune.lograndint(int(lo), int(hi) + 1)  # upper bound exclusive
         return tune.qrandint(int(lo), int(hi), int(p.step or 1))  # upper bound inclusive
-    if p.log:
-        return tune.qloguniform(lo, hi, p.step) if p.step else tune.loguniform(lo, hi)
+    if p.log:  # never with a step (ParamSpec refuses the pair)
+        return tune.loguniform(lo, hi)
     return tune.quniform(lo, hi, p.step) if p.step else tune.uniform(lo, hi)
 
 

@@ -430,17 +430,13 @@ def _extra_tracker(tr: Trial, seed: int) -> dict:
 
 def _settle(tr: Trial, run: dict, summary: dict, rep: _Reporter, t0: float) -> None:
     """Record a seed's end: its final metrics, and finished or failed (no or non-finite metric)."""
-    metric = tr.metric
-    run["wall_s"] = float(summary.get("wall_s") or (time.perf_counter() - t0))
-    run["ended"] = time.time()
+    metric, steps = tr.metric, summary.get("steps_done")
     final = _flat(summary["final"]) if isinstance(summary.get("final"), Mapping) else {}
-    if not final:
-        final = {k: v for k, v in rep.last.items() if k not in ("seed", "sweep/seed_index")}
-    steps = summary.get("steps_done")
-    run["steps_done"] = int(steps) if _finite(steps) else rep.steps_done
+    final = final or {k: v for k, v in rep.last.items() if k not in ("seed", "sweep/seed_index")}
     wb = summary.get("wandb") if isinstance(summary.get("wandb"), Mapping) else {}
-    run["wandb_run_id"], run["wandb_dir"] = wb.get("run_id"), wb.get("dir")
-    run["final"] = final
+    run.update(wall_s=float(summary.get("wall_s") or (time.perf_counter() - t0)), ended=time.time(),
+               steps_done=int(steps) if _finite(steps) else rep.steps_done,
+               wandb_run_id=wb.get("run_id"), wandb_dir=wb.get("dir"), final=final)
     if run["status"] != "failed":
         value = final.get(metric, rep.last_value)
         if value is None:
@@ -463,8 +459,5 @@ def _final_report(tr: Trial) -> dict[str, Any]:
         vals = [f[k] for f in finals if _finite(f.get(k))]
         if len(vals) == len(finals) and vals:
             report[k] = sum(vals) / len(vals)
-    report[metric] = sum(values) / len(values)
-    report["step"] = max(r.get("steps_done") or 0 for r in tr.runs)
-    report[COMPLETE_KEY] = 1
-    report["sweep/num_seeds"] = len(values)
-    return report
+    return {**report, metric: sum(values) / len(values), COMPLETE_KEY: 1, "sweep/num_seeds": len(values),
+            "step": max(r.get("steps_done") or 0 for r in tr.runs)}
