@@ -131,8 +131,7 @@ def trial_status(tid: str, result: Mapping[str, Any] | None, metric: str,
         return f"{tid} {progress.describe(phase)}"
     if result is None:
         return f"{tid} starting"
-    step = result.get("step")
-    out = f"{tid} step {_fmt(step)}" + (f"/{steps}" if steps else "")
+    out = f"{tid} step {_fmt(result.get('step'))}" + (f"/{steps}" if steps else "")
     if isinstance(result.get(metric), (int, float)):
         out += f" {metric.rsplit('/', 1)[-1]}={_fmt(result[metric])}"
     return out
@@ -157,14 +156,11 @@ class _ConsoleLines:
         self.results[str(trial.trial_id)] = {k: result.get(k) for k in ("step", self.metric, "timestamp")}
 
     def running_status(self, trials) -> str:
-        parts = []
-        for t in trials:
-            if t.status != "RUNNING":
-                continue
-            tid = str(t.trial_id)
-            phase = progress.read(Path(self.sweep_dir) / "trials" / tid / progress.PROGRESS_FILE)
-            parts.append(trial_status(tid, self.results.get(tid), self.metric, self.steps, phase))
-        return "; ".join(parts)
+        running = [str(t.trial_id) for t in trials if t.status == "RUNNING"]
+        trials_dir = Path(self.sweep_dir) / "trials"
+        return "; ".join(trial_status(tid, self.results.get(tid), self.metric, self.steps,
+                                      progress.read(trials_dir / tid / progress.PROGRESS_FILE))
+                         for tid in running)
 
     def on_step_end(self, iteration, trials, **info):
         now = time.monotonic()

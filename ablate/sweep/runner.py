@@ -17,9 +17,11 @@ only ever sees seed-aggregated values; with ASHA, rungs judge a proposal on its 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
+import socket
 import sys
 import time
 from collections import Counter
@@ -55,8 +57,7 @@ _SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "AUTH")
 
 
 def is_secret(name: str) -> bool:
-    up = name.upper()
-    return any(w in up for w in _SECRET_WORDS)
+    return any(w in name.upper() for w in _SECRET_WORDS)
 
 
 def _now() -> str:
@@ -189,8 +190,6 @@ def _address_host_port(address: str) -> tuple[str, int] | None:
 def check_address(address: str) -> None:
     """Something answers at the cluster's address within ATTACH_TIMEOUT_S (Ray itself would
     retry for minutes without a word)."""
-    import socket
-
     hp = _address_host_port(address)
     if hp is None:
         return
@@ -306,8 +305,6 @@ DRIVER_CPU = 0.01  # what a multi-worker trial's own process reserves (Tune need
 def _saved_trials(experiment_dir: Path) -> list:
     """Tune's trials as saved on disk. After an interrupt the live Trial objects read TERMINATED
     (Tune stops them on cleanup); the saved state keeps them RUNNING/PENDING, i.e. resumable."""
-    import logging
-
     from ray.tune import ExperimentAnalysis
 
     lg = logging.getLogger("ray.tune.analysis.experiment_analysis")
@@ -388,6 +385,7 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
     confirm_size(space, specs, yes, log)
     if address:
         check_address(address)
+        _token_auth_for_attach(log)  # before anything imports Ray
     _check_sweep_dir(space, sweep_dir, resume)
     trainables.load(space.trainable)  # importable and callable, before Ray starts
     _open_sweep_dir(sweep_dir, resume, address, log)
@@ -402,8 +400,6 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
                  "cwd": os.getcwd()}
     run = SweepRun(space, specs, sweep_dir, meta, trial_ctx, log, resume=resume,
                    address=address, num_cpus=num_cpus, verbose=verbose)
-    if address:
-        _token_auth_for_attach(log)
     # one W&B service for all trials: the local Ray's workers inherit its address (a cluster's
     # workers could not reach it, so they start their own)
     wb = trial_ctx["env"]["WANDB_MODE"] if address is None else "disabled"

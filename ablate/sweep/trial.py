@@ -388,6 +388,10 @@ def _run_seed(tr: Trial, trainable: Callable, seed: int, i: int, ckpt: dict | No
     run_dir.mkdir(parents=True, exist_ok=True)
     run_name = f"{ctx['name']}-{tr.trial_id}" + (f"-s{seed}" if tr.per_seed_dirs else "")
     overrides = tr.overrides(seed) + [f"name={run_name}"]
+    # W&B: group = sweep, job_type/tags/name = every swept factor (ablate.tracking.wandb_logger),
+    # project = the search space's wandb.project
+    wandb = {**sweep_identity(ctx["name"], tr.assign, seed, tr.trial_id),
+             "project": os.environ.get("WANDB_PROJECT")}
     rep = _Reporter(tr.metric, seed, i, require_metric=bool(ctx.get("optuna")), report=tune.report)
     run: dict[str, Any] = {"seed": seed, "run_dir": str(run_dir.relative_to(tr.sweep_dir)),
                            "overrides": overrides, "status": "running", "error": None,
@@ -406,7 +410,7 @@ def _run_seed(tr: Trial, trainable: Callable, seed: int, i: int, ckpt: dict | No
         # loading and warm-start progress for the sweep console (steps come as Tune results)
         with progress.to_file(tr.dir / progress.PROGRESS_FILE):
             progress.note("starting", force=True, seed=seed)
-            summary = trainable(overrides, str(run_dir), rep, _extra_tracker(tr, seed), **kwargs) or {}
+            summary = trainable(overrides, str(run_dir), rep, wandb, **kwargs) or {}
         rep.flush()
     except SystemExit:  # Tune stopped the trial inside tune.report: a scheduler decision or
         # an interrupted sweep; only the driver knows which ("stopped" is not a final status)
@@ -420,12 +424,6 @@ def _run_seed(tr: Trial, trainable: Callable, seed: int, i: int, ckpt: dict | No
     except Exception as e:  # noqa: BLE001 - every trainer failure is recorded, not fatal
         run.update(status="failed", error=one_line(e)[:2000], error_kind="trial")
     _settle(tr, run, summary or {}, rep, t0)
-
-
-def _extra_tracker(tr: Trial, seed: int) -> dict:
-    """W&B: group = sweep, job_type/tags/name = every swept factor (ablate.tracking.wandb_logger)."""
-    return {**sweep_identity(tr.ctx["name"], tr.assign, seed, tr.trial_id),
-            "project": os.environ.get("WANDB_PROJECT")}  # the search space's wandb.project
 
 
 def _settle(tr: Trial, run: dict, summary: dict, rep: _Reporter, t0: float) -> None:
