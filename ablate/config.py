@@ -7,7 +7,7 @@ import copy
 import functools
 import re
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -37,17 +37,22 @@ def check_interpolation(value: str, field: str) -> None:
                               "oc.env: a config is data and never reads the environment)")
 
 
+def _entries(data: Any, path: str) -> Iterator[tuple[str, str, Any, Any]]:
+    """(parent path, path, key, value) of every mapping entry and list item under ``data``,
+    depth first: ``a.b[0]``."""
+    is_map = isinstance(data, dict)
+    for k, v in data.items() if is_map else enumerate(data) if isinstance(data, (list, tuple)) else ():
+        here = (f"{path}.{k}" if path else str(k)) if is_map else f"{path}[{k}]"
+        yield path, here, k, v
+        yield from _entries(v, here)
+
+
 def check_interpolations(data: Any, field: str) -> None:
     """``check_interpolation`` on every string (keys included) of a parsed YAML document."""
-    if isinstance(data, str):
-        check_interpolation(data, field)
-    elif isinstance(data, dict):
-        for k, v in data.items():
-            check_interpolations(k, field)
-            check_interpolations(v, f"{field}.{k}")
-    elif isinstance(data, (list, tuple)):
-        for i, v in enumerate(data):
-            check_interpolations(v, f"{field}[{i}]")
+    for parent, here, k, v in [("", field, None, data), *_entries(data, field)]:
+        for s, where in ((k, parent), (v, here)):
+            if isinstance(s, str):
+                check_interpolation(s, where)
 
 
 def check_overrides(overrides: Sequence[str]) -> None:
@@ -152,8 +157,7 @@ def _compose_groups(config_dir: str, overrides: tuple[str, ...]) -> DictConfig:
     return cfg
 
 
-def to_plain(cfg: DictConfig) -> dict:
-    return plain(cfg)
+to_plain = plain  # the composed config as a plain dict (its callers' name)
 
 
 def _plain_checked(cfg: Any) -> dict:
@@ -211,16 +215,9 @@ def check_targets(data: Any, path: str = "") -> None:
     a stray ``+pipeline.x``): a config naming ``os.system`` is an error, not something dormant."""
     from ablate.spec.targets import check_path
 
-    if isinstance(data, dict):
-        for k, v in data.items():
-            here = f"{path}.{k}" if path else str(k)
-            if k == "_target_":
-                check_path(v, here)
-            else:
-                check_targets(v, here)
-    elif isinstance(data, list):
-        for i, v in enumerate(data):
-            check_targets(v, f"{path}[{i}]")
+    for _, here, k, v in _entries(data, path):
+        if k == "_target_":
+            check_path(v, here)
 
 
 def _check_device(dev: str, cuda_available: Optional[bool]) -> None:

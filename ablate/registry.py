@@ -69,13 +69,9 @@ def build(family: str, cfg: Any, field: str | None = None) -> Any:
     params = {k: v for k, v in cfg.items() if k != "_target_"}
     cls = resolve(family, cfg["_target_"], f"{field}._target_")
     check_params(cls, params, field)
-    built = {}
     named = component_params(cls)
-    for k, v in params.items():
-        if k in named and k != family and isinstance(v, (str, Mapping)):
-            built[k] = build(k, v, f"{field}.{k}")
-        else:
-            built[k] = _build_nested(family, v, f"{field}.{k}")
+    built = {k: build(k, v, f"{field}.{k}") if k in named and k != family and isinstance(v, (str, Mapping))
+             else _build_nested(family, v, f"{field}.{k}") for k, v in params.items()}
     try:
         return cls(**built)
     except ParamError as e:  # from the constructor's typed parameters: name the config field
@@ -138,15 +134,12 @@ def describe_variants(families: tuple[str, ...] = SLOT_FAMILIES) -> list[Variant
         for name in variant_names(fam):
             cfg = load_variant(fam, name)
             target = str(cfg.get("_target_", ""))
-            params: dict[str, Any] = {}
-            doc = ""
             try:
                 cls = resolve(fam, target, f"{fam}/{name}._target_")
-                for n, p in params_of(cls).items():
-                    params[n] = None if p.default is inspect.Parameter.empty else p.default
+                params = {n: None if p.default is p.empty else p.default for n, p in params_of(cls).items()}
                 doc = ((inspect.getdoc(cls) or "").splitlines() or [""])[0]
             except ConfigError as e:
-                doc = f"ERROR: {e}"
+                params, doc = {}, f"ERROR: {e}"
             params.update({k: v for k, v in cfg.items() if k != "_target_"})
             out.append(VariantInfo(fam, name, target, params, doc))
     return out

@@ -1,13 +1,8 @@
 """The typed schema of a run's config: one pydantic model per config group, the single source of
-defaults, types and ranges.
-
-Hydra composes ``conf/`` as before; ``register_defaults()`` puts the defaults of the root groups
-(``train``, ``eval``, ``resources``, the top-level scalars) and of ``model`` into Hydra's ConfigStore, so the
-YAML files hold only what a variant changes. ``ablate.config.check_run(cfg)`` checks a composed config
-against the schema (strict: ``train.steps=2.5`` is an error, not a coercion) and raises one-line
-:class:`ablate.errors.ConfigError` s naming the field, the bad value and what is allowed. Component
-groups (slots, objective, pipeline, critic, task) are checked by the registry when they are built (their
-parameters are the classes' signatures); the schema only requires their ``_target_`` mappings.
+defaults (``ablate.config.register_defaults`` hands them to Hydra, so the YAML files hold only what a
+variant changes), types and ranges (strict: ``train.steps=2.5`` is an error, not a coercion; checked
+by ``ablate.config.check_run``). Component groups (slots, objective, pipeline, critic, task) are
+checked by the registry when they are built; the schema only requires their ``_target_`` mappings.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 IN_PROCESS_ONLY = ("TUNE_DISABLE_SIGINT_HANDLER",)
-GROUPS_FILE = Path(tempfile.gettempdir()) / f"ablate-tests-{os.getuid()}" / "groups.json"
+GROUPS_DIR = Path(tempfile.gettempdir()) / f"ablate-tests-{os.getuid()}" / "groups"
 
 
 def child_env(**extra: str) -> dict:
@@ -72,18 +72,24 @@ def pytest_runtest_call(item):
 
 
 # ------------------------------------------------------------------------------ process groups
-def _read_groups() -> list[dict]:
+def _groups_file(owner: int) -> Path:
+    """One record file per test process, so parallel workers (pytest -n) never race on it."""
+    return GROUPS_DIR / f"{owner}.json"
+
+
+def _read_groups(owner: int) -> list[dict]:
     try:
-        return json.loads(GROUPS_FILE.read_text())
+        return json.loads(_groups_file(owner).read_text())
     except (OSError, ValueError):
         return []
 
 
-def _write_groups(rows: list[dict]) -> None:
-    GROUPS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    tmp = GROUPS_FILE.with_suffix(".tmp")
+def _write_groups(owner: int, rows: list[dict]) -> None:
+    GROUPS_DIR.mkdir(parents=True, exist_ok=True)
+    path = _groups_file(owner)
+    tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(rows))
-    os.replace(tmp, GROUPS_FILE)
+    os.replace(tmp, path)
 
 
 def _alive(pid: int) -> bool:
@@ -114,13 +120,12 @@ def kill_process_group(pgid: int, grace_s: float = 10.0) -> None:
 def pytest_sessionstart(session):
     """Kill the groups a session that is gone (SIGKILLed) left behind."""
     install_signal_handlers()
-    keep = []
-    for row in _read_groups():
-        if _alive(int(row["owner"])):
-            keep.append(row)
-        else:
-            kill_process_group(int(row["pgid"]), grace_s=2.0)
-    _write_groups(keep)
+    for path in GROUPS_DIR.glob("*.json") if GROUPS_DIR.is_dir() else ():
+        owner = int(path.stem)
+        if not _alive(owner):
+            for row in _read_groups(owner):
+                kill_process_group(int(row["pgid"]), grace_s=2.0)
+            path.unlink(missing_ok=True)
 
 
 class Spawner:
@@ -133,8 +138,8 @@ class Spawner:
         kw.setdefault("env", child_env())
         proc = subprocess.Popen(cmd, start_new_session=True, **kw)
         self.procs.append(proc)
-        _write_groups(_read_groups() + [{"pgid": proc.pid, "owner": os.getpid(),
-                                         "cmd": [str(c) for c in cmd][:3]}])
+        me = os.getpid()
+        _write_groups(me, _read_groups(me) + [{"pgid": proc.pid, "cmd": [str(c) for c in cmd][:3]}])
         return proc
 
     def run(self, cmd, timeout: float, **kw) -> subprocess.CompletedProcess:
@@ -152,7 +157,25 @@ class Spawner:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 pass
-        _write_groups([r for r in _read_groups() if int(r["pgid"]) not in mine])
+        me = os.getpid()
+        _write_groups(me, [r for r in _read_groups(me) if int(r["pgid"]) not in mine])
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Fail if a sweep tries to start (or attach to) Ray. Patching the one place the driver starts
+    Ray makes the check hold whatever Ray state other tests in this process left."""
+    import ablate.sweep.runner as runner
+
+    calls = []
+
+    def refuse(*a, **k):
+        calls.append(a)
+        raise AssertionError("Ray was started for an invalid input")
+
+    monkeypatch.setattr(runner, "_init_ray", refuse)
+    yield calls
+    assert not calls
 
 
 @pytest.fixture

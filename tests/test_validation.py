@@ -200,21 +200,6 @@ def clean_cwd(tmp_path, monkeypatch) -> Path:
     return cwd
 
 
-@pytest.fixture
-def no_ray(monkeypatch):
-    """Fail if the sweep tries to start (or attach to) Ray."""
-    import ablate.sweep.runner as runner
-
-    was = "ray" in sys.modules and sys.modules["ray"].is_initialized()
-    calls = []
-    monkeypatch.setattr(runner, "_init_ray", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(
-        AssertionError("Ray was started for an invalid input")))
-    yield calls
-    assert not calls
-    if "ray" in sys.modules and not was:
-        assert not sys.modules["ray"].is_initialized()
-
-
 def _expect_one_line(capsys, rc: int, needle: str) -> str:
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()

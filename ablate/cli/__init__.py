@@ -135,7 +135,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not sweep_dir.is_dir():
         raise ConfigError(f"report: sweep dir {str(sweep_dir)!r} does not exist")
     metrics = [check_metric_name("--metric", m) for m in args.metric or []]
-    out = generate_report(sweep_dir, out_dir=Path(args.output) if args.output else None,
+    presets = json.loads(Path(args.presets).read_text(encoding="utf-8")) if args.presets else None
+    out = generate_report(sweep_dir, out_dir=Path(args.output) if args.output else None, presets=presets,
                           log=lambda m: print(f"[ablate] {m}"), metrics=metrics)
     print(f"[ablate] report: {out}")
     return 0
@@ -226,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="(re)generate the report of a sweep directory")
     r.add_argument("sweep_dir")
     r.add_argument("-o", "--output", help="output dir (default reports/<sweep name>)")
+    r.add_argument("--presets", help="JSON file from `ablate methods --json` for method labels "
+                   "(default: the catalog's)")
     r.add_argument("--metric", action="append", metavar="NAME",
                    help="also analyse this logged metric (marginal means, pairwise differences); repeatable")
     r.set_defaults(func=_cmd_report)

@@ -21,11 +21,8 @@ from typing import Any, Optional
 import yaml
 
 from ablate.registry import conf_dir
-
-# libyaml's safe loader where PyYAML was built with it: the same documents, ~10x faster than the
-# pure-Python one (the report reads every preset)
-_SAFE = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
 from ablate.spec.groups import PRESET_OPTIONS, SLOT_FAMILIES, UPGE_SLOTS
+from ablate.spec.yaml import TRUSTED_LOADER  # the report reads every preset
 
 SLOTS = UPGE_SLOTS  # names kept for callers: the four slots and the options a preset may set
 OPTIONS = PRESET_OPTIONS
@@ -42,7 +39,7 @@ UPGE_OBJECTIVES = (None, "upge")  # objectives built from the top-level slots
 
 def _read(path: Path) -> dict[str, Any]:
     with open(path) as f:
-        data = yaml.load(f, Loader=_SAFE) or {}
+        data = yaml.load(f, Loader=TRUSTED_LOADER) or {}
     groups: dict[str, str] = {}
     for item in data.get("defaults", []) or []:
         if isinstance(item, dict):

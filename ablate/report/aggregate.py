@@ -149,10 +149,9 @@ def build_combos(sweep: Sweep, presets: list[dict]) -> list[Combo]:
     """Leaderboard rows (combinations with ≥1 full-budget trial) sorted best first, ids C01…"""
     cols, target = factor_columns(*varying(sweep)), sweep.target_col
     t = sweep.trials.sort_values(["seed", "trial_id"], kind="mergesort")  # once: groups keep this order
-    fb_mask = t["full_budget"] & np.isfinite(t[target].astype(float))
     combos: list[Combo] = []
     for key, g in t.groupby("combo", sort=True):
-        fb = g[fb_mask.loc[g.index]]
+        fb = g[g["full_budget"]]
         if fb.empty:
             continue
         first = g.iloc[0]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +17,10 @@ from ablate.render import (Bullets, Code, Details, Heading, Image, Link, Para, P
 from ablate.tracking.sweep_reader import Sweep, load_sweep
 
 from . import plots
-from .aggregate import (EXTRA_COLS, Combo, Unit, UnitComparison, build_combos, build_units, factor_columns,
+from .aggregate import (EXTRA_COLS, Combo, UnitComparison, build_combos, build_units, factor_columns,
                         fixed_settings, load_default_presets, normalise_presets, poi_matrix, seed_noise_sd,
                         top_comparisons, trial_desc, varying)
-from .effects import (FactorEffect, Importances, Interaction, adjust_exploratory, importances, interactions,
-                      marginal_effects)
+from .effects import Interaction, adjust_exploratory, importances, interactions, marginal_effects
 from .findings import fci, findings, num as _g, pval as _p
 from .metric_stats import metric_blocks
 
@@ -52,40 +50,25 @@ def _seed_list(values) -> str:
     return ", ".join(str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in vals) or "none"
 
 
-@dataclass
 class _Doc:
-    """What the sections share: the sweep, its analyses (each computed once) and the figures
+    """What the sections share: the sweep, its analyses (each computed once, here) and the figures
     drawn so far (name → PNG bytes)."""
 
-    sweep: Sweep
-    combos: list[Combo]
-    units: list[Unit]
-    tk: str | None
-    comps: list[UnitComparison]
-    effects: list[FactorEffect]
-    inters: list[Interaction]
-    not_crossed: list
-    n_explore: int
-    imp: Importances
-    noise: float
-    metrics: tuple[str, ...]
-    figs: dict[str, bytes] = field(default_factory=dict)
+    def __init__(self, sweep: Sweep, presets: list[dict], metrics) -> None:
+        self.sweep, self.metrics, self.figs = sweep, tuple(metrics), {}
+        self.combos = build_combos(sweep, presets)
+        self.units, self.tk = build_units(sweep, self.combos)
+        self.effects = marginal_effects(sweep)
+        self.inters, self.not_crossed = interactions(sweep)
+        self.n_explore = adjust_exploratory(self.effects, self.inters)
+        self.comps = top_comparisons(self.units, sweep.mode, TOP_COMPARE)
+        self.imp, self.noise = importances(sweep), seed_noise_sd(self.combos)
 
     def figure(self, blocks: list, name: str, png: bytes | None, alt: str) -> None:
         """Append the figure (when one was drawn) to ``blocks`` and keep its bytes for figures/."""
         if png is not None:
             self.figs[name] = png
             blocks.append(Image(name, png, alt, ""))
-
-
-def _analyse(sweep: Sweep, presets: list[dict], metrics) -> _Doc:
-    combos = build_combos(sweep, presets)
-    units, tk = build_units(sweep, combos)
-    effects = marginal_effects(sweep)
-    inters, not_crossed = interactions(sweep)
-    n_explore = adjust_exploratory(effects, inters)
-    return _Doc(sweep, combos, units, tk, top_comparisons(units, sweep.mode, TOP_COMPARE), effects,
-                inters, not_crossed, n_explore, importances(sweep), seed_noise_sd(combos), tuple(metrics))
 
 
 def _overview(d: _Doc) -> list:
@@ -475,7 +458,7 @@ def generate_report(sweep_dir, out_dir=None, presets=None, log=None, metrics=())
         for s in sweep.skipped[:MAX_SKIPPED]:
             log(f"  {skipped_line(s)}")
     plist = normalise_presets(presets) if presets is not None else load_default_presets()
-    doc = _analyse(sweep, plist, metrics)
+    doc = _Doc(sweep, plist, metrics)
     title, figures = f"Sweep report: {sweep.name}", doc.figs
     blocks = [b for head, anchor, section in SECTIONS
               for b in ([Heading(2, head, anchor)] if head else []) + section(doc)]

@@ -201,7 +201,7 @@ def interactions(sweep: Sweep) -> tuple[list[Interaction], list[tuple[str, str]]
         return [], []
     model = CellModel(fb[sweep.target_col].to_numpy(dtype=float), fb["combo"].tolist(), fb["seed"].tolist())
     for (a, col_a), (b, col_b) in combinations(factor_columns(*varying(sweep)), 2):
-        sub = fb[fb[col_a].map(lambda v: not is_missing(v)) & fb[col_b].map(lambda v: not is_missing(v))]
+        sub = fb[~fb[[col_a, col_b]].map(is_missing).any(axis=1)]
         if sub.empty:
             continue
         y = sub[sweep.target_col].astype(float)
@@ -248,42 +248,6 @@ def _candidate_values(row: pd.Series, sweep: Sweep) -> dict:
             **{p: row.get("param." + p) for p in sweep.param_names}}
 
 
-def _journal_trials(sweep: Sweep, fb: pd.DataFrame, notes: list[str]):
-    """COMPLETE trials of the sweep's Optuna study matched to full-budget trials, or None."""
-    optuna = _quiet_optuna()
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    try:
-        storage = JournalStorage(JournalFileBackend(str(sweep.journal_path)))
-        names = sorted(s.study_name for s in storage.get_all_studies())
-        name = sweep.name if sweep.name in names else (names[0] if len(names) == 1 else None)
-        if name is None:
-            notes.append(f"optuna.journal holds no study named '{sweep.name}' ({len(names)} studies).")
-            return None
-        study = optuna.load_study(study_name=name, storage=storage)
-        frozen = study.get_trials(deepcopy=False)
-        direction = study.direction
-    except Exception as e:  # a corrupt or foreign journal must not kill the report
-        notes.append(f"optuna.journal could not be read ({e.__class__.__name__}: {e}).")
-        return None
-
-    complete = [t for t in frozen if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
-    cands = [(_candidate_values(r, sweep), float(r[sweep.target_col])) for _, r in fb.iterrows()]
-    # Optuna searches run every seed of a proposal in one Tune trial and report the mean over
-    # seeds: a proposal is full-budget when all its rows are
-    full_ids = set()
-    for tune_id, g in sweep.trials.groupby("tune_trial_id", sort=True):
-        if g["full_budget"].all() and np.isfinite(g[sweep.target_col].astype(float)).all():
-            full_ids.add(str(tune_id))
-            cands.append((_candidate_values(g.iloc[0], sweep), float(g[sweep.target_col].astype(float).mean())))
-    # matched by the link ablate.sweep.study writes, else by value and parameters
-    kept = [t for t in complete if t.user_attrs.get("tune_trial_id") in full_ids
-            or any(_close(t.value, val) and all(k in cand and _close(cand[k], v) for k, v in t.params.items())
-                   for cand, val in cands)]
-    return name, direction, complete, kept
-
-
 def _memory_study(sweep: Sweep, fb: pd.DataFrame):
     """An in-memory study with one trial per full-budget trial: varying slots as categorical,
     varying hyperparameters as categorical (≤ 8 values) or float/int ranges."""
@@ -310,14 +274,11 @@ def _memory_study(sweep: Sweep, fb: pd.DataFrame):
             dists[name] = CategoricalDistribution(choices)
         cols[name] = col.map(lambda v, f=text: None if is_missing(v) else f(v))
     study = optuna.create_study(direction="maximize" if sweep.mode == "max" else "minimize")
-    trials = []
-    y = fb[sweep.target_col].astype(float).tolist()
-    for i in range(len(fb)):
-        # a conditional parameter not sampled in this trial is left out
-        params = {k: v.item() if hasattr(v, "item") else v for k, c in cols.items() if not is_missing(v := c.iloc[i])}
-        trials.append(optuna.trial.create_trial(
-            params=params, distributions={k: dists[k] for k in params}, value=y[i]))
-    study.add_trials(trials)
+    # a conditional parameter not sampled in a trial is left out of it
+    rows = [{k: v.item() if hasattr(v, "item") else v for k, c in cols.items() if not is_missing(v := c.iloc[i])}
+            for i in range(len(fb))]
+    study.add_trials([optuna.trial.create_trial(params=p, distributions={k: dists[k] for k in p}, value=y)
+                      for p, y in zip(rows, fb[sweep.target_col].astype(float).tolist())])
     return study, dists
 
 
@@ -345,23 +306,38 @@ def importances(sweep: Sweep) -> Importances:
 
 def _journal_study(sweep: Sweep, fb: pd.DataFrame, imp: Importances):
     """The sweep's own study restricted to its full-budget trials, or None (with a note saying
-    why) when too few of them can be matched or none of its parameters varies."""
-    got = _journal_trials(sweep, fb, imp.notes)
-    if got is None:
+    why) when it cannot be read, too few of its trials can be matched or none of its parameters
+    varies."""
+    optuna = _quiet_optuna()
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    try:
+        storage = JournalStorage(JournalFileBackend(str(sweep.journal_path)))
+        names = sorted(s.study_name for s in storage.get_all_studies())
+        name = sweep.name if sweep.name in names else (names[0] if len(names) == 1 else None)
+        if name is None:
+            imp.notes.append(f"optuna.journal holds no study named '{sweep.name}' ({len(names)} studies).")
+            return None
+        study = optuna.load_study(study_name=name, storage=storage)
+        frozen = study.get_trials(deepcopy=False)
+    except Exception as e:  # a corrupt or foreign journal must not kill the report
+        imp.notes.append(f"optuna.journal could not be read ({e.__class__.__name__}: {e}).")
         return None
-    name, direction, complete, kept = got
+    complete = [t for t in frozen if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    kept = _matched(sweep, fb, complete)
     varying_params = {k for k in {k for t in kept for k in t.params}
                       if len({str(t.params.get(k)) for t in kept}) > 1}
     if len(kept) >= MIN_TRIALS_IMPORTANCE and varying_params:
-        study = _quiet_optuna().create_study(direction=direction)
-        study.add_trials(kept)
+        own = optuna.create_study(direction=study.direction)
+        own.add_trials(kept)
         imp.source, imp.unit = f"Optuna study '{name}' (optuna.journal)", "full-budget study trials"
         imp.n_trials, imp.n_excluded = len(kept), len(complete) - len(kept)
         if imp.n_excluded:
             imp.notes.append(f"{imp.n_excluded} of {len(complete)} COMPLETE study trials were excluded: "
                              "not full-budget (e.g. ASHA-stopped with a truncated value) or not matched "
                              "to a finished trial.")
-        return study
+        return own
     if kept:
         imp.notes.append(f"The Optuna study has {len(kept)} full-budget trial(s) ({len(complete)} COMPLETE, "
                          f"{len(complete) - len(kept)} not full-budget), too few for importances; using an "
@@ -370,6 +346,22 @@ def _journal_study(sweep: Sweep, fb: pd.DataFrame, imp: Importances):
         imp.notes.append(f"None of the {len(complete)} COMPLETE study trials could be matched to a "
                          "full-budget finished trial; using an in-memory study of the full-budget runs instead.")
     return None
+
+
+def _matched(sweep: Sweep, fb: pd.DataFrame, complete: list) -> list:
+    """The COMPLETE study trials that are full-budget trials of the sweep."""
+    cands = [(_candidate_values(r, sweep), float(r[sweep.target_col])) for _, r in fb.iterrows()]
+    # Optuna searches run every seed of a proposal in one Tune trial and report the mean over
+    # seeds: a proposal is full-budget when all its rows are
+    full_ids = set()
+    for tune_id, g in sweep.trials.groupby("tune_trial_id", sort=True):
+        if g["full_budget"].all():
+            full_ids.add(str(tune_id))
+            cands.append((_candidate_values(g.iloc[0], sweep), float(g[sweep.target_col].astype(float).mean())))
+    # matched by the link ablate.sweep.study writes, else by value and parameters
+    return [t for t in complete if t.user_attrs.get("tune_trial_id") in full_ids
+            or any(_close(t.value, val) and all(k in cand and _close(cand[k], v) for k, v in t.params.items())
+                   for cand, val in cands)]
 
 
 def _evaluate(study, imp: Importances) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ablate.render import Code, Strong
 from ablate.stats import rejects
-from ablate.tracking.sweep_reader import Sweep
+from ablate.tracking.sweep_reader import Sweep, as_float
 
 from .aggregate import Combo, UnitComparison
 from .effects import FactorEffect, Importances, Interaction
@@ -21,10 +21,7 @@ from .effects import FactorEffect, Importances, Interaction
 
 def num(x, spec: str = ".4g") -> str:
     """``x`` formatted with ``spec``; n/a when it is not a finite number."""
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return "n/a"
+    x = as_float(x)
     return f"{x:{spec}}" if np.isfinite(x) else "n/a"
 
 
@@ -193,8 +190,7 @@ def _floor(effects: list[FactorEffect]) -> str:
 
 def _failures(sweep: Sweep, out: list[list]) -> None:
     t = sweep.trials
-    failed = t[t["status"] == "failed"]
-    stopped = t[t["status"] == "early_stopped"]
+    failed, stopped = t[t["status"] == "failed"], t[t["status"] == "early_stopped"]
     if len(failed):
         errs = Counter((str(e).strip().splitlines() or [""])[0][:120]
                        for e in failed["error"].fillna("(no error recorded)"))

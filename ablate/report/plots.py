@@ -97,8 +97,8 @@ def leaderboard_plot(combos: list[Combo], metric: str) -> bytes | None:
     ys = _forest(ax, [c.target for c in head], [_combo_name(c) for c in head], fmt="o", color="C0", zorder=3)
     for y, c in zip(ys, head):
         ax.scatter(c.values, np.full(len(c.values), y), s=12, color="0.45", zorder=2, marker="|")
-    ax.set_xlabel(f"{metric} (mean over seeds, 95% t interval; ticks = seeds)")
-    ax.set_title(f"Top {len(head)} combinations")
+    ax.set(xlabel=f"{metric} (mean over seeds, 95% t interval; ticks = seeds)",
+           title=f"Top {len(head)} combinations")
     return _png(fig)
 
 
@@ -151,13 +151,11 @@ def importance_plot(imp: Importances) -> bytes | None:
     ax = fig.add_subplot(1, 1, 1)
     ys = np.arange(len(names))[::-1]
     h = 0.38
-    if imp.fanova:
-        ax.barh(ys + h / 2, [imp.fanova.get(n, 0.0) for n in names], height=h, label="fANOVA", color="C0")
-    if imp.ped_anova:
-        ax.barh(ys - h / 2, [imp.ped_anova.get(n, 0.0) for n in names], height=h, label="PED-ANOVA", color="C2")
+    for res, off, label, color in ((imp.fanova, h / 2, "fANOVA", "C0"), (imp.ped_anova, -h / 2, "PED-ANOVA", "C2")):
+        if res:
+            ax.barh(ys + off, [res.get(n, 0.0) for n in names], height=h, label=label, color=color)
     ax.set_yticks(ys, names, fontsize=8)
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("normalised importance")
+    ax.set(xlim=(0, 1), xlabel="normalised importance")
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"Importance ({imp.n_trials} {imp.unit})", fontsize=10)
     return _png(fig)
@@ -175,8 +173,7 @@ def robust_plot(units: list[Unit], ids: list[str], poi: np.ndarray, metric: str)
     ax.set_title("Interquartile mean", fontsize=10)
     if has_poi:
         ax2 = fig.add_subplot(1, 2, 2)
-        ax2.set_xlabel("Y")
-        ax2.set_ylabel("X")
+        ax2.set(xlabel="Y", ylabel="X")
         ax2.set_title("P(X better than Y)", fontsize=10)
         _heatmap(ax2, poi, (ids, ids, 8, {}), ".2f", lambda v: abs(v - 0.5) > 0.3, cmap="RdBu", vmin=0, vmax=1)
     return _png(fig)
@@ -252,8 +249,7 @@ def passk_plot(combos: list[Combo], ks: list[int]) -> bytes | None:
         ax.errorbar(kk, y, yerr=err, marker="o", ms=4, capsize=3, color=TAB10(i % 10), label=_combo_name(c))
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks, [str(k) for k in ks])
-    ax.set_xlabel("k")
-    ax.set_ylabel("Pass@k at the final evaluation")
+    ax.set(xlabel="k", ylabel="Pass@k at the final evaluation")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("Pass@k vs k (mean over seeds, 95% t interval)", fontsize=10)

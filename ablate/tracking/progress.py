@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -21,21 +21,7 @@ from ablate.tracking.run_store import atomic_write, read_json
 
 PROGRESS_FILE = "progress.json"
 
-_SINKS: list["_Throttled"] = []
-
-
-class _Throttled:
-    def __init__(self, fn: Callable[[dict], None], interval_s: float):
-        self.fn, self.interval_s = fn, interval_s
-        self.last_t = 0.0
-        self.last_key: tuple = ()
-
-    def __call__(self, rec: dict, force: bool) -> None:
-        key = (rec.get("phase"), rec.get("cache"))
-        now = time.monotonic()
-        if force or key != self.last_key or now - self.last_t >= self.interval_s:
-            self.last_t, self.last_key = now, key
-            self.fn(rec)
+_SINKS: list[Callable[[dict, bool], None]] = []
 
 
 def note(phase: str, force: bool = False, **fields: Any) -> None:
@@ -49,12 +35,20 @@ def note(phase: str, force: bool = False, **fields: Any) -> None:
 
 @contextmanager
 def sink(fn: Callable[[dict], None], interval_s: float = 1.0) -> Iterator[None]:
-    s = _Throttled(fn, interval_s)
-    _SINKS.append(s)
+    """``fn`` gets the records noted inside the block, throttled (see the module docstring)."""
+    last: dict[str, Any] = {"t": 0.0, "key": ()}
+
+    def throttled(rec: dict, force: bool) -> None:
+        key, now = (rec.get("phase"), rec.get("cache")), time.monotonic()
+        if force or key != last["key"] or now - last["t"] >= interval_s:
+            last.update(t=now, key=key)
+            fn(rec)
+
+    _SINKS.append(throttled)
     try:
         yield
     finally:
-        _SINKS.remove(s)
+        _SINKS.remove(throttled)
 
 
 def to_file(path: Path | str) -> Any:
@@ -62,10 +56,8 @@ def to_file(path: Path | str) -> Any:
     path = Path(path)
 
     def write(rec: dict) -> None:
-        try:
+        with suppress(OSError):  # progress is cosmetic: never fail a run for it
             atomic_write(path, json.dumps(rec))
-        except OSError:  # progress is cosmetic: never fail a run for it
-            pass
 
     return sink(write)
 

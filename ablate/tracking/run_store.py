@@ -28,6 +28,7 @@ of its prompts (``read_eval_prompts`` skips it; a resume cuts it off).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -63,10 +64,6 @@ def to_jsonable(x: Any) -> Any:
     if callable(getattr(x, "tolist", None)):  # numpy / torch arrays
         return to_jsonable(x.tolist())
     return str(x)
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(to_jsonable(obj), ensure_ascii=False, allow_nan=False)
 
 
 class RunStore:
@@ -112,8 +109,7 @@ class RunStore:
                 raise RuntimeError(f"cannot resume {path}: it has {have} bytes, the checkpoint "
                                    f"recorded {n}")
             if path.exists():
-                with open(path, "r+b") as f:
-                    f.truncate(n)
+                os.truncate(path, n)
         self.final = dict(pos.get("final") or {})
         self.last_step = pos.get("last_step")
         if pos.get("start_time"):
@@ -131,13 +127,11 @@ class RunStore:
         f = self._files.get(key)
         if f is None:
             f = self._files[key] = open(self.run_dir / f"{key}.jsonl", "a", encoding="utf-8")
-        n = 0
-        for rec in recs:
-            f.write(_dumps(rec) + "\n")
-            n += 1
+        lines = [json.dumps(to_jsonable(r), ensure_ascii=False, allow_nan=False) + "\n" for r in recs]
+        f.writelines(lines)
         f.flush()
-        self.lines[key] += n
-        return n
+        self.lines[key] += len(lines)
+        return len(lines)
 
     def log(self, metrics: Mapping[str, Any], step: int, t: Optional[float] = None) -> None:
         """Append one line ``{"step": step, "time": t or now, **metrics}`` and flush it."""
@@ -192,22 +186,16 @@ class RunStore:
         }
         if error is not None:
             fields.update(_error_fields(error))
-        for k, v in (summary or {}).items():
-            if k == "status":
-                continue  # the argument is authoritative
-            if k == "error" and v is None and fields.get("error"):
-                continue
-            fields[str(k)] = v
+        fields.update({str(k): v for k, v in (summary or {}).items()  # the status argument is authoritative
+                       if k != "status" and not (k == "error" and v is None and fields.get("error"))})
         out = self.write_summary(**fields)
         self.close()
         return out
 
     def close(self) -> None:
         for f in self._files.values():  # closing a closed file again is a no-op
-            try:
+            with contextlib.suppress(OSError):
                 f.close()
-            except OSError:
-                pass
 
 
 def mark_interrupted(run_dir: Path, reason: str) -> bool:
@@ -289,20 +277,15 @@ def read_jsonl(path: Path) -> tuple[list[dict], int]:
     """Records of a JSONL file and the number of unreadable lines (e.g. a torn last line)."""
     if not path.exists():
         return [], 0
-    out, bad = [], 0
+    recs: list = []
     with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
+        for line in filter(str.strip, f):
             try:
-                rec = json.loads(line)
+                recs.append(json.loads(line))
             except json.JSONDecodeError:
-                rec = None
-            if isinstance(rec, dict):
-                out.append(rec)
-            else:
-                bad += 1
-    return out, bad
+                recs.append(None)
+    out = [r for r in recs if isinstance(r, dict)]
+    return out, len(recs) - len(out)
 
 
 def read_eval_prompts(run_dir: Path) -> list[dict]:

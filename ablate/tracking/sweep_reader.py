@@ -76,9 +76,7 @@ class Sweep:
 
     def full_budget(self) -> pd.DataFrame:
         """Finished trials that ran the whole budget and have a finite target value."""
-        t = self.trials
-        ok = t["full_budget"] & np.isfinite(t[self.target_col].astype(float))
-        return t[ok]
+        return self.trials[self.trials["full_budget"]]
 
     def samples(self, trial_id: str) -> list[dict]:
         """The trial's samples.jsonl records (read on demand), with unreadable lines dropped."""
@@ -105,7 +103,7 @@ def _read_meta(path: Path) -> dict:
     return meta
 
 
-def _num(x) -> float:
+def as_float(x) -> float:
     """A float, NaN for None/non-numeric."""
     try:
         return float(x)
@@ -120,10 +118,6 @@ def _scalar(v):
     return json.dumps(v, sort_keys=True)
 
 
-def _combo_key(slots: dict, params: dict) -> str:
-    return json.dumps({"slots": slots, "params": params}, sort_keys=True, default=str)
-
-
 def load_sweep(sweep_dir) -> Sweep:
     """Read ``sweep_dir``; raises SweepFormatError only when sweep.json is absent or no object."""
     path = Path(sweep_dir)
@@ -136,120 +130,97 @@ def load_sweep(sweep_dir) -> Sweep:
         warnings.append("search_space.yaml is missing")
     if not (path / "trials").is_dir():
         raise SweepFormatError(f"{path / 'trials'} is missing: not a sweep directory?")
-    table = _Table(path, str(meta.get("metric") or "eval/pass@1"), warnings)
+    metric = str(meta.get("metric") or "eval/pass@1")
+    rows, logged, skipped = [], [], []
     for r in read_trials(path):
-        table.add(r)
-    trials, metrics = _frames(table)
+        rows.append(_row(r))
+        logged += _logged(path, r, warnings, skipped)
+    trials, metrics = _frames(rows, logged, metric)
     budget = _budget(trials, meta, warnings)
-    _mark_full_budget(trials, budget, table)
-    slot_list = ([s for s in SLOT_FAMILIES if s in table.slot_names]
-                 + sorted(table.slot_names - set(SLOT_FAMILIES)))
-    pass_ks = sorted(int(m.group(1)) for k in table.final_keys
-                     if (m := PASS_AT_RE.match(k)) is not None)
+    _mark_full_budget(trials, budget, metric, skipped)
+    names = {p: sorted(str(c)[len(p):] for c in trials.columns if str(c).startswith(p))
+             for p in ("slot.", "param.", "final.")}
     journal = path / "optuna.journal"
     return Sweep(path=path, meta=meta, search_space_text=space_text,
-                 trials=trials.reset_index(drop=True), metrics=metrics, slot_names=slot_list,
-                 param_names=sorted(table.param_names), pass_ks=pass_ks, budget=budget,
+                 trials=trials.reset_index(drop=True), metrics=metrics,
+                 slot_names=([s for s in SLOT_FAMILIES if s in names["slot."]]
+                             + [s for s in names["slot."] if s not in SLOT_FAMILIES]),
+                 param_names=names["param."], budget=budget,
+                 pass_ks=sorted(int(m.group(1)) for k in names["final."] if (m := PASS_AT_RE.match(k))),
                  journal_path=journal if journal.is_file() else None, warnings=warnings,
-                 skipped=table.skipped)
+                 skipped=skipped)
 
 
-@dataclass
-class _Table:
-    """The trials table being read: a row per run, its logged metrics, and what was skipped."""
+def _row(r: dict) -> dict:
+    """One run's row (ablate.tracking.trials) as DataFrame columns."""
+    tid, status = str(r["trial_id"]), str(r["status"])
+    slots = {str(k): _scalar(v) for k, v in (r.get("slots") or {}).items()}
+    params = _factors(r)
+    return {"trial_id": tid, "status": status if status in STATUSES else "other:" + status,
+            **{k: r.get(k) for k in _ROW_COPIED},
+            "combo": (str(r.get("combo") or "")
+                      or json.dumps({"slots": slots, "params": params}, sort_keys=True, default=str)),
+            "run_dir": str(r.get("run_dir") or f"trials/{tid}"), "wall_s": as_float(r.get("wall_s")),
+            "steps_done": as_float(r.get("steps_done")), **{"slot." + k: v for k, v in slots.items()},
+            **{"param." + k: v for k, v in params.items()},
+            **{"final." + str(k): as_float(v) for k, v in r["final"].items()}}
 
-    path: Path
-    metric: str
-    warnings: list[str]
-    rows: list[dict] = field(default_factory=list)
-    metric_records: list[dict] = field(default_factory=list)
-    skipped: list[dict] = field(default_factory=list)
-    slot_names: set[str] = field(default_factory=set)
-    param_names: set[str] = field(default_factory=set)
-    final_keys: set[str] = field(default_factory=set)
 
-    def skip(self, tid: str, combo: str, excluded: bool, reason: str) -> None:
-        self.skipped.append({"trial_id": tid, "combo": combo, "excluded": excluded,
-                             "reason": reason})
+def _skip(skipped: list[dict], tid: str, combo: str, excluded: bool, reason: str) -> None:
+    skipped.append({"trial_id": tid, "combo": combo, "excluded": excluded, "reason": reason})
 
-    def add(self, r: dict) -> None:
-        """One run's row (ablate.tracking.trials) as DataFrame columns, and its metrics.jsonl."""
-        tid = str(r["trial_id"])
-        slots = {str(k): _scalar(v) for k, v in (r.get("slots") or {}).items()}
-        params = _factors(r)
-        self.slot_names.update(slots)
-        self.param_names.update(params)
-        status = str(r["status"])
-        run_dir = r.get("run_dir") or f"trials/{tid}"
-        combo = str(r.get("combo") or "")
-        self._note_status(tid, combo, status, r.get("error"), run_dir)
-        final = r["final"]
-        self.final_keys.update([self.metric, *map(str, final)])
-        row = {"trial_id": tid, "status": status if status in STATUSES else "other:" + status,
-               **{k: r.get(k) for k in _ROW_COPIED}, "combo": combo or _combo_key(slots, params),
-               "run_dir": str(run_dir), "wall_s": _num(r.get("wall_s")),
-               "steps_done": _num(r.get("steps_done"))}
-        row.update({"slot." + k: v for k, v in slots.items()})
-        row.update({"param." + k: v for k, v in params.items()})
-        row.update({"final." + str(k): _num(v) for k, v in final.items()})
-        self.rows.append(row)
 
-    def _note_status(self, tid: str, combo: str, status: str, err, run_dir: str) -> None:
-        """Skip notes: an unfinished run is left out; a run whose curves are missing or partly
-        unreadable is kept (its final values stand)."""
-        if status != "finished":
-            self.skip(tid, combo, True,
-                      f"status {status}" + (f": {_one_line(err)}" if err else ""))
-        rd = self.path / run_dir
-        logged, bad = read_jsonl(rd / "metrics.jsonl")
-        if bad:
-            self.warnings.append(f"{rd / 'metrics.jsonl'}: {bad} unreadable line(s) skipped")
-        self.metric_records.extend({**m, "trial_id": tid} for m in logged)
-        if status not in ("finished", "early_stopped"):
-            return
-        if not (rd / "metrics.jsonl").is_file():
-            self.skip(tid, combo, False, f"metrics.jsonl missing in {run_dir} (no curves; final "
-                                         f"values from summary.json)")
-        elif bad:
-            self.skip(tid, combo, False, f"{bad} unreadable line(s) in {run_dir}/metrics.jsonl "
-                                         f"(those steps are missing from the curves)")
+def _logged(path: Path, r: dict, warnings: list[str], skipped: list[dict]) -> list[dict]:
+    """A run's metrics.jsonl records, and its skip notes: an unfinished run is left out; a run
+    whose curves are missing or partly unreadable is kept (its final values stand)."""
+    tid, combo, status = str(r["trial_id"]), str(r.get("combo") or ""), str(r["status"])
+    run_dir = r.get("run_dir") or f"trials/{tid}"
+    if status != "finished":
+        err = r.get("error")
+        _skip(skipped, tid, combo, True, f"status {status}" + (f": {_one_line(err)}" if err else ""))
+    rd = path / run_dir
+    logged, bad = read_jsonl(rd / "metrics.jsonl")
+    if bad:
+        warnings.append(f"{rd / 'metrics.jsonl'}: {bad} unreadable line(s) skipped")
+    if status in ("finished", "early_stopped") and not (rd / "metrics.jsonl").is_file():
+        _skip(skipped, tid, combo, False, f"metrics.jsonl missing in {run_dir} (no curves; final "
+                                          f"values from summary.json)")
+    elif status in ("finished", "early_stopped") and bad:
+        _skip(skipped, tid, combo, False, f"{bad} unreadable line(s) in {run_dir}/metrics.jsonl "
+                                          f"(those steps are missing from the curves)")
+    return [{**m, "trial_id": tid} for m in logged]
 
 
 def _factors(r: dict) -> dict:
     """A run's factors besides slots: hyperparameters, other config-group choices (task, model,
     regularizers, ...) and the method preset; constant ones show in the header, swept ones get
     effects."""
-    slots = r.get("slots") or {}
     params = {str(k): _scalar(v) for k, v in (r.get("params") or {}).items() if k != "seed"}
-    choices = r.get("choices") or {}
-    for g, v in choices.items():
-        g = str(g)
-        if v is not None and g not in slots and g not in SLOT_FAMILIES and g != "method" \
-                and g not in params:
-            params[g] = _scalar(v)
-    if r.get("method") is not None and "method" not in params:
-        params["method"] = _scalar(r.get("method"))
+    for g, v in (r.get("choices") or {}).items():  # a row's slots are its SLOT_FAMILIES choices
+        if v is not None and str(g) not in SLOT_FAMILIES and g != "method":
+            params.setdefault(str(g), _scalar(v))
+    if r.get("method") is not None:
+        params.setdefault("method", _scalar(r["method"]))
     return params
 
 
-def _frames(table: _Table) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _frames(rows: list[dict], logged: list[dict], metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The trials and metrics DataFrames; finals a run's summary lacks are its last logged
     values, and the per-run summaries (DERIVED) come from its metrics."""
-    trials = pd.DataFrame.from_records(sorted(table.rows, key=lambda r: r["trial_id"]))
-    if trials.empty:
-        trials = pd.DataFrame(columns=["trial_id", "status", "combo", "seed", "wall_s", "steps_done"])
-    metrics = (pd.DataFrame.from_records(table.metric_records) if table.metric_records
-               else pd.DataFrame(columns=["trial_id", "step"]))
+    trials = (pd.DataFrame.from_records(sorted(rows, key=lambda r: r["trial_id"])) if rows else
+              pd.DataFrame(columns=["trial_id", "status", "combo", "run_dir", "wall_s", "steps_done",
+                                    *_ROW_COPIED]))
+    metrics = pd.DataFrame.from_records(logged) if logged else pd.DataFrame(columns=["trial_id", "step"])
     if "step" not in metrics.columns:
         metrics["step"] = np.nan
     for c in metrics.columns:
         if c != "trial_id":
             metrics[c] = pd.to_numeric(metrics[c], errors="coerce")
     metrics = metrics.sort_values(["trial_id", "step"], kind="mergesort").reset_index(drop=True)
-    table.final_keys.update(c for c in metrics.columns
-                            if PASS_AT_RE.match(str(c)) or c == "eval/mean@8")
+    keys = {metric, *(str(c)[6:] for c in trials.columns if str(c).startswith("final.")),
+            *(c for c in metrics.columns if PASS_AT_RE.match(str(c)) or c == "eval/mean@8")}
     last = metrics.groupby("trial_id", sort=True).last() if not metrics.empty else pd.DataFrame()
-    for k in sorted(table.final_keys):
+    for k in sorted(keys):
         col = "final." + k
         if col not in trials.columns:
             trials[col] = np.nan
@@ -259,20 +230,16 @@ def _frames(table: _Table) -> tuple[pd.DataFrame, pd.DataFrame]:
             can = trials["status"].isin(["finished", "early_stopped"])
             trials[col] = trials[col].where(trials[col].notna() | ~can, fill)
         trials[col] = trials[col].astype(float)
-    for col, (m, how) in DERIVED.items():
-        if m in metrics.columns and not metrics.empty:
-            g = metrics.groupby("trial_id", sort=True)[m]
-            trials[col] = trials["trial_id"].map(g.last() if how == "last" else g.mean()).astype(float)
-        else:
-            trials[col] = np.nan
+    for col, (m, how) in DERIVED.items():  # how: "last" | "mean", a groupby method
+        per_run = getattr(metrics.groupby("trial_id", sort=True)[m], how)() if m in metrics.columns else {}
+        trials[col] = trials["trial_id"].map(per_run).astype(float)
     return trials, metrics
 
 
 def _budget(trials: pd.DataFrame, meta: dict, warnings: list[str]) -> float | None:
     """max_t when some finished trial reached it, else the most steps any finished trial did."""
-    finished = trials[trials["status"] == "finished"] if not trials.empty else trials
-    max_t = _num(meta.get("max_t"))
-    steps = finished["steps_done"].astype(float) if not finished.empty else pd.Series(dtype=float)
+    max_t = as_float(meta.get("max_t"))
+    steps = trials.loc[trials["status"] == "finished", "steps_done"].astype(float)
     if not steps.notna().any():
         return None
     if np.isfinite(max_t) and (steps >= max_t).any():
@@ -284,25 +251,19 @@ def _budget(trials: pd.DataFrame, meta: dict, warnings: list[str]) -> float | No
     return budget
 
 
-def _mark_full_budget(trials: pd.DataFrame, budget: float | None, table: _Table) -> None:
-    """``full_budget``: finished with the whole budget; a finished run without it or without a
-    final value of the metric is named in the skip list."""
-    if trials.empty:
-        trials["full_budget"] = pd.Series(dtype=bool)
-        return
-    fb = trials["status"] == "finished"
-    if budget is not None:
-        fb &= trials["steps_done"].isna() | (trials["steps_done"] >= budget)
-    trials["full_budget"] = fb
-    target = trials["final." + table.metric].astype(float)
-    for tid, combo, fb, st, v in zip(trials["trial_id"], trials["combo"], trials["full_budget"],
-                                     trials["status"], target):
-        if st != "finished":
-            continue  # named with its status
-        if not np.isfinite(v):
-            table.skip(tid, combo, True, f"no final {table.metric}")
-        elif not fb:
-            table.skip(tid, combo, True, f"ran fewer steps than the full budget ({budget:g})")
+def _mark_full_budget(trials: pd.DataFrame, budget: float | None, metric: str,
+                      skipped: list[dict]) -> None:
+    """``full_budget``: finished with the whole budget and a finite final value of the metric; a
+    finished run without either is named in the skip list."""
+    finished = trials["status"] == "finished"
+    finite = np.isfinite(trials["final." + metric].astype(float))
+    steps_ok = finished if budget is None else trials["steps_done"].isna() | (trials["steps_done"] >= budget)
+    trials["full_budget"] = finished & steps_ok & finite
+    for tid, combo, done, has, ok in zip(trials["trial_id"], trials["combo"], finished, finite, steps_ok):
+        if done and not has:  # an unfinished run is named with its status
+            _skip(skipped, tid, combo, True, f"no final {metric}")
+        elif done and not ok:
+            _skip(skipped, tid, combo, True, f"ran fewer steps than the full budget ({budget:g})")
 
 
 def _one_line(x, n: int = 200) -> str:

@@ -1,13 +1,10 @@
 """``Tracker``: the run store plus an optional W&B run behind one interface (``build_tracker``).
 
 The run store is written first and is authoritative; W&B is best effort (a W&B failure warns once
-and is recorded under ``summary.json: wandb.error``). Config: ``conf/tracker/{wandb,none}.yaml``::
-
-    wandb: {enabled: true, project: ablate, entity: null, mode: auto, group: null, tags: [], job_type: null}
-
-The ``group``/``job_type`` arguments of ``build_tracker`` (a sweep passes its id and "trial") win over
-the config's; tags are the config's plus the given ones (or, when none are given, one
-``<slot>:<choice>`` tag per slot choice found under ``config["choices"]``).
+and is recorded under ``summary.json: wandb.error``). Config: ``conf/tracker/{wandb,none}.yaml``
+(``ablate.schema.TrackerConfig``). The ``group``/``job_type`` arguments of ``build_tracker`` (a
+sweep passes its id and "trial") win over the config's; tags are the config's plus the given ones
+(or, when none are given, one ``<slot>:<choice>`` tag per slot choice under ``config["choices"]``).
 """
 
 from __future__ import annotations
@@ -61,13 +58,10 @@ class Tracker:
             return dict(self.final_summary)
         if self.wandb is not None:
             self.wandb.finish(exit_code=0 if status == "finished" else 1, summary={"status": status})
-        fields = dict(self.info)
-        fields["wandb"] = self._wandb_info()
-        for k, v in (summary or {}).items():
-            if k == "wandb" and isinstance(v, Mapping):
-                fields["wandb"] = {**fields["wandb"], **{kk: vv for kk, vv in v.items() if vv is not None}}
-            else:
-                fields[k] = v
+        summary = dict(summary or {})  # a given wandb mapping's set entries update the tracker's
+        wb = summary.pop("wandb") if isinstance(summary.get("wandb"), Mapping) else {}
+        fields = {**self.info, "wandb": {**self._wandb_info(), **{k: v for k, v in wb.items() if v is not None}},
+                  **summary}
         self.final_summary = self.store.finish(status, fields, error=error)
         return dict(self.final_summary)
 

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from ablate.spec.groups import GROUPS, SLOT_FAMILIES
+from ablate.spec.yaml import TRUSTED_LOADER
 from ablate.tracking.run_store import FINAL_STATUSES, read_json, read_summary
 
 SWEEP_RECORD = "sweep"  # the sweep's record of a run: this entry of the run dir's summary.json
@@ -69,12 +70,10 @@ def read_trials(sweep_dir: str | Path) -> list[dict]:
     sweep_dir = Path(sweep_dir)
     meta = read_json(sweep_dir / "sweep.json")
     metric = str(meta.get("metric") or "eval/pass@1")
-    rows = []
-    for d in sorted(p for p in (sweep_dir / "trials").glob("*") if p.is_dir()):
-        for rd in sorted(p for p in d.glob("seed_*") if p.is_dir()) or [d]:
-            if (rd / "summary.json").is_file() or (rd / "config.yaml").is_file():
-                rows.append(_row(sweep_dir, rd, metric))
-    return rows
+    dirs = [rd for d in sorted(p for p in (sweep_dir / "trials").glob("*") if p.is_dir())
+            for rd in sorted(p for p in d.glob("seed_*") if p.is_dir()) or [d]]
+    return [_row(sweep_dir, rd, metric) for rd in dirs
+            if (rd / "summary.json").is_file() or (rd / "config.yaml").is_file()]
 
 
 def _row(sweep_dir: Path, rd: Path, metric: str) -> dict:
@@ -90,8 +89,8 @@ def _row(sweep_dir: Path, rd: Path, metric: str) -> dict:
     status = {"stopped": "interrupted"}.get(status, status)
     final = rec.get("final") or summary.get("final") or {}
     wb = summary.get("wandb") if isinstance(summary.get("wandb"), dict) else {}
-    row = {k: rec.get(k) for k in _COPIED}
-    row.update({
+    return {
+        **{k: rec.get(k) for k in _COPIED},
         "trial_id": tid, "tune_trial_id": str(rec.get("trial_id") or owner.name),
         "seed": seed, "status": status,
         "slots": {g: src[g] for g in SLOT_FAMILIES if src.get(g) is not None},
@@ -106,13 +105,12 @@ def _row(sweep_dir: Path, rd: Path, metric: str) -> dict:
         "failure_kind": (rec.get("error_kind") or "trial") if status == "failed" else None,
         "wall_s": rec.get("wall_s") if rec.get("wall_s") is not None else summary.get("wall_s"),
         "steps_done": rec.get("steps_done", summary.get("last_step")),
-    })
-    return row
+    }
 
 
 def _read_choices(run_dir: Path) -> dict | None:
     try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        cfg = yaml.load((run_dir / "config.yaml").read_text(encoding="utf-8"), TRUSTED_LOADER)
     except (OSError, yaml.YAMLError):
         return None
     ch = cfg.get("choices") if isinstance(cfg, dict) else None
@@ -120,9 +118,5 @@ def _read_choices(run_dir: Path) -> dict | None:
 
 
 def _choices_from_overrides(overrides: Iterable[str]) -> dict:
-    out: dict[str, Any] = {}
-    for o in overrides:
-        k, sep, v = str(o).lstrip("+").partition("=")
-        if sep and k in GROUPS:
-            out[k] = v
-    return out
+    pairs = [str(o).lstrip("+").partition("=") for o in overrides]
+    return {k: v for k, sep, v in pairs if sep and k in GROUPS}

@@ -12,10 +12,8 @@ mode (tests and CI set it to ``offline`` or ``disabled``).
 return a few milliseconds before wandb-core has written the last records, and a reader or
 ``wandb sync`` started right away would see a truncated run.
 
-A sweep shares one W&B service (wandb-core) among its trials (``shared_service``: ``wandb.setup()``
-in the driver before it starts the local Ray, whose workers inherit the service's address), instead
-of one service started and stopped per trial; a trial's ``wandb.teardown()`` then only closes its
-connection, and the driver's teardown at the end of the sweep waits for every run's data.
+A sweep shares one W&B service (wandb-core) among its trials (``shared_service``) instead of one
+service started and stopped per trial; a trial's ``wandb.teardown()`` then only closes its connection.
 
 Charts: ``train/step`` is declared the step metric of ``train/*``, ``eval/*`` and ``perf/*`` and is
 added to every ``log`` call, so eval points logged at the same step as training points line up.
@@ -118,12 +116,7 @@ def shared_service(mode: str) -> Iterator[bool]:
 
 def clean_tags(tags: Iterable[Any]) -> list[str]:
     """Non-empty, de-duplicated (order kept), at most 64 characters each."""
-    out: list[str] = []
-    for t in tags or ():
-        s = str(t).strip()[:MAX_TAG_LEN]
-        if s and s not in out:
-            out.append(s)
-    return out
+    return [s for s in dict.fromkeys(str(t).strip()[:MAX_TAG_LEN] for t in tags or ()) if s]
 
 
 def _short_keys(keys: Sequence[str]) -> dict[str, str]:
@@ -223,8 +216,7 @@ class WandbLogger:
         """Log one row; ``train/step`` = ``step`` is added. None values are dropped."""
         if not self.active:
             return
-        row = {str(k): _scalar(v) for k, v in metrics.items()}
-        row = {k: v for k, v in row.items() if v is not None}
+        row = {str(k): x for k, v in metrics.items() if (x := _scalar(v)) is not None}
         row[STEP_METRIC] = int(step)
         self._guard("log", self.run.log, row)
 

@@ -48,10 +48,43 @@ def kl_k3(log_q_over_p: torch.Tensor) -> torch.Tensor:
     return torch.expm1(log_r) - log_r
 
 
-def _k3_of_log_r(log_r: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``kl_k3(-log_r)`` = (r − 1) − log r with at most one new buffer (expm1 into ``out``, then
-    subtract in place)."""
-    return torch.expm1(log_r, out=out).sub_(log_r)
+def _k3_of_log_r(log_r: torch.Tensor, r: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``kl_k3(-log_r)`` = (r − 1) − log r given r = exp(log r), in ``out`` (one buffer at most).
+
+    r − 1 is expm1(log r) = tanh(log r / 2)·(1 + r), accurate near r = 1 like expm1 (no
+    cancellation) but ~4× faster on CPU, where torch's expm1 is a slow kernel (bench/README.md)."""
+    t = torch.mul(log_r, 0.5, out=out).tanh_()
+    return t.addcmul_(t, r).sub_(log_r)
+
+
+@functools.lru_cache(maxsize=None)
+def _open_bounds(dtype: torch.dtype) -> tuple[float, float]:
+    """The neighbours of ∓LOG_RATIO_CLAMP outside [−c, c] in ``dtype``: x is in [−c, c] iff it is
+    strictly between them, which is the test ``hardtanh_backward`` applies."""
+    c = torch.tensor(LOG_RATIO_CLAMP, dtype=dtype)
+    inf = torch.tensor(float("inf"), dtype=dtype)
+    return torch.nextafter(-c, -inf).item(), torch.nextafter(c, inf).item()
+
+
+class _ClampedExp(torch.autograd.Function):
+    """exp(clamp(x, −c, c)) with clamp's gradient (x·1[−c ≤ x ≤ c]), in one backward kernel:
+    autograd's clamp backward is four passes (two compares, an and, a ``where``), slow on CPU."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = x.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP).exp_()
+        ctx.save_for_backward(x, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        x, y = ctx.saved_tensors
+        return torch.ops.aten.hardtanh_backward(grad * y, x, *_open_bounds(x.dtype))
+
+
+def clamped_exp(x: torch.Tensor) -> torch.Tensor:
+    """exp(clamp(x, ±LOG_RATIO_CLAMP)) with the gradient of exactly that expression."""
+    return _ClampedExp.apply(x) if x.requires_grad else torch.exp(x.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
 
 
 @functools.lru_cache(maxsize=None)
@@ -97,8 +130,9 @@ class UPGE(Component):
         m = self.mask(ctx)
         log_ref = self.denominator(ctx).detach()
         log_g = self.likelihood(ctx)
-        surrogate = torch.exp((log_g - log_ref).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
-        loss_mat = -(m.keep_as(surrogate.dtype) * ctx.advantages * surrogate)
+        surrogate = clamped_exp(log_g - log_ref)
+        # −M·Â is detached: negate it in place, so autograd sees one product
+        loss_mat = torch.mul(m.keep_as(surrogate.dtype), ctx.advantages).neg_() * surrogate
         return loss_mat, m, surrogate.detach()
 
     def policy_loss(self, ctx: TokenContext, norm: Normalizer) -> tuple[torch.Tensor, dict[str, Diag]]:
@@ -111,21 +145,22 @@ class UPGE(Component):
         if iw is not None:
             loss_mat = loss_mat * iw.to(loss_mat.dtype)
         pg_loss = self.aggregation(loss_mat, rm, norm)
-        with torch.no_grad():
-            diags = self._diagnostics(ctx, m, weight, norm)
+        with torch.no_grad():  # pg_loss is the peer value's kept-token part unless iw reweighs it
+            diags = self._diagnostics(ctx, m, weight, norm, pg_loss=None if iw is not None else pg_loss)
         diags["pg_loss"] = partial(pg_loss)
         return pg_loss, diags
 
     def _diagnostics(self, ctx: TokenContext, m: MaskResult, weight: torch.Tensor,
-                     norm: Normalizer) -> dict[str, Diag]:
+                     norm: Normalizer, pg_loss: Optional[torch.Tensor] = None) -> dict[str, Diag]:
         """~12 detached values. On CPU the cost is fresh [B, T] buffers and slow kernels (``where``
         with a tensor operand, bool → float casts, ``expm1``), not the arithmetic (bench/README.md,
         estimator section), so: each masked mean is one ``dot`` with the flat mask; clip fractions
         are counts of bool tensors; the masked extremes use ρ > 0: max over valid = max(ρ·m), min
-        over valid = min(ρ/m); the [B, T] temporaries share one scratch buffer."""
+        over valid = min(ρ/m); the [B, T] temporaries share one scratch buffer. ``pg_loss``: the
+        aggregated loss without an IS weight, from which the peer value is one correction away."""
         rm = ctx.response_mask
         flat = rm.reshape(-1)
-        count = flat.sum()
+        count = ctx.num_valid
         n = count.clamp_min(1.0)
 
         def mmean(x: torch.Tensor) -> torch.Tensor:  # Σ x·rm / n
@@ -145,7 +180,7 @@ class UPGE(Component):
             if ev not in ("clip_low", "clip_high", "clip_dual"):
                 d[f"mask/{ev}_frac"] = mean(fracs[id(t)])
         tmp = torch.empty_like(weight)  # one scratch buffer for every [B, T] temporary below
-        d["pg_loss_peer"] = partial(self._peer_loss(ctx, m, weight, norm, tmp))
+        d["pg_loss_peer"] = partial(self._peer_loss(ctx, m, weight, norm, tmp, pg_loss))
         ratio = ctx.ratio  # exp of the clamped log-ratio: > 0, so padding (×0, ÷0) never wins
         big = torch.finfo(ratio.dtype).max  # finite even for an empty microbatch
         empty = count <= 0
@@ -153,11 +188,11 @@ class UPGE(Component):
         d["ratio_max"] = maximum(torch.where(empty, -big, torch.mul(ratio, rm, out=tmp).amax()))
         d["ratio_min"] = minimum(torch.where(empty, big, torch.div(ratio, rm, out=tmp).amin()))
         # KL(π_old ‖ π_θ) from samples of π_old: k3 with r = π_θ/π_old (ρ − 1 − log ρ ≥ 0)
-        d["kl_old"] = mean(mmean(_k3_of_log_r(ctx.log_ratio, tmp)))
+        d["kl_old"] = mean(mmean(_k3_of_log_r(ctx.log_ratio, ratio, tmp)))
         if ctx.ref_logp is not None:
             # KL(π_θ ‖ π_ref) from samples of π_θ (on-policy rows): r = π_ref/π_θ
             log_r = (ctx.ref_logp - ctx.logp.detach()).clamp_(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-            d["kl_ref"] = mean(mmean(_k3_of_log_r(log_r, tmp)))
+            d["kl_ref"] = mean(mmean(_k3_of_log_r(log_r, torch.exp(log_r), tmp)))
         iw = ctx.rows.get("is_weight")
         if iw is not None:
             d["is_weight_mean"] = mean(mmean(iw))
@@ -165,17 +200,29 @@ class UPGE(Component):
         d["adv_abs_mean"] = mean(mmean(torch.abs(ctx.advantages, out=tmp)))
         return d
 
-    def _peer_loss(self, ctx: TokenContext, m: MaskResult, weight: torch.Tensor,
-                   norm: Normalizer, out: torch.Tensor) -> torch.Tensor:
+    def _peer_loss(self, ctx: TokenContext, m: MaskResult, weight: torch.Tensor, norm: Normalizer,
+                   out: torch.Tensor, pg_loss: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Peer-comparable value (verl/TRL pg_loss): masked tokens count the constant their
-        min/clip objective gives them instead of 0; same gradient as pg_loss. ``out``: scratch."""
-        peer_w = m.peer_weight(weight, out=out)
-        if self.denominator.PEER_LOGP_VALUE:  # verl's gpg/cispo value: −Â·w·log π
-            peer_w.mul_(ctx.logp.detach())
-        peer_mat = peer_w.mul_(ctx.advantages).neg_()
+        min/clip objective gives them instead of 0; same gradient as pg_loss. ``out``: scratch.
+
+        The aggregation is linear and the kept tokens' part, −Â·w·keep, is the loss itself, so given
+        ``pg_loss`` the value is pg_loss − agg(Â·Σ c·event): a few passes over the sparse events
+        instead of rebuilding the whole peer weight."""
+        shortcut = (pg_loss is not None and m.clipped_weight is None
+                    and not self.denominator.PEER_LOGP_VALUE)
+        if not shortcut:
+            peer_w = m.peer_weight(weight, out=out)
+            if self.denominator.PEER_LOGP_VALUE:  # verl's gpg/cispo value: −Â·w·log π
+                peer_w.mul_(ctx.logp.detach())
+            peer_mat = peer_w.mul_(ctx.advantages).neg_()
+        elif not m.clipped_bounds:
+            return pg_loss
+        else:
+            peer_mat = m.bounds_weight(out).mul_(ctx.advantages)
         if ctx.loss_weights is not None:
             peer_mat.mul_(ctx.loss_weights.to(peer_mat.dtype)[:, None])
-        return self.aggregation(peer_mat, ctx.response_mask, norm)
+        value = self.aggregation(peer_mat, ctx.response_mask, norm)
+        return value if not shortcut else pg_loss - value
 
     def __call__(self, batch: RolloutBatch, logp: torch.Tensor, entropy: Optional[torch.Tensor] = None,
                  entropy_grad: Optional[torch.Tensor] = None,
@@ -186,7 +233,7 @@ class UPGE(Component):
         loss, diags = self.policy_loss(ctx, norm)
         reg, reg_diags = apply_regularizers(self.regularizers, ctx, norm, self.aggregation)
         diags.update(reg_diags)
-        return EstimatorOutput(loss=loss + reg, diags=diags, num_tokens=rm.sum().clamp_min(1.0))
+        return EstimatorOutput(loss=loss + reg, diags=diags, num_tokens=ctx.num_valid.clamp_min(1.0))
 
     def extra_repr(self) -> str:
         return (f"mask={self.mask!r}, denominator={self.denominator!r}, "

@@ -6,7 +6,8 @@ import numpy as np
 
 import pytest
 
-from ablate.report import generate_report, main
+from ablate.cli import main
+from ablate.report import generate_report
 from ablate.tracking.sweep_reader import SweepFormatError, load_sweep
 
 from .synthetic import make_sweep
@@ -134,10 +135,18 @@ def test_tasks_become_strata_and_bad_lines_are_tolerated(tmp_path):
     assert "strata = tasks (task)" in md and "| M01 |" in md
 
 
+def test_a_sweep_without_trials_still_gets_a_report(tmp_path):
+    """A sweep stopped before any trial wrote its run dir: a report that says so, not a KeyError."""
+    (tmp_path / "trials").mkdir()
+    (tmp_path / "sweep.json").write_text('{"name": "empty", "metric": "eval/pass@1", "mode": "max"}')
+    md = (generate_report(tmp_path, tmp_path / "o", presets=[]) / "report.md").read_text()
+    assert "| Trials | 0 total:" in md and "No finished full-budget trial" in md
+
+
 def test_missing_sweep_files_give_one_clear_error(tmp_path):
     with pytest.raises(SweepFormatError, match="sweep.json"):
         load_sweep(tmp_path)
-    assert main([str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert main(["report", str(tmp_path), "--output", str(tmp_path / "o")]) == 2
 
 
 def test_reads_at_a_glance(tmp_path):

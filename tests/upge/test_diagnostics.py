@@ -128,3 +128,27 @@ def test_fused_diagnostics_equal_the_straightforward_formulas(name, dtype, empty
             assert got[k] == pytest.approx(v, rel=tol, abs=tol), k
     if not empty:
         assert want["mask_frac"] > 0 or name in ("cispo",)  # the far row makes clips act
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("empty", [False, True])
+@pytest.mark.parametrize("with_extras", [False, True])
+@pytest.mark.parametrize("name", list(COMBOS))
+def test_peer_loss_from_the_aggregated_loss_equals_the_straightforward_formula(name, dtype, empty, with_extras):
+    """``policy_loss`` passes the aggregated loss (without an IS weight), and the peer value is
+    then that plus a correction over the clipped tokens: the same value as the plain formula."""
+    est = COMBOS[name]()
+    batch, logp, ent = case(dtype, seed=len(name), empty=empty, with_extras=with_extras)
+    ctx = TokenContext.from_batch(batch, logp, entropy=ent)
+    norm = Normalizer.of(batch.response_mask)
+    loss_mat, m, weight = est.per_token(ctx)
+    if ctx.loss_weights is not None:
+        loss_mat = loss_mat * ctx.loss_weights[:, None]
+    with torch.no_grad():
+        pg_loss = est.aggregation(loss_mat, ctx.response_mask, norm)
+        got = float(est._diagnostics(ctx, m, weight, norm, pg_loss=pg_loss)["pg_loss_peer"].value)
+    want = straightforward(est, ctx, m, weight, norm)["pg_loss_peer"]
+    tol = 1e-12 if dtype == torch.float64 else 2e-6
+    assert got == pytest.approx(want, rel=tol, abs=tol)
+    if not empty and m.clipped_bounds:  # the correction acts: the peer value is not the loss
+        assert got != pytest.approx(float(pg_loss), rel=1e-3, abs=1e-6)

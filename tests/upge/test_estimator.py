@@ -323,3 +323,20 @@ def test_regularizer_entropy_and_ref_flags_reach_the_estimator():
     out = est(make_batch(old, adv, mask, ref_logp=old.clone()), logp, entropy_grad=ent)
     assert {"reg/kl", "reg/entropy"} <= set(out.metrics)
     assert math.isfinite(out.loss.item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_clamped_exp_has_the_gradient_of_exp_of_clamp(dtype):
+    """The surrogate's exp(clamp(·)) with a one-kernel backward: the values and gradients of the
+    plain expression, at the clamp bounds (inclusive, as torch.clamp) and beyond them."""
+    from ablate.upge.estimator import clamped_exp
+    from ablate.upge.slots.base import LOG_RATIO_CLAMP as C
+    x0 = torch.tensor([-25.0, -C, -19.5, -0.3, 0.0, 0.7, 19.5, C, 25.0], dtype=dtype)
+    w = torch.linspace(-1.0, 2.0, x0.numel(), dtype=dtype)
+    a, b = x0.clone().requires_grad_(True), x0.clone().requires_grad_(True)
+    ya, yb = clamped_exp(a), torch.exp(b.clamp(-C, C))
+    (ya * w).sum().backward()
+    (yb * w).sum().backward()
+    assert torch.equal(ya.detach(), yb.detach())
+    assert torch.equal(a.grad, b.grad)
+    assert a.grad[1] != 0 and a.grad[-2] != 0 and a.grad[0] == 0 and a.grad[-1] == 0

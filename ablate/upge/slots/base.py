@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import torch
 
@@ -24,6 +24,18 @@ def bool_as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A bool tensor as 0./1. of ``dtype``, through a uint8 view: the same values, but torch's
     direct bool → float cast is ~5× slower on CPU (bench/README.md, estimator section)."""
     return t.view(torch.uint8).to(dtype) if t.dtype == torch.bool else t.to(dtype)
+
+
+def flags(compare: Callable[..., torch.Tensor], x: torch.Tensor, other: Any) -> torch.Tensor:
+    """``compare(x, other)`` (a torch comparison such as ``torch.lt``) as 0./1. in x's dtype. A
+    comparison written into a bool tensor is ~5× slower on CPU than into a float one (bench/README.md,
+    estimator section); products of flags are conjunctions and ``.bool()`` is the bool result."""
+    return compare(x, other, out=torch.empty_like(x))
+
+
+def _as_number(t: torch.Tensor) -> torch.Tensor:
+    """A bool tensor as its uint8 view (arithmetic with floats is several times faster on CPU)."""
+    return t.view(torch.uint8) if t.dtype == torch.bool else t
 
 
 @dataclass
@@ -62,9 +74,19 @@ class TokenContext:
         return lr.mul_(self.response_mask)
 
     @cached_property
+    def valid_flags(self) -> torch.Tensor:
+        """``valid`` as 0./1. of the mask's dtype (``flags``), for conjunctions by products."""
+        return flags(torch.gt, self.response_mask, 0)
+
+    @cached_property
     def valid(self) -> torch.Tensor:
         """bool [B, T]: the response tokens that count (``response_mask > 0``), computed once."""
-        return self.response_mask > 0
+        return self.valid_flags.bool()
+
+    @cached_property
+    def num_valid(self) -> torch.Tensor:
+        """Σ response_mask: the microbatch's valid tokens, 0-d on the device, computed once."""
+        return self.response_mask.sum()
 
     @cached_property
     def ratio(self) -> torch.Tensor:
@@ -139,7 +161,15 @@ class MaskResult:
             return torch.where(self.keep, weight, self.clipped_weight.to(weight.dtype), out=out)
         out = torch.mul(weight, self.keep_as(weight.dtype), out=out)
         for event, value in self.clipped_bounds or ():
-            out.add_(event.view(torch.uint8) if event.dtype == torch.bool else event, alpha=value)
+            out.add_(_as_number(event), alpha=value)
+        return out
+
+    def bounds_weight(self, out: torch.Tensor) -> torch.Tensor:
+        """Σ c·event over ``clipped_bounds`` (the clipped tokens' part of ``peer_weight``), in ``out``."""
+        (first, c), *rest = self.clipped_bounds
+        out = out.copy_(_as_number(first)).mul_(c)  # (torch.mul(uint8, c) would round c to float32)
+        for event, value in rest:
+            out.add_(_as_number(event), alpha=value)
         return out
 
 

@@ -17,7 +17,7 @@ import torch
 
 from ablate.spec.params import Frac, Ge, Gt, NonNeg, NonNegInt, Num, PosFrac, Positive, Prob, require
 from ablate.component import ACTS_NEUTRAL, ACTS_ON_DRIFT, Acts, Needs, acts_of_all
-from ablate.upge.slots.base import FAMILIES, Mask, MaskResult, Slot, TokenContext
+from ablate.upge.slots.base import FAMILIES, Mask, MaskResult, Slot, TokenContext, flags
 
 # --------------------------------------------------------------------------------------------
 # Shared helpers (also used by denominator.py, likelihood.py and regularizers.py)
@@ -108,14 +108,16 @@ class NoMask(Mask):
 
 def _ppo_events(ctx: TokenContext, eps_low: float, eps_high: float,
                 dual_clip: Optional[float]) -> dict[str, torch.Tensor]:
-    ratio, adv, valid = ctx.ratio, ctx.advantages, valid_tokens(ctx)
-    neg = (adv < 0).logical_and_(valid)
+    # ρ is exactly 1 on padding (log ρ is zeroed there) and every bound excludes 1, so no event
+    # needs the valid mask; conjunctions are products of float flags (see ``flags``)
+    ratio, adv = ctx.ratio, ctx.advantages
+    neg = flags(torch.lt, adv, 0)
     events = {
-        "clip_low": (ratio < 1.0 - eps_low).logical_and_(neg),
-        "clip_high": (adv > 0).logical_and_(valid).logical_and_(ratio > 1.0 + eps_high),
+        "clip_low": flags(torch.lt, ratio, 1.0 - eps_low).mul_(neg).bool(),
+        "clip_high": flags(torch.gt, ratio, 1.0 + eps_high).mul_(flags(torch.gt, adv, 0)).bool(),
     }
     if dual_clip is not None:
-        events["clip_dual"] = (ratio > dual_clip).logical_and_(neg)
+        events["clip_dual"] = flags(torch.gt, ratio, dual_clip).mul_(neg).bool()
     return events
 
 
@@ -169,12 +171,12 @@ class SequenceClip(Mask):
     def __call__(self, ctx: TokenContext) -> MaskResult:
         log_s = ctx.seq_log_ratio[:, None]
         s = torch.exp(log_s)
-        adv, valid = ctx.advantages, valid_tokens(ctx)
-        low = (adv < 0).logical_and_(valid).logical_and_(s < 1.0 - self.eps_low)
-        high = (adv > 0).logical_and_(valid).logical_and_(s > 1.0 + self.eps_high)
+        adv, valid = ctx.advantages, ctx.valid_flags
+        low = flags(torch.lt, adv, 0).mul_(valid).mul_((s < 1.0 - self.eps_low).to(valid.dtype)).bool()
+        high = flags(torch.gt, adv, 0).mul_(valid).mul_((s > 1.0 + self.eps_high).to(valid.dtype)).bool()
         events = {"seq_clip_low": low, "seq_clip_high": high, "clip_low": low, "clip_high": high}
         if self.max_log_ratio is not None:
-            events["seq_ratio_cap"] = valid & (log_s > self.max_log_ratio) & ~low & ~high
+            events["seq_ratio_cap"] = valid_tokens(ctx) & (log_s > self.max_log_ratio) & ~low & ~high
         out = _result(events, ctx.response_mask)
         # the peer's min/clip value on a clipped row: clip(s)·Â with s at its bound (pg_loss_peer)
         out.clipped_bounds = [(high, 1.0 + self.eps_high), (low, 1.0 - self.eps_low)]
