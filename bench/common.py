@@ -84,19 +84,28 @@ def timeit(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
 
 def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
     """Time several variants round-robin (order reversed every other round) so that slow drift of
-    the machine's speed (other processes, thermal) hits every variant alike."""
+    the machine's speed (other processes, thermal) hits every variant alike. The cyclic garbage
+    collector is off while timing, as in the standard library's ``timeit``: a collection inside
+    one variant's call would be charged to it (one full collection per call instead would cost
+    seconds in a process holding many objects, e.g. the test suite)."""
     names = list(fns)
     for _ in range(warmup):
         for n in names:
             fns[n]()
     out: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(repeats):
-        order = names if r % 2 == 0 else names[::-1]
-        for n in order:
-            gc.collect()
-            t0 = time.perf_counter()
-            fns[n]()
-            out[n].append(time.perf_counter() - t0)
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(repeats):
+            order = names if r % 2 == 0 else names[::-1]
+            for n in order:
+                t0 = time.perf_counter()
+                fns[n]()
+                out[n].append(time.perf_counter() - t0)
+    finally:
+        if was_enabled:
+            gc.enable()
     return out
 
 

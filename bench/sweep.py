@@ -151,7 +151,7 @@ def _trial_windows(rows: list[dict]) -> list[tuple[float, float, float]]:
 
 
 def sweep(seeds: list[int], concurrent: int, root: Path, tag: str) -> dict:
-    from ablate.sweep import sweep_main
+    from ablate.sweep.cli import sweep_main
     from ablate.tracking.trials import read_trials
 
     name = f"bench-{tag}"

@@ -25,6 +25,7 @@ examples:
   ablate sweep search_spaces/tpe_example.yaml --address auto   # on an existing Ray cluster
   ablate sweep search_spaces/upge_table.yaml --dry-run         # validate, list the trials
 """
+_PARSER = {"description": DESCRIPTION, "formatter_class": argparse.RawDescriptionHelpFormatter}
 
 
 def _add_arguments(p: argparse.ArgumentParser, remainder: bool = False) -> None:
@@ -57,17 +58,14 @@ def _add_arguments(p: argparse.ArgumentParser, remainder: bool = False) -> None:
 
 def add_sweep_parser(subparsers) -> argparse.ArgumentParser:
     """Register `sweep` on an argparse subparsers object; ``args.func(args)`` runs it."""
-    p = subparsers.add_parser("sweep", help="run a sweep from a search-space file",
-                              description=DESCRIPTION,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("sweep", help="run a sweep from a search-space file", **_PARSER)
     _add_arguments(p, remainder=True)
     p.set_defaults(func=run_from_args)
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ablate sweep", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="ablate sweep", **_PARSER)
     _add_arguments(p)
     return p
 
@@ -85,9 +83,8 @@ def _merge_trailing_options(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from ablate.sweep.runner import EXIT_INTERRUPTED, run_sweep
-
     from ablate.spec.cli_options import apply_plugins
+    from ablate.sweep.runner import EXIT_INTERRUPTED, run_sweep
 
     try:
         args = _merge_trailing_options(args)

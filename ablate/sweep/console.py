@@ -12,14 +12,14 @@ import math
 import os
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TextIO
 
 from ablate.sweep.records import trial_error
 from ablate.sweep.trial import COMPLETE_KEY
 from ablate.tracking import progress
-from ablate.tracking.trials import joined_error, trial_runs
+from ablate.tracking.trials import trial_runs
 
 RAY_LOG = "ray.log"
 
@@ -49,11 +49,10 @@ class Console:
         self.bar = tqdm(total=total, desc=desc, unit="trial", file=self.stream, leave=False,
                         dynamic_ncols=True)
 
-    def advance(self, postfix: str | None = None) -> None:
+    def advance(self, postfix: str) -> None:
         if self.bar is not None:
             self.bar.update(1)
-            if postfix:
-                self.bar.set_postfix_str(postfix, refresh=True)
+            self.status(postfix)
 
     def status(self, text: str) -> bool:
         """Show what the running trials are doing: on the bar (redrawn, which also advances its
@@ -71,34 +70,27 @@ class Console:
 
 def _flush_std() -> None:
     for s in (sys.stdout, sys.stderr):
-        try:
+        with suppress(OSError, ValueError):
             s.flush()
-        except (OSError, ValueError):
-            pass
 
 
 @contextmanager
-def redirect_output(log_path: Path, console: Console, enabled: bool = True) -> Iterator[None]:
+def redirect_output(log_path: Path, console: Console) -> Iterator[None]:
     """fd 1/2 → ``log_path`` (appended) for the block; ``console`` keeps writing to the terminal."""
-    if not enabled:
-        yield
-        return
     _flush_std()
-    saved_out, saved_err = os.dup(1), os.dup(2)
-    term = os.fdopen(os.dup(saved_out), "w", buffering=1, encoding="utf-8", errors="replace")
-    old_stream = console.stream
-    console.stream = term
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    term = os.fdopen(os.dup(saved[1]), "w", buffering=1, encoding="utf-8", errors="replace")
+    old_stream, console.stream = console.stream, term
     with open(log_path, "a", encoding="utf-8") as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
+        for fd in saved:
+            os.dup2(f.fileno(), fd)
         try:
             yield
         finally:
             _flush_std()
-            os.dup2(saved_out, 1)
-            os.dup2(saved_err, 2)
-            os.close(saved_out)
-            os.close(saved_err)
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
             console.stream = old_stream
             term.close()
 
@@ -139,17 +131,10 @@ def trial_status(tid: str, result: Mapping[str, Any] | None, metric: str,
         return f"{tid} {progress.describe(phase)}"
     if result is None:
         return f"{tid} starting"
-    step = result.get("step")
-    out = f"{tid} step {_fmt(step)}" + (f"/{steps}" if steps else "")
+    out = f"{tid} step {_fmt(result.get('step'))}" + (f"/{steps}" if steps else "")
     if isinstance(result.get(metric), (int, float)):
         out += f" {metric.rsplit('/', 1)[-1]}={_fmt(result[metric])}"
     return out
-
-
-def _trial_error(trial: Any, sweep_dir: str) -> str:
-    """One line of a failed trial's error: its runs' own records (the run store), else Tune's."""
-    runs = trial_runs(Path(sweep_dir), str(trial.trial_id))
-    return (joined_error(runs, len(runs) > 1) or trial_error(trial, 300))[:300]
 
 
 class _ConsoleLines:
@@ -171,14 +156,11 @@ class _ConsoleLines:
         self.results[str(trial.trial_id)] = {k: result.get(k) for k in ("step", self.metric, "timestamp")}
 
     def running_status(self, trials) -> str:
-        parts = []
-        for t in trials:
-            if t.status != "RUNNING":
-                continue
-            tid = str(t.trial_id)
-            phase = progress.read(Path(self.sweep_dir) / "trials" / tid / progress.PROGRESS_FILE)
-            parts.append(trial_status(tid, self.results.get(tid), self.metric, self.steps, phase))
-        return "; ".join(parts)
+        running = [str(t.trial_id) for t in trials if t.status == "RUNNING"]
+        trials_dir = Path(self.sweep_dir) / "trials"
+        return "; ".join(trial_status(tid, self.results.get(tid), self.metric, self.steps,
+                                      progress.read(trials_dir / tid / progress.PROGRESS_FILE))
+                         for tid in running)
 
     def on_step_end(self, iteration, trials, **info):
         now = time.monotonic()
@@ -233,7 +215,8 @@ class _ConsoleLines:
                   last.get(self.metric))
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._end(trial, "FAILED", error=_trial_error(trial, self.sweep_dir))
+        runs = trial_runs(Path(self.sweep_dir), str(trial.trial_id))
+        self._end(trial, "FAILED", error=trial_error(trial, runs, len(runs) > 1, 300))
 
     def on_experiment_end(self, trials, **info):
         current().close_bar()

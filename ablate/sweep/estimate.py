@@ -81,10 +81,8 @@ def estimate(space, specs: list[dict] | None, num_cpus: float | None = None,
     warm_steps = int(ws.get("steps") or 0) if not cfg.model.get("path") or ws.get("on_checkpoint") \
         else 0
     n_trials = space.planned_runs(specs)
-    cpus = float(num_cpus or os.cpu_count() or 1)
-    per_trial_cpu = float(space.resources.cpu) * space.resources.workers
-    parallel = max(1, min(int(cpus // max(per_trial_cpu, 1e-9)) or 1,
-                          int(space.max_concurrent or n_trials) or 1, n_trials or 1))
+    fit = int(float(num_cpus or os.cpu_count() or 1) // (space.resources.cpu * space.resources.workers))
+    parallel = max(1, min(fit, space.max_concurrent or n_trials, n_trials))
     cal = calibrate(overrides, warm_steps > 0)
     trial_s = steps * cal["step_s"] + evals * cal["eval_s"] + cal["setup_s"]
     warm_s = len(set(space.seeds)) * warm_steps * cal["ws_step_s"]

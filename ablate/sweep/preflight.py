@@ -16,6 +16,7 @@ ablate/component.py).
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
 from ablate.errors import ConfigError
@@ -49,10 +50,8 @@ def trial_assignments(space: SearchSpace) -> list[dict]:
     specs = plan_trials(space)
     if specs is None:
         return optuna_assignments(space)
-    first: dict[str, dict] = {}
-    for s in specs:  # seeds differ only in seed=, checked by the space itself
-        first.setdefault(s["combo"], s["assign"])
-    return list(first.values())
+    # one per combination: seeds differ only in seed=, checked by the space itself
+    return list({s["combo"]: s["assign"] for s in specs}.values())
 
 
 def preflight(space: SearchSpace) -> int:
@@ -86,8 +85,6 @@ ALGORITHM_KEYS = ("mask", "denominator", "advantage", "likelihood", "aggregation
 def trial_signature(cfg) -> tuple:
     """What a trial's training depends on: the rest of its config, and its algorithm with every
     part that cannot act under its schedule reduced to the neutral choice."""
-    import json
-
     from ablate.component import effective_signature, schedule_of
     from ablate.config import to_plain
     from ablate.train.components import build_algorithm

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ablate.tracking.run_store import read_json
+from ablate.tracking.run_store import atomic_write, read_json
 
 RECORD = "ray_session.json"
 
@@ -25,7 +25,7 @@ def record_session(sweep_dir: Path, session_dir: str) -> dict:
     name = Path(session_dir).name
     rec = {"session_dir": session_dir, "session_name": name, "driver_pid": os.getpid(),
            "pids": session_processes(name), "started": time.time(), "shut_down": False}
-    _write(sweep_dir / RECORD, rec)
+    atomic_write(sweep_dir / RECORD, json.dumps(rec, indent=1) + "\n")
     return rec
 
 
@@ -33,18 +33,12 @@ def mark_shut_down(sweep_dir: Path) -> None:
     rec = read_record(sweep_dir)
     if rec:
         rec["shut_down"] = True
-        _write(sweep_dir / RECORD, rec)
+        atomic_write(sweep_dir / RECORD, json.dumps(rec, indent=1) + "\n")
 
 
 def read_record(sweep_dir: Path) -> dict | None:
     rec = read_json(sweep_dir / RECORD)
     return rec if rec.get("session_name") else None
-
-
-def _write(path: Path, rec: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(rec, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _cmdline(pid: int) -> str:

@@ -34,7 +34,7 @@ def _settle_trial(tr: Trial, t) -> int:
         status, kind, error = "early_stopped", None, None
     else:
         status, kind = "failed", INFRA
-        error = joined_error(list(runs.values()), len(tr.seeds) > 1) or trial_error(t, 2000)
+        error = trial_error(t, list(runs.values()), len(tr.seeds) > 1, 2000)
     for seed in todo:
         old = runs.get(seed, {})
         run_dir = tr.run_dir(seed)
@@ -46,8 +46,11 @@ def _settle_trial(tr: Trial, t) -> int:
     return len(todo)
 
 
-def trial_error(t, limit: int) -> str:
-    """The last line of Tune's error for a trial (its runs recorded none)."""
+def trial_error(t, runs: list[dict], multi: bool, limit: int) -> str:
+    """A failed trial's error in one line: its runs' own (the run store), else Tune's last line."""
+    own = joined_error(runs, multi)
+    if own:
+        return own[:limit]
     try:
         lines = [ln.strip() for ln in str(t.get_error() or "").splitlines() if ln.strip()]
     except Exception:  # noqa: BLE001 - Tune's error file is best effort

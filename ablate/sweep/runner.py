@@ -17,16 +17,19 @@ only ever sees seed-aggregated values; with ASHA, rungs judge a proposal on its 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
+import socket
 import sys
 import time
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -38,11 +41,11 @@ from ablate.sweep.console import (RAY_LOG, Console, make_console_callback, redir
 from ablate.sweep.preflight import preflight
 from ablate.sweep.ray_session import cleanup_leftovers, mark_shut_down, record_session
 from ablate.sweep.records import settle
-from ablate.sweep.space import (DEFAULT_TRAINABLE, OptunaSpace, SearchSpace, combo_key, conditions,
+from ablate.sweep.space import (DEFAULT_TRAINABLE, OptunaSpace, SearchSpace, combo_key,
                                 load_search_space, plan_trials)
 from ablate.sweep.trial import Trial
 from ablate.tracking.provenance import REPO_ROOT, git_commit
-from ablate.tracking.run_store import FINAL_STATUSES, mark_interrupted, read_json
+from ablate.tracking.run_store import FINAL_STATUSES, atomic_write, mark_interrupted, read_json
 from ablate.tracking.trials import is_done, read_trials
 from ablate.tracking.wandb_logger import resolve_mode, shared_service
 
@@ -54,18 +57,11 @@ _SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "AUTH")
 
 
 def is_secret(name: str) -> bool:
-    up = name.upper()
-    return any(w in up for w in _SECRET_WORDS)
+    return any(w in name.upper() for w in _SECRET_WORDS)
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def wandb_mode(space: SearchSpace) -> str:
@@ -86,13 +82,11 @@ def worker_env(space: SearchSpace, sweep_dir: Path) -> dict[str, str]:
         "WANDB_PROJECT": os.environ.get("WANDB_PROJECT") or space.wandb.project,
         "WANDB_SILENT": os.environ.get("WANDB_SILENT", "true"),
         "ABLATE_CONF_DIR": str(conf_dir()),
+        "WANDB_ENTITY": str(space.wandb.entity or ""),  # the environment's, when set, wins
     }
-    if space.wandb.entity and not os.environ.get("WANDB_ENTITY"):
-        env["WANDB_ENTITY"] = str(space.wandb.entity)
-    for k in ("ABLATE_CACHE", "ABLATE_PLUGINS", "HF_HOME", "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM",
-              "WANDB_ENTITY", "WANDB_BASE_URL"):
-        if os.environ.get(k):
-            env[k] = os.environ[k]
+    env.update({k: os.environ[k] for k in ("ABLATE_CACHE", "ABLATE_PLUGINS", "HF_HOME", "HF_HUB_OFFLINE",
+                                           "TOKENIZERS_PARALLELISM", "WANDB_ENTITY", "WANDB_BASE_URL")
+                if os.environ.get(k)})
     if env.get("ABLATE_CACHE"):
         env["ABLATE_CACHE"] = str(Path(env["ABLATE_CACHE"]).resolve())
     # a trial's torch threads = its CPUs (Ray sets this only where the driver's environment has
@@ -102,7 +96,7 @@ def worker_env(space: SearchSpace, sweep_dir: Path) -> dict[str, str]:
     paths = [str(REPO_ROOT), os.getcwd()] + [p for p in os.environ.get("PYTHONPATH", "").split(
         os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    return {k: v for k, v in env.items() if not is_secret(k)}
+    return {k: v for k, v in env.items() if v and not is_secret(k)}
 
 
 def describe(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path) -> str:
@@ -114,14 +108,12 @@ def describe(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path) -> s
              f"base overrides: {' '.join(space.base_overrides) or '(none)'}"]
     if specs is not None:
         lines.append(f"{len(specs)} trials:")
-        for i, s in enumerate(specs):
-            lines.append(f"  [{i:>3}] seed={s['seed']:<3} {s['combo']}")
+        lines += [f"  [{i:>3}] seed={s['seed']:<3} {s['combo']}" for i, s in enumerate(specs)]
     else:
-        axes = [f"{a} in {o}" for a, o in space.categorical_axes()]
-        axes += [f"{k}: {p.to_dict()}" for k, p in space.params.items()]
         lines.append(f"{space.search.num_samples} Optuna proposals x {len(space.seeds)} seed(s), run in "
                      f"one trial per proposal; axes:")
-        lines += [f"  {a}" for a in axes]
+        lines += [f"  {a} in {o}" for a, o in space.categorical_axes()]
+        lines += [f"  {k}: {p.to_dict()}" for k, p in space.params.items()]
     return "\n".join(lines)
 
 
@@ -130,8 +122,7 @@ ATTACH_TIMEOUT_S = 5.0
 
 
 def check_num_cpus(num_cpus: float | None) -> None:
-    if num_cpus is not None and not (isinstance(num_cpus, (int, float)) and
-                                     math.isfinite(num_cpus) and 0 < num_cpus <= 4096):
+    if num_cpus is not None and not (isinstance(num_cpus, (int, float)) and 0 < num_cpus <= 4096):
         raise ConfigError(f"--num-cpus: got {num_cpus!r}; allowed: a number in (0, 4096], or "
                           "leave it out for all cores")
 
@@ -142,24 +133,25 @@ def _need(space: SearchSpace) -> dict[str, float]:
     return {"CPU": float(r.cpu * r.workers), "GPU": float(r.gpu * r.workers)}
 
 
+def _check_fits(space: SearchSpace, have: Mapping[str, float], where: str, hint: str) -> None:
+    """One trial (its resources times its workers) fits what ``where`` has."""
+    for k, need in _need(space).items():
+        n = float(have.get(k, 0))
+        if need > n:
+            raise ConfigError(f"resources.{k.lower()}: each trial needs {need:g} {k}(s) but {where} "
+                              f"has {n:g}; allowed: resources.{k.lower()} x workers <= {n:g} ({hint})")
+
+
 def check_machine(space: SearchSpace, address: str | None, num_cpus: float | None) -> None:
     """A local Ray gets this machine: a trial must fit it (a cluster is checked once attached)."""
     if address:
         return
-    need_cpu, need_gpu = _need(space).values()
-    have = float(num_cpus) if num_cpus is not None else float(os.cpu_count() or 1)
-    if need_cpu > have:
-        raise ConfigError(f"resources.cpu: each trial needs {need_cpu:g} CPU(s) but the local Ray "
-                          f"gets {have:g}; allowed: resources.cpu x workers <= {have:g} (or "
-                          "--num-cpus N, or --address of a cluster)")
-    if need_gpu > 0:
+    have = {"CPU": float(num_cpus or os.cpu_count() or 1), "GPU": 0}
+    if space.resources.gpu > 0:
         import torch
 
-        n = torch.cuda.device_count()
-        if need_gpu > n:
-            raise ConfigError(f"resources.gpu: each trial needs {need_gpu:g} "
-                              f"GPU(s) but this machine has {n}; allowed: <= {n} (or --address "
-                              "of a cluster with GPUs)")
+        have["GPU"] = torch.cuda.device_count()
+    _check_fits(space, have, "the local Ray", "or --num-cpus N, or --address of a cluster")
 
 
 def confirm_size(space: SearchSpace, specs: list[dict] | None, yes: bool,
@@ -171,24 +163,21 @@ def confirm_size(space: SearchSpace, specs: list[dict] | None, yes: bool,
     log(f"sweep {space.name}: {n} trials")
     if yes:
         return
-    if sys.stdin is not None and sys.stdin.isatty():
-        answer = input(f"start {n} trials? [y/N] ").strip().lower()
-        if answer in ("y", "yes"):
-            return
+    if sys.stdin is not None and sys.stdin.isatty() and \
+            input(f"start {n} trials? [y/N] ").strip().lower() in ("y", "yes"):
+        return
     raise ConfigError(f"sweep: {n} trials (more than {LARGE_SWEEP}); allowed: pass --yes to start "
                       "it, or shrink seeds / num_samples / the axes")
 
 
 def _address_host_port(address: str) -> tuple[str, int] | None:
     if address == "auto":
-        found = os.environ.get("RAY_ADDRESS")
-        if not found:
-            try:
-                found = Path("/tmp/ray/ray_current_cluster").read_text().strip()
-            except OSError:
-                raise ConfigError("--address: got 'auto' but no Ray cluster runs on this machine; "
-                                  "allowed: auto after `ray start --head`, or HOST:PORT") from None
-        address = found
+        try:
+            address = (os.environ.get("RAY_ADDRESS")
+                       or Path("/tmp/ray/ray_current_cluster").read_text().strip())
+        except OSError:
+            raise ConfigError("--address: got 'auto' but no Ray cluster runs on this machine; "
+                              "allowed: auto after `ray start --head`, or HOST:PORT") from None
     address = address.split("://", 1)[-1]
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
@@ -201,14 +190,11 @@ def _address_host_port(address: str) -> tuple[str, int] | None:
 def check_address(address: str) -> None:
     """Something answers at the cluster's address within ATTACH_TIMEOUT_S (Ray itself would
     retry for minutes without a word)."""
-    import socket
-
     hp = _address_host_port(address)
     if hp is None:
         return
     try:
-        with socket.create_connection(hp, timeout=ATTACH_TIMEOUT_S):
-            pass
+        socket.create_connection(hp, timeout=ATTACH_TIMEOUT_S).close()
     except OSError as e:
         raise ConfigError(f"--address: nothing answers at {hp[0]}:{hp[1]} within "
                           f"{ATTACH_TIMEOUT_S:g} s ({e.strerror or e}); allowed: the address of a "
@@ -282,9 +268,8 @@ def _token_auth_for_attach(log: Callable[[str], None]) -> None:
     """Attaching to a cluster: use token auth when a Ray token is on this machine (what `ray start`
     does for the head; a driver connecting by address does not do it by itself in Ray 2.60). Ray
     reads RAY_AUTH_MODE once, at import, so it must be set before Ray is imported."""
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    if not (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if "RAY_AUTH_MODE" in os.environ or not (
+            os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
             or (Path.home() / ".ray" / "auth_token").is_file()):
         return
     if "ray" in sys.modules:
@@ -317,22 +302,9 @@ def _init_ray(run: SweepRun) -> bool:
 DRIVER_CPU = 0.01  # what a multi-worker trial's own process reserves (Tune needs a non-empty bundle)
 
 
-def _check_cluster(space: SearchSpace) -> None:
-    import ray
-
-    res = ray.cluster_resources()
-    for k, need in _need(space).items():
-        have = float(res.get(k, 0))
-        if need > 0 and have < need:
-            raise ConfigError(f"resources.{k.lower()}: each trial needs {need:g} but the Ray "
-                              f"cluster has {have:g} {k}(s)")
-
-
 def _saved_trials(experiment_dir: Path) -> list:
     """Tune's trials as saved on disk. After an interrupt the live Trial objects read TERMINATED
     (Tune stops them on cleanup); the saved state keeps them RUNNING/PENDING, i.e. resumable."""
-    import logging
-
     from ray.tune import ExperimentAnalysis
 
     lg = logging.getLogger("ray.tune.analysis.experiment_analysis")
@@ -371,9 +343,8 @@ class SweepRun:
     num_cpus: float | None = None
     verbose: bool = False
 
-    @property
-    def meta_path(self) -> Path:
-        return self.sweep_dir / "sweep.json"
+    def save_meta(self) -> None:
+        atomic_write(self.sweep_dir / "sweep.json", json.dumps(self.meta, indent=2, default=str) + "\n")
 
     @property
     def experiments(self) -> list[str]:
@@ -392,8 +363,7 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
     directory) and ``--yes`` (start a large sweep without asking); callers in code decide."""
     from ablate.config import check_output_dir
 
-    console = Console(log)
-    log = console
+    log = console = Console(log)
     check_num_cpus(num_cpus)
     space = load_search_space(space_file, extra_overrides=overrides, name=name,
                               output_dir=output_dir)
@@ -415,6 +385,7 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
     confirm_size(space, specs, yes, log)
     if address:
         check_address(address)
+        _token_auth_for_attach(log)  # before anything imports Ray
     _check_sweep_dir(space, sweep_dir, resume)
     trainables.load(space.trainable)  # importable and callable, before Ray starts
     _open_sweep_dir(sweep_dir, resume, address, log)
@@ -423,18 +394,17 @@ def run_sweep(space_file: str | Path, overrides: list[str] | tuple = (), *,
     trial_ctx = {"metric": space.metric, "seeds": space.seeds, "optuna": space.is_optuna,
                  "base_overrides": space.run_overrides(),
                  "specs": {s["key"]: s for s in specs} if specs is not None else None,
-                 "conditions": conditions(space), "name": space.name, "sweep_dir": str(sweep_dir),
+                 "conditions": {k: p.when for k, p in space.params.items() if p.when},
+                 "name": space.name, "sweep_dir": str(sweep_dir),
                  "trainable": space.trainable, "env": worker_env(space, sweep_dir),
                  "cwd": os.getcwd()}
     run = SweepRun(space, specs, sweep_dir, meta, trial_ctx, log, resume=resume,
                    address=address, num_cpus=num_cpus, verbose=verbose)
-    if address:
-        _token_auth_for_attach(log)
     # one W&B service for all trials: the local Ray's workers inherit its address (a cluster's
     # workers could not reach it, so they start their own)
     wb = trial_ctx["env"]["WANDB_MODE"] if address is None else "disabled"
-    with use_console(console), redirect_output(sweep_dir / RAY_LOG, console, enabled=not verbose), \
-            shared_service(wb):
+    with use_console(console), (nullcontext() if verbose else
+                                redirect_output(sweep_dir / RAY_LOG, console)), shared_service(wb):
         if not verbose:
             log(f"Ray's output: {sweep_dir / RAY_LOG} (--verbose shows it here)")
         t0 = _run_tune(run)
@@ -452,8 +422,7 @@ def _check_sweep_dir(space: SearchSpace, sweep_dir: Path, resume: bool) -> None:
             raise ConfigError(f"--resume: the search space differs from the one the sweep "
                               f"started with (fields: {', '.join(diff)}); resume it unchanged "
                               f"or start a new sweep with --name")
-    elif sweep_dir.exists() and any((sweep_dir / f).exists()
-                                    for f in ("sweep.json", "tune")):
+    elif any((sweep_dir / f).exists() for f in ("sweep.json", "tune")):
         raise ConfigError(f"sweep dir {sweep_dir} already holds a sweep; pass --resume to continue "
                           f"it, or --name/--output-dir for a new one")
 
@@ -504,17 +473,14 @@ def _sweep_meta(space: SearchSpace, specs: list[dict] | None, sweep_dir: Path, r
 
 def mark_interrupted_runs(sweep_dir: Path) -> int:
     """Run dirs whose summary.json still says "running" (their process is gone) → "interrupted"."""
-    n = 0
-    for p in sorted((sweep_dir / "trials").glob("**/summary.json")):
-        n += mark_interrupted(p.parent, "the run's process ended before it did (sweep killed or "
-                                        "interrupted); --resume continues it")
-    return n
+    why = "the run's process ended before it did (sweep killed or interrupted); --resume continues it"
+    return sum(mark_interrupted(p.parent, why) for p in (sweep_dir / "trials").glob("**/summary.json"))
 
 
 def _trial_label(ctx: dict) -> Callable:
     def label(trial) -> str:
         tr = Trial.of(dict(trial.config or {}), ctx, str(trial.trial_id), Path(), None)
-        combo = combo_key(tr.assign) or "(base)"
+        combo = combo_key(tr.assign)
         return combo if tr.per_seed_dirs else f"{combo} seed={tr.seeds[0]}"
     return label
 
@@ -527,12 +493,12 @@ def _run_tune(run: SweepRun) -> float:
     started_ray = _init_ray(run)
     t0 = time.time()
     try:
-        _check_cluster(run.space)
+        _check_fits(run.space, ray.cluster_resources(), "the Ray cluster", "or a larger cluster")
         trainable = _trainable(run)
         tuner, experiment = _restore_tuner(run, trainable)
         if tuner is None:
             tuner, experiment = _new_tuner(run, trainable)
-        _write_json(run.meta_path, run.meta)
+        run.save_meta()
         run.log(f"sweep {run.space.name}: {run.sweep_dir}")
         if tuner is not None:
             tuner.fit()  # trial failures are recorded, never raised
@@ -671,7 +637,7 @@ def _finish(run: SweepRun, t0: float, *, report: bool, output_dir: str | None,
     meta.update(status="interrupted" if unfinished else ("failed" if all_failed else "finished"),
                 finished=None if unfinished else _now(), counts=counts, num_trials=total,
                 num_failed=failed, wall_s=round(time.time() - t0, 1))
-    _write_json(run.meta_path, meta)
+    run.save_meta()
     summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
     log(f"sweep {space.name}: {summary} of {total} trial(s) ({meta['wall_s']:.0f} s)"
         + (f"; {failed} of {total} failed" if failed else ""))
@@ -693,6 +659,6 @@ def _finish(run: SweepRun, t0: float, *, report: bool, output_dir: str | None,
         path = generate_report_safely(run.sweep_dir, space.name, log)
         if path is not None:
             meta["report"] = str(path)
-            _write_json(run.meta_path, meta)
+            run.save_meta()
             log(f"report: {path}")
     return 0

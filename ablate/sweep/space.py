@@ -55,9 +55,10 @@ from ablate.errors import ConfigError, choice_error, choice_text
 from ablate.registry import variant_names
 from ablate.schema import MAX_SEED, SLUG_ALLOWED, is_slug
 from ablate.spec.translate import Problem, check
-from ablate.claims.spec import Claim, ReportSpec, parse_claims, parse_report
+from ablate.claims.spec import ReportSpec, parse_claims, parse_report
 from ablate.spec.groups import GROUPS, SWEEP_GROUPS
 from ablate.tracking.trials import run_key
+from ablate.tracking.wandb_logger import MODES as WANDB_MODES
 
 DEFAULT_TRAINABLE = "ablate.train.api.run_training"
 ALGORITHMS = ("grid", "random", "optuna_tpe", "optuna_random", "optuna_cmaes")
@@ -68,7 +69,6 @@ PARAM_KEYS = {"choice": ("type", "values", "when"), "uniform": ("type", "low", "
               "int": ("type", "low", "high", "step", "log", "when")}  # the keys each param type takes
 PARAM_TYPES = tuple(PARAM_KEYS)
 MODES = ("max", "min")
-WANDB_MODES = ("auto", "online", "offline", "disabled")
 MAX_SEEDS = 1000  # replicates per configuration
 MAX_SAMPLES = 10_000  # sampled configurations
 # what every trial reports (ablate/train/trainer.py reports "step"; Tune adds the others)
@@ -319,7 +319,7 @@ def _seeds(v: Any) -> list[int] | dict[str, int]:
         if not 1 <= v <= MAX_SEEDS:
             raise Problem(f"got {v}; allowed: an integer n in [1, {MAX_SEEDS}] (= seeds 0..n-1) or a "
                           "list of seeds")
-        v = list(range(v))
+        return list(range(v))
     seeds = _as_list(v)
     if not seeds:
         raise Problem("needs at least one seed; allowed: a list of integers >= 0, or n >= 1")
@@ -463,23 +463,12 @@ class SearchSpace(_Section):
         """Runs the sweep plans: its trials (grid/random, ``specs``), or proposals x seeds (Optuna)."""
         return len(specs) if specs is not None else int(self.search.num_samples or 0) * len(self.seeds)
 
-    def swept_keys(self) -> list[str]:
-        return [a for a, _ in self.categorical_axes()] + list(self.params)
-
     def to_dict(self) -> dict:
         """The space as a file that validates back to it (the sweep dir's copy, compared on resume)."""
-        r, s = self.resources, self.search
-        search = {"algorithm": s.algorithm, "seed": s.seed, "num_samples": s.num_samples}
-        d = {**self.model_dump(include={"name", "description", "trainable", "base_overrides", "slots",
-                                        "methods"}),
+        d = {**self.model_dump(exclude={"params", "report", "claims", "seed_range", "source"}),
              "params": {k: p.to_dict() for k, p in self.params.items()},
              "seeds": dict(self.seed_range) if self.seed_range else list(self.seeds),
-             "metric": self.metric, "mode": self.mode,
-             "search": {k: v for k, v in search.items() if v is not None},
-             "scheduler": self.scheduler.model_dump() if self.scheduler else None,
-             "resources": {"cpu": float(r.cpu), "gpu": float(r.gpu), "workers": r.workers},
-             "max_concurrent": self.max_concurrent, "max_failures": self.max_failures,
-             "output_dir": self.output_dir, "wandb": self.wandb.model_dump(),
+             "search": self.search.model_dump(exclude_none=True),
              "report": self.report.to_dict() if self.report.metrics else None,
              "claims": [c.to_dict() for c in self.claims or []]}
         return {k: v for k, v in d.items() if v or k not in ("description", "report", "claims")}
@@ -495,18 +484,22 @@ def validate(data: Any, source: str | None = None) -> SearchSpace:
     check_interpolations(data, "search space")  # no ${oc.env:...}: a shared file is data
     space = check(SearchSpace, data, name="search space")
     space.source = source
-    axes = _check_conditions(space)
-    _check_grid(space)
+    axes = _check_params(space)
     space.claims = parse_claims(data.get("claims"), axes)
     _check_base_overrides(space)
     return space
 
 
-def _check_conditions(space: SearchSpace) -> dict[str, list]:
-    """``when`` conditions name categorical axes declared before the parameter; returns every
-    categorical axis (config groups, then choice params) with its options."""
+def _check_params(space: SearchSpace) -> dict[str, list]:
+    """A grid crosses only choice params; ``when`` conditions name categorical axes declared
+    before the parameter. Returns every categorical axis (config groups, then choice params) with
+    its options."""
     seen: dict[str, list] = {a: opts for a, opts in space.categorical_axes()}
     for key, p in space.params.items():
+        if p.type != "choice" and space.search.algorithm == "grid":
+            raise ConfigError(f"params.{key}: grid search crosses only choice params; allowed: a "
+                              f"{p.type} range needs a sampler (search.algorithm: random, "
+                              f"optuna_tpe, optuna_random)")
         for axis, vals in p.when.items():
             if axis not in seen:
                 raise choice_error(f"params.{key}.when: axis", axis, list(seen) or ["(none swept)"])
@@ -518,19 +511,9 @@ def _check_conditions(space: SearchSpace) -> dict[str, list]:
     return seen
 
 
-def _check_grid(space: SearchSpace) -> None:
-    if space.search.algorithm != "grid":
-        return
-    for key, p in space.params.items():
-        if p.type != "choice":
-            raise ConfigError(f"params.{key}: grid search crosses only choice params; allowed: a "
-                              f"{p.type} range needs a sampler (search.algorithm: random, "
-                              f"optuna_tpe, optuna_random)")
-
-
 def _check_base_overrides(space: SearchSpace) -> None:
     """base_overrides may not set what the sweep varies, nor seed/name (set per trial)."""
-    swept = set(space.swept_keys())
+    swept = {a for a, _ in space.categorical_axes()} | set(space.params)
     for o in space.base_overrides:
         k = o.split("=", 1)[0].lstrip("+~")
         if k in swept:
@@ -551,16 +534,11 @@ def load_search_space(path: str | Path, *, extra_overrides: Iterable[str] = (),
 
     data = load_file(path, f"search space {path}")
     if isinstance(data, Mapping):
-        data = dict(data)
-        if name:
-            data["name"] = name
-        if output_dir:
-            data["output_dir"] = output_dir
-        extra = list(extra_overrides)
-        if extra:
-            base = data.get("base_overrides")
-            data["base_overrides"] = (list(base) if isinstance(base, (list, tuple)) else
-                                      [] if base is None else [base]) + extra
+        data = {**data, **{k: v for k, v in (("name", name), ("output_dir", output_dir)) if v}}
+        base = data.get("base_overrides")
+        if extra_overrides:  # after the file's own (a scalar or null is a list of one or none)
+            data["base_overrides"] = [*(base if isinstance(base, (list, tuple)) else
+                                        [] if base is None else [base]), *extra_overrides]
     return validate(data, source=str(path))
 
 
@@ -578,9 +556,7 @@ def hydra_value(v: Any) -> str:
         return "true" if v else "false"
     if v is None:
         return "null"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
+    if isinstance(v, (int, float)):
         return repr(v)
     s = str(v)
     if _PLAIN_STR_RE.match(s) and s.lower() not in ("true", "false", "null", "none", "nan", "inf"):
@@ -590,16 +566,9 @@ def hydra_value(v: Any) -> str:
 
 def assignment_overrides(assignment: Mapping[str, Any]) -> list[str]:
     """Hydra overrides of one assignment: the method preset first, then slots, then params."""
-    out: list[str] = []
-    if "method" in assignment:
-        out.append(f"method={assignment['method']}")
-    for g in SWEEP_GROUPS:
-        if g in assignment:
-            out.append(f"{g}={assignment[g]}")
-    for k, v in assignment.items():
-        if k != "method" and k not in GROUPS:
-            out.append(f"{k}={hydra_value(v)}")
-    return out
+    groups = [f"{g}={assignment[g]}" for g in ("method", *SWEEP_GROUPS) if g in assignment]
+    return groups + [f"{k}={hydra_value(v)}" for k, v in assignment.items()
+                     if k != "method" and k not in GROUPS]
 
 
 def combo_key(assignment: Mapping[str, Any]) -> str:
@@ -609,25 +578,18 @@ def combo_key(assignment: Mapping[str, Any]) -> str:
     return ",".join(shown) or "base"
 
 
-def _ordered(space: SearchSpace, assignment: Mapping[str, Any]) -> dict:
-    """Assignment in canonical order (categorical axes, then params as declared)."""
-    out = {a: assignment[a] for a, _ in space.categorical_axes() if a in assignment}
-    out.update({k: assignment[k] for k in space.params if k in assignment})
-    return out
-
-
 def grid_assignments(space: SearchSpace) -> list[dict]:
-    """Cross product of categorical axes and choice params; conditional params only where active."""
-    axes = space.categorical_axes()
+    """Cross product of categorical axes and choice params, built in canonical order (axes, then
+    params as declared); conditional params only where active."""
     combos: list[dict] = [{}]
-    for axis, opts in axes:
+    for axis, opts in space.categorical_axes():
         combos = [{**c, axis: o} for c in combos for o in opts]
     for key, p in space.params.items():
         combos = [x for c in combos
                   for x in ([{**c, key: v} for v in p.values or []] if p.active(c) else [c])]
     first: dict[str, dict] = {}  # values equal to 6 digits share a combo key
     for c in combos:
-        first.setdefault(combo_key(c), _ordered(space, c))
+        first.setdefault(combo_key(c), c)
     return list(first.values())
 
 
@@ -642,8 +604,8 @@ def tune_domain(p: ParamSpec):
         if p.log:
             return tune.lograndint(int(lo), int(hi) + 1)  # upper bound exclusive
         return tune.qrandint(int(lo), int(hi), int(p.step or 1))  # upper bound inclusive
-    if p.log:
-        return tune.qloguniform(lo, hi, p.step) if p.step else tune.loguniform(lo, hi)
+    if p.log:  # never with a step (ParamSpec refuses the pair)
+        return tune.loguniform(lo, hi)
     return tune.quniform(lo, hi, p.step) if p.step else tune.uniform(lo, hi)
 
 
@@ -703,10 +665,8 @@ class OptunaSpace:
         self.params = list(space.params.items())
 
     def __call__(self, trial) -> dict:
-        chosen: dict[str, Any] = {}
+        chosen = {axis: trial.suggest_categorical(axis, opts) for axis, opts in self.categorical}
         inactive: dict[str, Any] = {}
-        for axis, opts in self.categorical:
-            chosen[axis] = trial.suggest_categorical(axis, opts)
         for key, p in self.params:
             if not p.active(chosen):
                 inactive[key] = None  # present (as None) so every trial has every column
@@ -719,10 +679,6 @@ class OptunaSpace:
                 chosen[key] = trial.suggest_float(key, float(p.low), float(p.high), log=p.log,
                                                   step=p.step)
         return inactive
-
-
-def conditions(space: SearchSpace) -> dict[str, dict[str, list]]:
-    return {k: {a: list(v) for a, v in p.when.items()} for k, p in space.params.items() if p.when}
 
 
 def active_assignment(config: Mapping[str, Any], conds: Mapping[str, Mapping[str, list]]) -> dict:

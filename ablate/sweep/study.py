@@ -17,10 +17,6 @@ from typing import Any, Optional
 JOURNAL = "optuna.journal"
 
 
-def dashboard_command(sweep_dir: Path | str) -> str:
-    return f"optuna-dashboard {Path(sweep_dir) / JOURNAL}"
-
-
 def make_linked_search(*, storage, study_name: str, sweep_dir: Path, **kwargs):
     """Ray Tune's OptunaSearch, writing the run links into the study as user attributes."""
     import optuna

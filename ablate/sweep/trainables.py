@@ -65,23 +65,16 @@ def _from_entry_points() -> list[Trainable]:
 
 
 def registered() -> dict[str, Trainable]:
-    """Every registered trainable by name (built-ins cannot be shadowed)."""
-    out: dict[str, Trainable] = {}
-    for t in [*_from_entry_points(), *_from_env()]:
-        out[t.name] = t
-    out.update({t.name: t for t in BUILTIN})
-    return out
+    """Every registered trainable by name (built-ins, last, cannot be shadowed)."""
+    return {t.name: t for t in [*_from_entry_points(), *_from_env(), *BUILTIN]}
 
 
 def resolve(value: object) -> Trainable:
     """The registered trainable a search space names (by name, or by a registered one's path)."""
     reg = registered()
-    if isinstance(value, str):
-        if value in reg:
-            return reg[value]
-        for t in reg.values():
-            if t.path == value:
-                return t
+    found = next((t for t in reg.values() if value in (t.name, t.path)), None)
+    if found is not None:
+        return found
     allowed = ", ".join(f"{n} ({t.path})" for n, t in sorted(reg.items()))
     raise ConfigError(f"trainable: got {value!r}; allowed: a registered trainable: {allowed} "
                       f"(register one with {ENV}=name=module.function or an "

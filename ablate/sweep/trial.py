@@ -19,10 +19,12 @@ trial replays that failure without running anything again.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -78,27 +80,19 @@ def _fail(tr: Trial, runs: list[dict], values: list[float]) -> NoReturn:
     raise TrialFailed(joined_error(runs, len(tr.seeds) > 1) or "failed")
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested metrics as flat plain scalars ({"a": {"b": x}} -> {"a/b": x}; None if not a scalar)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "/"))
-        else:
-            out[key] = v
+        out.update(_flat(v, f"{prefix}{k}/") if isinstance(v, Mapping) else {f"{prefix}{k}": _scalar(v)})
     return out
 
 
 def _scalar(v: Any) -> Any:
-    if v is None or isinstance(v, (bool, int, float, str)):
-        return v
-    item = getattr(v, "item", None)
-    if callable(item) and getattr(v, "ndim", 0) == 0:
-        try:
-            return item()
-        except Exception:  # noqa: BLE001
-            return None
-    return None
+    """A reported value as a plain scalar (numpy/torch 0-d values unwrapped), else None."""
+    if getattr(v, "ndim", None) == 0 and callable(getattr(v, "item", None)):
+        v = v.item()
+    return v if v is None or isinstance(v, (bool, int, float, str)) else None
 
 
 def _finite(v: Any) -> bool:
@@ -131,18 +125,16 @@ class _Reporter:
         self.last_out: dict | None = None
         self.metric_checked = False
 
+    _STATE = ("last_value", "last", "steps_done", "n", "metric_checked")  # what a checkpoint keeps
+
     def state(self) -> dict:
-        return {"last_value": self.last_value, "last": dict(self.last),
-                "steps_done": self.steps_done, "n": self.n, "metric_checked": self.metric_checked}
+        return {k: getattr(self, k) for k in self._STATE}
 
     def load_state(self, d: Mapping[str, Any]) -> None:
-        self.last_value, self.last = d["last_value"], dict(d["last"])
-        self.steps_done, self.n = int(d["steps_done"]), int(d["n"])
-        self.metric_checked = bool(d.get("metric_checked"))
+        self.__dict__.update({k: d[k] for k in self._STATE if k in d})
 
     def __call__(self, metrics: Mapping[str, Any]) -> None:
-        flat = {k: _scalar(v) for k, v in _flatten(dict(metrics)).items()}
-        flat = {k: v for k, v in flat.items() if v is not None}
+        flat = {k: v for k, v in _flat(metrics).items() if v is not None}
         self.n += 1
         step = flat.get("step")
         if not _finite(step):
@@ -165,11 +157,8 @@ class _Reporter:
         if self.require_metric and self.metric not in flat:
             return  # an Optuna searcher needs the objective in every result it sees
         # the metric and step first: Tune's progress table shows the first few reported keys
-        out = {self.metric: flat.pop(self.metric)} if self.metric in flat else {}
-        out["step"] = flat.pop("step")
-        out.update(flat)
-        out["seed"] = self.seed
-        out["sweep/seed_index"] = self.seed_index
+        out = {k: flat.pop(k) for k in (self.metric, "step") if k in flat}
+        out.update(flat, seed=self.seed, **{"sweep/seed_index": self.seed_index})
         self.flush()
         self.pending = out
 
@@ -177,14 +166,9 @@ class _Reporter:
         """Send the held result (with ``checkpoint`` when given) to Tune."""
         out = self.pending if self.pending is not None else self.last_out
         self.pending = None
-        if out is None:
-            return
-        if checkpoint is None:
-            if out is not self.last_out:
-                self._report(out)
-        else:
+        if out is not None and (checkpoint is not None or out is not self.last_out):
             self._report(out, checkpoint=checkpoint)
-        self.last_out = out
+            self.last_out = out
 
 
 def _accepts_checkpoints(fn: Callable) -> bool:
@@ -266,23 +250,14 @@ def _load_checkpoint(sweep_dir: Path, trial_id: str) -> tuple[dict | None, str |
     return best, note
 
 
-def _wandb_teardown() -> None:
-    """Stop this process's W&B service now (Ray ends the actor right after the trial, and a
-    service killed first makes wandb's atexit hook print a traceback)."""
-    import sys
-
-    if "wandb" in sys.modules:  # pinned wandb (pyproject) has teardown
-        try:
-            sys.modules["wandb"].teardown()
-        except Exception:  # noqa: BLE001 - cosmetic
-            pass
-
-
 def run_trial(config: dict, ctx: dict) -> None:
     try:
         _run_trial(config, ctx)
-    finally:
-        _wandb_teardown()
+    finally:  # stop this process's W&B service now (Ray ends the actor right after the trial,
+        # and a service killed first makes wandb's atexit hook print a traceback)
+        if "wandb" in sys.modules:  # pinned wandb (pyproject) has teardown
+            with contextlib.suppress(Exception):  # cosmetic
+                sys.modules["wandb"].teardown()
 
 
 @dataclass
@@ -394,10 +369,9 @@ def _report_reused(tr: Trial, prev_run: dict, i: int) -> None:
     run = dict(prev_run, reused=True)
     tr.runs.append(run)
     final = dict(run["final"])
-    result = {tr.metric: final[tr.metric], "step": int(run.get("steps_done") or 0)}
-    result.update({k: v for k, v in final.items() if k not in result and _scalar(v) is not None})
-    result.update({"seed": run["seed"], "sweep/seed_index": i})
-    tune.report(result)
+    rep = _Reporter(tr.metric, run["seed"], i, require_metric=False, report=tune.report)
+    rep({**final, "step": int(run.get("steps_done") or 0)})
+    rep.flush()
     tr.values.append(float(final[tr.metric]))
     tr.finals.append(final)
 
@@ -414,6 +388,10 @@ def _run_seed(tr: Trial, trainable: Callable, seed: int, i: int, ckpt: dict | No
     run_dir.mkdir(parents=True, exist_ok=True)
     run_name = f"{ctx['name']}-{tr.trial_id}" + (f"-s{seed}" if tr.per_seed_dirs else "")
     overrides = tr.overrides(seed) + [f"name={run_name}"]
+    # W&B: group = sweep, job_type/tags/name = every swept factor (ablate.tracking.wandb_logger),
+    # project = the search space's wandb.project
+    wandb = {**sweep_identity(ctx["name"], tr.assign, seed, tr.trial_id),
+             "project": os.environ.get("WANDB_PROJECT")}
     rep = _Reporter(tr.metric, seed, i, require_metric=bool(ctx.get("optuna")), report=tune.report)
     run: dict[str, Any] = {"seed": seed, "run_dir": str(run_dir.relative_to(tr.sweep_dir)),
                            "overrides": overrides, "status": "running", "error": None,
@@ -432,7 +410,7 @@ def _run_seed(tr: Trial, trainable: Callable, seed: int, i: int, ckpt: dict | No
         # loading and warm-start progress for the sweep console (steps come as Tune results)
         with progress.to_file(tr.dir / progress.PROGRESS_FILE):
             progress.note("starting", force=True, seed=seed)
-            summary = trainable(overrides, str(run_dir), rep, _extra_tracker(tr, seed), **kwargs) or {}
+            summary = trainable(overrides, str(run_dir), rep, wandb, **kwargs) or {}
         rep.flush()
     except SystemExit:  # Tune stopped the trial inside tune.report: a scheduler decision or
         # an interrupted sweep; only the driver knows which ("stopped" is not a final status)
@@ -448,26 +426,15 @@ def _run_seed(tr: Trial, trainable: Callable, seed: int, i: int, ckpt: dict | No
     _settle(tr, run, summary or {}, rep, t0)
 
 
-def _extra_tracker(tr: Trial, seed: int) -> dict:
-    """W&B: group = sweep, job_type/tags/name = every swept factor (ablate.tracking.wandb_logger)."""
-    return {**sweep_identity(tr.ctx["name"], tr.assign, seed, tr.trial_id),
-            "project": os.environ.get("WANDB_PROJECT")}  # the search space's wandb.project
-
-
 def _settle(tr: Trial, run: dict, summary: dict, rep: _Reporter, t0: float) -> None:
     """Record a seed's end: its final metrics, and finished or failed (no or non-finite metric)."""
-    metric = tr.metric
-    run["wall_s"] = float(summary.get("wall_s") or (time.perf_counter() - t0))
-    run["ended"] = time.time()
-    final = summary.get("final") if isinstance(summary.get("final"), Mapping) else {}
-    final = {k: _scalar(v) for k, v in _flatten(dict(final)).items()}
-    if not final:
-        final = {k: v for k, v in rep.last.items() if k not in ("seed", "sweep/seed_index")}
-    steps = summary.get("steps_done")
-    run["steps_done"] = int(steps) if _finite(steps) else rep.steps_done
+    metric, steps = tr.metric, summary.get("steps_done")
+    final = _flat(summary["final"]) if isinstance(summary.get("final"), Mapping) else {}
+    final = final or {k: v for k, v in rep.last.items() if k not in ("seed", "sweep/seed_index")}
     wb = summary.get("wandb") if isinstance(summary.get("wandb"), Mapping) else {}
-    run["wandb_run_id"], run["wandb_dir"] = wb.get("run_id"), wb.get("dir")
-    run["final"] = final
+    run.update(wall_s=float(summary.get("wall_s") or (time.perf_counter() - t0)), ended=time.time(),
+               steps_done=int(steps) if _finite(steps) else rep.steps_done,
+               wandb_run_id=wb.get("run_id"), wandb_dir=wb.get("dir"), final=final)
     if run["status"] != "failed":
         value = final.get(metric, rep.last_value)
         if value is None:
@@ -490,8 +457,5 @@ def _final_report(tr: Trial) -> dict[str, Any]:
         vals = [f[k] for f in finals if _finite(f.get(k))]
         if len(vals) == len(finals) and vals:
             report[k] = sum(vals) / len(vals)
-    report[metric] = sum(values) / len(values)
-    report["step"] = max(r.get("steps_done") or 0 for r in tr.runs)
-    report[COMPLETE_KEY] = 1
-    report["sweep/num_seeds"] = len(values)
-    return report
+    return {**report, metric: sum(values) / len(values), COMPLETE_KEY: 1, "sweep/num_seeds": len(values),
+            "step": max(r.get("steps_done") or 0 for r in tr.runs)}
