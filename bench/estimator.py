@@ -172,9 +172,12 @@ def run(quick: bool = False) -> Section:
             log(f"[bench] estimator {m} {shape}")
             r = bench_case(m, ests[m], B, T, V, reps)
             ratio = r["composed"] / r["fused"]
-            sec.rows.append(row(f"estimator {m} {shape}", ratio, target="<= 1.05",
-                                note=f"{r['composed'] * 1e3:.2f} vs {r['fused'] * 1e3:.2f} ms; "
-                                     f"loss-only {r['loss_only'] / r['fused']:.2f}x"))
+            # issue 21's goals: diagnostics add at most 10 %, the loss alone at most 5 %
+            sec.rows.append(row(f"estimator {m} {shape}", ratio, target="<= 1.10",
+                                note=f"{r['composed'] * 1e3:.2f} vs {r['fused'] * 1e3:.2f} ms "
+                                     f"(loss and diagnostics vs hand-fused loss)"))
+            sec.rows.append(row(f"estimator {m} {shape}: loss only", r["loss_only"] / r["fused"],
+                                target="<= 1.05", note=f"{r['loss_only'] * 1e3:.2f} ms"))
             sec.details[f"{m} {shape}"] = {
                 "composed_ms": r["composed"] * 1e3, "loss_only_ms": r["loss_only"] * 1e3,
                 "fused_ms": r["fused"] * 1e3, "ratio": ratio,

@@ -59,7 +59,7 @@ def run(quick: bool = False) -> Section:
         r_floor = med["ablate"] / med["floor"]
         sec.rows.append(row(f"step {label}: ablate / TRL", r_trl, target="<= 0.67",
                             note=f"{med['ablate']:.3f} s vs {med['trl']:.3f} s"))
-        sec.rows.append(row(f"step {label}: ablate / floor", r_floor, target="<= 1.3",
+        sec.rows.append(row(f"step {label}: ablate / floor", r_floor, target="<= 1.1",
                             note=f"{med['ablate']:.3f} s vs {med['floor']:.3f} s"))
         ph = {p: median(v) for p, v in phases.items()}
         parts = ", ".join(f"{p} {ph[p] * 1e3:.0f}" for p in PHASES)

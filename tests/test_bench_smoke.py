@@ -32,7 +32,8 @@ def test_bench_quick_estimator(tmp_path, capsys):
     rows = [r for r in doc["rows"] if r["section"] == "estimator"]
     assert {r["metric"].split()[1] for r in rows} == {"grpo", "dapo", "gspo"}
     for r in rows:
-        assert r["value"] > 0 and r["target"] == "<= 1.05" and isinstance(r["met"], bool)
+        assert r["value"] > 0 and isinstance(r["met"], bool)
+        assert r["target"] == ("<= 1.05" if r["metric"].endswith("loss only") else "<= 1.10")
     det = doc["sections"]["estimator"]["details"]
     # the composed estimator and the hand-fused loss compute the same gradient
     assert all(d["grad_rel_diff"] < 1e-5 for d in det.values())
