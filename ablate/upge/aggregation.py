@@ -90,12 +90,13 @@ class Aggregation(Checked):
         self.scope, self.count_empty_rows = scope, count_empty_rows
 
     def __call__(self, loss_mat: torch.Tensor, mask: torch.Tensor,
-                 norm: Optional[Normalizer] = None) -> torch.Tensor:
+                 norm: Optional[Normalizer] = None, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``lengths``: Σ_t M per row clamped to ≥ 1, when the caller has it (as ``of_rows``)."""
         mask = mask.to(loss_mat.dtype)
         norm = norm or Normalizer.of(mask)
         if self.scope == "microbatch":
-            return self._reduce(loss_mat, mask, norm.local(mask)) / (norm.num_chunks * norm.workers)
-        return self._reduce(loss_mat, mask, norm)
+            return self._reduce(loss_mat, mask, norm.local(mask), lengths) / (norm.num_chunks * norm.workers)
+        return self._reduce(loss_mat, mask, norm, lengths)
 
     def of_rows(self, row_sums: torch.Tensor, mask: torch.Tensor, norm: Optional[Normalizer] = None,
                 lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -109,13 +110,14 @@ class Aggregation(Checked):
             return self._of_rows(row_sums, mask, local, lengths) / (norm.num_chunks * norm.workers)
         return self._of_rows(row_sums, mask, norm, lengths)
 
-    def _reduce(self, loss_mat: torch.Tensor, mask: torch.Tensor, norm: Normalizer) -> torch.Tensor:
+    def _reduce(self, loss_mat: torch.Tensor, mask: torch.Tensor, norm: Normalizer,
+                lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.mode in ("token-mean", "token-sum"):
             # Σ L·M as one dot: no [B, T] product in the forward, one in the backward
             total = torch.dot(loss_mat.reshape(-1), mask.expand_as(loss_mat).reshape(-1))
             return total / norm.num_tokens if self.mode == "token-mean" else total
         # a batched dot (bmm) measured slower on CPU
-        return self._of_rows((loss_mat * mask).sum(-1), mask, norm)
+        return self._of_rows((loss_mat * mask).sum(-1), mask, norm, lengths)
 
     def _of_rows(self, seq_sum: torch.Tensor, mask: torch.Tensor, norm: Normalizer,
                  lengths: Optional[torch.Tensor] = None) -> torch.Tensor:

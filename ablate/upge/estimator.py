@@ -112,6 +112,9 @@ def apply_regularizers(regularizers: Mapping[str, Regularizer], ctx: TokenContex
     return total, diags
 
 
+_CLIP_EVENTS = ("clip_low", "clip_high", "clip_dual")
+
+
 class UPGE(Component):
     """Composes mask, denominator, likelihood, aggregation and regularizers into one loss."""
 
@@ -165,7 +168,7 @@ class UPGE(Component):
         iw = ctx.rows.get("is_weight")  # train–inference correction (rollout.is_correction)
         if iw is not None:
             loss_mat = loss_mat * iw.to(loss_mat.dtype)
-        return self.aggregation(loss_mat, ctx.response_mask, norm), m, weight
+        return self.aggregation(loss_mat, ctx.response_mask, norm, lengths=ctx.lengths), m, weight
 
     def policy_loss(self, ctx: TokenContext, norm: Normalizer) -> tuple[torch.Tensor, dict[str, Diag]]:
         """The aggregated surrogate and its diagnostics (no regularizers)."""
@@ -178,52 +181,67 @@ class UPGE(Component):
 
     def _diagnostics(self, ctx: TokenContext, m: MaskResult, weight: torch.Tensor,
                      norm: Normalizer, pg_loss: Optional[torch.Tensor] = None) -> dict[str, Diag]:
-        """~12 detached values. On CPU the cost is fresh [B, T] buffers and slow kernels (``where``
-        with a tensor operand, bool → float casts, ``expm1``), not the arithmetic (bench/README.md,
-        estimator section), so: each masked mean is one ``dot`` with the flat mask; clip fractions
-        are counts of bool tensors; the masked extremes use ρ > 0: max over valid = max(ρ·m), min
-        over valid = min(ρ/m); the [B, T] temporaries share one scratch buffer. ``pg_loss``: the
+        """~12 detached values. On CPU the cost is fresh [B, T] buffers, slow kernels (``where``
+        with a tensor operand, bool → float casts, ``expm1``) and, at small sizes, one dispatch per
+        0-d op (bench/README.md, estimator section), so: each masked mean is one ``dot`` with the
+        flat mask, and every mean's numerator is divided by the token count in one op; clip
+        fractions are counts of bool tensors (not intersected with the valid mask again where the
+        mask declares ``events_partition``); the masked extremes use ρ > 0: max over valid = max(ρ·m),
+        min over valid = min(ρ/m); the [B, T] temporaries share one scratch buffer. ``pg_loss``: the
         aggregated loss without an IS weight, from which the peer value is one correction away."""
         rm = ctx.response_mask
         flat = rm.reshape(-1)
         count = ctx.num_valid
-        n = count.clamp_min(1.0)
 
-        def mmean(x: torch.Tensor) -> torch.Tensor:  # Σ x·rm / n
-            return torch.dot(x.to(rm.dtype).reshape(-1), flat) / n
+        def dot(x: torch.Tensor) -> torch.Tensor:  # Σ x·rm
+            return torch.dot(x.to(rm.dtype).reshape(-1), flat)
 
-        # Σ event·rm = #(event ∧ valid) (rm ∈ {0, 1}): bool work, no float copy of the event; a
-        # tensor registered under two names (GSPO's seq_clip_* = clip_*) is counted once
-        valid = ctx.valid
-        fracs = {id(t): t for t in m.events.values()}
-        fracs = {k: torch.count_nonzero(t & valid).to(rm.dtype) / n for k, t in fracs.items()}
-        zero = torch.zeros((), dtype=rm.dtype, device=rm.device)
-        d: dict[str, Diag] = {"mask_frac": mean((count - torch.dot(m.keep_as(rm.dtype).reshape(-1), flat)) / n)}
-        for ev in ("clip_low", "clip_high", "clip_dual"):
-            t = m.events.get(ev)
-            d[f"clip_frac_{ev.split('_')[1]}"] = mean(fracs[id(t)] if t is not None else zero)
-        for ev, t in m.events.items():
-            if ev not in ("clip_low", "clip_high", "clip_dual"):
-                d[f"mask/{ev}_frac"] = mean(fracs[id(t)])
         tmp = torch.empty_like(rm)  # one scratch buffer for every [B, T] temporary below
-        d["pg_loss_peer"] = partial(self._peer_loss(ctx, m, weight, norm, tmp, pg_loss))
+        peer = self._peer_loss(ctx, m, weight, norm, tmp, pg_loss)
         ratio = ctx.ratio  # exp of the clamped log-ratio: > 0, so padding (×0, ÷0) never wins
         big = torch.finfo(ratio.dtype).max  # finite even for an empty microbatch
         empty = count <= 0
-        d["ratio_mean"] = mean(mmean(ratio))
-        d["ratio_max"] = maximum(torch.where(empty, -big, torch.mul(ratio, rm, out=tmp).amax()))
-        d["ratio_min"] = minimum(torch.where(empty, big, torch.div(ratio, rm, out=tmp).amin()))
-        # KL(π_old ‖ π_θ) from samples of π_old: k3 with r = π_θ/π_old (ρ − 1 − log ρ ≥ 0)
-        d["kl_old"] = mean(mmean(_k3_of_log_r(ctx.log_ratio, ratio, tmp)))
+        ratio_max = torch.where(empty, -big, torch.mul(ratio, rm, out=tmp).amax())
+        ratio_min = torch.where(empty, big, torch.div(ratio, rm, out=tmp).amin())
+        # numerators of the token means, in logging order, divided by the count in one op below
+        means = {"mask_frac": None if m.events_partition else count - dot(m.keep_as(rm.dtype)),
+                 "ratio_mean": dot(ratio),
+                 # KL(π_old ‖ π_θ) from samples of π_old: k3 with r = π_θ/π_old (ρ − 1 − log ρ ≥ 0)
+                 "kl_old": dot(_k3_of_log_r(ctx.log_ratio, ratio, tmp))}
         if ctx.ref_logp is not None:
             # KL(π_θ ‖ π_ref) from samples of π_θ (on-policy rows): r = π_ref/π_θ
             log_r = (ctx.ref_logp - ctx.logp.detach()).clamp_(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-            d["kl_ref"] = mean(mmean(_k3_of_log_r(log_r, torch.exp(log_r), tmp)))
+            means["kl_ref"] = dot(_k3_of_log_r(log_r, torch.exp(log_r), tmp))
         iw = ctx.rows.get("is_weight")
         if iw is not None:
-            d["is_weight_mean"] = mean(mmean(iw))
-        d["adv_mean"] = mean(mmean(ctx.advantages))
-        d["adv_abs_mean"] = mean(mmean(torch.abs(ctx.advantages, out=tmp)))
+            means["is_weight_mean"] = dot(iw)
+        means["adv_mean"] = dot(ctx.advantages)
+        means["adv_abs_mean"] = dot(torch.abs(ctx.advantages, out=tmp))
+        # Σ event·rm = #(event ∧ valid) (rm ∈ {0, 1}): bool work, no float copy of the event; a
+        # tensor registered under two names (GSPO's seq_clip_* = clip_*) is counted once
+        events = {id(t): t for t in m.events.values()}
+        counts = [torch.count_nonzero(t if m.events_partition else t & ctx.valid) for t in events.values()]
+        if counts:
+            counts = torch.stack(counts).to(rm.dtype)
+            if m.events_partition:  # the dropped valid tokens are exactly the events' disjoint union
+                means["mask_frac"] = counts.sum()
+            counts = [counts]
+        elif m.events_partition:
+            means["mask_frac"] = torch.zeros_like(count)
+        nums = torch.cat([torch.stack(list(means.values())), *counts])
+        value = dict(zip(list(means) + list(events), nums.div_(count.clamp_min(1.0)).unbind()))
+        zero = None if all(m.events.get(ev) is not None for ev in _CLIP_EVENTS) else torch.zeros_like(count)
+        d: dict[str, Diag] = {"mask_frac": mean(value["mask_frac"])}
+        for ev in _CLIP_EVENTS:
+            t = m.events.get(ev)
+            d[f"clip_frac_{ev.split('_')[1]}"] = mean(value[id(t)] if t is not None else zero)
+        for ev, t in m.events.items():
+            if ev not in _CLIP_EVENTS:
+                d[f"mask/{ev}_frac"] = mean(value[id(t)])
+        d["pg_loss_peer"] = partial(peer)
+        d["ratio_mean"] = mean(value["ratio_mean"])
+        d["ratio_max"], d["ratio_min"] = maximum(ratio_max), minimum(ratio_min)
+        d.update((k, mean(value[k])) for k in list(means)[2:])
         return d
 
     def _peer_loss(self, ctx: TokenContext, m: MaskResult, weight: torch.Tensor, norm: Normalizer,
@@ -233,7 +251,8 @@ class UPGE(Component):
 
         The aggregation is linear and the kept tokens' part, −Â·w·keep, is the loss itself, so given
         ``pg_loss`` the value is pg_loss − agg(Â·Σ c·event): a few passes over the sparse events
-        instead of rebuilding the whole peer weight."""
+        instead of rebuilding the whole peer weight; with ``events_partition`` that matrix is already
+        zero on padding, so it is aggregated from its row sums (no product with the mask)."""
         shortcut = (pg_loss is not None and m.clipped_weight is None
                     and not self.denominator.PEER_LOGP_VALUE)
         if not shortcut:
@@ -245,9 +264,14 @@ class UPGE(Component):
             return pg_loss
         else:
             peer_mat = m.bounds_weight(out).mul_(ctx.advantages)
+            if m.events_partition:
+                rows = peer_mat.sum(-1)
+                if ctx.loss_weights is not None:
+                    rows.mul_(ctx.loss_weights.to(rows.dtype))
+                return pg_loss - self.aggregation.of_rows(rows, ctx.response_mask, norm, lengths=ctx.lengths)
         if ctx.loss_weights is not None:
             peer_mat.mul_(ctx.loss_weights.to(peer_mat.dtype)[:, None])
-        value = self.aggregation(peer_mat, ctx.response_mask, norm)
+        value = self.aggregation(peer_mat, ctx.response_mask, norm, lengths=ctx.lengths)
         return value if not shortcut else pg_loss - value
 
     def __call__(self, batch: RolloutBatch, logp: torch.Tensor, entropy: Optional[torch.Tensor] = None,

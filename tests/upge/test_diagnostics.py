@@ -6,6 +6,8 @@ indexing, ``where``, float64) from the same mask result, on random batches with 
 fully masked row and an empty microbatch, for masks with and without peer bounds.
 """
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -17,7 +19,7 @@ from ablate.upge.slots.base import LOG_RATIO_CLAMP, TokenContext
 from ablate.upge.slots.denominator import Behaviour, ClippedRatio, GSPOSequence
 from ablate.upge.slots.elastic import ElasticClip
 from ablate.upge.slots.likelihood import Identity, SequenceMean
-from ablate.upge.slots.mask import ClipCov, NoMask, PPOClip, SequenceClip, TopEntropy
+from ablate.upge.slots.mask import AdaptiveClip, ClipCov, NoMask, PPOClip, SequenceClip, TopEntropy
 
 COMBOS = {
     "ppo_dual": lambda: UPGE(PPOClip(0.2, 0.28, dual_clip=3.0), Behaviour(), Identity(),
@@ -152,3 +154,54 @@ def test_peer_loss_from_the_aggregated_loss_equals_the_straightforward_formula(n
     assert got == pytest.approx(want, rel=tol, abs=tol)
     if not empty and m.clipped_bounds:  # the correction acts: the peer value is not the loss
         assert got != pytest.approx(float(pg_loss), rel=1e-3, abs=1e-6)
+
+
+PARTITION_MASKS = {
+    "ppo": lambda: PPOClip(0.2),
+    "ppo_zero_eps_dual": lambda: PPOClip(0.0, 0.0, dual_clip=1.5),
+    "clip_higher": lambda: registry.build("mask", "clip_higher"),
+    "seq_clip": lambda: SequenceClip(),
+    "seq_clip_cap": lambda: SequenceClip(max_log_ratio=0.1),
+    "adaptive": lambda: AdaptiveClip(dual_clip=1.2),
+}
+
+
+@pytest.mark.parametrize("empty", [False, True])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("name", list(PARTITION_MASKS))
+def test_masks_declaring_events_partition_keep_it(name, seed, empty):
+    """``events_partition`` lets the diagnostics skip the valid mask and read ``mask_frac`` off the
+    event counts: each declaring mask's events are disjoint valid tokens whose union is ~keep."""
+    batch, logp, ent = case(torch.float32, seed=seed, empty=empty, with_extras=False)
+    ctx = TokenContext.from_batch(batch, logp, entropy=ent)
+    m = PARTITION_MASKS[name]()(ctx)
+    assert m.events_partition
+    valid = batch.response_mask > 0
+    union = torch.zeros_like(valid)
+    for t in {id(t): t for t in m.events.values()}.values():
+        assert not (t & ~valid).any()
+        assert not (t & union).any()
+        union |= t
+    assert torch.equal(~m.keep & valid, union)
+    assert torch.equal(m.keep | valid, torch.ones_like(valid))  # padding is kept
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("with_extras", [False, True])
+@pytest.mark.parametrize("name", ["ppo_dual", "clip_higher", "gspo"])
+def test_events_partition_path_equals_the_general_one(name, dtype, with_extras):
+    """The same diagnostics with the declared partition used and with it ignored."""
+    est = COMBOS[name]()
+    batch, logp, ent = case(dtype, seed=3, empty=False, with_extras=with_extras)
+    ctx = TokenContext.from_batch(batch, logp, entropy=ent)
+    norm = Normalizer.of(batch.response_mask)
+    pg_loss, m, weight = est.surrogate_loss(ctx, norm)
+    assert m.events_partition
+    general = dataclasses.replace(m, events_partition=False)
+    with torch.no_grad():
+        got = {k: float(d.value) for k, d in est._diagnostics(ctx, m, weight, norm, pg_loss).items()}
+        want = {k: float(d.value) for k, d in est._diagnostics(ctx, general, weight, norm, pg_loss).items()}
+    assert list(got) == list(want)
+    tol = 1e-12 if dtype == torch.float64 else 2e-6
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v, rel=tol, abs=tol), k

@@ -143,6 +143,10 @@ class MaskResult:
     clipped_weight: Optional[torch.Tensor] = None
     # the same as (event, constant) pairs, built into a tensor only when read (``peer_weight``)
     clipped_bounds: Optional[list] = None
+    # the mask guarantees that its events (each tensor once) are disjoint subsets of the valid
+    # tokens (``response_mask > 0``) and that ``keep`` drops exactly their union: the diagnostics
+    # then count and aggregate events without the valid mask, and ``mask_frac`` is their count
+    events_partition: bool = False
     _keep_as: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def keep_as(self, dtype: torch.dtype) -> torch.Tensor:

@@ -143,7 +143,7 @@ class PPOClip(Mask):
         bounds = [(events["clip_high"], 1.0 + self.eps_high), (events["clip_low"], 1.0 - self.eps_low)]
         if "clip_dual" in events:
             bounds.append((events["clip_dual"], float(self.dual_clip)))
-        out.clipped_bounds = bounds
+        out.clipped_bounds, out.events_partition = bounds, True  # ρ = 1 on padding: see _ppo_events
         return out
 
 
@@ -180,6 +180,7 @@ class SequenceClip(Mask):
         out = _result(events, ctx.response_mask)
         # the peer's min/clip value on a clipped row: clip(s)·Â with s at its bound (pg_loss_peer)
         out.clipped_bounds = [(high, 1.0 + self.eps_high), (low, 1.0 - self.eps_low)]
+        out.events_partition = True  # events are valid-flag products; A's sign and ~low, ~high split them
         return out
 
 
@@ -361,7 +362,7 @@ class AdaptiveClip(Mask):
         bounds = [(events["clip_high"], high), (events["clip_low"], low)]
         if "clip_dual" in events:
             bounds.append((events["clip_dual"], float(self.dual_clip)))
-        out.clipped_bounds = bounds
+        out.clipped_bounds, out.events_partition = bounds, True  # low ≤ 1 < dual_clip
         return out
 
 
