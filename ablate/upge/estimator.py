@@ -217,12 +217,16 @@ class UPGE(Component):
             means["is_weight_mean"] = dot(iw)
         means["adv_mean"] = dot(ctx.advantages)
         means["adv_abs_mean"] = dot(torch.abs(ctx.advantages, out=tmp))
-        # Σ event·rm = #(event ∧ valid) (rm ∈ {0, 1}): bool work, no float copy of the event; a
-        # tensor registered under two names (GSPO's seq_clip_* = clip_*) is counted once
+        # Σ event·rm = #(event ∧ valid) (rm ∈ {0, 1}): a sum of the mask's float flags where its
+        # events lie in the valid tokens, else a count of bools; a tensor registered under two
+        # names (GSPO's seq_clip_* = clip_*) is counted once
         events = {id(t): t for t in m.events.values()}
-        counts = [torch.count_nonzero(t if m.events_partition else t & ctx.valid) for t in events.values()]
+        if m.events_partition:
+            counts = [m.flags_of(t, rm.dtype).sum() for t in events.values()]
+        else:
+            counts = [torch.count_nonzero(t & ctx.valid).to(rm.dtype) for t in events.values()]
         if counts:
-            counts = torch.stack(counts).to(rm.dtype)
+            counts = torch.stack(counts)
             if m.events_partition:  # the dropped valid tokens are exactly the events' disjoint union
                 means["mask_frac"] = counts.sum()
             counts = [counts]

@@ -33,11 +33,6 @@ def flags(compare: Callable[..., torch.Tensor], x: torch.Tensor, other: Any) -> 
     return compare(x, other, out=torch.empty_like(x))
 
 
-def _as_number(t: torch.Tensor) -> torch.Tensor:
-    """A bool tensor as its uint8 view (arithmetic with floats is several times faster on CPU)."""
-    return t.view(torch.uint8) if t.dtype == torch.bool else t
-
-
 @dataclass
 class TokenContext:
     """Everything a mask, denominator or likelihood slot may read, for one microbatch.
@@ -148,12 +143,28 @@ class MaskResult:
     # then count and aggregate events without the valid mask, and ``mask_frac`` is their count
     events_partition: bool = False
     _keep_as: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _flags: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def keep_as(self, dtype: torch.dtype) -> torch.Tensor:
         """``keep`` as 0./1. of ``dtype``, converted once: the loss and the diagnostics share it."""
         if dtype not in self._keep_as:
             self._keep_as[dtype] = bool_as(self.keep, dtype)
         return self._keep_as[dtype]
+
+    def flags_of(self, event: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """``event`` (a tensor of ``events``) as 0./1. of ``dtype``, converted once, or the float
+        flags the mask built it from (``with_flags``): summing and adding floats is several times
+        faster on CPU than counting or adding bools (bench/README.md, estimator section)."""
+        held = self._flags.get((id(event), dtype))
+        if held is None or held[0] is not event:
+            held = self._flags[(id(event), dtype)] = (event, bool_as(event, dtype))
+        return held[1]
+
+    def with_flags(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> "MaskResult":
+        """Register (bool event, the same as 0./1. floats) pairs the mask already has (``flags_of``)."""
+        for event, values in pairs:
+            self._flags[(id(event), values.dtype)] = (event, values)
+        return self
 
     def peer_weight(self, weight: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The weight a peer's min/clip objective gives each token: ``weight`` where kept, the
@@ -165,15 +176,15 @@ class MaskResult:
             return torch.where(self.keep, weight, self.clipped_weight.to(weight.dtype), out=out)
         out = torch.mul(weight, self.keep_as(weight.dtype), out=out)
         for event, value in self.clipped_bounds or ():
-            out.add_(_as_number(event), alpha=value)
+            out.add_(self.flags_of(event, out.dtype), alpha=value)
         return out
 
     def bounds_weight(self, out: torch.Tensor) -> torch.Tensor:
         """Σ c·event over ``clipped_bounds`` (the clipped tokens' part of ``peer_weight``), in ``out``."""
         (first, c), *rest = self.clipped_bounds
-        out = out.copy_(_as_number(first)).mul_(c)  # (torch.mul(uint8, c) would round c to float32)
+        out = torch.mul(self.flags_of(first, out.dtype), c, out=out)
         for event, value in rest:
-            out.add_(_as_number(event), alpha=value)
+            out.add_(self.flags_of(event, out.dtype), alpha=value)
         return out
 
 

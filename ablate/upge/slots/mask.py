@@ -107,18 +107,18 @@ class NoMask(Mask):
 
 
 def _ppo_events(ctx: TokenContext, eps_low: float, eps_high: float,
-                dual_clip: Optional[float]) -> dict[str, torch.Tensor]:
+                dual_clip: Optional[float]) -> tuple[dict[str, torch.Tensor], list]:
+    """The events and (event, float flags) pairs for ``MaskResult.with_flags``."""
     # ρ is exactly 1 on padding (log ρ is zeroed there) and every bound excludes 1, so no event
     # needs the valid mask; conjunctions are products of float flags (see ``flags``)
     ratio, adv = ctx.ratio, ctx.advantages
     neg = flags(torch.lt, adv, 0)
-    events = {
-        "clip_low": flags(torch.lt, ratio, 1.0 - eps_low).mul_(neg).bool(),
-        "clip_high": flags(torch.gt, ratio, 1.0 + eps_high).mul_(flags(torch.gt, adv, 0)).bool(),
-    }
+    fl = {"clip_low": flags(torch.lt, ratio, 1.0 - eps_low).mul_(neg),
+          "clip_high": flags(torch.gt, ratio, 1.0 + eps_high).mul_(flags(torch.gt, adv, 0))}
     if dual_clip is not None:
-        events["clip_dual"] = flags(torch.gt, ratio, dual_clip).mul_(neg).bool()
-    return events
+        fl["clip_dual"] = flags(torch.gt, ratio, dual_clip).mul_(neg)
+    events = {k: f.bool() for k, f in fl.items()}
+    return events, [(events[k], f) for k, f in fl.items()]
 
 
 class PPOClip(Mask):
@@ -138,8 +138,8 @@ class PPOClip(Mask):
         self.dual_clip = dual_clip
 
     def __call__(self, ctx: TokenContext) -> MaskResult:
-        events = _ppo_events(ctx, self.eps_low, self.eps_high, self.dual_clip)
-        out = _result(events, ctx.response_mask)
+        events, pairs = _ppo_events(ctx, self.eps_low, self.eps_high, self.dual_clip)
+        out = _result(events, ctx.response_mask).with_flags(pairs)
         bounds = [(events["clip_high"], 1.0 + self.eps_high), (events["clip_low"], 1.0 - self.eps_low)]
         if "clip_dual" in events:
             bounds.append((events["clip_dual"], float(self.dual_clip)))
@@ -172,12 +172,13 @@ class SequenceClip(Mask):
         log_s = ctx.seq_log_ratio[:, None]
         s = torch.exp(log_s)
         adv, valid = ctx.advantages, ctx.valid_flags
-        low = flags(torch.lt, adv, 0).mul_(valid).mul_((s < 1.0 - self.eps_low).to(valid.dtype)).bool()
-        high = flags(torch.gt, adv, 0).mul_(valid).mul_((s > 1.0 + self.eps_high).to(valid.dtype)).bool()
+        low_f = flags(torch.lt, adv, 0).mul_(valid).mul_((s < 1.0 - self.eps_low).to(valid.dtype))
+        high_f = flags(torch.gt, adv, 0).mul_(valid).mul_((s > 1.0 + self.eps_high).to(valid.dtype))
+        low, high = low_f.bool(), high_f.bool()
         events = {"seq_clip_low": low, "seq_clip_high": high, "clip_low": low, "clip_high": high}
         if self.max_log_ratio is not None:
             events["seq_ratio_cap"] = valid_tokens(ctx) & (log_s > self.max_log_ratio) & ~low & ~high
-        out = _result(events, ctx.response_mask)
+        out = _result(events, ctx.response_mask).with_flags([(low, low_f), (high, high_f)])
         # the peer's min/clip value on a clipped row: clip(s)·Â with s at its bound (pg_loss_peer)
         out.clipped_bounds = [(high, 1.0 + self.eps_high), (low, 1.0 - self.eps_low)]
         out.events_partition = True  # events are valid-flag products; A's sign and ~low, ~high split them
@@ -202,7 +203,7 @@ class ClipCov(Mask):
         self._gen = torch.Generator().manual_seed(seed)
 
     def __call__(self, ctx: TokenContext) -> MaskResult:
-        events = _ppo_events(ctx, self.eps_low, self.eps_high, None)
+        events, _ = _ppo_events(ctx, self.eps_low, self.eps_high, None)
         valid = valid_tokens(ctx)
         cov_ev = torch.zeros_like(valid)
         n_valid = int(valid.sum())
