@@ -181,60 +181,27 @@ class UPGE(Component):
 
     def _diagnostics(self, ctx: TokenContext, m: MaskResult, weight: torch.Tensor,
                      norm: Normalizer, pg_loss: Optional[torch.Tensor] = None) -> dict[str, Diag]:
-        """~12 detached values. On CPU the cost is fresh [B, T] buffers, slow kernels (``where``
-        with a tensor operand, bool → float casts, ``expm1``) and, at small sizes, one dispatch per
-        0-d op (bench/README.md, estimator section), so: each masked mean is one ``dot`` with the
-        flat mask, and every mean's numerator is divided by the token count in one op; clip
-        fractions are counts of bool tensors (not intersected with the valid mask again where the
-        mask declares ``events_partition``); the masked extremes use ρ > 0: max over valid = max(ρ·m),
-        min over valid = min(ρ/m); the [B, T] temporaries share one scratch buffer. ``pg_loss``: the
+        """~12 detached values. On CPU the cost is memory passes over [B, T] tensors, slow kernels
+        (``where`` with a tensor operand, bool → float casts, ``expm1``, bool counts) and one
+        dispatch per 0-d op (bench/README.md, estimator section), so: each masked mean is one
+        ``dot`` with the flat mask, and all their numerators are divided by the token count in one
+        op; clip fractions are sums of the mask's float flags where it declares
+        ``events_partition`` (else counts of bools ∧ valid); the masked extremes use ρ > 0: max over
+        valid = max(ρ·m), min over valid = min(ρ/m); the [B, T] temporaries share one scratch
+        buffer, and passes that read the same tensors run back to back (cache). ``pg_loss``: the
         aggregated loss without an IS weight, from which the peer value is one correction away."""
         rm = ctx.response_mask
-        flat = rm.reshape(-1)
         count = ctx.num_valid
-
-        def dot(x: torch.Tensor) -> torch.Tensor:  # Σ x·rm
-            return torch.dot(x.to(rm.dtype).reshape(-1), flat)
-
         tmp = torch.empty_like(rm)  # one scratch buffer for every [B, T] temporary below
-        peer = self._peer_loss(ctx, m, weight, norm, tmp, pg_loss)
+        peer = self._peer_loss(ctx, m, weight, norm, tmp, pg_loss)  # reads the events' flags and Â
+        nums = self._token_sums(ctx, m, tmp)
         ratio = ctx.ratio  # exp of the clamped log-ratio: > 0, so padding (×0, ÷0) never wins
         big = torch.finfo(ratio.dtype).max  # finite even for an empty microbatch
         empty = count <= 0
         ratio_max = torch.where(empty, -big, torch.mul(ratio, rm, out=tmp).amax())
         ratio_min = torch.where(empty, big, torch.div(ratio, rm, out=tmp).amin())
-        # numerators of the token means, in logging order, divided by the count in one op below
-        means = {"mask_frac": None if m.events_partition else count - dot(m.keep_as(rm.dtype)),
-                 "ratio_mean": dot(ratio),
-                 # KL(π_old ‖ π_θ) from samples of π_old: k3 with r = π_θ/π_old (ρ − 1 − log ρ ≥ 0)
-                 "kl_old": dot(_k3_of_log_r(ctx.log_ratio, ratio, tmp))}
-        if ctx.ref_logp is not None:
-            # KL(π_θ ‖ π_ref) from samples of π_θ (on-policy rows): r = π_ref/π_θ
-            log_r = (ctx.ref_logp - ctx.logp.detach()).clamp_(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
-            means["kl_ref"] = dot(_k3_of_log_r(log_r, torch.exp(log_r), tmp))
-        iw = ctx.rows.get("is_weight")
-        if iw is not None:
-            means["is_weight_mean"] = dot(iw)
-        means["adv_mean"] = dot(ctx.advantages)
-        means["adv_abs_mean"] = dot(torch.abs(ctx.advantages, out=tmp))
-        # Σ event·rm = #(event ∧ valid) (rm ∈ {0, 1}): a sum of the mask's float flags where its
-        # events lie in the valid tokens, else a count of bools; a tensor registered under two
-        # names (GSPO's seq_clip_* = clip_*) is counted once
-        events = {id(t): t for t in m.events.values()}
-        if m.events_partition:
-            counts = [m.flags_of(t, rm.dtype).sum() for t in events.values()]
-        else:
-            counts = [torch.count_nonzero(t & ctx.valid).to(rm.dtype) for t in events.values()]
-        if counts:
-            counts = torch.stack(counts)
-            if m.events_partition:  # the dropped valid tokens are exactly the events' disjoint union
-                means["mask_frac"] = counts.sum()
-            counts = [counts]
-        elif m.events_partition:
-            means["mask_frac"] = torch.zeros_like(count)
-        nums = torch.cat([torch.stack(list(means.values())), *counts])
-        value = dict(zip(list(means) + list(events), nums.div_(count.clamp_min(1.0)).unbind()))
-        zero = None if all(m.events.get(ev) is not None for ev in _CLIP_EVENTS) else torch.zeros_like(count)
+        value = dict(zip(nums, torch.stack(list(nums.values())).div_(count.clamp_min(1.0)).unbind()))
+        zero = torch.zeros_like(count) if any(ev not in m.events for ev in _CLIP_EVENTS) else None
         d: dict[str, Diag] = {"mask_frac": mean(value["mask_frac"])}
         for ev in _CLIP_EVENTS:
             t = m.events.get(ev)
@@ -245,8 +212,42 @@ class UPGE(Component):
         d["pg_loss_peer"] = partial(peer)
         d["ratio_mean"] = mean(value["ratio_mean"])
         d["ratio_max"], d["ratio_min"] = maximum(ratio_max), minimum(ratio_min)
-        d.update((k, mean(value[k])) for k in list(means)[2:])
+        for k in ("kl_old", "kl_ref", "is_weight_mean", "adv_mean", "adv_abs_mean"):
+            if k in value:
+                d[k] = mean(value[k])
         return d
+
+    @staticmethod
+    def _token_sums(ctx: TokenContext, m: MaskResult, tmp: torch.Tensor) -> dict:
+        """Σ x·rm of every token mean, keyed by name, and each event's valid count, keyed by the
+        event tensor's id (a tensor registered under two names, GSPO's seq_clip_* = clip_*, is
+        counted once). ``tmp``: a [B, T] scratch buffer."""
+        rm = ctx.response_mask
+        flat = rm.reshape(-1)
+
+        def dot(x: torch.Tensor) -> torch.Tensor:
+            return torch.dot(x.to(rm.dtype).reshape(-1), flat)
+
+        events = {id(t): t for t in m.events.values()}
+        if m.events_partition:  # Σ event·rm = Σ event, and the dropped valid tokens are their union
+            sums: dict = {k: m.flags_of(t, rm.dtype).sum() for k, t in events.items()}
+            sums["mask_frac"] = sum(sums.values()) if sums else torch.zeros_like(ctx.num_valid)
+        else:  # #(event ∧ valid) = Σ event·rm (rm ∈ {0, 1}): bool work
+            sums = {k: torch.count_nonzero(t & ctx.valid).to(rm.dtype) for k, t in events.items()}
+            sums["mask_frac"] = ctx.num_valid - dot(m.keep_as(rm.dtype))
+        sums["adv_mean"] = dot(ctx.advantages)
+        sums["adv_abs_mean"] = dot(torch.abs(ctx.advantages, out=tmp))
+        iw = ctx.rows.get("is_weight")
+        if iw is not None:
+            sums["is_weight_mean"] = dot(iw)
+        sums["ratio_mean"] = dot(ctx.ratio)
+        # KL(π_old ‖ π_θ) from samples of π_old: k3 with r = π_θ/π_old (ρ − 1 − log ρ ≥ 0)
+        sums["kl_old"] = dot(_k3_of_log_r(ctx.log_ratio, ctx.ratio, tmp))
+        if ctx.ref_logp is not None:
+            # KL(π_θ ‖ π_ref) from samples of π_θ (on-policy rows): r = π_ref/π_θ
+            log_r = (ctx.ref_logp - ctx.logp.detach()).clamp_(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+            sums["kl_ref"] = dot(_k3_of_log_r(log_r, torch.exp(log_r), tmp))
+        return sums
 
     def _peer_loss(self, ctx: TokenContext, m: MaskResult, weight: torch.Tensor, norm: Normalizer,
                    out: torch.Tensor, pg_loss: Optional[torch.Tensor] = None) -> torch.Tensor:
