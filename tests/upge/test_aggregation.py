@@ -5,7 +5,7 @@ import torch
 
 from ablate import registry
 from ablate.errors import ConfigError
-from ablate.upge.aggregation import Normalizer
+from ablate.upge.aggregation import Aggregation, Normalizer
 
 D = torch.float64
 LOSS = torch.tensor([[1.0, 2.0, 7.0, 7.0], [3.0, 4.0, 5.0, 6.0]], dtype=D)  # 7s are padding
@@ -73,3 +73,16 @@ def test_unknown_aggregation_parameter_and_mode_are_one_line_config_errors():
     with pytest.raises(ConfigError, match="seq-mean-token-mean") as e2:
         agg("token_mean", mode="mean")
     assert "\n" not in str(e2.value)
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "token-sum", "seq-mean-token-mean", "seq-mean-token-sum",
+                                  "seq-mean-token-sum-norm"])
+@pytest.mark.parametrize("scope", ["minibatch", "microbatch"])
+def test_given_row_lengths_change_nothing(mode, scope):
+    g = torch.Generator().manual_seed(5)
+    mask = (torch.rand(5, 7, generator=g) < 0.6).double()
+    mask[2] = 0.0
+    loss = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    agg, norm = Aggregation(mode, scope=scope), Normalizer.of(mask, num_chunks=2)
+    lengths = mask.sum(-1).clamp_min(1.0)
+    assert float(agg(loss, mask, norm, lengths=lengths)) == pytest.approx(float(agg(loss, mask, norm)), rel=1e-14)

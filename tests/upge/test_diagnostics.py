@@ -205,3 +205,18 @@ def test_events_partition_path_equals_the_general_one(name, dtype, with_extras):
     tol = 1e-12 if dtype == torch.float64 else 2e-6
     for k, v in want.items():
         assert got[k] == pytest.approx(v, rel=tol, abs=tol), k
+
+
+def test_flags_of_returns_the_registered_flags_or_a_conversion():
+    from ablate.upge.slots.base import MaskResult
+    ev = torch.tensor([[True, False, True]])
+    other = torch.tensor([[False, True, False]])
+    fl = torch.tensor([[1.0, 0.0, 1.0]])
+    m = MaskResult(keep=~(ev | other), events={"a": ev, "b": other}).with_flags([(ev, fl)])
+    assert m.flags_of(ev, torch.float32) is fl  # the mask's own flags, no conversion
+    got = m.flags_of(other, torch.float64)
+    assert got.dtype == torch.float64 and torch.equal(got, other.to(torch.float64))
+    assert m.flags_of(other, torch.float64) is got  # converted once
+    stale = MaskResult(keep=~ev, events={"a": ev})
+    stale._flags[(id(other), torch.float32)] = (ev, fl)  # an id reused by another tensor
+    assert torch.equal(stale.flags_of(other, torch.float32), other.float())
