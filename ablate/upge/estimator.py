@@ -128,15 +128,31 @@ class UPGE(Component):
         self.aggregation = aggregation
         self.regularizers = dict(regularizers or {})
 
+    def _surrogate(self, ctx: TokenContext) -> torch.Tensor:
+        """g/π_ref per token, carrying the gradient (after the mask: slots are called in slot order)."""
+        log_ref = self.denominator(ctx).detach()
+        return clamped_exp(self.likelihood(ctx) - log_ref)
+
     def per_token(self, ctx: TokenContext) -> tuple[torch.Tensor, MaskResult, torch.Tensor]:
         """The unaggregated loss matrix −M·Â·g/π_ref, the mask result and the detached weight g/π_ref."""
         m = self.mask(ctx)
-        log_ref = self.denominator(ctx).detach()
-        log_g = self.likelihood(ctx)
-        surrogate = clamped_exp(log_g - log_ref)
+        surrogate = self._surrogate(ctx)
         # −M·Â is detached: negate it in place, so autograd sees one product
         loss_mat = torch.mul(m.keep_as(surrogate.dtype), ctx.advantages).neg_() * surrogate
         return loss_mat, m, surrogate.detach()
+
+    @staticmethod
+    def _coef(ctx: TokenContext, m: MaskResult, dtype: torch.dtype) -> torch.Tensor:
+        """−M·Â·m with the row and IS weights: the detached factor of the loss, zero on padding,
+        built in place (one fresh buffer), so the loss needs one product with the surrogate and
+        aggregates from its row sums (no product with the mask, forward or backward)."""
+        coef = torch.mul(m.keep_as(dtype), ctx.advantages)
+        if ctx.loss_weights is not None:
+            coef.mul_(ctx.loss_weights.to(dtype)[:, None])
+        iw = ctx.rows.get("is_weight")  # train–inference correction (rollout.is_correction)
+        if iw is not None:
+            coef.mul_(iw.to(dtype))
+        return coef.mul_(ctx.response_mask).neg_()
 
     def row_loss(self, ctx: TokenContext, norm: Normalizer) -> tuple[torch.Tensor, MaskResult, torch.Tensor]:
         """The aggregated loss of ``per_token`` (with the row and IS weights) when the likelihood and
@@ -147,28 +163,20 @@ class UPGE(Component):
         m = self.mask(ctx)
         rm = ctx.response_mask
         s = clamped_exp(self.likelihood.row_term(ctx) + self.denominator.row_log_weight(ctx).detach())
-        coef = torch.mul(m.keep_as(s.dtype), ctx.advantages)  # detached: M·Â, scaled in place
-        if ctx.loss_weights is not None:
-            coef.mul_(ctx.loss_weights.to(s.dtype)[:, None])
-        iw = ctx.rows.get("is_weight")
-        if iw is not None:
-            coef.mul_(iw.to(s.dtype))
-        row_coef = coef.mul_(rm).sum(-1).neg_()
+        row_coef = self._coef(ctx, m, s.dtype).sum(-1)
         loss = self.aggregation.of_rows(row_coef * s, rm, norm, lengths=ctx.lengths)
         return loss, m, s.detach()[:, None].expand_as(rm)
 
     def surrogate_loss(self, ctx: TokenContext, norm: Normalizer) -> tuple[torch.Tensor, MaskResult, torch.Tensor]:
         """The aggregated surrogate with the row and IS weights, the mask result and the detached
-        weight: on rows where both slots allow it (``row_loss``), else from ``per_token``."""
+        weight: on rows where both slots allow it (``row_loss``), else the loss of ``per_token``
+        from the row sums of (−M·Â·m·weights)·g/π_ref (``_coef``)."""
         if self.likelihood.ROW_FORM and self.denominator.ROW_FORM:
             return self.row_loss(ctx, norm)
-        loss_mat, m, weight = self.per_token(ctx)
-        if ctx.loss_weights is not None:
-            loss_mat = loss_mat * ctx.loss_weights.to(loss_mat.dtype)[:, None]
-        iw = ctx.rows.get("is_weight")  # train–inference correction (rollout.is_correction)
-        if iw is not None:
-            loss_mat = loss_mat * iw.to(loss_mat.dtype)
-        return self.aggregation(loss_mat, ctx.response_mask, norm, lengths=ctx.lengths), m, weight
+        m = self.mask(ctx)
+        surrogate = self._surrogate(ctx)
+        rows = (self._coef(ctx, m, surrogate.dtype) * surrogate).sum(-1)
+        return self.aggregation.of_rows(rows, ctx.response_mask, norm, lengths=ctx.lengths), m, surrogate.detach()
 
     def policy_loss(self, ctx: TokenContext, norm: Normalizer) -> tuple[torch.Tensor, dict[str, Diag]]:
         """The aggregated surrogate and its diagnostics (no regularizers)."""
