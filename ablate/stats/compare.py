@@ -23,7 +23,7 @@ import numpy as np
 from scipy import optimize
 from scipy import stats as st
 
-from .interval import MIN_BOOTSTRAP, NAN, Interval, clean
+from .interval import MIN_BOOTSTRAP, NAN, Interval, clean, t_interval, t_p
 from .power import POWER, mde as _mde
 
 METHODS = ("auto", "t", "bootstrap", "permutation")
@@ -57,13 +57,8 @@ def welch_t(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
 def _finish(est, se, df) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         t = np.where(se > 0, est / se, np.where(est == 0, 0.0, np.sign(est) * np.inf))
-    p = 2 * st.t.sf(np.abs(t), df)
+    p = t_p(t, df)
     return {"estimate": est, "se": se, "df": df, "t": t, "p": p}
-
-
-def t_interval(est, se, df, alpha: float = 0.05):
-    h = st.t.ppf(1 - alpha / 2, df) * se
-    return est - h, est + h
 
 
 def tost_p(est, se, df, margin: float):

@@ -58,12 +58,23 @@ def mean_ci(x, alpha: float = 0.05) -> Interval:
     if a.size < 2:
         return Interval(m, NAN, NAN, 1)
     se = float(a.std(ddof=1) / np.sqrt(a.size))
-    # st.t.ppf / st.t.sf through the special functions they call (stdtrit, stdtr), without the
-    # distribution object's per-call overhead (hundreds of calls per report); p is the one-sample
-    # t test's two-sided p-value (st.ttest_1samp)
-    h = float(special.stdtrit(a.size - 1, 1 - alpha / 2) * se)
-    p = float(2 * special.stdtr(a.size - 1, -abs(m) / se)) if se > 0 else (0.0 if m != 0 else 1.0)
-    return Interval(m, m - h, m + h, int(a.size), p)
+    lo, hi = (float(v) for v in t_interval(m, se, a.size - 1, alpha))
+    # the one-sample t test's two-sided p-value (st.ttest_1samp)
+    p = float(t_p(m / se, a.size - 1)) if se > 0 else (0.0 if m != 0 else 1.0)
+    return Interval(m, lo, hi, int(a.size), p)
+
+
+# st.t.ppf / st.t.sf through the special functions they call (stdtrit, stdtr), without the
+# distribution object's per-call overhead (hundreds of calls per report); both take arrays
+def t_interval(est, se, df, alpha: float = 0.05):
+    """``est ± t_{1−α/2, df}·se``: the Student-t interval every comparison and mean reports."""
+    h = special.stdtrit(df, 1 - alpha / 2) * se
+    return est - h, est + h
+
+
+def t_p(t, df):
+    """Two-sided p-value of a t statistic, ``2·st.t.sf(|t|, df)``."""
+    return 2 * special.stdtr(df, -np.abs(t))
 
 
 def location_ci(x, stat: str = "mean", alpha: float = 0.05, seed: int = 0) -> Interval:
