@@ -19,7 +19,7 @@ import pandas as pd
 
 from ablate.errors import ConfigError
 from ablate.render import value_text
-from ablate.stats import Comparison, Interval, adjust, compare
+from ablate.stats import ALPHA, Comparison, Interval, adjust, compare
 from ablate.tracking.sweep_reader import Sweep
 
 from .spec import Claim, parse_claims, parse_report
@@ -115,7 +115,7 @@ def arm_values(sweep: Sweep, c: Claim, max_seeds: int | None = None):
     return per_seed(fa, vals), per_seed(fbb, vals), len(fa), len(fbb)
 
 
-def evaluate_claim(sweep: Sweep, c: Claim, alpha: float = 0.05) -> ClaimResult:
+def evaluate_claim(sweep: Sweep, c: Claim, alpha: float = ALPHA) -> ClaimResult:
     """One claim, uncorrected (``evaluate_family`` applies Holm over a family)."""
     sa, sb, na, nb = arm_values(sweep, c)
     shared = sorted(set(sa.index) & set(sb.index))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ablate.errors import ConfigError
-from ablate.stats import compare
+from ablate.stats import ALPHA, compare
 
 from .evaluate import ClaimResult
 from .spec import Claim, ProbeFile, is_probe_file, parse_probe_file
@@ -114,7 +114,7 @@ def per_batch(stored: dict, label: str, metric: str) -> list[float]:
     return vals
 
 
-def evaluate_probe_claim(stored: dict, c: Claim, name: str, alpha: float = 0.05) -> ClaimResult:
+def evaluate_probe_claim(stored: dict, c: Claim, name: str, alpha: float = ALPHA) -> ClaimResult:
     """a − b on the claim's metric, paired over the shared batches (uncorrected; Holm is applied
     over the family by ``evaluate_family``)."""
     la, lb = labels(c)

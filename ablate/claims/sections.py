@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ablate.render import Code, Details, Heading, Para, Strong, Table
+from ablate.stats import ALPHA
 
 from .evaluate import ClaimResult, agg_words, arm_text
 
@@ -54,7 +55,7 @@ METHODS_TEXT = (
     "seeds (Welch t when none are shared) with a 95% t interval. p-values are Holm-corrected over "
     "the {n} tested claim(s) of this family (misspecified claims and claims of sequential sweeps "
     "are left out). Verdict: "
-    "reproduced / contradicted when the adjusted p < 0.05 and a − b lies on the expected / other "
+    "reproduced / contradicted when the adjusted p < {alpha:g} and a − b lies on the expected / other "
     "side; equivalent when two one-sided tests (TOST, Holm-corrected) place a − b within the "
     "declared ±margin; underpowered when the minimum detectable effect (MDE: the difference this "
     "design detects with 80% power at this n and variance) exceeds the declared effect of "
@@ -74,7 +75,7 @@ def claim_blocks(results: list[ClaimResult], heading: bool = True, with_sweep: b
     blocks: list = [Heading(2, "Claims", "claims")] if heading else []
     n = sum(1 for r in results if not r.claim.misspecified and not r.looks)
     blocks.append(Para("Published claims re-tested on " + ("these sweeps" if with_sweep else "this sweep")
-                       + ". " + METHODS_TEXT.format(n=n)))
+                       + ". " + METHODS_TEXT.format(n=n, alpha=ALPHA)))
     blocks.append(claims_table(results, with_sweep))
     for r in results:
         c = r.claim

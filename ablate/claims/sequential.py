@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ablate.stats import SequentialPlan
+from ablate.stats import ALPHA, SequentialPlan
 from ablate.stats.sequential import look as look_at
 from ablate.tracking.sweep_reader import Sweep
 
@@ -79,7 +79,7 @@ def evaluate_sequential(sweep: Sweep, claims: list, plan: SequentialPlan) -> lis
             if len(shared) < 2:
                 continue
             looks[c.id] = (c, (sa[shared] - sb[shared]).to_numpy(float))
-        order = sorted(looks, key=lambda i: look_at(looks[i][1], 0.05).p_value)
+        order = sorted(looks, key=lambda i: look_at(looks[i][1], ALPHA).p_value)
         for cid in order:
             c, d = looks[cid]
             level = plan.level(k, plan.alpha / max(m - rejected, 1))
@@ -133,7 +133,7 @@ def all_decided(results: list[ClaimResult], plan: SequentialPlan) -> bool:
     return True
 
 
-def plan_of(space, alpha: float = 0.05) -> SequentialPlan | None:
+def plan_of(space, alpha: float = ALPHA) -> SequentialPlan | None:
     """The sweep's sequential plan at ``alpha`` (its family's share of the run's alpha)."""
     sr = getattr(space, "seed_range", None)
     return SequentialPlan(sr["min"], sr["max"], sr.get("batch", 1), alpha=alpha) if sr else None

@@ -24,12 +24,11 @@ from ablate.claims.sequential import (all_decided, batch_names, evaluate_sequent
                                       plan_of)
 from ablate.errors import ConfigError
 from ablate.render import Bullets, Code, Heading, Para, Table, to_html, to_markdown
-from ablate.stats import VERDICTS
+from ablate.stats import ALPHA, VERDICTS
 from ablate.tracking.provenance import REPO_ROOT
 from ablate.tracking.sweep_reader import SweepFormatError, load_sweep
 
 CLAIMS_DIR = Path("search_spaces") / "claims"
-ALPHA = 0.05  # the family-wise error rate of one `ablate claims` run
 FIXED = "(fixed-n claims)"  # family_shares' key of the probe claims and fixed-seed sweeps
 DEFAULT_OUTPUT_DIR = "runs/claims"  # `ablate claims --output-dir` default: the claim sweeps and probes
 BEGIN = "<!-- claims:begin"
@@ -130,7 +129,7 @@ def family_shares(spaces, probes) -> dict[str, float]:
     return {k: (m / total if total else 1.0) for k, m in sizes.items()}
 
 
-def _run_sequential(p: Path, space, output_dir: Path, num_cpus, log, alpha: float = 0.05) -> int:
+def _run_sequential(p: Path, space, output_dir: Path, num_cpus, log, alpha: float = ALPHA) -> int:
     """Seed batches until every claim is decided (ablate.claims.sequential)."""
     import copy
 
@@ -203,7 +202,7 @@ def write_claims_report(entries, out_dir: Path, probes=()) -> Path:
             "tested claims (Bonferroni across families): "
             + "; ".join(f"{k} {ALPHA * v:.3g}" for k, v in shares.items() if v > 0)
             + ". Within the fixed-n family the p (Holm) column is the Holm-adjusted p divided by the "
-            "family's share (compare it with 0.05); a sequential sweep spends its share with "
+            f"family's share (compare it with {ALPHA:g}); a sequential sweep spends its share with "
             "alpha-spending boundaries and Holm by recycling (its looks' nominal levels include it)."))
     if notes:
         blocks.append(Bullets(notes))

@@ -19,7 +19,7 @@ from ablate.claims.probe import labels, load_probe_file, load_result, per_batch,
 from ablate.claims.sequential import load_batches, merge, plan_of
 from ablate.cli.claims import DEFAULT_OUTPUT_DIR
 from ablate.errors import ConfigError
-from ablate.stats import mde, seeds_needed
+from ablate.stats import ALPHA, mde, seeds_needed
 from ablate.stats.power import design_se
 from ablate.tracking.sweep_reader import SweepFormatError, load_sweep
 
@@ -51,7 +51,7 @@ class PlanRow:
 
 
 def plan_pair(name: str, a: np.ndarray, b: np.ndarray, effect: float | None, source: str,
-              alpha: float = 0.05) -> PlanRow:
+              alpha: float = ALPHA) -> PlanRow:
     """Planning numbers from paired per-seed values ``a``, ``b`` (same order = same seed)."""
     n = int(a.size)
     sd_a, sd_b = float(np.std(a, ddof=1)), float(np.std(b, ddof=1))
@@ -106,7 +106,7 @@ def _probe_rows(target: Path, effect: float | None, alpha: float) -> list[PlanRo
     return rows
 
 
-def plan_rows(target: Path, effect: float | None = None, alpha: float = 0.05) -> list[PlanRow]:
+def plan_rows(target: Path, effect: float | None = None, alpha: float = ALPHA) -> list[PlanRow]:
     probe = _probe_rows(target, effect, alpha)
     if probe is not None:
         return probe

@@ -11,8 +11,8 @@ Public API: ``compare`` → ``Comparison``; ``adjust`` / ``adjust_p`` (Holm, BH)
 from .curves import auc, last_k_mean
 from .compare import METHODS, VERDICTS, Comparison, compare, decide, hedges_g, paired_t, welch_t
 from .interval import MIN_BOOTSTRAP, Interval, iqm, location_ci, mean_ci, probability_of_improvement
-from .multiplicity import ALPHA, adjust, adjust_p, rejects
-from .power import POWER, mde, paired_sd, power, seeds_needed
+from .multiplicity import adjust, adjust_p, rejects
+from .power import ALPHA, POWER, mde, paired_sd, power, seeds_needed
 from .linear import CellModel
 from .sequential import SequentialPlan, boundaries, looks, nominal_levels
 

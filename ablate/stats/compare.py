@@ -24,7 +24,7 @@ from scipy import optimize
 from scipy import stats as st
 
 from .interval import MIN_BOOTSTRAP, NAN, Interval, clean, t_interval, t_p
-from .power import POWER, mde as _mde
+from .power import ALPHA, POWER, mde as _mde
 
 METHODS = ("auto", "t", "bootstrap", "permutation")
 VERDICTS = ("reproduced", "contradicted", "equivalent", "underpowered", "inconclusive", "untestable",
@@ -85,7 +85,7 @@ class Comparison:
     mde: float
     verdict: str
     paired: bool = False
-    alpha: float = 0.05
+    alpha: float = ALPHA
     se: float = NAN
     df: float = NAN
     expect: str | None = None  # "higher" | "lower": turns higher/lower into reproduced/contradicted
@@ -143,7 +143,7 @@ def _pairs(a, b) -> tuple[np.ndarray, np.ndarray]:
     return x[ok], y[ok]
 
 
-def compare(a, b, *, paired: bool = False, alpha: float = 0.05, margin: float | None = None,
+def compare(a, b, *, paired: bool = False, alpha: float = ALPHA, margin: float | None = None,
             effect: float | None = None, method: str = "auto", expect: str | None = None,
             seed: int = 0, detail: bool = True) -> Comparison:
     """Compare two arms' per-seed values (a − b). See the module docstring. ``detail=False`` skips
@@ -212,7 +212,7 @@ def _permutation(x, y, paired: bool, seed: int) -> tuple[float, float]:
     return float(res.pvalue), (min(1.0, 2.0 / total) if exact else NAN)
 
 
-def hedges_g(a, b, *, paired: bool = False, alpha: float = 0.05) -> Interval:
+def hedges_g(a, b, *, paired: bool = False, alpha: float = ALPHA) -> Interval:
     """Standardised difference with the small-sample correction J = 1 − 3/(4·df − 1) and an exact
     interval from inverting the noncentral t. Paired: g_z = mean(d)/sd(d); else the pooled SD."""
     x, y = (_pairs(a, b) if paired else (clean(a), clean(b)))

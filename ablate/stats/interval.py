@@ -10,6 +10,8 @@ import numpy as np
 from scipy import special
 from scipy import stats as st
 
+from .power import ALPHA
+
 MIN_BOOTSTRAP = 20  # below this a percentile/BCa bootstrap under-covers (reference/statistics.md §1)
 NAN = float("nan")
 
@@ -48,7 +50,7 @@ def iqm(x) -> float:
 _POINT = {"mean": np.mean, "median": np.median, "iqm": lambda a: st.trim_mean(a, 0.25)}
 
 
-def mean_ci(x, alpha: float = 0.05) -> Interval:
+def mean_ci(x, alpha: float = ALPHA) -> Interval:
     """Student-t interval of the mean of the finite values of ``x`` (exact for normal data, the
     small-sample default); no interval from fewer than 2 values."""
     a = clean(x)
@@ -66,7 +68,7 @@ def mean_ci(x, alpha: float = 0.05) -> Interval:
 
 # st.t.ppf / st.t.sf through the special functions they call (stdtrit, stdtr), without the
 # distribution object's per-call overhead (hundreds of calls per report); both take arrays
-def t_interval(est, se, df, alpha: float = 0.05):
+def t_interval(est, se, df, alpha: float = ALPHA):
     """``est ± t_{1−α/2, df}·se``: the Student-t interval every comparison and mean reports."""
     h = special.stdtrit(df, 1 - alpha / 2) * se
     return est - h, est + h
@@ -77,7 +79,7 @@ def t_p(t, df):
     return 2 * special.stdtr(df, -np.abs(t))
 
 
-def location_ci(x, stat: str = "mean", alpha: float = 0.05, seed: int = 0) -> Interval:
+def location_ci(x, stat: str = "mean", alpha: float = ALPHA, seed: int = 0) -> Interval:
     """``mean`` gets a t interval; ``median``/``iqm`` get a BCa bootstrap interval
     (scipy.stats.bootstrap) from ``MIN_BOOTSTRAP`` values on, and only a point estimate below."""
     if stat == "mean":

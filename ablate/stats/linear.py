@@ -15,13 +15,14 @@ import numpy as np
 import statsmodels.api as sm
 
 from .interval import NAN, Interval
+from .power import ALPHA
 
 
 class CellModel:
     """OLS of per-run values on cell indicators (+ sum-coded seed blocks when ``blocked``)."""
 
     def __init__(self, y: Sequence[float], cells: Sequence[Hashable], seeds: Sequence | None = None,
-                 *, blocked: bool = True, alpha: float = 0.05):
+                 *, blocked: bool = True, alpha: float = ALPHA):
         y = np.asarray(y, dtype=float)
         ok = np.isfinite(y)
         self.y = y[ok]

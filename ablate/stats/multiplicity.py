@@ -11,9 +11,9 @@ import numpy as np
 from statsmodels.stats.multitest import multipletests
 
 from .compare import Comparison
+from .power import ALPHA
 
 KINDS = {"holm": "holm", "bh": "fdr_bh"}
-ALPHA = 0.05  # the level every report table and finding decides at
 
 
 def rejects(p: float, alpha: float = ALPHA) -> bool:
@@ -21,7 +21,7 @@ def rejects(p: float, alpha: float = ALPHA) -> bool:
     return bool(np.isfinite(p) and p < alpha)
 
 
-def adjust_p(pvalues: Sequence[float], kind: str = "holm", alpha: float = 0.05) -> np.ndarray:
+def adjust_p(pvalues: Sequence[float], kind: str = "holm", alpha: float = ALPHA) -> np.ndarray:
     """Adjusted p-values (``kind``: holm | bh) of the finite entries; NaN elsewhere."""
     if kind not in KINDS:
         raise ValueError(f"adjust_p: kind {kind!r}; allowed: {', '.join(KINDS)}")

@@ -14,11 +14,12 @@ import numpy as np
 from scipy import optimize
 from scipy import stats as st
 
+ALPHA = 0.05  # the level every test, interval, finding and claim decides at unless told otherwise
 POWER = 0.8
 MAX_SEEDS = 10_000
 
 
-def power(delta: float, se: float, df: float, alpha: float = 0.05) -> float:
+def power(delta: float, se: float, df: float, alpha: float = ALPHA) -> float:
     """Two-sided power of a t test against a true difference ``delta``."""
     if not (se > 0 and df > 0):
         return float("nan")
@@ -29,7 +30,7 @@ def power(delta: float, se: float, df: float, alpha: float = 0.05) -> float:
     return upper + (lower if np.isfinite(lower) else 0.0)
 
 
-def mde(se: float, df: float, alpha: float = 0.05, target: float = POWER) -> float:
+def mde(se: float, df: float, alpha: float = ALPHA, target: float = POWER) -> float:
     """Smallest |δ| a two-sided t test with this ``se`` and ``df`` detects with power ``target``."""
     if not (np.isfinite(se) and se > 0 and df > 0):
         return float("nan") if not (np.isfinite(se) and se == 0 and df > 0) else 0.0
@@ -57,7 +58,7 @@ def design_se(sd: float, n: int, paired: bool, sd_b: float | None = None) -> tup
 
 
 def seeds_needed(effect: float, sd: float, *, paired: bool = True, sd_b: float | None = None,
-                 alpha: float = 0.05, target: float = POWER) -> int:
+                 alpha: float = ALPHA, target: float = POWER) -> int:
     """Smallest seeds per arm (≥ 2) whose t test detects ``effect`` with power ``target``."""
     if not (effect and np.isfinite(sd)):
         return -1

@@ -44,6 +44,8 @@ import numpy as np
 from scipy import stats as sps
 from scipy.special import gammaln
 
+from .power import ALPHA
+
 ArmCounts = Mapping[object, Sequence[Mapping]]  # seed -> [{"prompt_id", "n", "c"}, ...] (one eval step)
 PROMPT_MODES = ("fixed", "random")
 
@@ -269,7 +271,7 @@ def variance_decomposition(a: ArmCounts, b: Optional[ArmCounts] = None, *, k: in
                           f"Δpass@{k}", cube.n[0])
 
 
-def compare_prompts(a: ArmCounts, b: ArmCounts, *, k: int = 1, alpha: float = 0.05,
+def compare_prompts(a: ArmCounts, b: ArmCounts, *, k: int = 1, alpha: float = ALPHA,
                     paired: bool = True, prompts: str = "fixed") -> PromptComparison:
     """Mean pass@k of arm ``a`` minus arm ``b`` from per-prompt counts (``{seed: [{"prompt_id",
     "n", "c"}, ...]}`` per arm, one eval step), seeds the replication unit (see the module doc)."""
@@ -366,7 +368,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--b", nargs="+", required=True, help="run directories of arm b")
     ap.add_argument("--k", type=int, default=1)
     ap.add_argument("--step", type=int, default=None)
-    ap.add_argument("--alpha", type=float, default=0.05)
+    ap.add_argument("--alpha", type=float, default=ALPHA)
     ap.add_argument("--prompts", choices=PROMPT_MODES, default="fixed")
     ap.add_argument("--unpaired", action="store_true")
     args = ap.parse_args(argv)

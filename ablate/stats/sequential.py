@@ -26,6 +26,8 @@ import numpy as np
 from scipy import optimize
 from scipy import stats as st
 
+from .power import ALPHA
+
 SPENDING = ("obf", "pocock")
 GRID = 1201  # grid points per look; the boundaries are accurate to ~1e-4
 
@@ -40,7 +42,7 @@ def spent(t: float, alpha: float, kind: str = "obf") -> float:
 
 
 @lru_cache(maxsize=256)
-def boundaries(fracs: tuple[float, ...], alpha: float = 0.05, kind: str = "obf") -> tuple[float, ...]:
+def boundaries(fracs: tuple[float, ...], alpha: float = ALPHA, kind: str = "obf") -> tuple[float, ...]:
     """Two-sided z boundaries c_1..c_K for looks at information fractions ``fracs`` (increasing,
     last = 1)."""
     c: list[float] = []
@@ -96,7 +98,7 @@ def looks(n_min: int, n_max: int, batch: int = 1) -> tuple[int, ...]:
     return tuple(out)
 
 
-def nominal_levels(ns: tuple[int, ...], alpha: float = 0.05, kind: str = "obf") -> tuple[float, ...]:
+def nominal_levels(ns: tuple[int, ...], alpha: float = ALPHA, kind: str = "obf") -> tuple[float, ...]:
     """Per-look two-sided nominal p-value thresholds 2(1 − Φ(c_k))."""
     fr = tuple(n / ns[-1] for n in ns)
     return tuple(float(2 * st.norm.sf(c)) for c in boundaries(fr, alpha, kind))
@@ -106,7 +108,7 @@ CALIBRATION_REPS = 20_000
 
 
 @lru_cache(maxsize=256)
-def t_levels(ns: tuple[int, ...], alpha: float = 0.05, kind: str = "obf") -> tuple[float, ...]:
+def t_levels(ns: tuple[int, ...], alpha: float = ALPHA, kind: str = "obf") -> tuple[float, ...]:
     """Per-look nominal p-value thresholds for paired t tests at ``ns`` seeds: the z-scale levels
     times the common factor (≤ 1) under which simulated null t tests cross with probability α."""
     from .compare import paired_t
@@ -145,7 +147,7 @@ class SequentialPlan:
     n_min: int
     n_max: int
     batch: int = 1
-    alpha: float = 0.05
+    alpha: float = ALPHA
     spending: str = "obf"
     ns: tuple[int, ...] = field(init=False)
 
