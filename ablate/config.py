@@ -49,10 +49,13 @@ def _entries(data: Any, path: str) -> Iterator[tuple[str, str, Any, Any]]:
 
 def check_interpolations(data: Any, field: str) -> None:
     """``check_interpolation`` on every string (keys included) of a parsed YAML document."""
-    for parent, here, k, v in [("", field, None, data), *_entries(data, field)]:
-        for s, where in ((k, parent), (v, here)):
-            if isinstance(s, str):
-                check_interpolation(s, where)
+    if isinstance(data, str):
+        check_interpolation(data, field)
+    for parent, here, k, v in _entries(data, field):
+        if isinstance(k, str):  # a key is named by its parent's path
+            check_interpolation(k, parent)
+        if isinstance(v, str):
+            check_interpolation(v, here)
 
 
 def check_overrides(overrides: Sequence[str]) -> None:
