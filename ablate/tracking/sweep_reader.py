@@ -219,7 +219,8 @@ def _frames(rows: list[dict], logged: list[dict], metric: str) -> tuple[pd.DataF
     metrics = metrics.sort_values(["trial_id", "step"], kind="mergesort").reset_index(drop=True)
     keys = {metric, *(str(c)[6:] for c in trials.columns if str(c).startswith("final.")),
             *(c for c in metrics.columns if PASS_AT_RE.match(str(c)) or c == "eval/mean@8")}
-    last = metrics.groupby("trial_id", sort=True).last() if not metrics.empty else pd.DataFrame()
+    per_trial = metrics.groupby("trial_id", sort=True)  # grouped once: finals and DERIVED
+    last = per_trial.last() if not metrics.empty else pd.DataFrame()
     for k in sorted(keys):
         col = "final." + k
         if col not in trials.columns:
@@ -231,7 +232,7 @@ def _frames(rows: list[dict], logged: list[dict], metric: str) -> tuple[pd.DataF
             trials[col] = trials[col].where(trials[col].notna() | ~can, fill)
         trials[col] = trials[col].astype(float)
     for col, (m, how) in DERIVED.items():  # how: "last" | "mean", a groupby method
-        per_run = getattr(metrics.groupby("trial_id", sort=True)[m], how)() if m in metrics.columns else {}
+        per_run = getattr(per_trial[m], how)() if m in metrics.columns else {}
         trials[col] = trials["trial_id"].map(per_run).astype(float)
     return trials, metrics
 
