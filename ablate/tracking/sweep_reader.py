@@ -22,7 +22,7 @@ import pandas as pd
 from ablate.errors import ConfigError
 from ablate.spec.groups import SLOT_FAMILIES
 from ablate.tracking.run_store import FINAL_STATUSES, INTERRUPTED, read_jsonl
-from ablate.tracking.trials import read_trials
+from ablate.tracking.trials import read_trials, sweep_metric
 
 STATUSES = (*FINAL_STATUSES, "running", INTERRUPTED)  # a row with another status: "other:<it>"
 _ROW_COPIED = ("method", "tune_trial_id", "seed", "wandb_run_id", "wandb_dir", "wandb_mode", "error")
@@ -63,7 +63,7 @@ class Sweep:
 
     @property
     def metric(self) -> str:
-        return str(self.meta.get("metric") or "eval/pass@1")
+        return sweep_metric(self.meta)
 
     @property
     def mode(self) -> str:
@@ -130,7 +130,7 @@ def load_sweep(sweep_dir) -> Sweep:
         warnings.append("search_space.yaml is missing")
     if not (path / "trials").is_dir():
         raise SweepFormatError(f"{path / 'trials'} is missing: not a sweep directory?")
-    metric = str(meta.get("metric") or "eval/pass@1")
+    metric = sweep_metric(meta)
     rows, logged, skipped = [], [], []
     for r in read_trials(path):
         rows.append(_row(r))
