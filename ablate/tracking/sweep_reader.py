@@ -83,11 +83,8 @@ class Sweep:
         row = self.trials.loc[self.trials["trial_id"] == trial_id]
         if row.empty:
             return []
-        return read_jsonl(self._run_dir(row.iloc[0]) / "samples.jsonl")[0]
-
-    def _run_dir(self, row) -> Path:
-        """A trials row's run directory (its ``run_dir``: relative to the sweep dir, or absolute)."""
-        return self.path / row["run_dir"]
+        # run_dir: relative to the sweep dir, or absolute
+        return read_jsonl(self.path / row.iloc[0]["run_dir"] / "samples.jsonl")[0]
 
 
 def _read_meta(path: Path) -> dict:
