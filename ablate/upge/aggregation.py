@@ -92,23 +92,23 @@ class Aggregation(Checked):
     def __call__(self, loss_mat: torch.Tensor, mask: torch.Tensor,
                  norm: Optional[Normalizer] = None, lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``lengths``: Σ_t M per row clamped to ≥ 1, when the caller has it (as ``of_rows``)."""
-        mask = mask.to(loss_mat.dtype)
-        norm = norm or Normalizer.of(mask)
-        if self.scope == "microbatch":
-            return self._reduce(loss_mat, mask, norm.local(mask), lengths) / (norm.num_chunks * norm.workers)
-        return self._reduce(loss_mat, mask, norm, lengths)
+        return self._scoped(self._reduce, loss_mat, mask, norm, lengths)
 
     def of_rows(self, row_sums: torch.Tensor, mask: torch.Tensor, norm: Optional[Normalizer] = None,
                 lengths: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The same scalar from the rows' Σ_t L·M ([B]): every mode is linear in them, so a loss
         that is a per-row value times a detached token matrix never needs its [B, T] form.
         ``lengths``: Σ_t M per row clamped to ≥ 1, when the caller has it."""
-        mask = mask.to(row_sums.dtype)
+        return self._scoped(self._of_rows, row_sums, mask, norm, lengths)
+
+    def _scoped(self, reduce, x: torch.Tensor, mask: torch.Tensor, norm: Optional[Normalizer],
+                lengths: Optional[torch.Tensor]) -> torch.Tensor:
+        """``reduce`` with the counts ``scope`` names (the one home of the scope rule for both entries)."""
+        mask = mask.to(x.dtype)
         norm = norm or Normalizer.of(mask)
         if self.scope == "microbatch":
-            local = norm.local(mask)
-            return self._of_rows(row_sums, mask, local, lengths) / (norm.num_chunks * norm.workers)
-        return self._of_rows(row_sums, mask, norm, lengths)
+            return reduce(x, mask, norm.local(mask), lengths) / (norm.num_chunks * norm.workers)
+        return reduce(x, mask, norm, lengths)
 
     def _reduce(self, loss_mat: torch.Tensor, mask: torch.Tensor, norm: Normalizer,
                 lengths: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -134,7 +134,8 @@ class UPGE(Component):
         return clamped_exp(self.likelihood(ctx) - log_ref)
 
     def per_token(self, ctx: TokenContext) -> tuple[torch.Tensor, MaskResult, torch.Tensor]:
-        """The unaggregated loss matrix −M·Â·g/π_ref, the mask result and the detached weight g/π_ref."""
+        """The definition, unaggregated: the loss matrix −M·Â·g/π_ref, the mask result and the
+        detached weight g/π_ref (tests check ``surrogate_loss`` against it)."""
         m = self.mask(ctx)
         surrogate = self._surrogate(ctx)
         # −M·Â is detached: negate it in place, so autograd sees one product
@@ -154,29 +155,23 @@ class UPGE(Component):
             coef.mul_(iw.to(dtype))
         return coef.mul_(ctx.response_mask).neg_()
 
-    def row_loss(self, ctx: TokenContext, norm: Normalizer) -> tuple[torch.Tensor, MaskResult, torch.Tensor]:
-        """The aggregated loss of ``per_token`` (with the row and IS weights) when the likelihood and
-        the denominator declare a per-row form (``ROW_FORM``): then log g − log π_ref = u_i + log w_i
-        for every token of row i, the surrogate is one value s_i per row, and Σ_t L·M = s_i·Σ_t(−M·Â·M):
-        the gradient flows through [B] values, not a [B, T] matrix. Returns the loss, the mask result
-        and the detached weight as a [B, T] view (for the diagnostics)."""
-        m = self.mask(ctx)
-        rm = ctx.response_mask
-        s = clamped_exp(self.likelihood.row_term(ctx) + self.denominator.row_log_weight(ctx).detach())
-        row_coef = self._coef(ctx, m, s.dtype).sum(-1)
-        loss = self.aggregation.of_rows(row_coef * s, rm, norm, lengths=ctx.lengths)
-        return loss, m, s.detach()[:, None].expand_as(rm)
-
     def surrogate_loss(self, ctx: TokenContext, norm: Normalizer) -> tuple[torch.Tensor, MaskResult, torch.Tensor]:
-        """The aggregated surrogate with the row and IS weights, the mask result and the detached
-        weight: on rows where both slots allow it (``row_loss``), else the loss of ``per_token``
-        from the row sums of (−M·Â·m·weights)·g/π_ref (``_coef``)."""
-        if self.likelihood.ROW_FORM and self.denominator.ROW_FORM:
-            return self.row_loss(ctx, norm)
+        """The aggregated ``per_token`` loss with the row and IS weights, the mask result and the
+        detached weight g/π_ref ([B, T], for the diagnostics), aggregated from the row sums of
+        ``_coef``·g/π_ref. When the likelihood and the denominator declare a per-row form
+        (``ROW_FORM``), log g − log π_ref = u_i + log w_i on every token of row i: the surrogate is
+        one value s_i per row and Σ_t coef·s_i = s_i·Σ_t coef, so the gradient flows through [B]
+        values, not a [B, T] matrix."""
         m = self.mask(ctx)
-        surrogate = self._surrogate(ctx)
-        rows = (self._coef(ctx, m, surrogate.dtype) * surrogate).sum(-1)
-        return self.aggregation.of_rows(rows, ctx.response_mask, norm, lengths=ctx.lengths), m, surrogate.detach()
+        if self.likelihood.ROW_FORM and self.denominator.ROW_FORM:
+            s = clamped_exp(self.likelihood.row_term(ctx) + self.denominator.row_log_weight(ctx).detach())
+            rows = self._coef(ctx, m, s.dtype).sum(-1) * s
+            weight = s.detach()[:, None].expand_as(ctx.response_mask)
+        else:
+            surrogate = self._surrogate(ctx)
+            rows = (self._coef(ctx, m, surrogate.dtype) * surrogate).sum(-1)
+            weight = surrogate.detach()
+        return self.aggregation.of_rows(rows, ctx.response_mask, norm, lengths=ctx.lengths), m, weight
 
     def policy_loss(self, ctx: TokenContext, norm: Normalizer) -> tuple[torch.Tensor, dict[str, Diag]]:
         """The aggregated surrogate and its diagnostics (no regularizers)."""

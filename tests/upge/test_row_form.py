@@ -1,4 +1,4 @@
-"""The per-row path of the estimator (``UPGE.row_loss``) equals the token path (``per_token``).
+"""The per-row branch of ``UPGE.surrogate_loss`` (``ROW_FORM`` slots) equals the token path (``per_token``).
 
 A likelihood and a denominator that declare ``ROW_FORM`` (GSPO's) make log g − log π_ref one
 value per row; the estimator then aggregates per-row sums instead of a [B, T] loss matrix

@@ -211,7 +211,7 @@ class Denominator(Slot):
     family = "denominator"
     PEER_LOGP_VALUE: ClassVar[bool] = False
     # log π_ref = sg(log π_θ) − log w_i with a per-row weight w_i: ``row_log_weight`` gives log w
-    # ([B]), so with a ``ROW_FORM`` likelihood the estimator works on rows (see ``UPGE.row_loss``)
+    # ([B]), so with a ``ROW_FORM`` likelihood the estimator works on rows (see ``UPGE.surrogate_loss``)
     ROW_FORM: ClassVar[bool] = False
 
     def __call__(self, ctx: TokenContext) -> torch.Tensor:

@@ -116,7 +116,8 @@ class CurvatureMask(Mask):
             vu = (v * u).sum(-1)
             u_f_u = (pi * u * u).sum(-1) - (pi * u).sum(-1) ** 2
             lr = float(ctx.lr)
-            d_obj = lr * (g * ge).sum((-1, -2)) + 0.5 * lr ** 2 * a * (vu ** 2 - u_f_u)
+            # ⟨g, ĝ⟩ = Σ_k Â·v_k·(ĝ_k·h) = Â·(v·u): no second [B, T, k, H] product
+            d_obj = lr * a * vu + 0.5 * lr ** 2 * a * (vu ** 2 - u_f_u)
             d_kl = 0.5 * lr ** 2 * vu ** 2
         return d_obj, d_kl, g, ids
 
