@@ -40,19 +40,26 @@ def check_interpolation(value: str, field: str) -> None:
 def _entries(data: Any, path: str) -> Iterator[tuple[str, str, Any, Any]]:
     """(parent path, path, key, value) of every mapping entry and list item under ``data``,
     depth first: ``a.b[0]``."""
-    is_map = isinstance(data, dict)
-    for k, v in data.items() if is_map else enumerate(data) if isinstance(data, (list, tuple)) else ():
-        here = (f"{path}.{k}" if path else str(k)) if is_map else f"{path}[{k}]"
+    if isinstance(data, dict):
+        items = [(k, f"{path}.{k}" if path else str(k), v) for k, v in data.items()]
+    elif isinstance(data, (list, tuple)):
+        items = [(i, f"{path}[{i}]", v) for i, v in enumerate(data)]
+    else:
+        return
+    for k, here, v in items:
         yield path, here, k, v
         yield from _entries(v, here)
 
 
 def check_interpolations(data: Any, field: str) -> None:
     """``check_interpolation`` on every string (keys included) of a parsed YAML document."""
-    for parent, here, k, v in [("", field, None, data), *_entries(data, field)]:
-        for s, where in ((k, parent), (v, here)):
-            if isinstance(s, str):
-                check_interpolation(s, where)
+    if isinstance(data, str):
+        check_interpolation(data, field)
+    for parent, here, k, v in _entries(data, field):
+        if isinstance(k, str):  # a key is named by its parent's path
+            check_interpolation(k, parent)
+        if isinstance(v, str):
+            check_interpolation(v, here)
 
 
 def check_overrides(overrides: Sequence[str]) -> None:

@@ -42,7 +42,7 @@ def merge(sweeps: list[Sweep]) -> Sweep:
     trials, metrics = [], []
     for k, sw in enumerate(sweeps):
         t = sw.trials.copy()
-        t["run_dir"] = [str(sw._run_dir(r)) for _, r in t.iterrows()]
+        t["run_dir"] = [str(sw.path / d) for d in t["run_dir"]]  # relative to its own sweep dir
         pre = f"b{k}:" if k else ""
         t["trial_id"] = pre + t["trial_id"].astype(str)
         m = sw.metrics.copy()

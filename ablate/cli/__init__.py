@@ -135,11 +135,24 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not sweep_dir.is_dir():
         raise ConfigError(f"report: sweep dir {str(sweep_dir)!r} does not exist")
     metrics = [check_metric_name("--metric", m) for m in args.metric or []]
-    presets = json.loads(Path(args.presets).read_text(encoding="utf-8")) if args.presets else None
+    presets = _read_presets(args.presets) if args.presets else None
     out = generate_report(sweep_dir, out_dir=Path(args.output) if args.output else None, presets=presets,
                           log=lambda m: print(f"[ablate] {m}"), metrics=metrics)
     print(f"[ablate] report: {out}")
     return 0
+
+
+def _read_presets(path: str) -> list:
+    """``--presets``: the JSON list ``ablate methods --json`` writes; anything else is one line."""
+    try:
+        presets = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"report: --presets {path!r}: {getattr(e, 'strerror', None) or e}; "
+                          "allowed: the JSON file `ablate methods --json` writes") from None
+    if not isinstance(presets, list):
+        raise ConfigError(f"report: --presets {path!r} holds a {type(presets).__name__}; allowed: "
+                          "the JSON list `ablate methods --json` writes")
+    return presets
 
 
 def _cmd_claims(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ import pandas as pd
 from ablate.errors import ConfigError
 from ablate.spec.groups import SLOT_FAMILIES
 from ablate.tracking.run_store import FINAL_STATUSES, INTERRUPTED, read_jsonl
-from ablate.tracking.trials import read_trials
+from ablate.tracking.trials import read_trials, sweep_metric
 
 STATUSES = (*FINAL_STATUSES, "running", INTERRUPTED)  # a row with another status: "other:<it>"
 _ROW_COPIED = ("method", "tune_trial_id", "seed", "wandb_run_id", "wandb_dir", "wandb_mode", "error")
@@ -63,7 +63,7 @@ class Sweep:
 
     @property
     def metric(self) -> str:
-        return str(self.meta.get("metric") or "eval/pass@1")
+        return sweep_metric(self.meta)
 
     @property
     def mode(self) -> str:
@@ -83,11 +83,8 @@ class Sweep:
         row = self.trials.loc[self.trials["trial_id"] == trial_id]
         if row.empty:
             return []
-        return read_jsonl(self._run_dir(row.iloc[0]) / "samples.jsonl")[0]
-
-    def _run_dir(self, row) -> Path:
-        """A trials row's run directory (its ``run_dir``: relative to the sweep dir, or absolute)."""
-        return self.path / row["run_dir"]
+        # run_dir: relative to the sweep dir, or absolute
+        return read_jsonl(self.path / row.iloc[0]["run_dir"] / "samples.jsonl")[0]
 
 
 def _read_meta(path: Path) -> dict:
@@ -130,7 +127,7 @@ def load_sweep(sweep_dir) -> Sweep:
         warnings.append("search_space.yaml is missing")
     if not (path / "trials").is_dir():
         raise SweepFormatError(f"{path / 'trials'} is missing: not a sweep directory?")
-    metric = str(meta.get("metric") or "eval/pass@1")
+    metric = sweep_metric(meta)
     rows, logged, skipped = [], [], []
     for r in read_trials(path):
         rows.append(_row(r))
@@ -219,7 +216,8 @@ def _frames(rows: list[dict], logged: list[dict], metric: str) -> tuple[pd.DataF
     metrics = metrics.sort_values(["trial_id", "step"], kind="mergesort").reset_index(drop=True)
     keys = {metric, *(str(c)[6:] for c in trials.columns if str(c).startswith("final.")),
             *(c for c in metrics.columns if PASS_AT_RE.match(str(c)) or c == "eval/mean@8")}
-    last = metrics.groupby("trial_id", sort=True).last() if not metrics.empty else pd.DataFrame()
+    per_trial = metrics.groupby("trial_id", sort=True)  # grouped once: finals and DERIVED
+    last = per_trial.last() if not metrics.empty else pd.DataFrame()
     for k in sorted(keys):
         col = "final." + k
         if col not in trials.columns:
@@ -231,7 +229,7 @@ def _frames(rows: list[dict], logged: list[dict], metric: str) -> tuple[pd.DataF
             trials[col] = trials[col].where(trials[col].notna() | ~can, fill)
         trials[col] = trials[col].astype(float)
     for col, (m, how) in DERIVED.items():  # how: "last" | "mean", a groupby method
-        per_run = getattr(metrics.groupby("trial_id", sort=True)[m], how)() if m in metrics.columns else {}
+        per_run = getattr(per_trial[m], how)() if m in metrics.columns else {}
         trials[col] = trials["trial_id"].map(per_run).astype(float)
     return trials, metrics
 

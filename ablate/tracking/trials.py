@@ -32,6 +32,11 @@ INFRA = "infrastructure"  # error_kind of a run whose process died (actor died, 
 _COPIED = ("key", "combo", "started", "ended", "overrides", "experiment", "resumed_from_step")
 
 
+def sweep_metric(meta: Mapping[str, Any]) -> str:
+    """The metric a sweep optimises: its sweep.json's ``metric`` (eval/pass@1 when it names none)."""
+    return str(meta.get("metric") or "eval/pass@1")
+
+
 def run_key(combo: str, seed: int) -> str:
     """The key of one run of a sweep: its combination and seed."""
     return f"{combo}|seed={seed}"
@@ -68,8 +73,7 @@ def is_done(row: Mapping[str, Any]) -> bool:
 def read_trials(sweep_dir: str | Path) -> list[dict]:
     """The trials table of ``sweep_dir``: a row per run dir under trials/, in directory order."""
     sweep_dir = Path(sweep_dir)
-    meta = read_json(sweep_dir / "sweep.json")
-    metric = str(meta.get("metric") or "eval/pass@1")
+    metric = sweep_metric(read_json(sweep_dir / "sweep.json"))
     dirs = [rd for d in sorted(p for p in (sweep_dir / "trials").glob("*") if p.is_dir())
             for rd in sorted(p for p in d.glob("seed_*") if p.is_dir()) or [d]]
     return [_row(sweep_dir, rd, metric) for rd in dirs

@@ -53,6 +53,9 @@ def test_batches_merge_into_one_sweep(tmp_path):
     assert len(m.trials) == len(a.trials) + len(b.trials) and m.trials["trial_id"].is_unique
     assert sorted(set(m.trials["seed"])) == [0, 1, 2, 3, 4]
     assert set(m.metrics["trial_id"]) == set(m.trials["trial_id"])
+    # after the merge every row's run dir is absolute, under its own batch's sweep dir
+    assert all(Path(d).is_dir() for d in m.trials["run_dir"])
+    assert {Path(d).parent.parent.parent for d in m.trials["run_dir"]} == {tmp_path / "a", tmp_path / "b"}
     r = _seq(m)["none"]
     assert [lk.n for lk in r.looks] == [3, 4, 5]
     assert batch_names("s", PLAN)[:2] == [("s", [0, 1, 2]), ("s.seeds3-3", [3])]

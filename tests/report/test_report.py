@@ -215,3 +215,16 @@ def test_report_says_how_to_open_the_optuna_journal(tmp_path):
     assert any(m.endswith(f"optuna-dashboard {sw / 'optuna.journal'}") for m in said), said
     md = (out / "report.md").read_text()
     assert "optuna-dashboard optuna.journal" in md and "user attributes" in md
+
+
+@pytest.mark.parametrize("text", [None, "{not json", '{"name": "grpo"}'])
+def test_a_bad_presets_file_gives_one_clear_error(tmp_path, capsys, text):
+    presets = tmp_path / "presets.json"
+    if text is not None:
+        presets.write_text(text)
+    (tmp_path / "trials").mkdir()
+    (tmp_path / "sweep.json").write_text('{"name": "empty", "metric": "eval/pass@1", "mode": "max"}')
+    assert main(["report", str(tmp_path), "--presets", str(presets), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: report: --presets") and "ablate methods --json" in err
+    assert "\n" not in err and not (tmp_path / "o").exists()

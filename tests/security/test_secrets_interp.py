@@ -3,6 +3,7 @@ an override or a search space (ablate.config.check_interpolation)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 
@@ -91,3 +92,18 @@ def test_a_real_run_writes_the_secret_nowhere(secret, tmp_path, monkeypatch):
     run_dir = tmp_path / "wd" / "runs" / "clean"
     assert (run_dir / "summary.json").is_file() and any(run_dir.rglob("*.wandb"))
     assert _files_containing(tmp_path, secret.encode()) == []
+
+
+@pytest.mark.parametrize("doc, where", [
+    ("${oc.env:X}", "space"),
+    ({"a": {"${oc.env:X}": 1}}, "space.a"),  # a key is named by its parent's path
+    ({"a": [1, {"b": "${oc.env:X}"}]}, "space.a[1].b"),
+    (("${oc.env:X}",), "space[0]"),
+])
+def test_every_string_of_a_document_is_checked_where_it_sits(doc, where):
+    from ablate.config import check_interpolations
+    from ablate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"^{re.escape(where)}: interpolation"):
+        check_interpolations(doc, "space")
+    check_interpolations({"a": "${b.c}", "k": [1, "x"]}, "space")  # references stay allowed
