@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from ablate.stats import ALPHA, SequentialPlan
-from ablate.stats.sequential import look as look_at
+from ablate.stats.sequential import holm_look
 from ablate.tracking.sweep_reader import Sweep
 
 from .evaluate import ClaimResult, arm_values, evaluate_claim, evaluate_family
@@ -69,25 +69,20 @@ def evaluate_sequential(sweep: Sweep, claims: list, plan: SequentialPlan) -> lis
         if n > have:
             break
         last = n == plan.ns[-1]
-        # step-down within the look: smallest p first, each at α/(m − rejected)
-        looks = {}
+        family = {}
         for c in claims:
             if c.id in decided or c.misspecified:
                 continue
             sa, sb, _, _ = arm_values(sweep, c, max_seeds=n)
             shared = sorted(set(sa.index) & set(sb.index))
-            if len(shared) < 2:
-                continue
-            looks[c.id] = (c, (sa[shared] - sb[shared]).to_numpy(float))
-        order = sorted(looks, key=lambda i: look_at(looks[i][1], ALPHA).p_value)
-        for cid in order:
-            c, d = looks[cid]
-            level = plan.level(k, plan.alpha / max(m - rejected, 1))
-            lk = look_at(d, level, expect=c.expect, stop_within=c.margin or c.effect, last=last)
+            if len(shared) >= 2:
+                family[c.id] = ((sa[shared] - sb[shared]).to_numpy(float),
+                                {"expect": c.expect, "stop_within": c.margin or c.effect})
+        looked, rejected = holm_look(family, plan, k, m, rejected, last)
+        for cid, lk in looked.items():
             history[cid].append(lk)
             if lk.decision in DECIDED:
                 decided[cid] = lk.decision
-                rejected += lk.decision in ("reproduced", "contradicted")
     fixed = {r.claim.id: r for r in evaluate_family([evaluate_claim(sweep, c) for c in claims])}
     out = []
     for c in claims:

@@ -126,6 +126,9 @@ def t_levels(ns: tuple[int, ...], alpha: float = ALPHA, kind: str = "obf") -> tu
     return tuple(float(v) for v in lo * z)
 
 
+REJECTIONS = ("reproduced", "contradicted", "higher", "lower")  # a look's decisions that reject
+
+
 @dataclass
 class Look:
     """One look at one claim: seeds so far, the nominal level, the test, what was decided."""
@@ -177,6 +180,21 @@ def look(d: np.ndarray, level: float, *, expect: str | None = None, stop_within:
     elif last:
         dec = "undecided"
     return Look(int(np.asarray(d).size), level, est, lo, hi, p, dec)
+
+
+def holm_look(family: dict[str, tuple[np.ndarray, dict]], plan: SequentialPlan, k: int, m: int,
+              rejected: int, last: bool) -> tuple[dict[str, Look], int]:
+    """One look of a family of ``m`` hypotheses under Holm-recycled alpha spending: the open ones
+    (``family``: id -> (per-seed differences, ``look`` keywords)) in order of their unadjusted p,
+    each at look ``k``'s boundary for α/(m − rejected), so a rejection passes its alpha on to the
+    rest. Returns each one's look and the updated number rejected."""
+    order = sorted(family, key=lambda i: look(family[i][0], plan.alpha).p_value)
+    out: dict[str, Look] = {}
+    for i in order:
+        d, kw = family[i]
+        out[i] = lk = look(d, plan.level(k, plan.alpha / max(m - rejected, 1)), last=last, **kw)
+        rejected += lk.decision in REJECTIONS
+    return out, rejected
 
 
 def simulate(plan: SequentialPlan, delta: float, sd: float = 1.0, reps: int = 20_000,
