@@ -325,15 +325,12 @@ def _result(est, se, df, alpha, method, k, S, P, paired, prompts, dec, dropped) 
 def arm_from_runs(run_dirs: Sequence[Path], step: Optional[int] = None) -> dict:
     """``{seed: rows}`` from run directories (seed from config.yaml) at eval ``step`` (default:
     the last eval step every run has)."""
-    import yaml
-
-    from ablate.tracking.run_store import read_eval_prompts
+    from ablate.tracking.run_store import read_config, read_eval_prompts
 
     by_run: list[tuple[object, list[dict]]] = []
     for rd in map(Path, run_dirs):
-        cfg_path = rd / "config.yaml"
-        cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) if cfg_path.exists() else {}
-        seed = (cfg or {}).get("seed", rd.name)
+        cfg = read_config(rd)
+        seed = (cfg if isinstance(cfg, dict) else {}).get("seed", rd.name)
         rows = read_eval_prompts(rd)
         if not rows:
             raise ValueError(f"{rd}: no eval_prompts.jsonl rows (a run from before per-prompt eval data?)")

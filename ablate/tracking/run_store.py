@@ -40,6 +40,7 @@ from typing import IO, Any, Iterable, Mapping, Optional, Sequence
 
 import yaml
 from ablate.registry import plain
+from ablate.spec.yaml import TRUSTED_LOADER
 
 FINAL_STATUSES = ("finished", "failed", "early_stopped")
 INTERRUPTED = "interrupted"  # killed mid-run; may be resumed from a checkpoint
@@ -218,6 +219,15 @@ def read_json(path: Path) -> dict:
     return d if isinstance(d, dict) else {}
 
 
+def read_config(run_dir: Path) -> Any:
+    """A run's resolved config.yaml (written by ablate itself, so libyaml's safe loader), or None
+    when it is missing or unreadable."""
+    try:
+        return yaml.load((Path(run_dir) / "config.yaml").read_text(encoding="utf-8"), TRUSTED_LOADER)
+    except (OSError, yaml.YAMLError):
+        return None
+
+
 def read_summary(run_dir: Path) -> dict:
     """A run's summary.json ({} when it is missing or unreadable)."""
     return read_json(Path(run_dir) / "summary.json")
@@ -311,8 +321,7 @@ def load_run(run_dir: Path) -> dict:
     rd = Path(run_dir)
     if not rd.is_dir():
         raise FileNotFoundError(f"load_run: {rd} is not a directory")
-    cfg = rd / "config.yaml"
-    config = yaml.safe_load(cfg.read_text(encoding="utf-8")) if cfg.exists() else None
+    config = read_config(rd)
     summary = read_summary(rd) or None
     metrics, bad_m = read_jsonl(rd / "metrics.jsonl")
     samples, bad_s = read_jsonl(rd / "samples.jsonl")

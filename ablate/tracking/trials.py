@@ -21,11 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import yaml
-
 from ablate.spec.groups import GROUPS, SLOT_FAMILIES
-from ablate.spec.yaml import TRUSTED_LOADER
-from ablate.tracking.run_store import FINAL_STATUSES, read_json, read_summary
+from ablate.tracking.run_store import FINAL_STATUSES, read_config, read_json, read_summary
 
 SWEEP_RECORD = "sweep"  # the sweep's record of a run: this entry of the run dir's summary.json
 INFRA = "infrastructure"  # error_kind of a run whose process died (actor died, node lost)
@@ -113,10 +110,7 @@ def _row(sweep_dir: Path, rd: Path, metric: str) -> dict:
 
 
 def _read_choices(run_dir: Path) -> dict | None:
-    try:
-        cfg = yaml.load((run_dir / "config.yaml").read_text(encoding="utf-8"), TRUSTED_LOADER)
-    except (OSError, yaml.YAMLError):
-        return None
+    cfg = read_config(run_dir)
     ch = cfg.get("choices") if isinstance(cfg, dict) else None
     return {str(k): v for k, v in ch.items()} if isinstance(ch, dict) else None
 

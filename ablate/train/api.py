@@ -269,13 +269,12 @@ WORKER_CHECKPOINT = "worker_state.pt"
 
 def _run_multiworker(cfg: DictConfig, spec: RunConfig, rd: Path, name: str,
                      extra_tracker: Optional[dict]) -> dict:
-    import json
-
+    from ablate.tracking.run_store import read_summary
     from ablate.train.distributed import run_workers
     rd.mkdir(parents=True, exist_ok=True)
     run_workers(spec.resources, _worker_main, {"cfg": to_plain(cfg), "run_dir": str(rd), "name": name,
                                     "extra": dict(extra_tracker or {})}, storage_path=str(rd / "ray_train"))
-    summary = json.loads((rd / "summary.json").read_text())
+    summary = read_summary(rd)
     if summary.get("status") != "finished":
         raise RuntimeError(f"multi-worker run ended with status {summary.get('status')!r}: {summary.get('error')}")
     return summary
