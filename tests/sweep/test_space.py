@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from ablate.errors import ConfigError
-from ablate.sweep import runner
 from ablate.sweep.cli import sweep_main
 from ablate.sweep.space import (OptunaSpace, assignment_overrides, combo_key, hydra_value,
                                 load_search_space, plan_trials)
