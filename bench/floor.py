@@ -22,7 +22,8 @@ def make_floor_step(model, tok, task, setup: StepSetup, lr: float = 1e-4):
     from transformers import GenerationConfig
 
     G, T = setup.group, setup.max_new_tokens
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=0.0,
+                            fused=True)  # as ablate (ablate.optim.adamw) and TRL (its default)
     eos, pad = tok.eos_token_id, tok.pad_token_id
     gen_cfg = GenerationConfig(do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
                                max_new_tokens=T, min_new_tokens=0, eos_token_id=eos,

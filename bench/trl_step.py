@@ -64,7 +64,7 @@ def _run_trl(setup: StepSetup, silence: bool) -> dict:
             num_iterations=1, learning_rate=float(cfg.train.lr), weight_decay=0.0,
             adam_beta1=float(cfg.train.betas[0]), adam_beta2=float(cfg.train.betas[1]),
             max_grad_norm=float(cfg.train.max_grad_norm), lr_scheduler_type="constant",
-            warmup_steps=0, optim="adamw_torch", logging_steps=1, report_to="none",
+            warmup_steps=0, optim="adamw_torch_fused", logging_steps=1, report_to="none",
             save_strategy="no", eval_strategy="no", use_cpu=True, bf16=False, fp16=False,
             seed=setup.seed, data_seed=setup.seed, dataloader_num_workers=0, disable_tqdm=True,
             log_completions=False, shuffle_dataset=True,

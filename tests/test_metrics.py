@@ -481,3 +481,28 @@ def test_group_units_keep_groups_whole_and_cover_every_row_once():
             assert sorted(u) == sorted(i for i in range(12) if int(gid[i]) in gs)
         if k > 4:  # fewer groups than microbatches: each group its own unit, chunks ≈ 12/k rows
             assert len(closed) == 4 and max(r.numel() for r, _ in units) <= math.ceil(12 / k) + 1
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_grad_meter_last_call_keeps_no_snapshot_and_gives_the_same_metrics(weighted):
+    """``after_backward(last=True)`` skips the final snapshot copy (the trainer's last microbatch):
+    the same contributions and metrics as without it, and the snapshot buffers are left as they were."""
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 1))
+    x, y = torch.randn(9, 4), torch.randn(9)
+    outs = []
+    for last in (False, True):
+        meter = GradVarianceMeter(net.parameters(), record_contributions=True)
+        net.zero_grad(set_to_none=True)
+        meter.start()
+        for k, sl in enumerate((slice(0, 2), slice(2, 5), slice(5, 9))):
+            (((net(x[sl]).squeeze(-1) - y[sl]) ** 2).sum() / 9).backward()
+            before = [b.clone() for b in meter._prev] if k == 2 else None
+            meter.after_backward(weight=sl.stop - sl.start if weighted else None, last=last and k == 2)
+        if last:  # buffers hold −g_3 (the in-place difference), not a copy of the final gradient
+            assert not any(torch.equal(b, p.grad) for b, p in zip(meter._prev, net.parameters()))
+            assert all(not torch.equal(a, b) for a, b in zip(before, meter._prev))
+        outs.append((meter.finish(), [c.clone() for c in meter.contributions]))
+    (m0, c0), (m1, c1) = outs
+    assert m0 == m1 and m0["train/grad_var"] is not None
+    assert all(torch.equal(a, b) for a, b in zip(c0, c1))

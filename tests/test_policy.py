@@ -8,10 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 from ablate.errors import ConfigError
-from ablate.policy import build_policy, build_tokenizer, count_params, encode_pairs
+from ablate.policy import build_policy, build_tokenizer, count_params, encode_pairs, pack
+from ablate.policy.forward import pad_rows
 from ablate.policy.model import _save_atomic, expected_pass1, warm_start_key
 from ablate.rollout import build_engine
 from ablate.tasks import build_task
@@ -234,3 +237,28 @@ def test_warm_start_reports_its_progress_then_a_cache_hit(addition, tmp_path, mo
     assert {r["cache"] for r in miss} == {"miss"} and miss[-1]["done"] and miss[-1]["target"] == 4
     assert [progress.describe(r) for r in seen] == ["warm start (cache hit)"]
     assert progress.describe(miss[2]) == "warm start (cache miss) 2/4"
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.lists(st.integers(0, 50), max_size=9), max_size=12), left=st.booleans(),
+       min_width=st.integers(0, 3))
+def test_pad_rows_places_every_row_like_a_per_row_copy(rows, left, min_width):
+    """pad_rows (one scatter) = the plain per-row copy: each row at the left or right end of a
+    pad-filled [B, max(longest, min_width)] tensor, its mask 1 exactly where its tokens are."""
+    ids, mask = pad_rows(rows, 99, left=left, min_width=min_width)
+    width = max([len(r) for r in rows] + [min_width])
+    want_ids = torch.full((len(rows), width), 99, dtype=torch.long)
+    want_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        sl = slice(width - len(r), width) if left else slice(0, len(r))
+        want_ids[i, sl] = torch.tensor(r, dtype=torch.long)
+        want_mask[i, sl] = 1
+    assert ids.dtype == mask.dtype == torch.long
+    assert torch.equal(ids, want_ids) and torch.equal(mask, want_mask)
+
+
+def test_pack_keeps_one_response_column_when_every_response_is_empty():
+    out = pack([[1, 2], [3]], [[], []], 0)
+    assert out["prompt_len"] == 2 and out["input_ids"].tolist() == [[1, 2, 0], [0, 3, 0]]
+    assert out["attention_mask"].tolist() == [[1, 1, 0], [0, 1, 0]]
+    assert out["response_mask"].dtype == torch.float32 and out["response_mask"].tolist() == [[0.0], [0.0]]

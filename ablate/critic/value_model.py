@@ -20,7 +20,7 @@ import torch
 from ablate.component import Component, Needs
 from ablate.critic.functional import explained_variance, value_loss
 from ablate.errors import ConfigError
-from ablate.optim import lr_schedule
+from ablate.optim import adamw, lr_schedule
 from ablate.spec.params import NonNeg, NonNegInt, PosInt, Positive
 from ablate.policy.forward import position_ids_from_mask
 from ablate.upge.partition import partition
@@ -71,8 +71,8 @@ class ValueModel(Component):
         self._head = torch.nn.Linear(hidden, 1).to(device=p0.device, dtype=torch.float32)
         torch.nn.init.zeros_(self._head.weight)
         torch.nn.init.zeros_(self._head.bias)
-        self._opt = torch.optim.AdamW(self.parameters(), lr=self.lr, betas=self.betas,
-                                      weight_decay=self.weight_decay)
+        self._opt = adamw(self.parameters(), lr=self.lr, betas=self.betas,
+                          weight_decay=self.weight_decay)
         self._sched = lr_schedule(self._opt, "constant", self.warmup_steps, 1)
 
     @property

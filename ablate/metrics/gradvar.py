@@ -126,11 +126,13 @@ class GradVarianceMeter:
         self.contributions = []
         self._active = True
 
-    def after_backward(self, weight: Optional[float] = None) -> None:
+    def after_backward(self, weight: Optional[float] = None, last: bool = False) -> None:
         """Record the contribution of the microbatch whose backward just ran.
 
         ``weight``: this microbatch's share of the minibatch loss normaliser (any positive scale;
-        normalised over the step). Give it for every microbatch of the step or for none."""
+        normalised over the step). Give it for every microbatch of the step or for none.
+        ``last``: no further backward before ``finish()``, so no snapshot of the gradient is kept
+        (one gradient-sized copy less per step)."""
         if not self._active:
             raise RuntimeError("GradVarianceMeter.after_backward() called before start()")
         if weight is not None:
@@ -171,13 +173,15 @@ class GradVarianceMeter:
             if self.record_contributions:
                 for b in bufs:
                     flat_parts[id(b)] = (-b).reshape(-1).to(self._acc).to(self._device)
-            torch._foreach_copy_(bufs, grads)
+            if not last:
+                torch._foreach_copy_(bufs, grads)
         for bufs, grads in fresh.values():  # previous snapshot is zero: g_k = grad
             sq = sq + self._sq_norm(grads)
-            torch._foreach_copy_(bufs, grads)
+            if not last:
+                torch._foreach_copy_(bufs, grads)
             if self.record_contributions:
-                for b in bufs:
-                    flat_parts[id(b)] = b.reshape(-1).to(self._acc).to(self._device)
+                for b, g in zip(bufs, grads):
+                    flat_parts[id(b)] = g.reshape(-1).to(self._acc).to(self._device)
         if vanished:
             sq = sq + self._sq_norm(vanished)
             if self.record_contributions:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -85,31 +87,34 @@ def logprobs_of_logits(logits: torch.Tensor, targets: torch.Tensor, with_entropy
     return logp, entropy
 
 
+def pad_rows(rows: Sequence[Sequence[int]], pad: int, left: bool,
+             min_width: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows padded to the longest (at least ``min_width``; on the left for prompts) [B, W] long,
+    and their 0/1 mask: one boolean scatter of all tokens in row-major order (a ``torch.tensor``
+    per row costs ≈ 7 µs a row)."""
+    lens = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    width = max(int(lens.max(initial=0)), min_width)
+    cols = np.arange(width)
+    mask = cols >= (width - lens)[:, None] if left else cols < lens[:, None]
+    ids = np.full((len(rows), width), pad, dtype=np.int64)
+    ids[mask] = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lens.sum()))
+    return torch.from_numpy(ids), torch.from_numpy(mask.astype(np.int64))
+
+
 def pack(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], pad_id: int,
          device: torch.device | str | None = None) -> dict:
-    """Left-pad prompts to P and right-pad responses to T.
+    """Left-pad prompts to P and right-pad responses to T (at least 1).
 
     Returns ``input_ids`` [B, P+T] long, ``attention_mask`` [B, P+T] long, ``response_mask``
     [B, T] float and ``prompt_len`` P."""
     if len(prompt_ids) != len(response_ids):
         raise ValueError("pack: prompts and responses differ in number")
-    P = max(len(p) for p in prompt_ids)
-    T = max(1, max(len(r) for r in response_ids))
-    B = len(prompt_ids)
-    ids = torch.full((B, P + T), pad_id, dtype=torch.long)
-    att = torch.zeros((B, P + T), dtype=torch.long)
-    rmask = torch.zeros((B, T), dtype=torch.float32)
-    for i, (p, r) in enumerate(zip(prompt_ids, response_ids)):
-        if p:
-            ids[i, P - len(p):P] = torch.as_tensor(list(p), dtype=torch.long)
-            att[i, P - len(p):P] = 1
-        if r:
-            ids[i, P:P + len(r)] = torch.as_tensor(list(r), dtype=torch.long)
-            att[i, P:P + len(r)] = 1
-            rmask[i, :len(r)] = 1.0
+    p_ids, p_att = pad_rows(prompt_ids, pad_id, left=True)
+    r_ids, r_att = pad_rows(response_ids, pad_id, left=False, min_width=1)
+    ids, att, rmask = torch.cat([p_ids, r_ids], 1), torch.cat([p_att, r_att], 1), r_att.float()
     if device is not None:
         ids, att, rmask = ids.to(device), att.to(device), rmask.to(device)
-    return {"input_ids": ids, "attention_mask": att, "response_mask": rmask, "prompt_len": P}
+    return {"input_ids": ids, "attention_mask": att, "response_mask": rmask, "prompt_len": p_ids.shape[1]}
 
 
 def encode_pairs(tokenizer, prompts: Sequence[str], responses: Sequence[str], add_eos: bool = True,

@@ -25,9 +25,9 @@ from ablate.config import check_run
 from ablate.metrics.entropy import token_entropy_sum_count
 from ablate.metrics.gradvar import GradVarianceMeter
 from ablate.metrics.passk import pass_at_k_metrics
-from ablate.optim import lr_schedule
+from ablate.optim import adamw, lr_schedule
 from ablate.pipeline.base import Generated, Rollouts, StageEnv
-from ablate.policy import build_policy, logprobs_of_logits, response_outputs, token_logprobs
+from ablate.policy import build_policy, logprobs_of_logits, pack, response_outputs, token_logprobs
 from ablate.policy.lora import FrozenBase, is_lora, load_policy_state, policy_state
 from ablate.rollout import build_engine, pin_budget
 from ablate.rollout.base import is_weights
@@ -90,19 +90,6 @@ def _seed_everything(seed: int) -> None:
     np.random.seed(seed % (2**32))
 
 
-def _pad_rows(rows: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max((len(r) for r in rows), default=0)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if not r:
-            continue
-        sl = slice(width - len(r), width) if left else slice(0, len(r))
-        ids[i, sl] = torch.tensor(r, dtype=torch.long)
-        mask[i, sl] = 1
-    return ids, mask
-
-
 def _chunks(n: int, k: int) -> list[torch.Tensor]:
     return [c for c in torch.arange(n).tensor_split(max(1, min(k, n))) if c.numel() > 0]
 
@@ -161,8 +148,8 @@ class Trainer:
         self.temperature = self.spec.rollout.temperature
         self.max_new_tokens = self.budget.tokens
         t = self.spec.train
-        self.opt = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=t.lr,
-                                     betas=tuple(t.betas), weight_decay=t.weight_decay)
+        self.opt = adamw([p for p in self.model.parameters() if p.requires_grad], lr=t.lr,
+                         betas=tuple(t.betas), weight_decay=t.weight_decay)
         self.sched = lr_schedule(self.opt, t.scheduler, t.warmup_steps, t.steps * t.epochs * t.minibatches)
         self.rng = np.random.default_rng(self.seed)
         self.timers = Timers()
@@ -265,18 +252,16 @@ class Trainer:
             else:  # variable group sizes: each prompt repeated by its count, one sample each
                 out = self._generate([problems[j] for j in owner], 1, self.temperature, seed)
             P = out.prompt_len
-            am = out.attention_mask[:, :P]
             first = {j: i for i, j in reversed(list(enumerate(owner)))}
-            for j in range(len(problems)):
-                row = first[j]
-                r.prompt_ids.append(out.input_ids[row, :P][am[row].bool()].tolist())
-            resp = out.input_ids[:, P:]
+            ids = out.input_ids.tolist()  # one conversion, then list slices (not one per row)
+            starts = (P - out.attention_mask[:, :P].sum(-1)).tolist()  # prompts are left-padded
+            r.prompt_ids.extend(ids[first[j]][starts[first[j]]:P] for j in range(len(problems)))
             lens = out.response_mask.sum(-1).long().tolist()
             eng = out.engine_logp.tolist() if out.engine_logp is not None else None
-            for i in range(resp.shape[0]):
+            for i, row in enumerate(ids):
                 j = owner[i]
                 rew = self.task.verify(problems[j], out.texts[i])
-                r.add_row(j, resp[i, : lens[i]].tolist(), out.texts[i], float(rew.total),
+                r.add_row(j, row[P:P + lens[i]], out.texts[i], float(rew.total),
                           dict(rew.components), is_demo=False, truncated=bool(out.truncated[i]),
                           meta=rew.meta, engine_logp=eng[i][: lens[i]] if eng is not None else None)
         return r
@@ -311,22 +296,18 @@ class Trainer:
         """Pad prompts left and responses right into one RolloutBatch (old/ref log-probs filled)."""
         if len(r) == 0:
             raise RuntimeError("the pipeline left no samples this step (all groups filtered out)")
-        pad = self.tok.pad_token_id
-        p_ids, p_mask = _pad_rows([r.prompt_ids[g] for g in r.group], pad, left=True)
-        r_ids, r_mask = _pad_rows(r.response_ids, pad, left=False)
-        if r_ids.shape[1] == 0:
-            r_ids = torch.full((len(r), 1), pad, dtype=torch.long)
-            r_mask = torch.zeros((len(r), 1), dtype=torch.long)
+        packed = pack([r.prompt_ids[g] for g in r.group], r.response_ids, self.tok.pad_token_id)
+        rm = packed["response_mask"]
         names = list(self.task.reward_names or ())
         comps = None
         if names and any(r.components):
             comps = torch.tensor([[float(c.get(n, 0.0)) for n in names] for c in r.components],
                                  dtype=torch.float32)
         batch = RolloutBatch(
-            input_ids=torch.cat([p_ids, r_ids], 1), attention_mask=torch.cat([p_mask, r_mask], 1),
-            response_mask=r_mask.float(), old_logp=torch.zeros(r_mask.shape),
+            input_ids=packed["input_ids"], attention_mask=packed["attention_mask"],
+            response_mask=rm, old_logp=torch.zeros(rm.shape),
             rewards=torch.tensor(r.rewards, dtype=torch.float32),
-            group_ids=torch.tensor(r.group, dtype=torch.long), prompt_len=p_ids.shape[1],
+            group_ids=torch.tensor(r.group, dtype=torch.long), prompt_len=packed["prompt_len"],
             reward_components=comps, is_demo=torch.tensor(r.is_demo, dtype=torch.bool),
             loss_weights=(torch.tensor(r.loss_weight, dtype=torch.float32)
                           if any(w != 1.0 for w in r.loss_weight) else None),
@@ -457,7 +438,7 @@ class Trainer:
                 if self.meter is not None:
                     self.meter.start()
                 unit_weight = 0.0
-                for mc_idx_cpu, closes_unit in chunks:
+                for ci, (mc_idx_cpu, closes_unit) in enumerate(chunks):
                     mc_idx = mc_idx_cpu.to(self.device)
                     mc = mb.select(mc_idx)
                     with self.timers("forward_backward"), self._no_sync():
@@ -477,7 +458,7 @@ class Trainer:
                     if self.meter is not None:  # one grad-var draw per whole-group unit
                         unit_weight += obj.chunk_weight(mc)
                         if closes_unit:
-                            self.meter.after_backward(weight=unit_weight)
+                            self.meter.after_backward(weight=unit_weight, last=ci == len(chunks) - 1)
                             unit_weight = 0.0
                     with self.timers("metrics"):
                         acc.add(out.diags, out.num_tokens)

@@ -162,12 +162,12 @@ def test_trl_convention_configs_compose():
 def test_mask_truncated_stage_then_trl_normalisers_equal_trl_mask_truncated_completions(loss_type):
     """TRL _generate_and_score_completions with mask_truncated_completions=True: completion_mask *
     (~is_truncated) (the row stays: rewards and group statistics keep it). Our MaskTruncated stage drops
-    the truncated rows' tokens; the trainer's padding (_pad_rows) then gives the same zeroed mask, and
+    the truncated rows' tokens; the trainer's padding (pad_rows) then gives the same zeroed mask, and
     grpo/dr_grpo still count the row (count_empty_rows) while bnpo counts only tokens."""
     from ablate.pipeline.base import Rollouts, StageEnv
     from ablate.pipeline.stages import MaskTruncated
     from ablate.tasks.base import Problem
-    from ablate.train.trainer import _pad_rows
+    from ablate.policy.forward import pad_rows
 
     lengths, cut = [8, 7, 8, 3, 8, 2], [False, True, False, False, True, False]
     T = 8
@@ -179,7 +179,7 @@ def test_mask_truncated_stage_then_trl_normalisers_equal_trl_mask_truncated_comp
     out = MaskTruncated()(r, env)
     assert out.rewards == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0] and len(out) == 6  # rows and rewards stay
     assert env.stats["train/masked_truncated"] == 2.0
-    _, ours_mask = _pad_rows(out.response_ids, 0, left=False)
+    _, ours_mask = pad_rows(out.response_ids, 0, left=False)
     ours_mask = torch.nn.functional.pad(ours_mask, (0, T - ours_mask.shape[1])).to(torch.float64)
     completion_mask = torch.zeros(6, T, dtype=torch.float64)
     for i, n in enumerate(lengths):
