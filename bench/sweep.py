@@ -16,11 +16,12 @@ import contextlib
 import io
 import json
 import os
-import resource
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+import psutil
 
 from bench.common import Section, log, row
 
@@ -96,39 +97,33 @@ def fresh_process_breakdown() -> dict:
 
 
 class TreeCPU:
-    """CPU seconds of this process and of every process below it (Ray's processes, the trial
-    workers, wandb-core), by process name: /proc sampled every ``period`` s (a process's last
-    ``period`` before it exits is missed). Wall times of a loaded machine are noise; these are not."""
+    """CPU seconds (user + system) of this process and of every process below it (Ray's processes,
+    the trial workers, wandb-core), by process name: psutil's descendants sampled every ``period`` s
+    (a process's last ``period`` before it exits is missed). Wall times of a loaded machine are
+    noise; these are not."""
 
     def __init__(self, period: float = 0.2):
         self.period, self.seen = period, {}
         self._stop = threading.Event()
-        self._tick = os.sysconf("SC_CLK_TCK")
-
-    def _stat(self, pid: str) -> tuple[int, float, str] | None:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                s = f.read()
-        except OSError:
-            return None
-        rest = s[s.rfind(")") + 2:].split()
-        return int(rest[1]), (int(rest[11]) + int(rest[12])) / self._tick, s[s.find("(") + 1:s.rfind(")")]
+        self._me = psutil.Process()
 
     def _sample(self) -> None:
-        me = os.getpid()
         while not self._stop.is_set():
-            st = {int(p): x for p in os.listdir("/proc") if p.isdigit() and (x := self._stat(p))}
-            for pid, (_, cpu, comm) in st.items():
-                q, hops = pid, 0
-                while q in st and q != me and hops < 20:
-                    q, hops = st[q][0], hops + 1
-                if q == me and pid != me:
-                    self.seen[pid] = (max(self.seen.get(pid, (0.0,))[0], cpu), comm)
+            for p in self._me.children(recursive=True):
+                try:
+                    with p.oneshot():
+                        t = p.cpu_times()
+                        self.seen[p] = (t.user + t.system, p.name())  # p: pid and start time
+                except psutil.Error:  # it exited meanwhile
+                    pass
             self._stop.wait(self.period)
 
+    def _own(self) -> float:
+        t = self._me.cpu_times()
+        return t.user + t.system
+
     def __enter__(self) -> "TreeCPU":
-        r = resource.getrusage(resource.RUSAGE_SELF)
-        self._self0 = r.ru_utime + r.ru_stime
+        self._self0 = self._own()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -136,10 +131,9 @@ class TreeCPU:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        r = resource.getrusage(resource.RUSAGE_SELF)
-        by: dict[str, float] = {"driver (this process)": r.ru_utime + r.ru_stime - self._self0}
-        for cpu, comm in self.seen.values():
-            by[comm] = by.get(comm, 0.0) + cpu
+        by: dict[str, float] = {"driver (this process)": self._own() - self._self0}
+        for cpu, name in self.seen.values():
+            by[name] = by.get(name, 0.0) + cpu
         self.by_process = {k: round(v, 2) for k, v in sorted(by.items(), key=lambda kv: -kv[1])}
         self.total = round(sum(by.values()), 2)
 

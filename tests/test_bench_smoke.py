@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -63,3 +65,18 @@ def test_bench_quick_generation_long_answers_and_eval_cache(tmp_path, capsys):
     assert det["params"] > 0 and all(d["summary_steps"] == 3 for k, d in det.items() if k.startswith("T="))
     read = [r for m, r in rows.items() if m.startswith("step-0 eval read")]
     assert len(read) == 1 and read[0]["value"] > 0  # the section itself fails unless it was a cache hit
+
+
+_BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass\ntime.sleep(0.3)"
+
+
+@pytest.mark.timeout(30)
+def test_tree_cpu_counts_a_child_process():
+    """The sweep section's CPU split sees the CPU time of a process below the driver."""
+    from bench.sweep import TreeCPU
+
+    with TreeCPU(period=0.05) as cpu:
+        subprocess.run([sys.executable, "-c", _BURN], check=True)
+    children = {k: v for k, v in cpu.by_process.items() if k != "driver (this process)"}
+    assert sum(children.values()) > 0
+    assert cpu.total == pytest.approx(sum(cpu.by_process.values()), abs=0.05)

@@ -13,7 +13,7 @@ import re
 import numpy as np
 
 from ablate.spec.params import Ge, Int, Le, NonNegInt, PosInt, require
-from ablate.tasks.base import GeneratedTask, Problem, Reward
+from ablate.tasks.base import GeneratedTask, Problem, Reward, require_ops
 from ablate.tasks.expr import parse_expr
 
 _INT = re.compile(r"-?\d{1,30}")
@@ -28,8 +28,7 @@ class Arithmetic(GeneratedTask):
     def __init__(self, digits: Annotated[Int, Ge(1), Le(9)] = 2, ops: str = "+",
                  num_operands: Annotated[Int, Ge(2), Le(6)] = 2, seed: NonNegInt = 1234,
                  eval_size: PosInt = 256, max_new_tokens: Optional[PosInt] = None):
-        require(ops != "" and set(ops) <= set("+-*") and len(set(ops)) == len(ops), self, "ops", ops,
-                "a non-empty string of distinct characters from '+-*'")
+        require_ops(self, ops, "+-*")
         self.digits, self.ops, self.num_operands = digits, ops, num_operands
         self.seed, self.eval_size = seed, eval_size
         self._spec = dict(digits=digits, ops=ops, num_operands=num_operands, seed=self.seed,

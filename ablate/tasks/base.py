@@ -9,7 +9,7 @@ import hashlib
 
 import numpy as np
 
-from ablate.spec.params import Checked
+from ablate.spec.params import Checked, require
 
 
 @dataclass
@@ -35,6 +35,13 @@ class Reward:
     total: float  # the scalar reward used by single-reward estimators
     components: dict[str, float] = field(default_factory=dict)  # named rewards (GDPO), may be empty
     meta: dict = field(default_factory=dict)  # verifier metadata (extracted answer, label, ...)
+
+
+def require_ops(owner: object, ops: str, allowed: str) -> None:
+    """An expression task's ``ops`` parameter: a non-empty string of distinct operators, each one of
+    ``allowed`` (the ones the task can generate and verify)."""
+    require(ops != "" and set(ops) <= set(allowed) and len(set(ops)) == len(ops), owner, "ops", ops,
+            f"a non-empty string of distinct characters from {allowed!r}")
 
 
 class Task(Checked):

@@ -16,7 +16,7 @@ import numpy as np
 
 from ablate.errors import ConfigError
 from ablate.spec.params import Ge, Int, Le, NonNegInt, PosInt, require
-from ablate.tasks.base import Problem, Reward, Task
+from ablate.tasks.base import Problem, Reward, Task, require_ops
 from ablate.tasks.expr import ExprError, expressions, parse_expr
 
 
@@ -45,8 +45,7 @@ class Countdown(Task):
     def __init__(self, num_numbers: Annotated[Int, Ge(2), Le(5)] = 3,
                  max_number: Annotated[Int, Ge(2), Le(1000)] = 20, seed: NonNegInt = 1234,
                  eval_size: PosInt = 256, ops: str = "+-*"):
-        require(ops != "" and set(ops) <= set("+-*/") and len(set(ops)) == len(ops), self, "ops", ops,
-                "a non-empty string of distinct characters from '+-*/'")
+        require_ops(self, ops, "+-*/")
         require(eval_size <= max_number ** num_numbers // 4, self, "eval_size", eval_size,
                 f"an integer <= {max_number ** num_numbers // 4} for num_numbers={num_numbers}, "
                 f"max_number={max_number}")

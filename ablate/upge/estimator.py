@@ -115,6 +115,22 @@ def apply_regularizers(regularizers: Mapping[str, Regularizer], ctx: TokenContex
 _CLIP_EVENTS = ("clip_low", "clip_high", "clip_dual")
 
 
+def _weigh_rows_(ctx: TokenContext, x: torch.Tensor, is_weight: bool = False,
+                 dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """``x`` ([B, T] or row sums [B]) times the row weights ``ctx.loss_weights`` (pipeline gates)
+    and, with ``is_weight``, the [B, T] train–inference correction ``rows["is_weight"]``
+    (rollout.is_correction; the loss carries it, the peer value does not), in place, in that
+    order; the weights are cast to ``dtype`` (default x's)."""
+    dtype = dtype or x.dtype
+    if ctx.loss_weights is not None:
+        w = ctx.loss_weights.to(dtype)
+        x.mul_(w if x.dim() == 1 else w[:, None])
+    iw = ctx.rows.get("is_weight") if is_weight else None
+    if iw is not None:
+        x.mul_(iw.to(dtype))
+    return x
+
+
 class UPGE(Component):
     """Composes mask, denominator, likelihood, aggregation and regularizers into one loss."""
 
@@ -147,12 +163,7 @@ class UPGE(Component):
         """−M·Â·m with the row and IS weights: the detached factor of the loss, zero on padding,
         built in place (one fresh buffer), so the loss needs one product with the surrogate and
         aggregates from its row sums (no product with the mask, forward or backward)."""
-        coef = torch.mul(m.keep_as(dtype), ctx.advantages)
-        if ctx.loss_weights is not None:
-            coef.mul_(ctx.loss_weights.to(dtype)[:, None])
-        iw = ctx.rows.get("is_weight")  # train–inference correction (rollout.is_correction)
-        if iw is not None:
-            coef.mul_(iw.to(dtype))
+        coef = _weigh_rows_(ctx, torch.mul(m.keep_as(dtype), ctx.advantages), is_weight=True, dtype=dtype)
         return coef.mul_(ctx.response_mask).neg_()
 
     def surrogate_loss(self, ctx: TokenContext, norm: Normalizer) -> tuple[torch.Tensor, MaskResult, torch.Tensor]:
@@ -273,13 +284,9 @@ class UPGE(Component):
         else:
             peer_mat = m.bounds_weight(out).mul_(ctx.advantages)
             if m.events_partition:
-                rows = peer_mat.sum(-1)
-                if ctx.loss_weights is not None:
-                    rows.mul_(ctx.loss_weights.to(rows.dtype))
+                rows = _weigh_rows_(ctx, peer_mat.sum(-1))
                 return pg_loss - self.aggregation.of_rows(rows, ctx.response_mask, norm, lengths=ctx.lengths)
-        if ctx.loss_weights is not None:
-            peer_mat.mul_(ctx.loss_weights.to(peer_mat.dtype)[:, None])
-        value = self.aggregation(peer_mat, ctx.response_mask, norm, lengths=ctx.lengths)
+        value = self.aggregation(_weigh_rows_(ctx, peer_mat), ctx.response_mask, norm, lengths=ctx.lengths)
         return value if not shortcut else pg_loss - value
 
     def __call__(self, batch: RolloutBatch, logp: torch.Tensor, entropy: Optional[torch.Tensor] = None,

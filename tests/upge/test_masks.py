@@ -9,8 +9,8 @@ import torch
 from ablate import registry
 from ablate.errors import ConfigError
 from ablate.upge.slots.base import TokenContext
-from ablate.upge.slots.mask import (AllOf, ClipCov, DemoSplit, DivergenceMask, NoMask, PPOClip,
-                                    SequenceClip, TopEntropy)
+from ablate.upge.slots.mask import (AdaptiveClip, AllOf, ClipCov, DemoSplit, DivergenceMask, NoMask,
+                                    PPOClip, SequenceClip, TopEntropy)
 
 D = torch.float64
 
@@ -86,6 +86,48 @@ def test_events_exclude_padding_and_zero_advantage():
     r = PPOClip(0.2)(ctx)
     assert r.keep.tolist() == [[True, True, False]]
     assert r.events["clip_high"].sum() == 0 and r.events["clip_low"].tolist() == [[False, False, True]]
+
+
+ADAPTIVE = [{}, dict(dual_clip=None), dict(target=1e9, high_max=3.0),
+            dict(low_start=1.0, low_max=1.0, high_start=1.0, high_max=1.0, dual_clip=1.0 + 1e-9)]
+
+
+@pytest.mark.parametrize("empty", [False, True])
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("kw", ADAPTIVE)
+def test_adaptive_clip_events_are_the_plain_formula_on_its_bounds(kw, seed, empty):
+    """BAPO's events on the bounds it picks: valid ∧ A<0 ∧ ρ<c_low, valid ∧ A>0 ∧ ρ>c_high, valid ∧
+    A<0 ∧ ρ>dual_clip, even at c_low = c_high = 1 with garbage log-probs on padding; its float flags
+    are the same events."""
+    g = torch.Generator().manual_seed(seed)
+    B, T = 5, 7
+    mask = (torch.rand(B, T, generator=g) < 0.7).to(D)
+    mask[0] = 1.0
+    if empty:
+        mask.zero_()
+    old = -torch.rand(B, T, generator=g, dtype=D) * 3
+    lr = (torch.rand(B, T, generator=g, dtype=D) * 2 - 1) * 0.8
+    lr[1, ::2] = 0.0  # ρ = 1 exactly on some valid tokens
+    logp = torch.where(mask > 0, old + lr, torch.full_like(old, -9.0))
+    adv = torch.randn(B, T, generator=g, dtype=D)
+    adv[:, -1] = 0.0
+    m = AdaptiveClip(**kw)
+    ctx = make_ctx(logp, old, adv, mask=mask)
+    low, high = m.bounds(ctx)
+    r = m(ctx)
+    valid, rho = mask > 0, torch.exp(logp - old)
+    want = {"clip_low": valid & (adv < 0) & (rho < low), "clip_high": valid & (adv > 0) & (rho > high)}
+    if m.dual_clip is not None:
+        want["clip_dual"] = valid & (adv < 0) & (rho > m.dual_clip)
+    assert list(r.events) == list(want)
+    for name, ev in want.items():
+        assert torch.equal(r.events[name], ev), name
+        assert torch.equal(r.flags_of(r.events[name], D), ev.to(D))
+    dropped = torch.zeros_like(valid)
+    for ev in want.values():
+        dropped |= ev
+    assert torch.equal(r.keep, ~dropped)
+    assert r.events_partition and [v for _, v in r.clipped_bounds][:2] == [high, low]
 
 
 def test_no_mask_keeps_everything():

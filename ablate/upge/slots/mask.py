@@ -106,19 +106,33 @@ class NoMask(Mask):
         return MaskResult(keep=torch.ones_like(ctx.response_mask, dtype=torch.bool), events={})
 
 
-def _ppo_events(ctx: TokenContext, eps_low: float, eps_high: float,
+def _ppo_events(ctx: TokenContext, low: float, high: float,
                 dual_clip: Optional[float]) -> tuple[dict[str, torch.Tensor], list]:
-    """The events and (event, float flags) pairs for ``MaskResult.with_flags``."""
-    # ρ is exactly 1 on padding (log ρ is zeroed there) and every bound excludes 1, so no event
-    # needs the valid mask; conjunctions are products of float flags (see ``flags``)
+    """The clip events on ratio bounds ``low`` ≤ 1 ≤ ``high`` (and ``dual_clip`` > 1) and the
+    (event, float flags) pairs for ``MaskResult.with_flags``."""
+    # ρ is exactly 1 on padding (log ρ is zeroed there) and the strict comparisons with those
+    # bounds are false at 1, so no event needs the valid mask; conjunctions are products of float
+    # flags (see ``flags``)
     ratio, adv = ctx.ratio, ctx.advantages
     neg = flags(torch.lt, adv, 0)
-    fl = {"clip_low": flags(torch.lt, ratio, 1.0 - eps_low).mul_(neg),
-          "clip_high": flags(torch.gt, ratio, 1.0 + eps_high).mul_(flags(torch.gt, adv, 0))}
+    fl = {"clip_low": flags(torch.lt, ratio, low).mul_(neg),
+          "clip_high": flags(torch.gt, ratio, high).mul_(flags(torch.gt, adv, 0))}
     if dual_clip is not None:
         fl["clip_dual"] = flags(torch.gt, ratio, dual_clip).mul_(neg)
     events = {k: f.bool() for k, f in fl.items()}
     return events, [(events[k], f) for k, f in fl.items()]
+
+
+def _clip_mask(ctx: TokenContext, low: float, high: float, dual_clip: Optional[float]) -> MaskResult:
+    """The PPO clip mask on ratio bounds [low, high] (``_ppo_events``), with the peer's clipped
+    values (``clipped_bounds``); its events partition the dropped tokens (ρ = 1 on padding)."""
+    events, pairs = _ppo_events(ctx, low, high, dual_clip)
+    out = _result(events, ctx.response_mask).with_flags(pairs)
+    bounds = [(events["clip_high"], high), (events["clip_low"], low)]
+    if "clip_dual" in events:
+        bounds.append((events["clip_dual"], float(dual_clip)))
+    out.clipped_bounds, out.events_partition = bounds, True
+    return out
 
 
 class PPOClip(Mask):
@@ -138,13 +152,7 @@ class PPOClip(Mask):
         self.dual_clip = dual_clip
 
     def __call__(self, ctx: TokenContext) -> MaskResult:
-        events, pairs = _ppo_events(ctx, self.eps_low, self.eps_high, self.dual_clip)
-        out = _result(events, ctx.response_mask).with_flags(pairs)
-        bounds = [(events["clip_high"], 1.0 + self.eps_high), (events["clip_low"], 1.0 - self.eps_low)]
-        if "clip_dual" in events:
-            bounds.append((events["clip_dual"], float(self.dual_clip)))
-        out.clipped_bounds, out.events_partition = bounds, True  # ρ = 1 on padding: see _ppo_events
-        return out
+        return _clip_mask(ctx, 1.0 - self.eps_low, 1.0 + self.eps_high, self.dual_clip)
 
 
 class SequenceClip(Mask):
@@ -203,7 +211,7 @@ class ClipCov(Mask):
         self._gen = torch.Generator().manual_seed(seed)
 
     def __call__(self, ctx: TokenContext) -> MaskResult:
-        events, _ = _ppo_events(ctx, self.eps_low, self.eps_high, None)
+        events, _ = _ppo_events(ctx, 1.0 - self.eps_low, 1.0 + self.eps_high, None)
         valid = valid_tokens(ctx)
         cov_ev = torch.zeros_like(valid)
         n_valid = int(valid.sum())
@@ -353,18 +361,8 @@ class AdaptiveClip(Mask):
         return low, high
 
     def __call__(self, ctx: TokenContext) -> MaskResult:
-        low, high = self.bounds(ctx)
-        ratio, adv, valid = ctx.ratio, ctx.advantages, valid_tokens(ctx)
-        events = {"clip_low": valid & (adv < 0) & (ratio < low),
-                  "clip_high": valid & (adv > 0) & (ratio > high)}
-        if self.dual_clip is not None:
-            events["clip_dual"] = valid & (adv < 0) & (ratio > self.dual_clip)
-        out = _result(events, ctx.response_mask)
-        bounds = [(events["clip_high"], high), (events["clip_low"], low)]
-        if "clip_dual" in events:
-            bounds.append((events["clip_dual"], float(self.dual_clip)))
-        out.clipped_bounds, out.events_partition = bounds, True  # low ≤ 1 < dual_clip
-        return out
+        low, high = self.bounds(ctx)  # low ≤ low_max ≤ 1 ≤ high_start ≤ high, as _ppo_events needs
+        return _clip_mask(ctx, low, high, self.dual_clip)
 
 
 def _merge_events(results: Sequence[MaskResult]) -> dict[str, torch.Tensor]:
