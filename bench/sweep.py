@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 
@@ -107,15 +108,21 @@ class TreeCPU:
         self._stop = threading.Event()
         self._me = psutil.Process()
 
+    def _tree(self) -> dict:
+        """{process (pid and start time): (CPU s so far, name)} of every process below this one."""
+        out = {}
+        for p in self._me.children(recursive=True):
+            try:
+                with p.oneshot():
+                    t = p.cpu_times()
+                    out[p] = (t.user + t.system, p.name())
+            except psutil.Error:  # it exited meanwhile
+                pass
+        return out
+
     def _sample(self) -> None:
         while not self._stop.is_set():
-            for p in self._me.children(recursive=True):
-                try:
-                    with p.oneshot():
-                        t = p.cpu_times()
-                        self.seen[p] = (t.user + t.system, p.name())  # p: pid and start time
-                except psutil.Error:  # it exited meanwhile
-                    pass
+            self.seen.update(self._tree())
             self._stop.wait(self.period)
 
     def _own(self) -> float:
@@ -124,6 +131,8 @@ class TreeCPU:
 
     def __enter__(self) -> "TreeCPU":
         self._self0 = self._own()
+        # what processes already running (a Ray head this process started) had used before
+        self._base = {p: cpu for p, (cpu, _) in self._tree().items()}
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -132,8 +141,8 @@ class TreeCPU:
         self._stop.set()
         self._thread.join()
         by: dict[str, float] = {"driver (this process)": self._own() - self._self0}
-        for cpu, name in self.seen.values():
-            by[name] = by.get(name, 0.0) + cpu
+        for p, (cpu, name) in self.seen.items():
+            by[name] = by.get(name, 0.0) + cpu - self._base.get(p, 0.0)
         self.by_process = {k: round(v, 2) for k, v in sorted(by.items(), key=lambda kv: -kv[1])}
         self.total = round(sum(by.values()), 2)
 
@@ -144,7 +153,46 @@ def _trial_windows(rows: list[dict]) -> list[tuple[float, float, float]]:
                   for r in rows if r.get("started") and r.get("ended"))
 
 
-def sweep(seeds: list[int], concurrent: int, root: Path, tag: str) -> dict:
+@contextlib.contextmanager
+def ray_head(root: Path) -> Iterator[str]:
+    """A Ray head started once for sweeps that attach to it (``--address``): ``ray start --head
+    --block`` with 2 CPUs, no dashboard, its own temp dir; SIGTERM stops it and its processes."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    ray_cli = Path(sys.executable).with_name("ray")
+    proc = subprocess.Popen([str(ray_cli), "start", "--head", "--block", f"--port={port}",
+                             "--num-cpus=2", "--include-dashboard=false",
+                             f"--temp-dir={root / 'ray'}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("bench: `ray start --head` did not come up")
+                time.sleep(0.2)
+        time.sleep(2.0)  # the raylet registers after the GCS answers
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def sweep(seeds: list[int], concurrent: int, root: Path, tag: str,
+          address: str | None = None) -> dict:
     from ablate.sweep.cli import sweep_main
     from ablate.tracking.trials import read_trials
 
@@ -155,7 +203,8 @@ def sweep(seeds: list[int], concurrent: int, root: Path, tag: str) -> dict:
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), TreeCPU() as cpu:
         # the bench writes under a temporary directory, outside the working tree
-        rc = sweep_main([str(f), "--no-report", "--num-cpus", "2", "--allow-outside"])
+        rc = sweep_main([str(f), "--no-report", "--allow-outside",
+                         *(["--address", address] if address else ["--num-cpus", "2"])])
     wall = time.perf_counter() - t0
     t_end = time.time()
     if rc != 0:
@@ -198,6 +247,10 @@ def run(quick: bool = False) -> Section:
             log(f"[bench] sweep: {N} trials, ablate sweep, 2 at a time")
             s2 = sweep(seeds, 2, root, "conc")
             res["concurrent"] = s2
+            log("[bench] sweep: the same two sweeps attached to a running Ray (`ray start --head`)")
+            with ray_head(root) as address:
+                res["attached_sequential"] = sweep(seeds, 1, root, "att-seq", address)
+                res["attached_concurrent"] = sweep(seeds, 2, root, "att-conc", address)
         os.chdir(old_cwd)
     log("[bench] sweep: cost breakdown of one trial in a fresh process")
     res["fresh_process_trial_s"] = fresh_process_breakdown()
@@ -216,13 +269,20 @@ def run(quick: bool = False) -> Section:
     sec.rows.append(row(f"sweep overhead per trial (incl. Ray start/stop / {N})", over, unit="s",
                         note=f"fixed {s1['fixed_s']:.1f} s per sweep; wall {s1['wall_s']:.1f} s "
                              f"vs direct {dr['total_s']:.1f} s"))
-    if "concurrent" in res:
-        s2 = res["concurrent"]
-        sp = s2["wall_s"] / s1["wall_s"]
-        sec.rows.append(row("sweep 2 concurrent / sequential wall", sp, target="<= 0.6",
-                            note=f"{s2['wall_s']:.1f} s vs {s1['wall_s']:.1f} s "
-                                 f"(trials only: {s2['trials_window_s'] / s1['trials_window_s']:.2f}x); "
-                                 f"CPU {s2['cpu_s']:.1f} vs {s1['cpu_s']:.1f} s"))
+    for how, seq, conc in (("", "sequential", "concurrent"),
+                           (", attached", "attached_sequential", "attached_concurrent")):
+        if conc in res:
+            s1, s2 = res[seq], res[conc]
+            if how:
+                sec.rows.append(row("sweep fixed cost per sweep, attached to a running Ray",
+                                    s1["fixed_s"], unit="s", target="<= 5",
+                                    note="`ray start --head` once, then `ablate sweep --address`: "
+                                         "no Ray start/stop in the sweep"))
+            sec.rows.append(row(f"sweep 2 concurrent / sequential wall{how}",
+                                s2["wall_s"] / s1["wall_s"], target="<= 0.6",
+                                note=f"{s2['wall_s']:.1f} s vs {s1['wall_s']:.1f} s (trials only: "
+                                     f"{s2['trials_window_s'] / s1['trials_window_s']:.2f}x); "
+                                     f"CPU {s2['cpu_s']:.1f} vs {s1['cpu_s']:.1f} s"))
     sec.details = res
     sec.details["overhead_per_trial_s"] = over
     sec.details["marginal_overhead_per_trial_s"] = marginal
