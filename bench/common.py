@@ -259,7 +259,8 @@ def compose(overrides: Sequence[str]):
 
 
 def build_tiny(setup: StepSetup, method: str = "grpo"):
-    """(model, tokenizer, task, cfg) exactly as ablate's trainer builds them for ``setup``."""
+    """(model, tokenizer, task, cfg) exactly as ablate's trainer builds them for ``setup`` (the task
+    with its prompts in the tokenizer's format, e.g. a chat template's)."""
     import torch
     from ablate.policy import build_policy
     from ablate.tasks import build_task
@@ -268,7 +269,7 @@ def build_tiny(setup: StepSetup, method: str = "grpo"):
     torch.manual_seed(int(cfg.seed))
     task = build_task(cfg.task)
     pol = build_policy(cfg.model, task, int(cfg.seed), "cpu")
-    return pol.model, pol.tokenizer, task, cfg
+    return pol.model, pol.tokenizer, pol.task, cfg
 
 
 def state_digest(model) -> str:

@@ -9,8 +9,10 @@ untrained: it emits ``<|im_end|>`` at random, so many responses run to the budge
 128 and ≈ 150 of 256 tokens; the row gives it) and a decode batch lasts until its longest row
 ends, i.e. usually the whole budget. Per budget: `ablate train method=grpo` with P=4 prompts × G=4
 (B=16), 2 microbatches, no KL, warm start off; steps 2..n-1 are kept (the first is warm-up, the
-last carries the final eval). Rows: median step time, generation tokens/s (response tokens /
-rollout phase), and training tokens/s (response tokens / step).
+last carries the final eval). TRL's GRPOTrainer (bench/trl_step.py) runs the same work: the
+same checkpoint, chat-formatted prompts and reward (the task's verifier), B, budget, 2
+gradient-accumulation steps. Rows: median step time of each and their ratio, generation tokens/s
+(response tokens / rollout phase), and training tokens/s (response tokens / step).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from bench.ablate_run import run_ablate
 from bench.common import Section, StepSetup, log, median, row
+from bench.trl_step import run_trl
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "gsm8k_tiny.jsonl"
 TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -63,6 +66,29 @@ def _kept(xs):
     return list(xs[1:-1]) if len(xs) > 2 else list(xs[-1:])
 
 
+def _rows(sec: Section, label: str, s: StepSetup, res: dict, trl: dict) -> None:
+    step = median(_kept(res["step_s"]))
+    roll = median(_kept(res["phases"]["rollout"]))
+    lens = [x for x in _kept(res["response_len"]) if x is not None]
+    tokens = s.batch * (sum(lens) / len(lens)) if lens else float("nan")
+    trl_step = median(_kept(trl["step_s"]))
+    trl_lens = [x for x in _kept(trl["completion_len"]) if x is not None]
+    trl_tokens = s.batch * (sum(trl_lens) / len(trl_lens)) if trl_lens else float("nan")
+    sec.details[f"T={s.max_new_tokens}"] = {**res, "step_median_s": step, "rollout_median_s": roll,
+                                           "response_tokens": tokens, "trl": trl,
+                                           "trl_step_median_s": trl_step, "trl_response_tokens": trl_tokens}
+    sec.rows.append(row(f"{label}: step", step, unit="s",
+                        note=f"rollout {roll:.2f} s, fwd/bwd "
+                             f"{median(_kept(res['phases']['forward_backward'])):.2f} s, "
+                             f"old logp {median(_kept(res['phases']['logp'])):.2f} s; "
+                             f"mean response {tokens / s.batch:.0f} tokens"))
+    sec.rows.append(row(f"{label}: ablate / TRL step", step / trl_step,
+                        note=f"{step:.2f} s vs {trl_step:.2f} s; TRL mean response "
+                             f"{trl_tokens / s.batch:.0f} tokens, {trl_tokens / trl_step:.0f} tok/s"))
+    sec.rows.append(row(f"{label}: generation tokens/s", tokens / roll, unit="tok/s",
+                        note=f"training {tokens / step:.0f} tok/s (response tokens / step)"))
+
+
 def run(quick: bool = False) -> Section:
     sec = Section("long")
     t0 = time.perf_counter()
@@ -71,24 +97,14 @@ def run(quick: bool = False) -> Section:
         n_params = build_qwen2(Path(d), hidden=64 if quick else 256, layers=1 if quick else 4)
         sec.details["params"] = n_params
         for T in budgets:
-            s = StepSetup(prompts=2 if quick else 4, group=4, max_new_tokens=T, steps=3 if quick else 4)
+            s = StepSetup(prompts=2 if quick else 4, group=4, max_new_tokens=T, steps=3 if quick else 6,
+                          extra=[f"model.path={d}", "task=gsm8k_jsonl", f"task.path={FIXTURE}",
+                                 "task.prompt_format=chat", f"task.max_new_tokens={T}",
+                                 "task.eval_fraction=0.2", "eval.num_prompts=2", "eval.n=1"])
             log(f"[bench] long: Qwen2 {n_params / 1e6:.1f}M, {s.label()}")
-            res = run_ablate(s, extra=[f"model.path={d}", "task=gsm8k_jsonl", f"task.path={FIXTURE}",
-                                       "task.prompt_format=chat", f"task.max_new_tokens={T}",
-                                       "task.eval_fraction=0.2", "eval.num_prompts=2", "eval.n=1"])
-            step = median(_kept(res["step_s"]))
-            roll = median(_kept(res["phases"]["rollout"]))
-            lens = [x for x in _kept(res["response_len"]) if x is not None]
-            tokens = s.batch * (sum(lens) / len(lens)) if lens else float("nan")
-            sec.details[f"T={T}"] = {**res, "step_median_s": step, "rollout_median_s": roll,
-                                     "response_tokens": tokens}
-            label = f"long Qwen2 {n_params / 1e6:.1f}M, B={s.batch} ({s.prompts}x{s.group}), T={T}"
-            sec.rows.append(row(f"{label}: step", step, unit="s",
-                                note=f"rollout {roll:.2f} s, fwd/bwd "
-                                     f"{median(_kept(res['phases']['forward_backward'])):.2f} s, "
-                                     f"old logp {median(_kept(res['phases']['logp'])):.2f} s; "
-                                     f"mean response {tokens / s.batch:.0f} tokens"))
-            sec.rows.append(row(f"{label}: generation tokens/s", tokens / roll, unit="tok/s",
-                                note=f"training {tokens / step:.0f} tok/s (response tokens / step)"))
+            res = run_ablate(s)
+            log(f"[bench] long: Qwen2 {n_params / 1e6:.1f}M, {s.label()}: TRL")
+            trl = run_trl(s)
+            _rows(sec, f"long Qwen2 {n_params / 1e6:.1f}M, {s.label()}", s, res, trl)
     sec.seconds = time.perf_counter() - t0
     return sec
