@@ -272,6 +272,53 @@ def build_tiny(setup: StepSetup, method: str = "grpo"):
     return pol.model, pol.tokenizer, pol.task, cfg
 
 
+class GenerateMeter:
+    """Seconds inside HF ``generate`` and the tokens it sampled (each row up to and including its
+    first end id, else the whole budget), for whichever framework calls it: ablate's HF engine,
+    TRL's trainer (its CPU rollout is the same ``model.generate``) and the floor. Patches
+    ``GenerationMixin.generate`` while the block runs (bench only). With ``rows``, only calls that
+    sample that many rows count (a training batch, not ablate's small evals)."""
+
+    def __init__(self, rows: Optional[int] = None):
+        self.rows = rows
+        self.seconds, self.tokens, self.calls = 0.0, 0, 0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else float("nan")
+
+    def _count(self, model, out, kwargs: dict) -> int:
+        import torch
+        ids = out if isinstance(out, torch.Tensor) else out.sequences
+        new = ids[:, kwargs["input_ids"].shape[1]:]
+        eos = getattr(kwargs.get("generation_config") or model.generation_config, "eos_token_id", None)
+        eos = torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        ended = torch.isin(new, eos)
+        return int(torch.where(ended.any(-1), ended.int().argmax(-1) + 1, new.shape[1]).sum())
+
+    @contextlib.contextmanager
+    def measure(self):
+        from transformers.generation.utils import GenerationMixin
+        original = GenerationMixin.generate
+        meter = self
+
+        def timed(model, *args, **kwargs):
+            t0 = time.perf_counter()
+            out = original(model, *args, **kwargs)
+            dt = time.perf_counter() - t0
+            if meter.rows in (None, kwargs["input_ids"].shape[0]):
+                meter.seconds += dt
+                meter.tokens += meter._count(model, out, kwargs)
+                meter.calls += 1
+            return out
+
+        GenerationMixin.generate = timed
+        try:
+            yield self
+        finally:
+            GenerationMixin.generate = original
+
+
 def state_digest(model) -> str:
     """A short hash of the weights (to show that the frameworks start from the same policy)."""
     import hashlib

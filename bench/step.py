@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from bench.ablate_run import PHASES, ablate_weights_digest, run_ablate
-from bench.common import Section, StepSetup, log, median, row
+from bench.common import GenerateMeter, Section, StepSetup, log, median, row
 from bench.floor import run_floor
 from bench.trl_step import run_trl
 
@@ -37,12 +37,14 @@ def run(quick: bool = False) -> Section:
         times: dict[str, list[float]] = {k: [] for k in RUNNERS}
         phases: dict[str, list[float]] = {p: [] for p in (*PHASES, "step")}
         lens: dict[str, list[float]] = {k: [] for k in RUNNERS}
+        gen = {k: GenerateMeter(rows=s.batch) for k in RUNNERS}  # HF generate of the training batches
         names = list(RUNNERS)
         for r in range(repeats):
             order = names[r % len(names):] + names[:r % len(names)]
             for name in order:
                 log(f"[bench] step {label}: {name} (repeat {r + 1}/{repeats})")
-                res = RUNNERS[name](s)
+                with gen[name].measure():
+                    res = RUNNERS[name](s)
                 times[name] += _kept(res["step_s"])
                 if name == "ablate":
                     for p, v in res["phases"].items():
@@ -65,12 +67,18 @@ def run(quick: bool = False) -> Section:
         parts = ", ".join(f"{p} {ph[p] * 1e3:.0f}" for p in PHASES)
         sec.rows.append(row(f"step {label}: ablate phases (ms)", ph["step"], unit="s",
                             note=parts + " (forward_backward includes estimator)"))
+        tps = {k: g.tokens_per_s for k, g in gen.items()}
+        sec.rows.append(row(f"step {label}: generate tokens/s, ablate", tps["ablate"], unit="tok/s",
+                            note=f"TRL {tps['trl']:.0f}, floor {tps['floor']:.0f} tok/s (time inside HF "
+                                 f"generate for the {s.batch}-row rollouts of every step)"))
         sec.details[label] = {
             "batch": s.batch, "prompts": s.prompts, "group": s.group,
             "max_new_tokens": s.max_new_tokens, "steps_per_run": s.steps, "repeats": repeats,
             "median_step_s": med, "ratio_vs_trl": r_trl, "ratio_vs_floor": r_floor,
             "step_s": times, "ablate_phases_median_s": ph,
             "mean_response_len": {k: (sum(v) / len(v) if v else None) for k, v in lens.items()},
+            "generate": {k: {"seconds": g.seconds, "tokens": g.tokens, "calls": g.calls}
+                         for k, g in gen.items()},
         }
     sec.details["initial_weights_sha"] = digests
     sec.details["same_initial_weights"] = len(set(digests.values())) == 1
