@@ -289,12 +289,11 @@ class GenerateMeter:
 
     def _count(self, model, out, kwargs: dict) -> int:
         import torch
+        from ablate.rollout.common import cut_at_eos
         ids = out if isinstance(out, torch.Tensor) else out.sequences
         new = ids[:, kwargs["input_ids"].shape[1]:]
         eos = getattr(kwargs.get("generation_config") or model.generation_config, "eos_token_id", None)
-        eos = torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-        ended = torch.isin(new, eos)
-        return int(torch.where(ended.any(-1), ended.int().argmax(-1) + 1, new.shape[1]).sum())
+        return int(cut_at_eos(new, [] if eos is None else eos, 0)[1].sum())  # mask incl. the end id
 
     @contextlib.contextmanager
     def measure(self):
