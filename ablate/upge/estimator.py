@@ -36,20 +36,9 @@ class EstimatorOutput:
         return {k: d.value for k, d in self.diags.items()}
 
 
-def masked_mean(x: torch.Tensor, m: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-    return (x.to(m.dtype) * m).sum() / n
-
-
-def kl_k3(log_q_over_p: torch.Tensor) -> torch.Tensor:
-    """Schulman's k3 estimator of KL(q‖p) from samples of q: (r − 1) − log r with r = p/q.
-
-    ``log_q_over_p`` = log q − log p per sample; unbiased for KL(q‖p) and ≥ 0 per sample."""
-    log_r = -log_q_over_p
-    return torch.expm1(log_r) - log_r
-
-
 def _k3_of_log_r(log_r: torch.Tensor, r: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``kl_k3(-log_r)`` = (r − 1) − log r given r = exp(log r), in ``out`` (one buffer at most).
+    """Schulman's k3 estimate of KL(π_old‖π_θ) per token, (r − 1) − log r with r = π_θ/π_old (unbiased,
+    ≥ 0), given r = exp(log r), in ``out`` (one buffer at most).
 
     r − 1 is expm1(log r) = tanh(log r / 2)·(1 + r), accurate near r = 1 like expm1 (no
     cancellation) but ~4× faster on CPU, where torch's expm1 is a slow kernel (bench/README.md)."""
