@@ -171,3 +171,42 @@ def test_generation_stops_as_soon_as_every_row_has_ended(engine):
     out = engine.generate(pol.model, pol.tokenizer, PROMPTS, 4, temperature=1.0, max_new_tokens=50,
                           generator=torch.Generator().manual_seed(0))
     assert out.response_mask.shape[1] == 1 and not bool(out.truncated.any())
+
+
+def test_vllm_engine_lays_out_its_samples_like_the_hf_engine(policy, monkeypatch):
+    """The vLLM engine's own logic on CPU, with vLLM's LLM and SamplingParams faked (unit test): prompts
+    left-padded, samples prompt-major, a sample vLLM stopped on EOS without returning the id gets it
+    back, and the budget cuts."""
+    import sys
+    import types
+
+    from ablate.rollout.vllm import VLLMEngine
+
+    model, tok = policy.model, policy.tokenizer
+    eos = tok.eos_token_id
+    fake = types.ModuleType("vllm")
+    fake.SamplingParams = lambda **kw: kw
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    out_rows = [[[5, 6, eos], [7]], [[8, 9, 10, 11, 12], []]]  # per prompt, per sample
+    finish = [["stop", "stop"], ["length", "stop"]]
+
+    class LLM:
+        def generate(self, prompts, params, use_tqdm=False):
+            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(token_ids=ids, finish_reason=f, logprobs=None)
+                                                   for ids, f in zip(rows, fins)])
+                    for rows, fins in zip(out_rows, finish)]
+
+    eng = VLLMEngine.__new__(VLLMEngine)
+    eng.temperature, eng.top_p, eng.top_k, eng.max_new_tokens = 1.0, 1.0, 0, 4
+    eng.logprob_batch_size, eng.reports_logprobs, eng.sleep_mode, eng._llm = None, False, False, LLM()
+    prompts = ["1+2=", "10+20="]
+    out = eng.generate(model, tok, prompts, 2, compute_logprobs=False)
+    p_ids = tok(prompts, add_special_tokens=True)["input_ids"]
+    P = max(map(len, p_ids))
+    assert out.prompt_len == P and out.input_ids.shape[0] == 4
+    for i in range(4):
+        p = p_ids[i // 2]
+        assert out.input_ids[i, P - len(p):P].tolist() == p and out.attention_mask[i, :P].sum() == len(p)
+    want = [[5, 6, eos], [7, eos], [8, 9, 10, 11], [eos]]  # EOS restored where vLLM dropped it; cut at 4
+    for i, w in enumerate(want):
+        assert out.input_ids[i, P:P + len(w)].tolist() == w and out.response_mask[i].sum() == len(w)

@@ -23,6 +23,7 @@ import torch
 from ablate.errors import ConfigError
 from ablate.spec.params import Gt, NonNeg, Num, PosFrac, PosInt
 from ablate.rollout.base import IS_CORRECTIONS, RolloutEngine, RolloutOutput
+from ablate.policy.forward import pad_rows
 from ablate.rollout.common import assemble, eos_ids_of, seed_from
 
 NEEDS = "rollout=vllm needs a GPU and the `gpu` extra (pip install 'ablate-upge[gpu]'); use rollout=hf on CPU"
@@ -161,18 +162,8 @@ class VLLMEngine(RolloutEngine):
                     lps.append(0.0)
                 rows.append(ids[:max_new_tokens])
                 eng_lp.append(lps[:max_new_tokens])
-        P = max(len(p) for p in prompt_ids)
-        T = max(1, max(len(r) for r in rows))
-        B = len(rows)
-        p_ids = torch.full((B, P), pad_id, dtype=torch.long)
-        p_att = torch.zeros((B, P), dtype=torch.long)
-        resp = torch.full((B, T), pad_id, dtype=torch.long)
-        for i, r in enumerate(rows):
-            p = prompt_ids[i // n]
-            p_ids[i, P - len(p):] = torch.as_tensor(p)
-            p_att[i, P - len(p):] = 1
-            if r:
-                resp[i, :len(r)] = torch.as_tensor(r)
+        p_ids, p_att = pad_rows([prompt_ids[i // n] for i in range(len(rows))], pad_id, left=True)
+        resp, _ = pad_rows(rows, pad_id, left=False, min_width=1)
         out = assemble(model, tokenizer, p_ids.to(device), p_att.to(device), resp.to(device), eos_ids,
                        pad_id, temperature if temperature > 0 else 1.0, self.logprob_batch_size,
                        compute_logprobs=compute_logprobs)
