@@ -167,7 +167,7 @@ def ray_head(root: Path) -> Iterator[str]:
         port = sk.getsockname()[1]
     ray_cli = Path(sys.executable).with_name("ray")
     proc = subprocess.Popen([str(ray_cli), "start", "--head", "--block", f"--port={port}",
-                             "--num-cpus=2", "--include-dashboard=false",
+                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
                              f"--temp-dir={root / 'ray'}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
